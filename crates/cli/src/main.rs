@@ -1,1 +1,71 @@
-fn main() {}
+//! The `halyard` command: run a broker, send and receive messages.
+
+mod broker;
+mod receive;
+mod send;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Halyard: a fault-tolerant STOMP message broker.
+#[derive(Parser)]
+#[command(name = "halyard", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a broker.
+    Broker(broker::Args),
+    /// Send messages to a destination.
+    Send(send::Args),
+    /// Receive messages from a destination and print them.
+    Receive(receive::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Cmd::Broker(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("halyard: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Broker(args) => broker::run(args).await,
+            Cmd::Send(args) => send::run(args).await,
+            Cmd::Receive(args) => receive::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("halyard: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

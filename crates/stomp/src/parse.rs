@@ -476,7 +476,8 @@ mod tests {
 
     #[test]
     fn malformed_inputs() {
-        let cases: &[(&[u8], fn(&ParseError) -> bool)] = &[
+        type Case = (&'static [u8], fn(&ParseError) -> bool);
+        let cases: &[Case] = &[
             (
                 b"FOO\n\n\0",
                 |e| matches!(e, ParseError::UnknownCommand(c) if c == "FOO"),

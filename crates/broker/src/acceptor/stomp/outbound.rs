@@ -1,0 +1,60 @@
+//! Frames the broker writes, encoded straight into the session's output
+//! buffer.
+
+use bytes::BytesMut;
+use halyard_stomp::{Command, FrameWriter, Version};
+
+use super::error::Fatal;
+use crate::core::Delivery;
+
+pub(super) fn receipt(out: &mut BytesMut, version: Version, receipt_id: &str) {
+    let mut w = FrameWriter::new(out, Command::Receipt, version);
+    w.header("receipt-id", receipt_id);
+    w.finish(b"");
+}
+
+pub(super) fn error(out: &mut BytesMut, version: Version, e: &Fatal) {
+    let mut w = FrameWriter::new(out, Command::Error, version);
+    w.header("message", &e.message);
+    if let Some(r) = &e.receipt {
+        w.header("receipt-id", r);
+    }
+    for (k, v) in &e.headers {
+        w.header(k, v);
+    }
+    w.header("content-type", "text/plain");
+    let body = e.detail.as_deref().unwrap_or(&e.message);
+    w.finish(body.as_bytes());
+}
+
+/// The broker-set headers of a MESSAGE frame for one subscription.
+pub(super) struct MessageHeaders<'a> {
+    pub(super) subscription: &'a str,
+    pub(super) destination: &'a str,
+    /// The `ack` header (1.2), for subscriptions that acknowledge.
+    pub(super) ack: Option<u64>,
+}
+
+/// Writes a MESSAGE frame: broker headers, then the user's, then the body.
+pub(super) fn message(out: &mut BytesMut, version: Version, h: &MessageHeaders<'_>, d: &Delivery) {
+    let m = &d.message;
+    out.reserve(128 + m.body.len() + m.headers.len() * 32);
+    let mut w = FrameWriter::new(out, Command::Message, version);
+    w.header("subscription", h.subscription);
+    w.header_parts("message-id", &m.id.prefix, m.id.n);
+    w.header("destination", h.destination);
+    if let Some(tag) = h.ack
+        && version >= Version::V1_2
+    {
+        w.header_u64("ack", tag);
+    }
+    if d.deliveries > 1 {
+        w.header("redelivered", "true");
+        w.header_u64("delivery-count", u64::from(d.deliveries));
+    }
+    w.header_u64("timestamp", m.timestamp);
+    for (k, v) in &m.headers {
+        w.header(k, v);
+    }
+    w.finish(&m.body);
+}

@@ -1,0 +1,210 @@
+//! SEND: turning a frame into a message and handing it to its destination.
+
+use std::sync::Arc;
+
+use halyard_stomp::Frame;
+
+use super::error::{Fatal, missing};
+use super::session::Session;
+use crate::core::{
+    DEFAULT_PRIORITY, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms,
+};
+use crate::metrics::Metrics;
+use crate::store::Record;
+
+/// Headers that describe the frame rather than the message, or that the
+/// broker sets itself on delivery; they are not kept with the message.
+const NOT_KEPT: &[&str] = &[
+    "content-length",
+    "receipt",
+    "transaction",
+    "destination",
+    "message-id",
+    "subscription",
+    "ack",
+    "redelivered",
+    "delivery-count",
+    "timestamp",
+];
+
+impl Session {
+    pub(super) async fn send(
+        &mut self,
+        frame: Frame,
+        receipt: Option<String>,
+    ) -> Result<(), Fatal> {
+        let dest_header = frame
+            .headers
+            .get("destination")
+            .ok_or_else(|| missing("SEND", "destination"))?;
+        let dest = Destination::parse(dest_header, &self.conn)
+            .map_err(|e| Fatal::protocol(e.to_string()))?;
+        let tx_id = frame.headers.get("transaction").map(str::to_owned);
+        if let Some(t) = &tx_id
+            && !self.txs.contains_key(t)
+        {
+            return Err(Fatal::protocol(format!("unknown transaction '{t}'")));
+        }
+        let message = Arc::new(self.message(frame, dest.clone())?);
+        let handle = self.resolve_for_send(&dest)?;
+
+        if let Some(t) = tx_id {
+            let max = self.shared.config.limits.max_transaction_frames;
+            let tx = self
+                .txs
+                .get_mut(&t)
+                .ok_or_else(|| Fatal::protocol("transaction vanished"))?;
+            if tx.frames >= max {
+                return Err(Fatal::protocol(format!(
+                    "transaction '{t}' has more than limits.max-transaction-frames ({max}) frames"
+                )));
+            }
+            tx.frames += 1;
+            tx.sends.push((handle, message));
+            self.effects.receipt(receipt);
+            return Ok(());
+        }
+
+        let Some(handle) = handle else {
+            Metrics::inc(&self.shared.metrics.messages_dropped_total);
+            self.effects.receipt(receipt);
+            return Ok(());
+        };
+        let completion = if message.persistent && handle.stores() {
+            let record = Record::Add {
+                destination: dest,
+                message: message.clone(),
+            };
+            Some(
+                self.shared
+                    .store
+                    .submit(vec![record])
+                    .await
+                    .map_err(|e| Fatal::broker(format!("message not accepted: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let shared = self.shared.clone();
+        let bytes = message.body.len();
+        self.effects.push(
+            bytes,
+            Box::pin(async move {
+                if let Some(c) = completion {
+                    c.await
+                        .map_err(|e| Fatal::broker(format!("message not stored: {e}")))?;
+                }
+                publish(&shared, &handle, message).await?;
+                Ok(receipt)
+            }),
+        );
+        Ok(())
+    }
+
+    /// The destination a SEND goes to, created on first use. `None` for a
+    /// temporary queue of another connection that no longer exists: replies
+    /// to a requester that has gone are dropped, not treated as errors.
+    fn resolve_for_send(&mut self, dest: &Destination) -> Result<Option<DestHandle>, Fatal> {
+        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.conn) {
+            return Ok(self.shared.existing_destination(dest));
+        }
+        self.destination(dest).map(Some)
+    }
+
+    /// Gets or creates a destination, remembering our temporary queues.
+    pub(super) fn destination(&mut self, dest: &Destination) -> Result<DestHandle, Fatal> {
+        let handle = self
+            .shared
+            .destination(dest)
+            .map_err(|e| Fatal::protocol(e.to_string()))?;
+        if dest.is_temp_of(&self.conn) && !self.temp_queues.contains(dest) {
+            self.temp_queues.push(dest.clone());
+        }
+        Ok(handle)
+    }
+
+    /// Builds the message a SEND frame describes.
+    fn message(&self, frame: Frame, destination: Destination) -> Result<Message, Fatal> {
+        let mut headers = frame.headers;
+        headers.dedup_first_wins();
+        let persistent = match headers.get("persistent") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                return Err(Fatal::protocol(format!(
+                    "invalid persistent header '{v}': expected true or false"
+                )));
+            }
+        };
+        let priority = match headers.get("priority") {
+            None => DEFAULT_PRIORITY,
+            Some(v) => v
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 9)
+                .ok_or_else(|| {
+                    Fatal::protocol(format!("invalid priority header '{v}': expected 0 to 9"))
+                })?,
+        };
+        let expires = match headers.get("expires") {
+            None => 0,
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                Fatal::protocol(format!(
+                    "invalid expires header '{v}': expected milliseconds since the epoch (0 for never)"
+                ))
+            })?,
+        };
+        let mut kept: Vec<(String, String)> = headers
+            .into_vec()
+            .into_iter()
+            .filter(|(k, _)| !NOT_KEPT.contains(&k.as_str()))
+            .collect();
+        // A reply-to naming our temporary queue must mean the same queue to
+        // whoever replies, so it is rewritten to the broker-wide name.
+        for (k, v) in &mut kept {
+            if k == "reply-to"
+                && v.starts_with("/temp-queue/")
+                && let Ok(d) = Destination::parse(v, &self.conn)
+            {
+                *v = d.to_string();
+            }
+        }
+        let seq = self.shared.next_seq();
+        Ok(Message {
+            seq,
+            id: MessageId {
+                prefix: self.shared.id_prefix.clone(),
+                n: seq,
+            },
+            destination,
+            headers: kept,
+            body: frame.body,
+            persistent,
+            priority,
+            expires,
+            timestamp: now_ms(),
+        })
+    }
+}
+
+/// Hands a message to its destination and counts it. A temporary queue
+/// deleted in the meantime drops it.
+pub(super) async fn publish(
+    shared: &crate::broker::Shared,
+    handle: &DestHandle,
+    message: Arc<Message>,
+) -> Result<(), Fatal> {
+    match handle.publish(message).await {
+        Ok(()) => {
+            Metrics::inc(&shared.metrics.messages_received_total);
+            Ok(())
+        }
+        Err(_) if handle.destination().kind() == DestinationKind::TempQueue => {
+            Metrics::inc(&shared.metrics.messages_dropped_total);
+            Ok(())
+        }
+        Err(e) => Err(Fatal::broker(format!("message not accepted: {e}"))),
+    }
+}

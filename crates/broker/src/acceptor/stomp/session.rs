@@ -1,0 +1,465 @@
+//! The session task: its state, its event loop, timers and teardown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use futures::StreamExt;
+use halyard_stomp::{CodecError, Command, Frame, Item, StompCodec, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::activity::ActivityReader;
+use super::effects::{Done, Effects};
+use super::error::Fatal;
+use super::outbound::{self, MessageHeaders};
+use super::subscriptions::{AckMode, Subscriptions};
+use super::transaction::Transaction;
+use crate::broker::Shared;
+use crate::core::{Control, Delivery, DeliveryTx, Destination};
+use crate::metrics::Metrics;
+use crate::store::Record;
+
+/// Deliveries written per wake-up before the session looks at other work.
+const DELIVERY_BURST: usize = 128;
+
+pub(super) struct Session {
+    pub(super) shared: Arc<Shared>,
+    /// Connection id: the CONNECTED `session` header, and the scope of
+    /// `/temp-queue/` names.
+    pub(super) conn: Arc<str>,
+    pub(super) peer: SocketAddr,
+    pub(super) version: Version,
+    pub(super) connected: bool,
+    pub(super) client_id: Option<String>,
+    pub(super) reader: FramedRead<ActivityReader<OwnedReadHalf>, StompCodec>,
+    writer: OwnedWriteHalf,
+    /// Frames encoded but not yet written to the socket.
+    pub(super) out: BytesMut,
+    pub(super) subs: Subscriptions,
+    pub(super) txs: HashMap<String, Transaction>,
+    pub(super) temp_queues: Vec<Destination>,
+    pub(super) deliveries_tx: DeliveryTx,
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    pub(super) effects: Effects,
+    /// Auto-acknowledged deliveries written to `out`, acknowledged to their
+    /// destinations once the write to the socket has succeeded.
+    auto_acks: Vec<(crate::core::SubKey, u64, bool)>,
+    pub(super) heartbeat_send: Option<Duration>,
+    pub(super) heartbeat_receive: Option<Duration>,
+    opened: Instant,
+    last_write: Instant,
+    reading_since: Instant,
+    partial_since: Option<Instant>,
+    /// A DISCONNECT was received; frames after it are ignored.
+    pub(super) disconnecting: bool,
+}
+
+/// How a session ended.
+enum End {
+    Eof,
+    Io(std::io::Error),
+    Disconnect,
+    Error(Fatal),
+}
+
+/// What a handled frame asks of the loop.
+pub(super) enum Flow {
+    Continue,
+    Close,
+}
+
+/// Runs one STOMP connection to completion.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let conn: Arc<str> = shared.next_connection_id().into();
+    Metrics::inc(&shared.metrics.connections_total);
+    Metrics::inc(&shared.metrics.connections);
+    tracing::info!(conn = %conn, %peer, "connection opened");
+    let (read, write) = stream.into_split();
+    let limits = &shared.config.limits;
+    let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
+    let now = Instant::now();
+    let mut session = Session {
+        reader: FramedRead::new(
+            ActivityReader::new(read),
+            StompCodec::new(shared.config.frame_limits()),
+        ),
+        effects: Effects::new(limits.max_inflight_frames, limits.max_inflight_bytes),
+        shared: shared.clone(),
+        conn: conn.clone(),
+        peer,
+        version: Version::V1_0,
+        connected: false,
+        client_id: None,
+        writer: write,
+        out: BytesMut::with_capacity(8 * 1024),
+        subs: Subscriptions::default(),
+        txs: HashMap::new(),
+        temp_queues: Vec::new(),
+        deliveries_tx,
+        deliveries,
+        auto_acks: Vec::new(),
+        heartbeat_send: None,
+        heartbeat_receive: None,
+        opened: now,
+        last_write: now,
+        reading_since: now,
+        partial_since: None,
+        disconnecting: false,
+    };
+    let end = session.serve(&stop).await;
+    let reason = match &end {
+        End::Eof => "peer closed the connection".to_owned(),
+        End::Io(e) => format!("I/O error: {e}"),
+        End::Disconnect => "DISCONNECT".to_owned(),
+        End::Error(e) => format!("ERROR sent: {}", e.message),
+    };
+    if let End::Error(e) = end {
+        if e.client_fault {
+            Metrics::inc(&shared.metrics.protocol_errors_total);
+        }
+        outbound::error(&mut session.out, session.version, &e);
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.write_out()).await;
+    }
+    let _ = session.writer.shutdown().await;
+    session.teardown().await;
+    Metrics::dec(&shared.metrics.connections);
+    tracing::info!(conn = %conn, %peer, %reason,
+        duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
+}
+
+impl Session {
+    async fn serve(&mut self, stop: &CancellationToken) -> End {
+        let mut was_reading = true;
+        loop {
+            let reading = self.effects.has_room();
+            if reading && !was_reading {
+                self.reading_since = Instant::now();
+            }
+            was_reading = reading;
+            let deadline = self.next_deadline(reading);
+            let step: Result<Flow, End> = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return self.shut_down().await,
+                Some(done) = self.effects.done.recv() => self.finished(done).map_err(End::Error),
+                Some(d) = self.deliveries.recv() => {
+                    self.deliver(d);
+                    for _ in 1..DELIVERY_BURST {
+                        match self.deliveries.try_recv() {
+                            Ok(d) => self.deliver(d),
+                            Err(_) => break,
+                        }
+                    }
+                    Ok(Flow::Continue)
+                }
+                item = self.reader.next(), if reading => match item {
+                    None => Err(End::Eof),
+                    Some(Err(CodecError::Io(e))) => Err(End::Io(e)),
+                    Some(Err(CodecError::Parse(e))) => Err(End::Error(Fatal::protocol(e.to_string()))),
+                    Some(Err(e)) => Err(End::Error(Fatal::protocol(e.to_string()))),
+                    Some(Ok(Item::Heartbeat)) => Ok(Flow::Continue),
+                    Some(Ok(Item::Frame(frame))) => {
+                        self.partial_since = None;
+                        self.frame(frame).await.map_err(End::Error)
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.timer(reading).map(|()| Flow::Continue).map_err(End::Error)
+                }
+            };
+            let flow = match step {
+                Ok(flow) => flow,
+                Err(end) => return end,
+            };
+            if let Err(e) = self.write_out().await {
+                return End::Io(e);
+            }
+            self.flush_auto_acks().await;
+            if let Flow::Close = flow {
+                return End::Disconnect;
+            }
+        }
+    }
+
+    /// Handles one frame from the client.
+    async fn frame(&mut self, frame: Frame) -> Result<Flow, Fatal> {
+        Metrics::inc(&self.shared.metrics.frames_received_total);
+        if self.disconnecting {
+            return Ok(Flow::Continue);
+        }
+        let receipt = frame.headers.get("receipt").map(str::to_owned);
+        let command = frame.command;
+        let result = match (self.connected, command) {
+            (false, Command::Connect | Command::Stomp) => self.connect(frame),
+            (false, _) => Err(Fatal::protocol(format!(
+                "expected a CONNECT or STOMP frame, got {command}"
+            ))),
+            (true, Command::Connect | Command::Stomp) => Err(Fatal::protocol("already connected")),
+            (true, Command::Send) => self.send(frame, receipt.clone()).await,
+            (true, Command::Subscribe) => self.subscribe(frame, receipt.clone()).await,
+            (true, Command::Unsubscribe) => self.unsubscribe(frame, receipt.clone()).await,
+            (true, Command::Ack) => self.ack(frame, receipt.clone(), false).await,
+            (true, Command::Nack) => self.ack(frame, receipt.clone(), true).await,
+            (true, Command::Begin) => self.begin(frame, receipt.clone()),
+            (true, Command::Commit) => self.commit(frame, receipt.clone()).await,
+            (true, Command::Abort) => self.abort(frame, receipt.clone()).await,
+            (true, Command::Disconnect) => {
+                self.disconnecting = true;
+                match receipt.clone() {
+                    Some(r) => {
+                        self.effects.disconnect(r);
+                        Ok(())
+                    }
+                    None => return Ok(Flow::Close),
+                }
+            }
+            (true, Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
+                Err(Fatal::protocol(format!(
+                    "{command} frames are sent by servers, not clients"
+                )))
+            }
+        };
+        result
+            .map(|()| Flow::Continue)
+            .map_err(|e| e.or_receipt(receipt.as_deref()))
+    }
+
+    /// A pipeline job finished: send its receipt.
+    fn finished(&mut self, done: Done) -> Result<Flow, Fatal> {
+        self.effects.finished(&done);
+        if let Some(r) = done.result? {
+            outbound::receipt(&mut self.out, self.version, &r);
+        }
+        Ok(if done.then_close {
+            Flow::Close
+        } else {
+            Flow::Continue
+        })
+    }
+
+    /// Writes a MESSAGE frame for a delivery.
+    fn deliver(&mut self, d: Delivery) {
+        let Some(sub) = self.subs.get(d.sub) else {
+            // The subscription ended; its destination has taken the message
+            // back already.
+            return;
+        };
+        let ack_mode = sub.ack;
+        let tag = match ack_mode {
+            AckMode::Auto => None,
+            _ => Some(
+                self.subs
+                    .track(d.sub, d.message.seq, d.message.id.clone(), d.stored),
+            ),
+        };
+        let Some(sub) = self.subs.get(d.sub) else {
+            return;
+        };
+        let headers = MessageHeaders {
+            subscription: &sub.id,
+            destination: &sub.destination_header,
+            ack: tag,
+        };
+        outbound::message(&mut self.out, self.version, &headers, &d);
+        let m = &self.shared.metrics;
+        Metrics::inc(&m.messages_delivered_total);
+        if d.deliveries > 1 {
+            Metrics::inc(&m.messages_redelivered_total);
+        }
+        if ack_mode == AckMode::Auto {
+            self.auto_acks.push((d.sub, d.message.seq, d.stored));
+        }
+    }
+
+    /// Acknowledges auto-ack deliveries that have been written.
+    async fn flush_auto_acks(&mut self) {
+        if self.auto_acks.is_empty() {
+            return;
+        }
+        let mut acks = std::mem::take(&mut self.auto_acks);
+        acks.sort_by_key(|(sub, _, _)| *sub);
+        let mut removes = Vec::new();
+        for group in acks.chunk_by(|a, b| a.0 == b.0) {
+            let Some(sub) = self.subs.get(group[0].0) else {
+                continue;
+            };
+            let seqs: Vec<u64> = group.iter().map(|(_, seq, _)| *seq).collect();
+            for (_, seq, stored) in group {
+                if *stored {
+                    removes.push(Record::Remove {
+                        destination: sub.handle.destination().clone(),
+                        seq: *seq,
+                    });
+                }
+            }
+            Metrics::add(&self.shared.metrics.messages_acked_total, seqs.len() as u64);
+            let _ = sub
+                .handle
+                .control(Control::Ack {
+                    consumer: sub.consumer,
+                    seqs,
+                })
+                .await;
+        }
+        if !removes.is_empty() {
+            // Nobody waits for these: after a crash before they are durable
+            // the messages are redelivered, which auto mode allows.
+            let _ = self.shared.store.submit(removes).await;
+        }
+    }
+
+    /// Writes buffered frames to the socket. A peer that does not read for
+    /// `timeouts.frame-ms` is disconnected.
+    async fn write_out(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let limit = Duration::from_millis(self.shared.config.timeouts.frame_ms);
+        match tokio::time::timeout(limit, self.writer.write_all_buf(&mut self.out)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "peer stopped reading",
+                ));
+            }
+        }
+        self.out.clear();
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    fn grace(&self, interval: Duration) -> Duration {
+        interval.mul_f64(self.shared.config.heartbeat.grace_factor)
+    }
+
+    fn last_sign_of_life(&self) -> Instant {
+        self.reader.get_ref().last_read().max(self.reading_since)
+    }
+
+    fn next_deadline(&self, reading: bool) -> Instant {
+        let t = &self.shared.config.timeouts;
+        let frame = Duration::from_millis(t.frame_ms);
+        // Wake now and then even when idle, to notice stalled partial frames.
+        let mut deadline = Instant::now() + frame / 2;
+        if !self.connected {
+            deadline = deadline.min(self.opened + Duration::from_millis(t.connect_ms));
+        }
+        if let Some(r) = self.heartbeat_receive
+            && reading
+        {
+            deadline = deadline.min(self.last_sign_of_life() + self.grace(r));
+        }
+        if let Some(s) = self.heartbeat_send {
+            deadline = deadline.min(self.last_write + s);
+        }
+        if let Some(p) = self.partial_since {
+            deadline = deadline.min(p + frame);
+        }
+        deadline
+    }
+
+    fn timer(&mut self, reading: bool) -> Result<(), Fatal> {
+        let now = Instant::now();
+        let t = &self.shared.config.timeouts;
+        if !self.connected && now >= self.opened + Duration::from_millis(t.connect_ms) {
+            return Err(Fatal::protocol(format!(
+                "no CONNECT frame received within {} ms",
+                t.connect_ms
+            )));
+        }
+        if reading {
+            if let Some(r) = self.heartbeat_receive {
+                let silent = now.saturating_duration_since(self.last_sign_of_life());
+                if silent >= self.grace(r) {
+                    return Err(Fatal::protocol(format!(
+                        "no frame or heart-beat received for {} ms (heart-beat interval {} ms)",
+                        silent.as_millis(),
+                        r.as_millis()
+                    )));
+                }
+            }
+            if self.reader.read_buffer().is_empty() {
+                self.partial_since = None;
+            } else {
+                let since = *self.partial_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= Duration::from_millis(t.frame_ms) {
+                    return Err(Fatal::protocol(format!(
+                        "incomplete frame: no complete frame received within {} ms",
+                        t.frame_ms
+                    )));
+                }
+            }
+        }
+        if let Some(s) = self.heartbeat_send
+            && now.saturating_duration_since(self.last_write) >= s
+            && self.out.is_empty()
+        {
+            self.out.put_u8(b'\n');
+        }
+        Ok(())
+    }
+
+    /// The broker is stopping: stop reading, give in-flight work up to
+    /// `timeouts.shutdown-ms` to finish (sending its receipts), then close.
+    async fn shut_down(&mut self) -> End {
+        let limit = Duration::from_millis(self.shared.config.timeouts.shutdown_ms);
+        let _ = tokio::time::timeout(limit, async {
+            while !self.effects.is_idle() {
+                let Some(done) = self.effects.done.recv().await else {
+                    break;
+                };
+                if self.finished(done).is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        End::Error(Fatal::broker("broker is shutting down"))
+    }
+
+    /// Returns everything the connection held: transactions roll back,
+    /// subscriptions end (their unacknowledged messages are redelivered),
+    /// temporary queues are deleted.
+    async fn teardown(&mut self) {
+        self.effects.close();
+        for (_, tx) in self.txs.drain() {
+            for held in tx.acks.into_iter().chain(tx.nacks) {
+                let seqs = held.seqs();
+                let _ = held
+                    .handle
+                    .control(Control::Rollback {
+                        consumer: held.consumer,
+                        seqs,
+                    })
+                    .await;
+            }
+        }
+        for sub in self.subs.drain() {
+            let _ = sub
+                .handle
+                .control(Control::Unsubscribe {
+                    consumer: sub.consumer,
+                    done: None,
+                })
+                .await;
+        }
+        for dest in self.temp_queues.drain(..) {
+            self.shared.delete_destination(&dest);
+        }
+        if let Some(id) = self.client_id.take() {
+            self.shared.release_client_id(&id);
+        }
+    }
+}

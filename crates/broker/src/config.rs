@@ -1,0 +1,379 @@
+//! Broker configuration: a TOML file, with every top-level setting also
+//! reachable from the command line and `HALYARD_*` variables (the CLI does
+//! that layering; this module owns the schema, the defaults and validation).
+//!
+//! Unknown keys are errors, so a typo in a config file is reported instead of
+//! silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a broker needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Broker name, shown in logs, CONNECTED `server` and message ids.
+    pub name: String,
+    /// Data directory (store files, later the HA lock).
+    pub data_dir: PathBuf,
+    /// STOMP listen address.
+    pub stomp: String,
+    /// Admin HTTP listen address.
+    pub http: String,
+    /// Which store keeps persistent messages.
+    pub store: StoreKind,
+    /// Limits that protect the broker from its peers.
+    pub limits: LimitsConfig,
+    /// Connection-level timeouts.
+    pub timeouts: TimeoutsConfig,
+    /// STOMP heart-beat policy.
+    pub heartbeat: HeartbeatConfig,
+    /// Redelivery, dead-lettering and expiry.
+    pub destinations: DestinationsConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            name: "halyard".to_owned(),
+            data_dir: PathBuf::from("./data"),
+            stomp: "127.0.0.1:61613".to_owned(),
+            http: "127.0.0.1:8161".to_owned(),
+            store: StoreKind::Memory,
+            limits: LimitsConfig::default(),
+            timeouts: TimeoutsConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            destinations: DestinationsConfig::default(),
+        }
+    }
+}
+
+/// The store implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// Keeps persistent messages in memory only: they do not survive a
+    /// restart. The seam the durable stores plug into.
+    Memory,
+}
+
+/// Limits on what peers may make the broker hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent client connections; more are refused with an ERROR.
+    pub max_connections: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Open transactions one connection may hold.
+    pub max_transactions_per_connection: usize,
+    /// SENDs, ACKs and NACKs one transaction may hold.
+    pub max_transaction_frames: usize,
+    /// Destinations the broker will create.
+    pub max_destinations: usize,
+    /// Longest command or header line, in bytes.
+    pub max_header_line_bytes: usize,
+    /// Most headers in one frame.
+    pub max_headers: usize,
+    /// Longest header section of one frame, in bytes.
+    pub max_header_bytes: usize,
+    /// Longest frame body, in bytes.
+    pub max_body_bytes: usize,
+    /// Frames one connection may have in flight (sent, not yet fully
+    /// processed); the broker stops reading from a connection at this depth.
+    pub max_inflight_frames: usize,
+    /// Body bytes one connection may have in flight.
+    pub max_inflight_bytes: usize,
+    /// Bytes of undelivered message bodies one destination (or one topic
+    /// subscription) holds in memory before producers are made to wait.
+    pub destination_memory_bytes: usize,
+    /// Largest prefetch a subscription may ask for.
+    pub max_prefetch: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_connections: 10_000,
+            max_subscriptions_per_connection: 1_000,
+            max_transactions_per_connection: 100,
+            max_transaction_frames: 100_000,
+            max_destinations: 100_000,
+            max_header_line_bytes: 10 * 1024,
+            max_headers: 1_000,
+            max_header_bytes: 256 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_inflight_frames: 4_096,
+            max_inflight_bytes: 64 * 1024 * 1024,
+            destination_memory_bytes: 128 * 1024 * 1024,
+            max_prefetch: 65_535,
+        }
+    }
+}
+
+/// Connection timeouts, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Time a new connection has to send CONNECT.
+    pub connect_ms: u64,
+    /// Time a frame may take to arrive once its first byte has (defends
+    /// against peers that send part of a frame and stall).
+    pub frame_ms: u64,
+    /// Time a graceful shutdown waits for connections to finish in-flight
+    /// work before closing them anyway.
+    pub shutdown_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> TimeoutsConfig {
+        TimeoutsConfig {
+            connect_ms: 10_000,
+            frame_ms: 30_000,
+            shutdown_ms: 5_000,
+        }
+    }
+}
+
+/// Heart-beat policy. The broker offers `min-send-ms,min-receive-ms` in
+/// CONNECTED; per the specification each direction then runs at the larger
+/// of what one side can do and what the other wants, so clients get what
+/// they ask for unless it is faster than these floors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Fastest the broker sends heart-beats, in ms (0: never).
+    pub min_send_ms: u64,
+    /// Fastest the broker wants to receive them, in ms (0: never).
+    pub min_receive_ms: u64,
+    /// How many receive intervals of silence the broker tolerates before it
+    /// closes a connection.
+    pub grace_factor: f64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> HeartbeatConfig {
+        HeartbeatConfig {
+            min_send_ms: 1_000,
+            min_receive_ms: 1_000,
+            grace_factor: 2.0,
+        }
+    }
+}
+
+/// Delivery policy shared by all destinations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DestinationsConfig {
+    /// Prefetch for subscriptions that do not ask for one.
+    pub default_prefetch: u32,
+    /// Redeliveries before a message is dead-lettered (ActiveMQ's
+    /// `maximumRedeliveries`): a message is delivered at most this + 1 times.
+    pub max_redeliveries: u32,
+    /// Prefix of dead-letter queue names: `/queue/<prefix><name>`.
+    pub dead_letter_prefix: String,
+    /// Whether expired messages go to the dead-letter queue (otherwise they
+    /// are dropped).
+    pub dead_letter_expired: bool,
+    /// How often destinations sweep out expired messages, in ms.
+    pub expiry_check_ms: u64,
+}
+
+impl Default for DestinationsConfig {
+    fn default() -> DestinationsConfig {
+        DestinationsConfig {
+            default_prefetch: 1_000,
+            max_redeliveries: 6,
+            dead_letter_prefix: "DLQ.".to_owned(),
+            dead_letter_expired: false,
+            expiry_check_ms: 5_000,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// The setting, in config-file spelling.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl BrokerConfig {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        BrokerConfig::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, ConfigError> {
+        let config: BrokerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<string>"),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &'static str, v: usize) -> Result<(), ConfigError> {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        if self.name.trim().is_empty() || self.name.chars().any(|c| c.is_control()) {
+            return Err(ConfigError::Invalid {
+                key: "name",
+                message: "must be non-empty and printable".into(),
+            });
+        }
+        let l = &self.limits;
+        positive("limits.max-connections", l.max_connections)?;
+        positive(
+            "limits.max-subscriptions-per-connection",
+            l.max_subscriptions_per_connection,
+        )?;
+        positive(
+            "limits.max-transactions-per-connection",
+            l.max_transactions_per_connection,
+        )?;
+        positive("limits.max-transaction-frames", l.max_transaction_frames)?;
+        positive("limits.max-destinations", l.max_destinations)?;
+        positive("limits.max-header-line-bytes", l.max_header_line_bytes)?;
+        positive("limits.max-headers", l.max_headers)?;
+        positive("limits.max-header-bytes", l.max_header_bytes)?;
+        positive("limits.max-body-bytes", l.max_body_bytes)?;
+        positive("limits.max-inflight-frames", l.max_inflight_frames)?;
+        positive("limits.max-inflight-bytes", l.max_inflight_bytes)?;
+        positive(
+            "limits.destination-memory-bytes",
+            l.destination_memory_bytes,
+        )?;
+        positive("limits.max-prefetch", l.max_prefetch as usize)?;
+        if l.max_header_bytes < l.max_header_line_bytes {
+            return Err(ConfigError::Invalid {
+                key: "limits.max-header-bytes",
+                message: "must be at least limits.max-header-line-bytes".into(),
+            });
+        }
+        let d = &self.destinations;
+        if d.default_prefetch == 0 || d.default_prefetch > l.max_prefetch {
+            return Err(ConfigError::Invalid {
+                key: "destinations.default-prefetch",
+                message: format!(
+                    "must be between 1 and limits.max-prefetch ({})",
+                    l.max_prefetch
+                ),
+            });
+        }
+        if d.dead_letter_prefix.is_empty() || d.dead_letter_prefix.contains('/') {
+            return Err(ConfigError::Invalid {
+                key: "destinations.dead-letter-prefix",
+                message: "must be non-empty and contain no '/'".into(),
+            });
+        }
+        positive("destinations.expiry-check-ms", d.expiry_check_ms as usize)?;
+        positive("timeouts.connect-ms", self.timeouts.connect_ms as usize)?;
+        positive("timeouts.frame-ms", self.timeouts.frame_ms as usize)?;
+        if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
+            return Err(ConfigError::Invalid {
+                key: "heartbeat.grace-factor",
+                message: "must be between 1.0 and 100.0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parser limits for STOMP connections.
+    pub fn frame_limits(&self) -> halyard_stomp::Limits {
+        halyard_stomp::Limits {
+            max_line_bytes: self.limits.max_header_line_bytes,
+            max_headers: self.limits.max_headers,
+            max_header_bytes: self.limits.max_header_bytes,
+            max_body_bytes: self.limits.max_body_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(
+            BrokerConfig::from_toml("").unwrap(),
+            BrokerConfig::default()
+        );
+    }
+
+    #[test]
+    fn nested_settings_parse() {
+        let c = BrokerConfig::from_toml(
+            "name = \"b1\"\nstomp = \"0.0.0.0:1\"\n[limits]\nmax-connections = 5\n[destinations]\nmax-redeliveries = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.name, "b1");
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.destinations.max_redeliveries, 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = BrokerConfig::from_toml("nmae = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nmae"), "{e}");
+        let e = BrokerConfig::from_toml("[limits]\nmax-connections = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max-connections"), "{e}");
+        let e = BrokerConfig::from_toml("[limits]\nmax-connections = -1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max-connections"), "{e}");
+        let e = BrokerConfig::from_toml("store = \"nope\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store"), "{e}");
+    }
+}

@@ -1,0 +1,123 @@
+//! The handle sessions use to reach a destination actor.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ConsumerId, ConsumerReg, Destination, DestinationKind, DispatchStats, Message};
+
+/// Requests a destination handles ahead of new messages: a destination
+/// always drains its control channel, even while producers are held back by
+/// flow control, so acknowledgements can always make room.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Subscribe {
+        consumer: ConsumerReg,
+        done: oneshot::Sender<()>,
+    },
+    Unsubscribe {
+        consumer: ConsumerId,
+        done: Option<oneshot::Sender<()>>,
+    },
+    Ack {
+        consumer: ConsumerId,
+        seqs: Vec<u64>,
+    },
+    Nack {
+        consumer: ConsumerId,
+        seqs: Vec<u64>,
+    },
+    /// Acknowledged or rejected inside a transaction; held until it ends.
+    Hold {
+        consumer: ConsumerId,
+        seqs: Vec<u64>,
+    },
+    /// The transaction acknowledging these committed.
+    Commit {
+        consumer: ConsumerId,
+        seqs: Vec<u64>,
+    },
+    /// The transaction holding these rolled back, or committed a NACK.
+    Rollback {
+        consumer: ConsumerId,
+        seqs: Vec<u64>,
+    },
+    Stats {
+        reply: oneshot::Sender<DestinationStats>,
+    },
+    /// Drop everything and stop (temporary queues).
+    Delete,
+}
+
+/// A destination's state, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationStats {
+    /// The destination as clients name it.
+    pub destination: String,
+    /// Its counters (for a topic: summed over its subscriptions, with
+    /// `enqueued` counting messages published).
+    #[serde(flatten)]
+    pub dispatch: DispatchStats,
+}
+
+/// The destination no longer exists (a deleted temporary queue, or the
+/// broker is stopping).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("destination {0} no longer exists")]
+pub(crate) struct Gone(pub(crate) String);
+
+/// A cheap, cloneable way to talk to one destination.
+#[derive(Debug, Clone)]
+pub(crate) struct DestHandle {
+    destination: Destination,
+    control: mpsc::Sender<Control>,
+    publish: mpsc::Sender<Arc<Message>>,
+}
+
+impl DestHandle {
+    pub(crate) fn new(
+        destination: Destination,
+        control: mpsc::Sender<Control>,
+        publish: mpsc::Sender<Arc<Message>>,
+    ) -> DestHandle {
+        DestHandle {
+            destination,
+            control,
+            publish,
+        }
+    }
+
+    pub(crate) fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// Whether persistent messages sent here are written to the store.
+    /// Temporary queues die with their connection, and topics keep nothing
+    /// for absent subscribers, so only queues store.
+    pub(crate) fn stores(&self) -> bool {
+        self.destination.kind() == DestinationKind::Queue
+    }
+
+    /// Enqueues a message; waits while the destination is over its memory
+    /// limit (producer flow control).
+    pub(crate) async fn publish(&self, message: Arc<Message>) -> Result<(), Gone> {
+        self.publish
+            .send(message)
+            .await
+            .map_err(|_| Gone(self.destination.to_string()))
+    }
+
+    pub(crate) async fn control(&self, c: Control) -> Result<(), Gone> {
+        self.control
+            .send(c)
+            .await
+            .map_err(|_| Gone(self.destination.to_string()))
+    }
+
+    /// Sends a control message without waiting (used where waiting is not
+    /// possible, e.g. from a synchronous context); `false` if it could not.
+    pub(crate) fn try_control(&self, c: Control) -> bool {
+        self.control.try_send(c).is_ok()
+    }
+}

@@ -1,0 +1,25 @@
+//! Destinations, subscriptions, dispatch, acknowledgements, redelivery,
+//! dead-lettering and expiry.
+//!
+//! Every destination is an actor task that owns its messages and consumers;
+//! sessions reach it through a [`DestHandle`] (two bounded channels: control
+//! and publish). Destinations never wait on sessions: deliveries go out on
+//! credit-bounded channels and replies on oneshots.
+
+mod dead_letter;
+mod destination;
+pub(crate) mod dispatch;
+mod handle;
+mod message;
+mod queue;
+mod topic;
+
+pub(crate) use dead_letter::settle;
+pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_LEN};
+pub use dispatch::DispatchStats;
+pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, SubKey};
+pub use handle::DestinationStats;
+pub(crate) use handle::{Control, DestHandle};
+pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};
+pub(crate) use queue::spawn_queue;
+pub(crate) use topic::spawn_topic;

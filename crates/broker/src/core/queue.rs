@@ -1,0 +1,118 @@
+//! The queue actor: one task per queue (or temporary queue) owning a single
+//! [`Dispatcher`] that all its consumers compete on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use super::dispatch::{Dispatcher, Effect, Policy};
+use super::{Control, DestHandle, Destination, DestinationKind, DestinationStats, Message, now_ms};
+use crate::broker::Shared;
+
+/// Depth of a destination's control channel.
+pub(crate) const CONTROL_DEPTH: usize = 1024;
+/// Depth of a destination's publish channel (beyond the memory limit).
+pub(crate) const PUBLISH_DEPTH: usize = 256;
+
+/// Starts the actor for a queue or temporary queue.
+pub(crate) fn spawn_queue(shared: Arc<Shared>, destination: Destination) -> DestHandle {
+    let (control_tx, control) = mpsc::channel(CONTROL_DEPTH);
+    let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
+    let handle = DestHandle::new(destination.clone(), control_tx, publish_tx);
+    let cfg = &shared.config.destinations;
+    let policy = Policy {
+        max_redeliveries: cfg.max_redeliveries,
+        is_dead_letter_queue: destination.kind() == DestinationKind::Queue
+            && destination.name().starts_with(&cfg.dead_letter_prefix),
+    };
+    let actor = QueueActor {
+        dispatcher: Dispatcher::new(policy, handle.stores()),
+        stores: handle.stores(),
+        shared,
+        destination,
+    };
+    tokio::spawn(actor.run(control, publish));
+    handle
+}
+
+struct QueueActor {
+    shared: Arc<Shared>,
+    destination: Destination,
+    dispatcher: Dispatcher,
+    stores: bool,
+}
+
+impl QueueActor {
+    async fn run(
+        mut self,
+        mut control: mpsc::Receiver<Control>,
+        mut publish: mpsc::Receiver<Arc<Message>>,
+    ) {
+        let limit = self.shared.config.limits.destination_memory_bytes;
+        let mut sweep = tokio::time::interval(Duration::from_millis(
+            self.shared.config.destinations.expiry_check_ms,
+        ));
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut effects = Vec::new();
+        let stop = self.shared.stop.clone();
+        loop {
+            let accepting = self.dispatcher.ready_weight() < limit;
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                cmd = control.recv() => match cmd {
+                    None => break,
+                    Some(Control::Delete) => {
+                        self.dispatcher.clear();
+                        break;
+                    }
+                    Some(cmd) => self.control(cmd, &mut effects),
+                },
+                m = publish.recv(), if accepting => {
+                    let Some(m) = m else { break };
+                    self.dispatcher.push(m);
+                    while self.dispatcher.ready_weight() < limit {
+                        let Ok(m) = publish.try_recv() else { break };
+                        self.dispatcher.push(m);
+                    }
+                }
+                _ = sweep.tick() => self.dispatcher.sweep_expired(now_ms(), &mut effects),
+            }
+            self.dispatcher.dispatch(now_ms(), &mut effects);
+            if !effects.is_empty() {
+                super::settle(&self.shared, &self.destination, self.stores, &mut effects).await;
+            }
+        }
+        tracing::debug!(destination = %self.destination, "destination stopped");
+    }
+
+    fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
+        let d = &mut self.dispatcher;
+        match cmd {
+            Control::Subscribe { consumer, done } => {
+                d.add_consumer(consumer);
+                let _ = done.send(());
+            }
+            Control::Unsubscribe { consumer, done } => {
+                d.remove_consumer(consumer, effects);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Control::Ack { consumer, seqs } => d.ack(consumer, &seqs),
+            Control::Nack { consumer, seqs } => d.nack(consumer, &seqs, effects),
+            Control::Hold { consumer, seqs } => d.hold(consumer, &seqs),
+            Control::Commit { seqs, .. } => d.commit(&seqs),
+            Control::Rollback { seqs, .. } => d.rollback(&seqs, effects),
+            Control::Stats { reply } => {
+                let _ = reply.send(DestinationStats {
+                    destination: self.destination.to_string(),
+                    dispatch: d.stats(),
+                });
+            }
+            Control::Delete => {}
+        }
+    }
+}

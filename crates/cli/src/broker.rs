@@ -1,0 +1,71 @@
+//! `halyard broker`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use halyard_broker::{Broker, BrokerConfig};
+
+/// Settings come from, in order of precedence: flags, `HALYARD_*`
+/// environment variables, the config file, built-in defaults.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// TOML config file (see docs/CONFIGURATION.md).
+    #[arg(long, env = "HALYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Broker name, used in logs and message ids [default: halyard].
+    #[arg(long, env = "HALYARD_NAME")]
+    name: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "HALYARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// STOMP listen address [default: 127.0.0.1:61613].
+    #[arg(long, env = "HALYARD_STOMP", value_name = "ADDR")]
+    stomp: Option<String>,
+    /// Admin HTTP listen address [default: 127.0.0.1:8161].
+    #[arg(long, env = "HALYARD_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+}
+
+impl Args {
+    fn config(self) -> anyhow::Result<BrokerConfig> {
+        let mut config = match &self.config {
+            Some(path) => BrokerConfig::from_file(path)?,
+            None => BrokerConfig::default(),
+        };
+        if let Some(v) = self.name {
+            config.name = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.stomp {
+            config.stomp = v;
+        }
+        if let Some(v) = self.http {
+            config.http = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let broker = Broker::start(config).await?;
+    shutdown_signal()
+        .await
+        .context("cannot listen for signals")?;
+    broker.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `halyard receive`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use halyard_client::{AckMode, Client, Message, SubscribeOptions};
+
+/// Prints message bodies, one per line (or JSON lines with --json).
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Broker URL, e.g. stomp://127.0.0.1:61613.
+    #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
+    url: String,
+    /// Destination, e.g. /queue/orders or /topic/prices.
+    #[arg(long, short = 'd')]
+    destination: String,
+    /// Stop after this many messages (default: run until --timeout or Ctrl-C).
+    #[arg(long, short = 'n')]
+    count: Option<u64>,
+    /// Acknowledgement mode: auto, client or client-individual. With client
+    /// modes each message is acknowledged after it is printed.
+    #[arg(long, default_value = "client-individual")]
+    ack: AckMode,
+    /// Prefetch (most unacknowledged messages in flight).
+    #[arg(long)]
+    prefetch: Option<u32>,
+    /// Give up after this many seconds without a message.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Print one JSON object per message (headers, body, redelivered flag).
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let idle = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+        Some(t) => bail!("--timeout must be a positive number of seconds, got {t}"),
+        None => None,
+    };
+    if args.count == Some(0) {
+        bail!("--count must be at least 1");
+    }
+    let client = Client::connect(&args.url).await?;
+    let mut options = SubscribeOptions::default().ack(args.ack);
+    if let Some(p) = args.prefetch {
+        options = options.prefetch(p);
+    }
+    let mut sub = client.subscribe(&args.destination, options).await?;
+    let mut stdout = std::io::stdout().lock();
+    let mut received = 0u64;
+    while args.count.is_none_or(|n| received < n) {
+        let next = match idle {
+            Some(t) => match tokio::time::timeout(t, sub.next()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    if let Some(n) = args.count {
+                        bail!(
+                            "timed out after {:?} without a message: received {received} of {n}",
+                            t
+                        );
+                    }
+                    break;
+                }
+            },
+            None => sub.next().await,
+        };
+        let Some(m) = next else {
+            let why = client
+                .close_reason()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "connection closed".into());
+            bail!("{why} (after {received} message(s))");
+        };
+        print(&mut stdout, &m, args.json).context("cannot write to standard output")?;
+        if args.ack != AckMode::Auto {
+            client.ack(&m).await?;
+        }
+        received += 1;
+    }
+    drop(stdout);
+    client.disconnect().await?;
+    Ok(())
+}
+
+fn print(out: &mut impl Write, m: &Message, json: bool) -> std::io::Result<()> {
+    if !json {
+        out.write_all(&m.body)?;
+        out.write_all(b"\n")?;
+        return out.flush();
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in m.headers.iter() {
+        headers
+            .entry(k.to_owned())
+            .or_insert_with(|| serde_json::Value::String(v.to_owned()));
+    }
+    let mut obj = serde_json::json!({
+        "destination": m.destination(),
+        "message_id": m.message_id(),
+        "subscription": m.subscription(),
+        "redelivered": m.redelivered(),
+        "headers": headers,
+    });
+    match m.text() {
+        Some(t) => obj["body"] = t.into(),
+        None => {
+            obj["body_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(&m.body)
+                .into()
+        }
+    }
+    serde_json::to_writer(&mut *out, &obj)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
