@@ -346,6 +346,25 @@ mod tests {
         );
     }
 
+    /// docs/CONFIGURATION.md shows every setting with its default; keep it
+    /// true.
+    #[test]
+    fn documented_example_is_the_defaults() {
+        let doc = include_str!("../../../docs/CONFIGURATION.md");
+        let toml = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block in docs/CONFIGURATION.md");
+        assert_eq!(
+            BrokerConfig::from_toml(toml).unwrap(),
+            BrokerConfig::default()
+        );
+        let documented: toml::Table = toml::from_str(toml).unwrap();
+        let defaults = toml::Table::try_from(BrokerConfig::default()).unwrap();
+        assert_eq!(documented, defaults, "the doc must list every setting");
+    }
+
     #[test]
     fn nested_settings_parse() {
         let c = BrokerConfig::from_toml(

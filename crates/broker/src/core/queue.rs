@@ -13,8 +13,10 @@ use crate::broker::Shared;
 
 /// Depth of a destination's control channel.
 pub(crate) const CONTROL_DEPTH: usize = 1024;
-/// Depth of a destination's publish channel (beyond the memory limit).
-pub(crate) const PUBLISH_DEPTH: usize = 256;
+/// Depth of a destination's publish channel. Messages waiting here are
+/// beyond `limits.destination-memory-bytes`, so the limit is exceeded by at
+/// most this many messages before producers wait.
+pub(crate) const PUBLISH_DEPTH: usize = 32;
 
 /// Starts the actor for a queue or temporary queue.
 pub(crate) fn spawn_queue(shared: Arc<Shared>, destination: Destination) -> DestHandle {

@@ -180,15 +180,19 @@ impl Subscriptions {
     fn find(&self, r: &AckRef<'_>) -> Option<(SubKey, usize)> {
         match r {
             AckRef::Tag(t) => {
-                let tag: u64 = t.parse().ok()?;
-                let key = *self.tags.get(&tag)?;
-                let pos = self
-                    .by_key
-                    .get(&key)?
-                    .unacked
-                    .iter()
-                    .position(|u| u.tag == tag)?;
-                Some((key, pos))
+                let by_tag = t.parse::<u64>().ok().and_then(|tag| {
+                    let key = *self.tags.get(&tag)?;
+                    let sub = self.by_key.get(&key)?;
+                    let pos = sub.unacked.iter().position(|u| u.tag == tag)?;
+                    Some((key, pos))
+                });
+                // Some 1.2 clients put the message-id in the `id` header.
+                by_tag.or_else(|| {
+                    self.find(&AckRef::MessageId {
+                        id: t,
+                        subscription: None,
+                    })
+                })
             }
             AckRef::MessageId { id, subscription } => {
                 let mut candidates: Vec<SubKey> = match subscription {

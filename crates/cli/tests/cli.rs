@@ -1,0 +1,346 @@
+//! The `halyard` command line: help, errors, send/receive, configuration
+//! precedence and graceful shutdown.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    BrokerProcess, Stomp, body, free_port, halyard_bin, run_cli, wait_timeout, write_file,
+};
+
+#[test]
+fn help_is_available_everywhere() {
+    for args in [
+        vec!["--help"],
+        vec!["broker", "--help"],
+        vec!["send", "--help"],
+        vec!["receive", "--help"],
+    ] {
+        let (code, out, _) = run_cli(&args, None);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.contains("Usage"), "{args:?}: {out}");
+    }
+    let (_, out, _) = run_cli(&["broker", "--help"], None);
+    for flag in ["--config", "--name", "--data-dir", "--stomp", "--http"] {
+        assert!(out.contains(flag), "broker --help lacks {flag}");
+    }
+    let (code, out, _) = run_cli(&["--version"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let (code, _, err) = run_cli(&["send", "hello"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("--destination"), "{err}");
+    let (code, _, err) = run_cli(&["receive", "-d", "/queue/a", "--ack", "sometimes"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid ack mode"), "{err}");
+    let (code, _, err) = run_cli(&["send", "-d", "/queue/a", "-H", "novalue", "x"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("NAME=VALUE"), "{err}");
+    let (code, _, _) = run_cli(&["frobnicate"], None);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn connection_refused_names_the_address() {
+    let port = free_port();
+    let url = format!("stomp://127.0.0.1:{port}");
+    let (code, _, err) = run_cli(&["send", "--url", &url, "-d", "/queue/a", "x"], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one-line error expected: {err}");
+}
+
+#[test]
+fn bad_urls_are_explained() {
+    for url in ["http://x:1", "stomp://h:99999", "stomp://:5"] {
+        let (code, _, err) = run_cli(&["send", "--url", url, "-d", "/queue/a", "x"], None);
+        assert_eq!(code, 1);
+        assert!(err.contains("invalid broker URL"), "{url}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn send_and_receive_round_trip() {
+    let b = BrokerProcess::start("").await;
+    let url = b.url();
+    let (code, _, err) = run_cli(
+        &[
+            "send",
+            "--url",
+            &url,
+            "-d",
+            "/queue/cli",
+            "-n",
+            "3",
+            "--persistent",
+            "-H",
+            "k=v",
+            "hi",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_cli(
+        &["send", "--url", &url, "-d", "/queue/cli"],
+        Some(b"from stdin"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(
+        &[
+            "receive",
+            "--url",
+            &url,
+            "-d",
+            "/queue/cli",
+            "-n",
+            "4",
+            "--timeout",
+            "5",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hi\nhi\nhi\nfrom stdin\n");
+}
+
+#[tokio::test]
+async fn receive_json_shows_headers_and_the_redelivered_flag() {
+    let b = BrokerProcess::start("").await;
+    let url = b.url();
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/j", "again", &[("color", "red")]).await;
+    // Take the message without acknowledging it, then disconnect.
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/j", "client", &[]).await;
+    c.recv_message().await;
+    drop(c);
+    let (code, out, err) = run_cli(
+        &[
+            "receive",
+            "--url",
+            &url,
+            "-d",
+            "/queue/j",
+            "-n",
+            "1",
+            "--timeout",
+            "5",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["body"], "again");
+    assert_eq!(v["redelivered"], true);
+    assert_eq!(v["destination"], "/queue/j");
+    assert_eq!(v["headers"]["color"], "red");
+    assert!(v["message_id"].as_str().unwrap().starts_with("ID:"));
+}
+
+#[tokio::test]
+async fn receive_times_out_with_a_clear_error() {
+    let b = BrokerProcess::start("").await;
+    let url = b.url();
+    run_cli(&["send", "--url", &url, "-d", "/queue/t", "one"], None);
+    let (code, out, err) = run_cli(
+        &[
+            "receive",
+            "--url",
+            &url,
+            "-d",
+            "/queue/t",
+            "-n",
+            "2",
+            "--timeout",
+            "0.3",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out, "one\n");
+    assert!(err.contains("received 1 of 2"), "{err}");
+    // Without --count, a timeout just ends the run.
+    let (code, _, _) = run_cli(
+        &[
+            "receive",
+            "--url",
+            &url,
+            "-d",
+            "/queue/t",
+            "--timeout",
+            "0.2",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+}
+
+/// Starts `halyard broker` with explicit args and env; returns its name as
+/// reported by /api/status.
+async fn broker_name(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let stomp = format!("127.0.0.1:{}", free_port());
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new(halyard_bin());
+    cmd.arg("broker")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--stomp")
+        .arg(&stomp)
+        .arg("--http")
+        .arg(http.to_string())
+        .env_remove("HALYARD_NAME")
+        .env_remove("HALYARD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let status = common::eventually(Duration::from_secs(10), "admin HTTP", || async {
+        let s = tokio::net::TcpStream::connect(http).await.ok()?;
+        drop(s);
+        Some(common::http_get(http, "/api/status").await)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&status.1).unwrap();
+    v["name"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn settings_precedence_is_flag_then_env_then_file_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "h.toml", "name = \"from-file\"\n");
+    let cfg = cfg.to_str().unwrap();
+    assert_eq!(broker_name(&[], &[]).await, "halyard");
+    assert_eq!(broker_name(&["--config", cfg], &[]).await, "from-file");
+    assert_eq!(
+        broker_name(&[], &[("HALYARD_CONFIG", cfg)]).await,
+        "from-file"
+    );
+    assert_eq!(
+        broker_name(&["--config", cfg], &[("HALYARD_NAME", "from-env")]).await,
+        "from-env"
+    );
+    assert_eq!(
+        broker_name(
+            &["--config", cfg, "--name", "from-flag"],
+            &[("HALYARD_NAME", "from-env")]
+        )
+        .await,
+        "from-flag"
+    );
+}
+
+#[test]
+fn bad_config_is_reported_with_the_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_file(dir.path(), "bad.toml", "[limits]\nmax-conections = 5\n");
+    let (code, _, err) = run_cli(&["broker", "--config", bad.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("max-conections") && err.contains("bad.toml"),
+        "{err}"
+    );
+    let zero = write_file(dir.path(), "zero.toml", "[limits]\nmax-connections = 0\n");
+    let (code, _, err) = run_cli(&["broker", "--config", zero.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("limits.max-connections"), "{err}");
+    let (code, _, err) = run_cli(&["broker", "--config", "/nonexistent/halyard.toml"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/halyard.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn a_busy_port_is_a_clear_start_up_error() {
+    let b = BrokerProcess::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let stomp = b.stomp.to_string();
+    let (code, _, err) = run_cli(
+        &[
+            "broker",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--stomp",
+            &stomp,
+            "--http",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot listen for STOMP on {stomp}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    let mut b = BrokerProcess::start("").await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/g", "auto", &[]).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/g", "before", &[]).await;
+    assert_eq!(body(&c.recv_message().await), "before");
+    let status = b.terminate();
+    assert!(status.success(), "exit status {status}");
+    let e = c.expect_error().await;
+    assert!(e.headers.get("message").unwrap().contains("shutting down"));
+    let logs = b.logs();
+    assert!(logs.contains("halyard broker stopped"), "{logs}");
+    assert!(logs.contains("connection opened") && logs.contains("connection closed"));
+}
+
+#[tokio::test]
+async fn start_up_logs_version_addresses_and_data_dir() {
+    let b = BrokerProcess::start("").await;
+    let logs = common::eventually(Duration::from_secs(5), "start-up line", || async {
+        let l = b.logs();
+        l.contains("halyard broker started").then_some(l)
+    })
+    .await;
+    assert!(logs.contains(&b.stomp.to_string()));
+    assert!(logs.contains(&b.http.to_string()));
+    assert!(logs.contains(env!("CARGO_PKG_VERSION")));
+    assert!(logs.contains("data_dir="));
+    let (status, text) = b.http_get("/healthz").await;
+    assert_eq!((status, text.trim()), (200, "ok"));
+}
+
+#[test]
+fn an_unusable_data_dir_fails_start_up_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "not-a-dir", "x");
+    let data = file.join("sub");
+    let mut child = Command::new(halyard_bin())
+        .args(["broker", "--data-dir"])
+        .arg(&data)
+        .args(["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(10)).unwrap();
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("cannot create data directory") && err.contains(data.to_str().unwrap()),
+        "{err}"
+    );
+}

@@ -1,0 +1,453 @@
+//! Shared harness for the integration tests: starts the real `halyard`
+//! binary on free ports in a temporary directory, and talks raw STOMP to it
+//! over real sockets.
+
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use halyard_stomp::{Command as Cmd, Frame, Item, Limits, Outbound, StompCodec, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// The binary under test.
+pub fn halyard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_halyard")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A running broker process, killed when dropped.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub stomp: SocketAddr,
+    pub http: SocketAddr,
+    log: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Starts a broker with default settings plus `extra_toml` (which may
+    /// contain `[section]` tables; top-level keys must come first).
+    pub async fn start(extra_toml: &str) -> BrokerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra_toml).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str) -> BrokerProcess {
+        let stomp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("halyard.toml");
+        std::fs::write(&config, extra_toml).unwrap();
+        let log = dir.path().join("broker.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(halyard_bin())
+            .arg("broker")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--stomp")
+            .arg(stomp.to_string())
+            .arg("--http")
+            .arg(http.to_string())
+            .env("RUST_LOG", "info,halyard_broker=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut b = BrokerProcess {
+            child: Some(child),
+            dir,
+            stomp,
+            http,
+            log,
+        };
+        b.wait_ready().await;
+        b
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("broker exited during start-up ({status}):\n{}", self.logs());
+            }
+            if TcpStream::connect(self.stomp).await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not open {} in time:\n{}",
+                self.stomp,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the broker logged so far.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        wait_timeout(&mut child, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("broker did not exit after SIGTERM:\n{}", self.logs()))
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// GET an admin HTTP path; returns (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("stomp://{}", self.stomp)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket (the admin API is tiny).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    // Undo chunked encoding if present.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n..];
+        rest = rest.strip_prefix("\r\n").unwrap_or(rest);
+    }
+    out
+}
+
+/// Default time to wait for an expected frame.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A raw STOMP connection: frames in, frames out, nothing hidden.
+pub struct Stomp {
+    conn: Framed<TcpStream, StompCodec>,
+    next_receipt: u64,
+    /// Frames that arrived while `request` waited for a receipt.
+    stash: std::collections::VecDeque<Frame>,
+}
+
+impl Stomp {
+    /// Opens a TCP connection without sending anything.
+    pub async fn open(addr: SocketAddr) -> Stomp {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Stomp {
+            conn: Framed::new(stream, StompCodec::new(Limits::default())),
+            next_receipt: 0,
+            stash: Default::default(),
+        }
+    }
+
+    /// Opens and CONNECTs with STOMP 1.2.
+    pub async fn connect(addr: SocketAddr) -> Stomp {
+        Self::connect_with(addr, &[("accept-version", "1.2"), ("host", "localhost")]).await
+    }
+
+    /// Opens and CONNECTs with the given headers; panics unless CONNECTED.
+    pub async fn connect_with(addr: SocketAddr, headers: &[(&str, &str)]) -> Stomp {
+        let mut s = Self::open(addr).await;
+        let mut f = Frame::new(Cmd::Connect);
+        for (k, v) in headers {
+            f.headers.push(*k, *v);
+        }
+        s.send(f).await;
+        let reply = s.recv().await;
+        assert_eq!(reply.command, Cmd::Connected, "CONNECT refused: {reply:?}");
+        let v = reply
+            .headers
+            .get("version")
+            .and_then(Version::parse)
+            .unwrap();
+        s.conn.codec_mut().set_version(v);
+        s
+    }
+
+    pub async fn send(&mut self, f: Frame) {
+        self.conn.send(Outbound::Frame(f)).await.unwrap();
+    }
+
+    /// Writes raw bytes, bypassing the encoder.
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        self.conn.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame (heart-beats skipped), within [`WAIT`].
+    pub async fn recv(&mut self) -> Frame {
+        self.recv_within(WAIT)
+            .await
+            .expect("expected a frame, got none in time")
+    }
+
+    /// The next frame within `t`, or `None` if none arrives.
+    pub async fn recv_within(&mut self, t: Duration) -> Option<Frame> {
+        if let Some(f) = self.stash.pop_front() {
+            return Some(f);
+        }
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            match tokio::time::timeout_at(deadline, self.conn.next()).await {
+                Err(_) => return None,
+                Ok(None) => panic!("connection closed while waiting for a frame"),
+                Ok(Some(Err(e))) => panic!("bad frame from broker: {e}"),
+                Ok(Some(Ok(Item::Heartbeat))) => continue,
+                Ok(Some(Ok(Item::Frame(f)))) => return Some(f),
+            }
+        }
+    }
+
+    /// Asserts that no frame (other than heart-beats) arrives within `t`.
+    pub async fn expect_silence(&mut self, t: Duration) {
+        if let Some(f) = self.recv_within(t).await {
+            panic!("expected no frame, got {f:?}");
+        }
+    }
+
+    /// Expects an ERROR frame and then the connection closing; returns it.
+    pub async fn expect_error(&mut self) -> Frame {
+        let f = self.recv().await;
+        assert_eq!(f.command, Cmd::Error, "expected ERROR, got {f:?}");
+        self.expect_closed().await;
+        f
+    }
+
+    /// Expects the broker to close the connection (frames before that are
+    /// returned).
+    pub async fn expect_closed(&mut self) -> Vec<Frame> {
+        let mut frames: Vec<Frame> = self.stash.drain(..).collect();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.conn.next()).await {
+                Err(_) => panic!("connection not closed in time; got {frames:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return frames,
+                Ok(Some(Ok(Item::Heartbeat))) => continue,
+                Ok(Some(Ok(Item::Frame(f)))) => frames.push(f),
+            }
+        }
+    }
+
+    /// Sends `f` with a receipt header and waits for the RECEIPT.
+    pub async fn request(&mut self, mut f: Frame) {
+        self.next_receipt += 1;
+        let id = format!("rcpt-{}", self.next_receipt);
+        f.headers.push("receipt", id.clone());
+        self.send(f).await;
+        // Other frames (MESSAGEs) may arrive before the receipt.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let f = match tokio::time::timeout_at(deadline, self.conn.next()).await {
+                Err(_) => panic!("no RECEIPT for {id} in time"),
+                Ok(None) => panic!("connection closed while waiting for RECEIPT {id}"),
+                Ok(Some(Err(e))) => panic!("bad frame from broker: {e}"),
+                Ok(Some(Ok(Item::Heartbeat))) => continue,
+                Ok(Some(Ok(Item::Frame(f)))) => f,
+            };
+            match f.command {
+                Cmd::Receipt if f.headers.get("receipt-id") == Some(id.as_str()) => return,
+                Cmd::Message => self.stash.push_back(f),
+                _ => panic!("expected RECEIPT for {id}, got {f:?}"),
+            }
+        }
+    }
+
+    /// SEND with a receipt.
+    pub async fn send_msg(&mut self, dest: &str, body: &str, headers: &[(&str, &str)]) {
+        let mut f = Frame::new(Cmd::Send)
+            .header("destination", dest)
+            .body(body.as_bytes().to_vec());
+        for (k, v) in headers {
+            f.headers.push(*k, *v);
+        }
+        self.request(f).await;
+    }
+
+    /// SUBSCRIBE with a receipt.
+    pub async fn subscribe(&mut self, id: &str, dest: &str, ack: &str, extra: &[(&str, &str)]) {
+        let mut f = Frame::new(Cmd::Subscribe)
+            .header("id", id)
+            .header("destination", dest)
+            .header("ack", ack);
+        for (k, v) in extra {
+            f.headers.push(*k, *v);
+        }
+        self.request(f).await;
+    }
+
+    /// The next MESSAGE frame.
+    pub async fn recv_message(&mut self) -> Frame {
+        let f = self.recv().await;
+        assert_eq!(f.command, Cmd::Message, "expected MESSAGE, got {f:?}");
+        f
+    }
+
+    /// ACK (1.2 style) with a receipt.
+    pub async fn ack(&mut self, m: &Frame) {
+        let f = Frame::new(Cmd::Ack).header("id", m.headers.get("ack").unwrap());
+        self.request(f).await;
+    }
+
+    /// NACK (1.2 style) with a receipt.
+    pub async fn nack(&mut self, m: &Frame) {
+        let f = Frame::new(Cmd::Nack).header("id", m.headers.get("ack").unwrap());
+        self.request(f).await;
+    }
+
+    /// DISCONNECT with a receipt, then wait for the close.
+    pub async fn disconnect(mut self) {
+        self.request(Frame::new(Cmd::Disconnect)).await;
+        self.expect_closed().await;
+    }
+}
+
+/// Body text of a frame.
+pub fn body(f: &Frame) -> String {
+    String::from_utf8_lossy(&f.body).into_owned()
+}
+
+/// Runs the CLI with `args`; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(halyard_bin())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Path helper for tests that write config files.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
