@@ -39,6 +39,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     echo "$want" > "$stamp"
 fi
-HALYARD_BIN="$PWD/target/debug/halyard" "$venv/bin/python" -m pytest tests/python -q
+HALYARD_BIN="$PWD/target/debug/halyard" "$venv/bin/python" -m pytest tests/python -q -n 2
 
 step "all tests passed in $((SECONDS - started)) s"
