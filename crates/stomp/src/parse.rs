@@ -179,7 +179,12 @@ impl Parser {
                 head_len,
                 content_length: Some(n),
                 ..
-            } => Some((head_len + n + 1).saturating_sub(buf.len())),
+            } => Some(
+                head_len
+                    .saturating_add(n)
+                    .saturating_add(1)
+                    .saturating_sub(buf.len()),
+            ),
             _ => None,
         }
     }
@@ -218,7 +223,10 @@ impl Parser {
                         }
                     }
                     let Some(nl) = memchr(b'\n', &buf[*line_start..]) else {
-                        if buf.len() - *line_start > self.limits.max_line_bytes {
+                        // A trailing '\r' may be the first half of a CRLF
+                        // and does not count toward the line.
+                        let pending = strip_cr(&buf[*line_start..]).len();
+                        if pending > self.limits.max_line_bytes {
                             return Err(ParseError::LineTooLong {
                                 limit: self.limits.max_line_bytes,
                             });
@@ -256,7 +264,7 @@ impl Parser {
                         continue;
                     }
                     *lines += 1;
-                    if *lines > self.limits.max_headers + 1 {
+                    if *lines > self.limits.max_headers.saturating_add(1) {
                         return Err(ParseError::TooManyHeaders {
                             limit: self.limits.max_headers,
                         });
@@ -272,7 +280,7 @@ impl Parser {
                     let head_len = *head_len;
                     let body_end = match *content_length {
                         Some(n) => {
-                            if buf.len() < head_len + n + 1 {
+                            if buf.len() < head_len.saturating_add(n).saturating_add(1) {
                                 return Ok(None);
                             }
                             if buf[head_len + n] != 0 {
@@ -323,10 +331,14 @@ impl Parser {
         let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
         let command_line = lines.next().unwrap_or_default();
         let command = Command::parse(command_line).ok_or_else(|| {
+            // Shown in an ERROR header: escape control characters so a NUL
+            // from the peer cannot end up inside the header.
             let shown: String = String::from_utf8_lossy(command_line)
                 .chars()
                 .take(64)
-                .collect();
+                .collect::<String>()
+                .escape_debug()
+                .to_string();
             ParseError::UnknownCommand(shown)
         })?;
         let escaped = self.version.escapes() && command.escapes_headers();

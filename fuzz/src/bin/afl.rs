@@ -1,0 +1,13 @@
+//! AFL++ target: every input is a serialised [`Case`] (version, limits,
+//! chunk sizes, then the bytes on the wire). Build with `cargo afl build
+//! --release --features afl --bin afl`; see README.md.
+
+use halyard_stomp_fuzz::{Case, check_case};
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        if let Err(finding) = check_case(&Case::from_bytes(data)) {
+            panic!("{finding}");
+        }
+    });
+}
