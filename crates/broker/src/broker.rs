@@ -233,7 +233,7 @@ impl Broker {
         for (dest, message) in recovered.messages {
             match shared.destination(&dest) {
                 Ok(h) => {
-                    let _ = h.publish(message).await;
+                    let _ = h.publish(message, false).await;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot restore recovered message"),
             }

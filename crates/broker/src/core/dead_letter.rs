@@ -123,6 +123,6 @@ async fn dead_letter(
             tracing::error!(error = %e, "cannot dead-letter message");
             return;
         }
-        let _ = handle.publish(copy).await;
+        let _ = handle.publish(copy, false).await;
     });
 }

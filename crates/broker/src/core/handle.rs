@@ -61,6 +61,26 @@ pub struct DestinationStats {
     pub dispatch: DispatchStats,
 }
 
+/// A message on its way into a destination. `accepted` is answered once the
+/// destination has taken the message in (queued it, or fanned it out to the
+/// topic's current subscribers), which is when a SEND's receipt is due:
+/// sitting in the publish channel does not count.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub(crate) message: Arc<Message>,
+    pub(crate) accepted: Option<oneshot::Sender<()>>,
+}
+
+impl Publish {
+    /// Tells the publisher the message is in.
+    pub(crate) fn accept(self) -> Arc<Message> {
+        if let Some(a) = self.accepted {
+            let _ = a.send(());
+        }
+        self.message
+    }
+}
+
 /// The destination no longer exists (a deleted temporary queue, or the
 /// broker is stopping).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,14 +92,14 @@ pub(crate) struct Gone(pub(crate) String);
 pub(crate) struct DestHandle {
     destination: Destination,
     control: mpsc::Sender<Control>,
-    publish: mpsc::Sender<Arc<Message>>,
+    publish: mpsc::Sender<Publish>,
 }
 
 impl DestHandle {
     pub(crate) fn new(
         destination: Destination,
         control: mpsc::Sender<Control>,
-        publish: mpsc::Sender<Arc<Message>>,
+        publish: mpsc::Sender<Publish>,
     ) -> DestHandle {
         DestHandle {
             destination,
@@ -100,12 +120,25 @@ impl DestHandle {
     }
 
     /// Enqueues a message; waits while the destination is over its memory
-    /// limit (producer flow control).
-    pub(crate) async fn publish(&self, message: Arc<Message>) -> Result<(), Gone> {
+    /// limit (producer flow control). With `confirm`, also waits until the
+    /// destination has taken the message in; messages published earlier on
+    /// the same handle are in by then too (the channel is FIFO).
+    pub(crate) async fn publish(&self, message: Arc<Message>, confirm: bool) -> Result<(), Gone> {
+        let gone = || Gone(self.destination.to_string());
+        let (accepted, taken) = if confirm {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         self.publish
-            .send(message)
+            .send(Publish { message, accepted })
             .await
-            .map_err(|_| Gone(self.destination.to_string()))
+            .map_err(|_| gone())?;
+        if let Some(rx) = taken {
+            rx.await.map_err(|_| gone())?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn control(&self, c: Control) -> Result<(), Gone> {

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::dispatch::{Dispatcher, Effect, Policy};
-use super::{Control, DestHandle, Destination, DestinationKind, DestinationStats, Message, now_ms};
+use super::{Control, DestHandle, Destination, DestinationKind, DestinationStats, Publish, now_ms};
 use crate::broker::Shared;
 
 /// Depth of a destination's control channel.
@@ -50,7 +50,7 @@ impl QueueActor {
     async fn run(
         mut self,
         mut control: mpsc::Receiver<Control>,
-        mut publish: mpsc::Receiver<Arc<Message>>,
+        mut publish: mpsc::Receiver<Publish>,
     ) {
         let limit = self.shared.config.limits.destination_memory_bytes;
         let mut sweep = tokio::time::interval(Duration::from_millis(
@@ -74,10 +74,10 @@ impl QueueActor {
                 },
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    self.dispatcher.push(m);
+                    self.dispatcher.push(m.accept());
                     while self.dispatcher.ready_weight() < limit {
                         let Ok(m) = publish.try_recv() else { break };
-                        self.dispatcher.push(m);
+                        self.dispatcher.push(m.accept());
                     }
                 }
                 _ = sweep.tick() => self.dispatcher.sweep_expired(now_ms(), &mut effects),

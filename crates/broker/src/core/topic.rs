@@ -12,7 +12,8 @@ use tokio::time::MissedTickBehavior;
 use super::dispatch::{Dispatcher, Effect, Policy};
 use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH};
 use super::{
-    ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, Message, now_ms,
+    ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, Message,
+    Publish, now_ms,
 };
 use crate::broker::Shared;
 
@@ -54,7 +55,7 @@ impl TopicActor {
     async fn run(
         mut self,
         mut control: mpsc::Receiver<Control>,
-        mut publish: mpsc::Receiver<Arc<Message>>,
+        mut publish: mpsc::Receiver<Publish>,
     ) {
         let limit = self.shared.config.limits.destination_memory_bytes;
         let mut sweep = tokio::time::interval(Duration::from_millis(
@@ -74,10 +75,10 @@ impl TopicActor {
                 },
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    self.publish(m);
+                    self.publish(m.accept());
                     while self.accepting(limit) {
                         let Ok(m) = publish.try_recv() else { break };
-                        self.publish(m);
+                        self.publish(m.accept());
                     }
                 }
                 _ = sweep.tick() => {

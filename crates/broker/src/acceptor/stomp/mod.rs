@@ -10,6 +10,7 @@
 
 mod ack;
 mod activity;
+mod codec;
 mod connect;
 mod effects;
 mod error;

@@ -15,7 +15,7 @@ pub(super) fn receipt(out: &mut BytesMut, version: Version, receipt_id: &str) {
 
 pub(super) fn error(out: &mut BytesMut, version: Version, e: &Fatal) {
     let mut w = FrameWriter::new(out, Command::Error, version);
-    w.header("message", &e.message);
+    w.header("message", &printable(&e.message));
     if let Some(r) = &e.receipt {
         w.header("receipt-id", r);
     }
@@ -25,6 +25,26 @@ pub(super) fn error(out: &mut BytesMut, version: Version, e: &Fatal) {
     w.header("content-type", "text/plain");
     let body = e.detail.as_deref().unwrap_or(&e.message);
     w.finish(body.as_bytes());
+}
+
+/// Escapes control characters other than line breaks (which header escaping
+/// handles): error messages may quote what a peer sent, NULs included, and a
+/// NUL in a header breaks clients that look for the end of the frame.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\r';
+    if !s.chars().any(bad) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if bad(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// The broker-set headers of a MESSAGE frame for one subscription.

@@ -94,7 +94,7 @@ impl Session {
                     c.await
                         .map_err(|e| Fatal::broker(format!("message not stored: {e}")))?;
                 }
-                publish(&shared, &handle, message).await?;
+                publish(&shared, &handle, message, receipt.is_some()).await?;
                 Ok(receipt)
             }),
         );
@@ -189,14 +189,16 @@ impl Session {
     }
 }
 
-/// Hands a message to its destination and counts it. A temporary queue
-/// deleted in the meantime drops it.
+/// Hands a message to its destination and counts it; with `confirm`, waits
+/// until the destination has taken it in. A temporary queue deleted in the
+/// meantime drops it.
 pub(super) async fn publish(
     shared: &crate::broker::Shared,
     handle: &DestHandle,
     message: Arc<Message>,
+    confirm: bool,
 ) -> Result<(), Fatal> {
-    match handle.publish(message).await {
+    match handle.publish(message, confirm).await {
         Ok(()) => {
             Metrics::inc(&shared.metrics.messages_received_total);
             Ok(())

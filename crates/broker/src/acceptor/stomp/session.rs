@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
-use halyard_stomp::{CodecError, Command, Frame, Item, StompCodec, Version};
+use halyard_stomp::{CodecError, Command, Frame, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -16,6 +16,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::activity::ActivityReader;
+use super::codec::{Inbound, SessionCodec};
 use super::effects::{Done, Effects};
 use super::error::Fatal;
 use super::outbound::{self, MessageHeaders};
@@ -38,7 +39,7 @@ pub(super) struct Session {
     pub(super) version: Version,
     pub(super) connected: bool,
     pub(super) client_id: Option<String>,
-    pub(super) reader: FramedRead<ActivityReader<OwnedReadHalf>, StompCodec>,
+    pub(super) reader: FramedRead<ActivityReader<OwnedReadHalf>, SessionCodec>,
     writer: OwnedWriteHalf,
     /// Frames encoded but not yet written to the socket.
     pub(super) out: BytesMut,
@@ -93,7 +94,7 @@ pub(crate) async fn run(
     let mut session = Session {
         reader: FramedRead::new(
             ActivityReader::new(read),
-            StompCodec::new(shared.config.frame_limits()),
+            SessionCodec::new(shared.config.frame_limits()),
         ),
         effects: Effects::new(limits.max_inflight_frames, limits.max_inflight_bytes),
         shared: shared.clone(),
@@ -145,7 +146,12 @@ impl Session {
         loop {
             let reading = self.effects.has_room();
             if reading && !was_reading {
-                self.reading_since = Instant::now();
+                // Time spent not reading is ours, not the peer's.
+                let now = Instant::now();
+                self.reading_since = now;
+                if self.partial_since.is_some() {
+                    self.partial_since = Some(now);
+                }
             }
             was_reading = reading;
             let deadline = self.next_deadline(reading);
@@ -168,8 +174,12 @@ impl Session {
                     Some(Err(CodecError::Io(e))) => Err(End::Io(e)),
                     Some(Err(CodecError::Parse(e))) => Err(End::Error(Fatal::protocol(e.to_string()))),
                     Some(Err(e)) => Err(End::Error(Fatal::protocol(e.to_string()))),
-                    Some(Ok(Item::Heartbeat)) => Ok(Flow::Continue),
-                    Some(Ok(Item::Frame(frame))) => {
+                    Some(Ok(Inbound::Heartbeat)) => Ok(Flow::Continue),
+                    Some(Ok(Inbound::PartialStarted)) => {
+                        self.partial_since = Some(Instant::now());
+                        Ok(Flow::Continue)
+                    }
+                    Some(Ok(Inbound::Frame(frame))) => {
                         self.partial_since = None;
                         self.frame(frame).await.map_err(End::Error)
                     }
@@ -351,8 +361,7 @@ impl Session {
     fn next_deadline(&self, reading: bool) -> Instant {
         let t = &self.shared.config.timeouts;
         let frame = Duration::from_millis(t.frame_ms);
-        // Wake now and then even when idle, to notice stalled partial frames.
-        let mut deadline = Instant::now() + frame / 2;
+        let mut deadline = Instant::now() + Duration::from_secs(3600);
         if !self.connected {
             deadline = deadline.min(self.opened + Duration::from_millis(t.connect_ms));
         }
@@ -364,7 +373,9 @@ impl Session {
         if let Some(s) = self.heartbeat_send {
             deadline = deadline.min(self.last_write + s);
         }
-        if let Some(p) = self.partial_since {
+        if let Some(p) = self.partial_since
+            && reading
+        {
             deadline = deadline.min(p + frame);
         }
         deadline
@@ -390,16 +401,13 @@ impl Session {
                     )));
                 }
             }
-            if self.reader.read_buffer().is_empty() {
-                self.partial_since = None;
-            } else {
-                let since = *self.partial_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= Duration::from_millis(t.frame_ms) {
-                    return Err(Fatal::protocol(format!(
-                        "incomplete frame: no complete frame received within {} ms",
-                        t.frame_ms
-                    )));
-                }
+            if let Some(since) = self.partial_since
+                && now.saturating_duration_since(since) >= Duration::from_millis(t.frame_ms)
+            {
+                return Err(Fatal::protocol(format!(
+                    "incomplete frame: a frame was started but not completed within {} ms",
+                    t.frame_ms
+                )));
             }
         }
         if let Some(s) = self.heartbeat_send

@@ -112,9 +112,20 @@ mod commands {
                             Fatal::broker(format!("transaction not committed: {e}"))
                         })?;
                     }
-                    for (handle, m) in tx.sends {
+                    // With a receipt, the last message to each destination is
+                    // confirmed: the earlier ones are in before it.
+                    let mut confirms = vec![false; tx.sends.len()];
+                    if receipt.is_some() {
+                        let mut seen = std::collections::HashSet::new();
+                        for (i, (handle, _)) in tx.sends.iter().enumerate().rev() {
+                            if let Some(h) = handle {
+                                confirms[i] = seen.insert(h.destination().clone());
+                            }
+                        }
+                    }
+                    for ((handle, m), confirm) in tx.sends.into_iter().zip(confirms) {
                         match handle {
-                            Some(h) => publish(&shared, &h, m).await?,
+                            Some(h) => publish(&shared, &h, m, confirm).await?,
                             None => Metrics::inc(&shared.metrics.messages_dropped_total),
                         }
                     }
