@@ -26,6 +26,17 @@ enum Cmd {
     Receive(receive::Args),
 }
 
+/// Where `send` and `receive` go.
+#[derive(clap::Args)]
+struct Target {
+    /// Broker URL, e.g. stomp://127.0.0.1:61613.
+    #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
+    url: String,
+    /// Destination, e.g. /queue/orders or /topic/prices.
+    #[arg(long, short = 'd')]
+    destination: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {

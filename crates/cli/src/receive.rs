@@ -10,12 +10,8 @@ use halyard_client::{AckMode, Client, Message, SubscribeOptions};
 /// Prints message bodies, one per line (or JSON lines with --json).
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Broker URL, e.g. stomp://127.0.0.1:61613.
-    #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
-    url: String,
-    /// Destination, e.g. /queue/orders or /topic/prices.
-    #[arg(long, short = 'd')]
-    destination: String,
+    #[command(flatten)]
+    target: crate::Target,
     /// Stop after this many messages (default: run until --timeout or Ctrl-C).
     #[arg(long, short = 'n')]
     count: Option<u64>,
@@ -34,6 +30,9 @@ pub(crate) struct Args {
     json: bool,
 }
 
+/// Acknowledgements in flight at once.
+const ACK_WINDOW: usize = 256;
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let idle = match args.timeout {
         Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
@@ -43,14 +42,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.count == Some(0) {
         bail!("--count must be at least 1");
     }
-    let client = Client::connect(&args.url).await?;
+    let client = Client::connect(&args.target.url).await?;
     let mut options = SubscribeOptions::default().ack(args.ack);
     if let Some(p) = args.prefetch {
         options = options.prefetch(p);
     }
-    let mut sub = client.subscribe(&args.destination, options).await?;
+    let mut sub = client.subscribe(&args.target.destination, options).await?;
     let mut stdout = std::io::stdout().lock();
     let mut received = 0u64;
+    let mut acks = std::collections::VecDeque::new();
     while args.count.is_none_or(|n| received < n) {
         let next = match idle {
             Some(t) => match tokio::time::timeout(t, sub.next()).await {
@@ -76,11 +76,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         };
         print(&mut stdout, &m, args.json).context("cannot write to standard output")?;
         if args.ack != AckMode::Auto {
-            client.ack(&m).await?;
+            acks.push_back(client.ack_nowait(&m).await?);
+            if acks.len() >= ACK_WINDOW
+                && let Some(r) = acks.pop_front()
+            {
+                r.await?;
+            }
         }
         received += 1;
     }
     drop(stdout);
+    for r in acks {
+        r.await?;
+    }
     client.disconnect().await?;
     Ok(())
 }

@@ -11,12 +11,8 @@ use halyard_client::{Client, SendMessage};
 /// Sends BODY (or standard input) COUNT times.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Broker URL, e.g. stomp://127.0.0.1:61613.
-    #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
-    url: String,
-    /// Destination, e.g. /queue/orders or /topic/prices.
-    #[arg(long, short = 'd')]
-    destination: String,
+    #[command(flatten)]
+    target: crate::Target,
     /// How many copies to send.
     #[arg(long, short = 'n', default_value_t = 1)]
     count: u64,
@@ -57,11 +53,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             Bytes::from(buf)
         }
     };
-    let client = Client::connect(&args.url).await?;
+    let client = Client::connect(&args.target.url).await?;
     let started = Instant::now();
     let mut pending = VecDeque::new();
     for _ in 0..args.count {
-        let mut m = SendMessage::new(args.destination.clone(), body.clone())
+        let mut m = SendMessage::new(args.target.destination.clone(), body.clone())
             .persistent(args.persistent)
             .receipt(args.receipt);
         for (k, v) in &args.headers {
@@ -83,7 +79,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "sent {} message(s) to {} in {} ms",
         args.count,
-        args.destination,
+        args.target.destination,
         started.elapsed().as_millis()
     );
     Ok(())

@@ -13,12 +13,9 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use common::{BrokerProcess, Stomp, WAIT, body};
-use futures::{FutureExt, StreamExt};
-use halyard_stomp::{CodecError, Command, Frame, Item, Limits, StompCodec, Version};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use common::{BrokerProcess, Next, Raw, Stomp, WAIT, body};
+use futures::FutureExt;
+use halyard_stomp::{Command, Frame};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -75,93 +72,6 @@ async fn expect_fatal(s: &mut Stomp, words: &[&str]) -> Frame {
     let e = s.expect_error().await;
     assert_error(&e, words);
     e
-}
-
-/// A raw connection whose writes may fail (the broker may already have
-/// closed it) and whose reads report heart-beats, close and timeouts.
-struct Raw {
-    conn: Framed<TcpStream, StompCodec>,
-}
-
-#[derive(Debug)]
-enum Next {
-    Frame(Frame),
-    Heartbeat,
-    Closed,
-    Timeout,
-}
-
-impl Raw {
-    async fn open(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        Raw {
-            conn: Framed::new(stream, StompCodec::new(Limits::default())),
-        }
-    }
-
-    /// Opens and CONNECTs (1.2); panics unless CONNECTED.
-    async fn connect(addr: SocketAddr) -> Raw {
-        let mut r = Raw::open(addr).await;
-        r.write(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
-            .await
-            .unwrap();
-        match r.next(WAIT).await {
-            Next::Frame(f) if f.command == Command::Connected => {}
-            other => panic!("CONNECT refused: {other:?}"),
-        }
-        r.conn.codec_mut().set_version(Version::V1_2);
-        r
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let s = self.conn.get_mut();
-        s.write_all(bytes).await?;
-        s.flush().await
-    }
-
-    async fn next(&mut self, within: Duration) -> Next {
-        match tokio::time::timeout(within, self.conn.next()).await {
-            Err(_) => Next::Timeout,
-            Ok(None) => Next::Closed,
-            // A reset after the ERROR counts as closed.
-            Ok(Some(Err(CodecError::Io(_)))) => Next::Closed,
-            Ok(Some(Err(e))) => panic!("bad frame from broker: {e}"),
-            Ok(Some(Ok(Item::Heartbeat))) => Next::Heartbeat,
-            Ok(Some(Ok(Item::Frame(f)))) => Next::Frame(f),
-        }
-    }
-
-    /// The next frame, skipping heart-beats; `None` if the connection closed
-    /// first. Panics if nothing happens within [`WAIT`].
-    async fn frame_or_close(&mut self) -> Option<Frame> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left).await {
-                Next::Frame(f) => return Some(f),
-                Next::Heartbeat => continue,
-                Next::Closed => return None,
-                Next::Timeout => panic!("neither a frame nor a close within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// Expects an ERROR (returned) and then the close.
-    async fn expect_error(&mut self) -> Frame {
-        let f = self
-            .frame_or_close()
-            .await
-            .expect("connection closed without an ERROR frame");
-        assert_eq!(f.command, Command::Error, "expected ERROR, got {f:?}");
-        self.expect_closed().await;
-        f
-    }
-
-    async fn expect_closed(&mut self) {
-        if let Some(f) = self.frame_or_close().await {
-            panic!("expected the connection to close, got {f:?}");
-        }
-    }
 }
 
 /// A connection that minds its own business while others misbehave: it
@@ -599,12 +509,12 @@ async fn a_large_oversized_body_still_gets_an_error() {
     // The client keeps writing long after the broker has given up on the
     // frame: the ERROR must still reach it.
     let s = Scene::start(SMALL_FRAME_LIMITS).await;
-    let mut r = Raw::connect(s.addr()).await;
+    let mut r = Raw::connect_1_2(s.addr()).await;
     let mut raw = b"SEND\ndestination:/queue/big\n\n".to_vec();
     raw.extend(std::iter::repeat_n(b'x', 1 << 20));
     raw.push(0);
     // The write may fail: the broker closes the connection mid-body.
-    let _ = r.write(&raw).await;
+    let _ = r.try_write(&raw).await;
     let e = r.expect_error().await;
     assert_error(&e, &["body longer than 1024 bytes"]);
     s.finish().await;
@@ -666,7 +576,7 @@ async fn too_many_connections_are_refused() {
     // ... and so is one that sends CONNECT straight away.
     let mut fourth = Raw::open(s.addr()).await;
     let _ = fourth
-        .write(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
+        .try_write(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
         .await;
     let e = fourth.expect_error().await;
     assert_error(&e, &["too many connections"]);
@@ -1080,7 +990,7 @@ async fn client_id_already_connected_is_refused() {
     let deadline = Instant::now() + WAIT;
     loop {
         let mut r = Raw::open(s.addr()).await;
-        r.write(b"CONNECT\naccept-version:1.2\nclient-id:app-1\n\n\0")
+        r.try_write(b"CONNECT\naccept-version:1.2\nclient-id:app-1\n\n\0")
             .await
             .unwrap();
         let f = r.frame_or_close().await.unwrap();
@@ -1167,8 +1077,8 @@ fn assert_between(elapsed: Duration, min: Duration, max: Duration, what: &str) {
 async fn a_partial_frame_is_cut_off_after_frame_ms() {
     let s = Scene::start("[timeouts]\nframe-ms = 300\n").await;
     // After CONNECT: half a SEND, then nothing.
-    let mut r = Raw::connect(s.addr()).await;
-    r.write(b"SEND\ndestination:/queue/loris\nhalf")
+    let mut r = Raw::connect_1_2(s.addr()).await;
+    r.try_write(b"SEND\ndestination:/queue/loris\nhalf")
         .await
         .unwrap();
     let start = Instant::now();
@@ -1182,8 +1092,8 @@ async fn a_partial_frame_is_cut_off_after_frame_ms() {
     assert_error(&e, &["incomplete frame", "300 ms"]);
 
     // A body that never ends (content-length promises more).
-    let mut r = Raw::connect(s.addr()).await;
-    r.write(b"SEND\ndestination:/queue/loris\ncontent-length:100\n\nabc")
+    let mut r = Raw::connect_1_2(s.addr()).await;
+    r.try_write(b"SEND\ndestination:/queue/loris\ncontent-length:100\n\nabc")
         .await
         .unwrap();
     let start = Instant::now();
@@ -1198,7 +1108,7 @@ async fn a_partial_frame_is_cut_off_after_frame_ms() {
 
     // Before CONNECT: a CONNECT frame that never completes.
     let mut r = Raw::open(s.addr()).await;
-    r.write(b"CONNECT\naccept-version:1.2\n").await.unwrap();
+    r.try_write(b"CONNECT\naccept-version:1.2\n").await.unwrap();
     let start = Instant::now();
     let e = r.expect_error().await;
     assert_between(
@@ -1214,8 +1124,8 @@ async fn a_partial_frame_is_cut_off_after_frame_ms() {
 #[tokio::test]
 async fn a_partial_frame_is_cut_off_no_later_than_frame_ms() {
     let s = Scene::start("[timeouts]\nframe-ms = 300\n").await;
-    let mut r = Raw::connect(s.addr()).await;
-    r.write(b"SEND\ndestination:/queue/loris\nhalf")
+    let mut r = Raw::connect_1_2(s.addr()).await;
+    r.try_write(b"SEND\ndestination:/queue/loris\nhalf")
         .await
         .unwrap();
     let start = Instant::now();
@@ -1233,7 +1143,7 @@ async fn a_partial_frame_is_cut_off_no_later_than_frame_ms() {
 #[tokio::test]
 async fn a_frame_trickling_in_byte_by_byte_is_cut_off_after_frame_ms() {
     let s = Scene::start("[timeouts]\nframe-ms = 300\n").await;
-    let mut r = Raw::connect(s.addr()).await;
+    let mut r = Raw::connect_1_2(s.addr()).await;
     let frame = format!(
         "SEND\ndestination:/queue/loris\nx:{}\n\n\0",
         "y".repeat(200)
@@ -1243,7 +1153,7 @@ async fn a_frame_trickling_in_byte_by_byte_is_cut_off_after_frame_ms() {
     for &b in frame.as_bytes() {
         // Each byte arrives well within frame-ms of the previous one, but
         // the frame as a whole takes far longer.
-        if r.write(&[b]).await.is_err() {
+        if r.try_write(&[b]).await.is_err() {
             break;
         }
         match r.next(Duration::from_millis(40)).await {
@@ -1286,7 +1196,7 @@ async fn a_connection_without_connect_is_closed_after_connect_ms() {
     let mut r = Raw::open(s.addr()).await;
     let mut error = None;
     for _ in 0..100 {
-        if r.write(b"\n").await.is_err() {
+        if r.try_write(b"\n").await.is_err() {
             break;
         }
         match r.next(Duration::from_millis(40)).await {

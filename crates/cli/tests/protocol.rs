@@ -8,110 +8,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{BrokerProcess, Stomp, WAIT, body};
-use futures::{SinkExt, StreamExt};
-use halyard_stomp::{CodecError, Command, Frame, Item, Limits, Outbound, StompCodec, Version};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use common::{BrokerProcess, Next, Raw, Stomp, WAIT, body};
+use halyard_stomp::{Command, Frame};
 
 // ---------------------------------------------------------------------------
-// A raw connection that shows heart-beats
+// Helpers
 // ---------------------------------------------------------------------------
-
-/// A raw STOMP connection: bytes out, frames *and heart-beats* in.
-struct Raw {
-    conn: Framed<TcpStream, StompCodec>,
-}
-
-#[derive(Debug)]
-enum Next {
-    Frame(Frame),
-    Heartbeat,
-    Closed,
-    Timeout,
-}
-
-impl Raw {
-    async fn open(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        Raw {
-            conn: Framed::new(stream, StompCodec::new(Limits::default())),
-        }
-    }
-
-    /// Opens, writes `connect` (a whole CONNECT or STOMP frame) and returns
-    /// the CONNECTED frame; the codec then follows the negotiated version.
-    async fn connect(addr: SocketAddr, connect: &[u8]) -> (Raw, Frame) {
-        let mut r = Raw::open(addr).await;
-        r.write(connect).await;
-        let f = r.frame().await;
-        assert_eq!(f.command, Command::Connected, "CONNECT refused: {f:?}");
-        let v = Version::parse(f.headers.get("version").unwrap()).unwrap();
-        r.conn.codec_mut().set_version(v);
-        (r, f)
-    }
-
-    async fn write(&mut self, bytes: &[u8]) {
-        let s = self.conn.get_mut();
-        s.write_all(bytes).await.unwrap();
-        s.flush().await.unwrap();
-    }
-
-    async fn send(&mut self, f: Frame) {
-        self.conn.send(Outbound::Frame(f)).await.unwrap();
-    }
-
-    async fn next(&mut self, within: Duration) -> Next {
-        match tokio::time::timeout(within, self.conn.next()).await {
-            Err(_) => Next::Timeout,
-            Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => Next::Closed,
-            Ok(Some(Err(e))) => panic!("bad frame from broker: {e}"),
-            Ok(Some(Ok(Item::Heartbeat))) => Next::Heartbeat,
-            Ok(Some(Ok(Item::Frame(f)))) => Next::Frame(f),
-        }
-    }
-
-    /// The next frame within [`WAIT`], heart-beats skipped.
-    async fn frame(&mut self) -> Frame {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match self
-                .next(deadline.saturating_duration_since(Instant::now()))
-                .await
-            {
-                Next::Frame(f) => return f,
-                Next::Heartbeat => continue,
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
-    }
-
-    /// Expects a RECEIPT with this id as the next frame.
-    async fn expect_receipt(&mut self, id: &str) {
-        let f = self.frame().await;
-        assert_eq!(f.command, Command::Receipt, "expected RECEIPT, got {f:?}");
-        assert_eq!(f.headers.get("receipt-id"), Some(id));
-    }
-
-    /// Expects the broker to close the connection, with no frame first.
-    async fn expect_closed(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match self
-                .next(deadline.saturating_duration_since(Instant::now()))
-                .await
-            {
-                Next::Closed => return,
-                Next::Heartbeat => continue,
-                other => panic!("expected the connection to close, got {other:?}"),
-            }
-        }
-    }
-}
 
 fn connect_bytes(headers: &[&str]) -> Vec<u8> {
     let mut s = String::from("CONNECT\n");
@@ -153,7 +57,7 @@ async fn version_negotiation_picks_the_highest_common_version() {
             headers.push(format!("accept-version:{a}"));
         }
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-        let (mut r, f) = Raw::connect(b.stomp, &connect_bytes(&headers)).await;
+        let (mut r, f) = Raw::connect_with_bytes(b.stomp, &connect_bytes(&headers)).await;
         assert_eq!(
             f.headers.get("version"),
             Some(want),
@@ -175,7 +79,7 @@ async fn stomp_command_is_an_alias_of_connect() {
     let b = BrokerProcess::start("").await;
     for (accept, want) in [("1.2", "1.2"), ("1.1", "1.1"), ("1.0,1.1,1.2", "1.2")] {
         let raw = format!("STOMP\naccept-version:{accept}\nhost:localhost\n\n\0");
-        let (mut r, f) = Raw::connect(b.stomp, raw.as_bytes()).await;
+        let (mut r, f) = Raw::connect_with_bytes(b.stomp, raw.as_bytes()).await;
         assert_eq!(f.headers.get("version"), Some(want));
         assert!(f.headers.get("session").is_some_and(|s| !s.is_empty()));
         // A full round trip on the session it opened.
@@ -210,7 +114,7 @@ async fn connected_carries_version_session_server_and_heart_beat() {
             "host:localhost",
             "heart-beat:0,0",
         ]);
-        let (_r, f) = Raw::connect(b.stomp, &raw).await;
+        let (_r, f) = Raw::connect_with_bytes(b.stomp, &raw).await;
         assert_eq!(f.headers.get("version"), Some(accept));
         let server = f.headers.get("server").unwrap();
         assert!(
@@ -232,7 +136,7 @@ async fn connected_carries_version_session_server_and_heart_beat() {
     );
 
     // A 1.0 client gets version and session too.
-    let (_r, f) = Raw::connect(b.stomp, &connect_bytes(&["host:localhost"])).await;
+    let (_r, f) = Raw::connect_with_bytes(b.stomp, &connect_bytes(&["host:localhost"])).await;
     assert_eq!(f.headers.get("version"), Some("1.0"));
     assert!(f.headers.get("session").is_some_and(|s| !s.is_empty()));
     assert!(f.headers.get("server").is_some());
@@ -276,7 +180,7 @@ async fn keep_alive(r: &mut Raw, how_long: Duration) -> (usize, Instant) {
 #[tokio::test]
 async fn heart_beats_flow_and_keep_the_connection_alive() {
     let b = BrokerProcess::start(&format!("{FAST_HEARTBEATS}grace-factor = 2.0\n")).await;
-    let (mut r, f) = Raw::connect(
+    let (mut r, f) = Raw::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:100,100"]),
     )
@@ -302,7 +206,7 @@ async fn heart_beats_flow_and_keep_the_connection_alive() {
 #[tokio::test]
 async fn a_client_that_goes_silent_is_disconnected_after_the_grace_period() {
     let b = BrokerProcess::start(&format!("{FAST_HEARTBEATS}grace-factor = 3.0\n")).await;
-    let (mut r, _) = Raw::connect(
+    let (mut r, _) = Raw::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:100,100"]),
     )
@@ -337,19 +241,19 @@ async fn a_client_that_goes_silent_is_disconnected_after_the_grace_period() {
 async fn heart_beat_negotiation_takes_the_slower_side_and_zero_means_never() {
     let b = BrokerProcess::start(FAST_HEARTBEATS).await;
     // Wants heart-beats only every 300 ms and cannot send any.
-    let (mut slow, _) = Raw::connect(
+    let (mut slow, _) = Raw::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:0,300"]),
     )
     .await;
     // Neither sends nor wants heart-beats.
-    let (mut none, _) = Raw::connect(
+    let (mut none, _) = Raw::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:0,0"]),
     )
     .await;
     // STOMP 1.0 has no heart-beats: the header is ignored.
-    let (mut old, f) = Raw::connect(
+    let (mut old, f) = Raw::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["host:localhost", "heart-beat:100,100"]),
     )
@@ -436,7 +340,7 @@ async fn backslashes_from_a_1_0_sender_arrive_literally() {
     r12.subscribe("s12", "/topic/lit", "auto", &[]).await;
     r10.subscribe("s10", "/topic/lit", "auto", &[]).await;
 
-    let (mut p, f) = Raw::connect(b.stomp, &connect_bytes(&["host:localhost"])).await;
+    let (mut p, f) = Raw::connect_with_bytes(b.stomp, &connect_bytes(&["host:localhost"])).await;
     assert_eq!(f.headers.get("version"), Some("1.0"));
     // In 1.0 there is no escaping: `\t`, `\n`, `\c` and `\\` are just
     // backslashes followed by letters, and a value may contain colons.
@@ -501,7 +405,7 @@ async fn content_length_bodies_with_nul_bytes_are_delivered_intact() {
 #[tokio::test]
 async fn crlf_line_endings_are_accepted() {
     let b = BrokerProcess::start("").await;
-    let (mut r, f) = Raw::connect(
+    let (mut r, f) = Raw::connect_with_bytes(
         b.stomp,
         b"CONNECT\r\naccept-version:1.2\r\nhost:localhost\r\n\r\n\0",
     )
@@ -685,7 +589,7 @@ async fn client_ack_mode_is_cumulative() {
 #[tokio::test]
 async fn disconnect_with_receipt_gets_the_receipt_then_the_close() {
     let b = BrokerProcess::start("").await;
-    let (mut r, _) = Raw::connect(
+    let (mut r, _) = Raw::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost"]),
     )

@@ -348,8 +348,14 @@ impl Client {
 
     /// Acknowledges a message; returns once the broker has recorded it.
     pub async fn ack(&self, message: &Message) -> Result<(), ClientError> {
+        self.ack_nowait(message).await?.await
+    }
+
+    /// Acknowledges a message without waiting for the broker to record it;
+    /// await the returned [`Receipt`] for that.
+    pub async fn ack_nowait(&self, message: &Message) -> Result<Receipt, ClientError> {
         let frame = self.ack_frame(Command::Ack, message, None)?;
-        self.request(frame, true, None).await?.await
+        self.request(frame, true, None).await
     }
 
     /// Rejects a message: the broker redelivers it, or dead-letters it once

@@ -401,24 +401,8 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Destination, MessageId};
 
-    fn msg(seq: u64, priority: u8) -> Arc<Message> {
-        Arc::new(Message {
-            seq,
-            id: MessageId {
-                prefix: "ID:t-".into(),
-                n: seq,
-            },
-            destination: Destination::queue("q"),
-            headers: vec![],
-            body: bytes::Bytes::from_static(b"x"),
-            persistent: true,
-            priority,
-            expires: 0,
-            timestamp: 0,
-        })
-    }
+    use crate::core::test_message as msg;
 
     fn policy() -> Policy {
         Policy {

@@ -98,6 +98,25 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A small persistent message for unit tests.
+#[cfg(test)]
+pub(crate) fn test_message(seq: u64, priority: u8) -> Arc<Message> {
+    Arc::new(Message {
+        seq,
+        id: MessageId {
+            prefix: "ID:t-".into(),
+            n: seq,
+        },
+        destination: Destination::queue("q"),
+        headers: vec![],
+        body: Bytes::from_static(b"x"),
+        persistent: true,
+        priority,
+        expires: 0,
+        timestamp: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

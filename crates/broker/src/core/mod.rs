@@ -20,6 +20,8 @@ pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, SubKey};
 pub use handle::DestinationStats;
 pub(crate) use handle::{Control, DestHandle, Publish};
+#[cfg(test)]
+pub(crate) use message::test_message;
 pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};
 pub(crate) use queue::spawn_queue;
 pub(crate) use topic::spawn_topic;

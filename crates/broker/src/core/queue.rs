@@ -18,6 +18,15 @@ pub(crate) const CONTROL_DEPTH: usize = 1024;
 /// most this many messages before producers wait.
 pub(crate) const PUBLISH_DEPTH: usize = 32;
 
+/// The timer on which a destination sweeps out expired messages.
+pub(crate) fn expiry_timer(shared: &Shared) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(Duration::from_millis(
+        shared.config.destinations.expiry_check_ms,
+    ));
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
 /// Starts the actor for a queue or temporary queue.
 pub(crate) fn spawn_queue(shared: Arc<Shared>, destination: Destination) -> DestHandle {
     let (control_tx, control) = mpsc::channel(CONTROL_DEPTH);
@@ -53,10 +62,7 @@ impl QueueActor {
         mut publish: mpsc::Receiver<Publish>,
     ) {
         let limit = self.shared.config.limits.destination_memory_bytes;
-        let mut sweep = tokio::time::interval(Duration::from_millis(
-            self.shared.config.destinations.expiry_check_ms,
-        ));
-        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut sweep = expiry_timer(&self.shared);
         let mut effects = Vec::new();
         let stop = self.shared.stop.clone();
         loop {

@@ -4,13 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 
 use super::dispatch::{Dispatcher, Effect, Policy};
-use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH};
+use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer};
 use super::{
     ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, Message,
     Publish, now_ms,
@@ -58,10 +56,7 @@ impl TopicActor {
         mut publish: mpsc::Receiver<Publish>,
     ) {
         let limit = self.shared.config.limits.destination_memory_bytes;
-        let mut sweep = tokio::time::interval(Duration::from_millis(
-            self.shared.config.destinations.expiry_check_ms,
-        ));
-        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut sweep = expiry_timer(&self.shared);
         let mut effects = Vec::new();
         let stop = self.shared.stop.clone();
         loop {

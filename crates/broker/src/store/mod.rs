@@ -195,23 +195,9 @@ async fn writer<B: StoreBackend>(mut backend: B, mut rx: mpsc::Receiver<Request>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::MessageId;
 
-    pub(crate) fn msg(seq: u64) -> Arc<Message> {
-        Arc::new(Message {
-            seq,
-            id: MessageId {
-                prefix: "ID:t-".into(),
-                n: seq,
-            },
-            destination: Destination::queue("q"),
-            headers: vec![],
-            body: bytes::Bytes::from_static(b"x"),
-            persistent: true,
-            priority: 4,
-            expires: 0,
-            timestamp: 0,
-        })
+    fn msg(seq: u64) -> Arc<Message> {
+        crate::core::test_message(seq, 4)
     }
 
     /// Records how batches were grouped, to show group commit happens.

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use halyard_stomp::{Command as Cmd, Frame, Item, Limits, Outbound, StompCodec, Version};
+use halyard_stomp::{
+    CodecError, Command as Cmd, Frame, Item, Limits, Outbound, StompCodec, Version,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -412,6 +414,151 @@ impl Stomp {
     pub async fn disconnect(mut self) {
         self.request(Frame::new(Cmd::Disconnect)).await;
         self.expect_closed().await;
+    }
+}
+
+/// A lower-level raw STOMP connection than [`Stomp`]: bytes out (writes
+/// may fail once the broker has closed), frames *and heart-beats* in, and
+/// closes and timeouts reported rather than panicked on.
+pub struct Raw {
+    conn: Framed<TcpStream, StompCodec>,
+}
+
+/// What [`Raw::next`] saw.
+#[derive(Debug)]
+pub enum Next {
+    /// A frame arrived.
+    Frame(Frame),
+    /// A heart-beat (a bare EOL) arrived.
+    Heartbeat,
+    /// The broker closed (or reset) the connection.
+    Closed,
+    /// Nothing arrived in time.
+    Timeout,
+}
+
+impl Raw {
+    /// Opens a TCP connection without sending anything.
+    pub async fn open(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Raw {
+            conn: Framed::new(stream, StompCodec::new(Limits::default())),
+        }
+    }
+
+    /// Opens and CONNECTs with STOMP 1.2; panics unless CONNECTED. The codec
+    /// then speaks 1.2.
+    pub async fn connect_1_2(addr: SocketAddr) -> Raw {
+        let mut r = Raw::open(addr).await;
+        r.write(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
+            .await;
+        match r.next(WAIT).await {
+            Next::Frame(f) if f.command == Cmd::Connected => {}
+            other => panic!("CONNECT refused: {other:?}"),
+        }
+        r.conn.codec_mut().set_version(Version::V1_2);
+        r
+    }
+
+    /// Opens, writes `connect` (a whole CONNECT or STOMP frame) and returns
+    /// the CONNECTED frame; panics on anything else. The codec then follows
+    /// the negotiated version.
+    pub async fn connect_with_bytes(addr: SocketAddr, connect: &[u8]) -> (Raw, Frame) {
+        let mut r = Raw::open(addr).await;
+        r.write(connect).await;
+        let f = r.frame().await;
+        assert_eq!(f.command, Cmd::Connected, "CONNECT refused: {f:?}");
+        let v = Version::parse(f.headers.get("version").unwrap()).unwrap();
+        r.conn.codec_mut().set_version(v);
+        (r, f)
+    }
+
+    /// Writes raw bytes and flushes; fails if the broker already closed.
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let s = self.conn.get_mut();
+        s.write_all(bytes).await?;
+        s.flush().await
+    }
+
+    /// Writes raw bytes and flushes; panics if that fails.
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.try_write(bytes).await.unwrap();
+    }
+
+    /// Encodes and sends a frame; panics if that fails.
+    pub async fn send(&mut self, f: Frame) {
+        self.conn.send(Outbound::Frame(f)).await.unwrap();
+    }
+
+    /// Whatever comes next within `within`. An I/O error (e.g. a reset
+    /// after an ERROR) counts as closed; an undecodable frame panics.
+    pub async fn next(&mut self, within: Duration) -> Next {
+        match tokio::time::timeout(within, self.conn.next()).await {
+            Err(_) => Next::Timeout,
+            Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => Next::Closed,
+            Ok(Some(Err(e))) => panic!("bad frame from broker: {e}"),
+            Ok(Some(Ok(Item::Heartbeat))) => Next::Heartbeat,
+            Ok(Some(Ok(Item::Frame(f)))) => Next::Frame(f),
+        }
+    }
+
+    /// The next frame within [`WAIT`], heart-beats skipped; panics on a
+    /// close or a timeout.
+    pub async fn frame(&mut self) -> Frame {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .next(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
+                Next::Frame(f) => return f,
+                Next::Heartbeat => continue,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame, heart-beats skipped; `None` if the connection closed
+    /// first. Panics if nothing happens within [`WAIT`].
+    pub async fn frame_or_close(&mut self) -> Option<Frame> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .next(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
+                Next::Frame(f) => return Some(f),
+                Next::Heartbeat => continue,
+                Next::Closed => return None,
+                Next::Timeout => panic!("neither a frame nor a close within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Expects an ERROR frame (returned) and then the close.
+    pub async fn expect_error(&mut self) -> Frame {
+        let f = self
+            .frame_or_close()
+            .await
+            .expect("connection closed without an ERROR frame");
+        assert_eq!(f.command, Cmd::Error, "expected ERROR, got {f:?}");
+        self.expect_closed().await;
+        f
+    }
+
+    /// Expects the broker to close the connection within [`WAIT`], with no
+    /// frame first (heart-beats skipped); panics on a frame or a timeout.
+    pub async fn expect_closed(&mut self) {
+        if let Some(f) = self.frame_or_close().await {
+            panic!("expected the connection to close, got {f:?}");
+        }
+    }
+
+    /// Expects a RECEIPT with this id as the next frame.
+    pub async fn expect_receipt(&mut self, id: &str) {
+        let f = self.frame().await;
+        assert_eq!(f.command, Cmd::Receipt, "expected RECEIPT, got {f:?}");
+        assert_eq!(f.headers.get("receipt-id"), Some(id));
     }
 }
 

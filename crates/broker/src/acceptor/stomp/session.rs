@@ -443,16 +443,7 @@ impl Session {
     async fn teardown(&mut self) {
         self.effects.close();
         for (_, tx) in self.txs.drain() {
-            for held in tx.acks.into_iter().chain(tx.nacks) {
-                let seqs = held.seqs();
-                let _ = held
-                    .handle
-                    .control(Control::Rollback {
-                        consumer: held.consumer,
-                        seqs,
-                    })
-                    .await;
-            }
+            tx.roll_back().await;
         }
         for sub in self.subs.drain() {
             let _ = sub

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::subscriptions::Acked;
-use crate::core::{DestHandle, Message};
+use crate::core::{Control, DestHandle, Message};
 
 #[derive(Default)]
 pub(super) struct Transaction {
@@ -16,6 +16,23 @@ pub(super) struct Transaction {
     /// Deliveries rejected in the transaction (also held).
     pub(super) nacks: Vec<Acked>,
     pub(super) frames: usize,
+}
+
+impl Transaction {
+    /// Ends the transaction without effect: its sends are dropped and the
+    /// messages it acknowledged or rejected go back for redelivery.
+    pub(super) async fn roll_back(self) {
+        for held in self.acks.into_iter().chain(self.nacks) {
+            let seqs = held.seqs();
+            let _ = held
+                .handle
+                .control(Control::Rollback {
+                    consumer: held.consumer,
+                    seqs,
+                })
+                .await;
+        }
+    }
 }
 
 mod commands {
@@ -168,16 +185,7 @@ mod commands {
                 .txs
                 .remove(id)
                 .ok_or_else(|| Fatal::protocol(format!("unknown transaction '{id}'")))?;
-            for held in tx.acks.into_iter().chain(tx.nacks) {
-                let seqs = held.seqs();
-                let _ = held
-                    .handle
-                    .control(Control::Rollback {
-                        consumer: held.consumer,
-                        seqs,
-                    })
-                    .await;
-            }
+            tx.roll_back().await;
             self.effects.receipt(receipt);
             Ok(())
         }
