@@ -76,6 +76,14 @@ mod commands {
             Ok(())
         }
 
+        /// Removes the transaction a COMMIT or ABORT names.
+        fn take_transaction(&mut self, frame: &Frame, command: &str) -> Result<Transaction, Fatal> {
+            let id = tx_id(frame, command)?;
+            self.txs
+                .remove(id)
+                .ok_or_else(|| Fatal::protocol(format!("unknown transaction '{id}'")))
+        }
+
         /// Makes the transaction's sends and acknowledgements durable in
         /// one atomic store batch, then applies them.
         pub(in super::super) async fn commit(
@@ -83,11 +91,7 @@ mod commands {
             frame: Frame,
             receipt: Option<String>,
         ) -> Result<(), Fatal> {
-            let id = tx_id(&frame, "COMMIT")?;
-            let tx = self
-                .txs
-                .remove(id)
-                .ok_or_else(|| Fatal::protocol(format!("unknown transaction '{id}'")))?;
+            let tx = self.take_transaction(&frame, "COMMIT")?;
             let mut batch = Vec::new();
             let mut bytes = 0;
             for (handle, m) in &tx.sends {
@@ -180,11 +184,7 @@ mod commands {
             frame: Frame,
             receipt: Option<String>,
         ) -> Result<(), Fatal> {
-            let id = tx_id(&frame, "ABORT")?;
-            let tx = self
-                .txs
-                .remove(id)
-                .ok_or_else(|| Fatal::protocol(format!("unknown transaction '{id}'")))?;
+            let tx = self.take_transaction(&frame, "ABORT")?;
             tx.roll_back().await;
             self.effects.receipt(receipt);
             Ok(())
