@@ -1,5 +1,6 @@
 //! The `halyard` command: run a broker, send and receive messages.
 
+mod bench;
 mod broker;
 mod receive;
 mod send;
@@ -24,6 +25,8 @@ enum Cmd {
     Send(send::Args),
     /// Receive messages from a destination and print them.
     Receive(receive::Args),
+    /// Measure a broker's throughput and latency.
+    Bench(bench::Args),
 }
 
 /// Where `send` and `receive` go.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
             Cmd::Broker(args) => broker::run(args).await,
             Cmd::Send(args) => send::run(args).await,
             Cmd::Receive(args) => receive::run(args).await,
+            Cmd::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -58,8 +58,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut pending = VecDeque::new();
     for _ in 0..args.count {
         let mut m = SendMessage::new(args.target.destination.clone(), body.clone())
-            .persistent(args.persistent)
-            .receipt(args.receipt);
+            .persistent(args.persistent);
+        if args.receipt {
+            m = m.receipt(true);
+        }
         for (k, v) in &args.headers {
             m = m.header(k.clone(), v.clone());
         }

@@ -344,3 +344,152 @@ fn an_unusable_data_dir_fails_start_up_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn bench_smoke_queue_topic_and_drain() {
+    let b = BrokerProcess::start("").await;
+    let url = b.url();
+    let json = |out: &str| -> serde_json::Value { serde_json::from_str(out.trim()).unwrap() };
+
+    let (code, out, err) = run_cli(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--count",
+            "2000",
+            "--persistent",
+            "--receipt-every",
+            "10",
+            "--ack",
+            "client-individual",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(v["sent"], 2000);
+    assert_eq!(v["received"], 2000);
+    assert_eq!(v["missing"], 0);
+    assert_eq!(v["receipt_latency_us"]["count"], 200);
+    assert_eq!(v["e2e_latency_us"]["count"], 2000);
+    assert!(v["send_rate"].as_f64().unwrap() > 0.0);
+
+    // Topic fan-out: every subscriber gets every message.
+    let (code, out, err) = run_cli(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "-d",
+            "/topic/b",
+            "--consumers",
+            "3",
+            "--count",
+            "500",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(
+        (v["sent"].as_u64(), v["received"].as_u64()),
+        (Some(500), Some(1500))
+    );
+
+    // Fill, then drain with client acks; the human-readable report.
+    let (code, _, err) = run_cli(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "-d",
+            "/queue/fill",
+            "--consumers",
+            "0",
+            "--count",
+            "1000",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "-d",
+            "/queue/fill",
+            "--producers",
+            "0",
+            "--count",
+            "1000",
+            "--ack",
+            "client",
+            "--prefetch",
+            "100",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("received") && out.contains("1000 msgs"),
+        "{out}"
+    );
+    assert!(out.contains("end-to-end  p50"), "{out}");
+
+    // Draining more than is there reports the shortfall and fails.
+    let (code, out, err) = run_cli(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "-d",
+            "/queue/empty",
+            "--producers",
+            "0",
+            "--count",
+            "5",
+            "--drain-timeout",
+            "0.3",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(json(&out)["missing"], 5);
+    assert!(err.contains("5 message(s) missing"), "{err}");
+}
+
+#[test]
+fn bench_rejects_impossible_plans() {
+    for (args, want) in [
+        (
+            vec!["--producers", "0", "--consumers", "0"],
+            "nothing to do",
+        ),
+        (vec!["--producers", "0"], "needs --count"),
+        (
+            vec!["--producers", "0", "-d", "/topic/x", "--count", "1"],
+            "needs a queue",
+        ),
+        (vec!["--duration=-1"], "--duration"),
+        (vec!["--duration", "nan"], "--duration"),
+        (vec!["--count", "0"], "--count must be at least 1"),
+        (vec!["--prefetch", "0"], "--prefetch"),
+    ] {
+        let mut all = vec!["bench", "--url", "stomp://127.0.0.1:1"];
+        all.extend(args.iter().copied());
+        let (code, _, err) = run_cli(&all, None);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let (code, _, err) = run_cli(&["bench", "--count", "5", "--duration", "1"], None);
+    assert_eq!(code, 2, "{err}");
+}

@@ -16,6 +16,9 @@ use crate::{ClientError, Cmd, ConnectOptions, Endpoint, Message, ReceiptTx, Serv
 
 type Conn = Framed<TcpStream, StompCodec>;
 
+/// Requests written per flush.
+const WRITE_BURST: usize = 64;
+
 /// Opens the connection, negotiates, and starts the connection task.
 pub(crate) async fn open(
     endpoint: &Endpoint,
@@ -173,28 +176,25 @@ impl Task {
                         // Every handle is gone: close quietly.
                         return ClientError::Closed;
                     };
-                    let is_disconnect = cmd.frame.command == Command::Disconnect;
-                    if let Some((id, tx)) = cmd.receipt {
-                        self.receipts.insert(id, tx);
+                    // Write this request and whatever else is queued, then
+                    // flush once: one syscall for a burst of sends.
+                    let mut next = Some(cmd);
+                    let mut written = 0;
+                    while let Some(cmd) = next.take() {
+                        if let Err(e) = self.feed(cmd).await {
+                            return e;
+                        }
+                        written += 1;
+                        if written < WRITE_BURST {
+                            next = self.cmds.try_recv().ok();
+                        }
                     }
-                    if let Some((id, tx)) = cmd.subscribe {
-                        self.subs.insert(id, tx);
-                    }
-                    if let Some(id) = (cmd.frame.command == Command::Unsubscribe)
-                        .then(|| cmd.frame.headers.get("id").map(str::to_owned))
-                        .flatten()
-                    {
-                        self.subs.remove(&id);
-                    }
-                    if let Err(e) = self.conn.send(Outbound::Frame(cmd.frame)).await {
+                    if let Err(e) = SinkExt::<Outbound>::flush(&mut self.conn).await {
                         return ClientError::Io(e.to_string());
                     }
                     self.last_write = Instant::now();
-                    if is_disconnect {
-                        self.disconnecting = true;
-                        if self.receipts.is_empty() {
-                            return ClientError::Closed;
-                        }
+                    if self.disconnecting && self.receipts.is_empty() {
+                        return ClientError::Closed;
                     }
                 }
                 item = self.conn.next() => {
@@ -231,6 +231,29 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Registers what a request waits for and buffers its frame.
+    async fn feed(&mut self, cmd: Cmd) -> Result<(), ClientError> {
+        if let Some((id, tx)) = cmd.receipt {
+            self.receipts.insert(id, tx);
+        }
+        if let Some((id, tx)) = cmd.subscribe {
+            self.subs.insert(id, tx);
+        }
+        match cmd.frame.command {
+            Command::Unsubscribe => {
+                if let Some(id) = cmd.frame.headers.get("id") {
+                    self.subs.remove(id);
+                }
+            }
+            Command::Disconnect => self.disconnecting = true,
+            _ => {}
+        }
+        self.conn
+            .feed(Outbound::Frame(cmd.frame))
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))
     }
 
     /// Handles a frame from the broker; `Some` ends the connection.

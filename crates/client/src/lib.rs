@@ -358,6 +358,13 @@ impl Client {
         self.request(frame, true, None).await
     }
 
+    /// Acknowledges a message without asking for a receipt: cheapest, but
+    /// nothing says when (or whether) the broker recorded it.
+    pub async fn ack_unreceipted(&self, message: &Message) -> Result<(), ClientError> {
+        let frame = self.ack_frame(Command::Ack, message, None)?;
+        self.request(frame, false, None).await.map(|_| ())
+    }
+
     /// Rejects a message: the broker redelivers it, or dead-letters it once
     /// it has been redelivered too often.
     pub async fn nack(&self, message: &Message) -> Result<(), ClientError> {

@@ -49,7 +49,7 @@ pub struct SendMessage {
     pub(crate) body: Bytes,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) persistent: bool,
-    pub(crate) receipt: bool,
+    pub(crate) receipt: Option<bool>,
 }
 
 impl SendMessage {
@@ -60,7 +60,7 @@ impl SendMessage {
             body: body.into(),
             headers: Vec::new(),
             persistent: false,
-            receipt: false,
+            receipt: None,
         }
     }
 
@@ -71,9 +71,11 @@ impl SendMessage {
         self
     }
 
-    /// Asks for a receipt even for a non-persistent message.
+    /// Whether to ask for a receipt. By default persistent messages get
+    /// one and others do not; `receipt(false)` sends a persistent message
+    /// without waiting for the broker to confirm it.
     pub fn receipt(mut self, receipt: bool) -> SendMessage {
-        self.receipt = receipt;
+        self.receipt = Some(receipt);
         self
     }
 
@@ -85,6 +87,6 @@ impl SendMessage {
 
     /// Whether sending waits for a receipt.
     pub fn wants_receipt(&self) -> bool {
-        self.persistent || self.receipt
+        self.receipt.unwrap_or(self.persistent)
     }
 }
