@@ -12,9 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{BrokerConfig, StoreKind};
+use crate::core::{Control, DurableName};
 use crate::core::{DestHandle, Destination, DestinationKind, DestinationStats, now_ms};
+use crate::ha::DataDirLock;
 use crate::metrics::Metrics;
-use crate::store::{MemoryStore, Store, StoreBackend, StoreError};
+use crate::store::{
+    JournalStore, MemoryStore, Recovered, Store, StoreBackend, StoreError, StoreKey, StoredMessage,
+    Usage,
+};
 
 /// State shared by every task of one broker. Mutable state here is either
 /// atomic or behind a short, synchronous lock that is never held across an
@@ -35,6 +40,8 @@ pub(crate) struct Shared {
     next_consumer: AtomicU64,
     destinations: Mutex<HashMap<Destination, DestHandle>>,
     client_ids: Mutex<HashSet<String>>,
+    /// The topic of every durable subscription.
+    durables: Mutex<HashMap<DurableName, Destination>>,
 }
 
 /// The broker will not create more destinations.
@@ -117,6 +124,20 @@ impl Shared {
         lock(&self.client_ids).remove(id);
     }
 
+    /// The topic a durable subscription is on.
+    pub(crate) fn durable_topic(&self, name: &DurableName) -> Option<Destination> {
+        lock(&self.durables).get(name).cloned()
+    }
+
+    /// Records (or forgets, with `None`) a durable subscription's topic.
+    pub(crate) fn set_durable_topic(&self, name: &DurableName, topic: Option<Destination>) {
+        let mut map = lock(&self.durables);
+        match topic {
+            Some(t) => map.insert(name.clone(), t),
+            None => map.remove(name),
+        };
+    }
+
     /// Statistics of every destination, sorted by name. Destinations that
     /// do not answer within a second are left out.
     pub(crate) async fn destination_stats(&self) -> Vec<DestinationStats> {
@@ -165,6 +186,12 @@ pub enum StartError {
     /// The store could not be opened or recovered.
     #[error("cannot open the message store: {0}")]
     Store(#[from] StoreError),
+    /// Another broker uses the data directory.
+    #[error(transparent)]
+    Lock(#[from] crate::ha::LockError),
+    /// A thread could not be started.
+    #[error("cannot start the store writer: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A running broker. Dropping it without [`Broker::shutdown`] leaves its
@@ -176,26 +203,59 @@ pub struct Broker {
     accept_stop: CancellationToken,
     sessions_stop: CancellationToken,
     tracker: TaskTracker,
-    store_task: JoinHandle<()>,
+    store_thread: std::thread::JoinHandle<()>,
     http_task: JoinHandle<()>,
+    _lock: DataDirLock,
 }
 
 /// Batches waiting for the store writer before submitters must wait.
 const STORE_QUEUE_DEPTH: usize = 8192;
+/// Recovered messages handed to a destination at a time.
+const RESTORE_CHUNK: usize = 4096;
+
+/// Recovers a backend's state and starts its writer.
+async fn open_store<B: StoreBackend>(
+    mut backend: B,
+    usage: Arc<Usage>,
+    config: &BrokerConfig,
+) -> Result<(Store, std::thread::JoinHandle<()>, Recovered), StartError> {
+    let recovered = backend.recover().await?;
+    let (store, thread) = Store::spawn(
+        backend,
+        usage,
+        STORE_QUEUE_DEPTH,
+        config.store.max_bytes,
+        config.store.when_full,
+    )
+    .map_err(StartError::Thread)?;
+    Ok((store, thread, recovered))
+}
 
 impl Broker {
-    /// Recovers the store, opens the listeners and starts serving.
+    /// Locks the data directory, recovers the store, opens the listeners and
+    /// starts serving.
     pub async fn start(config: BrokerConfig) -> Result<Broker, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
-        let (store, store_task, recovered) = match config.store {
+        let started_at_ms = now_ms();
+        let owner = format!(
+            "broker '{}' pid {} started at {} ms since the epoch",
+            config.name,
+            std::process::id(),
+            started_at_ms
+        );
+        let lock = DataDirLock::try_acquire(&config.data_dir, &owner)?;
+        let usage = Arc::new(Usage::default());
+        let (store, store_thread, recovered) = match config.store.kind {
+            StoreKind::Journal => {
+                let backend =
+                    JournalStore::new(&config.data_dir, config.journal.clone(), usage.clone(), 0);
+                open_store(backend, usage, &config).await?
+            }
             StoreKind::Memory => {
-                let mut backend = MemoryStore::new();
-                let recovered = backend.recover().await?;
-                let (store, task) = Store::spawn(backend, STORE_QUEUE_DEPTH);
-                (store, task, recovered)
+                open_store(MemoryStore::with_usage(usage.clone()), usage, &config).await?
             }
         };
         let stomp = bind("STOMP", &config.stomp).await?;
@@ -211,7 +271,6 @@ impl Broker {
             source,
         })?;
 
-        let started_at_ms = now_ms();
         let boot = format!("{started_at_ms:x}{:04x}", std::process::id() & 0xffff);
         let shared = Arc::new(Shared {
             id_prefix: format!("ID:{}-{boot}-", config.name).into(),
@@ -227,17 +286,10 @@ impl Broker {
             next_consumer: AtomicU64::new(0),
             destinations: Mutex::new(HashMap::new()),
             client_ids: Mutex::new(HashSet::new()),
+            durables: Mutex::new(HashMap::new()),
         });
-
         let recovered_count = recovered.messages.len();
-        for (dest, message) in recovered.messages {
-            match shared.destination(&dest) {
-                Ok(h) => {
-                    let _ = h.publish(message, false).await;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot restore recovered message"),
-            }
-        }
+        restore(&shared, recovered).await;
 
         let accept_stop = CancellationToken::new();
         let sessions_stop = CancellationToken::new();
@@ -261,7 +313,7 @@ impl Broker {
             stomp = %stomp_addr,
             http = %http_addr,
             data_dir = %shared.config.data_dir.display(),
-            store = ?shared.config.store,
+            store = ?shared.config.store.kind,
             recovered = recovered_count,
             "halyard broker started"
         );
@@ -272,9 +324,16 @@ impl Broker {
             accept_stop,
             sessions_stop,
             tracker,
-            store_task,
+            store_thread,
             http_task,
+            _lock: lock,
         })
+    }
+
+    /// Resolves if the broker can no longer keep its promises (the store
+    /// failed to sync): it must stop, so that a slave can take over.
+    pub async fn failed(&self) {
+        self.shared.store.failed().await;
     }
 
     /// Where clients connect with STOMP.
@@ -305,9 +364,83 @@ impl Broker {
         let _ = self.http_task.await;
         self.shared.stop.cancel();
         self.shared.store.close().await;
-        let _ = self.store_task.await;
+        let _ = tokio::task::spawn_blocking(move || self.store_thread.join()).await;
         tracing::info!("halyard broker stopped");
     }
+}
+
+/// Hands what recovery found to the destinations, in sequence order, a
+/// chunk at a time.
+async fn restore(shared: &Arc<Shared>, recovered: Recovered) {
+    let mut topics: HashMap<DurableName, crate::core::DestHandle> = HashMap::new();
+    for s in recovered.subscriptions {
+        let topic = match Destination::parse(&s.topic, "") {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(topic = %s.topic, error = %e, "cannot restore durable subscription");
+                continue;
+            }
+        };
+        let name = DurableName {
+            client_id: s.client_id.into(),
+            name: s.name.into(),
+        };
+        match shared.destination(&topic) {
+            Ok(h) => {
+                let _ = h
+                    .control(Control::RestoreSubscription { name: name.clone() })
+                    .await;
+                shared.set_durable_topic(&name, Some(topic));
+                topics.insert(name, h);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot restore durable subscription"),
+        }
+    }
+    let mut chunks: HashMap<StoreKey, Vec<StoredMessage>> = HashMap::new();
+    for m in recovered.messages {
+        let chunk = chunks.entry(m.key.clone()).or_default();
+        chunk.push(m);
+        if chunk.len() >= RESTORE_CHUNK {
+            let full = std::mem::take(chunk);
+            restore_chunk(shared, &topics, full).await;
+        }
+    }
+    for (_, chunk) in chunks {
+        if !chunk.is_empty() {
+            restore_chunk(shared, &topics, chunk).await;
+        }
+    }
+}
+
+async fn restore_chunk(
+    shared: &Arc<Shared>,
+    topics: &HashMap<DurableName, crate::core::DestHandle>,
+    messages: Vec<StoredMessage>,
+) {
+    let (handle, durable) = match &messages[0].key {
+        StoreKey::Queue(name) => match shared.destination(&Destination::queue(name)) {
+            Ok(h) => (h, None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restore recovered messages");
+                return;
+            }
+        },
+        StoreKey::Durable { client_id, name } => {
+            let name = DurableName {
+                client_id: client_id.clone(),
+                name: name.clone(),
+            };
+            match topics.get(&name) {
+                Some(h) => (h.clone(), Some(name)),
+                None => {
+                    tracing::error!(client_id = %name.client_id, subscription = %name.name,
+                        count = messages.len(), "recovered messages of an unknown durable subscription");
+                    return;
+                }
+            }
+        }
+    };
+    let _ = handle.control(Control::Restore { durable, messages }).await;
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {

@@ -21,8 +21,10 @@ pub struct BrokerConfig {
     pub stomp: String,
     /// Admin HTTP listen address.
     pub http: String,
-    /// Which store keeps persistent messages.
-    pub store: StoreKind,
+    /// Which store keeps persistent messages, and how much it may hold.
+    pub store: StoreConfig,
+    /// The journal store's settings.
+    pub journal: crate::store::journal::JournalConfig,
     /// Limits that protect the broker from its peers.
     pub limits: LimitsConfig,
     /// Connection-level timeouts.
@@ -40,7 +42,8 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./data"),
             stomp: "127.0.0.1:61613".to_owned(),
             http: "127.0.0.1:8161".to_owned(),
-            store: StoreKind::Memory,
+            store: StoreConfig::default(),
+            journal: Default::default(),
             limits: LimitsConfig::default(),
             timeouts: TimeoutsConfig::default(),
             heartbeat: HeartbeatConfig::default(),
@@ -53,9 +56,35 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoreKind {
+    /// Append-only journal files in `<data-dir>/journal` (the default).
+    Journal,
     /// Keeps persistent messages in memory only: they do not survive a
-    /// restart. The seam the durable stores plug into.
+    /// restart.
     Memory,
+}
+
+/// `[store]`: which store, and its limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The implementation.
+    pub kind: StoreKind,
+    /// Most bytes the store may use (the journal: its files on disk).
+    pub max_bytes: u64,
+    /// What a persistent SEND gets when the store is full: an ERROR
+    /// (`fail`), or a wait until space is freed (`wait`, ActiveMQ's producer
+    /// flow control).
+    pub when_full: crate::store::WhenFull,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            kind: StoreKind::Journal,
+            max_bytes: 100 * 1024 * 1024 * 1024,
+            when_full: crate::store::WhenFull::Fail,
+        }
+    }
 }
 
 /// Limits on what peers may make the broker hold.
@@ -314,6 +343,20 @@ impl BrokerConfig {
         positive("destinations.expiry-check-ms", d.expiry_check_ms as usize)?;
         positive("timeouts.connect-ms", self.timeouts.connect_ms as usize)?;
         positive("timeouts.frame-ms", self.timeouts.frame_ms as usize)?;
+        let j = &self.journal;
+        if !(4096..=(1u64 << 31)).contains(&j.segment_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "journal.segment-bytes",
+                message: "must be between 4096 and 2147483648".into(),
+            });
+        }
+        if !(j.compact_below > 0.0 && j.compact_below <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "journal.compact-below",
+                message: "must be a fraction above 0 and at most 1".into(),
+            });
+        }
+        positive("store.max-bytes", self.store.max_bytes as usize)?;
         if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace-factor",
@@ -390,9 +433,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max-connections"), "{e}");
-        let e = BrokerConfig::from_toml("store = \"nope\"")
+        let e = BrokerConfig::from_toml("[store]\nkind = \"nope\"")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("store"), "{e}");
+        assert!(e.contains("nope"), "{e}");
+        let e = BrokerConfig::from_toml("[journal]\nsync = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid journal sync mode 'sometimes'"), "{e}");
+        let c = BrokerConfig::from_toml("[journal]\nsync = \"batch-ms 5\"").unwrap();
+        assert_eq!(c.journal.sync, crate::store::journal::SyncMode::BatchMs(5));
     }
 }

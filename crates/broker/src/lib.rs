@@ -10,6 +10,7 @@ mod admin;
 mod broker;
 pub mod config;
 pub mod core;
+pub mod ha;
 pub mod metrics;
 pub mod store;
 

@@ -52,9 +52,15 @@ impl Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let broker = Broker::start(config).await?;
-    shutdown_signal()
-        .await
-        .context("cannot listen for signals")?;
+    tokio::select! {
+        r = shutdown_signal() => r.context("cannot listen for signals")?,
+        () = broker.failed() => {
+            // The store can no longer keep the broker's promises: stop, so
+            // that a slave can take over with the store as it is on disk.
+            broker.shutdown().await;
+            anyhow::bail!("the message store failed; stopping (see the log)");
+        }
+    }
     broker.shutdown().await;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Carrying out a dispatcher's [`Effect`]s: moving messages to dead-letter
-//! queues and discarding expired ones, with the store records that go with
-//! each.
+//! queues, discarding expired ones, recording delivery counts, and dropping
+//! records that cannot be read — with the store records that go with each.
 
 use std::sync::Arc;
 
@@ -8,54 +8,75 @@ use super::dispatch::Effect;
 use super::{Destination, Message};
 use crate::broker::Shared;
 use crate::metrics::Metrics;
-use crate::store::Record;
+use crate::store::{Record, StoreKey};
 
 /// Header naming the destination a dead-lettered message came from.
 pub(crate) const ORIGINAL_DESTINATION: &str = "original-destination";
 /// Header saying why a message was dead-lettered (ActiveMQ's name).
 pub(crate) const FAILURE_CAUSE: &str = "dlqDeliveryFailureCause";
 
-/// Carries out `effects` for the destination `source`, whose persistent
-/// messages are in the store if `stored`.
-pub(crate) async fn settle(
-    shared: &Arc<Shared>,
-    source: &Destination,
-    stored: bool,
-    effects: &mut Vec<Effect>,
-) {
+/// Carries out `effects` for the destination `source`.
+pub(crate) async fn settle(shared: &Arc<Shared>, source: &Destination, effects: &mut Vec<Effect>) {
+    // Bookkeeping nobody waits for goes to the store in one batch: if it is
+    // lost in a crash, the worst outcome is a message found expired again or
+    // a delivery count one lower.
+    let mut records = Vec::new();
     for effect in effects.drain(..) {
         match effect {
-            Effect::DeadLetter { message, reason } => {
-                tracing::info!(destination = %source, message_id = %message.id, %reason, "dead-lettering message");
-                dead_letter(shared, source, stored, message, reason).await;
+            Effect::DeadLetter {
+                message,
+                reason,
+                stored,
+            } => {
+                tracing::info!(destination = %source, message_id = %message.id, %reason,
+                    "dead-lettering message");
+                dead_letter(shared, stored, message, reason).await;
             }
-            Effect::Expired { message } => {
+            Effect::Expired {
+                seq,
+                message,
+                stored,
+            } => {
                 Metrics::inc(&shared.metrics.messages_expired_total);
-                if shared.config.destinations.dead_letter_expired {
-                    dead_letter(shared, source, stored, message, "expired".to_owned()).await;
-                } else if stored && message.persistent {
-                    let remove = Record::Remove {
-                        destination: source.clone(),
-                        seq: message.seq,
-                    };
-                    // Nobody waits for this: if it is lost in a crash, the
-                    // message is recovered, found expired and removed again.
-                    if let Err(e) = shared.store.submit(vec![remove]).await {
-                        tracing::warn!(error = %e, "could not record expiry");
+                if !shared.config.destinations.dead_letter_expired {
+                    if stored {
+                        records.push(Record::Remove { seq });
+                    }
+                    continue;
+                }
+                let message = match message {
+                    Some(m) => Some(m),
+                    None => match shared.store.load(vec![seq]).await.pop() {
+                        Some((_, Ok(m))) => Some(m),
+                        _ => None,
+                    },
+                };
+                match message {
+                    Some(m) => dead_letter(shared, stored, m, "expired".to_owned()).await,
+                    None => {
+                        tracing::error!(destination = %source, seq, "expired message unreadable; dropped");
+                        records.push(Record::Remove { seq });
                     }
                 }
             }
+            Effect::Redelivered { seq, deliveries } => {
+                records.push(Record::Redelivered { seq, deliveries });
+            }
+            Effect::Lost { seq, error } => {
+                tracing::error!(destination = %source, seq, %error,
+                    "A STORED MESSAGE COULD NOT BE READ BACK and is dropped");
+                records.push(Record::Remove { seq });
+            }
         }
+    }
+    if !records.is_empty()
+        && let Err(e) = shared.store.record(records).await
+    {
+        tracing::warn!(error = %e, "could not record expiry or delivery counts");
     }
 }
 
-async fn dead_letter(
-    shared: &Arc<Shared>,
-    source: &Destination,
-    stored: bool,
-    message: Arc<Message>,
-    reason: String,
-) {
+async fn dead_letter(shared: &Arc<Shared>, stored: bool, message: Arc<Message>, reason: String) {
     Metrics::inc(&shared.metrics.messages_dead_lettered_total);
     let dlq = message
         .destination
@@ -63,8 +84,8 @@ async fn dead_letter(
     let handle = match shared.destination(&dlq) {
         Ok(h) => h,
         Err(e) => {
-            tracing::error!(destination = %source, message_id = %message.id, error = %e,
-                "cannot create dead-letter queue; message stays in the store but leaves memory");
+            tracing::error!(message_id = %message.id, error = %e,
+                "cannot create dead-letter queue; the message stays in the store but leaves memory");
             return;
         }
     };
@@ -91,15 +112,12 @@ async fn dead_letter(
         timestamp: message.timestamp,
     });
     let mut batch = Vec::with_capacity(2);
-    if stored && message.persistent {
-        batch.push(Record::Remove {
-            destination: source.clone(),
-            seq: message.seq,
-        });
+    if stored {
+        batch.push(Record::Remove { seq: message.seq });
     }
     if copy.persistent && handle.stores() {
         batch.push(Record::Add {
-            destination: dlq,
+            key: StoreKey::Queue(dlq.name().into()),
             message: copy.clone(),
         });
     }

@@ -6,6 +6,24 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ConsumerId, ConsumerReg, Destination, DestinationKind, DispatchStats, Message};
+use crate::store::{StoreKey, StoredMessage};
+
+/// A durable topic subscription's identity: the subscriber's client id and
+/// the subscription name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DurableName {
+    pub(crate) client_id: std::sync::Arc<str>,
+    pub(crate) name: std::sync::Arc<str>,
+}
+
+impl DurableName {
+    pub(crate) fn store_key(&self) -> StoreKey {
+        StoreKey::Durable {
+            client_id: self.client_id.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
 
 /// Requests a destination handles ahead of new messages: a destination
 /// always drains its control channel, even while producers are held back by
@@ -45,6 +63,26 @@ pub(crate) enum Control {
     },
     Stats {
         reply: oneshot::Sender<DestinationStats>,
+    },
+    /// Messages found by recovery (a queue's, or a durable subscription's
+    /// when `durable` names one).
+    Restore {
+        durable: Option<DurableName>,
+        messages: Vec<StoredMessage>,
+    },
+    /// A durable subscription found by recovery.
+    RestoreSubscription { name: DurableName },
+    /// Attach a consumer to a durable subscription, creating it (and
+    /// recording it in the store) if it does not exist.
+    SubscribeDurable {
+        name: DurableName,
+        consumer: ConsumerReg,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Remove a durable subscription and the messages kept for it.
+    RemoveDurable {
+        name: DurableName,
+        done: oneshot::Sender<Result<(), String>>,
     },
     /// Drop everything and stop (temporary queues).
     Delete,

@@ -19,7 +19,7 @@ pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_L
 pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, SubKey};
 pub use handle::DestinationStats;
-pub(crate) use handle::{Control, DestHandle, Publish};
+pub(crate) use handle::{Control, DestHandle, DurableName, Publish};
 #[cfg(test)]
 pub(crate) use message::test_message;
 pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};

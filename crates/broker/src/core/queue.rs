@@ -1,6 +1,8 @@
 //! The queue actor: one task per queue (or temporary queue) owning a single
 //! [`Dispatcher`] that all its consumers compete on.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,8 +10,11 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::dispatch::{Dispatcher, Effect, Policy};
-use super::{Control, DestHandle, Destination, DestinationKind, DestinationStats, Publish, now_ms};
+use super::{
+    Control, DestHandle, Destination, DestinationKind, DestinationStats, Message, Publish, now_ms,
+};
 use crate::broker::Shared;
+use crate::store::StoreError;
 
 /// Depth of a destination's control channel.
 pub(crate) const CONTROL_DEPTH: usize = 1024;
@@ -27,22 +32,56 @@ pub(crate) fn expiry_timer(shared: &Shared) -> tokio::time::Interval {
     t
 }
 
+/// A dispatcher's delivery policy under the broker's configuration.
+pub(crate) fn policy(shared: &Shared, is_dead_letter_queue: bool, stores: bool) -> Policy {
+    Policy {
+        max_redeliveries: shared.config.destinations.max_redeliveries,
+        is_dead_letter_queue,
+        memory_limit: shared.config.limits.destination_memory_bytes,
+        pages: stores && shared.store.pages(),
+    }
+}
+
+/// Bodies being read back from the store.
+pub(crate) type Loading = Option<Pin<Box<dyn Future<Output = Loaded> + Send>>>;
+type Loaded = Vec<(u64, Result<Arc<Message>, StoreError>)>;
+
+/// Starts reading back the bodies a dispatcher wants, unless a read is
+/// already under way.
+pub(crate) fn start_loading(shared: &Shared, d: &mut Dispatcher, loading: &mut Loading) {
+    if loading.is_some() {
+        return;
+    }
+    let want = d.wanted_loads();
+    if !want.is_empty() {
+        let store = shared.store.clone();
+        *loading = Some(Box::pin(async move { store.load(want).await }));
+    }
+}
+
+/// Waits for the read under way (never resolves if there is none).
+pub(crate) async fn next_loaded(loading: &mut Loading) -> Loaded {
+    match loading {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts the actor for a queue or temporary queue.
 pub(crate) fn spawn_queue(shared: Arc<Shared>, destination: Destination) -> DestHandle {
     let (control_tx, control) = mpsc::channel(CONTROL_DEPTH);
     let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
     let handle = DestHandle::new(destination.clone(), control_tx, publish_tx);
-    let cfg = &shared.config.destinations;
-    let policy = Policy {
-        max_redeliveries: cfg.max_redeliveries,
-        is_dead_letter_queue: destination.kind() == DestinationKind::Queue
-            && destination.name().starts_with(&cfg.dead_letter_prefix),
-    };
+    let is_dlq = destination.kind() == DestinationKind::Queue
+        && destination
+            .name()
+            .starts_with(&shared.config.destinations.dead_letter_prefix);
     let actor = QueueActor {
-        dispatcher: Dispatcher::new(policy, handle.stores()),
+        dispatcher: Dispatcher::new(policy(&shared, is_dlq, handle.stores())),
         stores: handle.stores(),
         shared,
         destination,
+        loading: None,
     };
     tokio::spawn(actor.run(control, publish));
     handle
@@ -53,6 +92,7 @@ struct QueueActor {
     destination: Destination,
     dispatcher: Dispatcher,
     stores: bool,
+    loading: Loading,
 }
 
 impl QueueActor {
@@ -61,12 +101,11 @@ impl QueueActor {
         mut control: mpsc::Receiver<Control>,
         mut publish: mpsc::Receiver<Publish>,
     ) {
-        let limit = self.shared.config.limits.destination_memory_bytes;
         let mut sweep = expiry_timer(&self.shared);
         let mut effects = Vec::new();
         let stop = self.shared.stop.clone();
         loop {
-            let accepting = self.dispatcher.ready_weight() < limit;
+            let accepting = self.dispatcher.accepting();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -78,19 +117,24 @@ impl QueueActor {
                     }
                     Some(cmd) => self.control(cmd, &mut effects),
                 },
+                loaded = next_loaded(&mut self.loading) => {
+                    self.loading = None;
+                    self.dispatcher.loaded(loaded, &mut effects);
+                }
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    self.dispatcher.push(m.accept());
-                    while self.dispatcher.ready_weight() < limit {
+                    self.dispatcher.push(m.accept(), self.stores);
+                    while self.dispatcher.accepting() {
                         let Ok(m) = publish.try_recv() else { break };
-                        self.dispatcher.push(m.accept());
+                        self.dispatcher.push(m.accept(), self.stores);
                     }
                 }
                 _ = sweep.tick() => self.dispatcher.sweep_expired(now_ms(), &mut effects),
             }
             self.dispatcher.dispatch(now_ms(), &mut effects);
+            start_loading(&self.shared, &mut self.dispatcher, &mut self.loading);
             if !effects.is_empty() {
-                super::settle(&self.shared, &self.destination, self.stores, &mut effects).await;
+                super::settle(&self.shared, &self.destination, &mut effects).await;
             }
         }
         tracing::debug!(destination = %self.destination, "destination stopped");
@@ -120,7 +164,15 @@ impl QueueActor {
                     dispatch: d.stats(),
                 });
             }
-            Control::Delete => {}
+            Control::Restore { messages, .. } => {
+                for m in messages {
+                    d.restore(m);
+                }
+            }
+            Control::SubscribeDurable { done, .. } | Control::RemoveDurable { done, .. } => {
+                let _ = done.send(Err("durable subscriptions are for topics".into()));
+            }
+            Control::RestoreSubscription { .. } | Control::Delete => {}
         }
     }
 }

@@ -1,19 +1,29 @@
-//! The topic actor: every subscription gets its own [`Dispatcher`] with one
-//! consumer, so each subscriber has its own order, credit and redelivery.
-//! Non-durable subscriptions keep nothing once they end.
+//! The topic actor. Every subscription has its own [`Dispatcher`], so each
+//! subscriber has its own order, credit and redelivery.
+//!
+//! Non-durable subscriptions keep nothing once they end. A durable
+//! subscription (a client id and a name) outlives its consumer: persistent
+//! messages published while it is away are kept — stored as a copy of its
+//! own, with a sequence number of its own — and delivered when it returns.
+//! Those copies reach the subscription only once they are durable, so a
+//! durable subscriber never sees a message a crash could take back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::dispatch::{Dispatcher, Effect, Policy};
-use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer};
+use super::dispatch::{Dispatcher, Effect};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer, policy};
 use super::{
-    ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, Message,
-    Publish, now_ms,
+    ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, DurableName,
+    Message, Publish, now_ms,
 };
 use crate::broker::Shared;
+use crate::store::{Completion, Record};
 
 /// Starts the actor for a topic.
 pub(crate) fn spawn_topic(shared: Arc<Shared>, destination: Destination) -> DestHandle {
@@ -21,33 +31,67 @@ pub(crate) fn spawn_topic(shared: Arc<Shared>, destination: Destination) -> Dest
     let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
     let handle = DestHandle::new(destination.clone(), control_tx, publish_tx);
     let actor = TopicActor {
-        policy: Policy {
-            max_redeliveries: shared.config.destinations.max_redeliveries,
-            is_dead_letter_queue: false,
-        },
         shared,
         destination,
         subs: HashMap::new(),
+        durable: HashMap::new(),
+        by_consumer: HashMap::new(),
+        pending: VecDeque::new(),
+        loads: FuturesUnordered::new(),
         published: 0,
     };
     tokio::spawn(actor.run(control, publish));
     handle
 }
 
+/// A durable subscription: its messages, and its consumer while one is
+/// attached.
+struct Durable {
+    dispatcher: Dispatcher,
+    consumer: Option<ConsumerId>,
+    /// Bodies are being read back for it.
+    loading: bool,
+}
+
+type Loaded = (
+    DurableName,
+    Vec<(u64, Result<Arc<Message>, crate::store::StoreError>)>,
+);
+type Loads = FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Loaded> + Send>>>;
+
+/// Copies for durable subscriptions waiting for the store.
+struct Pending {
+    completion: Completion,
+    copies: Vec<(DurableName, Arc<Message>)>,
+    accepted: Option<oneshot::Sender<()>>,
+}
+
 struct TopicActor {
     shared: Arc<Shared>,
     destination: Destination,
-    policy: Policy,
     subs: HashMap<ConsumerId, Dispatcher>,
+    durable: HashMap<DurableName, Durable>,
+    by_consumer: HashMap<ConsumerId, DurableName>,
+    pending: VecDeque<Pending>,
+    loads: Loads,
     published: u64,
 }
 
+async fn front(pending: &mut VecDeque<Pending>) -> Result<(), crate::store::StoreError> {
+    match pending.front_mut() {
+        Some(p) => (&mut p.completion).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl TopicActor {
-    /// Publishing waits while any subscription is over the memory limit:
-    /// one slow subscriber holds back producers rather than making the
-    /// broker buffer without bound (ActiveMQ's producer flow control).
-    fn accepting(&self, limit: usize) -> bool {
-        self.subs.values().all(|d| d.ready_weight() < limit)
+    /// Publishing waits while any subscription holds too much that cannot
+    /// be paged out: one slow subscriber holds back producers rather than
+    /// making the broker buffer without bound (ActiveMQ's producer flow
+    /// control).
+    fn accepting(&self) -> bool {
+        self.subs.values().all(Dispatcher::accepting)
+            && self.durable.values().all(|d| d.dispatcher.accepting())
     }
 
     async fn run(
@@ -55,25 +99,31 @@ impl TopicActor {
         mut control: mpsc::Receiver<Control>,
         mut publish: mpsc::Receiver<Publish>,
     ) {
-        let limit = self.shared.config.limits.destination_memory_bytes;
         let mut sweep = expiry_timer(&self.shared);
         let mut effects = Vec::new();
         let stop = self.shared.stop.clone();
         loop {
-            let accepting = self.accepting(limit);
+            let accepting = self.accepting();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 cmd = control.recv() => match cmd {
                     None | Some(Control::Delete) => break,
-                    Some(cmd) => self.control(cmd, &mut effects),
+                    Some(cmd) => self.control(cmd, &mut effects).await,
                 },
+                stored = front(&mut self.pending) => self.durable_ready(stored).await,
+                Some((name, loaded)) = self.loads.next(), if !self.loads.is_empty() => {
+                    if let Some(d) = self.durable.get_mut(&name) {
+                        d.loading = false;
+                        d.dispatcher.loaded(loaded, &mut effects);
+                    }
+                }
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    self.publish(m.accept());
-                    while self.accepting(limit) {
+                    self.publish(m).await;
+                    while self.accepting() {
                         let Ok(m) = publish.try_recv() else { break };
-                        self.publish(m.accept());
+                        self.publish(m).await;
                     }
                 }
                 _ = sweep.tick() => {
@@ -81,59 +131,201 @@ impl TopicActor {
                     for d in self.subs.values_mut() {
                         d.sweep_expired(now, &mut effects);
                     }
+                    for d in self.durable.values_mut() {
+                        d.dispatcher.sweep_expired(now, &mut effects);
+                    }
                 }
             }
             let now = now_ms();
             for d in self.subs.values_mut() {
                 d.dispatch(now, &mut effects);
             }
+            for (name, d) in &mut self.durable {
+                d.dispatcher.dispatch(now, &mut effects);
+                if !d.loading {
+                    let want = d.dispatcher.wanted_loads();
+                    if !want.is_empty() {
+                        d.loading = true;
+                        let (store, name) = (self.shared.store.clone(), name.clone());
+                        self.loads
+                            .push(Box::pin(async move { (name, store.load(want).await) }));
+                    }
+                }
+            }
             if !effects.is_empty() {
-                super::settle(&self.shared, &self.destination, false, &mut effects).await;
+                super::settle(&self.shared, &self.destination, &mut effects).await;
             }
         }
         tracing::debug!(destination = %self.destination, "destination stopped");
     }
 
-    fn publish(&mut self, m: Arc<Message>) {
+    async fn publish(&mut self, p: Publish) {
         self.published += 1;
+        let m = p.message.clone();
         for d in self.subs.values_mut() {
-            d.push(m.clone());
+            d.push(m.clone(), false);
+        }
+        let mut records = Vec::new();
+        let mut copies = Vec::new();
+        for (name, d) in &mut self.durable {
+            if m.persistent {
+                let copy = Arc::new(Message {
+                    seq: self.shared.next_seq(),
+                    ..(*m).clone()
+                });
+                records.push(Record::Add {
+                    key: name.store_key(),
+                    message: copy.clone(),
+                });
+                copies.push((name.clone(), copy));
+            } else if d.consumer.is_some() {
+                // Non-persistent messages reach only attached subscribers.
+                d.dispatcher.push(m.clone(), false);
+            }
+        }
+        if records.is_empty() {
+            p.accept();
+            return;
+        }
+        match self.shared.store.submit(records).await {
+            Ok(completion) => self.pending.push_back(Pending {
+                completion,
+                copies,
+                accepted: p.accepted,
+            }),
+            // Dropping `accepted` tells a waiting publisher it failed.
+            Err(e) => tracing::error!(topic = %self.destination, error = %e,
+                "cannot store a message for durable subscribers"),
         }
     }
 
-    fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
+    /// The oldest copies for durable subscribers are durable (or failed).
+    async fn durable_ready(&mut self, stored: Result<(), crate::store::StoreError>) {
+        let Some(p) = self.pending.pop_front() else {
+            return;
+        };
+        if let Err(e) = stored {
+            tracing::error!(topic = %self.destination, error = %e,
+                "a message for durable subscribers was not stored");
+            return;
+        }
+        let mut orphans = Vec::new();
+        for (name, copy) in p.copies {
+            match self.durable.get_mut(&name) {
+                Some(d) => d.dispatcher.push(copy, true),
+                // Removed while the copy was being written.
+                None => orphans.push(Record::Remove { seq: copy.seq }),
+            }
+        }
+        if !orphans.is_empty() {
+            let _ = self.shared.store.record(orphans).await;
+        }
+        if let Some(a) = p.accepted {
+            let _ = a.send(());
+        }
+    }
+
+    fn dispatcher_of(&mut self, consumer: ConsumerId) -> Option<&mut Dispatcher> {
+        if let Some(d) = self.subs.get_mut(&consumer) {
+            return Some(d);
+        }
+        let name = self.by_consumer.get(&consumer)?;
+        self.durable.get_mut(name).map(|d| &mut d.dispatcher)
+    }
+
+    fn new_durable(&self) -> Durable {
+        Durable {
+            dispatcher: Dispatcher::new(policy(&self.shared, false, true)),
+            consumer: None,
+            loading: false,
+        }
+    }
+
+    async fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
         match cmd {
             Control::Subscribe { consumer, done } => {
-                let mut d = Dispatcher::new(self.policy, false);
+                let mut d = Dispatcher::new(policy(&self.shared, false, false));
                 let id = consumer.id;
                 d.add_consumer(consumer);
                 self.subs.insert(id, d);
                 let _ = done.send(());
             }
+            Control::SubscribeDurable {
+                name,
+                consumer,
+                done,
+            } => {
+                let _ = done.send(self.subscribe_durable(name, consumer).await);
+            }
+            Control::RemoveDurable { name, done } => {
+                let _ = done.send(self.remove_durable(&name).await);
+            }
+            Control::RestoreSubscription { name } => {
+                let d = self.new_durable();
+                self.durable.entry(name).or_insert(d);
+            }
+            Control::Restore { durable, messages } => {
+                if let Some(name) = durable {
+                    let d = self.new_durable();
+                    let d = self.durable.entry(name).or_insert(d);
+                    for m in messages {
+                        d.dispatcher.restore(m);
+                    }
+                }
+            }
             Control::Unsubscribe { consumer, done } => {
-                self.subs.remove(&consumer);
+                if self.subs.remove(&consumer).is_none()
+                    && let Some(name) = self.by_consumer.remove(&consumer)
+                    && let Some(d) = self.durable.get_mut(&name)
+                {
+                    // The subscription stays; what its consumer held goes
+                    // back for the next one.
+                    d.dispatcher.remove_consumer(consumer, effects);
+                    d.consumer = None;
+                }
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
             }
-            Control::Ack { consumer, seqs } => self.with(consumer, |d| d.ack(consumer, &seqs)),
-            Control::Nack { consumer, seqs } => {
-                self.with(consumer, |d| d.nack(consumer, &seqs, effects))
+            Control::Ack { consumer, seqs } => {
+                if let Some(d) = self.dispatcher_of(consumer) {
+                    d.ack(consumer, &seqs);
+                }
             }
-            Control::Hold { consumer, seqs } => self.with(consumer, |d| d.hold(consumer, &seqs)),
-            Control::Commit { consumer, seqs } => self.with(consumer, |d| d.commit(&seqs)),
+            Control::Nack { consumer, seqs } => {
+                if let Some(d) = self.dispatcher_of(consumer) {
+                    d.nack(consumer, &seqs, effects);
+                }
+            }
+            Control::Hold { consumer, seqs } => {
+                if let Some(d) = self.dispatcher_of(consumer) {
+                    d.hold(consumer, &seqs);
+                }
+            }
+            Control::Commit { consumer, seqs } => {
+                if let Some(d) = self.dispatcher_of(consumer) {
+                    d.commit(&seqs);
+                }
+            }
             Control::Rollback { consumer, seqs } => {
-                self.with(consumer, |d| d.rollback(&seqs, effects))
+                if let Some(d) = self.dispatcher_of(consumer) {
+                    d.rollback(&seqs, effects);
+                }
             }
             Control::Stats { reply } => {
                 let mut total = DispatchStats::default();
-                for d in self.subs.values() {
+                let all = self
+                    .subs
+                    .values()
+                    .chain(self.durable.values().map(|d| &d.dispatcher));
+                for d in all {
                     let s = d.stats();
                     total.ready += s.ready;
                     total.inflight += s.inflight;
                     total.consumers += s.consumers;
                     total.delivered += s.delivered;
                     total.acked += s.acked;
+                    total.memory_bytes += s.memory_bytes;
                 }
                 total.enqueued = self.published;
                 let _ = reply.send(DestinationStats {
@@ -145,10 +337,71 @@ impl TopicActor {
         }
     }
 
-    fn with(&mut self, consumer: ConsumerId, f: impl FnOnce(&mut Dispatcher)) {
-        if let Some(d) = self.subs.get_mut(&consumer) {
-            debug_assert!(d.has_consumer(consumer));
-            f(d);
+    async fn subscribe_durable(
+        &mut self,
+        name: DurableName,
+        consumer: super::ConsumerReg,
+    ) -> Result<(), String> {
+        if let Some(d) = self.durable.get(&name)
+            && d.consumer.is_some()
+        {
+            return Err(format!(
+                "durable subscription '{}' of client '{}' already has a consumer",
+                name.name, name.client_id
+            ));
         }
+        if !self.durable.contains_key(&name) {
+            let record = Record::SubscriptionAdd {
+                client_id: name.client_id.to_string(),
+                name: name.name.to_string(),
+                topic: self.destination.to_string(),
+            };
+            let stored = match self.shared.store.submit(vec![record]).await {
+                Ok(c) => c.await,
+                Err(e) => Err(e),
+            };
+            stored.map_err(|e| format!("cannot create durable subscription: {e}"))?;
+            let d = self.new_durable();
+            self.durable.insert(name.clone(), d);
+        }
+        let id = consumer.id;
+        if let Some(d) = self.durable.get_mut(&name) {
+            d.dispatcher.add_consumer(consumer);
+            d.consumer = Some(id);
+        }
+        self.by_consumer.insert(id, name);
+        Ok(())
+    }
+
+    async fn remove_durable(&mut self, name: &DurableName) -> Result<(), String> {
+        let Some(d) = self.durable.get(name) else {
+            return Err(format!(
+                "no durable subscription '{}' for client '{}' on {}",
+                name.name, name.client_id, self.destination
+            ));
+        };
+        if d.consumer.is_some() {
+            return Err(format!(
+                "durable subscription '{}' has a consumer; unsubscribe it first",
+                name.name
+            ));
+        }
+        let mut batch = vec![Record::SubscriptionRemove {
+            client_id: name.client_id.to_string(),
+            name: name.name.to_string(),
+        }];
+        batch.extend(
+            d.dispatcher
+                .stored_seqs()
+                .into_iter()
+                .map(|seq| Record::Remove { seq }),
+        );
+        let stored = match self.shared.store.submit(batch).await {
+            Ok(c) => c.await,
+            Err(e) => Err(e),
+        };
+        stored.map_err(|e| format!("cannot remove durable subscription: {e}"))?;
+        self.durable.remove(name);
+        Ok(())
     }
 }

@@ -1,24 +1,57 @@
 //! A store that keeps records in process memory. Persistent messages do not
-//! survive a restart with it; it exists so the broker always runs through
-//! the same seam, and to give the durable stores a reference behaviour.
+//! survive a restart with it; it exists for tests and for brokers that want
+//! no disk at all, and it is the reference behaviour for the other stores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{Batch, Record, Recovered, StoreBackend, StoreError};
-use crate::core::{Destination, Message};
+use super::{
+    Batch, DurableSubscription, MessageReader, Record, Recovered, StoreBackend, StoreError,
+    StoreKey, StoredMessage, Usage,
+};
+use crate::core::Message;
 
 /// In-memory [`StoreBackend`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    live: BTreeMap<u64, (Destination, Arc<Message>)>,
+    live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
+    subscriptions: HashMap<(String, String), String>,
     max_seq: u64,
+    bytes: u64,
+    usage: Option<Arc<Usage>>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// An empty store that reports its size (message bytes) to `usage`.
+    pub fn with_usage(usage: Arc<Usage>) -> MemoryStore {
+        MemoryStore {
+            usage: Some(usage),
+            ..MemoryStore::default()
+        }
+    }
+}
+
+struct NoPaging;
+
+impl MessageReader for NoPaging {
+    fn pages(&self) -> bool {
+        false
+    }
+
+    fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>> {
+        seqs.iter()
+            .map(|&seq| {
+                Err(StoreError::Read {
+                    seq,
+                    reason: "the memory store keeps messages in their destinations".into(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -28,28 +61,73 @@ impl StoreBackend for MemoryStore {
             messages: self
                 .live
                 .values()
-                .map(|(d, m)| (d.clone(), m.clone()))
+                .map(|(key, m, deliveries)| StoredMessage {
+                    key: key.clone(),
+                    seq: m.seq,
+                    priority: m.priority,
+                    expires: m.expires,
+                    weight: m.weight() as u32,
+                    deliveries: *deliveries,
+                    message: Some(m.clone()),
+                })
+                .collect(),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|((client_id, name), topic)| DurableSubscription {
+                    client_id: client_id.clone(),
+                    name: name.clone(),
+                    topic: topic.clone(),
+                })
                 .collect(),
             max_seq: self.max_seq,
         })
     }
 
-    async fn write(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+    async fn write(&mut self, batches: &[Batch], _sync: bool) -> Result<(), StoreError> {
         for record in batches.iter().flatten() {
             match record {
-                Record::Add {
-                    destination,
-                    message,
-                } => {
+                Record::Add { key, message } => {
                     self.max_seq = self.max_seq.max(message.seq);
-                    self.live
-                        .insert(message.seq, (destination.clone(), message.clone()));
+                    self.bytes += message.weight() as u64;
+                    if let Some((_, old, _)) = self
+                        .live
+                        .insert(message.seq, (key.clone(), message.clone(), 0))
+                    {
+                        self.bytes -= old.weight() as u64;
+                    }
                 }
-                Record::Remove { seq, .. } => {
-                    self.live.remove(seq);
+                Record::Remove { seq } => {
+                    if let Some((_, m, _)) = self.live.remove(seq) {
+                        self.bytes -= m.weight() as u64;
+                    }
+                }
+                Record::Redelivered { seq, deliveries } => {
+                    if let Some(entry) = self.live.get_mut(seq) {
+                        entry.2 = *deliveries;
+                    }
+                }
+                Record::SubscriptionAdd {
+                    client_id,
+                    name,
+                    topic,
+                } => {
+                    self.subscriptions
+                        .insert((client_id.clone(), name.clone()), topic.clone());
+                }
+                Record::SubscriptionRemove { client_id, name } => {
+                    self.subscriptions
+                        .remove(&(client_id.clone(), name.clone()));
                 }
             }
         }
+        if let Some(u) = &self.usage {
+            u.set(self.bytes);
+        }
         Ok(())
+    }
+
+    fn reader(&self) -> Arc<dyn MessageReader> {
+        Arc::new(NoPaging)
     }
 }

@@ -1,99 +1,244 @@
 //! The storage seam.
 //!
 //! Everything that must survive a restart goes through a [`Store`]: a handle
-//! to a single writer task that owns a [`StoreBackend`]. Callers submit a
-//! batch of [`Record`]s and get a [`Completion`] that resolves once the batch
-//! is durable. The writer takes whatever batches have queued up while the
-//! backend was busy and hands them over together, so a backend that syncs
-//! once per call gets group commit for free: with many producers waiting,
-//! one sync covers all of them.
+//! to a single writer, on a thread of its own, that owns a [`StoreBackend`].
+//! Callers submit a batch of [`Record`]s and get a [`Completion`] that
+//! resolves once the batch is durable. The writer takes whatever batches have
+//! queued up while the backend was busy and hands them over together, so a
+//! backend that syncs once per call gets group commit for free: with many
+//! producers waiting, one sync covers all of them.
 //!
 //! Invariants every backend keeps:
 //! - A batch is atomic: after a crash, recovery sees all of its records or
 //!   none of them.
 //! - Batches become durable in submission order, and a completion resolves
 //!   only after its batch (and every earlier one) is durable.
-//! - Recovery returns exactly the messages that were added and not removed,
-//!   in sequence order per destination.
+//! - Recovery returns exactly the messages that were added and not removed
+//!   (sequence numbers are unique across destinations), in sequence order,
+//!   with their latest delivery counts, and the durable subscriptions that
+//!   were added and not removed.
 //!
 //! Ordering rules the broker keeps in return: a message is added before it is
 //! ever delivered (so a `Remove` can never precede its `Add`), and whoever
 //! decides a message's fate writes its `Remove` — the consumer's session for
 //! acknowledgements, the destination for expiry and dead-lettering.
 
+pub mod journal;
 mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use journal::JournalStore;
 pub use memory::MemoryStore;
 
-use crate::core::{Destination, Message};
+use crate::core::Message;
+
+/// Where a stored message is queued: a queue, or one durable topic
+/// subscription (each durable subscriber has its own copy).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StoreKey {
+    /// `/queue/NAME`.
+    Queue(Arc<str>),
+    /// A durable subscription: client id and subscription name.
+    Durable {
+        /// The `client-id` of the subscriber's connection.
+        client_id: Arc<str>,
+        /// The subscription name.
+        name: Arc<str>,
+    },
+}
 
 /// One change to the stored state.
 #[derive(Debug, Clone)]
 pub enum Record {
-    /// A persistent message was accepted for a destination.
+    /// A persistent message was accepted.
     Add {
         /// Where it is queued.
-        destination: Destination,
+        key: StoreKey,
         /// The message (its `seq` is its key).
         message: Arc<Message>,
     },
     /// A stored message was consumed, expired or moved.
     Remove {
-        /// Where it was queued.
-        destination: Destination,
         /// Its `seq`.
         seq: u64,
+    },
+    /// A stored message went back for redelivery.
+    Redelivered {
+        /// Its `seq`.
+        seq: u64,
+        /// How often it has been delivered.
+        deliveries: u32,
+    },
+    /// A durable subscription was created.
+    SubscriptionAdd {
+        /// The subscriber's client id.
+        client_id: String,
+        /// The subscription name.
+        name: String,
+        /// The topic, e.g. `/topic/prices`.
+        topic: String,
+    },
+    /// A durable subscription was removed.
+    SubscriptionRemove {
+        /// The subscriber's client id.
+        client_id: String,
+        /// The subscription name.
+        name: String,
     },
 }
 
 /// An atomic group of records.
 pub type Batch = Vec<Record>;
 
-/// Why the store could not do what was asked. The broker treats these as
-/// fatal for the operation, and reports them to the client that asked.
+/// Why the store could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The writer task has stopped (broker shutting down or store failed).
+    /// The writer has stopped (broker shutting down or store failed).
     #[error("the message store is closed")]
     Closed,
     /// The backend failed to make a batch durable.
     #[error("the message store failed: {0}")]
     Failed(Arc<str>),
+    /// `store.max-bytes` is reached.
+    #[error("the message store is full (store.max-bytes is {limit} bytes)")]
+    Full {
+        /// The limit.
+        limit: u64,
+    },
+    /// The write could not be done (e.g. no space for a new segment);
+    /// nothing was written, and later writes may succeed.
+    #[error("the message store cannot write now: {0}")]
+    Unavailable(Arc<str>),
+    /// A stored message could not be read back.
+    #[error("cannot read stored message {seq}: {reason}")]
+    Read {
+        /// Its `seq`.
+        seq: u64,
+        /// Why.
+        reason: Arc<str>,
+    },
+}
+
+/// A message found by recovery. Backends that keep bodies on disk leave
+/// `message` empty; the destination loads it when it is about to deliver.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Where it is queued.
+    pub key: StoreKey,
+    /// Its sequence number.
+    pub seq: u64,
+    /// 0–9.
+    pub priority: u8,
+    /// Expiry, ms since the epoch; 0 = never.
+    pub expires: u64,
+    /// Approximate size in memory when loaded.
+    pub weight: u32,
+    /// Deliveries so far.
+    pub deliveries: u32,
+    /// The message, if the backend has it in memory.
+    pub message: Option<Arc<Message>>,
+}
+
+/// A durable subscription found by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableSubscription {
+    /// The subscriber's client id.
+    pub client_id: String,
+    /// The subscription name.
+    pub name: String,
+    /// The topic.
+    pub topic: String,
 }
 
 /// What recovery found.
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// Live messages in sequence order.
-    pub messages: Vec<(Destination, Arc<Message>)>,
+    pub messages: Vec<StoredMessage>,
+    /// Live durable subscriptions.
+    pub subscriptions: Vec<DurableSubscription>,
     /// The highest sequence number ever used, so new messages sort after
-    /// recovered ones.
+    /// recovered ones and no number is used twice.
     pub max_seq: u64,
 }
 
-/// A storage implementation, driven by the single writer task.
+/// Reads stored messages back. Used from any task; `load` may block, so the
+/// [`Store`] calls it on a blocking thread.
+pub trait MessageReader: Send + Sync + 'static {
+    /// Whether message bodies may be dropped from memory and loaded back
+    /// (deep queues); false for stores that keep nothing on disk.
+    fn pages(&self) -> bool;
+
+    /// Loads the messages with these sequence numbers.
+    fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>>;
+}
+
+/// A storage implementation, driven by the store's writer thread.
 pub trait StoreBackend: Send + 'static {
     /// Reads the stored state. Called once, before the writer starts.
     fn recover(&mut self) -> impl Future<Output = Result<Recovered, StoreError>> + Send;
 
-    /// Makes `batches` durable, in order, each atomically. Called with
+    /// Writes `batches`, in order, each atomically, and with `sync` makes
+    /// them (and everything before) durable before returning. Called with
     /// everything that queued up while the previous call ran.
-    fn write(&mut self, batches: &[Batch]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn write(
+        &mut self,
+        batches: &[Batch],
+        sync: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Background upkeep (reclaiming space) when no batch is waiting; does
+    /// a bounded amount of work and says whether more is pending.
+    fn maintain(&mut self) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async { Ok(false) }
+    }
+
+    /// Called once after the last write, on clean shutdown.
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The reader for this store's messages.
+    fn reader(&self) -> Arc<dyn MessageReader>;
+}
+
+/// Disk (or memory) used by the store, shared between the backend, which
+/// updates it, and the broker, which enforces `store.max-bytes`.
+#[derive(Debug, Default)]
+pub struct Usage {
+    used: AtomicU64,
+    freed: Notify,
+}
+
+impl Usage {
+    /// Sets the bytes in use (and wakes waiters if it went down).
+    pub fn set(&self, bytes: u64) {
+        let before = self.used.swap(bytes, Ordering::Relaxed);
+        if bytes < before {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Bytes in use.
+    pub fn get(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
 }
 
 enum Request {
     Write {
         batch: Batch,
-        done: oneshot::Sender<Result<(), StoreError>>,
+        /// `None` for bookkeeping nobody waits for: it is written in order
+        /// and becomes durable with the next sync.
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
     /// Finish what is queued, then stop.
     Close { done: oneshot::Sender<()> },
@@ -113,22 +258,73 @@ impl Future for Completion {
     }
 }
 
-/// Handle to the store's writer task. Cheap to clone.
+/// What to do with a persistent SEND when `store.max-bytes` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Refuse it with an ERROR.
+    Fail,
+    /// Hold the producer until space is freed (producer flow control).
+    Wait,
+}
+
+/// Handle to the store's writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Request>,
+    reader: Arc<dyn MessageReader>,
+    usage: Arc<Usage>,
+    limit: u64,
+    when_full: WhenFull,
+    failed: tokio_util::sync::CancellationToken,
 }
 
 /// Most batches handed to the backend in one call.
 const MAX_GROUP: usize = 4096;
 
 impl Store {
-    /// Starts the writer task for `backend`. `queue_depth` bounds the
+    /// Starts the writer thread for `backend`. `queue_depth` bounds the
     /// batches waiting for the writer; submitters wait beyond it.
-    pub fn spawn<B: StoreBackend>(backend: B, queue_depth: usize) -> (Store, JoinHandle<()>) {
+    pub fn spawn<B: StoreBackend>(
+        backend: B,
+        usage: Arc<Usage>,
+        queue_depth: usize,
+        limit: u64,
+        when_full: WhenFull,
+    ) -> std::io::Result<(Store, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
-        let task = tokio::spawn(writer(backend, rx));
-        (Store { tx }, task)
+        let reader = backend.reader();
+        let failed = tokio_util::sync::CancellationToken::new();
+        let on_fail = failed.clone();
+        // The writer blocks on disk I/O, so it gets a thread (and a
+        // single-threaded runtime for async backends) of its own.
+        let thread = std::thread::Builder::new()
+            .name("halyard-store".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the store writer");
+                        on_fail.cancel();
+                        return;
+                    }
+                };
+                rt.block_on(writer(backend, rx, on_fail));
+            })?;
+        Ok((
+            Store {
+                tx,
+                reader,
+                usage,
+                limit,
+                when_full,
+                failed,
+            },
+            thread,
+        ))
     }
 
     /// Queues a batch for writing. Waits only if the writer is backlogged
@@ -136,10 +332,83 @@ impl Store {
     pub async fn submit(&self, batch: Batch) -> Result<Completion, StoreError> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Request::Write { batch, done })
+            .send(Request::Write {
+                batch,
+                done: Some(done),
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(Completion(rx))
+    }
+
+    /// Queues bookkeeping nobody waits for (auto-acknowledgements, expiry,
+    /// delivery counts): written in order with everything else, made durable
+    /// by the next sync, and never the reason for one. If a crash loses it,
+    /// the worst outcome is a message delivered again.
+    pub async fn record(&self, batch: Batch) -> Result<(), StoreError> {
+        self.tx
+            .send(Request::Write { batch, done: None })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Admits new persistent data under `store.max-bytes`: fails at once, or
+    /// waits for space, as configured.
+    pub async fn admit(&self) -> Result<(), StoreError> {
+        loop {
+            // Register for the wake-up before checking, so a release between
+            // the check and the wait is not missed.
+            let freed = self.usage.freed.notified();
+            if self.usage.get() < self.limit {
+                return Ok(());
+            }
+            match self.when_full {
+                WhenFull::Fail => return Err(StoreError::Full { limit: self.limit }),
+                WhenFull::Wait => freed.await,
+            }
+        }
+    }
+
+    /// Whether stored message bodies can be dropped from memory.
+    pub fn pages(&self) -> bool {
+        self.reader.pages()
+    }
+
+    /// Loads stored messages back (on a blocking thread).
+    pub async fn load(&self, seqs: Vec<u64>) -> Vec<(u64, Result<Arc<Message>, StoreError>)> {
+        let reader = self.reader.clone();
+        let fallback = seqs.clone();
+        match tokio::task::spawn_blocking(move || {
+            let results = reader.load(&seqs);
+            seqs.into_iter().zip(results).collect::<Vec<_>>()
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(_) => fallback
+                .into_iter()
+                .map(|seq| {
+                    (
+                        seq,
+                        Err(StoreError::Read {
+                            seq,
+                            reason: "reader task failed".into(),
+                        }),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Bytes the store uses.
+    pub fn used_bytes(&self) -> u64 {
+        self.usage.get()
+    }
+
+    /// Resolves if the store fails for good (a sync failed): the broker
+    /// must stop, since it can no longer keep its promises.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await;
     }
 
     /// Writes everything submitted so far, then stops the writer; later
@@ -152,12 +421,34 @@ impl Store {
     }
 }
 
-async fn writer<B: StoreBackend>(mut backend: B, mut rx: mpsc::Receiver<Request>) {
+async fn writer<B: StoreBackend>(
+    mut backend: B,
+    mut rx: mpsc::Receiver<Request>,
+    failed: tokio_util::sync::CancellationToken,
+) {
     let mut batches = Vec::new();
     let mut waiters = Vec::new();
     let mut closing = None;
+    let mut upkeep = true;
     while closing.is_none() {
-        let Some(first) = rx.recv().await else { break };
+        let first = match rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) if upkeep && !failed.is_cancelled() => {
+                match backend.maintain().await {
+                    Ok(more) => upkeep = more,
+                    Err(e) => {
+                        tracing::error!(error = %e, "store upkeep failed");
+                        upkeep = false;
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                Some(r) => r,
+                None => break,
+            },
+        };
         let mut next = Some(first);
         while let Some(req) = next.take() {
             match req {
@@ -174,17 +465,30 @@ async fn writer<B: StoreBackend>(mut backend: B, mut rx: mpsc::Receiver<Request>
                 next = rx.try_recv().ok();
             }
         }
-        if !batches.is_empty() {
-            let result = backend.write(&batches).await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, batches = batches.len(), "store write failed");
-            }
-            for w in waiters.drain(..) {
-                // A submitter that went away no longer needs the answer.
-                let _ = w.send(result.clone());
-            }
-            batches.clear();
+        if batches.is_empty() {
+            continue;
         }
+        let sync = waiters.iter().any(Option::is_some);
+        let result = if failed.is_cancelled() {
+            Err(StoreError::Failed("the store failed earlier".into()))
+        } else {
+            backend.write(&batches, sync).await
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, batches = batches.len(), "store write failed");
+            if matches!(e, StoreError::Failed(_)) {
+                failed.cancel();
+            }
+        }
+        for w in waiters.drain(..).flatten() {
+            // A submitter that went away no longer needs the answer.
+            let _ = w.send(result.clone());
+        }
+        batches.clear();
+        upkeep = true;
+    }
+    if !failed.is_cancelled() {
+        backend.close().await;
     }
     drop(backend);
     if let Some(done) = closing {
@@ -209,24 +513,33 @@ mod tests {
         async fn recover(&mut self) -> Result<Recovered, StoreError> {
             Ok(Recovered::default())
         }
-        async fn write(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+        async fn write(&mut self, batches: &[Batch], _sync: bool) -> Result<(), StoreError> {
             self.calls.lock().unwrap().push(batches.len());
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            std::thread::sleep(std::time::Duration::from_millis(20));
             Ok(())
         }
+        fn reader(&self) -> Arc<dyn MessageReader> {
+            MemoryStore::new().reader()
+        }
+    }
+
+    fn spawn<B: StoreBackend>(b: B, limit: u64, when_full: WhenFull) -> (Store, Arc<Usage>) {
+        let usage = Arc::new(Usage::default());
+        let (store, _thread) = Store::spawn(b, usage.clone(), 1024, limit, when_full).unwrap();
+        (store, usage)
     }
 
     #[tokio::test]
     async fn batches_that_arrive_during_a_write_share_the_next_one() {
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (store, _task) = Store::spawn(
+        let (store, _) = spawn(
             Counting {
                 calls: calls.clone(),
             },
-            1024,
+            u64::MAX,
+            WhenFull::Fail,
         );
         let first = store.submit(vec![]).await.unwrap();
-        tokio::task::yield_now().await;
         let mut rest = Vec::new();
         for _ in 0..50 {
             rest.push(store.submit(vec![]).await.unwrap());
@@ -243,33 +556,59 @@ mod tests {
     #[tokio::test]
     async fn memory_store_recovers_live_messages_in_order() {
         let mut backend = MemoryStore::new();
-        let q = Destination::queue("q");
+        let q = StoreKey::Queue("q".into());
         backend
-            .write(&[
-                vec![
-                    Record::Add {
-                        destination: q.clone(),
-                        message: msg(3),
-                    },
-                    Record::Add {
-                        destination: q.clone(),
-                        message: msg(1),
-                    },
+            .write(
+                &[
+                    vec![
+                        Record::Add {
+                            key: q.clone(),
+                            message: msg(3),
+                        },
+                        Record::Add {
+                            key: q.clone(),
+                            message: msg(1),
+                        },
+                    ],
+                    vec![Record::Remove { seq: 3 }],
+                    vec![
+                        Record::Add {
+                            key: q.clone(),
+                            message: msg(7),
+                        },
+                        Record::Redelivered {
+                            seq: 7,
+                            deliveries: 2,
+                        },
+                    ],
                 ],
-                vec![Record::Remove {
-                    destination: q.clone(),
-                    seq: 3,
-                }],
-                vec![Record::Add {
-                    destination: q.clone(),
-                    message: msg(7),
-                }],
-            ])
+                true,
+            )
             .await
             .unwrap();
         let r = backend.recover().await.unwrap();
-        let seqs: Vec<u64> = r.messages.iter().map(|(_, m)| m.seq).collect();
-        assert_eq!(seqs, vec![1, 7]);
+        let seqs: Vec<(u64, u32)> = r.messages.iter().map(|m| (m.seq, m.deliveries)).collect();
+        assert_eq!(seqs, vec![(1, 0), (7, 2)]);
         assert_eq!(r.max_seq, 7);
+    }
+
+    #[tokio::test]
+    async fn admission_fails_or_waits_when_full() {
+        let (store, usage) = spawn(MemoryStore::new(), 100, WhenFull::Fail);
+        usage.set(100);
+        assert!(matches!(
+            store.admit().await,
+            Err(StoreError::Full { limit: 100 })
+        ));
+        usage.set(10);
+        store.admit().await.unwrap();
+
+        let (store, usage) = spawn(MemoryStore::new(), 100, WhenFull::Wait);
+        usage.set(150);
+        let waiting = tokio::spawn(async move { store.admit().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        usage.set(50);
+        waiting.await.unwrap().unwrap();
     }
 }

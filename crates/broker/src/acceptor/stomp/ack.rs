@@ -78,32 +78,30 @@ impl Session {
             .items
             .iter()
             .filter(|u| u.stored)
-            .map(|u| Record::Remove {
-                destination: acked.handle.destination().clone(),
-                seq: u.seq,
-            })
+            .map(|u| Record::Remove { seq: u.seq })
             .collect();
         if removes.is_empty() {
             self.effects.receipt(receipt);
             return Ok(());
+        }
+        let not_stored = |e| Fatal::broker(format!("acknowledgement not stored: {e}"));
+        if receipt.is_none() {
+            // Nobody waits: written in order, durable with the next sync.
+            return self.shared.store.record(removes).await.map_err(not_stored);
         }
         let completion = self
             .shared
             .store
             .submit(removes)
             .await
-            .map_err(|e| Fatal::broker(format!("acknowledgement not stored: {e}")))?;
-        if receipt.is_some() {
-            self.effects.push(
-                0,
-                Box::pin(async move {
-                    completion
-                        .await
-                        .map_err(|e| Fatal::broker(format!("acknowledgement not stored: {e}")))?;
-                    Ok(receipt)
-                }),
-            );
-        }
+            .map_err(not_stored)?;
+        self.effects.push(
+            0,
+            Box::pin(async move {
+                completion.await.map_err(not_stored)?;
+                Ok(receipt)
+            }),
+        );
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use crate::core::{
     DEFAULT_PRIORITY, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms,
 };
 use crate::metrics::Metrics;
-use crate::store::Record;
+use crate::store::{Record, StoreError, StoreKey};
 
 /// Headers that describe the frame rather than the message, or that the
 /// broker sets itself on delivery; they are not kept with the message.
@@ -71,8 +71,10 @@ impl Session {
             return Ok(());
         };
         let completion = if message.persistent && handle.stores() {
+            let not_stored = |e: StoreError| Fatal::broker(format!("message not stored: {e}"));
+            self.shared.store.admit().await.map_err(not_stored)?;
             let record = Record::Add {
-                destination: dest,
+                key: StoreKey::Queue(dest.name().into()),
                 message: message.clone(),
             };
             Some(
@@ -80,7 +82,7 @@ impl Session {
                     .store
                     .submit(vec![record])
                     .await
-                    .map_err(|e| Fatal::broker(format!("message not accepted: {e}")))?,
+                    .map_err(not_stored)?,
             )
         } else {
             None
@@ -94,7 +96,12 @@ impl Session {
                     c.await
                         .map_err(|e| Fatal::broker(format!("message not stored: {e}")))?;
                 }
-                publish(&shared, &handle, message, receipt.is_some()).await?;
+                // A queue has the message once it is in its channel (any
+                // later consumer gets it); a topic only once it has fanned
+                // it out to the subscribers of that moment.
+                let confirm =
+                    receipt.is_some() && handle.destination().kind() == DestinationKind::Topic;
+                publish(&shared, &handle, message, confirm).await?;
                 Ok(receipt)
             }),
         );

@@ -307,10 +307,7 @@ impl Session {
             let seqs: Vec<u64> = group.iter().map(|(_, seq, _)| *seq).collect();
             for (_, seq, stored) in group {
                 if *stored {
-                    removes.push(Record::Remove {
-                        destination: sub.handle.destination().clone(),
-                        seq: *seq,
-                    });
+                    removes.push(Record::Remove { seq: *seq });
                 }
             }
             Metrics::add(&self.shared.metrics.messages_acked_total, seqs.len() as u64);
@@ -325,7 +322,7 @@ impl Session {
         if !removes.is_empty() {
             // Nobody waits for these: after a crash before they are durable
             // the messages are redelivered, which auto mode allows.
-            let _ = self.shared.store.submit(removes).await;
+            let _ = self.shared.store.record(removes).await;
         }
     }
 

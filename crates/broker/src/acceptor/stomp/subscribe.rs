@@ -1,19 +1,50 @@
-//! SUBSCRIBE and UNSUBSCRIBE.
+//! SUBSCRIBE and UNSUBSCRIBE, durable topic subscriptions included.
+//!
+//! A durable subscription is named as ActiveMQ names it over STOMP: the
+//! connection's `client-id` plus `activemq.subscriptionName` on SUBSCRIBE
+//! (`durable-subscription-name`, Artemis' spelling, works too). UNSUBSCRIBE
+//! by `id` only detaches the consumer; UNSUBSCRIBE carrying the name also
+//! removes the subscription and what was kept for it.
 
 use std::collections::VecDeque;
 
-use halyard_stomp::{Frame, Version};
+use halyard_stomp::{Frame, Headers, Version};
 use tokio::sync::oneshot;
 
 use super::error::{Fatal, missing};
 use super::session::Session;
 use super::subscriptions::{AckMode, Subscription};
-use crate::core::{ConsumerReg, Control, Destination, DestinationKind};
+use crate::core::{ConsumerReg, Control, Destination, DestinationKind, DurableName};
 
 /// Prefetch headers, in order of preference: ActiveMQ's spelling first.
 const PREFETCH_HEADERS: [&str; 2] = ["activemq.prefetchSize", "prefetch-count"];
+/// Durable subscription name headers: ActiveMQ's, then Artemis'.
+const DURABLE_HEADERS: [&str; 2] = ["activemq.subscriptionName", "durable-subscription-name"];
+
+fn durable_header(h: &Headers) -> Option<&str> {
+    DURABLE_HEADERS.iter().find_map(|n| h.get(n))
+}
 
 impl Session {
+    /// The durable subscription a frame names, if any.
+    fn durable_name(&self, h: &Headers) -> Result<Option<DurableName>, Fatal> {
+        let Some(name) = durable_header(h) else {
+            return Ok(None);
+        };
+        if name.is_empty() {
+            return Err(Fatal::protocol(
+                "durable subscription name must not be empty",
+            ));
+        }
+        let client_id = self.client_id.as_deref().ok_or_else(|| {
+            Fatal::protocol("durable subscriptions need a client-id header on CONNECT")
+        })?;
+        Ok(Some(DurableName {
+            client_id: client_id.into(),
+            name: name.into(),
+        }))
+    }
+
     pub(super) async fn subscribe(
         &mut self,
         frame: Frame,
@@ -54,12 +85,11 @@ impl Session {
         if h.get("selector").is_some() {
             return Err(Fatal::protocol("message selectors are not supported"));
         }
-        if h.get("activemq.subscriptionName").is_some()
-            || h.get("durable-subscription-name").is_some()
-        {
-            return Err(Fatal::protocol(
-                "durable subscriptions are not supported yet",
-            ));
+        let durable = self.durable_name(h)?;
+        if durable.is_some() && dest.kind() != DestinationKind::Topic {
+            return Err(Fatal::protocol(format!(
+                "durable subscriptions are for topics, not {dest_header}"
+            )));
         }
         if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.conn) {
             return Err(Fatal::protocol(format!(
@@ -68,33 +98,54 @@ impl Session {
         }
         let handle = self.destination(&dest)?;
         let key = self.subs.next_key();
-        let consumer = self.shared.next_consumer();
-        let (done, registered) = oneshot::channel();
-        handle
-            .control(Control::Subscribe {
-                consumer: ConsumerReg {
-                    id: consumer,
-                    sub: key,
-                    prefetch,
-                    tx: self.deliveries_tx.clone(),
-                },
-                done,
-            })
-            .await
-            .map_err(|e| Fatal::broker(e.to_string()))?;
+        let consumer = ConsumerReg {
+            id: self.shared.next_consumer(),
+            sub: key,
+            prefetch,
+            tx: self.deliveries_tx.clone(),
+        };
+        let consumer_id = consumer.id;
+        let registered = match &durable {
+            None => {
+                let (done, registered) = oneshot::channel();
+                handle
+                    .control(Control::Subscribe { consumer, done })
+                    .await
+                    .map_err(|e| Fatal::broker(e.to_string()))?;
+                Some(registered)
+            }
+            Some(name) => {
+                self.move_durable(name, &dest).await?;
+                let (done, created) = oneshot::channel();
+                handle
+                    .control(Control::SubscribeDurable {
+                        name: name.clone(),
+                        consumer,
+                        done,
+                    })
+                    .await
+                    .map_err(|e| Fatal::broker(e.to_string()))?;
+                created
+                    .await
+                    .map_err(|_| Fatal::broker("destination stopped"))?
+                    .map_err(Fatal::protocol)?;
+                self.shared.set_durable_topic(name, Some(dest.clone()));
+                None
+            }
+        };
         self.subs.insert(
             key,
             Subscription {
                 id,
                 destination_header: dest.display_for(&self.conn),
                 handle,
-                consumer,
+                consumer: consumer_id,
                 ack,
                 unacked: VecDeque::new(),
             },
         );
-        if receipt.is_some() {
-            self.effects.push(
+        match registered {
+            Some(registered) if receipt.is_some() => self.effects.push(
                 0,
                 Box::pin(async move {
                     registered
@@ -102,8 +153,40 @@ impl Session {
                         .map_err(|_| Fatal::broker("destination stopped"))?;
                     Ok(receipt)
                 }),
-            );
+            ),
+            _ => self.effects.receipt(receipt),
         }
+        Ok(())
+    }
+
+    /// A durable subscription re-made on another topic replaces the old one
+    /// (JMS semantics): the old one and its messages are removed.
+    async fn move_durable(&mut self, name: &DurableName, topic: &Destination) -> Result<(), Fatal> {
+        match self.shared.durable_topic(name) {
+            Some(old) if &old != topic => self.remove_durable(name, &old).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn remove_durable(
+        &mut self,
+        name: &DurableName,
+        topic: &Destination,
+    ) -> Result<(), Fatal> {
+        let handle = self.destination(topic)?;
+        let (done, removed) = oneshot::channel();
+        handle
+            .control(Control::RemoveDurable {
+                name: name.clone(),
+                done,
+            })
+            .await
+            .map_err(|e| Fatal::broker(e.to_string()))?;
+        removed
+            .await
+            .map_err(|_| Fatal::broker("destination stopped"))?
+            .map_err(Fatal::protocol)?;
+        self.shared.set_durable_topic(name, None);
         Ok(())
     }
 
@@ -132,36 +215,56 @@ impl Session {
         receipt: Option<String>,
     ) -> Result<(), Fatal> {
         let h = &frame.headers;
+        let durable = self.durable_name(h)?;
         let sub = match (h.get("id"), h.get("destination")) {
-            (Some(id), _) => self.subs.remove(id).ok_or_else(|| {
+            (Some(id), _) => Some(self.subs.remove(id).ok_or_else(|| {
                 Fatal::protocol(format!("no subscription with id '{id}' on this connection"))
-            })?,
-            (None, Some(d)) if self.version == Version::V1_0 => {
+            })?),
+            (None, Some(d)) if self.version == Version::V1_0 && durable.is_none() => {
                 let shown = Destination::parse(d, &self.conn)
                     .map(|d| d.display_for(&self.conn))
                     .unwrap_or_else(|_| d.to_owned());
-                self.subs.remove_by_destination(&shown).ok_or_else(|| {
+                Some(self.subs.remove_by_destination(&shown).ok_or_else(|| {
                     Fatal::protocol(format!("no subscription to '{d}' on this connection"))
-                })?
+                })?)
             }
+            _ if durable.is_some() => None,
             _ => return Err(missing("UNSUBSCRIBE", "id")),
         };
-        let (done, removed) = oneshot::channel();
-        let _ = sub
-            .handle
-            .control(Control::Unsubscribe {
-                consumer: sub.consumer,
-                done: Some(done),
-            })
-            .await;
-        if receipt.is_some() {
-            self.effects.push(
+        let mut removed = None;
+        if let Some(sub) = sub {
+            let (done, rx) = oneshot::channel();
+            let _ = sub
+                .handle
+                .control(Control::Unsubscribe {
+                    consumer: sub.consumer,
+                    done: Some(done),
+                })
+                .await;
+            removed = Some(rx);
+        }
+        if let Some(name) = durable {
+            // The consumer must be detached before the subscription can go.
+            if let Some(rx) = removed.take() {
+                let _ = rx.await;
+            }
+            let topic = self.shared.durable_topic(&name).ok_or_else(|| {
+                Fatal::protocol(format!(
+                    "no durable subscription '{}' for client-id '{}'",
+                    name.name, name.client_id
+                ))
+            })?;
+            self.remove_durable(&name, &topic).await?;
+        }
+        match removed {
+            Some(rx) if receipt.is_some() => self.effects.push(
                 0,
                 Box::pin(async move {
-                    let _ = removed.await;
+                    let _ = rx.await;
                     Ok(receipt)
                 }),
-            );
+            ),
+            _ => self.effects.receipt(receipt),
         }
         Ok(())
     }

@@ -44,7 +44,7 @@ mod commands {
     use super::Transaction;
     use crate::core::Control;
     use crate::metrics::Metrics;
-    use crate::store::Record;
+    use crate::store::{Record, StoreKey};
 
     fn tx_id<'a>(frame: &'a Frame, command: &str) -> Result<&'a str, Fatal> {
         frame
@@ -101,18 +101,22 @@ mod commands {
                     && h.stores()
                 {
                     batch.push(Record::Add {
-                        destination: h.destination().clone(),
+                        key: StoreKey::Queue(h.destination().name().into()),
                         message: m.clone(),
                     });
                 }
             }
             for held in &tx.acks {
                 for u in held.items.iter().filter(|u| u.stored) {
-                    batch.push(Record::Remove {
-                        destination: held.handle.destination().clone(),
-                        seq: u.seq,
-                    });
+                    batch.push(Record::Remove { seq: u.seq });
                 }
+            }
+            if batch.iter().any(|r| matches!(r, Record::Add { .. })) {
+                self.shared
+                    .store
+                    .admit()
+                    .await
+                    .map_err(|e| Fatal::broker(format!("transaction not committed: {e}")))?;
             }
             let completion =
                 if batch.is_empty() {

@@ -1,0 +1,707 @@
+//! The on-disk format of journal segments (documented in docs/STORAGE.md).
+//!
+//! A segment is a 64-byte header followed by records:
+//!
+//! ```text
+//! record  = len:u32le crc:u32le payload[len]      crc = crc32c(len:u32le ++ payload)
+//! payload = type:u8 body
+//! ```
+//!
+//! Everything here is pure: bytes in, values out, so the format is tested
+//! without files.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::core::{Destination, Message, MessageId};
+use crate::store::{Record, StoreKey};
+
+/// First bytes of every segment file.
+pub(crate) const MAGIC: [u8; 8] = *b"HLYDJRNL";
+/// Format version written by this code; recovery refuses newer ones.
+pub(crate) const VERSION: u16 = 1;
+/// Size of the segment header.
+pub(crate) const HEADER_LEN: usize = 64;
+/// Bytes before a record's payload: length and checksum.
+pub(crate) const FRAME_LEN: usize = 8;
+/// Largest payload accepted on reading. Bodies are limited to far less by
+/// the broker; a larger length field is corruption.
+pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
+
+const T_ADD: u8 = 1;
+const T_REMOVE: u8 = 2;
+const T_BATCH: u8 = 3;
+const T_REDELIVERED: u8 = 4;
+const T_SUB_ADD: u8 = 5;
+const T_SUB_REMOVE: u8 = 6;
+const T_CHECKPOINT: u8 = 7;
+
+const KEY_QUEUE: u8 = 1;
+const KEY_DURABLE: u8 = 2;
+
+/// Why bytes are not a valid segment header or record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FormatError {
+    #[error("not a journal segment (bad magic)")]
+    BadMagic,
+    #[error("segment format version {0} is newer than this broker understands ({VERSION})")]
+    Version(u16),
+    #[error("segment header checksum mismatch")]
+    HeaderChecksum,
+    #[error("record checksum mismatch")]
+    Checksum,
+    #[error("record length {0} out of range")]
+    Length(usize),
+    #[error("unknown record type {0}")]
+    UnknownType(u8),
+    #[error("record truncated or malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// The header of one segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) id: u64,
+    /// The HA epoch of the broker that created the segment.
+    pub(crate) epoch: u64,
+    /// Every sequence number used before this segment was created is below
+    /// this, so sequence numbers never repeat even after old segments go.
+    pub(crate) seq_floor: u64,
+    pub(crate) created_ms: u64,
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&MAGIC);
+        h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        // 10..12 flags, 12..16 header length
+        h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&self.id.to_le_bytes());
+        h[24..32].copy_from_slice(&self.epoch.to_le_bytes());
+        h[32..40].copy_from_slice(&self.seq_floor.to_le_bytes());
+        h[40..48].copy_from_slice(&self.created_ms.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..60]);
+        h[60..64].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    pub(crate) fn decode(h: &[u8]) -> Result<SegmentHeader, FormatError> {
+        if h.len() < HEADER_LEN || h[0..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        if crc32c::crc32c(&h[..60]) != u32_at(h, 60) {
+            return Err(FormatError::HeaderChecksum);
+        }
+        let version = u16::from_le_bytes([h[8], h[9]]);
+        if version > VERSION {
+            return Err(FormatError::Version(version));
+        }
+        Ok(SegmentHeader {
+            id: u64_at(h, 16),
+            epoch: u64_at(h, 24),
+            seq_floor: u64_at(h, 32),
+            created_ms: u64_at(h, 40),
+        })
+    }
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[i..i + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// What a record frame at some offset is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// A valid record: its payload is `buf[FRAME_LEN..FRAME_LEN + len]`.
+    Record { len: usize },
+    /// Zeros: the unwritten end of the segment.
+    End,
+    /// Not enough bytes for the whole record.
+    Incomplete,
+    /// Damaged.
+    Bad(FormatError),
+}
+
+impl Frame {
+    /// Classifies the bytes at the start of `buf`.
+    pub(crate) fn at(buf: &[u8]) -> Frame {
+        if buf.len() < FRAME_LEN {
+            return if buf.iter().all(|&b| b == 0) {
+                Frame::End
+            } else {
+                Frame::Incomplete
+            };
+        }
+        let len = u32_at(buf, 0) as usize;
+        let crc = u32_at(buf, 4);
+        if len == 0 {
+            return if crc == 0 {
+                Frame::End
+            } else {
+                Frame::Bad(FormatError::Length(0))
+            };
+        }
+        if len > MAX_PAYLOAD {
+            return Frame::Bad(FormatError::Length(len));
+        }
+        if buf.len() < FRAME_LEN + len {
+            return Frame::Incomplete;
+        }
+        let payload = &buf[FRAME_LEN..FRAME_LEN + len];
+        let actual = crc32c::crc32c_append(crc32c::crc32c(&buf[0..4]), payload);
+        if actual != crc {
+            return Frame::Bad(FormatError::Checksum);
+        }
+        Frame::Record { len }
+    }
+}
+
+/// Appends records to a buffer.
+#[derive(Default)]
+pub(crate) struct Writer {
+    pub(crate) buf: Vec<u8>,
+}
+
+impl Writer {
+    fn frame(&mut self, payload_len: usize, fill: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        self.buf
+            .extend_from_slice(&(payload_len as u32).to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        fill(&mut self.buf);
+        debug_assert_eq!(self.buf.len() - start - FRAME_LEN, payload_len);
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&self.buf[start..start + 4]),
+            &self.buf[start + FRAME_LEN..],
+        );
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Writes a batch: several records behind a batch marker, so recovery
+    /// applies all of them or none.
+    #[cfg(test)]
+    pub(crate) fn batch(&mut self, records: &[Record]) {
+        self.batch_with_offsets(records);
+    }
+
+    /// Like [`Writer::batch`], returning where each record's frame is in
+    /// the buffer, its length, and what it means for the index.
+    pub(crate) fn batch_with_offsets(&mut self, records: &[Record]) -> Vec<(usize, usize, Entry)> {
+        if records.len() > 1 {
+            self.batch_marker(records.len() as u32);
+        }
+        records
+            .iter()
+            .map(|r| {
+                let start = self.buf.len();
+                self.record(r);
+                (start, self.buf.len() - start, entry(r))
+            })
+            .collect()
+    }
+
+    /// The marker saying the next `count` records are one batch.
+    pub(crate) fn batch_marker(&mut self, count: u32) {
+        self.frame(5, |b| {
+            b.push(T_BATCH);
+            b.extend_from_slice(&count.to_le_bytes());
+        });
+    }
+
+    pub(crate) fn record(&mut self, r: &Record) {
+        match r {
+            Record::Add { key, message } => {
+                let len = add_len(key, message);
+                self.frame(len, |b| put_add(b, key, message));
+            }
+            Record::Remove { seq } => self.frame(9, |b| {
+                b.push(T_REMOVE);
+                b.extend_from_slice(&seq.to_le_bytes());
+            }),
+            Record::Redelivered { seq, deliveries } => self.frame(13, |b| {
+                b.push(T_REDELIVERED);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&deliveries.to_le_bytes());
+            }),
+            Record::SubscriptionAdd {
+                client_id,
+                name,
+                topic,
+            } => {
+                let len = 1 + str_len(client_id) + str_len(name) + str_len(topic);
+                self.frame(len, |b| {
+                    b.push(T_SUB_ADD);
+                    put_str(b, client_id);
+                    put_str(b, name);
+                    put_str(b, topic);
+                });
+            }
+            Record::SubscriptionRemove { client_id, name } => {
+                let len = 1 + str_len(client_id) + str_len(name);
+                self.frame(len, |b| {
+                    b.push(T_SUB_REMOVE);
+                    put_str(b, client_id);
+                    put_str(b, name);
+                });
+            }
+        }
+    }
+
+    /// A checkpoint: written on clean shutdown.
+    pub(crate) fn checkpoint(&mut self, next_seq: u64, at_ms: u64) {
+        self.frame(17, |b| {
+            b.push(T_CHECKPOINT);
+            b.extend_from_slice(&next_seq.to_le_bytes());
+            b.extend_from_slice(&at_ms.to_le_bytes());
+        });
+    }
+}
+
+fn str_len(s: &str) -> usize {
+    4 + s.len()
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn key_len(key: &StoreKey) -> usize {
+    1 + match key {
+        StoreKey::Queue(n) => str_len(n),
+        StoreKey::Durable { client_id, name } => str_len(client_id) + str_len(name),
+    }
+}
+
+fn put_key(b: &mut Vec<u8>, key: &StoreKey) {
+    match key {
+        StoreKey::Queue(n) => {
+            b.push(KEY_QUEUE);
+            put_str(b, n);
+        }
+        StoreKey::Durable { client_id, name } => {
+            b.push(KEY_DURABLE);
+            put_str(b, client_id);
+            put_str(b, name);
+        }
+    }
+}
+
+/// Fixed-size part of an Add after its key: seq, priority, persistent,
+/// expires, timestamp.
+const ADD_FIXED: usize = 8 + 1 + 1 + 8 + 8;
+
+fn add_len(key: &StoreKey, m: &Message) -> usize {
+    1 + key_len(key)
+        + ADD_FIXED
+        + str_len(&m.destination.to_string())
+        + str_len(&m.id.prefix)
+        + 8
+        + 4
+        + m.headers
+            .iter()
+            .map(|(k, v)| str_len(k) + str_len(v))
+            .sum::<usize>()
+        + 4
+        + m.body.len()
+}
+
+// The fields recovery needs come first, so it can stop reading there.
+fn put_add(b: &mut Vec<u8>, key: &StoreKey, m: &Message) {
+    b.push(T_ADD);
+    put_key(b, key);
+    b.extend_from_slice(&m.seq.to_le_bytes());
+    b.push(m.priority);
+    b.push(u8::from(m.persistent));
+    b.extend_from_slice(&m.expires.to_le_bytes());
+    b.extend_from_slice(&m.timestamp.to_le_bytes());
+    put_str(b, &m.destination.to_string());
+    put_str(b, &m.id.prefix);
+    b.extend_from_slice(&m.id.n.to_le_bytes());
+    b.extend_from_slice(&(m.headers.len() as u32).to_le_bytes());
+    for (k, v) in &m.headers {
+        put_str(b, k);
+        put_str(b, v);
+    }
+    b.extend_from_slice(&(m.body.len() as u32).to_le_bytes());
+    b.extend_from_slice(&m.body);
+}
+
+/// A bounds-checked reader over a payload.
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(FormatError::Malformed("field past the end of the record"))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32_at(self.take(4)?, 0))
+    }
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64_at(self.take(8)?, 0))
+    }
+    fn str(&mut self) -> Result<&'a str, FormatError> {
+        let n = self.u32()? as usize;
+        std::str::from_utf8(self.take(n)?).map_err(|_| FormatError::Malformed("invalid UTF-8"))
+    }
+    fn done(&self) -> Result<(), FormatError> {
+        if self.at == self.b.len() {
+            Ok(())
+        } else {
+            Err(FormatError::Malformed("trailing bytes"))
+        }
+    }
+}
+
+fn get_key(c: &mut Cursor<'_>) -> Result<StoreKey, FormatError> {
+    match c.u8()? {
+        KEY_QUEUE => Ok(StoreKey::Queue(c.str()?.into())),
+        KEY_DURABLE => Ok(StoreKey::Durable {
+            client_id: c.str()?.into(),
+            name: c.str()?.into(),
+        }),
+        _ => Err(FormatError::Malformed("unknown destination kind")),
+    }
+}
+
+/// What recovery needs of an Add, without its headers and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AddMeta {
+    pub(crate) key: StoreKey,
+    pub(crate) seq: u64,
+    pub(crate) priority: u8,
+    pub(crate) persistent: bool,
+    pub(crate) expires: u64,
+}
+
+/// A decoded payload. Adds are decoded only as far as recovery needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Add(AddMeta),
+    Remove {
+        seq: u64,
+    },
+    Batch {
+        count: u32,
+    },
+    Redelivered {
+        seq: u64,
+        deliveries: u32,
+    },
+    SubscriptionAdd {
+        client_id: String,
+        name: String,
+        topic: String,
+    },
+    SubscriptionRemove {
+        client_id: String,
+        name: String,
+    },
+    Checkpoint {
+        next_seq: u64,
+        at_ms: u64,
+    },
+}
+
+/// What a record means for the index (as [`decode`] would return it).
+pub(crate) fn entry(r: &Record) -> Entry {
+    match r {
+        Record::Add { key, message } => Entry::Add(AddMeta {
+            key: key.clone(),
+            seq: message.seq,
+            priority: message.priority,
+            persistent: message.persistent,
+            expires: message.expires,
+        }),
+        Record::Remove { seq } => Entry::Remove { seq: *seq },
+        Record::Redelivered { seq, deliveries } => Entry::Redelivered {
+            seq: *seq,
+            deliveries: *deliveries,
+        },
+        Record::SubscriptionAdd {
+            client_id,
+            name,
+            topic,
+        } => Entry::SubscriptionAdd {
+            client_id: client_id.clone(),
+            name: name.clone(),
+            topic: topic.clone(),
+        },
+        Record::SubscriptionRemove { client_id, name } => Entry::SubscriptionRemove {
+            client_id: client_id.clone(),
+            name: name.clone(),
+        },
+    }
+}
+
+/// Decodes a payload (already checksum-verified).
+pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
+    let mut c = Cursor { b: payload, at: 0 };
+    let entry = match c.u8()? {
+        T_ADD => {
+            let key = get_key(&mut c)?;
+            let seq = c.u64()?;
+            let priority = c.u8()?;
+            let persistent = c.u8()? != 0;
+            let expires = c.u64()?;
+            return Ok(Entry::Add(AddMeta {
+                key,
+                seq,
+                priority,
+                persistent,
+                expires,
+            }));
+        }
+        T_REMOVE => Entry::Remove { seq: c.u64()? },
+        T_BATCH => Entry::Batch { count: c.u32()? },
+        T_REDELIVERED => Entry::Redelivered {
+            seq: c.u64()?,
+            deliveries: c.u32()?,
+        },
+        T_SUB_ADD => Entry::SubscriptionAdd {
+            client_id: c.str()?.to_owned(),
+            name: c.str()?.to_owned(),
+            topic: c.str()?.to_owned(),
+        },
+        T_SUB_REMOVE => Entry::SubscriptionRemove {
+            client_id: c.str()?.to_owned(),
+            name: c.str()?.to_owned(),
+        },
+        T_CHECKPOINT => Entry::Checkpoint {
+            next_seq: c.u64()?,
+            at_ms: c.u64()?,
+        },
+        t => return Err(FormatError::UnknownType(t)),
+    };
+    c.done()?;
+    Ok(entry)
+}
+
+/// Decodes a whole Add payload into the message it holds.
+pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), FormatError> {
+    let mut c = Cursor { b: payload, at: 0 };
+    if c.u8()? != T_ADD {
+        return Err(FormatError::Malformed("not an Add record"));
+    }
+    let key = get_key(&mut c)?;
+    let seq = c.u64()?;
+    let priority = c.u8()?;
+    let persistent = c.u8()? != 0;
+    let expires = c.u64()?;
+    let timestamp = c.u64()?;
+    let destination = Destination::parse(c.str()?, "")
+        .map_err(|_| FormatError::Malformed("invalid destination"))?;
+    let prefix: Arc<str> = c.str()?.into();
+    let n = c.u64()?;
+    let count = c.u32()? as usize;
+    let mut headers = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        headers.push((c.str()?.to_owned(), c.str()?.to_owned()));
+    }
+    let body_len = c.u32()? as usize;
+    let body = Bytes::copy_from_slice(c.take(body_len)?);
+    c.done()?;
+    Ok((
+        key,
+        Message {
+            seq,
+            id: MessageId { prefix, n },
+            destination,
+            headers,
+            body,
+            persistent,
+            priority,
+            expires,
+            timestamp,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64) -> Message {
+        Message {
+            seq,
+            id: MessageId {
+                prefix: "ID:b-1-".into(),
+                n: seq,
+            },
+            destination: Destination::queue("orders"),
+            headers: vec![("k".into(), "v:1\n".into()), ("é".into(), String::new())],
+            body: Bytes::from_static(b"body\0with nul"),
+            persistent: true,
+            priority: 7,
+            expires: 123,
+            timestamp: 456,
+        }
+    }
+
+    fn frames(buf: &[u8]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Frame::Record { len } = Frame::at(&buf[at..]) {
+            out.push(decode(&buf[at + FRAME_LEN..at + FRAME_LEN + len]).unwrap());
+            at += FRAME_LEN + len;
+        }
+        out
+    }
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = SegmentHeader {
+            id: 7,
+            epoch: 3,
+            seq_floor: 99,
+            created_ms: 5,
+        };
+        let mut bytes = h.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
+        bytes[20] ^= 1;
+        assert_eq!(
+            SegmentHeader::decode(&bytes),
+            Err(FormatError::HeaderChecksum)
+        );
+        assert_eq!(SegmentHeader::decode(b"nope"), Err(FormatError::BadMagic));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let m = Arc::new(message(42));
+        let key = StoreKey::Durable {
+            client_id: "c".into(),
+            name: "s".into(),
+        };
+        let mut w = Writer::default();
+        w.batch(&[
+            Record::Add {
+                key: key.clone(),
+                message: m.clone(),
+            },
+            Record::Remove { seq: 41 },
+        ]);
+        w.record(&Record::Redelivered {
+            seq: 42,
+            deliveries: 3,
+        });
+        w.record(&Record::SubscriptionAdd {
+            client_id: "c".into(),
+            name: "s".into(),
+            topic: "/topic/t".into(),
+        });
+        w.record(&Record::SubscriptionRemove {
+            client_id: "c".into(),
+            name: "s".into(),
+        });
+        w.checkpoint(43, 9);
+        let got = frames(&w.buf);
+        assert_eq!(got.len(), 7);
+        assert_eq!(got[0], Entry::Batch { count: 2 });
+        assert_eq!(
+            got[1],
+            Entry::Add(AddMeta {
+                key: key.clone(),
+                seq: 42,
+                priority: 7,
+                persistent: true,
+                expires: 123
+            })
+        );
+        assert_eq!(got[2], Entry::Remove { seq: 41 });
+        assert_eq!(
+            got[3],
+            Entry::Redelivered {
+                seq: 42,
+                deliveries: 3
+            }
+        );
+        assert_eq!(
+            got[6],
+            Entry::Checkpoint {
+                next_seq: 43,
+                at_ms: 9
+            }
+        );
+        // The full message comes back from the Add's payload.
+        let Frame::Record { .. } = Frame::at(&w.buf) else {
+            panic!()
+        };
+        let start = FRAME_LEN + 5 + FRAME_LEN;
+        let Frame::Record { len } = Frame::at(&w.buf[FRAME_LEN + 5..]) else {
+            panic!()
+        };
+        let (k, back) = decode_message(&w.buf[start..start + len]).unwrap();
+        assert_eq!(k, key);
+        assert_eq!(back, *m);
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let mut w = Writer::default();
+        w.record(&Record::Remove { seq: 1 });
+        let good = w.buf.clone();
+        assert_eq!(Frame::at(&good), Frame::Record { len: 9 });
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert!(
+                !matches!(Frame::at(&bad), Frame::Record { .. }),
+                "flip at {i} not detected"
+            );
+            assert_eq!(
+                Frame::at(&good[..i]),
+                if i == 0 {
+                    Frame::End
+                } else {
+                    Frame::Incomplete
+                }
+            );
+        }
+        assert_eq!(Frame::at(&[0u8; 32]), Frame::End);
+        let mut huge = good.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Frame::at(&huge),
+            Frame::Bad(FormatError::Length(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_not_panics() {
+        let mut w = Writer::default();
+        w.record(&Record::Add {
+            key: StoreKey::Queue("q".into()),
+            message: Arc::new(message(1)),
+        });
+        let payload = &w.buf[FRAME_LEN..];
+        for cut in 0..payload.len() {
+            let _ = decode(&payload[..cut]);
+            assert!(decode_message(&payload[..cut]).is_err());
+        }
+        assert_eq!(decode(&[99]), Err(FormatError::UnknownType(99)));
+    }
+}

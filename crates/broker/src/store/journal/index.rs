@@ -1,0 +1,301 @@
+//! What the journal knows about its records: where each live message is,
+//! and for every segment how much of it is still live and which older
+//! segments it depends on. Recovery rebuilds this by replaying the records;
+//! the writer keeps it current as it appends.
+//!
+//! Liveness. A segment is live while it holds a record recovery still needs:
+//! the Add of a message not yet removed, the latest Redelivered record of
+//! such a message, or the SubscriptionAdd of a subscription not yet
+//! removed.
+//!
+//! Dependencies. A Remove (or SubscriptionRemove) in segment T that cancels
+//! a record in an older segment S must outlive S: were T deleted first,
+//! recovery would find the Add in S and resurrect an acknowledged message.
+//! So T records S in its `refs`, and a segment can only be deleted once it
+//! has nothing live and every segment it refers to is gone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::format::{AddMeta, Entry};
+
+/// Where a record lies: segment, offset of its frame, frame length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub(crate) seg: u64,
+    pub(crate) off: u32,
+    pub(crate) len: u32,
+}
+
+/// Per-segment accounting.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SegStats {
+    /// Bytes the file occupies on disk.
+    pub(crate) file_bytes: u64,
+    /// End of the written records.
+    pub(crate) end: u64,
+    /// Bytes of live records.
+    pub(crate) live_bytes: u64,
+    /// Number of live records.
+    pub(crate) live_items: u64,
+    /// Older segments holding records this one cancels.
+    pub(crate) refs: BTreeSet<u64>,
+}
+
+/// The latest Redelivered record of a live message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Redelivery {
+    deliveries: u32,
+    at: Loc,
+}
+
+/// A live durable subscription and its SubscriptionAdd record.
+#[derive(Debug, Clone)]
+pub(crate) struct Sub {
+    pub(crate) topic: String,
+    pub(crate) at: Loc,
+}
+
+/// The journal's knowledge of its records.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub(crate) segs: BTreeMap<u64, SegStats>,
+    /// Live messages: where their Add is.
+    pub(crate) messages: HashMap<u64, Loc>,
+    pub(crate) redeliveries: HashMap<u64, Redelivery>,
+    pub(crate) subs: HashMap<(String, String), Sub>,
+    /// Metadata of live messages, kept during recovery only.
+    pub(crate) meta: Option<HashMap<u64, AddMeta>>,
+    pub(crate) max_seq: u64,
+}
+
+impl Index {
+    fn live(&mut self, at: Loc, delta: i64) {
+        if let Some(s) = self.segs.get_mut(&at.seg) {
+            if delta > 0 {
+                s.live_bytes += u64::from(at.len);
+                s.live_items += 1;
+            } else {
+                s.live_bytes = s.live_bytes.saturating_sub(u64::from(at.len));
+                s.live_items = s.live_items.saturating_sub(1);
+            }
+        }
+    }
+
+    fn refer(&mut self, from: u64, to: u64) {
+        if from != to
+            && let Some(s) = self.segs.get_mut(&from)
+        {
+            s.refs.insert(to);
+        }
+    }
+
+    /// Applies one record written (or found) at `at`.
+    pub(crate) fn apply(&mut self, entry: &Entry, at: Loc) {
+        match entry {
+            Entry::Add(meta) => {
+                self.max_seq = self.max_seq.max(meta.seq);
+                // A second Add of the same message is a copy made by
+                // compaction: the newer one is where it lives now.
+                if let Some(old) = self.messages.insert(meta.seq, at) {
+                    self.live(old, -1);
+                }
+                self.live(at, 1);
+                if let Some(m) = &mut self.meta {
+                    m.insert(meta.seq, meta.clone());
+                }
+            }
+            Entry::Remove { seq } => {
+                if let Some(old) = self.messages.remove(seq) {
+                    self.live(old, -1);
+                    self.refer(at.seg, old.seg);
+                }
+                if let Some(r) = self.redeliveries.remove(seq) {
+                    self.live(r.at, -1);
+                }
+                if let Some(m) = &mut self.meta {
+                    m.remove(seq);
+                }
+            }
+            Entry::Redelivered { seq, deliveries } => {
+                if !self.messages.contains_key(seq) {
+                    return;
+                }
+                let r = Redelivery {
+                    deliveries: *deliveries,
+                    at,
+                };
+                if let Some(old) = self.redeliveries.insert(*seq, r) {
+                    self.live(old.at, -1);
+                }
+                self.live(at, 1);
+            }
+            Entry::SubscriptionAdd {
+                client_id,
+                name,
+                topic,
+            } => {
+                let sub = Sub {
+                    topic: topic.clone(),
+                    at,
+                };
+                if let Some(old) = self.subs.insert((client_id.clone(), name.clone()), sub) {
+                    self.live(old.at, -1);
+                }
+                self.live(at, 1);
+            }
+            Entry::SubscriptionRemove { client_id, name } => {
+                if let Some(old) = self.subs.remove(&(client_id.clone(), name.clone())) {
+                    self.live(old.at, -1);
+                    self.refer(at.seg, old.at.seg);
+                }
+            }
+            Entry::Checkpoint { next_seq, .. } => {
+                self.max_seq = self.max_seq.max(next_seq.saturating_sub(1));
+            }
+            Entry::Batch { .. } => {}
+        }
+    }
+
+    /// Deliveries recorded for a live message.
+    pub(crate) fn deliveries(&self, seq: u64) -> u32 {
+        self.redeliveries.get(&seq).map_or(0, |r| r.deliveries)
+    }
+
+    /// Whether `seg` can be deleted: nothing live in it, and every segment
+    /// whose records it cancels is gone.
+    pub(crate) fn deletable(&self, seg: u64) -> bool {
+        self.segs
+            .get(&seg)
+            .is_some_and(|s| s.live_items == 0 && s.refs.iter().all(|r| !self.segs.contains_key(r)))
+    }
+
+    /// Whether nothing older keeps `seg` from being deleted once empty.
+    pub(crate) fn independent(&self, seg: u64) -> bool {
+        self.segs
+            .get(&seg)
+            .is_some_and(|s| s.refs.iter().all(|r| !self.segs.contains_key(r)))
+    }
+
+    /// Whether the record at `at` is live: the current Add of a message,
+    /// the current SubscriptionAdd of a subscription.
+    pub(crate) fn is_live_add(&self, seq: u64, at: Loc) -> bool {
+        self.messages.get(&seq) == Some(&at)
+    }
+
+    pub(crate) fn is_live_sub(&self, client_id: &str, name: &str, at: Loc) -> bool {
+        self.subs
+            .get(&(client_id.to_owned(), name.to_owned()))
+            .is_some_and(|s| s.at == at)
+    }
+
+    /// Bytes of all segment files.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.segs.values().map(|s| s.file_bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreKey;
+
+    fn add(seq: u64) -> Entry {
+        Entry::Add(AddMeta {
+            key: StoreKey::Queue("q".into()),
+            seq,
+            priority: 4,
+            persistent: true,
+            expires: 0,
+        })
+    }
+
+    fn at(seg: u64, off: u32) -> Loc {
+        Loc { seg, off, len: 100 }
+    }
+
+    fn index(segs: &[u64]) -> Index {
+        let mut i = Index::default();
+        for &s in segs {
+            i.segs.insert(s, SegStats::default());
+        }
+        i
+    }
+
+    #[test]
+    fn a_remove_pins_its_segment_until_the_add_is_gone() {
+        let mut i = index(&[1, 2]);
+        i.apply(&add(10), at(1, 64));
+        i.apply(&add(11), at(1, 164));
+        i.apply(&Entry::Remove { seq: 10 }, at(2, 64));
+        assert_eq!(i.segs[&1].live_items, 1);
+        assert_eq!(i.segs[&2].live_items, 0);
+        // Segment 2 is empty but cancels an Add in segment 1.
+        assert!(!i.deletable(2));
+        assert!(!i.deletable(1));
+        i.apply(&Entry::Remove { seq: 11 }, at(2, 164));
+        assert!(i.deletable(1));
+        i.segs.remove(&1);
+        assert!(i.deletable(2));
+    }
+
+    #[test]
+    fn compaction_copies_move_liveness_and_redeliveries() {
+        let mut i = index(&[1, 2, 3]);
+        i.apply(&add(5), at(1, 64));
+        i.apply(
+            &Entry::Redelivered {
+                seq: 5,
+                deliveries: 2,
+            },
+            Loc {
+                seg: 2,
+                off: 64,
+                len: 21,
+            },
+        );
+        assert_eq!(i.segs[&2].live_items, 1);
+        // Compaction copies the Add and its delivery count into segment 3.
+        i.apply(&add(5), at(3, 64));
+        i.apply(
+            &Entry::Redelivered {
+                seq: 5,
+                deliveries: 2,
+            },
+            Loc {
+                seg: 3,
+                off: 164,
+                len: 21,
+            },
+        );
+        assert_eq!(i.segs[&1].live_items, 0);
+        assert_eq!(i.segs[&2].live_items, 0);
+        assert_eq!(i.segs[&3].live_items, 2);
+        assert!(i.deletable(1) && i.deletable(2));
+        assert_eq!(i.deliveries(5), 2);
+        assert!(i.is_live_add(5, at(3, 64)));
+        assert!(!i.is_live_add(5, at(1, 64)));
+    }
+
+    #[test]
+    fn subscriptions_are_live_until_removed() {
+        let mut i = index(&[1, 2]);
+        let sub = Entry::SubscriptionAdd {
+            client_id: "c".into(),
+            name: "s".into(),
+            topic: "/topic/t".into(),
+        };
+        i.apply(&sub, at(1, 64));
+        assert!(!i.deletable(1));
+        assert!(i.is_live_sub("c", "s", at(1, 64)));
+        i.apply(
+            &Entry::SubscriptionRemove {
+                client_id: "c".into(),
+                name: "s".into(),
+            },
+            at(2, 64),
+        );
+        assert!(i.deletable(1));
+        assert!(!i.deletable(2));
+        assert!(i.subs.is_empty());
+    }
+}

@@ -1,0 +1,215 @@
+//! The journal against real files in a temporary directory.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::core::test_message;
+use crate::store::StoreKey;
+
+fn cfg(segment_bytes: u64) -> JournalConfig {
+    JournalConfig {
+        segment_bytes,
+        sync: SyncMode::Always,
+        compact_below: 0.5,
+    }
+}
+
+fn open(dir: &Path, segment_bytes: u64) -> (JournalStore, Recovered) {
+    let mut j = JournalStore::new(dir, cfg(segment_bytes), Arc::default(), 0);
+    let r = j.recover_sync().unwrap();
+    (j, r)
+}
+
+/// A message of about 350 bytes on disk.
+fn add(seq: u64) -> Record {
+    let mut m = (*test_message(seq, 4)).clone();
+    m.body = bytes::Bytes::from(vec![b'b'; 300]);
+    Record::Add {
+        key: StoreKey::Queue("q".into()),
+        message: Arc::new(m),
+    }
+}
+
+fn seqs(r: &Recovered) -> Vec<u64> {
+    r.messages.iter().map(|m| m.seq).collect()
+}
+
+fn segments(dir: &Path) -> Vec<u64> {
+    segment::list(&dir.join("journal")).unwrap()
+}
+
+async fn upkeep(j: &mut JournalStore) {
+    for _ in 0..1000 {
+        if !j.maintain().await.unwrap() {
+            return;
+        }
+    }
+    panic!("upkeep never finished");
+}
+
+#[tokio::test]
+async fn survives_a_restart_with_and_without_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, r) = open(dir.path(), 1 << 20);
+    assert!(r.messages.is_empty());
+    j.put(&[
+        vec![add(1), add(2)],
+        vec![add(3)],
+        vec![Record::Remove { seq: 2 }],
+    ])
+    .await
+    .unwrap();
+    j.put(&[vec![Record::Redelivered {
+        seq: 3,
+        deliveries: 4,
+    }]])
+    .await
+    .unwrap();
+    drop(j); // a crash: no checkpoint
+    let (mut j, r) = open(dir.path(), 1 << 20);
+    assert_eq!(seqs(&r), vec![1, 3]);
+    assert_eq!(r.messages[1].deliveries, 4);
+    assert_eq!(r.max_seq, 3);
+    // Bodies are loaded on demand.
+    let reader = j.reader();
+    assert!(reader.pages());
+    let loaded = reader.load(&[3, 2]);
+    let Record::Add { message, .. } = add(3) else {
+        unreachable!()
+    };
+    assert_eq!(*loaded[0].as_ref().unwrap().as_ref(), *message);
+    assert!(loaded[1].is_err());
+    j.close().await;
+    let (_, r) = open(dir.path(), 1 << 20);
+    assert_eq!(seqs(&r), vec![1, 3]);
+}
+
+#[tokio::test]
+async fn subscriptions_are_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 1 << 20);
+    let sub = |name: &str| Record::SubscriptionAdd {
+        client_id: "c".into(),
+        name: name.into(),
+        topic: "/topic/t".into(),
+    };
+    j.put(&[vec![sub("a"), sub("b")]]).await.unwrap();
+    j.put(&[vec![Record::SubscriptionRemove {
+        client_id: "c".into(),
+        name: "a".into(),
+    }]])
+    .await
+    .unwrap();
+    drop(j);
+    let (_, r) = open(dir.path(), 1 << 20);
+    assert_eq!(
+        r.subscriptions,
+        vec![DurableSubscription {
+            client_id: "c".into(),
+            name: "b".into(),
+            topic: "/topic/t".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn dead_segments_are_deleted_and_acked_messages_never_return() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments: a few messages each.
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=40 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    let before = segments(dir.path()).len();
+    assert!(before >= 4, "{before} segments");
+    for seq in 1..=38 {
+        j.put(&[vec![Record::Remove { seq }]]).await.unwrap();
+    }
+    upkeep(&mut j).await;
+    let after = segments(dir.path()).len();
+    assert!(after < before, "nothing reclaimed: {before} -> {after}");
+    drop(j);
+    let (_, r) = open(dir.path(), 4096);
+    assert_eq!(seqs(&r), vec![39, 40]);
+}
+
+#[tokio::test]
+async fn a_long_lived_message_is_compacted_forward_and_disk_use_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 8192);
+    // Message 1 is never consumed; everything after it is.
+    j.put(&[vec![add(1)]]).await.unwrap();
+    j.put(&[vec![Record::Redelivered {
+        seq: 1,
+        deliveries: 2,
+    }]])
+    .await
+    .unwrap();
+    for seq in 2..=400 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+        j.put(&[vec![Record::Remove { seq }]]).await.unwrap();
+        upkeep(&mut j).await;
+    }
+    let n = segments(dir.path()).len();
+    assert!(n <= 5, "{n} segments kept for one live message");
+    drop(j);
+    let (j, r) = open(dir.path(), 8192);
+    assert_eq!(seqs(&r), vec![1]);
+    assert_eq!(r.messages[0].deliveries, 2);
+    let m = j.reader().load(&[1]).remove(0).unwrap();
+    assert_eq!(m.seq, 1);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_off_and_the_journal_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 1 << 20);
+    j.put(&[vec![add(1)], vec![add(2)]]).await.unwrap();
+    let head = j.head.as_ref().unwrap().id;
+    let len = j.head.as_ref().unwrap().len;
+    drop(j);
+    // Tear the last record: cut 10 bytes off its end.
+    let path = segment::path(&dir.path().join("journal"), head);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 10).unwrap();
+    let (mut j, r) = open(dir.path(), 1 << 20);
+    assert_eq!(seqs(&r), vec![1]);
+    j.put(&[vec![add(3)]]).await.unwrap();
+    drop(j);
+    let (_, r) = open(dir.path(), 1 << 20);
+    assert_eq!(seqs(&r), vec![1, 3]);
+}
+
+#[tokio::test]
+async fn sequence_numbers_never_go_back_even_when_everything_was_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=30 {
+        j.put(&[vec![add(seq), Record::Remove { seq }]])
+            .await
+            .unwrap();
+    }
+    upkeep(&mut j).await;
+    drop(j);
+    let (_, r) = open(dir.path(), 4096);
+    assert!(r.messages.is_empty());
+    assert!(r.max_seq >= 30, "max_seq {}", r.max_seq);
+}
+
+#[test]
+fn sync_modes_parse() {
+    assert_eq!(SyncMode::parse("always"), Some(SyncMode::Always));
+    assert_eq!(SyncMode::parse("never"), Some(SyncMode::Never));
+    assert_eq!(SyncMode::parse("batch-ms 5"), Some(SyncMode::BatchMs(5)));
+    assert_eq!(SyncMode::parse("batch-ms=20"), Some(SyncMode::BatchMs(20)));
+    for bad in ["sometimes", "batch-ms", "batch-ms 0", "batch-ms x", ""] {
+        assert_eq!(SyncMode::parse(bad), None, "{bad}");
+    }
+}
+
+impl JournalStore {
+    /// A durable write, as a waiting producer would ask for.
+    async fn put(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
+        self.write(batches, true).await
+    }
+}
