@@ -68,34 +68,84 @@ impl BrokerProcess {
     pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str) -> BrokerProcess {
         let stomp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = dir.path().join("halyard.toml");
-        std::fs::write(&config, extra_toml).unwrap();
+        std::fs::write(dir.path().join("halyard.toml"), extra_toml).unwrap();
         let log = dir.path().join("broker.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(halyard_bin())
-            .arg("broker")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--stomp")
-            .arg(stomp.to_string())
-            .arg("--http")
-            .arg(http.to_string())
-            .env("RUST_LOG", "info,halyard_broker=debug")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
         let mut b = BrokerProcess {
-            child: Some(child),
+            child: None,
             dir,
             stomp,
             http,
             log,
         };
+        b.spawn();
         b.wait_ready().await;
         b
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        // Append: a restarted broker's log follows the previous one's.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(halyard_bin())
+            .arg("broker")
+            .arg("--config")
+            .arg(self.dir.path().join("halyard.toml"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--stomp")
+            .arg(self.stomp.to_string())
+            .arg("--http")
+            .arg(self.http.to_string())
+            .env("RUST_LOG", "info,halyard_broker=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Starts the broker again on the same data directory and ports (after
+    /// [`BrokerProcess::kill`] or [`BrokerProcess::terminate`]; kills it
+    /// first if it is still running). Retries while the old process's ports
+    /// are being released.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.spawn();
+            let started = Instant::now();
+            loop {
+                if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                    // Most likely the port is still held; try again.
+                    assert!(
+                        Instant::now() < deadline,
+                        "broker did not restart ({status}):\n{}",
+                        self.logs()
+                    );
+                    self.child = None;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+                if TcpStream::connect(self.stomp).await.is_ok() {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "broker did not open {} in time:\n{}",
+                    self.stomp,
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     async fn wait_ready(&mut self) {
