@@ -397,7 +397,7 @@ async fn restore(shared: &Arc<Shared>, recovered: Recovered) {
         }
     }
     let mut chunks: HashMap<StoreKey, Vec<StoredMessage>> = HashMap::new();
-    for m in recovered.messages {
+    for m in recovered.messages.into_sorted() {
         let chunk = chunks.entry(m.key.clone()).or_default();
         chunk.push(m);
         if chunk.len() >= RESTORE_CHUNK {

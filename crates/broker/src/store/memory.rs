@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{
-    Batch, DurableSubscription, MessageReader, Record, Recovered, StoreBackend, StoreError,
-    StoreKey, StoredMessage, Usage,
+    Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
+    StoreError, StoreKey, StoredMessage, Usage,
 };
 use crate::core::Message;
 
@@ -57,20 +57,20 @@ impl MessageReader for NoPaging {
 
 impl StoreBackend for MemoryStore {
     async fn recover(&mut self) -> Result<Recovered, StoreError> {
+        let mut messages = RecoveredMessages::default();
+        for (key, m, deliveries) in self.live.values() {
+            messages.push(StoredMessage {
+                key: key.clone(),
+                seq: m.seq,
+                priority: m.priority,
+                expires: m.expires,
+                weight: m.weight() as u32,
+                deliveries: *deliveries,
+                message: Some(m.clone()),
+            });
+        }
         Ok(Recovered {
-            messages: self
-                .live
-                .values()
-                .map(|(key, m, deliveries)| StoredMessage {
-                    key: key.clone(),
-                    seq: m.seq,
-                    priority: m.priority,
-                    expires: m.expires,
-                    weight: m.weight() as u32,
-                    deliveries: *deliveries,
-                    message: Some(m.clone()),
-                })
-                .collect(),
+            messages,
             subscriptions: self
                 .subscriptions
                 .iter()

@@ -158,11 +158,106 @@ pub struct DurableSubscription {
     pub topic: String,
 }
 
+/// Recovered messages in sequence order, held compactly (a few bytes per
+/// message plus each distinct key once): deep queues recover millions.
+#[derive(Debug, Default)]
+pub struct RecoveredMessages {
+    keys: Vec<StoreKey>,
+    key_ids: std::collections::HashMap<StoreKey, u32>,
+    entries: Vec<CompactStored>,
+    bodies: std::collections::HashMap<u64, Arc<Message>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CompactStored {
+    seq: u64,
+    expires: u64,
+    key: u32,
+    weight: u32,
+    deliveries: u32,
+    priority: u8,
+}
+
+impl RecoveredMessages {
+    /// Adds a message (in any order; iteration sorts by sequence).
+    pub fn push(&mut self, m: StoredMessage) {
+        let key = self.key_id(&m.key);
+        if let Some(body) = m.message {
+            self.bodies.insert(m.seq, body);
+        }
+        self.entries.push(CompactStored {
+            seq: m.seq,
+            expires: m.expires,
+            key,
+            weight: m.weight,
+            deliveries: m.deliveries,
+            priority: m.priority,
+        });
+    }
+
+    /// The id of `key` in this set.
+    pub fn key_id(&mut self, key: &StoreKey) -> u32 {
+        if let Some(&id) = self.key_ids.get(key) {
+            return id;
+        }
+        let id = self.keys.len() as u32;
+        self.keys.push(key.clone());
+        self.key_ids.insert(key.clone(), id);
+        id
+    }
+
+    /// Adds a message whose key came from [`RecoveredMessages::key_id`].
+    pub fn push_compact(
+        &mut self,
+        seq: u64,
+        key: u32,
+        priority: u8,
+        expires: u64,
+        weight: u32,
+        deliveries: u32,
+    ) {
+        self.entries.push(CompactStored {
+            seq,
+            expires,
+            key,
+            weight,
+            deliveries,
+            priority,
+        });
+    }
+
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The messages in sequence order.
+    pub fn into_sorted(mut self) -> impl Iterator<Item = StoredMessage> {
+        self.entries.sort_unstable_by_key(|e| e.seq);
+        let keys = self.keys;
+        let mut bodies = self.bodies;
+        self.entries.into_iter().map(move |e| StoredMessage {
+            key: keys[e.key as usize].clone(),
+            seq: e.seq,
+            priority: e.priority,
+            expires: e.expires,
+            weight: e.weight,
+            deliveries: e.deliveries,
+            message: bodies.remove(&e.seq),
+        })
+    }
+}
+
 /// What recovery found.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Live messages in sequence order.
-    pub messages: Vec<StoredMessage>,
+    /// Live messages.
+    pub messages: RecoveredMessages,
     /// Live durable subscriptions.
     pub subscriptions: Vec<DurableSubscription>,
     /// The highest sequence number ever used, so new messages sort after
@@ -587,7 +682,11 @@ mod tests {
             .await
             .unwrap();
         let r = backend.recover().await.unwrap();
-        let seqs: Vec<(u64, u32)> = r.messages.iter().map(|m| (m.seq, m.deliveries)).collect();
+        let seqs: Vec<(u64, u32)> = r
+            .messages
+            .into_sorted()
+            .map(|m| (m.seq, m.deliveries))
+            .collect();
         assert_eq!(seqs, vec![(1, 0), (7, 2)]);
         assert_eq!(r.max_seq, 7);
     }

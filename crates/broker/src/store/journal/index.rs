@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::format::{AddMeta, Entry};
+use super::format::Entry;
 
 /// Where a record lies: segment, offset of its frame, frame length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,15 @@ pub(crate) struct Sub {
     pub(crate) at: Loc,
 }
 
+/// Recovery's view of live messages: compact (about 24 bytes a message),
+/// since a deep queue may hold millions.
+#[derive(Debug, Default)]
+pub(crate) struct RecoveryMeta {
+    pub(crate) found: crate::store::RecoveredMessages,
+    /// seq -> (key id, priority, expires)
+    pub(crate) live: HashMap<u64, (u32, u8, u64)>,
+}
+
 /// The journal's knowledge of its records.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -63,8 +72,9 @@ pub(crate) struct Index {
     pub(crate) messages: HashMap<u64, Loc>,
     pub(crate) redeliveries: HashMap<u64, Redelivery>,
     pub(crate) subs: HashMap<(String, String), Sub>,
-    /// Metadata of live messages, kept during recovery only.
-    pub(crate) meta: Option<HashMap<u64, AddMeta>>,
+    /// What recovery reports of live messages (key, priority, expiry),
+    /// kept during recovery only.
+    pub(crate) meta: Option<RecoveryMeta>,
     pub(crate) max_seq: u64,
 }
 
@@ -101,7 +111,8 @@ impl Index {
                 }
                 self.live(at, 1);
                 if let Some(m) = &mut self.meta {
-                    m.insert(meta.seq, meta.clone());
+                    let key = m.found.key_id(&meta.key);
+                    m.live.insert(meta.seq, (key, meta.priority, meta.expires));
                 }
             }
             Entry::Remove { seq } => {
@@ -113,7 +124,7 @@ impl Index {
                     self.live(r.at, -1);
                 }
                 if let Some(m) = &mut self.meta {
-                    m.remove(seq);
+                    m.live.remove(seq);
                 }
             }
             Entry::Redelivered { seq, deliveries } => {
@@ -198,6 +209,7 @@ impl Index {
 mod tests {
     use super::*;
     use crate::store::StoreKey;
+    use crate::store::journal::format::AddMeta;
 
     fn add(seq: u64) -> Entry {
         Entry::Add(AddMeta {

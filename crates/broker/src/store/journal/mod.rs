@@ -23,8 +23,7 @@ use index::{Index, Loc, SegStats};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Batch, DurableSubscription, MessageReader, Record, Recovered, StoreBackend, StoreError,
-    StoredMessage, Usage,
+    Batch, DurableSubscription, MessageReader, Record, Recovered, StoreBackend, StoreError, Usage,
 };
 use crate::core::{Message, now_ms};
 
@@ -421,7 +420,7 @@ impl JournalStore {
         let ids = segment::list(&self.dir)
             .map_err(|e| io(&format!("cannot list {}", self.dir.display()), e))?;
         let mut index = Index {
-            meta: Some(HashMap::new()),
+            meta: Some(index::RecoveryMeta::default()),
             ..Index::default()
         };
         let mut report = recovery::Report::default();
@@ -483,19 +482,11 @@ impl JournalStore {
             files.insert(id, Arc::new(file));
         }
         let meta = index.meta.take().unwrap_or_default();
-        let mut messages: Vec<StoredMessage> = meta
-            .into_values()
-            .map(|m| StoredMessage {
-                weight: index.messages.get(&m.seq).map_or(0, |l| l.len),
-                deliveries: index.deliveries(m.seq),
-                key: m.key,
-                seq: m.seq,
-                priority: m.priority,
-                expires: m.expires,
-                message: None,
-            })
-            .collect();
-        messages.sort_unstable_by_key(|m| m.seq);
+        let mut messages = meta.found;
+        for (seq, (key, priority, expires)) in meta.live {
+            let weight = index.messages.get(&seq).map_or(0, |l| l.len);
+            messages.push_compact(seq, key, priority, expires, weight, index.deliveries(seq));
+        }
         let subscriptions: Vec<DurableSubscription> = index
             .subs
             .iter()

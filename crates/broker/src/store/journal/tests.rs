@@ -30,8 +30,12 @@ fn add(seq: u64) -> Record {
     }
 }
 
-fn seqs(r: &Recovered) -> Vec<u64> {
-    r.messages.iter().map(|m| m.seq).collect()
+fn messages(r: Recovered) -> Vec<crate::store::StoredMessage> {
+    r.messages.into_sorted().collect()
+}
+
+fn seqs(r: Recovered) -> Vec<u64> {
+    messages(r).iter().map(|m| m.seq).collect()
 }
 
 fn segments(dir: &Path) -> Vec<u64> {
@@ -67,9 +71,10 @@ async fn survives_a_restart_with_and_without_a_clean_shutdown() {
     .unwrap();
     drop(j); // a crash: no checkpoint
     let (mut j, r) = open(dir.path(), 1 << 20);
-    assert_eq!(seqs(&r), vec![1, 3]);
-    assert_eq!(r.messages[1].deliveries, 4);
     assert_eq!(r.max_seq, 3);
+    let found = messages(r);
+    assert_eq!(found.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(found[1].deliveries, 4);
     // Bodies are loaded on demand.
     let reader = j.reader();
     assert!(reader.pages());
@@ -81,7 +86,7 @@ async fn survives_a_restart_with_and_without_a_clean_shutdown() {
     assert!(loaded[1].is_err());
     j.close().await;
     let (_, r) = open(dir.path(), 1 << 20);
-    assert_eq!(seqs(&r), vec![1, 3]);
+    assert_eq!(seqs(r), vec![1, 3]);
 }
 
 #[tokio::test]
@@ -130,7 +135,7 @@ async fn dead_segments_are_deleted_and_acked_messages_never_return() {
     assert!(after < before, "nothing reclaimed: {before} -> {after}");
     drop(j);
     let (_, r) = open(dir.path(), 4096);
-    assert_eq!(seqs(&r), vec![39, 40]);
+    assert_eq!(seqs(r), vec![39, 40]);
 }
 
 #[tokio::test]
@@ -154,8 +159,9 @@ async fn a_long_lived_message_is_compacted_forward_and_disk_use_stays_bounded() 
     assert!(n <= 5, "{n} segments kept for one live message");
     drop(j);
     let (j, r) = open(dir.path(), 8192);
-    assert_eq!(seqs(&r), vec![1]);
-    assert_eq!(r.messages[0].deliveries, 2);
+    let found = messages(r);
+    assert_eq!(found.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(found[0].deliveries, 2);
     let m = j.reader().load(&[1]).remove(0).unwrap();
     assert_eq!(m.seq, 1);
 }
@@ -173,11 +179,11 @@ async fn a_torn_tail_is_cut_off_and_the_journal_stays_usable() {
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 10).unwrap();
     let (mut j, r) = open(dir.path(), 1 << 20);
-    assert_eq!(seqs(&r), vec![1]);
+    assert_eq!(seqs(r), vec![1]);
     j.put(&[vec![add(3)]]).await.unwrap();
     drop(j);
     let (_, r) = open(dir.path(), 1 << 20);
-    assert_eq!(seqs(&r), vec![1, 3]);
+    assert_eq!(seqs(r), vec![1, 3]);
 }
 
 #[tokio::test]
