@@ -59,7 +59,7 @@ pub(crate) async fn settle(shared: &Arc<Shared>, source: &Destination, effects: 
                     }
                 }
             }
-            Effect::Redelivered { seq, deliveries } => {
+            Effect::Deliveries { seq, deliveries } => {
                 records.push(Record::Redelivered { seq, deliveries });
             }
             Effect::Lost { seq, error } => {

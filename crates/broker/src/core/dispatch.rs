@@ -52,6 +52,11 @@ pub(crate) struct ConsumerReg {
     pub(crate) sub: SubKey,
     pub(crate) prefetch: u32,
     pub(crate) tx: DeliveryTx,
+    /// Record each delivery's count in the store as it happens, so that a
+    /// message delivered when the broker dies comes back flagged as
+    /// redelivered (after a restart or a takeover). Not needed for
+    /// consumers that acknowledge on delivery.
+    pub(crate) records_deliveries: bool,
 }
 
 #[derive(Debug)]
@@ -117,8 +122,9 @@ pub(crate) enum Effect {
         message: Option<Arc<Message>>,
         stored: bool,
     },
-    /// A stored message went back for redelivery: record its count.
-    Redelivered { seq: u64, deliveries: u32 },
+    /// Record a stored message's delivery count (written without forcing a
+    /// sync).
+    Deliveries { seq: u64, deliveries: u32 },
     /// A stored message could not be read back: it is dropped.
     Lost { seq: u64, error: StoreError },
 }
@@ -418,7 +424,7 @@ impl Dispatcher {
             }
         } else {
             if entry.stored {
-                effects.push(Effect::Redelivered {
+                effects.push(Effect::Deliveries {
                     seq: entry.seq,
                     deliveries: entry.deliveries,
                 });
@@ -548,6 +554,12 @@ impl Dispatcher {
             }
             consumer.inflight += 1;
             let id = consumer.reg.id;
+            if entry.stored && consumer.reg.records_deliveries {
+                effects.push(Effect::Deliveries {
+                    seq: entry.seq,
+                    deliveries: entry.deliveries,
+                });
+            }
             self.delivered += 1;
             self.next_consumer = (ci + 1) % n;
             self.inflight
@@ -630,6 +642,7 @@ mod tests {
             sub: id,
             prefetch,
             tx,
+            records_deliveries: false,
         });
         rx
     }
@@ -698,7 +711,7 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(
             fx.iter()
-                .filter(|e| matches!(e, Effect::Redelivered { seq: 1, .. }))
+                .filter(|e| matches!(e, Effect::Deliveries { seq: 1, .. }))
                 .count(),
             2
         );

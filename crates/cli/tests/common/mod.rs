@@ -331,6 +331,31 @@ impl Stomp {
         s
     }
 
+    /// Like [`Stomp::connect_with`], but a refusal is returned (the frame
+    /// the broker answered with) instead of panicking.
+    pub async fn try_connect_with(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<Stomp, Frame> {
+        let mut s = Self::open(addr).await;
+        let mut f = Frame::new(Cmd::Connect);
+        for (k, v) in headers {
+            f.headers.push(*k, *v);
+        }
+        s.send(f).await;
+        let reply = s.recv().await;
+        if reply.command != Cmd::Connected {
+            return Err(reply);
+        }
+        let v = reply
+            .headers
+            .get("version")
+            .and_then(Version::parse)
+            .unwrap();
+        s.conn.codec_mut().set_version(v);
+        Ok(s)
+    }
+
     pub async fn send(&mut self, f: Frame) {
         self.conn.send(Outbound::Frame(f)).await.unwrap();
     }

@@ -60,6 +60,9 @@ pub(super) struct Session {
     partial_since: Option<Instant>,
     /// A DISCONNECT was received; frames after it are ignored.
     pub(super) disconnecting: bool,
+    /// The DISCONNECT's receipt, sent once the connection's state is
+    /// released.
+    disconnect_receipt: Option<String>,
 }
 
 /// How a session ended.
@@ -118,6 +121,7 @@ pub(crate) async fn run(
         reading_since: now,
         partial_since: None,
         disconnecting: false,
+        disconnect_receipt: None,
     };
     let end = session.serve(&stop).await;
     let reason = match &end {
@@ -126,15 +130,21 @@ pub(crate) async fn run(
         End::Disconnect => "DISCONNECT".to_owned(),
         End::Error(e) => format!("ERROR sent: {}", e.message),
     };
-    if let End::Error(e) = end {
+    // Release everything (subscriptions, transactions, the client id)
+    // before the client hears the end: a client that reconnects as soon as
+    // it gets its RECEIPT or ERROR must find its client id free.
+    session.teardown().await;
+    if let End::Error(e) = &end {
         if e.client_fault {
             Metrics::inc(&shared.metrics.protocol_errors_total);
         }
-        outbound::error(&mut session.out, session.version, &e);
-        let _ = tokio::time::timeout(Duration::from_secs(1), session.write_out()).await;
+        outbound::error(&mut session.out, session.version, e);
     }
+    if let Some(r) = session.disconnect_receipt.take() {
+        outbound::receipt(&mut session.out, session.version, &r);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.write_out()).await;
     let _ = session.writer.shutdown().await;
-    session.teardown().await;
     Metrics::dec(&shared.metrics.connections);
     tracing::info!(conn = %conn, %peer, %reason,
         duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
@@ -248,14 +258,16 @@ impl Session {
     /// A pipeline job finished: send its receipt.
     fn finished(&mut self, done: Done) -> Result<Flow, Fatal> {
         self.effects.finished(&done);
-        if let Some(r) = done.result? {
+        let receipt = done.result?;
+        if done.then_close {
+            // DISCONNECT: its receipt goes out after the teardown.
+            self.disconnect_receipt = receipt;
+            return Ok(Flow::Close);
+        }
+        if let Some(r) = receipt {
             outbound::receipt(&mut self.out, self.version, &r);
         }
-        Ok(if done.then_close {
-            Flow::Close
-        } else {
-            Flow::Continue
-        })
+        Ok(Flow::Continue)
     }
 
     /// Writes a MESSAGE frame for a delivery.

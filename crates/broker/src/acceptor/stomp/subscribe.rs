@@ -103,6 +103,7 @@ impl Session {
             sub: key,
             prefetch,
             tx: self.deliveries_tx.clone(),
+            records_deliveries: ack != AckMode::Auto,
         };
         let consumer_id = consumer.id;
         let registered = match &durable {

@@ -1,0 +1,1208 @@
+//! Durability against the real broker binary: `kill -9` under load, torn
+//! and corrupt journal tails, the data-directory lock, `store.max-bytes`,
+//! durable topic subscriptions across restarts, deep (paged) queues and
+//! delivery counts that survive a crash.
+//!
+//! The promise under test: once the broker has sent the RECEIPT for a
+//! persistent SEND the message survives anything short of losing the disk,
+//! and an ACK that got its RECEIPT never comes back.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{BrokerProcess, Stomp, WAIT, body, eventually, free_port, halyard_bin};
+use futures::{SinkExt, StreamExt};
+use halyard_stomp::{Command, Frame, Item, Limits, Outbound, StompCodec, Version};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+/// SplitMix64: a tiny seeded PRNG, so a failing run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// `HALYARD_TEST_SEED` if set, else the clock.
+fn test_seed() -> u64 {
+    std::env::var("HALYARD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+/// What [`Peer::next`] saw.
+#[derive(Debug)]
+enum Got {
+    Frame(Frame),
+    Closed,
+    Timeout,
+}
+
+/// A raw STOMP 1.2 connection that reports a dead broker instead of
+/// panicking, for clients that live through `kill -9`.
+struct Peer {
+    conn: Framed<TcpStream, StompCodec>,
+}
+
+impl Peer {
+    /// Connects and CONNECTs; `None` if the broker is not there (any more).
+    async fn connect(addr: SocketAddr, extra: &[(&str, &str)]) -> Option<Peer> {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let mut p = Peer {
+            conn: Framed::new(stream, StompCodec::new(Limits::default())),
+        };
+        let mut f = Frame::new(Command::Connect)
+            .header("accept-version", "1.2")
+            .header("host", "localhost");
+        for (k, v) in extra {
+            f.headers.push(*k, *v);
+        }
+        if !p.send(f).await {
+            return None;
+        }
+        match p.next(WAIT).await {
+            Got::Frame(f) if f.command == Command::Connected => {}
+            Got::Frame(f) => panic!("CONNECT refused: {f:?}"),
+            Got::Closed => return None,
+            Got::Timeout => panic!("no CONNECTED within {WAIT:?}"),
+        }
+        p.conn.codec_mut().set_version(Version::V1_2);
+        Some(p)
+    }
+
+    /// Sends a frame; false if the connection is gone.
+    async fn send(&mut self, f: Frame) -> bool {
+        self.conn.send(Outbound::Frame(f)).await.is_ok()
+    }
+
+    /// The next frame (heart-beats skipped) within `within`.
+    async fn next(&mut self, within: Duration) -> Got {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.conn.next()).await {
+                Err(_) => return Got::Timeout,
+                Ok(None) | Ok(Some(Err(_))) => return Got::Closed,
+                Ok(Some(Ok(Item::Heartbeat))) => continue,
+                Ok(Some(Ok(Item::Frame(f)))) => return Got::Frame(f),
+            }
+        }
+    }
+}
+
+fn persistent_send(dest: &str, text: &str) -> Frame {
+    Frame::new(Command::Send)
+        .header("destination", dest)
+        .header("persistent", "true")
+        .body(text.as_bytes().to_vec())
+}
+
+/// The stats of one destination from the admin API, if it exists.
+async fn dest_stats(b: &BrokerProcess, dest: &str) -> Option<serde_json::Value> {
+    let (status, text) = b.http_get("/api/destinations").await;
+    assert_eq!(status, 200, "GET /api/destinations: {text}");
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == dest)
+        .cloned()
+}
+
+/// Waits until the admin API shows `dest` with these ready / in-flight /
+/// consumer counts.
+async fn await_stats(b: &BrokerProcess, dest: &str, ready: u64, inflight: u64, consumers: u64) {
+    eventually(
+        WAIT,
+        &format!("{dest} to show ready={ready} inflight={inflight} consumers={consumers}"),
+        || async move {
+            let s = dest_stats(b, dest).await?;
+            (s["ready"] == ready && s["inflight"] == inflight && s["consumers"] == consumers)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Segment files in `<data-dir>/journal`, oldest first.
+fn segments(data_dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data_dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Bytes the journal's files occupy (what `store.max-bytes` limits).
+fn journal_bytes(data_dir: &Path) -> u64 {
+    segments(data_dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// Segment header length (docs/STORAGE.md).
+const SEGMENT_HEADER: usize = 64;
+
+/// `(offset, length)` of every record frame in a segment file: after the
+/// 64-byte header, `len:u32 crc:u32 payload[len]`, up to the zero frame that
+/// marks the unwritten (preallocated) end.
+fn record_spans(buf: &[u8]) -> Vec<(usize, usize)> {
+    let u32_at = |i: usize| u32::from_le_bytes(buf[i..i + 4].try_into().unwrap());
+    let mut spans = Vec::new();
+    let mut at = SEGMENT_HEADER;
+    while at + 8 <= buf.len() {
+        let (len, crc) = (u32_at(at) as usize, u32_at(at + 4));
+        if len == 0 && crc == 0 {
+            break;
+        }
+        assert!(
+            at + 8 + len <= buf.len(),
+            "record at {at} (length {len}) runs past the end of the file ({})",
+            buf.len()
+        );
+        spans.push((at, 8 + len));
+        at += 8 + len;
+    }
+    spans
+}
+
+/// End of the data in a (possibly zero-preallocated) file: one past the
+/// last non-zero byte.
+fn data_end(buf: &[u8]) -> usize {
+    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// A child process killed when dropped.
+struct Reaper(Option<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. kill -9 cycles under load
+// ---------------------------------------------------------------------------
+
+const PRODUCERS: usize = 3;
+const CRASH_QUEUE: &str = "/queue/crash";
+
+/// What the consumer saw, in the order it saw it.
+#[derive(Debug, Clone)]
+enum Ev {
+    Delivered {
+        p: usize,
+        n: u64,
+        redelivered: bool,
+    },
+    /// The RECEIPT for the ACK of (p, n) arrived.
+    AckConfirmed {
+        p: usize,
+        n: u64,
+    },
+    /// A MESSAGE that no producer could have sent.
+    Bogus(String),
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Highest n each producer has (tried to) send.
+    attempted: [u64; PRODUCERS],
+    /// n each producer got a RECEIPT for.
+    receipted: [BTreeSet<u64>; PRODUCERS],
+    /// ACKs sent (with a receipt requested).
+    acks_sent: u64,
+    events: Vec<Ev>,
+}
+
+fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends persistent messages one at a time, each after the previous one's
+/// RECEIPT, until the broker dies. A SEND whose RECEIPT never came is in
+/// doubt: it is not sent again, the next one gets the next number.
+async fn producer(addr: SocketAddr, id: usize, ledger: Arc<Mutex<Ledger>>) {
+    let Some(mut c) = Peer::connect(addr, &[]).await else {
+        return;
+    };
+    loop {
+        let n = {
+            let mut l = lock(&ledger);
+            l.attempted[id] += 1;
+            l.attempted[id]
+        };
+        let rid = format!("s-{id}-{n}");
+        let f = persistent_send(CRASH_QUEUE, &format!("p{id} n{n}"))
+            .header("p", id.to_string())
+            .header("n", n.to_string())
+            .header("receipt", rid.clone());
+        if !c.send(f).await {
+            return;
+        }
+        match c.next(WAIT).await {
+            Got::Frame(f)
+                if f.command == Command::Receipt && f.headers.get("receipt-id") == Some(&rid) =>
+            {
+                lock(&ledger).receipted[id].insert(n);
+            }
+            Got::Frame(f) => panic!("producer {id}: expected RECEIPT {rid}, got {f:?}"),
+            Got::Closed => return,
+            Got::Timeout => panic!("producer {id}: no RECEIPT for n={n} within {WAIT:?}"),
+        }
+    }
+}
+
+/// (producer, n) of a MESSAGE a producer could have sent.
+fn parse_crash_message(f: &Frame) -> Option<(usize, u64)> {
+    let p: usize = f.headers.get("p")?.parse().ok()?;
+    let n: u64 = f.headers.get("n")?.parse().ok()?;
+    (p < PRODUCERS
+        && f.headers.get("destination") == Some(CRASH_QUEUE)
+        && body(f) == format!("p{p} n{n}"))
+    .then_some((p, n))
+}
+
+/// Whether every receipted message has been delivered.
+fn all_receipted_delivered(l: &Ledger) -> Result<(), String> {
+    let delivered: HashSet<(usize, u64)> = l
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Delivered { p, n, .. } => Some((*p, *n)),
+            _ => None,
+        })
+        .collect();
+    let missing: Vec<(usize, u64)> = (0..PRODUCERS)
+        .flat_map(|p| l.receipted[p].iter().map(move |&n| (p, n)))
+        .filter(|k| !delivered.contains(k))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} receipted messages never delivered (p, n): {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        ))
+    }
+}
+
+/// Consumes `CRASH_QUEUE` with client-individual ACKs, each with a receipt,
+/// recording everything. With `drain`, returns once every receipted
+/// message has been delivered, every ACK confirmed and nothing more comes;
+/// otherwise runs until the broker dies.
+async fn consumer(addr: SocketAddr, ledger: Arc<Mutex<Ledger>>, drain: bool) {
+    let Some(mut c) = Peer::connect(addr, &[]).await else {
+        assert!(!drain, "cannot connect the draining consumer");
+        return;
+    };
+    let sub = Frame::new(Command::Subscribe)
+        .header("id", "c")
+        .header("destination", CRASH_QUEUE)
+        .header("ack", "client-individual")
+        .header("activemq.prefetchSize", "100")
+        .header("receipt", "sub");
+    if !c.send(sub).await {
+        assert!(!drain, "draining consumer lost its connection");
+        return;
+    }
+    let mut pending: HashMap<String, (usize, u64)> = HashMap::new();
+    let mut next_ack = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let within = if drain {
+            Duration::from_millis(500)
+        } else {
+            WAIT
+        };
+        let f = match c.next(within).await {
+            Got::Frame(f) => f,
+            Got::Closed => {
+                assert!(!drain, "draining consumer lost its connection");
+                return;
+            }
+            Got::Timeout if drain => {
+                let l = lock(&ledger);
+                let done = all_receipted_delivered(&l);
+                if done.is_ok() && pending.is_empty() {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "drain incomplete: {done:?}; {} ACK receipts outstanding",
+                    pending.len()
+                );
+                continue;
+            }
+            Got::Timeout => panic!("consumer: nothing from the broker within {WAIT:?}"),
+        };
+        match f.command {
+            Command::Message => {
+                let parsed = parse_crash_message(&f);
+                let redelivered = f.headers.get("redelivered") == Some("true");
+                {
+                    let mut l = lock(&ledger);
+                    l.events.push(match parsed {
+                        Some((p, n)) => Ev::Delivered { p, n, redelivered },
+                        None => Ev::Bogus(format!("{f:?}")),
+                    });
+                }
+                let Some(ack_id) = f.headers.get("ack") else {
+                    panic!("MESSAGE without an ack header: {f:?}");
+                };
+                next_ack += 1;
+                let rid = format!("a-{next_ack}");
+                let ack = Frame::new(Command::Ack)
+                    .header("id", ack_id)
+                    .header("receipt", rid.clone());
+                if let Some(k) = parsed {
+                    pending.insert(rid, k);
+                }
+                lock(&ledger).acks_sent += 1;
+                if !c.send(ack).await {
+                    assert!(!drain, "draining consumer lost its connection");
+                    return;
+                }
+            }
+            Command::Receipt => {
+                let rid = f.headers.get("receipt-id").unwrap_or_default();
+                if let Some((p, n)) = pending.remove(rid) {
+                    lock(&ledger).events.push(Ev::AckConfirmed { p, n });
+                } else {
+                    assert_eq!(rid, "sub", "unexpected RECEIPT {f:?}");
+                }
+            }
+            _ => panic!("consumer: unexpected frame {f:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn receipted_messages_and_acks_survive_repeated_kill_9_under_load() {
+    const CYCLES: usize = 10;
+    let seed = test_seed();
+    println!("crash cycles: seed {seed} (set HALYARD_TEST_SEED={seed} to repeat the timing)");
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let mut b = BrokerProcess::start("").await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+
+    for cycle in 0..CYCLES {
+        let mut tasks = Vec::new();
+        for p in 0..PRODUCERS {
+            tasks.push(tokio::spawn(producer(b.stomp, p, ledger.clone())));
+        }
+        tasks.push(tokio::spawn(consumer(b.stomp, ledger.clone(), false)));
+        // The random moment of the crash: this much traffic first.
+        let traffic = Duration::from_millis(rng.range(150, 450));
+        tokio::time::sleep(traffic).await;
+        b.kill();
+        for t in tasks {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("a client did not notice the broker's death")
+                .unwrap();
+        }
+        {
+            let l = lock(&ledger);
+            println!(
+                "cycle {cycle}: killed after {traffic:?}; so far {} receipted, {} deliveries",
+                l.receipted.iter().map(BTreeSet::len).sum::<usize>(),
+                l.events
+                    .iter()
+                    .filter(|e| matches!(e, Ev::Delivered { .. }))
+                    .count()
+            );
+        }
+        b.restart().await;
+    }
+
+    // Drain whatever is left, with no producers.
+    tokio::time::timeout(
+        Duration::from_secs(40),
+        consumer(b.stomp, ledger.clone(), true),
+    )
+    .await
+    .expect("drain took too long");
+    await_stats(&b, CRASH_QUEUE, 0, 0, 0).await;
+
+    let l = lock(&ledger);
+    // Nothing that was never sent.
+    let bogus: Vec<String> = l
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Bogus(frame) => Some(frame.clone()),
+            Ev::Delivered { p, n, .. } if *n == 0 || *n > l.attempted[*p] => Some(format!(
+                "p{p} n{n} (producer {p} sent only up to {})",
+                l.attempted[*p]
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(bogus.is_empty(), "messages nobody sent: {bogus:?}");
+    // Every receipted message delivered at least once.
+    all_receipted_delivered(&l).unwrap();
+    // An ACK that got its RECEIPT never comes back; per-producer order of
+    // first deliveries.
+    let mut confirmed: HashMap<(usize, u64), usize> = HashMap::new();
+    let mut first_seen: HashSet<(usize, u64)> = HashSet::new();
+    let mut last_first = [0u64; PRODUCERS];
+    let (mut deliveries, mut redeliveries, mut flagged) = (0usize, 0usize, 0usize);
+    for (i, e) in l.events.iter().enumerate() {
+        match *e {
+            Ev::AckConfirmed { p, n } => {
+                confirmed.entry((p, n)).or_insert(i);
+            }
+            Ev::Delivered { p, n, redelivered } => {
+                deliveries += 1;
+                flagged += usize::from(redelivered);
+                if let Some(at) = confirmed.get(&(p, n)) {
+                    panic!(
+                        "p{p} n{n} was delivered again (event {i}) after its ACK was receipted (event {at})"
+                    );
+                }
+                if first_seen.insert((p, n)) {
+                    assert!(
+                        n > last_first[p],
+                        "producer {p}: first delivery of n={n} after n={} (event {i})",
+                        last_first[p]
+                    );
+                    last_first[p] = n;
+                } else {
+                    redeliveries += 1;
+                }
+            }
+            Ev::Bogus(_) => {}
+        }
+    }
+    let attempted: u64 = l.attempted.iter().sum();
+    let receipted: usize = l.receipted.iter().map(BTreeSet::len).sum();
+    let in_doubt_delivered = first_seen
+        .iter()
+        .filter(|(p, n)| !l.receipted[*p].contains(n))
+        .count();
+    println!(
+        "crash cycles: {CYCLES} kills in {:?}; {attempted} sends attempted, {receipted} receipted, \
+         {} in doubt ({in_doubt_delivered} of them delivered); {deliveries} deliveries of {} \
+         distinct messages ({redeliveries} repeats, {flagged} flagged redelivered); {} ACKs sent, \
+         {} receipted",
+        started.elapsed(),
+        attempted as usize - receipted,
+        first_seen.len(),
+        l.acks_sent,
+        confirmed.len()
+    );
+    assert!(
+        receipted >= 100,
+        "too little traffic to mean anything: {receipted}"
+    );
+    // Delivery counts are recorded as messages go out (without a sync of
+    // their own), so after kill -9 nearly every message seen again is
+    // flagged; one whose record had not been written yet may not be.
+    assert!(
+        flagged * 2 >= redeliveries,
+        "only {flagged} of {redeliveries} repeated deliveries flagged redelivered"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Torn and corrupt journal tails
+// ---------------------------------------------------------------------------
+
+const TORN_N: usize = 10;
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// Truncate the file in the middle of the last record.
+    CutLast,
+    /// Flip a byte in the middle of the last record.
+    FlipLast,
+    /// Flip a byte in the middle of an earlier record.
+    FlipEarlier(usize),
+}
+
+fn torn_body(i: usize) -> String {
+    format!("message {i} {}", "x".repeat(200))
+}
+
+/// Sends `TORN_N` receipted persistent messages, kills the broker, damages
+/// the newest segment, restarts, and checks that exactly `expect` come back
+/// in order. Returns the broker for further checks.
+async fn damage_and_recover(damage: Damage, expect: &[usize]) -> BrokerProcess {
+    let mut b = BrokerProcess::start("[journal]\nsegment-bytes = 1048576\n").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    for i in 0..TORN_N {
+        p.send_msg(
+            "/queue/torn",
+            &torn_body(i),
+            &[("persistent", "true"), ("i", &i.to_string())],
+        )
+        .await;
+    }
+    b.kill();
+
+    let segs = segments(&b.data_dir());
+    let newest = segs.last().expect("no journal segment").clone();
+    let mut buf = std::fs::read(&newest).unwrap();
+    let spans = record_spans(&buf);
+    assert_eq!(
+        spans.len(),
+        TORN_N,
+        "expected one record per message in {}",
+        newest.display()
+    );
+    for (at, _) in &spans {
+        assert_eq!(buf[at + 8], 1, "record at {at} is not an Add");
+    }
+    let (last_at, last_len) = *spans.last().unwrap();
+    // The file is preallocated: the data ends where the zeros begin, which
+    // must be where the last record ends.
+    assert_eq!(data_end(&buf), last_at + last_len, "zero scan disagrees");
+    match damage {
+        Damage::CutLast => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&newest)
+                .unwrap();
+            f.set_len((last_at + last_len / 2) as u64).unwrap();
+            f.sync_all().unwrap();
+        }
+        Damage::FlipLast => {
+            buf[last_at + last_len / 2] ^= 0xff;
+            std::fs::write(&newest, &buf).unwrap();
+        }
+        Damage::FlipEarlier(k) => {
+            let (at, len) = spans[k];
+            buf[at + len / 2] ^= 0xff;
+            std::fs::write(&newest, &buf).unwrap();
+        }
+    }
+    b.restart().await;
+
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/torn", "client-individual", &[])
+        .await;
+    for &i in expect {
+        let m = c.recv_message().await;
+        assert_eq!(
+            m.headers.get("i"),
+            Some(i.to_string().as_str()),
+            "{damage:?}: expected message {i}, got {m:?}"
+        );
+        assert_eq!(body(&m), torn_body(i));
+        c.ack(&m).await;
+    }
+    c.expect_silence(Duration::from_millis(300)).await;
+    c.disconnect().await;
+
+    // The damaged journal stays usable: new messages go in and survive
+    // another crash, and the acknowledged ones stay gone.
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/torn", "after", &[("persistent", "true")])
+        .await;
+    b.kill();
+    b.restart().await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/torn", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "after", "{damage:?}");
+    c.ack(&m).await;
+    c.expect_silence(Duration::from_millis(300)).await;
+    b
+}
+
+#[tokio::test]
+async fn a_journal_cut_inside_its_last_record_loses_only_that_record() {
+    let all_but_last: Vec<usize> = (0..TORN_N - 1).collect();
+    let b = damage_and_recover(Damage::CutLast, &all_but_last).await;
+    let logs = b.logs();
+    assert!(logs.contains("torn tail"), "torn tail not logged:\n{logs}");
+    assert!(
+        !logs.contains("CORRUPT"),
+        "a torn tail is not corruption:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_last_record_is_cut_off_as_a_torn_tail() {
+    let all_but_last: Vec<usize> = (0..TORN_N - 1).collect();
+    let b = damage_and_recover(Damage::FlipLast, &all_but_last).await;
+    let logs = b.logs();
+    assert!(logs.contains("torn tail"), "torn tail not logged:\n{logs}");
+    assert!(
+        !logs.contains("CORRUPT"),
+        "a torn tail is not corruption:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_record_mid_journal_is_skipped_loudly_and_the_rest_delivered() {
+    let bad = TORN_N / 2;
+    let others: Vec<usize> = (0..TORN_N).filter(|&i| i != bad).collect();
+    let b = damage_and_recover(Damage::FlipEarlier(bad), &others).await;
+    let logs = b.logs();
+    assert!(
+        logs.contains("CORRUPT"),
+        "corruption not reported loudly:\n{logs}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. The data-directory lock
+// ---------------------------------------------------------------------------
+
+fn spawn_broker(b: &BrokerProcess, stomp: SocketAddr, http: SocketAddr, log: &Path) -> Child {
+    Process::new(halyard_bin())
+        .arg("broker")
+        .arg("--config")
+        .arg(b.dir.path().join("halyard.toml"))
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .arg("--stomp")
+        .arg(stomp.to_string())
+        .arg("--http")
+        .arg(http.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_second_broker_on_the_same_data_directory_is_refused_until_the_first_dies() {
+    let mut first = BrokerProcess::start("").await;
+    let mut p = Stomp::connect(first.stomp).await;
+    p.send_msg("/queue/locked", "kept", &[("persistent", "true")])
+        .await;
+
+    let stomp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = first.dir.path().join("second.log");
+    let t0 = Instant::now();
+    let mut second = Reaper(Some(spawn_broker(&first, stomp, http, &log)));
+    let status = common::wait_timeout(second.0.as_mut().unwrap(), Duration::from_secs(10))
+        .expect("the second broker did not exit");
+    let took = t0.elapsed();
+    second.0 = None;
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "second broker exited with {status}");
+    assert!(took < Duration::from_secs(5), "refusal took {took:?}");
+    assert!(err.contains("in use"), "{err}");
+    assert!(
+        err.contains(&first.data_dir().display().to_string()),
+        "error does not name the data directory: {err}"
+    );
+    assert!(first.is_running(), "the first broker must not be disturbed");
+    // The first one still serves.
+    p.send_msg("/queue/locked", "still here", &[]).await;
+
+    first.kill();
+    let log2 = first.dir.path().join("second-again.log");
+    let mut second = Reaper(Some(spawn_broker(&first, stomp, http, &log2)));
+    eventually(
+        Duration::from_secs(20),
+        "the second broker to listen",
+        || {
+            let child = second.0.as_mut().unwrap();
+            if let Some(s) = child.try_wait().unwrap() {
+                panic!(
+                    "second broker exited ({s}):\n{}",
+                    std::fs::read_to_string(&log2).unwrap_or_default()
+                );
+            }
+            async move { TcpStream::connect(stomp).await.ok().map(|_| ()) }
+        },
+    )
+    .await;
+    // It took over the first one's journal.
+    let mut c = Stomp::connect(stomp).await;
+    c.subscribe("s", "/queue/locked", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "kept");
+    c.ack(&m).await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. store.max-bytes
+// ---------------------------------------------------------------------------
+
+const FULL_CONFIG: &str =
+    "[store]\nmax-bytes = 262144\nwhen-full = \"WHEN\"\n\n[journal]\nsegment-bytes = 65536\n";
+
+fn full_body(i: usize) -> String {
+    format!("{i:06}{}", "f".repeat(4090))
+}
+
+/// Receives `expect` (bodies) in order, acking each with a receipt.
+async fn consume_exactly(c: &mut Stomp, expect: &[String]) {
+    for want in expect {
+        let m = c.recv_message().await;
+        assert_eq!(&body(&m)[..6], &want[..6]);
+        assert_eq!(&body(&m), want);
+        c.ack(&m).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_persistent_sends_and_recovers_once_drained() {
+    let b = BrokerProcess::start(&FULL_CONFIG.replace("WHEN", "fail")).await;
+    let mut p = Peer::connect(b.stomp, &[]).await.unwrap();
+    let mut receipted = Vec::new();
+    let error = loop {
+        let i = receipted.len();
+        assert!(i < 1000, "the store never filled up");
+        let text = full_body(i);
+        let rid = format!("r{i}");
+        assert!(
+            p.send(persistent_send("/queue/full", &text).header("receipt", rid.clone()))
+                .await
+        );
+        match p.next(WAIT).await {
+            Got::Frame(f) if f.command == Command::Receipt => {
+                assert_eq!(f.headers.get("receipt-id"), Some(rid.as_str()));
+                receipted.push(text);
+            }
+            Got::Frame(f) if f.command == Command::Error => break f,
+            other => panic!("expected RECEIPT or ERROR, got {other:?}"),
+        }
+    };
+    let msg = error.headers.get("message").unwrap_or_default().to_owned();
+    assert!(
+        msg.contains("full"),
+        "ERROR does not say the store is full: {error:?}"
+    );
+    assert!(
+        journal_bytes(&b.data_dir()) >= 262_144,
+        "refused below the limit"
+    );
+    println!(
+        "store full after {} messages; ERROR: {msg}",
+        receipted.len()
+    );
+    // Non-persistent messages do not need the store.
+    let mut np = Stomp::connect(b.stomp).await;
+    np.send_msg("/queue/full-np", "light", &[]).await;
+
+    // Everything receipted is delivered, the refused one is not.
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/full", "client-individual", &[])
+        .await;
+    consume_exactly(&mut c, &receipted).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+
+    // Space comes back once the acknowledged segments are deleted.
+    let mut tries = 0;
+    eventually(
+        Duration::from_secs(15),
+        "the store to accept sends again",
+        || {
+            tries += 1;
+            let addr = b.stomp;
+            async move {
+                let mut p = Peer::connect(addr, &[]).await?;
+                p.send(persistent_send("/queue/full", "again").header("receipt", "again"))
+                    .await;
+                match p.next(WAIT).await {
+                    Got::Frame(f) if f.command == Command::Receipt => Some(()),
+                    Got::Frame(f) if f.command == Command::Error => None,
+                    other => panic!("expected RECEIPT or ERROR, got {other:?}"),
+                }
+            }
+        },
+    )
+    .await;
+    println!("store accepted sends again after {tries} tries");
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "again");
+    c.ack(&m).await;
+}
+
+#[tokio::test]
+async fn a_full_store_in_wait_mode_holds_the_receipt_until_consumers_drain() {
+    let b = BrokerProcess::start(&FULL_CONFIG.replace("WHEN", "wait")).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    let mut sent = Vec::new();
+    while journal_bytes(&b.data_dir()) < 262_144 {
+        assert!(sent.len() < 1000, "the store never filled up");
+        let text = full_body(sent.len());
+        p.send_msg("/queue/wait", &text, &[("persistent", "true")])
+            .await;
+        sent.push(text);
+    }
+    println!("store full after {} messages", sent.len());
+    // The store is full: the next persistent SEND is held.
+    let held = full_body(sent.len());
+    p.send(persistent_send("/queue/wait", &held).header("receipt", "held"))
+        .await;
+    p.expect_silence(Duration::from_millis(500)).await;
+    sent.push(held);
+
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/wait", "client-individual", &[])
+        .await;
+    consume_exactly(&mut c, &sent[..sent.len() - 1]).await;
+    let r = p.recv().await;
+    assert_eq!(r.command, Command::Receipt, "{r:?}");
+    assert_eq!(r.headers.get("receipt-id"), Some("held"));
+    consume_exactly(&mut c, &sent[sent.len() - 1..]).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. Durable topic subscriptions
+// ---------------------------------------------------------------------------
+
+const CLIENT: &[(&str, &str)] = &[
+    ("accept-version", "1.2"),
+    ("host", "localhost"),
+    ("client-id", "durable-client"),
+];
+const DURABLE: &[(&str, &str)] = &[("activemq.subscriptionName", "news-sub")];
+
+/// CONNECTs with [`CLIENT`]'s client-id. Retries while the broker still
+/// holds the client-id of this client's previous connection: a socket that
+/// was dropped (rather than DISCONNECTed) is noticed asynchronously.
+async fn connect_client(addr: SocketAddr) -> Stomp {
+    eventually(WAIT, "the client-id to be released", || async move {
+        match Stomp::try_connect_with(addr, CLIENT).await {
+            Ok(s) => Some(s),
+            Err(e) if body_or_message(&e).contains("already connected") => None,
+            Err(e) => panic!("CONNECT refused: {e:?}"),
+        }
+    })
+    .await
+}
+
+/// An ERROR frame's `message` header and body.
+fn body_or_message(e: &Frame) -> String {
+    format!(
+        "{} {}",
+        e.headers.get("message").unwrap_or_default(),
+        body(e)
+    )
+}
+
+async fn publish_mixed(b: &BrokerProcess, tag: &str) {
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg(
+        "/topic/news",
+        &format!("{tag}-p1"),
+        &[("persistent", "true")],
+    )
+    .await;
+    p.send_msg("/topic/news", &format!("{tag}-np"), &[]).await;
+    p.send_msg(
+        "/topic/news",
+        &format!("{tag}-p2"),
+        &[("persistent", "true")],
+    )
+    .await;
+    p.disconnect().await;
+}
+
+/// Reattaches to the durable subscription and expects exactly `bodies`.
+async fn reattach_and_expect(b: &BrokerProcess, bodies: &[&str]) -> Stomp {
+    let mut s = connect_client(b.stomp).await;
+    s.subscribe("d", "/topic/news", "client-individual", DURABLE)
+        .await;
+    for want in bodies {
+        let m = s.recv_message().await;
+        assert_eq!(body(&m), *want, "{m:?}");
+        assert_eq!(m.headers.get("subscription"), Some("d"));
+        s.ack(&m).await;
+    }
+    s.expect_silence(Duration::from_millis(300)).await;
+    s
+}
+
+#[tokio::test]
+async fn durable_subscriptions_keep_persistent_messages_across_absence_and_kill_9() {
+    let mut b = BrokerProcess::start("").await;
+    let mut s = connect_client(b.stomp).await;
+    s.subscribe("d", "/topic/news", "client-individual", DURABLE)
+        .await;
+    s.disconnect().await;
+
+    // Away: persistent messages are kept, non-persistent ones are not.
+    publish_mixed(&b, "a").await;
+    let s = reattach_and_expect(&b, &["a-p1", "a-p2"]).await;
+    s.disconnect().await;
+
+    // Away, and the broker is killed meanwhile.
+    publish_mixed(&b, "b").await;
+    b.kill();
+    b.restart().await;
+    let mut s = reattach_and_expect(&b, &["b-p1", "b-p2"]).await;
+    // UNSUBSCRIBE by id only detaches.
+    s.request(Frame::new(Command::Unsubscribe).header("id", "d"))
+        .await;
+    s.disconnect().await;
+    publish_mixed(&b, "c").await;
+    let s = reattach_and_expect(&b, &["c-p1", "c-p2"]).await;
+    s.disconnect().await;
+
+    // UNSUBSCRIBE with the name removes the subscription and what it kept.
+    publish_mixed(&b, "d").await;
+    let mut s = connect_client(b.stomp).await;
+    s.request(Frame::new(Command::Unsubscribe).header("activemq.subscriptionName", "news-sub"))
+        .await;
+    s.disconnect().await;
+    let mut s = reattach_and_expect(&b, &[]).await;
+    // Remove it again (detach and remove in one frame); the removal
+    // survives a crash: nothing published meanwhile is kept for it.
+    let mut unsub = Frame::new(Command::Unsubscribe).header("id", "d");
+    unsub.headers.push("activemq.subscriptionName", "news-sub");
+    s.request(unsub).await;
+    s.disconnect().await;
+    publish_mixed(&b, "e").await;
+    b.kill();
+    b.restart().await;
+    let s = reattach_and_expect(&b, &[]).await;
+    s.disconnect().await;
+}
+
+#[tokio::test]
+async fn durable_subscription_misuse_is_refused() {
+    let b = BrokerProcess::start("").await;
+    // Without a client-id.
+    let mut s = Stomp::connect(b.stomp).await;
+    s.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "d")
+            .header("destination", "/topic/t")
+            .header("activemq.subscriptionName", "x"),
+    )
+    .await;
+    let e = s.expect_error().await;
+    assert!(
+        body_or_message(&e).contains("client-id"),
+        "error does not mention client-id: {e:?}"
+    );
+
+    // On a queue.
+    let mut s = connect_client(b.stomp).await;
+    s.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "d")
+            .header("destination", "/queue/q")
+            .header("activemq.subscriptionName", "x"),
+    )
+    .await;
+    let e = s.expect_error().await;
+    assert!(body_or_message(&e).contains("topic"), "{e:?}");
+
+    // A second consumer on an active durable subscription.
+    let mut s = connect_client(b.stomp).await;
+    s.subscribe(
+        "d1",
+        "/topic/t",
+        "client-individual",
+        &[("activemq.subscriptionName", "x")],
+    )
+    .await;
+    // Another connection cannot even claim the same client-id.
+    let e = Stomp::try_connect_with(b.stomp, CLIENT)
+        .await
+        .err()
+        .expect("a second connection with the same client-id was accepted");
+    assert_eq!(e.command, Command::Error, "{e:?}");
+    assert!(body_or_message(&e).contains("already connected"), "{e:?}");
+    // A second SUBSCRIBE to the same durable subscription.
+    s.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "d2")
+            .header("destination", "/topic/t")
+            .header("activemq.subscriptionName", "x"),
+    )
+    .await;
+    let e = s.expect_error().await;
+    assert!(
+        body_or_message(&e).contains("already has a consumer"),
+        "{e:?}"
+    );
+}
+
+/// A client that DISCONNECTs (with a receipt) and sees the connection close
+/// must be able to connect again with the same client-id at once, e.g. to
+/// reattach to its durable subscriptions. The broker closes the socket
+/// before it releases the client-id (session.rs: `writer.shutdown()` before
+/// `teardown()`), so a quick reconnect is sometimes refused with "client-id
+/// '...' is already connected" (about 2% of attempts here).
+#[tokio::test]
+async fn a_client_id_is_free_again_once_its_disconnect_has_completed() {
+    let b = BrokerProcess::start("").await;
+    for i in 0..300 {
+        let mut s = match Stomp::try_connect_with(b.stomp, CLIENT).await {
+            Ok(s) => s,
+            Err(e) => panic!(
+                "attempt {i}: reconnect after a completed DISCONNECT refused: {}",
+                body_or_message(&e)
+            ),
+        };
+        s.subscribe("d", "/topic/race", "client-individual", DURABLE)
+            .await;
+        s.disconnect().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6. Deep queues
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_deep_queue_pages_bodies_to_disk_and_survives_kill_9_in_order() {
+    const N: usize = 20_000;
+    let started = Instant::now();
+    let mut b = BrokerProcess::start("[limits]\ndestination-memory-bytes = 65536\n").await;
+    let pad = "d".repeat(1024 - 6);
+    let mut p = Stomp::connect(b.stomp).await;
+    for i in 0..N {
+        let f = persistent_send("/queue/deep", &format!("{i:06}{pad}")).header("i", i.to_string());
+        if i % 100 == 99 {
+            p.request(f).await;
+        } else {
+            p.send(f).await;
+        }
+    }
+    let sent = started.elapsed();
+    let s = dest_stats(&b, "/queue/deep").await.unwrap();
+    assert_eq!(s["ready"], N as u64, "{s}");
+    let mem = s["memory_bytes"].as_u64().unwrap();
+    println!("deep queue: {N} messages sent in {sent:?}; {mem} body bytes in memory");
+    assert!(mem <= 1024 * 1024, "{mem} bytes of bodies in memory: {s}");
+
+    b.kill();
+    b.restart().await;
+    let s = dest_stats(&b, "/queue/deep").await.unwrap();
+    assert_eq!(s["ready"], N as u64, "{s}");
+    assert!(s["memory_bytes"].as_u64().unwrap() <= 1024 * 1024, "{s}");
+
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/deep", "client-individual", &[])
+        .await;
+    for i in 0..N {
+        let m = c.recv_message().await;
+        assert_eq!(
+            m.headers.get("i"),
+            Some(i.to_string().as_str()),
+            "out of order at {i}"
+        );
+        assert_eq!(m.body.len(), 1024);
+        assert_eq!(&body(&m)[..6], format!("{i:06}"));
+        let ack = Frame::new(Command::Ack).header("id", m.headers.get("ack").unwrap());
+        if i % 100 == 99 {
+            c.request(ack).await;
+        } else {
+            c.send(ack).await;
+        }
+    }
+    c.expect_silence(Duration::from_millis(200)).await;
+    await_stats(&b, "/queue/deep", 0, 0, 1).await;
+    println!("deep queue: done in {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------
+// 7. Delivery counts
+// ---------------------------------------------------------------------------
+
+/// Waits until the broker has taken the message back from the consumer
+/// that left, then forces a sync: delivery counts are written without a
+/// sync of their own, so a persistent SEND with a receipt (durable only
+/// with everything written before it) makes sure the count is on disk
+/// before the crash.
+async fn settle_then_kill(b: &mut BrokerProcess) {
+    await_stats(b, "/queue/redeliver", 1, 0, 0).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/barrier", "sync", &[("persistent", "true")])
+        .await;
+    b.kill();
+    b.restart().await;
+}
+
+#[tokio::test]
+async fn delivery_counts_survive_kill_9() {
+    let mut b = BrokerProcess::start("").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/redeliver", "again", &[("persistent", "true")])
+        .await;
+    drop(p);
+
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/redeliver", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_ne!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+    c.nack(&m).await;
+    let m = c.recv_message().await;
+    assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+    assert_eq!(m.headers.get("delivery-count"), Some("2"), "{m:?}");
+    drop(c); // leaves without acknowledging
+
+    settle_then_kill(&mut b).await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/redeliver", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "again");
+    assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+    let count: u32 = m.headers.get("delivery-count").unwrap().parse().unwrap();
+    assert!(
+        count >= 3,
+        "delivery-count {count} after 2 deliveries: {m:?}"
+    );
+    drop(c);
+
+    // Counts keep adding up over a second crash.
+    settle_then_kill(&mut b).await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/redeliver", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+    let count2: u32 = m.headers.get("delivery-count").unwrap().parse().unwrap();
+    assert!(
+        count2 > count,
+        "delivery-count {count2} after {count}: {m:?}"
+    );
+    c.ack(&m).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+}
