@@ -363,10 +363,53 @@ pub enum WhenFull {
     Wait,
 }
 
+/// Bookkeeping batches parked for the writer's next pass.
+#[derive(Default)]
+struct Parked {
+    batches: std::sync::Mutex<Vec<Batch>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+/// Most parked batches; beyond it bookkeeping goes through the channel
+/// (and waits, like everything else, if the writer is behind).
+const PARKED_MAX: usize = 4096;
+/// How long parked bookkeeping may wait for a durable write to ride on.
+const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Parked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Batch>> {
+        // Pushing and taking leave the vector consistent at all times.
+        self.batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Parks a batch, or hands it back if too many are parked.
+    fn park(&self, batch: Batch) -> Result<(), Batch> {
+        if self.count.load(Ordering::Relaxed) >= PARKED_MAX {
+            return Err(batch);
+        }
+        self.lock().push(batch);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Relaxed) == 0
+    }
+
+    fn take(&self) -> Vec<Batch> {
+        let taken = std::mem::take(&mut *self.lock());
+        self.count.fetch_sub(taken.len(), Ordering::Relaxed);
+        taken
+    }
+}
+
 /// Handle to the store's writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Request>,
+    lazy: Arc<Parked>,
     reader: Arc<dyn MessageReader>,
     usage: Arc<Usage>,
     limit: u64,
@@ -391,6 +434,8 @@ impl Store {
         let reader = backend.reader();
         let failed = tokio_util::sync::CancellationToken::new();
         let on_fail = failed.clone();
+        let lazy = Arc::new(Parked::default());
+        let parked = lazy.clone();
         // The writer blocks on disk I/O, so it gets a thread (and a
         // single-threaded runtime for async backends) of its own.
         let thread = std::thread::Builder::new()
@@ -407,11 +452,12 @@ impl Store {
                         return;
                     }
                 };
-                rt.block_on(writer(backend, rx, on_fail));
+                rt.block_on(writer(backend, rx, parked, on_fail));
             })?;
         Ok((
             Store {
                 tx,
+                lazy,
                 reader,
                 usage,
                 limit,
@@ -441,6 +487,11 @@ impl Store {
     /// by the next sync, and never the reason for one. If a crash loses it,
     /// the worst outcome is a message delivered again.
     pub async fn record(&self, batch: Batch) -> Result<(), StoreError> {
+        // Parked for the writer's next pass rather than waking it: it goes
+        // to disk with the next durable write, or within LAZY_DELAY.
+        let Err(batch) = self.lazy.park(batch) else {
+            return Ok(());
+        };
         self.tx
             .send(Request::Write { batch, done: None })
             .await
@@ -519,16 +570,23 @@ impl Store {
 async fn writer<B: StoreBackend>(
     mut backend: B,
     mut rx: mpsc::Receiver<Request>,
+    parked: Arc<Parked>,
     failed: tokio_util::sync::CancellationToken,
 ) {
     let mut batches = Vec::new();
     let mut waiters = Vec::new();
     let mut closing = None;
     let mut upkeep = true;
-    while closing.is_none() {
+    loop {
         let first = match rx.try_recv() {
-            Ok(r) => r,
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Ok(r) => Some(r),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) if !parked.is_empty() => {
+                // Give parked bookkeeping a moment to ride on a durable write.
+                tokio::time::timeout(LAZY_DELAY, rx.recv())
+                    .await
+                    .unwrap_or_default()
+            }
             Err(mpsc::error::TryRecvError::Empty) if upkeep && !failed.is_cancelled() => {
                 match backend.maintain().await {
                     Ok(more) => upkeep = more,
@@ -539,12 +597,14 @@ async fn writer<B: StoreBackend>(
                 }
                 continue;
             }
-            Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
-                Some(r) => r,
-                None => break,
-            },
+            Err(mpsc::error::TryRecvError::Empty) => rx.recv().await,
         };
-        let mut next = Some(first);
+        let disconnected = first.is_none() && rx.is_closed() && rx.is_empty();
+        for batch in parked.take() {
+            batches.push(batch);
+            waiters.push(None);
+        }
+        let mut next = first;
         while let Some(req) = next.take() {
             match req {
                 Request::Write { batch, done } => {
@@ -560,27 +620,29 @@ async fn writer<B: StoreBackend>(
                 next = rx.try_recv().ok();
             }
         }
-        if batches.is_empty() {
-            continue;
-        }
-        let sync = waiters.iter().any(Option::is_some);
-        let result = if failed.is_cancelled() {
-            Err(StoreError::Failed("the store failed earlier".into()))
-        } else {
-            backend.write(&batches, sync).await
-        };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, batches = batches.len(), "store write failed");
-            if matches!(e, StoreError::Failed(_)) {
-                failed.cancel();
+        if !batches.is_empty() {
+            let sync = waiters.iter().any(Option::is_some);
+            let result = if failed.is_cancelled() {
+                Err(StoreError::Failed("the store failed earlier".into()))
+            } else {
+                backend.write(&batches, sync).await
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, batches = batches.len(), "store write failed");
+                if matches!(e, StoreError::Failed(_)) {
+                    failed.cancel();
+                }
             }
+            for w in waiters.drain(..).flatten() {
+                // A submitter that went away no longer needs the answer.
+                let _ = w.send(result.clone());
+            }
+            batches.clear();
+            upkeep = true;
         }
-        for w in waiters.drain(..).flatten() {
-            // A submitter that went away no longer needs the answer.
-            let _ = w.send(result.clone());
+        if closing.is_some() || disconnected {
+            break;
         }
-        batches.clear();
-        upkeep = true;
     }
     if !failed.is_cancelled() {
         backend.close().await;
