@@ -84,6 +84,20 @@ async fn destinations(State(a): State<Admin>) -> Json<Vec<DestinationStats>> {
 async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
     use std::fmt::Write as _;
     let mut text = a.shared.metrics.prometheus();
+    let store = a.shared.store.stats();
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let counters: [(&str, &str, &str, u64); 5] = [
+        ("store_bytes", "gauge", "Bytes the message store uses (the journal: its files).", store.get()),
+        ("store_groups_total", "counter", "Groups of batches the store writer wrote.", store.groups.load(relaxed)),
+        ("store_syncs_total", "counter", "Groups made durable with one sync (group commit).", store.synced_groups.load(relaxed)),
+        ("store_synced_batches_total", "counter", "Batches confirmed after a sync (SENDs, ACKs, COMMITs that waited).", store.synced_batches.load(relaxed)),
+        ("store_lazy_batches_total", "counter", "Bookkeeping batches written without a sync of their own.", store.lazy_batches.load(relaxed)),
+    ];
+    for (name, kind, help, value) in counters {
+        let _ = writeln!(text, "# HELP halyard_{name} {help}");
+        let _ = writeln!(text, "# TYPE halyard_{name} {kind}");
+        let _ = writeln!(text, "halyard_{name} {value}");
+    }
     let stats = a.shared.destination_stats().await;
     type Gauge = (&'static str, &'static str, fn(&DestinationStats) -> u64);
     let gauges: [Gauge; 3] = [

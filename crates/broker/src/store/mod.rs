@@ -311,6 +311,15 @@ pub trait StoreBackend: Send + 'static {
 pub struct Usage {
     used: AtomicU64,
     freed: Notify,
+    /// Groups of batches written.
+    pub groups: AtomicU64,
+    /// Groups made durable with a sync.
+    pub synced_groups: AtomicU64,
+    /// Batches that waited for a sync (one per confirmed SEND, ACK or
+    /// COMMIT): divided by `synced_groups`, the group-commit factor.
+    pub synced_batches: AtomicU64,
+    /// Batches written without anyone waiting (bookkeeping).
+    pub lazy_batches: AtomicU64,
 }
 
 impl Usage {
@@ -436,6 +445,7 @@ impl Store {
         let on_fail = failed.clone();
         let lazy = Arc::new(Parked::default());
         let parked = lazy.clone();
+        let stats = usage.clone();
         // The writer blocks on disk I/O, so it gets a thread (and a
         // single-threaded runtime for async backends) of its own.
         let thread = std::thread::Builder::new()
@@ -452,7 +462,7 @@ impl Store {
                         return;
                     }
                 };
-                rt.block_on(writer(backend, rx, parked, on_fail));
+                rt.block_on(writer(backend, rx, parked, stats, on_fail));
             })?;
         Ok((
             Store {
@@ -551,6 +561,11 @@ impl Store {
         self.usage.get()
     }
 
+    /// The writer's counters.
+    pub fn stats(&self) -> &Usage {
+        &self.usage
+    }
+
     /// Resolves if the store fails for good (a sync failed): the broker
     /// must stop, since it can no longer keep its promises.
     pub async fn failed(&self) {
@@ -571,6 +586,7 @@ async fn writer<B: StoreBackend>(
     mut backend: B,
     mut rx: mpsc::Receiver<Request>,
     parked: Arc<Parked>,
+    stats: Arc<Usage>,
     failed: tokio_util::sync::CancellationToken,
 ) {
     let mut batches = Vec::new();
@@ -621,7 +637,18 @@ async fn writer<B: StoreBackend>(
             }
         }
         if !batches.is_empty() {
-            let sync = waiters.iter().any(Option::is_some);
+            let waiting = waiters.iter().flatten().count();
+            let sync = waiting > 0;
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats
+                .synced_groups
+                .fetch_add(u64::from(sync), Ordering::Relaxed);
+            stats
+                .synced_batches
+                .fetch_add(waiting as u64, Ordering::Relaxed);
+            stats
+                .lazy_batches
+                .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
             let result = if failed.is_cancelled() {
                 Err(StoreError::Failed("the store failed earlier".into()))
             } else {

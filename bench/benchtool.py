@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""Helpers for bench/compare.sh (standard library only).
+
+Subcommands:
+  free-port                      print a free TCP port on 127.0.0.1
+  launch PORT SECS LOG -- CMD...  start CMD in a new session (process group)
+                                 with stdout+stderr to LOG, then wait until a
+                                 STOMP CONNECT on PORT is answered with
+                                 CONNECTED; print "PID MS SERVER" where MS is
+                                 the time from just before the exec to the
+                                 CONNECTED frame.  On failure the process
+                                 group is killed and the exit status is 1.
+  probe PORT                     raw STOMP 1.2 exchange: CONNECT, persistent
+                                 SEND with receipt, SUBSCRIBE
+                                 client-individual, MESSAGE, ACK with
+                                 receipt, DISCONNECT with receipt
+  rss PID                        VmRSS of PID in KiB
+  sample-rss PID OUT             every 100 ms write the peak VmRSS (KiB) seen
+                                 so far to OUT, until PID exits or SIGTERM
+  fsync DIR SECS                 write+fdatasync loop in DIR; print JSON
+  record FILE KEY=VALUE...       merge keys into a JSON object file (values
+                                 that parse as JSON numbers are stored as
+                                 numbers)
+  table RESULTS_DIR              print the comparison table (and write
+                                 table.txt and summary.json there)
+"""
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+
+# --------------------------------------------------------------------------
+# STOMP probes
+
+
+def _read_frame(sock, buf, deadline):
+    """Read one frame; returns (frame_bytes, rest). Skips heart-beat EOLs."""
+    while True:
+        buf = buf.lstrip(b"\r\n")
+        i = buf.find(b"\x00")
+        if i >= 0:
+            return buf[:i], buf[i + 1:]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete frame")
+        sock.settimeout(left)
+        d = sock.recv(65536)
+        if not d:
+            raise ConnectionError("connection closed; got %r" % buf)
+        buf += d
+
+
+def _headers(frame):
+    head = frame.split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    lines = head.split("\n")
+    hdrs = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            hdrs.setdefault(k, v)
+    return lines[0], hdrs
+
+
+def _unescape(v):
+    out, i = [], 0
+    while i < len(v):
+        c = v[i]
+        if c == "\\" and i + 1 < len(v):
+            out.append({"c": ":", "n": "\n", "r": "\r", "\\": "\\"}.get(v[i + 1], v[i + 1]))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _escape(v):
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace(":", "\\c")
+
+
+def cmd_free_port(_args):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+    s.close()
+
+
+def _try_connect(port, deadline):
+    """One CONNECT attempt; returns the CONNECTED headers or raises."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\x00")
+        frame, _ = _read_frame(s, b"", min(deadline, time.monotonic() + 5))
+        cmd, hdrs = _headers(frame)
+        if cmd != "CONNECTED":
+            raise ConnectionError("got %s" % cmd)
+        try:
+            s.sendall(b"DISCONNECT\n\n\x00")
+        except OSError:
+            pass
+        return hdrs
+
+
+def cmd_launch(args):
+    import subprocess
+    port, secs, logf = int(args[0]), float(args[1]), args[2]
+    if args[3] != "--":
+        raise SystemExit("launch: expected -- before the command")
+    cmd = args[4:]
+    out = open(logf, "ab")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = t0 + secs
+    last_err = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print("broker exited with status %s before accepting a connection" % proc.returncode,
+                  file=sys.stderr)
+            return 1
+        try:
+            hdrs = _try_connect(port, deadline)
+            t1 = time.monotonic()
+            print("%d %.1f %s" % (proc.pid, (t1 - t0) * 1e3, hdrs.get("server", "?")))
+            return 0
+        except (OSError, TimeoutError, ConnectionError) as e:
+            last_err = str(e)
+            time.sleep(0.005)
+    print("no CONNECTED within %.0f s (last: %s); killing it" % (secs, last_err), file=sys.stderr)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    return 1
+
+
+def cmd_probe(args):
+    port = int(args[0])
+    dest = "/queue/bench.probe.%d" % os.getpid()
+    deadline = time.monotonic() + 15
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    buf = b""
+
+    def exchange(frame, expect):
+        nonlocal buf
+        s.sendall(frame)
+        f, buf = _read_frame(s, buf, deadline)
+        cmd, hdrs = _headers(f)
+        print("  <- %s %s" % (cmd, " ".join("%s:%s" % kv for kv in sorted(hdrs.items())
+                                            if kv[0] in ("server", "version", "receipt-id", "ack",
+                                                         "persistent", "subscription", "message"))))
+        if cmd != expect:
+            raise SystemExit("probe: expected %s, got %s: %r" % (expect, cmd, f))
+        return f, hdrs
+
+    exchange(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\x00", "CONNECTED")
+    body = b"probe-body"
+    exchange(("SEND\ndestination:%s\npersistent:true\nreceipt:r-send\ncontent-type:text/plain\n"
+              "content-length:%d\n\n" % (dest, len(body))).encode() + body + b"\x00", "RECEIPT")
+    f, hdrs = exchange(("SUBSCRIBE\nid:0\ndestination:%s\nack:client-individual\n\n\x00" % dest).encode(),
+                       "MESSAGE")
+    if not f.endswith(body):
+        raise SystemExit("probe: MESSAGE body differs: %r" % f)
+    ack_id = _unescape(hdrs["ack"])
+    exchange(("ACK\nid:%s\nreceipt:r-ack\n\n\x00" % _escape(ack_id)).encode(), "RECEIPT")
+    exchange(("UNSUBSCRIBE\nid:0\nreceipt:r-unsub\n\n\x00").encode(), "RECEIPT")
+    exchange(b"DISCONNECT\nreceipt:r-bye\n\n\x00", "RECEIPT")
+    s.close()
+    print("  probe ok")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Process memory
+
+
+def _rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cmd_rss(args):
+    v = _rss_kb(int(args[0]))
+    if v is None:
+        return 1
+    print(v)
+    return 0
+
+
+def cmd_sample_rss(args):
+    pid, out = int(args[0]), args[1]
+    peak = 0
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    while not stop:
+        v = _rss_kb(pid)
+        if v is None:
+            break
+        if v > peak:
+            peak = v
+            tmp = out + ".tmp"
+            with open(tmp, "w") as f:
+                f.write("%d\n" % peak)
+            os.replace(tmp, out)
+        time.sleep(0.1)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Disk
+
+
+def _fsync_loop(path, secs, prealloc):
+    block = b"x" * 4096
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if prealloc:
+            # Like a journal file: allocated and flushed once, then
+            # overwritten in place, so fdatasync need not update the size.
+            size = 64 << 20
+            os.posix_fallocate(fd, 0, size)
+            os.fsync(fd)
+        lat = []
+        off = 0
+        end = time.monotonic() + secs
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            if prealloc:
+                os.pwrite(fd, block, off)
+                off = (off + 4096) % size
+            else:
+                os.write(fd, block)
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    lat.sort()
+    n = len(lat)
+
+    def pct(p):
+        return round(lat[min(n - 1, int(n * p))] * 1e6, 1)
+
+    return {"ops": n, "seconds": secs, "ops_per_s": round(n / secs, 1),
+            "p50_us": pct(0.50), "p99_us": pct(0.99), "max_us": round(lat[-1] * 1e6, 1)}
+
+
+def cmd_fsync(args):
+    d, secs = args[0], float(args[1])
+    path = os.path.join(d, "fsync-probe.%d" % os.getpid())
+    st = os.statvfs(d)
+    fstype = "?"
+    try:
+        # Longest mount point that prefixes the directory.
+        real = os.path.realpath(d)
+        best = ""
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mp = parts[1]
+                if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                    best, fstype = mp, "%s on %s (%s)" % (parts[2], mp, parts[0])
+    except OSError:
+        pass
+    res = {
+        "dir": d,
+        "filesystem": fstype,
+        "free_gib": round(st.f_bavail * st.f_frsize / 2**30, 1),
+        "append_4k": _fsync_loop(path, secs / 2, prealloc=False),
+        "overwrite_4k": _fsync_loop(path, secs / 2, prealloc=True),
+    }
+    print(json.dumps(res))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+def cmd_record(args):
+    path = args[0]
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        obj = {}
+    for kv in args[1:]:
+        k, v = kv.split("=", 1)
+        try:
+            obj[k] = json.loads(v)
+        except ValueError:
+            obj[k] = v
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    return 0
+
+
+SCENARIOS = [
+    ("a", "a  persistent, 1 prod/1 cons, receipt per msg"),
+    ("b", "b  persistent, 16 prod/16 cons, receipt per msg"),
+    ("c", "c  persistent, 4 prod/4 cons, receipt every 100"),
+    ("d", "d  non-persistent, 4 prod/4 cons, no receipts"),
+    ("e", "e  drain {n} queued persistent, client-indiv. ack"),
+    ("f", "f  topic, 1 prod -> 10 subscribers, non-persistent"),
+]
+BROKERS = ("halyard", "activemq")
+
+
+def _load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _pct(run, which, p):
+    lat = (run or {}).get(which)
+    if not lat:
+        return None
+    v = lat.get(p)
+    return None if v is None else float(v)
+
+
+def _fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "msg/s":
+        return "{:,.0f}".format(v)
+    if unit == "us":
+        return "{:,.0f}".format(v) if v >= 100 else "{:.1f}".format(v)
+    if unit == "MiB":
+        return "{:,.1f}".format(v)
+    if unit == "ms":
+        return "{:,.0f}".format(v)
+    return str(v)
+
+
+def cmd_table(args):
+    rd = args[0]
+    runs, peaks = {}, {}
+    for name in sorted(os.listdir(os.path.join(rd, "runs"))):
+        if not name.endswith(".json"):
+            continue
+        # <session>-<broker>-<scenario>[-<part>].json
+        stem = name[:-5]
+        parts = stem.split("-")
+        if len(parts) < 3:
+            continue
+        broker, scen = parts[1], "-".join(parts[2:])
+        runs[(broker, scen)] = _load(os.path.join(rd, "runs", name))
+        try:
+            with open(os.path.join(rd, "runs", stem + ".rss")) as f:
+                peaks[(broker, scen)] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    sessions = {}
+    sdir = os.path.join(rd, "sessions")
+    for name in sorted(os.listdir(sdir)) if os.path.isdir(sdir) else []:
+        s = _load(os.path.join(sdir, name))
+        if s:
+            sessions.setdefault(s.get("broker"), []).append(s)
+
+    # (label, figure, unit, halyard, activemq, higher_is_better)
+    rows = []
+    for key, label in SCENARIOS:
+        main = "e-drain" if key == "e" else key
+        h, a = runs.get(("halyard", main)), runs.get(("activemq", main))
+        if h is None and a is None:
+            continue
+        if key == "e":
+            n = max((r or {}).get("expected") or 0 for r in (h, a))
+            label = label.format(n="{:,}".format(n) if n % 1000 else "%dk" % (n // 1000))
+        figs = []
+        if key == "e":
+            figs.append(("drain msg/s", "msg/s", lambda r: r and r.get("receive_rate"), True))
+            hf, af = runs.get(("halyard", "e-fill")), runs.get(("activemq", "e-fill"))
+            figs.append(("(fill send msg/s)", "msg/s", None, True))
+        else:
+            figs.append(("send msg/s", "msg/s", lambda r: r and r.get("send_rate"), True))
+            figs.append(("deliveries/s, all 10 subs" if key == "f" else "receive msg/s", "msg/s",
+                         lambda r: r and r.get("receive_rate"), True))
+            if key in ("a", "b", "c"):
+                figs.append(("receipt p50 us", "us", lambda r: _pct(r, "receipt_latency_us", "p50"), False))
+                figs.append(("receipt p99 us", "us", lambda r: _pct(r, "receipt_latency_us", "p99"), False))
+            figs.append(("e2e p50 us", "us", lambda r: _pct(r, "e2e_latency_us", "p50"), False))
+            figs.append(("e2e p99 us", "us", lambda r: _pct(r, "e2e_latency_us", "p99"), False))
+        first = True
+        for fname, unit, get, hib in figs:
+            if get is None:  # fill rate of scenario e
+                hv = hf and hf.get("send_rate")
+                av = af and af.get("send_rate")
+            else:
+                hv, av = get(h), get(a)
+            rows.append((label if first else "", fname, unit, hv, av, hib))
+            first = False
+        # peak RSS during this scenario
+        parts_ = ("e-fill", "e-drain") if key == "e" else (key,)
+        hp = max([peaks[("halyard", p)] for p in parts_ if ("halyard", p) in peaks] or [None])
+        ap = max([peaks[("activemq", p)] for p in parts_ if ("activemq", p) in peaks] or [None])
+        rows.append(("", "broker peak RSS MiB", "MiB", hp and hp / 1024, ap and ap / 1024, False))
+
+    def sess(broker, field, agg):
+        vals = [s.get(field) for s in sessions.get(broker, []) if s.get(field) is not None]
+        return agg(vals) if vals else None
+
+    rows.append(("broker", "start -> CONNECTED ms (median)", "ms",
+                 sess("halyard", "start_to_connected_ms", _median),
+                 sess("activemq", "start_to_connected_ms", _median), False))
+    rows.append(("", "RSS idle after start MiB (median)", "MiB",
+                 _div(sess("halyard", "rss_idle_kb", _median), 1024),
+                 _div(sess("activemq", "rss_idle_kb", _median), 1024), False))
+    rows.append(("", "RSS peak, whole session (VmHWM) MiB", "MiB",
+                 _div(sess("halyard", "rss_hwm_kb", max), 1024),
+                 _div(sess("activemq", "rss_hwm_kb", max), 1024), False))
+
+    head = ("scenario", "figure", "Halyard", "ActiveMQ", "ratio")
+    table = [head]
+    for label, fname, unit, hv, av, hib in rows:
+        ratio = None
+        if hv and av:
+            ratio = hv / av if hib else av / hv
+        table.append((label, fname, _fmt(hv, unit), _fmt(av, unit),
+                      "-" if ratio is None else "{:.2f}x".format(ratio)))
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    lines = []
+    for i, r in enumerate(table):
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(r[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("ratio: > 1.00x means Halyard is better. Throughput: Halyard/ActiveMQ;")
+    lines.append("latency, RSS and start time: ActiveMQ/Halyard.")
+
+    # Anything that makes a figure suspect.
+    notes = []
+    for (broker, scen), r in sorted(runs.items()):
+        if r is None:
+            notes.append("%s %s: no JSON (bench failed; see its .stderr)" % (broker, scen))
+            continue
+        if r.get("missing") or r.get("errors") or r.get("extra"):
+            notes.append("%s %s: missing=%s extra=%s errors=%s" % (
+                broker, scen, r.get("missing"), r.get("extra"), r.get("errors")))
+    for broker in BROKERS:
+        for s in sessions.get(broker, []):
+            if s.get("other_busy_processes"):
+                notes.append("%s session %s: %s other rustc/cargo/java/halyard processes were running "
+                             "when it started" % (broker, s.get("session"), s.get("other_busy_processes")))
+            if s.get("store") and broker == "halyard" and str(s.get("store")).lower() == "memory":
+                notes.append("halyard session %s: store=Memory -- persistent messages are NOT written "
+                             "to disk, so scenarios a, b, c, e are not equal durability "
+                             "(ActiveMQ fsyncs KahaDB)." % s.get("session"))
+    fs = _load(os.path.join(rd, "fsync.json"))
+    if fs:
+        lines.append("")
+        lines.append("disk (%s): write 4 KiB + fdatasync: append %.0f/s (p50 %.0f us, p99 %.0f us); "
+                     "overwrite preallocated %.0f/s (p50 %.0f us, p99 %.0f us)" % (
+                         fs["filesystem"],
+                         fs["append_4k"]["ops_per_s"], fs["append_4k"]["p50_us"], fs["append_4k"]["p99_us"],
+                         fs["overwrite_4k"]["ops_per_s"], fs["overwrite_4k"]["p50_us"],
+                         fs["overwrite_4k"]["p99_us"]))
+    for broker in BROKERS:
+        for s in sessions.get(broker, []):
+            lines.append("session %s %s: %s" % (s.get("session"), broker, ", ".join(
+                "%s=%s" % (k, s[k]) for k in ("server", "store", "start_to_connected_ms", "rss_idle_kb",
+                                              "rss_hwm_kb", "stop_s", "loadavg_at_start", "scenarios") if k in s)))
+    if notes:
+        lines.append("")
+        lines.append("NOTES:")
+        lines.extend("  " + n for n in notes)
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    with open(os.path.join(rd, "table.txt"), "w") as f:
+        f.write(text)
+    summary = {"rows": [{"scenario": l, "figure": fn, "unit": u, "halyard": hv, "activemq": av,
+                         "higher_is_better": hib} for l, fn, u, hv, av, hib in rows],
+               "notes": notes}
+    with open(os.path.join(rd, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return 0
+
+
+def _median(vals):
+    vals = sorted(vals)
+    n = len(vals)
+    return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+
+def _div(v, d):
+    return None if v is None else v / d
+
+
+COMMANDS = {
+    "free-port": cmd_free_port,
+    "launch": cmd_launch,
+    "probe": cmd_probe,
+    "rss": cmd_rss,
+    "sample-rss": cmd_sample_rss,
+    "fsync": cmd_fsync,
+    "record": cmd_record,
+    "table": cmd_table,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]) or 0)
