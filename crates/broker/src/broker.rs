@@ -14,7 +14,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::{BrokerConfig, StoreKind};
 use crate::core::{Control, DurableName};
 use crate::core::{DestHandle, Destination, DestinationKind, DestinationStats, now_ms};
-use crate::ha::DataDirLock;
+use crate::ha::{
+    DataDirLock, Fenced, HaStatus, LockCheck, LockOwner, Role, Takeover, host_name, read_owner,
+};
 use crate::metrics::Metrics;
 use crate::store::{
     JournalStore, MemoryStore, Recovered, Store, StoreBackend, StoreError, StoreKey, StoredMessage,
@@ -32,8 +34,6 @@ pub(crate) struct Shared {
     pub(crate) id_prefix: Arc<str>,
     /// Cancelled when the broker stops: destination actors end.
     pub(crate) stop: CancellationToken,
-    pub(crate) started: Instant,
-    pub(crate) started_at_ms: u64,
     boot: String,
     seq: AtomicU64,
     next_connection: AtomicU64,
@@ -186,7 +186,7 @@ pub enum StartError {
     /// The store could not be opened or recovered.
     #[error("cannot open the message store: {0}")]
     Store(#[from] StoreError),
-    /// Another broker uses the data directory.
+    /// The data directory's lock could not be taken.
     #[error(transparent)]
     Lock(#[from] crate::ha::LockError),
     /// A thread could not be started.
@@ -194,24 +194,82 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-/// A running broker. Dropping it without [`Broker::shutdown`] leaves its
-/// tasks running until the runtime ends.
-pub struct Broker {
-    shared: Arc<Shared>,
-    stomp_addr: SocketAddr,
-    http_addr: SocketAddr,
-    accept_stop: CancellationToken,
-    sessions_stop: CancellationToken,
-    tracker: TaskTracker,
-    store_thread: std::thread::JoinHandle<()>,
-    http_task: JoinHandle<()>,
-    _lock: DataDirLock,
-}
-
 /// Batches waiting for the store writer before submitters must wait.
 const STORE_QUEUE_DEPTH: usize = 8192;
 /// Recovered messages handed to a destination at a time.
 const RESTORE_CHUNK: usize = 4096;
+
+/// What a broker is, master or not: its configuration, HA status and admin
+/// endpoint.
+pub(crate) struct Node {
+    pub(crate) config: BrokerConfig,
+    pub(crate) started_at_ms: u64,
+    pub(crate) started: Instant,
+    status: Mutex<HaStatus>,
+    /// Set once the broker is master.
+    master: tokio::sync::watch::Sender<Option<Arc<Master>>>,
+    /// Cancelled when the broker must stop (fenced, store failed, could
+    /// not take over).
+    failed: CancellationToken,
+}
+
+/// What a master runs.
+pub(crate) struct Master {
+    pub(crate) shared: Arc<Shared>,
+    /// Set once the STOMP port is open.
+    stomp_addr: std::sync::OnceLock<SocketAddr>,
+    accept_stop: CancellationToken,
+    sessions_stop: CancellationToken,
+    tracker: TaskTracker,
+    store_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    lock: Mutex<Option<DataDirLock>>,
+}
+
+impl Master {
+    /// The STOMP listen address, once open.
+    pub(crate) fn stomp_addr(&self) -> Option<SocketAddr> {
+        self.stomp_addr.get().copied()
+    }
+}
+
+impl Node {
+    pub(crate) fn status(&self) -> HaStatus {
+        lock(&self.status).clone()
+    }
+
+    fn set_role(&self, role: Role) {
+        let mut s = lock(&self.status);
+        s.role = role;
+        s.since_ms = now_ms();
+    }
+
+    pub(crate) fn master(&self) -> Option<Arc<Master>> {
+        self.master.borrow().clone()
+    }
+
+    /// The broker must stop: records why and wakes whoever waits on
+    /// [`Broker::failed`].
+    fn fail(&self, reason: String) {
+        {
+            let mut s = lock(&self.status);
+            if s.reason.is_none() {
+                s.reason = Some(reason);
+            }
+        }
+        self.failed.cancel();
+    }
+}
+
+/// A broker: a master serving clients, or a slave waiting to take over.
+/// Dropping it without [`Broker::shutdown`] leaves its tasks running until
+/// the runtime ends.
+pub struct Broker {
+    node: Arc<Node>,
+    http_addr: SocketAddr,
+    http_task: JoinHandle<()>,
+    admin_stop: CancellationToken,
+    waiter: Option<JoinHandle<()>>,
+}
 
 /// Recovers a backend's state and starts its writer.
 async fn open_store<B: StoreBackend>(
@@ -232,113 +290,128 @@ async fn open_store<B: StoreBackend>(
 }
 
 impl Broker {
-    /// Locks the data directory, recovers the store, opens the listeners and
-    /// starts serving.
+    /// Opens the admin endpoint and takes the data directory's lock. If it
+    /// is free the broker recovers the store and serves before this returns
+    /// (a master); if another broker holds it, this broker becomes a slave
+    /// that waits in the background — client ports closed — and takes over
+    /// the moment the lock is released (see [`Broker::role`]).
     pub async fn start(config: BrokerConfig) -> Result<Broker, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
-        let started_at_ms = now_ms();
-        let owner = format!(
-            "broker '{}' pid {} started at {} ms since the epoch",
-            config.name,
-            std::process::id(),
-            started_at_ms
-        );
-        let lock = DataDirLock::try_acquire(&config.data_dir, &owner)?;
-        let usage = Arc::new(Usage::default());
-        let (store, store_thread, recovered) = match config.store.kind {
-            StoreKind::Journal => {
-                let backend =
-                    JournalStore::new(&config.data_dir, config.journal.clone(), usage.clone(), 0);
-                open_store(backend, usage, &config).await?
-            }
-            StoreKind::Memory => {
-                open_store(MemoryStore::with_usage(usage.clone()), usage, &config).await?
-            }
-        };
-        let stomp = bind("STOMP", &config.stomp).await?;
         let http = bind("HTTP", &config.http).await?;
-        let stomp_addr = stomp.local_addr().map_err(|source| StartError::Bind {
-            what: "STOMP",
-            addr: config.stomp.clone(),
-            source,
-        })?;
         let http_addr = http.local_addr().map_err(|source| StartError::Bind {
             what: "HTTP",
             addr: config.http.clone(),
             source,
         })?;
-
-        let boot = format!("{started_at_ms:x}{:04x}", std::process::id() & 0xffff);
-        let shared = Arc::new(Shared {
-            id_prefix: format!("ID:{}-{boot}-", config.name).into(),
-            boot,
+        let started_at_ms = now_ms();
+        let node = Arc::new(Node {
             config,
-            store,
-            metrics: Metrics::default(),
-            stop: CancellationToken::new(),
-            started: Instant::now(),
             started_at_ms,
-            seq: AtomicU64::new(recovered.max_seq),
-            next_connection: AtomicU64::new(0),
-            next_consumer: AtomicU64::new(0),
-            destinations: Mutex::new(HashMap::new()),
-            client_ids: Mutex::new(HashSet::new()),
-            durables: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            status: Mutex::new(HaStatus {
+                role: Role::Slave,
+                epoch: 0,
+                since_ms: started_at_ms,
+                lock_owner: None,
+                takeover: None,
+                reason: None,
+            }),
+            master: tokio::sync::watch::channel(None).0,
+            failed: CancellationToken::new(),
         });
-        let recovered_count = recovered.messages.len();
-        restore(&shared, recovered).await;
-
-        let accept_stop = CancellationToken::new();
-        let sessions_stop = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        tokio::spawn(crate::acceptor::accept_stomp(
-            stomp,
-            shared.clone(),
-            accept_stop.clone(),
-            sessions_stop.clone(),
-            tracker.clone(),
-        ));
-        let http_task = tokio::spawn(crate::admin::serve(
-            http,
-            shared.clone(),
-            stomp_addr,
-            accept_stop.clone(),
-        ));
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            name = %shared.config.name,
-            stomp = %stomp_addr,
-            http = %http_addr,
-            data_dir = %shared.config.data_dir.display(),
-            store = ?shared.config.store.kind,
-            recovered = recovered_count,
-            "halyard broker started"
-        );
-        Ok(Broker {
-            shared,
-            stomp_addr,
+        let admin_stop = CancellationToken::new();
+        let http_task = tokio::spawn(crate::admin::serve(http, node.clone(), admin_stop.clone()));
+        let mut broker = Broker {
+            node: node.clone(),
             http_addr,
-            accept_stop,
-            sessions_stop,
-            tracker,
-            store_thread,
             http_task,
-            _lock: lock,
-        })
+            admin_stop,
+            waiter: None,
+        };
+        let dir = node.config.data_dir.clone();
+        match DataDirLock::try_acquire(&dir) {
+            Ok(Some(l)) => {
+                if let Err(e) = promote(&node, l, Duration::ZERO).await {
+                    broker.admin_stop.cancel();
+                    return Err(e);
+                }
+            }
+            Ok(None) => {
+                let owner = read_owner(&dir);
+                tracing::info!(
+                    name = %node.config.name,
+                    http = %http_addr,
+                    data_dir = %dir.display(),
+                    holder = %owner.as_ref().map_or_else(|| "unknown".to_owned(), ToString::to_string),
+                    "slave: the data directory is locked by the master; waiting to take over (client ports stay closed)"
+                );
+                lock(&node.status).lock_owner = owner;
+                let poll = match node.config.ha.lock_poll_ms {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                };
+                let waiting = node.clone();
+                broker.waiter = Some(tokio::spawn(async move {
+                    let since = Instant::now();
+                    let got = tokio::task::spawn_blocking(move || {
+                        DataDirLock::acquire_blocking(&dir, poll)
+                    })
+                    .await;
+                    let result = match got {
+                        Ok(Ok(l)) => promote(&waiting, l, since.elapsed()).await,
+                        Ok(Err(e)) => Err(StartError::Lock(e)),
+                        Err(e) => Err(StartError::Thread(std::io::Error::other(e.to_string()))),
+                    };
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "cannot take over as master");
+                        waiting.fail(format!("cannot take over as master: {e}"));
+                    }
+                }));
+            }
+            Err(e) => {
+                broker.admin_stop.cancel();
+                return Err(e.into());
+            }
+        }
+        Ok(broker)
     }
 
-    /// Resolves if the broker can no longer keep its promises (the store
-    /// failed to sync): it must stop, so that a slave can take over.
-    pub async fn failed(&self) {
-        self.shared.store.failed().await;
+    /// The broker's role now.
+    pub fn role(&self) -> Role {
+        self.node.status().role
     }
 
-    /// Where clients connect with STOMP.
-    pub fn stomp_addr(&self) -> SocketAddr {
-        self.stomp_addr
+    /// The broker's HA status (role, epoch, last takeover).
+    pub fn status(&self) -> HaStatus {
+        self.node.status()
+    }
+
+    /// Waits until this broker is master (a slave: until it takes over).
+    pub async fn wait_until_master(&self) {
+        let mut rx = self.node.master.subscribe();
+        while rx.borrow_and_update().is_none() {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Resolves, with the reason, if the broker must stop: it was fenced
+    /// (lost its lock), its store failed, or it could not take over.
+    pub async fn failed(&self) -> String {
+        self.node.failed.cancelled().await;
+        self.node
+            .status()
+            .reason
+            .unwrap_or_else(|| "the broker failed".to_owned())
+    }
+
+    /// Where clients connect with STOMP, once master.
+    pub fn stomp_addr(&self) -> Option<SocketAddr> {
+        self.node.master().and_then(|m| m.stomp_addr())
     }
 
     /// Where the admin HTTP API listens.
@@ -346,27 +419,205 @@ impl Broker {
         self.http_addr
     }
 
-    /// Stops accepting, lets connections finish in-flight work (up to
-    /// `timeouts.shutdown-ms`), closes them with an ERROR frame, then stops
-    /// destinations and closes the store.
+    /// A master stops accepting, lets connections finish in-flight work (up
+    /// to `timeouts.shutdown-ms`), closes them with an ERROR frame, stops
+    /// destinations, closes the store and releases the lock, so a slave can
+    /// take over at once. A slave just stops waiting.
     pub async fn shutdown(self) {
-        tracing::info!("shutting down: no new connections; finishing in-flight work");
-        self.accept_stop.cancel();
-        self.sessions_stop.cancel();
-        self.tracker.close();
-        let grace = Duration::from_millis(self.shared.config.timeouts.shutdown_ms + 1_000);
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections did not finish within the shutdown timeout");
+        if let Some(w) = &self.waiter {
+            w.abort();
         }
+        if let Some(m) = self.node.master() {
+            let fenced = self.node.status().role == Role::Fenced;
+            if !fenced {
+                tracing::info!("shutting down: no new connections; finishing in-flight work");
+            }
+            m.accept_stop.cancel();
+            m.sessions_stop.cancel();
+            m.tracker.close();
+            let grace = Duration::from_millis(self.node.config.timeouts.shutdown_ms + 1_000);
+            if tokio::time::timeout(grace, m.tracker.wait()).await.is_err() {
+                tracing::warn!("some connections did not finish within the shutdown timeout");
+            }
+            m.shared.stop.cancel();
+            m.shared.store.close().await;
+            let thread = lock(&m.store_thread).take();
+            if let Some(t) = thread {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            // Release the lock last: the store is closed and synced.
+            lock(&m.lock).take();
+        }
+        if self.node.status().role != Role::Fenced {
+            self.node.set_role(Role::Stopped);
+        }
+        self.admin_stop.cancel();
         let _ = self.http_task.await;
-        self.shared.stop.cancel();
-        self.shared.store.close().await;
-        let _ = tokio::task::spawn_blocking(move || self.store_thread.join()).await;
         tracing::info!("halyard broker stopped");
     }
+}
+
+/// Takes over as master: claims a new epoch in the lock file, recovers the
+/// store, opens the STOMP port and starts the lock keep-alive.
+async fn promote(
+    node: &Arc<Node>,
+    mut dir_lock: DataDirLock,
+    waited: Duration,
+) -> Result<(), StartError> {
+    let took_lock = Instant::now();
+    node.set_role(Role::Recovering);
+    let config = &node.config;
+    let owner = LockOwner {
+        name: config.name.clone(),
+        host: host_name(),
+        pid: std::process::id(),
+        started_at_ms: node.started_at_ms,
+        epoch: 0,
+    };
+    let epoch = dir_lock.claim(owner, JournalStore::max_epoch(&config.data_dir))?;
+    let check = dir_lock.checker()?;
+    if !waited.is_zero() {
+        tracing::info!(
+            epoch,
+            waited_ms = waited.as_millis() as u64,
+            "the lock is ours: taking over as master"
+        );
+    }
+    let usage = Arc::new(Usage::default());
+    let recovery = Instant::now();
+    let (store, store_thread, recovered) = match config.store.kind {
+        StoreKind::Journal => {
+            let backend = JournalStore::with_fence(
+                &config.data_dir,
+                config.journal.clone(),
+                usage.clone(),
+                epoch,
+                Some(check.clone()),
+            );
+            open_store(backend, usage, config).await?
+        }
+        StoreKind::Memory => {
+            open_store(MemoryStore::with_usage(usage.clone()), usage, config).await?
+        }
+    };
+    let recovery_ms = recovery.elapsed().as_millis() as u64;
+    let started_at_ms = now_ms();
+    let boot = format!("{started_at_ms:x}{:04x}", std::process::id() & 0xffff);
+    let shared = Arc::new(Shared {
+        id_prefix: format!("ID:{}-{boot}-", config.name).into(),
+        boot,
+        config: config.clone(),
+        store,
+        metrics: Metrics::default(),
+        stop: CancellationToken::new(),
+        seq: AtomicU64::new(recovered.max_seq),
+        next_connection: AtomicU64::new(0),
+        next_consumer: AtomicU64::new(0),
+        destinations: Mutex::new(HashMap::new()),
+        client_ids: Mutex::new(HashSet::new()),
+        durables: Mutex::new(HashMap::new()),
+    });
+    let recovered_count = recovered.messages.len();
+    restore(&shared, recovered).await;
+    let master = Arc::new(Master {
+        shared: shared.clone(),
+        stomp_addr: std::sync::OnceLock::new(),
+        accept_stop: CancellationToken::new(),
+        sessions_stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        store_thread: Mutex::new(Some(store_thread)),
+        lock: Mutex::new(Some(dir_lock)),
+    });
+    // Published before the port opens: whoever can connect can also see the
+    // destinations.
+    node.master.send_replace(Some(master.clone()));
+    let stomp = bind("STOMP", &config.stomp).await?;
+    let stomp_addr = stomp.local_addr().map_err(|source| StartError::Bind {
+        what: "STOMP",
+        addr: config.stomp.clone(),
+        source,
+    })?;
+    let _ = master.stomp_addr.set(stomp_addr);
+    tokio::spawn(crate::acceptor::accept_stomp(
+        stomp,
+        shared.clone(),
+        master.accept_stop.clone(),
+        master.sessions_stop.clone(),
+        master.tracker.clone(),
+    ));
+    tokio::spawn(keep_alive(node.clone(), master.clone(), check));
+    let watcher = node.clone();
+    let failing = shared.clone();
+    tokio::spawn(async move {
+        failing.store.failed().await;
+        if watcher.status().role == Role::Master {
+            tracing::error!("the message store failed: stopping so that a slave can take over");
+            watcher.fail("the message store failed".to_owned());
+        }
+    });
+    let takeover = Takeover {
+        at_ms: now_ms().saturating_sub(took_lock.elapsed().as_millis() as u64),
+        waited_ms: waited.as_millis() as u64,
+        lock_to_serving_ms: took_lock.elapsed().as_millis() as u64,
+        recovery_ms,
+    };
+    {
+        let mut s = lock(&node.status);
+        s.role = Role::Master;
+        s.epoch = epoch;
+        s.since_ms = now_ms();
+        s.lock_owner = None;
+        s.takeover = Some(takeover);
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        name = %config.name,
+        epoch,
+        stomp = %stomp_addr,
+        http = %config.http,
+        data_dir = %config.data_dir.display(),
+        store = ?config.store.kind,
+        recovered = recovered_count,
+        waited_ms = takeover.waited_ms,
+        lock_to_serving_ms = takeover.lock_to_serving_ms,
+        recovery_ms,
+        "halyard broker started: master, serving clients"
+    );
+    Ok(())
+}
+
+/// The master's check of its lock, every `ha.lock-keepalive-ms`.
+async fn keep_alive(node: Arc<Node>, master: Arc<Master>, check: LockCheck) {
+    let every = Duration::from_millis(node.config.ha.lock_keepalive_ms);
+    loop {
+        tokio::select! {
+            _ = master.shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let checked = {
+            let c = check.clone();
+            tokio::task::spawn_blocking(move || c.check()).await
+        };
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(fenced)) => return fence(&node, &master, fenced),
+            Err(e) => tracing::warn!(error = %e, "lock check did not run"),
+        }
+    }
+}
+
+/// This broker is no longer master: stop at once, write nothing.
+fn fence(node: &Node, master: &Master, why: Fenced) {
+    node.set_role(Role::Fenced);
+    tracing::error!(
+        reason = %why,
+        "FENCED: this broker lost the data directory's lock; closing every client connection and writing nothing more"
+    );
+    master.shared.store.fence();
+    master.accept_stop.cancel();
+    master.sessions_stop.cancel();
+    master.shared.stop.cancel();
+    node.fail(format!("fenced: {why}"));
 }
 
 /// Hands what recovery found to the destinations, in sequence order, a

@@ -33,6 +33,8 @@ pub struct BrokerConfig {
     pub heartbeat: HeartbeatConfig,
     /// Redelivery, dead-lettering and expiry.
     pub destinations: DestinationsConfig,
+    /// Master/slave on a shared data directory.
+    pub ha: HaConfig,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +50,29 @@ impl Default for BrokerConfig {
             timeouts: TimeoutsConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             destinations: DestinationsConfig::default(),
+            ha: HaConfig::default(),
+        }
+    }
+}
+
+/// `[ha]`: master/slave on a shared data directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// How a slave waits for the lock: 0 blocks on it (woken the moment
+    /// the master dies); N > 0 tries every N ms instead, for file systems
+    /// whose locks cannot block.
+    pub lock_poll_ms: u64,
+    /// How often the master checks that the lock file is still its own
+    /// (not removed, replaced, or taken by a newer epoch).
+    pub lock_keepalive_ms: u64,
+}
+
+impl Default for HaConfig {
+    fn default() -> HaConfig {
+        HaConfig {
+            lock_poll_ms: 0,
+            lock_keepalive_ms: 1_000,
         }
     }
 }
@@ -357,6 +382,7 @@ impl BrokerConfig {
             });
         }
         positive("store.max-bytes", self.store.max_bytes as usize)?;
+        positive("ha.lock-keepalive-ms", self.ha.lock_keepalive_ms as usize)?;
         if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace-factor",

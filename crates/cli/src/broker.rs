@@ -52,17 +52,20 @@ impl Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let broker = Broker::start(config).await?;
-    tokio::select! {
-        r = shutdown_signal() => r.context("cannot listen for signals")?,
-        () = broker.failed() => {
-            // The store can no longer keep the broker's promises: stop, so
-            // that a slave can take over with the store as it is on disk.
-            broker.shutdown().await;
-            anyhow::bail!("the message store failed; stopping (see the log)");
+    let failure = tokio::select! {
+        r = shutdown_signal() => {
+            r.context("cannot listen for signals")?;
+            None
         }
-    }
+        // Fenced, or the store failed, or the takeover failed: stop, so
+        // that another broker can serve the data directory.
+        reason = broker.failed() => Some(reason),
+    };
     broker.shutdown().await;
-    Ok(())
+    match failure {
+        Some(reason) => anyhow::bail!("{reason}"),
+        None => Ok(()),
+    }
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {

@@ -4,6 +4,7 @@ mod bench;
 mod broker;
 mod receive;
 mod send;
+mod status;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ enum Cmd {
     Receive(receive::Args),
     /// Measure a broker's throughput and latency.
     Bench(bench::Args),
+    /// Show a broker's role (master or slave), epoch and last takeover.
+    Status(status::Args),
 }
 
 /// Where `send` and `receive` go.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Cmd::Send(args) => send::run(args).await,
             Cmd::Receive(args) => receive::run(args).await,
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Status(args) => status::run(args).await,
         }
     });
     match result {

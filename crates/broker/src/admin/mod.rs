@@ -1,40 +1,32 @@
 //! The admin HTTP API: health, readiness, status, destinations and
-//! Prometheus metrics. Later: the REST management API and web console.
+//! Prometheus metrics. It is served from start-up, by masters and slaves
+//! alike, so operators and load balancers can see every broker's role.
 
-use std::net::SocketAddr;
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Shared;
+use crate::broker::Node;
 use crate::core::DestinationStats;
+use crate::ha::{HaStatus, Role};
 
-#[derive(Clone)]
-struct Admin {
-    shared: Arc<Shared>,
-    stomp_addr: SocketAddr,
-}
-
-pub(crate) async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stomp_addr: SocketAddr,
-    stop: CancellationToken,
-) {
+pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: CancellationToken) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(readyz))
         .route("/api/status", get(status))
         .route("/api/destinations", get(destinations))
         .route("/metrics", get(metrics))
-        .with_state(Admin { shared, stomp_addr });
+        .with_state(node);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
@@ -43,88 +35,182 @@ pub(crate) async fn serve(
     }
 }
 
+/// `GET /readyz`: 200 only on a master, so load balancers send clients to
+/// it; 503 with the role otherwise.
+async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    match node.status().role {
+        Role::Master => (StatusCode::OK, "ready\n").into_response(),
+        role => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", role.as_str()),
+        )
+            .into_response(),
+    }
+}
+
 /// `GET /api/status`.
 #[derive(Serialize)]
 struct Status {
     name: String,
     version: &'static str,
-    role: &'static str,
+    #[serde(flatten)]
+    ha: HaStatus,
     started_at_ms: u64,
     uptime_ms: u64,
-    stomp: String,
+    /// The STOMP listen address, while master.
+    stomp: Option<String>,
     data_dir: String,
     store: String,
     connections: u64,
     destinations: usize,
 }
 
-async fn status(State(a): State<Admin>) -> Json<Status> {
-    let s = &a.shared;
+async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
+    let master = node.master();
+    let c = &node.config;
     Json(Status {
-        name: s.config.name.clone(),
+        name: c.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
-        role: "master",
-        started_at_ms: s.started_at_ms,
-        uptime_ms: s.started.elapsed().as_millis() as u64,
-        stomp: a.stomp_addr.to_string(),
-        data_dir: s.config.data_dir.display().to_string(),
-        store: format!("{:?}", s.config.store).to_lowercase(),
-        connections: s
-            .metrics
-            .connections
-            .load(std::sync::atomic::Ordering::Relaxed),
-        destinations: s.destination_handles().len(),
+        ha: node.status(),
+        started_at_ms: node.started_at_ms,
+        uptime_ms: node.started.elapsed().as_millis() as u64,
+        stomp: master
+            .as_ref()
+            .and_then(|m| m.stomp_addr())
+            .map(|a| a.to_string()),
+        data_dir: c.data_dir.display().to_string(),
+        store: format!("{:?}", c.store.kind).to_lowercase(),
+        connections: master
+            .as_ref()
+            .map_or(0, |m| m.shared.metrics.connections.load(Ordering::Relaxed)),
+        destinations: master
+            .as_ref()
+            .map_or(0, |m| m.shared.destination_handles().len()),
     })
 }
 
-async fn destinations(State(a): State<Admin>) -> Json<Vec<DestinationStats>> {
-    Json(a.shared.destination_stats().await)
+async fn destinations(State(node): State<Arc<Node>>) -> Response {
+    match node.master() {
+        Some(m) => Json(m.shared.destination_stats().await).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not master: no destinations here\n",
+        )
+            .into_response(),
+    }
 }
 
-async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
-    use std::fmt::Write as _;
-    let mut text = a.shared.metrics.prometheus();
-    let store = a.shared.store.stats();
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
-    let counters: [(&str, &str, &str, u64); 5] = [
-        ("store_bytes", "gauge", "Bytes the message store uses (the journal: its files).", store.get()),
-        ("store_groups_total", "counter", "Groups of batches the store writer wrote.", store.groups.load(relaxed)),
-        ("store_syncs_total", "counter", "Groups made durable with one sync (group commit).", store.synced_groups.load(relaxed)),
-        ("store_synced_batches_total", "counter", "Batches confirmed after a sync (SENDs, ACKs, COMMITs that waited).", store.synced_batches.load(relaxed)),
-        ("store_lazy_batches_total", "counter", "Bookkeeping batches written without a sync of their own.", store.lazy_batches.load(relaxed)),
-    ];
-    for (name, kind, help, value) in counters {
-        let _ = writeln!(text, "# HELP halyard_{name} {help}");
-        let _ = writeln!(text, "# TYPE halyard_{name} {kind}");
-        let _ = writeln!(text, "halyard_{name} {value}");
+fn metric(text: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(text, "# HELP halyard_{name} {help}");
+    let _ = writeln!(text, "# TYPE halyard_{name} {kind}");
+    let _ = writeln!(text, "halyard_{name} {value}");
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let mut text = String::new();
+    let ha = node.status();
+    let _ = writeln!(
+        text,
+        "# HELP halyard_role The broker's master/slave role (1 for the current one)."
+    );
+    let _ = writeln!(text, "# TYPE halyard_role gauge");
+    for role in [
+        Role::Slave,
+        Role::Recovering,
+        Role::Master,
+        Role::Fenced,
+        Role::Stopped,
+    ] {
+        let _ = writeln!(
+            text,
+            "halyard_role{{role=\"{}\"}} {}",
+            role.as_str(),
+            u8::from(ha.role == role)
+        );
     }
-    let stats = a.shared.destination_stats().await;
-    type Gauge = (&'static str, &'static str, fn(&DestinationStats) -> u64);
-    let gauges: [Gauge; 3] = [
-        (
-            "destination_ready",
-            "Messages waiting for a consumer.",
-            |s| s.dispatch.ready as u64,
-        ),
-        (
-            "destination_inflight",
-            "Messages delivered and not yet acknowledged.",
-            |s| s.dispatch.inflight as u64,
-        ),
-        ("destination_consumers", "Consumers attached.", |s| {
-            s.dispatch.consumers as u64
-        }),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(text, "# HELP halyard_{name} {help}");
-        let _ = writeln!(text, "# TYPE halyard_{name} gauge");
-        for s in &stats {
-            let dest = s.destination.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(
-                text,
-                "halyard_{name}{{destination=\"{dest}\"}} {}",
-                value(s)
-            );
+    metric(
+        &mut text,
+        "epoch",
+        "gauge",
+        "The master epoch this broker holds.",
+        ha.epoch,
+    );
+    if let Some(t) = ha.takeover {
+        metric(
+            &mut text,
+            "takeover_ms",
+            "gauge",
+            "How long the last takeover took, from acquiring the lock to serving.",
+            t.lock_to_serving_ms,
+        );
+    }
+    if let Some(m) = node.master() {
+        text.push_str(&m.shared.metrics.prometheus());
+        let store = m.shared.store.stats();
+        let relaxed = Ordering::Relaxed;
+        let counters: [(&str, &str, &str, u64); 5] = [
+            (
+                "store_bytes",
+                "gauge",
+                "Bytes the message store uses (the journal: its files).",
+                store.get(),
+            ),
+            (
+                "store_groups_total",
+                "counter",
+                "Groups of batches the store writer wrote.",
+                store.groups.load(relaxed),
+            ),
+            (
+                "store_syncs_total",
+                "counter",
+                "Groups made durable with one sync (group commit).",
+                store.synced_groups.load(relaxed),
+            ),
+            (
+                "store_synced_batches_total",
+                "counter",
+                "Batches confirmed after a sync (SENDs, ACKs, COMMITs that waited).",
+                store.synced_batches.load(relaxed),
+            ),
+            (
+                "store_lazy_batches_total",
+                "counter",
+                "Bookkeeping batches written without a sync of their own.",
+                store.lazy_batches.load(relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in counters {
+            metric(&mut text, name, kind, help, value);
+        }
+        let stats = m.shared.destination_stats().await;
+        type Gauge = (&'static str, &'static str, fn(&DestinationStats) -> u64);
+        let gauges: [Gauge; 3] = [
+            (
+                "destination_ready",
+                "Messages waiting for a consumer.",
+                |s| s.dispatch.ready as u64,
+            ),
+            (
+                "destination_inflight",
+                "Messages delivered and not yet acknowledged.",
+                |s| s.dispatch.inflight as u64,
+            ),
+            ("destination_consumers", "Consumers attached.", |s| {
+                s.dispatch.consumers as u64
+            }),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(text, "# HELP halyard_{name} {help}");
+            let _ = writeln!(text, "# TYPE halyard_{name} gauge");
+            for s in &stats {
+                let dest = s.destination.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    text,
+                    "halyard_{name}{{destination=\"{dest}\"}} {}",
+                    value(s)
+                );
+            }
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)

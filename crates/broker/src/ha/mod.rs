@@ -1,7 +1,18 @@
-//! High availability. Today: the exclusive lock on the data directory that
-//! guarantees only one broker writes a store. Master/slave election and
-//! fencing build on it.
+//! High availability on a shared file system: the data directory's lock
+//! elects the master, and a broker that loses it fences itself.
+//!
+//! The state machine (see [`Role`]) is driven by `Broker`: a broker that
+//! finds the lock taken becomes a slave, keeps its client ports closed and
+//! waits on the lock from a thread of its own; when the master dies the
+//! kernel releases the lock, the slave wakes at once, claims a new epoch,
+//! recovers the store and opens its ports. A master re-checks the lock file
+//! every `ha.lock-keepalive-ms` and stops without writing anything more if
+//! it was removed, replaced, or taken over by a newer epoch.
 
 mod lock;
+mod status;
 
-pub use lock::{DataDirLock, LockError};
+pub use lock::{
+    DataDirLock, Fenced, LockCheck, LockError, LockOwner, host_name, lock_path, read_owner,
+};
+pub use status::{HaStatus, Role, Takeover};

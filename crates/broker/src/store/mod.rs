@@ -572,6 +572,12 @@ impl Store {
         self.failed.cancelled().await;
     }
 
+    /// Refuses every write from now on: the broker lost its lock, and a
+    /// newer master owns the files.
+    pub fn fence(&self) {
+        self.failed.cancel();
+    }
+
     /// Writes everything submitted so far, then stops the writer; later
     /// submissions fail with [`StoreError::Closed`].
     pub async fn close(&self) {

@@ -240,6 +240,12 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     }
 }
 
+/// [`http_get`], or `None` if nothing listens at `addr` (yet).
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    TcpStream::connect(addr).await.ok()?;
+    Some(http_get(addr, path).await)
+}
+
 /// A minimal HTTP/1.1 GET over a raw socket (the admin API is tiny).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::AsyncReadExt;

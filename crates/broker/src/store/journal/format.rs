@@ -36,6 +36,7 @@ const T_REDELIVERED: u8 = 4;
 const T_SUB_ADD: u8 = 5;
 const T_SUB_REMOVE: u8 = 6;
 const T_CHECKPOINT: u8 = 7;
+const T_SEAL: u8 = 8;
 
 const KEY_QUEUE: u8 = 1;
 const KEY_DURABLE: u8 = 2;
@@ -257,6 +258,20 @@ impl Writer {
         }
     }
 
+    /// A seal: the first record of a new master's first segment, giving
+    /// the end of every older segment as it found them. Anything a stale
+    /// master appends to them afterwards is ignored by recovery.
+    pub(crate) fn seal(&mut self, segments: &[(u64, u64)]) {
+        self.frame(5 + 16 * segments.len(), |b| {
+            b.push(T_SEAL);
+            b.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+            for (id, end) in segments {
+                b.extend_from_slice(&id.to_le_bytes());
+                b.extend_from_slice(&end.to_le_bytes());
+            }
+        });
+    }
+
     /// A checkpoint: written on clean shutdown.
     pub(crate) fn checkpoint(&mut self, next_seq: u64, at_ms: u64) {
         self.frame(17, |b| {
@@ -424,6 +439,9 @@ pub(crate) enum Entry {
         next_seq: u64,
         at_ms: u64,
     },
+    Seal {
+        segments: Vec<(u64, u64)>,
+    },
 }
 
 /// What a record means for the index (as [`decode`] would return it).
@@ -494,6 +512,14 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
             next_seq: c.u64()?,
             at_ms: c.u64()?,
         },
+        T_SEAL => {
+            let n = c.u32()? as usize;
+            let mut segments = Vec::with_capacity(n.min(65_536));
+            for _ in 0..n {
+                segments.push((c.u64()?, c.u64()?));
+            }
+            Entry::Seal { segments }
+        }
         t => return Err(FormatError::UnknownType(t)),
     };
     c.done()?;
@@ -618,8 +644,15 @@ mod tests {
             name: "s".into(),
         });
         w.checkpoint(43, 9);
+        w.seal(&[(3, 100), (4, 64)]);
         let got = frames(&w.buf);
-        assert_eq!(got.len(), 7);
+        assert_eq!(got.len(), 8);
+        assert_eq!(
+            got[7],
+            Entry::Seal {
+                segments: vec![(3, 100), (4, 64)]
+            }
+        );
         assert_eq!(got[0], Entry::Batch { count: 2 });
         assert_eq!(
             got[1],

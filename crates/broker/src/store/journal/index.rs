@@ -76,6 +76,8 @@ pub(crate) struct Index {
     /// kept during recovery only.
     pub(crate) meta: Option<RecoveryMeta>,
     pub(crate) max_seq: u64,
+    /// Seals by the segment holding them: (segment, end) of older segments.
+    pub(crate) seals: HashMap<u64, Vec<(u64, u64)>>,
 }
 
 impl Index {
@@ -162,6 +164,9 @@ impl Index {
             }
             Entry::Checkpoint { next_seq, .. } => {
                 self.max_seq = self.max_seq.max(next_seq.saturating_sub(1));
+            }
+            Entry::Seal { segments } => {
+                self.seals.insert(at.seg, segments.clone());
             }
             Entry::Batch { .. } => {}
         }

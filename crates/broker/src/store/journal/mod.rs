@@ -161,12 +161,28 @@ pub struct JournalStore {
     /// The head holds data written since the last sync.
     unsynced: bool,
     last_sync: Instant,
+    /// Checks that this broker still holds the data directory's lock;
+    /// consulted before files are deleted (a fenced master must never
+    /// delete what the new master needs).
+    fence: Option<crate::ha::LockCheck>,
 }
 
 impl JournalStore {
     /// A journal in `<data_dir>/journal` (created if missing). Nothing is
     /// read until [`StoreBackend::recover`].
     pub fn new(data_dir: &Path, cfg: JournalConfig, usage: Arc<Usage>, epoch: u64) -> JournalStore {
+        JournalStore::with_fence(data_dir, cfg, usage, epoch, None)
+    }
+
+    /// Like [`JournalStore::new`], for a master holding the data
+    /// directory's lock: `fence` is checked before any file is deleted.
+    pub fn with_fence(
+        data_dir: &Path,
+        cfg: JournalConfig,
+        usage: Arc<Usage>,
+        epoch: u64,
+        fence: Option<crate::ha::LockCheck>,
+    ) -> JournalStore {
         JournalStore {
             dir: data_dir.join("journal"),
             cfg,
@@ -177,7 +193,26 @@ impl JournalStore {
             compaction: None,
             unsynced: false,
             last_sync: Instant::now(),
+            fence,
         }
+    }
+
+    /// The highest master epoch recorded in the segment headers of a data
+    /// directory's journal (0 if there is none). A new master takes a higher
+    /// one.
+    pub fn max_epoch(data_dir: &Path) -> u64 {
+        let dir = data_dir.join("journal");
+        let Ok(ids) = segment::list(&dir) else {
+            return 0;
+        };
+        ids.iter()
+            .filter_map(|&id| {
+                let file = segment::open(&dir, id).ok()?;
+                let bytes = segment::read_at(&file, 0, HEADER_LEN).ok()?;
+                SegmentHeader::decode(&bytes).ok().map(|h| h.epoch)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn head(&self) -> Result<&Head, StoreError> {
@@ -300,7 +335,28 @@ impl JournalStore {
         // Whatever made them dead (acknowledgements, compaction copies)
         // must be on disk before they go.
         self.sync()?;
+        if let Some(fence) = &self.fence {
+            fence.check().map_err(|e| {
+                StoreError::Failed(format!("not deleting journal segments: {e}").into())
+            })?;
+        }
         for &s in &dead {
+            // A segment holding a seal limits older segments; once it goes,
+            // anything a stale master wrote past those limits must already be
+            // gone from them.
+            let sealed = write(&self.shared.index)
+                .seals
+                .remove(&s)
+                .unwrap_or_default();
+            for (older, end) in sealed {
+                if let Some(f) = read(&self.shared.files).get(&older).cloned()
+                    && f.metadata().is_ok_and(|m| m.len() > end)
+                {
+                    f.set_len(end)
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| io("cannot trim a sealed segment", e))?;
+                }
+            }
             write(&self.shared.files).remove(&s);
             if let Err(e) = std::fs::remove_file(segment::path(&self.dir, s)) {
                 tracing::warn!(segment = s, error = %e, "cannot delete journal segment");
@@ -426,6 +482,19 @@ impl JournalStore {
         let mut report = recovery::Report::default();
         let mut files = HashMap::new();
         let mut buf = Vec::new();
+        let limits = seal_limits(&self.dir, &ids);
+        let mut ids = ids;
+        ids.retain(|id| match limits.get(id) {
+            Some(Limit::Stale { epoch, sealed_by }) => {
+                let path = segment::path(&self.dir, *id);
+                let aside = path.with_extension("stale");
+                tracing::warn!(segment = id, epoch, newer_epoch = sealed_by, moved_to = %aside.display(),
+                    "ignoring a segment a stale master created after a newer master took over");
+                let _ = std::fs::rename(&path, &aside);
+                false
+            }
+            _ => true,
+        });
         for (i, &id) in ids.iter().enumerate() {
             let newest = i + 1 == ids.len();
             let path = segment::path(&self.dir, id);
@@ -452,6 +521,22 @@ impl JournalStore {
                 }
             };
             index.max_seq = index.max_seq.max(header.seq_floor.saturating_sub(1));
+            if let Some(Limit::End { end, sealed_by }) = limits.get(&id)
+                && (*end as usize) < buf.len()
+                && buf[*end as usize..].iter().any(|&b| b != 0)
+            {
+                tracing::warn!(
+                    segment = id,
+                    epoch = header.epoch,
+                    newer_epoch = sealed_by,
+                    ignored_bytes = buf.len() - *end as usize,
+                    "ignoring records a stale master wrote after a newer master took over"
+                );
+                buf.truncate(*end as usize);
+                file.set_len(*end)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| io(&format!("cannot truncate {}", path.display()), e))?;
+            }
             index.segs.insert(
                 id,
                 SegStats {
@@ -497,10 +582,26 @@ impl JournalStore {
             })
             .collect();
         let max_seq = index.max_seq;
-        let next_id = ids.last().map_or(1, |l| l + 1);
+        let next_id = segment::list(&self.dir)
+            .ok()
+            .and_then(|all| all.last().copied())
+            .max(ids.last().copied())
+            .map_or(1, |l| l + 1);
+        let sealed: Vec<(u64, u64)> = index.segs.iter().map(|(&id, s)| (id, s.end)).collect();
         *write(&self.shared.index) = index;
         *write(&self.shared.files) = files;
         self.new_head(next_id)?;
+        // The new head starts with a seal: the segments as this master found
+        // them. A stale master's later appends to them, or segments it
+        // creates, are ignored by every later recovery.
+        let mut w = Writer::default();
+        w.seal(&sealed);
+        let len = w.buf.len();
+        self.append(Group {
+            bytes: w.buf,
+            records: vec![(0, len, Entry::Seal { segments: sealed })],
+        })?;
+        self.sync()?;
         self.usage.set(read(&self.shared.index).disk_bytes());
         let elapsed = started.elapsed();
         let r = &report;
@@ -613,6 +714,75 @@ impl StoreBackend for JournalStore {
             shared: self.shared.clone(),
         })
     }
+}
+
+/// What seals say about a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// A newer master found it ending here; anything after was written by a
+    /// stale master.
+    End { end: u64, sealed_by: u64 },
+    /// Created by an older master after a newer one sealed the journal.
+    Stale { epoch: u64, sealed_by: u64 },
+}
+
+/// Reads every segment's header and leading seal (only the first record
+/// of a segment can be one) and works out the limits they set.
+fn seal_limits(dir: &Path, ids: &[u64]) -> HashMap<u64, Limit> {
+    let mut epochs = HashMap::new();
+    let mut seals: Vec<(u64, Vec<(u64, u64)>)> = Vec::new();
+    for &id in ids {
+        let Ok(file) = segment::open(dir, id) else {
+            continue;
+        };
+        let Ok(head) = segment::read_at(&file, 0, HEADER_LEN + FRAME_LEN) else {
+            continue;
+        };
+        let Ok(h) = SegmentHeader::decode(&head) else {
+            continue;
+        };
+        epochs.insert(id, h.epoch);
+        let len = u32::from_le_bytes([head[64], head[65], head[66], head[67]]) as usize;
+        if len == 0 || len > format::MAX_PAYLOAD {
+            continue;
+        }
+        let Ok(frame) = segment::read_at(&file, HEADER_LEN as u64, FRAME_LEN + len) else {
+            continue;
+        };
+        if let (Frame::Record { len }, true) = (Frame::at(&frame), true)
+            && let Ok(Entry::Seal { segments }) = format::decode(&frame[FRAME_LEN..FRAME_LEN + len])
+        {
+            seals.push((h.epoch, segments));
+        }
+    }
+    let mut limits: HashMap<u64, Limit> = HashMap::new();
+    for &id in ids {
+        let Some(&epoch) = epochs.get(&id) else {
+            continue;
+        };
+        let newer: Vec<&(u64, Vec<(u64, u64)>)> =
+            seals.iter().filter(|(e, _)| *e > epoch).collect();
+        if newer.is_empty() {
+            continue;
+        }
+        let ends: Vec<(u64, u64)> = newer
+            .iter()
+            .filter_map(|(e, segs)| {
+                segs.iter()
+                    .find(|(s, _)| *s == id)
+                    .map(|(_, end)| (*end, *e))
+            })
+            .collect();
+        let limit = match ends.iter().min() {
+            Some(&(end, sealed_by)) => Limit::End { end, sealed_by },
+            None => Limit::Stale {
+                epoch,
+                sealed_by: newer.iter().map(|(e, _)| *e).min().unwrap_or(epoch),
+            },
+        };
+        limits.insert(id, limit);
+    }
+    limits
 }
 
 /// Loads message bodies from the segments.
