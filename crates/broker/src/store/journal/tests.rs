@@ -219,3 +219,31 @@ impl JournalStore {
         self.write(batches, true).await
     }
 }
+
+#[tokio::test]
+async fn records_a_stale_master_appends_after_a_takeover_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stale = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 1);
+    stale.recover_sync().unwrap();
+    stale.put(&[vec![add(1)], vec![add(2)]]).await.unwrap();
+    // A new master (higher epoch) takes over while the old one still runs.
+    let mut master = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 2);
+    let r = master.recover_sync().unwrap();
+    assert_eq!(seqs(r), vec![1, 2]);
+    // The stale master writes on (into its old segment) before it notices.
+    stale
+        .put(&[vec![add(3)], vec![Record::Remove { seq: 1 }]])
+        .await
+        .unwrap();
+    master.put(&[vec![add(4)]]).await.unwrap();
+    drop(stale);
+    drop(master);
+    let mut next = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 3);
+    let r = next.recover_sync().unwrap();
+    assert_eq!(
+        seqs(r),
+        vec![1, 2, 4],
+        "a stale master's late writes were applied"
+    );
+    assert_eq!(JournalStore::max_epoch(dir.path()), 3);
+}
