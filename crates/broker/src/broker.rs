@@ -20,7 +20,7 @@ use crate::ha::{
 use crate::metrics::Metrics;
 use crate::store::{
     JournalStore, MemoryStore, Recovered, Store, StoreBackend, StoreError, StoreKey, StoredMessage,
-    Usage,
+    Usage, WriterConfig,
 };
 
 /// State shared by every task of one broker. Mutable state here is either
@@ -277,15 +277,16 @@ async fn open_store<B: StoreBackend>(
     usage: Arc<Usage>,
     config: &BrokerConfig,
 ) -> Result<(Store, std::thread::JoinHandle<()>, Recovered), StartError> {
-    let recovered = backend.recover().await?;
-    let (store, thread) = Store::spawn(
-        backend,
-        usage,
-        STORE_QUEUE_DEPTH,
-        config.store.max_bytes,
-        config.store.when_full,
-    )
-    .map_err(StartError::Thread)?;
+    let mut recovered = backend.recover().await?;
+    let writer = WriterConfig {
+        queue_depth: STORE_QUEUE_DEPTH,
+        limit: config.store.max_bytes,
+        when_full: config.store.when_full,
+        duplicate_window: config.destinations.duplicate_window,
+    };
+    let duplicate_ids = std::mem::take(&mut recovered.duplicate_ids);
+    let (store, thread) =
+        Store::spawn(backend, usage, writer, duplicate_ids).map_err(StartError::Thread)?;
     Ok((store, thread, recovered))
 }
 
@@ -354,16 +355,28 @@ impl Broker {
                     ms => Some(Duration::from_millis(ms)),
                 };
                 let waiting = node.clone();
+                // The wait blocks a thread of its own, not one of the
+                // runtime's blocking pool: a slave told to stop must not
+                // keep the runtime (and so the process) waiting for a lock
+                // it will never take.
+                let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+                let lock_dir = dir.clone();
+                std::thread::Builder::new()
+                    .name("halyard-lock-wait".into())
+                    .spawn(move || {
+                        let _ = got_tx.send(DataDirLock::acquire_blocking(&lock_dir, poll));
+                    })
+                    .map_err(StartError::Thread)?;
+                let refresh = Duration::from_millis(node.config.ha.lock_keepalive_ms.max(10));
                 broker.waiter = Some(tokio::spawn(async move {
                     let since = Instant::now();
-                    let got = tokio::task::spawn_blocking(move || {
-                        DataDirLock::acquire_blocking(&dir, poll)
-                    })
-                    .await;
+                    let got = wait_for_lock(&waiting, &dir, got_rx, refresh).await;
                     let result = match got {
-                        Ok(Ok(l)) => promote(&waiting, l, since.elapsed()).await,
-                        Ok(Err(e)) => Err(StartError::Lock(e)),
-                        Err(e) => Err(StartError::Thread(std::io::Error::other(e.to_string()))),
+                        Some(Ok(l)) => promote(&waiting, l, since.elapsed()).await,
+                        Some(Err(e)) => Err(StartError::Lock(e)),
+                        None => Err(StartError::Thread(std::io::Error::other(
+                            "the lock-waiting thread ended",
+                        ))),
                     };
                     if let Err(e) = result {
                         tracing::error!(error = %e, "cannot take over as master");
@@ -423,9 +436,13 @@ impl Broker {
     /// to `timeouts.shutdown-ms`), closes them with an ERROR frame, stops
     /// destinations, closes the store and releases the lock, so a slave can
     /// take over at once. A slave just stops waiting.
-    pub async fn shutdown(self) {
-        if let Some(w) = &self.waiter {
+    pub async fn shutdown(mut self) {
+        if let Some(w) = self.waiter.take() {
+            // Cancelled at its next await; if it is in the middle of taking
+            // over, that finishes first, and the new master is shut down
+            // below like any other.
             w.abort();
+            let _ = w.await;
         }
         if let Some(m) = self.node.master() {
             let fenced = self.node.status().role == Role::Fenced;
@@ -454,6 +471,35 @@ impl Broker {
         self.admin_stop.cancel();
         let _ = self.http_task.await;
         tracing::info!("halyard broker stopped");
+    }
+}
+
+/// A slave's wait for the lock, keeping the lock owner it reports current
+/// (a takeover by another slave changes it). `None` if the waiting thread
+/// died.
+async fn wait_for_lock(
+    node: &Node,
+    dir: &std::path::Path,
+    mut got: tokio::sync::oneshot::Receiver<Result<DataDirLock, crate::ha::LockError>>,
+    refresh: Duration,
+) -> Option<Result<DataDirLock, crate::ha::LockError>> {
+    let mut tick = tokio::time::interval(refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = &mut got => return r.ok(),
+            _ = tick.tick() => {
+                let owner = read_owner(dir);
+                let mut status = lock(&node.status);
+                if status.role == Role::Slave && owner.is_some() && status.lock_owner != owner {
+                    tracing::info!(
+                        holder = %owner.as_ref().map_or_else(String::new, ToString::to_string),
+                        "the data directory has a new master; still waiting"
+                    );
+                    status.lock_owner = owner;
+                }
+            }
+        }
     }
 }
 
@@ -493,7 +539,8 @@ async fn promote(
                 usage.clone(),
                 epoch,
                 Some(check.clone()),
-            );
+            )
+            .duplicate_window(config.destinations.duplicate_window);
             open_store(backend, usage, config).await?
         }
         StoreKind::Memory => {

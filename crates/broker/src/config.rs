@@ -66,6 +66,11 @@ pub struct HaConfig {
     /// How often the master checks that the lock file is still its own
     /// (not removed, replaced, or taken by a newer epoch).
     pub lock_keepalive_ms: u64,
+    /// Client URLs of the other brokers of this master/slave group (e.g.
+    /// `stomp://broker-b:61613`), announced to clients in the CONNECTED
+    /// frame's `peers` header so a failover client that knew only one
+    /// broker finds the others (ActiveMQ's `updateClusterClients`).
+    pub peers: Vec<String>,
 }
 
 impl Default for HaConfig {
@@ -73,6 +78,7 @@ impl Default for HaConfig {
         HaConfig {
             lock_poll_ms: 0,
             lock_keepalive_ms: 1_000,
+            peers: Vec::new(),
         }
     }
 }
@@ -232,6 +238,11 @@ pub struct DestinationsConfig {
     pub dead_letter_expired: bool,
     /// How often destinations sweep out expired messages, in ms.
     pub expiry_check_ms: u64,
+    /// Duplicate-detection ids (`_AMQ_DUPL_ID`) remembered per queue, in
+    /// the store, so a resend of a stored message after a failover is
+    /// confirmed without being enqueued twice; 0 turns detection off.
+    /// Each remembered id costs about 200 bytes of memory.
+    pub duplicate_window: usize,
 }
 
 impl Default for DestinationsConfig {
@@ -242,6 +253,7 @@ impl Default for DestinationsConfig {
             dead_letter_prefix: "DLQ.".to_owned(),
             dead_letter_expired: false,
             expiry_check_ms: 5_000,
+            duplicate_window: 2_000,
         }
     }
 }
@@ -383,6 +395,18 @@ impl BrokerConfig {
         }
         positive("store.max-bytes", self.store.max_bytes as usize)?;
         positive("ha.lock-keepalive-ms", self.ha.lock_keepalive_ms as usize)?;
+        for p in &self.ha.peers {
+            check_peer_url(p).map_err(|message| ConfigError::Invalid {
+                key: "ha.peers",
+                message,
+            })?;
+        }
+        if d.duplicate_window > 1_000_000 {
+            return Err(ConfigError::Invalid {
+                key: "destinations.duplicate-window",
+                message: "must be at most 1000000".into(),
+            });
+        }
         if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace-factor",
@@ -400,6 +424,27 @@ impl BrokerConfig {
             max_header_bytes: self.limits.max_header_bytes,
             max_body_bytes: self.limits.max_body_bytes,
         }
+    }
+}
+
+/// A peer's client URL must be `stomp://host:port` (or `tcp://`): it is
+/// handed to clients as is, in a comma-separated header.
+fn check_peer_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| format!("'{url}' {why} (expected stomp://HOST:PORT)");
+    let rest = url
+        .strip_prefix("stomp://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| bad("has no stomp:// or tcp:// scheme"))?;
+    if rest.contains([',', '?', '/', '@']) || rest.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(bad("contains characters a peer URL cannot have"));
+    }
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    if host.trim_matches(['[', ']']).is_empty() {
+        return Err(bad("has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("has an invalid port")),
     }
 }
 
@@ -469,5 +514,31 @@ mod tests {
         assert!(e.contains("invalid journal sync mode 'sometimes'"), "{e}");
         let c = BrokerConfig::from_toml("[journal]\nsync = \"batch-ms 5\"").unwrap();
         assert_eq!(c.journal.sync, crate::store::journal::SyncMode::BatchMs(5));
+    }
+
+    #[test]
+    fn peers_and_the_duplicate_window_are_checked() {
+        let c = BrokerConfig::from_toml(
+            "[ha]\npeers = [\"stomp://b:61613\", \"tcp://[::1]:1\"]\n[destinations]\nduplicate-window = 0",
+        )
+        .unwrap();
+        assert_eq!(c.ha.peers.len(), 2);
+        assert_eq!(c.destinations.duplicate_window, 0);
+        for bad in [
+            "b:61613",
+            "stomp://b",
+            "stomp://b:0",
+            "stomp://a:1,stomp://b:2",
+            "stomp://:1",
+        ] {
+            let e = BrokerConfig::from_toml(&format!("[ha]\npeers = [\"{bad}\"]"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ha.peers") && e.contains(bad), "{bad}: {e}");
+        }
+        let e = BrokerConfig::from_toml("[destinations]\nduplicate-window = 2000000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("destinations.duplicate-window"), "{e}");
     }
 }

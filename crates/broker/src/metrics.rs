@@ -49,6 +49,9 @@ metrics! {
     counter messages_expired_total,
     /// Messages sent to a temporary queue that no longer exists.
     counter messages_dropped_total,
+    /// Persistent SENDs recognised as repeats of a stored message by their
+    /// duplicate-detection id: confirmed, not enqueued again.
+    counter duplicates_total,
 }
 
 impl Metrics {

@@ -597,7 +597,11 @@ async fn damage_and_recover(damage: Damage, expect: &[usize]) -> BrokerProcess {
         newest.display()
     );
     for (at, _) in &spans {
-        assert_eq!(buf[at + 8], 1, "record at {at} is not an Add");
+        assert_eq!(
+            buf[at + 8],
+            9,
+            "record at {at} is not an Add (type 9: with a duplicate-detection id)"
+        );
     }
     let (last_at, last_len) = *spans.last().unwrap();
     // The file is preallocated: the data ends where the zeros begin, which

@@ -119,6 +119,7 @@ async fn dead_letter(shared: &Arc<Shared>, stored: bool, message: Arc<Message>, 
         batch.push(Record::Add {
             key: StoreKey::Queue(dlq.name().into()),
             message: copy.clone(),
+            dedup: None,
         });
     }
     let completion = if batch.is_empty() {

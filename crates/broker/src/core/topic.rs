@@ -79,7 +79,7 @@ struct TopicActor {
 
 async fn front(pending: &mut VecDeque<Pending>) -> Result<(), crate::store::StoreError> {
     match pending.front_mut() {
-        Some(p) => (&mut p.completion).await,
+        Some(p) => (&mut p.completion).await.map(|_| ()),
         None => std::future::pending().await,
     }
 }
@@ -176,6 +176,7 @@ impl TopicActor {
                 records.push(Record::Add {
                     key: name.store_key(),
                     message: copy.clone(),
+                    dedup: None,
                 });
                 copies.push((name.clone(), copy));
             } else if d.consumer.is_some() {

@@ -81,13 +81,14 @@ impl StoreBackend for MemoryStore {
                 })
                 .collect(),
             max_seq: self.max_seq,
+            duplicate_ids: Vec::new(),
         })
     }
 
     async fn write(&mut self, batches: &[Batch], _sync: bool) -> Result<(), StoreError> {
         for record in batches.iter().flatten() {
             match record {
-                Record::Add { key, message } => {
+                Record::Add { key, message, .. } => {
                     self.max_seq = self.max_seq.max(message.seq);
                     self.bytes += message.weight() as u64;
                     if let Some((_, old, _)) = self

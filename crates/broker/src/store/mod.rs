@@ -23,6 +23,7 @@
 //! decides a message's fate writes its `Remove` — the consumer's session for
 //! acknowledgements, the destination for expiry and dead-lettering.
 
+mod dedup;
 pub mod journal;
 mod memory;
 
@@ -34,6 +35,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use dedup::{DUPLICATE_ID_HEADER, Duplicates, MAX_DUPLICATE_ID_LEN};
 pub use journal::JournalStore;
 pub use memory::MemoryStore;
 
@@ -63,6 +65,11 @@ pub enum Record {
         key: StoreKey,
         /// The message (its `seq` is its key).
         message: Arc<Message>,
+        /// The SEND's duplicate-detection id: the writer drops the Add if
+        /// the queue has seen the id recently, and the backend keeps it so
+        /// the memory survives a restart. `None` for copies the broker
+        /// makes (dead-lettering, topic subscriptions).
+        dedup: Option<Arc<str>>,
     },
     /// A stored message was consumed, expired or moved.
     Remove {
@@ -263,6 +270,9 @@ pub struct Recovered {
     /// The highest sequence number ever used, so new messages sort after
     /// recovered ones and no number is used twice.
     pub max_seq: u64,
+    /// Recent duplicate-detection ids per queue, oldest first (at most the
+    /// window the backend was given per queue).
+    pub duplicate_ids: Vec<(StoreKey, Vec<Arc<str>>)>,
 }
 
 /// Reads stored messages back. Used from any task; `load` may block, so the
@@ -337,23 +347,26 @@ impl Usage {
     }
 }
 
+type Done = oneshot::Sender<Result<Duplicates, StoreError>>;
+
 enum Request {
     Write {
         batch: Batch,
         /// `None` for bookkeeping nobody waits for: it is written in order
         /// and becomes durable with the next sync.
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        done: Option<Done>,
     },
     /// Finish what is queued, then stop.
     Close { done: oneshot::Sender<()> },
 }
 
-/// Resolves when a submitted batch is durable.
+/// Resolves when a submitted batch is durable, naming the Adds in it that
+/// were duplicates and so were not stored.
 #[must_use = "a completion does nothing unless awaited"]
-pub struct Completion(oneshot::Receiver<Result<(), StoreError>>);
+pub struct Completion(oneshot::Receiver<Result<Duplicates, StoreError>>);
 
 impl Future for Completion {
-    type Output = Result<(), StoreError>;
+    type Output = Result<Duplicates, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0)
@@ -429,16 +442,46 @@ pub struct Store {
 /// Most batches handed to the backend in one call.
 const MAX_GROUP: usize = 4096;
 
+/// How the store's writer behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Batches that may wait for the writer; submitters wait beyond it.
+    pub queue_depth: usize,
+    /// `store.max-bytes`.
+    pub limit: u64,
+    /// What a persistent SEND gets when the store is full.
+    pub when_full: WhenFull,
+    /// Duplicate-detection ids remembered per queue (0: off).
+    pub duplicate_window: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> WriterConfig {
+        WriterConfig {
+            queue_depth: 1024,
+            limit: u64::MAX,
+            when_full: WhenFull::Fail,
+            duplicate_window: 2000,
+        }
+    }
+}
+
 impl Store {
-    /// Starts the writer thread for `backend`. `queue_depth` bounds the
-    /// batches waiting for the writer; submitters wait beyond it.
+    /// Starts the writer thread for `backend`, remembering the
+    /// duplicate-detection ids recovery found.
     pub fn spawn<B: StoreBackend>(
         backend: B,
         usage: Arc<Usage>,
-        queue_depth: usize,
-        limit: u64,
-        when_full: WhenFull,
+        config: WriterConfig,
+        duplicate_ids: Vec<(StoreKey, Vec<Arc<str>>)>,
     ) -> std::io::Result<(Store, std::thread::JoinHandle<()>)> {
+        let WriterConfig {
+            queue_depth,
+            limit,
+            when_full,
+            duplicate_window,
+        } = config;
+        let dups = dedup::DupIndex::new(duplicate_window, duplicate_ids);
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
         let reader = backend.reader();
         let failed = tokio_util::sync::CancellationToken::new();
@@ -462,7 +505,7 @@ impl Store {
                         return;
                     }
                 };
-                rt.block_on(writer(backend, rx, parked, stats, on_fail));
+                rt.block_on(writer(backend, rx, parked, stats, on_fail, dups));
             })?;
         Ok((
             Store {
@@ -594,6 +637,7 @@ async fn writer<B: StoreBackend>(
     parked: Arc<Parked>,
     stats: Arc<Usage>,
     failed: tokio_util::sync::CancellationToken,
+    mut dups: dedup::DupIndex,
 ) {
     let mut batches = Vec::new();
     let mut waiters = Vec::new();
@@ -655,6 +699,7 @@ async fn writer<B: StoreBackend>(
             stats
                 .lazy_batches
                 .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
+            let (found, added) = dups.filter(&mut batches);
             let result = if failed.is_cancelled() {
                 Err(StoreError::Failed("the store failed earlier".into()))
             } else {
@@ -662,13 +707,16 @@ async fn writer<B: StoreBackend>(
             };
             if let Err(e) = &result {
                 tracing::error!(error = %e, batches = batches.len(), "store write failed");
+                dups.roll_back(added);
                 if matches!(e, StoreError::Failed(_)) {
                     failed.cancel();
                 }
             }
-            for w in waiters.drain(..).flatten() {
+            for (w, found) in waiters.drain(..).zip(found) {
                 // A submitter that went away no longer needs the answer.
-                let _ = w.send(result.clone());
+                if let Some(w) = w {
+                    let _ = w.send(result.clone().map(|()| found));
+                }
             }
             batches.clear();
             upkeep = true;
@@ -715,7 +763,12 @@ mod tests {
 
     fn spawn<B: StoreBackend>(b: B, limit: u64, when_full: WhenFull) -> (Store, Arc<Usage>) {
         let usage = Arc::new(Usage::default());
-        let (store, _thread) = Store::spawn(b, usage.clone(), 1024, limit, when_full).unwrap();
+        let config = WriterConfig {
+            limit,
+            when_full,
+            ..WriterConfig::default()
+        };
+        let (store, _thread) = Store::spawn(b, usage.clone(), config, Vec::new()).unwrap();
         (store, usage)
     }
 
@@ -754,10 +807,12 @@ mod tests {
                         Record::Add {
                             key: q.clone(),
                             message: msg(3),
+                            dedup: None,
                         },
                         Record::Add {
                             key: q.clone(),
                             message: msg(1),
+                            dedup: None,
                         },
                     ],
                     vec![Record::Remove { seq: 3 }],
@@ -765,6 +820,7 @@ mod tests {
                         Record::Add {
                             key: q.clone(),
                             message: msg(7),
+                            dedup: None,
                         },
                         Record::Redelivered {
                             seq: 7,

@@ -45,6 +45,12 @@ impl Session {
         if version >= Version::V1_1 {
             w.header("heart-beat", &ours.to_header());
         }
+        // The other brokers of the group, for failover clients to add to
+        // their lists (documented in docs/STOMP.md).
+        let peers = &self.shared.config.ha.peers;
+        if !peers.is_empty() {
+            w.header("peers", &peers.join(","));
+        }
         w.finish(b"");
         tracing::debug!(conn = %self.conn, peer = %self.peer, %version, client_id = ?self.client_id,
             heartbeat_send = ?self.heartbeat_send, heartbeat_receive = ?self.heartbeat_receive,

@@ -10,7 +10,7 @@ use crate::core::{
     DEFAULT_PRIORITY, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms,
 };
 use crate::metrics::Metrics;
-use crate::store::{Record, StoreError, StoreKey};
+use crate::store::{DUPLICATE_ID_HEADER, MAX_DUPLICATE_ID_LEN, Record, StoreError, StoreKey};
 
 /// Headers that describe the frame rather than the message, or that the
 /// broker sets itself on delivery; they are not kept with the message.
@@ -76,6 +76,7 @@ impl Session {
             let record = Record::Add {
                 key: StoreKey::Queue(dest.name().into()),
                 message: message.clone(),
+                dedup: duplicate_id(&message),
             };
             Some(
                 self.shared
@@ -93,8 +94,15 @@ impl Session {
             bytes,
             Box::pin(async move {
                 if let Some(c) = completion {
-                    c.await
+                    let duplicates = c
+                        .await
                         .map_err(|e| Fatal::broker(format!("message not stored: {e}")))?;
+                    if duplicates.contains(message.seq) {
+                        // Stored before (a resend after a failover): the
+                        // receipt confirms that one.
+                        Metrics::inc(&shared.metrics.duplicates_total);
+                        return Ok(receipt);
+                    }
                 }
                 // A queue has the message once it is in its channel (any
                 // later consumer gets it); a topic only once it has fanned
@@ -163,6 +171,13 @@ impl Session {
                 ))
             })?,
         };
+        if let Some(id) = headers.get(DUPLICATE_ID_HEADER)
+            && (id.is_empty() || id.len() > MAX_DUPLICATE_ID_LEN)
+        {
+            return Err(Fatal::protocol(format!(
+                "invalid {DUPLICATE_ID_HEADER} header: must be 1 to {MAX_DUPLICATE_ID_LEN} bytes"
+            )));
+        }
         let mut kept: Vec<(String, String)> = headers
             .into_vec()
             .into_iter()
@@ -194,6 +209,11 @@ impl Session {
             timestamp: now_ms(),
         })
     }
+}
+
+/// A message's duplicate-detection id, checked by the store's writer.
+pub(super) fn duplicate_id(message: &Message) -> Option<Arc<str>> {
+    message.header(DUPLICATE_ID_HEADER).map(Arc::from)
 }
 
 /// Hands a message to its destination and counts it; with `confirm`, waits

@@ -39,12 +39,12 @@ mod commands {
     use halyard_stomp::Frame;
 
     use super::super::error::{Fatal, missing};
-    use super::super::send::publish;
+    use super::super::send::{duplicate_id, publish};
     use super::super::session::Session;
     use super::Transaction;
     use crate::core::Control;
     use crate::metrics::Metrics;
-    use crate::store::{Record, StoreKey};
+    use crate::store::{Duplicates, Record, StoreKey};
 
     fn tx_id<'a>(frame: &'a Frame, command: &str) -> Result<&'a str, Fatal> {
         frame
@@ -103,6 +103,7 @@ mod commands {
                     batch.push(Record::Add {
                         key: StoreKey::Queue(h.destination().name().into()),
                         message: m.clone(),
+                        dedup: duplicate_id(m),
                     });
                 }
             }
@@ -132,11 +133,12 @@ mod commands {
             self.effects.push(
                 bytes,
                 Box::pin(async move {
-                    if let Some(c) = completion {
-                        c.await.map_err(|e| {
+                    let duplicates = match completion {
+                        Some(c) => c.await.map_err(|e| {
                             Fatal::broker(format!("transaction not committed: {e}"))
-                        })?;
-                    }
+                        })?,
+                        None => Duplicates::default(),
+                    };
                     // With a receipt, the last message to each destination is
                     // confirmed: the earlier ones are in before it.
                     let mut confirms = vec![false; tx.sends.len()];
@@ -149,6 +151,12 @@ mod commands {
                         }
                     }
                     for ((handle, m), confirm) in tx.sends.into_iter().zip(confirms) {
+                        if duplicates.contains(m.seq) {
+                            // Committed before (a transaction run again
+                            // after a failover left its outcome unknown).
+                            Metrics::inc(&shared.metrics.duplicates_total);
+                            continue;
+                        }
                         match handle {
                             Some(h) => publish(&shared, &h, m, confirm).await?,
                             None => Metrics::inc(&shared.metrics.messages_dropped_total),

@@ -37,6 +37,12 @@ const T_SUB_ADD: u8 = 5;
 const T_SUB_REMOVE: u8 = 6;
 const T_CHECKPOINT: u8 = 7;
 const T_SEAL: u8 = 8;
+/// An Add with a duplicate-detection id (written since format 1.1; plain
+/// `T_ADD` records are still read).
+const T_ADD_DEDUP: u8 = 9;
+/// Duplicate-detection ids carried forward from a segment about to be
+/// deleted, so the memory of recent ids outlives the Adds that brought them.
+const T_DUP_IDS: u8 = 10;
 
 const KEY_QUEUE: u8 = 1;
 const KEY_DURABLE: u8 = 2;
@@ -221,9 +227,14 @@ impl Writer {
 
     pub(crate) fn record(&mut self, r: &Record) {
         match r {
-            Record::Add { key, message } => {
-                let len = add_len(key, message);
-                self.frame(len, |b| put_add(b, key, message));
+            Record::Add {
+                key,
+                message,
+                dedup,
+            } => {
+                let dedup = dedup.as_deref().unwrap_or_default();
+                let len = add_len(key, message, dedup);
+                self.frame(len, |b| put_add(b, key, message, dedup));
             }
             Record::Remove { seq } => self.frame(9, |b| {
                 b.push(T_REMOVE);
@@ -272,6 +283,19 @@ impl Writer {
         });
     }
 
+    /// Duplicate-detection ids of one queue, carried forward.
+    pub(crate) fn dup_ids(&mut self, key: &StoreKey, ids: &[std::sync::Arc<str>]) {
+        let len = 1 + key_len(key) + 4 + ids.iter().map(|i| str_len(i)).sum::<usize>();
+        self.frame(len, |b| {
+            b.push(T_DUP_IDS);
+            put_key(b, key);
+            b.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+            for id in ids {
+                put_str(b, id);
+            }
+        });
+    }
+
     /// A checkpoint: written on clean shutdown.
     pub(crate) fn checkpoint(&mut self, next_seq: u64, at_ms: u64) {
         self.frame(17, |b| {
@@ -316,9 +340,10 @@ fn put_key(b: &mut Vec<u8>, key: &StoreKey) {
 /// expires, timestamp.
 const ADD_FIXED: usize = 8 + 1 + 1 + 8 + 8;
 
-fn add_len(key: &StoreKey, m: &Message) -> usize {
+fn add_len(key: &StoreKey, m: &Message, dedup: &str) -> usize {
     1 + key_len(key)
         + ADD_FIXED
+        + str_len(dedup)
         + str_len(&m.destination.to_string())
         + str_len(&m.id.prefix)
         + 8
@@ -332,13 +357,14 @@ fn add_len(key: &StoreKey, m: &Message) -> usize {
 }
 
 // The fields recovery needs come first, so it can stop reading there.
-fn put_add(b: &mut Vec<u8>, key: &StoreKey, m: &Message) {
-    b.push(T_ADD);
+fn put_add(b: &mut Vec<u8>, key: &StoreKey, m: &Message, dedup: &str) {
+    b.push(T_ADD_DEDUP);
     put_key(b, key);
     b.extend_from_slice(&m.seq.to_le_bytes());
     b.push(m.priority);
     b.push(u8::from(m.persistent));
     b.extend_from_slice(&m.expires.to_le_bytes());
+    put_str(b, dedup);
     b.extend_from_slice(&m.timestamp.to_le_bytes());
     put_str(b, &m.destination.to_string());
     put_str(b, &m.id.prefix);
@@ -410,6 +436,8 @@ pub(crate) struct AddMeta {
     pub(crate) priority: u8,
     pub(crate) persistent: bool,
     pub(crate) expires: u64,
+    /// Its duplicate-detection id, if it has one.
+    pub(crate) dedup: Option<std::sync::Arc<str>>,
 }
 
 /// A decoded payload. Adds are decoded only as far as recovery needs.
@@ -442,17 +470,26 @@ pub(crate) enum Entry {
     Seal {
         segments: Vec<(u64, u64)>,
     },
+    DupIds {
+        key: StoreKey,
+        ids: Vec<std::sync::Arc<str>>,
+    },
 }
 
 /// What a record means for the index (as [`decode`] would return it).
 pub(crate) fn entry(r: &Record) -> Entry {
     match r {
-        Record::Add { key, message } => Entry::Add(AddMeta {
+        Record::Add {
+            key,
+            message,
+            dedup,
+        } => Entry::Add(AddMeta {
             key: key.clone(),
             seq: message.seq,
             priority: message.priority,
             persistent: message.persistent,
             expires: message.expires,
+            dedup: dedup.clone(),
         }),
         Record::Remove { seq } => Entry::Remove { seq: *seq },
         Record::Redelivered { seq, deliveries } => Entry::Redelivered {
@@ -479,18 +516,23 @@ pub(crate) fn entry(r: &Record) -> Entry {
 pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
     let mut c = Cursor { b: payload, at: 0 };
     let entry = match c.u8()? {
-        T_ADD => {
+        t @ (T_ADD | T_ADD_DEDUP) => {
             let key = get_key(&mut c)?;
             let seq = c.u64()?;
             let priority = c.u8()?;
             let persistent = c.u8()? != 0;
             let expires = c.u64()?;
+            let dedup = match t {
+                T_ADD_DEDUP => Some(c.str()?).filter(|d| !d.is_empty()).map(Into::into),
+                _ => None,
+            };
             return Ok(Entry::Add(AddMeta {
                 key,
                 seq,
                 priority,
                 persistent,
                 expires,
+                dedup,
             }));
         }
         T_REMOVE => Entry::Remove { seq: c.u64()? },
@@ -520,6 +562,15 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
             }
             Entry::Seal { segments }
         }
+        T_DUP_IDS => {
+            let key = get_key(&mut c)?;
+            let n = c.u32()? as usize;
+            let mut ids = Vec::with_capacity(n.min(65_536));
+            for _ in 0..n {
+                ids.push(c.str()?.into());
+            }
+            Entry::DupIds { key, ids }
+        }
         t => return Err(FormatError::UnknownType(t)),
     };
     c.done()?;
@@ -529,7 +580,8 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
 /// Decodes a whole Add payload into the message it holds.
 pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), FormatError> {
     let mut c = Cursor { b: payload, at: 0 };
-    if c.u8()? != T_ADD {
+    let t = c.u8()?;
+    if t != T_ADD && t != T_ADD_DEDUP {
         return Err(FormatError::Malformed("not an Add record"));
     }
     let key = get_key(&mut c)?;
@@ -537,6 +589,9 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), Form
     let priority = c.u8()?;
     let persistent = c.u8()? != 0;
     let expires = c.u64()?;
+    if t == T_ADD_DEDUP {
+        c.str()?;
+    }
     let timestamp = c.u64()?;
     let destination = Destination::parse(c.str()?, "")
         .map_err(|_| FormatError::Malformed("invalid destination"))?;
@@ -627,6 +682,7 @@ mod tests {
             Record::Add {
                 key: key.clone(),
                 message: m.clone(),
+                dedup: Some("p:1".into()),
             },
             Record::Remove { seq: 41 },
         ]);
@@ -645,8 +701,17 @@ mod tests {
         });
         w.checkpoint(43, 9);
         w.seal(&[(3, 100), (4, 64)]);
+        let q = StoreKey::Queue("q".into());
+        w.dup_ids(&q, &["a".into(), "b".into()]);
         let got = frames(&w.buf);
-        assert_eq!(got.len(), 8);
+        assert_eq!(got.len(), 9);
+        assert_eq!(
+            got[8],
+            Entry::DupIds {
+                key: q,
+                ids: vec!["a".into(), "b".into()]
+            }
+        );
         assert_eq!(
             got[7],
             Entry::Seal {
@@ -661,7 +726,8 @@ mod tests {
                 seq: 42,
                 priority: 7,
                 persistent: true,
-                expires: 123
+                expires: 123,
+                dedup: Some("p:1".into()),
             })
         );
         assert_eq!(got[2], Entry::Remove { seq: 41 });
@@ -690,6 +756,29 @@ mod tests {
         let (k, back) = decode_message(&w.buf[start..start + len]).unwrap();
         assert_eq!(k, key);
         assert_eq!(back, *m);
+    }
+
+    #[test]
+    fn adds_of_the_first_format_without_an_id_are_still_read() {
+        let m = Arc::new(message(7));
+        let key = StoreKey::Queue("orders".into());
+        let mut w = Writer::default();
+        w.record(&Record::Add {
+            key: key.clone(),
+            message: m.clone(),
+            dedup: None,
+        });
+        // The original layout: type 1 and no id field after `expires`.
+        let mut old = w.buf[FRAME_LEN..].to_vec();
+        old[0] = T_ADD;
+        let id_at = 1 + key_len(&key) + 8 + 1 + 1 + 8;
+        assert_eq!(&old[id_at..id_at + 4], &[0, 0, 0, 0]);
+        old.drain(id_at..id_at + 4);
+        let Entry::Add(meta) = decode(&old).unwrap() else {
+            panic!("not an Add")
+        };
+        assert_eq!((meta.seq, meta.dedup), (7, None));
+        assert_eq!(decode_message(&old).unwrap(), (key, (*m).clone()));
     }
 
     #[test]
@@ -729,6 +818,7 @@ mod tests {
         w.record(&Record::Add {
             key: StoreKey::Queue("q".into()),
             message: Arc::new(message(1)),
+            dedup: None,
         });
         let payload = &w.buf[FRAME_LEN..];
         for cut in 0..payload.len() {

@@ -13,10 +13,74 @@
 //! recovery would find the Add in S and resurrect an acknowledged message.
 //! So T records S in its `refs`, and a segment can only be deleted once it
 //! has nothing live and every segment it refers to is gone.
+//!
+//! Duplicate-detection ids. The recent ids of each queue are remembered
+//! with the segment that last wrote each one (in an Add, or carried forward
+//! in a DupIds record). Before a segment is deleted, the ids it carries are
+//! written again to the head, so the memory outlives the Adds that brought
+//! it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::format::Entry;
+use crate::store::StoreKey;
+use crate::store::dedup::Recent;
+
+/// Recent duplicate-detection ids per queue, and which segment carries
+/// each.
+#[derive(Debug)]
+pub(crate) struct Carriers {
+    cap: usize,
+    queues: HashMap<StoreKey, Recent<Arc<str>, u64>>,
+}
+
+impl Default for Carriers {
+    fn default() -> Carriers {
+        Carriers::new(2000)
+    }
+}
+
+impl Carriers {
+    pub(crate) fn new(cap: usize) -> Carriers {
+        Carriers {
+            cap,
+            queues: HashMap::new(),
+        }
+    }
+
+    fn note(&mut self, key: &StoreKey, id: Arc<str>, seg: u64) {
+        let cap = self.cap;
+        self.queues
+            .entry(key.clone())
+            .or_insert_with(|| Recent::new(cap))
+            .insert(id, seg);
+    }
+
+    /// The ids carried only by segments in `segs`, per queue.
+    pub(crate) fn carried_by(&self, segs: &BTreeSet<u64>) -> Vec<(StoreKey, Vec<Arc<str>>)> {
+        let mut out = Vec::new();
+        for (key, recent) in &self.queues {
+            let ids: Vec<Arc<str>> = recent
+                .iter()
+                .filter(|(_, seg)| segs.contains(seg))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !ids.is_empty() {
+                out.push((key.clone(), ids));
+            }
+        }
+        out
+    }
+
+    /// Every queue's recent ids, oldest first.
+    pub(crate) fn export(&self) -> Vec<(StoreKey, Vec<Arc<str>>)> {
+        self.queues
+            .iter()
+            .map(|(k, r)| (k.clone(), r.iter().map(|(id, _)| id.clone()).collect()))
+            .collect()
+    }
+}
 
 /// Where a record lies: segment, offset of its frame, frame length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +142,8 @@ pub(crate) struct Index {
     pub(crate) max_seq: u64,
     /// Seals by the segment holding them: (segment, end) of older segments.
     pub(crate) seals: HashMap<u64, Vec<(u64, u64)>>,
+    /// Recent duplicate-detection ids and the segments carrying them.
+    pub(crate) dups: Carriers,
 }
 
 impl Index {
@@ -115,6 +181,14 @@ impl Index {
                 if let Some(m) = &mut self.meta {
                     let key = m.found.key_id(&meta.key);
                     m.live.insert(meta.seq, (key, meta.priority, meta.expires));
+                }
+                if let Some(id) = &meta.dedup {
+                    self.dups.note(&meta.key, id.clone(), at.seg);
+                }
+            }
+            Entry::DupIds { key, ids } => {
+                for id in ids {
+                    self.dups.note(key, id.clone(), at.seg);
                 }
             }
             Entry::Remove { seq } => {
@@ -223,6 +297,7 @@ mod tests {
             priority: 4,
             persistent: true,
             expires: 0,
+            dedup: None,
         })
     }
 
@@ -291,6 +366,42 @@ mod tests {
         assert_eq!(i.deliveries(5), 2);
         assert!(i.is_live_add(5, at(3, 64)));
         assert!(!i.is_live_add(5, at(1, 64)));
+    }
+
+    #[test]
+    fn duplicate_ids_remember_their_carrier() {
+        let mut i = index(&[1, 2, 3]);
+        let with_id = |seq: u64, id: &str| {
+            Entry::Add(AddMeta {
+                key: StoreKey::Queue("q".into()),
+                seq,
+                priority: 4,
+                persistent: true,
+                expires: 0,
+                dedup: Some(id.into()),
+            })
+        };
+        i.apply(&with_id(1, "a"), at(1, 64));
+        i.apply(&with_id(2, "b"), at(1, 164));
+        i.apply(&with_id(3, "c"), at(2, 64));
+        let one: BTreeSet<u64> = [1].into();
+        let carried = i.dups.carried_by(&one);
+        assert_eq!(carried.len(), 1);
+        assert_eq!(carried[0].1, vec![Arc::from("a"), Arc::from("b")]);
+        // Carried forward into segment 3: segment 1 no longer holds them.
+        i.apply(
+            &Entry::DupIds {
+                key: StoreKey::Queue("q".into()),
+                ids: carried[0].1.clone(),
+            },
+            at(3, 64),
+        );
+        assert!(i.dups.carried_by(&one).is_empty());
+        let all = i.dups.export();
+        assert_eq!(
+            all[0].1,
+            vec![Arc::from("a"), Arc::from("b"), Arc::from("c")]
+        );
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub struct JournalStore {
     /// consulted before files are deleted (a fenced master must never
     /// delete what the new master needs).
     fence: Option<crate::ha::LockCheck>,
+    /// Duplicate-detection ids remembered per queue.
+    duplicate_window: usize,
 }
 
 impl JournalStore {
@@ -194,7 +196,15 @@ impl JournalStore {
             unsynced: false,
             last_sync: Instant::now(),
             fence,
+            duplicate_window: 2000,
         }
+    }
+
+    /// How many duplicate-detection ids to remember per queue (default
+    /// 2000), across restarts: recovery hands back at most this many.
+    pub fn duplicate_window(mut self, ids: usize) -> JournalStore {
+        self.duplicate_window = ids;
+        self
     }
 
     /// The highest master epoch recorded in the segment headers of a data
@@ -332,8 +342,34 @@ impl JournalStore {
         if dead.is_empty() {
             return Ok(false);
         }
+        // Duplicate-detection ids these segments carry move to the head.
+        let carried = read(&self.shared.index)
+            .dups
+            .carried_by(&dead.iter().copied().collect());
+        if !carried.is_empty() {
+            let mut w = Writer::default();
+            let mut records = Vec::new();
+            for (key, ids) in carried {
+                for chunk in ids.chunks(4096) {
+                    let start = w.buf.len();
+                    w.dup_ids(&key, chunk);
+                    records.push((
+                        start,
+                        w.buf.len() - start,
+                        Entry::DupIds {
+                            key: key.clone(),
+                            ids: chunk.to_vec(),
+                        },
+                    ));
+                }
+            }
+            self.append(Group {
+                bytes: w.buf,
+                records,
+            })?;
+        }
         // Whatever made them dead (acknowledgements, compaction copies)
-        // must be on disk before they go.
+        // and the carried ids must be on disk before they go.
         self.sync()?;
         if let Some(fence) = &self.fence {
             fence.check().map_err(|e| {
@@ -477,6 +513,7 @@ impl JournalStore {
             .map_err(|e| io(&format!("cannot list {}", self.dir.display()), e))?;
         let mut index = Index {
             meta: Some(index::RecoveryMeta::default()),
+            dups: index::Carriers::new(self.duplicate_window),
             ..Index::default()
         };
         let mut report = recovery::Report::default();
@@ -582,6 +619,7 @@ impl JournalStore {
             })
             .collect();
         let max_seq = index.max_seq;
+        let duplicate_ids = index.dups.export();
         let next_id = segment::list(&self.dir)
             .ok()
             .and_then(|all| all.last().copied())
@@ -630,6 +668,7 @@ impl JournalStore {
             messages,
             subscriptions,
             max_seq,
+            duplicate_ids,
         })
     }
 

@@ -169,6 +169,7 @@ mod tests {
         Record::Add {
             key: StoreKey::Queue("q".into()),
             message: crate::core::test_message(seq, 4),
+            dedup: None,
         }
     }
 

@@ -27,6 +27,7 @@ fn add(seq: u64) -> Record {
     Record::Add {
         key: StoreKey::Queue("q".into()),
         message: Arc::new(m),
+        dedup: None,
     }
 }
 
@@ -246,4 +247,65 @@ async fn records_a_stale_master_appends_after_a_takeover_are_ignored() {
         "a stale master's late writes were applied"
     );
     assert_eq!(JournalStore::max_epoch(dir.path()), 3);
+}
+
+/// An Add with a duplicate-detection id.
+fn add_id(seq: u64, id: &str) -> Record {
+    let Record::Add { key, message, .. } = add(seq) else {
+        unreachable!()
+    };
+    Record::Add {
+        key,
+        message,
+        dedup: Some(id.into()),
+    }
+}
+
+fn ids(r: &Recovered) -> Vec<String> {
+    r.duplicate_ids
+        .iter()
+        .filter(|(k, _)| *k == StoreKey::Queue("q".into()))
+        .flat_map(|(_, ids)| ids.iter().map(|i| i.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn duplicate_ids_outlive_their_messages_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments: each holds a few messages, so acknowledged ones'
+    // segments are deleted.
+    let (mut j, _) = open(dir.path(), 2048);
+    for seq in 1..=20 {
+        j.put(&[vec![add_id(seq, &format!("id-{seq}"))]])
+            .await
+            .unwrap();
+    }
+    for seq in 1..=20 {
+        j.put(&[vec![Record::Remove { seq }]]).await.unwrap();
+    }
+    let before = segments(dir.path());
+    upkeep(&mut j).await;
+    let after = segments(dir.path());
+    assert!(
+        after.len() < before.len() && after[0] > before[0],
+        "dead segments not deleted: {before:?} -> {after:?}"
+    );
+    drop(j);
+    let (mut j, r) = open(dir.path(), 2048);
+    assert!(r.messages.is_empty());
+    let want: Vec<String> = (1..=20).map(|s| format!("id-{s}")).collect();
+    assert_eq!(ids(&r), want);
+    // Again after another round of deletions, and with a window of 5 the
+    // newest 5 are kept.
+    for seq in 21..=30 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+        j.put(&[vec![Record::Remove { seq }]]).await.unwrap();
+    }
+    upkeep(&mut j).await;
+    drop(j);
+    let (_, r) = open(dir.path(), 2048);
+    assert_eq!(ids(&r), want);
+    let mut small = JournalStore::new(dir.path(), cfg(2048), Arc::default(), 0).duplicate_window(5);
+    let r = small.recover_sync().unwrap();
+    assert_eq!(ids(&r), want[15..].to_vec());
 }
