@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use halyard_client::{AckMode, Client, Message, SubscribeOptions};
+use halyard_client::{AckMode, Client, ClientError, Message, Receipt, SubscribeOptions};
 
 /// Prints message bodies, one per line (or JSON lines with --json).
 #[derive(clap::Args)]
@@ -51,6 +51,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut received = 0u64;
     let mut acks = std::collections::VecDeque::new();
+    let mut lost_acks = 0u64;
     while args.count.is_none_or(|n| received < n) {
         let next = match idle {
             Some(t) => match tokio::time::timeout(t, sub.next()).await {
@@ -76,21 +77,42 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         };
         print(&mut stdout, &m, args.json).context("cannot write to standard output")?;
         if args.ack != AckMode::Auto {
-            acks.push_back(client.ack_nowait(&m).await?);
+            match client.ack_nowait(&m).await {
+                Ok(r) => acks.push_back(r),
+                Err(ClientError::AckNotConfirmed) => lost_acks += 1,
+                Err(e) => return Err(e.into()),
+            }
             if acks.len() >= ACK_WINDOW
                 && let Some(r) = acks.pop_front()
             {
-                r.await?;
+                lost_acks += settle(r).await?;
             }
         }
         received += 1;
     }
     drop(stdout);
     for r in acks {
-        r.await?;
+        lost_acks += settle(r).await?;
+    }
+    if lost_acks > 0 {
+        tracing::warn!(
+            lost_acks,
+            "acknowledgements lost to a failover: those messages were delivered again, flagged redelivered"
+        );
     }
     client.disconnect().await?;
     Ok(())
+}
+
+/// Waits for an acknowledgement; one lost to a failover (counted: 1) is
+/// not an error, since the broker delivers the message again, flagged
+/// redelivered.
+async fn settle(r: Receipt) -> Result<u64, ClientError> {
+    match r.await {
+        Ok(()) => Ok(0),
+        Err(ClientError::AckNotConfirmed) => Ok(1),
+        Err(e) => Err(e),
+    }
 }
 
 fn print(out: &mut impl Write, m: &Message, json: bool) -> std::io::Result<()> {

@@ -18,6 +18,15 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// No broker of a failover list could be reached in the attempts
+    /// allowed (`maxReconnectAttempts` / `startupMaxReconnectAttempts`).
+    #[error("gave up reconnecting after {attempts} attempt(s): {last}")]
+    Unreachable {
+        /// Passes over the broker list.
+        attempts: u64,
+        /// The last failure.
+        last: String,
+    },
     /// The broker answered with an ERROR frame.
     #[error("broker error: {message}{}", if .detail.is_empty() || .detail == .message { String::new() } else { format!(" ({})", .detail) })]
     Broker {
@@ -32,7 +41,8 @@ pub enum ClientError {
     /// Reading from or writing to the connection failed.
     #[error("connection lost: {0}")]
     Io(String),
-    /// An operation did not complete in time.
+    /// An operation did not complete in time (for a failover client: it
+    /// waited longer than `timeout` for a connection).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     /// The client (or its connection) has been closed.
@@ -42,4 +52,21 @@ pub enum ClientError {
     /// subscription, or lacks the headers an ACK needs).
     #[error("cannot acknowledge: {0}")]
     NotAckable(String),
+    /// The connection failed over while a transaction was open: the broker
+    /// rolled it back. Nothing of it took effect; start again.
+    #[error("transaction '{0}' was rolled back: the connection failed over while it was open")]
+    TransactionRolledBack(String),
+    /// The connection failed over while a COMMIT was on its way: it may or
+    /// may not have taken effect.
+    #[error(
+        "the outcome of committing transaction '{0}' is unknown: the connection failed before the broker confirmed it"
+    )]
+    CommitOutcomeUnknown(String),
+    /// The connection failed over before the broker confirmed an
+    /// acknowledgement: the message may be delivered again (flagged
+    /// redelivered).
+    #[error(
+        "acknowledgement not confirmed before the connection failed over; the message may be redelivered"
+    )]
+    AckNotConfirmed,
 }

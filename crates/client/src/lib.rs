@@ -1,16 +1,27 @@
-//! An async STOMP 1.2 client for Halyard, usable with any STOMP 1.2 broker.
+//! An async STOMP 1.2 client for Halyard, usable with any STOMP 1.2 broker,
+//! with ActiveMQ-style failover.
 //!
-//! A [`Client`] is a handle to a connection task that owns the socket: calls
-//! send commands to it, and it routes receipts back to the callers and
-//! messages to their [`Subscription`]s. Failover (reconnecting to another
-//! broker from a list and restoring state) builds on this in a later
-//! version.
+//! A [`Client`] is a handle to a connection task that owns the socket:
+//! calls send requests to it, and it routes receipts back to the callers and
+//! messages to their [`Subscription`]s. Given a `failover:` URL the task
+//! outlives any one connection: when its broker goes away it reconnects to
+//! another from the list (see [`url`] for the options), subscribes again,
+//! resends every message the broker had not confirmed — each persistent one
+//! carrying a duplicate-detection id (`_AMQ_DUPL_ID`) so that a broker that
+//! had already stored it does not enqueue it twice — and carries on. What
+//! cannot be carried over is reported as an error the application can act on
+//! ([`ClientError::TransactionRolledBack`] and friends), and
+//! [`Client::events`] tells who is interested when the connection is
+//! interrupted and resumed.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), halyard_client::ClientError> {
 //! use halyard_client::{Client, SendMessage, SubscribeOptions, AckMode};
 //!
-//! let client = Client::connect("stomp://127.0.0.1:61613").await?;
+//! let client = Client::connect(
+//!     "failover:(stomp://broker-a:61613,stomp://broker-b:61613)?maxReconnectAttempts=20",
+//! )
+//! .await?;
 //! client.send(SendMessage::new("/queue/orders", "hello").persistent(true)).await?;
 //! let mut sub = client
 //!     .subscribe("/queue/orders", SubscribeOptions::default().ack(AckMode::ClientIndividual))
@@ -22,13 +33,18 @@
 //! client.disconnect().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Runnable programs are in the crate's `examples/` directory.
 
-mod connection;
+mod backup;
+mod conn;
 mod error;
 mod message;
+mod task;
 pub mod url;
 
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -37,11 +53,11 @@ use std::time::Duration;
 
 use futures::Stream;
 use halyard_stomp::{Command, Frame, HeartBeat, Limits, Version};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use error::ClientError;
-pub use message::{Message, SendMessage};
-pub use url::Endpoint;
+pub use message::{DUPLICATE_ID_HEADER, Message, SendMessage};
+pub use url::{BrokerUrl, Endpoint, FailoverOptions};
 
 /// How a subscription acknowledges messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,21 +176,83 @@ pub(crate) struct Cmd {
     pub(crate) receipt: Option<(String, ReceiptTx)>,
     /// Register (Some) a subscription's message channel.
     pub(crate) subscribe: Option<(String, mpsc::Sender<Message>)>,
+    /// For an ACK or NACK: the connection generation that delivered the
+    /// message. Stale by the time the task takes it, it is not sent.
+    pub(crate) delivered_on: Option<u64>,
 }
 
+/// What the handles and the connection task both see.
 pub(crate) struct Shared {
     pub(crate) closed: OnceLock<ClientError>,
-    next_id: AtomicU64,
+    pub(crate) next_id: AtomicU64,
+    /// Bumped at every failover: acknowledgements only mean something on
+    /// the connection that delivered the message.
+    pub(crate) generation: AtomicU64,
+    pub(crate) events: broadcast::Sender<ConnectionEvent>,
+    /// What the broker said in the latest CONNECTED.
+    pub(crate) info: std::sync::Mutex<ServerInfo>,
 }
 
-/// A connection to a broker. Cheap to clone; the connection closes when
-/// every clone (and every [`Subscription`]) is dropped, or on
+/// What happened to a failover client's connection (as ActiveMQ's
+/// `TransportListener` reports it). See [`Client::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The connection to `broker` was lost (or left for a priority
+    /// broker); the client is reconnecting. Requests wait meanwhile (up to
+    /// the `timeout` option).
+    Interrupted {
+        /// `stomp://host:port` of the broker left.
+        broker: String,
+        /// Why.
+        reason: String,
+    },
+    /// Connected again, state restored.
+    Resumed {
+        /// `stomp://host:port` of the broker now used.
+        broker: String,
+        /// Time from losing the old connection to restoring on the new one.
+        after: Duration,
+        /// Passes over the broker list it took.
+        attempts: u64,
+    },
+    /// The client gave up (`maxReconnectAttempts`) or the connection ended
+    /// for good; requests fail with the reason from now on.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A stream of [`ConnectionEvent`]s from [`Client::events`].
+pub struct ConnectionEvents(broadcast::Receiver<ConnectionEvent>);
+
+impl ConnectionEvents {
+    /// The next event, or `None` once the client is gone. Events are
+    /// buffered (64); a listener that falls further behind misses the
+    /// oldest.
+    pub async fn next(&mut self) -> Option<ConnectionEvent> {
+        loop {
+            match self.0.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// A connection to a broker (or, with a `failover:` URL, to whichever of a
+/// list is available). Cheap to clone; the connection closes when every
+/// clone (and every [`Subscription`]) is dropped, or on
 /// [`Client::disconnect`].
 #[derive(Clone)]
 pub struct Client {
     cmds: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
-    info: Arc<ServerInfo>,
+    /// Prefix of the duplicate-detection ids this client gives its sends:
+    /// random per client, so ids never collide across clients.
+    dup_prefix: Arc<str>,
 }
 
 /// Resolves when the broker confirms a frame (see [`Client::send_nowait`]).
@@ -199,31 +277,108 @@ impl Future for Receipt {
     }
 }
 
+/// A random 64-bit number, without a dependency: std's hasher keys are
+/// seeded from the OS's random source.
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
 impl Client {
-    /// Connects with default options.
+    /// Connects with default options. `url` is one broker
+    /// (`stomp://host:61613`) or a failover list
+    /// (`failover:(stomp://a:61613,stomp://b:61613)?randomize=false`); see
+    /// [`url`].
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         Client::connect_with(url, ConnectOptions::default()).await
     }
 
     /// Connects with the given options.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Client, ClientError> {
-        let endpoint = Endpoint::parse(url)?;
-        let (cmds, info) = connection::open(&endpoint, &options).await?;
+        let url = BrokerUrl::parse(url)?;
+        Client::connect_url(url, options).await
+    }
+
+    /// Connects to an already parsed [`BrokerUrl`].
+    pub async fn connect_url(
+        url: BrokerUrl,
+        options: ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let BrokerUrl {
+            mut endpoints,
+            failover,
+            login,
+            passcode,
+        } = url;
+        // Credentials: those in ConnectOptions win, then those of the inner
+        // URL, then the failover URL's.
+        for e in &mut endpoints {
+            if options.login.is_some() {
+                e.login.clone_from(&options.login);
+            } else if e.login.is_none() {
+                e.login.clone_from(&login);
+            }
+            if options.passcode.is_some() {
+                e.passcode.clone_from(&options.passcode);
+            } else if e.passcode.is_none() {
+                e.passcode.clone_from(&passcode);
+            }
+        }
+        let params = conn::ConnectParams {
+            client_id: options.client_id,
+            heartbeat: options.heartbeat,
+            connect_timeout: options.connect_timeout,
+            limits: options.limits,
+        };
+        let (events, _) = broadcast::channel(64);
+        let shared = Arc::new(Shared {
+            closed: OnceLock::new(),
+            next_id: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            events,
+            info: std::sync::Mutex::new(ServerInfo {
+                version: Version::V1_2,
+                session: None,
+                server: None,
+            }),
+        });
+        let (tx, rx) = mpsc::channel(1024);
+        let mut engine = task::Engine::new(endpoints, failover, params, rx, shared.clone());
+        let first = engine.connect_first().await?;
+        if let Ok(mut info) = shared.info.lock() {
+            *info = first.info.clone();
+        }
+        tokio::spawn(engine.run(first));
         Ok(Client {
-            cmds: cmds.0,
-            shared: cmds.1,
-            info: Arc::new(info),
+            cmds: tx,
+            shared,
+            dup_prefix: format!("{:016x}", random_u64()).into(),
         })
     }
 
-    /// What the broker said when the connection opened.
-    pub fn server(&self) -> &ServerInfo {
-        &self.info
+    /// What the broker said when the (current) connection opened.
+    pub fn server(&self) -> ServerInfo {
+        self.shared
+            .info
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Why the connection closed, once it has.
+    /// Why the connection closed, once it has for good.
     pub fn close_reason(&self) -> Option<ClientError> {
         self.shared.closed.get().cloned()
+    }
+
+    /// Connection events (interrupted, resumed, failed) from now on.
+    pub fn events(&self) -> ConnectionEvents {
+        ConnectionEvents(self.shared.events.subscribe())
     }
 
     fn next_id(&self, prefix: &str) -> String {
@@ -235,40 +390,64 @@ impl Client {
 
     async fn request(
         &self,
-        mut frame: Frame,
+        frame: Frame,
         want_receipt: bool,
         subscribe: Option<(String, mpsc::Sender<Message>)>,
     ) -> Result<Receipt, ClientError> {
-        let receipt = if want_receipt {
+        self.request_on(frame, want_receipt, subscribe, None).await
+    }
+
+    async fn request_on(
+        &self,
+        mut frame: Frame,
+        want_receipt: bool,
+        subscribe: Option<(String, mpsc::Sender<Message>)>,
+        delivered_on: Option<u64>,
+    ) -> Result<Receipt, ClientError> {
+        if let Some(e) = self.close_reason() {
+            return Err(e);
+        }
+        let (cmd_receipt, rx) = if want_receipt {
             let id = self.next_id("r");
             frame.headers.push("receipt", id.clone());
             let (tx, rx) = oneshot::channel();
-            Some((id, tx, rx))
+            (Some((id, tx)), Some(rx))
         } else {
-            None
-        };
-        let (cmd_receipt, rx) = match receipt {
-            Some((id, tx, rx)) => (Some((id, tx)), Some(rx)),
-            None => (None, None),
+            (None, None)
         };
         self.cmds
             .send(Cmd {
                 frame,
                 receipt: cmd_receipt,
                 subscribe,
+                delivered_on,
             })
             .await
             .map_err(|_| self.close_reason().unwrap_or(ClientError::Closed))?;
         Ok(Receipt(rx, self.shared.clone()))
     }
 
-    fn send_frame(message: SendMessage, transaction: Option<&str>) -> Frame {
+    fn send_frame(&self, message: SendMessage, transaction: Option<&str>) -> Frame {
         let mut frame = Frame::new(Command::Send).header("destination", message.destination);
         if message.persistent {
             frame.headers.push("persistent", "true");
         }
         if let Some(t) = transaction {
             frame.headers.push("transaction", t);
+        }
+        let has_dup_id = message
+            .headers
+            .iter()
+            .any(|(k, _)| k == DUPLICATE_ID_HEADER);
+        if message.persistent && message.duplicate_detection && !has_dup_id {
+            frame.headers.push(
+                DUPLICATE_ID_HEADER,
+                format!(
+                    "{}:{}",
+                    self.dup_prefix,
+                    self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+                ),
+            );
         }
         for (k, v) in message.headers {
             frame.headers.push(k, v);
@@ -279,7 +458,9 @@ impl Client {
 
     /// Sends a message. For persistent messages (or when a receipt is
     /// asked for) this returns once the broker has confirmed it — for a
-    /// persistent message, once it is stored.
+    /// persistent message, once it is stored. With failover, a send the
+    /// broker had not confirmed when the connection failed is sent again to
+    /// the next broker, and this returns when that one confirms.
     pub async fn send(&self, message: SendMessage) -> Result<(), ClientError> {
         self.send_nowait(message).await?.await
     }
@@ -288,11 +469,13 @@ impl Client {
     /// [`Receipt`] for that. Lets a producer keep many sends in flight.
     pub async fn send_nowait(&self, message: SendMessage) -> Result<Receipt, ClientError> {
         let want = message.wants_receipt();
-        self.request(Client::send_frame(message, None), want, None)
-            .await
+        let frame = self.send_frame(message, None);
+        self.request(frame, want, None).await
     }
 
-    /// Subscribes to a destination; returns once the broker confirms.
+    /// Subscribes to a destination; returns once the broker confirms. With
+    /// failover the subscription is made again (same id, headers and ack
+    /// mode) on every new connection.
     pub async fn subscribe(
         &self,
         destination: &str,
@@ -316,6 +499,7 @@ impl Client {
             .await?;
         Ok(Subscription {
             id,
+            ack: options.ack,
             rx,
             client: self.clone(),
         })
@@ -326,9 +510,17 @@ impl Client {
         command: Command,
         m: &Message,
         tx: Option<&str>,
-    ) -> Result<Frame, ClientError> {
+    ) -> Result<Option<Frame>, ClientError> {
+        if m.generation != self.shared.generation.load(Ordering::Relaxed) {
+            // Delivered on a connection that has since failed: the broker
+            // has put the message back and will deliver it again, flagged
+            // redelivered. An ACK on this connection would name something
+            // the broker does not know.
+            return Ok(None);
+        }
         let mut frame = Frame::new(command);
-        match (self.info.version, m.header("ack")) {
+        let version = self.server().version;
+        match (version, m.header("ack")) {
             (Version::V1_2, Some(ack)) => frame.headers.push("id", ack),
             (Version::V1_2, None) => {
                 return Err(ClientError::NotAckable(
@@ -343,10 +535,14 @@ impl Client {
         if let Some(t) = tx {
             frame.headers.push("transaction", t);
         }
-        Ok(frame)
+        Ok(Some(frame))
     }
 
     /// Acknowledges a message; returns once the broker has recorded it.
+    ///
+    /// A message delivered before a failover cannot be acknowledged: the
+    /// broker delivers it again (flagged redelivered), and this returns
+    /// [`ClientError::AckNotConfirmed`].
     pub async fn ack(&self, message: &Message) -> Result<(), ClientError> {
         self.ack_nowait(message).await?.await
     }
@@ -354,22 +550,43 @@ impl Client {
     /// Acknowledges a message without waiting for the broker to record it;
     /// await the returned [`Receipt`] for that.
     pub async fn ack_nowait(&self, message: &Message) -> Result<Receipt, ClientError> {
-        let frame = self.ack_frame(Command::Ack, message, None)?;
-        self.request(frame, true, None).await
+        match self.ack_frame(Command::Ack, message, None)? {
+            Some(frame) => {
+                self.request_on(frame, true, None, Some(message.generation))
+                    .await
+            }
+            None => Err(ClientError::AckNotConfirmed),
+        }
     }
 
     /// Acknowledges a message without asking for a receipt: cheapest, but
     /// nothing says when (or whether) the broker recorded it.
     pub async fn ack_unreceipted(&self, message: &Message) -> Result<(), ClientError> {
-        let frame = self.ack_frame(Command::Ack, message, None)?;
-        self.request(frame, false, None).await.map(|_| ())
+        match self.ack_frame(Command::Ack, message, None)? {
+            Some(frame) => self
+                .request_on(frame, false, None, Some(message.generation))
+                .await
+                .map(|_| ()),
+            None => Err(ClientError::AckNotConfirmed),
+        }
     }
 
     /// Rejects a message: the broker redelivers it, or dead-letters it once
-    /// it has been redelivered too often.
+    /// it has been redelivered too often. (A message delivered before a
+    /// failover is redelivered anyway; this then returns at once.)
     pub async fn nack(&self, message: &Message) -> Result<(), ClientError> {
-        let frame = self.ack_frame(Command::Nack, message, None)?;
-        self.request(frame, true, None).await?.await
+        match self.ack_frame(Command::Nack, message, None)? {
+            Some(frame) => match self
+                .request_on(frame, true, None, Some(message.generation))
+                .await?
+                .await
+            {
+                // Redelivered anyway.
+                Err(ClientError::AckNotConfirmed) => Ok(()),
+                other => other,
+            },
+            None => Ok(()),
+        }
     }
 
     /// Starts a transaction.
@@ -384,8 +601,11 @@ impl Client {
     }
 
     /// Ends the connection politely: waits until the broker has processed
-    /// everything sent before.
+    /// everything sent before (at most 10 s).
     pub async fn disconnect(self) -> Result<(), ClientError> {
+        if matches!(self.close_reason(), Some(ClientError::Closed)) {
+            return Ok(());
+        }
         let receipt = self
             .request(Frame::new(Command::Disconnect), true, None)
             .await?;
@@ -398,6 +618,15 @@ impl Client {
 
 /// A transaction: sends and acknowledgements that take effect together at
 /// [`Transaction::commit`].
+///
+/// With failover, a transaction open when the connection fails is rolled
+/// back by the broker: its later operations and its commit return
+/// [`ClientError::TransactionRolledBack`], and nothing of it took effect.
+/// If the connection fails while the COMMIT itself is on its way, commit
+/// returns [`ClientError::CommitOutcomeUnknown`]: run the transaction
+/// again — its persistent sends carry the same kind of duplicate-detection
+/// ids, so give them your own ([`SendMessage::duplicate_id`]) to make the
+/// retry safe.
 pub struct Transaction {
     id: String,
     client: Client,
@@ -411,16 +640,23 @@ impl Transaction {
 
     /// Sends a message as part of the transaction.
     pub async fn send(&self, message: SendMessage) -> Result<(), ClientError> {
-        let frame = Client::send_frame(message, Some(&self.id));
+        let frame = self.client.send_frame(message, Some(&self.id));
         self.client.request(frame, false, None).await.map(|_| ())
     }
 
     /// Acknowledges a message as part of the transaction.
     pub async fn ack(&self, message: &Message) -> Result<(), ClientError> {
-        let frame = self
+        match self
             .client
-            .ack_frame(Command::Ack, message, Some(&self.id))?;
-        self.client.request(frame, false, None).await.map(|_| ())
+            .ack_frame(Command::Ack, message, Some(&self.id))?
+        {
+            Some(frame) => self
+                .client
+                .request_on(frame, false, None, Some(message.generation))
+                .await
+                .map(|_| ()),
+            None => Err(ClientError::TransactionRolledBack(self.id.clone())),
+        }
     }
 
     /// Commits; returns once the broker has applied (and stored) it all.
@@ -439,6 +675,7 @@ impl Transaction {
 /// Messages from one subscription.
 pub struct Subscription {
     id: String,
+    ack: AckMode,
     rx: mpsc::Receiver<Message>,
     client: Client,
 }
@@ -449,10 +686,24 @@ impl Subscription {
         &self.id
     }
 
-    /// The next message, or `None` once the connection has closed (see
-    /// [`Client::close_reason`]).
+    /// Whether a message still awaits the application from a connection
+    /// that has failed since: the broker delivers those again, so they are
+    /// skipped (for acknowledging subscriptions; an auto-ack message is
+    /// the application's once sent).
+    fn stale(&self, m: &Message) -> bool {
+        self.ack != AckMode::Auto
+            && m.generation != self.client.shared.generation.load(Ordering::Relaxed)
+    }
+
+    /// The next message, or `None` once the connection has closed for good
+    /// (see [`Client::close_reason`]).
     pub async fn next(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        loop {
+            let m = self.rx.recv().await?;
+            if !self.stale(&m) {
+                return Some(m);
+            }
+        }
     }
 
     /// Ends the subscription; unacknowledged messages go back to the
@@ -467,6 +718,11 @@ impl Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(m)) if self.stale(&m) => continue,
+                other => return other,
+            }
+        }
     }
 }

@@ -1,6 +1,12 @@
 use bytes::Bytes;
 use halyard_stomp::Headers;
 
+/// The SEND header that carries a duplicate-detection id: a broker that
+/// has stored a message with the same id on the same destination recently
+/// confirms a resend without enqueuing it again. The name is ActiveMQ
+/// Artemis's, so applications written for it work unchanged.
+pub const DUPLICATE_ID_HEADER: &str = "_AMQ_DUPL_ID";
+
 /// A message received from a subscription.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -8,6 +14,9 @@ pub struct Message {
     pub headers: Headers,
     /// The body.
     pub body: Bytes,
+    /// Which connection (of a failover client) delivered it: an ACK only
+    /// means something on the connection that delivered the message.
+    pub(crate) generation: u64,
 }
 
 impl Message {
@@ -50,6 +59,7 @@ pub struct SendMessage {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) persistent: bool,
     pub(crate) receipt: Option<bool>,
+    pub(crate) duplicate_detection: bool,
 }
 
 impl SendMessage {
@@ -61,6 +71,7 @@ impl SendMessage {
             headers: Vec::new(),
             persistent: false,
             receipt: None,
+            duplicate_detection: true,
         }
     }
 
@@ -76,6 +87,23 @@ impl SendMessage {
     /// without waiting for the broker to confirm it.
     pub fn receipt(mut self, receipt: bool) -> SendMessage {
         self.receipt = Some(receipt);
+        self
+    }
+
+    /// Gives the message this duplicate-detection id (see
+    /// [`DUPLICATE_ID_HEADER`]) instead of a generated one: useful to make
+    /// an application-level retry (for example of a transaction whose
+    /// commit outcome is unknown) safe.
+    pub fn duplicate_id(self, id: impl Into<String>) -> SendMessage {
+        self.header(DUPLICATE_ID_HEADER, id)
+    }
+
+    /// Whether the client gives a persistent message a generated
+    /// duplicate-detection id (default true). Turning it off saves a
+    /// little work on the broker, at the price of a possible duplicate
+    /// when a send is repeated after a failover.
+    pub fn duplicate_detection(mut self, on: bool) -> SendMessage {
+        self.duplicate_detection = on;
         self
     }
 

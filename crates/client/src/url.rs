@@ -1,8 +1,19 @@
-//! Broker addresses: `stomp://[login:passcode@]host:port`, `tcp://host:port`
-//! or plain `host:port`. (Failover URIs arrive with the failover
-//! transport.)
+//! Broker addresses.
+//!
+//! - One broker: `stomp://[login:passcode@]host:port[?options]`, also
+//!   `tcp://…` or plain `host:port`. Options: `login`, `passcode`,
+//!   `heartbeat` (`CX,CY` in ms, or `CX:CY`), `connectTimeout` (ms).
+//! - Several, with failover: `failover:(uri1,uri2,…)?options` or
+//!   `failover:uri1,uri2?options`, with ActiveMQ's option names and defaults
+//!   (see [`FailoverOptions`]); `nested.NAME=VALUE` sets an option on every
+//!   inner URI.
+//!
+//! Unknown options and bad values are errors that name them.
 
 use std::fmt;
+use std::time::Duration;
+
+use halyard_stomp::HeartBeat;
 
 /// One broker to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,10 +22,14 @@ pub struct Endpoint {
     pub host: String,
     /// TCP port.
     pub port: u16,
-    /// Login from the URL, if any.
+    /// Login, if given.
     pub login: Option<String>,
-    /// Passcode from the URL, if any.
+    /// Passcode, if given.
     pub passcode: Option<String>,
+    /// Heart-beats to offer, if given.
+    pub heartbeat: Option<HeartBeat>,
+    /// How long connecting may take, if given.
+    pub connect_timeout: Option<Duration>,
 }
 
 /// The default STOMP port.
@@ -30,23 +45,171 @@ pub struct UrlError {
     pub reason: String,
 }
 
+/// The failover transport's settings: ActiveMQ's names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverOptions {
+    /// `initialReconnectDelay` (ms, default 10): the first wait between
+    /// reconnection attempts.
+    pub initial_reconnect_delay: Duration,
+    /// `maxReconnectDelay` (ms, default 30000): the longest wait.
+    pub max_reconnect_delay: Duration,
+    /// `useExponentialBackOff` (default true): grow the wait after each
+    /// failed attempt.
+    pub use_exponential_back_off: bool,
+    /// `reconnectDelayExponent` (default 2.0): by how much.
+    pub reconnect_delay_exponent: f64,
+    /// `maxReconnectAttempts` (default -1: forever; 0: never reconnect):
+    /// attempts (passes over the broker list) after a connection is lost.
+    pub max_reconnect_attempts: i64,
+    /// `startupMaxReconnectAttempts` (default -1: forever): attempts for
+    /// the first connection.
+    pub startup_max_reconnect_attempts: i64,
+    /// `randomize` (default true): try the brokers in random order.
+    pub randomize: bool,
+    /// `timeout` (ms, default -1 = `None`: forever): how long an operation
+    /// may wait while the client is disconnected.
+    pub timeout: Option<Duration>,
+    /// `backup` (default false): keep warm connections to other brokers.
+    pub backup: bool,
+    /// `backupPoolSize` (default 1): how many.
+    pub backup_pool_size: usize,
+    /// `warnAfterReconnectAttempts` (default 10): log a warning every this
+    /// many failed attempts (0: never).
+    pub warn_after_reconnect_attempts: u32,
+    /// `priorityBackup` (default false): prefer the priority broker(s) and
+    /// go back to one when it is available again.
+    pub priority_backup: bool,
+    /// `priorityURIs`: the priority brokers (default: the first in the list).
+    pub priority_uris: Vec<Endpoint>,
+    /// `updateURIsSupported` (default true): add the brokers a broker
+    /// announces (CONNECTED `peers` header) to the list.
+    pub update_uris_supported: bool,
+}
+
+impl Default for FailoverOptions {
+    fn default() -> FailoverOptions {
+        FailoverOptions {
+            initial_reconnect_delay: Duration::from_millis(10),
+            max_reconnect_delay: Duration::from_millis(30_000),
+            use_exponential_back_off: true,
+            reconnect_delay_exponent: 2.0,
+            max_reconnect_attempts: -1,
+            startup_max_reconnect_attempts: -1,
+            randomize: true,
+            timeout: None,
+            backup: false,
+            backup_pool_size: 1,
+            warn_after_reconnect_attempts: 10,
+            priority_backup: false,
+            priority_uris: Vec::new(),
+            update_uris_supported: true,
+        }
+    }
+}
+
+/// A parsed broker URL: one broker, or several with failover.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerUrl {
+    /// The brokers, in the order given.
+    pub endpoints: Vec<Endpoint>,
+    /// `Some` for a `failover:` URL: reconnect as these options say.
+    pub failover: Option<FailoverOptions>,
+    /// Login given as a failover option.
+    pub login: Option<String>,
+    /// Passcode given as a failover option.
+    pub passcode: Option<String>,
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-escape in '{s}'"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("'{s}' is not UTF-8 once decoded"))
+}
+
+/// `key=value` pairs of a query string.
+fn query(q: &str) -> Result<Vec<(String, String)>, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("option '{p}' has no value (expected NAME=VALUE)"))?;
+            Ok((k.to_owned(), percent_decode(v)?))
+        })
+        .collect()
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!(
+            "invalid value '{v}' for {name}: expected true or false"
+        )),
+    }
+}
+
+fn parse_int<T: std::str::FromStr>(name: &str, v: &str, what: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("invalid value '{v}' for {name}: expected {what}"))
+}
+
+fn parse_ms(name: &str, v: &str) -> Result<Duration, String> {
+    let ms: u64 = parse_int(name, v, "milliseconds (a non-negative integer)")?;
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_attempts(name: &str, v: &str) -> Result<i64, String> {
+    let n: i64 = parse_int(name, v, "an integer (-1 for unlimited)")?;
+    if n < -1 {
+        return Err(format!(
+            "invalid value '{v}' for {name}: expected -1 or more"
+        ));
+    }
+    Ok(n)
+}
+
 impl Endpoint {
-    /// Parses a broker URL.
+    /// Parses one broker's URL (no `failover:`).
     pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
-        let err = |reason: &str| UrlError {
+        let err = |reason: String| UrlError {
             url: url.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
+        if url.starts_with("failover:") {
+            return Err(err(
+                "a failover URL names several brokers; use BrokerUrl::parse".into(),
+            ));
+        }
         let rest = if let Some((scheme, rest)) = url.split_once("://") {
             match scheme {
                 "stomp" | "tcp" => rest,
-                "failover" => return Err(err("failover URIs are not supported yet")),
-                _ => return Err(err("unknown scheme (expected stomp:// or tcp://)")),
+                _ => {
+                    return Err(err(format!(
+                        "unknown scheme '{scheme}' (expected stomp:// or tcp://)"
+                    )));
+                }
             }
-        } else if url.starts_with("failover:") {
-            return Err(err("failover URIs are not supported yet"));
         } else {
             url
+        };
+        let (rest, options) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
         };
         let rest = rest.trim_end_matches('/');
         let (userinfo, hostport) = match rest.rsplit_once('@') {
@@ -56,39 +219,74 @@ impl Endpoint {
         let (login, passcode) = match userinfo {
             None => (None, None),
             Some(u) => match u.split_once(':') {
-                Some((l, p)) => (Some(l.to_owned()), Some(p.to_owned())),
-                None => (Some(u.to_owned()), None),
+                Some((l, p)) => (
+                    Some(percent_decode(l).map_err(err)?),
+                    Some(percent_decode(p).map_err(err)?),
+                ),
+                None => (Some(percent_decode(u).map_err(err)?), None),
             },
         };
-        if hostport.contains(['/', '?', '#']) {
-            return Err(err("paths and query strings are not supported"));
+        if hostport.contains(['/', '#']) {
+            return Err(err("paths and fragments are not supported".into()));
         }
+        let bad_port = |p: &str| err(format!("invalid port '{p}' (expected 1-65535)"));
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| err("unclosed '['".into()))?;
             let port = match after.strip_prefix(':') {
-                Some(p) => parse_port(p).ok_or_else(|| err("invalid port"))?,
+                Some(p) => parse_port(p).ok_or_else(|| bad_port(p))?,
                 None if after.is_empty() => DEFAULT_PORT,
-                None => return Err(err("unexpected text after ']'")),
+                None => return Err(err("unexpected text after ']'".into())),
             };
             (h.to_owned(), port)
         } else {
             match hostport.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_owned(),
-                    parse_port(p).ok_or_else(|| err("invalid port"))?,
-                ),
+                Some((h, p)) => (h.to_owned(), parse_port(p).ok_or_else(|| bad_port(p))?),
                 None => (hostport.to_owned(), DEFAULT_PORT),
             }
         };
         if host.is_empty() {
-            return Err(err("missing host"));
+            return Err(err("missing host".into()));
         }
-        Ok(Endpoint {
+        let mut e = Endpoint {
             host,
             port,
             login,
             passcode,
-        })
+            heartbeat: None,
+            connect_timeout: None,
+        };
+        for (k, v) in query(options.unwrap_or_default()).map_err(err)? {
+            e.set(&k, &v, false).map_err(err)?;
+        }
+        Ok(e)
+    }
+
+    /// Sets an inner-URL option. With `if_unset`, an option the URL already
+    /// gives is left alone (how `nested.*` options apply).
+    fn set(&mut self, name: &str, v: &str, if_unset: bool) -> Result<(), String> {
+        match name {
+            "login" if !(if_unset && self.login.is_some()) => self.login = Some(v.to_owned()),
+            "passcode" if !(if_unset && self.passcode.is_some()) => {
+                self.passcode = Some(v.to_owned())
+            }
+            "heartbeat" if !(if_unset && self.heartbeat.is_some()) => {
+                self.heartbeat = Some(HeartBeat::parse(&v.replace(':', ",")).map_err(|_| {
+                    format!("invalid value '{v}' for heartbeat: expected CX,CY in milliseconds")
+                })?)
+            }
+            "connectTimeout" if !(if_unset && self.connect_timeout.is_some()) => {
+                self.connect_timeout = Some(parse_ms(name, v)?)
+            }
+            "login" | "passcode" | "heartbeat" | "connectTimeout" => {}
+            _ => {
+                return Err(format!(
+                    "unknown option '{name}' (broker URLs take login, passcode, heartbeat, connectTimeout)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `host:port`, bracketing IPv6 addresses, for connecting and messages.
@@ -98,6 +296,11 @@ impl Endpoint {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// Whether two endpoints are the same broker.
+    pub fn same_broker(&self, other: &Endpoint) -> bool {
+        self.host == other.host && self.port == other.port
     }
 }
 
@@ -111,16 +314,180 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Splits a broker list at commas, keeping commas inside an inner URL's
+/// option values (`heartbeat=1000,1000`) with their URL.
+fn split_list(list: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in list.split(',') {
+        let continues = out.last().is_some_and(|prev| prev.contains('?'))
+            && !part.contains("://")
+            && !part.contains(':');
+        match out.last_mut() {
+            Some(prev) if continues => {
+                prev.push(',');
+                prev.push_str(part);
+            }
+            _ => out.push(part.trim().to_owned()),
+        }
+    }
+    out
+}
+
+impl BrokerUrl {
+    /// Parses a broker URL: one broker, or `failover:` with several.
+    pub fn parse(url: &str) -> Result<BrokerUrl, UrlError> {
+        let err = |reason: String| UrlError {
+            url: url.to_owned(),
+            reason,
+        };
+        let Some(rest) = url.strip_prefix("failover:") else {
+            return Ok(BrokerUrl {
+                endpoints: vec![Endpoint::parse(url)?],
+                failover: None,
+                login: None,
+                passcode: None,
+            });
+        };
+        let (list, options) = if let Some(inner) = rest.strip_prefix('(') {
+            let close = inner
+                .rfind(')')
+                .ok_or_else(|| err("missing ')' after the broker list".into()))?;
+            let after = &inner[close + 1..];
+            let options = match after.strip_prefix('?') {
+                Some(q) => q,
+                None if after.is_empty() => "",
+                None => return Err(err(format!("unexpected text '{after}' after ')'"))),
+            };
+            (&inner[..close], options)
+        } else {
+            match rest.split_once('?') {
+                Some((l, q)) => (l, q),
+                None => (rest, ""),
+            }
+        };
+        let mut endpoints = split_list(list)
+            .iter()
+            .filter(|u| !u.is_empty())
+            .map(|u| Endpoint::parse(u).map_err(|e| err(e.reason)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(err("the failover list names no broker".into()));
+        }
+        let mut o = FailoverOptions::default();
+        let (mut login, mut passcode) = (None, None);
+        for (k, v) in query(options).map_err(err)? {
+            if let Some(inner) = k.strip_prefix("nested.") {
+                for e in &mut endpoints {
+                    e.set(inner, &v, true).map_err(&err)?;
+                }
+                continue;
+            }
+            let k = k.as_str();
+            match k {
+                "initialReconnectDelay" => {
+                    o.initial_reconnect_delay = parse_ms(k, &v).map_err(err)?
+                }
+                "maxReconnectDelay" => o.max_reconnect_delay = parse_ms(k, &v).map_err(err)?,
+                "useExponentialBackOff" => {
+                    o.use_exponential_back_off = parse_bool(k, &v).map_err(err)?
+                }
+                "reconnectDelayExponent" => {
+                    let x: f64 = parse_int(k, &v, "a number of at least 1.0").map_err(err)?;
+                    if !(x.is_finite() && x >= 1.0) {
+                        return Err(err(format!(
+                            "invalid value '{v}' for {k}: expected a number of at least 1.0"
+                        )));
+                    }
+                    o.reconnect_delay_exponent = x;
+                }
+                "maxReconnectAttempts" => {
+                    o.max_reconnect_attempts = parse_attempts(k, &v).map_err(err)?
+                }
+                "startupMaxReconnectAttempts" => {
+                    o.startup_max_reconnect_attempts = parse_attempts(k, &v).map_err(err)?
+                }
+                "randomize" => o.randomize = parse_bool(k, &v).map_err(err)?,
+                "timeout" => {
+                    let t: i64 =
+                        parse_int(k, &v, "milliseconds, or -1 for no limit").map_err(err)?;
+                    o.timeout = match t {
+                        -1 => None,
+                        t if t >= 0 => Some(Duration::from_millis(t as u64)),
+                        _ => {
+                            return Err(err(format!(
+                                "invalid value '{v}' for {k}: expected -1 or more"
+                            )));
+                        }
+                    };
+                }
+                "backup" => o.backup = parse_bool(k, &v).map_err(err)?,
+                "backupPoolSize" => {
+                    o.backup_pool_size = parse_int(k, &v, "a non-negative integer").map_err(err)?
+                }
+                "warnAfterReconnectAttempts" => {
+                    o.warn_after_reconnect_attempts =
+                        parse_int(k, &v, "a non-negative integer").map_err(err)?
+                }
+                "priorityBackup" => o.priority_backup = parse_bool(k, &v).map_err(err)?,
+                "priorityURIs" => {
+                    o.priority_uris = v
+                        .split(',')
+                        .filter(|u| !u.is_empty())
+                        .map(|u| {
+                            Endpoint::parse(u.trim())
+                                .map_err(|e| err(format!("priorityURIs: {}", e.reason)))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "updateURIsSupported" => {
+                    o.update_uris_supported = parse_bool(k, &v).map_err(err)?
+                }
+                "login" => login = Some(v),
+                "passcode" => passcode = Some(v),
+                _ => return Err(err(format!("unknown failover option '{k}'"))),
+            }
+        }
+        if o.max_reconnect_delay < o.initial_reconnect_delay {
+            return Err(err(
+                "maxReconnectDelay is shorter than initialReconnectDelay".into(),
+            ));
+        }
+        Ok(BrokerUrl {
+            endpoints,
+            failover: Some(o),
+            login,
+            passcode,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn bad(url: &str, words: &str) {
+        let e = BrokerUrl::parse(url).unwrap_err().to_string();
+        assert!(
+            e.contains("invalid broker URL") && e.contains(words),
+            "{url}: {e}"
+        );
+    }
+
     #[test]
-    fn parses_forms() {
-        let e = Endpoint::parse("stomp://u:p@h:1234").unwrap();
+    fn single_broker_forms() {
+        let e =
+            Endpoint::parse("stomp://u:p%40ss@h:1234?heartbeat=100,200&connectTimeout=50").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("h", 1234));
         assert_eq!(e.login.as_deref(), Some("u"));
-        assert_eq!(e.passcode.as_deref(), Some("p"));
+        assert_eq!(e.passcode.as_deref(), Some("p@ss"));
+        assert_eq!(
+            e.heartbeat,
+            Some(HeartBeat {
+                can_send_ms: 100,
+                want_receive_ms: 200
+            })
+        );
+        assert_eq!(e.connect_timeout, Some(Duration::from_millis(50)));
         assert_eq!(Endpoint::parse("tcp://h").unwrap().port, DEFAULT_PORT);
         assert_eq!(
             Endpoint::parse("127.0.0.1:5").unwrap().address(),
@@ -129,23 +496,148 @@ mod tests {
         let v6 = Endpoint::parse("stomp://[::1]:7").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 7));
         assert_eq!(v6.address(), "[::1]:7");
+        let plain = BrokerUrl::parse("stomp://a:1").unwrap();
+        assert!(plain.failover.is_none());
+        assert_eq!(plain.endpoints.len(), 1);
     }
 
     #[test]
-    fn rejects_bad_urls_with_reason() {
-        for bad in [
-            "http://h:1",
-            "stomp://h:0",
-            "stomp://h:99999",
-            "stomp://h:x",
-            "stomp://:1",
-            "stomp://h:1/path",
-            "stomp://[::1",
-            "failover:(stomp://a:1)",
-            "",
+    fn failover_defaults_are_activemqs() {
+        let u = BrokerUrl::parse("failover:(stomp://a:1,stomp://b:2)").unwrap();
+        assert_eq!(u.endpoints.len(), 2);
+        let o = u.failover.unwrap();
+        assert_eq!(o, FailoverOptions::default());
+        assert_eq!(o.initial_reconnect_delay, Duration::from_millis(10));
+        assert_eq!(o.max_reconnect_delay, Duration::from_millis(30_000));
+        assert!(o.use_exponential_back_off && o.randomize && o.update_uris_supported);
+        assert_eq!(o.reconnect_delay_exponent, 2.0);
+        assert_eq!(
+            (o.max_reconnect_attempts, o.startup_max_reconnect_attempts),
+            (-1, -1)
+        );
+        assert_eq!(o.timeout, None);
+        assert!(!o.backup && !o.priority_backup);
+        assert_eq!(
+            (o.backup_pool_size, o.warn_after_reconnect_attempts),
+            (1, 10)
+        );
+        // Without parentheses too.
+        let u = BrokerUrl::parse("failover:stomp://a:1,tcp://b:2?randomize=false").unwrap();
+        assert_eq!(u.endpoints[1].port, 2);
+        assert!(!u.failover.unwrap().randomize);
+    }
+
+    #[test]
+    fn every_option_parses() {
+        let u = BrokerUrl::parse(
+            "failover:(stomp://a:1?heartbeat=0,0,stomp://b:2)?initialReconnectDelay=5&maxReconnectDelay=200\
+             &useExponentialBackOff=false&reconnectDelayExponent=1.5&maxReconnectAttempts=3\
+             &startupMaxReconnectAttempts=0&randomize=false&timeout=250&backup=true&backupPoolSize=2\
+             &warnAfterReconnectAttempts=0&priorityBackup=true&priorityURIs=stomp://b:2,stomp://a:1\
+             &updateURIsSupported=false&login=me&passcode=se%26cret&nested.connectTimeout=300\
+             &nested.heartbeat=500:500",
+        )
+        .unwrap();
+        let o = u.failover.unwrap();
+        assert_eq!(o.initial_reconnect_delay, Duration::from_millis(5));
+        assert_eq!(o.max_reconnect_delay, Duration::from_millis(200));
+        assert!(!o.use_exponential_back_off);
+        assert_eq!(o.reconnect_delay_exponent, 1.5);
+        assert_eq!(o.max_reconnect_attempts, 3);
+        assert_eq!(o.startup_max_reconnect_attempts, 0);
+        assert!(!o.randomize);
+        assert_eq!(o.timeout, Some(Duration::from_millis(250)));
+        assert!(o.backup);
+        assert_eq!(o.backup_pool_size, 2);
+        assert_eq!(o.warn_after_reconnect_attempts, 0);
+        assert!(o.priority_backup);
+        assert_eq!(o.priority_uris.len(), 2);
+        assert_eq!(o.priority_uris[0].port, 2);
+        assert!(!o.update_uris_supported);
+        assert_eq!(u.login.as_deref(), Some("me"));
+        assert_eq!(u.passcode.as_deref(), Some("se&cret"));
+        // nested.* applies to every inner URL, without overriding its own.
+        let a = &u.endpoints[0];
+        let b = &u.endpoints[1];
+        assert_eq!(a.heartbeat, Some(HeartBeat::default()));
+        assert_eq!(
+            b.heartbeat,
+            Some(HeartBeat {
+                can_send_ms: 500,
+                want_receive_ms: 500
+            })
+        );
+        assert_eq!(a.connect_timeout, Some(Duration::from_millis(300)));
+        assert_eq!(b.connect_timeout, Some(Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn bad_values_and_unknown_options_are_named() {
+        bad(
+            "failover:(stomp://a:1)?maxReconectAttempts=3",
+            "unknown failover option 'maxReconectAttempts'",
+        );
+        bad(
+            "failover:(stomp://a:1)?maxReconnectAttempts=x",
+            "maxReconnectAttempts",
+        );
+        bad(
+            "failover:(stomp://a:1)?maxReconnectAttempts=-2",
+            "maxReconnectAttempts",
+        );
+        bad("failover:(stomp://a:1)?randomize=yes", "randomize");
+        bad(
+            "failover:(stomp://a:1)?initialReconnectDelay=-5",
+            "initialReconnectDelay",
+        );
+        bad(
+            "failover:(stomp://a:1)?reconnectDelayExponent=0.5",
+            "reconnectDelayExponent",
+        );
+        bad("failover:(stomp://a:1)?timeout=-7", "timeout");
+        bad("failover:(stomp://a:1)?backupPoolSize=-1", "backupPoolSize");
+        bad(
+            "failover:(stomp://a:1)?initialReconnectDelay=500&maxReconnectDelay=100",
+            "maxReconnectDelay",
+        );
+        bad("failover:(stomp://a:1)?randomize", "no value");
+        bad(
+            "failover:(stomp://a:1)?nested.bogus=1",
+            "unknown option 'bogus'",
+        );
+        bad(
+            "failover:(stomp://a:1)?priorityURIs=http://x",
+            "priorityURIs",
+        );
+        bad("failover:(stomp://a:1?frob=2)", "unknown option 'frob'");
+        bad("failover:(stomp://a:1?heartbeat=fast)", "heartbeat");
+    }
+
+    #[test]
+    fn malformed_lists_are_refused() {
+        bad("failover:(stomp://a:1,stomp://b:2", "missing ')'");
+        bad("failover:()", "names no broker");
+        bad("failover:", "names no broker");
+        bad("failover:(stomp://a:1)x", "unexpected text");
+        bad("failover:(stomp://a:1,http://b:2)", "unknown scheme 'http'");
+        bad("failover:(stomp://a:1,stomp://:2)", "missing host");
+        bad("failover:(stomp://a:99999)", "invalid port");
+        bad("failover:(stomp://a:1)?x=%zz", "percent-escape");
+    }
+
+    #[test]
+    fn single_urls_are_refused_with_a_reason() {
+        for (url, words) in [
+            ("http://h:1", "unknown scheme"),
+            ("stomp://h:0", "invalid port"),
+            ("stomp://h:99999", "invalid port"),
+            ("stomp://h:x", "invalid port"),
+            ("stomp://:1", "missing host"),
+            ("stomp://h:1/path", "paths"),
+            ("stomp://[::1", "unclosed"),
+            ("", "missing host"),
         ] {
-            let e = Endpoint::parse(bad).unwrap_err();
-            assert!(e.to_string().contains("invalid broker URL"), "{bad}: {e}");
+            bad(url, words);
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use halyard_client::{AckMode, Client, Message, SubscribeOptions, Subscription};
+use halyard_client::{AckMode, Client, ClientError, Message, SubscribeOptions, Subscription};
 
 use super::stats::Latency;
 use super::{Plan, SENT_HEADER, Shared, WARMUP_HEADER, connect, epoch_us};
@@ -84,9 +84,14 @@ impl Consumer {
                     }
                 }
             };
-            if let Err(e) = ack {
-                error = Some(format!("ack failed: {e}"));
-                break;
+            match ack {
+                Ok(()) => {}
+                // Delivered before a failover: it comes again, and counts then.
+                Err(ClientError::AckNotConfirmed) => continue,
+                Err(e) => {
+                    error = Some(format!("ack failed: {e}"));
+                    break;
+                }
             }
             if m.header(WARMUP_HEADER).is_some() {
                 continue;

@@ -35,7 +35,10 @@ const WARMUP_HEADER: &str = "bench-warmup";
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// Broker URL, e.g. stomp://127.0.0.1:61613.
+    /// Broker URL, e.g. stomp://127.0.0.1:61613, or a failover list that
+    /// reconnects (and resends what was not confirmed) when a broker fails:
+    /// failover:(stomp://a:61613,stomp://b:61613)?maxReconnectAttempts=10
+    /// (ActiveMQ's options; see docs/CLIENT.md).
     #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
     url: String,
     /// Destination: a /queue/NAME (consumers compete) or a /topic/NAME
