@@ -538,8 +538,12 @@ impl JournalStore {
             let file = segment::open(&self.dir, id)
                 .map_err(|e| io(&format!("cannot open {}", path.display()), e))?;
             buf.clear();
-            std::io::Read::read_to_end(&mut &file, &mut buf)
-                .map_err(|e| io(&format!("cannot read {}", path.display()), e))?;
+            let read = if newest {
+                read_written(&file, &mut buf)
+            } else {
+                std::io::Read::read_to_end(&mut &file, &mut buf).map(|_| ())
+            };
+            read.map_err(|e| io(&format!("cannot read {}", path.display()), e))?;
             let header = match recovery::header(&buf) {
                 Ok(h) => h,
                 Err(e) if newest && buf.len() <= HEADER_LEN => {
@@ -753,6 +757,55 @@ impl StoreBackend for JournalStore {
             shared: self.shared.clone(),
         })
     }
+}
+
+/// Reads the newest segment only as far as it was written: it is
+/// preallocated, and reading megabytes of zeros would only slow a takeover.
+/// Stops at the first place where a record should start and zeros are
+/// found — exactly where recovery's scan stops too — and otherwise (a torn
+/// or damaged record, which recovery handles with the whole file) reads
+/// everything.
+fn read_written(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let len = file.metadata()?.len() as usize;
+    let mut chunk = 256 * 1024;
+    let mut at = HEADER_LEN;
+    loop {
+        let eof = fill(file, buf, (buf.len() + chunk).min(len))?;
+        // Walk whole records; decide once the frame after them is known.
+        while at < buf.len() {
+            match Frame::at(&buf[at..]) {
+                Frame::Record { len } => at += FRAME_LEN + len,
+                Frame::End if buf.len() - at >= FRAME_LEN => return Ok(()),
+                Frame::End | Frame::Incomplete => break,
+                Frame::Bad(_) => {
+                    fill(file, buf, len)?;
+                    return Ok(());
+                }
+            }
+        }
+        if eof {
+            return Ok(());
+        }
+        chunk = (chunk * 2).min(16 * 1024 * 1024);
+    }
+}
+
+/// Extends `buf` with the file's bytes up to `upto`; true if the file
+/// ended there (or earlier).
+fn fill(file: &File, buf: &mut Vec<u8>, upto: usize) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let start = buf.len();
+    buf.resize(upto.max(start), 0);
+    let mut filled = start;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    let short = filled < buf.len();
+    buf.truncate(filled);
+    Ok(short || filled as u64 >= file.metadata()?.len())
 }
 
 /// What seals say about a segment.

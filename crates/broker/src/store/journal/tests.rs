@@ -309,3 +309,27 @@ async fn duplicate_ids_outlive_their_messages_and_segments() {
     let r = small.recover_sync().unwrap();
     assert_eq!(ids(&r), want[15..].to_vec());
 }
+
+/// The newest segment is read only as far as it was written; a record
+/// full of zeros (longer than the first read) must not look like its end.
+#[tokio::test]
+async fn zeros_inside_records_of_the_newest_segment_are_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 32 << 20);
+    let mut m = (*test_message(1, 4)).clone();
+    m.body = bytes::Bytes::from(vec![0u8; 700 * 1024]);
+    let zeros = Arc::new(m);
+    j.put(&[vec![Record::Add {
+        key: StoreKey::Queue("q".into()),
+        message: zeros.clone(),
+        dedup: None,
+    }]])
+    .await
+    .unwrap();
+    j.put(&[vec![add(2)]]).await.unwrap();
+    drop(j); // a crash: the preallocated zeros stay
+    let (j, r) = open(dir.path(), 32 << 20);
+    assert_eq!(seqs(r), vec![1, 2]);
+    let loaded = j.reader().load(&[1]);
+    assert_eq!(*loaded[0].as_ref().unwrap().as_ref(), *zeros);
+}
