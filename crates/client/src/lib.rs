@@ -592,11 +592,13 @@ impl Client {
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Transaction, ClientError> {
         let id = self.next_id("tx");
+        let generation = self.shared.generation.load(Ordering::Relaxed);
         let frame = Frame::new(Command::Begin).header("transaction", id.clone());
         self.request(frame, true, None).await?.await?;
         Ok(Transaction {
             id,
             client: self.clone(),
+            generation,
         })
     }
 
@@ -630,6 +632,8 @@ impl Client {
 pub struct Transaction {
     id: String,
     client: Client,
+    /// The connection it began on: it dies with it.
+    generation: u64,
 }
 
 impl Transaction {
@@ -638,14 +642,25 @@ impl Transaction {
         &self.id
     }
 
+    /// Fails if the connection the transaction began on has failed since:
+    /// the broker rolled it back.
+    fn alive(&self) -> Result<(), ClientError> {
+        if self.client.shared.generation.load(Ordering::Relaxed) != self.generation {
+            return Err(ClientError::TransactionRolledBack(self.id.clone()));
+        }
+        Ok(())
+    }
+
     /// Sends a message as part of the transaction.
     pub async fn send(&self, message: SendMessage) -> Result<(), ClientError> {
+        self.alive()?;
         let frame = self.client.send_frame(message, Some(&self.id));
         self.client.request(frame, false, None).await.map(|_| ())
     }
 
     /// Acknowledges a message as part of the transaction.
     pub async fn ack(&self, message: &Message) -> Result<(), ClientError> {
+        self.alive()?;
         match self
             .client
             .ack_frame(Command::Ack, message, Some(&self.id))?
@@ -661,6 +676,8 @@ impl Transaction {
 
     /// Commits; returns once the broker has applied (and stored) it all.
     pub async fn commit(self) -> Result<(), ClientError> {
+        // Not checked here: the engine answers a rolled-back transaction's
+        // COMMIT itself (and forgets it).
         let frame = Frame::new(Command::Commit).header("transaction", self.id);
         self.client.request(frame, true, None).await?.await
     }

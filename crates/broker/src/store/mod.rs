@@ -390,6 +390,9 @@ pub enum WhenFull {
 struct Parked {
     batches: std::sync::Mutex<Vec<Batch>>,
     count: std::sync::atomic::AtomicUsize,
+    /// Wakes an idle writer when the first batch is parked, so that it goes
+    /// to disk within `LAZY_DELAY` even if no durable write comes along.
+    wake: Notify,
 }
 
 /// Most parked batches; beyond it bookkeeping goes through the channel
@@ -412,7 +415,9 @@ impl Parked {
             return Err(batch);
         }
         self.lock().push(batch);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -663,7 +668,14 @@ async fn writer<B: StoreBackend>(
                 }
                 continue;
             }
-            Err(mpsc::error::TryRecvError::Empty) => rx.recv().await,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                tokio::select! {
+                    r = rx.recv() => r,
+                    // Something was parked: go round, and give it LAZY_DELAY
+                    // to ride on a durable write.
+                    _ = parked.wake.notified() => continue,
+                }
+            }
         };
         let disconnected = first.is_none() && rx.is_closed() && rx.is_empty();
         for batch in parked.take() {
@@ -794,6 +806,29 @@ mod tests {
         let calls = calls.lock().unwrap().clone();
         assert_eq!(calls.iter().sum::<usize>(), 51);
         assert!(calls.len() <= 3, "no grouping: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn parked_bookkeeping_is_written_without_a_durable_write() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (store, _) = spawn(
+            Counting {
+                calls: calls.clone(),
+            },
+            u64::MAX,
+            WhenFull::Fail,
+        );
+        // Let the writer go idle first: that is when it used to miss it.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        store.record(vec![Record::Remove { seq: 1 }]).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while calls.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "parked bookkeeping never written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
