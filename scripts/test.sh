@@ -4,12 +4,21 @@
 # with the independent Python client stomp.py.
 #
 # Needs only the Rust toolchain and Python 3; it installs the Python test
-# clients into ./.venv itself. Usage: scripts/test.sh
+# clients into ./.venv itself, and Debian's postgresql package if missing.
+# The Rust tests use the PostgreSQL server of $HALYARD_TEST_DATABASE_URL if
+# set, otherwise one throwaway server started here for the whole suite
+# (scripts/test-postgres.sh) and stopped at exit. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
+
+HALYARD_TEST_PG_DIR=
+cleanup() { scripts/test-postgres.sh stop "$HALYARD_TEST_PG_DIR"; }
+trap cleanup EXIT
+trap 'exit 130' INT # so that the EXIT trap runs on ^C and kill too
+trap 'exit 143' TERM
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,6 +30,13 @@ step "build"
 cargo build --workspace --all-targets --locked
 
 step "Rust tests"
+if [ -n "${HALYARD_TEST_DATABASE_URL:-}" ]; then
+    echo "PostgreSQL for the tests: $(sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#' <<<"$HALYARD_TEST_DATABASE_URL") (from HALYARD_TEST_DATABASE_URL)"
+else
+    pg_env=$(scripts/test-postgres.sh start $$)
+    eval "$pg_env"
+    export HALYARD_TEST_DATABASE_URL
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
     cargo test --workspace --locked --doc

@@ -15,9 +15,11 @@ use crate::config::{BrokerConfig, StoreKind};
 use crate::core::{Control, DurableName};
 use crate::core::{DestHandle, Destination, DestinationKind, DestinationStats, now_ms};
 use crate::ha::{
-    DataDirLock, Fenced, HaStatus, LockCheck, LockOwner, Role, Takeover, host_name, read_owner,
+    DataDirLock, Fenced, HaStatus, Lease, LeaseConfig, LockCheck, LockOwner, LostSignal, Role,
+    Takeover, host_name, read_owner,
 };
 use crate::metrics::Metrics;
+use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::{
     JournalStore, MemoryStore, Recovered, Store, StoreBackend, StoreError, StoreKey, StoredMessage,
     Usage, WriterConfig,
@@ -189,6 +191,9 @@ pub enum StartError {
     /// The data directory's lock could not be taken.
     #[error(transparent)]
     Lock(#[from] crate::ha::LockError),
+    /// The database lease could not be taken or waited for.
+    #[error(transparent)]
+    Lease(#[from] crate::ha::LeaseError),
     /// A thread could not be started.
     #[error("cannot start the store writer: {0}")]
     Thread(std::io::Error),
@@ -222,7 +227,14 @@ pub(crate) struct Master {
     sessions_stop: CancellationToken,
     tracker: TaskTracker,
     store_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    lock: Mutex<Option<DataDirLock>>,
+    lock: Mutex<Option<Mastery>>,
+}
+
+/// What makes this broker master: the data directory's lock, or the
+/// database lease.
+pub(crate) enum Mastery {
+    Dir(DataDirLock),
+    Lease(Lease),
 }
 
 impl Master {
@@ -297,10 +309,15 @@ impl Broker {
     /// that waits in the background — client ports closed — and takes over
     /// the moment the lock is released (see [`Broker::role`]).
     pub async fn start(config: BrokerConfig) -> Result<Broker, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        if config.store.kind != StoreKind::Postgres {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        } else {
+            // The schema must exist before the lease row can be read.
+            PostgresStore::migrate(&config.store.url).await?;
+        }
         let http = bind("HTTP", &config.http).await?;
         let http_addr = http.local_addr().map_err(|source| StartError::Bind {
             what: "HTTP",
@@ -332,10 +349,17 @@ impl Broker {
             admin_stop,
             waiter: None,
         };
+        if node.config.store.kind == StoreKind::Postgres {
+            if let Err(e) = start_on_database(&node, &mut broker).await {
+                broker.admin_stop.cancel();
+                return Err(e);
+            }
+            return Ok(broker);
+        }
         let dir = node.config.data_dir.clone();
         match DataDirLock::try_acquire(&dir) {
             Ok(Some(l)) => {
-                if let Err(e) = promote(&node, l, Duration::ZERO).await {
+                if let Err(e) = promote(&node, Mastery::Dir(l), Duration::ZERO).await {
                     broker.admin_stop.cancel();
                     return Err(e);
                 }
@@ -372,7 +396,7 @@ impl Broker {
                     let since = Instant::now();
                     let got = wait_for_lock(&waiting, &dir, got_rx, refresh).await;
                     let result = match got {
-                        Some(Ok(l)) => promote(&waiting, l, since.elapsed()).await,
+                        Some(Ok(l)) => promote(&waiting, Mastery::Dir(l), since.elapsed()).await,
                         Some(Err(e)) => Err(StartError::Lock(e)),
                         None => Err(StartError::Thread(std::io::Error::other(
                             "the lock-waiting thread ended",
@@ -463,7 +487,10 @@ impl Broker {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
             // Release the lock last: the store is closed and synced.
-            lock(&m.lock).take();
+            let mastery = lock(&m.lock).take();
+            if let Some(Mastery::Lease(lease)) = mastery {
+                lease.release().await;
+            }
         }
         if self.node.status().role != Role::Fenced {
             self.node.set_role(Role::Stopped);
@@ -503,25 +530,79 @@ async fn wait_for_lock(
     }
 }
 
-/// Takes over as master: claims a new epoch in the lock file, recovers the
-/// store, opens the STOMP port and starts the lock keep-alive.
+fn owner(node: &Node) -> LockOwner {
+    LockOwner {
+        name: node.config.name.clone(),
+        host: host_name(),
+        pid: std::process::id(),
+        started_at_ms: node.started_at_ms,
+        epoch: 0,
+    }
+}
+
+fn lease_config(node: &Node) -> LeaseConfig {
+    LeaseConfig {
+        url: node.config.store.url.clone(),
+        lease: Duration::from_millis(node.config.ha.lease_ms),
+        owner: owner(node),
+    }
+}
+
+/// Master/slave on a shared database: the lease elects the master.
+async fn start_on_database(node: &Arc<Node>, broker: &mut Broker) -> Result<(), StartError> {
+    let cfg = lease_config(node);
+    if let Some(lease) = Lease::try_acquire(&cfg).await? {
+        return promote(node, Mastery::Lease(lease), Duration::ZERO).await;
+    }
+    tracing::info!(
+        name = %node.config.name,
+        http = %broker.http_addr,
+        database = %crate::store::postgres::redact(&cfg.url),
+        "slave: another broker holds the database lease; waiting to take over (client ports stay closed)"
+    );
+    let waiting = node.clone();
+    broker.waiter = Some(tokio::spawn(async move {
+        let since = Instant::now();
+        let seen = waiting.clone();
+        let holder = move |owner: Option<LockOwner>| {
+            let mut status = lock(&seen.status);
+            if status.role == Role::Slave && status.lock_owner != owner {
+                if let Some(o) = &owner {
+                    tracing::info!(holder = %o, "the database lease is held by");
+                }
+                status.lock_owner = owner;
+            }
+        };
+        let result = match Lease::wait(&cfg, holder).await {
+            Ok(lease) => promote(&waiting, Mastery::Lease(lease), since.elapsed()).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot take over as master");
+            waiting.fail(format!("cannot take over as master: {e}"));
+        }
+    }));
+    Ok(())
+}
+
+/// Takes over as master: claims a new epoch (in the lock file; the lease
+/// has one already), recovers the store, opens the STOMP port and starts
+/// watching the lock.
 async fn promote(
     node: &Arc<Node>,
-    mut dir_lock: DataDirLock,
+    mut mastery: Mastery,
     waited: Duration,
 ) -> Result<(), StartError> {
     let took_lock = Instant::now();
     node.set_role(Role::Recovering);
     let config = &node.config;
-    let owner = LockOwner {
-        name: config.name.clone(),
-        host: host_name(),
-        pid: std::process::id(),
-        started_at_ms: node.started_at_ms,
-        epoch: 0,
+    let (epoch, watch) = match &mut mastery {
+        Mastery::Dir(dir_lock) => {
+            let epoch = dir_lock.claim(owner(node), JournalStore::max_epoch(&config.data_dir))?;
+            (epoch, Watch::File(dir_lock.checker()?))
+        }
+        Mastery::Lease(lease) => (lease.epoch(), Watch::Lease(lease.lost_signal())),
     };
-    let epoch = dir_lock.claim(owner, JournalStore::max_epoch(&config.data_dir))?;
-    let check = dir_lock.checker()?;
     if !waited.is_zero() {
         tracing::info!(
             epoch,
@@ -531,8 +612,25 @@ async fn promote(
     }
     let usage = Arc::new(Usage::default());
     let recovery = Instant::now();
-    let (store, store_thread, recovered) = match config.store.kind {
-        StoreKind::Journal => {
+    let (store, store_thread, recovered) = match (config.store.kind, &watch) {
+        (StoreKind::Postgres, Watch::Lease(lost)) => {
+            let backend = PostgresStore::connect(
+                PostgresConfig {
+                    url: config.store.url.clone(),
+                    readers: config.store.readers,
+                    duplicate_window: config.destinations.duplicate_window,
+                },
+                epoch,
+                lost.token(),
+                usage.clone(),
+            )
+            .await?;
+            open_store(backend, usage, config).await?
+        }
+        (StoreKind::Memory, _) => {
+            open_store(MemoryStore::with_usage(usage.clone()), usage, config).await?
+        }
+        (_, Watch::File(check)) => {
             let backend = JournalStore::with_fence(
                 &config.data_dir,
                 config.journal.clone(),
@@ -543,8 +641,10 @@ async fn promote(
             .duplicate_window(config.destinations.duplicate_window);
             open_store(backend, usage, config).await?
         }
-        StoreKind::Memory => {
-            open_store(MemoryStore::with_usage(usage.clone()), usage, config).await?
+        (_, Watch::Lease(_)) => {
+            return Err(StartError::Store(StoreError::Failed(
+                "a database lease is only used with the postgres store".into(),
+            )));
         }
     };
     let recovery_ms = recovery.elapsed().as_millis() as u64;
@@ -573,7 +673,7 @@ async fn promote(
         sessions_stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         store_thread: Mutex::new(Some(store_thread)),
-        lock: Mutex::new(Some(dir_lock)),
+        lock: Mutex::new(Some(mastery)),
     });
     // Published before the port opens: whoever can connect can also see the
     // destinations.
@@ -592,7 +692,7 @@ async fn promote(
         master.sessions_stop.clone(),
         master.tracker.clone(),
     ));
-    tokio::spawn(keep_alive(node.clone(), master.clone(), check));
+    tokio::spawn(keep_alive(node.clone(), master.clone(), watch));
     let watcher = node.clone();
     let failing = shared.clone();
     tokio::spawn(async move {
@@ -624,6 +724,11 @@ async fn promote(
         http = %config.http,
         data_dir = %config.data_dir.display(),
         store = ?config.store.kind,
+        database = %if config.store.kind == StoreKind::Postgres {
+            crate::store::postgres::redact(&config.store.url)
+        } else {
+            String::new()
+        },
         recovered = recovered_count,
         waited_ms = takeover.waited_ms,
         lock_to_serving_ms = takeover.lock_to_serving_ms,
@@ -633,8 +738,26 @@ async fn promote(
     Ok(())
 }
 
-/// The master's check of its lock, every `ha.lock-keepalive-ms`.
-async fn keep_alive(node: Arc<Node>, master: Arc<Master>, check: LockCheck) {
+/// How a master learns it is no longer master.
+enum Watch {
+    /// Re-check the lock file every `ha.lock-keepalive-ms`.
+    File(LockCheck),
+    /// The lease's renewal task says so.
+    Lease(LostSignal),
+}
+
+/// Watches the lock while master; fences the broker when it is lost.
+async fn keep_alive(node: Arc<Node>, master: Arc<Master>, watch: Watch) {
+    let check = match watch {
+        Watch::File(check) => check,
+        Watch::Lease(lost) => {
+            tokio::select! {
+                _ = master.shared.stop.cancelled() => {}
+                why = lost.wait() => fence(&node, &master, Fenced::Lease(why)),
+            }
+            return;
+        }
+    };
     let every = Duration::from_millis(node.config.ha.lock_keepalive_ms);
     loop {
         tokio::select! {
@@ -658,7 +781,7 @@ fn fence(node: &Node, master: &Master, why: Fenced) {
     node.set_role(Role::Fenced);
     tracing::error!(
         reason = %why,
-        "FENCED: this broker lost the data directory's lock; closing every client connection and writing nothing more"
+        "FENCED: this broker is no longer master; closing every client connection and writing nothing more"
     );
     master.shared.store.fence();
     master.accept_stop.cancel();

@@ -71,6 +71,12 @@ pub struct HaConfig {
     /// frame's `peers` header so a failover client that knew only one
     /// broker finds the others (ActiveMQ's `updateClusterClients`).
     pub peers: Vec<String>,
+    /// With the `postgres` store: how long the master's lease in the
+    /// database lasts. The master renews it every third of this and stops
+    /// serving if it cannot for nine tenths of it; a slave takes over once
+    /// it has expired in database time (at once if the master's database
+    /// session is gone).
+    pub lease_ms: u64,
 }
 
 impl Default for HaConfig {
@@ -79,6 +85,7 @@ impl Default for HaConfig {
             lock_poll_ms: 0,
             lock_keepalive_ms: 1_000,
             peers: Vec::new(),
+            lease_ms: 10_000,
         }
     }
 }
@@ -92,6 +99,24 @@ pub enum StoreKind {
     /// Keeps persistent messages in memory only: they do not survive a
     /// restart.
     Memory,
+    /// Tables in a PostgreSQL database (`store.url`), shared by a
+    /// master/slave group; the database's lease elects the master.
+    Postgres,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StoreKind, String> {
+        match s {
+            "journal" => Ok(StoreKind::Journal),
+            "memory" => Ok(StoreKind::Memory),
+            "postgres" | "postgresql" => Ok(StoreKind::Postgres),
+            _ => Err(format!(
+                "unknown store '{s}': expected journal, memory or postgres"
+            )),
+        }
+    }
 }
 
 /// `[store]`: which store, and its limit.
@@ -106,6 +131,12 @@ pub struct StoreConfig {
     /// (`fail`), or a wait until space is freed (`wait`, ActiveMQ's producer
     /// flow control).
     pub when_full: crate::store::WhenFull,
+    /// The database of the `postgres` store: `postgres://user:pass@host:5432/db`
+    /// (or a `key=value` connection string).
+    pub url: String,
+    /// Connections the `postgres` store uses to read message bodies back
+    /// (deep queues), besides the writer's and the lease's.
+    pub readers: usize,
 }
 
 impl Default for StoreConfig {
@@ -114,6 +145,8 @@ impl Default for StoreConfig {
             kind: StoreKind::Journal,
             max_bytes: 100 * 1024 * 1024 * 1024,
             when_full: crate::store::WhenFull::Fail,
+            url: String::new(),
+            readers: 4,
         }
     }
 }
@@ -395,6 +428,27 @@ impl BrokerConfig {
         }
         positive("store.max-bytes", self.store.max_bytes as usize)?;
         positive("ha.lock-keepalive-ms", self.ha.lock_keepalive_ms as usize)?;
+        if !(300..=3_600_000).contains(&self.ha.lease_ms) {
+            return Err(ConfigError::Invalid {
+                key: "ha.lease-ms",
+                message: "must be between 300 and 3600000".into(),
+            });
+        }
+        if self.store.kind == StoreKind::Postgres {
+            if self.store.url.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "store.url",
+                    message: "the postgres store needs a database URL (postgres://user:password@host:5432/database)".into(),
+                });
+            }
+            crate::store::postgres::check_url(&self.store.url).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "store.url",
+                    message: format!("not a valid database URL: {e}"),
+                }
+            })?;
+        }
+        positive("store.readers", self.store.readers)?;
         for p in &self.ha.peers {
             check_peer_url(p).map_err(|message| ConfigError::Invalid {
                 key: "ha.peers",

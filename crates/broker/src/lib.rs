@@ -15,4 +15,4 @@ pub mod metrics;
 pub mod store;
 
 pub use broker::{Broker, StartError};
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, StoreKind};

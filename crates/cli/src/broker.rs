@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use halyard_broker::{Broker, BrokerConfig};
+use halyard_broker::{Broker, BrokerConfig, StoreKind};
 
 /// Settings come from, in order of precedence: flags, `HALYARD_*`
 /// environment variables, the config file, built-in defaults.
@@ -24,6 +24,19 @@ pub(crate) struct Args {
     /// Admin HTTP listen address [default: 127.0.0.1:8161].
     #[arg(long, env = "HALYARD_HTTP", value_name = "ADDR")]
     http: Option<String>,
+    /// Message store: journal (files in the data directory), postgres (a
+    /// shared database, see --store-url) or memory [default: journal].
+    #[arg(long, env = "HALYARD_STORE", value_name = "KIND")]
+    store: Option<StoreKind>,
+    /// The postgres store's database, e.g.
+    /// postgres://halyard:secret@db.example.com:5432/halyard.
+    #[arg(
+        long,
+        env = "HALYARD_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store_url: Option<String>,
 }
 
 impl Args {
@@ -43,6 +56,12 @@ impl Args {
         }
         if let Some(v) = self.http {
             config.http = v;
+        }
+        if let Some(v) = self.store {
+            config.store.kind = v;
+        }
+        if let Some(v) = self.store_url {
+            config.store.url = v;
         }
         config.validate()?;
         Ok(config)

@@ -89,6 +89,9 @@ pub enum Fenced {
         /// What the file says.
         owner: String,
     },
+    /// The database lease was lost (see `ha::Lease`).
+    #[error("lost the database lease: {0}")]
+    Lease(String),
     /// The file could not be checked.
     #[error("the lock file {path} cannot be checked: {reason}")]
     Unreadable {

@@ -9,9 +9,11 @@
 //! every `ha.lock-keepalive-ms` and stops without writing anything more if
 //! it was removed, replaced, or taken over by a newer epoch.
 
+mod lease;
 mod lock;
 mod status;
 
+pub use lease::{Lease, LeaseConfig, LeaseError, LostSignal};
 pub use lock::{
     DataDirLock, Fenced, LockCheck, LockError, LockOwner, host_name, lock_path, read_owner,
 };

@@ -23,9 +23,12 @@
 //! decides a message's fate writes its `Remove` — the consumer's session for
 //! acknowledgements, the destination for expiry and dead-lettering.
 
+#[cfg(test)]
+mod conformance;
 mod dedup;
 pub mod journal;
 mod memory;
+pub mod postgres;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -231,6 +234,14 @@ impl RecoveredMessages {
             deliveries,
             priority,
         });
+    }
+
+    /// (seq, deliveries) of every message, in sequence order.
+    #[cfg(test)]
+    pub(crate) fn summary(&self) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> = self.entries.iter().map(|e| (e.seq, e.deliveries)).collect();
+        v.sort_unstable();
+        v
     }
 
     /// How many messages.

@@ -1,0 +1,717 @@
+//! The PostgreSQL [`StoreBackend`]: brokers share one database, which
+//! users already run highly available, so the broker's state outlives any
+//! one machine.
+//!
+//! Group commit carries over unchanged: the writer hands over every batch
+//! that queued up while the previous group was written, and the whole group
+//! goes to the database as one transaction sent in a single round trip
+//! (pipelined prepared statements over arrays, one statement per kind of
+//! record). The transaction starts with `halyard_fence`, which checks this
+//! master's epoch under a lock on the lease row: after a newer master takes
+//! over, nothing this one writes can commit. A group nobody waits for
+//! (bookkeeping) is committed with `synchronous_commit = off`, as the
+//! journal lets such records ride on the next sync.
+//!
+//! A group is idempotent (inserts ignore rows already there, deletes and
+//! updates set final values), so when the connection breaks mid-commit the
+//! writer reconnects and sends the group again: receipts wait meanwhile,
+//! for as long as the master holds its lease.
+
+mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use schema::MASTER_LOCK;
+pub use schema::SchemaError;
+
+use super::{
+    Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
+    StoreError, StoreKey, Usage,
+};
+use crate::core::{Destination, Message, MessageId};
+
+/// Opens a connection whose I/O runs on the current runtime.
+pub(crate) async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name("halyard");
+    // Schema creation's "already exists, skipping" notices are not news.
+    config.options("-c client_min_messages=warning -c plan_cache_mode=force_generic_plan");
+    // Dead peers are noticed in seconds, not hours.
+    config.keepalives_idle(Duration::from_secs(5));
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// A database error with the server's message, when there is one.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// Checks a `postgres://` URL (or key=value string) without connecting.
+pub fn check_url(url: &str) -> Result<(), String> {
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((cred, host)) => {
+                let user = cred.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => "(connection string)".to_owned(),
+    }
+}
+
+fn db(what: &str, e: &tokio_postgres::Error) -> StoreError {
+    StoreError::Failed(format!("{what}: {}", describe(e)).into())
+}
+
+/// Settings of the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://…`.
+    pub url: String,
+    /// Connections for reading message bodies back (deep queues).
+    pub readers: usize,
+    /// Duplicate-detection ids kept per queue.
+    pub duplicate_window: usize,
+}
+
+/// Prepared statements of the writer's connection.
+struct Statements {
+    fence: Statement,
+    /// The common group — only new messages — as one statement, which is
+    /// its own transaction.
+    adds_only: Statement,
+    add: Statement,
+    dedup: Statement,
+    redelivered: Statement,
+    remove: Statement,
+    sub_add: Statement,
+    sub_remove: Statement,
+}
+
+const ADD: &str = "INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, persistent, \
+     expires, timestamp, destination, id_prefix, id_n, headers, body) \
+     SELECT s, kk, ka, kb, p, pe, e, t, d, ip, n, h::jsonb, b FROM UNNEST($1::bigint[], \
+     $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[], \
+     $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[]) \
+     AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b) ON CONFLICT (seq) DO NOTHING";
+/// Fence check, messages and their duplicate-detection ids in one
+/// statement. The fence CTE is joined so that it runs; if it raises, the
+/// statement (so the transaction) fails as a whole.
+const ADDS_ONLY: &str = "WITH f AS (SELECT halyard_fence($14, $15)),      d AS (INSERT INTO halyard_duplicate_ids (queue, id, seq)        SELECT * FROM UNNEST($16::text[], $17::text[], $18::bigint[])        ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq)      INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, persistent,      expires, timestamp, destination, id_prefix, id_n, headers, body)      SELECT s, kk, ka, kb, p, pe, e, t, d, ip, n, h::jsonb, b FROM UNNEST($1::bigint[],      $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[],      $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[])      AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b) CROSS JOIN f ON CONFLICT (seq) DO NOTHING";
+const DEDUP: &str = "INSERT INTO halyard_duplicate_ids (queue, id, seq) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) \
+     ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq";
+const REDELIVERED: &str = "UPDATE halyard_messages m SET deliveries = u.d \
+     FROM UNNEST($1::bigint[], $2::integer[]) AS u(s, d) WHERE m.seq = u.s";
+const REMOVE: &str = "DELETE FROM halyard_messages WHERE seq = ANY($1::bigint[])";
+const SUB_ADD: &str = "INSERT INTO halyard_subscriptions (client_id, name, topic) VALUES ($1, $2, $3) \
+     ON CONFLICT (client_id, name) DO UPDATE SET topic = EXCLUDED.topic";
+const SUB_REMOVE: &str = "DELETE FROM halyard_subscriptions WHERE client_id = $1 AND name = $2";
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
+        let (fence, adds_only, add, dedup, redelivered, remove, sub_add, sub_remove) = futures::try_join!(
+            c.prepare("SELECT halyard_fence($1, $2)"),
+            c.prepare(ADDS_ONLY),
+            c.prepare(ADD),
+            c.prepare(DEDUP),
+            c.prepare(REDELIVERED),
+            c.prepare(REMOVE),
+            c.prepare(SUB_ADD),
+            c.prepare(SUB_REMOVE),
+        )?;
+        Ok(Statements {
+            fence,
+            adds_only,
+            add,
+            dedup,
+            redelivered,
+            remove,
+            sub_add,
+            sub_remove,
+        })
+    }
+}
+
+/// A group of batches as column arrays, ready to send (and to send again).
+#[derive(Default)]
+struct Plan {
+    seq: Vec<i64>,
+    key_kind: Vec<i16>,
+    key_a: Vec<String>,
+    key_b: Vec<String>,
+    priority: Vec<i16>,
+    persistent: Vec<bool>,
+    expires: Vec<i64>,
+    timestamp: Vec<i64>,
+    destination: Vec<String>,
+    id_prefix: Vec<String>,
+    id_n: Vec<i64>,
+    headers: Vec<String>,
+    body: Vec<Bytes>,
+    dup_queue: Vec<String>,
+    dup_id: Vec<String>,
+    dup_seq: Vec<i64>,
+    redelivered: HashMap<i64, i32>,
+    removes: Vec<i64>,
+    /// Subscription changes, in order (a remove and a re-add may meet in
+    /// one group).
+    subs: Vec<(bool, String, String, String)>,
+    max_seq: i64,
+    bytes_added: u64,
+}
+
+impl Plan {
+    fn new(batches: &[Batch]) -> Plan {
+        let mut p = Plan::default();
+        for r in batches.iter().flatten() {
+            match r {
+                Record::Add {
+                    key,
+                    message: m,
+                    dedup,
+                } => {
+                    let seq = m.seq as i64;
+                    let (kind, a, b) = match key {
+                        StoreKey::Queue(q) => (1, q.to_string(), String::new()),
+                        StoreKey::Durable { client_id, name } => {
+                            (2, client_id.to_string(), name.to_string())
+                        }
+                    };
+                    if let (Some(id), StoreKey::Queue(q)) = (dedup, key) {
+                        p.dup_queue.push(q.to_string());
+                        p.dup_id.push(id.to_string());
+                        p.dup_seq.push(seq);
+                    }
+                    p.seq.push(seq);
+                    p.key_kind.push(kind);
+                    p.key_a.push(a);
+                    p.key_b.push(b);
+                    p.priority.push(i16::from(m.priority));
+                    p.persistent.push(m.persistent);
+                    p.expires.push(m.expires as i64);
+                    p.timestamp.push(m.timestamp as i64);
+                    p.destination.push(m.destination.to_string());
+                    p.id_prefix.push(m.id.prefix.to_string());
+                    p.id_n.push(m.id.n as i64);
+                    p.headers
+                        .push(serde_json::to_string(&m.headers).unwrap_or_else(|_| "[]".into()));
+                    p.body.push(m.body.clone());
+                    p.max_seq = p.max_seq.max(seq);
+                    p.bytes_added += m.weight() as u64;
+                }
+                Record::Remove { seq } => p.removes.push(*seq as i64),
+                Record::Redelivered { seq, deliveries } => {
+                    p.redelivered.insert(*seq as i64, *deliveries as i32);
+                }
+                Record::SubscriptionAdd {
+                    client_id,
+                    name,
+                    topic,
+                } => p
+                    .subs
+                    .push((true, client_id.clone(), name.clone(), topic.clone())),
+                Record::SubscriptionRemove { client_id, name } => {
+                    p.subs
+                        .push((false, client_id.clone(), name.clone(), String::new()))
+                }
+            }
+        }
+        p
+    }
+
+    fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+            && self.removes.is_empty()
+            && self.redelivered.is_empty()
+            && self.subs.is_empty()
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    config: PostgresConfig,
+    epoch: u64,
+    /// Cancelled when this broker loses its lease: stop retrying writes.
+    lost: CancellationToken,
+    usage: Arc<Usage>,
+    writer: Option<(Client, Statements)>,
+    reader: Arc<PgReader>,
+    last_upkeep: Instant,
+}
+
+/// Time between upkeep passes (pruning duplicate ids, measuring size).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl PostgresStore {
+    /// Connects (creating or migrating the schema) as the master of
+    /// `epoch`. `lost` is cancelled if the lease is lost.
+    pub async fn connect(
+        config: PostgresConfig,
+        epoch: u64,
+        lost: CancellationToken,
+        usage: Arc<Usage>,
+    ) -> Result<PostgresStore, StoreError> {
+        let mut client = connect(&config.url)
+            .await
+            .map_err(|e| db("cannot connect to the database", &e))?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string().into()))?;
+        let statements = Statements::prepare(&client)
+            .await
+            .map_err(|e| db("cannot prepare statements", &e))?;
+        let pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| db("invalid database URL", &e))?;
+        let manager = deadpool_postgres::Manager::new(pg, NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(config.readers.max(1))
+            .build()
+            .map_err(|e| StoreError::Failed(format!("cannot build the reader pool: {e}").into()))?;
+        Ok(PostgresStore {
+            reader: Arc::new(PgReader {
+                pool,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+            config,
+            epoch,
+            lost,
+            usage,
+            writer: Some((client, statements)),
+            last_upkeep: Instant::now(),
+        })
+    }
+
+    /// Creates or migrates the schema of the database at `url` (brokers do
+    /// this at start; exposed for tools and tests).
+    pub async fn migrate(url: &str) -> Result<(), StoreError> {
+        let mut client = connect(url)
+            .await
+            .map_err(|e| db("cannot connect to the database", &e))?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string().into()))
+    }
+
+    async fn writer(&mut self) -> Result<&(Client, Statements), tokio_postgres::Error> {
+        let usable = self.writer.as_ref().is_some_and(|(c, _)| !c.is_closed());
+        if !usable {
+            let client = connect(&self.config.url).await?;
+            let statements = Statements::prepare(&client).await?;
+            self.writer = Some((client, statements));
+        }
+        match &self.writer {
+            Some(w) => Ok(w),
+            None => unreachable!("set just above"),
+        }
+    }
+
+    /// Sends the group as one transaction in one round trip.
+    async fn send(&mut self, plan: &Plan, sync: bool) -> Result<(), tokio_postgres::Error> {
+        let epoch = self.epoch as i64;
+        let (c, st) = self.writer().await?;
+        let begin = if sync {
+            "BEGIN"
+        } else {
+            "BEGIN; SET LOCAL synchronous_commit TO off"
+        };
+        let max_seq = plan.max_seq;
+        let bodies: Vec<&[u8]> = plan.body.iter().map(|b| &b[..]).collect();
+        let redelivered_seq: Vec<i64> = plan.redelivered.keys().copied().collect();
+        let redelivered_n: Vec<i32> = redelivered_seq
+            .iter()
+            .map(|s| plan.redelivered[s])
+            .collect();
+        let add_params: [&(dyn ToSql + Sync); 13] = [
+            &plan.seq,
+            &plan.key_kind,
+            &plan.key_a,
+            &plan.key_b,
+            &plan.priority,
+            &plan.persistent,
+            &plan.expires,
+            &plan.timestamp,
+            &plan.destination,
+            &plan.id_prefix,
+            &plan.id_n,
+            &plan.headers,
+            &bodies,
+        ];
+        if sync && plan.removes.is_empty() && plan.redelivered.is_empty() && plan.subs.is_empty() {
+            let mut params: Vec<&(dyn ToSql + Sync)> = add_params.to_vec();
+            params.extend_from_slice(&[
+                &epoch,
+                &max_seq,
+                &plan.dup_queue,
+                &plan.dup_id,
+                &plan.dup_seq,
+            ]);
+            return c.execute(&st.adds_only, &params).await.map(|_| ());
+        }
+        // Every statement is queued before the first answer is read: one
+        // round trip. A failure aborts the transaction, and COMMIT then
+        // rolls it back.
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        steps.push(Box::pin(
+            async move { c.batch_execute(begin).await.map(|()| 0) },
+        ));
+        steps.push(Box::pin(async move {
+            c.execute(&st.fence, &[&epoch, &max_seq]).await
+        }));
+        if !plan.seq.is_empty() {
+            let params = &add_params;
+            steps.push(Box::pin(async move { c.execute(&st.add, params).await }));
+        }
+        if !plan.dup_id.is_empty() {
+            steps.push(Box::pin(async move {
+                c.execute(&st.dedup, &[&plan.dup_queue, &plan.dup_id, &plan.dup_seq])
+                    .await
+            }));
+        }
+        if !redelivered_seq.is_empty() {
+            let (seqs, counts) = (&redelivered_seq, &redelivered_n);
+            steps.push(Box::pin(async move {
+                c.execute(&st.redelivered, &[seqs, counts]).await
+            }));
+        }
+        if !plan.removes.is_empty() {
+            steps.push(Box::pin(async move {
+                c.execute(&st.remove, &[&plan.removes]).await
+            }));
+        }
+        for (add, client_id, name, topic) in &plan.subs {
+            steps.push(Box::pin(async move {
+                if *add {
+                    c.execute(&st.sub_add, &[client_id, name, topic]).await
+                } else {
+                    c.execute(&st.sub_remove, &[client_id, name]).await
+                }
+            }));
+        }
+        steps.push(Box::pin(async move {
+            c.batch_execute("COMMIT").await.map(|()| 0)
+        }));
+        for r in futures::future::join_all(steps).await {
+            r?;
+        }
+        Ok(())
+    }
+}
+
+/// One statement of a group's transaction, queued with the others.
+type Step<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Whether the error is the fencing check's: a newer master took over.
+fn is_fenced(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.code().code() == schema::FENCED_SQLSTATE)
+}
+
+impl StoreBackend for PostgresStore {
+    async fn recover(&mut self) -> Result<Recovered, StoreError> {
+        let started = Instant::now();
+        let window = self.config.duplicate_window as i64;
+        let usage = self.usage.clone();
+        let epoch = self.epoch;
+        let (c, _) = self
+            .writer()
+            .await
+            .map_err(|e| db("cannot connect to the database", &e))?;
+        let mut messages = RecoveredMessages::default();
+        let mut bytes = 0u64;
+        let mut max_seq: i64 = c
+            .query_one("SELECT max_seq FROM halyard_lock WHERE id = 1", &[])
+            .await
+            .map_err(|e| db("cannot read the lock row", &e))?
+            .get(0);
+        let none: [&(dyn ToSql + Sync); 0] = [];
+        let rows = c
+            .query_raw(
+                "SELECT seq, key_kind, key_a, key_b, priority, expires, deliveries, \
+                 octet_length(body) + octet_length(headers::text) FROM halyard_messages",
+                none,
+            )
+            .await
+            .map_err(|e| db("cannot read stored messages", &e))?;
+        futures::pin_mut!(rows);
+        let mut key_ids: HashMap<(i16, String, String), u32> = HashMap::new();
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| db("cannot read stored messages", &e))?
+        {
+            let seq: i64 = row.get(0);
+            let kind: i16 = row.get(1);
+            let a: String = row.get(2);
+            let b: String = row.get(3);
+            let key = match key_ids.get(&(kind, a.clone(), b.clone())) {
+                Some(&k) => k,
+                None => {
+                    let store_key = if kind == 2 {
+                        StoreKey::Durable {
+                            client_id: a.as_str().into(),
+                            name: b.as_str().into(),
+                        }
+                    } else {
+                        StoreKey::Queue(a.as_str().into())
+                    };
+                    let k = messages.key_id(&store_key);
+                    key_ids.insert((kind, a, b), k);
+                    k
+                }
+            };
+            let size: i32 = row.get::<_, Option<i32>>(7).unwrap_or(0);
+            let weight = size.max(0) as u32 + 128;
+            bytes += u64::from(weight);
+            max_seq = max_seq.max(seq);
+            messages.push_compact(
+                seq as u64,
+                key,
+                row.get::<_, i16>(4).clamp(0, 9) as u8,
+                row.get::<_, i64>(5).max(0) as u64,
+                weight,
+                row.get::<_, i32>(6).max(0) as u32,
+            );
+        }
+        let subscriptions = c
+            .query(
+                "SELECT client_id, name, topic FROM halyard_subscriptions",
+                &[],
+            )
+            .await
+            .map_err(|e| db("cannot read durable subscriptions", &e))?
+            .into_iter()
+            .map(|r| DurableSubscription {
+                client_id: r.get(0),
+                name: r.get(1),
+                topic: r.get(2),
+            })
+            .collect::<Vec<_>>();
+        let mut duplicate_ids: Vec<(StoreKey, Vec<Arc<str>>)> = Vec::new();
+        for r in c
+            .query(
+                "SELECT queue, id FROM (SELECT queue, id, seq, row_number() OVER \
+                 (PARTITION BY queue ORDER BY seq DESC) AS rn FROM halyard_duplicate_ids) t \
+                 WHERE rn <= $1 ORDER BY queue, seq",
+                &[&window],
+            )
+            .await
+            .map_err(|e| db("cannot read duplicate-detection ids", &e))?
+        {
+            let queue: String = r.get(0);
+            let id: String = r.get(1);
+            match duplicate_ids.last_mut() {
+                Some((StoreKey::Queue(q), ids)) if **q == *queue => ids.push(id.into()),
+                _ => duplicate_ids.push((StoreKey::Queue(queue.into()), vec![id.into()])),
+            }
+        }
+        usage.set(bytes);
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            messages = messages.len(),
+            subscriptions = subscriptions.len(),
+            epoch,
+            "database store recovered"
+        );
+        Ok(Recovered {
+            messages,
+            subscriptions,
+            max_seq: max_seq.max(0) as u64,
+            duplicate_ids,
+        })
+    }
+
+    async fn write(&mut self, batches: &[Batch], sync: bool) -> Result<(), StoreError> {
+        let plan = Plan::new(batches);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match self.send(&plan, sync).await {
+                Ok(()) => {
+                    let used = self.usage.get() + plan.bytes_added;
+                    self.usage.set(used);
+                    return Ok(());
+                }
+                Err(e) if is_fenced(&e) => {
+                    return Err(StoreError::Failed(
+                        format!("fenced: {}", describe(&e)).into(),
+                    ));
+                }
+                Err(e) if e.is_closed() || e.as_db_error().is_none() => {
+                    // The connection broke (the database restarted, or the
+                    // network failed): the group is sent again on a new
+                    // one, for as long as this broker holds its lease.
+                    if self.lost.is_cancelled() {
+                        return Err(StoreError::Failed(
+                            format!(
+                                "lost the lease while the database was unreachable: {}",
+                                describe(&e)
+                            )
+                            .into(),
+                        ));
+                    }
+                    tracing::warn!(error = %describe(&e), retry_in_ms = delay.as_millis() as u64,
+                        "database write failed; retrying");
+                    self.writer = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.lost.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(db("database write failed", &e)),
+            }
+        }
+    }
+
+    async fn maintain(&mut self) -> Result<bool, StoreError> {
+        if self.last_upkeep.elapsed() < UPKEEP_EVERY {
+            return Ok(false);
+        }
+        self.last_upkeep = Instant::now();
+        let window = self.config.duplicate_window as i64;
+        let Ok((c, _)) = self.writer().await else {
+            return Ok(false);
+        };
+        // Forget duplicate-detection ids beyond each queue's window.
+        let pruned = c
+            .execute(
+                "DELETE FROM halyard_duplicate_ids d USING (SELECT queue, id FROM (SELECT queue, id, \
+                 row_number() OVER (PARTITION BY queue ORDER BY seq DESC) AS rn \
+                 FROM halyard_duplicate_ids) t WHERE rn > $1) old \
+                 WHERE d.queue = old.queue AND d.id = old.id",
+                &[&window],
+            )
+            .await;
+        if let Err(e) = pruned {
+            tracing::warn!(error = %describe(&e), "cannot prune duplicate-detection ids");
+        }
+        match c
+            .query_one(
+                "SELECT pg_total_relation_size('halyard_messages') + \
+                 pg_total_relation_size('halyard_duplicate_ids')",
+                &[],
+            )
+            .await
+        {
+            Ok(r) => self.usage.set(r.get::<_, i64>(0).max(0) as u64),
+            Err(e) => tracing::warn!(error = %describe(&e), "cannot measure the database store"),
+        }
+        Ok(false)
+    }
+
+    fn reader(&self) -> Arc<dyn MessageReader> {
+        self.reader.clone()
+    }
+}
+
+/// Loads message bodies for deep queues, from a small pool of connections.
+struct PgReader {
+    pool: deadpool_postgres::Pool,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PgReader {
+    async fn fetch(&self, seqs: &[u64]) -> Result<HashMap<u64, Arc<Message>>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let wanted: Vec<i64> = seqs.iter().map(|&s| s as i64).collect();
+        let rows = client
+            .query(
+                "SELECT seq, priority, persistent, expires, timestamp, destination, id_prefix, \
+                 id_n, headers::text, body FROM halyard_messages WHERE seq = ANY($1)",
+                &[&wanted],
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let seq = r.get::<_, i64>(0) as u64;
+            let destination: String = r.get(5);
+            let headers: String = r.get(8);
+            let body: Vec<u8> = r.get(9);
+            let message = Message {
+                seq,
+                id: MessageId {
+                    prefix: r.get::<_, String>(6).into(),
+                    n: r.get::<_, i64>(7) as u64,
+                },
+                destination: Destination::parse(&destination, "")
+                    .map_err(|e| format!("message {seq}: {e}"))?,
+                headers: serde_json::from_str(&headers)
+                    .map_err(|e| format!("message {seq}: bad headers: {e}"))?,
+                body: Bytes::from(body),
+                persistent: r.get(2),
+                priority: r.get::<_, i16>(1).clamp(0, 9) as u8,
+                expires: r.get::<_, i64>(3).max(0) as u64,
+                timestamp: r.get::<_, i64>(4).max(0) as u64,
+            };
+            out.insert(seq, Arc::new(message));
+        }
+        Ok(out)
+    }
+}
+
+impl MessageReader for PgReader {
+    fn pages(&self) -> bool {
+        true
+    }
+
+    fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>> {
+        // Called on a blocking thread (see `Store::load`).
+        let found = self.runtime.block_on(self.fetch(seqs));
+        seqs.iter()
+            .map(|&seq| match &found {
+                Ok(m) => m.get(&seq).cloned().ok_or_else(|| StoreError::Read {
+                    seq,
+                    reason: "not in the database".into(),
+                }),
+                Err(e) => Err(StoreError::Read {
+                    seq,
+                    reason: e.as_str().into(),
+                }),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,123 @@
+//! The database schema, created and migrated at start.
+//!
+//! Migrations are numbered and applied in order, each in a transaction that
+//! also records it, all under a transaction-scoped advisory lock: two
+//! brokers starting at once take turns, and the second finds nothing to do.
+//! Every statement is idempotent as well, so a half-applied migration from
+//! an older version (which cannot happen with the transaction, but costs
+//! nothing) is completed rather than failed.
+
+use tokio_postgres::Client;
+
+/// The advisory lock key migrations run under ("HLYD-MIG").
+const MIGRATION_LOCK: i64 = 0x484c_5944_2d4d_4947;
+
+/// The advisory lock key the master holds for its session ("HLYD-MST"), so
+/// that a waiting slave wakes the moment the master's connection drops.
+pub(crate) const MASTER_LOCK: i64 = 0x484c_5944_2d4d_5354;
+
+/// Schema version this code writes.
+pub(crate) const VERSION: i32 = 1;
+
+/// Migration `n` brings the schema from version `n - 1` to `n`.
+const MIGRATIONS: &[&str] = &[
+    // 1: messages, durable subscriptions, duplicate-detection ids, the
+    // master's lease, and the fencing check every write runs first.
+    r#"
+    CREATE TABLE IF NOT EXISTS halyard_messages (
+        seq          bigint   PRIMARY KEY,
+        key_kind     smallint NOT NULL,   -- 1: queue, 2: durable subscription
+        key_a        text     NOT NULL,   -- queue name, or the subscriber's client id
+        key_b        text     NOT NULL,   -- '' for a queue, or the subscription name
+        priority     smallint NOT NULL,
+        persistent   boolean  NOT NULL,
+        expires      bigint   NOT NULL,   -- ms since the epoch, 0 = never
+        timestamp    bigint   NOT NULL,
+        destination  text     NOT NULL,
+        id_prefix    text     NOT NULL,
+        id_n         bigint   NOT NULL,
+        headers      jsonb    NOT NULL,   -- [[name, value], ...]
+        body         bytea    NOT NULL,
+        deliveries   integer  NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS halyard_subscriptions (
+        client_id text NOT NULL,
+        name      text NOT NULL,
+        topic     text NOT NULL,
+        PRIMARY KEY (client_id, name)
+    );
+    CREATE TABLE IF NOT EXISTS halyard_duplicate_ids (
+        queue text   NOT NULL,
+        id    text   NOT NULL,
+        seq   bigint NOT NULL,            -- of the message that brought it: its age
+        PRIMARY KEY (queue, id)
+    );
+    CREATE INDEX IF NOT EXISTS halyard_duplicate_ids_age ON halyard_duplicate_ids (queue, seq);
+    CREATE TABLE IF NOT EXISTS halyard_lock (
+        id             integer     PRIMARY KEY CHECK (id = 1),
+        epoch          bigint      NOT NULL,
+        owner          text        NOT NULL,  -- JSON: name, host, pid, started_at_ms, epoch
+        owner_backend  integer     NOT NULL,  -- pg_backend_pid() of the master's lock session
+        postmaster     timestamptz NOT NULL,  -- pg_postmaster_start_time() when it was taken
+        expires_at     timestamptz NOT NULL,  -- the lease, in database time
+        max_seq        bigint      NOT NULL   -- highest message sequence number ever used
+    );
+    INSERT INTO halyard_lock VALUES (1, 0, '', 0, '-infinity', '-infinity', 0)
+        ON CONFLICT (id) DO NOTHING;
+    CREATE OR REPLACE FUNCTION halyard_fence(e bigint, s bigint) RETURNS void AS $$
+    BEGIN
+        UPDATE halyard_lock SET max_seq = GREATEST(max_seq, s) WHERE id = 1 AND epoch = e;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'halyard: epoch % is no longer the master''s', e
+                USING ERRCODE = 'HY001';
+        END IF;
+    END $$ LANGUAGE plpgsql;
+    "#,
+];
+
+/// The SQLSTATE `halyard_fence` raises when a newer master has taken over.
+pub(crate) const FENCED_SQLSTATE: &str = "HY001";
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The database refused.
+    #[error("cannot migrate the database schema: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// A newer Halyard wrote it.
+    #[error(
+        "the database schema is version {found}, newer than this broker understands ({VERSION}); upgrade the broker"
+    )]
+    Newer {
+        /// The version found.
+        found: i32,
+    },
+}
+
+/// Brings the schema up to date. Refuses a database whose schema is newer
+/// than this code knows.
+pub(crate) async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS halyard_schema (version integer NOT NULL);")
+        .await?;
+    let current: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM halyard_schema", &[])
+        .await?
+        .get(0);
+    if current > VERSION {
+        return Err(SchemaError::Newer { found: current });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO halyard_schema (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await?;
+        tracing::info!(version = i + 1, "database schema migrated");
+    }
+    tx.commit().await?;
+    Ok(())
+}
