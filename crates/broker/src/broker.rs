@@ -573,9 +573,25 @@ async fn start_on_database(node: &Arc<Node>, broker: &mut Broker) -> Result<(), 
                 status.lock_owner = owner;
             }
         };
-        let result = match Lease::wait(&cfg, holder).await {
-            Ok(lease) => promote(&waiting, Mastery::Lease(lease), since.elapsed()).await,
-            Err(e) => Err(e.into()),
+        let mut retry = Duration::from_millis(250);
+        let result = loop {
+            let result = match Lease::wait(&cfg, &holder).await {
+                Ok(lease) => promote(&waiting, Mastery::Lease(lease), since.elapsed()).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                // The database failed us mid-takeover (say it is restarting):
+                // nothing was served yet and the lease went with the
+                // dropped store, so wait for it again rather than exit.
+                Err(StartError::Store(e)) => {
+                    tracing::error!(error = %e, retry_in_ms = retry.as_millis() as u64,
+                        "taking over failed: could not open the store; waiting for the lease again");
+                    waiting.set_role(Role::Slave);
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                }
+                other => break other,
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot take over as master");
@@ -722,12 +738,11 @@ async fn promote(
         epoch,
         stomp = %stomp_addr,
         http = %config.http,
-        data_dir = %config.data_dir.display(),
         store = ?config.store.kind,
-        database = %if config.store.kind == StoreKind::Postgres {
+        data = %if config.store.kind == StoreKind::Postgres {
             crate::store::postgres::redact(&config.store.url)
         } else {
-            String::new()
+            config.data_dir.display().to_string()
         },
         recovered = recovered_count,
         waited_ms = takeover.waited_ms,

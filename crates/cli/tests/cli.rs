@@ -318,7 +318,7 @@ async fn start_up_logs_version_addresses_and_data_dir() {
     assert!(logs.contains(&b.stomp.to_string()));
     assert!(logs.contains(&b.http.to_string()));
     assert!(logs.contains(env!("CARGO_PKG_VERSION")));
-    assert!(logs.contains("data_dir="));
+    assert!(logs.contains("store=Journal data="), "{logs}");
     let (status, text) = b.http_get("/healthz").await;
     assert_eq!((status, text.trim()), (200, "ok"));
 }

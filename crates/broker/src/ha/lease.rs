@@ -126,7 +126,15 @@ pub(crate) async fn read_owner(client: &Client) -> Result<Option<LockOwner>, Lea
     }))
 }
 
-async fn take(client: &Client, cfg: &LeaseConfig, fast: bool) -> Result<Option<u64>, LeaseError> {
+/// Takes the lease if the database agrees; returns the epoch and when the
+/// statement was sent — the lease runs from a moment after that, in
+/// database time, so counting from it never overestimates what is left.
+async fn take(
+    client: &Client,
+    cfg: &LeaseConfig,
+    fast: bool,
+) -> Result<Option<(u64, Instant)>, LeaseError> {
+    let sent = Instant::now();
     let row = client
         .query_opt(
             TAKE,
@@ -137,7 +145,7 @@ async fn take(client: &Client, cfg: &LeaseConfig, fast: bool) -> Result<Option<u
             ],
         )
         .await?;
-    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    Ok(row.map(|r| (r.get::<_, i64>(0) as u64, sent)))
 }
 
 async fn try_advisory(client: &Client) -> Result<bool, LeaseError> {
@@ -154,7 +162,7 @@ impl Lease {
         let client = connect(&cfg.url).await?;
         let advisory = try_advisory(&client).await?;
         match take(&client, cfg, advisory).await? {
-            Some(epoch) => Ok(Some(Lease::start(client, cfg, epoch, advisory))),
+            Some(taken) => Ok(Some(Lease::start(client, cfg, taken, advisory))),
             None => Ok(None),
         }
     }
@@ -194,8 +202,8 @@ impl Lease {
                 // reconnecting after a database restart). The check in TAKE
                 // decides; if it says no, give the lock back so the master
                 // can have it, and watch the lease.
-                if let Some(epoch) = take(&waiter, cfg, true).await? {
-                    return Ok(Lease::start(waiter, cfg, epoch, true));
+                if let Some(taken) = take(&waiter, cfg, true).await? {
+                    return Ok(Lease::start(waiter, cfg, taken, true));
                 }
                 waiter
                     .execute("SELECT pg_advisory_unlock($1)", &[&MASTER_LOCK])
@@ -203,8 +211,8 @@ impl Lease {
                 let until = Instant::now() + cfg.lease / 2;
                 while Instant::now() < until {
                     holder(read_owner(&watcher).await?);
-                    if let Some(epoch) = take(&watcher, cfg, false).await? {
-                        return Ok(Lease::start(watcher, cfg, epoch, false));
+                    if let Some(taken) = take(&watcher, cfg, false).await? {
+                        return Ok(Lease::start(watcher, cfg, taken, false));
                     }
                     tokio::time::sleep(poll).await;
                 }
@@ -221,18 +229,18 @@ impl Lease {
                         }
                         _ = tokio::time::sleep(poll) => {
                             holder(read_owner(&watcher).await?);
-                            if let Some(epoch) = take(&watcher, cfg, false).await? {
+                            if let Some(taken) = take(&watcher, cfg, false).await? {
                                 // The waiter's blocked call dies with its
                                 // connection.
-                                return Ok(Lease::start(watcher, cfg, epoch, false));
+                                return Ok(Lease::start(watcher, cfg, taken, false));
                             }
                         }
                     }
                 }
             }
             // The master's session ended while we waited.
-            if let Some(epoch) = take(&waiter, cfg, true).await? {
-                return Ok(Lease::start(waiter, cfg, epoch, true));
+            if let Some(taken) = take(&waiter, cfg, true).await? {
+                return Ok(Lease::start(waiter, cfg, taken, true));
             }
             waiter
                 .execute("SELECT pg_advisory_unlock($1)", &[&MASTER_LOCK])
@@ -241,14 +249,19 @@ impl Lease {
         }
     }
 
-    fn start(client: Client, cfg: &LeaseConfig, epoch: u64, advisory: bool) -> Lease {
+    fn start(
+        client: Client,
+        cfg: &LeaseConfig,
+        (epoch, sent): (u64, Instant),
+        advisory: bool,
+    ) -> Lease {
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
         let (tell, reason) = watch::channel(None);
         let renewer = tokio::spawn(renew(
             client,
             cfg.clone(),
-            epoch,
+            (epoch, sent),
             advisory,
             Arc::new(tell),
             lost.clone(),
@@ -311,7 +324,7 @@ impl Drop for Lease {
 async fn renew(
     mut client: Client,
     cfg: LeaseConfig,
-    epoch: u64,
+    (epoch, taken): (u64, Instant),
     mut advisory: bool,
     tell: Arc<watch::Sender<Option<String>>>,
     lost: CancellationToken,
@@ -321,23 +334,35 @@ async fn renew(
     // The lease is provably ours until `valid_until` by our own clock: a
     // tenth of it is kept back for clock-rate differences.
     let keep_back = cfg.lease / 10;
-    let mut valid_until = Instant::now() + cfg.lease - keep_back;
-    let mut next = Instant::now() + every;
+    // Counted from when the TAKE was sent, not from now: this task may
+    // first run well after (a busy runtime during a takeover).
+    let mut valid_until = taken + cfg.lease - keep_back;
+    let mut next = taken + every;
     let mut stale = false;
     let lose = |why: String| {
         tracing::error!(reason = %why, "lease lost");
         let _ = tell.send(Some(why));
         lost.cancel();
     };
+    let expired = |valid_until: Instant| {
+        // A starved runtime notices late, eating into the margin kept
+        // back: say so, it would explain an overlap with a new master.
+        let late = Instant::now().saturating_duration_since(valid_until);
+        format!(
+            "cannot prove the lease: no successful renewal for {} ms (lease {} ms; noticed {} ms late)",
+            (cfg.lease - keep_back).as_millis(),
+            cfg.lease.as_millis(),
+            late.as_millis()
+        )
+    };
     loop {
+        // The deadline is watched while waiting AND while a renewal is in
+        // flight: a renewal hanging on a partitioned network must not hold
+        // the master past it.
         tokio::select! {
             _ = stop.cancelled() => return Some(client),
             _ = tokio::time::sleep_until(valid_until.into()) => {
-                lose(format!(
-                    "cannot prove the lease: no successful renewal for {} ms (lease {} ms)",
-                    (cfg.lease - keep_back).as_millis(),
-                    cfg.lease.as_millis()
-                ));
+                lose(expired(valid_until));
                 return None;
             }
             _ = tokio::time::sleep_until(next.into()) => {}
@@ -359,7 +384,12 @@ async fn renew(
         };
         let outcome = tokio::select! {
             _ = stop.cancelled() => return Some(client),
-            r = tokio::time::timeout(every, attempt) => r,
+            _ = tokio::time::sleep_until(valid_until.into()) => None,
+            r = tokio::time::timeout(every, attempt) => Some(r),
+        };
+        let Some(outcome) = outcome else {
+            lose(expired(valid_until));
+            return None;
         };
         match outcome {
             Ok(Ok(true)) => {

@@ -240,20 +240,26 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     }
 }
 
-/// [`http_get`], or `None` if nothing listens at `addr` (yet).
+/// [`http_get`], or `None` if nothing answers at `addr` (not yet, or no
+/// more: a broker that exits mid-request resets the connection).
 pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    TcpStream::connect(addr).await.ok()?;
-    Some(http_get(addr, path).await)
+    http_exchange(addr, path).await.ok()
 }
 
 /// A minimal HTTP/1.1 GET over a raw socket (the admin API is tiny).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_exchange(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+async fn http_exchange(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::AsyncReadExt;
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = TcpStream::connect(addr).await?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
+    s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status: u16 = text
         .split_whitespace()
@@ -273,7 +279,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     } else {
         body
     };
-    (status, body)
+    Ok((status, body))
 }
 
 fn dechunk(s: &str) -> String {

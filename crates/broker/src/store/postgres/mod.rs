@@ -289,9 +289,12 @@ impl PostgresStore {
         lost: CancellationToken,
         usage: Arc<Usage>,
     ) -> Result<PostgresStore, StoreError> {
-        let mut client = connect(&config.url)
-            .await
-            .map_err(|e| db("cannot connect to the database", &e))?;
+        let mut client = connect(&config.url).await.map_err(|e| {
+            db(
+                &format!("cannot connect to the database {}", redact(&config.url)),
+                &e,
+            )
+        })?;
         schema::migrate(&mut client)
             .await
             .map_err(|e| StoreError::Failed(e.to_string().into()))?;
@@ -311,6 +314,7 @@ impl PostgresStore {
             reader: Arc::new(PgReader {
                 pool,
                 runtime: tokio::runtime::Handle::current(),
+                lost: lost.clone(),
             }),
             config,
             epoch,
@@ -324,9 +328,12 @@ impl PostgresStore {
     /// Creates or migrates the schema of the database at `url` (brokers do
     /// this at start; exposed for tools and tests).
     pub async fn migrate(url: &str) -> Result<(), StoreError> {
-        let mut client = connect(url)
-            .await
-            .map_err(|e| db("cannot connect to the database", &e))?;
+        let mut client = connect(url).await.map_err(|e| {
+            db(
+                &format!("cannot connect to the database {}", redact(url)),
+                &e,
+            )
+        })?;
         schema::migrate(&mut client)
             .await
             .map_err(|e| StoreError::Failed(e.to_string().into()))
@@ -440,6 +447,21 @@ impl PostgresStore {
 /// One statement of a group's transaction, queued with the others.
 type Step<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Whether the error says the connection or the server went away rather
+/// than that the statement is wrong: the database restarted, crashed, is
+/// starting up or is unreachable. Worth retrying on a new connection.
+pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            // 08: connection exception; 57P01-03: admin shutdown, crash
+            // shutdown, cannot connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        }
+    }
+}
 
 /// Whether the error is the fencing check's: a newer master took over.
 fn is_fenced(e: &tokio_postgres::Error) -> bool {
@@ -567,8 +589,24 @@ impl StoreBackend for PostgresStore {
             return Ok(());
         }
         let mut delay = Duration::from_millis(20);
+        let lost = self.lost.clone();
         loop {
-            match self.send(&plan, sync).await {
+            // Once the lease is lost nothing may wait on the database: a
+            // partition can leave a query hanging for as long as TCP lets
+            // it, and the broker must stop now. What was in flight is
+            // abandoned with its connection (its receipts are never sent;
+            // if it reached the database, epoch fencing decides).
+            let sent = tokio::select! {
+                r = self.send(&plan, sync) => Some(r),
+                _ = lost.cancelled() => None,
+            };
+            let Some(sent) = sent else {
+                self.writer = None;
+                return Err(StoreError::Failed(
+                    "lost the lease: writing nothing more".into(),
+                ));
+            };
+            match sent {
                 Ok(()) => {
                     let used = self.usage.get() + plan.bytes_added;
                     self.usage.set(used);
@@ -579,7 +617,7 @@ impl StoreBackend for PostgresStore {
                         format!("fenced: {}", describe(&e)).into(),
                     ));
                 }
-                Err(e) if e.is_closed() || e.as_db_error().is_none() => {
+                Err(e) if is_transient(&e) => {
                     // The connection broke (the database restarted, or the
                     // network failed): the group is sent again on a new
                     // one, for as long as this broker holds its lease.
@@ -611,9 +649,25 @@ impl StoreBackend for PostgresStore {
             return Ok(false);
         }
         self.last_upkeep = Instant::now();
+        let lost = self.lost.clone();
+        tokio::select! {
+            () = self.upkeep() => {}
+            _ = lost.cancelled() => self.writer = None,
+        }
+        Ok(false)
+    }
+
+    fn reader(&self) -> Arc<dyn MessageReader> {
+        self.reader.clone()
+    }
+}
+
+impl PostgresStore {
+    /// Prunes the duplicate-detection ids and measures the store's size.
+    async fn upkeep(&mut self) {
         let window = self.config.duplicate_window as i64;
         let Ok((c, _)) = self.writer().await else {
-            return Ok(false);
+            return;
         };
         // Forget duplicate-detection ids beyond each queue's window.
         let pruned = c
@@ -639,11 +693,6 @@ impl StoreBackend for PostgresStore {
             Ok(r) => self.usage.set(r.get::<_, i64>(0).max(0) as u64),
             Err(e) => tracing::warn!(error = %describe(&e), "cannot measure the database store"),
         }
-        Ok(false)
-    }
-
-    fn reader(&self) -> Arc<dyn MessageReader> {
-        self.reader.clone()
     }
 }
 
@@ -651,6 +700,8 @@ impl StoreBackend for PostgresStore {
 struct PgReader {
     pool: deadpool_postgres::Pool,
     runtime: tokio::runtime::Handle,
+    /// As for writes: no read waits on the database once the lease is lost.
+    lost: CancellationToken,
 }
 
 impl PgReader {
@@ -700,7 +751,12 @@ impl MessageReader for PgReader {
 
     fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>> {
         // Called on a blocking thread (see `Store::load`).
-        let found = self.runtime.block_on(self.fetch(seqs));
+        let found = self.runtime.block_on(async {
+            tokio::select! {
+                r = self.fetch(seqs) => r,
+                _ = self.lost.cancelled() => Err("lost the lease".to_owned()),
+            }
+        });
         seqs.iter()
             .map(|&seq| match &found {
                 Ok(m) => m.get(&seq).cloned().ok_or_else(|| StoreError::Read {

@@ -1,0 +1,595 @@
+//! High availability against real `halyard broker` processes sharing ONE
+//! PostgreSQL database (a real server: see `halyard-testkit`): takeover by
+//! the advisory-lock fast path after `kill -9`, a graceful hand-over on
+//! SIGTERM, a network partition between the master and the database (a TCP
+//! proxy written here is cut), a frozen master whose late write the
+//! database refuses, PostgreSQL restarting and crashing under load, and
+//! clear errors for bad database settings.
+//!
+//! The promises under test: exactly one broker serves at a time — under a
+//! partition the old master stops before the new one starts; nothing
+//! receipted is lost; a master that lost its lease writes nothing more.
+//!
+//! Nothing sleeps and hopes: every wait polls for its event with a deadline.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::process::{Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::*;
+use common::{WAIT, body, halyard_bin, run_cli};
+use halyard_stomp::{Command, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// ActiveMQ's default lease (10 s): a takeover much faster than that went
+/// by the fast path (the dead master's session, and its advisory lock, are
+/// gone from the database).
+const LONG_LEASE: &str = "[ha]\nlease-ms = 10000\n";
+/// A short lease, for tests that must wait for one to expire.
+const SHORT_LEASE: &str = "[ha]\nlease-ms = 1500\n";
+const SHORT_LEASE_MS: u64 = 1500;
+
+/// A new database of this test's own on the suite's server.
+async fn database(hint: &'static str) -> String {
+    tokio::task::spawn_blocking(move || halyard_testkit::database(hint))
+        .await
+        .unwrap()
+}
+
+/// A SQL session for checking what the database holds.
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+fn store_args(url: &str) -> Vec<String> {
+    ["--store", "postgres", "--store-url", url]
+        .map(String::from)
+        .to_vec()
+}
+
+fn signal(node: &Node, sig: &str) {
+    let ok = Process::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(node.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {}", node.pid());
+}
+
+/// The timestamp of the first log line containing `what` (RFC 3339, UTC,
+/// fixed width: compares as text).
+fn log_time(log: &str, what: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no {what:?} in the log:\n{log}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// A TCP proxy that can be cut like a network partition
+// ---------------------------------------------------------------------------
+
+/// Forwards connections to PostgreSQL until [`Proxy::cut`]; from then on it
+/// is a black hole, as a partitioned network is: nothing more is forwarded
+/// either way, no connection is closed or reset (so neither end learns
+/// anything), and new connections are accepted and then ignored.
+struct Proxy {
+    /// The same URL as the database's, through the proxy.
+    url: String,
+    cut: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(url: &str) -> Proxy {
+        let parsed: tokio_postgres::Config = url.parse().unwrap();
+        let upstream = match (&parsed.get_hosts()[0], parsed.get_ports()[0]) {
+            (tokio_postgres::config::Host::Tcp(h), port) => format!("{h}:{port}"),
+            other => panic!("the test database is not on TCP: {other:?}"),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watching) = watch::channel(false);
+        let upstream_port = parsed.get_ports()[0];
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let cut = watching.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if *cut.borrow() {
+                        return hold(vec![inbound]).await;
+                    }
+                    let Ok(outbound) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::spawn(pump(ri, wo, cut.clone()));
+                    tokio::spawn(pump(ro, wi, cut));
+                });
+            }
+        });
+        let url = url.replacen(&format!(":{upstream_port}/"), &format!(":{port}/"), 1);
+        assert!(url.contains(&format!(":{port}/")), "cannot re-point {url}");
+        Proxy { url, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+}
+
+/// Copies `from` to `to` until the proxy is cut (then holds both, silent).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if *cut.borrow() {
+            break;
+        }
+        tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => {
+                    // Lost in the partition if it came too late.
+                    if *cut.borrow() || to.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            },
+            _ = cut.changed() => {}
+        }
+    }
+    hold((from, to)).await;
+}
+
+/// Keeps sockets open, unread and unwritten, until the test ends.
+async fn hold<T>(sockets: T) {
+    std::future::pending::<()>().await;
+    drop(sockets);
+}
+
+// ---------------------------------------------------------------------------
+// 1. kill -9 and SIGTERM
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_master_under_load_takes_over_by_the_fast_path() {
+    let url = database("ha_kill").await;
+    let times = kill_restart_cycles(
+        Cluster::on_database(LONG_LEASE, &url),
+        6,
+        2,
+        100,
+        "postgres store, kill -9 takeovers",
+    )
+    .await;
+    let m = median(&times);
+    println!(
+        "MEDIAN kill -9 -> first RECEIPT from the new master over {} takeovers on PostgreSQL: {} (goal <= 500 ms; lease 10 s)",
+        times.len(),
+        ms(m)
+    );
+    let slowest = *times.iter().max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a takeover waited for the 10 s lease instead of taking the fast path: {}",
+        spread(&times)
+    );
+    assert!(m < Duration::from_millis(1500), "{}", spread(&times));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_master_hands_the_lease_over_at_once() {
+    let started = Instant::now();
+    let url = database("ha_sigterm").await;
+    let mut c = Cluster::on_database(LONG_LEASE, &url);
+    let a = c.master("a").await;
+    let b = c.slave("b").await;
+    // The slave names the master (once it has read the lease row).
+    let pid = c.nodes[a].pid();
+    common::eventually(WAIT, "the slave to name the master", || async {
+        let v = c.nodes[b].status().await?;
+        (v["lock_owner"]["pid"] == pid).then_some(())
+    })
+    .await;
+    let traffic = Traffic::start(&c.stomp_addrs(), 2);
+    traffic
+        .receipts_from(c.nodes[a].stomp, started, 200, || c.logs())
+        .await;
+    let at = c.nodes[a].sigterm();
+    let status = c.nodes[a].wait_exit(ROLE_WAIT, "SIGTERM").await;
+    assert!(status.success(), "{status}:\n{}", c.logs());
+    let first = traffic
+        .first_receipt(c.nodes[b].stomp, at, || c.logs())
+        .await;
+    println!(
+        "SIGTERM of the master -> first RECEIPT from the new master: {}",
+        ms(first - at)
+    );
+    let s = c.nodes[b].wait_role("master", ROLE_WAIT).await;
+    assert_eq!(s["epoch"], 2, "{s}");
+    assert!(
+        first - at < Duration::from_secs(5),
+        "the slave waited for the 10 s lease: the master did not release it"
+    );
+    traffic
+        .receipts_from(c.nodes[b].stomp, at, 200, || c.logs())
+        .await;
+    println!("  {}", traffic.finish().await);
+}
+
+// ---------------------------------------------------------------------------
+// 2. A partition between the master and the database
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_master_stops_before_a_slave_takes_over() {
+    let started = Instant::now();
+    let url = database("ha_partition").await;
+    let proxy = Proxy::start(&url).await;
+    let mut c = Cluster::on_database(SHORT_LEASE, &url);
+    // a reaches the database only through the proxy; b directly.
+    c.store = store_args(&proxy.url);
+    let a = c.master("a").await;
+    c.store = store_args(&url);
+    let b = c.slave("b").await;
+    let traffic = Traffic::start(&c.stomp_addrs(), 2);
+    traffic
+        .receipts_from(c.nodes[a].stomp, started, 200, || c.logs())
+        .await;
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Poll b, then a: if a still says master after b said so, two masters
+    // served at once.
+    let mut a_stopped: Option<Instant> = None;
+    let mut a_exit = None;
+    let b_master = loop {
+        let now = Instant::now();
+        let b_is_master = c.nodes[b]
+            .status()
+            .await
+            .is_some_and(|v| v["role"] == "master");
+        if let Some(st) = c.nodes[a].exited() {
+            a_exit = Some(st);
+        }
+        let a_is_master = a_exit.is_none()
+            && c.nodes[a]
+                .status()
+                .await
+                .is_some_and(|v| v["role"] == "master");
+        if !a_is_master && a_stopped.is_none() {
+            a_stopped = Some(now);
+        }
+        assert!(
+            !(a_is_master && b_is_master),
+            "two masters at once, {} after the cut:\n{}",
+            ms(now - cut_at),
+            c.logs()
+        );
+        if b_is_master {
+            break now;
+        }
+        assert!(
+            now - cut_at < ROLE_WAIT,
+            "b did not take over within {ROLE_WAIT:?} of the cut:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let a_stopped = a_stopped.unwrap();
+    println!(
+        "partition (lease {SHORT_LEASE_MS} ms): the old master stopped serving {} after the cut, the new master served {} after it ({} later)",
+        ms(a_stopped - cut_at),
+        ms(b_master - cut_at),
+        ms(b_master - a_stopped)
+    );
+    assert!(a_stopped < b_master);
+    assert!(
+        a_stopped - cut_at <= Duration::from_millis(SHORT_LEASE_MS),
+        "the old master served {} after the cut, longer than its lease",
+        ms(a_stopped - cut_at)
+    );
+    let status = match a_exit {
+        Some(s) => s,
+        None => c.nodes[a].wait_exit(ROLE_WAIT, "fenced").await,
+    };
+    assert!(!status.success(), "a fenced master exits non-zero");
+    assert!(
+        c.nodes[a].logs().contains("lease"),
+        "the old master's log says why:\n{}",
+        c.nodes[a].logs()
+    );
+    // The brokers' own clocks agree (one machine): the old master fenced
+    // itself before the new one so much as took the lease.
+    let fenced = log_time(&c.nodes[a].logs(), "FENCED");
+    let took = log_time(&c.nodes[b].logs(), "the lock is ours");
+    println!("  by the logs: old master fenced at {fenced}, new master took the lease at {took}");
+    for l in c.nodes[a].logs().lines().filter(|l| l.contains("lease")) {
+        println!("  a: {l}");
+    }
+    assert!(fenced < took, "{}", c.logs());
+    let s = c.nodes[b].wait_role("master", ROLE_WAIT).await;
+    assert_eq!(s["epoch"], 2, "{s}");
+    traffic
+        .receipts_from(c.nodes[b].stomp, b_master, 200, || c.logs())
+        .await;
+    println!("  {}", traffic.finish().await);
+}
+
+// ---------------------------------------------------------------------------
+// 3. A zombie master
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
+    let url = database("ha_zombie").await;
+    let mut c = Cluster::on_database(SHORT_LEASE, &url);
+    let a = c.master("a").await;
+    let b = c.slave("b").await;
+    let mut zombie = Link::open(c.nodes[a].stomp).await.unwrap();
+    zombie
+        .request(persistent_send("/queue/zombie", "before"), "r1")
+        .await
+        .unwrap();
+
+    // Frozen, its database sessions (and advisory lock) stay open: the
+    // slave must wait for the lease to expire in database time.
+    signal(&c.nodes[a], "STOP");
+    let frozen_at = Instant::now();
+    let m = c.wait_new_master(&[b]).await;
+    let waited = frozen_at.elapsed();
+    println!(
+        "a frozen master (lease {SHORT_LEASE_MS} ms) was replaced after {}",
+        ms(waited)
+    );
+    assert!(
+        waited >= Duration::from_millis(SHORT_LEASE_MS * 6 / 10),
+        "the slave took over after {} while the master's lease (renewed every {} ms) was live",
+        ms(waited),
+        SHORT_LEASE_MS / 3
+    );
+
+    // Its client sends while it is frozen; then it wakes.
+    assert!(
+        zombie
+            .send(
+                persistent_send("/queue/zombie", "late")
+                    .header("zombie", "yes")
+                    .header("receipt", "r2")
+            )
+            .await
+    );
+    signal(&c.nodes[a], "CONT");
+    match zombie.next(WAIT).await {
+        Got::Frame(f) if f.command == Command::Receipt => {
+            panic!("the zombie receipted a late write: {f:?}\n{}", c.logs())
+        }
+        Got::Frame(f) if f.command == Command::Error => {}
+        Got::Closed => {}
+        Got::Frame(f) => panic!("unexpected {f:?}"),
+        Got::Timeout => panic!("the zombie neither answered nor closed:\n{}", c.logs()),
+    }
+    let status = c.nodes[a].wait_exit(ROLE_WAIT, "fenced after waking").await;
+    assert!(!status.success());
+
+    let db = sql(&url).await;
+    let late: i64 = db
+        .query_one(
+            "SELECT count(*) FROM halyard_messages WHERE headers::text LIKE '%zombie%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, 0, "the zombie's write reached the database");
+
+    // The new master has the receipted message and nothing after it but
+    // what it was sent itself.
+    let mut l = Link::open(c.nodes[m].stomp).await.unwrap();
+    l.request(persistent_send("/queue/zombie", "after"), "r3")
+        .await
+        .unwrap();
+    let sub = Frame::new(Command::Subscribe)
+        .header("id", "s")
+        .header("destination", "/queue/zombie")
+        .header("ack", "auto");
+    assert!(l.send(sub).await);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match l.next(WAIT).await {
+            Got::Frame(f) if f.command == Command::Message => got.push(body(&f)),
+            other => panic!("expected a MESSAGE, got {other:?}"),
+        }
+    }
+    assert_eq!(got, ["before", "after"]);
+}
+
+// ---------------------------------------------------------------------------
+// 4. PostgreSQL itself restarts or crashes
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarting_or_crashing_under_load_loses_nothing() {
+    let started = Instant::now();
+    let server = tokio::task::spawn_blocking(halyard_testkit::private_server)
+        .await
+        .unwrap();
+    let server = Arc::new(std::sync::Mutex::new(server));
+    let url = server.lock().unwrap().url("postgres");
+    // Longer than a restart takes, so the master can ride one out.
+    let mut c = Cluster::on_database("[ha]\nlease-ms = 4000\n", &url);
+    let a = c.master("a").await;
+    c.slave("b").await;
+    let traffic = Traffic::start(&c.stomp_addrs(), 2);
+    traffic
+        .receipts_from(c.nodes[a].stomp, started, 200, || c.logs())
+        .await;
+    for how in ["restart", "kill -9"] {
+        let down_at = Instant::now();
+        let s = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = s.lock().unwrap();
+            if how == "restart" {
+                s.stop();
+            } else {
+                s.kill();
+            }
+            s.start();
+        })
+        .await
+        .unwrap();
+        let up_at = Instant::now();
+        let first = traffic.receipts_from_any(up_at, 100, || c.logs()).await;
+        let mut roles = Vec::new();
+        for n in &mut c.nodes {
+            let role = match n.exited() {
+                Some(status) => format!("exited ({status})"),
+                None => n
+                    .status()
+                    .await
+                    .map_or("?".into(), |v| v["role"].to_string()),
+            };
+            roles.push(format!("{}: {role}", n.name));
+        }
+        println!(
+            "PostgreSQL {how}: down for {}, first RECEIPT {} after it was back; brokers now {}",
+            ms(up_at - down_at),
+            ms(first.saturating_duration_since(up_at)),
+            roles.join(", ")
+        );
+        // A broker that stepped down comes back as a slave.
+        for n in &mut c.nodes {
+            if n.child.is_none() {
+                n.spawn();
+            }
+        }
+    }
+    // Down for longer than the lease: the master cannot prove its lease and
+    // steps down; once the database is back a broker takes over.
+    let mut master = None;
+    for (i, n) in c.nodes.iter().enumerate() {
+        if n.status().await.is_some_and(|v| v["role"] == "master") {
+            master = Some(i);
+        }
+    }
+    let master = master.expect("a master");
+    let down_at = Instant::now();
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.lock().unwrap().stop())
+        .await
+        .unwrap();
+    let status = c.nodes[master]
+        .wait_exit(ROLE_WAIT, "stepping down without its database")
+        .await;
+    let stepped_down = down_at.elapsed();
+    assert!(!status.success());
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.lock().unwrap().start())
+        .await
+        .unwrap();
+    let up_at = Instant::now();
+    let first = traffic.receipts_from_any(up_at, 100, || c.logs()).await;
+    println!(
+        "PostgreSQL down for {} (lease 4000 ms): the master stepped down after {}, first RECEIPT {} after the database was back",
+        ms(up_at - down_at),
+        ms(stepped_down),
+        ms(first.saturating_duration_since(up_at))
+    );
+    assert!(
+        stepped_down < Duration::from_millis(4000 + 2000),
+        "the master took {} to step down",
+        ms(stepped_down)
+    );
+    println!("  {}", traffic.finish().await);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Bad settings
+// ---------------------------------------------------------------------------
+
+#[test]
+fn bad_database_settings_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_lease = common::write_file(dir.path(), "lease.toml", "[ha]\nlease-ms = 5\n");
+    let bad_lease = bad_lease.to_str().unwrap();
+    let ports = ["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--store", "postgres"], "needs a database URL"),
+        (
+            &["--store", "postgres", "--store-url", "nonsense"],
+            "not a valid database URL",
+        ),
+        (
+            &[
+                "--store",
+                "postgres",
+                "--store-url",
+                "postgres://u:secret@127.0.0.1:1/x",
+            ],
+            "cannot connect to the database postgres://u@127.0.0.1:1/x",
+        ),
+        (&["--store", "mysql"], "mysql"),
+        (
+            &[
+                "--store",
+                "postgres",
+                "--store-url",
+                "postgres://u@127.0.0.1:1/x",
+                "--config",
+                bad_lease,
+            ],
+            "ha.lease-ms",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["broker"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&ports);
+        let (code, _, err) = run_cli(&all, None);
+        assert_ne!(code, 0, "{all:?} succeeded");
+        assert!(err.contains(expected), "{all:?}: {err}");
+        assert!(!err.contains("panicked"), "{all:?}: {err}");
+        assert!(!err.contains("secret"), "{all:?} shows the password: {err}");
+    }
+    // The same from the environment.
+    let out = Process::new(halyard_bin())
+        .args(["broker"])
+        .args(ports)
+        .env("HALYARD_STORE", "postgres")
+        .env("HALYARD_STORE_URL", "postgres://u:secret@127.0.0.1:1/x")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot connect to the database postgres://u@127.0.0.1:1/x"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+}
