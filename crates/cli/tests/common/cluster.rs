@@ -43,6 +43,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// `stomp://host:port`, as the client names brokers.
+    pub fn url(&self) -> String {
+        format!("stomp://{}", self.stomp)
+    }
+
     /// Starts the process (again), without waiting for anything.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
