@@ -325,27 +325,35 @@ pub enum ConfigError {
 impl BrokerConfig {
     /// Reads and validates a TOML config file.
     pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let config = BrokerConfig::read_file(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML config file without validating it, for a caller that
+    /// applies overrides (command-line flags) and then calls
+    /// [`validate`](Self::validate): a setting the file leaves to a flag
+    /// (say `store.url` beside `kind = "postgres"`) is not an error.
+    pub fn read_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        BrokerConfig::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
-            other => other,
-        })
+        BrokerConfig::parse(&text, path)
     }
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<BrokerConfig, ConfigError> {
-        let config: BrokerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<string>"),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
+        let config = BrokerConfig::parse(text, Path::new("<string>"))?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<BrokerConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
     }
 
     /// Checks ranges and relations between settings.

@@ -42,7 +42,7 @@ pub(crate) struct Args {
 impl Args {
     fn config(self) -> anyhow::Result<BrokerConfig> {
         let mut config = match &self.config {
-            Some(path) => BrokerConfig::from_file(path)?,
+            Some(path) => BrokerConfig::read_file(path)?,
             None => BrokerConfig::default(),
         };
         if let Some(v) = self.name {

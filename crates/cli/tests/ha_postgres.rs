@@ -537,6 +537,9 @@ fn bad_database_settings_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bad_lease = common::write_file(dir.path(), "lease.toml", "[ha]\nlease-ms = 5\n");
     let bad_lease = bad_lease.to_str().unwrap();
+    // The store chosen in the file, its URL given as a flag: valid.
+    let kind_only = common::write_file(dir.path(), "store.toml", "[store]\nkind = \"postgres\"\n");
+    let kind_only = kind_only.to_str().unwrap();
     let ports = ["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"];
     let cases: &[(&[&str], &str)] = &[
         (&["--store", "postgres"], "needs a database URL"),
@@ -554,6 +557,15 @@ fn bad_database_settings_get_clear_errors() {
             "cannot connect to the database postgres://u@127.0.0.1:1/x",
         ),
         (&["--store", "mysql"], "mysql"),
+        (
+            &[
+                "--config",
+                kind_only,
+                "--store-url",
+                "postgres://u@127.0.0.1:1/x",
+            ],
+            "cannot connect to the database postgres://u@127.0.0.1:1/x",
+        ),
         (
             &[
                 "--store",
