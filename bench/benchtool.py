@@ -18,6 +18,16 @@ Subcommands:
   sample-rss PID OUT             every 100 ms write the peak VmRSS (KiB) seen
                                  so far to OUT, until PID exits or SIGTERM
   fsync DIR SECS                 write+fdatasync loop in DIR; print JSON
+  cpu-watch OUT ROOTPID...       creates OUT.started once it has taken its first
+                                 sample; at SIGTERM writes JSON to OUT: CPU used
+                                 by the process trees under ROOTPIDs ("ours":
+                                 this script, the broker, the PostgreSQL
+                                 server) and by everything else on the
+                                 machine ("foreign"), in cores
+  pgbench BINDIR PORT DB SECS CLIENTS...
+                                 one-row INSERT (1 KiB) + COMMIT per
+                                 transaction with pgbench, for each client
+                                 count; print JSON
   record FILE KEY=VALUE...       merge keys into a JSON object file (values
                                  that parse as JSON numbers are stored as
                                  numbers)
@@ -217,6 +227,118 @@ def cmd_sample_rss(args):
 
 
 # --------------------------------------------------------------------------
+# CPU used by others
+
+
+def _proc_table():
+    """{pid: (ppid, utime+stime+cutime+cstime in clock ticks)}"""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                st = f.read()
+        except OSError:
+            continue
+        # The command name (field 2) may contain spaces: split after it.
+        rest = st[st.rfind(")") + 2:].split()
+        try:
+            ppid = int(rest[1])
+            ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+        except (IndexError, ValueError):
+            continue
+        out[int(name)] = (ppid, ticks)
+    return out
+
+
+def _tree_ticks(table, roots):
+    children = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    seen, todo = set(), [r for r in roots if r in table]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        todo.extend(children.get(p, ()))
+    return sum(table[p][1] for p in seen)
+
+
+def _busy_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system: time processes ran (guest time is inside user).
+    return v[0] + v[1] + v[2]
+
+
+def cmd_cpu_watch(args):
+    out, roots = args[0], [int(a) for a in args[1:] if a]
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    hz = os.sysconf("SC_CLK_TCK")
+    t0, b0, o0 = time.monotonic(), _busy_ticks(), _tree_ticks(_proc_table(), roots)
+    # Tells the caller that the first sample is taken (and SIGTERM handled).
+    open(out + ".started", "w").close()
+    while not stop:
+        time.sleep(0.1)
+    t1, b1, o1 = time.monotonic(), _busy_ticks(), _tree_ticks(_proc_table(), roots)
+    secs = max(t1 - t0, 1e-3)
+    busy = (b1 - b0) / hz / secs
+    ours = (o1 - o0) / hz / secs
+    res = {"seconds": round(secs, 2), "cpus": os.cpu_count(), "busy_cores": round(busy, 2),
+           "ours_cores": round(ours, 2), "foreign_cores": round(max(busy - ours, 0.0), 2)}
+    with open(out + ".tmp", "w") as f:
+        json.dump(res, f)
+    os.replace(out + ".tmp", out)
+    try:
+        os.unlink(out + ".started")
+    except OSError:
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL's own single-row commit rate
+
+
+def cmd_pgbench(args):
+    import re
+    import subprocess
+    import tempfile
+    bindir, port, db, secs = args[0], args[1], args[2], args[3]
+    clients = [int(c) for c in args[4:]] or [1]
+    conn = ["-h", "127.0.0.1", "-p", port, "-U", "postgres"]
+    subprocess.run([os.path.join(bindir, "psql")] + conn + ["-d", db, "-qAt", "-c",
+                    "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body text NOT NULL)"],
+                   check=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write("INSERT INTO bench_rows (body) VALUES (repeat('x', 1024));\n")
+        script = f.name
+    res = {"script": "INSERT INTO bench_rows (body) VALUES (repeat('x', 1024)) -- one autocommitted "
+                     "transaction each, prepared (-M prepared), synchronous_commit as the server has it",
+           "seconds": float(secs), "runs": []}
+    try:
+        for c in clients:
+            cmd = [os.path.join(bindir, "pgbench")] + conn + [
+                "-n", "-M", "prepared", "-f", script, "-T", str(secs), "-c", str(c),
+                "-j", str(min(c, os.cpu_count() or 1)), db]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", p.stdout)
+            lat = re.search(r"latency average = ([0-9.]+) ms", p.stdout)
+            res["runs"].append({"clients": c, "tps": m and float(m.group(1)),
+                                "latency_avg_ms": lat and float(lat.group(1)),
+                                "exit": p.returncode,
+                                "error": None if m else (p.stderr.strip().splitlines() or ["?"])[-1]})
+    finally:
+        os.unlink(script)
+    print(json.dumps(res))
+    return 0
+
+
+# --------------------------------------------------------------------------
 # Disk
 
 
@@ -313,6 +435,9 @@ SCENARIOS = [
     ("d", "d  non-persistent, 4 prod/4 cons, no receipts"),
     ("e", "e  drain {n} queued persistent, client-indiv. ack"),
     ("f", "f  topic, 1 prod -> 10 subscribers, non-persistent"),
+    # PostgreSQL mode only: the same drain with Halyard on its journal
+    # store, for comparison (no ActiveMQ figure).
+    ("ej", "ej same drain, Halyard's journal store (reference)"),
 ]
 BROKERS = ("halyard", "activemq")
 
@@ -365,6 +490,8 @@ def cmd_table(args):
                 peaks[(broker, scen)] = int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
             pass
+    run_info = _load(os.path.join(rd, "run.json")) or {}
+    pg_mode = run_info.get("store") == "postgres"
     sessions = {}
     sdir = os.path.join(rd, "sessions")
     for name in sorted(os.listdir(sdir)) if os.path.isdir(sdir) else []:
@@ -375,7 +502,8 @@ def cmd_table(args):
     # (label, figure, unit, halyard, activemq, higher_is_better)
     rows = []
     for key, label in SCENARIOS:
-        main = "e-drain" if key == "e" else key
+        drain = key in ("e", "ej")
+        main = key + "-drain" if drain else key
         h, a = runs.get(("halyard", main)), runs.get(("activemq", main))
         if h is None and a is None:
             continue
@@ -383,9 +511,9 @@ def cmd_table(args):
             n = max((r or {}).get("expected") or 0 for r in (h, a))
             label = label.format(n="{:,}".format(n) if n % 1000 else "%dk" % (n // 1000))
         figs = []
-        if key == "e":
+        if drain:
             figs.append(("drain msg/s", "msg/s", lambda r: r and r.get("receive_rate"), True))
-            hf, af = runs.get(("halyard", "e-fill")), runs.get(("activemq", "e-fill"))
+            hf, af = runs.get(("halyard", key + "-fill")), runs.get(("activemq", key + "-fill"))
             figs.append(("(fill send msg/s)", "msg/s", None, True))
         else:
             figs.append(("send msg/s", "msg/s", lambda r: r and r.get("send_rate"), True))
@@ -406,13 +534,16 @@ def cmd_table(args):
             rows.append((label if first else "", fname, unit, hv, av, hib))
             first = False
         # peak RSS during this scenario
-        parts_ = ("e-fill", "e-drain") if key == "e" else (key,)
+        parts_ = (key + "-fill", key + "-drain") if drain else (key,)
         hp = max([peaks[("halyard", p)] for p in parts_ if ("halyard", p) in peaks] or [None])
         ap = max([peaks[("activemq", p)] for p in parts_ if ("activemq", p) in peaks] or [None])
         rows.append(("", "broker peak RSS MiB", "MiB", hp and hp / 1024, ap and ap / 1024, False))
 
     def sess(broker, field, agg):
-        vals = [s.get(field) for s in sessions.get(broker, []) if s.get(field) is not None]
+        # Reference sessions (PostgreSQL mode: Halyard on its journal store)
+        # are not the broker under comparison.
+        vals = [s.get(field) for s in sessions.get(broker, [])
+                if s.get(field) is not None and not s.get("reference")]
         return agg(vals) if vals else None
 
     rows.append(("broker", "start -> CONNECTED ms (median)", "ms",
@@ -425,7 +556,10 @@ def cmd_table(args):
                  _div(sess("halyard", "rss_hwm_kb", max), 1024),
                  _div(sess("activemq", "rss_hwm_kb", max), 1024), False))
 
-    head = ("scenario", "figure", "Halyard", "ActiveMQ", "ratio")
+    if pg_mode:
+        head = ("scenario", "figure", "Halyard (PostgreSQL)", "ActiveMQ (JDBC)", "ratio")
+    else:
+        head = ("scenario", "figure", "Halyard", "ActiveMQ", "ratio")
     table = [head]
     for label, fname, unit, hv, av, hib in rows:
         ratio = None
@@ -443,9 +577,37 @@ def cmd_table(args):
     lines.append("")
     lines.append("ratio: > 1.00x means Halyard is better. Throughput: Halyard/ActiveMQ;")
     lines.append("latency, RSS and start time: ActiveMQ/Halyard.")
+    if pg_mode:
+        lines.append("Both brokers store in the same PostgreSQL server (a fresh database per session);")
+        lines.append("RSS is the broker process's only, not the PostgreSQL server's.")
+
+        def fig(broker, scen, key):
+            r = runs.get((broker, scen))
+            return r and r.get(key)
+        lines.append("")
+        lines.append("issue #8 targets:")
+        for key, what in (("a", "1 synchronous producer"), ("b", "16 synchronous producers")):
+            hv, av = fig("halyard", key, "send_rate"), fig("activemq", key, "send_rate")
+            if hv and av:
+                lines.append("  %s send, %s: %.2fx ActiveMQ's JDBC store (target >= 20x): %s" % (
+                    key, what, hv / av, "met" if hv / av >= 20 else "NOT met"))
+        hv, jv = fig("halyard", "e-drain", "receive_rate"), fig("halyard", "ej-drain", "receive_rate")
+        if hv and jv:
+            lines.append("  e drain: Halyard on PostgreSQL %s msg/s = %.2fx its journal store's %s msg/s "
+                         "(target: the same order)" % (_fmt(hv, "msg/s"), hv / jv, _fmt(jv, "msg/s")))
 
     # Anything that makes a figure suspect.
     notes = []
+    cpu = {}
+    for name in sorted(os.listdir(os.path.join(rd, "runs"))):
+        if name.endswith(".cpu"):
+            c = _load(os.path.join(rd, "runs", name))
+            if c:
+                cpu[name[:-4]] = c
+    for stem, c in sorted(cpu.items()):
+        if "warmup" not in stem and (c.get("foreign_cores") or 0) > 0.25:
+            notes.append("%s: other processes used %.2f of %s cores meanwhile (this run used %.2f)"
+                         % (stem, c["foreign_cores"], c.get("cpus"), c.get("ours_cores") or 0))
     for (broker, scen), r in sorted(runs.items()):
         if r is None:
             notes.append("%s %s: no JSON (bench failed; see its .stderr)" % (broker, scen))
@@ -462,6 +624,20 @@ def cmd_table(args):
                 notes.append("halyard session %s: store=Memory -- persistent messages are NOT written "
                              "to disk, so scenarios a, b, c, e are not equal durability "
                              "(ActiveMQ fsyncs KahaDB)." % s.get("session"))
+            if pg_mode and broker == "halyard" and s.get("expected_store") and \
+                    str(s.get("store")).lower() != str(s.get("expected_store")).lower():
+                notes.append("halyard session %s: store=%s, expected %s" % (
+                    s.get("session"), s.get("store"), s.get("expected_store")))
+    pgb = _load(os.path.join(rd, "pgbench.json"))
+    if pgb:
+        lines.append("")
+        lines.append("PostgreSQL %s: pgbench, one 1 KiB row INSERT + COMMIT per transaction: %s" % (
+            run_info.get("pg_version", "?"), "; ".join(
+                "%d client%s %s tps (avg %s ms)" % (r["clients"], "" if r["clients"] == 1 else "s",
+                                                    _fmt(r.get("tps"), "msg/s"), r.get("latency_avg_ms"))
+                for r in pgb.get("runs", []))))
+    if run_info.get("pg_settings"):
+        lines.append("PostgreSQL settings: %s" % run_info["pg_settings"])
     fs = _load(os.path.join(rd, "fsync.json"))
     if fs:
         lines.append("")
@@ -475,7 +651,8 @@ def cmd_table(args):
         for s in sessions.get(broker, []):
             lines.append("session %s %s: %s" % (s.get("session"), broker, ", ".join(
                 "%s=%s" % (k, s[k]) for k in ("server", "store", "start_to_connected_ms", "rss_idle_kb",
-                                              "rss_hwm_kb", "stop_s", "loadavg_at_start", "scenarios") if k in s)))
+                                              "rss_hwm_kb", "stop_s", "loadavg_at_start", "loadavg_at_end",
+                                              "scenarios") if k in s)))
     if notes:
         lines.append("")
         lines.append("NOTES:")
@@ -486,7 +663,7 @@ def cmd_table(args):
         f.write(text)
     summary = {"rows": [{"scenario": l, "figure": fn, "unit": u, "halyard": hv, "activemq": av,
                          "higher_is_better": hib} for l, fn, u, hv, av, hib in rows],
-               "notes": notes}
+               "notes": notes, "store": run_info.get("store", "journal")}
     with open(os.path.join(rd, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return 0
@@ -510,6 +687,8 @@ COMMANDS = {
     "sample-rss": cmd_sample_rss,
     "fsync": cmd_fsync,
     "record": cmd_record,
+    "cpu-watch": cmd_cpu_watch,
+    "pgbench": cmd_pgbench,
     "table": cmd_table,
 }
 

@@ -3,8 +3,9 @@
 # side, with the same load generator (`halyard bench`, plain STOMP 1.2) on
 # the same machine, one broker at a time.  See bench/README.md.
 #
-# Usage: bench/compare.sh [--quick] [--only halyard|activemq] [--keep]
-#                         [--no-build] [--out DIR]
+# Usage: bench/compare.sh [--store journal|postgres] [--quick]
+#                         [--only halyard|activemq] [--keep] [--no-build]
+#                         [--out DIR]
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,11 +20,22 @@ Runs the same STOMP scenarios against Halyard and against ActiveMQ Classic
 5.17 (Debian package), one broker at a time, and prints a comparison table.
 
 Options:
-  --quick            short runs (3 s scenarios, 10k-message drain): a smoke
-                     test of the whole pipeline, about 2 minutes; its figures
-                     are not meant to be quoted
+  --store STORE      "journal" (default): Halyard's journal against
+                     ActiveMQ's KahaDB, scenarios a-f.
+                     "postgres": both brokers store in one throwaway
+                     PostgreSQL server started for the run (fresh database
+                     per broker session): Halyard's postgres store against
+                     ActiveMQ's jdbcPersistenceAdapter
+                     (bench/activemq-jdbc.xml), scenarios a, b, c and a
+                     50k-message drain e, plus the same drain on Halyard's
+                     journal store for reference (ej); about 5 minutes
+  --quick            short runs (3 s scenarios, 10k-message drain; 5k with
+                     --store postgres): a smoke test of the whole pipeline,
+                     about 2 minutes; its figures are not meant to be quoted
   --only BROKER      run only "halyard" or "activemq"
   --keep             keep the brokers' temporary data directories and logs
+                     (and, with --store postgres, the session databases until
+                     the run's PostgreSQL server is stopped at its end)
   --activemq-nagle   run ActiveMQ's STOMP connector with its default
                      transport.tcpNoDelay=false (Nagle's algorithm on)
                      instead of true, which Halyard's sockets match
@@ -35,11 +47,16 @@ Environment:
   HALYARD_BIN        halyard binary (default target/release/halyard); it is
                      both the Halyard broker and the load generator
   HALYARD_CONFIG     TOML config for `halyard broker --config` (default
-                     bench/halyard.toml: journal store, sync = "always")
+                     bench/halyard.toml: journal store, sync = "always";
+                     with --store postgres bench/halyard-postgres.toml)
   ACTIVEMQ_HOME      default /usr/share/activemq (Debian layout)
   ACTIVEMQ_JVM_OPTS  default "-Xms64m -Xmx1g" (upstream ActiveMQ's default)
   TMPDIR             where the brokers' data directories go (default /tmp);
-                     the fdatasync figure is measured there
+                     the fdatasync figure is measured there; with --store
+                     postgres also the PostgreSQL server's data directory
+  HALYARD_TEST_PG_BINDIR  PostgreSQL server binaries for --store postgres
+                     (default: the newest /usr/lib/postgresql/*/bin; see
+                     scripts/test-postgres.sh)
 EOF
 }
 
@@ -47,6 +64,7 @@ EOF
 # Options
 
 QUICK=0
+STORE=journal
 ONLY=""
 KEEP=0
 AMQ_NODELAY=true
@@ -63,6 +81,10 @@ while (($#)); do
         --only=*)
             ONLY=${1#--only=}
             [[ "$ONLY" == halyard || "$ONLY" == activemq ]] || { echo "--only takes halyard or activemq" >&2; exit 2; }
+            ;;
+        --store|--store=*)
+            if [[ "$1" == --store ]]; then shift; STORE=${1:-}; else STORE=${1#--store=}; fi
+            [[ "$STORE" == journal || "$STORE" == postgres ]] || { echo "--store takes journal or postgres" >&2; exit 2; }
             ;;
         --keep) KEEP=1 ;;
         --activemq-nagle) AMQ_NODELAY=false ;;
@@ -91,6 +113,14 @@ else
     E_TIMEOUT=120
     FSYNC_SECS=2
 fi
+PGBENCH_SECS=$(( QUICK ? 2 : 10 ))
+if [[ $STORE == postgres ]]; then
+    # ActiveMQ's JDBC store fills and drains at 1-4k msgs/s on this kind of
+    # machine: a 100k fill + drain would take it two minutes per session.
+    # 50k keeps Halyard's drain long enough (~2 s) to time.
+    DRAIN_N=$(( QUICK ? 5000 : 50000 ))
+    E_TIMEOUT=300
+fi
 SIZE=1024
 PREFETCH=1000
 IDLE_SETTLE=2          # seconds between first CONNECTED and the idle RSS sample
@@ -98,7 +128,12 @@ START_DEADLINE=60      # seconds a broker may take to accept STOMP
 STOP_DEADLINE=20       # seconds a broker may take to exit after SIGTERM
 
 HALYARD=${HALYARD_BIN:-$ROOT/target/release/halyard}
-HALYARD_CFG=${HALYARD_CONFIG:-$HERE/halyard.toml}
+HALYARD_JOURNAL_CFG=$HERE/halyard.toml
+if [[ $STORE == postgres ]]; then
+    HALYARD_CFG=${HALYARD_CONFIG:-$HERE/halyard-postgres.toml}
+else
+    HALYARD_CFG=${HALYARD_CONFIG:-$HALYARD_JOURNAL_CFG}
+fi
 AMQ_HOME=${ACTIVEMQ_HOME:-/usr/share/activemq}
 AMQ_JVM_OPTS=${ACTIVEMQ_JVM_OPTS:--Xms64m -Xmx1g}
 
@@ -127,6 +162,12 @@ command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
 if want activemq; then
     [[ -e "$AMQ_HOME/bin/activemq.jar" ]] || pkgs+=(activemq)
     command -v java >/dev/null 2>&1 || pkgs+=(default-jre-headless)
+    if [[ $STORE == postgres ]]; then
+        # The JDBC driver, and commons-dbcp for the connection pool (the
+        # activemq package links lib/optional/commons-dbcp.jar to it).
+        [[ -e /usr/share/java/postgresql.jar ]] || pkgs+=(libpostgresql-jdbc-java)
+        [[ -e /usr/share/java/commons-dbcp.jar ]] || pkgs+=(libcommons-dbcp-java)
+    fi
 fi
 if ((${#pkgs[@]})); then
     log "installing from Debian: ${pkgs[*]}"
@@ -137,6 +178,10 @@ if ((${#pkgs[@]})); then
 fi
 if want activemq; then
     [[ -e "$AMQ_HOME/bin/activemq.jar" ]] || die "$AMQ_HOME/bin/activemq.jar not found (set ACTIVEMQ_HOME)"
+    if [[ $STORE == postgres ]]; then
+        [[ -e /usr/share/java/postgresql.jar ]] || die "/usr/share/java/postgresql.jar (libpostgresql-jdbc-java) not found"
+        PGJDBC_VERSION=$(dpkg-query -W -f='${Version}' libpostgresql-jdbc-java 2>/dev/null || echo unknown)
+    fi
     AMQ_VERSION=$(dpkg-query -W -f='${Version}' activemq 2>/dev/null || echo unknown)
     case "$AMQ_VERSION" in
         5.17.*) ;;
@@ -147,6 +192,9 @@ fi
 if ((BUILD)); then
     log "building halyard (release)"
     (cd "$ROOT" && cargo build --release -p halyard) || die "cargo build failed"
+    # Write back what the build left dirty in the page cache now, not while
+    # the disk is being measured.
+    sync
 fi
 [[ -x "$HALYARD" ]] || die "$HALYARD not found (build it or set HALYARD_BIN)"
 [[ -r "$HALYARD_CFG" ]] || die "Halyard config $HALYARD_CFG not readable"
@@ -155,7 +203,11 @@ fi
 # Output and scratch space
 
 STAMP=$(date +%Y%m%d-%H%M%S)
-OUT=${OUT:-$HERE/results/$STAMP}
+if [[ $STORE == postgres ]]; then
+    OUT=${OUT:-$HERE/results/$STAMP-postgres}
+else
+    OUT=${OUT:-$HERE/results/$STAMP}
+fi
 mkdir -p "$OUT/runs" "$OUT/sessions" "$OUT/logs"
 TMPBASE=$(mktemp -d "${TMPDIR:-/tmp}/halyard-compare.XXXXXX")
 
@@ -165,10 +217,15 @@ cp "$HALYARD" "$TMPBASE/halyard"
 HALYARD_ORIG=$HALYARD
 HALYARD=$TMPBASE/halyard
 cp "$HALYARD_CFG" "$OUT/halyard.toml"
+"${TOOL[@]}" record "$OUT/run.json" "store=$STORE" "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 BENCH_HELP=$("$HALYARD" bench --help 2>&1) || die "'$HALYARD_ORIG bench' is not available: $BENCH_HELP"
 BENCH_EXTRA=()
 if grep -q -- '--no-progress' <<<"$BENCH_HELP"; then BENCH_EXTRA+=(--no-progress); fi
 
+PG_DIR=""          # the throwaway PostgreSQL server (--store postgres)
+PG_POSTMASTER=""   # its postmaster's PID (its CPU counts as ours)
+SESSION_STORE=$STORE   # the store of the session being run
+SESSION_DB=""      # its database (--store postgres)
 BROKER=""          # name of the running broker, if any
 BROKER_PID=""      # its PID (for ActiveMQ: the java process); leads its process group
 SAMPLER_PID=""
@@ -201,6 +258,9 @@ cleanup() {
     set +e
     if [[ -n "$SAMPLER_PID" ]]; then kill "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null; fi
     stop_broker
+    if [[ -n "$PG_DIR" ]]; then
+        "$ROOT/scripts/test-postgres.sh" stop "$PG_DIR"
+    fi
     if ((KEEP)); then
         log "kept temporary directories in $TMPBASE"
     else
@@ -220,13 +280,22 @@ trap 'exit 130' INT TERM
     echo "cpu: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "halyard: $("$HALYARD" --version 2>&1) ($HALYARD_ORIG, copied to $HALYARD)"
     echo "halyard config: $HALYARD_CFG: $(grep -v '^#' "$HALYARD_CFG" | grep -v '^$' | tr '\n' ' ')"
+    if [[ $STORE == postgres ]]; then
+        echo "halyard store: --store postgres --store-url postgres://postgres@127.0.0.1:PORT/bench_N_halyard (session 5: $HALYARD_JOURNAL_CFG)"
+    fi
     echo "halyard git: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     if want activemq; then
         echo "activemq package: $AMQ_VERSION ($AMQ_HOME)"
         echo "java: $(java -version 2>&1 | head -1)"
         echo "activemq JVM options: $AMQ_JVM_OPTS"
     fi
+    if [[ $STORE == postgres ]] && want activemq; then
+        echo "postgresql jdbc driver: libpostgresql-jdbc-java $PGJDBC_VERSION"
+        echo "commons-dbcp: libcommons-dbcp-java $(dpkg-query -W -f='${Version}' libcommons-dbcp-java 2>/dev/null || echo unknown)"
+    fi
+    echo "store: $STORE"
     echo "mode: $( ((QUICK)) && echo quick || echo full ), scenario duration ${DUR}s (+${SCEN_WARMUP}s warm-up), broker warm-up ${BROKER_WARMUP}s, drain ${DRAIN_N}"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "scratch: $TMPBASE"
 } | tee "$OUT/env.txt" >&2
 
@@ -242,6 +311,61 @@ for k, name in (("append_4k", "append 4 KiB + fdatasync"), ("overwrite_4k", "ove
 EOF
 
 # --------------------------------------------------------------------------
+# PostgreSQL (--store postgres): one throwaway server for the whole run,
+# the test suite's (scripts/test-postgres.sh: fsync on, synchronous_commit
+# at its default, on; trust authentication on 127.0.0.1).  With $$ as owner
+# its watchdog stops the server should this script die without cleanup.
+
+if [[ $STORE == postgres ]]; then
+    log "starting a throwaway PostgreSQL server (scripts/test-postgres.sh)"
+    pg_env=$("$ROOT/scripts/test-postgres.sh" start $$) || die "scripts/test-postgres.sh start failed"
+    eval "$pg_env"
+    PG_DIR=$HALYARD_TEST_PG_DIR
+    PG_URL=$HALYARD_TEST_DATABASE_URL          # postgres://postgres@127.0.0.1:PORT/postgres
+    PG_PORT=${PG_URL##*:}
+    PG_PORT=${PG_PORT%%/*}
+    PG_BIN=$(cat "$PG_DIR/bindir")
+    PG_POSTMASTER=$(head -1 "$PG_DIR/data/postmaster.pid")
+    PSQL=(env PGOPTIONS="-c client_min_messages=warning" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -X -q -A -t -v ON_ERROR_STOP=1)
+    PG_VERSION=$("${PSQL[@]}" -c "SHOW server_version" | awk '{print $1}')
+    PG_SETTINGS=$("${PSQL[@]}" -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
+        FROM pg_settings WHERE name IN ('synchronous_commit', 'fsync', 'wal_sync_method', 'full_page_writes',
+        'shared_buffers', 'wal_level', 'commit_delay', 'max_wal_size', 'checkpoint_timeout', 'wal_buffers')")
+    case "$PG_SETTINGS" in
+        *fsync=on*synchronous_commit=on*) ;;
+        *) die "PostgreSQL is not synchronous_commit=on, fsync=on: $PG_SETTINGS" ;;
+    esac
+    {
+        echo "postgresql: $PG_VERSION ($PG_BIN), 127.0.0.1:$PG_PORT, data in $PG_DIR"
+        echo "postgresql settings: $PG_SETTINGS"
+    } | tee -a "$OUT/env.txt" >&2
+    "${TOOL[@]}" record "$OUT/run.json" "pg_version=$PG_VERSION" "pg_settings=$PG_SETTINGS"
+    # PostgreSQL's own rate for what one synchronous persistent send costs
+    # at least: one small INSERT and one COMMIT (WAL flush).
+    "${PSQL[@]}" -c "CREATE DATABASE bench_pgbench TEMPLATE template0"
+    log "pgbench: 1 KiB single-row INSERT + COMMIT, ${PGBENCH_SECS}s each with 1 and 16 clients"
+    "${TOOL[@]}" pgbench "$PG_BIN" "$PG_PORT" bench_pgbench "$PGBENCH_SECS" 1 16 >"$OUT/pgbench.json"
+    "${PSQL[@]}" -c "DROP DATABASE bench_pgbench"
+    python3 - "$OUT/pgbench.json" >&2 <<'EOF'
+import json, sys
+for r in json.load(open(sys.argv[1]))["runs"]:
+    print("  %2d client(s): %s tps, average latency %s ms%s" % (
+        r["clients"], r["tps"], r["latency_avg_ms"], "" if r["tps"] else " (" + str(r["error"]) + ")"))
+EOF
+fi
+
+# pg_new_db NAME: a fresh database for one broker session.
+pg_new_db() {
+    "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1 TEMPLATE template0"
+}
+
+# pg_wal: "LSN_BYTES WAL_SYNCS" of the whole server (the sync count is
+# PostgreSQL's cumulative statistics: approximate, reported with a delay).
+pg_wal() {
+    "${PSQL[@]}" -F ' ' -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, wal_sync FROM pg_stat_wal" 2>/dev/null || echo "0 0"
+}
+
+# --------------------------------------------------------------------------
 # Brokers
 
 # broker_cmd_halyard DIR PORT HTTP / broker_cmd_activemq DIR PORT: fill
@@ -249,14 +373,35 @@ EOF
 broker_cmd_halyard() {
     local dir=$1 port=$2 http=$3
     mkdir -p "$dir/data"
-    CMD=("$HALYARD" broker --config "$HALYARD_CFG" --data-dir "$dir/data" --stomp "127.0.0.1:$port"
-        --http "127.0.0.1:$http")
+    if [[ $SESSION_STORE == postgres ]]; then
+        CMD=("$HALYARD" broker --config "$HALYARD_CFG" --data-dir "$dir/data" --stomp "127.0.0.1:$port"
+            --http "127.0.0.1:$http" --store postgres
+            --store-url "postgres://postgres@127.0.0.1:$PG_PORT/$SESSION_DB")
+    else
+        # The journal reference session of --store postgres runs on the
+        # journal mode's config.
+        local cfg=$HALYARD_CFG
+        [[ $STORE == journal ]] || cfg=$HALYARD_JOURNAL_CFG
+        CMD=("$HALYARD" broker --config "$cfg" --data-dir "$dir/data" --stomp "127.0.0.1:$port"
+            --http "127.0.0.1:$http")
+    fi
 }
 
 broker_cmd_activemq() {
     local dir=$1 port=$2
     mkdir -p "$dir/conf" "$dir/data"
-    cp "$HERE/activemq.xml" "$dir/conf/activemq.xml"
+    local jdbc=()
+    if [[ $SESSION_STORE == postgres ]]; then
+        cp "$HERE/activemq-jdbc.xml" "$dir/conf/activemq.xml"
+        # ActiveMQ's launcher puts the jars in ${activemq.base}/lib on its
+        # class path: Debian's PostgreSQL JDBC driver.
+        mkdir -p "$dir/lib"
+        ln -s /usr/share/java/postgresql.jar "$dir/lib/postgresql.jar"
+        jdbc=(-Dbench.jdbc.url="jdbc:postgresql://127.0.0.1:$PG_PORT/$SESSION_DB"
+            -Dbench.jdbc.user=postgres -Dbench.jdbc.password=)
+    else
+        cp "$HERE/activemq.xml" "$dir/conf/activemq.xml"
+    fi
     # Debian's ActiveMQ logs through slf4j-log4j12: log4j 1.2 properties.
     cp "$HERE/activemq-log4j.properties" "$dir/conf/log4j.properties"
     # shellcheck disable=SC2206
@@ -286,6 +431,7 @@ broker_cmd_activemq() {
         -Dactivemq.data="$dir/data"
         -Dbench.stomp.port="$port"
         -Dbench.tcp.nodelay="$AMQ_NODELAY"
+        "${jdbc[@]}"
         -jar "$AMQ_HOME/bin/activemq.jar" start "xbean:file:$dir/conf/activemq.xml")
 }
 
@@ -296,13 +442,27 @@ run_bench() {
     shift
     local stem="$OUT/runs/${SEQ}-${BROKER}-${name}" rc=0
     printf '%s\n' "$HALYARD bench --url stomp://127.0.0.1:$PORT $* --json ${BENCH_EXTRA[*]}" >"$stem.cmd"
+    local wal0=""
+    [[ $SESSION_STORE == postgres ]] && wal0=$(pg_wal)
     "${TOOL[@]}" sample-rss "$BROKER_PID" "$stem.rss" &
     SAMPLER_PID=$!
+    # CPU used by anything but this script, the broker and our PostgreSQL
+    # server (another user's build or tests skew the figures).
+    "${TOOL[@]}" cpu-watch "$stem.cpu" $$ "$BROKER_PID" $PG_POSTMASTER &
+    local cpu_pid=$! i
+    for i in $(seq 100); do [[ -e "$stem.cpu.started" ]] && break; sleep 0.02; done
     "$HALYARD" bench --url "stomp://127.0.0.1:$PORT" "$@" --json "${BENCH_EXTRA[@]}" \
         >"$stem.json" 2>"$stem.stderr" || rc=$?
-    kill "$SAMPLER_PID" 2>/dev/null || true
+    kill "$SAMPLER_PID" "$cpu_pid" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
+    wait "$cpu_pid" 2>/dev/null || true
     SAMPLER_PID=""
+    if [[ -n "$wal0" ]]; then
+        local wal1
+        wal1=$(pg_wal)
+        "${TOOL[@]}" record "$stem.pg" "wal_bytes=$((${wal1% *} - ${wal0% *}))" \
+            "wal_syncs_approx=$((${wal1#* } - ${wal0#* }))"
+    fi
     # A run shorter than the sampler's start-up still gets one sample.
     local now prev=0
     now=$("${TOOL[@]}" rss "$BROKER_PID" 2>/dev/null || echo 0)
@@ -325,10 +485,21 @@ try:
     peak = int(open(stem + ".rss").read()) // 1024
 except Exception:
     peak = "?"
+try:
+    cpu = json.load(open(stem + ".cpu"))
+    cpu = "  cpu ours/others %.2f/%.2f" % (cpu["ours_cores"], cpu["foreign_cores"])
+except Exception:
+    cpu = ""
+try:
+    pg = json.load(open(stem + ".pg"))
+    n = r.get("sent") or r.get("received") or 0
+    pg = "  WAL %.1f KiB/msg" % (pg["wal_bytes"] / 1024 / n) if n else ""
+except Exception:
+    pg = ""
 line = "    %-28s sent %8d (%9.0f/s)  recv %8d (%9.0f/s)  receipt p50/p99 %s/%s us  e2e p50/p99 %s/%s us  rss %s MiB" % (
     name, r.get("sent", 0), r.get("send_rate", 0), r.get("received", 0), r.get("receive_rate", 0),
     p("receipt_latency_us", "p50"), p("receipt_latency_us", "p99"),
-    p("e2e_latency_us", "p50"), p("e2e_latency_us", "p99"), peak)
+    p("e2e_latency_us", "p50"), p("e2e_latency_us", "p99"), peak) + cpu + pg
 if r.get("missing") or r.get("errors") or r.get("extra") or rc:
     line += "\n      !! exit %d missing %s extra %s errors %s" % (rc, r.get("missing"), r.get("extra"), r.get("errors"))
 print(line)
@@ -350,11 +521,11 @@ scenario() {
         b) run_bench b -d "$q" --producers 16 --consumers 16 --persistent --receipt-every 1 "${timed[@]}" "${common[@]}" ;;
         c) run_bench c -d "$q" --producers 4 --consumers 4 --persistent --receipt-every 100 "${timed[@]}" "${common[@]}" ;;
         d) run_bench d -d "$q" --producers 4 --consumers 4 "${timed[@]}" "${common[@]}" ;;
-        e)
+        e|ej)
             # Fill (not part of the figure), then time only the drain.
-            run_bench e-fill -d "$q" --producers 4 --consumers 0 --persistent --receipt-every 100 \
+            run_bench "$s-fill" -d "$q" --producers 4 --consumers 0 --persistent --receipt-every 100 \
                 --count "$DRAIN_N" "${common[@]}"
-            run_bench e-drain -d "$q" --producers 0 --consumers 1 --ack client-individual \
+            run_bench "$s-drain" -d "$q" --producers 0 --consumers 1 --ack client-individual \
                 --count "$DRAIN_N" --size "$SIZE" --prefetch "$PREFETCH" --drain-timeout "$E_TIMEOUT"
             ;;
         f) run_bench f -d "/topic/bench.f.$SEQ" --producers 1 --consumers 10 "${timed[@]}" "${common[@]}" ;;
@@ -374,7 +545,12 @@ run_session() {
     local http
     http=$("${TOOL[@]}" free-port)
     while [[ "$http" == "$PORT" ]]; do http=$("${TOOL[@]}" free-port); done
-    log "session $SEQ: $BROKER on 127.0.0.1:$PORT, scenarios $*"
+    SESSION_DB=""
+    if [[ $SESSION_STORE == postgres ]]; then
+        SESSION_DB="bench_${SEQ}_${BROKER}"
+        pg_new_db "$SESSION_DB"
+    fi
+    log "session $SEQ: $BROKER on 127.0.0.1:$PORT ($SESSION_STORE store${SESSION_DB:+, database $SESSION_DB}), scenarios $*"
     # Other CPU-heavy work on the machine skews everything; say so.
     local busy=0 name n
     for name in rustc cargo java halyard; do
@@ -406,9 +582,14 @@ run_session() {
     local store=""
     if [[ $BROKER == halyard ]]; then
         store=$(grep -o 'store=[A-Za-z0-9_-]*' "$logf" | head -1 | cut -d= -f2 || true)
+    elif [[ $SESSION_STORE == postgres ]]; then
+        store="JDBC(PostgreSQL $PG_VERSION, synchronous_commit=on)"
     else
         store="KahaDB(enableJournalDiskSyncs=true)"
     fi
+    local reference=0
+    [[ $SESSION_STORE == "$STORE" ]] || reference=1
+    "${TOOL[@]}" record "$sfile" "expected_store=$SESSION_STORE" "reference=$reference" "database=$SESSION_DB"
     "${TOOL[@]}" record "$sfile" "broker=$BROKER" "session=$SEQ" "port=$PORT" "server=$server" \
         "start_to_connected_ms=$start_ms" "rss_idle_kb=$rss_idle" "store=$store" "scenarios=$*" \
         "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)" "other_busy_processes=$busy"
@@ -436,13 +617,24 @@ run_session() {
     hwm=$(awk '/VmHWM/{print $2}' "/proc/$BROKER_PID/status" 2>/dev/null || echo 0)
     stop_broker
     log "  stopped in ${STOP_S}s; peak RSS (VmHWM) $((hwm / 1024)) MiB"
-    "${TOOL[@]}" record "$sfile" "rss_hwm_kb=$hwm" "stop_s=$STOP_S"
+    "${TOOL[@]}" record "$sfile" "rss_hwm_kb=$hwm" "stop_s=$STOP_S" \
+        "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+    if [[ -n "$SESSION_DB" ]] && ((!KEEP)); then
+        "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SESSION_DB WITH (FORCE)" || true
+    fi
 }
 
 # Counterbalanced (ABBA) order: Halyard, ActiveMQ, ActiveMQ, Halyard.  Each
 # session is a fresh broker process with an empty data directory.
-G1=(a b c)
-G2=(d e f)
+if [[ $STORE == postgres ]]; then
+    # a, b: synchronous sends; c: streaming sends; e: drain.  Then the same
+    # drain on Halyard's journal store, for reference.
+    G1=(a b)
+    G2=(c e)
+else
+    G1=(a b c)
+    G2=(d e f)
+fi
 if [[ -z "$ONLY" ]]; then
     run_session 1 halyard "${G1[@]}"
     run_session 2 activemq "${G1[@]}"
@@ -452,6 +644,13 @@ else
     run_session 1 "$ONLY" "${G1[@]}"
     run_session 2 "$ONLY" "${G2[@]}"
 fi
+if [[ $STORE == postgres ]] && want halyard; then
+    SESSION_STORE=journal
+    run_session 5 halyard ej
+    SESSION_STORE=$STORE
+fi
+"${TOOL[@]}" record "$OUT/run.json" "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 
 echo >&2
 "${TOOL[@]}" table "$OUT"
