@@ -104,11 +104,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    println!(
-        "  data dir {}; store {}",
-        v["data_dir"].as_str().unwrap_or("?"),
-        v["store"].as_str().unwrap_or("?")
-    );
+    match v["database"].as_str() {
+        Some(db) => println!(
+            "  store {}, database {db}",
+            v["store"].as_str().unwrap_or("?")
+        ),
+        None => println!(
+            "  data dir {}; store {}",
+            v["data_dir"].as_str().unwrap_or("?"),
+            v["store"].as_str().unwrap_or("?")
+        ),
+    }
     let t = &v["takeover"];
     if t.is_object() {
         println!(

@@ -216,6 +216,13 @@ async fn sigterm_of_the_master_hands_the_lease_over_at_once() {
         (v["lock_owner"]["pid"] == pid).then_some(())
     })
     .await;
+    let v = c.nodes[a].status().await.unwrap();
+    assert_eq!(
+        (v["store"].as_str(), v["database"].as_str()),
+        (Some("postgres"), Some(url.as_str())),
+        "{v}"
+    );
+    assert!(v.get("data_dir").is_none(), "{v}");
     let traffic = Traffic::start(&c.stomp_addrs(), 2);
     traffic
         .receipts_from(c.nodes[a].stomp, started, 200, || c.logs())

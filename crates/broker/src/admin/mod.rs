@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+
+use crate::config::StoreKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +61,12 @@ struct Status {
     uptime_ms: u64,
     /// The STOMP listen address, while master.
     stomp: Option<String>,
-    data_dir: String,
+    /// Where the store is: the data directory, or the database (its URL
+    /// without the password) for the postgres store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
     store: String,
     connections: u64,
     destinations: usize,
@@ -78,7 +85,9 @@ async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
             .as_ref()
             .and_then(|m| m.stomp_addr())
             .map(|a| a.to_string()),
-        data_dir: c.data_dir.display().to_string(),
+        data_dir: (c.store.kind != StoreKind::Postgres).then(|| c.data_dir.display().to_string()),
+        database: (c.store.kind == StoreKind::Postgres)
+            .then(|| crate::store::postgres::redact(&c.store.url)),
         store: format!("{:?}", c.store.kind).to_lowercase(),
         connections: master
             .as_ref()
