@@ -740,7 +740,12 @@ async fn promote(
         http = %config.http,
         store = ?config.store.kind,
         data = %if config.store.kind == StoreKind::Postgres {
-            crate::store::postgres::redact(&config.store.url)
+            let tls = if crate::store::postgres::uses_tls(&config.store.url) {
+                " (TLS)"
+            } else {
+                ""
+            };
+            format!("{}{tls}", crate::store::postgres::redact(&config.store.url))
         } else {
             config.data_dir.display().to_string()
         },

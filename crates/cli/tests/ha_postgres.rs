@@ -612,3 +612,110 @@ fn bad_database_settings_get_clear_errors() {
     );
     assert!(!err.contains("secret"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// 6. TLS to the database
+// ---------------------------------------------------------------------------
+
+/// Writes a file that the server's user owns (the server refuses a key
+/// file it does not own).
+fn server_file(dir: &std::path::Path, name: &str, text: &str) {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let owner = std::fs::metadata(dir).unwrap();
+    std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reaches_postgres_over_tls_and_checks_its_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    // A CA, and a certificate it signs for the server's address.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "halyard test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+
+    let mut server = tokio::task::spawn_blocking(halyard_testkit::private_server)
+        .await
+        .unwrap();
+    let data = server.dir().join("data");
+    server_file(&data, "server.crt", &cert.pem());
+    server_file(&data, "server.key", &key.serialize_pem());
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut conf,
+        b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+    )
+    .unwrap();
+    let server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server.start();
+        server
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let base = server.url("postgres");
+
+    // Verified TLS: the broker serves, and every connection it holds is
+    // encrypted.
+    let url = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    );
+    let mut c = Cluster::on_database("", &url);
+    let a = c.master("a").await;
+    assert!(c.nodes[a].logs().contains(" (TLS)"), "{}", c.logs());
+    let mut l = Link::open(c.nodes[a].stomp).await.unwrap();
+    l.request(persistent_send("/queue/tls", "over TLS"), "r1")
+        .await
+        .unwrap();
+    let db = sql(&base).await;
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'halyard'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (encrypted, all): (i64, i64) = (row.get(0), row.get(1));
+    assert!(all >= 2, "the broker holds {all} connections");
+    assert_eq!(encrypted, all, "unencrypted broker connections");
+    drop(c);
+
+    // TLS without a trusted certificate: refused, never sent in the clear.
+    let ports = ["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let untrusted = format!("{base}?sslmode=require");
+    let mut args = vec!["broker", "--store", "postgres", "--store-url", &untrusted];
+    args.extend_from_slice(&ports);
+    let (code, _, err) = run_cli(&args, None);
+    assert_ne!(code, 0);
+    println!("untrusted certificate: {}", err.trim());
+    assert!(err.contains("certificate"), "{err}");
+
+    // TLS asked of a server without it: a clear error.
+    let plain = format!("{}?sslmode=require", database("tls_plain").await);
+    let mut args = vec!["broker", "--store", "postgres", "--store-url", &plain];
+    args.extend_from_slice(&ports);
+    let (code, _, err) = run_cli(&args, None);
+    assert_ne!(code, 0);
+    println!("no TLS on the server: {}", err.trim());
+    assert!(err.to_lowercase().contains("tls"), "{err}");
+    drop(server);
+}

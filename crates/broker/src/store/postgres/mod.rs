@@ -18,6 +18,7 @@
 //! for as long as the master holds its lease.
 
 mod schema;
+mod target;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use schema::MASTER_LOCK;
 pub use schema::SchemaError;
+use target::Target;
 
 use super::{
     Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
@@ -38,24 +40,23 @@ use super::{
 };
 use crate::core::{Destination, Message, MessageId};
 
-/// Opens a connection whose I/O runs on the current runtime.
+/// Opens a connection to `url` whose I/O runs on the current runtime.
 pub(crate) async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    config.application_name("halyard");
-    // Schema creation's "already exists, skipping" notices are not news.
-    config.options("-c client_min_messages=warning -c plan_cache_mode=force_generic_plan");
-    // Dead peers are noticed in seconds, not hours.
-    config.keepalives_idle(Duration::from_secs(5));
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection ended");
+    match Target::of(url) {
+        Ok(target) => target.connect().await,
+        Err(e) => {
+            // Only reachable without the start-up check (`check_url`). Let
+            // tokio-postgres refuse the URL itself: with TLS asked for and
+            // none configured it fails rather than connect in the clear.
+            tracing::error!(error = %e, "invalid database URL");
+            let (client, connection) = url
+                .parse::<tokio_postgres::Config>()?
+                .connect(NoTls)
+                .await?;
+            tokio::spawn(connection);
+            Ok(client)
         }
-    });
-    Ok(client)
+    }
 }
 
 /// A database error with the server's message, when there is one.
@@ -70,16 +71,25 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
                 s.push_str(&inner.to_string());
                 source = inner.source();
             }
+            if s.contains("invalid peer certificate") {
+                s.push_str(
+                    " (the server's certificate is not trusted: name its CA's certificate with sslrootcert=FILE in the URL)",
+                );
+            }
             s
         }
     }
 }
 
-/// Checks a `postgres://` URL (or key=value string) without connecting.
+/// Checks a `postgres://` URL (or key=value string) without connecting,
+/// and reads the certificates it names (see [`target`]).
 pub fn check_url(url: &str) -> Result<(), String> {
-    url.parse::<tokio_postgres::Config>()
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Target::of(url).map(|_| ())
+}
+
+/// Whether connections to `url` use TLS.
+pub fn uses_tls(url: &str) -> bool {
+    Target::of(url).is_ok_and(|t| t.tls())
 }
 
 /// The URL without its password, for logs.
@@ -303,11 +313,9 @@ impl PostgresStore {
         let statements = Statements::prepare(&client)
             .await
             .map_err(|e| db("cannot prepare statements", &e))?;
-        let pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| db("invalid database URL", &e))?;
-        let manager = deadpool_postgres::Manager::new(pg, NoTls);
+        let manager = Target::of(&config.url)
+            .map_err(|e| StoreError::Failed(format!("invalid database URL: {e}").into()))?
+            .manager();
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(config.readers.max(1))
             .build()
