@@ -76,13 +76,18 @@ start() {
     if ! bindir=$(find_bindir); then
         [ -z "${HALYARD_TEST_PG_BINDIR:-}" ] ||
             die "HALYARD_TEST_PG_BINDIR=$HALYARD_TEST_PG_BINDIR has no initdb, postgres and pg_ctl"
-        if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        # As root, or through sudo when it needs no password.
+        local sudo=()
+        if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        fi
+        if { [ "$(id -u)" != 0 ] && [ ${#sudo[@]} = 0 ]; } || ! command -v apt-get >/dev/null; then
             die "the PostgreSQL server binaries (initdb, postgres) are missing: install them (Debian: apt-get install postgresql), or set HALYARD_TEST_PG_BINDIR, or set HALYARD_TEST_DATABASE_URL to a server of yours"
         fi
         echo "test-postgres: installing Debian's postgresql package" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q postgresql >&2 ||
-            { apt-get update -q >&2 && apt-get install -y -q postgresql >&2; } ||
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 ||
+            { "${sudo[@]}" apt-get update -q >&2 &&
+                "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2; } ||
             die "apt-get install postgresql failed"
         bindir=$(find_bindir) || die "installed postgresql, yet found no server binaries"
     fi
