@@ -242,6 +242,14 @@ impl Master {
     pub(crate) fn stomp_addr(&self) -> Option<SocketAddr> {
         self.stomp_addr.get().copied()
     }
+
+    /// The database lease's counters, if this master holds one.
+    pub(crate) fn lease_stats(&self) -> Option<Arc<crate::ha::LeaseStats>> {
+        match &*lock(&self.lock) {
+            Some(Mastery::Lease(lease)) => Some(lease.stats()),
+            _ => None,
+        }
+    }
 }
 
 impl Node {

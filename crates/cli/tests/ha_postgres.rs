@@ -505,6 +505,36 @@ async fn postgres_restarting_or_crashing_under_load_loses_nothing() {
         }
     }
     let master = master.expect("a master");
+    // The outages show in the master's metrics, and its renewals go on.
+    let http = c.nodes[master].http;
+    let metrics = || async move {
+        let (_, text) = common::http_get(http, "/metrics").await;
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+        };
+        [
+            value("halyard_lease_renewals_total"),
+            value("halyard_lease_renewal_failures_total"),
+            value("halyard_store_retries_total"),
+            value("halyard_lease_remaining_ms"),
+        ]
+    };
+    let [renewals, failures, retries, remaining] =
+        common::eventually(WAIT, "a lease renewal", || async {
+            let m = metrics().await;
+            (m[0] >= 1).then_some(m)
+        })
+        .await;
+    println!(
+        "master's metrics: {renewals} lease renewals, {failures} failed, {retries} store writes retried, lease proven for {remaining} ms more"
+    );
+    assert!(remaining > 0 && remaining <= 4000, "{remaining}");
+    assert!(
+        failures + retries >= 1,
+        "the outages left no trace in the metrics"
+    );
     let down_at = Instant::now();
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.lock().unwrap().stop())

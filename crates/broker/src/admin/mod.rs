@@ -157,7 +157,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         text.push_str(&m.shared.metrics.prometheus());
         let store = m.shared.store.stats();
         let relaxed = Ordering::Relaxed;
-        let counters: [(&str, &str, &str, u64); 5] = [
+        let counters: [(&str, &str, &str, u64); 6] = [
             (
                 "store_bytes",
                 "gauge",
@@ -188,7 +188,44 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
                 "Bookkeeping batches written without a sync of their own.",
                 store.lazy_batches.load(relaxed),
             ),
+            (
+                "store_retries_total",
+                "counter",
+                "Writes sent again after the database connection broke (postgres store).",
+                store.retries.load(relaxed),
+            ),
         ];
+        if let Some(lease) = m.lease_stats() {
+            let lease_metrics: [(&str, &str, &str, u64); 4] = [
+                (
+                    "lease_renewals_total",
+                    "counter",
+                    "Successful renewals of the database lease.",
+                    lease.renewals.load(relaxed),
+                ),
+                (
+                    "lease_renewal_failures_total",
+                    "counter",
+                    "Lease renewals that failed or timed out (retried within the lease).",
+                    lease.failures.load(relaxed),
+                ),
+                (
+                    "lease_renewal_ms",
+                    "gauge",
+                    "Round trip of the last successful lease renewal.",
+                    lease.last_rtt_us.load(relaxed) / 1000,
+                ),
+                (
+                    "lease_remaining_ms",
+                    "gauge",
+                    "How much longer the master can prove its lease by its own clock; it fences itself at 0.",
+                    lease.remaining().as_millis() as u64,
+                ),
+            ];
+            for (name, kind, help, value) in lease_metrics {
+                metric(&mut text, name, kind, help, value);
+            }
+        }
         for (name, kind, help, value) in counters {
             metric(&mut text, name, kind, help, value);
         }

@@ -23,6 +23,7 @@
 //! lease is still valid), and slaves then wait for it to expire.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -81,9 +82,49 @@ impl LostSignal {
     }
 }
 
+/// What the renewal task reports, for the metrics.
+#[derive(Debug)]
+pub struct LeaseStats {
+    /// Successful renewals.
+    pub renewals: AtomicU64,
+    /// Renewals that failed or timed out.
+    pub failures: AtomicU64,
+    /// Round trip of the last successful renewal, in microseconds.
+    pub last_rtt_us: AtomicU64,
+    /// Until when the lease is proven, in microseconds after `base`.
+    valid_until_us: AtomicU64,
+    base: Instant,
+}
+
+impl LeaseStats {
+    fn new(valid_until: Instant) -> LeaseStats {
+        let stats = LeaseStats {
+            renewals: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_rtt_us: AtomicU64::new(0),
+            valid_until_us: AtomicU64::new(0),
+            base: Instant::now(),
+        };
+        stats.set_valid_until(valid_until);
+        stats
+    }
+
+    fn set_valid_until(&self, t: Instant) {
+        let us = t.saturating_duration_since(self.base).as_micros() as u64;
+        self.valid_until_us.store(us, Ordering::Relaxed);
+    }
+
+    /// How much longer the lease is proven by this broker's clock.
+    pub fn remaining(&self) -> Duration {
+        let us = self.valid_until_us.load(Ordering::Relaxed);
+        (self.base + Duration::from_micros(us)).saturating_duration_since(Instant::now())
+    }
+}
+
 /// The master's lease, renewed in the background until dropped or
 /// released.
 pub struct Lease {
+    stats: Arc<LeaseStats>,
     epoch: u64,
     lost: CancellationToken,
     reason: watch::Receiver<Option<String>>,
@@ -258,16 +299,18 @@ impl Lease {
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
         let (tell, reason) = watch::channel(None);
+        let stats = Arc::new(LeaseStats::new(sent + cfg.lease - cfg.lease / 10));
         let renewer = tokio::spawn(renew(
             client,
             cfg.clone(),
             (epoch, sent),
             advisory,
-            Arc::new(tell),
-            lost.clone(),
+            (Arc::new(tell), lost.clone()),
             stop.clone(),
+            stats.clone(),
         ));
         Lease {
+            stats,
             epoch,
             lost,
             reason,
@@ -279,6 +322,11 @@ impl Lease {
     /// The epoch this master claimed.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The renewal task's counters.
+    pub fn stats(&self) -> Arc<LeaseStats> {
+        self.stats.clone()
     }
 
     /// What tells the broker (and its store) that the lease is lost.
@@ -326,9 +374,9 @@ async fn renew(
     cfg: LeaseConfig,
     (epoch, taken): (u64, Instant),
     mut advisory: bool,
-    tell: Arc<watch::Sender<Option<String>>>,
-    lost: CancellationToken,
+    (tell, lost): (Arc<watch::Sender<Option<String>>>, CancellationToken),
     stop: CancellationToken,
+    stats: Arc<LeaseStats>,
 ) -> Option<Client> {
     let every = cfg.lease / RENEWALS;
     // The lease is provably ours until `valid_until` by our own clock: a
@@ -395,6 +443,11 @@ async fn renew(
             Ok(Ok(true)) => {
                 valid_until = sent + cfg.lease - keep_back;
                 next = sent + every;
+                stats.set_valid_until(valid_until);
+                stats.renewals.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .last_rtt_us
+                    .store(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             Ok(Ok(false)) => {
                 lose(format!(
@@ -403,10 +456,12 @@ async fn renew(
                 return None;
             }
             Ok(Err(e)) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "lease renewal failed; retrying");
                 next = Instant::now() + every / 4;
             }
             Err(_) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
                 // Whatever hangs on this connection is abandoned with it.
                 tracing::warn!("lease renewal timed out; retrying on a new connection");
                 stale = true;

@@ -13,7 +13,7 @@ mod lease;
 mod lock;
 mod status;
 
-pub use lease::{Lease, LeaseConfig, LeaseError, LostSignal};
+pub use lease::{Lease, LeaseConfig, LeaseError, LeaseStats, LostSignal};
 pub use lock::{
     DataDirLock, Fenced, LockCheck, LockError, LockOwner, host_name, lock_path, read_owner,
 };

@@ -341,6 +341,8 @@ pub struct Usage {
     pub synced_batches: AtomicU64,
     /// Batches written without anyone waiting (bookkeeping).
     pub lazy_batches: AtomicU64,
+    /// Writes sent again after the connection to a database store broke.
+    pub retries: AtomicU64,
 }
 
 impl Usage {

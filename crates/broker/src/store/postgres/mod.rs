@@ -658,6 +658,9 @@ impl StoreBackend for PostgresStore {
                     }
                     tracing::warn!(error = %describe(&e), retry_in_ms = delay.as_millis() as u64,
                         "database write failed; retrying");
+                    self.usage
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.writer = None;
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
