@@ -3,6 +3,8 @@ dead-lettering, transactions and receipts for persistent sends."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 VERSIONS = ["1.0", "1.1", "1.2"]
@@ -181,6 +183,12 @@ def test_nack_redelivers_and_ack_settles(stomp_connect, broker, version):
     b.subscribe("/queue/nk", id="b", ack="client-individual")
     a.nack(m0)
     broker.wait_stats("/queue/nk", inflight=2, ready=0)
+    # The broker has sent it again, to a or to b; it may not have reached
+    # either client yet, so wait for it to land somewhere.
+    deadline = time.monotonic() + 10
+    while not len(a.messages) and not len(b.messages):
+        assert time.monotonic() < deadline, "the NACKed message reached neither consumer"
+        time.sleep(0.005)
     holder = a if len(a.messages) else b
     again = holder.next_message()
     assert again.body == "m0"
