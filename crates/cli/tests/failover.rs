@@ -861,9 +861,13 @@ async fn timeout_fails_a_send_in_time_and_the_client_recovers_when_a_broker_retu
 // 6. A transaction open at the failover
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_transaction_open_at_the_failover_is_rolled_back() {
-    const Q: &str = "/queue/fo-tx";
+/// A master/slave pair and a failover client with a transaction that sent
+/// `sends` messages to `queue` on the master, which is then killed; returns
+/// once the client has failed over to the slave.
+async fn transaction_across_a_failover(
+    queue: &str,
+    sends: &[&str],
+) -> (Group, Client, halyard_client::Transaction) {
     let mut g = Group::pair(CONFIG).await;
     let (a, b) = (0, 1);
     let client = Client::connect(&g.failover_url("randomize=false&initialReconnectDelay=10"))
@@ -871,8 +875,8 @@ async fn a_transaction_open_at_the_failover_is_rolled_back() {
         .unwrap();
     let events = EventLog::start(&client);
     let tx = client.begin().await.unwrap();
-    for i in 0..3 {
-        tx.send(SendMessage::new(Q, format!("tx-{i}")).persistent(true))
+    for text in sends {
+        tx.send(SendMessage::new(queue.to_owned(), text.to_string()).persistent(true))
             .await
             .unwrap();
     }
@@ -882,9 +886,16 @@ async fn a_transaction_open_at_the_failover_is_rolled_back() {
         .send(SendMessage::new("/queue/fo-tx-sync", "sync").persistent(true))
         .await
         .unwrap();
-
     g.nodes[a].kill();
     events.failover(&g.nodes[a].url(), &g.nodes[b].url()).await;
+    (g, client, tx)
+}
+
+#[tokio::test]
+async fn a_transaction_open_at_the_failover_is_rolled_back() {
+    const Q: &str = "/queue/fo-tx";
+    let (g, client, tx) = transaction_across_a_failover(Q, &["tx-0", "tx-1", "tx-2"]).await;
+    let b = 1;
     let id = tx.id().to_owned();
     match tx.commit().await {
         Err(ClientError::TransactionRolledBack(t)) => assert_eq!(t, id),
@@ -913,18 +924,7 @@ async fn a_transaction_open_at_the_failover_is_rolled_back() {
 #[tokio::test]
 async fn an_operation_in_a_transaction_rolled_back_by_a_failover_reports_it() {
     const Q: &str = "/queue/fo-tx-op";
-    let mut g = Group::pair(CONFIG).await;
-    let (a, b) = (0, 1);
-    let client = Client::connect(&g.failover_url("randomize=false&initialReconnectDelay=10"))
-        .await
-        .unwrap();
-    let events = EventLog::start(&client);
-    let tx = client.begin().await.unwrap();
-    tx.send(SendMessage::new(Q, "in-tx").persistent(true))
-        .await
-        .unwrap();
-    g.nodes[a].kill();
-    events.failover(&g.nodes[a].url(), &g.nodes[b].url()).await;
+    let (_g, _client, tx) = transaction_across_a_failover(Q, &["in-tx"]).await;
     let r = tx
         .send(SendMessage::new(Q, "after-failover").persistent(true))
         .await;

@@ -157,7 +157,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         text.push_str(&m.shared.metrics.prometheus());
         let store = m.shared.store.stats();
         let relaxed = Ordering::Relaxed;
-        let counters: [(&str, &str, &str, u64); 6] = [
+        let mut counters: Vec<(&str, &str, &str, u64)> = vec![
             (
                 "store_bytes",
                 "gauge",
@@ -196,7 +196,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             ),
         ];
         if let Some(lease) = m.lease_stats() {
-            let lease_metrics: [(&str, &str, &str, u64); 4] = [
+            counters.extend([
                 (
                     "lease_renewals_total",
                     "counter",
@@ -221,10 +221,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
                     "How much longer the master can prove its lease by its own clock; it fences itself at 0.",
                     lease.remaining().as_millis() as u64,
                 ),
-            ];
-            for (name, kind, help, value) in lease_metrics {
-                metric(&mut text, name, kind, help, value);
-            }
+            ]);
         }
         for (name, kind, help, value) in counters {
             metric(&mut text, name, kind, help, value);
