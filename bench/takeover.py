@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Takeover time of a master/slave pair on one data directory.
+"""Takeover time of a master/slave pair on one data directory (or database).
 
-Starts broker a (master) and b (slave) on a temporary data directory,
+Starts broker a (master) and b (slave) on a temporary data directory (or,
+with --store-url, on that PostgreSQL database: --store postgres),
 optionally fills a queue with N persistent 1 KiB messages, then repeatedly:
 kill -9 the master, and measure the time from the kill to the first RECEIPT
 for a persistent SEND from the new master (the client polls its port as fast
@@ -9,6 +10,7 @@ as connections are refused). The killed broker is restarted as the new slave
 and the next round kills the other one.
 
     bench/takeover.py [--messages N] [--rounds R] [--binary target/release/halyard]
+                      [--store-url postgres://USER@HOST:PORT/DATABASE]
 
 Prints every round and the median; with --json, a JSON summary.
 """
@@ -36,15 +38,15 @@ def free_port() -> int:
 
 
 class Node:
-    def __init__(self, binary: str, name: str, data: Path, logdir: Path):
-        self.binary, self.name, self.data = binary, name, data
+    def __init__(self, binary: str, name: str, store: list[str], logdir: Path):
+        self.binary, self.name, self.store = binary, name, store
         self.stomp, self.http = free_port(), free_port()
         self.log = open(logdir / f"{name}.log", "ab")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "broker", "--name", self.name, "--data-dir", str(self.data),
+            [self.binary, "broker", "--name", self.name, *self.store,
              "--stomp", f"127.0.0.1:{self.stomp}", "--http", f"127.0.0.1:{self.http}"],
             stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
@@ -111,11 +113,14 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--binary", default="target/release/halyard")
+    ap.add_argument("--store-url", help="a PostgreSQL database for both brokers (default: a data directory)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        nodes = [Node(args.binary, n, tmp / "data", tmp) for n in ("a", "b")]
+        store = (["--store", "postgres", "--store-url", args.store_url] if args.store_url
+                 else ["--data-dir", str(tmp / "data")])
+        nodes = [Node(args.binary, n, store, tmp) for n in ("a", "b")]
         nodes[0].start()
         nodes[1].start()
         master, slave = nodes
@@ -138,7 +143,8 @@ def main() -> None:
             for n in nodes:
                 if n.proc and n.proc.poll() is None:
                     n.kill()
-        summary = {"messages": args.messages, "rounds": len(times),
+        summary = {"store": "postgres" if args.store_url else "journal",
+                   "messages": args.messages, "rounds": len(times),
                    "median_ms": round(statistics.median(times), 1),
                    "min_ms": round(min(times), 1), "max_ms": round(max(times), 1)}
         print(json.dumps(summary) if args.json else
