@@ -1,7 +1,8 @@
 """High availability with stomp.py as the independent client.
 
-Two halyard brokers share one data directory: the first is master, the
-second a slave with its STOMP port closed. A stomp.py producer and consumer
+Two halyard brokers share one store — a data directory, or a PostgreSQL
+database (`HALYARD_TEST_DATABASE_URL`, which scripts/test.sh sets): the
+first is master, the second a slave with its STOMP port closed. A stomp.py producer and consumer
 are given BOTH host/port pairs. The master is killed with SIGKILL mid-stream;
 the clients reconnect to the new master (stomp.py walks its host list when
 connecting, but does not reconnect by itself after a drop: the clients below
@@ -11,8 +12,11 @@ delivered at least once, and no message whose ACK got a RECEIPT comes back.
 
 from __future__ import annotations
 
+import glob
 import os
 import queue
+import secrets
+import shutil
 import socket
 import subprocess
 import threading
@@ -44,9 +48,9 @@ class HaBroker(Broker):
     slave, whose STOMP port stays closed, so readiness is judged by its
     admin API instead."""
 
-    def __init__(self, binary: Path, workdir: Path, name: str, data_dir: Path):
+    def __init__(self, binary: Path, workdir: Path, name: str, store_args: list[str]):
         super().__init__(binary, workdir, name, {"journal": {"segment-bytes": 1048576}})
-        self.data_dir = data_dir
+        self.store_args = store_args
 
     def spawn(self) -> "HaBroker":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,7 @@ class HaBroker(Broker):
                     str(self.binary), "broker",
                     "--name", self.name,
                     "--config", str(self.config_path),
-                    "--data-dir", str(self.data_dir),
+                    *self.store_args,
                     "--stomp", f"{self.host}:{self.port}",
                     "--http", f"{self.host}:{self.http_port}",
                 ],
@@ -97,15 +101,33 @@ class HaBroker(Broker):
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture
+def _new_database() -> str:
+    """A new database on the suite's PostgreSQL server; its URL."""
+    admin = os.environ.get("HALYARD_TEST_DATABASE_URL", "").strip()
+    if not admin:
+        pytest.skip("HALYARD_TEST_DATABASE_URL is not set (scripts/test.sh sets it)")
+    psql = shutil.which("psql") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"), reverse=True)), None)
+    assert psql, "psql not found"
+    name = f"py_ha_{os.getpid()}_{secrets.token_hex(4)}"
+    subprocess.run([psql, admin, "-qc", f'CREATE DATABASE "{name}" TEMPLATE template0'],
+                   check=True, stdout=subprocess.DEVNULL)
+    base, _, query = admin.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
+
+
+@pytest.fixture(params=["journal", "postgres"])
 def ha_pair(halyard_bin: Path, tmp_path: Path, request: pytest.FixtureRequest):
-    """(master, slave): two brokers on one data directory."""
+    """(master, slave): two brokers on one data directory, or one database."""
+    if request.param == "postgres":
+        store = ["--store", "postgres", "--store-url", _new_database()]
+    else:
+        store = ["--data-dir", str(tmp_path / "shared-data")]
     started: list[HaBroker] = request.node.stash.setdefault(_BROKERS_KEY, [])
-    data = tmp_path / "shared-data"
-    master = HaBroker(halyard_bin, tmp_path / "a", "a", data)
+    master = HaBroker(halyard_bin, tmp_path / "a", "a", store)
     started.append(master)
     master.spawn().wait_role("master")
-    slave = HaBroker(halyard_bin, tmp_path / "b", "b", data)
+    slave = HaBroker(halyard_bin, tmp_path / "b", "b", store)
     started.append(slave)
     slave.spawn().wait_role("slave")
     yield master, slave
@@ -279,7 +301,8 @@ def test_stomp_py_fails_over_to_the_new_master_after_kill_9(ha_pair):
     # The slave refuses clients until it takes over.
     with pytest.raises(OSError):
         socket.create_connection((slave.host, slave.port), timeout=1).close()
-    assert slave.status()["lock_owner"]["pid"] == master.proc.pid
+    wait_until(lambda: ((slave.status() or {}).get("lock_owner") or {}).get("pid") == master.proc.pid,
+               EVENT_TIMEOUT, "the slave to name the master")
 
     consumer = Consumer(hosts)
     consumer.start()
