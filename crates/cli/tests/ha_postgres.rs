@@ -749,3 +749,95 @@ async fn the_store_reaches_postgres_over_tls_and_checks_its_certificate() {
     assert!(err.to_lowercase().contains("tls"), "{err}");
     drop(server);
 }
+
+// ---------------------------------------------------------------------------
+// 7. Two groups of brokers in one database
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_in_different_schemas_of_one_database_are_independent() {
+    let url = database("ha_schemas").await;
+    let db = sql(&url).await;
+    db.batch_execute("CREATE SCHEMA g1; CREATE SCHEMA g2;")
+        .await
+        .unwrap();
+    let in_schema = |s: &str| format!("{url}?options=-c%20search_path%3D{s}");
+    let mut g1 = Cluster::on_database(LONG_LEASE, &in_schema("g1"));
+    let mut g2 = Cluster::on_database(LONG_LEASE, &in_schema("g2"));
+    let a1 = g1.master("a1").await;
+    // Each group elects its own master: g2's first broker does not wait.
+    let a2 = g2.master("a2").await;
+    let b1 = g1.slave("b1").await;
+    let b2 = g2.slave("b2").await;
+    for (c, a) in [(&g1, a1), (&g2, a2)] {
+        let mut l = Link::open(c.nodes[a].stomp).await.unwrap();
+        let text = format!("for {}", c.nodes[a].name);
+        l.request(persistent_send("/queue/mine", &text), "r")
+            .await
+            .unwrap();
+    }
+    let tables: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'halyard_messages' \
+             AND schemaname IN ('g1', 'g2')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 2, "each group has its own tables");
+    // Each master holds its own group's advisory lock (the fast path); with
+    // one key for the database the second master could not.
+    let held: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+             WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'halyard'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 2, "advisory locks held by the two masters");
+
+    // g1's master dies: its slave takes over by the fast path (well under
+    // the 10 s lease), and g2 does not notice.
+    let killed_at = g1.nodes[a1].kill();
+    let s = g1.nodes[b1].wait_role("master", ROLE_WAIT).await;
+    let took = killed_at.elapsed();
+    println!("g1 takeover after kill -9: {}", ms(took));
+    assert_eq!(s["epoch"], 2, "{s}");
+    assert!(took < Duration::from_secs(5), "no fast path: {}", ms(took));
+    let s2 = g2.nodes[a2].status().await.unwrap();
+    assert_eq!(
+        (s2["role"].as_str(), s2["epoch"].as_u64()),
+        (Some("master"), Some(1)),
+        "{s2}"
+    );
+    assert_eq!(
+        g2.nodes[b2].status().await.unwrap()["role"],
+        "slave",
+        "{}",
+        g2.logs()
+    );
+
+    // Each master serves its own group's messages only.
+    for (c, m, want) in [(&g1, b1, "for a1"), (&g2, a2, "for a2")] {
+        let mut l = Link::open(c.nodes[m].stomp).await.unwrap();
+        l.request(persistent_send("/queue/mine", "end"), "r")
+            .await
+            .unwrap();
+        let sub = Frame::new(Command::Subscribe)
+            .header("id", "s")
+            .header("destination", "/queue/mine")
+            .header("ack", "auto");
+        assert!(l.send(sub).await);
+        let mut got = Vec::new();
+        while got.last().map(String::as_str) != Some("end") {
+            match l.next(WAIT).await {
+                Got::Frame(f) if f.command == Command::Message => got.push(body(&f)),
+                other => panic!("expected a MESSAGE, got {other:?}"),
+            }
+        }
+        assert_eq!(got, [want, "end"]);
+    }
+}

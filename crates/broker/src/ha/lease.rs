@@ -191,7 +191,10 @@ async fn take(
 
 async fn try_advisory(client: &Client) -> Result<bool, LeaseError> {
     Ok(client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&MASTER_LOCK])
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended(current_schema(), $1))",
+            &[&MASTER_LOCK],
+        )
         .await?
         .get(0))
 }
@@ -247,7 +250,10 @@ impl Lease {
                     return Ok(Lease::start(waiter, cfg, taken, true));
                 }
                 waiter
-                    .execute("SELECT pg_advisory_unlock($1)", &[&MASTER_LOCK])
+                    .execute(
+                        "SELECT pg_advisory_unlock(hashtextextended(current_schema(), $1))",
+                        &[&MASTER_LOCK],
+                    )
                     .await?;
                 let until = Instant::now() + cfg.lease / 2;
                 while Instant::now() < until {
@@ -260,7 +266,10 @@ impl Lease {
                 continue;
             }
             {
-                let blocked = waiter.query_one("SELECT pg_advisory_lock($1)", &[&MASTER_LOCK]);
+                let blocked = waiter.query_one(
+                    "SELECT pg_advisory_lock(hashtextextended(current_schema(), $1))",
+                    &[&MASTER_LOCK],
+                );
                 tokio::pin!(blocked);
                 loop {
                     tokio::select! {
@@ -284,7 +293,10 @@ impl Lease {
                 return Ok(Lease::start(waiter, cfg, taken, true));
             }
             waiter
-                .execute("SELECT pg_advisory_unlock($1)", &[&MASTER_LOCK])
+                .execute(
+                    "SELECT pg_advisory_unlock(hashtextextended(current_schema(), $1))",
+                    &[&MASTER_LOCK],
+                )
                 .await?;
             tokio::time::sleep(poll).await;
         }

@@ -14,6 +14,9 @@ const MIGRATION_LOCK: i64 = 0x484c_5944_2d4d_4947;
 
 /// The advisory lock key the master holds for its session ("HLYD-MST"), so
 /// that a waiting slave wakes the moment the master's connection drops.
+/// Combined with the schema's name (`hashtextextended(current_schema(), …)`)
+/// so that groups of brokers in different schemas of one database have
+/// locks of their own.
 pub(crate) const MASTER_LOCK: i64 = 0x484c_5944_2d4d_5354;
 
 /// Schema version this code writes.

@@ -70,7 +70,13 @@ impl Target {
         }
         config.application_name("halyard");
         // Schema creation's "already exists, skipping" notices are not news.
-        config.options("-c client_min_messages=warning -c plan_cache_mode=force_generic_plan");
+        // Added to the URL's own options (say `-c search_path=group_a`).
+        let ours = "-c client_min_messages=warning -c plan_cache_mode=force_generic_plan";
+        let options = match config.get_options() {
+            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+            _ => ours.to_owned(),
+        };
+        config.options(&options);
         // Dead peers are noticed in seconds, not hours.
         config.keepalives_idle(Duration::from_secs(5));
         Ok(Target { config, tls })
