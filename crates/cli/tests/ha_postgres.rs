@@ -791,7 +791,8 @@ async fn groups_in_different_schemas_of_one_database_are_independent() {
     let held: i64 = db
         .query_one(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
-             WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'halyard'",
+             WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'halyard' \
+             AND a.datname = current_database()",
             &[],
         )
         .await
