@@ -20,11 +20,14 @@ Fixtures:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -85,10 +88,34 @@ def halyard_bin() -> Path:
     return path
 
 
+_HELD_PORTS: list = []
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on now, from 10000-19999: below Linux's
+    ephemeral range, so no parallel test's outgoing connection takes it
+    before the broker binds it; reserved for this process's life with a
+    lock on a file named after it, as the Rust tests do
+    (crates/cli/tests/common/mod.rs), so no two test processes share one."""
+    lock_dir = os.path.join(tempfile.gettempdir(), "halyard-test-ports")
+    os.makedirs(lock_dir, exist_ok=True)
+    while True:
+        port = random.randrange(10000, 20000)
+        f = open(os.path.join(lock_dir, str(port)), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                f.close()
+                continue
+        _HELD_PORTS.append(f)
+        return port
 
 
 def _toml_value(v: Any) -> str:

@@ -205,15 +205,22 @@ async fn broker_name(args: &[&str], env: &[(&str, &str)]) -> String {
         .env_remove("HALYARD_NAME")
         .env_remove("HALYARD_CONFIG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(dir.path().join("broker.log")).unwrap());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let status = common::eventually(Duration::from_secs(10), "admin HTTP", || async {
-        let s = tokio::net::TcpStream::connect(http).await.ok()?;
-        drop(s);
-        Some(common::http_get(http, "/api/status").await)
+    let log = dir.path().join("broker.log");
+    let status = common::eventually(Duration::from_secs(10), "admin HTTP", || {
+        if let Some(exit) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("broker {args:?} exited ({exit}):\n{log}");
+        }
+        async move {
+            let s = tokio::net::TcpStream::connect(http).await.ok()?;
+            drop(s);
+            Some(common::http_get(http, "/api/status").await)
+        }
     })
     .await;
     let _ = child.kill();

@@ -23,13 +23,45 @@ pub fn halyard_bin() -> &'static str {
     env!("CARGO_BIN_EXE_halyard")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a broker to bind next.
+///
+/// Drawn from 10000-19999, below Linux's ephemeral range (32768-60999): a
+/// port the kernel hands out could be taken as the local end of some
+/// parallel test's outgoing connection before the broker binds it (seen
+/// in CI as "Address already in use"). The test PostgreSQL servers use
+/// 20000-31999. A port is reserved for the life of this process with a
+/// lock on a file named after it, so parallel test processes (and the
+/// Python tests, which do the same) never pick the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("halyard-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let r = RandomState::new().hash_one((std::process::id(), n));
+        let port = 10_000 + (r % 10_000) as u16;
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // another test process has it
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(file);
+            return port;
+        }
+    }
 }
 
 /// Polls `f` until it returns `Some` or the deadline passes.
