@@ -98,23 +98,32 @@ def _free_port() -> int:
     lock on a file named after it, as the Rust tests do
     (crates/cli/tests/common/mod.rs), so no two test processes share one."""
     lock_dir = os.path.join(tempfile.gettempdir(), "halyard-test-ports")
-    os.makedirs(lock_dir, exist_ok=True)
+    try:
+        os.makedirs(lock_dir, exist_ok=True)
+    except OSError:
+        pass
     while True:
         port = random.randrange(10000, 20000)
-        f = open(os.path.join(lock_dir, str(port)), "a")
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f = open(os.path.join(lock_dir, str(port)), "a")
         except OSError:
-            f.close()
-            continue
+            f = None  # no usable lock directory (another user's): go on unlocked
+        if f is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
-                f.close()
+                if f is not None:
+                    f.close()
                 continue
-        _HELD_PORTS.append(f)
+        if f is not None:
+            _HELD_PORTS.append(f)
         return port
 
 

@@ -39,26 +39,27 @@ pub fn free_port() -> u16 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     let dir = std::env::temp_dir().join("halyard-test-ports");
-    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::create_dir_all(&dir);
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let r = RandomState::new().hash_one((std::process::id(), n));
         let port = 10_000 + (r % 10_000) as u16;
-        let Ok(file) = std::fs::OpenOptions::new()
+        // Without a usable lock directory (another user's), go on unlocked.
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(dir.join(port.to_string()))
-        else {
-            continue;
-        };
-        if file.try_lock().is_err() {
+            .ok();
+        if let Some(f) = &file
+            && f.try_lock().is_err()
+        {
             continue; // another test process has it
         }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             HELD.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(file);
+                .extend(file);
             return port;
         }
     }
