@@ -189,14 +189,26 @@ async fn take(
     Ok(row.map(|r| (r.get::<_, i64>(0) as u64, sent)))
 }
 
+/// The fast path's advisory lock, keyed by schema (see `MASTER_LOCK`).
+const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended(current_schema(), $1))";
+const LOCK: &str = "SELECT pg_advisory_lock(hashtextextended(current_schema(), $1))";
+const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended(current_schema(), $1))";
+
+/// With the advisory lock held: takes the lease if TAKE's fast-path check
+/// agrees (the master's session is gone), else gives the lock back.
+async fn take_or_unlock(
+    waiter: &Client,
+    cfg: &LeaseConfig,
+) -> Result<Option<(u64, Instant)>, LeaseError> {
+    let taken = take(waiter, cfg, true).await?;
+    if taken.is_none() {
+        waiter.execute(UNLOCK, &[&MASTER_LOCK]).await?;
+    }
+    Ok(taken)
+}
+
 async fn try_advisory(client: &Client) -> Result<bool, LeaseError> {
-    Ok(client
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtextextended(current_schema(), $1))",
-            &[&MASTER_LOCK],
-        )
-        .await?
-        .get(0))
+    Ok(client.query_one(TRY_LOCK, &[&MASTER_LOCK]).await?.get(0))
 }
 
 impl Lease {
@@ -246,15 +258,9 @@ impl Lease {
                 // reconnecting after a database restart). The check in TAKE
                 // decides; if it says no, give the lock back so the master
                 // can have it, and watch the lease.
-                if let Some(taken) = take(&waiter, cfg, true).await? {
+                if let Some(taken) = take_or_unlock(&waiter, cfg).await? {
                     return Ok(Lease::start(waiter, cfg, taken, true));
                 }
-                waiter
-                    .execute(
-                        "SELECT pg_advisory_unlock(hashtextextended(current_schema(), $1))",
-                        &[&MASTER_LOCK],
-                    )
-                    .await?;
                 let until = Instant::now() + cfg.lease / 2;
                 while Instant::now() < until {
                     holder(read_owner(&watcher).await?);
@@ -266,10 +272,7 @@ impl Lease {
                 continue;
             }
             {
-                let blocked = waiter.query_one(
-                    "SELECT pg_advisory_lock(hashtextextended(current_schema(), $1))",
-                    &[&MASTER_LOCK],
-                );
+                let blocked = waiter.query_one(LOCK, &[&MASTER_LOCK]);
                 tokio::pin!(blocked);
                 loop {
                     tokio::select! {
@@ -289,15 +292,9 @@ impl Lease {
                 }
             }
             // The master's session ended while we waited.
-            if let Some(taken) = take(&waiter, cfg, true).await? {
+            if let Some(taken) = take_or_unlock(&waiter, cfg).await? {
                 return Ok(Lease::start(waiter, cfg, taken, true));
             }
-            waiter
-                .execute(
-                    "SELECT pg_advisory_unlock(hashtextextended(current_schema(), $1))",
-                    &[&MASTER_LOCK],
-                )
-                .await?;
             tokio::time::sleep(poll).await;
         }
     }
