@@ -15,10 +15,11 @@ use crate::config::{BrokerConfig, StoreKind};
 use crate::core::{Control, DurableName};
 use crate::core::{DestHandle, Destination, DestinationKind, DestinationStats, now_ms};
 use crate::ha::{
-    DataDirLock, Fenced, HaStatus, Lease, LeaseConfig, LockCheck, LockOwner, LostSignal, Role,
+    CheckFailed, DataDirLock, Fenced, HaStatus, Lease, LeaseConfig, LockOwner, LostSignal, Role,
     Takeover, host_name, read_owner,
 };
 use crate::metrics::Metrics;
+use crate::resources::Resources;
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::{
     JournalStore, MemoryStore, Recovered, Store, StoreBackend, StoreError, StoreKey, StoredMessage,
@@ -30,6 +31,8 @@ use crate::store::{
 /// `.await`; everything else is owned by actors.
 pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
+    /// Connection caps and the memory budget worked out at start.
+    pub(crate) resources: Resources,
     pub(crate) store: Store,
     pub(crate) metrics: Metrics,
     /// Prefix of message ids made by this boot of the broker.
@@ -208,6 +211,7 @@ const RESTORE_CHUNK: usize = 4096;
 /// endpoint.
 pub(crate) struct Node {
     pub(crate) config: BrokerConfig,
+    pub(crate) resources: Resources,
     pub(crate) started_at_ms: u64,
     pub(crate) started: Instant,
     status: Mutex<HaStatus>,
@@ -326,6 +330,7 @@ impl Broker {
             // The schema must exist before the lease row can be read.
             PostgresStore::migrate(&config.store.url).await?;
         }
+        let resources = crate::resources::plan(&config);
         let http = bind("HTTP", &config.http).await?;
         let http_addr = http.local_addr().map_err(|source| StartError::Bind {
             what: "HTTP",
@@ -335,6 +340,7 @@ impl Broker {
         let started_at_ms = now_ms();
         let node = Arc::new(Node {
             config,
+            resources,
             started_at_ms,
             started: Instant::now(),
             status: Mutex::new(HaStatus {
@@ -404,8 +410,7 @@ impl Broker {
                     let since = Instant::now();
                     let got = wait_for_lock(&waiting, &dir, got_rx, refresh).await;
                     let result = match got {
-                        Some(Ok(l)) => promote(&waiting, Mastery::Dir(l), since.elapsed()).await,
-                        Some(Err(e)) => Err(StartError::Lock(e)),
+                        Some(l) => promote(&waiting, Mastery::Dir(l), since.elapsed()).await,
                         None => Err(StartError::Thread(std::io::Error::other(
                             "the lock-waiting thread ended",
                         ))),
@@ -515,9 +520,9 @@ impl Broker {
 async fn wait_for_lock(
     node: &Node,
     dir: &std::path::Path,
-    mut got: tokio::sync::oneshot::Receiver<Result<DataDirLock, crate::ha::LockError>>,
+    mut got: tokio::sync::oneshot::Receiver<DataDirLock>,
     refresh: Duration,
-) -> Option<Result<DataDirLock, crate::ha::LockError>> {
+) -> Option<DataDirLock> {
     let mut tick = tokio::time::interval(refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -623,7 +628,11 @@ async fn promote(
     let (epoch, watch) = match &mut mastery {
         Mastery::Dir(dir_lock) => {
             let epoch = dir_lock.claim(owner(node), JournalStore::max_epoch(&config.data_dir))?;
-            (epoch, Watch::File(dir_lock.checker()?))
+            let fence = crate::store::journal::Fence {
+                check: dir_lock.checker()?,
+                budget: unverified_budget(config),
+            };
+            (epoch, Watch::File(fence))
         }
         Mastery::Lease(lease) => (lease.epoch(), Watch::Lease(lease.lost_signal())),
     };
@@ -654,13 +663,13 @@ async fn promote(
         (StoreKind::Memory, _) => {
             open_store(MemoryStore::with_usage(usage.clone()), usage, config).await?
         }
-        (_, Watch::File(check)) => {
+        (_, Watch::File(fence)) => {
             let backend = JournalStore::with_fence(
                 &config.data_dir,
                 config.journal.clone(),
                 usage.clone(),
                 epoch,
-                Some(check.clone()),
+                Some(fence.clone()),
             )
             .duplicate_window(config.destinations.duplicate_window);
             open_store(backend, usage, config).await?
@@ -678,6 +687,7 @@ async fn promote(
         id_prefix: format!("ID:{}-{boot}-", config.name).into(),
         boot,
         config: config.clone(),
+        resources: node.resources.clone(),
         store,
         metrics: Metrics::default(),
         stop: CancellationToken::new(),
@@ -718,12 +728,19 @@ async fn promote(
     ));
     tokio::spawn(keep_alive(node.clone(), master.clone(), watch));
     let watcher = node.clone();
-    let failing = shared.clone();
+    let failing = master.clone();
     tokio::spawn(async move {
-        failing.store.failed().await;
-        if watcher.status().role == Role::Master {
-            tracing::error!("the message store failed: stopping so that a slave can take over");
-            watcher.fail("the message store failed".to_owned());
+        failing.shared.store.failed().await;
+        if watcher.status().role != Role::Master {
+            return;
+        }
+        match failing.shared.store.failure() {
+            Some(StoreError::Fenced(why)) => fence(&watcher, &failing, &why),
+            other => {
+                let why = other.map_or_else(|| "unknown".to_owned(), |e| e.to_string());
+                tracing::error!(error = %why, "the message store failed: stopping so that a slave can take over");
+                watcher.fail(format!("the message store failed: {why}"));
+            }
         }
     });
     let takeover = Takeover {
@@ -768,44 +785,81 @@ async fn promote(
 
 /// How a master learns it is no longer master.
 enum Watch {
-    /// Re-check the lock file every `ha.lock-keepalive-ms`.
-    File(LockCheck),
+    /// Check the lock file every `ha.lock-keepalive-ms` (and the journal
+    /// checks it before confirming each group of writes).
+    File(crate::store::journal::Fence),
     /// The lease's renewal task says so.
     Lease(LostSignal),
 }
 
+/// Keep-alive intervals the lock may go unverifiable (errors that say
+/// nothing about the lock itself) before the master stops, unable to prove
+/// it still is master.
+const UNVERIFIED_KEEPALIVES: u32 = 10;
+
+fn unverified_budget(config: &BrokerConfig) -> Duration {
+    Duration::from_millis(config.ha.lock_keepalive_ms) * UNVERIFIED_KEEPALIVES
+}
+
 /// Watches the lock while master; fences the broker when it is lost.
 async fn keep_alive(node: Arc<Node>, master: Arc<Master>, watch: Watch) {
-    let check = match watch {
-        Watch::File(check) => check,
+    let fence_check = match watch {
+        Watch::File(f) => f,
         Watch::Lease(lost) => {
             tokio::select! {
                 _ = master.shared.stop.cancelled() => {}
-                why = lost.wait() => fence(&node, &master, Fenced::Lease(why)),
+                why = lost.wait() => fence(&node, &master, &Fenced::Lease(why).to_string()),
             }
             return;
         }
     };
     let every = Duration::from_millis(node.config.ha.lock_keepalive_ms);
+    let mut failing_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = master.shared.stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let checked = {
-            let c = check.clone();
+            let c = fence_check.check.clone();
             tokio::task::spawn_blocking(move || c.check()).await
         };
         match checked {
-            Ok(Ok(())) => {}
-            Ok(Err(fenced)) => return fence(&node, &master, fenced),
+            Ok(Ok(())) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(
+                        failing_ms = since.elapsed().as_millis() as u64,
+                        "the lock file can be checked again"
+                    );
+                }
+            }
+            Ok(Err(CheckFailed::Lost(fenced))) => {
+                return fence(&node, &master, &fenced.to_string());
+            }
+            Ok(Err(CheckFailed::Unverified(e))) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                let failing = since.elapsed();
+                if failing >= fence_check.budget {
+                    let why = Fenced::Unverifiable {
+                        path: fence_check.check.path().to_owned(),
+                        reason: e.to_string(),
+                        for_ms: failing.as_millis() as u64,
+                    };
+                    return fence(&node, &master, &why.to_string());
+                }
+                tracing::warn!(error = %e, failing_ms = failing.as_millis() as u64,
+                    "cannot check the lock file (not evidence that it was lost); retrying");
+            }
             Err(e) => tracing::warn!(error = %e, "lock check did not run"),
         }
     }
 }
 
 /// This broker is no longer master: stop at once, write nothing.
-fn fence(node: &Node, master: &Master, why: Fenced) {
+fn fence(node: &Node, master: &Master, why: &str) {
+    if node.status().role == Role::Fenced {
+        return;
+    }
     node.set_role(Role::Fenced);
     tracing::error!(
         reason = %why,

@@ -151,12 +151,67 @@ impl Default for StoreConfig {
     }
 }
 
+/// A setting the broker works out for itself (`"auto"`, written as that
+/// string), or a number the operator chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auto<T> {
+    /// Derived at start from the machine (and logged).
+    #[default]
+    Auto,
+    /// As configured.
+    Set(T),
+}
+
+impl<T: Copy> Auto<T> {
+    /// The configured value, or `derived` for `"auto"`.
+    pub fn or(self, derived: T) -> T {
+        match self {
+            Auto::Auto => derived,
+            Auto::Set(v) => v,
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Auto<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Auto::Auto => s.serialize_str("auto"),
+            Auto::Set(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Auto<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Auto<T>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<T> {
+            Text(String),
+            Value(T),
+        }
+        match Raw::<T>::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected \"auto\" or a non-negative number"))?
+        {
+            Raw::Text(t) if t == "auto" => Ok(Auto::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "invalid value '{t}': expected \"auto\" or a number"
+            ))),
+            Raw::Value(v) => Ok(Auto::Set(v)),
+        }
+    }
+}
+
 /// Limits on what peers may make the broker hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Concurrent client connections; more are refused with an ERROR.
-    pub max_connections: usize,
+    /// `"auto"`: what the file-descriptor limit leaves room for (at most
+    /// 10,000), worked out at start.
+    pub max_connections: Auto<usize>,
+    /// Concurrent admin HTTP connections; more get a 503. `"auto"`: a
+    /// share of the file-descriptor limit (16 to 256).
+    pub max_http_connections: Auto<usize>,
     /// Subscriptions one connection may hold.
     pub max_subscriptions_per_connection: usize,
     /// Open transactions one connection may hold.
@@ -183,12 +238,18 @@ pub struct LimitsConfig {
     pub destination_memory_bytes: usize,
     /// Largest prefetch a subscription may ask for.
     pub max_prefetch: u32,
+    /// Bytes of messages the whole broker holds in memory — queued,
+    /// in flight to consumers, in open transactions, waiting for receipts —
+    /// before producers are held back. `"auto"`: the smaller of 1 GiB and a
+    /// quarter of the machine's (or container's) memory.
+    pub memory_bytes: Auto<u64>,
 }
 
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
         LimitsConfig {
-            max_connections: 10_000,
+            max_connections: Auto::Auto,
+            max_http_connections: Auto::Auto,
             max_subscriptions_per_connection: 1_000,
             max_transactions_per_connection: 100,
             max_transaction_frames: 100_000,
@@ -201,6 +262,7 @@ impl Default for LimitsConfig {
             max_inflight_bytes: 64 * 1024 * 1024,
             destination_memory_bytes: 128 * 1024 * 1024,
             max_prefetch: 65_535,
+            memory_bytes: Auto::Auto,
         }
     }
 }
@@ -217,6 +279,9 @@ pub struct TimeoutsConfig {
     /// Time a graceful shutdown waits for connections to finish in-flight
     /// work before closing them anyway.
     pub shutdown_ms: u64,
+    /// Time an admin HTTP client has to send a request's headers (and an
+    /// idle keep-alive connection stays open).
+    pub http_header_ms: u64,
 }
 
 impl Default for TimeoutsConfig {
@@ -225,6 +290,7 @@ impl Default for TimeoutsConfig {
             connect_ms: 10_000,
             frame_ms: 30_000,
             shutdown_ms: 5_000,
+            http_header_ms: 10_000,
         }
     }
 }
@@ -374,7 +440,12 @@ impl BrokerConfig {
             });
         }
         let l = &self.limits;
-        positive("limits.max-connections", l.max_connections)?;
+        if let Auto::Set(n) = l.max_connections {
+            positive("limits.max-connections", n)?;
+        }
+        if let Auto::Set(n) = l.max_http_connections {
+            positive("limits.max-http-connections", n)?;
+        }
         positive(
             "limits.max-subscriptions-per-connection",
             l.max_subscriptions_per_connection,
@@ -396,6 +467,14 @@ impl BrokerConfig {
             l.destination_memory_bytes,
         )?;
         positive("limits.max-prefetch", l.max_prefetch as usize)?;
+        if let Auto::Set(n) = l.memory_bytes
+            && n < 1024 * 1024
+        {
+            return Err(ConfigError::Invalid {
+                key: "limits.memory-bytes",
+                message: "must be at least 1048576 (1 MiB) or \"auto\"".into(),
+            });
+        }
         if l.max_header_bytes < l.max_header_line_bytes {
             return Err(ConfigError::Invalid {
                 key: "limits.max-header-bytes",
@@ -421,6 +500,10 @@ impl BrokerConfig {
         positive("destinations.expiry-check-ms", d.expiry_check_ms as usize)?;
         positive("timeouts.connect-ms", self.timeouts.connect_ms as usize)?;
         positive("timeouts.frame-ms", self.timeouts.frame_ms as usize)?;
+        positive(
+            "timeouts.http-header-ms",
+            self.timeouts.http_header_ms as usize,
+        )?;
         let j = &self.journal;
         if !(4096..=(1u64 << 31)).contains(&j.segment_bytes) {
             return Err(ConfigError::Invalid {
@@ -548,8 +631,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.name, "b1");
-        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.limits.max_connections, Auto::Set(5));
         assert_eq!(c.destinations.max_redeliveries, 2);
+        let c = BrokerConfig::from_toml("[limits]\nmax-connections = \"auto\"\n").unwrap();
+        assert_eq!(c.limits.max_connections, Auto::Auto);
+        let e = BrokerConfig::from_toml("[limits]\nmax-connections = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max-connections") && e.contains("auto"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod ha;
 pub mod metrics;
+pub mod resources;
 pub mod store;
 
 pub use broker::{Broker, StartError};

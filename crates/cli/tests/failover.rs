@@ -77,6 +77,7 @@ impl Group {
                 "--data-dir".into(),
                 self.dir.path().join("data").to_string_lossy().into_owned(),
             ],
+            wrapper: Vec::new(),
             child: None,
         });
         self.nodes.len() - 1

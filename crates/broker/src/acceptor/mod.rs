@@ -16,8 +16,40 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Shared;
 use crate::metrics::Metrics;
 
+/// Backs off after failed accepts (typically EMFILE: out of descriptors)
+/// instead of spinning, and logs them at most once a second.
+#[derive(Default)]
+pub(crate) struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptBackoff {
+    /// An accept failed: log (rate-limited) and wait, 10 ms doubling to 1 s.
+    pub(crate) async fn failed(&mut self, what: &str, e: &std::io::Error) {
+        self.failures += 1;
+        if self
+            .logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(error = %e, failures = self.failures, listener = what,
+                "accept failed; backing off");
+            self.logged = Some(std::time::Instant::now());
+        }
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tokio::time::sleep(self.pause).await;
+    }
+
+    /// An accept succeeded.
+    pub(crate) fn succeeded(&mut self) {
+        self.pause = Duration::ZERO;
+    }
+}
+
 /// Accepts STOMP connections until `accept_stop` is cancelled. Connections
-/// beyond `limits.max-connections` get an ERROR frame and are closed.
+/// beyond the connection cap (`limits.max-connections`, by default derived
+/// from the file-descriptor limit) get an ERROR frame and are closed.
 pub(crate) async fn accept_stomp(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -25,18 +57,22 @@ pub(crate) async fn accept_stomp(
     sessions_stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let limit = shared.resources.max_connections;
+    let permits = Arc::new(Semaphore::new(limit));
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = None;
     loop {
         let accepted = tokio::select! {
             _ = accept_stop.cancelled() => break,
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
             Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.failed("STOMP", &e).await;
                 continue;
             }
         };
@@ -52,8 +88,14 @@ pub(crate) async fn accept_stomp(
             }
             Err(_) => {
                 Metrics::inc(&shared.metrics.connections_refused_total);
-                tracing::warn!(%peer, limit = shared.config.limits.max_connections,
-                    "connection refused: limits.max-connections reached");
+                if refusals
+                    .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(1))
+                {
+                    tracing::warn!(%peer, limit,
+                        refused_total = shared.metrics.connections_refused_total.load(std::sync::atomic::Ordering::Relaxed),
+                        "connection refused: limits.max-connections reached");
+                    refusals = Some(std::time::Instant::now());
+                }
                 tracker.spawn(refuse(stream));
             }
         }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -15,26 +16,107 @@ use serde::Serialize;
 
 use crate::config::StoreKind;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::acceptor::AcceptBackoff;
 
 use crate::broker::Node;
 use crate::core::DestinationStats;
 use crate::ha::{HaStatus, Role};
 
+/// Largest request body accepted (no endpoint takes one yet).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request head (request line and headers) buffered.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves the admin API until `stop`. The server is exposed to anyone who
+/// can reach the port, so it is hardened like the STOMP port: connections
+/// are capped (`limits.max-http-connections`; beyond it a 503), a request's
+/// headers must arrive within `timeouts.http-header-ms` (also the longest
+/// an idle keep-alive connection stays open), heads and bodies are limited,
+/// and failed accepts back off.
 pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: CancellationToken) {
+    let header_timeout = Duration::from_millis(node.config.timeouts.http_header_ms);
+    let limit = node.resources.max_http_connections;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
         .route("/api/destinations", get(destinations))
         .route("/metrics", get(metrics))
-        .with_state(node);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "admin HTTP server failed");
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
+        .with_state(node.clone());
+    let permits = Arc::new(Semaphore::new(limit));
+    let connections = TaskTracker::new();
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(a) => {
+                    backoff.succeeded();
+                    a
+                }
+                Err(e) => {
+                    backoff.failed("HTTP", &e).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if refusals.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                tracing::warn!(%peer, limit, "admin HTTP connection refused: limits.max-http-connections reached");
+                refusals = Some(Instant::now());
+            }
+            connections.spawn(refuse_http(stream));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_HEAD_BYTES);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "admin HTTP connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+            drop(permit);
+        });
     }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+}
+
+/// Answers a connection over the cap with a 503 and closes it.
+async fn refuse_http(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "too many admin connections (limits.max-http-connections)\n";
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// `GET /readyz`: 200 only on a master, so load balancers send clients to
@@ -70,6 +152,8 @@ struct Status {
     store: String,
     connections: u64,
     destinations: usize,
+    /// Descriptor limit, connection caps, memory budget.
+    resources: crate::resources::Resources,
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
@@ -95,6 +179,7 @@ async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
         destinations: master
             .as_ref()
             .map_or(0, |m| m.shared.destination_handles().len()),
+        resources: node.resources.clone(),
     })
 }
 
@@ -144,6 +229,26 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         "The master epoch this broker holds.",
         ha.epoch,
     );
+    let r = &node.resources;
+    for (name, help, value) in [
+        (
+            "fd_limit",
+            "The file-descriptor limit (soft, after raising it to the hard one).",
+            r.fd_limit,
+        ),
+        (
+            "max_connections",
+            "Client connections allowed at once (limits.max-connections).",
+            r.max_connections as u64,
+        ),
+        (
+            "max_http_connections",
+            "Admin HTTP connections allowed at once (limits.max-http-connections).",
+            r.max_http_connections as u64,
+        ),
+    ] {
+        metric(&mut text, name, "gauge", help, value);
+    }
     if let Some(t) = ha.takeover {
         metric(
             &mut text,

@@ -10,15 +10,27 @@
 //!
 //! The file's contents say who holds it — name, host, pid, start time — and
 //! the **epoch**: a number each new master makes one higher. The master
-//! re-reads the file now and then; if it was removed or replaced, or holds a
-//! newer epoch, someone else believes they are master, and this broker must
-//! stop before it writes anything again (fencing).
+//! checks the file now and then, and before it confirms any write; if it was
+//! removed or replaced, or holds a newer epoch, someone else believes they
+//! are master, and this broker must stop before it confirms anything again
+//! (fencing).
+//!
+//! What counts as *lost* is positive evidence only: the path is gone, names
+//! another file, or holds a newer epoch. The check needs no new file
+//! descriptor — it stats the path and reads the contents through the
+//! descriptor the lock is held on — so running out of descriptors cannot make
+//! a master doubt itself, and a permission change on the file cannot either.
+//! Any other error (EIO, ENOMEM, ...) is not evidence: the check is retried,
+//! and only if the lock cannot be verified at all for a whole budget
+//! (`Unverifiable`) does the master stop, since it then cannot prove it is
+//! still master.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +77,14 @@ pub enum LockError {
 /// The lock on a data directory, held until dropped.
 #[derive(Debug)]
 pub struct DataDirLock {
-    file: File,
+    /// Shared with every [`LockCheck`]: they read the file through the
+    /// descriptor the lock is held on.
+    file: Arc<File>,
     path: PathBuf,
     epoch: u64,
+    /// What `claim` wrote: a check that reads back exactly this needs no
+    /// parsing.
+    claimed: Arc<[u8]>,
 }
 
 /// What the master's periodic check found.
@@ -79,6 +96,9 @@ pub enum Fenced {
     /// Another file now has its name.
     #[error("the lock file {0} was replaced")]
     Replaced(PathBuf),
+    /// This broker let the lock go (it is shutting down).
+    #[error("the lock on {0} was released")]
+    Released(PathBuf),
     /// A newer master wrote its epoch.
     #[error("a newer master (epoch {theirs}, ours {ours}) has taken over: {owner}")]
     Superseded {
@@ -92,13 +112,16 @@ pub enum Fenced {
     /// The database lease was lost (see `ha::Lease`).
     #[error("lost the database lease: {0}")]
     Lease(String),
-    /// The file could not be checked.
-    #[error("the lock file {path} cannot be checked: {reason}")]
-    Unreadable {
+    /// The file could not be checked at all for a whole budget: this
+    /// broker cannot prove it is still master.
+    #[error("the lock file {path} could not be checked for {for_ms} ms: {reason}")]
+    Unverifiable {
         /// The lock file.
         path: PathBuf,
-        /// Why.
+        /// The last error.
         reason: String,
+        /// How long it has been failing.
+        for_ms: u64,
     },
 }
 
@@ -132,23 +155,57 @@ impl DataDirLock {
         let path = lock_path(dir);
         let file = open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(DataDirLock {
-                file,
-                path,
-                epoch: 0,
-            })),
+            Ok(()) => Ok(Some(DataDirLock::held(file, path))),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+        }
+    }
+
+    fn held(file: File, path: PathBuf) -> DataDirLock {
+        DataDirLock {
+            file: Arc::new(file),
+            path,
+            epoch: 0,
+            claimed: Arc::from(&b""[..]),
         }
     }
 
     /// Waits for the lock: a blocking lock call (woken by the kernel the
     /// moment the holder dies), or with `poll`, a try every `poll` for file
     /// systems whose locks cannot block. Call on a thread that may block.
-    pub fn acquire_blocking(dir: &Path, poll: Option<Duration>) -> Result<DataDirLock, LockError> {
+    ///
+    /// A slave must outlast trouble with the lock file that is not its own
+    /// business — an operator's `chmod`, a descriptor shortage, a flaky
+    /// mount: errors opening or locking it are logged and retried (backing
+    /// off to 5 s), never returned.
+    pub fn acquire_blocking(dir: &Path, poll: Option<Duration>) -> DataDirLock {
         let path = lock_path(dir);
+        let mut backoff = Duration::from_millis(100);
         loop {
-            let file = open(&path)?;
+            match DataDirLock::try_blocking(&path, poll) {
+                Ok(Some(l)) => return l,
+                Ok(None) => {
+                    backoff = Duration::from_millis(100);
+                    if let Some(p) = poll {
+                        std::thread::sleep(p);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        "slave: cannot wait on the data directory's lock; still waiting");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`DataDirLock::acquire_blocking`]: `None` if the
+    /// lock is held (with `poll`) or the file locked was not the one the
+    /// path names by then.
+    fn try_blocking(path: &Path, poll: Option<Duration>) -> Result<Option<DataDirLock>, LockError> {
+        {
+            let file = open(path)?;
             let locked = match poll {
                 None => file.lock().map(|()| true),
                 Some(_) => match file.try_lock() {
@@ -158,28 +215,19 @@ impl DataDirLock {
                 },
             }
             .map_err(|source| LockError::Io {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             })?;
-            if locked {
-                // The file we locked may have been removed or replaced while
-                // we waited (a fencing test, or an operator): only a lock on
-                // the file the path names now counts.
-                let same = std::fs::metadata(&path)
-                    .and_then(|m| file.metadata().map(|f| (m, f)))
-                    .is_ok_and(|(m, f)| m.dev() == f.dev() && m.ino() == f.ino());
-                if same {
-                    return Ok(DataDirLock {
-                        file,
-                        path,
-                        epoch: 0,
-                    });
-                }
-                continue;
+            if !locked {
+                return Ok(None);
             }
-            if let Some(p) = poll {
-                std::thread::sleep(p);
-            }
+            // The file we locked may have been removed or replaced while
+            // we waited (a fencing test, or an operator): only a lock on
+            // the file the path names now counts.
+            let same = std::fs::metadata(path)
+                .and_then(|m| file.metadata().map(|f| (m, f)))
+                .is_ok_and(|(m, f)| m.dev() == f.dev() && m.ino() == f.ino());
+            Ok(same.then(|| DataDirLock::held(file, path.to_owned())))
         }
     }
 
@@ -192,18 +240,20 @@ impl DataDirLock {
             source,
         };
         let mut previous = String::new();
-        self.file.rewind().map_err(io)?;
-        let _ = self.file.read_to_string(&mut previous);
+        let mut file = &*self.file;
+        file.rewind().map_err(io)?;
+        let _ = file.read_to_string(&mut previous);
         let before = serde_json::from_str::<LockOwner>(previous.trim())
             .map(|o| o.epoch)
             .unwrap_or(0);
         owner.epoch = before.max(at_least) + 1;
-        let text = serde_json::to_string(&owner).unwrap_or_default();
-        self.file.set_len(0).map_err(io)?;
-        self.file.rewind().map_err(io)?;
-        writeln!(self.file, "{text}").map_err(io)?;
-        self.file.sync_all().map_err(io)?;
+        let text = format!("{}\n", serde_json::to_string(&owner).unwrap_or_default());
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
         self.epoch = owner.epoch;
+        self.claimed = Arc::from(text.as_bytes());
         Ok(owner.epoch)
     }
 
@@ -225,55 +275,117 @@ impl DataDirLock {
         })?;
         Ok(LockCheck {
             path: self.path.clone(),
+            file: Arc::downgrade(&self.file),
             dev: meta.dev(),
             ino: meta.ino(),
             epoch: self.epoch,
+            claimed: self.claimed.clone(),
         })
     }
 }
 
 /// Checks that the lock file is still the one this master locked, with its
-/// epoch. Shared with the store, which checks before deleting files.
+/// epoch. Shared with the store, which checks before it confirms a group of
+/// writes and before it deletes files.
 #[derive(Debug, Clone)]
 pub struct LockCheck {
     path: PathBuf,
+    /// The descriptor the lock is held on: the contents are read through
+    /// it, so a check never needs a new descriptor or read permission.
+    /// Weak: a check must not keep the lock held once its holder has
+    /// released it.
+    file: std::sync::Weak<File>,
     dev: u64,
     ino: u64,
     epoch: u64,
+    claimed: Arc<[u8]>,
 }
 
+/// Why a single check did not succeed.
+#[derive(Debug)]
+pub enum CheckFailed {
+    /// Evidence that another broker is (or may become) master.
+    Lost(Fenced),
+    /// The check could not be made (an I/O error that says nothing about
+    /// the lock); try again.
+    Unverified(std::io::Error),
+}
+
+/// Longest lock file read back (an owner record is about 150 bytes).
+const MAX_LOCK_FILE: usize = 4096;
+
 impl LockCheck {
-    /// `Ok` while this broker is still the master.
-    pub fn check(&self) -> Result<(), Fenced> {
+    /// One check: the path still names the file the lock is held on, and
+    /// that file holds no newer epoch. Costs a `stat` and a `pread`.
+    pub fn check(&self) -> Result<(), CheckFailed> {
+        let Some(file) = self.file.upgrade() else {
+            return Err(CheckFailed::Lost(Fenced::Released(self.path.clone())));
+        };
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Fenced::Removed(self.path.clone()));
+                return Err(CheckFailed::Lost(Fenced::Removed(self.path.clone())));
             }
-            Err(e) => {
-                return Err(Fenced::Unreadable {
-                    path: self.path.clone(),
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => return Err(CheckFailed::Unverified(e)),
         };
         if meta.dev() != self.dev || meta.ino() != self.ino {
-            return Err(Fenced::Replaced(self.path.clone()));
+            return Err(CheckFailed::Lost(Fenced::Replaced(self.path.clone())));
         }
-        let text = std::fs::read_to_string(&self.path).map_err(|e| Fenced::Unreadable {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        if let Ok(owner) = serde_json::from_str::<LockOwner>(text.trim())
+        let mut buf = [0u8; MAX_LOCK_FILE];
+        let mut len = 0;
+        while len < buf.len() {
+            match file.read_at(&mut buf[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CheckFailed::Unverified(e)),
+            }
+        }
+        let text = &buf[..len];
+        if text == &*self.claimed {
+            return Ok(());
+        }
+        if let Ok(owner) = serde_json::from_slice::<LockOwner>(text.trim_ascii())
             && owner.epoch > self.epoch
         {
-            return Err(Fenced::Superseded {
+            return Err(CheckFailed::Lost(Fenced::Superseded {
                 theirs: owner.epoch,
                 ours: self.epoch,
                 owner: owner.to_string(),
-            });
+            }));
         }
         Ok(())
+    }
+
+    /// Checks, retrying errors that are not evidence (backing off from
+    /// 1 ms) for up to `budget`; `Err` on evidence that the lock is lost,
+    /// or if it could not be verified at all within the budget. Blocks.
+    pub fn verify(&self, budget: Duration) -> Result<(), Fenced> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.check() {
+                Ok(()) => return Ok(()),
+                Err(CheckFailed::Lost(f)) => return Err(f),
+                Err(CheckFailed::Unverified(e)) => {
+                    let waited = started.elapsed();
+                    if waited >= budget {
+                        return Err(Fenced::Unverifiable {
+                            path: self.path.clone(),
+                            reason: e.to_string(),
+                            for_ms: waited.as_millis() as u64,
+                        });
+                    }
+                    std::thread::sleep(pause.min(budget - waited));
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -312,14 +424,11 @@ mod tests {
         let mut second = DataDirLock::try_acquire(dir.path()).unwrap().unwrap();
         // The journal may know of a higher epoch than the file.
         assert_eq!(second.claim(owner("b"), 5).unwrap(), 6);
-        // The old master's check now fails: a newer epoch.
+        // The old holder's check fails: it let the lock go. (A holder that
+        // still runs sees the newer epoch: see below.)
         assert!(matches!(
             check.check(),
-            Err(Fenced::Superseded {
-                theirs: 6,
-                ours: 1,
-                ..
-            })
+            Err(CheckFailed::Lost(Fenced::Released(_)))
         ));
     }
 
@@ -330,9 +439,44 @@ mod tests {
         l.claim(owner("a"), 0).unwrap();
         let check = l.checker().unwrap();
         std::fs::remove_file(lock_path(dir.path())).unwrap();
-        assert!(matches!(check.check(), Err(Fenced::Removed(_))));
+        assert!(matches!(
+            check.check(),
+            Err(CheckFailed::Lost(Fenced::Removed(_)))
+        ));
         std::fs::write(lock_path(dir.path()), "{}").unwrap();
-        assert!(matches!(check.check(), Err(Fenced::Replaced(_))));
+        assert!(matches!(
+            check.check(),
+            Err(CheckFailed::Lost(Fenced::Replaced(_)))
+        ));
+        assert!(matches!(
+            check.verify(Duration::from_secs(1)),
+            Err(Fenced::Replaced(_))
+        ));
+    }
+
+    /// The check reads through the held descriptor: it neither opens the
+    /// path nor needs read permission on it.
+    #[test]
+    fn the_check_reads_through_the_held_descriptor() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = DataDirLock::try_acquire(dir.path()).unwrap().unwrap();
+        l.claim(owner("a"), 0).unwrap();
+        let check = l.checker().unwrap();
+        let path = lock_path(dir.path());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        check.check().unwrap();
+        check.verify(Duration::from_millis(10)).unwrap();
+        // Rewritten in place with a newer epoch: seen through the same
+        // descriptor.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut newer = owner("b");
+        newer.epoch = 9;
+        std::fs::write(&path, serde_json::to_string(&newer).unwrap()).unwrap();
+        assert!(matches!(
+            check.check(),
+            Err(CheckFailed::Lost(Fenced::Superseded { theirs: 9, .. }))
+        ));
     }
 
     #[test]
@@ -344,11 +488,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(!waiter.is_finished());
         drop(held);
-        waiter.join().unwrap().unwrap();
+        drop(waiter.join().unwrap());
         let path = dir.path().to_owned();
         let poller = std::thread::spawn(move || {
             DataDirLock::acquire_blocking(&path, Some(Duration::from_millis(5)))
         });
-        poller.join().unwrap().unwrap();
+        drop(poller.join().unwrap());
     }
 }

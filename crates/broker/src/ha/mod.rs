@@ -15,6 +15,7 @@ mod status;
 
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseStats, LostSignal};
 pub use lock::{
-    DataDirLock, Fenced, LockCheck, LockError, LockOwner, host_name, lock_path, read_owner,
+    CheckFailed, DataDirLock, Fenced, LockCheck, LockError, LockOwner, host_name, lock_path,
+    read_owner,
 };
 pub use status::{HaStatus, Role, Takeover};

@@ -117,6 +117,10 @@ pub enum StoreError {
     /// The backend failed to make a batch durable.
     #[error("the message store failed: {0}")]
     Failed(Arc<str>),
+    /// The broker is no longer master (it lost the data directory's lock):
+    /// nothing more may be confirmed.
+    #[error("this broker is no longer master: {0}")]
+    Fenced(Arc<str>),
     /// `store.max-bytes` is reached.
     #[error("the message store is full (store.max-bytes is {limit} bytes)")]
     Full {
@@ -455,6 +459,8 @@ pub struct Store {
     limit: u64,
     when_full: WhenFull,
     failed: tokio_util::sync::CancellationToken,
+    /// The error that failed the store for good.
+    failure: Arc<std::sync::OnceLock<StoreError>>,
 }
 
 /// Most batches handed to the backend in one call.
@@ -504,6 +510,8 @@ impl Store {
         let reader = backend.reader();
         let failed = tokio_util::sync::CancellationToken::new();
         let on_fail = failed.clone();
+        let failure = Arc::new(std::sync::OnceLock::new());
+        let failure_set = failure.clone();
         let lazy = Arc::new(Parked::default());
         let parked = lazy.clone();
         let stats = usage.clone();
@@ -523,7 +531,11 @@ impl Store {
                         return;
                     }
                 };
-                rt.block_on(writer(backend, rx, parked, stats, on_fail, dups));
+                let fail = Failure {
+                    token: on_fail,
+                    error: failure_set,
+                };
+                rt.block_on(writer(backend, rx, parked, stats, fail, dups));
             })?;
         Ok((
             Store {
@@ -534,6 +546,7 @@ impl Store {
                 limit,
                 when_full,
                 failed,
+                failure,
             },
             thread,
         ))
@@ -633,9 +646,17 @@ impl Store {
         self.failed.cancelled().await;
     }
 
+    /// Why the store failed for good, once it has.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.failure.get().cloned()
+    }
+
     /// Refuses every write from now on: the broker lost its lock, and a
     /// newer master owns the files.
     pub fn fence(&self) {
+        let _ = self
+            .failure
+            .set(StoreError::Fenced("the broker was fenced".into()));
         self.failed.cancel();
     }
 
@@ -649,12 +670,29 @@ impl Store {
     }
 }
 
+/// How the writer reports that the store failed for good.
+struct Failure {
+    token: tokio_util::sync::CancellationToken,
+    error: Arc<std::sync::OnceLock<StoreError>>,
+}
+
+impl Failure {
+    fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    fn fail(&self, e: &StoreError) {
+        let _ = self.error.set(e.clone());
+        self.token.cancel();
+    }
+}
+
 async fn writer<B: StoreBackend>(
     mut backend: B,
     mut rx: mpsc::Receiver<Request>,
     parked: Arc<Parked>,
     stats: Arc<Usage>,
-    failed: tokio_util::sync::CancellationToken,
+    failed: Failure,
     mut dups: dedup::DupIndex,
 ) {
     let mut batches = Vec::new();
@@ -676,6 +714,9 @@ async fn writer<B: StoreBackend>(
                     Ok(more) => upkeep = more,
                     Err(e) => {
                         tracing::error!(error = %e, "store upkeep failed");
+                        if matches!(e, StoreError::Fenced(_)) {
+                            failed.fail(&e);
+                        }
                         upkeep = false;
                     }
                 }
@@ -733,8 +774,8 @@ async fn writer<B: StoreBackend>(
             if let Err(e) = &result {
                 tracing::error!(error = %e, batches = batches.len(), "store write failed");
                 dups.roll_back(added);
-                if matches!(e, StoreError::Failed(_)) {
-                    failed.cancel();
+                if matches!(e, StoreError::Failed(_) | StoreError::Fenced(_)) {
+                    failed.fail(e);
                 }
             }
             for (w, found) in waiters.drain(..).zip(found) {

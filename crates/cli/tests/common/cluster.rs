@@ -39,6 +39,10 @@ pub struct Node {
     /// Where the store is: `--data-dir DIR` or `--store postgres
     /// --store-url URL`.
     pub store: Vec<String>,
+    /// A command line the broker runs under (e.g. `setpriv ...`, or a
+    /// shell that sets a `ulimit` first): `{}` stands for the broker's own
+    /// command line. Empty: run it directly.
+    pub wrapper: Vec<String>,
     pub child: Option<Child>,
 }
 
@@ -57,17 +61,25 @@ impl Node {
             .open(&self.log)
             .unwrap();
         let out = log.try_clone().unwrap();
-        let child = Process::new(halyard_bin())
-            .arg("broker")
-            .arg("--name")
-            .arg(&self.name)
-            .arg("--config")
-            .arg(&self.config)
-            .args(&self.store)
-            .arg("--stomp")
-            .arg(self.stomp.to_string())
-            .arg("--http")
-            .arg(self.http.to_string())
+        let mut line: Vec<String> = vec![halyard_bin(), "broker".into()];
+        line.extend(["--name".into(), self.name.clone()]);
+        line.extend(["--config".into(), self.config.display().to_string()]);
+        line.extend(self.store.iter().cloned());
+        line.extend(["--stomp".into(), self.stomp.to_string()]);
+        line.extend(["--http".into(), self.http.to_string()]);
+        if !self.wrapper.is_empty() {
+            let mut wrapped = Vec::new();
+            for w in &self.wrapper {
+                if w == "{}" {
+                    wrapped.extend(line.iter().cloned());
+                } else {
+                    wrapped.push(w.clone());
+                }
+            }
+            line = wrapped;
+        }
+        let child = Process::new(&line[0])
+            .args(&line[1..])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -183,6 +195,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// Every node's store arguments.
     pub store: Vec<String>,
+    /// Every node's wrapper (see [`Node::wrapper`]).
+    pub wrapper: Vec<String>,
     pub nodes: Vec<Node>,
 }
 
@@ -205,6 +219,7 @@ impl Cluster {
         Cluster {
             dir,
             store: store.iter().map(|s| s.to_string()).collect(),
+            wrapper: Vec::new(),
             nodes: Vec::new(),
         }
     }
@@ -216,17 +231,24 @@ impl Cluster {
 
     /// Starts another broker on fresh ports; returns its index.
     pub fn spawn(&mut self, name: &str) -> usize {
-        let mut node = Node {
+        let i = self.reserve(name);
+        self.nodes[i].spawn();
+        i
+    }
+
+    /// Adds a broker with its ports chosen but does not start it (start it
+    /// with `nodes[i].spawn()`): clients can be given its address first.
+    pub fn reserve(&mut self, name: &str) -> usize {
+        self.nodes.push(Node {
             name: name.to_owned(),
             stomp: local(free_port()),
             http: local(free_port()),
             log: self.dir.path().join(format!("{name}.log")),
             config: self.dir.path().join("halyard.toml"),
             store: self.store.clone(),
+            wrapper: self.wrapper.clone(),
             child: None,
-        };
-        node.spawn();
-        self.nodes.push(node);
+        });
         self.nodes.len() - 1
     }
 

@@ -18,9 +18,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-/// The binary under test.
-pub fn halyard_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_halyard")
+/// The binary under test: this build's, or the one `HALYARD_TEST_BIN`
+/// names (to show that a test fails on an older build).
+pub fn halyard_bin() -> String {
+    std::env::var("HALYARD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_halyard").to_owned())
 }
 
 /// A port nobody listens on right now, for a broker to bind next.

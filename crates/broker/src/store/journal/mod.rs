@@ -122,6 +122,17 @@ fn io(what: &str, e: std::io::Error) -> StoreError {
     StoreError::Failed(format!("{what}: {e}").into())
 }
 
+/// How the journal of a master proves it still holds the data
+/// directory's lock.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// The check.
+    pub check: crate::ha::LockCheck,
+    /// How long errors that say nothing about the lock (EIO, ENOMEM) are
+    /// retried before the master gives up proving it is master.
+    pub budget: Duration,
+}
+
 /// The segment being appended to.
 struct Head {
     id: u64,
@@ -161,10 +172,12 @@ pub struct JournalStore {
     /// The head holds data written since the last sync.
     unsynced: bool,
     last_sync: Instant,
-    /// Checks that this broker still holds the data directory's lock;
-    /// consulted before files are deleted (a fenced master must never
-    /// delete what the new master needs).
-    fence: Option<crate::ha::LockCheck>,
+    /// Checks that this broker still holds the data directory's lock:
+    /// before a synced group is confirmed (a master that lost its lock must
+    /// never confirm a write the new master's recovery may not see) and
+    /// before files are deleted (it must never delete what the new master
+    /// needs).
+    fence: Option<Fence>,
     /// Duplicate-detection ids remembered per queue.
     duplicate_window: usize,
 }
@@ -177,13 +190,14 @@ impl JournalStore {
     }
 
     /// Like [`JournalStore::new`], for a master holding the data
-    /// directory's lock: `fence` is checked before any file is deleted.
+    /// directory's lock: `fence` is checked before a group of writes is
+    /// confirmed and before any file is deleted.
     pub fn with_fence(
         data_dir: &Path,
         cfg: JournalConfig,
         usage: Arc<Usage>,
         epoch: u64,
-        fence: Option<crate::ha::LockCheck>,
+        fence: Option<Fence>,
     ) -> JournalStore {
         JournalStore {
             dir: data_dir.join("journal"),
@@ -279,6 +293,18 @@ impl JournalStore {
         self.new_head(id + 1)
     }
 
+    /// Proves this broker still holds the lock, or fails the store for
+    /// good (`Fenced`).
+    fn verify_lock(&self, doing: &str) -> Result<(), StoreError> {
+        match &self.fence {
+            Some(f) => f
+                .check
+                .verify(f.budget)
+                .map_err(|e| StoreError::Fenced(format!("{doing}: {e}").into())),
+            None => Ok(()),
+        }
+    }
+
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.unsynced {
             segment::sync_data(&self.head()?.file).map_err(|e| io("journal sync failed", e))?;
@@ -371,11 +397,7 @@ impl JournalStore {
         // Whatever made them dead (acknowledgements, compaction copies)
         // and the carried ids must be on disk before they go.
         self.sync()?;
-        if let Some(fence) = &self.fence {
-            fence.check().map_err(|e| {
-                StoreError::Failed(format!("not deleting journal segments: {e}").into())
-            })?;
-        }
+        self.verify_lock("not deleting journal segments")?;
         for &s in &dead {
             // A segment holding a seal limits older segments; once it goes,
             // anything a stale master wrote past those limits must already be
@@ -700,16 +722,21 @@ impl StoreBackend for JournalStore {
             return Ok(());
         }
         match self.cfg.sync {
-            SyncMode::Always => self.sync(),
+            SyncMode::Always => self.sync()?,
             SyncMode::BatchMs(ms) => {
                 let due = self.last_sync + Duration::from_millis(ms);
                 if Instant::now() < due {
                     tokio::time::sleep_until(due.into()).await;
                 }
-                self.sync()
+                self.sync()?;
             }
-            SyncMode::Never => Ok(()),
+            SyncMode::Never => {}
         }
+        // Someone waits for this group: only a master that still holds the
+        // lock may confirm it. Had a new master taken over before this
+        // check, its recovery could have sealed the journal before these
+        // records; once the check passes, any later takeover recovers them.
+        self.verify_lock("not confirming writes")
     }
 
     async fn maintain(&mut self) -> Result<bool, StoreError> {
