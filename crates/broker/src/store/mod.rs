@@ -127,6 +127,11 @@ pub enum StoreError {
     /// nothing was written, and later writes may succeed.
     #[error("the message store cannot write now: {0}")]
     Unavailable(Arc<str>),
+    /// Recovery found records that had been confirmed missing or damaged,
+    /// and was told to refuse (the journal's `on-corruption`): what is
+    /// lost, and what to do.
+    #[error("the message store is damaged: {0}")]
+    Corrupt(Arc<str>),
     /// A stored message could not be read back.
     #[error("cannot read stored message {seq}: {reason}")]
     Read {
@@ -343,9 +348,27 @@ pub struct Usage {
     pub lazy_batches: AtomicU64,
     /// Writes sent again after the connection to a database store broke.
     pub retries: AtomicU64,
+    /// What the last recovery found missing or damaged of what had been
+    /// confirmed: places (segments or stretches of one), and the records,
+    /// messages and bytes lost as far as known.
+    pub corruption: AtomicU64,
+    /// Records lost (as far as known), by the last recovery's count.
+    pub lost_records: AtomicU64,
+    /// Messages lost (as far as known), by the last recovery's count.
+    pub lost_messages: AtomicU64,
+    /// Bytes of records lost, by the last recovery's count.
+    pub lost_bytes: AtomicU64,
 }
 
 impl Usage {
+    /// Records what recovery found lost.
+    pub fn record_losses(&self, places: u64, records: u64, messages: u64, bytes: u64) {
+        self.corruption.fetch_add(places, Ordering::Relaxed);
+        self.lost_records.store(records, Ordering::Relaxed);
+        self.lost_messages.store(messages, Ordering::Relaxed);
+        self.lost_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// Sets the bytes in use (and wakes waiters if it went down).
     pub fn set(&self, bytes: u64) {
         let before = self.used.swap(bytes, Ordering::Relaxed);

@@ -93,10 +93,17 @@ pub(crate) struct Loc {
 /// Per-segment accounting.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SegStats {
+    /// Where its records start (the header's length).
+    pub(crate) start: u64,
     /// Bytes the file occupies on disk.
     pub(crate) file_bytes: u64,
     /// End of the written records.
     pub(crate) end: u64,
+    /// Records written to it (batch markers included), and the Adds among
+    /// them: what the next segment's manifest lists, so recovery can tell
+    /// exactly what went missing.
+    pub(crate) records: u64,
+    pub(crate) adds: u64,
     /// Bytes of live records.
     pub(crate) live_bytes: u64,
     /// Number of live records.
@@ -142,6 +149,9 @@ pub(crate) struct Index {
     pub(crate) max_seq: u64,
     /// Seals by the segment holding them: (segment, end) of older segments.
     pub(crate) seals: HashMap<u64, Vec<(u64, u64)>>,
+    /// Segments recorded as deleted on purpose (kept during recovery only:
+    /// the newest manifest minus these is what should be on disk).
+    pub(crate) dropped: BTreeSet<u64>,
     /// Recent duplicate-detection ids and the segments carrying them.
     pub(crate) dups: Carriers,
 }
@@ -241,6 +251,20 @@ impl Index {
             }
             Entry::Seal { segments } => {
                 self.seals.insert(at.seg, segments.clone());
+            }
+            // A new master's manifest is also its seal; one written when a
+            // segment fills limits nothing (its segments are this master's
+            // own or were sealed already).
+            Entry::Manifest { sealed, segments } => {
+                if *sealed {
+                    self.seals
+                        .insert(at.seg, segments.iter().map(|s| (s.id, s.end)).collect());
+                }
+            }
+            Entry::Dropped { segments } => {
+                if self.meta.is_some() {
+                    self.dropped.extend(segments.iter().copied());
+                }
             }
             Entry::Batch { .. } => {}
         }
