@@ -1151,6 +1151,192 @@ async fn a_full_store_in_wait_mode_holds_the_receipt_until_consumers_drain() {
 }
 
 // ---------------------------------------------------------------------------
+// 4b. A full disk
+// ---------------------------------------------------------------------------
+
+/// A tmpfs mounted for the life of the value (unmounted when dropped).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `50m`) at `at`. Needs root (or the
+    /// capability to mount); without it the test fails with a message,
+    /// unless `HALYARD_TEST_NO_MOUNT=1` says to skip it (`None`).
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Process::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(at.to_owned())),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("HALYARD_TEST_NO_MOUNT").is_ok_and(|v| v == "1") {
+                    println!("skipped: cannot mount a tmpfs ({why}) and HALYARD_TEST_NO_MOUNT=1");
+                    return None;
+                }
+                panic!(
+                    "this test needs a small file system: cannot mount a {size} tmpfs at {} ({}). \
+                     Run it as root (or with CAP_SYS_ADMIN), or set HALYARD_TEST_NO_MOUNT=1 to skip it.",
+                    at.display(),
+                    why.trim()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg(&self.0).status();
+        if self.0.exists() && std::fs::read_dir(&self.0).is_ok_and(|mut d| d.next().is_some()) {
+            // Still busy: detach it, it goes when the last file closes.
+            let _ = Process::new("umount").arg("-l").arg(&self.0).status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+}
+
+/// A broker whose data directory is a 50 MB tmpfs (default journal
+/// settings: 32 MiB segments), and the mount, dropped after the broker.
+async fn broker_on_a_small_disk() -> Option<(BrokerProcess, Tmpfs)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Tmpfs::mount(&dir.path().join("data"), "50m")?;
+    let b = BrokerProcess::start_in(dir, "").await;
+    Some((b, mount))
+}
+
+fn disk_body(i: usize) -> String {
+    format!("{i:06}{}", "d".repeat(16_000))
+}
+
+/// Sends receipted persistent messages (numbered from `from`) until one is
+/// refused; returns the bodies receipted and the ERROR's message.
+async fn fill_until_refused(b: &BrokerProcess, from: usize) -> (Vec<String>, String) {
+    let mut p = Peer::connect(b.stomp, &[]).await.unwrap();
+    let mut receipted = Vec::new();
+    loop {
+        let i = from + receipted.len();
+        assert!(i < from + 10_000, "the disk never filled up");
+        let text = disk_body(i);
+        let rid = format!("r{i}");
+        assert!(
+            p.send(persistent_send("/queue/disk", &text).header("receipt", rid.clone()))
+                .await
+        );
+        match p.next(WAIT).await {
+            Got::Frame(f) if f.command == Command::Receipt => {
+                assert_eq!(f.headers.get("receipt-id"), Some(rid.as_str()));
+                receipted.push(text);
+            }
+            Got::Frame(f) if f.command == Command::Error => {
+                let msg = f.headers.get("message").unwrap_or_default().to_owned();
+                return (receipted, msg);
+            }
+            other => panic!("expected RECEIPT or ERROR, got {other:?}:\n{}", b.logs()),
+        }
+    }
+}
+
+/// Waits until a persistent SEND is receipted again.
+async fn sends_succeed_again(b: &BrokerProcess, body: &str) {
+    let addr = b.stomp;
+    let mut last;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut p = Peer::connect(addr, &[]).await.unwrap();
+        p.send(persistent_send("/queue/disk", body).header("receipt", "again"))
+            .await;
+        match p.next(WAIT).await {
+            Got::Frame(f) if f.command == Command::Receipt => return,
+            Got::Frame(f) if f.command == Command::Error => {
+                last = f.headers.get("message").unwrap_or_default().to_owned();
+            }
+            other => panic!("expected RECEIPT or ERROR, got {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sends still fail after the store was drained: {last}\n{}",
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fills a 50 MB disk, checks the refusal, drains everything.
+async fn fill_and_drain(b: &BrokerProcess, from: usize) -> usize {
+    let (receipted, error) = fill_until_refused(b, from).await;
+    println!("disk full after {} messages: {error}", receipted.len());
+    assert!(
+        error.contains("space"),
+        "the ERROR does not say the disk is full: {error}"
+    );
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    consume_exactly(&mut c, &receipted).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+    c.disconnect().await;
+    receipted.len()
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_sends_and_accepts_them_again_once_drained() {
+    let Some((b, _mount)) = broker_on_a_small_disk().await else {
+        return;
+    };
+    let n = fill_and_drain(&b, 0).await;
+    // More than the first 32 MiB segment: the journal had to start another.
+    assert!(n * 16_000 > 33 << 20, "full after only {n} messages");
+    sends_succeed_again(&b, "again").await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "again");
+    c.ack(&m).await;
+    c.disconnect().await;
+    // And it fills and drains again.
+    fill_and_drain(&b, n).await;
+    sends_succeed_again(&b, "again").await;
+}
+
+#[tokio::test]
+async fn a_broker_restarted_on_a_full_disk_starts_and_drains() {
+    let Some((mut b, _mount)) = broker_on_a_small_disk().await else {
+        return;
+    };
+    let (receipted, error) = fill_until_refused(&b, 0).await;
+    assert!(error.contains("space"), "{error}");
+    b.kill();
+    b.restart().await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    consume_exactly(&mut c, &receipted).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+    c.disconnect().await;
+    sends_succeed_again(&b, "again").await;
+    // Full again, and restarted again while full.
+    let (more, _) = fill_until_refused(&b, receipted.len()).await;
+    b.kill();
+    b.restart().await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "again");
+    c.ack(&m).await;
+    consume_exactly(&mut c, &more).await;
+}
+
+// ---------------------------------------------------------------------------
 // 5. Durable topic subscriptions
 // ---------------------------------------------------------------------------
 

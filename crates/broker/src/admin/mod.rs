@@ -195,6 +195,12 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
                 store.retries.load(relaxed),
             ),
             (
+                "store_no_space_total",
+                "counter",
+                "Writes of new messages refused because the store's disk was short of space.",
+                store.no_space.load(relaxed),
+            ),
+            (
                 "store_corruption_total",
                 "counter",
                 "Missing or damaged pieces of confirmed journal data found by recovery (started with on-corruption = skip).",

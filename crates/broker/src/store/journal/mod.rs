@@ -14,6 +14,10 @@
 //! is on disk, so a missing or cut segment, or damaged records that held
 //! confirmed data, are reported with what was lost, and by default the
 //! broker refuses to start on them ([`OnCorruption`]).
+//!
+//! A full disk is survived: segments are preallocated as far as the disk
+//! allows, new messages are refused while acknowledgements still have room,
+//! and space comes back as consumers drain.
 
 mod format;
 mod index;
@@ -190,6 +194,20 @@ struct Group {
 /// up producers for long.
 const COMPACT_STEP: usize = 4 * 1024 * 1024;
 
+/// Disk space new messages must leave free, whatever else is stored: room
+/// for the records that free space (acknowledgements, the duplicate ids
+/// and deletion records written before a segment goes, a new segment's
+/// manifest). Without it a full disk could not be drained.
+const RESERVE_BASE: u64 = 1024 * 1024;
+/// Reserved per stored message (its Remove, with some slack) and per
+/// segment (its line in a manifest, its deletion record).
+const RESERVE_PER_MESSAGE: u64 = 32;
+const RESERVE_PER_SEGMENT: u64 = 64;
+/// How long new messages are refused after the disk was found short of
+/// space, before a write tries again (unless deleting segments frees space
+/// sooner).
+const SHORT_OF_SPACE_MS: u64 = 1000;
+
 /// The journal [`StoreBackend`].
 pub struct JournalStore {
     dir: PathBuf,
@@ -208,6 +226,12 @@ pub struct JournalStore {
     fence: Option<crate::ha::LockCheck>,
     /// Duplicate-detection ids remembered per queue.
     duplicate_window: usize,
+    /// A roll is under way: what it appends goes into the old head, even
+    /// past its size.
+    rolling: bool,
+    /// Dead segments are being deleted (a roll then does not start
+    /// another deletion).
+    deleting: bool,
 }
 
 impl JournalStore {
@@ -238,6 +262,8 @@ impl JournalStore {
             last_sync: Instant::now(),
             fence,
             duplicate_window: 2000,
+            rolling: false,
+            deleting: false,
         }
     }
 
@@ -307,8 +333,19 @@ impl JournalStore {
         let tag = format!("{}-{}", self.epoch, std::process::id());
         let created = segment::create(&self.dir, id, &tag, &opening, self.cfg.segment_bytes)
             .map_err(|e| {
+                if segment::no_space(&e) {
+                    self.usage.short_of_space(SHORT_OF_SPACE_MS);
+                }
                 StoreError::Unavailable(format!("cannot create journal segment {id}: {e}").into())
             })?;
+        if created.allocated < self.cfg.segment_bytes {
+            tracing::warn!(
+                segment = id,
+                preallocated = created.allocated,
+                wanted = self.cfg.segment_bytes,
+                "the disk is short of space: journal segment created with a smaller preallocation"
+            );
+        }
         let file = Arc::new(created.file);
         write(&self.shared.files).insert(id, file.clone());
         {
@@ -348,13 +385,31 @@ impl JournalStore {
         Ok(())
     }
 
-    /// Closes the head and starts the next segment. The new segment
-    /// (whose manifest gives the old head's final end) is
+    /// Closes the head and starts the next segment. Dead segments are
+    /// deleted first, so the new one's preallocation can use their space.
+    /// The new segment (whose manifest gives the old head's final end) is
     /// durable before the old head is marked rolled and its unused
     /// preallocation released: a crash in between leaves an untrimmed old
     /// head, never a trimmed newest segment.
     fn roll(&mut self) -> Result<(), StoreError> {
         let id = self.head()?.id;
+        self.sync()?;
+        self.rolling = true;
+        let freed = if self.deleting {
+            Ok(false)
+        } else {
+            self.delete_dead()
+        };
+        self.rolling = false;
+        match freed {
+            Ok(_) => {}
+            // No room even for the deletion records: the roll itself may
+            // still succeed.
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "cannot delete dead journal segments before rolling over");
+            }
+            Err(e) => return Err(e),
+        }
         self.sync()?;
         let (file, len, records, adds) = {
             let h = self.head()?;
@@ -403,24 +458,112 @@ impl JournalStore {
         Ok(())
     }
 
+    /// Bytes new messages must leave free on the disk: see
+    /// [`RESERVE_BASE`].
+    fn reserve(&self) -> u64 {
+        let idx = read(&self.shared.index);
+        RESERVE_BASE
+            + RESERVE_PER_MESSAGE * idx.messages.len() as u64
+            + RESERVE_PER_SEGMENT * idx.segs.len() as u64
+    }
+
+    /// Whether `len` more bytes of new messages fit, leaving the reserve:
+    /// in the head's preallocation or, near its end, on the disk. If not,
+    /// the bytes free on the disk and the reserve.
+    fn room_for(&self, len: u64) -> Result<(), (u64, u64)> {
+        let Some(h) = &self.head else { return Ok(()) };
+        let reserve = self.reserve();
+        let room = h.allocated.saturating_sub(h.len);
+        if room >= len + reserve {
+            return Ok(());
+        }
+        // If the file system cannot say, the write itself will.
+        let free = segment::free_bytes(&self.dir).unwrap_or(u64::MAX);
+        if room.saturating_add(free) >= len + reserve {
+            return Ok(());
+        }
+        Err((free, reserve))
+    }
+
+    /// Refuses `len` bytes of new messages if they do not fit (see
+    /// [`JournalStore::room_for`]), and holds new messages back at
+    /// admission for a while.
+    fn check_space(&self, len: u64) -> Result<(), StoreError> {
+        self.room_for(len).map_err(|(free, reserve)| {
+            self.usage.short_of_space(SHORT_OF_SPACE_MS);
+            self.usage
+                .no_space
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            StoreError::Unavailable(
+                format!(
+                    "no space left for new messages on the journal's disk ({free} bytes free, {reserve} kept for acknowledgements); they are accepted again once consumers free space"
+                )
+                .into(),
+            )
+        })
+    }
+
+    /// After a failed write at `base` of `len` bytes: clears whatever part
+    /// of it reached the file, so that a later, shorter write over the same
+    /// place cannot leave the rest to look like records to a recovery.
+    /// Zeros go where the file has room already (no allocation needed),
+    /// and what the write appended beyond that is given back.
+    fn clear_failed_write(&self, base: u64, len: usize) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(h) = &self.head else { return Ok(()) };
+        let upto = (base + len as u64).min(h.allocated.max(base));
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = base;
+        while at < upto {
+            let n = (upto - at).min(zeros.len() as u64) as usize;
+            h.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        if h.file.metadata()?.len() > h.allocated.max(base) {
+            h.file.set_len(h.allocated.max(base))?;
+        }
+        Ok(())
+    }
+
     /// Appends a group of records to the head, rolling over first if it
     /// does not fit, and applies it to the index. Does not sync. Either the
-    /// whole group is written or (on error) none of it counts.
+    /// whole group is written or (on error) none of it counts. A group with
+    /// new messages is refused ([`StoreError::Unavailable`]) if it would eat
+    /// into the space kept for acknowledgements; a write that fails for
+    /// want of space is refused the same way (nothing was confirmed, later
+    /// writes may succeed).
     fn append(&mut self, g: Group) -> Result<(), StoreError> {
         if g.bytes.is_empty() {
             return Ok(());
         }
         let (records, adds) = format::tally(&g.bytes);
         let h = self.head()?;
-        if h.len + g.bytes.len() as u64 > self.cfg.segment_bytes && h.len > h.first {
+        if !self.rolling && h.len + g.bytes.len() as u64 > self.cfg.segment_bytes && h.len > h.first
+        {
             self.roll()?;
+        }
+        if adds > 0 {
+            self.check_space(g.bytes.len() as u64)?;
         }
         let h = self.head()?;
         let (seg, base, file) = (h.id, h.len, h.file.clone());
-        // A failed write leaves garbage past `len` at worst: the next write
-        // overwrites it, and recovery would cut it off as a torn tail.
-        std::os::unix::fs::FileExt::write_all_at(&*file, &g.bytes, base)
-            .map_err(|e| io("journal write failed", e))?;
+        if let Err(e) = std::os::unix::fs::FileExt::write_all_at(&*file, &g.bytes, base) {
+            if let Err(c) = self.clear_failed_write(base, g.bytes.len()) {
+                return Err(StoreError::Failed(
+                    format!("journal write failed: {e}; and cannot clear what it left: {c}").into(),
+                ));
+            }
+            if segment::no_space(&e) {
+                self.usage.short_of_space(SHORT_OF_SPACE_MS);
+                self.usage
+                    .no_space
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(StoreError::Unavailable(
+                    format!("journal write failed: {e}").into(),
+                ));
+            }
+            return Err(io("journal write failed", e));
+        }
         self.unsynced = true;
         let end = base + g.bytes.len() as u64;
         if let Some(h) = self.head.as_mut() {
@@ -448,9 +591,45 @@ impl JournalStore {
         Ok(())
     }
 
+    /// After space was freed: gives the head the preallocation a full disk
+    /// denied it, and accepts new messages again once there is room.
+    fn regain_space(&mut self) {
+        let want = self.cfg.segment_bytes;
+        if let Some(h) = self.head.as_mut()
+            && h.allocated < want
+        {
+            match segment::grow(&h.file, want) {
+                Ok(len) => {
+                    h.allocated = h.allocated.max(len);
+                    let (id, allocated) = (h.id, h.allocated);
+                    let mut idx = write(&self.shared.index);
+                    if let Some(s) = idx.segs.get_mut(&id) {
+                        s.file_bytes = allocated;
+                    }
+                    self.usage.set(idx.disk_bytes());
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot extend the journal's preallocation"),
+            }
+        }
+        if self.usage.is_short_of_space() {
+            // Twice the reserve, so that sends do not flap at the edge.
+            if self.room_for(self.reserve()).is_ok() {
+                self.usage.space_freed();
+                tracing::info!("the journal's disk has room again: new messages are accepted");
+            }
+        }
+    }
+
     /// Deletes every segment that holds nothing live and nothing another
     /// segment depends on.
     fn delete_dead(&mut self) -> Result<bool, StoreError> {
+        self.deleting = true;
+        let done = self.delete_dead_now();
+        self.deleting = false;
+        done
+    }
+
+    fn delete_dead_now(&mut self) -> Result<bool, StoreError> {
         let head = self.head()?.id;
         let dead: Vec<u64> = {
             let idx = read(&self.shared.index);
@@ -1074,7 +1253,12 @@ impl StoreBackend for JournalStore {
 
     async fn maintain(&mut self) -> Result<bool, StoreError> {
         if self.delete_dead()? {
+            self.regain_space();
             return Ok(true);
+        }
+        // Compaction copies before it frees: not while the disk is short.
+        if self.usage.is_short_of_space() {
+            return Ok(false);
         }
         if self.compaction.is_none() {
             let Some(seg) = self.pick_compaction() else {

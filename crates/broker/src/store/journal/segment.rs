@@ -53,10 +53,23 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether an error means the file system (or the user's quota) is full.
+pub(crate) fn no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// The smallest preallocation tried before giving up on one: below this
+/// the segment is written without (each append then allocates).
+const MIN_PREALLOCATION: u64 = 64 * 1024;
+
 /// A newly created segment.
 pub(crate) struct Created {
     pub(crate) file: File,
-    /// Bytes reserved on disk for it (the file's length).
+    /// Bytes reserved on disk for it (the file's length): `size` if the
+    /// disk had room, less (down to no preallocation at all) if not.
     pub(crate) allocated: u64,
 }
 
@@ -67,6 +80,11 @@ pub(crate) struct Created {
 /// broker). Only then does the file get its segment name, so a crash never
 /// leaves a segment without its header and manifest. Fails if segment `id`
 /// exists (another broker created it).
+///
+/// On a full disk the preallocation is halved until it fits, down to
+/// [`MIN_PREALLOCATION`], and then left out: a segment that can still be
+/// created keeps the broker writing (acknowledgements free space), and one
+/// without preallocation only costs allocation as it grows.
 pub(crate) fn create(
     dir: &Path,
     id: u64,
@@ -112,14 +130,54 @@ pub(crate) fn create(
     }
 }
 
-/// Reserves `size` bytes for `file`; returns the file's length afterwards
-/// (at least `min`).
+/// Reserves up to `size` bytes for `file`, less if the disk is short;
+/// returns the file's length afterwards (at least `min`).
 fn preallocate(file: &File, size: u64, min: u64) -> io::Result<u64> {
-    if size <= min {
-        return Ok(min);
+    let mut want = size;
+    while want > min {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, want) {
+            Ok(()) => return Ok(want),
+            Err(e) => {
+                let e = io::Error::from(e);
+                if e.kind() == io::ErrorKind::Unsupported {
+                    break;
+                }
+                if !no_space(&e) {
+                    return Err(e);
+                }
+                // Give back whatever the failed attempt took.
+                file.set_len(0)?;
+                want /= 2;
+                if want < MIN_PREALLOCATION {
+                    break;
+                }
+            }
+        }
     }
-    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size)?;
-    Ok(size)
+    Ok(min)
+}
+
+/// Extends a segment's reservation to `size` bytes (zeros, like a fresh
+/// preallocation); the file's length afterwards, which is `size` unless the
+/// disk is still short.
+pub(crate) fn grow(file: &File, size: u64) -> io::Result<u64> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(size),
+        Err(e) => {
+            let e = io::Error::from(e);
+            if no_space(&e) || e.kind() == io::ErrorKind::Unsupported {
+                Ok(file.metadata()?.len())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Bytes available to this process on the file system holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// Writes a segment's progress stamp (version 2 headers only). Not synced:

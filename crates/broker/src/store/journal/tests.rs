@@ -380,6 +380,29 @@ async fn the_stamp_follows_each_sync_and_a_full_segment_is_closed_for_its_succes
 }
 
 #[tokio::test]
+async fn a_failed_write_leaves_nothing_a_recovery_could_take_for_records() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 1 << 20);
+    j.put(&[vec![add(1)]]).await.unwrap();
+    // A write of two records reached the file, then failed: nothing of it
+    // was confirmed.
+    let (file, base) = {
+        let h = j.head.as_ref().unwrap();
+        (h.file.clone(), h.len)
+    };
+    let mut failed = frame_of(&add(2));
+    failed.extend(frame_of(&add(3)));
+    file.write_all_at(&failed, base).unwrap();
+    j.clear_failed_write(base, failed.len()).unwrap();
+    // The next write is shorter than the failed one.
+    j.put(&[vec![Record::Remove { seq: 1 }]]).await.unwrap();
+    drop(j);
+    let (_, r) = open(dir.path(), 1 << 20);
+    assert!(seqs(r).is_empty(), "the failed write's records came back");
+}
+
+#[tokio::test]
 async fn journals_written_in_format_1_are_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let jdir = dir.path().join("journal");
