@@ -318,6 +318,35 @@ async fn a_missing_segment_is_reported_exactly_and_deleted_ones_are_not() {
 }
 
 #[tokio::test]
+async fn an_unreadable_segment_header_is_reported_with_what_the_manifest_says_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=30 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    let all = segments(dir.path());
+    let bad = all[1];
+    let adds = read(&j.shared.index).segs[&bad].adds;
+    drop(j);
+    let path = seg_file(dir.path(), bad);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0xff; // the segment id, inside the header's checksum
+    std::fs::write(&path, &bytes).unwrap();
+    let text = refused(dir.path(), 4096);
+    assert!(
+        text.contains(&format!("{} has an unreadable header", file_name(bad)))
+            && text.contains(&format!("{adds} messages")),
+        "{text}"
+    );
+    assert!(path.exists(), "refusing moved the file");
+    let (_, opened) = open_as(dir.path(), 4096, OnCorruption::Skip);
+    assert_eq!(seqs(opened.unwrap().1).len() as u64, 30 - adds);
+    assert!(path.with_extension("corrupt").exists());
+    let (_, opened) = open_as(dir.path(), 4096, OnCorruption::Refuse);
+    assert!(opened.is_ok(), "the loss was reported again");
+}
+
+#[tokio::test]
 async fn a_newest_segment_whose_successor_is_missing_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let (mut j, _) = open(dir.path(), 4096);
