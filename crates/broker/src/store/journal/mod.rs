@@ -598,7 +598,7 @@ impl JournalStore {
         if let Some(h) = self.head.as_mut()
             && h.allocated < want
         {
-            match segment::grow(&h.file, want) {
+            match segment::grow(&h.file, h.allocated, want) {
                 Ok(len) => {
                     h.allocated = h.allocated.max(len);
                     let (id, allocated) = (h.id, h.allocated);

@@ -157,16 +157,18 @@ fn preallocate(file: &File, size: u64, min: u64) -> io::Result<u64> {
     Ok(min)
 }
 
-/// Extends a segment's reservation to `size` bytes (zeros, like a fresh
-/// preallocation); the file's length afterwards, which is `size` unless the
-/// disk is still short.
-pub(crate) fn grow(file: &File, size: u64) -> io::Result<u64> {
+/// Extends a segment's reservation from `from` to `size` bytes (zeros,
+/// like a fresh preallocation); the file's length afterwards: `size`, or
+/// `from` again if the disk is still short (what a failed attempt took is
+/// given back, so everything below the length stays allocated).
+pub(crate) fn grow(file: &File, from: u64, size: u64) -> io::Result<u64> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
         Ok(()) => Ok(size),
         Err(e) => {
             let e = io::Error::from(e);
             if no_space(&e) || e.kind() == io::ErrorKind::Unsupported {
-                Ok(file.metadata()?.len())
+                file.set_len(from)?;
+                Ok(from)
             } else {
                 Err(e)
             }
