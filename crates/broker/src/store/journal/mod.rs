@@ -864,6 +864,15 @@ impl JournalStore {
                 .map_err(|e| io(&format!("cannot open {}", path.display()), e))?;
             let head = segment::read_upto(&file, 0, HEADER_LEN).map_err(cannot_read)?;
             let header = match SegmentHeader::decode(&head) {
+                Ok(h) if head.len() >= h.data_start() => Ok(h),
+                Ok(h) => Err(format!(
+                    "the file ends at byte {} inside its {}-byte header",
+                    head.len(),
+                    h.data_start()
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            let header = match header {
                 Ok(h) => h,
                 Err(e) => {
                     buf.clear();
@@ -874,7 +883,7 @@ impl JournalStore {
                         tracing::warn!(segment = id, error = %e, "removing a half-created journal segment");
                         fixes.push(Fix::Remove(id));
                     } else {
-                        unreadable.push((id, e.to_string()));
+                        unreadable.push((id, e));
                     }
                     continue;
                 }
@@ -1173,6 +1182,7 @@ impl JournalStore {
         }
         if let Some(f) = found.last()
             && f.stamp.is_some_and(|s| s.rolled)
+            && !unreadable.iter().any(|(id, _)| *id > f.id)
         {
             let loss = Loss {
                 file: file_name(f.id + 1),
@@ -1343,17 +1353,21 @@ fn damage_report(dir: &Path, losses: &[Loss]) -> String {
     let unknown = losses.iter().any(|l| l.adds.is_none());
     let each: Vec<String> = losses.iter().map(ToString::to_string).collect();
     let data_dir = dir.parent().unwrap_or(dir);
+    let total = match (records, unknown) {
+        (0, true) => {
+            format!("How many messages are gone is not known (at least {bytes} bytes of records)")
+        }
+        (_, true) => format!(
+            "In all {adds} messages ({records} records, {bytes} bytes) are gone, and an unknown number more"
+        ),
+        (_, false) => format!("In all {adds} messages ({records} records, {bytes} bytes) are gone"),
+    };
     format!(
-        "the journal in {} has lost confirmed records: {}. In all {adds} messages ({records} records, {bytes} bytes) are gone{}. \
+        "the journal in {} has lost confirmed records: {}. {total}. \
          Back up the data directory ({}) before anything else. Then restore the missing or damaged files from a backup if you have one, \
          or set journal.on-corruption = \"skip\" to start with what is left (the loss is then accepted for good).",
         dir.display(),
         each.join("; "),
-        if unknown {
-            ", and an unknown number more"
-        } else {
-            ""
-        },
         data_dir.display()
     )
 }

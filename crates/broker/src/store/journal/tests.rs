@@ -356,7 +356,17 @@ async fn a_newest_segment_whose_successor_is_missing_is_detected() {
     drop(j);
     let all = segments(dir.path());
     let newest = *all.last().unwrap();
-    std::fs::remove_file(seg_file(dir.path(), newest)).unwrap();
+    let path = seg_file(dir.path(), newest);
+    let kept = std::fs::read(&path).unwrap();
+    // Cut inside its header: unreadable, and not taken for missing.
+    std::fs::write(&path, &kept[..100]).unwrap();
+    let text = refused(dir.path(), 4096);
+    assert!(
+        text.contains(&format!("{} has an unreadable header", file_name(newest)))
+            && !text.contains("is missing"),
+        "{text}"
+    );
+    std::fs::remove_file(&path).unwrap();
     let text = refused(dir.path(), 4096);
     assert!(
         text.contains(&format!("{} is missing", file_name(newest))),
