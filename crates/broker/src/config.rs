@@ -665,6 +665,15 @@ mod tests {
         assert!(e.contains("invalid journal sync mode 'sometimes'"), "{e}");
         let c = BrokerConfig::from_toml("[journal]\nsync = \"batch-ms 5\"").unwrap();
         assert_eq!(c.journal.sync, crate::store::journal::SyncMode::BatchMs(5));
+        let c = BrokerConfig::from_toml("[journal]\non-corruption = \"skip\"").unwrap();
+        assert_eq!(
+            c.journal.on_corruption,
+            crate::store::journal::OnCorruption::Skip
+        );
+        let e = BrokerConfig::from_toml("[journal]\non-corruption = \"ignore\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ignore") && e.contains("refuse"), "{e}");
     }
 
     #[test]

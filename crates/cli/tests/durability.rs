@@ -171,16 +171,19 @@ fn journal_bytes(data_dir: &Path) -> u64 {
         .sum()
 }
 
-/// Segment header length (docs/STORAGE.md).
-const SEGMENT_HEADER: usize = 64;
+/// Length of a segment file's header: the field at bytes 12..16 (64 in
+/// format 1, 128 in format 2; docs/STORAGE.md).
+fn header_len(buf: &[u8]) -> usize {
+    u32::from_le_bytes(buf[12..16].try_into().unwrap()) as usize
+}
 
 /// `(offset, length)` of every record frame in a segment file: after the
-/// 64-byte header, `len:u32 crc:u32 payload[len]`, up to the zero frame that
-/// marks the unwritten (preallocated) end.
+/// header, `len:u32 crc:u32 payload[len]`, up to the zero frame that marks
+/// the unwritten (preallocated) end.
 fn record_spans(buf: &[u8]) -> Vec<(usize, usize)> {
     let u32_at = |i: usize| u32::from_le_bytes(buf[i..i + 4].try_into().unwrap());
     let mut spans = Vec::new();
-    let mut at = SEGMENT_HEADER;
+    let mut at = header_len(buf);
     while at + 8 <= buf.len() {
         let (len, crc) = (u32_at(at) as usize, u32_at(at + 4));
         if len == 0 && crc == 0 {
@@ -546,16 +549,21 @@ async fn receipted_messages_and_acks_survive_repeated_kill_9_under_load() {
 }
 
 // ---------------------------------------------------------------------------
-// 2. Torn and corrupt journal tails
+// 2. Torn tails, damage and lost segments
 // ---------------------------------------------------------------------------
 
 const TORN_N: usize = 10;
 
 #[derive(Debug, Clone, Copy)]
 enum Damage {
-    /// Truncate the file in the middle of the last record.
+    /// Write the first half of a record after the last confirmed one: a
+    /// crash in the middle of a write nobody was told about.
+    HalfRecordAfter,
+    /// Write garbage after the last confirmed record.
+    GarbageAfter,
+    /// Truncate the file in the middle of the last (receipted) record.
     CutLast,
-    /// Flip a byte in the middle of the last record.
+    /// Flip a byte in the middle of the last (receipted) record.
     FlipLast,
     /// Flip a byte in the middle of an earlier record.
     FlipEarlier(usize),
@@ -565,11 +573,73 @@ fn torn_body(i: usize) -> String {
     format!("message {i} {}", "x".repeat(200))
 }
 
+/// Starts the broker again on its data directory (on fresh ports) and
+/// expects it to refuse: it exits non-zero during start-up. Returns what it
+/// logged.
+async fn restart_refused(b: &mut BrokerProcess) -> String {
+    b.kill();
+    let log = b.dir.path().join("refused.log");
+    let stomp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = spawn_broker(b, stomp, http, &log);
+    let status = common::wait_timeout(&mut child, Duration::from_secs(20));
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the broker started on a damaged journal instead of refusing:\n{logs}");
+    };
+    assert!(!status.success(), "exit status {status}:\n{logs}");
+    logs
+}
+
+/// Rewrites the broker's config file.
+fn set_config(b: &BrokerProcess, toml: &str) {
+    std::fs::write(b.dir.path().join("halyard.toml"), toml).unwrap();
+}
+
+/// The value of an unlabelled metric in the Prometheus text.
+async fn metric(b: &BrokerProcess, name: &str) -> Option<u64> {
+    let (status, text) = b.http_get("/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Receives exactly the messages numbered `expect` (bodies made by `body_of`)
+/// from `/queue/<queue>` in order, acking each, and then nothing more.
+async fn receive_numbered(
+    b: &BrokerProcess,
+    queue: &str,
+    expect: &[usize],
+    body_of: fn(usize) -> String,
+    what: &str,
+) {
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", &format!("/queue/{queue}"), "client-individual", &[])
+        .await;
+    for &i in expect {
+        let m = c.recv_message().await;
+        assert_eq!(
+            m.headers.get("i"),
+            Some(i.to_string().as_str()),
+            "{what}: expected message {i}, got {m:?}"
+        );
+        assert_eq!(body(&m), body_of(i));
+        c.ack(&m).await;
+    }
+    c.expect_silence(Duration::from_millis(300)).await;
+    c.disconnect().await;
+}
+
 /// Sends `TORN_N` receipted persistent messages, kills the broker, damages
 /// the newest segment, restarts, and checks that exactly `expect` come back
-/// in order. Returns the broker for further checks.
-async fn damage_and_recover(damage: Damage, expect: &[usize]) -> BrokerProcess {
-    let mut b = BrokerProcess::start("[journal]\nsegment-bytes = 1048576\n").await;
+/// in order. Damage to receipted data is refused at first (`refused`), and
+/// served with `journal.on-corruption = "skip"`. Returns the broker for
+/// further checks.
+async fn damage_and_recover(damage: Damage, expect: &[usize], refused: bool) -> BrokerProcess {
+    const CONFIG: &str = "[journal]\nsegment-bytes = 1048576\n";
+    let mut b = BrokerProcess::start(CONFIG).await;
     let mut p = Stomp::connect(b.stomp).await;
     for i in 0..TORN_N {
         p.send_msg(
@@ -585,12 +655,12 @@ async fn damage_and_recover(damage: Damage, expect: &[usize]) -> BrokerProcess {
     let newest = segs.last().expect("no journal segment").clone();
     let mut buf = std::fs::read(&newest).unwrap();
     let mut spans = record_spans(&buf);
-    // A master's first segment opens with a seal (type 8): the state of the
-    // older segments as it found them.
+    // Every segment opens with a manifest (type 11): the segments there
+    // were when it was created.
     assert_eq!(
         buf[spans[0].0 + 8],
-        8,
-        "the segment does not start with a seal"
+        11,
+        "the segment does not start with a manifest"
     );
     spans.remove(0);
     assert_eq!(
@@ -607,10 +677,23 @@ async fn damage_and_recover(damage: Damage, expect: &[usize]) -> BrokerProcess {
         );
     }
     let (last_at, last_len) = *spans.last().unwrap();
+    let end = last_at + last_len;
     // The file is preallocated: the data ends where the zeros begin, which
     // must be where the last record ends.
-    assert_eq!(data_end(&buf), last_at + last_len, "zero scan disagrees");
+    assert_eq!(data_end(&buf), end, "zero scan disagrees");
     match damage {
+        Damage::HalfRecordAfter => {
+            let copy = buf[last_at..last_at + last_len / 2].to_vec();
+            buf[end..end + copy.len()].copy_from_slice(&copy);
+            std::fs::write(&newest, &buf).unwrap();
+        }
+        Damage::GarbageAfter => {
+            let mut rng = Rng(test_seed());
+            for b in &mut buf[end..end + 100] {
+                *b = rng.next() as u8;
+            }
+            std::fs::write(&newest, &buf).unwrap();
+        }
         Damage::CutLast => {
             let f = std::fs::OpenOptions::new()
                 .write(true)
@@ -629,26 +712,22 @@ async fn damage_and_recover(damage: Damage, expect: &[usize]) -> BrokerProcess {
             std::fs::write(&newest, &buf).unwrap();
         }
     }
-    b.restart().await;
-
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe("s", "/queue/torn", "client-individual", &[])
-        .await;
-    for &i in expect {
-        let m = c.recv_message().await;
-        assert_eq!(
-            m.headers.get("i"),
-            Some(i.to_string().as_str()),
-            "{damage:?}: expected message {i}, got {m:?}"
+    if refused {
+        let logs = restart_refused(&mut b).await;
+        let name = newest.file_name().unwrap().to_str().unwrap();
+        assert!(
+            logs.contains(name) && logs.contains("on-corruption"),
+            "{damage:?}: the refusal does not name {name} and what to do:\n{logs}"
         );
-        assert_eq!(body(&m), torn_body(i));
-        c.ack(&m).await;
+        set_config(&b, &format!("{CONFIG}on-corruption = \"skip\"\n"));
     }
-    c.expect_silence(Duration::from_millis(300)).await;
-    c.disconnect().await;
+    b.restart().await;
+    receive_numbered(&b, "torn", expect, torn_body, &format!("{damage:?}")).await;
 
     // The damaged journal stays usable: new messages go in and survive
-    // another crash, and the acknowledged ones stay gone.
+    // another crash, and the acknowledged ones stay gone. Damage accepted
+    // once is not reported again: the default setting starts.
+    set_config(&b, CONFIG);
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/queue/torn", "after", &[("persistent", "true")])
         .await;
@@ -664,39 +743,199 @@ async fn damage_and_recover(damage: Damage, expect: &[usize]) -> BrokerProcess {
     b
 }
 
-/// Recovery logged a torn tail, and not corruption.
+/// Recovery logged a torn tail, and not damage.
 fn assert_torn_tail_logged(logs: &str) {
     assert!(logs.contains("torn tail"), "torn tail not logged:\n{logs}");
     assert!(
-        !logs.contains("CORRUPT"),
+        !logs.contains("CORRUPT") && !logs.contains("DAMAGED"),
         "a torn tail is not corruption:\n{logs}"
     );
 }
 
 #[tokio::test]
-async fn a_journal_cut_inside_its_last_record_loses_only_that_record() {
-    let all_but_last: Vec<usize> = (0..TORN_N - 1).collect();
-    let b = damage_and_recover(Damage::CutLast, &all_but_last).await;
+async fn half_a_record_after_the_last_confirmed_one_is_cut_off_as_a_torn_tail() {
+    let all: Vec<usize> = (0..TORN_N).collect();
+    let b = damage_and_recover(Damage::HalfRecordAfter, &all, false).await;
     assert_torn_tail_logged(&b.logs());
 }
 
 #[tokio::test]
-async fn a_damaged_last_record_is_cut_off_as_a_torn_tail() {
-    let all_but_last: Vec<usize> = (0..TORN_N - 1).collect();
-    let b = damage_and_recover(Damage::FlipLast, &all_but_last).await;
+async fn garbage_after_the_last_confirmed_record_is_cut_off_as_a_torn_tail() {
+    let all: Vec<usize> = (0..TORN_N).collect();
+    let b = damage_and_recover(Damage::GarbageAfter, &all, false).await;
     assert_torn_tail_logged(&b.logs());
 }
 
 #[tokio::test]
-async fn a_corrupt_record_mid_journal_is_skipped_loudly_and_the_rest_delivered() {
+async fn a_journal_cut_inside_its_last_confirmed_record_is_refused_then_served_with_skip() {
+    let all_but_last: Vec<usize> = (0..TORN_N - 1).collect();
+    let b = damage_and_recover(Damage::CutLast, &all_but_last, true).await;
+    assert!(b.logs().contains("DAMAGED"), "{}", b.logs());
+}
+
+#[tokio::test]
+async fn a_damaged_last_confirmed_record_is_refused_then_served_with_skip() {
+    let all_but_last: Vec<usize> = (0..TORN_N - 1).collect();
+    let b = damage_and_recover(Damage::FlipLast, &all_but_last, true).await;
+    assert!(b.logs().contains("DAMAGED"), "{}", b.logs());
+}
+
+#[tokio::test]
+async fn a_corrupt_record_mid_journal_is_refused_then_skipped_loudly_with_skip() {
     let bad = TORN_N / 2;
     let others: Vec<usize> = (0..TORN_N).filter(|&i| i != bad).collect();
-    let b = damage_and_recover(Damage::FlipEarlier(bad), &others).await;
+    let b = damage_and_recover(Damage::FlipEarlier(bad), &others, true).await;
     let logs = b.logs();
     assert!(
-        logs.contains("CORRUPT"),
+        logs.contains("CORRUPT") && logs.contains("DAMAGED"),
         "corruption not reported loudly:\n{logs}"
     );
+}
+
+/// How confirmed data goes missing.
+#[derive(Debug, Clone, Copy)]
+enum Gap {
+    /// A segment in the middle of the journal is deleted.
+    DeleteMiddle,
+    /// The newest segment is cut at the start of its middle message.
+    CutNewest,
+    /// A segment in the middle is cut inside one of its records.
+    CutMiddleInsideRecord,
+}
+
+const GAP_N: usize = 300;
+const GAP_CONFIG: &str = "[journal]\nsegment-bytes = 65536\n";
+
+fn gap_body(i: usize) -> String {
+    format!("message {i} {}", "y".repeat(1000))
+}
+
+/// The numbers of the messages whose bodies (`message <i> ...`) are in
+/// `bytes`, in order.
+fn message_numbers(bytes: &[u8]) -> Vec<usize> {
+    let needle = b"message ";
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(p) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+        let start = at + p + needle.len();
+        let digits = bytes[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits > 0
+            && let Ok(n) = std::str::from_utf8(&bytes[start..start + digits])
+                .unwrap()
+                .parse()
+        {
+            out.push(n);
+        }
+        at = start;
+    }
+    out
+}
+
+/// Sends `GAP_N` receipted messages over several segments, kills the
+/// broker, takes confirmed data away as `gap` says, and checks that the
+/// restart is refused with a message naming the file and the number of
+/// messages lost; that `on-corruption = "skip"` serves exactly the rest and
+/// shows the loss in the metrics; and that the loss, once accepted, is not
+/// reported again.
+async fn lose_and_recover(gap: Gap) {
+    let mut b = BrokerProcess::start(GAP_CONFIG).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    for i in 0..GAP_N {
+        p.send_msg(
+            "/queue/gap",
+            &gap_body(i),
+            &[("persistent", "true"), ("i", &i.to_string())],
+        )
+        .await;
+    }
+    b.kill();
+    let segs = segments(&b.data_dir());
+    assert!(segs.len() >= 4, "too few segments: {segs:?}");
+    let (file, lost) = match gap {
+        Gap::DeleteMiddle => {
+            let seg = segs[segs.len() / 2].clone();
+            let lost = message_numbers(&std::fs::read(&seg).unwrap());
+            std::fs::remove_file(&seg).unwrap();
+            (seg, lost)
+        }
+        Gap::CutNewest | Gap::CutMiddleInsideRecord => {
+            let seg = match gap {
+                Gap::CutNewest => segs.last().unwrap().clone(),
+                _ => segs[1].clone(),
+            };
+            let buf = std::fs::read(&seg).unwrap();
+            let adds: Vec<(usize, usize)> = record_spans(&buf)
+                .into_iter()
+                .filter(|(at, _)| buf[at + 8] == 9)
+                .collect();
+            assert!(
+                adds.len() >= 4,
+                "{} holds {} messages",
+                seg.display(),
+                adds.len()
+            );
+            let (at, len) = adds[adds.len() / 2];
+            let cut = match gap {
+                Gap::CutNewest => at,
+                _ => at + len / 2,
+            };
+            let lost = message_numbers(&buf[at..]);
+            let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+            f.set_len(cut as u64).unwrap();
+            f.sync_all().unwrap();
+            (seg, lost)
+        }
+    };
+    assert!(!lost.is_empty());
+    let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+
+    let logs = restart_refused(&mut b).await;
+    let count = format!("{} messages", lost.len());
+    assert!(
+        logs.contains(&name) && logs.contains(&count) && logs.contains("on-corruption"),
+        "{gap:?}: the refusal does not name {name}, {count} and what to do:\n{logs}"
+    );
+
+    set_config(&b, &format!("{GAP_CONFIG}on-corruption = \"skip\"\n"));
+    b.restart().await;
+    let (status, _) = b.http_get("/readyz").await;
+    assert_eq!(status, 200);
+    assert!(
+        metric(&b, "halyard_store_corruption_total").await >= Some(1),
+        "{gap:?}: no corruption in the metrics"
+    );
+    assert_eq!(
+        metric(&b, "halyard_store_lost_messages").await,
+        Some(lost.len() as u64),
+        "{gap:?}"
+    );
+    let rest: Vec<usize> = (0..GAP_N).filter(|i| !lost.contains(i)).collect();
+    receive_numbered(&b, "gap", &rest, gap_body, &format!("{gap:?}")).await;
+    assert!(b.logs().contains("DAMAGED"), "{}", b.logs());
+
+    // Accepted once, the loss is not reported again.
+    set_config(&b, GAP_CONFIG);
+    b.kill();
+    b.restart().await;
+    assert_eq!(metric(&b, "halyard_store_lost_messages").await, Some(0));
+}
+
+#[tokio::test]
+async fn a_deleted_middle_segment_is_reported_with_its_messages_and_refused() {
+    lose_and_recover(Gap::DeleteMiddle).await;
+}
+
+#[tokio::test]
+async fn a_truncated_newest_segment_is_reported_with_its_messages_and_refused() {
+    lose_and_recover(Gap::CutNewest).await;
+}
+
+#[tokio::test]
+async fn a_middle_segment_cut_inside_a_record_reports_every_message_after_the_cut() {
+    lose_and_recover(Gap::CutMiddleInsideRecord).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -909,6 +1148,192 @@ async fn a_full_store_in_wait_mode_holds_the_receipt_until_consumers_drain() {
     assert_eq!(r.headers.get("receipt-id"), Some("held"));
     consume_exactly(&mut c, &sent[sent.len() - 1..]).await;
     c.expect_silence(Duration::from_millis(200)).await;
+}
+
+// ---------------------------------------------------------------------------
+// 4b. A full disk
+// ---------------------------------------------------------------------------
+
+/// A tmpfs mounted for the life of the value (unmounted when dropped).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `50m`) at `at`. Needs root (or the
+    /// capability to mount); without it the test fails with a message,
+    /// unless `HALYARD_TEST_NO_MOUNT=1` says to skip it (`None`).
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Process::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(at.to_owned())),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("HALYARD_TEST_NO_MOUNT").is_ok_and(|v| v == "1") {
+                    println!("skipped: cannot mount a tmpfs ({why}) and HALYARD_TEST_NO_MOUNT=1");
+                    return None;
+                }
+                panic!(
+                    "this test needs a small file system: cannot mount a {size} tmpfs at {} ({}). \
+                     Run it as root (or with CAP_SYS_ADMIN), or set HALYARD_TEST_NO_MOUNT=1 to skip it.",
+                    at.display(),
+                    why.trim()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg(&self.0).status();
+        if self.0.exists() && std::fs::read_dir(&self.0).is_ok_and(|mut d| d.next().is_some()) {
+            // Still busy: detach it, it goes when the last file closes.
+            let _ = Process::new("umount").arg("-l").arg(&self.0).status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+}
+
+/// A broker whose data directory is a 50 MB tmpfs (default journal
+/// settings: 32 MiB segments), and the mount, dropped after the broker.
+async fn broker_on_a_small_disk() -> Option<(BrokerProcess, Tmpfs)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Tmpfs::mount(&dir.path().join("data"), "50m")?;
+    let b = BrokerProcess::start_in(dir, "").await;
+    Some((b, mount))
+}
+
+fn disk_body(i: usize) -> String {
+    format!("{i:06}{}", "d".repeat(16_000))
+}
+
+/// Sends receipted persistent messages (numbered from `from`) until one is
+/// refused; returns the bodies receipted and the ERROR's message.
+async fn fill_until_refused(b: &BrokerProcess, from: usize) -> (Vec<String>, String) {
+    let mut p = Peer::connect(b.stomp, &[]).await.unwrap();
+    let mut receipted = Vec::new();
+    loop {
+        let i = from + receipted.len();
+        assert!(i < from + 10_000, "the disk never filled up");
+        let text = disk_body(i);
+        let rid = format!("r{i}");
+        assert!(
+            p.send(persistent_send("/queue/disk", &text).header("receipt", rid.clone()))
+                .await
+        );
+        match p.next(WAIT).await {
+            Got::Frame(f) if f.command == Command::Receipt => {
+                assert_eq!(f.headers.get("receipt-id"), Some(rid.as_str()));
+                receipted.push(text);
+            }
+            Got::Frame(f) if f.command == Command::Error => {
+                let msg = f.headers.get("message").unwrap_or_default().to_owned();
+                return (receipted, msg);
+            }
+            other => panic!("expected RECEIPT or ERROR, got {other:?}:\n{}", b.logs()),
+        }
+    }
+}
+
+/// Waits until a persistent SEND is receipted again.
+async fn sends_succeed_again(b: &BrokerProcess, body: &str) {
+    let addr = b.stomp;
+    let mut last;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut p = Peer::connect(addr, &[]).await.unwrap();
+        p.send(persistent_send("/queue/disk", body).header("receipt", "again"))
+            .await;
+        match p.next(WAIT).await {
+            Got::Frame(f) if f.command == Command::Receipt => return,
+            Got::Frame(f) if f.command == Command::Error => {
+                last = f.headers.get("message").unwrap_or_default().to_owned();
+            }
+            other => panic!("expected RECEIPT or ERROR, got {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sends still fail after the store was drained: {last}\n{}",
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fills a 50 MB disk, checks the refusal, drains everything.
+async fn fill_and_drain(b: &BrokerProcess, from: usize) -> usize {
+    let (receipted, error) = fill_until_refused(b, from).await;
+    println!("disk full after {} messages: {error}", receipted.len());
+    assert!(
+        error.contains("space"),
+        "the ERROR does not say the disk is full: {error}"
+    );
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    consume_exactly(&mut c, &receipted).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+    c.disconnect().await;
+    receipted.len()
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_sends_and_accepts_them_again_once_drained() {
+    let Some((b, _mount)) = broker_on_a_small_disk().await else {
+        return;
+    };
+    let n = fill_and_drain(&b, 0).await;
+    // More than the first 32 MiB segment: the journal had to start another.
+    assert!(n * 16_000 > 33 << 20, "full after only {n} messages");
+    sends_succeed_again(&b, "again").await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "again");
+    c.ack(&m).await;
+    c.disconnect().await;
+    // And it fills and drains again.
+    fill_and_drain(&b, n).await;
+    sends_succeed_again(&b, "again").await;
+}
+
+#[tokio::test]
+async fn a_broker_restarted_on_a_full_disk_starts_and_drains() {
+    let Some((mut b, _mount)) = broker_on_a_small_disk().await else {
+        return;
+    };
+    let (receipted, error) = fill_until_refused(&b, 0).await;
+    assert!(error.contains("space"), "{error}");
+    b.kill();
+    b.restart().await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    consume_exactly(&mut c, &receipted).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+    c.disconnect().await;
+    sends_succeed_again(&b, "again").await;
+    // Full again, and restarted again while full.
+    let (more, _) = fill_until_refused(&b, receipted.len()).await;
+    b.kill();
+    b.restart().await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/disk", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    assert_eq!(body(&m), "again");
+    c.ack(&m).await;
+    consume_exactly(&mut c, &more).await;
 }
 
 // ---------------------------------------------------------------------------

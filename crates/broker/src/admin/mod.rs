@@ -299,6 +299,36 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
                 "Writes sent again after the database connection broke (postgres store).",
                 store.retries.load(relaxed),
             ),
+            (
+                "store_no_space_total",
+                "counter",
+                "Writes of new messages refused because the store's disk was short of space.",
+                store.no_space.load(relaxed),
+            ),
+            (
+                "store_corruption_total",
+                "counter",
+                "Missing or damaged pieces of confirmed journal data found by recovery (started with on-corruption = skip).",
+                store.corruption.load(relaxed),
+            ),
+            (
+                "store_lost_records",
+                "gauge",
+                "Confirmed records the last recovery found missing or damaged (as far as known).",
+                store.lost_records.load(relaxed),
+            ),
+            (
+                "store_lost_messages",
+                "gauge",
+                "Confirmed messages the last recovery found missing or damaged (as far as known).",
+                store.lost_messages.load(relaxed),
+            ),
+            (
+                "store_lost_bytes",
+                "gauge",
+                "Bytes of confirmed records the last recovery found missing or damaged.",
+                store.lost_bytes.load(relaxed),
+            ),
         ];
         if let Some(lease) = m.lease_stats() {
             counters.extend([

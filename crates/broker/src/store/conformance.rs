@@ -32,6 +32,7 @@ impl Harness for Journal {
             segment_bytes: 64 * 1024,
             sync: SyncMode::Always,
             compact_below: 0.5,
+            ..JournalConfig::default()
         };
         let mut j =
             JournalStore::new(self.0.path(), cfg, Arc::default(), 1).duplicate_window(window);

@@ -131,6 +131,11 @@ pub enum StoreError {
     /// nothing was written, and later writes may succeed.
     #[error("the message store cannot write now: {0}")]
     Unavailable(Arc<str>),
+    /// Recovery found records that had been confirmed missing or damaged,
+    /// and was told to refuse (the journal's `on-corruption`): what is
+    /// lost, and what to do.
+    #[error("the message store is damaged: {0}")]
+    Corrupt(Arc<str>),
     /// A stored message could not be read back.
     #[error("cannot read stored message {seq}: {reason}")]
     Read {
@@ -347,9 +352,62 @@ pub struct Usage {
     pub lazy_batches: AtomicU64,
     /// Writes sent again after the connection to a database store broke.
     pub retries: AtomicU64,
+    /// Writes of new messages refused because the store's disk was short
+    /// of space.
+    pub no_space: AtomicU64,
+    /// Until when (ms since the Unix epoch) new persistent messages are
+    /// refused at admission because the disk is short of space; 0 if it is
+    /// not.
+    short_until_ms: AtomicU64,
+    /// What the last recovery found missing or damaged of what had been
+    /// confirmed: places (segments or stretches of one), and the records,
+    /// messages and bytes lost as far as known.
+    pub corruption: AtomicU64,
+    /// Records lost (as far as known), by the last recovery's count.
+    pub lost_records: AtomicU64,
+    /// Messages lost (as far as known), by the last recovery's count.
+    pub lost_messages: AtomicU64,
+    /// Bytes of records lost, by the last recovery's count.
+    pub lost_bytes: AtomicU64,
 }
 
 impl Usage {
+    /// The disk is short of space: new persistent messages are refused at
+    /// admission (or wait) for `for_ms`, after which a write tries again,
+    /// unless [`Usage::space_freed`] comes first. Acknowledgements are not
+    /// held back: they are what frees space.
+    pub fn short_of_space(&self, for_ms: u64) {
+        self.short_until_ms
+            .store(crate::core::now_ms() + for_ms, Ordering::Relaxed);
+    }
+
+    /// The disk has room again.
+    pub fn space_freed(&self) {
+        if self.short_until_ms.swap(0, Ordering::Relaxed) != 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Whether new messages are being refused for want of disk space.
+    pub fn is_short_of_space(&self) -> bool {
+        self.short_wait().is_some()
+    }
+
+    /// How long new messages are still refused for want of disk space.
+    fn short_wait(&self) -> Option<std::time::Duration> {
+        let until = self.short_until_ms.load(Ordering::Relaxed);
+        let now = crate::core::now_ms();
+        (until > now).then(|| std::time::Duration::from_millis(until - now))
+    }
+
+    /// Records what recovery found lost.
+    pub fn record_losses(&self, places: u64, records: u64, messages: u64, bytes: u64) {
+        self.corruption.fetch_add(places, Ordering::Relaxed);
+        self.lost_records.store(records, Ordering::Relaxed);
+        self.lost_messages.store(messages, Ordering::Relaxed);
+        self.lost_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// Sets the bytes in use (and wakes waiters if it went down).
     pub fn set(&self, bytes: u64) {
         let before = self.used.swap(bytes, Ordering::Relaxed);
@@ -582,19 +640,35 @@ impl Store {
             .map_err(|_| StoreError::Closed)
     }
 
-    /// Admits new persistent data under `store.max-bytes`: fails at once, or
-    /// waits for space, as configured.
+    /// Admits new persistent data under `store.max-bytes`, and while the
+    /// store's disk has room: fails at once, or waits for space, as
+    /// configured.
     pub async fn admit(&self) -> Result<(), StoreError> {
         loop {
             // Register for the wake-up before checking, so a release between
             // the check and the wait is not missed.
             let freed = self.usage.freed.notified();
-            if self.usage.get() < self.limit {
+            let short = self.usage.short_wait();
+            let full = self.usage.get() >= self.limit;
+            if !full && short.is_none() {
                 return Ok(());
             }
-            match self.when_full {
-                WhenFull::Fail => return Err(StoreError::Full { limit: self.limit }),
-                WhenFull::Wait => freed.await,
+            match (self.when_full, short) {
+                (WhenFull::Fail, _) if full => {
+                    return Err(StoreError::Full { limit: self.limit });
+                }
+                (WhenFull::Fail, _) => {
+                    return Err(StoreError::Unavailable(
+                        "no space left on the store's disk; new persistent messages are accepted again once consumers free space".into(),
+                    ));
+                }
+                (WhenFull::Wait, Some(d)) if !full => {
+                    tokio::select! {
+                        () = freed => {}
+                        () = tokio::time::sleep(d) => {}
+                    }
+                }
+                (WhenFull::Wait, _) => freed.await,
             }
         }
     }
@@ -687,6 +761,12 @@ impl Failure {
     }
 }
 
+/// Whether a batch stores new data (rather than only freeing or
+/// annotating what is stored).
+fn adds_data(batch: &Batch) -> bool {
+    batch.iter().any(|r| matches!(r, Record::Add { .. }))
+}
+
 async fn writer<B: StoreBackend>(
     mut backend: B,
     mut rx: mpsc::Receiver<Request>,
@@ -771,17 +851,44 @@ async fn writer<B: StoreBackend>(
             } else {
                 backend.write(&batches, sync).await
             };
+            // Refused for want of space (a full disk): the batches without
+            // new messages (acknowledgements) go in on their own, or nothing
+            // could ever free space.
+            let mut freeing: Option<(Vec<bool>, Result<(), StoreError>)> = None;
+            if let Err(StoreError::Unavailable(_)) = &result {
+                let adds: Vec<bool> = batches.iter().map(adds_data).collect();
+                if adds.iter().any(|a| !a) && adds.iter().any(|a| *a) {
+                    let rest: Vec<Batch> = batches
+                        .iter()
+                        .zip(&adds)
+                        .filter(|(_, a)| !**a)
+                        .map(|(b, _)| b.clone())
+                        .collect();
+                    let retried = backend.write(&rest, sync).await;
+                    freeing = Some((adds, retried));
+                }
+            }
             if let Err(e) = &result {
                 tracing::error!(error = %e, batches = batches.len(), "store write failed");
                 dups.roll_back(added);
-                if matches!(e, StoreError::Failed(_) | StoreError::Fenced(_)) {
+            }
+            for e in [Some(&result), freeing.as_ref().map(|(_, r)| r)]
+                .into_iter()
+                .flatten()
+            {
+                if let Err(e @ (StoreError::Failed(_) | StoreError::Fenced(_))) = e {
+                    tracing::error!(error = %e, "the store failed");
                     failed.fail(e);
                 }
             }
-            for (w, found) in waiters.drain(..).zip(found) {
+            for (i, (w, found)) in waiters.drain(..).zip(found).enumerate() {
                 // A submitter that went away no longer needs the answer.
                 if let Some(w) = w {
-                    let _ = w.send(result.clone().map(|()| found));
+                    let r = match &freeing {
+                        Some((adds, retried)) if !adds[i] => retried,
+                        _ => &result,
+                    };
+                    let _ = w.send(r.clone().map(|()| found));
                 }
             }
             batches.clear();
@@ -929,6 +1036,92 @@ mod tests {
             .collect();
         assert_eq!(seqs, vec![(1, 0), (7, 2)]);
         assert_eq!(r.max_seq, 7);
+    }
+
+    /// Refuses every group with new messages, as a journal on a full disk
+    /// does; records what it wrote.
+    struct FullDisk {
+        written: Arc<std::sync::Mutex<Vec<Vec<Batch>>>>,
+    }
+
+    impl StoreBackend for FullDisk {
+        async fn recover(&mut self) -> Result<Recovered, StoreError> {
+            Ok(Recovered::default())
+        }
+        async fn write(&mut self, batches: &[Batch], _sync: bool) -> Result<(), StoreError> {
+            // The first write holds the writer up, so the next ones group.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if batches.iter().any(adds_data) {
+                return Err(StoreError::Unavailable("no space".into()));
+            }
+            self.written.lock().unwrap().push(batches.to_vec());
+            Ok(())
+        }
+        fn reader(&self) -> Arc<dyn MessageReader> {
+            MemoryStore::new().reader()
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_go_in_when_new_messages_are_refused_for_space() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (store, _) = spawn(
+            FullDisk {
+                written: written.clone(),
+            },
+            u64::MAX,
+            WhenFull::Fail,
+        );
+        let first = store.submit(vec![Record::Remove { seq: 1 }]).await.unwrap();
+        let add = store
+            .submit(vec![Record::Add {
+                key: StoreKey::Queue("q".into()),
+                message: msg(2),
+                dedup: None,
+            }])
+            .await
+            .unwrap();
+        let ack = store.submit(vec![Record::Remove { seq: 3 }]).await.unwrap();
+        first.await.unwrap();
+        assert!(matches!(add.await, Err(StoreError::Unavailable(_))));
+        ack.await.unwrap();
+        let written = written.lock().unwrap().clone();
+        let removed: Vec<u64> = written
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|r| match r {
+                Record::Remove { seq } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn admission_refuses_or_holds_new_messages_while_the_disk_is_short() {
+        let (store, usage) = spawn(MemoryStore::new(), u64::MAX, WhenFull::Fail);
+        usage.short_of_space(60_000);
+        let e = store.admit().await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Unavailable(m) if m.contains("space")),
+            "{e}"
+        );
+        usage.space_freed();
+        store.admit().await.unwrap();
+        // The refusal lapses by itself (a write then tries again).
+        usage.short_of_space(30);
+        assert!(store.admit().await.is_err());
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        store.admit().await.unwrap();
+
+        let (store, usage) = spawn(MemoryStore::new(), u64::MAX, WhenFull::Wait);
+        usage.short_of_space(60_000);
+        let waiting = tokio::spawn(async move { store.admit().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        usage.space_freed();
+        waiting.await.unwrap().unwrap();
     }
 
     #[tokio::test]

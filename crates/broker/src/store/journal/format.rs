@@ -1,6 +1,6 @@
 //! The on-disk format of journal segments (documented in docs/STORAGE.md).
 //!
-//! A segment is a 64-byte header followed by records:
+//! A segment is a header (128 bytes; 64 in format 1) followed by records:
 //!
 //! ```text
 //! record  = len:u32le crc:u32le payload[len]      crc = crc32c(len:u32le ++ payload)
@@ -19,10 +19,19 @@ use crate::store::{Record, StoreKey};
 
 /// First bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"HLYDJRNL";
-/// Format version written by this code; recovery refuses newer ones.
-pub(crate) const VERSION: u16 = 1;
-/// Size of the segment header.
-pub(crate) const HEADER_LEN: usize = 64;
+/// Format version written by this code; recovery refuses newer ones and
+/// reads version 1 (no progress stamp) too.
+pub(crate) const VERSION: u16 = 2;
+/// The part of the header every version has, checksummed once when the
+/// segment is created; version 1 headers are only this.
+pub(crate) const FIXED_LEN: usize = 64;
+/// Size of the header this version writes: the fixed part, then the
+/// progress [`Stamp`], rewritten as the segment fills.
+pub(crate) const HEADER_LEN: usize = FIXED_LEN + STAMP_LEN;
+/// Where the progress stamp is in a version 2 header.
+pub(crate) const STAMP_AT: usize = FIXED_LEN;
+/// Size of the progress stamp.
+pub(crate) const STAMP_LEN: usize = 64;
 /// Bytes before a record's payload: length and checksum.
 pub(crate) const FRAME_LEN: usize = 8;
 /// Largest payload accepted on reading. Bodies are limited to far less by
@@ -43,6 +52,12 @@ const T_ADD_DEDUP: u8 = 9;
 /// Duplicate-detection ids carried forward from a segment about to be
 /// deleted, so the memory of recent ids outlives the Adds that brought them.
 const T_DUP_IDS: u8 = 10;
+/// The first record of every segment since format 2: what every other
+/// segment held when this one was created (a [`T_SEAL`] with counts).
+const T_MANIFEST: u8 = 11;
+/// Segments about to be deleted on purpose, so recovery does not count
+/// them as lost.
+const T_DROPPED: u8 = 12;
 
 const KEY_QUEUE: u8 = 1;
 const KEY_DURABLE: u8 = 2;
@@ -56,6 +71,10 @@ pub(crate) enum FormatError {
     Version(u16),
     #[error("segment header checksum mismatch")]
     HeaderChecksum,
+    #[error("segment header length {0} does not fit format version {1}")]
+    HeaderLength(u32, u16),
+    #[error("progress stamp checksum mismatch")]
+    StampChecksum,
     #[error("record checksum mismatch")]
     Checksum,
     #[error("record length {0} out of range")]
@@ -66,7 +85,7 @@ pub(crate) enum FormatError {
     Malformed(&'static str),
 }
 
-/// The header of one segment file.
+/// The fixed part of a segment file's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentHeader {
     pub(crate) id: u64,
@@ -76,15 +95,46 @@ pub(crate) struct SegmentHeader {
     /// this, so sequence numbers never repeat even after old segments go.
     pub(crate) seq_floor: u64,
     pub(crate) created_ms: u64,
+    /// The format version the segment was written in ([`VERSION`] for new
+    /// ones). Only version 2 has a progress stamp.
+    pub(crate) version: u16,
 }
 
 impl SegmentHeader {
-    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
+    /// A header for a new segment, in this version's format.
+    pub(crate) fn new(id: u64, epoch: u64, seq_floor: u64, created_ms: u64) -> SegmentHeader {
+        SegmentHeader {
+            id,
+            epoch,
+            seq_floor,
+            created_ms,
+            version: VERSION,
+        }
+    }
+
+    /// Where the records start: after the header, whose length depends on
+    /// the version.
+    pub(crate) fn data_start(&self) -> usize {
+        if self.version >= 2 {
+            HEADER_LEN
+        } else {
+            FIXED_LEN
+        }
+    }
+
+    /// Whether the header has a progress stamp.
+    pub(crate) fn has_stamp(&self) -> bool {
+        self.version >= 2
+    }
+
+    /// The fixed part. Its checksum (bytes 60..64) covers bytes 0..60 in
+    /// every version, so the stamp after it can change without touching it.
+    pub(crate) fn encode(&self) -> [u8; FIXED_LEN] {
+        let mut h = [0u8; FIXED_LEN];
         h[0..8].copy_from_slice(&MAGIC);
-        h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        h[8..10].copy_from_slice(&self.version.to_le_bytes());
         // 10..12 flags, 12..16 header length
-        h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&(self.data_start() as u32).to_le_bytes());
         h[16..24].copy_from_slice(&self.id.to_le_bytes());
         h[24..32].copy_from_slice(&self.epoch.to_le_bytes());
         h[32..40].copy_from_slice(&self.seq_floor.to_le_bytes());
@@ -94,8 +144,9 @@ impl SegmentHeader {
         h
     }
 
+    /// Reads the fixed part (the first [`FIXED_LEN`] bytes of `h`).
     pub(crate) fn decode(h: &[u8]) -> Result<SegmentHeader, FormatError> {
-        if h.len() < HEADER_LEN || h[0..8] != MAGIC {
+        if h.len() < FIXED_LEN || h[0..8] != MAGIC {
             return Err(FormatError::BadMagic);
         }
         if crc32c::crc32c(&h[..60]) != u32_at(h, 60) {
@@ -105,13 +156,101 @@ impl SegmentHeader {
         if version > VERSION {
             return Err(FormatError::Version(version));
         }
-        Ok(SegmentHeader {
+        let header = SegmentHeader {
             id: u64_at(h, 16),
             epoch: u64_at(h, 24),
             seq_floor: u64_at(h, 32),
             created_ms: u64_at(h, 40),
+            version,
+        };
+        let len = u32_at(h, 12);
+        if len as usize != header.data_start() {
+            return Err(FormatError::HeaderLength(len, version));
+        }
+        Ok(header)
+    }
+}
+
+/// The progress stamp in a version 2 header: how far the segment's data
+/// was confirmed. The writer rewrites it after each successful sync, without
+/// a sync of its own, so it reaches the disk with the next one: it never
+/// claims more than is durable, and lags at most one sync behind what was
+/// confirmed. Recovery compares it with what it finds: records missing
+/// before the stamped end were confirmed and are lost; a torn record after
+/// it is the normal trace of a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// End of the confirmed records.
+    pub(crate) end: u64,
+    /// Records before `end` (every record, batch markers included).
+    pub(crate) records: u64,
+    /// Add records (messages) among them.
+    pub(crate) adds: u64,
+    /// The segment was closed and a newer one created: were it the newest
+    /// segment found, its successor went missing.
+    pub(crate) rolled: bool,
+}
+
+impl Stamp {
+    pub(crate) fn encode(&self) -> [u8; STAMP_LEN] {
+        let mut b = [0u8; STAMP_LEN];
+        b[0..8].copy_from_slice(&self.end.to_le_bytes());
+        b[8..16].copy_from_slice(&self.records.to_le_bytes());
+        b[16..24].copy_from_slice(&self.adds.to_le_bytes());
+        b[24] = u8::from(self.rolled);
+        // 25..60 reserved (0)
+        let crc = crc32c::crc32c(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Reads a stamp (the [`STAMP_LEN`] bytes at [`STAMP_AT`]).
+    pub(crate) fn decode(b: &[u8]) -> Result<Stamp, FormatError> {
+        if b.len() < STAMP_LEN || crc32c::crc32c(&b[..60]) != u32_at(b, 60) {
+            return Err(FormatError::StampChecksum);
+        }
+        Ok(Stamp {
+            end: u64_at(b, 0),
+            records: u64_at(b, 8),
+            adds: u64_at(b, 16),
+            rolled: b[24] & 1 != 0,
         })
     }
+}
+
+/// One segment as a manifest lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) id: u64,
+    /// End of its records.
+    pub(crate) end: u64,
+    /// How many records it holds (batch markers included).
+    pub(crate) records: u64,
+    /// How many of them are Adds (messages).
+    pub(crate) adds: u64,
+}
+
+/// Counts the records and the Adds among them in framed bytes the writer
+/// just made, without checking checksums (they are fresh).
+pub(crate) fn tally(buf: &[u8]) -> (u64, u64) {
+    let (mut records, mut adds, mut at) = (0, 0, 0);
+    while at + FRAME_LEN < buf.len() {
+        let len = u32_at(buf, at) as usize;
+        if len == 0 {
+            break;
+        }
+        records += 1;
+        if matches!(buf[at + FRAME_LEN], T_ADD | T_ADD_DEDUP) {
+            adds += 1;
+        }
+        at += FRAME_LEN + len;
+    }
+    (records, adds)
+}
+
+/// Whether a decoded record is an Add.
+pub(crate) fn is_add(e: &Entry) -> bool {
+    matches!(e, Entry::Add(_))
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
@@ -269,9 +408,12 @@ impl Writer {
         }
     }
 
-    /// A seal: the first record of a new master's first segment, giving
-    /// the end of every older segment as it found them. Anything a stale
-    /// master appends to them afterwards is ignored by recovery.
+    /// A seal (format 1): the first record of a new master's first
+    /// segment, giving the end of every older segment as it found them.
+    /// Anything a stale master appends to them afterwards is ignored by
+    /// recovery. Now written as a sealed [`Writer::manifest`]; kept for
+    /// tests of journals written before.
+    #[cfg(test)]
     pub(crate) fn seal(&mut self, segments: &[(u64, u64)]) {
         self.frame(5 + 16 * segments.len(), |b| {
             b.push(T_SEAL);
@@ -279,6 +421,34 @@ impl Writer {
             for (id, end) in segments {
                 b.extend_from_slice(&id.to_le_bytes());
                 b.extend_from_slice(&end.to_le_bytes());
+            }
+        });
+    }
+
+    /// A manifest: the first record of a new segment, listing every other
+    /// segment with its end and counts. `sealed` marks a new master's first
+    /// segment: its ends also limit what older masters may have written
+    /// (see [`Writer::seal`]).
+    pub(crate) fn manifest(&mut self, sealed: bool, segments: &[Listed]) {
+        self.frame(6 + 32 * segments.len(), |b| {
+            b.push(T_MANIFEST);
+            b.push(u8::from(sealed));
+            b.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+            for s in segments {
+                for v in [s.id, s.end, s.records, s.adds] {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        });
+    }
+
+    /// Segments about to be deleted on purpose.
+    pub(crate) fn dropped(&mut self, segments: &[u64]) {
+        self.frame(5 + 8 * segments.len(), |b| {
+            b.push(T_DROPPED);
+            b.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+            for s in segments {
+                b.extend_from_slice(&s.to_le_bytes());
             }
         });
     }
@@ -470,6 +640,13 @@ pub(crate) enum Entry {
     Seal {
         segments: Vec<(u64, u64)>,
     },
+    Manifest {
+        sealed: bool,
+        segments: Vec<Listed>,
+    },
+    Dropped {
+        segments: Vec<u64>,
+    },
     DupIds {
         key: StoreKey,
         ids: Vec<std::sync::Arc<str>>,
@@ -561,6 +738,28 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
                 segments.push((c.u64()?, c.u64()?));
             }
             Entry::Seal { segments }
+        }
+        T_MANIFEST => {
+            let sealed = c.u8()? != 0;
+            let n = c.u32()? as usize;
+            let mut segments = Vec::with_capacity(n.min(65_536));
+            for _ in 0..n {
+                segments.push(Listed {
+                    id: c.u64()?,
+                    end: c.u64()?,
+                    records: c.u64()?,
+                    adds: c.u64()?,
+                });
+            }
+            Entry::Manifest { sealed, segments }
+        }
+        T_DROPPED => {
+            let n = c.u32()? as usize;
+            let mut segments = Vec::with_capacity(n.min(65_536));
+            for _ in 0..n {
+                segments.push(c.u64()?);
+            }
+            Entry::Dropped { segments }
         }
         T_DUP_IDS => {
             let key = get_key(&mut c)?;
@@ -654,20 +853,81 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_damage() {
-        let h = SegmentHeader {
-            id: 7,
-            epoch: 3,
-            seq_floor: 99,
-            created_ms: 5,
-        };
+        let h = SegmentHeader::new(7, 3, 99, 5);
         let mut bytes = h.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
+        assert_eq!((h.data_start(), h.has_stamp()), (HEADER_LEN, true));
         bytes[20] ^= 1;
         assert_eq!(
             SegmentHeader::decode(&bytes),
             Err(FormatError::HeaderChecksum)
         );
         assert_eq!(SegmentHeader::decode(b"nope"), Err(FormatError::BadMagic));
+    }
+
+    #[test]
+    fn version_1_headers_are_still_read_and_have_no_stamp() {
+        let v1 = SegmentHeader {
+            version: 1,
+            ..SegmentHeader::new(4, 1, 10, 2)
+        };
+        let bytes = v1.encode();
+        assert_eq!(u32_at(&bytes, 12), 64);
+        let back = SegmentHeader::decode(&bytes).unwrap();
+        assert_eq!(back, v1);
+        assert_eq!((back.data_start(), back.has_stamp()), (FIXED_LEN, false));
+        // A header length that does not fit the version is damage.
+        let mut bad = bytes;
+        bad[12] = 128;
+        let crc = crc32c::crc32c(&bad[..60]);
+        bad[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            SegmentHeader::decode(&bad),
+            Err(FormatError::HeaderLength(128, 1))
+        );
+        let mut newer = SegmentHeader::new(1, 1, 1, 1).encode();
+        newer[8] = 3;
+        let crc = crc32c::crc32c(&newer[..60]);
+        newer[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&newer), Err(FormatError::Version(3)));
+    }
+
+    #[test]
+    fn the_stamp_round_trips_and_damage_to_it_is_detected() {
+        let st = Stamp {
+            end: 4096,
+            records: 12,
+            adds: 10,
+            rolled: true,
+        };
+        let bytes = st.encode();
+        assert_eq!(Stamp::decode(&bytes), Ok(st));
+        for i in 0..STAMP_LEN {
+            let mut bad = bytes;
+            bad[i] ^= 0x20;
+            assert_eq!(Stamp::decode(&bad), Err(FormatError::StampChecksum), "{i}");
+        }
+        assert_eq!(
+            Stamp::decode(&[0u8; STAMP_LEN]),
+            Err(FormatError::StampChecksum)
+        );
+    }
+
+    #[test]
+    fn tally_counts_records_and_adds() {
+        let mut w = Writer::default();
+        w.manifest(false, &[]);
+        w.batch(&[
+            Record::Add {
+                key: StoreKey::Queue("q".into()),
+                message: Arc::new(message(1)),
+                dedup: None,
+            },
+            Record::Remove { seq: 1 },
+        ]);
+        w.dropped(&[3]);
+        assert_eq!(tally(&w.buf), (5, 1));
+        assert_eq!(tally(&[]), (0, 0));
     }
 
     #[test]
@@ -703,8 +963,29 @@ mod tests {
         w.seal(&[(3, 100), (4, 64)]);
         let q = StoreKey::Queue("q".into());
         w.dup_ids(&q, &["a".into(), "b".into()]);
+        let listed = [Listed {
+            id: 3,
+            end: 100,
+            records: 2,
+            adds: 1,
+        }];
+        w.manifest(true, &listed);
+        w.dropped(&[1, 2]);
         let got = frames(&w.buf);
-        assert_eq!(got.len(), 9);
+        assert_eq!(got.len(), 11);
+        assert_eq!(
+            got[9],
+            Entry::Manifest {
+                sealed: true,
+                segments: listed.to_vec()
+            }
+        );
+        assert_eq!(
+            got[10],
+            Entry::Dropped {
+                segments: vec![1, 2]
+            }
+        );
         assert_eq!(
             got[8],
             Entry::DupIds {

@@ -57,20 +57,44 @@ impl Carriers {
             .insert(id, seg);
     }
 
-    /// The ids carried only by segments in `segs`, per queue.
+    /// Ids that must be written again before the segments in `segs` go:
+    /// for every queue with an id only they carry, all of its recent ids,
+    /// oldest first. All of them, not just those: a DupIds record then
+    /// holds the queue's whole window in age order, and recovery, which
+    /// moves a record's ids behind the others ([`Carriers::carried`]),
+    /// gets the order right however the carrying segments die (carrying
+    /// only the dying segment's ids put old ids behind newer ones carried
+    /// earlier, and the window then forgot the wrong ones).
     pub(crate) fn carried_by(&self, segs: &BTreeSet<u64>) -> Vec<(StoreKey, Vec<Arc<str>>)> {
         let mut out = Vec::new();
         for (key, recent) in &self.queues {
-            let ids: Vec<Arc<str>> = recent
-                .iter()
-                .filter(|(_, seg)| segs.contains(seg))
-                .map(|(id, _)| id.clone())
-                .collect();
-            if !ids.is_empty() {
-                out.push((key.clone(), ids));
+            if recent.iter().any(|(_, seg)| segs.contains(seg)) {
+                out.push((
+                    key.clone(),
+                    recent.iter().map(|(id, _)| id.clone()).collect(),
+                ));
             }
         }
         out
+    }
+
+    /// Ids carried forward in a DupIds record in segment `seg`: they move
+    /// behind the queue's other ids, in the record's order (see
+    /// [`Carriers::carried_by`]).
+    fn carried(&mut self, key: &StoreKey, ids: &[Arc<str>], seg: u64) {
+        let cap = self.cap;
+        let old = self.queues.remove(key).unwrap_or_else(|| Recent::new(cap));
+        let moved: std::collections::HashSet<&Arc<str>> = ids.iter().collect();
+        let mut fresh = Recent::new(cap);
+        for (id, s) in old.iter() {
+            if !moved.contains(id) {
+                fresh.insert(id.clone(), *s);
+            }
+        }
+        for id in ids {
+            fresh.insert(id.clone(), seg);
+        }
+        self.queues.insert(key.clone(), fresh);
     }
 
     /// Every queue's recent ids, oldest first.
@@ -93,10 +117,17 @@ pub(crate) struct Loc {
 /// Per-segment accounting.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SegStats {
+    /// Where its records start (the header's length).
+    pub(crate) start: u64,
     /// Bytes the file occupies on disk.
     pub(crate) file_bytes: u64,
     /// End of the written records.
     pub(crate) end: u64,
+    /// Records written to it (batch markers included), and the Adds among
+    /// them: what the next segment's manifest lists, so recovery can tell
+    /// exactly what went missing.
+    pub(crate) records: u64,
+    pub(crate) adds: u64,
     /// Bytes of live records.
     pub(crate) live_bytes: u64,
     /// Number of live records.
@@ -142,6 +173,9 @@ pub(crate) struct Index {
     pub(crate) max_seq: u64,
     /// Seals by the segment holding them: (segment, end) of older segments.
     pub(crate) seals: HashMap<u64, Vec<(u64, u64)>>,
+    /// Segments recorded as deleted on purpose (kept during recovery only:
+    /// the newest manifest minus these is what should be on disk).
+    pub(crate) dropped: BTreeSet<u64>,
     /// Recent duplicate-detection ids and the segments carrying them.
     pub(crate) dups: Carriers,
 }
@@ -186,11 +220,7 @@ impl Index {
                     self.dups.note(&meta.key, id.clone(), at.seg);
                 }
             }
-            Entry::DupIds { key, ids } => {
-                for id in ids {
-                    self.dups.note(key, id.clone(), at.seg);
-                }
-            }
+            Entry::DupIds { key, ids } => self.dups.carried(key, ids, at.seg),
             Entry::Remove { seq } => {
                 if let Some(old) = self.messages.remove(seq) {
                     self.live(old, -1);
@@ -241,6 +271,20 @@ impl Index {
             }
             Entry::Seal { segments } => {
                 self.seals.insert(at.seg, segments.clone());
+            }
+            // A new master's manifest is also its seal; one written when a
+            // segment fills limits nothing (its segments are this master's
+            // own or were sealed already).
+            Entry::Manifest { sealed, segments } => {
+                if *sealed {
+                    self.seals
+                        .insert(at.seg, segments.iter().map(|s| (s.id, s.end)).collect());
+                }
+            }
+            Entry::Dropped { segments } => {
+                if self.meta.is_some() {
+                    self.dropped.extend(segments.iter().copied());
+                }
             }
             Entry::Batch { .. } => {}
         }
@@ -387,7 +431,11 @@ mod tests {
         let one: BTreeSet<u64> = [1].into();
         let carried = i.dups.carried_by(&one);
         assert_eq!(carried.len(), 1);
-        assert_eq!(carried[0].1, vec![Arc::from("a"), Arc::from("b")]);
+        // The whole window goes, in age order.
+        assert_eq!(
+            carried[0].1,
+            vec![Arc::from("a"), Arc::from("b"), Arc::from("c")]
+        );
         // Carried forward into segment 3: segment 1 no longer holds them.
         i.apply(
             &Entry::DupIds {
@@ -402,6 +450,72 @@ mod tests {
             all[0].1,
             vec![Arc::from("a"), Arc::from("b"), Arc::from("c")]
         );
+    }
+
+    #[test]
+    fn carried_ids_keep_their_age_order_whichever_carrier_dies_first() {
+        let mut i = index(&[1, 2, 3, 4, 5]);
+        let q = StoreKey::Queue("q".into());
+        let id = |n: u64| -> Arc<str> { format!("id-{n}").into() };
+        for n in 1..=4 {
+            i.apply(
+                &Entry::Add(AddMeta {
+                    key: q.clone(),
+                    seq: n,
+                    priority: 4,
+                    persistent: true,
+                    expires: 0,
+                    dedup: Some(id(n)),
+                }),
+                at(if n <= 2 { 1 } else { 2 }, 64 * n as u32),
+            );
+        }
+        // Segment 1 dies: the window is carried into segment 3.
+        let carried = i.dups.carried_by(&[1].into());
+        i.apply(
+            &Entry::DupIds {
+                key: q.clone(),
+                ids: carried[0].1.clone(),
+            },
+            at(3, 64),
+        );
+        // Segment 2 no longer carries anything: segment 3 has them all.
+        assert!(i.dups.carried_by(&[2].into()).is_empty());
+        let carried = i.dups.carried_by(&[3].into());
+        assert_eq!(carried[0].1, (1..=4).map(id).collect::<Vec<_>>());
+        i.apply(
+            &Entry::DupIds {
+                key: q.clone(),
+                ids: carried[0].1.clone(),
+            },
+            at(5, 64),
+        );
+        assert_eq!(i.dups.export()[0].1, (1..=4).map(id).collect::<Vec<_>>());
+        // A recovery reading what is left: an id older than the window
+        // (0, from a segment not yet deleted), segment 4's record, an Add
+        // after it, and segment 5's record.
+        let mut r = Index::default();
+        let add = |n: u64| {
+            Entry::Add(AddMeta {
+                key: q.clone(),
+                seq: n,
+                priority: 4,
+                persistent: true,
+                expires: 0,
+                dedup: Some(id(n)),
+            })
+        };
+        r.apply(&add(0), at(0, 64));
+        let dup_ids = |ns: std::ops::RangeInclusive<u64>| Entry::DupIds {
+            key: q.clone(),
+            ids: ns.map(id).collect(),
+        };
+        r.apply(&add(3), at(2, 64));
+        r.apply(&dup_ids(1..=4), at(4, 64));
+        r.apply(&add(5), at(4, 1000));
+        r.apply(&dup_ids(1..=5), at(5, 64));
+        assert_eq!(r.dups.export()[0].1, (0..=5).map(id).collect::<Vec<_>>());
+        assert_eq!(i.dups.export()[0].1, (1..=4).map(id).collect::<Vec<_>>());
     }
 
     #[test]

@@ -6,20 +6,36 @@
 //! All writing happens on the store's writer thread; the index of live
 //! records is shared (behind a lock held only for lookups and updates, never
 //! across I/O) with readers that load message bodies for deep queues.
+//!
+//! The journal notices what it lost. Every segment opens with a manifest of
+//! the others (their ends and record counts), deletions are recorded before
+//! files go, and the newest segment's header carries a progress stamp (how
+//! far its records were confirmed). Recovery compares all of that with what
+//! is on disk, so a missing or cut segment, or damaged records that held
+//! confirmed data, are reported with what was lost, and by default the
+//! broker refuses to start on them ([`OnCorruption`]).
+//!
+//! A full disk is survived: segments are preallocated as far as the disk
+//! allows, new messages are refused while acknowledgements still have room,
+//! and space comes back as consumers drain.
 
 mod format;
 mod index;
 mod recovery;
 mod segment;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use format::{Entry, FRAME_LEN, Frame, HEADER_LEN, SegmentHeader, Writer};
+use format::{
+    Entry, FIXED_LEN, FRAME_LEN, Frame, HEADER_LEN, Listed, STAMP_AT, STAMP_LEN, SegmentHeader,
+    Stamp, Writer,
+};
 use index::{Index, Loc, SegStats};
+use recovery::{Expect, Loss};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -78,6 +94,22 @@ impl SyncMode {
     }
 }
 
+/// What recovery does when records that were confirmed are missing or
+/// damaged (`journal.on-corruption`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnCorruption {
+    /// Refuse to start, naming the files and what is lost: an operator
+    /// decides (restore from a backup, or start with what is left). The
+    /// default, since starting would make the loss permanent: the next
+    /// segment's manifest accepts what is left.
+    #[default]
+    Refuse,
+    /// Start with what is left, logging loudly what was lost and counting it
+    /// in the metrics.
+    Skip,
+}
+
 /// Journal settings (`[journal]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -89,6 +121,8 @@ pub struct JournalConfig {
     /// An old segment whose live records are less than this fraction of it
     /// is compacted: its live records are copied forward and it is deleted.
     pub compact_below: f64,
+    /// What to do when recovery finds confirmed records missing or damaged.
+    pub on_corruption: OnCorruption,
 }
 
 impl Default for JournalConfig {
@@ -97,6 +131,7 @@ impl Default for JournalConfig {
             segment_bytes: 32 * 1024 * 1024,
             sync: SyncMode::Always,
             compact_below: 0.5,
+            on_corruption: OnCorruption::Refuse,
         }
     }
 }
@@ -137,7 +172,17 @@ pub struct Fence {
 struct Head {
     id: u64,
     file: Arc<File>,
+    /// End of its records.
     len: u64,
+    /// End of its opening records (the manifest): a head holding no more
+    /// than these never rolls over, however large they are.
+    first: u64,
+    /// Bytes reserved for it on disk: appends below this need no
+    /// allocation.
+    allocated: u64,
+    /// Records and Adds in it, for its progress stamp.
+    records: u64,
+    adds: u64,
 }
 
 /// A compaction in progress: the segment being emptied and how far through
@@ -160,6 +205,20 @@ struct Group {
 /// up producers for long.
 const COMPACT_STEP: usize = 4 * 1024 * 1024;
 
+/// Disk space new messages must leave free, whatever else is stored: room
+/// for the records that free space (acknowledgements, the duplicate ids
+/// and deletion records written before a segment goes, a new segment's
+/// manifest). Without it a full disk could not be drained.
+const RESERVE_BASE: u64 = 1024 * 1024;
+/// Reserved per stored message (its Remove, with some slack) and per
+/// segment (its line in a manifest, its deletion record).
+const RESERVE_PER_MESSAGE: u64 = 32;
+const RESERVE_PER_SEGMENT: u64 = 64;
+/// How long new messages are refused after the disk was found short of
+/// space, before a write tries again (unless deleting segments frees space
+/// sooner).
+const SHORT_OF_SPACE_MS: u64 = 1000;
+
 /// The journal [`StoreBackend`].
 pub struct JournalStore {
     dir: PathBuf,
@@ -180,6 +239,12 @@ pub struct JournalStore {
     fence: Option<Fence>,
     /// Duplicate-detection ids remembered per queue.
     duplicate_window: usize,
+    /// A roll is under way: what it appends goes into the old head, even
+    /// past its size.
+    rolling: bool,
+    /// Dead segments are being deleted (a roll then does not start
+    /// another deletion).
+    deleting: bool,
 }
 
 impl JournalStore {
@@ -211,6 +276,8 @@ impl JournalStore {
             last_sync: Instant::now(),
             fence,
             duplicate_window: 2000,
+            rolling: false,
+            deleting: false,
         }
     }
 
@@ -232,7 +299,7 @@ impl JournalStore {
         ids.iter()
             .filter_map(|&id| {
                 let file = segment::open(&dir, id).ok()?;
-                let bytes = segment::read_at(&file, 0, HEADER_LEN).ok()?;
+                let bytes = segment::read_at(&file, 0, FIXED_LEN).ok()?;
                 SegmentHeader::decode(&bytes).ok().map(|h| h.epoch)
             })
             .max()
@@ -245,52 +312,139 @@ impl JournalStore {
             .ok_or_else(|| StoreError::Failed("journal used before recovery".into()))
     }
 
-    /// Starts a new head segment.
-    fn new_head(&mut self, id: u64) -> Result<(), StoreError> {
-        let seq_floor = read(&self.shared.index).max_seq + 1;
-        let header = SegmentHeader {
-            id,
-            epoch: self.epoch,
-            seq_floor,
-            created_ms: now_ms(),
+    /// Starts a new head segment, opening with a manifest of every other
+    /// segment (their ends and counts as the index has them); `sealed` for a
+    /// new master's first segment, whose manifest is also its seal.
+    fn new_head(&mut self, id: u64, sealed: bool) -> Result<(), StoreError> {
+        let (seq_floor, listed) = {
+            let idx = read(&self.shared.index);
+            let listed: Vec<Listed> = idx
+                .segs
+                .iter()
+                .map(|(&id, s)| Listed {
+                    id,
+                    end: s.end,
+                    records: s.records,
+                    adds: s.adds,
+                })
+                .collect();
+            (idx.max_seq + 1, listed)
         };
-        let file = segment::create(&self.dir, &header, self.cfg.segment_bytes).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create journal segment {id}: {e}").into())
-        })?;
-        let file = Arc::new(file);
+        let header = SegmentHeader::new(id, self.epoch, seq_floor, now_ms());
+        let mut w = Writer::default();
+        w.manifest(sealed, &listed);
+        let first = (HEADER_LEN + w.buf.len()) as u64;
+        let stamp = Stamp {
+            end: first,
+            records: 1,
+            adds: 0,
+            rolled: false,
+        };
+        let mut opening = Vec::with_capacity(first as usize);
+        opening.extend_from_slice(&header.encode());
+        opening.extend_from_slice(&stamp.encode());
+        opening.extend_from_slice(&w.buf);
+        let tag = format!("{}-{}", self.epoch, std::process::id());
+        let created = segment::create(&self.dir, id, &tag, &opening, self.cfg.segment_bytes)
+            .map_err(|e| {
+                if segment::no_space(&e) {
+                    self.usage.short_of_space(SHORT_OF_SPACE_MS);
+                }
+                StoreError::Unavailable(format!("cannot create journal segment {id}: {e}").into())
+            })?;
+        if created.allocated < self.cfg.segment_bytes {
+            tracing::warn!(
+                segment = id,
+                preallocated = created.allocated,
+                wanted = self.cfg.segment_bytes,
+                "the disk is short of space: journal segment created with a smaller preallocation"
+            );
+        }
+        let file = Arc::new(created.file);
         write(&self.shared.files).insert(id, file.clone());
-        write(&self.shared.index).segs.insert(
-            id,
-            SegStats {
-                file_bytes: self.cfg.segment_bytes.max(HEADER_LEN as u64),
-                end: HEADER_LEN as u64,
-                ..SegStats::default()
-            },
-        );
+        {
+            let mut idx = write(&self.shared.index);
+            idx.segs.insert(
+                id,
+                SegStats {
+                    start: HEADER_LEN as u64,
+                    file_bytes: created.allocated,
+                    end: first,
+                    records: 1,
+                    ..SegStats::default()
+                },
+            );
+            let loc = Loc {
+                seg: id,
+                off: HEADER_LEN as u32,
+                len: w.buf.len() as u32,
+            };
+            idx.apply(
+                &Entry::Manifest {
+                    sealed,
+                    segments: listed,
+                },
+                loc,
+            );
+        }
         self.head = Some(Head {
             id,
             file,
-            len: HEADER_LEN as u64,
+            len: first,
+            first,
+            allocated: created.allocated,
+            records: 1,
+            adds: 0,
         });
         Ok(())
     }
 
-    /// Closes the head (synced, unused preallocation released) and starts
-    /// the next segment.
+    /// Closes the head and starts the next segment. Dead segments are
+    /// deleted first, so the new one's preallocation can use their space.
+    /// The new segment (whose manifest gives the old head's final end) is
+    /// durable before the old head is marked rolled and its unused
+    /// preallocation released: a crash in between leaves an untrimmed old
+    /// head, never a trimmed newest segment.
     fn roll(&mut self) -> Result<(), StoreError> {
-        let (id, len) = {
-            let h = self.head()?;
-            (h.id, h.len)
-        };
+        let id = self.head()?.id;
         self.sync()?;
-        let file = self.head()?.file.clone();
-        file.set_len(len)
-            .map_err(|e| io("cannot trim journal segment", e))?;
+        self.rolling = true;
+        let freed = if self.deleting {
+            Ok(false)
+        } else {
+            self.delete_dead()
+        };
+        self.rolling = false;
+        match freed {
+            Ok(_) => {}
+            // No room even for the deletion records: the roll itself may
+            // still succeed.
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "cannot delete dead journal segments before rolling over");
+            }
+            Err(e) => return Err(e),
+        }
+        self.sync()?;
+        let (file, len, records, adds) = {
+            let h = self.head()?;
+            (h.file.clone(), h.len, h.records, h.adds)
+        };
+        self.new_head(id + 1, false)?;
+        let stamp = Stamp {
+            end: len,
+            records,
+            adds,
+            rolled: true,
+        };
+        segment::write_stamp(&file, &stamp)
+            .and_then(|()| file.set_len(len))
+            .and_then(|()| segment::sync_data(&file))
+            .map_err(|e| io("cannot close journal segment", e))?;
         if let Some(s) = write(&self.shared.index).segs.get_mut(&id) {
             s.file_bytes = len;
             s.end = len;
         }
-        self.new_head(id + 1)
+        Ok(())
     }
 
     /// Proves this broker still holds the lock, or fails the store for
@@ -305,41 +459,151 @@ impl JournalStore {
         }
     }
 
+    /// Makes everything appended durable, then stamps the head with how far
+    /// that is. The stamp is written after the sync and not synced itself:
+    /// it reaches the disk with the next sync, so it never claims more than
+    /// is durable (and lags at most one sync behind).
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.unsynced {
-            segment::sync_data(&self.head()?.file).map_err(|e| io("journal sync failed", e))?;
+            let h = self.head()?;
+            segment::sync_data(&h.file).map_err(|e| io("journal sync failed", e))?;
+            let stamp = Stamp {
+                end: h.len,
+                records: h.records,
+                adds: h.adds,
+                rolled: false,
+            };
+            if let Err(e) = segment::write_stamp(&h.file, &stamp) {
+                // Only the stamp is stale (a lower bound still): recovery
+                // then reports less than it could, never more.
+                tracing::warn!(segment = h.id, error = %e, "cannot update the journal's progress stamp");
+            }
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
         Ok(())
     }
 
+    /// Bytes new messages must leave free on the disk: see
+    /// [`RESERVE_BASE`].
+    fn reserve(&self) -> u64 {
+        let idx = read(&self.shared.index);
+        RESERVE_BASE
+            + RESERVE_PER_MESSAGE * idx.messages.len() as u64
+            + RESERVE_PER_SEGMENT * idx.segs.len() as u64
+    }
+
+    /// Whether `len` more bytes of new messages fit, leaving the reserve:
+    /// in the head's preallocation or, near its end, on the disk. If not,
+    /// the bytes free on the disk and the reserve.
+    fn room_for(&self, len: u64) -> Result<(), (u64, u64)> {
+        let Some(h) = &self.head else { return Ok(()) };
+        let reserve = self.reserve();
+        let room = h.allocated.saturating_sub(h.len);
+        if room >= len + reserve {
+            return Ok(());
+        }
+        // If the file system cannot say, the write itself will.
+        let free = segment::free_bytes(&self.dir).unwrap_or(u64::MAX);
+        if room.saturating_add(free) >= len + reserve {
+            return Ok(());
+        }
+        Err((free, reserve))
+    }
+
+    /// Refuses `len` bytes of new messages if they do not fit (see
+    /// [`JournalStore::room_for`]), and holds new messages back at
+    /// admission for a while.
+    fn check_space(&self, len: u64) -> Result<(), StoreError> {
+        self.room_for(len).map_err(|(free, reserve)| {
+            self.usage.short_of_space(SHORT_OF_SPACE_MS);
+            self.usage
+                .no_space
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            StoreError::Unavailable(
+                format!(
+                    "no space left for new messages on the journal's disk ({free} bytes free, {reserve} kept for acknowledgements); they are accepted again once consumers free space"
+                )
+                .into(),
+            )
+        })
+    }
+
+    /// After a failed write at `base` of `len` bytes: clears whatever part
+    /// of it reached the file, so that a later, shorter write over the same
+    /// place cannot leave the rest to look like records to a recovery.
+    /// Zeros go where the file has room already (no allocation needed),
+    /// and what the write appended beyond that is given back.
+    fn clear_failed_write(&self, base: u64, len: usize) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(h) = &self.head else { return Ok(()) };
+        let upto = (base + len as u64).min(h.allocated.max(base));
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = base;
+        while at < upto {
+            let n = (upto - at).min(zeros.len() as u64) as usize;
+            h.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        if h.file.metadata()?.len() > h.allocated.max(base) {
+            h.file.set_len(h.allocated.max(base))?;
+        }
+        Ok(())
+    }
+
     /// Appends a group of records to the head, rolling over first if it
     /// does not fit, and applies it to the index. Does not sync. Either the
-    /// whole group is written or (on error) none of it counts.
+    /// whole group is written or (on error) none of it counts. A group with
+    /// new messages is refused ([`StoreError::Unavailable`]) if it would eat
+    /// into the space kept for acknowledgements; a write that fails for
+    /// want of space is refused the same way (nothing was confirmed, later
+    /// writes may succeed).
     fn append(&mut self, g: Group) -> Result<(), StoreError> {
         if g.bytes.is_empty() {
             return Ok(());
         }
+        let (records, adds) = format::tally(&g.bytes);
         let h = self.head()?;
-        if h.len + g.bytes.len() as u64 > self.cfg.segment_bytes && h.len > HEADER_LEN as u64 {
+        if !self.rolling && h.len + g.bytes.len() as u64 > self.cfg.segment_bytes && h.len > h.first
+        {
             self.roll()?;
+        }
+        if adds > 0 {
+            self.check_space(g.bytes.len() as u64)?;
         }
         let h = self.head()?;
         let (seg, base, file) = (h.id, h.len, h.file.clone());
-        // A failed write leaves garbage past `len` at worst: the next write
-        // overwrites it, and recovery would cut it off as a torn tail.
-        std::os::unix::fs::FileExt::write_all_at(&*file, &g.bytes, base)
-            .map_err(|e| io("journal write failed", e))?;
+        if let Err(e) = std::os::unix::fs::FileExt::write_all_at(&*file, &g.bytes, base) {
+            if let Err(c) = self.clear_failed_write(base, g.bytes.len()) {
+                return Err(StoreError::Failed(
+                    format!("journal write failed: {e}; and cannot clear what it left: {c}").into(),
+                ));
+            }
+            if segment::no_space(&e) {
+                self.usage.short_of_space(SHORT_OF_SPACE_MS);
+                self.usage
+                    .no_space
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(StoreError::Unavailable(
+                    format!("journal write failed: {e}").into(),
+                ));
+            }
+            return Err(io("journal write failed", e));
+        }
         self.unsynced = true;
         let end = base + g.bytes.len() as u64;
         if let Some(h) = self.head.as_mut() {
             h.len = end;
+            h.allocated = h.allocated.max(end);
+            h.records += records;
+            h.adds += adds;
         }
         let mut idx = write(&self.shared.index);
         if let Some(s) = idx.segs.get_mut(&seg) {
             s.end = end;
             s.file_bytes = s.file_bytes.max(end);
+            s.records += records;
+            s.adds += adds;
         }
         for (off, len, entry) in &g.records {
             let loc = Loc {
@@ -353,9 +617,45 @@ impl JournalStore {
         Ok(())
     }
 
+    /// After space was freed: gives the head the preallocation a full disk
+    /// denied it, and accepts new messages again once there is room.
+    fn regain_space(&mut self) {
+        let want = self.cfg.segment_bytes;
+        if let Some(h) = self.head.as_mut()
+            && h.allocated < want
+        {
+            match segment::grow(&h.file, h.allocated, want) {
+                Ok(len) => {
+                    h.allocated = h.allocated.max(len);
+                    let (id, allocated) = (h.id, h.allocated);
+                    let mut idx = write(&self.shared.index);
+                    if let Some(s) = idx.segs.get_mut(&id) {
+                        s.file_bytes = allocated;
+                    }
+                    self.usage.set(idx.disk_bytes());
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot extend the journal's preallocation"),
+            }
+        }
+        if self.usage.is_short_of_space() {
+            // Twice the reserve, so that sends do not flap at the edge.
+            if self.room_for(self.reserve()).is_ok() {
+                self.usage.space_freed();
+                tracing::info!("the journal's disk has room again: new messages are accepted");
+            }
+        }
+    }
+
     /// Deletes every segment that holds nothing live and nothing another
     /// segment depends on.
     fn delete_dead(&mut self) -> Result<bool, StoreError> {
+        self.deleting = true;
+        let done = self.delete_dead_now();
+        self.deleting = false;
+        done
+    }
+
+    fn delete_dead_now(&mut self) -> Result<bool, StoreError> {
         let head = self.head()?.id;
         let dead: Vec<u64> = {
             let idx = read(&self.shared.index);
@@ -368,11 +668,13 @@ impl JournalStore {
         if dead.is_empty() {
             return Ok(false);
         }
-        // Duplicate-detection ids these segments carry move to the head.
+        // Duplicate-detection ids these segments carry move to the head,
+        // and the deletion is recorded, so recovery does not take the
+        // segments for lost.
         let carried = read(&self.shared.index)
             .dups
             .carried_by(&dead.iter().copied().collect());
-        if !carried.is_empty() {
+        {
             let mut w = Writer::default();
             let mut records = Vec::new();
             for (key, ids) in carried {
@@ -389,6 +691,7 @@ impl JournalStore {
                     ));
                 }
             }
+            w.dropped(&dead);
             self.append(Group {
                 bytes: w.buf,
                 records,
@@ -440,7 +743,7 @@ impl JournalStore {
         let n = closed.len();
         closed.into_iter().take(n.saturating_sub(2)).find(|&s| {
             let st = &idx.segs[&s];
-            let data = st.end.saturating_sub(HEADER_LEN as u64) as f64;
+            let data = st.end.saturating_sub(st.start) as f64;
             st.live_items > 0
                 && idx.independent(s)
                 && (st.live_bytes as f64) < self.cfg.compact_below * data
@@ -460,9 +763,19 @@ impl JournalStore {
         {
             let idx = read(&self.shared.index);
             while c.at < c.data.len() && body.len() < COMPACT_STEP {
-                let Frame::Record { len } = Frame::at(&c.data[c.at..]) else {
-                    c.at = c.data.len();
-                    break;
+                let len = match Frame::at(&c.data[c.at..]) {
+                    Frame::Record { len } => len,
+                    Frame::End => {
+                        c.at = c.data.len();
+                        break;
+                    }
+                    // Damage a recovery accepted: the records after it are
+                    // live too (stopping here would leave them, and pick
+                    // the segment again and again).
+                    Frame::Incomplete | Frame::Bad(_) => {
+                        c.at = recovery::resync(&c.data, c.at + 1).unwrap_or(c.data.len());
+                        continue;
+                    }
                 };
                 let frame = &c.data[c.at..c.at + FRAME_LEN + len];
                 let loc = Loc {
@@ -531,6 +844,9 @@ impl JournalStore {
         let started = Instant::now();
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| io(&format!("cannot create {}", self.dir.display()), e))?;
+        if let Err(e) = segment::remove_unfinished(&self.dir) {
+            tracing::warn!(error = %e, "cannot remove unfinished journal segments");
+        }
         let ids = segment::list(&self.dir)
             .map_err(|e| io(&format!("cannot list {}", self.dir.display()), e))?;
         let mut index = Index {
@@ -539,9 +855,8 @@ impl JournalStore {
             ..Index::default()
         };
         let mut report = recovery::Report::default();
-        let mut files = HashMap::new();
-        let mut buf = Vec::new();
         let limits = seal_limits(&self.dir, &ids);
+        let mut stale = BTreeSet::new();
         let mut ids = ids;
         ids.retain(|id| match limits.get(id) {
             Some(Limit::Stale { epoch, sealed_by }) => {
@@ -550,39 +865,71 @@ impl JournalStore {
                 tracing::warn!(segment = id, epoch, newer_epoch = sealed_by, moved_to = %aside.display(),
                     "ignoring a segment a stale master created after a newer master took over");
                 let _ = std::fs::rename(&path, &aside);
+                stale.insert(*id);
                 false
             }
             _ => true,
         });
+
+        // Read everything first, changing nothing: if confirmed data turns
+        // out to be missing, the broker may refuse to start, and the files
+        // must then be as the operator will back them up.
+        let mut found: Vec<Found> = Vec::new();
+        let mut unreadable: Vec<(u64, String)> = Vec::new();
+        let mut fixes: Vec<Fix> = Vec::new();
+        let mut buf = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
-            let newest = i + 1 == ids.len();
+            let last = i + 1 == ids.len();
             let path = segment::path(&self.dir, id);
+            let cannot_read = |e| io(&format!("cannot read {}", path.display()), e);
             let file = segment::open(&self.dir, id)
                 .map_err(|e| io(&format!("cannot open {}", path.display()), e))?;
+            let head = segment::read_upto(&file, 0, HEADER_LEN).map_err(cannot_read)?;
+            let header = match SegmentHeader::decode(&head) {
+                Ok(h) if head.len() >= h.data_start() => Ok(h),
+                Ok(h) => Err(format!(
+                    "the file ends at byte {} inside its {}-byte header",
+                    head.len(),
+                    h.data_start()
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            let header = match header {
+                Ok(h) => h,
+                Err(e) => {
+                    buf.clear();
+                    std::io::Read::read_to_end(&mut &file, &mut buf).map_err(cannot_read)?;
+                    if last && buf.iter().skip(FIXED_LEN).all(|&b| b == 0) {
+                        // A crash while an older version created it: it
+                        // never held a record.
+                        tracing::warn!(segment = id, error = %e, "removing a half-created journal segment");
+                        fixes.push(Fix::Remove(id));
+                    } else {
+                        unreadable.push((id, e));
+                    }
+                    continue;
+                }
+            };
+            let start = header.data_start();
+            let stamp = if header.has_stamp() {
+                match Stamp::decode(head.get(STAMP_AT..STAMP_AT + STAMP_LEN).unwrap_or_default()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(segment = id, error = %e,
+                            "unreadable progress stamp: how far the segment was confirmed cannot be checked");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             buf.clear();
-            let read = if newest {
-                read_written(&file, &mut buf)
+            let read = if last {
+                read_written(&file, &mut buf, start)
             } else {
                 std::io::Read::read_to_end(&mut &file, &mut buf).map(|_| ())
             };
-            read.map_err(|e| io(&format!("cannot read {}", path.display()), e))?;
-            let header = match recovery::header(&buf) {
-                Ok(h) => h,
-                Err(e) if newest && buf.len() <= HEADER_LEN => {
-                    // A crash while the segment was being created.
-                    tracing::warn!(segment = id, error = %e, "removing a half-created journal segment");
-                    let _ = std::fs::remove_file(&path);
-                    continue;
-                }
-                Err(e) => {
-                    report.bad_segments += 1;
-                    let aside = path.with_extension("corrupt");
-                    tracing::error!(segment = id, error = %e, moved_to = %aside.display(),
-                        "UNREADABLE JOURNAL SEGMENT set aside; the records in it are lost");
-                    let _ = std::fs::rename(&path, &aside);
-                    continue;
-                }
-            };
+            read.map_err(cannot_read)?;
             index.max_seq = index.max_seq.max(header.seq_floor.saturating_sub(1));
             if let Some(Limit::End { end, sealed_by }) = limits.get(&id)
                 && (*end as usize) < buf.len()
@@ -596,40 +943,71 @@ impl JournalStore {
                     "ignoring records a stale master wrote after a newer master took over"
                 );
                 buf.truncate(*end as usize);
-                file.set_len(*end)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| io(&format!("cannot truncate {}", path.display()), e))?;
+                fixes.push(Fix::Truncate { id, to: *end });
             }
             index.segs.insert(
                 id,
                 SegStats {
+                    start: start as u64,
                     file_bytes: buf.len() as u64,
                     ..SegStats::default()
                 },
             );
-            let scanned = recovery::scan(id, &buf, newest, &mut index, &mut report);
+            let scanned = recovery::scan(
+                id,
+                &buf,
+                start,
+                stamp.map(|s| s.end),
+                &mut index,
+                &mut report,
+            );
             report.segments += 1;
             report.bytes += scanned.end;
-            if scanned.torn || (newest && (buf.len() as u64) > scanned.end) {
-                if scanned.torn {
-                    tracing::warn!(
-                        segment = id,
-                        offset = scanned.end,
-                        bytes = buf.len() as u64 - scanned.end,
-                        "cutting off the journal's torn tail (a write interrupted by the crash; never confirmed)"
-                    );
-                }
-                file.set_len(scanned.end)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| io(&format!("cannot truncate {}", path.display()), e))?;
-            }
             if let Some(s) = index.segs.get_mut(&id) {
                 s.end = scanned.end;
-                s.file_bytes = scanned.end.max(if newest { 0 } else { buf.len() as u64 });
+                s.records = scanned.records;
+                s.adds = scanned.adds;
+                s.file_bytes = scanned.end.max(if last { 0 } else { buf.len() as u64 });
             }
-            files.insert(id, Arc::new(file));
+            found.push(Found {
+                id,
+                stamp,
+                file,
+                len: buf.len() as u64,
+                scanned,
+            });
         }
+        drop(buf);
+
+        let losses = self.judge(&found, &unreadable, &stale, &index, &mut fixes, &mut report);
+        if !losses.is_empty() {
+            let text = damage_report(&self.dir, &losses);
+            match self.cfg.on_corruption {
+                OnCorruption::Refuse => {
+                    tracing::error!(
+                        "JOURNAL DAMAGED: refusing to start (journal.on-corruption = \"refuse\"); the files are left as they are"
+                    );
+                    return Err(StoreError::Corrupt(text.into()));
+                }
+                OnCorruption::Skip => {
+                    tracing::error!(
+                        "JOURNAL DAMAGED, starting with what is left (journal.on-corruption = \"skip\"): {text}"
+                    );
+                }
+            }
+        }
+        self.usage.record_losses(
+            losses.len() as u64,
+            losses.iter().filter_map(|l| l.records).sum(),
+            losses.iter().filter_map(|l| l.adds).sum(),
+            losses.iter().map(|l| l.bytes).sum(),
+        );
+        for fix in fixes {
+            self.apply(fix, &found)?;
+        }
+
         let meta = index.meta.take().unwrap_or_default();
+        index.dropped.clear();
         let mut messages = meta.found;
         for (seq, (key, priority, expires)) in meta.live {
             let weight = index.messages.get(&seq).map_or(0, |l| l.len);
@@ -651,21 +1029,35 @@ impl JournalStore {
             .and_then(|all| all.last().copied())
             .max(ids.last().copied())
             .map_or(1, |l| l + 1);
-        let sealed: Vec<(u64, u64)> = index.segs.iter().map(|(&id, s)| (id, s.end)).collect();
+        // The segment that was newest gets a successor: its stamp says so
+        // once that exists (version 2 headers only).
+        let previous = found.last().and_then(|f| {
+            f.stamp.map(|_| {
+                let stamp = Stamp {
+                    end: f.scanned.end,
+                    records: f.scanned.records,
+                    adds: f.scanned.adds,
+                    rolled: true,
+                };
+                (f.file.try_clone(), stamp)
+            })
+        });
+        let files: HashMap<u64, Arc<File>> = found
+            .into_iter()
+            .map(|f| (f.id, Arc::new(f.file)))
+            .collect();
         *write(&self.shared.index) = index;
         *write(&self.shared.files) = files;
-        self.new_head(next_id)?;
-        // The new head starts with a seal: the segments as this master found
-        // them. A stale master's later appends to them, or segments it
-        // creates, are ignored by every later recovery.
-        let mut w = Writer::default();
-        w.seal(&sealed);
-        let len = w.buf.len();
-        self.append(Group {
-            bytes: w.buf,
-            records: vec![(0, len, Entry::Seal { segments: sealed })],
-        })?;
-        self.sync()?;
+        // The new head opens with a sealed manifest: the segments as this
+        // master found them. A stale master's later appends to them, or
+        // segments it creates, are ignored by every later recovery, and
+        // anything missing from them later is noticed.
+        self.new_head(next_id, true)?;
+        if let Some((Ok(file), stamp)) = previous {
+            segment::write_stamp(&file, &stamp)
+                .and_then(|()| segment::sync_data(&file))
+                .map_err(|e| io("cannot close the previous journal segment", e))?;
+        }
         self.usage.set(read(&self.shared.index).disk_bytes());
         let elapsed = started.elapsed();
         let r = &report;
@@ -679,23 +1071,180 @@ impl JournalStore {
             clean_shutdown = r.clean_shutdown,
             torn_tail_bytes = r.torn_bytes,
             corrupt_records = r.corrupt_records,
+            lost_segments_or_stretches = losses.len(),
             rolled_back_batches = r.rolled_back_batches,
             unreadable_segments = r.bad_segments,
             "journal recovered"
         );
-        if r.corrupt_records > 0 || r.bad_segments > 0 {
-            tracing::error!(
-                corrupt_records = r.corrupt_records,
-                unreadable_segments = r.bad_segments,
-                "THE JOURNAL WAS DAMAGED: some stored messages were lost (see the errors above)"
-            );
-        }
         Ok(Recovered {
             messages,
             subscriptions,
             max_seq,
             duplicate_ids,
         })
+    }
+
+    /// Compares what recovery read with what should be there: the newest
+    /// segment's manifest (minus segments deleted on purpose, minus those a
+    /// stale master made) for every other segment, the stamp for the newest
+    /// one. Returns the confirmed data that is gone, logs each find, and
+    /// notes the files to cut or set aside.
+    fn judge(
+        &self,
+        found: &[Found],
+        unreadable: &[(u64, String)],
+        stale: &BTreeSet<u64>,
+        index: &Index,
+        fixes: &mut Vec<Fix>,
+        report: &mut recovery::Report,
+    ) -> Vec<Loss> {
+        let mut losses = Vec::new();
+        let newest = found.last().map(|f| f.id);
+        let manifest: Option<HashMap<u64, Listed>> = found
+            .last()
+            .and_then(|f| f.scanned.manifest.as_ref())
+            .map(|m| {
+                m.iter()
+                    .filter(|l| !index.dropped.contains(&l.id) && !stale.contains(&l.id))
+                    .map(|l| (l.id, *l))
+                    .collect()
+            });
+        for f in found {
+            let listed = manifest.as_ref().and_then(|m| m.get(&f.id));
+            let expect = match (listed, f.stamp) {
+                (Some(l), _) => Expect::Listed(*l),
+                (None, Some(st)) if Some(f.id) == newest => Expect::Stamped(st),
+                (None, None) if Some(f.id) == newest => Expect::Newest,
+                (None, _) => {
+                    if manifest.is_some() {
+                        tracing::warn!(
+                            segment = f.id,
+                            "a journal segment deleted earlier is still there (its deletion did not finish): reading it"
+                        );
+                    }
+                    Expect::Older
+                }
+            };
+            let name = file_name(f.id);
+            let v = recovery::judge(&name, &f.scanned, f.len, expect);
+            if v.loss.is_some() {
+                for d in &f.scanned.damaged {
+                    tracing::error!(
+                        segment = f.id,
+                        offset = d.offset,
+                        skipped_bytes = d.bytes,
+                        reason = %d.reason,
+                        "CORRUPT JOURNAL RECORD in the middle of a segment: skipped"
+                    );
+                }
+            } else if v.known_damage {
+                tracing::warn!(
+                    segment = f.id,
+                    stretches = f.scanned.damaged.len(),
+                    "damaged journal records accepted by an earlier recovery: skipped"
+                );
+            }
+            if v.torn_bytes > 0 {
+                tracing::warn!(
+                    segment = f.id,
+                    offset = f.scanned.end,
+                    bytes = v.torn_bytes,
+                    "cutting off the journal's torn tail (a write the crash interrupted, after the last confirmed record)"
+                );
+                report.torn_bytes += v.torn_bytes;
+            }
+            let cut = v
+                .cut_to
+                .or((Some(f.id) == newest && f.len > f.scanned.end).then_some(f.scanned.end));
+            if let Some(to) = cut {
+                fixes.push(Fix::Truncate { id: f.id, to });
+            }
+            report.corrupt_records += v.corrupt;
+            if let Some(l) = v.loss {
+                tracing::error!(segment = f.id, "JOURNAL DAMAGED: {l}");
+                losses.push(l);
+            }
+        }
+        let mut gone: Vec<&Listed> = manifest
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|l| !found.iter().any(|f| f.id == l.id))
+            .collect();
+        gone.sort_by_key(|l| l.id);
+        for l in gone {
+            let what = match unreadable.iter().find(|(id, _)| *id == l.id) {
+                Some((_, e)) => format!("has an unreadable header ({e})"),
+                None => "is missing".to_owned(),
+            };
+            let loss = Loss {
+                file: file_name(l.id),
+                what,
+                records: Some(l.records),
+                adds: Some(l.adds),
+                bytes: l.end,
+            };
+            tracing::error!(segment = l.id, "JOURNAL DAMAGED: {loss}");
+            losses.push(loss);
+        }
+        for (id, e) in unreadable {
+            report.bad_segments += 1;
+            fixes.push(Fix::SetAside(*id));
+            if manifest.as_ref().is_some_and(|m| m.contains_key(id)) {
+                continue;
+            }
+            let loss = Loss {
+                file: file_name(*id),
+                what: format!("has an unreadable header ({e})"),
+                records: None,
+                adds: None,
+                bytes: std::fs::metadata(segment::path(&self.dir, *id)).map_or(0, |m| m.len()),
+            };
+            tracing::error!(segment = id, "JOURNAL DAMAGED: {loss}");
+            losses.push(loss);
+        }
+        if let Some(f) = found.last()
+            && f.stamp.is_some_and(|s| s.rolled)
+            && !unreadable.iter().any(|(id, _)| *id > f.id)
+        {
+            let loss = Loss {
+                file: file_name(f.id + 1),
+                what: format!(
+                    "is missing (segment {} was closed when it was created; any newer segments are gone too)",
+                    f.id
+                ),
+                records: None,
+                adds: None,
+                bytes: 0,
+            };
+            tracing::error!(segment = f.id + 1, "JOURNAL DAMAGED: {loss}");
+            losses.push(loss);
+        }
+        losses
+    }
+
+    /// Carries out a change recovery decided on.
+    fn apply(&self, fix: Fix, found: &[Found]) -> Result<(), StoreError> {
+        match fix {
+            Fix::Truncate { id, to } => {
+                if let Some(f) = found.iter().find(|f| f.id == id) {
+                    f.file
+                        .set_len(to)
+                        .and_then(|()| f.file.sync_all())
+                        .map_err(|e| io(&format!("cannot truncate segment {id}"), e))?;
+                }
+            }
+            Fix::SetAside(id) => {
+                let path = segment::path(&self.dir, id);
+                let aside = path.with_extension("corrupt");
+                tracing::error!(segment = id, moved_to = %aside.display(),
+                    "UNREADABLE JOURNAL SEGMENT set aside; the records in it are lost");
+                let _ = std::fs::rename(&path, &aside);
+            }
+            Fix::Remove(id) => {
+                let _ = std::fs::remove_file(segment::path(&self.dir, id));
+            }
+        }
+        Ok(())
     }
 
     fn write_sync(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
@@ -741,14 +1290,22 @@ impl StoreBackend for JournalStore {
 
     async fn maintain(&mut self) -> Result<bool, StoreError> {
         if self.delete_dead()? {
+            self.regain_space();
             return Ok(true);
+        }
+        // Compaction copies before it frees: not while the disk is short.
+        if self.usage.is_short_of_space() {
+            return Ok(false);
         }
         if self.compaction.is_none() {
             let Some(seg) = self.pick_compaction() else {
                 return Ok(false);
             };
             let file = read(&self.shared.files).get(&seg).cloned();
-            let end = read(&self.shared.index).segs.get(&seg).map_or(0, |s| s.end);
+            let (start, end) = read(&self.shared.index)
+                .segs
+                .get(&seg)
+                .map_or((0, 0), |s| (s.start, s.end));
             let Some(file) = file else { return Ok(false) };
             let data = segment::read_at(&file, 0, end as usize)
                 .map_err(|e| io("cannot read segment for compaction", e))?;
@@ -756,7 +1313,7 @@ impl StoreBackend for JournalStore {
             self.compaction = Some(Compaction {
                 seg,
                 data,
-                at: HEADER_LEN,
+                at: start as usize,
             });
         }
         self.compact_step()?;
@@ -786,16 +1343,72 @@ impl StoreBackend for JournalStore {
     }
 }
 
+/// A segment recovery read.
+struct Found {
+    id: u64,
+    /// Its progress stamp (version 2 headers).
+    stamp: Option<Stamp>,
+    file: File,
+    /// Bytes read: the whole file, or for the newest as far as it was
+    /// written.
+    len: u64,
+    scanned: recovery::Scanned,
+}
+
+/// A change to the files recovery decided on, made only once it is sure
+/// the broker will start.
+enum Fix {
+    /// Cut a segment to this length (a torn tail, a stale master's
+    /// appends, damage past what was recorded).
+    Truncate { id: u64, to: u64 },
+    /// Rename an unreadable segment to `.corrupt`.
+    SetAside(u64),
+    /// Remove a segment a crash left half-created.
+    Remove(u64),
+}
+
+/// A segment's file name.
+fn file_name(id: u64) -> String {
+    format!("{id:020}.seg")
+}
+
+/// What a refusing (or skipping) recovery tells the operator.
+fn damage_report(dir: &Path, losses: &[Loss]) -> String {
+    let records: u64 = losses.iter().filter_map(|l| l.records).sum();
+    let adds: u64 = losses.iter().filter_map(|l| l.adds).sum();
+    let bytes: u64 = losses.iter().map(|l| l.bytes).sum();
+    let unknown = losses.iter().any(|l| l.adds.is_none());
+    let each: Vec<String> = losses.iter().map(ToString::to_string).collect();
+    let data_dir = dir.parent().unwrap_or(dir);
+    let total = match (records, unknown) {
+        (0, true) => {
+            format!("How many messages are gone is not known (at least {bytes} bytes of records)")
+        }
+        (_, true) => format!(
+            "In all {adds} messages ({records} records, {bytes} bytes) are gone, and an unknown number more"
+        ),
+        (_, false) => format!("In all {adds} messages ({records} records, {bytes} bytes) are gone"),
+    };
+    format!(
+        "the journal in {} has lost confirmed records: {}. {total}. \
+         Back up the data directory ({}) before anything else. Then restore the missing or damaged files from a backup if you have one, \
+         or set journal.on-corruption = \"skip\" to start with what is left (the loss is then accepted for good).",
+        dir.display(),
+        each.join("; "),
+        data_dir.display()
+    )
+}
+
 /// Reads the newest segment only as far as it was written: it is
 /// preallocated, and reading megabytes of zeros would only slow a takeover.
 /// Stops at the first place where a record should start and zeros are
 /// found — exactly where recovery's scan stops too — and otherwise (a torn
 /// or damaged record, which recovery handles with the whole file) reads
 /// everything.
-fn read_written(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+fn read_written(file: &File, buf: &mut Vec<u8>, start: usize) -> std::io::Result<()> {
     let len = file.metadata()?.len() as usize;
     let mut chunk = 256 * 1024;
-    let mut at = HEADER_LEN;
+    let mut at = start;
     loop {
         let eof = fill(file, buf, (buf.len() + chunk).min(len))?;
         // Walk whole records; decide once the frame after them is known.
@@ -846,7 +1459,8 @@ enum Limit {
 }
 
 /// Reads every segment's header and leading seal (only the first record
-/// of a segment can be one) and works out the limits they set.
+/// of a segment can be one: a format 1 seal, or a sealed manifest) and
+/// works out the limits they set.
 fn seal_limits(dir: &Path, ids: &[u64]) -> HashMap<u64, Limit> {
     let mut epochs = HashMap::new();
     let mut seals: Vec<(u64, Vec<(u64, u64)>)> = Vec::new();
@@ -854,24 +1468,33 @@ fn seal_limits(dir: &Path, ids: &[u64]) -> HashMap<u64, Limit> {
         let Ok(file) = segment::open(dir, id) else {
             continue;
         };
-        let Ok(head) = segment::read_at(&file, 0, HEADER_LEN + FRAME_LEN) else {
+        let Ok(head) = segment::read_upto(&file, 0, HEADER_LEN) else {
             continue;
         };
         let Ok(h) = SegmentHeader::decode(&head) else {
             continue;
         };
         epochs.insert(id, h.epoch);
-        let len = u32::from_le_bytes([head[64], head[65], head[66], head[67]]) as usize;
+        let start = h.data_start() as u64;
+        let Ok(frame) = segment::read_at(&file, start, FRAME_LEN) else {
+            continue;
+        };
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
         if len == 0 || len > format::MAX_PAYLOAD {
             continue;
         }
-        let Ok(frame) = segment::read_at(&file, HEADER_LEN as u64, FRAME_LEN + len) else {
+        let Ok(frame) = segment::read_at(&file, start, FRAME_LEN + len) else {
             continue;
         };
-        if let (Frame::Record { len }, true) = (Frame::at(&frame), true)
-            && let Ok(Entry::Seal { segments }) = format::decode(&frame[FRAME_LEN..FRAME_LEN + len])
-        {
-            seals.push((h.epoch, segments));
+        if let Frame::Record { len } = Frame::at(&frame) {
+            match format::decode(&frame[FRAME_LEN..FRAME_LEN + len]) {
+                Ok(Entry::Seal { segments }) => seals.push((h.epoch, segments)),
+                Ok(Entry::Manifest {
+                    sealed: true,
+                    segments,
+                }) => seals.push((h.epoch, segments.iter().map(|s| (s.id, s.end)).collect())),
+                _ => {}
+            }
         }
     }
     let mut limits: HashMap<u64, Limit> = HashMap::new();

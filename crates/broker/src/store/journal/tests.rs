@@ -11,6 +11,7 @@ fn cfg(segment_bytes: u64) -> JournalConfig {
         segment_bytes,
         sync: SyncMode::Always,
         compact_below: 0.5,
+        ..JournalConfig::default()
     }
 }
 
@@ -167,24 +168,332 @@ async fn a_long_lived_message_is_compacted_forward_and_disk_use_stays_bounded() 
     assert_eq!(m.seq, 1);
 }
 
+fn open_as(
+    dir: &Path,
+    segment_bytes: u64,
+    on_corruption: OnCorruption,
+) -> (Arc<Usage>, Result<(JournalStore, Recovered), StoreError>) {
+    let usage = Arc::new(Usage::default());
+    let cfg = JournalConfig {
+        on_corruption,
+        ..cfg(segment_bytes)
+    };
+    let mut j = JournalStore::new(dir, cfg, usage.clone(), 0);
+    let r = j.recover_sync().map(|r| (j, r));
+    (usage, r)
+}
+
+/// Opening refuses, naming what is lost; returns the message.
+fn refused(dir: &Path, segment_bytes: u64) -> String {
+    match open_as(dir, segment_bytes, OnCorruption::Refuse).1 {
+        Err(StoreError::Corrupt(text)) => text.to_string(),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("opened a journal that lost confirmed records"),
+    }
+}
+
+fn frame_of(r: &Record) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.record(r);
+    w.buf
+}
+
+fn seg_file(dir: &Path, id: u64) -> PathBuf {
+    segment::path(&dir.join("journal"), id)
+}
+
 #[tokio::test]
-async fn a_torn_tail_is_cut_off_and_the_journal_stays_usable() {
+async fn a_torn_tail_after_the_confirmed_records_is_cut_off_and_the_journal_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
     let (mut j, _) = open(dir.path(), 1 << 20);
     j.put(&[vec![add(1)], vec![add(2)]]).await.unwrap();
     let head = j.head.as_ref().unwrap().id;
     let len = j.head.as_ref().unwrap().len;
     drop(j);
-    // Tear the last record: cut 10 bytes off its end.
-    let path = segment::path(&dir.path().join("journal"), head);
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_len(len - 10).unwrap();
+    // A crash in the middle of the next write: half of a record after the
+    // confirmed ones.
+    let torn = frame_of(&add(3));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg_file(dir.path(), head))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &torn[..torn.len() / 2], len).unwrap();
     let (mut j, r) = open(dir.path(), 1 << 20);
-    assert_eq!(seqs(r), vec![1]);
+    assert_eq!(seqs(r), vec![1, 2]);
     j.put(&[vec![add(3)]]).await.unwrap();
     drop(j);
     let (_, r) = open(dir.path(), 1 << 20);
-    assert_eq!(seqs(r), vec![1, 3]);
+    assert_eq!(seqs(r), vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn confirmed_records_cut_off_the_newest_segment_are_refused_then_served_with_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 1 << 20);
+    j.put(&[vec![add(1)]]).await.unwrap();
+    j.put(&[vec![add(2)]]).await.unwrap();
+    let head = j.head.as_ref().unwrap().id;
+    let len = j.head.as_ref().unwrap().len;
+    drop(j);
+    // Cut 10 bytes off the last record: it was confirmed.
+    let path = seg_file(dir.path(), head);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 10).unwrap();
+    let text = refused(dir.path(), 1 << 20);
+    assert!(
+        text.contains(&file_name(head)) && text.contains("1 messages") && text.contains("skip"),
+        "{text}"
+    );
+    // Refusing changed nothing.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len - 10);
+    let (usage, opened) = open_as(dir.path(), 1 << 20, OnCorruption::Skip);
+    let (mut j, r) = opened.unwrap();
+    assert_eq!(seqs(r), vec![1]);
+    assert_eq!(
+        usage
+            .lost_messages
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        usage.corruption.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    j.put(&[vec![add(3)]]).await.unwrap();
+    drop(j);
+    // Accepted once, the loss is not reported again.
+    let (usage, opened) = open_as(dir.path(), 1 << 20, OnCorruption::Refuse);
+    assert_eq!(seqs(opened.unwrap().1), vec![1, 3]);
+    assert_eq!(
+        usage.corruption.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_missing_segment_is_reported_exactly_and_deleted_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=60 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    // The first messages are consumed and their segments deleted.
+    for seq in 1..=15 {
+        j.put(&[vec![Record::Remove { seq }]]).await.unwrap();
+    }
+    let before = segments(dir.path());
+    upkeep(&mut j).await;
+    let after = segments(dir.path());
+    assert!(after[0] > before[0], "nothing deleted: {before:?}");
+    // Take one from the middle away.
+    let gone = after[after.len() / 2];
+    let (records, adds) = {
+        let idx = read(&j.shared.index);
+        let s = &idx.segs[&gone];
+        (s.records, s.adds)
+    };
+    assert!(adds > 0);
+    drop(j);
+    std::fs::remove_file(seg_file(dir.path(), gone)).unwrap();
+    let text = refused(dir.path(), 4096);
+    assert!(
+        text.contains(&format!("{} is missing", file_name(gone)))
+            && text.contains(&format!("{adds} messages ({records} records")),
+        "{text}"
+    );
+    for deleted in before.iter().filter(|s| !after.contains(s)) {
+        assert!(!text.contains(&file_name(*deleted)), "{text}");
+    }
+    let (usage, opened) = open_as(dir.path(), 4096, OnCorruption::Skip);
+    let found = seqs(opened.unwrap().1);
+    assert_eq!(found.len() as u64, 45 - adds);
+    assert_eq!(
+        usage
+            .lost_messages
+            .load(std::sync::atomic::Ordering::Relaxed),
+        adds
+    );
+    let (_, opened) = open_as(dir.path(), 4096, OnCorruption::Refuse);
+    assert_eq!(seqs(opened.unwrap().1), found);
+}
+
+#[tokio::test]
+async fn an_unreadable_segment_header_is_reported_with_what_the_manifest_says_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=30 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    let all = segments(dir.path());
+    let bad = all[1];
+    let adds = read(&j.shared.index).segs[&bad].adds;
+    drop(j);
+    let path = seg_file(dir.path(), bad);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0xff; // the segment id, inside the header's checksum
+    std::fs::write(&path, &bytes).unwrap();
+    let text = refused(dir.path(), 4096);
+    assert!(
+        text.contains(&format!("{} has an unreadable header", file_name(bad)))
+            && text.contains(&format!("{adds} messages")),
+        "{text}"
+    );
+    assert!(path.exists(), "refusing moved the file");
+    let (_, opened) = open_as(dir.path(), 4096, OnCorruption::Skip);
+    assert_eq!(seqs(opened.unwrap().1).len() as u64, 30 - adds);
+    assert!(path.with_extension("corrupt").exists());
+    let (_, opened) = open_as(dir.path(), 4096, OnCorruption::Refuse);
+    assert!(opened.is_ok(), "the loss was reported again");
+}
+
+#[tokio::test]
+async fn a_newest_segment_whose_successor_is_missing_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=30 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    drop(j);
+    let all = segments(dir.path());
+    let newest = *all.last().unwrap();
+    let path = seg_file(dir.path(), newest);
+    let kept = std::fs::read(&path).unwrap();
+    // Cut inside its header: unreadable, and not taken for missing.
+    std::fs::write(&path, &kept[..100]).unwrap();
+    let text = refused(dir.path(), 4096);
+    assert!(
+        text.contains(&format!("{} has an unreadable header", file_name(newest)))
+            && !text.contains("is missing"),
+        "{text}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let text = refused(dir.path(), 4096);
+    assert!(
+        text.contains(&format!("{} is missing", file_name(newest))),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_stamp_follows_each_sync_and_a_full_segment_is_closed_for_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    let stamp_of = |id: u64| {
+        let bytes = std::fs::read(seg_file(dir.path(), id)).unwrap();
+        Stamp::decode(&bytes[STAMP_AT..STAMP_AT + STAMP_LEN]).unwrap()
+    };
+    let first = j.head.as_ref().unwrap().id;
+    j.put(&[vec![add(1)]]).await.unwrap();
+    let h = j.head.as_ref().unwrap();
+    assert_eq!(
+        stamp_of(first),
+        Stamp {
+            end: h.len,
+            records: 2,
+            adds: 1,
+            rolled: false
+        }
+    );
+    // Bookkeeping nobody waits for is not stamped until a sync.
+    j.write(&[vec![Record::Remove { seq: 1 }]], false)
+        .await
+        .unwrap();
+    assert_eq!(stamp_of(first).records, 2);
+    while j.head.as_ref().unwrap().id == first {
+        j.put(&[vec![add(2)]]).await.unwrap();
+    }
+    let closed = stamp_of(first);
+    assert!(closed.rolled);
+    assert_eq!(
+        std::fs::metadata(seg_file(dir.path(), first))
+            .unwrap()
+            .len(),
+        closed.end,
+        "the closed segment keeps its preallocation"
+    );
+    let idx = read(&j.shared.index);
+    assert_eq!(
+        (closed.records, closed.adds),
+        (idx.segs[&first].records, idx.segs[&first].adds)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_nothing_a_recovery_could_take_for_records() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 1 << 20);
+    j.put(&[vec![add(1)]]).await.unwrap();
+    // A write of two records reached the file, then failed: nothing of it
+    // was confirmed.
+    let (file, base) = {
+        let h = j.head.as_ref().unwrap();
+        (h.file.clone(), h.len)
+    };
+    let mut failed = frame_of(&add(2));
+    failed.extend(frame_of(&add(3)));
+    file.write_all_at(&failed, base).unwrap();
+    j.clear_failed_write(base, failed.len()).unwrap();
+    // The next write is shorter than the failed one.
+    j.put(&[vec![Record::Remove { seq: 1 }]]).await.unwrap();
+    drop(j);
+    let (_, r) = open(dir.path(), 1 << 20);
+    assert!(seqs(r).is_empty(), "the failed write's records came back");
+}
+
+#[tokio::test]
+async fn journals_written_in_format_1_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    std::fs::create_dir_all(&jdir).unwrap();
+    let v1 = |id: u64, records: &[Vec<Record>], seal: bool| {
+        let header = SegmentHeader {
+            version: 1,
+            ..SegmentHeader::new(id, 0, 1, 0)
+        };
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(&header.encode());
+        if seal {
+            w.seal(&[]);
+        }
+        for b in records {
+            w.batch(b);
+        }
+        std::fs::write(segment::path(&jdir, id), &w.buf).unwrap();
+        w.buf.len()
+    };
+    v1(1, &[vec![add(1)], vec![add(2)]], true);
+    let len = v1(2, &[vec![add(3)], vec![Record::Remove { seq: 1 }]], false);
+    let (mut j, r) = open(dir.path(), 1 << 20);
+    assert_eq!(seqs(r), vec![2, 3]);
+    // The first segment of format 2 lists them.
+    let head = j.head.as_ref().unwrap().id;
+    assert_eq!(head, 3);
+    j.put(&[vec![add(4)]]).await.unwrap();
+    drop(j);
+    let (_, r) = open(dir.path(), 1 << 20);
+    assert_eq!(seqs(r), vec![2, 3, 4]);
+    // A format 1 segment has no stamp: nothing tells a cut confirmed
+    // record from a torn tail, so the cut is taken for one (as before).
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    std::fs::create_dir_all(&jdir).unwrap();
+    let v1 = |id: u64, records: &[Vec<Record>]| {
+        let header = SegmentHeader {
+            version: 1,
+            ..SegmentHeader::new(id, 0, 1, 0)
+        };
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(&header.encode());
+        for b in records {
+            w.batch(b);
+        }
+        std::fs::write(segment::path(&jdir, id), &w.buf[..w.buf.len() - 5]).unwrap();
+    };
+    v1(1, &[vec![add(1)], vec![add(2)]]);
+    let (_, r) = open(dir.path(), 1 << 20);
+    assert_eq!(seqs(r), vec![1]);
+    let _ = len;
 }
 
 #[tokio::test]
