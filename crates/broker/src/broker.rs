@@ -39,10 +39,14 @@ pub(crate) struct Shared {
     pub(crate) id_prefix: Arc<str>,
     /// Cancelled when the broker stops: destination actors end.
     pub(crate) stop: CancellationToken,
+    /// Every message the broker holds is charged to this
+    /// (`limits.memory-bytes`).
+    pub(crate) memory: Arc<crate::core::MemoryBudget>,
     boot: String,
     seq: AtomicU64,
     next_connection: AtomicU64,
     next_consumer: AtomicU64,
+    next_destination: AtomicU64,
     destinations: Mutex<HashMap<Destination, DestHandle>>,
     client_ids: Mutex<HashSet<String>>,
     /// The topic of every durable subscription.
@@ -68,6 +72,38 @@ impl Shared {
 
     pub(crate) fn next_consumer(&self) -> u64 {
         self.next_consumer.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The id of a new destination actor.
+    pub(crate) fn next_destination_id(&self) -> u64 {
+        self.next_destination.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Removes a destination from the registry if the entry is still the
+    /// actor `id` and `idle` (evaluated under the registry's lock, so
+    /// nobody can look the destination up meanwhile) says it may go.
+    pub(crate) fn reclaim(&self, dest: &Destination, id: u64, idle: impl FnOnce() -> bool) -> bool {
+        let mut map = lock(&self.destinations);
+        match map.get(dest) {
+            Some(h) if h.id() == id && idle() => {
+                map.remove(dest);
+                Metrics::inc(&self.metrics.destinations_reclaimed_total);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the registry is nine tenths full: idle destinations then go
+    /// at once.
+    pub(crate) fn destinations_crowded(&self) -> bool {
+        let max = self.config.limits.max_destinations;
+        lock(&self.destinations).len() >= max - max / 10
+    }
+
+    /// How many destinations exist.
+    pub(crate) fn destination_count(&self) -> usize {
+        lock(&self.destinations).len()
     }
 
     /// A connection id unique across restarts of this broker (it names
@@ -98,6 +134,57 @@ impl Shared {
         };
         map.insert(dest.clone(), handle.clone());
         Ok(handle)
+    }
+
+    /// Publishes to `handle`'s destination; if it was reclaimed meanwhile
+    /// (idle destinations go), to the one made anew. Temporary queues are
+    /// not made anew: a message to one that is gone is `Gone`.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        handle: &DestHandle,
+        message: Arc<crate::core::Message>,
+        confirm: bool,
+    ) -> Result<(), crate::core::PublishError> {
+        let mut h = handle.clone();
+        let mut attempts = 0;
+        loop {
+            match h.publish(message.clone(), confirm).await {
+                Err(crate::core::PublishError::Gone(gone))
+                    if h.destination().kind() != DestinationKind::TempQueue && attempts < 3 =>
+                {
+                    attempts += 1;
+                    h = self
+                        .destination(h.destination())
+                        .map_err(|_| crate::core::PublishError::Gone(gone))?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends `c` to `handle`'s destination, or to the one made anew if it
+    /// was reclaimed meanwhile; returns the handle that took it.
+    pub(crate) async fn control(
+        self: &Arc<Self>,
+        handle: &DestHandle,
+        c: Control,
+    ) -> Result<DestHandle, crate::core::Gone> {
+        let mut h = handle.clone();
+        let mut c = c;
+        for _ in 0..3 {
+            match h.control_or_back(c).await {
+                Ok(()) => return Ok(h),
+                Err(back) => c = back,
+            }
+            if h.destination().kind() == DestinationKind::TempQueue {
+                break;
+            }
+            h = match self.destination(h.destination()) {
+                Ok(h) => h,
+                Err(_) => break,
+            };
+        }
+        Err(crate::core::Gone(h.destination().to_string()))
     }
 
     /// The destination if it exists.
@@ -691,9 +778,11 @@ async fn promote(
         store,
         metrics: Metrics::default(),
         stop: CancellationToken::new(),
+        memory: crate::core::MemoryBudget::new(node.resources.memory_bytes),
         seq: AtomicU64::new(recovered.max_seq),
         next_connection: AtomicU64::new(0),
         next_consumer: AtomicU64::new(0),
+        next_destination: AtomicU64::new(0),
         destinations: Mutex::new(HashMap::new()),
         client_ids: Mutex::new(HashSet::new()),
         durables: Mutex::new(HashMap::new()),

@@ -218,6 +218,9 @@ pub struct LimitsConfig {
     pub max_transactions_per_connection: usize,
     /// SENDs, ACKs and NACKs one transaction may hold.
     pub max_transaction_frames: usize,
+    /// Body bytes of the SENDs one transaction may hold (they stay in
+    /// memory until COMMIT); beyond it the SEND gets an ERROR.
+    pub max_transaction_bytes: usize,
     /// Destinations the broker will create.
     pub max_destinations: usize,
     /// Longest command or header line, in bytes.
@@ -238,6 +241,11 @@ pub struct LimitsConfig {
     pub destination_memory_bytes: usize,
     /// Largest prefetch a subscription may ask for.
     pub max_prefetch: u32,
+    /// How long a producer held back by flow control (the memory budget,
+    /// a full destination, a full store in `when-full = "wait"`) waits
+    /// before its SEND gets an ERROR; 0 waits for as long as it takes
+    /// (ActiveMQ's default; `sendFailIfNoSpaceAfterTimeout` otherwise).
+    pub flow_control_timeout_ms: u64,
     /// Bytes of messages the whole broker holds in memory — queued,
     /// in flight to consumers, in open transactions, waiting for receipts —
     /// before producers are held back. `"auto"`: the smaller of 1 GiB and a
@@ -253,6 +261,7 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 1_000,
             max_transactions_per_connection: 100,
             max_transaction_frames: 100_000,
+            max_transaction_bytes: 64 * 1024 * 1024,
             max_destinations: 100_000,
             max_header_line_bytes: 10 * 1024,
             max_headers: 1_000,
@@ -263,6 +272,7 @@ impl Default for LimitsConfig {
             destination_memory_bytes: 128 * 1024 * 1024,
             max_prefetch: 65_535,
             memory_bytes: Auto::Auto,
+            flow_control_timeout_ms: 0,
         }
     }
 }
@@ -342,6 +352,23 @@ pub struct DestinationsConfig {
     /// confirmed without being enqueued twice; 0 turns detection off.
     /// Each remembered id costs about 200 bytes of memory.
     pub duplicate_window: usize,
+    /// What a topic subscriber that falls behind costs: itself
+    /// (`drop-oldest`), or everyone (`flow-control`).
+    pub slow_subscriber: SlowSubscriber,
+    /// With `drop-oldest`: messages a topic subscription may have waiting
+    /// beyond its prefetch (or `limits.destination-memory-bytes` of them)
+    /// before the oldest (of the lowest priority) are dropped for it
+    /// (ActiveMQ's pending message limit). Messages a durable subscription
+    /// keeps in the store are never dropped.
+    pub subscriber_pending_limit: usize,
+    /// A subscriber whose backlog keeps overflowing for this long is
+    /// disconnected (ActiveMQ's slow consumer abort); 0: never.
+    pub slow_subscriber_abort_ms: u64,
+    /// A queue or topic with no messages, no consumers and no traffic for
+    /// this long is removed (made again when next used; ActiveMQ's
+    /// `gcInactiveDestinations`); while the destination table is nine
+    /// tenths full, idle ones go at once. 0: never.
+    pub gc_inactive_ms: u64,
 }
 
 impl Default for DestinationsConfig {
@@ -353,8 +380,24 @@ impl Default for DestinationsConfig {
             dead_letter_expired: false,
             expiry_check_ms: 5_000,
             duplicate_window: 2_000,
+            slow_subscriber: SlowSubscriber::DropOldest,
+            subscriber_pending_limit: 1_000,
+            slow_subscriber_abort_ms: 0,
+            gc_inactive_ms: 60_000,
         }
     }
+}
+
+/// What happens when a topic subscriber cannot keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowSubscriber {
+    /// Its backlog is bounded: the oldest messages it has not received are
+    /// dropped for it (and it is told so), and nobody else slows down.
+    DropOldest,
+    /// Producers to the topic wait until it catches up (producer flow
+    /// control): nothing is dropped, and everyone goes at its pace.
+    FlowControl,
 }
 
 /// A configuration that cannot be used.
@@ -455,6 +498,7 @@ impl BrokerConfig {
             l.max_transactions_per_connection,
         )?;
         positive("limits.max-transaction-frames", l.max_transaction_frames)?;
+        positive("limits.max-transaction-bytes", l.max_transaction_bytes)?;
         positive("limits.max-destinations", l.max_destinations)?;
         positive("limits.max-header-line-bytes", l.max_header_line_bytes)?;
         positive("limits.max-headers", l.max_headers)?;
@@ -498,6 +542,10 @@ impl BrokerConfig {
             });
         }
         positive("destinations.expiry-check-ms", d.expiry_check_ms as usize)?;
+        positive(
+            "destinations.subscriber-pending-limit",
+            d.subscriber_pending_limit,
+        )?;
         positive("timeouts.connect-ms", self.timeouts.connect_ms as usize)?;
         positive("timeouts.frame-ms", self.timeouts.frame_ms as usize)?;
         positive(

@@ -49,6 +49,17 @@ metrics! {
     counter messages_expired_total,
     /// Messages sent to a temporary queue that no longer exists.
     counter messages_dropped_total,
+    /// Messages dropped for slow topic subscribers whose backlog overflowed
+    /// (destinations.subscriber-pending-limit).
+    counter messages_discarded_total,
+    /// Idle destinations removed (destinations.gc-inactive-ms).
+    counter destinations_reclaimed_total,
+    /// Messages that could not be moved to their dead-letter queue and
+    /// stayed where they were.
+    counter dead_letter_failures_total,
+    /// Connections closed because a subscriber stayed too slow
+    /// (destinations.slow-subscriber-abort-ms).
+    counter slow_subscribers_disconnected_total,
     /// Persistent SENDs recognised as repeats of a stored message by their
     /// duplicate-detection id: confirmed, not enqueued again.
     counter duplicates_total,

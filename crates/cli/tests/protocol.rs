@@ -635,7 +635,10 @@ async fn a_topic_subscription_made_after_a_receipt_gets_none_of_the_earlier_mess
     // A small memory limit and a slow subscriber (prefetch 1, acks one at
     // a time) make the topic apply flow control, so the producer's earlier
     // messages are still waiting to be published when its receipt arrives.
-    let b = BrokerProcess::start("[limits]\ndestination-memory-bytes = 4096\n").await;
+    let b = BrokerProcess::start(
+        "[limits]\ndestination-memory-bytes = 4096\n\n[destinations]\nslow-subscriber = \"flow-control\"\n",
+    )
+    .await;
     let mut slow = Stomp::connect(b.stomp).await;
     slow.subscribe(
         "slow",

@@ -154,6 +154,9 @@ struct Status {
     destinations: usize,
     /// Descriptor limit, connection caps, memory budget.
     resources: crate::resources::Resources,
+    /// Bytes of messages held in memory now, while master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_bytes: Option<u64>,
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
@@ -176,10 +179,9 @@ async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
         connections: master
             .as_ref()
             .map_or(0, |m| m.shared.metrics.connections.load(Ordering::Relaxed)),
-        destinations: master
-            .as_ref()
-            .map_or(0, |m| m.shared.destination_handles().len()),
+        destinations: master.as_ref().map_or(0, |m| m.shared.destination_count()),
         resources: node.resources.clone(),
+        memory_bytes: master.as_ref().map(|m| m.shared.memory.used()),
     })
 }
 
@@ -262,7 +264,32 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         text.push_str(&m.shared.metrics.prometheus());
         let store = m.shared.store.stats();
         let relaxed = Ordering::Relaxed;
+        let memory = &m.shared.memory;
         let mut counters: Vec<(&str, &str, &str, u64)> = vec![
+            (
+                "memory_bytes",
+                "gauge",
+                "Bytes of messages the broker holds in memory (queued, in flight, in transactions, awaiting receipts).",
+                memory.used(),
+            ),
+            (
+                "memory_limit_bytes",
+                "gauge",
+                "The broker-wide memory budget for messages (limits.memory-bytes).",
+                memory.limit(),
+            ),
+            (
+                "producers_waiting_for_memory",
+                "gauge",
+                "SENDs held back now because the broker is at its memory limit.",
+                memory.waiting.load(relaxed),
+            ),
+            (
+                "flow_control_timeouts_total",
+                "counter",
+                "SENDs refused after waiting longer than limits.flow-control-timeout-ms.",
+                memory.timeouts.load(relaxed),
+            ),
             (
                 "store_bytes",
                 "gauge",

@@ -15,27 +15,55 @@ pub(crate) const ORIGINAL_DESTINATION: &str = "original-destination";
 /// Header saying why a message was dead-lettered (ActiveMQ's name).
 pub(crate) const FAILURE_CAUSE: &str = "dlqDeliveryFailureCause";
 
-/// Carries out `effects` for the destination `source`.
-pub(crate) async fn settle(shared: &Arc<Shared>, source: &Destination, effects: &mut Vec<Effect>) {
+/// A message that could not be dead-lettered: its destination puts it
+/// back in the dispatcher `tag` names.
+#[derive(Debug)]
+pub(crate) struct PutBack {
+    pub(crate) tag: u64,
+    pub(crate) message: Arc<Message>,
+    pub(crate) stored: bool,
+    pub(crate) deliveries: u32,
+}
+
+/// Carries out `effects` for the destination `source`. Returns the
+/// messages that could not be moved to their dead-letter queue: they stay
+/// where they were.
+#[must_use = "messages that could not be dead-lettered must be put back"]
+pub(crate) async fn settle(
+    shared: &Arc<Shared>,
+    source: &Destination,
+    effects: &mut Vec<Effect>,
+) -> Vec<PutBack> {
     // Bookkeeping nobody waits for goes to the store in one batch: if it is
     // lost in a crash, the worst outcome is a message found expired again or
     // a delivery count one lower.
     let mut records = Vec::new();
+    let mut put_back = Vec::new();
     for effect in effects.drain(..) {
         match effect {
             Effect::DeadLetter {
                 message,
                 reason,
                 stored,
+                deliveries,
+                tag,
             } => {
                 tracing::info!(destination = %source, message_id = %message.id, %reason,
                     "dead-lettering message");
-                dead_letter(shared, stored, message, reason).await;
+                if let Err(message) = dead_letter(shared, stored, message, reason).await {
+                    put_back.push(PutBack {
+                        tag,
+                        message,
+                        stored,
+                        deliveries,
+                    });
+                }
             }
             Effect::Expired {
                 seq,
                 message,
                 stored,
+                tag,
             } => {
                 Metrics::inc(&shared.metrics.messages_expired_total);
                 if !shared.config.destinations.dead_letter_expired {
@@ -52,12 +80,26 @@ pub(crate) async fn settle(shared: &Arc<Shared>, source: &Destination, effects: 
                     },
                 };
                 match message {
-                    Some(m) => dead_letter(shared, stored, m, "expired".to_owned()).await,
+                    Some(m) => {
+                        if let Err(message) =
+                            dead_letter(shared, stored, m, "expired".to_owned()).await
+                        {
+                            put_back.push(PutBack {
+                                tag,
+                                message,
+                                stored,
+                                deliveries: 0,
+                            });
+                        }
+                    }
                     None => {
                         tracing::error!(destination = %source, seq, "expired message unreadable; dropped");
                         records.push(Record::Remove { seq });
                     }
                 }
+            }
+            Effect::Discarded(n) => {
+                Metrics::add(&shared.metrics.messages_discarded_total, n);
             }
             Effect::Deliveries { seq, deliveries } => {
                 records.push(Record::Redelivered { seq, deliveries });
@@ -74,19 +116,28 @@ pub(crate) async fn settle(shared: &Arc<Shared>, source: &Destination, effects: 
     {
         tracing::warn!(error = %e, "could not record expiry or delivery counts");
     }
+    put_back
 }
 
-async fn dead_letter(shared: &Arc<Shared>, stored: bool, message: Arc<Message>, reason: String) {
-    Metrics::inc(&shared.metrics.messages_dead_lettered_total);
+/// Moves a message to its dead-letter queue; gives it back if that cannot
+/// be done (the queue cannot be created, the store refuses the move), so
+/// that it stays where it was rather than being lost.
+async fn dead_letter(
+    shared: &Arc<Shared>,
+    stored: bool,
+    message: Arc<Message>,
+    reason: String,
+) -> Result<(), Arc<Message>> {
     let dlq = message
         .destination
         .dead_letter(&shared.config.destinations.dead_letter_prefix);
     let handle = match shared.destination(&dlq) {
         Ok(h) => h,
         Err(e) => {
-            tracing::error!(message_id = %message.id, error = %e,
-                "cannot create dead-letter queue; the message stays in the store but leaves memory");
-            return;
+            Metrics::inc(&shared.metrics.dead_letter_failures_total);
+            tracing::error!(message_id = %message.id, dead_letter_queue = %dlq, error = %e,
+                "cannot create the dead-letter queue: the message stays where it was");
+            return Err(message);
         }
     };
     let mut headers: Vec<(String, String)> = message
@@ -100,17 +151,21 @@ async fn dead_letter(shared: &Arc<Shared>, stored: bool, message: Arc<Message>, 
         message.destination.to_string(),
     ));
     headers.push((FAILURE_CAUSE.to_owned(), reason));
-    let copy = Arc::new(Message {
-        seq: shared.next_seq(),
-        id: message.id.clone(),
-        destination: dlq.clone(),
-        headers,
-        body: message.body.clone(),
-        persistent: message.persistent,
-        priority: message.priority,
-        expires: 0,
-        timestamp: message.timestamp,
-    });
+    let copy = Arc::new(
+        Message {
+            seq: shared.next_seq(),
+            id: message.id.clone(),
+            destination: dlq.clone(),
+            headers,
+            body: message.body.clone(),
+            persistent: message.persistent,
+            priority: message.priority,
+            expires: 0,
+            timestamp: message.timestamp,
+            charge: crate::core::Charge::none(),
+        }
+        .charged(&shared.memory),
+    );
     let mut batch = Vec::with_capacity(2);
     if stored {
         batch.push(Record::Remove { seq: message.seq });
@@ -128,13 +183,17 @@ async fn dead_letter(shared: &Arc<Shared>, stored: bool, message: Arc<Message>, 
         match shared.store.submit(batch).await {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::error!(error = %e, "cannot dead-letter message");
-                return;
+                Metrics::inc(&shared.metrics.dead_letter_failures_total);
+                tracing::error!(message_id = %message.id, error = %e,
+                    "cannot dead-letter the message: it stays where it was");
+                return Err(message);
             }
         }
     };
+    Metrics::inc(&shared.metrics.messages_dead_lettered_total);
     // The dead-letter queue may be applying flow control; never make this
     // destination wait for another one.
+    let shared = shared.clone();
     tokio::spawn(async move {
         if let Some(c) = completion
             && let Err(e) = c.await
@@ -142,6 +201,7 @@ async fn dead_letter(shared: &Arc<Shared>, stored: bool, message: Arc<Message>, 
             tracing::error!(error = %e, "cannot dead-letter message");
             return;
         }
-        let _ = handle.publish(copy, false).await;
+        let _ = shared.publish(&handle, copy, false).await;
     });
+    Ok(())
 }

@@ -113,9 +113,23 @@ impl Destination {
         self.to_string()
     }
 
-    /// The dead-letter queue for this destination.
+    /// The dead-letter queue for this destination: `<prefix><name>`, or,
+    /// when that would be longer than a name may be, `<prefix>` + as much
+    /// of the name as fits + `~` + 16 hex digits of a hash of the whole
+    /// name — still a valid name clients can subscribe to, and still the
+    /// same for the same destination.
     pub fn dead_letter(&self, prefix: &str) -> Destination {
-        Destination::queue(&format!("{prefix}{}", self.name))
+        let whole = format!("{prefix}{}", self.name);
+        if whole.len() <= MAX_NAME_LEN {
+            return Destination::queue(&whole);
+        }
+        let tag = format!("~{:016x}", fnv1a(self.name.as_bytes()));
+        let room = MAX_NAME_LEN.saturating_sub(prefix.len() + tag.len());
+        let mut cut = room.min(self.name.len());
+        while !self.name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Destination::queue(&format!("{prefix}{}{tag}", &self.name[..cut]))
     }
 }
 
@@ -128,6 +142,14 @@ impl fmt::Display for Destination {
         };
         write!(f, "{prefix}{}", self.name)
     }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same on every machine and release
+/// (dead-letter queue names are stored and given to clients).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn check_name(name: &str, whole: &str) -> Result<(), DestinationError> {
@@ -160,6 +182,22 @@ mod tests {
         assert_eq!(tmp.display_for("c2"), "/remote-temp-queue/c1.r");
         let remote = Destination::parse("/remote-temp-queue/c1.r", "c2").unwrap();
         assert_eq!(remote, tmp);
+    }
+
+    #[test]
+    fn dead_letter_queues_of_long_names_are_valid_and_distinct() {
+        let short = Destination::queue("orders").dead_letter("DLQ.");
+        assert_eq!(short.to_string(), "/queue/DLQ.orders");
+        let a = Destination::queue(&"é".repeat(256)); // 512 bytes
+        let b = Destination::queue(&format!("{}x", "é".repeat(255))); // 511
+        let (da, db) = (a.dead_letter("DLQ."), b.dead_letter("DLQ."));
+        for d in [&da, &db] {
+            let parsed = Destination::parse(&d.to_string(), "c").unwrap();
+            assert_eq!(&parsed, d);
+            assert!(d.name().len() <= MAX_NAME_LEN && d.name().starts_with("DLQ.é"));
+        }
+        assert_ne!(da, db);
+        assert_eq!(da, a.dead_letter("DLQ."));
     }
 
     #[test]

@@ -36,6 +36,33 @@ pub(crate) struct Delivery {
     pub(crate) deliveries: u32,
     /// Whether the store holds the message, so its ack must remove it.
     pub(crate) stored: bool,
+    /// Messages dropped for this subscription since its previous delivery
+    /// (a slow topic subscriber's backlog overflowed).
+    pub(crate) dropped: u32,
+}
+
+/// Tells a session to close its connection: one of its subscribers has
+/// been too slow for too long (`destinations.slow-subscriber-abort-ms`).
+/// Destinations never wait on sessions, so this is a flag the session
+/// watches, not a message it must receive.
+#[derive(Debug, Default)]
+pub(crate) struct Kick {
+    token: tokio_util::sync::CancellationToken,
+    reason: std::sync::OnceLock<String>,
+}
+
+impl Kick {
+    /// Asks the session to close, with `reason` (the first reason wins).
+    pub(crate) fn kick(&self, reason: String) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves, with the reason, once kicked.
+    pub(crate) async fn kicked(&self) -> String {
+        self.token.cancelled().await;
+        self.reason.get().cloned().unwrap_or_default()
+    }
 }
 
 /// The channel deliveries travel on. Unbounded by type, bounded by credit:
@@ -57,6 +84,8 @@ pub(crate) struct ConsumerReg {
     /// redelivered (after a restart or a takeover). Not needed for
     /// consumers that acknowledge on delivery.
     pub(crate) records_deliveries: bool,
+    /// How to make its session close the connection.
+    pub(crate) kick: Arc<Kick>,
 }
 
 #[derive(Debug)]
@@ -115,12 +144,18 @@ pub(crate) enum Effect {
         message: Arc<Message>,
         reason: String,
         stored: bool,
+        deliveries: u32,
+        /// The dispatcher's tag, to put it back if it cannot be moved.
+        tag: u64,
     },
+    /// Messages dropped for a slow subscriber (counted).
+    Discarded(u64),
     /// Drop (or dead-letter, if so configured) an expired message.
     Expired {
         seq: u64,
         message: Option<Arc<Message>>,
         stored: bool,
+        tag: u64,
     },
     /// Record a stored message's delivery count (written without forcing a
     /// sync).
@@ -140,6 +175,14 @@ pub(crate) struct Policy {
     pub(crate) memory_limit: usize,
     /// Whether stored bodies can be dropped from memory and read back.
     pub(crate) pages: bool,
+    /// A topic subscription's backlog bound: beyond this many ready
+    /// messages (or `memory_limit` bytes of them that cannot be paged out)
+    /// the oldest of the lowest priority that the store does not hold is
+    /// dropped instead of holding producers back. `None` for queues.
+    pub(crate) pending_limit: Option<usize>,
+    /// A subscriber whose backlog keeps overflowing for this long is
+    /// disconnected.
+    pub(crate) abort_after: Option<std::time::Duration>,
 }
 
 /// Counters a destination reports.
@@ -157,8 +200,10 @@ pub struct DispatchStats {
     pub delivered: u64,
     /// Messages ever acknowledged.
     pub acked: u64,
-    /// Bytes of ready message bodies held in memory.
+    /// Bytes of message bodies held in memory (ready and in flight).
     pub memory_bytes: usize,
+    /// Messages dropped for slow subscribers (topics).
+    pub discarded: u64,
 }
 
 /// Entries read ahead of the consumers, at least.
@@ -181,11 +226,29 @@ pub(crate) struct Dispatcher {
     pinned: usize,
     /// Bytes of ready bodies that could be paged out.
     paged_in: usize,
-    /// Bodies being read back: seq -> priority.
-    loading: HashMap<u64, u8>,
+    /// Bytes of bodies in flight (delivered, not yet acknowledged).
+    inflight_bytes: usize,
+    /// Of those, the bodies that could be paged out once back: they count
+    /// against the paging budget with `paged_in`, so consumers with a huge
+    /// prefetch cannot page a whole deep queue into memory.
+    inflight_pageable: usize,
+    /// Bodies being read back: seq -> (priority, weight).
+    loading: HashMap<u64, (u8, u32)>,
+    /// Bytes being read back.
+    loading_bytes: usize,
+    /// The broker-wide budget: no body is kept or read back beyond it.
+    memory: Option<std::sync::Arc<super::MemoryBudget>>,
     enqueued: u64,
     delivered: u64,
     acked: u64,
+    /// Dropped for a slow subscriber: in all, and since the last delivery.
+    discarded: u64,
+    dropped_since_delivery: u32,
+    /// Since when the backlog has been overflowing.
+    overflowing_since: Option<std::time::Instant>,
+    /// Its owner's name for it, carried by the effects it reports (a topic
+    /// has one dispatcher per subscription).
+    tag: u64,
 }
 
 impl Dispatcher {
@@ -201,17 +264,67 @@ impl Dispatcher {
             policy,
             pinned: 0,
             paged_in: 0,
+            inflight_bytes: 0,
+            inflight_pageable: 0,
             loading: HashMap::new(),
+            loading_bytes: 0,
+            memory: None,
             enqueued: 0,
             delivered: 0,
             acked: 0,
+            discarded: 0,
+            dropped_since_delivery: 0,
+            overflowing_since: None,
+            tag: 0,
         }
+    }
+
+    /// Names this dispatcher in the effects it reports.
+    pub(crate) fn with_tag(mut self, tag: u64) -> Dispatcher {
+        self.tag = tag;
+        self
+    }
+
+    /// A message that could not be moved to its dead-letter queue goes back
+    /// where it was (at the end of its priority), with the deliveries it
+    /// had: the next rejection tries again.
+    pub(crate) fn put_back(&mut self, message: Arc<Message>, stored: bool, deliveries: u32) {
+        let entry = Entry {
+            seq: message.seq,
+            arrival: 0,
+            expires: message.expires,
+            weight: message.weight() as u32,
+            deliveries,
+            priority: message.priority.min(9),
+            stored,
+            message: Some(message),
+        };
+        self.add(entry);
+    }
+
+    /// Bodies it keeps are also bounded by the broker-wide `budget`.
+    pub(crate) fn with_memory(mut self, budget: std::sync::Arc<super::MemoryBudget>) -> Dispatcher {
+        self.memory = Some(budget);
+        self
+    }
+
+    /// Whether the broker-wide budget has room for `bytes` more.
+    fn global_room(&self, bytes: usize) -> bool {
+        self.memory
+            .as_ref()
+            .is_none_or(|m| m.has_room(bytes as u64))
+    }
+
+    /// Bytes of pageable bodies resident: ready, in flight, being read.
+    fn resident_pageable(&self) -> usize {
+        self.paged_in + self.inflight_pageable + self.loading_bytes
     }
 
     /// Whether producers may add more: bodies that cannot be paged out are
     /// under the memory limit (producer flow control).
     pub(crate) fn accepting(&self) -> bool {
-        self.pinned < self.policy.memory_limit
+        // A bounded backlog drops instead of holding producers back.
+        self.policy.pending_limit.is_some() || self.pinned < self.policy.memory_limit
     }
 
     pub(crate) fn stats(&self) -> DispatchStats {
@@ -222,7 +335,8 @@ impl Dispatcher {
             enqueued: self.enqueued,
             delivered: self.delivered,
             acked: self.acked,
-            memory_bytes: self.pinned + self.paged_in,
+            memory_bytes: self.pinned + self.paged_in + self.inflight_bytes,
+            discarded: self.discarded,
         }
     }
 
@@ -231,7 +345,69 @@ impl Dispatcher {
     }
 
     /// Adds a new message. `stored`: whether the store holds it (a queue's
-    /// persistent messages, once durable).
+    /// persistent messages, once durable). A bounded backlog that overflows
+    /// drops what it must (reported as an effect).
+    pub(crate) fn push_bounded(
+        &mut self,
+        message: Arc<Message>,
+        stored: bool,
+        effects: &mut Vec<Effect>,
+    ) {
+        self.push(message, stored);
+        if let Some(limit) = self.policy.pending_limit {
+            self.bound_backlog(limit, effects);
+        }
+    }
+
+    /// Drops the oldest messages of the lowest priority that the store
+    /// does not hold while the backlog is over its bounds; disconnects the
+    /// subscriber if that has gone on for too long.
+    fn bound_backlog(&mut self, limit: usize, effects: &mut Vec<Effect>) {
+        let mut dropped = 0u64;
+        while self.ready_count > limit || self.pinned > self.policy.memory_limit {
+            let victim = (0..10).find_map(|p| {
+                self.ready[p]
+                    .iter()
+                    .take(64)
+                    .position(|e| !e.stored)
+                    .map(|i| (p, i))
+            });
+            let Some((p, i)) = victim else { break };
+            let Some(e) = self.ready[p].remove(i) else {
+                break;
+            };
+            self.took(&e);
+            if let Some((_, w)) = self.loading.remove(&e.seq) {
+                self.loading_bytes -= w as usize;
+            }
+            dropped += 1;
+        }
+        if dropped == 0 {
+            self.overflowing_since = None;
+            return;
+        }
+        self.discarded += dropped;
+        self.dropped_since_delivery = self
+            .dropped_since_delivery
+            .saturating_add(dropped.min(u64::from(u32::MAX)) as u32);
+        effects.push(Effect::Discarded(dropped));
+        let since = *self
+            .overflowing_since
+            .get_or_insert_with(std::time::Instant::now);
+        if let Some(abort) = self.policy.abort_after
+            && since.elapsed() >= abort
+        {
+            for c in &self.consumers {
+                c.reg.kick.kick(format!(
+                    "slow subscriber: its backlog has overflowed for more than destinations.slow-subscriber-abort-ms ({} ms); {} messages dropped",
+                    abort.as_millis(),
+                    self.discarded
+                ));
+            }
+        }
+    }
+
+    /// Adds a new message (unbounded: see [`Dispatcher::push_bounded`]).
     pub(crate) fn push(&mut self, message: Arc<Message>, stored: bool) {
         let entry = Entry {
             seq: message.seq,
@@ -273,11 +449,14 @@ impl Dispatcher {
             let w = entry.weight as usize;
             if !self.pageable(&entry) {
                 self.pinned += w;
-            } else if self.paged_in + w <= self.policy.memory_limit {
+            } else if self.resident_pageable() + w <= self.policy.memory_limit
+                && self.global_room(w)
+            {
                 self.paged_in += w;
             } else {
-                // Over the limit: keep only the index entry; the body is on
-                // disk and is read back before delivery.
+                // Over this destination's or the broker's budget: keep only
+                // the index entry; the body is on disk and is read back
+                // before delivery.
                 entry.message = None;
             }
         }
@@ -337,6 +516,7 @@ impl Dispatcher {
         held.sort_unstable();
         for seq in held {
             if let Some((entry, _)) = self.inflight.remove(&seq) {
+                self.left_flight(&entry);
                 self.release_entry(entry, "consumer closed", effects);
             }
         }
@@ -353,12 +533,35 @@ impl Dispatcher {
             _ => return None,
         }
         let (entry, _) = self.inflight.remove(&seq)?;
+        self.left_flight(&entry);
         if let Holder::Consumer(id) = holder
             && let Some(c) = self.consumer_mut(id)
         {
             c.inflight -= 1;
         }
         Some(entry)
+    }
+
+    /// Accounts for an entry leaving flight (acknowledged, returned).
+    fn left_flight(&mut self, e: &Entry) {
+        if e.message.is_some() {
+            let w = e.weight as usize;
+            self.inflight_bytes -= w;
+            if self.pageable(e) {
+                self.inflight_pageable -= w;
+            }
+        }
+    }
+
+    /// Accounts for an entry going into flight.
+    fn entered_flight(&mut self, e: &Entry) {
+        if e.message.is_some() {
+            let w = e.weight as usize;
+            self.inflight_bytes += w;
+            if self.pageable(e) {
+                self.inflight_pageable += w;
+            }
+        }
     }
 
     /// The consumer acknowledged these messages: they are done.
@@ -376,6 +579,7 @@ impl Dispatcher {
     pub(crate) fn hold(&mut self, consumer: ConsumerId, seqs: &[u64]) {
         for &seq in seqs {
             if let Some(entry) = self.take(seq, Holder::Consumer(consumer)) {
+                self.entered_flight(&entry);
                 self.inflight.insert(seq, (entry, Holder::Transaction));
             }
         }
@@ -420,6 +624,8 @@ impl Dispatcher {
                     ),
                     message,
                     stored: entry.stored,
+                    deliveries: entry.deliveries,
+                    tag: self.tag,
                 });
             }
         } else {
@@ -441,12 +647,22 @@ impl Dispatcher {
     /// Bodies to read back so that the next deliveries can go out: the
     /// first entries in dispatch order whose bodies are on disk. Marks them
     /// as being loaded.
+    ///
+    /// Reading back is bounded by bytes, not by the consumers' credit:
+    /// bodies resident here (ready, in flight, being read) stay within the
+    /// destination's memory limit and the broker's budget, however large
+    /// the prefetch. When nothing is resident one body is read anyway, so a
+    /// message larger than the limit still goes out.
     pub(crate) fn wanted_loads(&mut self) -> Vec<u64> {
         let credit = self.free_credit();
         if credit == 0 {
             return Vec::new();
         }
         let window = (credit * 2).max(LOAD_AHEAD);
+        let mut room = self
+            .policy
+            .memory_limit
+            .saturating_sub(self.resident_pageable());
         let mut want = Vec::new();
         let mut seen = 0;
         'outer: for p in (0..10).rev() {
@@ -456,14 +672,21 @@ impl Dispatcher {
                 }
                 seen += 1;
                 if e.message.is_none() && !self.loading.contains_key(&e.seq) {
-                    want.push((e.seq, e.priority));
+                    let w = e.weight as usize;
+                    let first = want.is_empty() && self.resident_pageable() == 0;
+                    if !first && (w > room || !self.global_room(w)) {
+                        break 'outer;
+                    }
+                    room = room.saturating_sub(w);
+                    want.push((e.seq, e.priority, e.weight));
                 }
             }
         }
-        for &(seq, p) in &want {
-            self.loading.insert(seq, p);
+        for &(seq, p, w) in &want {
+            self.loading.insert(seq, (p, w));
+            self.loading_bytes += w as usize;
         }
-        want.into_iter().map(|(seq, _)| seq).collect()
+        want.into_iter().map(|(seq, _, _)| seq).collect()
     }
 
     /// Bodies read back. An entry whose body cannot be read is dropped.
@@ -473,9 +696,10 @@ impl Dispatcher {
         effects: &mut Vec<Effect>,
     ) {
         for (seq, result) in results {
-            let Some(p) = self.loading.remove(&seq) else {
+            let Some((p, w)) = self.loading.remove(&seq) else {
                 continue;
             };
+            self.loading_bytes -= w as usize;
             let q = &mut self.ready[p as usize];
             // Loads are for entries near the front.
             let Some(pos) = q.iter().position(|e| e.seq == seq) else {
@@ -522,6 +746,7 @@ impl Dispatcher {
                         seq: e.seq,
                         message: e.message,
                         stored: e.stored,
+                        tag: self.tag,
                     });
                 }
                 continue;
@@ -544,6 +769,7 @@ impl Dispatcher {
                 message,
                 deliveries: entry.deliveries,
                 stored: entry.stored,
+                dropped: self.dropped_since_delivery,
             };
             if consumer.reg.tx.send(delivery).is_err() {
                 // The session has gone; its unsubscribe is on the way.
@@ -560,7 +786,9 @@ impl Dispatcher {
                     deliveries: entry.deliveries,
                 });
             }
+            self.entered_flight(&entry);
             self.delivered += 1;
+            self.dropped_since_delivery = 0;
             self.next_consumer = (ci + 1) % n;
             self.inflight
                 .insert(entry.seq, (entry, Holder::Consumer(id)));
@@ -583,14 +811,26 @@ impl Dispatcher {
             self.ready[p] = kept;
             for e in expired {
                 self.took(&e);
-                self.loading.remove(&e.seq);
+                if let Some((_, w)) = self.loading.remove(&e.seq) {
+                    self.loading_bytes -= w as usize;
+                }
                 effects.push(Effect::Expired {
                     seq: e.seq,
                     message: e.message,
                     stored: e.stored,
+                    tag: self.tag,
                 });
             }
         }
+    }
+
+    /// Whether it holds nothing and nobody: no message ready, in flight,
+    /// held by a transaction or being read, and no consumer.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.ready_count == 0
+            && self.inflight.is_empty()
+            && self.loading.is_empty()
+            && self.consumers.is_empty()
     }
 
     /// Drops every message (a temporary queue being deleted).
@@ -598,9 +838,12 @@ impl Dispatcher {
         self.ready = Default::default();
         self.inflight.clear();
         self.loading.clear();
+        self.loading_bytes = 0;
         self.ready_count = 0;
         self.pinned = 0;
         self.paged_in = 0;
+        self.inflight_bytes = 0;
+        self.inflight_pageable = 0;
         self.expiring = 0;
     }
 
@@ -628,6 +871,8 @@ mod tests {
             is_dead_letter_queue: false,
             memory_limit: usize::MAX,
             pages: false,
+            pending_limit: None,
+            abort_after: None,
         }
     }
 
@@ -643,6 +888,7 @@ mod tests {
             prefetch,
             tx,
             records_deliveries: false,
+            kick: Arc::default(),
         });
         rx
     }
@@ -756,6 +1002,9 @@ mod tests {
         d.dispatch(100, &mut fx);
         assert_eq!(drain(&mut rx), vec![(2, 1)]);
         assert!(matches!(&fx[..], [Effect::Expired { seq: 1, .. }]));
+        // What is left in memory is the one in flight.
+        assert_eq!(d.stats().memory_bytes, msg(2, 4).weight());
+        d.ack(1, &[2]);
         assert_eq!(d.stats().memory_bytes, 0);
     }
 
@@ -790,17 +1039,59 @@ mod tests {
         let mut fx = Vec::new();
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(1, 1), (2, 1)]);
+        // Two bodies in flight fill the budget: nothing is read back until
+        // they are acknowledged, whatever the consumer's credit.
+        assert!(d.wanted_loads().is_empty());
+        d.ack(1, &[1, 2]);
         let want = d.wanted_loads();
-        assert_eq!(want, vec![3, 4, 5]);
+        assert_eq!(want, vec![3, 4]);
         assert!(d.wanted_loads().is_empty(), "already being loaded");
-        // 4 and 5 arrive first: 3 still blocks them.
-        d.loaded(vec![(4, Ok(msg(4, 4))), (5, Ok(msg(5, 4)))], &mut fx);
+        // 4 arrives first: 3 still blocks it.
+        d.loaded(vec![(4, Ok(msg(4, 4)))], &mut fx);
         d.dispatch(0, &mut fx);
         assert!(drain(&mut rx).is_empty());
         d.loaded(vec![(3, Ok(msg(3, 4)))], &mut fx);
         d.dispatch(0, &mut fx);
-        assert_eq!(drain(&mut rx), vec![(3, 1), (4, 1), (5, 1)]);
+        assert_eq!(drain(&mut rx), vec![(3, 1), (4, 1)]);
+        d.ack(1, &[3, 4]);
+        assert_eq!(d.wanted_loads(), vec![5]);
+        d.loaded(vec![(5, Ok(msg(5, 4)))], &mut fx);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(5, 1)]);
         assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn reading_back_stops_at_the_broker_wide_budget() {
+        let weight = msg(1, 4).weight();
+        let budget = crate::core::MemoryBudget::new(weight as u64 * 3);
+        let mut d = Dispatcher::new(Policy {
+            memory_limit: 0,
+            pages: true,
+            ..policy()
+        })
+        .with_memory(budget.clone());
+        for seq in 1..=3 {
+            d.push(msg(seq, 4), true);
+        }
+        let _rx = consumer(&mut d, 1, 10);
+        // Nothing resident: one body is read anyway, so a message larger
+        // than the limit still goes out.
+        assert_eq!(d.wanted_loads(), vec![1]);
+        // Something else holds the whole budget: nothing more is read.
+        let _held = budget.charge(weight * 3);
+        let mut d = Dispatcher::new(Policy {
+            memory_limit: usize::MAX,
+            pages: true,
+            ..policy()
+        })
+        .with_memory(budget.clone());
+        d.push(msg(1, 4), true);
+        assert_eq!(d.stats().memory_bytes, 0, "paged out at once");
+        let _rx = consumer(&mut d, 1, 10);
+        assert_eq!(d.wanted_loads(), vec![1], "the first body is read anyway");
+        d.push(msg(2, 4), true);
+        assert!(d.wanted_loads().is_empty());
     }
 
     #[test]
@@ -814,12 +1105,14 @@ mod tests {
         d.push(msg(2, 4), true);
         let mut rx = consumer(&mut d, 1, 10);
         let mut fx = Vec::new();
-        assert_eq!(d.wanted_loads(), vec![1, 2]);
+        assert_eq!(d.wanted_loads(), vec![1]);
         let err = StoreError::Read {
             seq: 1,
             reason: "gone".into(),
         };
-        d.loaded(vec![(1, Err(err)), (2, Ok(msg(2, 4)))], &mut fx);
+        d.loaded(vec![(1, Err(err))], &mut fx);
+        assert_eq!(d.wanted_loads(), vec![2]);
+        d.loaded(vec![(2, Ok(msg(2, 4)))], &mut fx);
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(2, 1)]);
         assert!(matches!(&fx[..], [Effect::Lost { seq: 1, .. }]));

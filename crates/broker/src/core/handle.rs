@@ -88,6 +88,23 @@ pub(crate) enum Control {
     Delete,
 }
 
+impl Control {
+    /// Whether this is addressed to a consumer or subscription the
+    /// destination already has (which a destination with none can ignore).
+    pub(crate) fn needs_existing(&self) -> bool {
+        matches!(
+            self,
+            Control::Unsubscribe { .. }
+                | Control::Ack { .. }
+                | Control::Nack { .. }
+                | Control::Hold { .. }
+                | Control::Commit { .. }
+                | Control::Rollback { .. }
+                | Control::Delete
+        )
+    }
+}
+
 /// A destination's state, for the admin API.
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationStats {
@@ -119,16 +136,31 @@ impl Publish {
     }
 }
 
-/// The destination no longer exists (a deleted temporary queue, or the
-/// broker is stopping).
+/// The destination no longer exists (a deleted temporary queue, a
+/// reclaimed idle destination, or the broker is stopping).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("destination {0} no longer exists")]
 pub(crate) struct Gone(pub(crate) String);
+
+/// Why a message was not published.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// Never handed over: the destination had gone (safe to look it up
+    /// again and retry).
+    #[error(transparent)]
+    Gone(Gone),
+    /// Handed over, but the destination did not take it in (it stopped, or
+    /// could not store copies for durable subscribers).
+    #[error("destination {0} did not accept the message")]
+    NotAccepted(String),
+}
 
 /// A cheap, cloneable way to talk to one destination.
 #[derive(Debug, Clone)]
 pub(crate) struct DestHandle {
     destination: Destination,
+    /// Which actor: a destination reclaimed and made again is another.
+    id: u64,
     control: mpsc::Sender<Control>,
     publish: mpsc::Sender<Publish>,
 }
@@ -136,14 +168,33 @@ pub(crate) struct DestHandle {
 impl DestHandle {
     pub(crate) fn new(
         destination: Destination,
+        id: u64,
         control: mpsc::Sender<Control>,
         publish: mpsc::Sender<Publish>,
     ) -> DestHandle {
         DestHandle {
             destination,
+            id,
             control,
             publish,
         }
+    }
+
+    /// The actor's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Hands over a message as it is (its publisher may be waiting on
+    /// `accepted`); gives it back if this destination is gone.
+    pub(crate) async fn forward(&self, p: Publish) -> Result<(), Publish> {
+        self.publish.send(p).await.map_err(|e| e.0)
+    }
+
+    /// Sends a control message; gives it back if this destination is gone
+    /// (reclaimed: the caller looks the destination up again).
+    pub(crate) async fn control_or_back(&self, c: Control) -> Result<(), Control> {
+        self.control.send(c).await.map_err(|e| e.0)
     }
 
     pub(crate) fn destination(&self) -> &Destination {
@@ -161,8 +212,11 @@ impl DestHandle {
     /// limit (producer flow control). With `confirm`, also waits until the
     /// destination has taken the message in; messages published earlier on
     /// the same handle are in by then too (the channel is FIFO).
-    pub(crate) async fn publish(&self, message: Arc<Message>, confirm: bool) -> Result<(), Gone> {
-        let gone = || Gone(self.destination.to_string());
+    pub(crate) async fn publish(
+        &self,
+        message: Arc<Message>,
+        confirm: bool,
+    ) -> Result<(), PublishError> {
         let (accepted, taken) = if confirm {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -172,9 +226,10 @@ impl DestHandle {
         self.publish
             .send(Publish { message, accepted })
             .await
-            .map_err(|_| gone())?;
+            .map_err(|_| PublishError::Gone(Gone(self.destination.to_string())))?;
         if let Some(rx) = taken {
-            rx.await.map_err(|_| gone())?;
+            rx.await
+                .map_err(|_| PublishError::NotAccepted(self.destination.to_string()))?;
         }
         Ok(())
     }

@@ -58,6 +58,9 @@ pub struct Message {
     pub expires: u64,
     /// When the broker accepted it, in ms since the epoch.
     pub timestamp: u64,
+    /// Its share of the broker's memory budget, held as long as the
+    /// message is.
+    pub charge: super::Charge,
 }
 
 /// The priority of messages that do not state one.
@@ -78,6 +81,12 @@ impl Message {
                 .map(|(k, v)| k.len() + v.len() + 16)
                 .sum::<usize>()
             + 128
+    }
+
+    /// The message, charged to `budget` for its weight.
+    pub fn charged(mut self, budget: &std::sync::Arc<super::MemoryBudget>) -> Message {
+        self.charge = budget.charge(self.weight());
+        self
     }
 
     /// A user header.
@@ -114,6 +123,7 @@ pub(crate) fn test_message(seq: u64, priority: u8) -> Arc<Message> {
         priority,
         expires: 0,
         timestamp: 0,
+        charge: super::Charge::none(),
     })
 }
 

@@ -23,11 +23,15 @@ pub(crate) const CONTROL_DEPTH: usize = 1024;
 /// most this many messages before producers wait.
 pub(crate) const PUBLISH_DEPTH: usize = 32;
 
-/// The timer on which a destination sweeps out expired messages.
+/// The timer on which a destination sweeps out expired messages and
+/// checks whether it has been idle long enough to go.
 pub(crate) fn expiry_timer(shared: &Shared) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(Duration::from_millis(
-        shared.config.destinations.expiry_check_ms,
-    ));
+    let d = &shared.config.destinations;
+    let mut every = d.expiry_check_ms;
+    if d.gc_inactive_ms > 0 {
+        every = every.min((d.gc_inactive_ms / 2).max(50));
+    }
+    let mut t = tokio::time::interval(Duration::from_millis(every));
     t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     t
 }
@@ -39,6 +43,22 @@ pub(crate) fn policy(shared: &Shared, is_dead_letter_queue: bool, stores: bool) 
         is_dead_letter_queue,
         memory_limit: shared.config.limits.destination_memory_bytes,
         pages: stores && shared.store.pages(),
+        pending_limit: None,
+        abort_after: None,
+    }
+}
+
+/// A topic subscription's policy: [`policy`], with its backlog bounded.
+pub(crate) fn subscription_policy(shared: &Shared, stores: bool) -> Policy {
+    let d = &shared.config.destinations;
+    if d.slow_subscriber == crate::config::SlowSubscriber::FlowControl {
+        return policy(shared, false, stores);
+    }
+    Policy {
+        pending_limit: Some(d.subscriber_pending_limit),
+        abort_after: (d.slow_subscriber_abort_ms > 0)
+            .then(|| Duration::from_millis(d.slow_subscriber_abort_ms)),
+        ..policy(shared, false, stores)
     }
 }
 
@@ -55,7 +75,12 @@ pub(crate) fn start_loading(shared: &Shared, d: &mut Dispatcher, loading: &mut L
     let want = d.wanted_loads();
     if !want.is_empty() {
         let store = shared.store.clone();
-        *loading = Some(Box::pin(async move { store.load(want).await }));
+        let memory = shared.memory.clone();
+        *loading = Some(Box::pin(async move {
+            let mut loaded = store.load(want).await;
+            super::memory::charge_loaded(&memory, &mut loaded);
+            loaded
+        }));
     }
 }
 
@@ -71,17 +96,21 @@ pub(crate) async fn next_loaded(loading: &mut Loading) -> Loaded {
 pub(crate) fn spawn_queue(shared: Arc<Shared>, destination: Destination) -> DestHandle {
     let (control_tx, control) = mpsc::channel(CONTROL_DEPTH);
     let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
-    let handle = DestHandle::new(destination.clone(), control_tx, publish_tx);
+    let id = shared.next_destination_id();
+    let handle = DestHandle::new(destination.clone(), id, control_tx, publish_tx);
     let is_dlq = destination.kind() == DestinationKind::Queue
         && destination
             .name()
             .starts_with(&shared.config.destinations.dead_letter_prefix);
     let actor = QueueActor {
-        dispatcher: Dispatcher::new(policy(&shared, is_dlq, handle.stores())),
+        dispatcher: Dispatcher::new(policy(&shared, is_dlq, handle.stores()))
+            .with_memory(shared.memory.clone()),
         stores: handle.stores(),
         shared,
         destination,
         loading: None,
+        id,
+        idleness: super::reclaim::Idleness::default(),
     };
     tokio::spawn(actor.run(control, publish));
     handle
@@ -93,6 +122,8 @@ struct QueueActor {
     dispatcher: Dispatcher,
     stores: bool,
     loading: Loading,
+    id: u64,
+    idleness: super::reclaim::Idleness,
 }
 
 impl QueueActor {
@@ -106,6 +137,7 @@ impl QueueActor {
         let stop = self.shared.stop.clone();
         loop {
             let accepting = self.dispatcher.accepting();
+            let mut ticked = false;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -129,12 +161,42 @@ impl QueueActor {
                         self.dispatcher.push(m.accept(), self.stores);
                     }
                 }
-                _ = sweep.tick() => self.dispatcher.sweep_expired(now_ms(), &mut effects),
+                _ = sweep.tick() => {
+                    ticked = true;
+                    self.dispatcher.sweep_expired(now_ms(), &mut effects);
+                }
             }
             self.dispatcher.dispatch(now_ms(), &mut effects);
             start_loading(&self.shared, &mut self.dispatcher, &mut self.loading);
             if !effects.is_empty() {
-                super::settle(&self.shared, &self.destination, &mut effects).await;
+                let put_back = super::settle(&self.shared, &self.destination, &mut effects).await;
+                if !put_back.is_empty() {
+                    for p in put_back {
+                        self.dispatcher.put_back(p.message, p.stored, p.deliveries);
+                    }
+                    // Back where they were: deliverable at once.
+                    self.dispatcher.dispatch(now_ms(), &mut effects);
+                    for p in super::settle(&self.shared, &self.destination, &mut effects).await {
+                        self.dispatcher.put_back(p.message, p.stored, p.deliveries);
+                    }
+                }
+            }
+            // Temporary queues go with their connection, not by age.
+            let idle = self.destination.kind() == DestinationKind::Queue
+                && self.loading.is_none()
+                && self.dispatcher.is_idle();
+            if self.idleness.update(idle, !ticked)
+                && self.idleness.due(&self.shared)
+                && super::reclaim::try_reclaim(
+                    &self.shared,
+                    &self.destination,
+                    self.id,
+                    &mut control,
+                    &mut publish,
+                )
+                .await
+            {
+                break;
             }
         }
         tracing::debug!(destination = %self.destination, "destination stopped");

@@ -17,7 +17,7 @@ use super::dispatch::{Dispatcher, Effect};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer, policy};
+use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer, subscription_policy};
 use super::{
     ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, DurableName,
     Message, Publish, now_ms,
@@ -29,7 +29,8 @@ use crate::store::{Completion, Record};
 pub(crate) fn spawn_topic(shared: Arc<Shared>, destination: Destination) -> DestHandle {
     let (control_tx, control) = mpsc::channel(CONTROL_DEPTH);
     let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
-    let handle = DestHandle::new(destination.clone(), control_tx, publish_tx);
+    let id = shared.next_destination_id();
+    let handle = DestHandle::new(destination.clone(), id, control_tx, publish_tx);
     let actor = TopicActor {
         shared,
         destination,
@@ -39,6 +40,9 @@ pub(crate) fn spawn_topic(shared: Arc<Shared>, destination: Destination) -> Dest
         pending: VecDeque::new(),
         loads: FuturesUnordered::new(),
         published: 0,
+        id,
+        idleness: super::reclaim::Idleness::default(),
+        durable_tags: HashMap::new(),
     };
     tokio::spawn(actor.run(control, publish));
     handle
@@ -75,7 +79,14 @@ struct TopicActor {
     pending: VecDeque<Pending>,
     loads: Loads,
     published: u64,
+    id: u64,
+    idleness: super::reclaim::Idleness,
+    /// Which durable subscription each durable dispatcher's tag names.
+    durable_tags: HashMap<u64, DurableName>,
 }
+
+/// The bit that tells a durable subscription's tag from a consumer id.
+const DURABLE_TAG: u64 = 1 << 63;
 
 async fn front(pending: &mut VecDeque<Pending>) -> Result<(), crate::store::StoreError> {
     match pending.front_mut() {
@@ -104,6 +115,7 @@ impl TopicActor {
         let stop = self.shared.stop.clone();
         loop {
             let accepting = self.accepting();
+            let mut ticked = false;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -120,13 +132,14 @@ impl TopicActor {
                 }
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    self.publish(m).await;
+                    self.publish(m, &mut effects).await;
                     while self.accepting() {
                         let Ok(m) = publish.try_recv() else { break };
-                        self.publish(m).await;
+                        self.publish(m, &mut effects).await;
                     }
                 }
                 _ = sweep.tick() => {
+                    ticked = true;
                     let now = now_ms();
                     for d in self.subs.values_mut() {
                         d.sweep_expired(now, &mut effects);
@@ -147,23 +160,45 @@ impl TopicActor {
                     if !want.is_empty() {
                         d.loading = true;
                         let (store, name) = (self.shared.store.clone(), name.clone());
-                        self.loads
-                            .push(Box::pin(async move { (name, store.load(want).await) }));
+                        let memory = self.shared.memory.clone();
+                        self.loads.push(Box::pin(async move {
+                            let mut loaded = store.load(want).await;
+                            super::memory::charge_loaded(&memory, &mut loaded);
+                            (name, loaded)
+                        }));
                     }
                 }
             }
             if !effects.is_empty() {
-                super::settle(&self.shared, &self.destination, &mut effects).await;
+                let put_back = super::settle(&self.shared, &self.destination, &mut effects).await;
+                self.put_back(put_back);
+            }
+            let idle = self.subs.is_empty()
+                && self.durable.is_empty()
+                && self.pending.is_empty()
+                && self.loads.is_empty();
+            if self.idleness.update(idle, !ticked)
+                && self.idleness.due(&self.shared)
+                && super::reclaim::try_reclaim(
+                    &self.shared,
+                    &self.destination,
+                    self.id,
+                    &mut control,
+                    &mut publish,
+                )
+                .await
+            {
+                break;
             }
         }
         tracing::debug!(destination = %self.destination, "destination stopped");
     }
 
-    async fn publish(&mut self, p: Publish) {
+    async fn publish(&mut self, p: Publish, effects: &mut Vec<Effect>) {
         self.published += 1;
         let m = p.message.clone();
         for d in self.subs.values_mut() {
-            d.push(m.clone(), false);
+            d.push_bounded(m.clone(), false, effects);
         }
         let mut records = Vec::new();
         let mut copies = Vec::new();
@@ -181,7 +216,7 @@ impl TopicActor {
                 copies.push((name.clone(), copy));
             } else if d.consumer.is_some() {
                 // Non-persistent messages reach only attached subscribers.
-                d.dispatcher.push(m.clone(), false);
+                d.dispatcher.push_bounded(m.clone(), false, effects);
             }
         }
         if records.is_empty() {
@@ -234,19 +269,43 @@ impl TopicActor {
         self.durable.get_mut(name).map(|d| &mut d.dispatcher)
     }
 
-    fn new_durable(&self) -> Durable {
+    fn new_durable(&mut self, name: &DurableName) -> Durable {
+        // Durable dispatchers are tagged apart from consumer ids (which
+        // tag the others) so a message put back finds its subscription.
+        let tag = DURABLE_TAG | self.durable_tags.len() as u64;
+        self.durable_tags.insert(tag, name.clone());
         Durable {
-            dispatcher: Dispatcher::new(policy(&self.shared, false, true)),
+            dispatcher: Dispatcher::new(subscription_policy(&self.shared, true))
+                .with_memory(self.shared.memory.clone())
+                .with_tag(tag),
             consumer: None,
             loading: false,
+        }
+    }
+
+    /// Puts back what could not be dead-lettered, into the subscription it
+    /// came from.
+    fn put_back(&mut self, put_back: Vec<super::dead_letter::PutBack>) {
+        for p in put_back {
+            let d = match self.durable_tags.get(&p.tag) {
+                Some(name) => self.durable.get_mut(name).map(|d| &mut d.dispatcher),
+                None => self.subs.get_mut(&p.tag),
+            };
+            match d {
+                Some(d) => d.put_back(p.message, p.stored, p.deliveries),
+                None => tracing::warn!(topic = %self.destination, message_id = %p.message.id,
+                    "a message that could not be dead-lettered has no subscription left to go back to"),
+            }
         }
     }
 
     async fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
         match cmd {
             Control::Subscribe { consumer, done } => {
-                let mut d = Dispatcher::new(policy(&self.shared, false, false));
                 let id = consumer.id;
+                let mut d = Dispatcher::new(subscription_policy(&self.shared, false))
+                    .with_memory(self.shared.memory.clone())
+                    .with_tag(id);
                 d.add_consumer(consumer);
                 self.subs.insert(id, d);
                 let _ = done.send(());
@@ -262,13 +321,20 @@ impl TopicActor {
                 let _ = done.send(self.remove_durable(&name).await);
             }
             Control::RestoreSubscription { name } => {
-                let d = self.new_durable();
-                self.durable.entry(name).or_insert(d);
+                if !self.durable.contains_key(&name) {
+                    let d = self.new_durable(&name);
+                    self.durable.insert(name, d);
+                }
             }
             Control::Restore { durable, messages } => {
                 if let Some(name) = durable {
-                    let d = self.new_durable();
-                    let d = self.durable.entry(name).or_insert(d);
+                    if !self.durable.contains_key(&name) {
+                        let d = self.new_durable(&name);
+                        self.durable.insert(name.clone(), d);
+                    }
+                    let Some(d) = self.durable.get_mut(&name) else {
+                        return;
+                    };
                     for m in messages {
                         d.dispatcher.restore(m);
                     }
@@ -327,6 +393,7 @@ impl TopicActor {
                     total.delivered += s.delivered;
                     total.acked += s.acked;
                     total.memory_bytes += s.memory_bytes;
+                    total.discarded += s.discarded;
                 }
                 total.enqueued = self.published;
                 let _ = reply.send(DestinationStats {
@@ -362,7 +429,7 @@ impl TopicActor {
                 Err(e) => Err(e),
             };
             stored.map_err(|e| format!("cannot create durable subscription: {e}"))?;
-            let d = self.new_durable();
+            let d = self.new_durable(&name);
             self.durable.insert(name.clone(), d);
         }
         let id = consumer.id;

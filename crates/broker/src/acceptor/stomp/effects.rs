@@ -80,6 +80,11 @@ impl Effects {
         self.frames < self.max_frames && self.bytes < self.max_bytes
     }
 
+    /// Body bytes of frames whose effect is pending.
+    pub(super) fn pending_bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub(super) fn is_idle(&self) -> bool {
         self.frames == 0
     }

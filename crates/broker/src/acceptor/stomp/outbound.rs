@@ -68,6 +68,11 @@ pub(super) fn message(out: &mut BytesMut, version: Version, h: &MessageHeaders<'
     {
         w.header_u64("ack", tag);
     }
+    if d.dropped > 0 {
+        // Messages this subscription lost to its overflowing backlog since
+        // its previous MESSAGE (documented in docs/STOMP.md).
+        w.header_u64("dropped-count", u64::from(d.dropped));
+    }
     if d.deliveries > 1 {
         w.header("redelivered", "true");
         w.header_u64("delivery-count", u64::from(d.deliveries));

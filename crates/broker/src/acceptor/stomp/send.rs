@@ -6,6 +6,7 @@ use halyard_stomp::Frame;
 
 use super::error::{Fatal, missing};
 use super::session::Session;
+use crate::broker::Shared;
 use crate::core::{
     DEFAULT_PRIORITY, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms,
 };
@@ -49,7 +50,8 @@ impl Session {
         let handle = self.resolve_for_send(&dest)?;
 
         if let Some(t) = tx_id {
-            let max = self.shared.config.limits.max_transaction_frames;
+            let limits = &self.shared.config.limits;
+            let (max, max_bytes) = (limits.max_transaction_frames, limits.max_transaction_bytes);
             let tx = self
                 .txs
                 .get_mut(&t)
@@ -59,9 +61,29 @@ impl Session {
                     "transaction '{t}' has more than limits.max-transaction-frames ({max}) frames"
                 )));
             }
+            let bytes = message.body.len();
+            if tx.bytes + bytes > max_bytes {
+                return Err(Fatal::protocol(format!(
+                    "transaction '{t}' would hold more than limits.max-transaction-bytes ({max_bytes}) bytes of messages"
+                )));
+            }
             tx.frames += 1;
+            tx.bytes += bytes;
             tx.sends.push((handle, message));
-            self.effects.receipt(receipt);
+            if self.shared.memory.over() {
+                // The message stays in memory until COMMIT: hold the
+                // producer (and stop reading its frames) until there is room.
+                let shared = self.shared.clone();
+                self.effects.push(
+                    bytes,
+                    Box::pin(async move {
+                        flow_control(&shared, "transactional SEND", memory_room(&shared)).await?;
+                        Ok(receipt)
+                    }),
+                );
+            } else {
+                self.effects.receipt(receipt);
+            }
             return Ok(());
         }
 
@@ -72,7 +94,9 @@ impl Session {
         };
         let completion = if message.persistent && handle.stores() {
             let not_stored = |e: StoreError| Fatal::broker(format!("message not stored: {e}"));
-            self.shared.store.admit().await.map_err(not_stored)?;
+            flow_control(&self.shared, "persistent SEND", self.shared.store.admit())
+                .await?
+                .map_err(not_stored)?;
             let record = Record::Add {
                 key: StoreKey::Queue(dest.name().into()),
                 message: message.clone(),
@@ -90,6 +114,9 @@ impl Session {
         };
         let shared = self.shared.clone();
         let bytes = message.body.len();
+        // A message the destination must keep in memory waits for room in
+        // the broker's budget; a stored one can be paged out instead.
+        let pinned = !(message.persistent && handle.stores() && shared.store.pages());
         self.effects.push(
             bytes,
             Box::pin(async move {
@@ -109,7 +136,11 @@ impl Session {
                 // it out to the subscribers of that moment.
                 let confirm =
                     receipt.is_some() && handle.destination().kind() == DestinationKind::Topic;
-                publish(&shared, &handle, message, confirm).await?;
+                if pinned {
+                    flow_control(&shared, "SEND", memory_room(&shared)).await?;
+                }
+                flow_control(&shared, "SEND", publish(&shared, &handle, message, confirm))
+                    .await??;
                 Ok(receipt)
             }),
         );
@@ -207,8 +238,52 @@ impl Session {
             priority,
             expires,
             timestamp: now_ms(),
-        })
+            charge: crate::core::Charge::none(),
+        }
+        .charged(&self.shared.memory))
     }
+}
+
+/// Waits for `wait` — flow control: a full destination, the memory budget —
+/// for at most `limits.flow-control-timeout-ms` (0: as long as it takes);
+/// then the frame gets an ERROR.
+pub(super) async fn flow_control<T>(
+    shared: &Shared,
+    what: &str,
+    wait: impl std::future::Future<Output = T>,
+) -> Result<T, Fatal> {
+    let ms = shared.config.limits.flow_control_timeout_ms;
+    if ms == 0 {
+        return Ok(wait.await);
+    }
+    tokio::time::timeout(std::time::Duration::from_millis(ms), wait)
+        .await
+        .map_err(|_| {
+            Metrics::inc(&shared.memory.timeouts);
+            Fatal::broker(format!(
+                "{what} held back by producer flow control for longer than limits.flow-control-timeout-ms ({ms} ms): the broker is at its memory limit or the destination is full"
+            ))
+        })
+}
+
+/// Waits until the broker's memory budget has room, counted as a waiting
+/// producer meanwhile.
+pub(super) async fn memory_room(shared: &Shared) {
+    if !shared.memory.over() {
+        return;
+    }
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    shared
+        .memory
+        .waiting
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _waiting = Waiting(&shared.memory.waiting);
+    shared.memory.below_limit().await;
 }
 
 /// A message's duplicate-detection id, checked by the store's writer.
@@ -220,12 +295,12 @@ pub(super) fn duplicate_id(message: &Message) -> Option<Arc<str>> {
 /// until the destination has taken it in. A temporary queue deleted in the
 /// meantime drops it.
 pub(super) async fn publish(
-    shared: &crate::broker::Shared,
+    shared: &Arc<Shared>,
     handle: &DestHandle,
     message: Arc<Message>,
     confirm: bool,
 ) -> Result<(), Fatal> {
-    match handle.publish(message, confirm).await {
+    match shared.publish(handle, message, confirm).await {
         Ok(()) => {
             Metrics::inc(&shared.metrics.messages_received_total);
             Ok(())

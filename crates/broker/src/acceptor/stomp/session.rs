@@ -23,12 +23,20 @@ use super::outbound::{self, MessageHeaders};
 use super::subscriptions::{AckMode, Subscriptions};
 use super::transaction::Transaction;
 use crate::broker::Shared;
-use crate::core::{Control, Delivery, DeliveryTx, Destination};
+use crate::core::{Control, Delivery, DeliveryTx, Destination, Kick};
 use crate::metrics::Metrics;
 use crate::store::Record;
 
 /// Deliveries written per wake-up before the session looks at other work.
 const DELIVERY_BURST: usize = 128;
+/// Bytes of encoded frames the session buffers before writing them out:
+/// deliveries beyond it wait in their channel (already counted in the
+/// memory budget) rather than being copied into the buffer.
+const OUT_HIGH_WATER: usize = 1024 * 1024;
+/// A buffer grown past this (a large message went through) is given back
+/// once written, so one large message does not pin its size for the
+/// connection's life.
+const OUT_KEEP_CAPACITY: usize = 4 * 1024 * 1024;
 
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
@@ -47,6 +55,9 @@ pub(super) struct Session {
     pub(super) txs: HashMap<String, Transaction>,
     pub(super) temp_queues: Vec<Destination>,
     pub(super) deliveries_tx: DeliveryTx,
+    /// Raised by a destination to close this connection (a subscriber
+    /// too slow for too long).
+    pub(super) kick: Arc<Kick>,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     pub(super) effects: Effects,
     /// Auto-acknowledged deliveries written to `out`, acknowledged to their
@@ -60,6 +71,8 @@ pub(super) struct Session {
     partial_since: Option<Instant>,
     /// A DISCONNECT was received; frames after it are ignored.
     pub(super) disconnecting: bool,
+    /// A pipeline job failed (its ERROR ends the connection).
+    job_failed: bool,
     /// The DISCONNECT's receipt, sent once the connection's state is
     /// released.
     disconnect_receipt: Option<String>,
@@ -112,6 +125,7 @@ pub(crate) async fn run(
         txs: HashMap::new(),
         temp_queues: Vec::new(),
         deliveries_tx,
+        kick: Arc::default(),
         deliveries,
         auto_acks: Vec::new(),
         heartbeat_send: None,
@@ -121,9 +135,15 @@ pub(crate) async fn run(
         reading_since: now,
         partial_since: None,
         disconnecting: false,
+        job_failed: false,
         disconnect_receipt: None,
     };
     let end = session.serve(&stop).await;
+    if matches!(end, End::Error(_)) && !session.job_failed && !stop.is_cancelled() {
+        // A frame was refused (say the store is full): the frames before it
+        // that were stored get their RECEIPTs before the ERROR.
+        session.settle_pending().await;
+    }
     let reason = match &end {
         End::Eof => "peer closed the connection".to_owned(),
         End::Io(e) => format!("I/O error: {e}"),
@@ -154,7 +174,7 @@ impl Session {
     async fn serve(&mut self, stop: &CancellationToken) -> End {
         let mut was_reading = true;
         loop {
-            let reading = self.effects.has_room();
+            let reading = self.may_read();
             if reading && !was_reading {
                 // Time spent not reading is ours, not the peer's.
                 let now = Instant::now();
@@ -168,10 +188,19 @@ impl Session {
             let step: Result<Flow, End> = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return self.shut_down().await,
+                why = self.kick.kicked() => {
+                    Metrics::inc(&self.shared.metrics.slow_subscribers_disconnected_total);
+                    tracing::warn!(conn = %self.conn, peer = %self.peer, reason = %why,
+                        "disconnecting a slow subscriber");
+                    Err(End::Error(Fatal::broker(why)))
+                }
                 Some(done) = self.effects.done.recv() => self.finished(done).map_err(End::Error),
                 Some(d) = self.deliveries.recv() => {
                     self.deliver(d);
                     for _ in 1..DELIVERY_BURST {
+                        if self.out.len() >= OUT_HIGH_WATER {
+                            break;
+                        }
                         match self.deliveries.try_recv() {
                             Ok(d) => self.deliver(d),
                             Err(_) => break,
@@ -210,6 +239,14 @@ impl Session {
                 return End::Disconnect;
             }
         }
+    }
+
+    /// Whether to read another frame: the pipeline has room and, while the
+    /// broker is over its memory budget, holds no message of this
+    /// connection's (so a producer waits, reading nothing more, while a
+    /// consumer's ACKs, which carry no message, still get through).
+    fn may_read(&self) -> bool {
+        self.effects.has_room() && (self.effects.pending_bytes() == 0 || !self.shared.memory.over())
     }
 
     /// Handles one frame from the client.
@@ -258,7 +295,7 @@ impl Session {
     /// A pipeline job finished: send its receipt.
     fn finished(&mut self, done: Done) -> Result<Flow, Fatal> {
         self.effects.finished(&done);
-        let receipt = done.result?;
+        let receipt = done.result.inspect_err(|_| self.job_failed = true)?;
         if done.then_close {
             // DISCONNECT: its receipt goes out after the teardown.
             self.disconnect_receipt = receipt;
@@ -355,6 +392,9 @@ impl Session {
             }
         }
         self.out.clear();
+        if self.out.capacity() > OUT_KEEP_CAPACITY {
+            self.out = BytesMut::with_capacity(8 * 1024);
+        }
         self.last_write = Instant::now();
         Ok(())
     }
@@ -426,6 +466,23 @@ impl Session {
             self.out.put_u8(b'\n');
         }
         Ok(())
+    }
+
+    /// Waits (up to `timeouts.shutdown-ms`) for the pipeline's pending jobs
+    /// and writes their receipts, stopping at one that fails.
+    async fn settle_pending(&mut self) {
+        let limit = Duration::from_millis(self.shared.config.timeouts.shutdown_ms);
+        let _ = tokio::time::timeout(limit, async {
+            while !self.effects.is_idle() {
+                let Some(done) = self.effects.done.recv().await else {
+                    break;
+                };
+                if self.finished(done).is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// The broker is stopping: stop reading, give in-flight work up to

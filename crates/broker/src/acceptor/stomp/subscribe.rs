@@ -104,26 +104,34 @@ impl Session {
             prefetch,
             tx: self.deliveries_tx.clone(),
             records_deliveries: ack != AckMode::Auto,
+            kick: self.kick.clone(),
         };
         let consumer_id = consumer.id;
-        let registered = match &durable {
+        // (A destination reclaimed meanwhile is made anew: the subscription
+        // keeps the handle that took it.)
+        let (handle, registered) = match &durable {
             None => {
                 let (done, registered) = oneshot::channel();
-                handle
-                    .control(Control::Subscribe { consumer, done })
+                let handle = self
+                    .shared
+                    .control(&handle, Control::Subscribe { consumer, done })
                     .await
                     .map_err(|e| Fatal::broker(e.to_string()))?;
-                Some(registered)
+                (handle, Some(registered))
             }
             Some(name) => {
                 self.move_durable(name, &dest).await?;
                 let (done, created) = oneshot::channel();
-                handle
-                    .control(Control::SubscribeDurable {
-                        name: name.clone(),
-                        consumer,
-                        done,
-                    })
+                let handle = self
+                    .shared
+                    .control(
+                        &handle,
+                        Control::SubscribeDurable {
+                            name: name.clone(),
+                            consumer,
+                            done,
+                        },
+                    )
                     .await
                     .map_err(|e| Fatal::broker(e.to_string()))?;
                 created
@@ -131,7 +139,7 @@ impl Session {
                     .map_err(|_| Fatal::broker("destination stopped"))?
                     .map_err(Fatal::protocol)?;
                 self.shared.set_durable_topic(name, Some(dest.clone()));
-                None
+                (handle, None)
             }
         };
         self.subs.insert(

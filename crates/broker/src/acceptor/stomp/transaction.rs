@@ -16,6 +16,8 @@ pub(super) struct Transaction {
     /// Deliveries rejected in the transaction (also held).
     pub(super) nacks: Vec<Acked>,
     pub(super) frames: usize,
+    /// Body bytes of its sends.
+    pub(super) bytes: usize,
 }
 
 impl Transaction {
@@ -39,7 +41,7 @@ mod commands {
     use halyard_stomp::Frame;
 
     use super::super::error::{Fatal, missing};
-    use super::super::send::{duplicate_id, publish};
+    use super::super::send::{duplicate_id, flow_control, publish};
     use super::super::session::Session;
     use super::Transaction;
     use crate::core::Control;
@@ -113,10 +115,8 @@ mod commands {
                 }
             }
             if batch.iter().any(|r| matches!(r, Record::Add { .. })) {
-                self.shared
-                    .store
-                    .admit()
-                    .await
+                flow_control(&self.shared, "COMMIT", self.shared.store.admit())
+                    .await?
                     .map_err(|e| Fatal::broker(format!("transaction not committed: {e}")))?;
             }
             let completion =

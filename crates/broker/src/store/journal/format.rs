@@ -816,6 +816,7 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), Form
             priority,
             expires,
             timestamp,
+            charge: crate::core::Charge::none(),
         },
     ))
 }
@@ -838,6 +839,7 @@ mod tests {
             priority: 7,
             expires: 123,
             timestamp: 456,
+            charge: crate::core::Charge::none(),
         }
     }
 

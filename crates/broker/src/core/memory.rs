@@ -1,0 +1,181 @@
+//! The broker-wide memory budget for messages (`limits.memory-bytes`).
+//!
+//! Every [`Message`](super::Message) carries a [`Charge`] for its weight
+//! from the moment it is made (a SEND read, a body loaded back from the
+//! store, a dead-letter or durable copy) until the last reference to it is
+//! dropped, wherever it is held: queued in a destination, in flight to a
+//! consumer, in an open transaction, in a connection's receipt pipeline, on
+//! its way to the store. So the budget counts what the broker holds, not
+//! what some part of it believes it holds, and nothing needs to remember to
+//! give memory back.
+//!
+//! What happens at the limit is decided elsewhere: producers whose
+//! messages would have to stay in memory wait (producer flow control, in
+//! the connection's pipeline), stored messages keep only an index entry in
+//! memory, and deep queues read bodies back only while there is room.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+/// Bytes of messages held, against a limit.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    used: AtomicU64,
+    limit: u64,
+    /// Woken when usage drops below the limit.
+    freed: Notify,
+    /// Producers waiting for memory now (a gauge).
+    pub(crate) waiting: AtomicU64,
+    /// Producers that gave up waiting (`limits.flow-control-timeout-ms`).
+    pub(crate) timeouts: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            used: AtomicU64::new(0),
+            limit,
+            freed: Notify::new(),
+            waiting: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+        })
+    }
+
+    /// Charges `bytes` to this budget until the charge is dropped.
+    pub fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        let bytes = bytes as u64;
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        Charge {
+            budget: Some(self.clone()),
+            bytes,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether the limit is reached: messages that must stay in memory
+    /// wait.
+    pub fn over(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Whether `bytes` more would still be under the limit.
+    pub fn has_room(&self, bytes: u64) -> bool {
+        self.used().saturating_add(bytes) < self.limit
+    }
+
+    /// Waits until usage is below the limit.
+    pub async fn below_limit(&self) {
+        loop {
+            // Registered before the check, so a release in between is not
+            // missed.
+            let freed = self.freed.notified();
+            if !self.over() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    fn release(&self, bytes: u64) {
+        let before = self.used.fetch_sub(bytes, Ordering::Relaxed);
+        if before >= self.limit && before - bytes < self.limit {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// Charges bodies read back from the store (they come back uncharged, from
+/// a reader that knows nothing of budgets).
+pub(crate) fn charge_loaded(
+    budget: &Arc<MemoryBudget>,
+    loaded: &mut [(u64, Result<Arc<super::Message>, crate::store::StoreError>)],
+) {
+    for (_, r) in loaded {
+        if let Ok(m) = r
+            && let Some(m) = Arc::get_mut(m)
+        {
+            m.charge = budget.charge(m.weight());
+        }
+    }
+}
+
+/// A message's share of the [`MemoryBudget`], given back when dropped.
+/// Cloning charges again: a cloned message is a second copy (its body
+/// bytes may be shared, so this errs on the side of counting too much).
+#[derive(Debug, Default)]
+pub struct Charge {
+    budget: Option<Arc<MemoryBudget>>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// A charge against nothing (tests, messages outside a broker).
+    pub fn none() -> Charge {
+        Charge::default()
+    }
+}
+
+impl Clone for Charge {
+    fn clone(&self) -> Charge {
+        match &self.budget {
+            Some(b) => b.charge(self.bytes as usize),
+            None => Charge::none(),
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(self.bytes);
+        }
+    }
+}
+
+/// Charges never make two messages different.
+impl PartialEq for Charge {
+    fn eq(&self, _: &Charge) -> bool {
+        true
+    }
+}
+
+impl Eq for Charge {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn charges_come_back_when_dropped_and_wake_waiters() {
+        let b = MemoryBudget::new(100);
+        let one = b.charge(60);
+        let two = one.clone();
+        assert_eq!(b.used(), 120);
+        assert!(b.over());
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.below_limit().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(one);
+        waiter.await.unwrap();
+        assert!(!b.over() && b.has_room(39) && !b.has_room(40));
+        drop(two);
+        assert_eq!(b.used(), 0);
+        let free = Charge::none();
+        assert_eq!(free.clone(), Charge::none());
+    }
+}
