@@ -1,6 +1,6 @@
 //! The running broker: shared state, start-up and graceful shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -48,7 +48,10 @@ pub(crate) struct Shared {
     next_consumer: AtomicU64,
     next_destination: AtomicU64,
     destinations: Mutex<HashMap<Destination, DestHandle>>,
-    client_ids: Mutex<HashSet<String>>,
+    /// Connected client ids, each with what closes its connection.
+    client_ids: Mutex<HashMap<String, Arc<crate::core::Kick>>>,
+    /// Woken when a client id is released.
+    client_id_released: tokio::sync::Notify,
     /// The topic of every durable subscription.
     durables: Mutex<HashMap<DurableName, Destination>>,
 }
@@ -208,12 +211,50 @@ impl Shared {
     }
 
     /// Registers a client id; `false` if another connection has it.
-    pub(crate) fn claim_client_id(&self, id: &str) -> bool {
-        lock(&self.client_ids).insert(id.to_owned())
+    /// Registers a client id for the connection `kick` closes; if another
+    /// connection has it, gives back what closes that one.
+    pub(crate) fn claim_client_id(
+        &self,
+        id: &str,
+        kick: &Arc<crate::core::Kick>,
+    ) -> Result<(), Arc<crate::core::Kick>> {
+        let mut ids = lock(&self.client_ids);
+        match ids.get(id) {
+            Some(owner) => Err(owner.clone()),
+            None => {
+                ids.insert(id.to_owned(), kick.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Claims a client id another connection holds: closes that connection
+    /// (ActiveMQ's link stealing) and waits, up to `within`, for it to let
+    /// the id go.
+    pub(crate) async fn steal_client_id(
+        &self,
+        id: &str,
+        kick: &Arc<crate::core::Kick>,
+        within: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let released = self.client_id_released.notified();
+            match self.claim_client_id(id, kick) {
+                Ok(()) => return true,
+                Err(owner) => owner.kick(format!(
+                    "client-id '{id}' was taken over by a new connection (clients.link-stealing)"
+                )),
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
     }
 
     pub(crate) fn release_client_id(&self, id: &str) {
         lock(&self.client_ids).remove(id);
+        self.client_id_released.notify_waiters();
     }
 
     /// The topic a durable subscription is on.
@@ -393,7 +434,7 @@ async fn open_store<B: StoreBackend>(
         queue_depth: STORE_QUEUE_DEPTH,
         limit: config.store.max_bytes,
         when_full: config.store.when_full,
-        duplicate_window: config.destinations.duplicate_window,
+        duplicates: config.duplicate_bounds(),
     };
     let duplicate_ids = std::mem::take(&mut recovered.duplicate_ids);
     let (store, thread) =
@@ -738,7 +779,7 @@ async fn promote(
                 PostgresConfig {
                     url: config.store.url.clone(),
                     readers: config.store.readers,
-                    duplicate_window: config.destinations.duplicate_window,
+                    duplicates: config.duplicate_bounds(),
                 },
                 epoch,
                 lost.token(),
@@ -758,7 +799,7 @@ async fn promote(
                 epoch,
                 Some(fence.clone()),
             )
-            .duplicate_window(config.destinations.duplicate_window);
+            .duplicate_bounds(config.duplicate_bounds());
             open_store(backend, usage, config).await?
         }
         (_, Watch::Lease(_)) => {
@@ -784,7 +825,8 @@ async fn promote(
         next_consumer: AtomicU64::new(0),
         next_destination: AtomicU64::new(0),
         destinations: Mutex::new(HashMap::new()),
-        client_ids: Mutex::new(HashSet::new()),
+        client_ids: Mutex::new(HashMap::new()),
+        client_id_released: tokio::sync::Notify::new(),
         durables: Mutex::new(HashMap::new()),
     });
     let recovered_count = recovered.messages.len();

@@ -35,6 +35,20 @@ pub struct BrokerConfig {
     pub destinations: DestinationsConfig,
     /// Master/slave on a shared data directory.
     pub ha: HaConfig,
+    /// Client identities.
+    pub clients: ClientsConfig,
+}
+
+/// `[clients]`: client identities.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// A CONNECT with a `client-id` another connection holds is refused
+    /// (the default, as ActiveMQ); with this, it takes the id over and the
+    /// older connection is closed (ActiveMQ's `allowLinkStealing`) — for
+    /// clients that reconnect before the broker notices their old
+    /// connection died.
+    pub link_stealing: bool,
 }
 
 impl Default for BrokerConfig {
@@ -51,6 +65,7 @@ impl Default for BrokerConfig {
             heartbeat: HeartbeatConfig::default(),
             destinations: DestinationsConfig::default(),
             ha: HaConfig::default(),
+            clients: ClientsConfig::default(),
         }
     }
 }
@@ -352,6 +367,15 @@ pub struct DestinationsConfig {
     /// confirmed without being enqueued twice; 0 turns detection off.
     /// Each remembered id costs about 200 bytes of memory.
     pub duplicate_window: usize,
+    /// Duplicate-detection ids remembered in all, over every queue: the
+    /// oldest anywhere are forgotten first (so many queues cannot make the
+    /// memory grow without bound).
+    pub duplicate_window_total: usize,
+    /// Longest a duplicate-detection id is remembered, in ms (a failover
+    /// client resends within seconds of reconnecting); 0: no age limit.
+    /// The age of ids recovered from a DupIds record counts from the
+    /// broker's start.
+    pub duplicate_window_ms: u64,
     /// What a topic subscriber that falls behind costs: itself
     /// (`drop-oldest`), or everyone (`flow-control`).
     pub slow_subscriber: SlowSubscriber,
@@ -380,6 +404,8 @@ impl Default for DestinationsConfig {
             dead_letter_expired: false,
             expiry_check_ms: 5_000,
             duplicate_window: 2_000,
+            duplicate_window_total: 100_000,
+            duplicate_window_ms: 3_600_000,
             slow_subscriber: SlowSubscriber::DropOldest,
             subscriber_pending_limit: 1_000,
             slow_subscriber_abort_ms: 0,
@@ -594,6 +620,12 @@ impl BrokerConfig {
                 message,
             })?;
         }
+        if d.duplicate_window > 0 && d.duplicate_window_total == 0 {
+            return Err(ConfigError::Invalid {
+                key: "destinations.duplicate-window-total",
+                message: "must be greater than 0 while duplicate detection is on".into(),
+            });
+        }
         if d.duplicate_window > 1_000_000 {
             return Err(ConfigError::Invalid {
                 key: "destinations.duplicate-window",
@@ -607,6 +639,16 @@ impl BrokerConfig {
             });
         }
         Ok(())
+    }
+
+    /// How much of the duplicate-detection memory to keep.
+    pub fn duplicate_bounds(&self) -> crate::store::DuplicateBounds {
+        let d = &self.destinations;
+        crate::store::DuplicateBounds {
+            per_key: d.duplicate_window,
+            total: d.duplicate_window_total,
+            max_age_ms: d.duplicate_window_ms,
+        }
     }
 
     /// The parser limits for STOMP connections.

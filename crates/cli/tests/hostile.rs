@@ -1062,3 +1062,212 @@ async fn a_store_full_error_comes_after_the_receipts_of_what_was_stored() {
     let lost: Vec<_> = receipted.difference(&stored).collect();
     assert!(lost.is_empty(), "receipted but not stored: {lost:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 7. Clients cannot act in another client's name; duplicate ids are bounded
+// ---------------------------------------------------------------------------
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Duplicate-detection ids used to be remembered per queue without any
+/// bound in all (200 queues x 2,000 ids left 81 MB on disk and 151 MB of
+/// memory after draining). They are now bounded in all (the oldest
+/// anywhere go first) and by age, across a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
+    let mut b = common::BrokerProcess::start(
+        "[destinations]\nduplicate-window = 500\nduplicate-window-total = 2000\n\n[journal]\nsegment-bytes = 1048576\n",
+    )
+    .await;
+    let mut p = common::Raw::connect_1_2(b.stomp).await;
+    let (queues, per_queue) = (40, 250);
+    let mut n = 0;
+    for i in 0..per_queue {
+        for q in 0..queues {
+            n += 1;
+            let mut f = Frame::new(Command::Send)
+                .header("destination", format!("/queue/ids-{q}"))
+                .header("persistent", "true")
+                .header("_AMQ_DUPL_ID", format!("id-{q}-{i}"))
+                .body(b"x".to_vec());
+            if n % 50 == 0 {
+                f.headers.push("receipt", format!("r{n}"));
+            }
+            p.write(&encode(&f)).await;
+            if n % 50 == 0 {
+                p.expect_receipt(&format!("r{n}")).await;
+            }
+        }
+    }
+    let (_, metrics) = b.http_get("/metrics").await;
+    let remembered = metric(&metrics, "halyard_duplicate_ids").expect("no duplicate-id gauge");
+    println!("{n} ids sent over {queues} queues; {remembered} remembered");
+    assert!(remembered <= 2000, "{remembered} ids remembered");
+    // The newest are still known: a resend is confirmed, not stored again;
+    // the oldest were forgotten: a resend is a new message.
+    let mut c = common::Stomp::connect(b.stomp).await;
+    c.send_msg(
+        "/queue/ids-0",
+        "again",
+        &[
+            ("persistent", "true"),
+            ("_AMQ_DUPL_ID", &format!("id-0-{}", per_queue - 1)),
+        ],
+    )
+    .await;
+    c.send_msg(
+        "/queue/ids-0",
+        "first-again",
+        &[("persistent", "true"), ("_AMQ_DUPL_ID", "id-0-0")],
+    )
+    .await;
+    let (_, metrics) = b.http_get("/metrics").await;
+    assert_eq!(
+        metric(&metrics, "halyard_duplicates_total"),
+        Some(1),
+        "{metrics}"
+    );
+    // A restart brings back no more than the bound.
+    b.kill();
+    b.restart().await;
+    let mut c = common::Stomp::connect(b.stomp).await;
+    c.send_msg(
+        "/queue/ids-1",
+        "after",
+        &[("persistent", "true"), ("_AMQ_DUPL_ID", "new")],
+    )
+    .await;
+    let (_, metrics) = b.http_get("/metrics").await;
+    let remembered = metric(&metrics, "halyard_duplicate_ids").unwrap();
+    assert!(
+        remembered <= 2001,
+        "{remembered} ids remembered after a restart"
+    );
+}
+
+/// An id is forgotten once older than destinations.duplicate-window-ms.
+#[tokio::test]
+async fn duplicate_detection_ids_expire_by_age() {
+    let b = common::BrokerProcess::start("[destinations]\nduplicate-window-ms = 300\n").await;
+    let mut c = common::Stomp::connect(b.stomp).await;
+    let h = [("persistent", "true"), ("_AMQ_DUPL_ID", "aging")];
+    c.send_msg("/queue/aging", "one", &h).await;
+    c.send_msg("/queue/aging", "dup", &h).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.send_msg("/queue/aging", "two", &h).await;
+    c.subscribe("s", "/queue/aging", "auto", &[]).await;
+    assert_eq!(common::body(&c.recv_message().await), "one");
+    assert_eq!(common::body(&c.recv_message().await), "two");
+    c.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// A temporary queue's broker-wide name used to be the owner's session id
+/// (from its CONNECTED frame) and the queue name: anyone could guess it and
+/// send into another client's replies. It is now scoped by a secret of the
+/// owning connection: replies through the `reply-to` it hands out arrive; a
+/// guess reaches nothing.
+#[tokio::test]
+async fn another_clients_temporary_queue_cannot_be_guessed() {
+    let b = common::BrokerProcess::start("").await;
+    let mut owner = common::Raw::open(b.stomp).await;
+    owner
+        .write(b"CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0")
+        .await;
+    let connected = owner.frame().await;
+    let session = connected.headers.get("session").unwrap().to_owned();
+    owner
+        .write(b"SUBSCRIBE\nid:r\ndestination:/temp-queue/replies\nreceipt:s\n\n\0")
+        .await;
+    owner.expect_receipt("s").await;
+    // The request carries the reply-to the owner hands out.
+    owner
+        .write(
+            b"SEND\ndestination:/queue/requests\nreply-to:/temp-queue/replies\nreceipt:q\n\nping\0",
+        )
+        .await;
+    owner.expect_receipt("q").await;
+
+    let mut other = common::Stomp::connect(b.stomp).await;
+    // A guess from the session id reaches nothing.
+    other
+        .send_msg(
+            &format!("/remote-temp-queue/{session}.replies"),
+            "intruder",
+            &[],
+        )
+        .await;
+    // The reply-to it was given works.
+    other.subscribe("q", "/queue/requests", "auto", &[]).await;
+    let request = other.recv_message().await;
+    let reply_to = request.headers.get("reply-to").unwrap().to_owned();
+    assert!(!reply_to.contains(&session), "{reply_to} names the session");
+    other.send_msg(&reply_to, "pong", &[]).await;
+    let reply = owner.frame().await;
+    assert_eq!(common::body(&reply), "pong", "{reply:?}");
+    assert!(
+        matches!(
+            owner.next(Duration::from_millis(300)).await,
+            common::Next::Timeout
+        ),
+        "the guessed name reached the temporary queue"
+    );
+}
+
+/// A client id already connected is refused (as ActiveMQ), so nobody can
+/// take over another connection's durable subscriptions; with
+/// clients.link-stealing the newcomer takes the id over and the older
+/// connection is closed first.
+#[tokio::test]
+async fn a_connected_client_id_is_refused_or_taken_over_when_configured() {
+    for stealing in [false, true] {
+        let b =
+            common::BrokerProcess::start(&format!("[clients]\nlink-stealing = {stealing}\n")).await;
+        let id = [
+            ("accept-version", "1.2"),
+            ("host", "x"),
+            ("client-id", "owner"),
+        ];
+        let mut first = common::Stomp::connect_with(b.stomp, &id).await;
+        first
+            .subscribe(
+                "d",
+                "/topic/t",
+                "auto",
+                &[("activemq.subscriptionName", "sub")],
+            )
+            .await;
+        let second = common::Stomp::try_connect_with(b.stomp, &id).await;
+        if !stealing {
+            let refused = second.err().expect("a second connection got the client id");
+            let message = refused.headers.get("message").unwrap_or_default();
+            assert!(
+                message.contains("'owner' is already connected"),
+                "{refused:?}"
+            );
+            continue;
+        }
+        let mut second = second.unwrap_or_else(|f| panic!("not taken over: {f:?}"));
+        let closed = first.expect_error().await;
+        assert!(
+            closed
+                .headers
+                .get("message")
+                .unwrap_or_default()
+                .contains("taken over"),
+            "{closed:?}"
+        );
+        // The durable subscription is free for the new connection.
+        second
+            .subscribe(
+                "d",
+                "/topic/t",
+                "auto",
+                &[("activemq.subscriptionName", "sub")],
+            )
+            .await;
+    }
+}

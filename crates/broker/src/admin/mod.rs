@@ -321,6 +321,12 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
                 store.lazy_batches.load(relaxed),
             ),
             (
+                "duplicate_ids",
+                "gauge",
+                "Duplicate-detection ids remembered (destinations.duplicate-window, -total, -ms).",
+                store.duplicate_ids.load(relaxed),
+            ),
+            (
                 "store_retries_total",
                 "counter",
                 "Writes sent again after the database connection broke (postgres store).",

@@ -101,6 +101,9 @@ pub(crate) async fn settle(
             Effect::Discarded(n) => {
                 Metrics::add(&shared.metrics.messages_discarded_total, n);
             }
+            Effect::SlowSubscriberClosed => {
+                Metrics::inc(&shared.metrics.slow_subscribers_disconnected_total);
+            }
             Effect::Deliveries { seq, deliveries } => {
                 records.push(Record::Redelivered { seq, deliveries });
             }

@@ -150,6 +150,8 @@ pub(crate) enum Effect {
     },
     /// Messages dropped for a slow subscriber (counted).
     Discarded(u64),
+    /// A slow subscriber's connection was told to close (counted).
+    SlowSubscriberClosed,
     /// Drop (or dead-letter, if so configured) an expired message.
     Expired {
         seq: u64,
@@ -397,6 +399,7 @@ impl Dispatcher {
         if let Some(abort) = self.policy.abort_after
             && since.elapsed() >= abort
         {
+            effects.push(Effect::SlowSubscriberClosed);
             for c in &self.consumers {
                 c.reg.kick.kick(format!(
                     "slow subscriber: its backlog has overflowed for more than destinations.slow-subscriber-abort-ms ({} ms); {} messages dropped",

@@ -15,7 +15,6 @@
 //! ([`crate::store::Recovered::duplicate_ids`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
 use std::sync::Arc;
 
 use super::{Batch, Record, StoreKey};
@@ -27,67 +26,233 @@ pub const DUPLICATE_ID_HEADER: &str = "_AMQ_DUPL_ID";
 /// Longest id accepted; a longer header is refused as a protocol error.
 pub const MAX_DUPLICATE_ID_LEN: usize = 256;
 
-/// The most recent `cap` ids, each with a value, oldest evicted first.
-#[derive(Debug)]
-pub(crate) struct Recent<K, V> {
-    cap: usize,
-    order: VecDeque<K>,
-    map: HashMap<K, V>,
+/// How much the duplicate-detection memory keeps: the last `per_key` ids
+/// of each queue, at most `total` ids in all (the oldest anywhere go first),
+/// none older than `max_age_ms` (0: no age limit). ActiveMQ's producer audit
+/// is bounded the same way, by count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateBounds {
+    /// Ids per queue (`destinations.duplicate-window`; 0: detection off).
+    pub per_key: usize,
+    /// Ids in all (`destinations.duplicate-window-total`).
+    pub total: usize,
+    /// Longest an id is remembered, ms (`destinations.duplicate-window-ms`;
+    /// 0: no age limit).
+    pub max_age_ms: u64,
 }
 
-impl<K: Clone + Eq + Hash, V> Recent<K, V> {
-    pub(crate) fn new(cap: usize) -> Recent<K, V> {
-        Recent {
-            cap,
-            order: VecDeque::new(),
-            map: HashMap::new(),
+impl Default for DuplicateBounds {
+    fn default() -> DuplicateBounds {
+        DuplicateBounds {
+            per_key: 2000,
+            total: 100_000,
+            max_age_ms: 3_600_000,
         }
+    }
+}
+
+impl DuplicateBounds {
+    /// Only a per-queue bound (tests).
+    #[cfg(test)]
+    pub(crate) fn per_key(per_key: usize) -> DuplicateBounds {
+        DuplicateBounds {
+            per_key,
+            total: usize::MAX,
+            max_age_ms: 0,
+        }
+    }
+}
+
+/// One queue's ids in arrival order (entries whose generation no longer
+/// matches were removed, and are skipped).
+#[derive(Debug)]
+struct KeyWindow<V> {
+    /// id -> (value, generation, learned at)
+    ids: HashMap<Arc<str>, (V, u64, u64)>,
+    order: VecDeque<(Arc<str>, u64)>,
+}
+
+/// Recent ids per key, each with a value, within [`DuplicateBounds`]. Removal is
+/// lazy: an id leaves its map at once and its places in the two orders when
+/// they reach the front, so every operation is amortised O(1).
+#[derive(Debug)]
+pub(crate) struct KeyedWindow<V> {
+    bounds: DuplicateBounds,
+    keys: HashMap<StoreKey, KeyWindow<V>>,
+    /// Every id in arrival order: (key, id, generation, when).
+    all: VecDeque<(StoreKey, Arc<str>, u64, u64)>,
+    len: usize,
+    next_gen: u64,
+}
+
+impl<V> KeyedWindow<V> {
+    pub(crate) fn new(bounds: DuplicateBounds) -> KeyedWindow<V> {
+        KeyedWindow {
+            bounds,
+            keys: HashMap::new(),
+            all: VecDeque::new(),
+            len: 0,
+            next_gen: 0,
+        }
+    }
+
+    /// Ids remembered in all.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     #[cfg(test)]
-    pub(crate) fn contains(&self, k: &K) -> bool {
-        self.map.contains_key(k)
+    pub(crate) fn contains(&self, key: &StoreKey, id: &str) -> bool {
+        self.keys.get(key).is_some_and(|w| w.ids.contains_key(id))
     }
 
-    /// Remembers `k` with `v` (replacing the value, keeping its place, if
-    /// it is already known); false if it was known.
-    pub(crate) fn insert(&mut self, k: K, v: V) -> bool {
-        if let Some(old) = self.map.get_mut(&k) {
-            *old = v;
-            return false;
-        }
-        if self.cap == 0 {
+    /// Remembers `id` for `key` with `value`, learned at `at_ms` (wall
+    /// clock). If it is known already, only the value changes (it keeps its
+    /// place); false then.
+    pub(crate) fn insert(&mut self, key: &StoreKey, id: Arc<str>, value: V, at_ms: u64) -> bool {
+        if self.bounds.per_key == 0 || self.bounds.total == 0 {
             return true;
         }
-        while self.order.len() >= self.cap {
-            if let Some(gone) = self.order.pop_front() {
-                self.map.remove(&gone);
-            }
+        if let Some(w) = self.keys.get_mut(key)
+            && let Some(slot) = w.ids.get_mut(&id)
+        {
+            slot.0 = value;
+            return false;
         }
-        self.order.push_back(k.clone());
-        self.map.insert(k, v);
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        let w = self.keys.entry(key.clone()).or_insert_with(|| KeyWindow {
+            ids: HashMap::new(),
+            order: VecDeque::new(),
+        });
+        w.ids.insert(id.clone(), (value, generation, at_ms));
+        w.order.push_back((id.clone(), generation));
+        // Removed ids wait in the orders until they reach the front; do not
+        // let them pile up behind live ones.
+        if w.order.len() > 2 * w.ids.len() + 16 {
+            let ids = &w.ids;
+            w.order
+                .retain(|(id, g)| ids.get(id).is_some_and(|(_, live, _)| live == g));
+        }
+        self.all.push_back((key.clone(), id, generation, at_ms));
+        self.len += 1;
+        self.trim_key(key);
+        while self.len > self.bounds.total {
+            self.pop_oldest();
+        }
+        if self.all.len() > 2 * self.len + 64 {
+            let keys = &self.keys;
+            self.all.retain(|(k, id, g, _)| {
+                keys.get(k)
+                    .and_then(|w| w.ids.get(id))
+                    .is_some_and(|(_, live, _)| live == g)
+            });
+        }
         true
     }
 
-    /// Forgets `k` (an insert whose write failed: it is near the back).
-    pub(crate) fn remove(&mut self, k: &K) {
-        if self.map.remove(k).is_some()
-            && let Some(i) = self.order.iter().rposition(|x| x == k)
-        {
-            self.order.remove(i);
+    /// Drops the oldest ids of `key` beyond its bound.
+    fn trim_key(&mut self, key: &StoreKey) {
+        let Some(w) = self.keys.get_mut(key) else {
+            return;
+        };
+        while w.ids.len() > self.bounds.per_key {
+            let Some((id, generation)) = w.order.pop_front() else {
+                break;
+            };
+            if w.ids.get(&id).is_some_and(|(_, g, _)| *g == generation) {
+                w.ids.remove(&id);
+                self.len -= 1;
+            }
         }
     }
 
-    /// Keys, oldest first, with their values.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.order
-            .iter()
-            .filter_map(|k| self.map.get(k).map(|v| (k, v)))
+    /// Removes the oldest id anywhere; false if there is none.
+    fn pop_oldest(&mut self) -> bool {
+        while let Some((key, id, generation, _)) = self.all.pop_front() {
+            if self.remove_if(&key, &id, generation) {
+                return true;
+            }
+        }
+        false
     }
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.order.len()
+    /// Removes `id` of `key` if it still is the entry of that generation.
+    fn remove_if(&mut self, key: &StoreKey, id: &Arc<str>, generation: u64) -> bool {
+        let Some(w) = self.keys.get_mut(key) else {
+            return false;
+        };
+        if w.ids.get(id).is_none_or(|(_, g, _)| *g != generation) {
+            return false;
+        }
+        w.ids.remove(id);
+        self.len -= 1;
+        if w.ids.is_empty() {
+            self.keys.remove(key);
+        }
+        true
+    }
+
+    /// Forgets ids learned before `now_ms - max_age_ms`.
+    pub(crate) fn expire(&mut self, now_ms: u64) {
+        if self.bounds.max_age_ms == 0 {
+            return;
+        }
+        let cutoff = now_ms.saturating_sub(self.bounds.max_age_ms);
+        while let Some((_, _, _, at)) = self.all.front() {
+            if *at >= cutoff {
+                break;
+            }
+            if let Some((key, id, generation, _)) = self.all.pop_front() {
+                self.remove_if(&key, &id, generation);
+            }
+        }
+    }
+
+    /// Forgets `id` of `key` (an insert whose write failed).
+    pub(crate) fn remove(&mut self, key: &StoreKey, id: &Arc<str>) {
+        let generation = self
+            .keys
+            .get(key)
+            .and_then(|w| w.ids.get(id).map(|(_, g, _)| *g));
+        if let Some(g) = generation {
+            self.remove_if(key, id, g);
+        }
+    }
+
+    /// Forgets every id of `key`; returns them with their values and when
+    /// they were learned, oldest first.
+    pub(crate) fn take_key(&mut self, key: &StoreKey) -> Vec<(Arc<str>, V, u64)> {
+        let Some(mut w) = self.keys.remove(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(w.ids.len());
+        for (id, generation) in w.order.drain(..) {
+            if w.ids.get(&id).is_some_and(|(_, g, _)| *g == generation)
+                && let Some((v, _, at)) = w.ids.remove(&id)
+            {
+                out.push((id, v, at));
+            }
+        }
+        self.len -= out.len();
+        out
+    }
+
+    /// The keys with ids.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &StoreKey> {
+        self.keys.keys()
+    }
+
+    /// `key`'s ids, oldest first, with their values.
+    pub(crate) fn iter_key(&self, key: &StoreKey) -> impl Iterator<Item = (&Arc<str>, &V)> {
+        self.keys.get(key).into_iter().flat_map(|w| {
+            w.order.iter().filter_map(|(id, generation)| {
+                w.ids
+                    .get(id)
+                    .filter(|(_, g, _)| g == generation)
+                    .map(|(v, _, _)| (id, v))
+            })
+        })
     }
 }
 
@@ -106,31 +271,25 @@ impl Duplicates {
 /// The writer's memory of recent ids, per queue.
 #[derive(Debug)]
 pub(crate) struct DupIndex {
-    cap: usize,
-    queues: HashMap<StoreKey, Recent<Arc<str>, ()>>,
+    window: KeyedWindow<()>,
 }
 
 impl DupIndex {
-    /// Remembers up to `cap` ids per queue (0: duplicate detection off),
-    /// starting with those recovery found.
-    pub(crate) fn new(cap: usize, recovered: Vec<(StoreKey, Vec<Arc<str>>)>) -> DupIndex {
-        let mut d = DupIndex {
-            cap,
-            queues: HashMap::new(),
-        };
+    /// Remembers ids within `bounds` (a per-queue bound of 0: duplicate
+    /// detection off), starting with those recovery found (oldest first;
+    /// their age counts from now).
+    pub(crate) fn new(
+        bounds: DuplicateBounds,
+        recovered: Vec<(StoreKey, Vec<Arc<str>>)>,
+    ) -> DupIndex {
+        let mut window = KeyedWindow::new(bounds);
+        let now = crate::core::now_ms();
         for (key, ids) in recovered {
             for id in ids {
-                d.window(&key).insert(id, ());
+                window.insert(&key, id, (), now);
             }
         }
-        d
-    }
-
-    fn window(&mut self, key: &StoreKey) -> &mut Recent<Arc<str>, ()> {
-        let cap = self.cap;
-        self.queues
-            .entry(key.clone())
-            .or_insert_with(|| Recent::new(cap))
+        DupIndex { window }
     }
 
     /// Drops the duplicate Adds from `batches` (in order: a duplicate may
@@ -142,9 +301,11 @@ impl DupIndex {
     ) -> (Vec<Duplicates>, Vec<(StoreKey, Arc<str>)>) {
         let mut dups = vec![Duplicates::default(); batches.len()];
         let mut added = Vec::new();
-        if self.cap == 0 {
+        if self.window.bounds.per_key == 0 {
             return (dups, added);
         }
+        let now = crate::core::now_ms();
+        self.window.expire(now);
         for (batch, found) in batches.iter_mut().zip(dups.iter_mut()) {
             if !batch
                 .iter()
@@ -161,7 +322,7 @@ impl DupIndex {
                 else {
                     return true;
                 };
-                if self.window(key).insert(id.clone(), ()) {
+                if self.window.insert(key, id.clone(), (), now) {
                     added.push((key.clone(), id.clone()));
                     true
                 } else {
@@ -176,18 +337,19 @@ impl DupIndex {
     /// Forgets ids whose write failed, so a retry is stored.
     pub(crate) fn roll_back(&mut self, added: Vec<(StoreKey, Arc<str>)>) {
         for (key, id) in added {
-            if let Some(w) = self.queues.get_mut(&key) {
-                w.remove(&id);
-            }
+            self.window.remove(&key, &id);
         }
+    }
+
+    /// Ids remembered in all.
+    pub(crate) fn len(&self) -> usize {
+        self.window.len()
     }
 
     /// Whether `id` is remembered for `key` (for tests).
     #[cfg(test)]
     pub(crate) fn knows(&self, key: &StoreKey, id: &str) -> bool {
-        self.queues
-            .get(key)
-            .is_some_and(|w| w.contains(&Arc::from(id)))
+        self.window.contains(key, id)
     }
 }
 
@@ -212,26 +374,84 @@ mod tests {
             .collect()
     }
 
+    fn q(name: &str) -> StoreKey {
+        StoreKey::Queue(name.into())
+    }
+
+    fn ids<V>(w: &KeyedWindow<V>, key: &StoreKey) -> Vec<String> {
+        w.iter_key(key).map(|(id, _)| id.to_string()).collect()
+    }
+
     #[test]
-    fn recent_keeps_the_newest_and_updates_in_place() {
-        let mut r = Recent::new(3);
+    fn a_window_keeps_the_newest_per_key_and_updates_in_place() {
+        let mut r = KeyedWindow::new(DuplicateBounds::per_key(3));
         for (i, k) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            assert!(r.insert(k, i));
+            assert!(r.insert(&q("q"), k.into(), i, 0));
         }
-        assert!(!r.contains(&"a"));
-        assert!(!r.insert("b", 9));
-        let got: Vec<(&str, usize)> = r.iter().map(|(k, v)| (*k, *v)).collect();
-        assert_eq!(got, vec![("b", 9), ("c", 2), ("d", 3)]);
-        r.remove(&"c");
+        assert!(!r.contains(&q("q"), "a"));
+        assert!(!r.insert(&q("q"), "b".into(), 9, 0));
+        let got: Vec<(String, usize)> = r
+            .iter_key(&q("q"))
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        assert_eq!(got, [("b".into(), 9), ("c".into(), 2), ("d".into(), 3)]);
+        r.remove(&q("q"), &"c".into());
         assert_eq!(r.len(), 2);
-        assert!(r.insert("c", 5));
-        assert!(r.insert("e", 6));
-        assert!(!r.contains(&"b"));
+        assert!(r.insert(&q("q"), "c".into(), 5, 0));
+        assert!(r.insert(&q("q"), "e".into(), 6, 0));
+        assert!(!r.contains(&q("q"), "b"));
+        assert_eq!(ids(&r, &q("q")), ["d", "c", "e"]);
+        let taken: Vec<String> = r
+            .take_key(&q("q"))
+            .into_iter()
+            .map(|(id, _, _)| id.to_string())
+            .collect();
+        assert_eq!(taken, ["d", "c", "e"]);
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_window_is_bounded_in_total_and_by_age() {
+        let mut r = KeyedWindow::new(DuplicateBounds {
+            per_key: 100,
+            total: 5,
+            max_age_ms: 1_000,
+        });
+        for i in 0..4 {
+            r.insert(&q("a"), format!("a{i}").into(), (), 10 * i);
+            r.insert(&q("b"), format!("b{i}").into(), (), 10 * i + 5);
+        }
+        // The oldest anywhere went first.
+        assert_eq!(r.len(), 5);
+        assert_eq!(ids(&r, &q("a")), ["a2", "a3"]);
+        assert_eq!(ids(&r, &q("b")), ["b1", "b2", "b3"]);
+        // Age: everything learned before 1,026 - 1,000 goes.
+        r.expire(1_026);
+        assert_eq!(ids(&r, &q("a")), ["a3"]);
+        assert_eq!(ids(&r, &q("b")), ["b3"]);
+        r.expire(10_000);
+        assert_eq!(r.len(), 0);
+        assert_eq!(r.keys().count(), 0);
+        // Lots of churn leaves no garbage behind.
+        for i in 0..10_000u64 {
+            r.insert(&q("c"), i.to_string().into(), (), 20_000 + i);
+            r.expire(20_000 + i);
+        }
+        assert!(
+            r.len() <= 5 && r.all.len() < 200,
+            "{} {}",
+            r.len(),
+            r.all.len()
+        );
+        assert!(r.keys.values().all(|w| w.order.len() < 100));
     }
 
     #[test]
     fn duplicates_within_and_across_groups_are_dropped() {
-        let mut d = DupIndex::new(10, vec![(StoreKey::Queue("q".into()), vec!["old".into()])]);
+        let mut d = DupIndex::new(
+            DuplicateBounds::per_key(10),
+            vec![(StoreKey::Queue("q".into()), vec!["old".into()])],
+        );
         let mut batches = vec![
             vec![add(1, Some("x")), add(2, None)],
             vec![add(3, Some("x")), add(4, Some("y"))],
@@ -256,7 +476,7 @@ mod tests {
 
     #[test]
     fn ids_are_per_queue_and_zero_turns_it_off() {
-        let mut d = DupIndex::new(10, vec![]);
+        let mut d = DupIndex::new(DuplicateBounds::per_key(10), vec![]);
         let other = Record::Add {
             key: StoreKey::Queue("other".into()),
             message: crate::core::test_message(2, 4),
@@ -267,7 +487,7 @@ mod tests {
         assert!(dups[0].0.is_empty());
         assert_eq!(batches[0].len(), 2);
 
-        let mut off = DupIndex::new(0, vec![]);
+        let mut off = DupIndex::new(DuplicateBounds::per_key(0), vec![]);
         let mut batches = vec![vec![add(1, Some("x")), add(2, Some("x"))]];
         let (dups, _) = off.filter(&mut batches);
         assert!(dups[0].0.is_empty());

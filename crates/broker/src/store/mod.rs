@@ -38,7 +38,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-pub use dedup::{DUPLICATE_ID_HEADER, Duplicates, MAX_DUPLICATE_ID_LEN};
+pub use dedup::{DUPLICATE_ID_HEADER, DuplicateBounds, Duplicates, MAX_DUPLICATE_ID_LEN};
 pub use journal::JournalStore;
 pub use memory::MemoryStore;
 
@@ -352,6 +352,8 @@ pub struct Usage {
     pub lazy_batches: AtomicU64,
     /// Writes sent again after the connection to a database store broke.
     pub retries: AtomicU64,
+    /// Duplicate-detection ids the writer remembers now.
+    pub duplicate_ids: AtomicU64,
     /// Writes of new messages refused because the store's disk was short
     /// of space.
     pub no_space: AtomicU64,
@@ -533,8 +535,9 @@ pub struct WriterConfig {
     pub limit: u64,
     /// What a persistent SEND gets when the store is full.
     pub when_full: WhenFull,
-    /// Duplicate-detection ids remembered per queue (0: off).
-    pub duplicate_window: usize,
+    /// Duplicate-detection ids remembered: per queue (0: off), in all, by
+    /// age.
+    pub duplicates: DuplicateBounds,
 }
 
 impl Default for WriterConfig {
@@ -543,7 +546,7 @@ impl Default for WriterConfig {
             queue_depth: 1024,
             limit: u64::MAX,
             when_full: WhenFull::Fail,
-            duplicate_window: 2000,
+            duplicates: DuplicateBounds::default(),
         }
     }
 }
@@ -561,9 +564,9 @@ impl Store {
             queue_depth,
             limit,
             when_full,
-            duplicate_window,
+            duplicates,
         } = config;
-        let dups = dedup::DupIndex::new(duplicate_window, duplicate_ids);
+        let dups = dedup::DupIndex::new(duplicates, duplicate_ids);
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
         let reader = backend.reader();
         let failed = tokio_util::sync::CancellationToken::new();
@@ -846,6 +849,9 @@ async fn writer<B: StoreBackend>(
                 .lazy_batches
                 .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
             let (found, added) = dups.filter(&mut batches);
+            stats
+                .duplicate_ids
+                .store(dups.len() as u64, Ordering::Relaxed);
             let result = if failed.is_cancelled() {
                 Err(StoreError::Failed("the store failed earlier".into()))
             } else {

@@ -1,12 +1,14 @@
 //! CONNECT / STOMP: version and heart-beat negotiation.
 
+use std::time::Duration;
+
 use halyard_stomp::{Command, Frame, FrameWriter, HeartBeat, Version};
 
 use super::error::Fatal;
 use super::session::Session;
 
 impl Session {
-    pub(super) fn connect(&mut self, frame: Frame) -> Result<(), Fatal> {
+    pub(super) async fn connect(&mut self, frame: Frame) -> Result<(), Fatal> {
         let h = &frame.headers;
         let version = Version::negotiate(h.get("accept-version"))
             .map_err(|e| Fatal::protocol(e.to_string()).header("version", Version::SUPPORTED))?;
@@ -25,10 +27,16 @@ impl Session {
             if id.is_empty() {
                 return Err(Fatal::protocol("client-id must not be empty"));
             }
-            if !self.shared.claim_client_id(id) {
-                return Err(Fatal::protocol(format!(
-                    "client-id '{id}' is already connected"
-                )));
+            // As ActiveMQ: a client id already connected is refused, unless
+            // the new connection may take it over (clients.link-stealing).
+            if self.shared.claim_client_id(id, &self.kick).is_err() {
+                let stealing = self.shared.config.clients.link_stealing;
+                let within = Duration::from_millis(self.shared.config.timeouts.shutdown_ms + 1000);
+                if !stealing || !self.shared.steal_client_id(id, &self.kick, within).await {
+                    return Err(Fatal::protocol(format!(
+                        "client-id '{id}' is already connected"
+                    )));
+                }
             }
             self.client_id = Some(id.to_owned());
         }

@@ -38,7 +38,7 @@ impl Session {
             .headers
             .get("destination")
             .ok_or_else(|| missing("SEND", "destination"))?;
-        let dest = Destination::parse(dest_header, &self.conn)
+        let dest = Destination::parse(dest_header, &self.temp_scope)
             .map_err(|e| Fatal::protocol(e.to_string()))?;
         let tx_id = frame.headers.get("transaction").map(str::to_owned);
         if let Some(t) = &tx_id
@@ -151,7 +151,7 @@ impl Session {
     /// temporary queue of another connection that no longer exists: replies
     /// to a requester that has gone are dropped, not treated as errors.
     fn resolve_for_send(&mut self, dest: &Destination) -> Result<Option<DestHandle>, Fatal> {
-        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.conn) {
+        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.temp_scope) {
             return Ok(self.shared.existing_destination(dest));
         }
         self.destination(dest).map(Some)
@@ -163,7 +163,7 @@ impl Session {
             .shared
             .destination(dest)
             .map_err(|e| Fatal::protocol(e.to_string()))?;
-        if dest.is_temp_of(&self.conn) && !self.temp_queues.contains(dest) {
+        if dest.is_temp_of(&self.temp_scope) && !self.temp_queues.contains(dest) {
             self.temp_queues.push(dest.clone());
         }
         Ok(handle)
@@ -219,7 +219,7 @@ impl Session {
         for (k, v) in &mut kept {
             if k == "reply-to"
                 && v.starts_with("/temp-queue/")
-                && let Ok(d) = Destination::parse(v, &self.conn)
+                && let Ok(d) = Destination::parse(v, &self.temp_scope)
             {
                 *v = d.to_string();
             }

@@ -40,9 +40,13 @@ const OUT_KEEP_CAPACITY: usize = 4 * 1024 * 1024;
 
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
-    /// Connection id: the CONNECTED `session` header, and the scope of
-    /// `/temp-queue/` names.
+    /// Connection id: the CONNECTED `session` header, and in logs.
     pub(super) conn: Arc<str>,
+    /// The scope of this connection's `/temp-queue/` names: 128 random
+    /// bits, shown to nobody, so the broker-wide name of a temporary queue
+    /// (`/remote-temp-queue/<scope>.<name>`) cannot be guessed — only
+    /// those the owner hands it to (in a `reply-to`) can send to it.
+    pub(super) temp_scope: Arc<str>,
     pub(super) peer: SocketAddr,
     pub(super) version: Version,
     pub(super) connected: bool,
@@ -115,6 +119,7 @@ pub(crate) async fn run(
         effects: Effects::new(limits.max_inflight_frames, limits.max_inflight_bytes),
         shared: shared.clone(),
         conn: conn.clone(),
+        temp_scope: temp_scope(&conn).into(),
         peer,
         version: Version::V1_0,
         connected: false,
@@ -170,6 +175,19 @@ pub(crate) async fn run(
         duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
 }
 
+/// 128 random bits in hex; if the system cannot give randomness (it always
+/// can on Linux), a hash of the connection id with a per-process random key.
+fn temp_scope(conn: &str) -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::hash::{BuildHasher, RandomState};
+        let h = RandomState::new().hash_one(conn);
+        bytes[..8].copy_from_slice(&h.to_le_bytes());
+        bytes[8..].copy_from_slice(&RandomState::new().hash_one(h).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Session {
     async fn serve(&mut self, stop: &CancellationToken) -> End {
         let mut was_reading = true;
@@ -189,9 +207,8 @@ impl Session {
                 biased;
                 _ = stop.cancelled() => return self.shut_down().await,
                 why = self.kick.kicked() => {
-                    Metrics::inc(&self.shared.metrics.slow_subscribers_disconnected_total);
                     tracing::warn!(conn = %self.conn, peer = %self.peer, reason = %why,
-                        "disconnecting a slow subscriber");
+                        "closing the connection");
                     Err(End::Error(Fatal::broker(why)))
                 }
                 Some(done) = self.effects.done.recv() => self.finished(done).map_err(End::Error),
@@ -258,7 +275,7 @@ impl Session {
         let receipt = frame.headers.get("receipt").map(str::to_owned);
         let command = frame.command;
         let result = match (self.connected, command) {
-            (false, Command::Connect | Command::Stomp) => self.connect(frame),
+            (false, Command::Connect | Command::Stomp) => self.connect(frame).await,
             (false, _) => Err(Fatal::protocol(format!(
                 "expected a CONNECT or STOMP frame, got {command}"
             ))),

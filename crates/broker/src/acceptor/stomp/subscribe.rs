@@ -54,7 +54,7 @@ impl Session {
         let dest_header = h
             .get("destination")
             .ok_or_else(|| missing("SUBSCRIBE", "destination"))?;
-        let dest = Destination::parse(dest_header, &self.conn)
+        let dest = Destination::parse(dest_header, &self.temp_scope)
             .map_err(|e| Fatal::protocol(e.to_string()))?;
         // STOMP 1.0 made `id` optional; like ActiveMQ, use the destination.
         let id = match h.get("id") {
@@ -91,7 +91,7 @@ impl Session {
                 "durable subscriptions are for topics, not {dest_header}"
             )));
         }
-        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.conn) {
+        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.temp_scope) {
             return Err(Fatal::protocol(format!(
                 "cannot subscribe to {dest_header}: it is another connection's temporary queue"
             )));
@@ -146,7 +146,7 @@ impl Session {
             key,
             Subscription {
                 id,
-                destination_header: dest.display_for(&self.conn),
+                destination_header: dest.display_for(&self.temp_scope),
                 handle,
                 consumer: consumer_id,
                 ack,
@@ -230,8 +230,8 @@ impl Session {
                 Fatal::protocol(format!("no subscription with id '{id}' on this connection"))
             })?),
             (None, Some(d)) if self.version == Version::V1_0 && durable.is_none() => {
-                let shown = Destination::parse(d, &self.conn)
-                    .map(|d| d.display_for(&self.conn))
+                let shown = Destination::parse(d, &self.temp_scope)
+                    .map(|d| d.display_for(&self.temp_scope))
                     .unwrap_or_else(|_| d.to_owned());
                 Some(self.subs.remove_by_destination(&shown).ok_or_else(|| {
                     Fatal::protocol(format!("no subscription to '{d}' on this connection"))

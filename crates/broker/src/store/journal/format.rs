@@ -608,6 +608,9 @@ pub(crate) struct AddMeta {
     pub(crate) expires: u64,
     /// Its duplicate-detection id, if it has one.
     pub(crate) dedup: Option<std::sync::Arc<str>>,
+    /// When the broker accepted it (ms since the epoch): the age of its
+    /// duplicate-detection id.
+    pub(crate) timestamp: u64,
 }
 
 /// A decoded payload. Adds are decoded only as far as recovery needs.
@@ -667,6 +670,7 @@ pub(crate) fn entry(r: &Record) -> Entry {
             persistent: message.persistent,
             expires: message.expires,
             dedup: dedup.clone(),
+            timestamp: message.timestamp,
         }),
         Record::Remove { seq } => Entry::Remove { seq: *seq },
         Record::Redelivered { seq, deliveries } => Entry::Redelivered {
@@ -703,6 +707,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
                 T_ADD_DEDUP => Some(c.str()?).filter(|d| !d.is_empty()).map(Into::into),
                 _ => None,
             };
+            let timestamp = c.u64()?;
             return Ok(Entry::Add(AddMeta {
                 key,
                 seq,
@@ -710,6 +715,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
                 persistent,
                 expires,
                 dedup,
+                timestamp,
             }));
         }
         T_REMOVE => Entry::Remove { seq: c.u64()? },
@@ -1011,6 +1017,7 @@ mod tests {
                 persistent: true,
                 expires: 123,
                 dedup: Some("p:1".into()),
+                timestamp: 456,
             })
         );
         assert_eq!(got[2], Entry::Remove { seq: 41 });

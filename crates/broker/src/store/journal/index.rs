@@ -25,36 +25,39 @@ use std::sync::Arc;
 
 use super::format::Entry;
 use crate::store::StoreKey;
-use crate::store::dedup::Recent;
+use crate::store::dedup::{DuplicateBounds, KeyedWindow};
 
 /// Recent duplicate-detection ids per queue, and which segment carries
-/// each.
+/// each, within the same bounds as the writer's memory of them.
 #[derive(Debug)]
 pub(crate) struct Carriers {
-    cap: usize,
-    queues: HashMap<StoreKey, Recent<Arc<str>, u64>>,
+    window: KeyedWindow<u64>,
 }
 
 impl Default for Carriers {
     fn default() -> Carriers {
-        Carriers::new(2000)
+        Carriers::new(DuplicateBounds {
+            per_key: 2000,
+            total: usize::MAX,
+            max_age_ms: 0,
+        })
     }
 }
 
 impl Carriers {
-    pub(crate) fn new(cap: usize) -> Carriers {
+    pub(crate) fn new(bounds: DuplicateBounds) -> Carriers {
         Carriers {
-            cap,
-            queues: HashMap::new(),
+            window: KeyedWindow::new(bounds),
         }
     }
 
-    fn note(&mut self, key: &StoreKey, id: Arc<str>, seg: u64) {
-        let cap = self.cap;
-        self.queues
-            .entry(key.clone())
-            .or_insert_with(|| Recent::new(cap))
-            .insert(id, seg);
+    fn note(&mut self, key: &StoreKey, id: Arc<str>, seg: u64, at_ms: u64) {
+        self.window.insert(key, id, seg, at_ms);
+    }
+
+    /// Forgets ids older than the age bound: they are not carried forward.
+    pub(crate) fn expire(&mut self, now_ms: u64) {
+        self.window.expire(now_ms);
     }
 
     /// Ids that must be written again before the segments in `segs` go:
@@ -67,11 +70,14 @@ impl Carriers {
     /// earlier, and the window then forgot the wrong ones).
     pub(crate) fn carried_by(&self, segs: &BTreeSet<u64>) -> Vec<(StoreKey, Vec<Arc<str>>)> {
         let mut out = Vec::new();
-        for (key, recent) in &self.queues {
-            if recent.iter().any(|(_, seg)| segs.contains(seg)) {
+        for key in self.window.keys() {
+            if self.window.iter_key(key).any(|(_, seg)| segs.contains(seg)) {
                 out.push((
                     key.clone(),
-                    recent.iter().map(|(id, _)| id.clone()).collect(),
+                    self.window
+                        .iter_key(key)
+                        .map(|(id, _)| id.clone())
+                        .collect(),
                 ));
             }
         }
@@ -80,28 +86,30 @@ impl Carriers {
 
     /// Ids carried forward in a DupIds record in segment `seg`: they move
     /// behind the queue's other ids, in the record's order (see
-    /// [`Carriers::carried_by`]).
-    fn carried(&mut self, key: &StoreKey, ids: &[Arc<str>], seg: u64) {
-        let cap = self.cap;
-        let old = self.queues.remove(key).unwrap_or_else(|| Recent::new(cap));
+    /// [`Carriers::carried_by`]). Their age counts from `at_ms` (a DupIds
+    /// record does not keep when each id was learned).
+    fn carried(&mut self, key: &StoreKey, ids: &[Arc<str>], seg: u64, at_ms: u64) {
         let moved: std::collections::HashSet<&Arc<str>> = ids.iter().collect();
-        let mut fresh = Recent::new(cap);
-        for (id, s) in old.iter() {
-            if !moved.contains(id) {
-                fresh.insert(id.clone(), *s);
+        for (id, s, at) in self.window.take_key(key) {
+            if !moved.contains(&id) {
+                self.window.insert(key, id, s, at);
             }
         }
         for id in ids {
-            fresh.insert(id.clone(), seg);
+            self.window.insert(key, id.clone(), seg, at_ms);
         }
-        self.queues.insert(key.clone(), fresh);
     }
 
     /// Every queue's recent ids, oldest first.
     pub(crate) fn export(&self) -> Vec<(StoreKey, Vec<Arc<str>>)> {
-        self.queues
-            .iter()
-            .map(|(k, r)| (k.clone(), r.iter().map(|(id, _)| id.clone()).collect()))
+        self.window
+            .keys()
+            .map(|k| {
+                (
+                    k.clone(),
+                    self.window.iter_key(k).map(|(id, _)| id.clone()).collect(),
+                )
+            })
             .collect()
     }
 }
@@ -217,10 +225,13 @@ impl Index {
                     m.live.insert(meta.seq, (key, meta.priority, meta.expires));
                 }
                 if let Some(id) = &meta.dedup {
-                    self.dups.note(&meta.key, id.clone(), at.seg);
+                    self.dups
+                        .note(&meta.key, id.clone(), at.seg, meta.timestamp);
                 }
             }
-            Entry::DupIds { key, ids } => self.dups.carried(key, ids, at.seg),
+            Entry::DupIds { key, ids } => {
+                self.dups.carried(key, ids, at.seg, crate::core::now_ms());
+            }
             Entry::Remove { seq } => {
                 if let Some(old) = self.messages.remove(seq) {
                     self.live(old, -1);
@@ -342,6 +353,7 @@ mod tests {
             persistent: true,
             expires: 0,
             dedup: None,
+            timestamp: 0,
         })
     }
 
@@ -423,6 +435,7 @@ mod tests {
                 persistent: true,
                 expires: 0,
                 dedup: Some(id.into()),
+                timestamp: 0,
             })
         };
         i.apply(&with_id(1, "a"), at(1, 64));
@@ -466,6 +479,7 @@ mod tests {
                     persistent: true,
                     expires: 0,
                     dedup: Some(id(n)),
+                    timestamp: 0,
                 }),
                 at(if n <= 2 { 1 } else { 2 }, 64 * n as u32),
             );
@@ -503,6 +517,7 @@ mod tests {
                 persistent: true,
                 expires: 0,
                 dedup: Some(id(n)),
+                timestamp: 0,
             })
         };
         r.apply(&add(0), at(0, 64));

@@ -238,7 +238,7 @@ pub struct JournalStore {
     /// needs).
     fence: Option<Fence>,
     /// Duplicate-detection ids remembered per queue.
-    duplicate_window: usize,
+    duplicates: super::DuplicateBounds,
     /// A roll is under way: what it appends goes into the old head, even
     /// past its size.
     rolling: bool,
@@ -275,7 +275,13 @@ impl JournalStore {
             unsynced: false,
             last_sync: Instant::now(),
             fence,
-            duplicate_window: 2000,
+            // The last 2000 ids of each queue, as before bounds in all and
+            // by age existed; the broker sets its configured bounds.
+            duplicates: super::DuplicateBounds {
+                per_key: 2000,
+                total: usize::MAX,
+                max_age_ms: 0,
+            },
             rolling: false,
             deleting: false,
         }
@@ -284,7 +290,14 @@ impl JournalStore {
     /// How many duplicate-detection ids to remember per queue (default
     /// 2000), across restarts: recovery hands back at most this many.
     pub fn duplicate_window(mut self, ids: usize) -> JournalStore {
-        self.duplicate_window = ids;
+        self.duplicates.per_key = ids;
+        self
+    }
+
+    /// How much of the duplicate-detection memory to keep (per queue, in
+    /// all, by age), across restarts.
+    pub fn duplicate_bounds(mut self, bounds: super::DuplicateBounds) -> JournalStore {
+        self.duplicates = bounds;
         self
     }
 
@@ -671,9 +684,12 @@ impl JournalStore {
         // Duplicate-detection ids these segments carry move to the head,
         // and the deletion is recorded, so recovery does not take the
         // segments for lost.
-        let carried = read(&self.shared.index)
-            .dups
-            .carried_by(&dead.iter().copied().collect());
+        let carried = {
+            let mut idx = write(&self.shared.index);
+            // Ids past their age are not worth carrying forward.
+            idx.dups.expire(now_ms());
+            idx.dups.carried_by(&dead.iter().copied().collect())
+        };
         {
             let mut w = Writer::default();
             let mut records = Vec::new();
@@ -851,7 +867,7 @@ impl JournalStore {
             .map_err(|e| io(&format!("cannot list {}", self.dir.display()), e))?;
         let mut index = Index {
             meta: Some(index::RecoveryMeta::default()),
-            dups: index::Carriers::new(self.duplicate_window),
+            dups: index::Carriers::new(self.duplicates),
             ..Index::default()
         };
         let mut report = recovery::Report::default();
@@ -1023,6 +1039,7 @@ impl JournalStore {
             })
             .collect();
         let max_seq = index.max_seq;
+        index.dups.expire(now_ms());
         let duplicate_ids = index.dups.export();
         let next_id = segment::list(&self.dir)
             .ok()

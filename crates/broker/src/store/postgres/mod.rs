@@ -117,8 +117,8 @@ pub struct PostgresConfig {
     pub url: String,
     /// Connections for reading message bodies back (deep queues).
     pub readers: usize,
-    /// Duplicate-detection ids kept per queue.
-    pub duplicate_window: usize,
+    /// Duplicate-detection ids kept: per queue, in all, by age.
+    pub duplicates: crate::store::DuplicateBounds,
 }
 
 /// Prepared statements of the writer's connection.
@@ -144,10 +144,10 @@ const ADD: &str = "INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, pr
 /// Fence check, messages and their duplicate-detection ids in one
 /// statement. The fence CTE is joined so that it runs; if it raises, the
 /// statement (so the transaction) fails as a whole.
-const ADDS_ONLY: &str = "WITH f AS (SELECT halyard_fence($14, $15)),      d AS (INSERT INTO halyard_duplicate_ids (queue, id, seq)        SELECT * FROM UNNEST($16::text[], $17::text[], $18::bigint[])        ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq)      INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, persistent,      expires, timestamp, destination, id_prefix, id_n, headers, body)      SELECT s, kk, ka, kb, p, pe, e, t, d, ip, n, h::jsonb, b FROM UNNEST($1::bigint[],      $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[],      $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[])      AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b) CROSS JOIN f ON CONFLICT (seq) DO NOTHING";
+const ADDS_ONLY: &str = "WITH f AS (SELECT halyard_fence($14, $15)),      d AS (INSERT INTO halyard_duplicate_ids (queue, id, seq)        SELECT * FROM UNNEST($16::text[], $17::text[], $18::bigint[])        ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now())      INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, persistent,      expires, timestamp, destination, id_prefix, id_n, headers, body)      SELECT s, kk, ka, kb, p, pe, e, t, d, ip, n, h::jsonb, b FROM UNNEST($1::bigint[],      $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[],      $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[])      AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b) CROSS JOIN f ON CONFLICT (seq) DO NOTHING";
 const DEDUP: &str = "INSERT INTO halyard_duplicate_ids (queue, id, seq) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) \
-     ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq";
+     ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now()";
 const REDELIVERED: &str = "UPDATE halyard_messages m SET deliveries = u.d \
      FROM UNNEST($1::bigint[], $2::integer[]) AS u(s, d) WHERE m.seq = u.s";
 const REMOVE: &str = "DELETE FROM halyard_messages WHERE seq = ANY($1::bigint[])";
@@ -498,7 +498,14 @@ fn is_fenced(e: &tokio_postgres::Error) -> bool {
 impl StoreBackend for PostgresStore {
     async fn recover(&mut self) -> Result<Recovered, StoreError> {
         let started = Instant::now();
-        let window = self.config.duplicate_window as i64;
+        let bounds = self.config.duplicates;
+        let window = bounds.per_key as i64;
+        let total = bounds.total.min(i64::MAX as usize) as i64;
+        // No age limit: a few centuries (an interval must stay in range).
+        let max_age_ms = match bounds.max_age_ms {
+            0 => 10_000_000_000_000,
+            ms => ms.min(10_000_000_000_000) as i64,
+        };
         let usage = self.usage.clone();
         let epoch = self.epoch;
         let (c, _) = self
@@ -578,10 +585,12 @@ impl StoreBackend for PostgresStore {
         let mut duplicate_ids: Vec<(StoreKey, Vec<Arc<str>>)> = Vec::new();
         for r in c
             .query(
-                "SELECT queue, id FROM (SELECT queue, id, seq, row_number() OVER \
-                 (PARTITION BY queue ORDER BY seq DESC) AS rn FROM halyard_duplicate_ids) t \
-                 WHERE rn <= $1 ORDER BY queue, seq",
-                &[&window],
+                "SELECT queue, id FROM (SELECT queue, id, seq FROM (SELECT queue, id, seq, \
+                 row_number() OVER (PARTITION BY queue ORDER BY seq DESC) AS rn \
+                 FROM halyard_duplicate_ids \
+                 WHERE at >= now() - $3::bigint * interval '1 millisecond') t \
+                 WHERE rn <= $1 ORDER BY seq DESC LIMIT $2) n ORDER BY queue, seq",
+                &[&window, &total, &max_age_ms],
             )
             .await
             .map_err(|e| db("cannot read duplicate-detection ids", &e))?
@@ -703,12 +712,15 @@ impl StoreBackend for PostgresStore {
 impl PostgresStore {
     /// Prunes the duplicate-detection ids and measures the store's size.
     async fn upkeep(&mut self) {
-        let window = self.config.duplicate_window as i64;
+        let bounds = self.config.duplicates;
+        let window = bounds.per_key as i64;
+        let total = bounds.total.min(i64::MAX as usize) as i64;
         let Ok((c, _)) = self.writer().await else {
             return;
         };
-        // Forget duplicate-detection ids beyond each queue's window.
-        let pruned = c
+        // Forget duplicate-detection ids beyond each queue's window, beyond
+        // the total (the oldest anywhere first) and past their age.
+        let mut pruned = c
             .execute(
                 "DELETE FROM halyard_duplicate_ids d USING (SELECT queue, id FROM (SELECT queue, id, \
                  row_number() OVER (PARTITION BY queue ORDER BY seq DESC) AS rn \
@@ -717,6 +729,25 @@ impl PostgresStore {
                 &[&window],
             )
             .await;
+        if pruned.is_ok() {
+            pruned = c
+                .execute(
+                    "DELETE FROM halyard_duplicate_ids d USING (SELECT queue, id FROM \
+                     halyard_duplicate_ids ORDER BY seq DESC OFFSET $1) old \
+                     WHERE d.queue = old.queue AND d.id = old.id",
+                    &[&total],
+                )
+                .await;
+        }
+        if pruned.is_ok() && bounds.max_age_ms > 0 {
+            pruned = c
+                .execute(
+                    "DELETE FROM halyard_duplicate_ids \
+                     WHERE at < now() - $1::bigint * interval '1 millisecond'",
+                    &[&(bounds.max_age_ms as i64)],
+                )
+                .await;
+        }
         if let Err(e) = pruned {
             tracing::warn!(error = %describe(&e), "cannot prune duplicate-detection ids");
         }

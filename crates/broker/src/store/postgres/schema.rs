@@ -20,7 +20,7 @@ const MIGRATION_LOCK: i64 = 0x484c_5944_2d4d_4947;
 pub(crate) const MASTER_LOCK: i64 = 0x484c_5944_2d4d_5354;
 
 /// Schema version this code writes.
-pub(crate) const VERSION: i32 = 1;
+pub(crate) const VERSION: i32 = 2;
 
 /// Migration `n` brings the schema from version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
@@ -75,6 +75,12 @@ const MIGRATIONS: &[&str] = &[
                 USING ERRCODE = 'HY001';
         END IF;
     END $$ LANGUAGE plpgsql;
+    "#,
+    // 2: when each duplicate-detection id was learned, so that ids can be
+    // forgotten by age (destinations.duplicate-window-ms).
+    r#"
+    ALTER TABLE halyard_duplicate_ids ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT now();
+    CREATE INDEX IF NOT EXISTS halyard_duplicate_ids_at ON halyard_duplicate_ids (at);
     "#,
 ];
 
