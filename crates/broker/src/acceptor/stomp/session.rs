@@ -191,6 +191,12 @@ fn temp_scope(conn: &str) -> String {
 impl Session {
     async fn serve(&mut self, stop: &CancellationToken) -> End {
         let mut was_reading = true;
+        // Made once and polled on every turn: registering a new waiter on
+        // each turn of this hot loop costs more than the work it guards.
+        let stopped = stop.cancelled();
+        let kick = self.kick.clone();
+        let kicked = kick.kicked();
+        tokio::pin!(stopped, kicked);
         loop {
             let reading = self.may_read();
             if reading && !was_reading {
@@ -205,8 +211,8 @@ impl Session {
             let deadline = self.next_deadline(reading);
             let step: Result<Flow, End> = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return self.shut_down().await,
-                why = self.kick.kicked() => {
+                _ = &mut stopped => return self.shut_down().await,
+                why = &mut kicked => {
                     tracing::warn!(conn = %self.conn, peer = %self.peer, reason = %why,
                         "closing the connection");
                     Err(End::Error(Fatal::broker(why)))
