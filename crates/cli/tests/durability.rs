@@ -632,6 +632,26 @@ async fn receive_numbered(
     c.disconnect().await;
 }
 
+/// Sends `n` receipted persistent messages (`body(i)`, header `i`) to
+/// `queue`, then kills the broker.
+async fn receipt_then_kill(
+    b: &mut BrokerProcess,
+    queue: &str,
+    n: usize,
+    body: fn(usize) -> String,
+) {
+    let mut p = Stomp::connect(b.stomp).await;
+    for i in 0..n {
+        p.send_msg(
+            queue,
+            &body(i),
+            &[("persistent", "true"), ("i", &i.to_string())],
+        )
+        .await;
+    }
+    b.kill();
+}
+
 /// Sends `TORN_N` receipted persistent messages, kills the broker, damages
 /// the newest segment, restarts, and checks that exactly `expect` come back
 /// in order. Damage to receipted data is refused at first (`refused`), and
@@ -640,16 +660,7 @@ async fn receive_numbered(
 async fn damage_and_recover(damage: Damage, expect: &[usize], refused: bool) -> BrokerProcess {
     const CONFIG: &str = "[journal]\nsegment-bytes = 1048576\n";
     let mut b = BrokerProcess::start(CONFIG).await;
-    let mut p = Stomp::connect(b.stomp).await;
-    for i in 0..TORN_N {
-        p.send_msg(
-            "/queue/torn",
-            &torn_body(i),
-            &[("persistent", "true"), ("i", &i.to_string())],
-        )
-        .await;
-    }
-    b.kill();
+    receipt_then_kill(&mut b, "/queue/torn", TORN_N, torn_body).await;
 
     let segs = segments(&b.data_dir());
     let newest = segs.last().expect("no journal segment").clone();
@@ -842,16 +853,7 @@ fn message_numbers(bytes: &[u8]) -> Vec<usize> {
 /// reported again.
 async fn lose_and_recover(gap: Gap) {
     let mut b = BrokerProcess::start(GAP_CONFIG).await;
-    let mut p = Stomp::connect(b.stomp).await;
-    for i in 0..GAP_N {
-        p.send_msg(
-            "/queue/gap",
-            &gap_body(i),
-            &[("persistent", "true"), ("i", &i.to_string())],
-        )
-        .await;
-    }
-    b.kill();
+    receipt_then_kill(&mut b, "/queue/gap", GAP_N, gap_body).await;
     let segs = segments(&b.data_dir());
     assert!(segs.len() >= 4, "too few segments: {segs:?}");
     let (file, lost) = match gap {

@@ -185,12 +185,12 @@ impl QueueActor {
             let idle = self.destination.kind() == DestinationKind::Queue
                 && self.loading.is_none()
                 && self.dispatcher.is_idle();
-            if self.idleness.update(idle, !ticked)
-                && self.idleness.due(&self.shared)
-                && super::reclaim::try_reclaim(
+            if self
+                .idleness
+                .reclaim_if_due(
+                    (idle, !ticked),
                     &self.shared,
-                    &self.destination,
-                    self.id,
+                    (&self.destination, self.id),
                     &mut control,
                     &mut publish,
                 )

@@ -54,11 +54,29 @@ impl Idleness {
     }
 }
 
+impl Idleness {
+    /// After a turn of an actor's loop: records whether it is `idle` and
+    /// had `traffic`, and reclaims it if that is due; true if the actor
+    /// must stop.
+    pub(crate) async fn reclaim_if_due(
+        &mut self,
+        (idle, traffic): (bool, bool),
+        shared: &Arc<Shared>,
+        (destination, id): (&Destination, u64),
+        control: &mut mpsc::Receiver<Control>,
+        publish: &mut mpsc::Receiver<Publish>,
+    ) -> bool {
+        self.update(idle, traffic)
+            && self.due(shared)
+            && try_reclaim(shared, destination, id, control, publish).await
+    }
+}
+
 /// Removes the destination from the registry if it is still this actor's
 /// and nothing waits in its channels; on success, closes the channels and
 /// hands whatever slipped in to the destination made anew. Returns whether
 /// the actor must stop.
-pub(crate) async fn try_reclaim(
+async fn try_reclaim(
     shared: &Arc<Shared>,
     destination: &Destination,
     id: u64,

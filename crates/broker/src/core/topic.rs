@@ -177,12 +177,12 @@ impl TopicActor {
                 && self.durable.is_empty()
                 && self.pending.is_empty()
                 && self.loads.is_empty();
-            if self.idleness.update(idle, !ticked)
-                && self.idleness.due(&self.shared)
-                && super::reclaim::try_reclaim(
+            if self
+                .idleness
+                .reclaim_if_due(
+                    (idle, !ticked),
                     &self.shared,
-                    &self.destination,
-                    self.id,
+                    (&self.destination, self.id),
                     &mut control,
                     &mut publish,
                 )

@@ -511,18 +511,7 @@ impl Session {
     /// The broker is stopping: stop reading, give in-flight work up to
     /// `timeouts.shutdown-ms` to finish (sending its receipts), then close.
     async fn shut_down(&mut self) -> End {
-        let limit = Duration::from_millis(self.shared.config.timeouts.shutdown_ms);
-        let _ = tokio::time::timeout(limit, async {
-            while !self.effects.is_idle() {
-                let Some(done) = self.effects.done.recv().await else {
-                    break;
-                };
-                if self.finished(done).is_err() {
-                    break;
-                }
-            }
-        })
-        .await;
+        self.settle_pending().await;
         End::Error(Fatal::broker("broker is shutting down"))
     }
 
