@@ -125,18 +125,6 @@ fn persistent_send(dest: &str, text: &str) -> Frame {
         .body(text.as_bytes().to_vec())
 }
 
-/// The stats of one destination from the admin API, if it exists.
-async fn dest_stats(b: &BrokerProcess, dest: &str) -> Option<serde_json::Value> {
-    let (status, text) = b.http_get("/api/destinations").await;
-    assert_eq!(status, 200, "GET /api/destinations: {text}");
-    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["destination"] == dest)
-        .cloned()
-}
-
 /// Waits until the admin API shows `dest` with these ready / in-flight /
 /// consumer counts.
 async fn await_stats(b: &BrokerProcess, dest: &str, ready: u64, inflight: u64, consumers: u64) {
@@ -144,7 +132,7 @@ async fn await_stats(b: &BrokerProcess, dest: &str, ready: u64, inflight: u64, c
         WAIT,
         &format!("{dest} to show ready={ready} inflight={inflight} consumers={consumers}"),
         || async move {
-            let s = dest_stats(b, dest).await?;
+            let s = b.dest_stats(dest).await?;
             (s["ready"] == ready && s["inflight"] == inflight && s["consumers"] == consumers)
                 .then_some(())
         },
@@ -1050,30 +1038,10 @@ async fn consume_exactly(c: &mut Stomp, expect: &[String]) {
 #[tokio::test]
 async fn a_full_store_refuses_persistent_sends_and_recovers_once_drained() {
     let b = BrokerProcess::start(&FULL_CONFIG.replace("WHEN", "fail")).await;
-    let mut p = Peer::connect(b.stomp, &[]).await.unwrap();
-    let mut receipted = Vec::new();
-    let error = loop {
-        let i = receipted.len();
-        assert!(i < 1000, "the store never filled up");
-        let text = full_body(i);
-        let rid = format!("r{i}");
-        assert!(
-            p.send(persistent_send("/queue/full", &text).header("receipt", rid.clone()))
-                .await
-        );
-        match p.next(WAIT).await {
-            Got::Frame(f) if f.command == Command::Receipt => {
-                assert_eq!(f.headers.get("receipt-id"), Some(rid.as_str()));
-                receipted.push(text);
-            }
-            Got::Frame(f) if f.command == Command::Error => break f,
-            other => panic!("expected RECEIPT or ERROR, got {other:?}"),
-        }
-    };
-    let msg = error.headers.get("message").unwrap_or_default().to_owned();
+    let (receipted, msg) = send_until_refused(&b, "/queue/full", full_body, 0).await;
     assert!(
         msg.contains("full"),
-        "ERROR does not say the store is full: {error:?}"
+        "ERROR does not say the store is full: {msg}"
     );
     assert!(
         journal_bytes(&b.data_dir()) >= 262_144,
@@ -1221,15 +1189,27 @@ fn disk_body(i: usize) -> String {
 /// Sends receipted persistent messages (numbered from `from`) until one is
 /// refused; returns the bodies receipted and the ERROR's message.
 async fn fill_until_refused(b: &BrokerProcess, from: usize) -> (Vec<String>, String) {
+    send_until_refused(b, "/queue/disk", disk_body, from).await
+}
+
+/// Persistent SENDs of `body(i)` from `from` on, each with a receipt
+/// awaited, until one is refused; returns the bodies receipted and the
+/// ERROR's message.
+async fn send_until_refused(
+    b: &BrokerProcess,
+    queue: &str,
+    body: fn(usize) -> String,
+    from: usize,
+) -> (Vec<String>, String) {
     let mut p = Peer::connect(b.stomp, &[]).await.unwrap();
     let mut receipted = Vec::new();
     loop {
         let i = from + receipted.len();
-        assert!(i < from + 10_000, "the disk never filled up");
-        let text = disk_body(i);
+        assert!(i < from + 10_000, "the store never filled up");
+        let text = body(i);
         let rid = format!("r{i}");
         assert!(
-            p.send(persistent_send("/queue/disk", &text).header("receipt", rid.clone()))
+            p.send(persistent_send(queue, &text).header("receipt", rid.clone()))
                 .await
         );
         match p.next(WAIT).await {
@@ -1558,14 +1538,14 @@ async fn a_deep_queue_pages_bodies_to_disk_and_survives_kill_9_in_order() {
     // A queue's RECEIPT means the message is stored and on its way into the
     // queue; the statistics catch up a moment later.
     await_stats(&b, "/queue/deep", N as u64, 0, 0).await;
-    let s = dest_stats(&b, "/queue/deep").await.unwrap();
+    let s = b.dest_stats("/queue/deep").await.unwrap();
     let mem = s["memory_bytes"].as_u64().unwrap();
     println!("deep queue: {N} messages sent in {sent:?}; {mem} body bytes in memory");
     assert!(mem <= 1024 * 1024, "{mem} bytes of bodies in memory: {s}");
 
     b.kill();
     b.restart().await;
-    let s = dest_stats(&b, "/queue/deep").await.unwrap();
+    let s = b.dest_stats("/queue/deep").await.unwrap();
     assert_eq!(s["ready"], N as u64, "{s}");
     assert!(s["memory_bytes"].as_u64().unwrap() <= 1024 * 1024, "{s}");
 

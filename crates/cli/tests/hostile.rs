@@ -554,13 +554,9 @@ async fn consumers_with_a_huge_prefetch_do_not_page_in_a_deep_queue() {
     let mut last = 0;
     let mut stable = 0;
     while stable < 20 {
-        let (_, text) = b.http_get("/api/destinations").await;
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let inflight = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["destination"] == "/queue/deep-prefetch")
+        let inflight = b
+            .dest_stats("/queue/deep-prefetch")
+            .await
             .map_or(0, |d| d["inflight"].as_u64().unwrap());
         stable = if inflight == last { stable + 1 } else { 0 };
         last = inflight;
@@ -573,15 +569,7 @@ async fn consumers_with_a_huge_prefetch_do_not_page_in_a_deep_queue() {
     // memory beyond the destination's limit.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, text) = b.http_get("/api/destinations").await;
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let d = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["destination"] == "/queue/deep-prefetch")
-            .cloned()
-            .unwrap();
+        let d = b.dest_stats("/queue/deep-prefetch").await.unwrap();
         if d["consumers"] == 0 && d["inflight"] == 0 {
             assert_eq!(d["ready"], 400, "{d}");
             assert!(d["memory_bytes"].as_u64().unwrap() <= 64 << 20, "{d}");
@@ -614,13 +602,9 @@ async fn fast_subscriber_rate(b: &common::BrokerProcess, topic: &str, stuck: boo
         // Subscribed once the topic counts two consumers.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (_, text) = b.http_get("/api/destinations").await;
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let consumers = v
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|d| d["destination"] == topic)
+            let consumers = b
+                .dest_stats(topic)
+                .await
                 .map_or(0, |d| d["consumers"].as_u64().unwrap());
             if consumers == 2 {
                 break;

@@ -246,6 +246,18 @@ impl BrokerProcess {
     pub fn url(&self) -> String {
         format!("stomp://{}", self.stomp)
     }
+
+    /// The stats of one destination from the admin API, if it exists.
+    pub async fn dest_stats(&self, dest: &str) -> Option<serde_json::Value> {
+        let (status, text) = self.http_get("/api/destinations").await;
+        assert_eq!(status, 200, "GET /api/destinations: {text}");
+        let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["destination"] == dest)
+            .cloned()
+    }
 }
 
 impl Drop for BrokerProcess {
