@@ -590,8 +590,7 @@ fn set_config(b: &BrokerProcess, toml: &str) {
 async fn metric(b: &BrokerProcess, name: &str) -> Option<u64> {
     let (status, text) = b.http_get("/metrics").await;
     assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    common::metric(&text, name)
 }
 
 /// Receives exactly the messages numbered `expect` (bodies made by `body_of`)

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{Node, ROLE_WAIT, local, ms};
-use common::{BrokerProcess, Raw, Stomp, WAIT, body, free_port, halyard_bin, http_get, run_cli};
+use common::{BrokerProcess, Raw, Stomp, WAIT, body, free_port, halyard_bin, run_cli};
 use common::{try_http_get, wait_timeout};
 use halyard_client::{
     AckMode, Client, ClientError, ConnectionEvent, Receipt, SendMessage, SubscribeOptions,
@@ -176,15 +176,6 @@ async fn settle_ready(http: SocketAddr, dest: &str, n: u64) -> Value {
     let r = s.as_ref().map_or(0, |s| s["ready"].as_u64().unwrap());
     assert_eq!(r, n, "{dest} changed after settling: {s:?}");
     s.unwrap_or(Value::Null)
-}
-
-/// A counter from `/metrics`, e.g. `halyard_duplicates_total`.
-async fn metric(http: SocketAddr, name: &str) -> u64 {
-    let (code, text) = http_get(http, "/metrics").await;
-    assert_eq!(code, 200, "GET /metrics: {text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -360,7 +351,7 @@ async fn failover_under_load_loses_nothing_and_enqueues_nothing_twice() {
     let s = g.nodes[b].wait_role("master", ROLE_WAIT).await;
     assert_eq!(s["epoch"], 2, "{s}");
     let stats = settle_ready(g.nodes[b].http, Q, N as u64).await;
-    let duplicates = metric(g.nodes[b].http, "halyard_duplicates_total").await;
+    let duplicates = common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await;
     println!(
         "failover under load: {N} persistent sends, {in_flight_at_kill} in flight at the kill -9; \
          kill -> Interrupted {}, kill -> Resumed {} (client says {}); \
@@ -974,7 +965,10 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
     send_dup(&mut c, Q, "x-2", "x", None).await;
     let s = settle_ready(g.nodes[a].http, Q, 1).await;
     assert_eq!(s["enqueued"], 1, "{s}");
-    assert_eq!(metric(g.nodes[a].http, "halyard_duplicates_total").await, 1);
+    assert_eq!(
+        common::metric_at(g.nodes[a].http, "halyard_duplicates_total").await,
+        1
+    );
     drop(c);
 
     // kill -9; the slave takes over and still knows x.
@@ -984,13 +978,19 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
     let mut c = Stomp::connect(g.nodes[b].stomp).await;
     send_dup(&mut c, Q, "x-3", "x", None).await;
     settle_ready(g.nodes[b].http, Q, 1).await;
-    assert_eq!(metric(g.nodes[b].http, "halyard_duplicates_total").await, 1);
+    assert_eq!(
+        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
+        1
+    );
     // It is the first copy that is there; consumed, the id outlives it.
     assert_eq!(take_one(&mut c, "s1", Q).await, "x-1");
     settle_ready(g.nodes[b].http, Q, 0).await;
     send_dup(&mut c, Q, "x-4", "x", None).await;
     settle_ready(g.nodes[b].http, Q, 0).await;
-    assert_eq!(metric(g.nodes[b].http, "halyard_duplicates_total").await, 2);
+    assert_eq!(
+        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
+        2
+    );
     // A different id is enqueued.
     send_dup(&mut c, Q, "z-1", "z", None).await;
     settle_ready(g.nodes[b].http, Q, 1).await;
@@ -1004,7 +1004,10 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
     c.request(Frame::new(Command::Commit).header("transaction", "t1"))
         .await;
     settle_ready(g.nodes[b].http, Q, 1).await;
-    assert_eq!(metric(g.nodes[b].http, "halyard_duplicates_total").await, 3);
+    assert_eq!(
+        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
+        3
+    );
     assert_eq!(take_one(&mut c, "s3", Q).await, "y-1");
     drop(c);
 
@@ -1019,7 +1022,10 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
         send_dup(&mut c, Q, &format!("{id}-again"), id, None).await;
     }
     settle_ready(g.nodes[a].http, Q, 0).await;
-    assert_eq!(metric(g.nodes[a].http, "halyard_duplicates_total").await, 3);
+    assert_eq!(
+        common::metric_at(g.nodes[a].http, "halyard_duplicates_total").await,
+        3
+    );
     // Ids are per queue: x on another queue is new.
     send_dup(&mut c, "/queue/dedup-other", "x-elsewhere", "x", None).await;
     settle_ready(g.nodes[a].http, "/queue/dedup-other", 1).await;
@@ -1038,7 +1044,10 @@ async fn a_duplicate_window_of_zero_turns_detection_off() {
     send_dup(&mut c, Q, "x-2", "x", None).await;
     let s = settle_ready(b.http, Q, 2).await;
     assert_eq!(s["enqueued"], 2, "{s}");
-    assert_eq!(metric(b.http, "halyard_duplicates_total").await, 0);
+    assert_eq!(
+        common::metric_at(b.http, "halyard_duplicates_total").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -1240,7 +1249,7 @@ async fn halyard_send_survives_a_kill_9_of_the_master_and_stores_each_message_on
         "halyard send -n {N} across a kill -9 ({before_kill} in at the kill): exit 0 {} after the kill; \
          the new master holds exactly {N} ({s}), {} duplicates dropped",
         ms(killed_at.elapsed()),
-        metric(g.nodes[b].http, "halyard_duplicates_total").await
+        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await
     );
 }
 
@@ -1313,7 +1322,7 @@ async fn a_message_delivered_just_before_the_master_dies_comes_back_flagged_rede
         .unwrap();
     let events = EventLog::start(&client);
     let lazy = "halyard_store_lazy_batches_total";
-    let recorded = metric(g.nodes[a].http, lazy).await;
+    let recorded = common::metric_at(g.nodes[a].http, lazy).await;
     let mut sub = client
         .subscribe(
             Q,
@@ -1330,7 +1339,7 @@ async fn a_message_delivered_just_before_the_master_dies_comes_back_flagged_rede
     // The delivery count goes to the store as bookkeeping nobody waits
     // for: no durable write follows here, and it must be written anyway.
     let deadline = Instant::now() + WAIT;
-    while metric(g.nodes[a].http, lazy).await <= recorded {
+    while common::metric_at(g.nodes[a].http, lazy).await <= recorded {
         assert!(
             Instant::now() < deadline,
             "the delivery count was never written on an idle broker"

@@ -510,9 +510,7 @@ async fn postgres_restarting_or_crashing_under_load_loses_nothing() {
     let metrics = || async move {
         let (_, text) = common::http_get(http, "/metrics").await;
         let value = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            common::metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
         };
         [
             value("halyard_lease_renewals_total"),

@@ -693,11 +693,7 @@ async fn a_stuck_topic_subscriber_does_not_slow_the_others() {
         );
     }
     let (_, metrics) = b.http_get("/metrics").await;
-    let discarded: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("halyard_messages_discarded_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let discarded = common::metric(&metrics, "halyard_messages_discarded_total").unwrap_or(0);
     assert!(
         discarded > 0,
         "nothing was dropped for the stuck subscriber"
@@ -859,11 +855,7 @@ async fn reclaiming_between_uses_loses_nothing() {
             .await;
     }
     let (_, metrics) = b.http_get("/metrics").await;
-    let reclaimed: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("halyard_destinations_reclaimed_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let reclaimed = common::metric(&metrics, "halyard_destinations_reclaimed_total").unwrap_or(0);
     println!("{reclaimed} destinations reclaimed during 100 rounds");
     assert!(reclaimed > 0);
 }
@@ -1030,12 +1022,6 @@ async fn a_store_full_error_comes_after_the_receipts_of_what_was_stored() {
 // 7. Clients cannot act in another client's name; duplicate ids are bounded
 // ---------------------------------------------------------------------------
 
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-}
-
 /// Duplicate-detection ids used to be remembered per queue without any
 /// bound in all (200 queues x 2,000 ids left 81 MB on disk and 151 MB of
 /// memory after draining). They are now bounded in all (the oldest
@@ -1067,7 +1053,8 @@ async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
         }
     }
     let (_, metrics) = b.http_get("/metrics").await;
-    let remembered = metric(&metrics, "halyard_duplicate_ids").expect("no duplicate-id gauge");
+    let remembered =
+        common::metric(&metrics, "halyard_duplicate_ids").expect("no duplicate-id gauge");
     println!("{n} ids sent over {queues} queues; {remembered} remembered");
     assert!(remembered <= 2000, "{remembered} ids remembered");
     // The newest are still known: a resend is confirmed, not stored again;
@@ -1090,7 +1077,7 @@ async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
     .await;
     let (_, metrics) = b.http_get("/metrics").await;
     assert_eq!(
-        metric(&metrics, "halyard_duplicates_total"),
+        common::metric(&metrics, "halyard_duplicates_total"),
         Some(1),
         "{metrics}"
     );
@@ -1105,7 +1092,7 @@ async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
     )
     .await;
     let (_, metrics) = b.http_get("/metrics").await;
-    let remembered = metric(&metrics, "halyard_duplicate_ids").unwrap();
+    let remembered = common::metric(&metrics, "halyard_duplicate_ids").unwrap();
     assert!(
         remembered <= 2001,
         "{remembered} ids remembered after a restart"

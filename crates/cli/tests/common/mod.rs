@@ -292,6 +292,20 @@ pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)>
     http_exchange(addr, path).await.ok()
 }
 
+/// The value of `name` in a `/metrics` text (an unlabelled counter or
+/// gauge), if it is there.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The value of `name` in the `/metrics` of the broker at `http`.
+pub async fn metric_at(http: SocketAddr, name: &str) -> u64 {
+    let (code, text) = http_get(http, "/metrics").await;
+    assert_eq!(code, 200, "GET /metrics: {text}");
+    metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
 /// A minimal HTTP/1.1 GET over a raw socket (the admin API is tiny).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_exchange(addr, path)

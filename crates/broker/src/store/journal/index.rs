@@ -470,19 +470,19 @@ mod tests {
         let mut i = index(&[1, 2, 3, 4, 5]);
         let q = StoreKey::Queue("q".into());
         let id = |n: u64| -> Arc<str> { format!("id-{n}").into() };
+        let add = |n: u64| {
+            Entry::Add(AddMeta {
+                key: q.clone(),
+                seq: n,
+                priority: 4,
+                persistent: true,
+                expires: 0,
+                dedup: Some(id(n)),
+                timestamp: 0,
+            })
+        };
         for n in 1..=4 {
-            i.apply(
-                &Entry::Add(AddMeta {
-                    key: q.clone(),
-                    seq: n,
-                    priority: 4,
-                    persistent: true,
-                    expires: 0,
-                    dedup: Some(id(n)),
-                    timestamp: 0,
-                }),
-                at(if n <= 2 { 1 } else { 2 }, 64 * n as u32),
-            );
+            i.apply(&add(n), at(if n <= 2 { 1 } else { 2 }, 64 * n as u32));
         }
         // Segment 1 dies: the window is carried into segment 3.
         let carried = i.dups.carried_by(&[1].into());
@@ -509,17 +509,6 @@ mod tests {
         // (0, from a segment not yet deleted), segment 4's record, an Add
         // after it, and segment 5's record.
         let mut r = Index::default();
-        let add = |n: u64| {
-            Entry::Add(AddMeta {
-                key: q.clone(),
-                seq: n,
-                priority: 4,
-                persistent: true,
-                expires: 0,
-                dedup: Some(id(n)),
-                timestamp: 0,
-            })
-        };
         r.apply(&add(0), at(0, 64));
         let dup_ids = |ns: std::ops::RangeInclusive<u64>| Entry::DupIds {
             key: q.clone(),
