@@ -1,9 +1,7 @@
 //! The running broker: shared state, start-up and graceful shutdown.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -12,285 +10,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{BrokerConfig, StoreKind};
-use crate::core::{Control, DurableName};
-use crate::core::{DestHandle, Destination, DestinationKind, DestinationStats, now_ms};
+use crate::core::{BrokerCore, lock, now_ms};
 use crate::ha::{
     CheckFailed, DataDirLock, Fenced, HaStatus, Lease, LeaseConfig, LockOwner, LostSignal, Role,
     Takeover, host_name, read_owner,
 };
-use crate::metrics::Metrics;
 use crate::resources::Resources;
+use crate::service::Service;
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::{
-    JournalStore, MemoryStore, Recovered, Store, StoreBackend, StoreError, StoreKey, StoredMessage,
-    Usage, WriterConfig,
+    JournalStore, MemoryStore, Recovered, Store, StoreBackend, StoreError, Usage, WriterConfig,
 };
-
-/// State shared by every task of one broker. Mutable state here is either
-/// atomic or behind a short, synchronous lock that is never held across an
-/// `.await`; everything else is owned by actors.
-pub(crate) struct Shared {
-    pub(crate) config: BrokerConfig,
-    /// Connection caps and the memory budget worked out at start.
-    pub(crate) resources: Resources,
-    pub(crate) store: Store,
-    pub(crate) metrics: Metrics,
-    /// Prefix of message ids made by this boot of the broker.
-    pub(crate) id_prefix: Arc<str>,
-    /// Cancelled when the broker stops: destination actors end.
-    pub(crate) stop: CancellationToken,
-    /// Every message the broker holds is charged to this
-    /// (`limits.memory-bytes`).
-    pub(crate) memory: Arc<crate::core::MemoryBudget>,
-    boot: String,
-    seq: AtomicU64,
-    next_connection: AtomicU64,
-    next_consumer: AtomicU64,
-    next_destination: AtomicU64,
-    destinations: Mutex<HashMap<Destination, DestHandle>>,
-    /// Connected client ids, each with what closes its connection.
-    client_ids: Mutex<HashMap<String, Arc<crate::core::Kick>>>,
-    /// Woken when a client id is released.
-    client_id_released: tokio::sync::Notify,
-    /// The topic of every durable subscription.
-    durables: Mutex<HashMap<DurableName, Destination>>,
-}
-
-/// The broker will not create more destinations.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot create {0}: the broker already has limits.max-destinations ({1}) destinations")]
-pub(crate) struct TooManyDestinations(String, usize);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The protected maps stay consistent even if a holder panicked: every
-    // critical section is a single insert, remove or lookup.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Shared {
-    /// The next broker-wide sequence number.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    pub(crate) fn next_consumer(&self) -> u64 {
-        self.next_consumer.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// The id of a new destination actor.
-    pub(crate) fn next_destination_id(&self) -> u64 {
-        self.next_destination.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Removes a destination from the registry if the entry is still the
-    /// actor `id` and `idle` (evaluated under the registry's lock, so
-    /// nobody can look the destination up meanwhile) says it may go.
-    pub(crate) fn reclaim(&self, dest: &Destination, id: u64, idle: impl FnOnce() -> bool) -> bool {
-        let mut map = lock(&self.destinations);
-        match map.get(dest) {
-            Some(h) if h.id() == id && idle() => {
-                map.remove(dest);
-                Metrics::inc(&self.metrics.destinations_reclaimed_total);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether the registry is nine tenths full: idle destinations then go
-    /// at once.
-    pub(crate) fn destinations_crowded(&self) -> bool {
-        let max = self.config.limits.max_destinations;
-        lock(&self.destinations).len() >= max - max / 10
-    }
-
-    /// How many destinations exist.
-    pub(crate) fn destination_count(&self) -> usize {
-        lock(&self.destinations).len()
-    }
-
-    /// A connection id unique across restarts of this broker (it names
-    /// temporary queues, which clients may hold on to across a restart).
-    pub(crate) fn next_connection_id(&self) -> String {
-        let n = self.next_connection.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}-{n}", self.boot)
-    }
-
-    /// The destination, created on first use.
-    pub(crate) fn destination(
-        self: &Arc<Self>,
-        dest: &Destination,
-    ) -> Result<DestHandle, TooManyDestinations> {
-        let mut map = lock(&self.destinations);
-        if let Some(h) = map.get(dest) {
-            return Ok(h.clone());
-        }
-        let max = self.config.limits.max_destinations;
-        if map.len() >= max {
-            return Err(TooManyDestinations(dest.to_string(), max));
-        }
-        let handle = match dest.kind() {
-            DestinationKind::Topic => crate::core::spawn_topic(self.clone(), dest.clone()),
-            DestinationKind::Queue | DestinationKind::TempQueue => {
-                crate::core::spawn_queue(self.clone(), dest.clone())
-            }
-        };
-        map.insert(dest.clone(), handle.clone());
-        Ok(handle)
-    }
-
-    /// Publishes to `handle`'s destination; if it was reclaimed meanwhile
-    /// (idle destinations go), to the one made anew. Temporary queues are
-    /// not made anew: a message to one that is gone is `Gone`.
-    pub(crate) async fn publish(
-        self: &Arc<Self>,
-        handle: &DestHandle,
-        message: Arc<crate::core::Message>,
-        confirm: bool,
-    ) -> Result<(), crate::core::PublishError> {
-        let mut h = handle.clone();
-        let mut attempts = 0;
-        loop {
-            match h.publish(message.clone(), confirm).await {
-                Err(crate::core::PublishError::Gone(gone))
-                    if h.destination().kind() != DestinationKind::TempQueue && attempts < 3 =>
-                {
-                    attempts += 1;
-                    h = self
-                        .destination(h.destination())
-                        .map_err(|_| crate::core::PublishError::Gone(gone))?;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Sends `c` to `handle`'s destination, or to the one made anew if it
-    /// was reclaimed meanwhile; returns the handle that took it.
-    pub(crate) async fn control(
-        self: &Arc<Self>,
-        handle: &DestHandle,
-        c: Control,
-    ) -> Result<DestHandle, crate::core::Gone> {
-        let mut h = handle.clone();
-        let mut c = c;
-        for _ in 0..3 {
-            match h.control_or_back(c).await {
-                Ok(()) => return Ok(h),
-                Err(back) => c = back,
-            }
-            if h.destination().kind() == DestinationKind::TempQueue {
-                break;
-            }
-            h = match self.destination(h.destination()) {
-                Ok(h) => h,
-                Err(_) => break,
-            };
-        }
-        Err(crate::core::Gone(h.destination().to_string()))
-    }
-
-    /// The destination if it exists.
-    pub(crate) fn existing_destination(&self, dest: &Destination) -> Option<DestHandle> {
-        lock(&self.destinations).get(dest).cloned()
-    }
-
-    /// Deletes a temporary queue and the messages in it.
-    pub(crate) fn delete_destination(&self, dest: &Destination) {
-        if let Some(h) = lock(&self.destinations).remove(dest)
-            && !h.try_control(crate::core::Control::Delete)
-        {
-            tokio::spawn(async move {
-                let _ = h.control(crate::core::Control::Delete).await;
-            });
-        }
-    }
-
-    pub(crate) fn destination_handles(&self) -> Vec<DestHandle> {
-        lock(&self.destinations).values().cloned().collect()
-    }
-
-    /// Registers a client id; `false` if another connection has it.
-    /// Registers a client id for the connection `kick` closes; if another
-    /// connection has it, gives back what closes that one.
-    pub(crate) fn claim_client_id(
-        &self,
-        id: &str,
-        kick: &Arc<crate::core::Kick>,
-    ) -> Result<(), Arc<crate::core::Kick>> {
-        let mut ids = lock(&self.client_ids);
-        match ids.get(id) {
-            Some(owner) => Err(owner.clone()),
-            None => {
-                ids.insert(id.to_owned(), kick.clone());
-                Ok(())
-            }
-        }
-    }
-
-    /// Claims a client id another connection holds: closes that connection
-    /// (ActiveMQ's link stealing) and waits, up to `within`, for it to let
-    /// the id go.
-    pub(crate) async fn steal_client_id(
-        &self,
-        id: &str,
-        kick: &Arc<crate::core::Kick>,
-        within: Duration,
-    ) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let released = self.client_id_released.notified();
-            match self.claim_client_id(id, kick) {
-                Ok(()) => return true,
-                Err(owner) => owner.kick(format!(
-                    "client-id '{id}' was taken over by a new connection (clients.link-stealing)"
-                )),
-            }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return false;
-            }
-        }
-    }
-
-    pub(crate) fn release_client_id(&self, id: &str) {
-        lock(&self.client_ids).remove(id);
-        self.client_id_released.notify_waiters();
-    }
-
-    /// The topic a durable subscription is on.
-    pub(crate) fn durable_topic(&self, name: &DurableName) -> Option<Destination> {
-        lock(&self.durables).get(name).cloned()
-    }
-
-    /// Records (or forgets, with `None`) a durable subscription's topic.
-    pub(crate) fn set_durable_topic(&self, name: &DurableName, topic: Option<Destination>) {
-        let mut map = lock(&self.durables);
-        match topic {
-            Some(t) => map.insert(name.clone(), t),
-            None => map.remove(name),
-        };
-    }
-
-    /// Statistics of every destination, sorted by name. Destinations that
-    /// do not answer within a second are left out.
-    pub(crate) async fn destination_stats(&self) -> Vec<DestinationStats> {
-        let mut out = Vec::new();
-        for h in self.destination_handles() {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            if h.control(crate::core::Control::Stats { reply })
-                .await
-                .is_err()
-            {
-                continue;
-            }
-            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
-                out.push(s);
-            }
-        }
-        out.sort_by(|a, b| a.destination.cmp(&b.destination));
-        out
-    }
-}
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -332,8 +62,6 @@ pub enum StartError {
 
 /// Batches waiting for the store writer before submitters must wait.
 const STORE_QUEUE_DEPTH: usize = 8192;
-/// Recovered messages handed to a destination at a time.
-const RESTORE_CHUNK: usize = 4096;
 
 /// What a broker is, master or not: its configuration, HA status and admin
 /// endpoint.
@@ -352,7 +80,7 @@ pub(crate) struct Node {
 
 /// What a master runs.
 pub(crate) struct Master {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) service: Arc<Service>,
     /// Set once the STOMP port is open.
     stomp_addr: std::sync::OnceLock<SocketAddr>,
     accept_stop: CancellationToken,
@@ -621,8 +349,18 @@ impl Broker {
             if tokio::time::timeout(grace, m.tracker.wait()).await.is_err() {
                 tracing::warn!("some connections did not finish within the shutdown timeout");
             }
-            m.shared.stop.cancel();
-            m.shared.store.close().await;
+            let core = &m.service.core;
+            core.stop.cancel();
+            // Work connections left behind (pipelines finishing, dead
+            // letters being published) ends before the store closes.
+            core.tasks.close();
+            if tokio::time::timeout(grace, core.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some background work did not finish within the shutdown timeout");
+            }
+            core.store.close().await;
             let thread = lock(&m.store_thread).take();
             if let Some(t) = thread {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -811,28 +549,18 @@ async fn promote(
     let recovery_ms = recovery.elapsed().as_millis() as u64;
     let started_at_ms = now_ms();
     let boot = format!("{started_at_ms:x}{:04x}", std::process::id() & 0xffff);
-    let shared = Arc::new(Shared {
-        id_prefix: format!("ID:{}-{boot}-", config.name).into(),
-        boot,
-        config: config.clone(),
-        resources: node.resources.clone(),
+    let core = Arc::new(BrokerCore::new(
+        config.clone(),
+        node.resources.clone(),
         store,
-        metrics: Metrics::default(),
-        stop: CancellationToken::new(),
-        memory: crate::core::MemoryBudget::new(node.resources.memory_bytes),
-        seq: AtomicU64::new(recovered.max_seq),
-        next_connection: AtomicU64::new(0),
-        next_consumer: AtomicU64::new(0),
-        next_destination: AtomicU64::new(0),
-        destinations: Mutex::new(HashMap::new()),
-        client_ids: Mutex::new(HashMap::new()),
-        client_id_released: tokio::sync::Notify::new(),
-        durables: Mutex::new(HashMap::new()),
-    });
+        format!("ID:{}-{boot}-", config.name).into(),
+        recovered.max_seq,
+    ));
+    let service = Arc::new(Service::new(core, boot));
     let recovered_count = recovered.messages.len();
-    restore(&shared, recovered).await;
+    service.restore(recovered).await;
     let master = Arc::new(Master {
-        shared: shared.clone(),
+        service: service.clone(),
         stomp_addr: std::sync::OnceLock::new(),
         accept_stop: CancellationToken::new(),
         sessions_stop: CancellationToken::new(),
@@ -852,7 +580,7 @@ async fn promote(
     let _ = master.stomp_addr.set(stomp_addr);
     tokio::spawn(crate::acceptor::accept_stomp(
         stomp,
-        shared.clone(),
+        service.clone(),
         master.accept_stop.clone(),
         master.sessions_stop.clone(),
         master.tracker.clone(),
@@ -861,11 +589,11 @@ async fn promote(
     let watcher = node.clone();
     let failing = master.clone();
     tokio::spawn(async move {
-        failing.shared.store.failed().await;
+        failing.service.core.store.failed().await;
         if watcher.status().role != Role::Master {
             return;
         }
-        match failing.shared.store.failure() {
+        match failing.service.core.store.failure() {
             Some(StoreError::Fenced(why)) => fence(&watcher, &failing, &why),
             other => {
                 let why = other.map_or_else(|| "unknown".to_owned(), |e| e.to_string());
@@ -938,7 +666,7 @@ async fn keep_alive(node: Arc<Node>, master: Arc<Master>, watch: Watch) {
         Watch::File(f) => f,
         Watch::Lease(lost) => {
             tokio::select! {
-                _ = master.shared.stop.cancelled() => {}
+                _ = master.service.core.stop.cancelled() => {}
                 why = lost.wait() => fence(&node, &master, &Fenced::Lease(why).to_string()),
             }
             return;
@@ -948,7 +676,7 @@ async fn keep_alive(node: Arc<Node>, master: Arc<Master>, watch: Watch) {
     let mut failing_since: Option<Instant> = None;
     loop {
         tokio::select! {
-            _ = master.shared.stop.cancelled() => return,
+            _ = master.service.core.stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let checked = {
@@ -996,85 +724,11 @@ fn fence(node: &Node, master: &Master, why: &str) {
         reason = %why,
         "FENCED: this broker is no longer master; closing every client connection and writing nothing more"
     );
-    master.shared.store.fence();
+    master.service.core.store.fence();
     master.accept_stop.cancel();
     master.sessions_stop.cancel();
-    master.shared.stop.cancel();
+    master.service.core.stop.cancel();
     node.fail(format!("fenced: {why}"));
-}
-
-/// Hands what recovery found to the destinations, in sequence order, a
-/// chunk at a time.
-async fn restore(shared: &Arc<Shared>, recovered: Recovered) {
-    let mut topics: HashMap<DurableName, crate::core::DestHandle> = HashMap::new();
-    for s in recovered.subscriptions {
-        let topic = match Destination::parse(&s.topic, "") {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(topic = %s.topic, error = %e, "cannot restore durable subscription");
-                continue;
-            }
-        };
-        let name = DurableName {
-            client_id: s.client_id.into(),
-            name: s.name.into(),
-        };
-        match shared.destination(&topic) {
-            Ok(h) => {
-                let _ = h
-                    .control(Control::RestoreSubscription { name: name.clone() })
-                    .await;
-                shared.set_durable_topic(&name, Some(topic));
-                topics.insert(name, h);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot restore durable subscription"),
-        }
-    }
-    let mut chunks: HashMap<StoreKey, Vec<StoredMessage>> = HashMap::new();
-    for m in recovered.messages.into_sorted() {
-        let chunk = chunks.entry(m.key.clone()).or_default();
-        chunk.push(m);
-        if chunk.len() >= RESTORE_CHUNK {
-            let full = std::mem::take(chunk);
-            restore_chunk(shared, &topics, full).await;
-        }
-    }
-    for (_, chunk) in chunks {
-        if !chunk.is_empty() {
-            restore_chunk(shared, &topics, chunk).await;
-        }
-    }
-}
-
-async fn restore_chunk(
-    shared: &Arc<Shared>,
-    topics: &HashMap<DurableName, crate::core::DestHandle>,
-    messages: Vec<StoredMessage>,
-) {
-    let (handle, durable) = match &messages[0].key {
-        StoreKey::Queue(name) => match shared.destination(&Destination::queue(name)) {
-            Ok(h) => (h, None),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot restore recovered messages");
-                return;
-            }
-        },
-        StoreKey::Durable { client_id, name } => {
-            let name = DurableName {
-                client_id: client_id.clone(),
-                name: name.clone(),
-            };
-            match topics.get(&name) {
-                Some(h) => (h.clone(), Some(name)),
-                None => {
-                    tracing::error!(client_id = %name.client_id, subscription = %name.name,
-                        count = messages.len(), "recovered messages of an unknown durable subscription");
-                    return;
-                }
-            }
-        }
-    };
-    let _ = handle.control(Control::Restore { durable, messages }).await;
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {

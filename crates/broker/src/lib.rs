@@ -13,6 +13,7 @@ pub mod core;
 pub mod ha;
 pub mod metrics;
 pub mod resources;
+mod service;
 pub mod store;
 
 pub use broker::{Broker, StartError};

@@ -196,6 +196,27 @@ async fn a_master_whose_lock_is_taken_confirms_nothing_more() {
     println!("lock taken by a third broker under load: {summary}");
 }
 
+/// Waits until process `pid` has `path` open.
+async fn holds_open(pid: u32, path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path));
+        if open {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never opened {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// `chmod 000 lock` while a master and a slave run (as a user the mode
 /// applies to): both used to exit, the master because its keep-alive could
 /// not read the file, then the slave for the same reason once it took
@@ -227,6 +248,10 @@ async fn an_unreadable_lock_file_stops_neither_master_nor_slave() {
     }
     let a = c.master("a").await;
     let b = c.slave("b").await;
+    // The slave reports itself before its waiting thread has opened the
+    // lock file; the file is made unreadable only once it has (a slave
+    // that finds it unreadable retries until it can open it, as logged).
+    holds_open(c.nodes[b].pid(), &c.data().join("lock")).await;
     let mut p = Link::open(c.nodes[a].stomp).await.unwrap();
     p.request(persistent_send("/queue/chmod", "before"), "r1")
         .await
@@ -1220,4 +1245,73 @@ async fn a_connected_client_id_is_refused_or_taken_over_when_configured() {
             )
             .await;
     }
+}
+
+/// `store.when-full = "wait"`: one connection that both produces to and
+/// consumes from a full store makes progress. Its SEND waits for room while
+/// the session goes on delivering and reading the ACKs that free the room.
+/// (The wait for room used to block the session's whole loop, so the ACKs
+/// were never read: the connection stalled for good.)
+#[tokio::test]
+async fn a_connection_that_consumes_and_produces_on_a_full_store_makes_progress() {
+    let b = common::BrokerProcess::start(
+        "[store]\nmax-bytes = 262144\nwhen-full = \"wait\"\n\n[journal]\nsegment-bytes = 65536\n",
+    )
+    .await;
+    let mut s = common::Stomp::connect(b.stomp).await;
+    let body = vec![b'w'; 4096];
+    let send = |i: u32| {
+        Frame::new(Command::Send)
+            .header("destination", "/queue/full-wait")
+            .header("persistent", "true")
+            .header("receipt", format!("r{i}"))
+            .body(body.clone())
+    };
+    // Fill the store: the first SEND not receipted within a second waits
+    // for room.
+    let mut waiting = None;
+    for i in 0..1_000 {
+        s.send(send(i)).await;
+        match s.recv_within(Duration::from_secs(1)).await {
+            Some(f) if f.command == Command::Receipt => continue,
+            Some(f) => panic!("expected a RECEIPT, got {f:?}\n{}", b.logs()),
+            None => {
+                waiting = Some(i);
+                break;
+            }
+        }
+    }
+    let waiting = waiting.expect("the store never filled up");
+    // Consume on the same connection, acknowledging until the waiting
+    // SEND is receipted.
+    s.send(
+        Frame::new(Command::Subscribe)
+            .header("id", "c")
+            .header("destination", "/queue/full-wait")
+            .header("ack", "client-individual"),
+    )
+    .await;
+    let want = format!("r{waiting}");
+    let mut acked = 0;
+    loop {
+        let f = s.recv_within(common::WAIT).await.unwrap_or_else(|| {
+            panic!(
+                "stalled: no frame after {acked} ACKs (SEND {want} waits for room)\n{}",
+                b.logs()
+            )
+        });
+        match f.command {
+            Command::Message => {
+                let ack = f.headers.get("ack").unwrap();
+                s.send(Frame::new(Command::Ack).header("id", ack)).await;
+                acked += 1;
+            }
+            Command::Receipt if f.headers.get("receipt-id") == Some(want.as_str()) => break,
+            _ => panic!("unexpected {f:?}"),
+        }
+    }
+    assert!(acked > 0, "room was made by the ACKs");
+    // The connection goes on working: a further SEND is receipted.
+    s.send_msg("/queue/full-wait", "after", &[("persistent", "true")])
+        .await;
 }

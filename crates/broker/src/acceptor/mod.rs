@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::Shared;
 use crate::metrics::Metrics;
+use crate::service::Service;
 
 /// Backs off after failed accepts (typically EMFILE: out of descriptors)
 /// instead of spinning, and logs them at most once a second.
@@ -52,11 +52,12 @@ impl AcceptBackoff {
 /// from the file-descriptor limit) get an ERROR frame and are closed.
 pub(crate) async fn accept_stomp(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    service: Arc<Service>,
     accept_stop: CancellationToken,
     sessions_stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let shared = service.core.clone();
     let limit = shared.resources.max_connections;
     let permits = Arc::new(Semaphore::new(limit));
     let mut backoff = AcceptBackoff::default();
@@ -79,10 +80,10 @@ pub(crate) async fn accept_stomp(
         let _ = stream.set_nodelay(true);
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                let shared = shared.clone();
+                let service = service.clone();
                 let stop = sessions_stop.clone();
                 tracker.spawn(async move {
-                    stomp::run(shared, stream, peer, stop).await;
+                    stomp::run(service, stream, peer, stop).await;
                     drop(permit);
                 });
             }

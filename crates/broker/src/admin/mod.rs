@@ -176,18 +176,20 @@ async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
         database: (c.store.kind == StoreKind::Postgres)
             .then(|| crate::store::postgres::redact(&c.store.url)),
         store: format!("{:?}", c.store.kind).to_lowercase(),
-        connections: master
+        connections: master.as_ref().map_or(0, |m| {
+            m.service.core.metrics.connections.load(Ordering::Relaxed)
+        }),
+        destinations: master
             .as_ref()
-            .map_or(0, |m| m.shared.metrics.connections.load(Ordering::Relaxed)),
-        destinations: master.as_ref().map_or(0, |m| m.shared.destination_count()),
+            .map_or(0, |m| m.service.core.destination_count()),
         resources: node.resources.clone(),
-        memory_bytes: master.as_ref().map(|m| m.shared.memory.used()),
+        memory_bytes: master.as_ref().map(|m| m.service.core.memory.used()),
     })
 }
 
 async fn destinations(State(node): State<Arc<Node>>) -> Response {
     match node.master() {
-        Some(m) => Json(m.shared.destination_stats().await).into_response(),
+        Some(m) => Json(m.service.core.destination_stats().await).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not master: no destinations here\n",
@@ -261,10 +263,10 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         );
     }
     if let Some(m) = node.master() {
-        text.push_str(&m.shared.metrics.prometheus());
-        let store = m.shared.store.stats();
+        text.push_str(&m.service.core.metrics.prometheus());
+        let store = m.service.core.store.stats();
         let relaxed = Ordering::Relaxed;
-        let memory = &m.shared.memory;
+        let memory = &m.service.core.memory;
         let mut counters: Vec<(&str, &str, &str, u64)> = vec![
             (
                 "memory_bytes",
@@ -394,7 +396,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         for (name, kind, help, value) in counters {
             metric(&mut text, name, kind, help, value);
         }
-        let stats = m.shared.destination_stats().await;
+        let stats = m.service.core.destination_stats().await;
         type Gauge = (&'static str, &'static str, fn(&DestinationStats) -> u64);
         let gauges: [Gauge; 3] = [
             (

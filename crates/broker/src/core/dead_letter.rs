@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::dispatch::Effect;
+use super::registry::BrokerCore;
 use super::{Destination, Message};
-use crate::broker::Shared;
 use crate::metrics::Metrics;
 use crate::store::{Record, StoreKey};
 
@@ -30,7 +30,7 @@ pub(crate) struct PutBack {
 /// where they were.
 #[must_use = "messages that could not be dead-lettered must be put back"]
 pub(crate) async fn settle(
-    shared: &Arc<Shared>,
+    shared: &Arc<BrokerCore>,
     source: &Destination,
     effects: &mut Vec<Effect>,
 ) -> Vec<PutBack> {
@@ -126,7 +126,7 @@ pub(crate) async fn settle(
 /// be done (the queue cannot be created, the store refuses the move), so
 /// that it stays where it was rather than being lost.
 async fn dead_letter(
-    shared: &Arc<Shared>,
+    shared: &Arc<BrokerCore>,
     stored: bool,
     message: Arc<Message>,
     reason: String,
@@ -196,15 +196,15 @@ async fn dead_letter(
     Metrics::inc(&shared.metrics.messages_dead_lettered_total);
     // The dead-letter queue may be applying flow control; never make this
     // destination wait for another one.
-    let shared = shared.clone();
-    tokio::spawn(async move {
+    let core = shared.clone();
+    shared.tasks.spawn(async move {
         if let Some(c) = completion
             && let Err(e) = c.await
         {
             tracing::error!(error = %e, "cannot dead-letter message");
             return;
         }
-        let _ = shared.publish(&handle, copy, false).await;
+        let _ = core.publish(&handle, copy, false).await;
     });
     Ok(())
 }

@@ -23,9 +23,14 @@ use super::Message;
 use crate::store::{StoreError, StoredMessage};
 
 /// Broker-wide id of one subscription at one destination.
-pub(crate) type ConsumerId = u64;
-/// A session's own key for one of its subscriptions.
-pub(crate) type SubKey = u64;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ConsumerId(pub(crate) u64);
+/// A connection's own key for one of its subscriptions: what deliveries
+/// carry so the connection knows which subscription they are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SubKey(pub(crate) u64);
+/// A message's broker-wide sequence number (its identity in the store).
+pub(crate) type Seq = u64;
 
 /// A message handed to a session for one of its subscriptions.
 #[derive(Debug)]
@@ -879,15 +884,11 @@ mod tests {
         }
     }
 
-    fn consumer(
-        d: &mut Dispatcher,
-        id: ConsumerId,
-        prefetch: u32,
-    ) -> mpsc::UnboundedReceiver<Delivery> {
+    fn consumer(d: &mut Dispatcher, id: u64, prefetch: u32) -> mpsc::UnboundedReceiver<Delivery> {
         let (tx, rx) = mpsc::unbounded_channel();
         d.add_consumer(ConsumerReg {
-            id,
-            sub: id,
+            id: ConsumerId(id),
+            sub: SubKey(id),
             prefetch,
             tx,
             records_deliveries: false,
@@ -914,7 +915,7 @@ mod tests {
         let mut fx = Vec::new();
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(2, 1), (5, 1), (1, 1)]);
-        d.ack(1, &[2]);
+        d.ack(ConsumerId(1), &[2]);
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(3, 1)]);
         assert!(fx.is_empty());
@@ -932,8 +933,8 @@ mod tests {
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut a), vec![(1, 1), (3, 1), (5, 1)]);
         assert_eq!(drain(&mut b), vec![(2, 1), (4, 1), (6, 1)]);
-        d.remove_consumer(2, &mut fx);
-        d.remove_consumer(1, &mut fx);
+        d.remove_consumer(ConsumerId(2), &mut fx);
+        d.remove_consumer(ConsumerId(1), &mut fx);
         let mut c = consumer(&mut d, 3, 10);
         d.dispatch(0, &mut fx);
         assert_eq!(
@@ -951,7 +952,7 @@ mod tests {
         for n in 1..=3 {
             d.dispatch(0, &mut fx);
             assert_eq!(drain(&mut rx), vec![(1, n)]);
-            d.nack(1, &[1], &mut fx);
+            d.nack(ConsumerId(1), &[1], &mut fx);
         }
         let dead: Vec<_> = fx
             .iter()
@@ -977,11 +978,11 @@ mod tests {
         let mut fx = Vec::new();
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(1, 1), (2, 1)]);
-        d.hold(1, &[1, 2]);
+        d.hold(ConsumerId(1), &[1, 2]);
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(3, 1), (4, 1)]);
         // Closing the consumer does not return what the transaction holds.
-        d.remove_consumer(1, &mut fx);
+        d.remove_consumer(ConsumerId(1), &mut fx);
         assert_eq!(d.stats().ready, 2);
         d.commit(&[1]);
         d.rollback(&[2], &mut fx);
@@ -1007,7 +1008,7 @@ mod tests {
         assert!(matches!(&fx[..], [Effect::Expired { seq: 1, .. }]));
         // What is left in memory is the one in flight.
         assert_eq!(d.stats().memory_bytes, msg(2, 4).weight());
-        d.ack(1, &[2]);
+        d.ack(ConsumerId(1), &[2]);
         assert_eq!(d.stats().memory_bytes, 0);
     }
 
@@ -1045,7 +1046,7 @@ mod tests {
         // Two bodies in flight fill the budget: nothing is read back until
         // they are acknowledged, whatever the consumer's credit.
         assert!(d.wanted_loads().is_empty());
-        d.ack(1, &[1, 2]);
+        d.ack(ConsumerId(1), &[1, 2]);
         let want = d.wanted_loads();
         assert_eq!(want, vec![3, 4]);
         assert!(d.wanted_loads().is_empty(), "already being loaded");
@@ -1056,7 +1057,7 @@ mod tests {
         d.loaded(vec![(3, Ok(msg(3, 4)))], &mut fx);
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(3, 1), (4, 1)]);
-        d.ack(1, &[3, 4]);
+        d.ack(ConsumerId(1), &[3, 4]);
         assert_eq!(d.wanted_loads(), vec![5]);
         d.loaded(vec![(5, Ok(msg(5, 4)))], &mut fx);
         d.dispatch(0, &mut fx);

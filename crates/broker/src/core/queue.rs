@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::dispatch::{Dispatcher, Effect, Policy};
+use super::registry::BrokerCore;
 use super::{
     Control, DestHandle, Destination, DestinationKind, DestinationStats, Message, Publish, now_ms,
 };
-use crate::broker::Shared;
 use crate::store::StoreError;
 
 /// Depth of a destination's control channel.
@@ -25,7 +25,7 @@ pub(crate) const PUBLISH_DEPTH: usize = 32;
 
 /// The timer on which a destination sweeps out expired messages and
 /// checks whether it has been idle long enough to go.
-pub(crate) fn expiry_timer(shared: &Shared) -> tokio::time::Interval {
+pub(crate) fn expiry_timer(shared: &BrokerCore) -> tokio::time::Interval {
     let d = &shared.config.destinations;
     let mut every = d.expiry_check_ms;
     if d.gc_inactive_ms > 0 {
@@ -37,7 +37,7 @@ pub(crate) fn expiry_timer(shared: &Shared) -> tokio::time::Interval {
 }
 
 /// A dispatcher's delivery policy under the broker's configuration.
-pub(crate) fn policy(shared: &Shared, is_dead_letter_queue: bool, stores: bool) -> Policy {
+pub(crate) fn policy(shared: &BrokerCore, is_dead_letter_queue: bool, stores: bool) -> Policy {
     Policy {
         max_redeliveries: shared.config.destinations.max_redeliveries,
         is_dead_letter_queue,
@@ -49,7 +49,7 @@ pub(crate) fn policy(shared: &Shared, is_dead_letter_queue: bool, stores: bool) 
 }
 
 /// A topic subscription's policy: [`policy`], with its backlog bounded.
-pub(crate) fn subscription_policy(shared: &Shared, stores: bool) -> Policy {
+pub(crate) fn subscription_policy(shared: &BrokerCore, stores: bool) -> Policy {
     let d = &shared.config.destinations;
     if d.slow_subscriber == crate::config::SlowSubscriber::FlowControl {
         return policy(shared, false, stores);
@@ -68,7 +68,7 @@ type Loaded = Vec<(u64, Result<Arc<Message>, StoreError>)>;
 
 /// Starts reading back the bodies a dispatcher wants, unless a read is
 /// already under way.
-pub(crate) fn start_loading(shared: &Shared, d: &mut Dispatcher, loading: &mut Loading) {
+pub(crate) fn start_loading(shared: &BrokerCore, d: &mut Dispatcher, loading: &mut Loading) {
     if loading.is_some() {
         return;
     }
@@ -93,7 +93,7 @@ pub(crate) async fn next_loaded(loading: &mut Loading) -> Loaded {
 }
 
 /// Starts the actor for a queue or temporary queue.
-pub(crate) fn spawn_queue(shared: Arc<Shared>, destination: Destination) -> DestHandle {
+pub(crate) fn spawn_queue(shared: Arc<BrokerCore>, destination: Destination) -> DestHandle {
     let (control_tx, control) = mpsc::channel(CONTROL_DEPTH);
     let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
     let id = shared.next_destination_id();
@@ -117,7 +117,7 @@ pub(crate) fn spawn_queue(shared: Arc<Shared>, destination: Destination) -> Dest
 }
 
 struct QueueActor {
-    shared: Arc<Shared>,
+    shared: Arc<BrokerCore>,
     destination: Destination,
     dispatcher: Dispatcher,
     stores: bool,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::registry::BrokerCore;
 use super::{Control, Destination, DestinationStats, Publish};
-use crate::broker::Shared;
 
 /// How long a destination has been idle.
 #[derive(Debug, Default)]
@@ -45,7 +45,7 @@ impl Idleness {
 
     /// Whether an idle destination should go now: idle long enough, or the
     /// registry is crowded.
-    pub(crate) fn due(&self, shared: &Shared) -> bool {
+    pub(crate) fn due(&self, shared: &BrokerCore) -> bool {
         let gc = shared.config.destinations.gc_inactive_ms;
         let Some(since) = self.since else {
             return false;
@@ -61,7 +61,7 @@ impl Idleness {
     pub(crate) async fn reclaim_if_due(
         &mut self,
         (idle, traffic): (bool, bool),
-        shared: &Arc<Shared>,
+        shared: &Arc<BrokerCore>,
         (destination, id): (&Destination, u64),
         control: &mut mpsc::Receiver<Control>,
         publish: &mut mpsc::Receiver<Publish>,
@@ -77,7 +77,7 @@ impl Idleness {
 /// hands whatever slipped in to the destination made anew. Returns whether
 /// the actor must stop.
 async fn try_reclaim(
-    shared: &Arc<Shared>,
+    shared: &Arc<BrokerCore>,
     destination: &Destination,
     id: u64,
     control: &mut mpsc::Receiver<Control>,
@@ -120,7 +120,7 @@ async fn try_reclaim(
         }
     };
     // Never wait on another destination from an actor.
-    tokio::spawn(async move {
+    shared.tasks.spawn(async move {
         for c in late_control {
             let _ = successor.control_or_back(c).await;
         }

@@ -18,15 +18,15 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer, subscription_policy};
+use super::registry::BrokerCore;
 use super::{
     ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, DurableName,
     Message, Publish, now_ms,
 };
-use crate::broker::Shared;
 use crate::store::{Completion, Record};
 
 /// Starts the actor for a topic.
-pub(crate) fn spawn_topic(shared: Arc<Shared>, destination: Destination) -> DestHandle {
+pub(crate) fn spawn_topic(shared: Arc<BrokerCore>, destination: Destination) -> DestHandle {
     let (control_tx, control) = mpsc::channel(CONTROL_DEPTH);
     let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
     let id = shared.next_destination_id();
@@ -71,7 +71,7 @@ struct Pending {
 }
 
 struct TopicActor {
-    shared: Arc<Shared>,
+    shared: Arc<BrokerCore>,
     destination: Destination,
     subs: HashMap<ConsumerId, Dispatcher>,
     durable: HashMap<DurableName, Durable>,
@@ -289,7 +289,7 @@ impl TopicActor {
         for p in put_back {
             let d = match self.durable_tags.get(&p.tag) {
                 Some(name) => self.durable.get_mut(name).map(|d| &mut d.dispatcher),
-                None => self.subs.get_mut(&p.tag),
+                None => self.subs.get_mut(&ConsumerId(p.tag)),
             };
             match d {
                 Some(d) => d.put_back(p.message, p.stored, p.deliveries),
@@ -305,7 +305,7 @@ impl TopicActor {
                 let id = consumer.id;
                 let mut d = Dispatcher::new(subscription_policy(&self.shared, false))
                     .with_memory(self.shared.memory.clone())
-                    .with_tag(id);
+                    .with_tag(id.0);
                 d.add_consumer(consumer);
                 self.subs.insert(id, d);
                 let _ = done.send(());

@@ -437,6 +437,17 @@ enum Request {
     Close { done: oneshot::Sender<()> },
 }
 
+/// Whether the store takes a new message now; see [`Store::try_admit`].
+#[derive(Debug)]
+pub enum Admission {
+    /// There is room.
+    Now,
+    /// There is none and the store refuses (`store.when-full = "fail"`).
+    Refused(StoreError),
+    /// There is none; wait with [`Store::admit`].
+    Wait,
+}
+
 /// Resolves when a submitted batch is durable, naming the Adds in it that
 /// were duplicates and so were not stored.
 #[must_use = "a completion does nothing unless awaited"]
@@ -651,28 +662,38 @@ impl Store {
             // Register for the wake-up before checking, so a release between
             // the check and the wait is not missed.
             let freed = self.usage.freed.notified();
-            let short = self.usage.short_wait();
-            let full = self.usage.get() >= self.limit;
-            if !full && short.is_none() {
-                return Ok(());
+            match self.try_admit() {
+                Admission::Now => return Ok(()),
+                Admission::Refused(e) => return Err(e),
+                Admission::Wait => {}
             }
-            match (self.when_full, short) {
-                (WhenFull::Fail, _) if full => {
-                    return Err(StoreError::Full { limit: self.limit });
-                }
-                (WhenFull::Fail, _) => {
-                    return Err(StoreError::Unavailable(
-                        "no space left on the store's disk; new persistent messages are accepted again once consumers free space".into(),
-                    ));
-                }
-                (WhenFull::Wait, Some(d)) if !full => {
+            match self.usage.short_wait() {
+                Some(d) if self.usage.get() < self.limit => {
                     tokio::select! {
                         () = freed => {}
                         () = tokio::time::sleep(d) => {}
                     }
                 }
-                (WhenFull::Wait, _) => freed.await,
+                _ => freed.await,
             }
+        }
+    }
+
+    /// [`Store::admit`] without waiting: whether a new message may be
+    /// stored now, must be refused, or must wait for room
+    /// (`store.when-full = "wait"`).
+    pub fn try_admit(&self) -> Admission {
+        let short = self.usage.short_wait();
+        let full = self.usage.get() >= self.limit;
+        if !full && short.is_none() {
+            return Admission::Now;
+        }
+        match self.when_full {
+            WhenFull::Fail if full => Admission::Refused(StoreError::Full { limit: self.limit }),
+            WhenFull::Fail => Admission::Refused(StoreError::Unavailable(
+                "no space left on the store's disk; new persistent messages are accepted again once consumers free space".into(),
+            )),
+            WhenFull::Wait => Admission::Wait,
         }
     }
 

@@ -53,3 +53,20 @@ impl Fatal {
 pub(super) fn missing(command: &str, header: &str) -> Fatal {
     Fatal::protocol(format!("{command} frame has no {header} header"))
 }
+
+impl From<crate::service::ServiceError> for Fatal {
+    fn from(e: crate::service::ServiceError) -> Fatal {
+        use crate::service::ServiceError;
+        let message = match &e {
+            ServiceError::DurableNeedsClientId => {
+                "durable subscriptions need a client-id header on CONNECT".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        if e.is_client_fault() {
+            Fatal::protocol(message)
+        } else {
+            Fatal::broker(message)
+        }
+    }
+}

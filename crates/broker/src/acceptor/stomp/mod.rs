@@ -1,24 +1,22 @@
-//! A STOMP 1.0–1.2 session: one task per connection that owns all of the
-//! connection's protocol state (subscriptions, unacknowledged deliveries,
-//! transactions, heart-beats) and talks to destinations through their
-//! handles.
+//! The STOMP 1.0–1.2 protocol head: one task per connection that owns the
+//! connection's protocol state (version, heart-beats, the frames in and
+//! out) and translates frames into calls on the broker service, which
+//! keeps subscriptions, unacknowledged deliveries and transactions.
 //!
 //! Work whose result the client may wait for (a RECEIPT) runs through the
-//! connection's ordered [`effects`] pipeline, so receipts are sent in frame
-//! order and only once their effect is complete: for a persistent SEND, when
-//! the store has it and the destination has accepted it.
+//! connection's ordered pipeline, so receipts are sent in frame order and
+//! only once their work is complete: for a persistent SEND, when the store
+//! has it and the destination has accepted it.
 
 mod ack;
 mod activity;
 mod codec;
 mod connect;
-mod effects;
 mod error;
 mod outbound;
 mod send;
 mod session;
 mod subscribe;
-mod subscriptions;
 mod transaction;
 
 pub(crate) use session::run;

@@ -17,15 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::ActivityReader;
 use super::codec::{Inbound, SessionCodec};
-use super::effects::{Done, Effects};
 use super::error::Fatal;
 use super::outbound::{self, MessageHeaders};
-use super::subscriptions::{AckMode, Subscriptions};
-use super::transaction::Transaction;
-use crate::broker::Shared;
-use crate::core::{Control, Delivery, DeliveryTx, Destination, Kick};
+use crate::core::{Delivery, DeliveryTx, Kick, SubKey};
 use crate::metrics::Metrics;
-use crate::store::Record;
+use crate::service::{Connection, Pending, Pipeline, Service, Tracked};
 
 /// Deliveries written per wake-up before the session looks at other work.
 const DELIVERY_BURST: usize = 128;
@@ -39,34 +35,27 @@ const OUT_HIGH_WATER: usize = 1024 * 1024;
 const OUT_KEEP_CAPACITY: usize = 4 * 1024 * 1024;
 
 pub(super) struct Session {
-    pub(super) shared: Arc<Shared>,
+    pub(super) service: Arc<Service>,
     /// Connection id: the CONNECTED `session` header, and in logs.
-    pub(super) conn: Arc<str>,
-    /// The scope of this connection's `/temp-queue/` names: 128 random
-    /// bits, shown to nobody, so the broker-wide name of a temporary queue
-    /// (`/remote-temp-queue/<scope>.<name>`) cannot be guessed — only
-    /// those the owner hands it to (in a `reply-to`) can send to it.
-    pub(super) temp_scope: Arc<str>,
+    pub(super) conn_id: Arc<str>,
     pub(super) peer: SocketAddr,
     pub(super) version: Version,
-    pub(super) connected: bool,
-    pub(super) client_id: Option<String>,
+    /// The broker service's side of the connection, once CONNECTed.
+    pub(super) conn: Option<Connection>,
     pub(super) reader: FramedRead<ActivityReader<OwnedReadHalf>, SessionCodec>,
     writer: OwnedWriteHalf,
     /// Frames encoded but not yet written to the socket.
     pub(super) out: BytesMut,
-    pub(super) subs: Subscriptions,
-    pub(super) txs: HashMap<String, Transaction>,
-    pub(super) temp_queues: Vec<Destination>,
-    pub(super) deliveries_tx: DeliveryTx,
-    /// Raised by a destination to close this connection (a subscriber
+    /// The `destination` header of each subscription's MESSAGE frames.
+    pub(super) dest_headers: HashMap<SubKey, String>,
+    /// Given to the service at CONNECT: where deliveries come from, and
+    /// what a destination raises to close this connection (a subscriber
     /// too slow for too long).
+    pub(super) deliveries_tx: Option<DeliveryTx>,
     pub(super) kick: Arc<Kick>,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
-    pub(super) effects: Effects,
-    /// Auto-acknowledged deliveries written to `out`, acknowledged to their
-    /// destinations once the write to the socket has succeeded.
-    auto_acks: Vec<(crate::core::SubKey, u64, bool)>,
+    /// Receipts in frame order, each sent once its frame's work is done.
+    pub(super) pipeline: Pipeline<Outcome>,
     pub(super) heartbeat_send: Option<Duration>,
     pub(super) heartbeat_receive: Option<Duration>,
     opened: Instant,
@@ -96,43 +85,51 @@ pub(super) enum Flow {
     Close,
 }
 
+/// What a frame's pipeline job yields.
+pub(super) struct Outcome {
+    /// The receipt to send, or the ERROR that ends the connection.
+    receipt: Result<Option<String>, Fatal>,
+    /// Close the connection once the receipt is written (DISCONNECT).
+    then_close: bool,
+}
+
 /// Runs one STOMP connection to completion.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    service: Arc<Service>,
     stream: TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
-    let conn: Arc<str> = shared.next_connection_id().into();
-    Metrics::inc(&shared.metrics.connections_total);
-    Metrics::inc(&shared.metrics.connections);
-    tracing::info!(conn = %conn, %peer, "connection opened");
+    let core = service.core.clone();
+    let conn_id: Arc<str> = service.next_connection_id().into();
+    Metrics::inc(&core.metrics.connections_total);
+    Metrics::inc(&core.metrics.connections);
+    tracing::info!(conn = %conn_id, %peer, "connection opened");
     let (read, write) = stream.into_split();
-    let limits = &shared.config.limits;
+    let limits = &core.config.limits;
     let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut session = Session {
         reader: FramedRead::new(
             ActivityReader::new(read),
-            SessionCodec::new(shared.config.frame_limits()),
+            SessionCodec::new(core.config.frame_limits()),
         ),
-        effects: Effects::new(limits.max_inflight_frames, limits.max_inflight_bytes),
-        shared: shared.clone(),
-        conn: conn.clone(),
-        temp_scope: temp_scope(&conn).into(),
+        pipeline: Pipeline::new(
+            limits.max_inflight_frames,
+            limits.max_inflight_bytes,
+            &core.tasks,
+        ),
+        service,
+        conn_id: conn_id.clone(),
         peer,
         version: Version::V1_0,
-        connected: false,
-        client_id: None,
+        conn: None,
         writer: write,
         out: BytesMut::with_capacity(8 * 1024),
-        subs: Subscriptions::default(),
-        txs: HashMap::new(),
-        temp_queues: Vec::new(),
-        deliveries_tx,
+        dest_headers: HashMap::new(),
+        deliveries_tx: Some(deliveries_tx),
         kick: Arc::default(),
         deliveries,
-        auto_acks: Vec::new(),
         heartbeat_send: None,
         heartbeat_receive: None,
         opened: now,
@@ -144,6 +141,8 @@ pub(crate) async fn run(
         disconnect_receipt: None,
     };
     let end = session.serve(&stop).await;
+    let shared = core;
+    let conn = conn_id;
     if matches!(end, End::Error(_)) && !session.job_failed && !stop.is_cancelled() {
         // A frame was refused (say the store is full): the frames before it
         // that were stored get their RECEIPTs before the ERROR.
@@ -175,19 +174,6 @@ pub(crate) async fn run(
         duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
 }
 
-/// 128 random bits in hex; if the system cannot give randomness (it always
-/// can on Linux), a hash of the connection id with a per-process random key.
-fn temp_scope(conn: &str) -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        use std::hash::{BuildHasher, RandomState};
-        let h = RandomState::new().hash_one(conn);
-        bytes[..8].copy_from_slice(&h.to_le_bytes());
-        bytes[8..].copy_from_slice(&RandomState::new().hash_one(h).to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Session {
     async fn serve(&mut self, stop: &CancellationToken) -> End {
         let mut was_reading = true;
@@ -213,11 +199,11 @@ impl Session {
                 biased;
                 _ = &mut stopped => return self.shut_down().await,
                 why = &mut kicked => {
-                    tracing::warn!(conn = %self.conn, peer = %self.peer, reason = %why,
+                    tracing::warn!(conn = %self.conn_id, peer = %self.peer, reason = %why,
                         "closing the connection");
                     Err(End::Error(Fatal::broker(why)))
                 }
-                Some(done) = self.effects.done.recv() => self.finished(done).map_err(End::Error),
+                Some(done) = self.pipeline.next() => self.finished(done).map_err(End::Error),
                 Some(d) = self.deliveries.recv() => {
                     self.deliver(d);
                     for _ in 1..DELIVERY_BURST {
@@ -257,7 +243,9 @@ impl Session {
             if let Err(e) = self.write_out().await {
                 return End::Io(e);
             }
-            self.flush_auto_acks().await;
+            if let Some(conn) = &mut self.conn {
+                conn.written().await;
+            }
             if let Flow::Close = flow {
                 return End::Disconnect;
             }
@@ -269,18 +257,19 @@ impl Session {
     /// connection's (so a producer waits, reading nothing more, while a
     /// consumer's ACKs, which carry no message, still get through).
     fn may_read(&self) -> bool {
-        self.effects.has_room() && (self.effects.pending_bytes() == 0 || !self.shared.memory.over())
+        self.pipeline.has_room()
+            && (self.pipeline.pending_bytes() == 0 || !self.service.core.memory.over())
     }
 
     /// Handles one frame from the client.
     async fn frame(&mut self, frame: Frame) -> Result<Flow, Fatal> {
-        Metrics::inc(&self.shared.metrics.frames_received_total);
+        Metrics::inc(&self.service.core.metrics.frames_received_total);
         if self.disconnecting {
             return Ok(Flow::Continue);
         }
         let receipt = frame.headers.get("receipt").map(str::to_owned);
         let command = frame.command;
-        let result = match (self.connected, command) {
+        let result = match (self.conn.is_some(), command) {
             (false, Command::Connect | Command::Stomp) => self.connect(frame).await,
             (false, _) => Err(Fatal::protocol(format!(
                 "expected a CONNECT or STOMP frame, got {command}"
@@ -297,10 +286,13 @@ impl Session {
             (true, Command::Disconnect) => {
                 self.disconnecting = true;
                 match receipt.clone() {
-                    Some(r) => {
-                        self.effects.disconnect(r);
-                        Ok(())
-                    }
+                    Some(r) => self.push_outcome(
+                        0,
+                        Box::pin(std::future::ready(Outcome {
+                            receipt: Ok(Some(r)),
+                            then_close: true,
+                        })),
+                    ),
                     None => return Ok(Flow::Close),
                 }
             }
@@ -316,9 +308,8 @@ impl Session {
     }
 
     /// A pipeline job finished: send its receipt.
-    fn finished(&mut self, done: Done) -> Result<Flow, Fatal> {
-        self.effects.finished(&done);
-        let receipt = done.result.inspect_err(|_| self.job_failed = true)?;
+    fn finished(&mut self, done: Outcome) -> Result<Flow, Fatal> {
+        let receipt = done.receipt.inspect_err(|_| self.job_failed = true)?;
         if done.then_close {
             // DISCONNECT: its receipt goes out after the teardown.
             self.disconnect_receipt = receipt;
@@ -330,72 +321,83 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    fn push_outcome(
+        &mut self,
+        bytes: usize,
+        job: crate::service::Job<Outcome>,
+    ) -> Result<(), Fatal> {
+        self.pipeline
+            .push(bytes, job)
+            .map_err(|e| Fatal::broker(e.to_string()))
+    }
+
+    /// Queues `work` (holding `bytes` of message bodies); the frame's
+    /// receipt, if any, is sent once it and every earlier frame's work is
+    /// done. What needs no waiting and no receipt is not queued at all.
+    pub(super) fn after(
+        &mut self,
+        bytes: usize,
+        receipt: Option<String>,
+        work: Pending,
+    ) -> Result<(), Fatal> {
+        let Some(work) = work else {
+            return self.receipt(receipt);
+        };
+        let job = async move {
+            Outcome {
+                receipt: work.await.map(|()| receipt).map_err(Fatal::from),
+                then_close: false,
+            }
+        };
+        self.push_outcome(bytes, Box::pin(job))
+    }
+
+    /// Queues a receipt that is due once every earlier frame's work is done.
+    pub(super) fn receipt(&mut self, receipt: Option<String>) -> Result<(), Fatal> {
+        match receipt {
+            Some(r) => self.push_outcome(
+                0,
+                Box::pin(std::future::ready(Outcome {
+                    receipt: Ok(Some(r)),
+                    then_close: false,
+                })),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// The connection's service side; frames other than CONNECT arrive only
+    /// once it exists.
+    pub(super) fn conn(&mut self) -> Result<&mut Connection, Fatal> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| Fatal::protocol("not connected"))
+    }
+
     /// Writes a MESSAGE frame for a delivery.
     fn deliver(&mut self, d: Delivery) {
-        let Some(sub) = self.subs.get(d.sub) else {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Some(tracked) = conn.delivering(&d) else {
             // The subscription ended; its destination has taken the message
             // back already.
             return;
         };
-        let ack_mode = sub.ack;
-        let tag = match ack_mode {
-            AckMode::Auto => None,
-            _ => Some(
-                self.subs
-                    .track(d.sub, d.message.seq, d.message.id.clone(), d.stored),
-            ),
-        };
-        let Some(sub) = self.subs.get(d.sub) else {
+        let (Some(subscription), Some(destination)) =
+            (conn.subscription_id(d.sub), self.dest_headers.get(&d.sub))
+        else {
             return;
         };
         let headers = MessageHeaders {
-            subscription: &sub.id,
-            destination: &sub.destination_header,
-            ack: tag,
+            subscription,
+            destination,
+            ack: match tracked {
+                Tracked::Auto => None,
+                Tracked::Token(t) => Some(t.0),
+            },
         };
         outbound::message(&mut self.out, self.version, &headers, &d);
-        let m = &self.shared.metrics;
-        Metrics::inc(&m.messages_delivered_total);
-        if d.deliveries > 1 {
-            Metrics::inc(&m.messages_redelivered_total);
-        }
-        if ack_mode == AckMode::Auto {
-            self.auto_acks.push((d.sub, d.message.seq, d.stored));
-        }
-    }
-
-    /// Acknowledges auto-ack deliveries that have been written.
-    async fn flush_auto_acks(&mut self) {
-        if self.auto_acks.is_empty() {
-            return;
-        }
-        let mut acks = std::mem::take(&mut self.auto_acks);
-        acks.sort_by_key(|(sub, _, _)| *sub);
-        let mut removes = Vec::new();
-        for group in acks.chunk_by(|a, b| a.0 == b.0) {
-            let Some(sub) = self.subs.get(group[0].0) else {
-                continue;
-            };
-            let seqs: Vec<u64> = group.iter().map(|(_, seq, _)| *seq).collect();
-            for (_, seq, stored) in group {
-                if *stored {
-                    removes.push(Record::Remove { seq: *seq });
-                }
-            }
-            Metrics::add(&self.shared.metrics.messages_acked_total, seqs.len() as u64);
-            let _ = sub
-                .handle
-                .control(Control::Ack {
-                    consumer: sub.consumer,
-                    seqs,
-                })
-                .await;
-        }
-        if !removes.is_empty() {
-            // Nobody waits for these: after a crash before they are durable
-            // the messages are redelivered, which auto mode allows.
-            let _ = self.shared.store.record(removes).await;
-        }
     }
 
     /// Writes buffered frames to the socket. A peer that does not read for
@@ -404,7 +406,7 @@ impl Session {
         if self.out.is_empty() {
             return Ok(());
         }
-        let limit = Duration::from_millis(self.shared.config.timeouts.frame_ms);
+        let limit = Duration::from_millis(self.service.core.config.timeouts.frame_ms);
         match tokio::time::timeout(limit, self.writer.write_all_buf(&mut self.out)).await {
             Ok(r) => r?,
             Err(_) => {
@@ -423,7 +425,7 @@ impl Session {
     }
 
     fn grace(&self, interval: Duration) -> Duration {
-        interval.mul_f64(self.shared.config.heartbeat.grace_factor)
+        interval.mul_f64(self.service.core.config.heartbeat.grace_factor)
     }
 
     fn last_sign_of_life(&self) -> Instant {
@@ -431,10 +433,10 @@ impl Session {
     }
 
     fn next_deadline(&self, reading: bool) -> Instant {
-        let t = &self.shared.config.timeouts;
+        let t = &self.service.core.config.timeouts;
         let frame = Duration::from_millis(t.frame_ms);
         let mut deadline = Instant::now() + Duration::from_secs(3600);
-        if !self.connected {
+        if self.conn.is_none() {
             deadline = deadline.min(self.opened + Duration::from_millis(t.connect_ms));
         }
         if let Some(r) = self.heartbeat_receive
@@ -455,8 +457,8 @@ impl Session {
 
     fn timer(&mut self, reading: bool) -> Result<(), Fatal> {
         let now = Instant::now();
-        let t = &self.shared.config.timeouts;
-        if !self.connected && now >= self.opened + Duration::from_millis(t.connect_ms) {
+        let t = &self.service.core.config.timeouts;
+        if self.conn.is_none() && now >= self.opened + Duration::from_millis(t.connect_ms) {
             return Err(Fatal::protocol(format!(
                 "no CONNECT frame received within {} ms",
                 t.connect_ms
@@ -494,10 +496,10 @@ impl Session {
     /// Waits (up to `timeouts.shutdown-ms`) for the pipeline's pending jobs
     /// and writes their receipts, stopping at one that fails.
     async fn settle_pending(&mut self) {
-        let limit = Duration::from_millis(self.shared.config.timeouts.shutdown_ms);
+        let limit = Duration::from_millis(self.service.core.config.timeouts.shutdown_ms);
         let _ = tokio::time::timeout(limit, async {
-            while !self.effects.is_idle() {
-                let Some(done) = self.effects.done.recv().await else {
+            while !self.pipeline.is_idle() {
+                let Some(done) = self.pipeline.next().await else {
                     break;
                 };
                 if self.finished(done).is_err() {
@@ -519,24 +521,9 @@ impl Session {
     /// subscriptions end (their unacknowledged messages are redelivered),
     /// temporary queues are deleted.
     async fn teardown(&mut self) {
-        self.effects.close();
-        for (_, tx) in self.txs.drain() {
-            tx.roll_back().await;
-        }
-        for sub in self.subs.drain() {
-            let _ = sub
-                .handle
-                .control(Control::Unsubscribe {
-                    consumer: sub.consumer,
-                    done: None,
-                })
-                .await;
-        }
-        for dest in self.temp_queues.drain(..) {
-            self.shared.delete_destination(&dest);
-        }
-        if let Some(id) = self.client_id.take() {
-            self.shared.release_client_id(&id);
+        self.pipeline.close();
+        if let Some(conn) = &mut self.conn {
+            conn.close().await;
         }
     }
 }

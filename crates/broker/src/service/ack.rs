@@ -1,0 +1,78 @@
+//! Acknowledging and rejecting deliveries.
+
+use super::connection::Connection;
+use super::error::ServiceError;
+use super::subscriptions::AckRef;
+use super::{Pending, ready};
+use crate::core::Control;
+use crate::metrics::Metrics;
+use crate::store::Record;
+
+/// An acknowledgement (or, with `reject`, a rejection: the message goes
+/// back for redelivery or, past the redelivery limit, to the dead-letter
+/// queue) of the delivery `target` names — and, on a cumulative
+/// subscription, of every earlier one.
+pub(crate) struct AckRequest<'a> {
+    pub(crate) target: AckRef<'a>,
+    pub(crate) reject: bool,
+    /// Inside this transaction: takes effect at commit.
+    pub(crate) tx: Option<&'a str>,
+    /// Whether the client waits for the outcome: then the returned work
+    /// completes once the acknowledgement is durable. Otherwise it is
+    /// written in order and durable with the store's next sync.
+    pub(crate) confirm: bool,
+}
+
+impl Connection {
+    pub(crate) async fn ack(&mut self, req: AckRequest<'_>) -> Result<Pending, ServiceError> {
+        if let Some(t) = req.tx
+            && !self.txs.contains_key(t)
+        {
+            return Err(ServiceError::UnknownTransaction(t.to_owned()));
+        }
+        let acked = self.subs.take(&req.target)?;
+        let seqs = acked.seqs();
+        let consumer = acked.consumer;
+
+        if let Some(t) = req.tx {
+            let handle = acked.handle.clone();
+            let tx = self.transaction(t)?;
+            if req.reject {
+                tx.nacks.push(acked);
+            } else {
+                tx.acks.push(acked);
+            }
+            let _ = handle.control(Control::Hold { consumer, seqs }).await;
+            return Ok(ready());
+        }
+
+        if req.reject {
+            let _ = acked.handle.control(Control::Nack { consumer, seqs }).await;
+            return Ok(ready());
+        }
+
+        let core = &self.service.core;
+        Metrics::add(&core.metrics.messages_acked_total, seqs.len() as u64);
+        let _ = acked.handle.control(Control::Ack { consumer, seqs }).await;
+        let removes: Vec<Record> = acked
+            .items
+            .iter()
+            .filter(|u| u.stored)
+            .map(|u| Record::Remove { seq: u.seq })
+            .collect();
+        if removes.is_empty() {
+            return Ok(ready());
+        }
+        if !req.confirm {
+            core.store
+                .record(removes)
+                .await
+                .map_err(ServiceError::AckNotStored)?;
+            return Ok(ready());
+        }
+        let stored = self
+            .store_batch(removes, false, "ACK", ServiceError::AckNotStored)
+            .await?;
+        Ok(Some(Box::pin(async move { stored.await.map(|_| ()) })))
+    }
+}

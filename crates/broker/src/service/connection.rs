@@ -1,0 +1,209 @@
+//! One client connection as the broker service sees it, whatever protocol
+//! it speaks: who it is, its subscriptions and what they have delivered, its
+//! transactions and temporary queues.
+//!
+//! A `Connection` is owned by its protocol session's task and used through
+//! `&mut self`: no locks, and its state dies with the session (see
+//! [`Connection::close`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use super::Service;
+use super::error::ServiceError;
+use super::subscriptions::{AckMode, Subscriptions};
+use super::transaction::Transaction;
+use crate::core::{Control, Delivery, DeliveryTx, DestHandle, Destination, Kick, Seq, SubKey};
+use crate::metrics::Metrics;
+use crate::store::Record;
+
+/// Who a connection acts for. Every connection is anonymous until the
+/// broker has users; authorization will be keyed by this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Principal {
+    Anonymous,
+}
+
+/// What a protocol head knows when its client says who it is.
+pub(crate) struct ConnectRequest {
+    /// The connection's id (see [`Service::next_connection_id`]).
+    pub(crate) id: Arc<str>,
+    pub(crate) peer: SocketAddr,
+    /// The client id, which durable subscriptions are named by and which
+    /// only one connection at a time may have.
+    pub(crate) client_id: Option<String>,
+    /// The credentials offered (unchecked until the broker has users).
+    pub(crate) login: Option<String>,
+    pub(crate) passcode: Option<String>,
+    /// Where this connection's deliveries go.
+    pub(crate) deliveries: DeliveryTx,
+    /// What closes the connection when the broker must (a too slow
+    /// subscriber, a client id taken over).
+    pub(crate) kick: Arc<Kick>,
+}
+
+/// How a protocol head must treat a delivery it is about to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tracked {
+    /// An auto-acknowledged subscription: acknowledged once written (see
+    /// [`Connection::written`]).
+    Auto,
+    /// The client acknowledges it by this token.
+    Token(super::DeliveryToken),
+}
+
+pub(crate) struct Connection {
+    pub(super) service: Arc<Service>,
+    pub(super) id: Arc<str>,
+    pub(super) principal: Principal,
+    pub(super) client_id: Option<String>,
+    /// The scope of this connection's temporary queue names: 128 random
+    /// bits, shown to nobody, so the broker-wide name of a temporary queue
+    /// cannot be guessed — only those the owner hands it to can send to it.
+    pub(super) temp_scope: Arc<str>,
+    pub(super) subs: Subscriptions,
+    pub(super) txs: HashMap<String, Transaction>,
+    pub(super) temp_queues: Vec<Destination>,
+    pub(super) deliveries: DeliveryTx,
+    pub(super) kick: Arc<Kick>,
+    /// Auto-acknowledged deliveries written, to acknowledge once the write
+    /// to the socket has succeeded.
+    auto_acks: Vec<(SubKey, Seq, bool)>,
+    /// Store batches of this connection still waiting for room in a full
+    /// store: later ones wait behind them.
+    pub(super) waiting_for_room: Arc<AtomicUsize>,
+}
+
+impl Connection {
+    pub(super) fn new(
+        service: Arc<Service>,
+        req: ConnectRequest,
+        principal: Principal,
+        temp_scope: String,
+    ) -> Connection {
+        Connection {
+            service,
+            id: req.id,
+            principal,
+            client_id: req.client_id,
+            temp_scope: temp_scope.into(),
+            subs: Subscriptions::default(),
+            txs: HashMap::new(),
+            temp_queues: Vec::new(),
+            deliveries: req.deliveries,
+            kick: req.kick,
+            auto_acks: Vec::new(),
+            waiting_for_room: Arc::default(),
+        }
+    }
+
+    /// The scope that names this connection's temporary queues.
+    pub(crate) fn temp_scope(&self) -> &str {
+        &self.temp_scope
+    }
+
+    pub(crate) fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// Gets or creates a destination, remembering our temporary queues.
+    pub(super) fn destination(&mut self, dest: &Destination) -> Result<DestHandle, ServiceError> {
+        let handle = self.service.core.destination(dest)?;
+        if dest.is_temp_of(&self.temp_scope) && !self.temp_queues.contains(dest) {
+            self.temp_queues.push(dest.clone());
+        }
+        Ok(handle)
+    }
+
+    /// A delivery is about to be written to the client: how to treat it,
+    /// or `None` if its subscription has ended (its destination has taken
+    /// the message back already, so it must not be written).
+    pub(crate) fn delivering(&mut self, d: &Delivery) -> Option<Tracked> {
+        let sub = self.subs.get(d.sub)?;
+        let m = &self.service.core.metrics;
+        Metrics::inc(&m.messages_delivered_total);
+        if d.deliveries > 1 {
+            Metrics::inc(&m.messages_redelivered_total);
+        }
+        if sub.ack == AckMode::Auto {
+            self.auto_acks.push((d.sub, d.message.seq, d.stored));
+            return Some(Tracked::Auto);
+        }
+        let token = self
+            .subs
+            .track(d.sub, d.message.seq, d.message.id.clone(), d.stored);
+        Some(Tracked::Token(token))
+    }
+
+    /// The client's id for subscription `key`.
+    pub(crate) fn subscription_id(&self, key: SubKey) -> Option<&str> {
+        self.subs.get(key).map(|s| s.id.as_str())
+    }
+
+    /// What the protocol head wrote has reached the socket: auto
+    /// acknowledgements take effect.
+    pub(crate) async fn written(&mut self) {
+        if self.auto_acks.is_empty() {
+            return;
+        }
+        let mut acks = std::mem::take(&mut self.auto_acks);
+        acks.sort_by_key(|(sub, _, _)| *sub);
+        let mut removes = Vec::new();
+        for group in acks.chunk_by(|a, b| a.0 == b.0) {
+            let Some(sub) = self.subs.get(group[0].0) else {
+                continue;
+            };
+            let seqs: Vec<Seq> = group.iter().map(|(_, seq, _)| *seq).collect();
+            for (_, seq, stored) in group {
+                if *stored {
+                    removes.push(Record::Remove { seq: *seq });
+                }
+            }
+            Metrics::add(
+                &self.service.core.metrics.messages_acked_total,
+                seqs.len() as u64,
+            );
+            let _ = sub
+                .handle
+                .control(Control::Ack {
+                    consumer: sub.consumer,
+                    seqs,
+                })
+                .await;
+        }
+        if !removes.is_empty() {
+            // Nobody waits for these: after a crash before they are durable
+            // the messages are redelivered, which auto mode allows.
+            let _ = self.service.core.store.record(removes).await;
+        }
+    }
+
+    /// Ends the connection: transactions roll back, subscriptions end
+    /// (their unacknowledged messages are redelivered), temporary queues
+    /// are deleted and the client id is released — before the client
+    /// hears the end, so one that reconnects at once finds its client id
+    /// free.
+    pub(crate) async fn close(&mut self) {
+        for (_, tx) in self.txs.drain() {
+            tx.roll_back().await;
+        }
+        for sub in self.subs.drain() {
+            let _ = sub
+                .handle
+                .control(Control::Unsubscribe {
+                    consumer: sub.consumer,
+                    done: None,
+                })
+                .await;
+        }
+        for dest in self.temp_queues.drain(..) {
+            self.service.core.delete_destination(&dest);
+        }
+        if let Some(id) = self.client_id.take() {
+            self.service.client_ids.release(&id);
+        }
+        tracing::trace!(conn = %self.id, principal = ?self.principal, "connection state released");
+    }
+}

@@ -1,0 +1,211 @@
+//! The protocol-neutral broker service: what every protocol head calls.
+//!
+//! A protocol head (STOMP today; OpenWire, AMQP and MQTT to come) decodes
+//! its frames and calls this service; it never builds store records, checks
+//! duplicates, admits messages or keeps transactions itself. The service is
+//! where a principal is attached to a connection (and where authorization
+//! will stand), where a message gets its identity, passes admission and
+//! flow control, is stored and handed to its destination, and where
+//! acknowledgements and transactions become store records.
+//!
+//! - [`Service::connect`] opens a [`Connection`] bound to a principal and,
+//!   optionally, a client id.
+//! - [`Connection::send`], [`Connection::subscribe`], [`Connection::ack`],
+//!   [`Connection::begin`] / [`Connection::commit`] / [`Connection::abort`],
+//!   [`Connection::unsubscribe`] and [`Connection::close`] do the rest.
+//!   Requests whose outcome a client may wait for return [`Pending`] work;
+//!   the head runs it through the connection's [`Pipeline`] so outcomes
+//!   come back in request order.
+
+mod ack;
+mod connection;
+mod error;
+mod pipeline;
+mod registries;
+mod send;
+mod subscribe;
+mod subscriptions;
+mod transaction;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub(crate) use ack::AckRequest;
+pub(crate) use connection::{ConnectRequest, Connection, Principal, Tracked};
+pub(crate) use error::ServiceError;
+pub(crate) use pipeline::{Job, Pipeline};
+pub(crate) use send::NewMessage;
+pub(crate) use subscribe::{SubscribeSpec, Unsubscribe};
+pub(crate) use subscriptions::{AckMode, AckRef, DeliveryToken};
+
+use crate::core::{BrokerCore, Control, DestHandle, Destination, DurableName};
+use crate::store::{Recovered, StoreKey, StoredMessage};
+use registries::{ClientIds, Durables};
+
+/// Work a request leaves to do: resolves once its effect is complete.
+pub(crate) type Work = Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>;
+
+/// What a request leaves pending; `None` when its effect is complete
+/// already (so a head with nothing to report need not queue anything).
+pub(crate) type Pending = Option<Work>;
+
+/// Nothing pending.
+pub(crate) fn ready() -> Pending {
+    None
+}
+
+/// Recovered messages handed to a destination at a time.
+const RESTORE_CHUNK: usize = 4096;
+
+/// The broker service of one master.
+pub(crate) struct Service {
+    pub(crate) core: Arc<BrokerCore>,
+    /// Unique per boot of the broker: connection ids made from it stay
+    /// unique across restarts.
+    boot: String,
+    next_connection: AtomicU64,
+    client_ids: ClientIds,
+    durables: Durables,
+}
+
+impl Service {
+    pub(crate) fn new(core: Arc<BrokerCore>, boot: String) -> Service {
+        Service {
+            core,
+            boot,
+            next_connection: AtomicU64::new(0),
+            client_ids: ClientIds::default(),
+            durables: Durables::default(),
+        }
+    }
+
+    /// A connection id unique across restarts of this broker (it names
+    /// temporary queues, which clients may hold on to across a restart).
+    pub(crate) fn next_connection_id(&self) -> String {
+        let n = self.next_connection.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}-{n}", self.boot)
+    }
+
+    /// Opens a connection for a client that has said who it is. A client id
+    /// already connected is refused, unless the new connection may take it
+    /// over (`clients.link-stealing`, as ActiveMQ's link stealing).
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        req: ConnectRequest,
+    ) -> Result<Connection, ServiceError> {
+        if let Some(id) = &req.client_id {
+            if id.is_empty() {
+                return Err(ServiceError::EmptyClientId);
+            }
+            if self.client_ids.claim(id, &req.kick).is_err() {
+                let config = &self.core.config;
+                let within = Duration::from_millis(config.timeouts.shutdown_ms + 1000);
+                if !config.clients.link_stealing
+                    || !self.client_ids.steal(id, &req.kick, within).await
+                {
+                    return Err(ServiceError::ClientIdInUse(id.clone()));
+                }
+            }
+        }
+        // Every connection is anonymous until the broker has users; the
+        // credentials offered are noted, never logged.
+        let principal = Principal::Anonymous;
+        tracing::debug!(conn = %req.id, peer = %req.peer, ?principal,
+            login = ?req.login, passcode_given = req.passcode.is_some(),
+            client_id = ?req.client_id, "connection bound to a principal");
+        let scope = temp_scope(&req.id);
+        Ok(Connection::new(self.clone(), req, principal, scope))
+    }
+
+    /// Hands what recovery found to the destinations, in sequence order, a
+    /// chunk at a time.
+    pub(crate) async fn restore(&self, recovered: Recovered) {
+        let core = &self.core;
+        let mut topics: HashMap<DurableName, DestHandle> = HashMap::new();
+        for s in recovered.subscriptions {
+            let topic = match Destination::parse(&s.topic, "") {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(topic = %s.topic, error = %e, "cannot restore durable subscription");
+                    continue;
+                }
+            };
+            let name = DurableName {
+                client_id: s.client_id.into(),
+                name: s.name.into(),
+            };
+            match core.destination(&topic) {
+                Ok(h) => {
+                    let _ = h
+                        .control(Control::RestoreSubscription { name: name.clone() })
+                        .await;
+                    self.durables.set(&name, Some(topic));
+                    topics.insert(name, h);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot restore durable subscription"),
+            }
+        }
+        let mut chunks: HashMap<StoreKey, Vec<StoredMessage>> = HashMap::new();
+        for m in recovered.messages.into_sorted() {
+            let chunk = chunks.entry(m.key.clone()).or_default();
+            chunk.push(m);
+            if chunk.len() >= RESTORE_CHUNK {
+                let full = std::mem::take(chunk);
+                self.restore_chunk(&topics, full).await;
+            }
+        }
+        for (_, chunk) in chunks {
+            if !chunk.is_empty() {
+                self.restore_chunk(&topics, chunk).await;
+            }
+        }
+    }
+
+    async fn restore_chunk(
+        &self,
+        topics: &HashMap<DurableName, DestHandle>,
+        messages: Vec<StoredMessage>,
+    ) {
+        let (handle, durable) = match &messages[0].key {
+            StoreKey::Queue(name) => match self.core.destination(&Destination::queue(name)) {
+                Ok(h) => (h, None),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot restore recovered messages");
+                    return;
+                }
+            },
+            StoreKey::Durable { client_id, name } => {
+                let name = DurableName {
+                    client_id: client_id.clone(),
+                    name: name.clone(),
+                };
+                match topics.get(&name) {
+                    Some(h) => (h.clone(), Some(name)),
+                    None => {
+                        tracing::error!(client_id = %name.client_id, subscription = %name.name,
+                            count = messages.len(), "recovered messages of an unknown durable subscription");
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = handle.control(Control::Restore { durable, messages }).await;
+    }
+}
+
+/// 128 random bits in hex; if the system cannot give randomness (it always
+/// can on Linux), a hash of the connection id with a per-process random key.
+fn temp_scope(conn: &str) -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::hash::{BuildHasher, RandomState};
+        let h = RandomState::new().hash_one(conn);
+        bytes[..8].copy_from_slice(&h.to_le_bytes());
+        bytes[8..].copy_from_slice(&RandomState::new().hash_one(h).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

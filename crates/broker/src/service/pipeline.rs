@@ -1,0 +1,126 @@
+//! A connection's completion pipeline: the ordered queue of pending work
+//! whose outcome the client waits for (a STOMP RECEIPT, an OpenWire
+//! response).
+//!
+//! Each job is a future that completes one request (wait for the store,
+//! hand the message to its destination, …) and yields what the protocol
+//! head sends back. A task of its own, tracked by the broker so shutdown
+//! waits for it, runs the jobs one after another, so
+//! - outcomes come back in request order, and a producer's messages reach
+//!   each destination in the order it sent them;
+//! - a destination applying flow control delays this connection's later
+//!   outcomes but never its deliveries, acknowledgements or heart-beats,
+//!   which the protocol session keeps handling meanwhile (a connection that
+//!   both produces to and consumes from a full queue can still drain it).
+//!
+//! The session stops reading requests while `limits.max-inflight-frames`
+//! jobs or `limits.max-inflight-bytes` body bytes are pending: that is where
+//! backpressure reaches the producer. Both channels are sized so the job
+//! count can never exceed their capacity, so neither side ever waits on the
+//! other.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+/// One request's pending work.
+pub(crate) type Job<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+struct Queued<T> {
+    work: Job<T>,
+    bytes: usize,
+}
+
+/// A finished job.
+pub(crate) struct Finished<T> {
+    /// What the job yielded.
+    pub(crate) output: T,
+    bytes: usize,
+}
+
+/// The pipeline refused a job: more were queued than the session allowed
+/// itself to read. A bug in the session, reported rather than dropped so
+/// the connection is closed instead of left waiting for an outcome that
+/// never comes.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection's pipeline is full ({0} jobs pending): request refused")]
+pub(crate) struct Overflow(usize);
+
+pub(crate) struct Pipeline<T> {
+    jobs: Option<mpsc::Sender<Queued<T>>>,
+    finished: mpsc::Receiver<Finished<T>>,
+    pending: usize,
+    bytes: usize,
+    max_jobs: usize,
+    max_bytes: usize,
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    /// A pipeline that lets `max_jobs` jobs or `max_bytes` bytes be pending.
+    pub(crate) fn new(max_jobs: usize, max_bytes: usize, tasks: &TaskTracker) -> Pipeline<T> {
+        let (jobs, mut job_rx) = mpsc::channel::<Queued<T>>(max_jobs + 1);
+        let (done_tx, finished) = mpsc::channel(max_jobs + 1);
+        tasks.spawn(async move {
+            while let Some(job) = job_rx.recv().await {
+                let output = job.work.await;
+                // If the session has gone, keep going anyway: the client's
+                // messages still reach their destinations.
+                let _ = done_tx.try_send(Finished {
+                    output,
+                    bytes: job.bytes,
+                });
+            }
+        });
+        Pipeline {
+            jobs: Some(jobs),
+            finished,
+            pending: 0,
+            bytes: 0,
+            max_jobs,
+            max_bytes,
+        }
+    }
+
+    /// Whether the session may read another request.
+    pub(crate) fn has_room(&self) -> bool {
+        self.pending < self.max_jobs && self.bytes < self.max_bytes
+    }
+
+    /// Body bytes of requests whose work is pending.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// Queues a job; `bytes` counts toward the in-flight byte limit.
+    pub(crate) fn push(&mut self, bytes: usize, work: Job<T>) -> Result<(), Overflow> {
+        let Some(jobs) = &self.jobs else {
+            // Closed: the connection is ending and nobody will read this.
+            return Ok(());
+        };
+        if jobs.try_send(Queued { work, bytes }).is_err() {
+            return Err(Overflow(self.pending));
+        }
+        self.pending += 1;
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Waits for the next finished job.
+    pub(crate) async fn next(&mut self) -> Option<T> {
+        let done = self.finished.recv().await?;
+        self.pending -= 1;
+        self.bytes -= done.bytes;
+        Some(done.output)
+    }
+
+    /// Lets the pipeline finish what it has and end.
+    pub(crate) fn close(&mut self) {
+        self.jobs = None;
+    }
+}

@@ -1,0 +1,302 @@
+//! Sending: a new message is stamped, admitted, stored when persistent and
+//! handed to its destination.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+
+use super::connection::Connection;
+use super::error::ServiceError;
+use super::{Pending, ready};
+use crate::core::{
+    BrokerCore, Charge, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms,
+};
+use crate::metrics::Metrics;
+use crate::store::{Admission, DUPLICATE_ID_HEADER, Duplicates, Record, StoreError, StoreKey};
+
+/// A message as a protocol head hands it over; the service gives it its
+/// sequence number, id and timestamp.
+#[derive(Debug)]
+pub(crate) struct NewMessage {
+    pub(crate) destination: Destination,
+    /// Application headers, in order, first occurrence of each name only.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Bytes,
+    pub(crate) persistent: bool,
+    /// 0 (lowest) to 9 (highest).
+    pub(crate) priority: u8,
+    /// Expiry in ms since the epoch; 0 means never.
+    pub(crate) expires: u64,
+}
+
+/// Resolves once a store batch is durable, with the duplicates in it.
+pub(super) type Stored =
+    std::pin::Pin<Box<dyn Future<Output = Result<Duplicates, ServiceError>> + Send>>;
+
+/// The result of a send: the work to wait for, and the body bytes it holds
+/// in memory until done (which count toward the connection's in-flight
+/// limit).
+pub(crate) struct Sent {
+    pub(crate) work: Pending,
+    pub(crate) bytes: usize,
+}
+
+impl Connection {
+    /// Sends a message. Without a transaction the returned work completes
+    /// when the message is stored (if persistent) and its destination has
+    /// it; with `confirm`, a topic's subscribers of the moment have it too.
+    /// In transaction `tx` the message waits for the commit.
+    pub(crate) async fn send(
+        &mut self,
+        new: NewMessage,
+        tx: Option<&str>,
+        confirm: bool,
+    ) -> Result<Sent, ServiceError> {
+        if let Some(t) = tx
+            && !self.txs.contains_key(t)
+        {
+            return Err(ServiceError::UnknownTransaction(t.to_owned()));
+        }
+        let dest = new.destination.clone();
+        let message = Arc::new(self.stamp(new));
+        let handle = self.resolve_for_send(&dest)?;
+        let bytes = message.body.len();
+        let core = self.service.core.clone();
+
+        if let Some(t) = tx {
+            let max_bytes = core.config.limits.max_transaction_bytes;
+            let tx = self.transaction(t)?;
+            if tx.bytes + bytes > max_bytes {
+                return Err(ServiceError::TransactionTooLarge {
+                    id: t.to_owned(),
+                    max: max_bytes,
+                });
+            }
+            tx.bytes += bytes;
+            tx.sends.push((handle, message));
+            if !core.memory.over() {
+                return Ok(Sent {
+                    work: ready(),
+                    bytes: 0,
+                });
+            }
+            // The message stays in memory until the commit: hold the
+            // producer (the session reads nothing more from it) until
+            // there is room.
+            let work = async move {
+                flow_control(&core, "transactional SEND", memory_room(&core)).await?;
+                Ok(())
+            };
+            return Ok(Sent {
+                work: Some(Box::pin(work)),
+                bytes,
+            });
+        }
+
+        let Some(handle) = handle else {
+            Metrics::inc(&core.metrics.messages_dropped_total);
+            return Ok(Sent {
+                work: ready(),
+                bytes: 0,
+            });
+        };
+        let stores = message.persistent && handle.stores();
+        let stored = if stores {
+            let record = Record::Add {
+                key: StoreKey::Queue(dest.name().into()),
+                message: message.clone(),
+                dedup: duplicate_id(&message),
+            };
+            Some(
+                self.store_batch(
+                    vec![record],
+                    true,
+                    "persistent SEND",
+                    ServiceError::NotStored,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        // A message the destination must keep in memory waits for room in
+        // the broker's budget; a stored one can be paged out instead.
+        let pinned = !(stores && core.store.pages());
+        // A queue has the message once it is in its channel (any later
+        // consumer gets it); a topic only once it has fanned it out to the
+        // subscribers of that moment.
+        let confirm = confirm && handle.destination().kind() == DestinationKind::Topic;
+        let work = async move {
+            if let Some(s) = stored
+                && s.await?.contains(message.seq)
+            {
+                // Stored before (a resend after a failover): this send
+                // confirms that one.
+                Metrics::inc(&core.metrics.duplicates_total);
+                return Ok(());
+            }
+            if pinned {
+                flow_control(&core, "SEND", memory_room(&core)).await?;
+            }
+            flow_control(&core, "SEND", publish(&core, &handle, message, confirm)).await?
+        };
+        Ok(Sent {
+            work: Some(Box::pin(work)),
+            bytes,
+        })
+    }
+
+    /// Gives a new message its identity and charges it to the memory budget.
+    fn stamp(&self, new: NewMessage) -> Message {
+        let core = &self.service.core;
+        let seq = core.next_seq();
+        Message {
+            seq,
+            id: MessageId {
+                prefix: core.id_prefix.clone(),
+                n: seq,
+            },
+            destination: new.destination,
+            headers: new.headers,
+            body: new.body,
+            persistent: new.persistent,
+            priority: new.priority,
+            expires: new.expires,
+            timestamp: now_ms(),
+            charge: Charge::none(),
+        }
+        .charged(&core.memory)
+    }
+
+    /// The destination a message goes to, created on first use. `None` for
+    /// a temporary queue of another connection that no longer exists:
+    /// replies to a requester that has gone are dropped, not refused.
+    fn resolve_for_send(&mut self, dest: &Destination) -> Result<Option<DestHandle>, ServiceError> {
+        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.temp_scope) {
+            return Ok(self.service.core.existing_destination(dest));
+        }
+        self.destination(dest).map(Some)
+    }
+
+    /// Writes `batch` to the store in this connection's order. A batch with
+    /// new messages (`adds`) needs room: if there is some and no earlier
+    /// batch of this connection is still waiting for room, it is submitted
+    /// now; if the store refuses, that is the error; otherwise
+    /// (`store.when-full = "wait"`) the wait happens inside the returned
+    /// future, in the connection's pipeline, so the session goes on reading
+    /// the acknowledgements that may free the room.
+    pub(super) async fn store_batch(
+        &mut self,
+        batch: Vec<Record>,
+        adds: bool,
+        what: &'static str,
+        failed: fn(StoreError) -> ServiceError,
+    ) -> Result<Stored, ServiceError> {
+        let core = self.service.core.clone();
+        let now = !adds
+            || self.waiting_for_room.load(Ordering::Acquire) == 0 && {
+                match core.store.try_admit() {
+                    Admission::Now => true,
+                    Admission::Refused(e) => return Err(failed(e)),
+                    Admission::Wait => false,
+                }
+            };
+        if now {
+            let completion = core.store.submit(batch).await.map_err(failed)?;
+            return Ok(Box::pin(async move { completion.await.map_err(failed) }));
+        }
+        let waiting = Waiting::start(&self.waiting_for_room);
+        Ok(Box::pin(async move {
+            // Held until the batch is durable: later batches of this
+            // connection wait behind it, so the store sees them in order.
+            let _waiting = waiting;
+            flow_control(&core, what, core.store.admit())
+                .await?
+                .map_err(failed)?;
+            let completion = core.store.submit(batch).await.map_err(failed)?;
+            completion.await.map_err(failed)
+        }))
+    }
+}
+
+/// Counts a batch waiting for room in the store while it lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn start(count: &Arc<AtomicUsize>) -> Waiting {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits for `wait` — flow control: a full destination, a full store, the
+/// memory budget — for at most `limits.flow-control-timeout-ms` (0: as long
+/// as it takes); then the request fails.
+pub(super) async fn flow_control<T>(
+    core: &BrokerCore,
+    what: &'static str,
+    wait: impl Future<Output = T>,
+) -> Result<T, ServiceError> {
+    let ms = core.config.limits.flow_control_timeout_ms;
+    if ms == 0 {
+        return Ok(wait.await);
+    }
+    tokio::time::timeout(std::time::Duration::from_millis(ms), wait)
+        .await
+        .map_err(|_| {
+            Metrics::inc(&core.memory.timeouts);
+            ServiceError::FlowControlTimeout { what, ms }
+        })
+}
+
+/// Waits until the broker's memory budget has room, counted as a waiting
+/// producer meanwhile.
+async fn memory_room(core: &BrokerCore) {
+    if !core.memory.over() {
+        return;
+    }
+    struct Counted<'a>(&'a std::sync::atomic::AtomicU64);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    core.memory.waiting.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(&core.memory.waiting);
+    core.memory.below_limit().await;
+}
+
+/// A message's duplicate-detection id, checked by the store's writer.
+pub(super) fn duplicate_id(message: &Message) -> Option<Arc<str>> {
+    message.header(DUPLICATE_ID_HEADER).map(Arc::from)
+}
+
+/// Hands a message to its destination and counts it; with `confirm`, waits
+/// until the destination has taken it in. A temporary queue deleted in the
+/// meantime drops it.
+pub(super) async fn publish(
+    core: &Arc<BrokerCore>,
+    handle: &DestHandle,
+    message: Arc<Message>,
+    confirm: bool,
+) -> Result<(), ServiceError> {
+    match core.publish(handle, message, confirm).await {
+        Ok(()) => {
+            Metrics::inc(&core.metrics.messages_received_total);
+            Ok(())
+        }
+        Err(_) if handle.destination().kind() == DestinationKind::TempQueue => {
+            Metrics::inc(&core.metrics.messages_dropped_total);
+            Ok(())
+        }
+        Err(e) => Err(ServiceError::NotAccepted(e)),
+    }
+}

@@ -1,0 +1,208 @@
+//! A connection's subscriptions and the deliveries awaiting acknowledgement.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::error::{AckTarget, ServiceError};
+use crate::core::{ConsumerId, DestHandle, MessageId, Seq, SubKey};
+
+/// How a subscription acknowledges, whatever the protocol calls it (STOMP's
+/// `auto` / `client` / `client-individual`, JMS's `AUTO_ACKNOWLEDGE` /
+/// `CLIENT_ACKNOWLEDGE` / `INDIVIDUAL_ACKNOWLEDGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckMode {
+    /// A message counts as acknowledged once it is written to the client.
+    Auto,
+    /// An acknowledgement covers the named delivery and every earlier one.
+    Cumulative,
+    /// An acknowledgement covers just the named delivery.
+    Individual,
+}
+
+/// Names one delivery awaiting acknowledgement on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DeliveryToken(pub(crate) u64);
+
+/// A delivery the client has yet to acknowledge.
+#[derive(Debug, Clone)]
+pub(crate) struct Unacked {
+    pub(crate) token: DeliveryToken,
+    pub(crate) seq: Seq,
+    pub(crate) id: MessageId,
+    /// Whether acknowledging it must remove it from the store.
+    pub(crate) stored: bool,
+}
+
+pub(crate) struct Subscription {
+    /// The client's id for it.
+    pub(crate) id: String,
+    pub(crate) handle: DestHandle,
+    pub(crate) consumer: ConsumerId,
+    pub(crate) ack: AckMode,
+    pub(crate) unacked: VecDeque<Unacked>,
+}
+
+/// How an acknowledgement names its delivery.
+#[derive(Debug)]
+pub(crate) enum AckRef<'a> {
+    /// By token; if no delivery has it, by message id.
+    Token(&'a str),
+    /// By message id, optionally within one subscription.
+    MessageId {
+        id: &'a str,
+        subscription: Option<&'a str>,
+    },
+}
+
+/// The deliveries an acknowledgement covers.
+pub(crate) struct Acked {
+    pub(crate) handle: DestHandle,
+    pub(crate) consumer: ConsumerId,
+    pub(crate) items: Vec<Unacked>,
+}
+
+impl Acked {
+    pub(crate) fn seqs(&self) -> Vec<Seq> {
+        self.items.iter().map(|u| u.seq).collect()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Subscriptions {
+    by_key: HashMap<SubKey, Subscription>,
+    by_id: HashMap<String, SubKey>,
+    tokens: HashMap<DeliveryToken, SubKey>,
+    next_key: u64,
+    next_token: u64,
+}
+
+impl Subscriptions {
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub(crate) fn contains_id(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// The key of the subscription the client calls `id`.
+    pub(crate) fn key_of(&self, id: &str) -> Option<SubKey> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Reserves the key a new subscription will have.
+    pub(crate) fn next_key(&mut self) -> SubKey {
+        self.next_key += 1;
+        SubKey(self.next_key)
+    }
+
+    pub(crate) fn insert(&mut self, key: SubKey, sub: Subscription) {
+        self.by_id.insert(sub.id.clone(), key);
+        self.by_key.insert(key, sub);
+    }
+
+    pub(crate) fn remove(&mut self, key: SubKey) -> Option<Subscription> {
+        let sub = self.by_key.remove(&key)?;
+        self.by_id.remove(&sub.id);
+        for u in &sub.unacked {
+            self.tokens.remove(&u.token);
+        }
+        Some(sub)
+    }
+
+    pub(crate) fn drain(&mut self) -> Vec<Subscription> {
+        self.by_id.clear();
+        self.tokens.clear();
+        self.by_key.drain().map(|(_, s)| s).collect()
+    }
+
+    pub(crate) fn get(&self, key: SubKey) -> Option<&Subscription> {
+        self.by_key.get(&key)
+    }
+
+    /// Records a delivery that needs acknowledgement and returns its token.
+    pub(crate) fn track(
+        &mut self,
+        key: SubKey,
+        seq: Seq,
+        id: MessageId,
+        stored: bool,
+    ) -> DeliveryToken {
+        self.next_token += 1;
+        let token = DeliveryToken(self.next_token);
+        if let Some(sub) = self.by_key.get_mut(&key) {
+            sub.unacked.push_back(Unacked {
+                token,
+                seq,
+                id,
+                stored,
+            });
+            self.tokens.insert(token, key);
+        }
+        token
+    }
+
+    /// Takes the deliveries an acknowledgement covers: for a cumulative
+    /// subscription the named one and every earlier one, otherwise just the
+    /// named one.
+    pub(crate) fn take(&mut self, r: &AckRef<'_>) -> Result<Acked, ServiceError> {
+        let (key, pos) = self.find(r).ok_or_else(|| {
+            ServiceError::NotUnacknowledged(match r {
+                AckRef::Token(t) => AckTarget::Token((*t).to_owned()),
+                AckRef::MessageId { id, .. } => AckTarget::MessageId((*id).to_owned()),
+            })
+        })?;
+        let sub = self
+            .by_key
+            .get_mut(&key)
+            .ok_or_else(|| ServiceError::NoSuchSubscription(format!("{key:?}")))?;
+        let items: Vec<Unacked> = match sub.ack {
+            AckMode::Cumulative => sub.unacked.drain(..=pos).collect(),
+            _ => sub.unacked.remove(pos).into_iter().collect(),
+        };
+        for u in &items {
+            self.tokens.remove(&u.token);
+        }
+        Ok(Acked {
+            handle: sub.handle.clone(),
+            consumer: sub.consumer,
+            items,
+        })
+    }
+
+    fn find(&self, r: &AckRef<'_>) -> Option<(SubKey, usize)> {
+        match r {
+            AckRef::Token(t) => {
+                let by_token = t.parse::<u64>().ok().and_then(|n| {
+                    let token = DeliveryToken(n);
+                    let key = *self.tokens.get(&token)?;
+                    let sub = self.by_key.get(&key)?;
+                    let pos = sub.unacked.iter().position(|u| u.token == token)?;
+                    Some((key, pos))
+                });
+                // Some clients put the message id where the token belongs.
+                by_token.or_else(|| {
+                    self.find(&AckRef::MessageId {
+                        id: t,
+                        subscription: None,
+                    })
+                })
+            }
+            AckRef::MessageId { id, subscription } => {
+                let mut candidates: Vec<SubKey> = match subscription {
+                    Some(s) => vec![*self.by_id.get(*s)?],
+                    None => self.by_key.keys().copied().collect(),
+                };
+                candidates.sort_unstable();
+                candidates.into_iter().find_map(|key| {
+                    let pos = self
+                        .by_key
+                        .get(&key)?
+                        .unacked
+                        .iter()
+                        .position(|u| u.id.matches(id))?;
+                    Some((key, pos))
+                })
+            }
+        }
+    }
+}
