@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::open::StoreKind;
+
 /// Everything a broker needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -17,8 +19,12 @@ pub struct BrokerConfig {
     pub name: String,
     /// Data directory (store files, later the HA lock).
     pub data_dir: PathBuf,
-    /// STOMP listen address.
+    /// STOMP listen address: shorthand for the STOMP listener's address
+    /// (see [`BrokerConfig::listeners`]).
     pub stomp: String,
+    /// Client listeners, `[[listeners]] protocol = "stomp", address =
+    /// "0.0.0.0:61613"`. Empty: one STOMP listener at `stomp`.
+    pub listeners: Vec<ListenerConfig>,
     /// Admin HTTP listen address.
     pub http: String,
     /// Which store keeps persistent messages, and how much it may hold.
@@ -39,6 +45,16 @@ pub struct BrokerConfig {
     pub clients: ClientsConfig,
 }
 
+/// `[[listeners]]`: one client listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// The protocol spoken on it (`stomp`).
+    pub protocol: String,
+    /// `host:port` to listen on.
+    pub address: String,
+}
+
 /// `[clients]`: client identities.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -57,6 +73,7 @@ impl Default for BrokerConfig {
             name: "halyard".to_owned(),
             data_dir: PathBuf::from("./data"),
             stomp: "127.0.0.1:61613".to_owned(),
+            listeners: Vec::new(),
             http: "127.0.0.1:8161".to_owned(),
             store: StoreConfig::default(),
             journal: Default::default(),
@@ -101,35 +118,6 @@ impl Default for HaConfig {
             lock_keepalive_ms: 1_000,
             peers: Vec::new(),
             lease_ms: 10_000,
-        }
-    }
-}
-
-/// The store implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StoreKind {
-    /// Append-only journal files in `<data-dir>/journal` (the default).
-    Journal,
-    /// Keeps persistent messages in memory only: they do not survive a
-    /// restart.
-    Memory,
-    /// Tables in a PostgreSQL database (`store.url`), shared by a
-    /// master/slave group; the database's lease elects the master.
-    Postgres,
-}
-
-impl std::str::FromStr for StoreKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<StoreKind, String> {
-        match s {
-            "journal" => Ok(StoreKind::Journal),
-            "memory" => Ok(StoreKind::Memory),
-            "postgres" | "postgresql" => Ok(StoreKind::Postgres),
-            _ => Err(format!(
-                "unknown store '{s}': expected journal, memory or postgres"
-            )),
         }
     }
 }
@@ -599,7 +587,7 @@ impl BrokerConfig {
                 message: "must be between 300 and 3600000".into(),
             });
         }
-        if self.store.kind == StoreKind::Postgres {
+        if self.store.kind.uses_database() {
             if self.store.url.is_empty() {
                 return Err(ConfigError::Invalid {
                     key: "store.url",
@@ -648,6 +636,45 @@ impl BrokerConfig {
             per_key: d.duplicate_window,
             total: d.duplicate_window_total,
             max_age_ms: d.duplicate_window_ms,
+        }
+    }
+
+    /// The client listeners to open: `[[listeners]]`, or when there are
+    /// none, one STOMP listener at `stomp`.
+    pub fn listeners(&self) -> Vec<ListenerConfig> {
+        if self.listeners.is_empty() {
+            return vec![ListenerConfig {
+                protocol: "stomp".to_owned(),
+                address: self.stomp.clone(),
+            }];
+        }
+        self.listeners.clone()
+    }
+
+    /// Sets the STOMP listen address (`--stomp`, `HALYARD_STOMP`): the
+    /// first STOMP listener's, when `[[listeners]]` has one, else the
+    /// `stomp` shorthand's.
+    pub fn set_stomp(&mut self, address: String) {
+        let has_listeners = !self.listeners.is_empty();
+        match self.listeners.iter_mut().find(|l| l.protocol == "stomp") {
+            Some(l) => l.address = address.clone(),
+            None if has_listeners => self.listeners.push(ListenerConfig {
+                protocol: "stomp".to_owned(),
+                address: address.clone(),
+            }),
+            None => {}
+        }
+        self.stomp = address;
+    }
+
+    /// What the store needs to know to open.
+    pub(crate) fn store_settings(&self) -> crate::store::open::StoreSettings {
+        crate::store::open::StoreSettings {
+            journal: self.journal.clone(),
+            max_bytes: self.store.max_bytes,
+            when_full: self.store.when_full,
+            duplicates: self.duplicate_bounds(),
+            readers: self.store.readers,
         }
     }
 

@@ -7,14 +7,15 @@
 
 mod acceptor;
 mod admin;
-mod broker;
 pub mod config;
 pub mod core;
 pub mod ha;
+mod lifecycle;
 pub mod metrics;
+mod node;
 pub mod resources;
 mod service;
 pub mod store;
 
-pub use broker::{Broker, StartError};
 pub use config::{BrokerConfig, StoreKind};
+pub use lifecycle::{Broker, StartError};

@@ -9,7 +9,8 @@
 
 use serde::Serialize;
 
-use crate::config::{BrokerConfig, StoreKind};
+use crate::config::BrokerConfig;
+use crate::store::open::Site;
 
 /// Descriptors kept back for the broker itself: stdio, the runtime's
 /// epoll and wake-up descriptors, listeners, the lock file, directory
@@ -81,30 +82,11 @@ fn memory_available() -> u64 {
     }
 }
 
-/// Descriptors the store may hold open: the journal keeps each segment
-/// open; the postgres store holds its connections.
-fn store_fds(config: &BrokerConfig, fd_limit: u64) -> u64 {
-    match config.store.kind {
-        StoreKind::Journal => {
-            let segments = config
-                .store
-                .max_bytes
-                .div_ceil(config.journal.segment_bytes.max(1))
-                + 2;
-            segments.min(fd_limit / 4)
-        }
-        // Readers, the writer, the lease, and a slave's two waiting
-        // connections.
-        StoreKind::Postgres => config.store.readers as u64 + 4,
-        StoreKind::Memory => 0,
-    }
-}
-
 /// Raises the descriptor limit and works out the caps (`"auto"` settings)
 /// for `config`.
-pub(crate) fn plan(config: &BrokerConfig) -> Resources {
+pub(crate) fn plan(config: &BrokerConfig, site: &Site) -> Resources {
     let (before, fd_limit) = raise_fd_limit();
-    let reserved = BASE_FDS + store_fds(config, fd_limit);
+    let reserved = BASE_FDS + site.descriptors(&config.store_settings(), fd_limit);
     let for_connections = fd_limit.saturating_sub(reserved).max(2);
     let http_auto = (for_connections / 16).clamp(HTTP_AUTO.0, HTTP_AUTO.1);
     let http_auto = http_auto.min(for_connections / 2).max(1);

@@ -52,7 +52,7 @@ impl Args {
             config.data_dir = v;
         }
         if let Some(v) = self.stomp {
-            config.stomp = v;
+            config.set_stomp(v);
         }
         if let Some(v) = self.http {
             config.http = v;

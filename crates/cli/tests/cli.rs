@@ -500,3 +500,63 @@ fn bench_rejects_impossible_plans() {
     let (code, _, err) = run_cli(&["bench", "--count", "5", "--duration", "1"], None);
     assert_eq!(code, 2, "{err}");
 }
+
+/// `[[listeners]]` opens one listener per entry; `--stomp` sets the first
+/// STOMP listener's address; both serve the same broker.
+#[tokio::test]
+async fn listeners_from_the_config_all_serve_the_broker() {
+    let second = format!("127.0.0.1:{}", common::free_port());
+    let b = BrokerProcess::start(&format!(
+        "[[listeners]]\nprotocol = \"stomp\"\naddress = \"127.0.0.1:1\"\n\n\
+         [[listeners]]\nprotocol = \"stomp\"\naddress = \"{second}\"\n"
+    ))
+    .await;
+    let mut c = Stomp::connect(second.parse().unwrap()).await;
+    c.subscribe("s", "/queue/two-doors", "auto", &[]).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/two-doors", "through the first", &[])
+        .await;
+    assert_eq!(body(&c.recv_message().await), "through the first");
+    let (_, status) = b.http_get("/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let listeners = status["listeners"].as_array().unwrap();
+    assert_eq!(
+        listeners.len(),
+        2,
+        "the --stomp address replaced the first entry's: {status}"
+    );
+    assert!(
+        listeners.contains(&format!("stomp {second}").into()),
+        "{status}"
+    );
+}
+
+/// A listener for a protocol the broker does not speak is a clear start-up
+/// error that names the protocols it does.
+#[test]
+fn an_unknown_listener_protocol_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("halyard.toml");
+    std::fs::write(
+        &config,
+        "[[listeners]]\nprotocol = \"amqp\"\naddress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(
+        &[
+            "broker",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("unknown listener protocol 'amqp' (this broker speaks: stomp)"),
+        "{err}"
+    );
+}

@@ -1,20 +1,62 @@
-//! Listeners and per-connection protocol sessions. STOMP is the only
-//! protocol today; MQTT, AMQP and OpenWire acceptors will sit beside it and
-//! share the broker core.
+//! Client listeners and the protocol heads that serve their connections.
+//!
+//! A protocol head lives in its own folder (`stomp/`) and translates its
+//! frames into calls on the broker service. It is registered once, in
+//! [`HEADS`]; `[[listeners]]` in the config then name it by protocol, and
+//! the broker opens its listeners only while master.
 
 pub(crate) mod stomp;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::service::Service;
+
+/// Serves one accepted connection to its end.
+type Serve = fn(
+    Arc<Service>,
+    TcpStream,
+    SocketAddr,
+    CancellationToken,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A protocol head, as the listeners know it.
+#[derive(Clone, Copy)]
+pub(crate) struct Head {
+    /// The protocol's name in `[[listeners]]`.
+    pub(crate) name: &'static str,
+    serve: Serve,
+    /// What a connection beyond the connection cap is told before it is
+    /// closed, in the protocol's own terms.
+    refusal: &'static [u8],
+}
+
+/// Every protocol head the broker speaks. Adding one is a line here.
+const HEADS: &[Head] = &[Head {
+    name: "stomp",
+    serve: |service, stream, peer, stop| Box::pin(stomp::run(service, stream, peer, stop)),
+    refusal: stomp::REFUSAL,
+}];
+
+/// The head for `protocol`.
+pub(crate) fn head(protocol: &str) -> Option<Head> {
+    HEADS.iter().find(|h| h.name == protocol).copied()
+}
+
+/// The protocols there are heads for.
+pub(crate) fn protocols() -> Vec<&'static str> {
+    HEADS.iter().map(|h| h.name).collect()
+}
 
 /// Backs off after failed accepts (typically EMFILE: out of descriptors)
 /// instead of spinning, and logs them at most once a second.
@@ -47,11 +89,14 @@ impl AcceptBackoff {
     }
 }
 
-/// Accepts STOMP connections until `accept_stop` is cancelled. Connections
-/// beyond the connection cap (`limits.max-connections`, by default derived
-/// from the file-descriptor limit) get an ERROR frame and are closed.
-pub(crate) async fn accept_stomp(
+/// Accepts connections for `head` until `accept_stop` is cancelled.
+/// Connections beyond the connection cap (`limits.max-connections`, by
+/// default derived from the file-descriptor limit; shared by every
+/// listener of the broker through the core's counter) get the head's
+/// refusal and are closed.
+pub(crate) async fn accept(
     listener: TcpListener,
+    head: Head,
     service: Arc<Service>,
     accept_stop: CancellationToken,
     sessions_stop: CancellationToken,
@@ -59,7 +104,7 @@ pub(crate) async fn accept_stomp(
 ) {
     let shared = service.core.clone();
     let limit = shared.resources.max_connections;
-    let permits = Arc::new(Semaphore::new(limit));
+    let permits = shared.connection_permits.clone();
     let mut backoff = AcceptBackoff::default();
     let mut refusals = None;
     loop {
@@ -73,7 +118,7 @@ pub(crate) async fn accept_stomp(
                 a
             }
             Err(e) => {
-                backoff.failed("STOMP", &e).await;
+                backoff.failed(head.name, &e).await;
                 continue;
             }
         };
@@ -83,7 +128,7 @@ pub(crate) async fn accept_stomp(
                 let service = service.clone();
                 let stop = sessions_stop.clone();
                 tracker.spawn(async move {
-                    stomp::run(service, stream, peer, stop).await;
+                    (head.serve)(service, stream, peer, stop).await;
                     drop(permit);
                 });
             }
@@ -97,18 +142,16 @@ pub(crate) async fn accept_stomp(
                         "connection refused: limits.max-connections reached");
                     refusals = Some(std::time::Instant::now());
                 }
-                tracker.spawn(refuse(stream));
+                tracker.spawn(refuse(stream, head.refusal));
             }
         }
     }
-    tracing::debug!("STOMP listener closed");
+    tracing::debug!(protocol = head.name, "listener closed");
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let frame = b"ERROR\nmessage:too many connections\ncontent-type:text/plain\n\n\
-the broker has reached its connection limit (limits.max-connections)\0";
+async fn refuse(mut stream: TcpStream, refusal: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(frame).await;
+        let _ = stream.write_all(refusal).await;
         let _ = stream.shutdown().await;
     })
     .await;

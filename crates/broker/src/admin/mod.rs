@@ -14,7 +14,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::config::StoreKind;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +21,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::acceptor::AcceptBackoff;
 
-use crate::broker::Node;
 use crate::core::DestinationStats;
 use crate::ha::{HaStatus, Role};
+use crate::node::Node;
 
 /// Largest request body accepted (no endpoint takes one yet).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -143,6 +142,9 @@ struct Status {
     uptime_ms: u64,
     /// The STOMP listen address, while master.
     stomp: Option<String>,
+    /// Every client listener open, as `protocol address` (a slave has
+    /// none).
+    listeners: Vec<String>,
     /// Where the store is: the data directory, or the database (its URL
     /// without the password) for the postgres store.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,9 +174,14 @@ async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
             .as_ref()
             .and_then(|m| m.stomp_addr())
             .map(|a| a.to_string()),
-        data_dir: (c.store.kind != StoreKind::Postgres).then(|| c.data_dir.display().to_string()),
-        database: (c.store.kind == StoreKind::Postgres)
-            .then(|| crate::store::postgres::redact(&c.store.url)),
+        listeners: master.as_ref().map_or_else(Vec::new, |m| {
+            m.listeners()
+                .iter()
+                .map(|(p, a)| format!("{p} {a}"))
+                .collect()
+        }),
+        data_dir: node.site.data_dir().map(|d| d.display().to_string()),
+        database: node.site.database(),
         store: format!("{:?}", c.store.kind).to_lowercase(),
         connections: master.as_ref().map_or(0, |m| {
             m.service.core.metrics.connections.load(Ordering::Relaxed)

@@ -41,6 +41,9 @@ pub(crate) struct BrokerCore {
     /// a temporary queue, dead-lettering, a connection's pipeline):
     /// shutdown waits for it.
     pub(crate) tasks: TaskTracker,
+    /// One per client connection (`limits.max-connections`), shared by
+    /// every listener.
+    pub(crate) connection_permits: Arc<tokio::sync::Semaphore>,
     seq: AtomicU64,
     next_consumer: AtomicU64,
     next_destination: AtomicU64,
@@ -70,6 +73,7 @@ impl BrokerCore {
     ) -> BrokerCore {
         BrokerCore {
             memory: MemoryBudget::new(resources.memory_bytes),
+            connection_permits: Arc::new(tokio::sync::Semaphore::new(resources.max_connections)),
             config,
             resources,
             store,

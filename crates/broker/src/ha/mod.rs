@@ -9,13 +9,14 @@
 //! every `ha.lock-keepalive-ms` and stops without writing anything more if
 //! it was removed, replaced, or taken over by a newer epoch.
 
-mod lease;
-mod lock;
+pub(crate) mod driver;
 mod status;
 
-pub use lease::{Lease, LeaseConfig, LeaseError, LeaseStats, LostSignal};
-pub use lock::{
+pub use driver::ElectionError;
+
+pub use crate::store::dirlock::{
     CheckFailed, DataDirLock, Fenced, LockCheck, LockError, LockOwner, host_name, lock_path,
     read_owner,
 };
+pub use crate::store::postgres::{Lease, LeaseConfig, LeaseError, LeaseStats, LostSignal};
 pub use status::{HaStatus, Role, Takeover};

@@ -18,9 +18,11 @@
 //!   come back in request order.
 
 mod ack;
+mod commit;
 mod connection;
 mod error;
 mod pipeline;
+mod publish;
 mod registries;
 mod send;
 mod subscribe;

@@ -3,18 +3,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
 use super::connection::Connection;
 use super::error::ServiceError;
+use super::publish::{Waiting, duplicate_id, flow_control, memory_room, publish};
 use super::{Pending, ready};
-use crate::core::{
-    BrokerCore, Charge, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms,
-};
+use crate::core::{Charge, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms};
 use crate::metrics::Metrics;
-use crate::store::{Admission, DUPLICATE_ID_HEADER, Duplicates, Record, StoreError, StoreKey};
+use crate::store::{Admission, Duplicates, Record, StoreError, StoreKey};
 
 /// A message as a protocol head hands it over; the service gives it its
 /// sequence number, id and timestamp.
@@ -218,85 +217,5 @@ impl Connection {
             let completion = core.store.submit(batch).await.map_err(failed)?;
             completion.await.map_err(failed)
         }))
-    }
-}
-
-/// Counts a batch waiting for room in the store while it lives.
-struct Waiting(Arc<AtomicUsize>);
-
-impl Waiting {
-    fn start(count: &Arc<AtomicUsize>) -> Waiting {
-        count.fetch_add(1, Ordering::AcqRel);
-        Waiting(count.clone())
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Waits for `wait` — flow control: a full destination, a full store, the
-/// memory budget — for at most `limits.flow-control-timeout-ms` (0: as long
-/// as it takes); then the request fails.
-pub(super) async fn flow_control<T>(
-    core: &BrokerCore,
-    what: &'static str,
-    wait: impl Future<Output = T>,
-) -> Result<T, ServiceError> {
-    let ms = core.config.limits.flow_control_timeout_ms;
-    if ms == 0 {
-        return Ok(wait.await);
-    }
-    tokio::time::timeout(std::time::Duration::from_millis(ms), wait)
-        .await
-        .map_err(|_| {
-            Metrics::inc(&core.memory.timeouts);
-            ServiceError::FlowControlTimeout { what, ms }
-        })
-}
-
-/// Waits until the broker's memory budget has room, counted as a waiting
-/// producer meanwhile.
-async fn memory_room(core: &BrokerCore) {
-    if !core.memory.over() {
-        return;
-    }
-    struct Counted<'a>(&'a std::sync::atomic::AtomicU64);
-    impl Drop for Counted<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    core.memory.waiting.fetch_add(1, Ordering::Relaxed);
-    let _counted = Counted(&core.memory.waiting);
-    core.memory.below_limit().await;
-}
-
-/// A message's duplicate-detection id, checked by the store's writer.
-pub(super) fn duplicate_id(message: &Message) -> Option<Arc<str>> {
-    message.header(DUPLICATE_ID_HEADER).map(Arc::from)
-}
-
-/// Hands a message to its destination and counts it; with `confirm`, waits
-/// until the destination has taken it in. A temporary queue deleted in the
-/// meantime drops it.
-pub(super) async fn publish(
-    core: &Arc<BrokerCore>,
-    handle: &DestHandle,
-    message: Arc<Message>,
-    confirm: bool,
-) -> Result<(), ServiceError> {
-    match core.publish(handle, message, confirm).await {
-        Ok(()) => {
-            Metrics::inc(&core.metrics.messages_received_total);
-            Ok(())
-        }
-        Err(_) if handle.destination().kind() == DestinationKind::TempQueue => {
-            Metrics::inc(&core.metrics.messages_dropped_total);
-            Ok(())
-        }
-        Err(e) => Err(ServiceError::NotAccepted(e)),
     }
 }

@@ -1,17 +1,10 @@
-//! Local transactions: sends, acknowledgements and rejections buffered
-//! between begin and commit, made durable in one atomic store batch.
+//! A local transaction's state: sends, acknowledgements and rejections
+//! buffered between begin and commit (see `commit.rs`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::connection::Connection;
-use super::error::ServiceError;
-use super::send::{duplicate_id, publish};
 use super::subscriptions::Acked;
-use super::{Pending, ready};
 use crate::core::{Control, DestHandle, Message};
-use crate::metrics::Metrics;
-use crate::store::{Duplicates, Record, StoreKey};
 
 #[derive(Default)]
 pub(crate) struct Transaction {
@@ -43,149 +36,5 @@ impl Transaction {
                 })
                 .await;
         }
-    }
-}
-
-impl Connection {
-    /// Counts one more request against the transaction `id`'s limit.
-    pub(super) fn transaction(&mut self, id: &str) -> Result<&mut Transaction, ServiceError> {
-        let max = self.service.core.config.limits.max_transaction_frames;
-        let tx = self
-            .txs
-            .get_mut(id)
-            .ok_or_else(|| ServiceError::UnknownTransaction(id.to_owned()))?;
-        if tx.requests >= max {
-            return Err(ServiceError::TransactionTooLong {
-                id: id.to_owned(),
-                max,
-            });
-        }
-        tx.requests += 1;
-        Ok(tx)
-    }
-
-    /// Starts transaction `id`.
-    pub(crate) fn begin(&mut self, id: &str) -> Result<(), ServiceError> {
-        if self.txs.contains_key(id) {
-            return Err(ServiceError::TransactionOpen(id.to_owned()));
-        }
-        let max = self
-            .service
-            .core
-            .config
-            .limits
-            .max_transactions_per_connection;
-        if self.txs.len() >= max {
-            return Err(ServiceError::TooManyTransactions(max));
-        }
-        self.txs.insert(id.to_owned(), Transaction::default());
-        Ok(())
-    }
-
-    /// Commits transaction `id`: its sends and acknowledgements are made
-    /// durable in one atomic store batch, then applied. With `confirm`, the
-    /// returned work also waits until the last message to each destination
-    /// has been taken in (the earlier ones are in before it). The second
-    /// value is the body bytes the commit holds in memory until then.
-    pub(crate) async fn commit(
-        &mut self,
-        id: &str,
-        confirm: bool,
-    ) -> Result<(Pending, usize), ServiceError> {
-        let tx = self
-            .txs
-            .remove(id)
-            .ok_or_else(|| ServiceError::UnknownTransaction(id.to_owned()))?;
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for (handle, m) in &tx.sends {
-            bytes += m.body.len();
-            if let Some(h) = handle
-                && m.persistent
-                && h.stores()
-            {
-                batch.push(Record::Add {
-                    key: StoreKey::Queue(h.destination().name().into()),
-                    message: m.clone(),
-                    dedup: duplicate_id(m),
-                });
-            }
-        }
-        for held in &tx.acks {
-            for u in held.items.iter().filter(|u| u.stored) {
-                batch.push(Record::Remove { seq: u.seq });
-            }
-        }
-        let adds = batch.iter().any(|r| matches!(r, Record::Add { .. }));
-        let stored = if batch.is_empty() {
-            None
-        } else {
-            Some(
-                self.store_batch(batch, adds, "COMMIT", ServiceError::NotCommitted)
-                    .await?,
-            )
-        };
-        let core = self.service.core.clone();
-        let work = async move {
-            let duplicates = match stored {
-                Some(s) => s.await?,
-                None => Duplicates::default(),
-            };
-            let mut confirms = vec![false; tx.sends.len()];
-            if confirm {
-                let mut seen = HashSet::new();
-                for (i, (handle, _)) in tx.sends.iter().enumerate().rev() {
-                    if let Some(h) = handle {
-                        confirms[i] = seen.insert(h.destination().clone());
-                    }
-                }
-            }
-            for ((handle, m), confirm) in tx.sends.into_iter().zip(confirms) {
-                if duplicates.contains(m.seq) {
-                    // Committed before (a transaction run again after a
-                    // failover left its outcome unknown).
-                    Metrics::inc(&core.metrics.duplicates_total);
-                    continue;
-                }
-                match handle {
-                    Some(h) => publish(&core, &h, m, confirm).await?,
-                    None => Metrics::inc(&core.metrics.messages_dropped_total),
-                }
-            }
-            for held in tx.acks {
-                let seqs = held.seqs();
-                Metrics::add(&core.metrics.messages_acked_total, seqs.len() as u64);
-                let _ = held
-                    .handle
-                    .control(Control::Commit {
-                        consumer: held.consumer,
-                        seqs,
-                    })
-                    .await;
-            }
-            for held in tx.nacks {
-                let seqs = held.seqs();
-                let _ = held
-                    .handle
-                    .control(Control::Rollback {
-                        consumer: held.consumer,
-                        seqs,
-                    })
-                    .await;
-            }
-            Ok(())
-        };
-        Ok((Some(Box::pin(work)), bytes))
-    }
-
-    /// Discards transaction `id`'s sends and returns its acknowledged
-    /// messages for redelivery.
-    pub(crate) async fn abort(&mut self, id: &str) -> Result<Pending, ServiceError> {
-        let tx = self
-            .txs
-            .remove(id)
-            .ok_or_else(|| ServiceError::UnknownTransaction(id.to_owned()))?;
-        tx.roll_back().await;
-        Ok(ready())
     }
 }

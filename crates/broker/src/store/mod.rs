@@ -26,8 +26,10 @@
 #[cfg(test)]
 mod conformance;
 mod dedup;
+pub mod dirlock;
 pub mod journal;
 mod memory;
+pub(crate) mod open;
 pub mod postgres;
 
 use std::future::Future;

@@ -20,3 +20,8 @@ mod subscribe;
 mod transaction;
 
 pub(crate) use session::run;
+
+/// What a connection beyond the broker's connection cap is told.
+pub(crate) const REFUSAL: &[u8] =
+    b"ERROR\nmessage:too many connections\ncontent-type:text/plain\n\n\
+the broker has reached its connection limit (limits.max-connections)\0";

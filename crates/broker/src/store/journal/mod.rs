@@ -162,7 +162,7 @@ fn io(what: &str, e: std::io::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct Fence {
     /// The check.
-    pub check: crate::ha::LockCheck,
+    pub check: crate::store::dirlock::LockCheck,
     /// How long errors that say nothing about the lock (EIO, ENOMEM) are
     /// retried before the master gives up proving it is master.
     pub budget: Duration,

@@ -17,6 +17,7 @@
 //! writer reconnects and sends the group again: receipts wait meanwhile,
 //! for as long as the master holds its lease.
 
+mod lease;
 mod schema;
 mod target;
 
@@ -30,6 +31,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
+pub use lease::{Lease, LeaseConfig, LeaseError, LeaseStats, LostSignal};
 pub(crate) use schema::MASTER_LOCK;
 pub use schema::SchemaError;
 use target::Target;

@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::LockOwner;
-use crate::store::postgres::{MASTER_LOCK, connect};
+use super::{MASTER_LOCK, connect};
+use crate::store::dirlock::LockOwner;
 
 /// What the lease needs.
 #[derive(Debug, Clone)]
