@@ -211,3 +211,6 @@ fn temp_scope(conn: &str) -> String {
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,8 +1,8 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
-
 use tokio::io::{AsyncRead, ReadBuf};
+// The runtime's clock, so tests can run heart-beat timeouts in virtual time.
+use tokio::time::Instant;
 
 /// Wraps the read half of a connection to remember when bytes last arrived,
 /// so heart-beat enforcement counts partial frames as signs of life.

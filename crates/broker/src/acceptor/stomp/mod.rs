@@ -25,3 +25,6 @@ pub(crate) use session::run;
 pub(crate) const REFUSAL: &[u8] =
     b"ERROR\nmessage:too many connections\ncontent-type:text/plain\n\n\
 the broker has reached its connection limit (limits.max-connections)\0";
+
+#[cfg(test)]
+mod tests;

@@ -3,15 +3,16 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
 use halyard_stomp::{CodecError, Command, Frame, Version};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+// The runtime's clock, so tests can run timeouts in virtual time.
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +43,8 @@ pub(super) struct Session {
     pub(super) version: Version,
     /// The broker service's side of the connection, once CONNECTed.
     pub(super) conn: Option<Connection>,
-    pub(super) reader: FramedRead<ActivityReader<OwnedReadHalf>, SessionCodec>,
-    writer: OwnedWriteHalf,
+    pub(super) reader: FramedRead<ActivityReader<Reader>, SessionCodec>,
+    writer: Writer,
     /// Frames encoded but not yet written to the socket.
     pub(super) out: BytesMut,
     /// The `destination` header of each subscription's MESSAGE frames.
@@ -93,10 +94,27 @@ pub(super) struct Outcome {
     then_close: bool,
 }
 
-/// Runs one STOMP connection to completion.
+/// A connection's read half (a socket's; in tests, an in-memory pipe's).
+pub(super) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// A connection's write half.
+pub(super) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Runs one STOMP connection over a socket to completion.
 pub(crate) async fn run(
     service: Arc<Service>,
     stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let (read, write) = stream.into_split();
+    serve(service, Box::new(read), Box::new(write), peer, stop).await;
+}
+
+/// Runs one STOMP connection to completion.
+pub(super) async fn serve(
+    service: Arc<Service>,
+    read: Reader,
+    write: Writer,
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
@@ -105,7 +123,6 @@ pub(crate) async fn run(
     Metrics::inc(&core.metrics.connections_total);
     Metrics::inc(&core.metrics.connections);
     tracing::info!(conn = %conn_id, %peer, "connection opened");
-    let (read, write) = stream.into_split();
     let limits = &core.config.limits;
     let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
     let now = Instant::now();
@@ -232,7 +249,7 @@ impl Session {
                         self.frame(frame).await.map_err(End::Error)
                     }
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = tokio::time::sleep_until(deadline) => {
                     self.timer(reading).map(|()| Flow::Continue).map_err(End::Error)
                 }
             };

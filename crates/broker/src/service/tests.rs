@@ -1,0 +1,276 @@
+//! The broker service and the destination actors behind it, driven in
+//! memory through the protocol-neutral API: no socket, no protocol head, no
+//! process. The store is the in-memory one with its real writer thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::config::BrokerConfig;
+use crate::core::{Delivery, Destination, Kick};
+use crate::store::open::Site;
+use crate::store::{MemoryStore, Store, Usage, WriterConfig};
+
+/// A broker service over the in-memory store.
+pub(crate) fn service(config: BrokerConfig) -> Arc<Service> {
+    let site = Site::of(config.store.kind, &config.data_dir, &config.store.url);
+    let resources = crate::resources::plan(&config, &site);
+    let usage = Arc::new(Usage::default());
+    let (store, _writer) = Store::spawn(
+        MemoryStore::with_usage(usage.clone()),
+        usage,
+        WriterConfig {
+            queue_depth: 64,
+            limit: config.store.max_bytes,
+            when_full: config.store.when_full,
+            duplicates: config.duplicate_bounds(),
+        },
+        Vec::new(),
+    )
+    .expect("the store writer starts");
+    let core = Arc::new(BrokerCore::new(
+        config,
+        resources,
+        store,
+        "ID:test-".into(),
+        0,
+    ));
+    Arc::new(Service::new(core, "test".to_owned()))
+}
+
+/// A connected client: the service's connection and its deliveries.
+struct Client {
+    conn: Connection,
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+}
+
+async fn connect(service: &Arc<Service>, client_id: Option<&str>) -> Result<Client, ServiceError> {
+    let (tx, deliveries) = mpsc::unbounded_channel();
+    let conn = service
+        .connect(ConnectRequest {
+            id: service.next_connection_id().into(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            client_id: client_id.map(str::to_owned),
+            login: None,
+            passcode: None,
+            deliveries: tx,
+            kick: Arc::new(Kick::default()),
+        })
+        .await?;
+    Ok(Client { conn, deliveries })
+}
+
+impl Client {
+    async fn send(&mut self, dest: &Destination, body: &str, tx: Option<&str>) {
+        let sent = self
+            .conn
+            .send(
+                NewMessage {
+                    destination: dest.clone(),
+                    headers: vec![("n".to_owned(), body.to_owned())],
+                    body: Bytes::copy_from_slice(body.as_bytes()),
+                    persistent: true,
+                    priority: 4,
+                    expires: 0,
+                },
+                tx,
+                true,
+            )
+            .await
+            .expect("send accepted");
+        if let Some(work) = sent.work {
+            work.await.expect("send completed");
+        }
+    }
+
+    async fn subscribe(&mut self, dest: &Destination, ack: AckMode, prefetch: u32) {
+        let (_, work) = self
+            .conn
+            .subscribe(SubscribeSpec {
+                id: "s".to_owned(),
+                destination: dest.clone(),
+                ack,
+                prefetch: Some(prefetch),
+                durable: None,
+                selector: None,
+            })
+            .await
+            .expect("subscribed");
+        if let Some(work) = work {
+            work.await.expect("registered");
+        }
+    }
+
+    /// The next delivery, tracked as the protocol head would.
+    async fn next(&mut self) -> (String, Option<DeliveryToken>, u32) {
+        let d = tokio::time::timeout(Duration::from_secs(5), self.deliveries.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("the channel is open");
+        let token = match self.conn.delivering(&d).expect("subscribed") {
+            Tracked::Auto => None,
+            Tracked::Token(t) => Some(t),
+        };
+        let body = String::from_utf8_lossy(&d.message.body).into_owned();
+        (body, token, d.deliveries)
+    }
+
+    /// Asserts that nothing is delivered while the destination has had
+    /// time to act.
+    async fn nothing_more(&mut self) {
+        let got = tokio::time::timeout(Duration::from_millis(100), self.deliveries.recv()).await;
+        assert!(got.is_err(), "expected no delivery, got {got:?}");
+    }
+
+    async fn ack(&mut self, token: DeliveryToken, reject: bool, tx: Option<&str>) {
+        let t = token.0.to_string();
+        let work = self
+            .conn
+            .ack(AckRequest {
+                target: AckRef::Token(&t),
+                reject,
+                tx,
+                confirm: true,
+            })
+            .await
+            .expect("ack accepted");
+        if let Some(work) = work {
+            work.await.expect("ack completed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn prefetch_bounds_what_is_in_flight_and_an_ack_makes_room() {
+    let service = service(BrokerConfig::default());
+    let q = Destination::queue("credit");
+    let mut producer = connect(&service, None).await.unwrap();
+    for i in 0..5 {
+        producer.send(&q, &format!("m{i}"), None).await;
+    }
+    let mut consumer = connect(&service, None).await.unwrap();
+    consumer.subscribe(&q, AckMode::Individual, 2).await;
+    let (first, t0, _) = consumer.next().await;
+    let (second, _, _) = consumer.next().await;
+    assert_eq!((first.as_str(), second.as_str()), ("m0", "m1"));
+    consumer.nothing_more().await;
+    consumer.ack(t0.unwrap(), false, None).await;
+    assert_eq!(consumer.next().await.0, "m2");
+    consumer.nothing_more().await;
+}
+
+#[tokio::test]
+async fn a_rejected_message_is_redelivered_with_its_count() {
+    let service = service(BrokerConfig::default());
+    let q = Destination::queue("redeliver");
+    let mut c = connect(&service, None).await.unwrap();
+    c.subscribe(&q, AckMode::Individual, 10).await;
+    c.send(&q, "poison", None).await;
+    let (body, token, count) = c.next().await;
+    assert_eq!((body.as_str(), count), ("poison", 1));
+    c.ack(token.unwrap(), true, None).await;
+    let (body, token, count) = c.next().await;
+    assert_eq!((body.as_str(), count), ("poison", 2));
+    c.ack(token.unwrap(), false, None).await;
+    c.nothing_more().await;
+}
+
+#[tokio::test]
+async fn a_cumulative_ack_covers_every_earlier_delivery() {
+    let service = service(BrokerConfig::default());
+    let q = Destination::queue("cumulative");
+    let mut c = connect(&service, None).await.unwrap();
+    for i in 0..3 {
+        c.send(&q, &format!("m{i}"), None).await;
+    }
+    c.subscribe(&q, AckMode::Cumulative, 10).await;
+    let mut last = None;
+    for _ in 0..3 {
+        last = c.next().await.1;
+    }
+    c.ack(last.unwrap(), false, None).await;
+    let stats = service.core.destination_stats().await;
+    let s = serde_json::to_value(&stats[0]).unwrap();
+    assert_eq!(
+        (s["acked"].as_u64(), s["inflight"].as_u64()),
+        (Some(3), Some(0)),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_publishes_at_commit_and_an_abort_redelivers_its_acks() {
+    let service = service(BrokerConfig::default());
+    let q = Destination::queue("tx");
+    let mut c = connect(&service, None).await.unwrap();
+    c.subscribe(&q, AckMode::Individual, 10).await;
+    c.conn.begin("t1").unwrap();
+    c.send(&q, "in-tx", Some("t1")).await;
+    c.nothing_more().await;
+    let (work, _) = c.conn.commit("t1", true).await.unwrap();
+    work.unwrap().await.unwrap();
+    let (body, token, _) = c.next().await;
+    assert_eq!(body, "in-tx");
+    c.conn.begin("t2").unwrap();
+    c.ack(token.unwrap(), false, Some("t2")).await;
+    assert!(c.conn.abort("t2").await.unwrap().is_none());
+    let (body, _, count) = c.next().await;
+    assert_eq!(
+        (body.as_str(), count),
+        ("in-tx", 2),
+        "redelivered after the abort"
+    );
+    assert!(matches!(
+        c.conn.commit("t2", false).await,
+        Err(ServiceError::UnknownTransaction(_))
+    ));
+}
+
+#[tokio::test]
+async fn one_connection_at_a_time_has_a_client_id_and_closing_frees_it() {
+    let service = service(BrokerConfig::default());
+    let mut first = connect(&service, Some("app")).await.unwrap();
+    assert!(matches!(
+        connect(&service, Some("app")).await,
+        Err(ServiceError::ClientIdInUse(_))
+    ));
+    first.conn.close().await;
+    assert!(connect(&service, Some("app")).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_durable_subscription_needs_a_client_id_and_a_topic() {
+    let service = service(BrokerConfig::default());
+    let mut anonymous = connect(&service, None).await.unwrap();
+    let spec = |dest: Destination| SubscribeSpec {
+        id: "d".to_owned(),
+        destination: dest,
+        ack: AckMode::Auto,
+        prefetch: None,
+        durable: Some("sub".to_owned()),
+        selector: None,
+    };
+    assert!(matches!(
+        anonymous
+            .conn
+            .subscribe(spec(Destination::topic("t")))
+            .await,
+        Err(ServiceError::DurableNeedsClientId)
+    ));
+    let mut named = connect(&service, Some("c1")).await.unwrap();
+    assert!(matches!(
+        named.conn.subscribe(spec(Destination::queue("q"))).await,
+        Err(ServiceError::DurableNotOnTopic(_))
+    ));
+    assert!(
+        named
+            .conn
+            .subscribe(spec(Destination::topic("t")))
+            .await
+            .is_ok()
+    );
+}
