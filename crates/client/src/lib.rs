@@ -56,46 +56,11 @@ use halyard_stomp::{Command, Frame, HeartBeat, Limits, Version};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use error::ClientError;
+/// How a subscription acknowledges messages: the STOMP vocabulary, shared
+/// with the broker through `halyard-stomp` so both spell it the same way.
+pub use halyard_stomp::{AckMode, AckModeError};
 pub use message::{DUPLICATE_ID_HEADER, Message, SendMessage};
 pub use url::{BrokerUrl, Endpoint, FailoverOptions};
-
-/// How a subscription acknowledges messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AckMode {
-    /// The broker considers a message acknowledged once it sends it.
-    #[default]
-    Auto,
-    /// [`Client::ack`] acknowledges the message and all earlier ones.
-    Client,
-    /// [`Client::ack`] acknowledges just that message.
-    ClientIndividual,
-}
-
-impl AckMode {
-    /// The `ack` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::Auto => "auto",
-            AckMode::Client => "client",
-            AckMode::ClientIndividual => "client-individual",
-        }
-    }
-}
-
-impl std::str::FromStr for AckMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<AckMode, String> {
-        match s {
-            "auto" => Ok(AckMode::Auto),
-            "client" => Ok(AckMode::Client),
-            "client-individual" => Ok(AckMode::ClientIndividual),
-            _ => Err(format!(
-                "invalid ack mode '{s}': expected auto, client or client-individual"
-            )),
-        }
-    }
-}
 
 /// Connection settings.
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@
 //! assert_eq!(&frame.body[..], b"hello");
 //! ```
 
+mod ack;
 mod escape;
 mod frame;
 mod heartbeat;
@@ -39,6 +40,7 @@ mod write;
 #[cfg(feature = "codec")]
 mod codec;
 
+pub use ack::{AckMode, AckModeError};
 #[cfg(feature = "codec")]
 pub use codec::{CodecError, Outbound, StompCodec};
 pub use escape::{escape_into, unescape};
