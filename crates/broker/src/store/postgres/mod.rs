@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use schema::MASTER_LOCK;
 pub use schema::SchemaError;
+pub use target::DatabaseUrlError;
 use target::Target;
 
 use super::{
@@ -83,7 +84,7 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 
 /// Checks a `postgres://` URL (or key=value string) without connecting,
 /// and reads the certificates it names (see [`target`]).
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), DatabaseUrlError> {
     Target::of(url).map(|_| ())
 }
 
