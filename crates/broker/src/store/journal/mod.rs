@@ -153,10 +153,6 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn io(what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Failed(format!("{what}: {e}").into())
-}
-
 /// How the journal of a master proves it still holds the data
 /// directory's lock.
 #[derive(Debug, Clone)]
@@ -363,7 +359,10 @@ impl JournalStore {
                 if segment::no_space(&e) {
                     self.usage.short_of_space(SHORT_OF_SPACE_MS);
                 }
-                StoreError::Unavailable(format!("cannot create journal segment {id}: {e}").into())
+                StoreError::Unavailable {
+                    reason: format!("cannot create journal segment {id}: {e}").into(),
+                    source: Some(Arc::new(e)),
+                }
             })?;
         if created.allocated < self.cfg.segment_bytes {
             tracing::warn!(
@@ -432,7 +431,7 @@ impl JournalStore {
             Ok(_) => {}
             // No room even for the deletion records: the roll itself may
             // still succeed.
-            Err(StoreError::Unavailable(e)) => {
+            Err(e @ StoreError::Unavailable { .. }) => {
                 tracing::warn!(error = %e, "cannot delete dead journal segments before rolling over");
             }
             Err(e) => return Err(e),
@@ -452,7 +451,7 @@ impl JournalStore {
         segment::write_stamp(&file, &stamp)
             .and_then(|()| file.set_len(len))
             .and_then(|()| segment::sync_data(&file))
-            .map_err(|e| io("cannot close journal segment", e))?;
+            .map_err(|e| StoreError::io("cannot close journal segment", e))?;
         if let Some(s) = write(&self.shared.index).segs.get_mut(&id) {
             s.file_bytes = len;
             s.end = len;
@@ -479,7 +478,7 @@ impl JournalStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.unsynced {
             let h = self.head()?;
-            segment::sync_data(&h.file).map_err(|e| io("journal sync failed", e))?;
+            segment::sync_data(&h.file).map_err(|e| StoreError::io("journal sync failed", e))?;
             let stamp = Stamp {
                 end: h.len,
                 records: h.records,
@@ -533,11 +532,10 @@ impl JournalStore {
             self.usage
                 .no_space
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            StoreError::Unavailable(
+            StoreError::unavailable(
                 format!(
                     "no space left for new messages on the journal's disk ({free} bytes free, {reserve} kept for acknowledgements); they are accepted again once consumers free space"
-                )
-                .into(),
+                ),
             )
         })
     }
@@ -588,8 +586,9 @@ impl JournalStore {
         let (seg, base, file) = (h.id, h.len, h.file.clone());
         if let Err(e) = std::os::unix::fs::FileExt::write_all_at(&*file, &g.bytes, base) {
             if let Err(c) = self.clear_failed_write(base, g.bytes.len()) {
-                return Err(StoreError::Failed(
-                    format!("journal write failed: {e}; and cannot clear what it left: {c}").into(),
+                return Err(StoreError::io(
+                    format!("journal write failed (and clearing what it left failed too: {c})"),
+                    e,
                 ));
             }
             if segment::no_space(&e) {
@@ -597,11 +596,12 @@ impl JournalStore {
                 self.usage
                     .no_space
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(StoreError::Unavailable(
-                    format!("journal write failed: {e}").into(),
-                ));
+                return Err(StoreError::Unavailable {
+                    reason: format!("journal write failed: {e}").into(),
+                    source: Some(Arc::new(e)),
+                });
             }
-            return Err(io("journal write failed", e));
+            return Err(StoreError::io("journal write failed", e));
         }
         self.unsynced = true;
         let end = base + g.bytes.len() as u64;
@@ -731,7 +731,7 @@ impl JournalStore {
                 {
                     f.set_len(end)
                         .and_then(|()| f.sync_all())
-                        .map_err(|e| io("cannot trim a sealed segment", e))?;
+                        .map_err(|e| StoreError::io("cannot trim a sealed segment", e))?;
                 }
             }
             write(&self.shared.files).remove(&s);
@@ -743,7 +743,8 @@ impl JournalStore {
                 self.compaction = None;
             }
         }
-        segment::sync_dir(&self.dir).map_err(|e| io("cannot sync journal directory", e))?;
+        segment::sync_dir(&self.dir)
+            .map_err(|e| StoreError::io("cannot sync journal directory", e))?;
         self.usage.set(read(&self.shared.index).disk_bytes());
         tracing::debug!(segments = ?dead, "deleted dead journal segments");
         Ok(true)
@@ -859,12 +860,12 @@ impl JournalStore {
     fn recover_sync(&mut self) -> Result<Recovered, StoreError> {
         let started = Instant::now();
         std::fs::create_dir_all(&self.dir)
-            .map_err(|e| io(&format!("cannot create {}", self.dir.display()), e))?;
+            .map_err(|e| StoreError::io(format!("cannot create {}", self.dir.display()), e))?;
         if let Err(e) = segment::remove_unfinished(&self.dir) {
             tracing::warn!(error = %e, "cannot remove unfinished journal segments");
         }
         let ids = segment::list(&self.dir)
-            .map_err(|e| io(&format!("cannot list {}", self.dir.display()), e))?;
+            .map_err(|e| StoreError::io(format!("cannot list {}", self.dir.display()), e))?;
         let mut index = Index {
             meta: Some(index::RecoveryMeta::default()),
             dups: index::Carriers::new(self.duplicates),
@@ -897,9 +898,9 @@ impl JournalStore {
         for (i, &id) in ids.iter().enumerate() {
             let last = i + 1 == ids.len();
             let path = segment::path(&self.dir, id);
-            let cannot_read = |e| io(&format!("cannot read {}", path.display()), e);
+            let cannot_read = |e| StoreError::io(format!("cannot read {}", path.display()), e);
             let file = segment::open(&self.dir, id)
-                .map_err(|e| io(&format!("cannot open {}", path.display()), e))?;
+                .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), e))?;
             let head = segment::read_upto(&file, 0, HEADER_LEN).map_err(cannot_read)?;
             let header = match SegmentHeader::decode(&head) {
                 Ok(h) if head.len() >= h.data_start() => Ok(h),
@@ -1073,7 +1074,7 @@ impl JournalStore {
         if let Some((Ok(file), stamp)) = previous {
             segment::write_stamp(&file, &stamp)
                 .and_then(|()| segment::sync_data(&file))
-                .map_err(|e| io("cannot close the previous journal segment", e))?;
+                .map_err(|e| StoreError::io("cannot close the previous journal segment", e))?;
         }
         self.usage.set(read(&self.shared.index).disk_bytes());
         let elapsed = started.elapsed();
@@ -1247,7 +1248,7 @@ impl JournalStore {
                     f.file
                         .set_len(to)
                         .and_then(|()| f.file.sync_all())
-                        .map_err(|e| io(&format!("cannot truncate segment {id}"), e))?;
+                        .map_err(|e| StoreError::io(format!("cannot truncate segment {id}"), e))?;
                 }
             }
             Fix::SetAside(id) => {
@@ -1325,7 +1326,7 @@ impl StoreBackend for JournalStore {
                 .map_or((0, 0), |s| (s.start, s.end));
             let Some(file) = file else { return Ok(false) };
             let data = segment::read_at(&file, 0, end as usize)
-                .map_err(|e| io("cannot read segment for compaction", e))?;
+                .map_err(|e| StoreError::io("cannot read segment for compaction", e))?;
             tracing::debug!(segment = seg, "compacting journal segment");
             self.compaction = Some(Compaction {
                 seg,
@@ -1564,8 +1565,13 @@ impl Reader {
             let Some(file) = read(&self.shared.files).get(&loc.seg).cloned() else {
                 continue;
             };
-            let bytes = segment::read_at(&file, u64::from(loc.off), loc.len as usize)
-                .map_err(|e| fail(e.to_string()))?;
+            let bytes =
+                segment::read_at(&file, u64::from(loc.off), loc.len as usize).map_err(|e| {
+                    StoreError::ReadFailed {
+                        seq,
+                        source: Arc::new(e),
+                    }
+                })?;
             let Frame::Record { len } = Frame::at(&bytes) else {
                 return Err(fail(format!(
                     "damaged record in segment {} at {}",

@@ -27,9 +27,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 #[non_exhaustive]
 pub enum DatabaseUrlError {
     /// `sslmode` is none of libpq's modes.
-    #[error(
-        "sslmode={0}: expected one of disable, allow, prefer, require, verify-ca, verify-full"
-    )]
+    #[error("sslmode={0}: expected one of disable, allow, prefer, require, verify-ca, verify-full")]
     UnknownSslMode(String),
     /// `sslrootcert` without a mode that uses TLS.
     #[error("sslrootcert is set but sslmode does not ask for TLS (use sslmode=verify-full)")]
