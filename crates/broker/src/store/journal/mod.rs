@@ -136,9 +136,11 @@ impl Default for JournalConfig {
     }
 }
 
-/// State shared between the writer and readers.
+/// What is where: the index of live records and the open segment files.
+/// The writer updates both; readers look messages up here to load bodies
+/// (each lock held only for a lookup or an update, never across I/O).
 #[derive(Debug, Default)]
-struct Shared {
+struct Catalog {
     index: RwLock<Index>,
     files: RwLock<HashMap<u64, Arc<File>>>,
 }
@@ -221,7 +223,7 @@ pub struct JournalStore {
     cfg: JournalConfig,
     epoch: u64,
     usage: Arc<Usage>,
-    shared: Arc<Shared>,
+    catalog: Arc<Catalog>,
     head: Option<Head>,
     compaction: Option<Compaction>,
     /// The head holds data written since the last sync.
@@ -265,7 +267,7 @@ impl JournalStore {
             cfg,
             epoch,
             usage,
-            shared: Arc::default(),
+            catalog: Arc::default(),
             head: None,
             compaction: None,
             unsynced: false,
@@ -326,7 +328,7 @@ impl JournalStore {
     /// new master's first segment, whose manifest is also its seal.
     fn new_head(&mut self, id: u64, sealed: bool) -> Result<(), StoreError> {
         let (seq_floor, listed) = {
-            let idx = read(&self.shared.index);
+            let idx = read(&self.catalog.index);
             let listed: Vec<Listed> = idx
                 .segs
                 .iter()
@@ -373,9 +375,9 @@ impl JournalStore {
             );
         }
         let file = Arc::new(created.file);
-        write(&self.shared.files).insert(id, file.clone());
+        write(&self.catalog.files).insert(id, file.clone());
         {
-            let mut idx = write(&self.shared.index);
+            let mut idx = write(&self.catalog.index);
             idx.segs.insert(
                 id,
                 SegStats {
@@ -452,7 +454,7 @@ impl JournalStore {
             .and_then(|()| file.set_len(len))
             .and_then(|()| segment::sync_data(&file))
             .map_err(|e| StoreError::io("cannot close journal segment", e))?;
-        if let Some(s) = write(&self.shared.index).segs.get_mut(&id) {
+        if let Some(s) = write(&self.catalog.index).segs.get_mut(&id) {
             s.file_bytes = len;
             s.end = len;
         }
@@ -499,7 +501,7 @@ impl JournalStore {
     /// Bytes new messages must leave free on the disk: see
     /// [`RESERVE_BASE`].
     fn reserve(&self) -> u64 {
-        let idx = read(&self.shared.index);
+        let idx = read(&self.catalog.index);
         RESERVE_BASE
             + RESERVE_PER_MESSAGE * idx.messages.len() as u64
             + RESERVE_PER_SEGMENT * idx.segs.len() as u64
@@ -611,7 +613,7 @@ impl JournalStore {
             h.records += records;
             h.adds += adds;
         }
-        let mut idx = write(&self.shared.index);
+        let mut idx = write(&self.catalog.index);
         if let Some(s) = idx.segs.get_mut(&seg) {
             s.end = end;
             s.file_bytes = s.file_bytes.max(end);
@@ -641,7 +643,7 @@ impl JournalStore {
                 Ok(len) => {
                     h.allocated = h.allocated.max(len);
                     let (id, allocated) = (h.id, h.allocated);
-                    let mut idx = write(&self.shared.index);
+                    let mut idx = write(&self.catalog.index);
                     if let Some(s) = idx.segs.get_mut(&id) {
                         s.file_bytes = allocated;
                     }
@@ -671,7 +673,7 @@ impl JournalStore {
     fn delete_dead_now(&mut self) -> Result<bool, StoreError> {
         let head = self.head()?.id;
         let dead: Vec<u64> = {
-            let idx = read(&self.shared.index);
+            let idx = read(&self.catalog.index);
             idx.segs
                 .keys()
                 .copied()
@@ -685,7 +687,7 @@ impl JournalStore {
         // and the deletion is recorded, so recovery does not take the
         // segments for lost.
         let carried = {
-            let mut idx = write(&self.shared.index);
+            let mut idx = write(&self.catalog.index);
             // Ids past their age are not worth carrying forward.
             idx.dups.expire(now_ms());
             idx.dups.carried_by(&dead.iter().copied().collect())
@@ -721,12 +723,12 @@ impl JournalStore {
             // A segment holding a seal limits older segments; once it goes,
             // anything a stale master wrote past those limits must already be
             // gone from them.
-            let sealed = write(&self.shared.index)
+            let sealed = write(&self.catalog.index)
                 .seals
                 .remove(&s)
                 .unwrap_or_default();
             for (older, end) in sealed {
-                if let Some(f) = read(&self.shared.files).get(&older).cloned()
+                if let Some(f) = read(&self.catalog.files).get(&older).cloned()
                     && f.metadata().is_ok_and(|m| m.len() > end)
                 {
                     f.set_len(end)
@@ -734,18 +736,18 @@ impl JournalStore {
                         .map_err(|e| StoreError::io("cannot trim a sealed segment", e))?;
                 }
             }
-            write(&self.shared.files).remove(&s);
+            write(&self.catalog.files).remove(&s);
             if let Err(e) = std::fs::remove_file(segment::path(&self.dir, s)) {
                 tracing::warn!(segment = s, error = %e, "cannot delete journal segment");
             }
-            write(&self.shared.index).segs.remove(&s);
+            write(&self.catalog.index).segs.remove(&s);
             if self.compaction.as_ref().is_some_and(|c| c.seg == s) {
                 self.compaction = None;
             }
         }
         segment::sync_dir(&self.dir)
             .map_err(|e| StoreError::io("cannot sync journal directory", e))?;
-        self.usage.set(read(&self.shared.index).disk_bytes());
+        self.usage.set(read(&self.catalog.index).disk_bytes());
         tracing::debug!(segments = ?dead, "deleted dead journal segments");
         Ok(true)
     }
@@ -755,7 +757,7 @@ impl JournalStore {
     /// older segment it depends on, and less than `compact-below` live.
     fn pick_compaction(&self) -> Option<u64> {
         let head = self.head.as_ref()?.id;
-        let idx = read(&self.shared.index);
+        let idx = read(&self.catalog.index);
         let closed: Vec<u64> = idx.segs.keys().copied().filter(|&s| s != head).collect();
         let n = closed.len();
         closed.into_iter().take(n.saturating_sub(2)).find(|&s| {
@@ -778,7 +780,7 @@ impl JournalStore {
         let mut body = Vec::new();
         let mut entries = Vec::new();
         {
-            let idx = read(&self.shared.index);
+            let idx = read(&self.catalog.index);
             while c.at < c.data.len() && body.len() < COMPACT_STEP {
                 let len = match Frame::at(&c.data[c.at..]) {
                     Frame::Record { len } => len,
@@ -1064,8 +1066,8 @@ impl JournalStore {
             .into_iter()
             .map(|f| (f.id, Arc::new(f.file)))
             .collect();
-        *write(&self.shared.index) = index;
-        *write(&self.shared.files) = files;
+        *write(&self.catalog.index) = index;
+        *write(&self.catalog.files) = files;
         // The new head opens with a sealed manifest: the segments as this
         // master found them. A stale master's later appends to them, or
         // segments it creates, are ignored by every later recovery, and
@@ -1076,7 +1078,7 @@ impl JournalStore {
                 .and_then(|()| segment::sync_data(&file))
                 .map_err(|e| StoreError::io("cannot close the previous journal segment", e))?;
         }
-        self.usage.set(read(&self.shared.index).disk_bytes());
+        self.usage.set(read(&self.catalog.index).disk_bytes());
         let elapsed = started.elapsed();
         let r = &report;
         tracing::info!(
@@ -1319,8 +1321,8 @@ impl StoreBackend for JournalStore {
             let Some(seg) = self.pick_compaction() else {
                 return Ok(false);
             };
-            let file = read(&self.shared.files).get(&seg).cloned();
-            let (start, end) = read(&self.shared.index)
+            let file = read(&self.catalog.files).get(&seg).cloned();
+            let (start, end) = read(&self.catalog.index)
                 .segs
                 .get(&seg)
                 .map_or((0, 0), |s| (s.start, s.end));
@@ -1339,7 +1341,7 @@ impl StoreBackend for JournalStore {
     }
 
     async fn close(&mut self) {
-        let next_seq = read(&self.shared.index).max_seq + 1;
+        let next_seq = read(&self.catalog.index).max_seq + 1;
         let mut w = Writer::default();
         w.checkpoint(next_seq, now_ms());
         let done = self
@@ -1356,7 +1358,7 @@ impl StoreBackend for JournalStore {
 
     fn reader(&self) -> Arc<dyn MessageReader> {
         Arc::new(Reader {
-            shared: self.shared.clone(),
+            catalog: self.catalog.clone(),
         })
     }
 }
@@ -1547,7 +1549,7 @@ fn seal_limits(dir: &Path, ids: &[u64]) -> HashMap<u64, Limit> {
 
 /// Loads message bodies from the segments.
 struct Reader {
-    shared: Arc<Shared>,
+    catalog: Arc<Catalog>,
 }
 
 impl Reader {
@@ -1559,10 +1561,10 @@ impl Reader {
         // Compaction may move the record and delete its segment between the
         // lookup and the read: look again.
         for _ in 0..3 {
-            let Some(loc) = read(&self.shared.index).messages.get(&seq).copied() else {
+            let Some(loc) = read(&self.catalog.index).messages.get(&seq).copied() else {
                 return Err(fail("not in the journal".into()));
             };
-            let Some(file) = read(&self.shared.files).get(&loc.seg).cloned() else {
+            let Some(file) = read(&self.catalog.files).get(&loc.seg).cloned() else {
                 continue;
             };
             let bytes =
