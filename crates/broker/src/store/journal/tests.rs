@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use super::format::{STAMP_AT, STAMP_LEN};
+use super::open::file_name;
 use super::*;
 use crate::core::test_message;
-use crate::store::StoreKey;
+use crate::store::{DurableSubscription, Record, StoreKey};
 
 fn cfg(segment_bytes: u64) -> JournalConfig {
     JournalConfig {
