@@ -43,7 +43,7 @@ mod codec;
 pub use ack::{AckMode, AckModeError};
 #[cfg(feature = "codec")]
 pub use codec::{CodecError, Outbound, StompCodec};
-pub use escape::{escape_into, unescape};
+pub use escape::{EscapeError, escape_into, unescape};
 pub use frame::{Command, Frame, Headers};
 pub use heartbeat::{HeartBeat, HeartBeatError};
 pub use parse::{Item, Limits, ParseError, Parser};
