@@ -443,6 +443,44 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+    /// `store.url` is not a database URL the postgres store can use.
+    #[error("invalid setting store.url: not a valid database URL: {0}")]
+    DatabaseUrl(#[source] crate::store::postgres::DatabaseUrlError),
+    /// An entry of `ha.peers` is not a URL clients can be handed.
+    #[error("invalid setting ha.peers: {0}")]
+    PeerUrl(#[source] PeerUrlError),
+}
+
+/// An `ha.peers` entry that is not `stomp://HOST:PORT` (or `tcp://`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{url}' {problem} (expected stomp://HOST:PORT)")]
+pub struct PeerUrlError {
+    /// The entry as given.
+    pub url: String,
+    /// What is wrong with it.
+    pub problem: PeerUrlProblem,
+}
+
+/// What is wrong with an `ha.peers` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerUrlProblem {
+    /// Neither `stomp://` nor `tcp://`.
+    #[error("has no stomp:// or tcp:// scheme")]
+    NoScheme,
+    /// A character that would break the comma-separated `peers` header or
+    /// make it more than an address (`,`, `?`, `/`, `@`, spaces, controls).
+    #[error("contains characters a peer URL cannot have")]
+    BadCharacters,
+    /// No `:PORT`.
+    #[error("has no port")]
+    NoPort,
+    /// Nothing before `:PORT`.
+    #[error("has no host")]
+    NoHost,
+    /// A port that is not 1–65535.
+    #[error("has an invalid port")]
+    BadPort,
 }
 
 impl BrokerConfig {
@@ -594,19 +632,11 @@ impl BrokerConfig {
                     message: "the postgres store needs a database URL (postgres://user:password@host:5432/database)".into(),
                 });
             }
-            crate::store::postgres::check_url(&self.store.url).map_err(|e| {
-                ConfigError::Invalid {
-                    key: "store.url",
-                    message: format!("not a valid database URL: {e}"),
-                }
-            })?;
+            crate::store::postgres::check_url(&self.store.url).map_err(ConfigError::DatabaseUrl)?;
         }
         positive("store.readers", self.store.readers)?;
         for p in &self.ha.peers {
-            check_peer_url(p).map_err(|message| ConfigError::Invalid {
-                key: "ha.peers",
-                message,
-            })?;
+            check_peer_url(p).map_err(ConfigError::PeerUrl)?;
         }
         if d.duplicate_window > 0 && d.duplicate_window_total == 0 {
             return Err(ConfigError::Invalid {
@@ -691,22 +721,27 @@ impl BrokerConfig {
 
 /// A peer's client URL must be `stomp://host:port` (or `tcp://`): it is
 /// handed to clients as is, in a comma-separated header.
-fn check_peer_url(url: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("'{url}' {why} (expected stomp://HOST:PORT)");
+fn check_peer_url(url: &str) -> Result<(), PeerUrlError> {
+    let bad = |problem| PeerUrlError {
+        url: url.to_owned(),
+        problem,
+    };
     let rest = url
         .strip_prefix("stomp://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| bad("has no stomp:// or tcp:// scheme"))?;
+        .ok_or_else(|| bad(PeerUrlProblem::NoScheme))?;
     if rest.contains([',', '?', '/', '@']) || rest.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(bad("contains characters a peer URL cannot have"));
+        return Err(bad(PeerUrlProblem::BadCharacters));
     }
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad(PeerUrlProblem::NoPort))?;
     if host.trim_matches(['[', ']']).is_empty() {
-        return Err(bad("has no host"));
+        return Err(bad(PeerUrlProblem::NoHost));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(bad("has an invalid port")),
+        _ => Err(bad(PeerUrlProblem::BadPort)),
     }
 }
 

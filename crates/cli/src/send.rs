@@ -29,10 +29,20 @@ pub(crate) struct Args {
     body: Option<String>,
 }
 
-fn parse_header(s: &str) -> Result<(String, String), String> {
+/// A `--header` that is not `NAME=VALUE` with a name. clap prints it after
+/// the option's name, so the message only says what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("expected NAME=VALUE, got '{given}'")]
+struct HeaderArgError {
+    given: String,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), HeaderArgError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("expected NAME=VALUE, got '{s}'")),
+        _ => Err(HeaderArgError {
+            given: s.to_owned(),
+        }),
     }
 }
 

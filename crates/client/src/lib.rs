@@ -56,46 +56,11 @@ use halyard_stomp::{Command, Frame, HeartBeat, Limits, Version};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use error::ClientError;
+/// How a subscription acknowledges messages: the STOMP vocabulary, shared
+/// with the broker through `halyard-stomp` so both spell it the same way.
+pub use halyard_stomp::{AckMode, AckModeError};
 pub use message::{DUPLICATE_ID_HEADER, Message, SendMessage};
 pub use url::{BrokerUrl, Endpoint, FailoverOptions};
-
-/// How a subscription acknowledges messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AckMode {
-    /// The broker considers a message acknowledged once it sends it.
-    #[default]
-    Auto,
-    /// [`Client::ack`] acknowledges the message and all earlier ones.
-    Client,
-    /// [`Client::ack`] acknowledges just that message.
-    ClientIndividual,
-}
-
-impl AckMode {
-    /// The `ack` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::Auto => "auto",
-            AckMode::Client => "client",
-            AckMode::ClientIndividual => "client-individual",
-        }
-    }
-}
-
-impl std::str::FromStr for AckMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<AckMode, String> {
-        match s {
-            "auto" => Ok(AckMode::Auto),
-            "client" => Ok(AckMode::Client),
-            "client-individual" => Ok(AckMode::ClientIndividual),
-            _ => Err(format!(
-                "invalid ack mode '{s}': expected auto, client or client-individual"
-            )),
-        }
-    }
-}
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -181,8 +146,10 @@ pub(crate) struct Cmd {
     pub(crate) delivered_on: Option<u64>,
 }
 
-/// What the handles and the connection task both see.
-pub(crate) struct Shared {
+/// What every `Client` handle and the engine task both see: whether the
+/// client is closed (and why), the failover generation, events, the
+/// broker's CONNECTED details, and the request-id counter.
+pub(crate) struct ClientState {
     pub(crate) closed: OnceLock<ClientError>,
     pub(crate) next_id: AtomicU64,
     /// Bumped at every failover: acknowledgements only mean something on
@@ -249,7 +216,7 @@ impl ConnectionEvents {
 #[derive(Clone)]
 pub struct Client {
     cmds: mpsc::Sender<Cmd>,
-    shared: Arc<Shared>,
+    state: Arc<ClientState>,
     /// Prefix of the duplicate-detection ids this client gives its sends:
     /// random per client, so ids never collide across clients.
     dup_prefix: Arc<str>,
@@ -258,19 +225,19 @@ pub struct Client {
 /// Resolves when the broker confirms a frame (see [`Client::send_nowait`]).
 pub struct Receipt(
     Option<oneshot::Receiver<Result<(), ClientError>>>,
-    Arc<Shared>,
+    Arc<ClientState>,
 );
 
 impl Future for Receipt {
     type Output = Result<(), ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let shared = self.1.clone();
+        let state = self.1.clone();
         match &mut self.0 {
             None => Poll::Ready(Ok(())),
             Some(rx) => Pin::new(rx).poll(cx).map(|r| {
                 r.unwrap_or_else(|_| {
-                    Err(shared.closed.get().cloned().unwrap_or(ClientError::Closed))
+                    Err(state.closed.get().cloned().unwrap_or(ClientError::Closed))
                 })
             }),
         }
@@ -337,7 +304,7 @@ impl Client {
             limits: options.limits,
         };
         let (events, _) = broadcast::channel(64);
-        let shared = Arc::new(Shared {
+        let state = Arc::new(ClientState {
             closed: OnceLock::new(),
             next_id: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -349,22 +316,22 @@ impl Client {
             }),
         });
         let (tx, rx) = mpsc::channel(1024);
-        let mut engine = task::Engine::new(endpoints, failover, params, rx, shared.clone());
+        let mut engine = task::Engine::new(endpoints, failover, params, rx, state.clone());
         let first = engine.connect_first().await?;
-        if let Ok(mut info) = shared.info.lock() {
+        if let Ok(mut info) = state.info.lock() {
             *info = first.info.clone();
         }
         tokio::spawn(engine.run(first));
         Ok(Client {
             cmds: tx,
-            shared,
+            state,
             dup_prefix: format!("{:016x}", random_u64()).into(),
         })
     }
 
     /// What the broker said when the (current) connection opened.
     pub fn server(&self) -> ServerInfo {
-        self.shared
+        self.state
             .info
             .lock()
             .map(|i| i.clone())
@@ -373,18 +340,18 @@ impl Client {
 
     /// Why the connection closed, once it has for good.
     pub fn close_reason(&self) -> Option<ClientError> {
-        self.shared.closed.get().cloned()
+        self.state.closed.get().cloned()
     }
 
     /// Connection events (interrupted, resumed, failed) from now on.
     pub fn events(&self) -> ConnectionEvents {
-        ConnectionEvents(self.shared.events.subscribe())
+        ConnectionEvents(self.state.events.subscribe())
     }
 
     fn next_id(&self, prefix: &str) -> String {
         format!(
             "{prefix}-{}",
-            self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+            self.state.next_id.fetch_add(1, Ordering::Relaxed)
         )
     }
 
@@ -424,7 +391,7 @@ impl Client {
             })
             .await
             .map_err(|_| self.close_reason().unwrap_or(ClientError::Closed))?;
-        Ok(Receipt(rx, self.shared.clone()))
+        Ok(Receipt(rx, self.state.clone()))
     }
 
     fn send_frame(&self, message: SendMessage, transaction: Option<&str>) -> Frame {
@@ -445,7 +412,7 @@ impl Client {
                 format!(
                     "{}:{}",
                     self.dup_prefix,
-                    self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+                    self.state.next_id.fetch_add(1, Ordering::Relaxed)
                 ),
             );
         }
@@ -511,7 +478,7 @@ impl Client {
         m: &Message,
         tx: Option<&str>,
     ) -> Result<Option<Frame>, ClientError> {
-        if m.generation != self.shared.generation.load(Ordering::Relaxed) {
+        if m.generation != self.state.generation.load(Ordering::Relaxed) {
             // Delivered on a connection that has since failed: the broker
             // has put the message back and will deliver it again, flagged
             // redelivered. An ACK on this connection would name something
@@ -592,7 +559,7 @@ impl Client {
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Transaction, ClientError> {
         let id = self.next_id("tx");
-        let generation = self.shared.generation.load(Ordering::Relaxed);
+        let generation = self.state.generation.load(Ordering::Relaxed);
         let frame = Frame::new(Command::Begin).header("transaction", id.clone());
         self.request(frame, true, None).await?.await?;
         Ok(Transaction {
@@ -645,7 +612,7 @@ impl Transaction {
     /// Fails if the connection the transaction began on has failed since:
     /// the broker rolled it back.
     fn alive(&self) -> Result<(), ClientError> {
-        if self.client.shared.generation.load(Ordering::Relaxed) != self.generation {
+        if self.client.state.generation.load(Ordering::Relaxed) != self.generation {
             return Err(ClientError::TransactionRolledBack(self.id.clone()));
         }
         Ok(())
@@ -709,7 +676,7 @@ impl Subscription {
     /// the application's once sent).
     fn stale(&self, m: &Message) -> bool {
         self.ack != AckMode::Auto
-            && m.generation != self.client.shared.generation.load(Ordering::Relaxed)
+            && m.generation != self.client.state.generation.load(Ordering::Relaxed)
     }
 
     /// The next message, or `None` once the connection has closed for good

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::backup::Backup;
 use crate::conn::{Conn, ConnectParams, broker_error};
 use crate::url::{Endpoint, FailoverOptions};
-use crate::{ClientError, Cmd, ConnectionEvent, Message, ReceiptTx, Shared};
+use crate::{ClientError, ClientState, Cmd, ConnectionEvent, Message, ReceiptTx};
 
 /// What a frame awaiting its receipt was, to know what to do if the
 /// connection fails first.
@@ -63,7 +63,7 @@ pub(crate) struct Engine {
     failover: Option<FailoverOptions>,
     params: ConnectParams,
     cmds: mpsc::Receiver<Cmd>,
-    shared: Arc<Shared>,
+    state: Arc<ClientState>,
     subs: BTreeMap<String, Sub>,
     /// Frames awaiting receipts, in the order they were sent.
     pending: BTreeMap<u64, Pending>,
@@ -108,7 +108,7 @@ impl Engine {
         failover: Option<FailoverOptions>,
         params: ConnectParams,
         cmds: mpsc::Receiver<Cmd>,
-        shared: Arc<Shared>,
+        state: Arc<ClientState>,
     ) -> Engine {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -120,7 +120,7 @@ impl Engine {
             failover,
             params,
             cmds,
-            shared,
+            state,
             subs: BTreeMap::new(),
             pending: BTreeMap::new(),
             by_receipt: HashMap::new(),
@@ -144,7 +144,7 @@ impl Engine {
     }
 
     fn emit(&self, e: ConnectionEvent) {
-        let _ = self.shared.events.send(e);
+        let _ = self.state.events.send(e);
     }
 
     /// Connects for the first time: the one broker, or for a failover URL,
@@ -216,7 +216,7 @@ impl Engine {
 
     /// A new connection is up: note what its broker said.
     fn connected(&mut self, conn: &Conn) {
-        if let Ok(mut info) = self.shared.info.lock() {
+        if let Ok(mut info) = self.state.info.lock() {
             *info = conn.info.clone();
         }
         let update = self
@@ -260,7 +260,7 @@ impl Engine {
             subscribe,
             delivered_on,
         } = cmd;
-        if delivered_on.is_some_and(|g| g != self.shared.generation.load(Ordering::Relaxed)) {
+        if delivered_on.is_some_and(|g| g != self.state.generation.load(Ordering::Relaxed)) {
             // An ACK or NACK for a message delivered on a connection that
             // has failed since: the broker there redelivers it, and this
             // connection's broker would not know the ack id.
@@ -522,7 +522,7 @@ impl Engine {
                     let message = Message {
                         headers: f.headers,
                         body: f.body,
-                        generation: self.shared.generation.load(Ordering::Relaxed),
+                        generation: self.state.generation.load(Ordering::Relaxed),
                     };
                     // Waits if the application is not keeping up: that stops
                     // reading the socket, which is the backpressure.
@@ -568,7 +568,7 @@ impl Engine {
     fn interrupted(&mut self) {
         // Messages delivered on the old connection can no longer be
         // acknowledged; the broker redelivers them.
-        self.shared.generation.fetch_add(1, Ordering::Relaxed);
+        self.state.generation.fetch_add(1, Ordering::Relaxed);
         let pending = std::mem::take(&mut self.pending);
         self.by_receipt.retain(|_, o| {
             pending
@@ -769,7 +769,7 @@ impl Engine {
             if let Some(waiter) = self.sub_waiters.remove(&id) {
                 let receipt = format!(
                     "r-resub-{}",
-                    self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+                    self.state.next_id.fetch_add(1, Ordering::Relaxed)
                 );
                 f.headers.push("receipt", receipt.clone());
                 let order = self.next_order;
@@ -810,7 +810,7 @@ impl Engine {
                 reason: error.to_string(),
             });
         }
-        let _ = self.shared.closed.set(error.clone());
+        let _ = self.state.closed.set(error.clone());
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.waiter.send(Err(error.clone()));
         }

@@ -41,8 +41,77 @@ pub const DEFAULT_PORT: u16 = 61613;
 pub struct UrlError {
     /// The URL as given.
     pub url: String,
-    /// What is wrong with it.
-    pub reason: String,
+    /// What is wrong with it. Part of the message already, so it is not
+    /// also this error's `source()` (a report would say it twice).
+    pub reason: UrlProblem,
+}
+
+/// What is wrong with a broker URL: one variant per mistake, so a program
+/// can tell them apart and every message names the offending part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlProblem {
+    /// A `failover:` URL given where one broker is expected.
+    #[error("a failover URL names several brokers; use BrokerUrl::parse")]
+    FailoverNotAllowed,
+    /// A scheme other than `stomp://` or `tcp://`.
+    #[error("unknown scheme '{0}' (expected stomp:// or tcp://)")]
+    UnknownScheme(String),
+    /// A path (`/x`) or fragment (`#x`) after the address.
+    #[error("paths and fragments are not supported")]
+    PathOrFragment,
+    /// A port that is not 1–65535.
+    #[error("invalid port '{0}' (expected 1-65535)")]
+    InvalidPort(String),
+    /// An IPv6 address whose `[` is never closed.
+    #[error("unclosed '['")]
+    UnclosedBracket,
+    /// Something other than `:port` after an IPv6 address's `]`.
+    #[error("unexpected text after ']'")]
+    TextAfterBracket,
+    /// No host before the port.
+    #[error("missing host")]
+    MissingHost,
+    /// A `%` not followed by two hex digits.
+    #[error("bad percent-escape in '{0}'")]
+    BadPercentEscape(String),
+    /// Percent-escapes that decode to bytes which are not UTF-8.
+    #[error("'{0}' is not UTF-8 once decoded")]
+    NotUtf8(String),
+    /// An option without `=VALUE`.
+    #[error("option '{0}' has no value (expected NAME=VALUE)")]
+    OptionWithoutValue(String),
+    /// An option whose value does not parse or is out of range.
+    #[error("invalid value '{value}' for {option}: expected {expected}")]
+    InvalidValue {
+        /// The option's name.
+        option: String,
+        /// Its value as given.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// An option a broker URL does not take.
+    #[error("unknown option '{0}' (broker URLs take login, passcode, heartbeat, connectTimeout)")]
+    UnknownOption(String),
+    /// An option the failover transport does not take.
+    #[error("unknown failover option '{0}'")]
+    UnknownFailoverOption(String),
+    /// `failover:(` without its `)`.
+    #[error("missing ')' after the broker list")]
+    UnclosedList,
+    /// Something other than `?options` after the failover list's `)`.
+    #[error("unexpected text '{0}' after ')'")]
+    TextAfterList(String),
+    /// `failover:()` or a list of empty entries.
+    #[error("the failover list names no broker")]
+    NoBroker,
+    /// An entry of `priorityURIs` that is not a broker URL.
+    #[error("priorityURIs: {0}")]
+    PriorityUri(Box<UrlProblem>),
+    /// `maxReconnectDelay` below `initialReconnectDelay`.
+    #[error("maxReconnectDelay is shorter than initialReconnectDelay")]
+    DelaysReversed,
 }
 
 /// The failover transport's settings: ActiveMQ's names and defaults.
@@ -120,7 +189,7 @@ pub struct BrokerUrl {
     pub passcode: Option<String>,
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+fn percent_decode(s: &str) -> Result<String, UrlProblem> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -129,7 +198,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             let hex = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-escape in '{s}'"))?;
+                .ok_or_else(|| UrlProblem::BadPercentEscape(s.to_owned()))?;
             out.push(hex);
             i += 3;
         } else {
@@ -137,48 +206,56 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("'{s}' is not UTF-8 once decoded"))
+    String::from_utf8(out).map_err(|_| UrlProblem::NotUtf8(s.to_owned()))
 }
 
 /// `key=value` pairs of a query string.
-fn query(q: &str) -> Result<Vec<(String, String)>, String> {
+fn query(q: &str) -> Result<Vec<(String, String)>, UrlProblem> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p
                 .split_once('=')
-                .ok_or_else(|| format!("option '{p}' has no value (expected NAME=VALUE)"))?;
+                .ok_or_else(|| UrlProblem::OptionWithoutValue(p.to_owned()))?;
             Ok((k.to_owned(), percent_decode(v)?))
         })
         .collect()
 }
 
-fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
-    match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!(
-            "invalid value '{v}' for {name}: expected true or false"
-        )),
+/// The error for option `name` whose value `v` is not `expected`.
+fn invalid(name: &str, v: &str, expected: &'static str) -> UrlProblem {
+    UrlProblem::InvalidValue {
+        option: name.to_owned(),
+        value: v.to_owned(),
+        expected,
     }
 }
 
-fn parse_int<T: std::str::FromStr>(name: &str, v: &str, what: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("invalid value '{v}' for {name}: expected {what}"))
+fn parse_bool(name: &str, v: &str) -> Result<bool, UrlProblem> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(name, v, "true or false")),
+    }
 }
 
-fn parse_ms(name: &str, v: &str) -> Result<Duration, String> {
+fn parse_int<T: std::str::FromStr>(
+    name: &str,
+    v: &str,
+    expected: &'static str,
+) -> Result<T, UrlProblem> {
+    v.parse().map_err(|_| invalid(name, v, expected))
+}
+
+fn parse_ms(name: &str, v: &str) -> Result<Duration, UrlProblem> {
     let ms: u64 = parse_int(name, v, "milliseconds (a non-negative integer)")?;
     Ok(Duration::from_millis(ms))
 }
 
-fn parse_attempts(name: &str, v: &str) -> Result<i64, String> {
+fn parse_attempts(name: &str, v: &str) -> Result<i64, UrlProblem> {
     let n: i64 = parse_int(name, v, "an integer (-1 for unlimited)")?;
     if n < -1 {
-        return Err(format!(
-            "invalid value '{v}' for {name}: expected -1 or more"
-        ));
+        return Err(invalid(name, v, "-1 or more"));
     }
     Ok(n)
 }
@@ -186,22 +263,18 @@ fn parse_attempts(name: &str, v: &str) -> Result<i64, String> {
 impl Endpoint {
     /// Parses one broker's URL (no `failover:`).
     pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
-        let err = |reason: String| UrlError {
+        let err = |reason: UrlProblem| UrlError {
             url: url.to_owned(),
             reason,
         };
         if url.starts_with("failover:") {
-            return Err(err(
-                "a failover URL names several brokers; use BrokerUrl::parse".into(),
-            ));
+            return Err(err(UrlProblem::FailoverNotAllowed));
         }
         let rest = if let Some((scheme, rest)) = url.split_once("://") {
             match scheme {
                 "stomp" | "tcp" => rest,
                 _ => {
-                    return Err(err(format!(
-                        "unknown scheme '{scheme}' (expected stomp:// or tcp://)"
-                    )));
+                    return Err(err(UrlProblem::UnknownScheme(scheme.to_owned())));
                 }
             }
         } else {
@@ -227,17 +300,17 @@ impl Endpoint {
             },
         };
         if hostport.contains(['/', '#']) {
-            return Err(err("paths and fragments are not supported".into()));
+            return Err(err(UrlProblem::PathOrFragment));
         }
-        let bad_port = |p: &str| err(format!("invalid port '{p}' (expected 1-65535)"));
+        let bad_port = |p: &str| err(UrlProblem::InvalidPort(p.to_owned()));
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
-                .ok_or_else(|| err("unclosed '['".into()))?;
+                .ok_or_else(|| err(UrlProblem::UnclosedBracket))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => parse_port(p).ok_or_else(|| bad_port(p))?,
                 None if after.is_empty() => DEFAULT_PORT,
-                None => return Err(err("unexpected text after ']'".into())),
+                None => return Err(err(UrlProblem::TextAfterBracket)),
             };
             (h.to_owned(), port)
         } else {
@@ -247,7 +320,7 @@ impl Endpoint {
             }
         };
         if host.is_empty() {
-            return Err(err("missing host".into()));
+            return Err(err(UrlProblem::MissingHost));
         }
         let mut e = Endpoint {
             host,
@@ -265,25 +338,24 @@ impl Endpoint {
 
     /// Sets an inner-URL option. With `if_unset`, an option the URL already
     /// gives is left alone (how `nested.*` options apply).
-    fn set(&mut self, name: &str, v: &str, if_unset: bool) -> Result<(), String> {
+    fn set(&mut self, name: &str, v: &str, if_unset: bool) -> Result<(), UrlProblem> {
         match name {
             "login" if !(if_unset && self.login.is_some()) => self.login = Some(v.to_owned()),
             "passcode" if !(if_unset && self.passcode.is_some()) => {
                 self.passcode = Some(v.to_owned())
             }
             "heartbeat" if !(if_unset && self.heartbeat.is_some()) => {
-                self.heartbeat = Some(HeartBeat::parse(&v.replace(':', ",")).map_err(|_| {
-                    format!("invalid value '{v}' for heartbeat: expected CX,CY in milliseconds")
-                })?)
+                self.heartbeat = Some(
+                    HeartBeat::parse(&v.replace(':', ","))
+                        .map_err(|_| invalid(name, v, "CX,CY in milliseconds"))?,
+                )
             }
             "connectTimeout" if !(if_unset && self.connect_timeout.is_some()) => {
                 self.connect_timeout = Some(parse_ms(name, v)?)
             }
             "login" | "passcode" | "heartbeat" | "connectTimeout" => {}
             _ => {
-                return Err(format!(
-                    "unknown option '{name}' (broker URLs take login, passcode, heartbeat, connectTimeout)"
-                ));
+                return Err(UrlProblem::UnknownOption(name.to_owned()));
             }
         }
         Ok(())
@@ -336,7 +408,7 @@ fn split_list(list: &str) -> Vec<String> {
 impl BrokerUrl {
     /// Parses a broker URL: one broker, or `failover:` with several.
     pub fn parse(url: &str) -> Result<BrokerUrl, UrlError> {
-        let err = |reason: String| UrlError {
+        let err = |reason: UrlProblem| UrlError {
             url: url.to_owned(),
             reason,
         };
@@ -351,12 +423,12 @@ impl BrokerUrl {
         let (list, options) = if let Some(inner) = rest.strip_prefix('(') {
             let close = inner
                 .rfind(')')
-                .ok_or_else(|| err("missing ')' after the broker list".into()))?;
+                .ok_or_else(|| err(UrlProblem::UnclosedList))?;
             let after = &inner[close + 1..];
             let options = match after.strip_prefix('?') {
                 Some(q) => q,
                 None if after.is_empty() => "",
-                None => return Err(err(format!("unexpected text '{after}' after ')'"))),
+                None => return Err(err(UrlProblem::TextAfterList(after.to_owned()))),
             };
             (&inner[..close], options)
         } else {
@@ -371,7 +443,7 @@ impl BrokerUrl {
             .map(|u| Endpoint::parse(u).map_err(|e| err(e.reason)))
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
-            return Err(err("the failover list names no broker".into()));
+            return Err(err(UrlProblem::NoBroker));
         }
         let mut o = FailoverOptions::default();
         let (mut login, mut passcode) = (None, None);
@@ -394,9 +466,7 @@ impl BrokerUrl {
                 "reconnectDelayExponent" => {
                     let x: f64 = parse_int(k, &v, "a number of at least 1.0").map_err(err)?;
                     if !(x.is_finite() && x >= 1.0) {
-                        return Err(err(format!(
-                            "invalid value '{v}' for {k}: expected a number of at least 1.0"
-                        )));
+                        return Err(err(invalid(k, &v, "a number of at least 1.0")));
                     }
                     o.reconnect_delay_exponent = x;
                 }
@@ -413,11 +483,7 @@ impl BrokerUrl {
                     o.timeout = match t {
                         -1 => None,
                         t if t >= 0 => Some(Duration::from_millis(t as u64)),
-                        _ => {
-                            return Err(err(format!(
-                                "invalid value '{v}' for {k}: expected -1 or more"
-                            )));
-                        }
+                        _ => return Err(err(invalid(k, &v, "-1 or more"))),
                     };
                 }
                 "backup" => o.backup = parse_bool(k, &v).map_err(err)?,
@@ -435,7 +501,7 @@ impl BrokerUrl {
                         .filter(|u| !u.is_empty())
                         .map(|u| {
                             Endpoint::parse(u.trim())
-                                .map_err(|e| err(format!("priorityURIs: {}", e.reason)))
+                                .map_err(|e| err(UrlProblem::PriorityUri(Box::new(e.reason))))
                         })
                         .collect::<Result<_, _>>()?
                 }
@@ -444,13 +510,11 @@ impl BrokerUrl {
                 }
                 "login" => login = Some(v),
                 "passcode" => passcode = Some(v),
-                _ => return Err(err(format!("unknown failover option '{k}'"))),
+                _ => return Err(err(UrlProblem::UnknownFailoverOption(k.to_owned()))),
             }
         }
         if o.max_reconnect_delay < o.initial_reconnect_delay {
-            return Err(err(
-                "maxReconnectDelay is shorter than initialReconnectDelay".into(),
-            ));
+            return Err(err(UrlProblem::DelaysReversed));
         }
         Ok(BrokerUrl {
             endpoints,
@@ -569,6 +633,33 @@ mod tests {
         );
         assert_eq!(a.connect_timeout, Some(Duration::from_millis(300)));
         assert_eq!(b.connect_timeout, Some(Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn mistakes_are_told_apart_by_their_variant() {
+        let reason = |url: &str| BrokerUrl::parse(url).unwrap_err().reason;
+        assert_eq!(
+            reason("failover:(stomp://a:1)?randomize=yes"),
+            UrlProblem::InvalidValue {
+                option: "randomize".into(),
+                value: "yes".into(),
+                expected: "true or false",
+            }
+        );
+        assert_eq!(
+            reason("failover:(stomp://a:1)?priorityURIs=stomp://b:0"),
+            UrlProblem::PriorityUri(Box::new(UrlProblem::InvalidPort("0".into())))
+        );
+        assert_eq!(reason("failover:()"), UrlProblem::NoBroker);
+        assert_eq!(
+            reason("stomp://a:1?frob=1"),
+            UrlProblem::UnknownOption("frob".into())
+        );
+        let e = BrokerUrl::parse("failover:(stomp://a:1)?priorityURIs=stomp://b:0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid broker URL 'failover:(stomp://a:1)?priorityURIs=stomp://b:0': priorityURIs: invalid port '0' (expected 1-65535)"
+        );
     }
 
     #[test]

@@ -9,9 +9,20 @@ use bytes::{BufMut, BytesMut};
 
 use crate::Version;
 
-/// Undoes header escaping for `version`. Returns the offending two-character
+/// A header with an escape STOMP does not define (a fatal protocol error in
+/// 1.1 and 1.2). The parser reports it with the header's line as
+/// [`ParseError::InvalidEscape`](crate::ParseError::InvalidEscape).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undefined escape sequence '{sequence}'")]
+pub struct EscapeError {
+    /// The offending two-character sequence, e.g. `\t`, or a lone
+    /// trailing backslash.
+    pub sequence: String,
+}
+
+/// Undoes header escaping for `version`. Fails with the offending
 /// sequence on an undefined escape (or a lone trailing backslash).
-pub fn unescape(raw: &str, version: Version) -> Result<Cow<'_, str>, String> {
+pub fn unescape(raw: &str, version: Version) -> Result<Cow<'_, str>, EscapeError> {
     if !version.escapes() || !raw.contains('\\') {
         return Ok(Cow::Borrowed(raw));
     }
@@ -27,8 +38,16 @@ pub fn unescape(raw: &str, version: Version) -> Result<Cow<'_, str>, String> {
             Some('n') => out.push('\n'),
             Some('c') => out.push(':'),
             Some('r') => out.push('\r'),
-            Some(other) => return Err(format!("\\{other}")),
-            None => return Err("\\".to_owned()),
+            Some(other) => {
+                return Err(EscapeError {
+                    sequence: format!("\\{other}"),
+                });
+            }
+            None => {
+                return Err(EscapeError {
+                    sequence: "\\".to_owned(),
+                });
+            }
         }
     }
     Ok(Cow::Owned(out))
@@ -99,8 +118,11 @@ mod tests {
             let e = esc(s, v, false);
             assert_eq!(unescape(&e, v).unwrap(), s);
         }
-        assert_eq!(unescape("a\\tb", Version::V1_2).unwrap_err(), "\\t");
-        assert_eq!(unescape("a\\", Version::V1_2).unwrap_err(), "\\");
+        assert_eq!(
+            unescape("a\\tb", Version::V1_2).unwrap_err().sequence,
+            "\\t"
+        );
+        assert_eq!(unescape("a\\", Version::V1_2).unwrap_err().sequence, "\\");
         assert_eq!(unescape("a\\tb", Version::V1_0).unwrap(), "a\\tb");
     }
 }

@@ -29,6 +29,7 @@
 //! assert_eq!(&frame.body[..], b"hello");
 //! ```
 
+mod ack;
 mod escape;
 mod frame;
 mod heartbeat;
@@ -39,9 +40,10 @@ mod write;
 #[cfg(feature = "codec")]
 mod codec;
 
+pub use ack::{AckMode, AckModeError};
 #[cfg(feature = "codec")]
 pub use codec::{CodecError, Outbound, StompCodec};
-pub use escape::{escape_into, unescape};
+pub use escape::{EscapeError, escape_into, unescape};
 pub use frame::{Command, Frame, Headers};
 pub use heartbeat::{HeartBeat, HeartBeatError};
 pub use parse::{Item, Limits, ParseError, Parser};

@@ -9,7 +9,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memchr;
 
-use crate::{Command, Frame, Headers, Version, escape::unescape};
+use crate::escape::{EscapeError, unescape};
+use crate::{Command, Frame, Headers, Version};
 
 /// Size limits enforced while parsing. Exceeding any of them is a fatal
 /// protocol error for the connection.
@@ -354,7 +355,10 @@ impl Parser {
                 .split_once(':')
                 .ok_or(ParseError::MissingColon { line: n })?;
             if escaped {
-                let bad = |sequence| ParseError::InvalidEscape { sequence, line: n };
+                let bad = |e: EscapeError| ParseError::InvalidEscape {
+                    sequence: e.sequence,
+                    line: n,
+                };
                 let k = unescape(k, self.version).map_err(bad)?.into_owned();
                 let v = unescape(v, self.version).map_err(bad)?.into_owned();
                 headers.push(k, v);

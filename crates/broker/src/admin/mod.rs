@@ -2,13 +2,14 @@
 //! Prometheus metrics. It is served from start-up, by masters and slaves
 //! alike, so operators and load balancers can see every broker's role.
 
-use std::fmt::Write as _;
+mod metrics;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,7 +22,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::acceptor::AcceptBackoff;
 
-use crate::core::DestinationStats;
 use crate::ha::{HaStatus, Role};
 use crate::node::Node;
 
@@ -44,7 +44,7 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
         .route("/api/destinations", get(destinations))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))
@@ -203,235 +203,4 @@ async fn destinations(State(node): State<Arc<Node>>) -> Response {
         )
             .into_response(),
     }
-}
-
-fn metric(text: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    let _ = writeln!(text, "# HELP halyard_{name} {help}");
-    let _ = writeln!(text, "# TYPE halyard_{name} {kind}");
-    let _ = writeln!(text, "halyard_{name} {value}");
-}
-
-async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let mut text = String::new();
-    let ha = node.status();
-    let _ = writeln!(
-        text,
-        "# HELP halyard_role The broker's master/slave role (1 for the current one)."
-    );
-    let _ = writeln!(text, "# TYPE halyard_role gauge");
-    for role in [
-        Role::Slave,
-        Role::Recovering,
-        Role::Master,
-        Role::Fenced,
-        Role::Stopped,
-    ] {
-        let _ = writeln!(
-            text,
-            "halyard_role{{role=\"{}\"}} {}",
-            role.as_str(),
-            u8::from(ha.role == role)
-        );
-    }
-    metric(
-        &mut text,
-        "epoch",
-        "gauge",
-        "The master epoch this broker holds.",
-        ha.epoch,
-    );
-    let r = &node.resources;
-    for (name, help, value) in [
-        (
-            "fd_limit",
-            "The file-descriptor limit (soft, after raising it to the hard one).",
-            r.fd_limit,
-        ),
-        (
-            "max_connections",
-            "Client connections allowed at once (limits.max-connections).",
-            r.max_connections as u64,
-        ),
-        (
-            "max_http_connections",
-            "Admin HTTP connections allowed at once (limits.max-http-connections).",
-            r.max_http_connections as u64,
-        ),
-    ] {
-        metric(&mut text, name, "gauge", help, value);
-    }
-    if let Some(t) = ha.takeover {
-        metric(
-            &mut text,
-            "takeover_ms",
-            "gauge",
-            "How long the last takeover took, from acquiring the lock to serving.",
-            t.lock_to_serving_ms,
-        );
-    }
-    if let Some(m) = node.master() {
-        text.push_str(&m.service.core.metrics.prometheus());
-        let store = m.service.core.store.stats();
-        let relaxed = Ordering::Relaxed;
-        let memory = &m.service.core.memory;
-        let mut counters: Vec<(&str, &str, &str, u64)> = vec![
-            (
-                "memory_bytes",
-                "gauge",
-                "Bytes of messages the broker holds in memory (queued, in flight, in transactions, awaiting receipts).",
-                memory.used(),
-            ),
-            (
-                "memory_limit_bytes",
-                "gauge",
-                "The broker-wide memory budget for messages (limits.memory-bytes).",
-                memory.limit(),
-            ),
-            (
-                "producers_waiting_for_memory",
-                "gauge",
-                "SENDs held back now because the broker is at its memory limit.",
-                memory.waiting.load(relaxed),
-            ),
-            (
-                "flow_control_timeouts_total",
-                "counter",
-                "SENDs refused after waiting longer than limits.flow-control-timeout-ms.",
-                memory.timeouts.load(relaxed),
-            ),
-            (
-                "store_bytes",
-                "gauge",
-                "Bytes the message store uses (the journal: its files).",
-                store.get(),
-            ),
-            (
-                "store_groups_total",
-                "counter",
-                "Groups of batches the store writer wrote.",
-                store.groups.load(relaxed),
-            ),
-            (
-                "store_syncs_total",
-                "counter",
-                "Groups made durable with one sync (group commit).",
-                store.synced_groups.load(relaxed),
-            ),
-            (
-                "store_synced_batches_total",
-                "counter",
-                "Batches confirmed after a sync (SENDs, ACKs, COMMITs that waited).",
-                store.synced_batches.load(relaxed),
-            ),
-            (
-                "store_lazy_batches_total",
-                "counter",
-                "Bookkeeping batches written without a sync of their own.",
-                store.lazy_batches.load(relaxed),
-            ),
-            (
-                "duplicate_ids",
-                "gauge",
-                "Duplicate-detection ids remembered (destinations.duplicate-window, -total, -ms).",
-                store.duplicate_ids.load(relaxed),
-            ),
-            (
-                "store_retries_total",
-                "counter",
-                "Writes sent again after the database connection broke (postgres store).",
-                store.retries.load(relaxed),
-            ),
-            (
-                "store_no_space_total",
-                "counter",
-                "Writes of new messages refused because the store's disk was short of space.",
-                store.no_space.load(relaxed),
-            ),
-            (
-                "store_corruption_total",
-                "counter",
-                "Missing or damaged pieces of confirmed journal data found by recovery (started with on-corruption = skip).",
-                store.corruption.load(relaxed),
-            ),
-            (
-                "store_lost_records",
-                "gauge",
-                "Confirmed records the last recovery found missing or damaged (as far as known).",
-                store.lost_records.load(relaxed),
-            ),
-            (
-                "store_lost_messages",
-                "gauge",
-                "Confirmed messages the last recovery found missing or damaged (as far as known).",
-                store.lost_messages.load(relaxed),
-            ),
-            (
-                "store_lost_bytes",
-                "gauge",
-                "Bytes of confirmed records the last recovery found missing or damaged.",
-                store.lost_bytes.load(relaxed),
-            ),
-        ];
-        if let Some(lease) = m.lease_stats() {
-            counters.extend([
-                (
-                    "lease_renewals_total",
-                    "counter",
-                    "Successful renewals of the database lease.",
-                    lease.renewals.load(relaxed),
-                ),
-                (
-                    "lease_renewal_failures_total",
-                    "counter",
-                    "Lease renewals that failed or timed out (retried within the lease).",
-                    lease.failures.load(relaxed),
-                ),
-                (
-                    "lease_renewal_ms",
-                    "gauge",
-                    "Round trip of the last successful lease renewal.",
-                    lease.last_rtt_us.load(relaxed) / 1000,
-                ),
-                (
-                    "lease_remaining_ms",
-                    "gauge",
-                    "How much longer the master can prove its lease by its own clock; it fences itself at 0.",
-                    lease.remaining().as_millis() as u64,
-                ),
-            ]);
-        }
-        for (name, kind, help, value) in counters {
-            metric(&mut text, name, kind, help, value);
-        }
-        let stats = m.service.core.destination_stats().await;
-        type Gauge = (&'static str, &'static str, fn(&DestinationStats) -> u64);
-        let gauges: [Gauge; 3] = [
-            (
-                "destination_ready",
-                "Messages waiting for a consumer.",
-                |s| s.dispatch.ready as u64,
-            ),
-            (
-                "destination_inflight",
-                "Messages delivered and not yet acknowledged.",
-                |s| s.dispatch.inflight as u64,
-            ),
-            ("destination_consumers", "Consumers attached.", |s| {
-                s.dispatch.consumers as u64
-            }),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(text, "# HELP halyard_{name} {help}");
-            let _ = writeln!(text, "# TYPE halyard_{name} gauge");
-            for s in &stats {
-                let dest = s.destination.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(
-                    text,
-                    "halyard_{name}{{destination=\"{dest}\"}} {}",
-                    value(s)
-                );
-            }
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -110,15 +110,43 @@ pub enum Record {
 pub type Batch = Vec<Record>;
 
 /// Why the store could not do what was asked.
+///
+/// Cloneable, because one failure is reported to every waiter of a group.
+/// Errors underneath (I/O, database) are kept as the `source()`, shared by
+/// `Arc`, so code can inspect them (say, an `io::ErrorKind`); their text is
+/// also part of the message, because logs and ERROR frames show only that.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The writer has stopped (broker shutting down or store failed).
     #[error("the message store is closed")]
     Closed,
-    /// The backend failed to make a batch durable.
+    /// The backend failed to make a batch durable, for a reason of its own
+    /// (no error underneath: see [`Io`](Self::Io) and
+    /// [`Database`](Self::Database) for those).
     #[error("the message store failed: {0}")]
     Failed(Arc<str>),
+    /// An operation on the store's files failed; the store cannot go on.
+    #[error("the message store failed: {doing}: {source}")]
+    Io {
+        /// What the store was doing, naming the file where there is one.
+        doing: Arc<str>,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The database failed or refused; the store cannot go on.
+    #[error("the message store failed: {doing}: {detail}")]
+    Database {
+        /// What the store was doing.
+        doing: Arc<str>,
+        /// The database's own message (tokio-postgres's `Display` alone
+        /// says only "db error").
+        detail: Arc<str>,
+        /// The client library's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// The broker is no longer master (it lost the data directory's lock):
     /// nothing more may be confirmed.
     #[error("this broker is no longer master: {0}")]
@@ -131,14 +159,21 @@ pub enum StoreError {
     },
     /// The write could not be done (e.g. no space for a new segment);
     /// nothing was written, and later writes may succeed.
-    #[error("the message store cannot write now: {0}")]
-    Unavailable(Arc<str>),
+    #[error("the message store cannot write now: {reason}")]
+    Unavailable {
+        /// Why, for people.
+        reason: Arc<str>,
+        /// The operating system's error, when one said so (a full disk).
+        #[source]
+        source: Option<Arc<std::io::Error>>,
+    },
     /// Recovery found records that had been confirmed missing or damaged,
     /// and was told to refuse (the journal's `on-corruption`): what is
     /// lost, and what to do.
     #[error("the message store is damaged: {0}")]
     Corrupt(Arc<str>),
-    /// A stored message could not be read back.
+    /// A stored message could not be read back: it is not there, or not
+    /// what it should be.
     #[error("cannot read stored message {seq}: {reason}")]
     Read {
         /// Its `seq`.
@@ -146,6 +181,46 @@ pub enum StoreError {
         /// Why.
         reason: Arc<str>,
     },
+    /// A stored message could not be read back because reading failed (a
+    /// file or the database).
+    #[error("cannot read stored message {seq}: {source}")]
+    ReadFailed {
+        /// Its `seq`.
+        seq: u64,
+        /// The error underneath.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// An I/O failure while `doing` something: fatal for the store.
+    pub fn io(doing: impl Into<Arc<str>>, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            doing: doing.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// A refusal that later writes may not meet, without an error underneath.
+    pub fn unavailable(reason: impl Into<Arc<str>>) -> StoreError {
+        StoreError::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// Whether the store cannot go on after this error: it reports itself
+    /// failed, and the broker stops rather than confirm what it cannot keep.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Failed(_)
+                | StoreError::Io { .. }
+                | StoreError::Database { .. }
+                | StoreError::Fenced(_)
+        )
+    }
 }
 
 /// A message found by recovery. Backends that keep bodies on disk leave
@@ -692,8 +767,8 @@ impl Store {
         }
         match self.when_full {
             WhenFull::Fail if full => Admission::Refused(StoreError::Full { limit: self.limit }),
-            WhenFull::Fail => Admission::Refused(StoreError::Unavailable(
-                "no space left on the store's disk; new persistent messages are accepted again once consumers free space".into(),
+            WhenFull::Fail => Admission::Refused(StoreError::unavailable(
+                "no space left on the store's disk; new persistent messages are accepted again once consumers free space",
             )),
             WhenFull::Wait => Admission::Wait,
         }
@@ -884,7 +959,7 @@ async fn writer<B: StoreBackend>(
             // new messages (acknowledgements) go in on their own, or nothing
             // could ever free space.
             let mut freeing: Option<(Vec<bool>, Result<(), StoreError>)> = None;
-            if let Err(StoreError::Unavailable(_)) = &result {
+            if let Err(StoreError::Unavailable { .. }) = &result {
                 let adds: Vec<bool> = batches.iter().map(adds_data).collect();
                 if adds.iter().any(|a| !a) && adds.iter().any(|a| *a) {
                     let rest: Vec<Batch> = batches
@@ -905,7 +980,9 @@ async fn writer<B: StoreBackend>(
                 .into_iter()
                 .flatten()
             {
-                if let Err(e @ (StoreError::Failed(_) | StoreError::Fenced(_))) = e {
+                if let Err(e) = e
+                    && e.is_fatal()
+                {
                     tracing::error!(error = %e, "the store failed");
                     failed.fail(e);
                 }
@@ -1081,7 +1158,7 @@ mod tests {
             // The first write holds the writer up, so the next ones group.
             std::thread::sleep(std::time::Duration::from_millis(20));
             if batches.iter().any(adds_data) {
-                return Err(StoreError::Unavailable("no space".into()));
+                return Err(StoreError::unavailable("no space"));
             }
             self.written.lock().unwrap().push(batches.to_vec());
             Ok(())
@@ -1112,7 +1189,7 @@ mod tests {
             .unwrap();
         let ack = store.submit(vec![Record::Remove { seq: 3 }]).await.unwrap();
         first.await.unwrap();
-        assert!(matches!(add.await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(add.await, Err(StoreError::Unavailable { .. })));
         ack.await.unwrap();
         let written = written.lock().unwrap().clone();
         let removed: Vec<u64> = written
@@ -1127,13 +1204,37 @@ mod tests {
         assert_eq!(removed, vec![1, 3]);
     }
 
+    /// The error underneath stays reachable through `source()`, and the
+    /// message still says it for logs and ERROR frames.
+    #[test]
+    fn errors_underneath_are_sources() {
+        use std::error::Error as _;
+        let e = StoreError::io(
+            "journal sync failed",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(e.is_fatal());
+        let text = e.to_string();
+        assert!(text.starts_with("the message store failed: journal sync failed: "));
+        let source = e.source().expect("a source");
+        assert_eq!(
+            text,
+            format!("the message store failed: journal sync failed: {source}")
+        );
+        assert!(
+            matches!(&e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
+        );
+        assert!(StoreError::unavailable("no space").source().is_none());
+        assert!(!StoreError::unavailable("no space").is_fatal());
+    }
+
     #[tokio::test]
     async fn admission_refuses_or_holds_new_messages_while_the_disk_is_short() {
         let (store, usage) = spawn(MemoryStore::new(), u64::MAX, WhenFull::Fail);
         usage.short_of_space(60_000);
         let e = store.admit().await.unwrap_err();
         assert!(
-            matches!(&e, StoreError::Unavailable(m) if m.contains("space")),
+            matches!(&e, StoreError::Unavailable { reason, .. } if reason.contains("space")),
             "{e}"
         );
         usage.space_freed();

@@ -37,17 +37,26 @@ pub enum StoreKind {
     Postgres,
 }
 
-impl std::str::FromStr for StoreKind {
-    type Err = String;
+/// A store name that is none of [`StoreKind`]'s (`--store`,
+/// `HALYARD_STORE`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown store '{given}': expected journal, memory or postgres")]
+pub struct UnknownStoreKind {
+    /// The name as given.
+    pub given: String,
+}
 
-    fn from_str(s: &str) -> Result<StoreKind, String> {
+impl std::str::FromStr for StoreKind {
+    type Err = UnknownStoreKind;
+
+    fn from_str(s: &str) -> Result<StoreKind, UnknownStoreKind> {
         match s {
             "journal" => Ok(StoreKind::Journal),
             "memory" => Ok(StoreKind::Memory),
             "postgres" | "postgresql" => Ok(StoreKind::Postgres),
-            _ => Err(format!(
-                "unknown store '{s}': expected journal, memory or postgres"
-            )),
+            _ => Err(UnknownStoreKind {
+                given: s.to_owned(),
+            }),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use halyard_client::{AckMode, Client, ClientError, Message, SubscribeOptions, Subscription};
 
 use super::stats::Latency;
-use super::{Plan, SENT_HEADER, Shared, WARMUP_HEADER, connect, epoch_us};
+use super::{Plan, RunCounters, SENT_HEADER, WARMUP_HEADER, connect, epoch_us};
 
 pub(super) struct Consumer {
     client: Client,
@@ -35,7 +35,7 @@ impl Consumer {
     /// Receives until every expected message has arrived (across all
     /// consumers), or nothing arrives for the drain timeout once the
     /// expected total is known.
-    pub(super) async fn run(mut self, plan: Plan, shared: Arc<Shared>) -> ConsumerResult {
+    pub(super) async fn run(mut self, plan: Plan, counters: Arc<RunCounters>) -> ConsumerResult {
         let mut e2e = Latency::new();
         let mut last = None;
         let mut error = None;
@@ -46,8 +46,8 @@ impl Consumer {
         };
         let mut unacked: Option<Message> = None;
         let mut unacked_count = 0u32;
-        let mut done = shared.all_received.subscribe();
-        let mut expected = shared.expected.subscribe();
+        let mut done = counters.all_received.subscribe();
+        let mut expected = counters.expected.subscribe();
         loop {
             if *done.borrow_and_update() {
                 break;
@@ -100,8 +100,8 @@ impl Consumer {
                 e2e.record(epoch_us().saturating_sub(sent));
             }
             last = Some(Instant::now());
-            shared.received.fetch_add(1, Ordering::Relaxed);
-            shared.check_done();
+            counters.received.fetch_add(1, Ordering::Relaxed);
+            counters.check_done();
         }
         if let Some(m) = unacked
             && error.is_none()

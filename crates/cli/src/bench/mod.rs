@@ -165,8 +165,9 @@ impl Plan {
     }
 }
 
-/// Counters all tasks share, for the stop conditions and the progress bar.
-struct Shared {
+/// The run's counters, which every producer and consumer task updates and
+/// the stop conditions and the progress bar read.
+struct RunCounters {
     /// When measuring starts (after the warm-up).
     measure_from: Instant,
     /// Measured messages claimed by producers (count mode).
@@ -181,7 +182,7 @@ struct Shared {
     all_received: watch::Sender<bool>,
 }
 
-impl Shared {
+impl RunCounters {
     /// Marks the run complete if everything expected has arrived.
     fn check_done(&self) {
         if let Some(expected) = *self.expected.borrow()
@@ -227,7 +228,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     });
     let (all_received, _) = watch::channel(false);
-    let shared = Arc::new(Shared {
+    let counters = Arc::new(RunCounters {
         measure_from: start + plan.warmup,
         claimed: AtomicU64::new(0),
         sent: AtomicU64::new(0),
@@ -236,15 +237,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         all_received,
     });
     let progress =
-        (!args.json && !args.no_progress).then(|| report::Progress::start(&plan, shared.clone()));
+        (!args.json && !args.no_progress).then(|| report::Progress::start(&plan, counters.clone()));
 
     let consumer_tasks: Vec<_> = consumers
         .into_iter()
-        .map(|c| tokio::spawn(c.run(plan.clone(), shared.clone())))
+        .map(|c| tokio::spawn(c.run(plan.clone(), counters.clone())))
         .collect();
     let producer_tasks: Vec<_> = producers
         .into_iter()
-        .map(|client| tokio::spawn(producer::run(client, plan.clone(), shared.clone())))
+        .map(|client| tokio::spawn(producer::run(client, plan.clone(), counters.clone())))
         .collect();
 
     let mut report = Report::new(&plan, started_wall);
@@ -252,18 +253,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         report.add_producer(t.await.context("producer task failed")?);
     }
     if plan.producers > 0 {
-        let sent = shared.sent.load(Ordering::Relaxed);
+        let sent = counters.sent.load(Ordering::Relaxed);
         let per_message = if plan.topic {
             u64::from(plan.consumers)
         } else {
             1
         };
-        shared.expected.send_replace(Some(if plan.consumers == 0 {
+        counters.expected.send_replace(Some(if plan.consumers == 0 {
             0
         } else {
             sent * per_message
         }));
-        shared.check_done();
+        counters.check_done();
     }
     for t in consumer_tasks {
         report.add_consumer(t.await.context("consumer task failed")?);
@@ -271,7 +272,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = progress {
         p.finish();
     }
-    report.finish(&shared);
+    report.finish(&counters);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

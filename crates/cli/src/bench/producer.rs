@@ -8,7 +8,7 @@ use bytes::Bytes;
 use halyard_client::{Client, SendMessage};
 
 use super::stats::Latency;
-use super::{End, Plan, SENT_HEADER, Shared, WARMUP_HEADER, epoch_us};
+use super::{End, Plan, RunCounters, SENT_HEADER, WARMUP_HEADER, epoch_us};
 
 pub(super) struct ProducerResult {
     pub(super) receipts: Latency,
@@ -20,17 +20,17 @@ pub(super) struct ProducerResult {
 /// Sends until the plan's end, waiting for a receipt every
 /// `receipt_every` messages; then disconnects, which waits until the
 /// broker has processed everything sent.
-pub(super) async fn run(client: Client, plan: Plan, shared: Arc<Shared>) -> ProducerResult {
+pub(super) async fn run(client: Client, plan: Plan, counters: Arc<RunCounters>) -> ProducerResult {
     let body = Bytes::from(vec![b'x'; plan.size]);
     let mut receipts = Latency::new();
     let mut i = 0u64;
     let error = loop {
         let now = Instant::now();
-        let measured = now >= shared.measure_from;
+        let measured = now >= counters.measure_from;
         if measured {
             let done = match plan.end {
-                End::Count(n) => shared.claimed.fetch_add(1, Ordering::Relaxed) >= n,
-                End::Duration(d) => now >= shared.measure_from + d,
+                End::Count(n) => counters.claimed.fetch_add(1, Ordering::Relaxed) >= n,
+                End::Duration(d) => now >= counters.measure_from + d,
             };
             if done {
                 break None;
@@ -58,7 +58,7 @@ pub(super) async fn run(client: Client, plan: Plan, shared: Arc<Shared>) -> Prod
             }
         }
         if measured {
-            shared.sent.fetch_add(1, Ordering::Relaxed);
+            counters.sent.fetch_add(1, Ordering::Relaxed);
         }
     };
     let error = match error {

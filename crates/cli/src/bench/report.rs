@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::consumer::ConsumerResult;
 use super::producer::ProducerResult;
 use super::stats::{Latency, Percentiles};
-use super::{End, Plan, Shared};
+use super::{End, Plan, RunCounters};
 
 #[derive(Serialize)]
 pub(super) struct Report {
@@ -110,15 +110,15 @@ impl Report {
         }
     }
 
-    pub(super) fn finish(&mut self, shared: &Shared) {
-        self.sent = shared.sent.load(Ordering::Relaxed);
-        self.received = shared.received.load(Ordering::Relaxed);
-        self.expected = shared.expected.borrow().unwrap_or(0);
+    pub(super) fn finish(&mut self, counters: &RunCounters) {
+        self.sent = counters.sent.load(Ordering::Relaxed);
+        self.received = counters.received.load(Ordering::Relaxed);
+        self.expected = counters.expected.borrow().unwrap_or(0);
         self.missing = self.expected.saturating_sub(self.received);
         self.extra = self.received.saturating_sub(self.expected);
         let since = |t: Option<Instant>| {
             t.map(|t| {
-                t.saturating_duration_since(shared.measure_from)
+                t.saturating_duration_since(counters.measure_from)
                     .as_secs_f64()
             })
             .unwrap_or(0.0)
@@ -215,7 +215,7 @@ pub(super) struct Progress {
 const SHOW_AFTER: Duration = Duration::from_secs(2);
 
 impl Progress {
-    pub(super) fn start(plan: &Plan, shared: Arc<Shared>) -> Progress {
+    pub(super) fn start(plan: &Plan, counters: Arc<RunCounters>) -> Progress {
         let plan = plan.clone();
         let shown = Arc::new(std::sync::OnceLock::new());
         let slot = shown.clone();
@@ -239,8 +239,8 @@ impl Progress {
             let mut last = (0u64, 0u64, Instant::now());
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                let sent = shared.sent.load(Ordering::Relaxed);
-                let received = shared.received.load(Ordering::Relaxed);
+                let sent = counters.sent.load(Ordering::Relaxed);
+                let received = counters.received.load(Ordering::Relaxed);
                 let now = Instant::now();
                 let dt = now.duration_since(last.2).as_secs_f64();
                 bar.set_message(format!(

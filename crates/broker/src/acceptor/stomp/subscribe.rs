@@ -23,15 +23,14 @@ fn durable_header(h: &Headers) -> Option<&str> {
     DURABLE_HEADERS.iter().find_map(|n| h.get(n))
 }
 
-/// STOMP's ack header values.
+/// The service's acknowledgement mode for STOMP's `ack` header.
 fn ack_mode(value: Option<&str>) -> Result<AckMode, Fatal> {
-    match value {
-        None | Some("auto") => Ok(AckMode::Auto),
-        Some("client") => Ok(AckMode::Cumulative),
-        Some("client-individual") => Ok(AckMode::Individual),
-        Some(a) => Err(Fatal::protocol(format!(
-            "invalid ack mode '{a}': expected auto, client or client-individual"
-        ))),
+    use halyard_stomp::AckMode as Stomp;
+    match Stomp::from_header(value) {
+        Ok(Stomp::Auto) => Ok(AckMode::Auto),
+        Ok(Stomp::Client) => Ok(AckMode::Cumulative),
+        Ok(Stomp::ClientIndividual) => Ok(AckMode::Individual),
+        Err(e) => Err(Fatal::protocol(e.to_string())),
     }
 }
 

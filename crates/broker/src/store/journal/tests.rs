@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use super::format::{STAMP_AT, STAMP_LEN};
+use super::open::file_name;
 use super::*;
 use crate::core::test_message;
-use crate::store::StoreKey;
+use crate::store::{DurableSubscription, Record, StoreKey};
 
 fn cfg(segment_bytes: u64) -> JournalConfig {
     JournalConfig {
@@ -288,7 +290,7 @@ async fn a_missing_segment_is_reported_exactly_and_deleted_ones_are_not() {
     // Take one from the middle away.
     let gone = after[after.len() / 2];
     let (records, adds) = {
-        let idx = read(&j.shared.index);
+        let idx = read(&j.catalog.index);
         let s = &idx.segs[&gone];
         (s.records, s.adds)
     };
@@ -326,7 +328,7 @@ async fn an_unreadable_segment_header_is_reported_with_what_the_manifest_says_it
     }
     let all = segments(dir.path());
     let bad = all[1];
-    let adds = read(&j.shared.index).segs[&bad].adds;
+    let adds = read(&j.catalog.index).segs[&bad].adds;
     drop(j);
     let path = seg_file(dir.path(), bad);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -411,7 +413,7 @@ async fn the_stamp_follows_each_sync_and_a_full_segment_is_closed_for_its_succes
         closed.end,
         "the closed segment keeps its preallocation"
     );
-    let idx = read(&j.shared.index);
+    let idx = read(&j.catalog.index);
     assert_eq!(
         (closed.records, closed.adds),
         (idx.segs[&first].records, idx.segs[&first].adds)

@@ -49,13 +49,23 @@ pub struct LeaseConfig {
 #[non_exhaustive]
 pub enum LeaseError {
     /// The database refused or could not be reached.
-    #[error("lease on the database: {0}")]
-    Db(String),
+    #[error("lease on the database: {detail}")]
+    Db {
+        /// The database's message (tokio-postgres's own says only
+        /// "db error").
+        detail: String,
+        /// The error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }
 
 impl From<tokio_postgres::Error> for LeaseError {
-    fn from(e: tokio_postgres::Error) -> LeaseError {
-        LeaseError::Db(crate::store::postgres::describe(&e))
+    fn from(source: tokio_postgres::Error) -> LeaseError {
+        LeaseError::Db {
+            detail: crate::store::postgres::describe(&source),
+            source,
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseStats, LostSignal};
 pub(crate) use schema::MASTER_LOCK;
 pub use schema::SchemaError;
+pub use target::DatabaseUrlError;
 use target::Target;
 
 use super::{
@@ -85,7 +86,7 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 
 /// Checks a `postgres://` URL (or key=value string) without connecting,
 /// and reads the certificates it names (see [`target`]).
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), DatabaseUrlError> {
     Target::of(url).map(|_| ())
 }
 
@@ -108,8 +109,32 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn db(what: &str, e: &tokio_postgres::Error) -> StoreError {
-    StoreError::Failed(format!("{what}: {}", describe(e)).into())
+/// A failed database call while doing `what`, the database's message
+/// spelled out and the error kept as the source.
+fn db(what: &str, e: tokio_postgres::Error) -> StoreError {
+    StoreError::Database {
+        doing: what.into(),
+        detail: describe(&e).into(),
+        source: Arc::new(e),
+    }
+}
+
+/// A set-up step (the URL, the reader pool) that failed while doing `what`,
+/// with an error of its own kind.
+fn setup(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Database {
+        doing: what.into(),
+        detail: e.to_string().into(),
+        source: Arc::new(e),
+    }
+}
+
+/// The schema could not be brought up to date.
+fn schema_failed(e: SchemaError) -> StoreError {
+    match e {
+        SchemaError::Db(e) => db("cannot migrate the database schema", e),
+        other => setup("cannot use the database", other),
+    }
 }
 
 /// Settings of the PostgreSQL store.
@@ -306,22 +331,20 @@ impl PostgresStore {
         let mut client = connect(&config.url).await.map_err(|e| {
             db(
                 &format!("cannot connect to the database {}", redact(&config.url)),
-                &e,
+                e,
             )
         })?;
-        schema::migrate(&mut client)
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string().into()))?;
+        schema::migrate(&mut client).await.map_err(schema_failed)?;
         let statements = Statements::prepare(&client)
             .await
-            .map_err(|e| db("cannot prepare statements", &e))?;
+            .map_err(|e| db("cannot prepare statements", e))?;
         let manager = Target::of(&config.url)
-            .map_err(|e| StoreError::Failed(format!("invalid database URL: {e}").into()))?
+            .map_err(|e| setup("invalid database URL", e))?
             .manager();
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(config.readers.max(1))
             .build()
-            .map_err(|e| StoreError::Failed(format!("cannot build the reader pool: {e}").into()))?;
+            .map_err(|e| setup("cannot build the reader pool", e))?;
         Ok(PostgresStore {
             reader: Arc::new(PgReader {
                 pool,
@@ -344,12 +367,10 @@ impl PostgresStore {
         let mut client = connect(url).await.map_err(|e| {
             db(
                 &format!("cannot connect to the database {}", redact(url)),
-                &e,
+                e,
             )
         })?;
-        schema::migrate(&mut client)
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string().into()))
+        schema::migrate(&mut client).await.map_err(schema_failed)
     }
 
     async fn writer(&mut self) -> Result<&(Client, Statements), tokio_postgres::Error> {
@@ -513,13 +534,13 @@ impl StoreBackend for PostgresStore {
         let (c, _) = self
             .writer()
             .await
-            .map_err(|e| db("cannot connect to the database", &e))?;
+            .map_err(|e| db("cannot connect to the database", e))?;
         let mut messages = RecoveredMessages::default();
         let mut bytes = 0u64;
         let mut max_seq: i64 = c
             .query_one("SELECT max_seq FROM halyard_lock WHERE id = 1", &[])
             .await
-            .map_err(|e| db("cannot read the lock row", &e))?
+            .map_err(|e| db("cannot read the lock row", e))?
             .get(0);
         let none: [&(dyn ToSql + Sync); 0] = [];
         let rows = c
@@ -529,13 +550,13 @@ impl StoreBackend for PostgresStore {
                 none,
             )
             .await
-            .map_err(|e| db("cannot read stored messages", &e))?;
+            .map_err(|e| db("cannot read stored messages", e))?;
         futures::pin_mut!(rows);
         let mut key_ids: HashMap<(i16, String, String), u32> = HashMap::new();
         while let Some(row) = rows
             .try_next()
             .await
-            .map_err(|e| db("cannot read stored messages", &e))?
+            .map_err(|e| db("cannot read stored messages", e))?
         {
             let seq: i64 = row.get(0);
             let kind: i16 = row.get(1);
@@ -576,7 +597,7 @@ impl StoreBackend for PostgresStore {
                 &[],
             )
             .await
-            .map_err(|e| db("cannot read durable subscriptions", &e))?
+            .map_err(|e| db("cannot read durable subscriptions", e))?
             .into_iter()
             .map(|r| DurableSubscription {
                 client_id: r.get(0),
@@ -595,7 +616,7 @@ impl StoreBackend for PostgresStore {
                 &[&window, &total, &max_age_ms],
             )
             .await
-            .map_err(|e| db("cannot read duplicate-detection ids", &e))?
+            .map_err(|e| db("cannot read duplicate-detection ids", e))?
         {
             let queue: String = r.get(0);
             let id: String = r.get(1);
@@ -650,22 +671,14 @@ impl StoreBackend for PostgresStore {
                     return Ok(());
                 }
                 Err(e) if is_fenced(&e) => {
-                    return Err(StoreError::Failed(
-                        format!("fenced: {}", describe(&e)).into(),
-                    ));
+                    return Err(db("fenced", e));
                 }
                 Err(e) if is_transient(&e) => {
                     // The connection broke (the database restarted, or the
                     // network failed): the group is sent again on a new
                     // one, for as long as this broker holds its lease.
                     if self.lost.is_cancelled() {
-                        return Err(StoreError::Failed(
-                            format!(
-                                "lost the lease while the database was unreachable: {}",
-                                describe(&e)
-                            )
-                            .into(),
-                        ));
+                        return Err(db("lost the lease while the database was unreachable", e));
                     }
                     tracing::warn!(error = %describe(&e), retry_in_ms = delay.as_millis() as u64,
                         "database write failed; retrying");
@@ -679,7 +692,7 @@ impl StoreBackend for PostgresStore {
                     }
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
-                Err(e) => return Err(db("database write failed", &e)),
+                Err(e) => return Err(db("database write failed", e)),
             }
         }
     }
@@ -775,9 +788,39 @@ struct PgReader {
     lost: CancellationToken,
 }
 
+/// Why a reader could not fetch messages from the database.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// No connection from the reader pool.
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The query failed.
+    #[error("{detail}")]
+    Query {
+        /// The database's message.
+        detail: String,
+        /// The error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A row that does not decode into a message.
+    #[error("{0}")]
+    BadRow(String),
+    /// The lease was lost while waiting.
+    #[error("lost the lease")]
+    LeaseLost,
+}
+
+/// Row decoding reports its problems in words.
+impl From<String> for FetchError {
+    fn from(problem: String) -> FetchError {
+        FetchError::BadRow(problem)
+    }
+}
+
 impl PgReader {
-    async fn fetch(&self, seqs: &[u64]) -> Result<HashMap<u64, Arc<Message>>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+    async fn fetch(&self, seqs: &[u64]) -> Result<HashMap<u64, Arc<Message>>, FetchError> {
+        let client = self.pool.get().await?;
         let wanted: Vec<i64> = seqs.iter().map(|&s| s as i64).collect();
         let rows = client
             .query(
@@ -786,7 +829,10 @@ impl PgReader {
                 &[&wanted],
             )
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|source| FetchError::Query {
+                detail: describe(&source),
+                source,
+            })?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in rows {
             let seq = r.get::<_, i64>(0) as u64;
@@ -823,21 +869,24 @@ impl MessageReader for PgReader {
 
     fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>> {
         // Called on a blocking thread (see `Store::load`).
-        let found = self.runtime.block_on(async {
-            tokio::select! {
-                r = self.fetch(seqs) => r,
-                _ = self.lost.cancelled() => Err("lost the lease".to_owned()),
-            }
-        });
+        let found = self
+            .runtime
+            .block_on(async {
+                tokio::select! {
+                    r = self.fetch(seqs) => r,
+                    _ = self.lost.cancelled() => Err(FetchError::LeaseLost),
+                }
+            })
+            .map_err(Arc::new);
         seqs.iter()
             .map(|&seq| match &found {
                 Ok(m) => m.get(&seq).cloned().ok_or_else(|| StoreError::Read {
                     seq,
                     reason: "not in the database".into(),
                 }),
-                Err(e) => Err(StoreError::Read {
+                Err(e) => Err(StoreError::ReadFailed {
                     seq,
-                    reason: e.as_str().into(),
+                    source: e.clone(),
                 }),
             })
             .collect()

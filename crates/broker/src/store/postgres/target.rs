@@ -20,6 +20,62 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// A database URL (or `key=value` string) the store cannot use. The
+/// messages name the offending parameter and what would fix it: the
+/// operator reads them at start-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatabaseUrlError {
+    /// `sslmode` is none of libpq's modes.
+    #[error("sslmode={0}: expected one of disable, allow, prefer, require, verify-ca, verify-full")]
+    UnknownSslMode(String),
+    /// `sslrootcert` without a mode that uses TLS.
+    #[error("sslrootcert is set but sslmode does not ask for TLS (use sslmode=verify-full)")]
+    RootCertWithoutTls,
+    /// tokio-postgres does not accept the rest of the URL.
+    #[error("{detail}")]
+    Invalid {
+        /// The parser's message (with its causes).
+        detail: String,
+        /// The parser's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The `sslrootcert` file cannot be read as PEM certificates.
+    #[error("sslrootcert={path}: cannot read certificates: {source}")]
+    RootCertUnreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The `sslrootcert` file holds no certificate.
+    #[error("sslrootcert={path}: no certificate in the file")]
+    RootCertEmpty {
+        /// The file.
+        path: String,
+    },
+    /// A certificate of the `sslrootcert` file is not a usable root.
+    #[error("sslrootcert={path}: {source}")]
+    RootCertRejected {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// TLS is asked for, but nothing to verify the server against.
+    #[error(
+        "TLS asked for, but no trusted certificates: install the system's CA certificates or set sslrootcert"
+    )]
+    NoTrustedRoots,
+    /// rustls cannot be set up (no protocol version in common with the
+    /// crypto provider).
+    #[error("TLS: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
 /// A parsed store URL.
 pub(crate) struct Target {
     config: Config,
@@ -34,7 +90,7 @@ const PLAIN_MODES: [&str; 3] = ["disable", "allow", "prefer"];
 impl Target {
     /// Parses `url` (a `postgres://` URL or a `key=value` string) and loads
     /// the certificates it names.
-    pub(crate) fn parse(url: &str) -> Result<Target, String> {
+    pub(crate) fn parse(url: &str) -> Result<Target, DatabaseUrlError> {
         let url = url.trim();
         let (rest, mode, root) = if url.contains("://") {
             take_url_params(url)
@@ -45,21 +101,17 @@ impl Target {
             None => None,
             Some(m) if PLAIN_MODES.contains(&m) => None,
             Some(m) if TLS_MODES.contains(&m) => Some(tls_config(root.as_deref())?),
-            Some(m) => {
-                return Err(format!(
-                    "sslmode={m}: expected one of disable, allow, prefer, require, verify-ca, verify-full"
-                ));
-            }
+            Some(m) => return Err(DatabaseUrlError::UnknownSslMode(m.to_owned())),
         };
         if tls.is_none() && root.is_some() {
-            return Err(
-                "sslrootcert is set but sslmode does not ask for TLS (use sslmode=verify-full)"
-                    .into(),
-            );
+            return Err(DatabaseUrlError::RootCertWithoutTls);
         }
-        let mut config: Config = rest
-            .parse()
-            .map_err(|e: tokio_postgres::Error| super::describe(&e))?;
+        let mut config: Config =
+            rest.parse()
+                .map_err(|source: tokio_postgres::Error| DatabaseUrlError::Invalid {
+                    detail: super::describe(&source),
+                    source,
+                })?;
         config.ssl_mode(if tls.is_some() {
             SslMode::Require
         } else {
@@ -84,7 +136,7 @@ impl Target {
 
     /// The target of `url`, parsed once per process (certificates are read
     /// at the first use, which `check_url` makes the broker's start).
-    pub(crate) fn of(url: &str) -> Result<Arc<Target>, String> {
+    pub(crate) fn of(url: &str) -> Result<Arc<Target>, DatabaseUrlError> {
         static CACHE: OnceLock<Mutex<HashMap<String, Arc<Target>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
         if let Some(t) = lock(cache).get(url) {
@@ -170,7 +222,7 @@ fn take_keyword_params(s: &str) -> (String, Option<String>, Option<String>) {
 }
 
 /// A TLS client that trusts the system's roots and those in `root`.
-fn tls_config(root: Option<&str>) -> Result<MakeRustlsConnect, String> {
+fn tls_config(root: Option<&str>) -> Result<MakeRustlsConnect, DatabaseUrlError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
@@ -183,25 +235,31 @@ fn tls_config(root: Option<&str>) -> Result<MakeRustlsConnect, String> {
     if let Some(path) = root {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| format!("sslrootcert={path}: cannot read certificates: {e}"))?;
+            .map_err(|source| DatabaseUrlError::RootCertUnreadable {
+                path: path.to_owned(),
+                source,
+            })?;
         if certs.is_empty() {
-            return Err(format!("sslrootcert={path}: no certificate in the file"));
+            return Err(DatabaseUrlError::RootCertEmpty {
+                path: path.to_owned(),
+            });
         }
         for cert in certs {
             roots
                 .add(cert)
-                .map_err(|e| format!("sslrootcert={path}: {e}"))?;
+                .map_err(|source| DatabaseUrlError::RootCertRejected {
+                    path: path.to_owned(),
+                    source,
+                })?;
         }
     }
     if roots.is_empty() {
-        return Err(
-            "TLS asked for, but no trusted certificates: install the system's CA certificates or set sslrootcert".into(),
-        );
+        return Err(DatabaseUrlError::NoTrustedRoots);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(DatabaseUrlError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
@@ -239,18 +297,22 @@ mod tests {
         }
         let e = Target::parse("postgres://h/db?sslmode=sometimes")
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("sslmode=sometimes"), "{e}");
         let e = Target::parse("postgres://h/db?sslmode=require&sslrootcert=/nonexistent/ca.pem")
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
         let e = Target::parse("postgres://h/db?sslrootcert=/x.pem")
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("sslmode"), "{e}");
         let e = Target::parse("postgres://h/db?frobnicate=1")
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("frobnicate"), "{e}");
     }

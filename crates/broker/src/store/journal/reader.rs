@@ -1,0 +1,62 @@
+//! Loading message bodies back from the segments for deep queues, on the
+//! readers' threads, beside the writer.
+
+use super::format::{FRAME_LEN, Frame};
+use super::{Catalog, format, read, segment};
+use crate::core::Message;
+use crate::store::{MessageReader, StoreError};
+use std::sync::Arc;
+
+/// Loads message bodies from the segments.
+pub(super) struct Reader {
+    pub(super) catalog: Arc<Catalog>,
+}
+
+impl Reader {
+    fn load_one(&self, seq: u64) -> Result<Arc<Message>, StoreError> {
+        let fail = |reason: String| StoreError::Read {
+            seq,
+            reason: reason.into(),
+        };
+        // Compaction may move the record and delete its segment between the
+        // lookup and the read: look again.
+        for _ in 0..3 {
+            let Some(loc) = read(&self.catalog.index).messages.get(&seq).copied() else {
+                return Err(fail("not in the journal".into()));
+            };
+            let Some(file) = read(&self.catalog.files).get(&loc.seg).cloned() else {
+                continue;
+            };
+            let bytes =
+                segment::read_at(&file, u64::from(loc.off), loc.len as usize).map_err(|e| {
+                    StoreError::ReadFailed {
+                        seq,
+                        source: Arc::new(e),
+                    }
+                })?;
+            let Frame::Record { len } = Frame::at(&bytes) else {
+                return Err(fail(format!(
+                    "damaged record in segment {} at {}",
+                    loc.seg, loc.off
+                )));
+            };
+            let (_, message) = format::decode_message(&bytes[FRAME_LEN..FRAME_LEN + len])
+                .map_err(|e| fail(e.to_string()))?;
+            if message.seq != seq {
+                return Err(fail("index points at another message".into()));
+            }
+            return Ok(Arc::new(message));
+        }
+        Err(fail("its segment keeps moving".into()))
+    }
+}
+
+impl MessageReader for Reader {
+    fn pages(&self) -> bool {
+        true
+    }
+
+    fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>> {
+        seqs.iter().map(|&s| self.load_one(s)).collect()
+    }
+}

@@ -1,0 +1,239 @@
+//! Giving space back: deleting segments nothing live is left in (their
+//! deletion recorded first, so recovery knows they went on purpose),
+//! compacting old, mostly dead ones a step at a time while the writer is
+//! idle, and taking new messages again once a full disk has room.
+
+use super::format::{Entry, FRAME_LEN, Frame, Writer};
+use super::index::Loc;
+use super::{COMPACT_STEP, Group, JournalStore, format, read, recovery, segment, write};
+use crate::core::now_ms;
+use crate::store::{Record, StoreError};
+
+impl JournalStore {
+    /// After space was freed: gives the head the preallocation a full disk
+    /// denied it, and accepts new messages again once there is room.
+    pub(super) fn regain_space(&mut self) {
+        let want = self.cfg.segment_bytes;
+        if let Some(h) = self.head.as_mut()
+            && h.allocated < want
+        {
+            match segment::grow(&h.file, h.allocated, want) {
+                Ok(len) => {
+                    h.allocated = h.allocated.max(len);
+                    let (id, allocated) = (h.id, h.allocated);
+                    let mut idx = write(&self.catalog.index);
+                    if let Some(s) = idx.segs.get_mut(&id) {
+                        s.file_bytes = allocated;
+                    }
+                    self.usage.set(idx.disk_bytes());
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot extend the journal's preallocation"),
+            }
+        }
+        if self.usage.is_short_of_space() {
+            // Twice the reserve, so that sends do not flap at the edge.
+            if self.room_for(self.reserve()).is_ok() {
+                self.usage.space_freed();
+                tracing::info!("the journal's disk has room again: new messages are accepted");
+            }
+        }
+    }
+
+    /// Deletes every segment that holds nothing live and nothing another
+    /// segment depends on.
+    pub(super) fn delete_dead(&mut self) -> Result<bool, StoreError> {
+        self.deleting = true;
+        let done = self.delete_dead_now();
+        self.deleting = false;
+        done
+    }
+
+    fn delete_dead_now(&mut self) -> Result<bool, StoreError> {
+        let head = self.head()?.id;
+        let dead: Vec<u64> = {
+            let idx = read(&self.catalog.index);
+            idx.segs
+                .keys()
+                .copied()
+                .filter(|&s| s != head && idx.deletable(s))
+                .collect()
+        };
+        if dead.is_empty() {
+            return Ok(false);
+        }
+        // Duplicate-detection ids these segments carry move to the head,
+        // and the deletion is recorded, so recovery does not take the
+        // segments for lost.
+        let carried = {
+            let mut idx = write(&self.catalog.index);
+            // Ids past their age are not worth carrying forward.
+            idx.dups.expire(now_ms());
+            idx.dups.carried_by(&dead.iter().copied().collect())
+        };
+        {
+            let mut w = Writer::default();
+            let mut records = Vec::new();
+            for (key, ids) in carried {
+                for chunk in ids.chunks(4096) {
+                    let start = w.buf.len();
+                    w.dup_ids(&key, chunk);
+                    records.push((
+                        start,
+                        w.buf.len() - start,
+                        Entry::DupIds {
+                            key: key.clone(),
+                            ids: chunk.to_vec(),
+                        },
+                    ));
+                }
+            }
+            w.dropped(&dead);
+            self.append(Group {
+                bytes: w.buf,
+                records,
+            })?;
+        }
+        // Whatever made them dead (acknowledgements, compaction copies)
+        // and the carried ids must be on disk before they go.
+        self.sync()?;
+        self.verify_lock("not deleting journal segments")?;
+        for &s in &dead {
+            // A segment holding a seal limits older segments; once it goes,
+            // anything a stale master wrote past those limits must already be
+            // gone from them.
+            let sealed = write(&self.catalog.index)
+                .seals
+                .remove(&s)
+                .unwrap_or_default();
+            for (older, end) in sealed {
+                if let Some(f) = read(&self.catalog.files).get(&older).cloned()
+                    && f.metadata().is_ok_and(|m| m.len() > end)
+                {
+                    f.set_len(end)
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| StoreError::io("cannot trim a sealed segment", e))?;
+                }
+            }
+            write(&self.catalog.files).remove(&s);
+            if let Err(e) = std::fs::remove_file(segment::path(&self.dir, s)) {
+                tracing::warn!(segment = s, error = %e, "cannot delete journal segment");
+            }
+            write(&self.catalog.index).segs.remove(&s);
+            if self.compaction.as_ref().is_some_and(|c| c.seg == s) {
+                self.compaction = None;
+            }
+        }
+        segment::sync_dir(&self.dir)
+            .map_err(|e| StoreError::io("cannot sync journal directory", e))?;
+        self.usage.set(read(&self.catalog.index).disk_bytes());
+        tracing::debug!(segments = ?dead, "deleted dead journal segments");
+        Ok(true)
+    }
+
+    /// Picks the oldest segment worth compacting: not among the newest two
+    /// closed ones (their messages are likely still being consumed), no
+    /// older segment it depends on, and less than `compact-below` live.
+    pub(super) fn pick_compaction(&self) -> Option<u64> {
+        let head = self.head.as_ref()?.id;
+        let idx = read(&self.catalog.index);
+        let closed: Vec<u64> = idx.segs.keys().copied().filter(|&s| s != head).collect();
+        let n = closed.len();
+        closed.into_iter().take(n.saturating_sub(2)).find(|&s| {
+            let st = &idx.segs[&s];
+            let data = st.end.saturating_sub(st.start) as f64;
+            st.live_items > 0
+                && idx.independent(s)
+                && (st.live_bytes as f64) < self.cfg.compact_below * data
+        })
+    }
+
+    /// Copies the next stretch of live records of the segment being
+    /// compacted to the head.
+    pub(super) fn compact_step(&mut self) -> Result<(), StoreError> {
+        let Some(mut c) = self.compaction.take() else {
+            return Ok(());
+        };
+        let mut group = Group::default();
+        let mut count = 0u32;
+        let mut body = Vec::new();
+        let mut entries = Vec::new();
+        {
+            let idx = read(&self.catalog.index);
+            while c.at < c.data.len() && body.len() < COMPACT_STEP {
+                let len = match Frame::at(&c.data[c.at..]) {
+                    Frame::Record { len } => len,
+                    Frame::End => {
+                        c.at = c.data.len();
+                        break;
+                    }
+                    // Damage a recovery accepted: the records after it are
+                    // live too (stopping here would leave them, and pick
+                    // the segment again and again).
+                    Frame::Incomplete | Frame::Bad(_) => {
+                        c.at = recovery::resync(&c.data, c.at + 1).unwrap_or(c.data.len());
+                        continue;
+                    }
+                };
+                let frame = &c.data[c.at..c.at + FRAME_LEN + len];
+                let loc = Loc {
+                    seg: c.seg,
+                    off: c.at as u32,
+                    len: frame.len() as u32,
+                };
+                c.at += frame.len();
+                let Ok(entry) = format::decode(&frame[FRAME_LEN..]) else {
+                    continue;
+                };
+                let keep = match &entry {
+                    Entry::Add(m) => idx.is_live_add(m.seq, loc),
+                    Entry::SubscriptionAdd {
+                        client_id, name, ..
+                    } => idx.is_live_sub(client_id, name, loc),
+                    _ => false,
+                };
+                if !keep {
+                    continue;
+                }
+                let redelivered = match &entry {
+                    Entry::Add(m) => Some((m.seq, idx.deliveries(m.seq))).filter(|(_, d)| *d > 0),
+                    _ => None,
+                };
+                entries.push((body.len(), frame.len(), entry));
+                body.extend_from_slice(frame);
+                count += 1;
+                if let Some((seq, deliveries)) = redelivered {
+                    let mut w = Writer::default();
+                    w.record(&Record::Redelivered { seq, deliveries });
+                    entries.push((
+                        body.len(),
+                        w.buf.len(),
+                        Entry::Redelivered { seq, deliveries },
+                    ));
+                    body.extend_from_slice(&w.buf);
+                    count += 1;
+                }
+            }
+        }
+        if count > 0 {
+            // The copies go in as one batch, like any other.
+            let mut w = Writer::default();
+            if count > 1 {
+                w.batch_marker(count);
+            }
+            let shift = w.buf.len();
+            group.bytes = w.buf;
+            group.bytes.extend_from_slice(&body);
+            group.records = entries
+                .into_iter()
+                .map(|(off, len, e)| (off + shift, len, e))
+                .collect();
+            self.append(group)?;
+        }
+        if c.at < c.data.len() {
+            self.compaction = Some(c);
+        } else {
+            tracing::debug!(segment = c.seg, "journal segment compacted");
+        }
+        Ok(())
+    }
+}
