@@ -1,14 +1,11 @@
 //! Acknowledgement, redelivery, dead-lettering and transactions against the
 //! real broker binary.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{BrokerProcess, Stomp, body};
+use crate::support::BrokerProcess;
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::stomp::{Stomp, body};
 
 async fn fill(b: &BrokerProcess, dest: &str, n: usize) {
     let mut p = Stomp::connect(b.stomp).await;

@@ -18,12 +18,6 @@
 //!
 //! Nothing sleeps and hopes: every wait polls for its event with a deadline.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "common/cluster.rs"]
-mod cluster;
-mod common;
-
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::process::{Command as Process, Stdio};
@@ -31,13 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster::{Node, ROLE_WAIT, local, ms};
-use common::{BrokerProcess, Raw, Stomp, WAIT, body, free_port, halyard_bin, run_cli};
-use common::{try_http_get, wait_timeout};
+use crate::support::cluster::{Node, ROLE_WAIT, local, ms};
+use crate::support::{BrokerProcess, halyard_bin, run_cli};
 use halyard_client::{
     AckMode, Client, ClientError, ConnectionEvent, Receipt, SendMessage, SubscribeOptions,
 };
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::free_port;
+use halyard_testkit::http::try_http_get;
+use halyard_testkit::metrics::metric_at;
+use halyard_testkit::process::wait_timeout;
+use halyard_testkit::stomp::{Stomp, WAIT, body};
 use serde_json::Value;
 
 /// Small segments: quick to preallocate, to recover and to compare.
@@ -132,7 +130,7 @@ impl Group {
 /// One destination's stats from `/api/destinations` (`None` if the broker
 /// does not answer or does not have it).
 async fn queue_stats(http: SocketAddr, dest: &str) -> Option<Value> {
-    let (code, text) = try_http_get(http, "/api/destinations").await?;
+    let (code, text) = try_http_get(http, "/api/destinations").await.ok()?;
     if code != 200 {
         return None;
     }
@@ -351,7 +349,7 @@ async fn failover_under_load_loses_nothing_and_enqueues_nothing_twice() {
     let s = g.nodes[b].wait_role("master", ROLE_WAIT).await;
     assert_eq!(s["epoch"], 2, "{s}");
     let stats = settle_ready(g.nodes[b].http, Q, N as u64).await;
-    let duplicates = common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await;
+    let duplicates = metric_at(g.nodes[b].http, "halyard_duplicates_total").await;
     println!(
         "failover under load: {N} persistent sends, {in_flight_at_kill} in flight at the kill -9; \
          kill -> Interrupted {}, kill -> Resumed {} (client says {}); \
@@ -966,7 +964,7 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
     let s = settle_ready(g.nodes[a].http, Q, 1).await;
     assert_eq!(s["enqueued"], 1, "{s}");
     assert_eq!(
-        common::metric_at(g.nodes[a].http, "halyard_duplicates_total").await,
+        metric_at(g.nodes[a].http, "halyard_duplicates_total").await,
         1
     );
     drop(c);
@@ -979,7 +977,7 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
     send_dup(&mut c, Q, "x-3", "x", None).await;
     settle_ready(g.nodes[b].http, Q, 1).await;
     assert_eq!(
-        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
+        metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
         1
     );
     // It is the first copy that is there; consumed, the id outlives it.
@@ -988,7 +986,7 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
     send_dup(&mut c, Q, "x-4", "x", None).await;
     settle_ready(g.nodes[b].http, Q, 0).await;
     assert_eq!(
-        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
+        metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
         2
     );
     // A different id is enqueued.
@@ -1005,7 +1003,7 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
         .await;
     settle_ready(g.nodes[b].http, Q, 1).await;
     assert_eq!(
-        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
+        metric_at(g.nodes[b].http, "halyard_duplicates_total").await,
         3
     );
     assert_eq!(take_one(&mut c, "s3", Q).await, "y-1");
@@ -1023,7 +1021,7 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
     }
     settle_ready(g.nodes[a].http, Q, 0).await;
     assert_eq!(
-        common::metric_at(g.nodes[a].http, "halyard_duplicates_total").await,
+        metric_at(g.nodes[a].http, "halyard_duplicates_total").await,
         3
     );
     // Ids are per queue: x on another queue is new.
@@ -1044,10 +1042,7 @@ async fn a_duplicate_window_of_zero_turns_detection_off() {
     send_dup(&mut c, Q, "x-2", "x", None).await;
     let s = settle_ready(b.http, Q, 2).await;
     assert_eq!(s["enqueued"], 2, "{s}");
-    assert_eq!(
-        common::metric_at(b.http, "halyard_duplicates_total").await,
-        0
-    );
+    assert_eq!(metric_at(b.http, "halyard_duplicates_total").await, 0);
 }
 
 #[tokio::test]
@@ -1100,7 +1095,7 @@ async fn a_client_that_knew_one_broker_learns_its_peer_from_connected_and_fails_
     let (url_a, url_b) = (g.nodes[a].url(), g.nodes[b].url());
 
     // The raw CONNECTED frame names the peer.
-    let (_raw, connected) = Raw::connect_with_bytes(
+    let (_raw, connected) = Stomp::connect_with_bytes(
         g.nodes[a].stomp,
         b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0",
     )
@@ -1249,7 +1244,7 @@ async fn halyard_send_survives_a_kill_9_of_the_master_and_stores_each_message_on
         "halyard send -n {N} across a kill -9 ({before_kill} in at the kill): exit 0 {} after the kill; \
          the new master holds exactly {N} ({s}), {} duplicates dropped",
         ms(killed_at.elapsed()),
-        common::metric_at(g.nodes[b].http, "halyard_duplicates_total").await
+        metric_at(g.nodes[b].http, "halyard_duplicates_total").await
     );
 }
 
@@ -1322,7 +1317,7 @@ async fn a_message_delivered_just_before_the_master_dies_comes_back_flagged_rede
         .unwrap();
     let events = EventLog::start(&client);
     let lazy = "halyard_store_lazy_batches_total";
-    let recorded = common::metric_at(g.nodes[a].http, lazy).await;
+    let recorded = metric_at(g.nodes[a].http, lazy).await;
     let mut sub = client
         .subscribe(
             Q,
@@ -1339,7 +1334,7 @@ async fn a_message_delivered_just_before_the_master_dies_comes_back_flagged_rede
     // The delivery count goes to the store as bookkeeping nobody waits
     // for: no durable write follows here, and it must be written anyway.
     let deadline = Instant::now() + WAIT;
-    while common::metric_at(g.nodes[a].http, lazy).await <= recorded {
+    while metric_at(g.nodes[a].http, lazy).await <= recorded {
         assert!(
             Instant::now() < deadline,
             "the delivery count was never written on an idle broker"

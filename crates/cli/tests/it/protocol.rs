@@ -4,14 +4,11 @@
 //! headers), acknowledgement by message-id and cumulative client acks,
 //! DISCONNECT receipts and receipt ordering.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{BrokerProcess, Next, Raw, Stomp, WAIT, body};
+use crate::support::BrokerProcess;
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::stomp::{Next, Stomp, WAIT, body};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -57,7 +54,7 @@ async fn version_negotiation_picks_the_highest_common_version() {
             headers.push(format!("accept-version:{a}"));
         }
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-        let (mut r, f) = Raw::connect_with_bytes(b.stomp, &connect_bytes(&headers)).await;
+        let (mut r, f) = Stomp::connect_with_bytes(b.stomp, &connect_bytes(&headers)).await;
         assert_eq!(
             f.headers.get("version"),
             Some(want),
@@ -79,7 +76,7 @@ async fn stomp_command_is_an_alias_of_connect() {
     let b = BrokerProcess::start("").await;
     for (accept, want) in [("1.2", "1.2"), ("1.1", "1.1"), ("1.0,1.1,1.2", "1.2")] {
         let raw = format!("STOMP\naccept-version:{accept}\nhost:localhost\n\n\0");
-        let (mut r, f) = Raw::connect_with_bytes(b.stomp, raw.as_bytes()).await;
+        let (mut r, f) = Stomp::connect_with_bytes(b.stomp, raw.as_bytes()).await;
         assert_eq!(f.headers.get("version"), Some(want));
         assert!(f.headers.get("session").is_some_and(|s| !s.is_empty()));
         // A full round trip on the session it opened.
@@ -114,7 +111,7 @@ async fn connected_carries_version_session_server_and_heart_beat() {
             "host:localhost",
             "heart-beat:0,0",
         ]);
-        let (_r, f) = Raw::connect_with_bytes(b.stomp, &raw).await;
+        let (_r, f) = Stomp::connect_with_bytes(b.stomp, &raw).await;
         assert_eq!(f.headers.get("version"), Some(accept));
         let server = f.headers.get("server").unwrap();
         assert!(
@@ -136,7 +133,7 @@ async fn connected_carries_version_session_server_and_heart_beat() {
     );
 
     // A 1.0 client gets version and session too.
-    let (_r, f) = Raw::connect_with_bytes(b.stomp, &connect_bytes(&["host:localhost"])).await;
+    let (_r, f) = Stomp::connect_with_bytes(b.stomp, &connect_bytes(&["host:localhost"])).await;
     assert_eq!(f.headers.get("version"), Some("1.0"));
     assert!(f.headers.get("session").is_some_and(|s| !s.is_empty()));
     assert!(f.headers.get("server").is_some());
@@ -151,7 +148,7 @@ const FAST_HEARTBEATS: &str = "[heartbeat]\nmin-send-ms = 100\nmin-receive-ms = 
 /// Sends an EOL every 50 ms for `how_long`, counting the broker's EOLs;
 /// panics on any frame or close. Returns the heart-beats received and when
 /// the last EOL was sent.
-async fn keep_alive(r: &mut Raw, how_long: Duration) -> (usize, Instant) {
+async fn keep_alive(r: &mut Stomp, how_long: Duration) -> (usize, Instant) {
     let end = Instant::now() + how_long;
     let mut next_beat = Instant::now();
     let mut last_sent = Instant::now();
@@ -180,7 +177,7 @@ async fn keep_alive(r: &mut Raw, how_long: Duration) -> (usize, Instant) {
 #[tokio::test]
 async fn heart_beats_flow_and_keep_the_connection_alive() {
     let b = BrokerProcess::start(&format!("{FAST_HEARTBEATS}grace-factor = 2.0\n")).await;
-    let (mut r, f) = Raw::connect_with_bytes(
+    let (mut r, f) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:100,100"]),
     )
@@ -206,7 +203,7 @@ async fn heart_beats_flow_and_keep_the_connection_alive() {
 #[tokio::test]
 async fn a_client_that_goes_silent_is_disconnected_after_the_grace_period() {
     let b = BrokerProcess::start(&format!("{FAST_HEARTBEATS}grace-factor = 3.0\n")).await;
-    let (mut r, _) = Raw::connect_with_bytes(
+    let (mut r, _) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:100,100"]),
     )
@@ -234,26 +231,26 @@ async fn a_client_that_goes_silent_is_disconnected_after_the_grace_period() {
         msg.contains("no frame or heart-beat received") && msg.contains("interval 100 ms"),
         "{msg:?}"
     );
-    r.expect_closed().await;
+    r.expect_closed_silently().await;
 }
 
 #[tokio::test]
 async fn heart_beat_negotiation_takes_the_slower_side_and_zero_means_never() {
     let b = BrokerProcess::start(FAST_HEARTBEATS).await;
     // Wants heart-beats only every 300 ms and cannot send any.
-    let (mut slow, _) = Raw::connect_with_bytes(
+    let (mut slow, _) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:0,300"]),
     )
     .await;
     // Neither sends nor wants heart-beats.
-    let (mut none, _) = Raw::connect_with_bytes(
+    let (mut none, _) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:0,0"]),
     )
     .await;
     // STOMP 1.0 has no heart-beats: the header is ignored.
-    let (mut old, f) = Raw::connect_with_bytes(
+    let (mut old, f) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["host:localhost", "heart-beat:100,100"]),
     )
@@ -315,7 +312,7 @@ async fn header_escaping_round_trips_from_1_2_to_1_2_and_1_1() {
     let name = "k:e\\y\nn\ra";
     let value = "v:a\\l\nu\re:";
     let mut p = Stomp::connect(b.stomp).await;
-    p.write_raw(
+    p.write(
         b"SEND\ndestination:/topic/esc\nk\\ce\\\\y\\nn\\ra:v\\ca\\\\l\\nu\\re\\c\n\
           plain:x\nreceipt:r\n\nbody\0",
     )
@@ -340,7 +337,7 @@ async fn backslashes_from_a_1_0_sender_arrive_literally() {
     r12.subscribe("s12", "/topic/lit", "auto", &[]).await;
     r10.subscribe("s10", "/topic/lit", "auto", &[]).await;
 
-    let (mut p, f) = Raw::connect_with_bytes(b.stomp, &connect_bytes(&["host:localhost"])).await;
+    let (mut p, f) = Stomp::connect_with_bytes(b.stomp, &connect_bytes(&["host:localhost"])).await;
     assert_eq!(f.headers.get("version"), Some("1.0"));
     // In 1.0 there is no escaping: `\t`, `\n`, `\c` and `\\` are just
     // backslashes followed by letters, and a value may contain colons.
@@ -388,7 +385,7 @@ async fn content_length_bodies_with_nul_bytes_are_delivered_intact() {
         .into_bytes();
         raw.extend_from_slice(payload);
         raw.push(0);
-        p.write_raw(&raw).await;
+        p.write(&raw).await;
         let f = p.recv().await;
         assert_eq!(f.command, Command::Receipt, "{f:?}");
     }
@@ -405,7 +402,7 @@ async fn content_length_bodies_with_nul_bytes_are_delivered_intact() {
 #[tokio::test]
 async fn crlf_line_endings_are_accepted() {
     let b = BrokerProcess::start("").await;
-    let (mut r, f) = Raw::connect_with_bytes(
+    let (mut r, f) = Stomp::connect_with_bytes(
         b.stomp,
         b"CONNECT\r\naccept-version:1.2\r\nhost:localhost\r\n\r\n\0",
     )
@@ -446,7 +443,7 @@ async fn repeated_headers_first_one_wins() {
     c.subscribe("first", "/queue/first", "auto", &[]).await;
     c.subscribe("second", "/queue/second", "auto", &[]).await;
     let mut p = Stomp::connect(b.stomp).await;
-    p.write_raw(
+    p.write(
         b"SEND\ndestination:/queue/first\ndestination:/queue/second\n\
           color:red\ncolor:blue\nreceipt:r-a\nreceipt:r-b\n\nx\0",
     )
@@ -589,7 +586,7 @@ async fn client_ack_mode_is_cumulative() {
 #[tokio::test]
 async fn disconnect_with_receipt_gets_the_receipt_then_the_close() {
     let b = BrokerProcess::start("").await;
-    let (mut r, _) = Raw::connect_with_bytes(
+    let (mut r, _) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost"]),
     )
@@ -599,7 +596,7 @@ async fn disconnect_with_receipt_gets_the_receipt_then_the_close() {
     r.write(b"SEND\ndestination:/queue/bye\n\nlast words\0DISCONNECT\nreceipt:bye-1\n\n\0")
         .await;
     r.expect_receipt("bye-1").await;
-    r.expect_closed().await;
+    r.expect_closed_silently().await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("s", "/queue/bye", "auto", &[]).await;
     assert_eq!(body(&c.recv_message().await), "last words");

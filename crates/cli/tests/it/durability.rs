@@ -7,10 +7,6 @@
 //! persistent SEND the message survives anything short of losing the disk,
 //! and an ACK that got its RECEIPT never comes back.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,11 +14,11 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BrokerProcess, Stomp, WAIT, body, eventually, free_port, halyard_bin};
-use futures::{SinkExt, StreamExt};
-use halyard_stomp::{Command, Frame, Item, Limits, Outbound, StompCodec, Version};
+use crate::support::{BrokerProcess, halyard_bin};
+use halyard_stomp::{Command, Frame};
+use halyard_testkit::stomp::{Got, Stomp, WAIT, body, persistent_send};
+use halyard_testkit::{eventually, free_port};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 
 // ---------------------------------------------------------------------------
 // Small helpers
@@ -59,70 +55,16 @@ fn test_seed() -> u64 {
         })
 }
 
-/// What [`Peer::next`] saw.
-#[derive(Debug)]
-enum Got {
-    Frame(Frame),
-    Closed,
-    Timeout,
-}
-
-/// A raw STOMP 1.2 connection that reports a dead broker instead of
-/// panicking, for clients that live through `kill -9`.
-struct Peer {
-    conn: Framed<TcpStream, StompCodec>,
-}
-
-impl Peer {
-    /// Connects and CONNECTs; `None` if the broker is not there (any more).
-    async fn connect(addr: SocketAddr, extra: &[(&str, &str)]) -> Option<Peer> {
-        let stream = TcpStream::connect(addr).await.ok()?;
-        let mut p = Peer {
-            conn: Framed::new(stream, StompCodec::new(Limits::default())),
-        };
-        let mut f = Frame::new(Command::Connect)
-            .header("accept-version", "1.2")
-            .header("host", "localhost");
-        for (k, v) in extra {
-            f.headers.push(*k, *v);
-        }
-        if !p.send(f).await {
-            return None;
-        }
-        match p.next(WAIT).await {
-            Got::Frame(f) if f.command == Command::Connected => {}
-            Got::Frame(f) => panic!("CONNECT refused: {f:?}"),
-            Got::Closed => return None,
-            Got::Timeout => panic!("no CONNECTED within {WAIT:?}"),
-        }
-        p.conn.codec_mut().set_version(Version::V1_2);
-        Some(p)
+/// A STOMP 1.2 connection for a client that lives through `kill -9`:
+/// `None` if the broker is not there (any more); panics if it refuses the
+/// CONNECT or does not answer it within [`WAIT`].
+async fn peer(addr: SocketAddr) -> Option<Stomp> {
+    match Stomp::try_connect(addr, &[], WAIT).await {
+        Ok(p) => Some(p),
+        Err(Got::Closed) => None,
+        Err(Got::Frame(f)) => panic!("CONNECT refused: {f:?}"),
+        Err(Got::Timeout) => panic!("no CONNECTED within {WAIT:?}"),
     }
-
-    /// Sends a frame; false if the connection is gone.
-    async fn send(&mut self, f: Frame) -> bool {
-        self.conn.send(Outbound::Frame(f)).await.is_ok()
-    }
-
-    /// The next frame (heart-beats skipped) within `within`.
-    async fn next(&mut self, within: Duration) -> Got {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.conn.next()).await {
-                Err(_) => return Got::Timeout,
-                Ok(None) | Ok(Some(Err(_))) => return Got::Closed,
-                Ok(Some(Ok(Item::Heartbeat))) => continue,
-                Ok(Some(Ok(Item::Frame(f)))) => return Got::Frame(f),
-            }
-        }
-    }
-}
-
-fn persistent_send(dest: &str, text: &str) -> Frame {
-    Frame::new(Command::Send)
-        .header("destination", dest)
-        .header("persistent", "true")
-        .body(text.as_bytes().to_vec())
 }
 
 /// Waits until the admin API shows `dest` with these ready / in-flight /
@@ -249,7 +191,7 @@ fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
 /// RECEIPT, until the broker dies. A SEND whose RECEIPT never came is in
 /// doubt: it is not sent again, the next one gets the next number.
 async fn producer(addr: SocketAddr, id: usize, ledger: Arc<Mutex<Ledger>>) {
-    let Some(mut c) = Peer::connect(addr, &[]).await else {
+    let Some(mut c) = peer(addr).await else {
         return;
     };
     loop {
@@ -263,10 +205,10 @@ async fn producer(addr: SocketAddr, id: usize, ledger: Arc<Mutex<Ledger>>) {
             .header("p", id.to_string())
             .header("n", n.to_string())
             .header("receipt", rid.clone());
-        if !c.send(f).await {
+        if !c.try_send(f).await {
             return;
         }
-        match c.next(WAIT).await {
+        match c.next_frame(WAIT).await {
             Got::Frame(f)
                 if f.command == Command::Receipt && f.headers.get("receipt-id") == Some(&rid) =>
             {
@@ -319,7 +261,7 @@ fn all_receipted_delivered(l: &Ledger) -> Result<(), String> {
 /// message has been delivered, every ACK confirmed and nothing more comes;
 /// otherwise runs until the broker dies.
 async fn consumer(addr: SocketAddr, ledger: Arc<Mutex<Ledger>>, drain: bool) {
-    let Some(mut c) = Peer::connect(addr, &[]).await else {
+    let Some(mut c) = peer(addr).await else {
         assert!(!drain, "cannot connect the draining consumer");
         return;
     };
@@ -329,7 +271,7 @@ async fn consumer(addr: SocketAddr, ledger: Arc<Mutex<Ledger>>, drain: bool) {
         .header("ack", "client-individual")
         .header("activemq.prefetchSize", "100")
         .header("receipt", "sub");
-    if !c.send(sub).await {
+    if !c.try_send(sub).await {
         assert!(!drain, "draining consumer lost its connection");
         return;
     }
@@ -342,7 +284,7 @@ async fn consumer(addr: SocketAddr, ledger: Arc<Mutex<Ledger>>, drain: bool) {
         } else {
             WAIT
         };
-        let f = match c.next(within).await {
+        let f = match c.next_frame(within).await {
             Got::Frame(f) => f,
             Got::Closed => {
                 assert!(!drain, "draining consumer lost its connection");
@@ -386,7 +328,7 @@ async fn consumer(addr: SocketAddr, ledger: Arc<Mutex<Ledger>>, drain: bool) {
                     pending.insert(rid, k);
                 }
                 lock(&ledger).acks_sent += 1;
-                if !c.send(ack).await {
+                if !c.try_send(ack).await {
                     assert!(!drain, "draining consumer lost its connection");
                     return;
                 }
@@ -570,7 +512,7 @@ async fn restart_refused(b: &mut BrokerProcess) -> String {
     let stomp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = spawn_broker(b, stomp, http, &log);
-    let status = common::wait_timeout(&mut child, Duration::from_secs(20));
+    let status = halyard_testkit::process::wait_timeout(&mut child, Duration::from_secs(20));
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     let Some(status) = status else {
         let _ = child.kill();
@@ -590,7 +532,7 @@ fn set_config(b: &BrokerProcess, toml: &str) {
 async fn metric(b: &BrokerProcess, name: &str) -> Option<u64> {
     let (status, text) = b.http_get("/metrics").await;
     assert_eq!(status, 200, "{text}");
-    common::metric(&text, name)
+    halyard_testkit::metrics::metric(&text, name)
 }
 
 /// Receives exactly the messages numbered `expect` (bodies made by `body_of`)
@@ -965,7 +907,9 @@ async fn a_second_broker_on_the_same_data_directory_waits_as_a_slave_until_the_f
         Duration::from_secs(10),
         "the slave's status",
         || async move {
-            let (code, text) = common::try_http_get(http, "/api/status").await?;
+            let (code, text) = halyard_testkit::http::try_http_get(http, "/api/status")
+                .await
+                .ok()?;
             (code == 200).then_some(text)
         },
     )
@@ -973,7 +917,7 @@ async fn a_second_broker_on_the_same_data_directory_waits_as_a_slave_until_the_f
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["role"], "slave", "{v}");
     assert_eq!(v["lock_owner"]["pid"], first.pid(), "{v}");
-    let (code, _) = common::http_get(http, "/readyz").await;
+    let (code, _) = halyard_testkit::http::http_get(http, "/readyz").await;
     assert_eq!(code, 503);
     assert!(
         TcpStream::connect(stomp).await.is_err(),
@@ -1009,7 +953,7 @@ async fn a_second_broker_on_the_same_data_directory_waits_as_a_slave_until_the_f
     let m = c.recv_message().await;
     assert_eq!(body(&m), "kept");
     c.ack(&m).await;
-    let (code, _) = common::http_get(http, "/readyz").await;
+    let (code, _) = halyard_testkit::http::http_get(http, "/readyz").await;
     assert_eq!(code, 200);
 }
 
@@ -1070,10 +1014,10 @@ async fn a_full_store_refuses_persistent_sends_and_recovers_once_drained() {
             tries += 1;
             let addr = b.stomp;
             async move {
-                let mut p = Peer::connect(addr, &[]).await?;
-                p.send(persistent_send("/queue/full", "again").header("receipt", "again"))
+                let mut p = peer(addr).await?;
+                p.try_send(persistent_send("/queue/full", "again").header("receipt", "again"))
                     .await;
-                match p.next(WAIT).await {
+                match p.next_frame(WAIT).await {
                     Got::Frame(f) if f.command == Command::Receipt => Some(()),
                     Got::Frame(f) if f.command == Command::Error => None,
                     other => panic!("expected RECEIPT or ERROR, got {other:?}"),
@@ -1200,7 +1144,7 @@ async fn send_until_refused(
     body: fn(usize) -> String,
     from: usize,
 ) -> (Vec<String>, String) {
-    let mut p = Peer::connect(b.stomp, &[]).await.unwrap();
+    let mut p = peer(b.stomp).await.unwrap();
     let mut receipted = Vec::new();
     loop {
         let i = from + receipted.len();
@@ -1208,10 +1152,10 @@ async fn send_until_refused(
         let text = body(i);
         let rid = format!("r{i}");
         assert!(
-            p.send(persistent_send(queue, &text).header("receipt", rid.clone()))
+            p.try_send(persistent_send(queue, &text).header("receipt", rid.clone()))
                 .await
         );
-        match p.next(WAIT).await {
+        match p.next_frame(WAIT).await {
             Got::Frame(f) if f.command == Command::Receipt => {
                 assert_eq!(f.headers.get("receipt-id"), Some(rid.as_str()));
                 receipted.push(text);
@@ -1231,10 +1175,10 @@ async fn sends_succeed_again(b: &BrokerProcess, body: &str) {
     let mut last;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut p = Peer::connect(addr, &[]).await.unwrap();
-        p.send(persistent_send("/queue/disk", body).header("receipt", "again"))
+        let mut p = peer(addr).await.unwrap();
+        p.try_send(persistent_send("/queue/disk", body).header("receipt", "again"))
             .await;
-        match p.next(WAIT).await {
+        match p.next_frame(WAIT).await {
             Got::Frame(f) if f.command == Command::Receipt => return,
             Got::Frame(f) if f.command == Command::Error => {
                 last = f.headers.get("message").unwrap_or_default().to_owned();

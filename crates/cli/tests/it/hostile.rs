@@ -6,18 +6,16 @@
 //!
 //! Every test here failed on the broker before the fix it names.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "common/cluster.rs"]
-mod cluster;
-mod common;
-
-use cluster::*;
+use crate::support::BrokerProcess;
+use crate::support::cluster::*;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::http::http_get;
+use halyard_testkit::metrics::metric;
+use halyard_testkit::stomp::{Got, Next, Stomp, WAIT, body, persistent_send};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -133,7 +131,7 @@ async fn descriptor_exhaustion_does_not_cost_the_master_its_lock() {
     // The flood goes; the master serves again, persistent SENDs included,
     // and its admin API answers.
     serves_after_the_flood(&c, a, (stomp, http)).await;
-    let (code, _) = common::http_get(c.nodes[a].http, "/healthz").await;
+    let (code, _) = http_get(c.nodes[a].http, "/healthz").await;
     assert_eq!(code, 200);
     keeps_role(&mut c, a, "master", Duration::from_millis(300)).await;
 }
@@ -142,17 +140,17 @@ async fn descriptor_exhaustion_does_not_cost_the_master_its_lock() {
 async fn serves_after_the_flood(c: &Cluster, i: usize, flood: (Vec<TcpStream>, Vec<TcpStream>)) {
     drop(flood);
     let mut p = eventually_link(c.nodes[i].stomp).await;
-    p.request(persistent_send("/queue/after-flood", "ok"), "r1")
+    p.try_request(persistent_send("/queue/after-flood", "ok"), "r1")
         .await
         .unwrap();
 }
 
 /// A STOMP connection to `addr`, retried while connections of a flood are
 /// still being closed.
-async fn eventually_link(addr: SocketAddr) -> Link {
+async fn eventually_link(addr: SocketAddr) -> Stomp {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(l) = Link::open(addr).await {
+        if let Some(l) = Stomp::link(addr).await {
             return l;
         }
         assert!(Instant::now() < deadline, "cannot connect to {addr}");
@@ -198,7 +196,7 @@ async fn a_master_whose_lock_is_taken_confirms_nothing_more() {
 
 /// Waits until process `pid` has `path` open.
 async fn holds_open(pid: u32, path: &std::path::Path) {
-    let deadline = std::time::Instant::now() + common::WAIT;
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
         let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .into_iter()
@@ -252,8 +250,8 @@ async fn an_unreadable_lock_file_stops_neither_master_nor_slave() {
     // lock file; the file is made unreadable only once it has (a slave
     // that finds it unreadable retries until it can open it, as logged).
     holds_open(c.nodes[b].pid(), &c.data().join("lock")).await;
-    let mut p = Link::open(c.nodes[a].stomp).await.unwrap();
-    p.request(persistent_send("/queue/chmod", "before"), "r1")
+    let mut p = Stomp::link(c.nodes[a].stomp).await.unwrap();
+    p.try_request(persistent_send("/queue/chmod", "before"), "r1")
         .await
         .unwrap();
     {
@@ -266,7 +264,7 @@ async fn an_unreadable_lock_file_stops_neither_master_nor_slave() {
     }
     keeps_role(&mut c, a, "master", Duration::from_secs(1)).await;
     keeps_role(&mut c, b, "slave", Duration::from_millis(100)).await;
-    p.request(persistent_send("/queue/chmod", "during"), "r2")
+    p.try_request(persistent_send("/queue/chmod", "during"), "r2")
         .await
         .unwrap();
     // The slave takes over through the descriptor it waited on, and keeps
@@ -274,8 +272,8 @@ async fn an_unreadable_lock_file_stops_neither_master_nor_slave() {
     c.nodes[a].kill();
     c.nodes[b].wait_role("master", ROLE_WAIT).await;
     keeps_role(&mut c, b, "master", Duration::from_secs(1)).await;
-    let mut cons = Link::open(c.nodes[b].stomp).await.unwrap();
-    cons.request(
+    let mut cons = Stomp::link(c.nodes[b].stomp).await.unwrap();
+    cons.try_request(
         Frame::new(Command::Subscribe)
             .header("id", "s")
             .header("destination", "/queue/chmod")
@@ -286,8 +284,8 @@ async fn an_unreadable_lock_file_stops_neither_master_nor_slave() {
     .unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
-        match cons.next(common::WAIT).await {
-            Got::Frame(f) if f.command == Command::Message => got.push(common::body(&f)),
+        match cons.next_frame(WAIT).await {
+            Got::Frame(f) if f.command == Command::Message => got.push(body(&f)),
             other => panic!("expected the two messages, got {other:?}:\n{}", c.logs()),
         }
     }
@@ -340,13 +338,13 @@ async fn descriptor_exhaustion_does_not_cost_the_master_its_lease() {
 /// about 4,100 half-sent requests took the master's last descriptors.)
 #[tokio::test]
 async fn the_admin_port_caps_connections_and_times_out_slow_requests() {
-    let b = common::BrokerProcess::start(
+    let b = BrokerProcess::start(
         "[limits]\nmax-http-connections = 4\n\n[timeouts]\nhttp-header-ms = 500\n",
     )
     .await;
     let held = half_sent_http_requests(b.http, 4).await;
     assert_eq!(held.len(), 4);
-    let (code, body) = common::http_get(b.http, "/healthz").await;
+    let (code, body) = http_get(b.http, "/healthz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("max-http-connections"), "{body}");
     // The stalled requests are closed by the broker, not by us.
@@ -361,7 +359,7 @@ async fn the_admin_port_caps_connections_and_times_out_slow_requests() {
         assert!(started.elapsed() < Duration::from_secs(5));
         let _ = n;
     }
-    let (code, _) = common::http_get(b.http, "/healthz").await;
+    let (code, _) = http_get(b.http, "/healthz").await;
     assert_eq!(code, 200);
     // A body larger than the admin API takes is refused before it is read.
     let mut s = TcpStream::connect(b.http).await.unwrap();
@@ -406,7 +404,7 @@ fn rss_mib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn assert_within_budget(b: &common::BrokerProcess, what: &str) {
+fn assert_within_budget(b: &BrokerProcess, what: &str) {
     let (peak, now) = rss_mib(b.pid());
     println!(
         "{what}: peak RSS {peak} MiB, now {now} MiB (budget {BUDGET_MIB} MiB + {OVERHEAD_MIB} MiB overhead)"
@@ -438,12 +436,12 @@ async fn an_open_transaction_cannot_exhaust_memory() {
             "flow-control-timeout-ms",
         ),
     ] {
-        let b = common::BrokerProcess::start(&format!(
+        let b = BrokerProcess::start(&format!(
             "[limits]\nmemory-bytes = {}\n{config}",
             BUDGET_MIB << 20
         ))
         .await;
-        let mut p = common::Raw::connect_1_2(b.stomp).await;
+        let mut p = Stomp::connect_1_2(b.stomp).await;
         p.write(b"BEGIN\ntransaction:t\n\n\0").await;
         let (_, error) = send_until_error(&mut p, 60, |i| {
             Frame::new(Command::Send)
@@ -463,7 +461,7 @@ async fn an_open_transaction_cannot_exhaust_memory() {
 /// Sends `frame(i)` for i in 0..n, each with a receipt awaited, until
 /// one gets an ERROR; returns how many were receipted, and the ERROR.
 async fn send_until_error(
-    p: &mut common::Raw,
+    p: &mut Stomp,
     n: usize,
     frame: impl Fn(usize) -> Frame,
 ) -> (usize, Option<Frame>) {
@@ -473,8 +471,8 @@ async fn send_until_error(
             return (i, None);
         }
         match p.next(Duration::from_secs(20)).await {
-            common::Next::Frame(f) if f.command == Command::Receipt => {}
-            common::Next::Frame(f) if f.command == Command::Error => return (i, Some(f)),
+            Next::Frame(f) if f.command == Command::Receipt => {}
+            Next::Frame(f) if f.command == Command::Error => return (i, Some(f)),
             other => panic!("after SEND {i}: {other:?}"),
         }
     }
@@ -498,12 +496,12 @@ fn encode(f: &Frame) -> Vec<u8> {
 /// reached: it waits, and with a flow-control timeout gets an ERROR.
 #[tokio::test]
 async fn non_persistent_messages_over_many_queues_stop_at_the_budget() {
-    let b = common::BrokerProcess::start(&format!(
+    let b = BrokerProcess::start(&format!(
         "[limits]\nmemory-bytes = {}\nflow-control-timeout-ms = 1000\n",
         BUDGET_MIB << 20
     ))
     .await;
-    let mut p = common::Raw::connect_1_2(b.stomp).await;
+    let mut p = Stomp::connect_1_2(b.stomp).await;
     let (accepted, error) = send_until_error(&mut p, 400, |i| {
         Frame::new(Command::Send)
             .header("destination", format!("/queue/spread-{}", i % 20))
@@ -553,13 +551,13 @@ async fn stuck_subscriber(addr: SocketAddr, destination: &str) -> TcpStream {
 /// destination's and the broker's budgets.
 #[tokio::test]
 async fn consumers_with_a_huge_prefetch_do_not_page_in_a_deep_queue() {
-    let b = common::BrokerProcess::start(&format!(
+    let b = BrokerProcess::start(&format!(
         "[limits]\nmemory-bytes = {}\ndestination-memory-bytes = {}\n",
         BUDGET_MIB << 20,
         64 << 20
     ))
     .await;
-    let mut p = common::Raw::connect_1_2(b.stomp).await;
+    let mut p = Stomp::connect_1_2(b.stomp).await;
     for i in 0..400 {
         let f = Frame::new(Command::Send)
             .header("destination", "/queue/deep-prefetch")
@@ -619,8 +617,8 @@ const TOPIC_MESSAGES: usize = 8_000;
 /// most 100 unconfirmed) while a fast subscriber receives them beside a
 /// stuck subscriber; returns the fast subscriber's rate (messages/s) and
 /// how many it received before the first 2 s without a message.
-async fn fast_subscriber_rate(b: &common::BrokerProcess, topic: &str) -> (f64, usize) {
-    let mut fast = common::Stomp::connect(b.stomp).await;
+async fn fast_subscriber_rate(b: &BrokerProcess, topic: &str) -> (f64, usize) {
+    let mut fast = Stomp::connect(b.stomp).await;
     fast.subscribe("f", topic, "auto", &[]).await;
     let _stuck = {
         let s = stuck_subscriber_default_prefetch(b.stomp, topic).await;
@@ -646,7 +644,7 @@ async fn fast_subscriber_rate(b: &common::BrokerProcess, topic: &str) -> (f64, u
         let addr = b.stomp;
         let topic = topic.to_owned();
         tokio::spawn(async move {
-            let mut p = common::Raw::connect_1_2(addr).await;
+            let mut p = Stomp::connect_1_2(addr).await;
             let body = vec![b'm'; 1024];
             for i in 0..TOPIC_MESSAGES {
                 let mut f = Frame::new(Command::Send)
@@ -708,7 +706,7 @@ async fn stuck_subscriber_default_prefetch(addr: SocketAddr, destination: &str) 
 async fn a_stuck_topic_subscriber_does_not_slow_the_others() {
     // A small destination limit, so the stall shows at once on a broker
     // without bounded backlogs.
-    let b = common::BrokerProcess::start("[limits]\ndestination-memory-bytes = 2097152\n").await;
+    let b = BrokerProcess::start("[limits]\ndestination-memory-bytes = 2097152\n").await;
     for round in 0..2 {
         let (r, n) = fast_subscriber_rate(&b, &format!("/topic/stuck-{round}")).await;
         println!("round {round}: beside a stuck subscriber {r:.0} msg/s ({n} received)");
@@ -718,7 +716,7 @@ async fn a_stuck_topic_subscriber_does_not_slow_the_others() {
         );
     }
     let (_, metrics) = b.http_get("/metrics").await;
-    let discarded = common::metric(&metrics, "halyard_messages_discarded_total").unwrap_or(0);
+    let discarded = metric(&metrics, "halyard_messages_discarded_total").unwrap_or(0);
     assert!(
         discarded > 0,
         "nothing was dropped for the stuck subscriber"
@@ -729,11 +727,11 @@ async fn a_stuck_topic_subscriber_does_not_slow_the_others() {
 /// destinations.slow-subscriber-abort-ms, disconnected.
 #[tokio::test]
 async fn a_slow_subscriber_learns_what_it_lost_and_can_be_disconnected() {
-    let b = common::BrokerProcess::start(
+    let b = BrokerProcess::start(
         "[destinations]\nsubscriber-pending-limit = 10\nslow-subscriber-abort-ms = 300\n",
     )
     .await;
-    let mut slow = common::Stomp::connect(b.stomp).await;
+    let mut slow = Stomp::connect(b.stomp).await;
     slow.subscribe(
         "s",
         "/topic/slow",
@@ -741,16 +739,16 @@ async fn a_slow_subscriber_learns_what_it_lost_and_can_be_disconnected() {
         &[("activemq.prefetchSize", "1")],
     )
     .await;
-    let mut p = common::Stomp::connect(b.stomp).await;
+    let mut p = Stomp::connect(b.stomp).await;
     for i in 0..30 {
         p.send_msg("/topic/slow", &format!("m{i}"), &[]).await;
     }
     // Prefetch 1: m0 is in flight, m1..m19 overflowed the backlog of 10.
     let m0 = slow.recv_message().await;
-    assert_eq!(common::body(&m0), "m0");
+    assert_eq!(body(&m0), "m0");
     slow.ack(&m0).await;
     let next = slow.recv_message().await;
-    assert_eq!(common::body(&next), "m20", "{next:?}");
+    assert_eq!(body(&next), "m20", "{next:?}");
     assert_eq!(next.headers.get("dropped-count"), Some("19"), "{next:?}");
     slow.ack(&next).await;
     // Now it stays stuck while messages keep coming: disconnected.
@@ -783,7 +781,7 @@ async fn a_slow_subscriber_learns_what_it_lost_and_can_be_disconnected() {
 // ---------------------------------------------------------------------------
 
 /// The number of destinations, from `/api/status`.
-async fn destination_count(b: &common::BrokerProcess) -> u64 {
+async fn destination_count(b: &BrokerProcess) -> u64 {
     let (_, text) = b.http_get("/api/status").await;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["destinations"].as_u64().unwrap()
@@ -796,11 +794,11 @@ async fn destination_count(b: &common::BrokerProcess) -> u64 {
 /// destinations.gc-inactive-ms otherwise.
 #[tokio::test]
 async fn touched_once_destinations_are_reclaimed() {
-    let b = common::BrokerProcess::start(
+    let b = BrokerProcess::start(
         "[limits]\nmax-destinations = 2000\n\n[destinations]\ngc-inactive-ms = 500\n",
     )
     .await;
-    let mut c = common::Raw::connect_1_2(b.stomp).await;
+    let mut c = Stomp::connect_1_2(b.stomp).await;
     for i in 0..6_000 {
         let receipt = if i % 250 == 249 {
             format!("receipt:r{i}\n")
@@ -822,7 +820,7 @@ async fn touched_once_destinations_are_reclaimed() {
         }
     }
     // A new destination is accepted, and the touched ones go once idle.
-    let mut p = common::Stomp::connect(b.stomp).await;
+    let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/queue/new-after-the-flood", "welcome", &[])
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -840,19 +838,19 @@ async fn touched_once_destinations_are_reclaimed() {
         metrics.len()
     );
     // The queue holding a message was kept.
-    let mut cons = common::Stomp::connect(b.stomp).await;
+    let mut cons = Stomp::connect(b.stomp).await;
     cons.subscribe("s", "/queue/new-after-the-flood", "auto", &[])
         .await;
-    assert_eq!(common::body(&cons.recv_message().await), "welcome");
+    assert_eq!(body(&cons.recv_message().await), "welcome");
 }
 
 /// Destinations that keep being reclaimed between uses lose nothing: a
 /// send to a destination reclaimed meanwhile goes to the one made anew.
 #[tokio::test]
 async fn reclaiming_between_uses_loses_nothing() {
-    let b = common::BrokerProcess::start("[destinations]\ngc-inactive-ms = 1\n").await;
-    let mut p = common::Stomp::connect(b.stomp).await;
-    let mut c = common::Stomp::connect(b.stomp).await;
+    let b = BrokerProcess::start("[destinations]\ngc-inactive-ms = 1\n").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    let mut c = Stomp::connect(b.stomp).await;
     for round in 0..100 {
         let topic = format!("/topic/flicker-{}", round % 3);
         c.subscribe(&format!("t{round}"), &topic, "auto", &[]).await;
@@ -863,7 +861,7 @@ async fn reclaiming_between_uses_loses_nothing() {
         )
         .await;
         p.send_msg(&topic, &format!("t{round}"), &[]).await;
-        assert_eq!(common::body(&c.recv_message().await), format!("t{round}"));
+        assert_eq!(body(&c.recv_message().await), format!("t{round}"));
         c.request(Frame::new(Command::Unsubscribe).header("id", format!("t{round}")))
             .await;
         c.subscribe(
@@ -874,13 +872,13 @@ async fn reclaiming_between_uses_loses_nothing() {
         )
         .await;
         let m = c.recv_message().await;
-        assert_eq!(common::body(&m), format!("q{round}"));
+        assert_eq!(body(&m), format!("q{round}"));
         c.ack(&m).await;
         c.request(Frame::new(Command::Unsubscribe).header("id", format!("q{round}")))
             .await;
     }
     let (_, metrics) = b.http_get("/metrics").await;
-    let reclaimed = common::metric(&metrics, "halyard_destinations_reclaimed_total").unwrap_or(0);
+    let reclaimed = metric(&metrics, "halyard_destinations_reclaimed_total").unwrap_or(0);
     println!("{reclaimed} destinations reclaimed during 100 rounds");
     assert!(reclaimed > 0);
 }
@@ -890,9 +888,9 @@ async fn reclaiming_between_uses_loses_nothing() {
 /// make a dead-letter queue nobody could name).
 #[tokio::test]
 async fn a_long_named_queue_is_dead_lettered_to_a_usable_queue() {
-    let b = common::BrokerProcess::start("[destinations]\nmax-redeliveries = 0\n").await;
+    let b = BrokerProcess::start("[destinations]\nmax-redeliveries = 0\n").await;
     let queue = format!("/queue/{}", "n".repeat(512));
-    let mut c = common::Stomp::connect(b.stomp).await;
+    let mut c = Stomp::connect(b.stomp).await;
     c.send_msg(&queue, "poison", &[("persistent", "true")])
         .await;
     c.subscribe("s", &queue, "client-individual", &[]).await;
@@ -916,10 +914,10 @@ async fn a_long_named_queue_is_dead_lettered_to_a_usable_queue() {
         }
     };
     assert!(dlq.len() <= "/queue/".len() + 512, "{dlq}");
-    let mut d = common::Stomp::connect(b.stomp).await;
+    let mut d = Stomp::connect(b.stomp).await;
     d.subscribe("d", &dlq, "auto", &[]).await;
     let dead = d.recv_message().await;
-    assert_eq!(common::body(&dead), "poison");
+    assert_eq!(body(&dead), "poison");
     assert_eq!(
         dead.headers.get("original-destination"),
         Some(queue.as_str())
@@ -930,11 +928,11 @@ async fn a_long_named_queue_is_dead_lettered_to_a_usable_queue() {
 /// (it used to be dropped from memory, to come back only after a restart).
 #[tokio::test]
 async fn a_message_that_cannot_be_dead_lettered_stays_where_it_was() {
-    let b = common::BrokerProcess::start(
+    let b = BrokerProcess::start(
         "[limits]\nmax-destinations = 1\n\n[destinations]\nmax-redeliveries = 0\n",
     )
     .await;
-    let mut c = common::Stomp::connect(b.stomp).await;
+    let mut c = Stomp::connect(b.stomp).await;
     c.send_msg("/queue/only", "poison", &[("persistent", "true")])
         .await;
     c.subscribe("s", "/queue/only", "client-individual", &[])
@@ -944,7 +942,7 @@ async fn a_message_that_cannot_be_dead_lettered_stays_where_it_was() {
     // The dead-letter queue would be a second destination: refused. The
     // message is delivered again instead.
     let again = c.recv_message().await;
-    assert_eq!(common::body(&again), "poison");
+    assert_eq!(body(&again), "poison");
     assert_eq!(
         again.headers.get("message-id"),
         first.headers.get("message-id")
@@ -967,10 +965,9 @@ async fn a_message_that_cannot_be_dead_lettered_stays_where_it_was() {
 /// none, so their producer would send them again).
 #[tokio::test]
 async fn a_store_full_error_comes_after_the_receipts_of_what_was_stored() {
-    let mut b = common::BrokerProcess::start(
-        "[store]\nmax-bytes = 262144\n\n[journal]\nsegment-bytes = 65536\n",
-    )
-    .await;
+    let mut b =
+        BrokerProcess::start("[store]\nmax-bytes = 262144\n\n[journal]\nsegment-bytes = 65536\n")
+            .await;
     // Raw halves: a writer that pipelines SENDs without waiting, until the
     // broker closes the connection, and a reader of what comes back.
     let stream = TcpStream::connect(b.stomp).await.unwrap();
@@ -1022,7 +1019,7 @@ async fn a_store_full_error_comes_after_the_receipts_of_what_was_stored() {
     // What is stored is exactly what was receipted (a restart shows what is
     // on disk).
     b.restart().await;
-    let mut c = common::Stomp::connect(b.stomp).await;
+    let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("s", "/queue/fill", "auto", &[]).await;
     let mut stored = std::collections::BTreeSet::new();
     while let Some(f) = c.recv_within(Duration::from_millis(500)).await {
@@ -1053,11 +1050,11 @@ async fn a_store_full_error_comes_after_the_receipts_of_what_was_stored() {
 /// anywhere go first) and by age, across a restart too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
-    let mut b = common::BrokerProcess::start(
+    let mut b = BrokerProcess::start(
         "[destinations]\nduplicate-window = 500\nduplicate-window-total = 2000\n\n[journal]\nsegment-bytes = 1048576\n",
     )
     .await;
-    let mut p = common::Raw::connect_1_2(b.stomp).await;
+    let mut p = Stomp::connect_1_2(b.stomp).await;
     let (queues, per_queue) = (40, 250);
     let mut n = 0;
     for i in 0..per_queue {
@@ -1078,13 +1075,12 @@ async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
         }
     }
     let (_, metrics) = b.http_get("/metrics").await;
-    let remembered =
-        common::metric(&metrics, "halyard_duplicate_ids").expect("no duplicate-id gauge");
+    let remembered = metric(&metrics, "halyard_duplicate_ids").expect("no duplicate-id gauge");
     println!("{n} ids sent over {queues} queues; {remembered} remembered");
     assert!(remembered <= 2000, "{remembered} ids remembered");
     // The newest are still known: a resend is confirmed, not stored again;
     // the oldest were forgotten: a resend is a new message.
-    let mut c = common::Stomp::connect(b.stomp).await;
+    let mut c = Stomp::connect(b.stomp).await;
     c.send_msg(
         "/queue/ids-0",
         "again",
@@ -1102,14 +1098,14 @@ async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
     .await;
     let (_, metrics) = b.http_get("/metrics").await;
     assert_eq!(
-        common::metric(&metrics, "halyard_duplicates_total"),
+        metric(&metrics, "halyard_duplicates_total"),
         Some(1),
         "{metrics}"
     );
     // A restart brings back no more than the bound.
     b.kill();
     b.restart().await;
-    let mut c = common::Stomp::connect(b.stomp).await;
+    let mut c = Stomp::connect(b.stomp).await;
     c.send_msg(
         "/queue/ids-1",
         "after",
@@ -1117,7 +1113,7 @@ async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
     )
     .await;
     let (_, metrics) = b.http_get("/metrics").await;
-    let remembered = common::metric(&metrics, "halyard_duplicate_ids").unwrap();
+    let remembered = metric(&metrics, "halyard_duplicate_ids").unwrap();
     assert!(
         remembered <= 2001,
         "{remembered} ids remembered after a restart"
@@ -1127,16 +1123,16 @@ async fn duplicate_detection_ids_are_bounded_in_all_and_by_age() {
 /// An id is forgotten once older than destinations.duplicate-window-ms.
 #[tokio::test]
 async fn duplicate_detection_ids_expire_by_age() {
-    let b = common::BrokerProcess::start("[destinations]\nduplicate-window-ms = 300\n").await;
-    let mut c = common::Stomp::connect(b.stomp).await;
+    let b = BrokerProcess::start("[destinations]\nduplicate-window-ms = 300\n").await;
+    let mut c = Stomp::connect(b.stomp).await;
     let h = [("persistent", "true"), ("_AMQ_DUPL_ID", "aging")];
     c.send_msg("/queue/aging", "one", &h).await;
     c.send_msg("/queue/aging", "dup", &h).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     c.send_msg("/queue/aging", "two", &h).await;
     c.subscribe("s", "/queue/aging", "auto", &[]).await;
-    assert_eq!(common::body(&c.recv_message().await), "one");
-    assert_eq!(common::body(&c.recv_message().await), "two");
+    assert_eq!(body(&c.recv_message().await), "one");
+    assert_eq!(body(&c.recv_message().await), "two");
     c.expect_silence(Duration::from_millis(200)).await;
 }
 
@@ -1147,8 +1143,8 @@ async fn duplicate_detection_ids_expire_by_age() {
 /// guess reaches nothing.
 #[tokio::test]
 async fn another_clients_temporary_queue_cannot_be_guessed() {
-    let b = common::BrokerProcess::start("").await;
-    let mut owner = common::Raw::open(b.stomp).await;
+    let b = BrokerProcess::start("").await;
+    let mut owner = Stomp::open(b.stomp).await;
     owner
         .write(b"CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0")
         .await;
@@ -1166,7 +1162,7 @@ async fn another_clients_temporary_queue_cannot_be_guessed() {
         .await;
     owner.expect_receipt("q").await;
 
-    let mut other = common::Stomp::connect(b.stomp).await;
+    let mut other = Stomp::connect(b.stomp).await;
     // A guess from the session id reaches nothing.
     other
         .send_msg(
@@ -1182,12 +1178,9 @@ async fn another_clients_temporary_queue_cannot_be_guessed() {
     assert!(!reply_to.contains(&session), "{reply_to} names the session");
     other.send_msg(&reply_to, "pong", &[]).await;
     let reply = owner.frame().await;
-    assert_eq!(common::body(&reply), "pong", "{reply:?}");
+    assert_eq!(body(&reply), "pong", "{reply:?}");
     assert!(
-        matches!(
-            owner.next(Duration::from_millis(300)).await,
-            common::Next::Timeout
-        ),
+        matches!(owner.next(Duration::from_millis(300)).await, Next::Timeout),
         "the guessed name reached the temporary queue"
     );
 }
@@ -1199,14 +1192,13 @@ async fn another_clients_temporary_queue_cannot_be_guessed() {
 #[tokio::test]
 async fn a_connected_client_id_is_refused_or_taken_over_when_configured() {
     for stealing in [false, true] {
-        let b =
-            common::BrokerProcess::start(&format!("[clients]\nlink-stealing = {stealing}\n")).await;
+        let b = BrokerProcess::start(&format!("[clients]\nlink-stealing = {stealing}\n")).await;
         let id = [
             ("accept-version", "1.2"),
             ("host", "x"),
             ("client-id", "owner"),
         ];
-        let mut first = common::Stomp::connect_with(b.stomp, &id).await;
+        let mut first = Stomp::connect_with(b.stomp, &id).await;
         first
             .subscribe(
                 "d",
@@ -1215,7 +1207,7 @@ async fn a_connected_client_id_is_refused_or_taken_over_when_configured() {
                 &[("activemq.subscriptionName", "sub")],
             )
             .await;
-        let second = common::Stomp::try_connect_with(b.stomp, &id).await;
+        let second = Stomp::try_connect_with(b.stomp, &id).await;
         if !stealing {
             let refused = second.err().expect("a second connection got the client id");
             let message = refused.headers.get("message").unwrap_or_default();
@@ -1254,11 +1246,11 @@ async fn a_connected_client_id_is_refused_or_taken_over_when_configured() {
 /// were never read: the connection stalled for good.)
 #[tokio::test]
 async fn a_connection_that_consumes_and_produces_on_a_full_store_makes_progress() {
-    let b = common::BrokerProcess::start(
+    let b = BrokerProcess::start(
         "[store]\nmax-bytes = 262144\nwhen-full = \"wait\"\n\n[journal]\nsegment-bytes = 65536\n",
     )
     .await;
-    let mut s = common::Stomp::connect(b.stomp).await;
+    let mut s = Stomp::connect(b.stomp).await;
     let body = vec![b'w'; 4096];
     let send = |i: u32| {
         Frame::new(Command::Send)
@@ -1294,7 +1286,7 @@ async fn a_connection_that_consumes_and_produces_on_a_full_store_makes_progress(
     let want = format!("r{waiting}");
     let mut acked = 0;
     loop {
-        let f = s.recv_within(common::WAIT).await.unwrap_or_else(|| {
+        let f = s.recv_within(WAIT).await.unwrap_or_else(|| {
             panic!(
                 "stalled: no frame after {acked} ACKs (SEND {want} waits for room)\n{}",
                 b.logs()

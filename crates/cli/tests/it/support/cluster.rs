@@ -1,11 +1,9 @@
 //! A group of real `halyard broker` processes sharing one store (a data
 //! directory or a PostgreSQL database), and STOMP clients that fail over
 //! between them while checking that nothing receipted is lost: the harness
-//! of ha.rs and ha_postgres.rs.
+//! of ha, ha_postgres, hostile and failover.
 
-#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
-
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command as Process, ExitStatus, Stdio};
@@ -13,13 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::common::{WAIT, body, free_port, halyard_bin, http_get, try_http_get};
-use futures::{SinkExt, StreamExt};
-use halyard_stomp::{Command, Frame, Item, Limits, Outbound, StompCodec, Version};
+use super::halyard_bin;
+use halyard_stomp::{Command, Frame};
+use halyard_testkit::free_port;
+use halyard_testkit::http::{http_get, try_http_get};
+use halyard_testkit::process;
+use halyard_testkit::stomp::{Got, Stomp, WAIT, body, persistent_send};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_util::codec::Framed;
 
 /// How long a broker may take to reach a role (start-up, takeover).
 pub const ROLE_WAIT: Duration = Duration::from_secs(20);
@@ -98,8 +98,7 @@ impl Node {
     pub fn kill(&mut self) -> Instant {
         let mut child = self.child.take().expect("not running");
         let at = Instant::now();
-        let _ = child.kill();
-        let _ = child.wait();
+        process::kill9(&mut child);
         at
     }
 
@@ -108,13 +107,18 @@ impl Node {
     pub fn sigterm(&mut self) -> Instant {
         let pid = self.pid();
         let at = Instant::now();
-        let ok = Process::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        process::terminate(pid);
         at
+    }
+
+    /// SIGSTOP: the broker freezes (a stalled machine) until [`Node::resume`].
+    pub fn freeze(&self) {
+        process::freeze(self.pid());
+    }
+
+    /// SIGCONT: a broker frozen by [`Node::freeze`] runs on.
+    pub fn resume(&self) {
+        process::resume(self.pid());
     }
 
     /// The exit status if the process has ended.
@@ -183,8 +187,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            process::kill9(&mut c);
         }
     }
 }
@@ -317,7 +320,7 @@ pub fn local(port: u16) -> SocketAddr {
 }
 
 pub async fn status_of(http: SocketAddr) -> Option<Value> {
-    let (code, text) = try_http_get(http, "/api/status").await?;
+    let (code, text) = try_http_get(http, "/api/status").await.ok()?;
     if code != 200 {
         return None;
     }
@@ -364,101 +367,10 @@ pub fn spread(v: &[Duration]) -> String {
 // A raw STOMP client that survives its broker and fails over
 // ---------------------------------------------------------------------------
 
-/// What [`Link::next`] saw.
-#[derive(Debug)]
-pub enum Got {
-    Frame(Frame),
-    Closed,
-    Timeout,
-}
-
-/// A raw STOMP 1.2 connection that reports a dead broker instead of
-/// panicking.
-pub struct Link {
-    pub conn: Framed<TcpStream, StompCodec>,
-    pub addr: SocketAddr,
-    /// MESSAGEs that arrived while [`Link::request`] waited for a RECEIPT.
-    pub stash: VecDeque<Frame>,
-}
-
-impl Link {
-    /// Connects and CONNECTs; `None` if nothing serves STOMP at `addr`.
-    pub async fn open(addr: SocketAddr) -> Option<Link> {
-        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-            .await
-            .ok()?
-            .ok()?;
-        let _ = stream.set_nodelay(true);
-        let mut l = Link {
-            conn: Framed::new(stream, StompCodec::new(Limits::default())),
-            addr,
-            stash: VecDeque::new(),
-        };
-        let f = Frame::new(Command::Connect)
-            .header("accept-version", "1.2")
-            .header("host", "localhost");
-        if !l.send(f).await {
-            return None;
-        }
-        match l.next(Duration::from_secs(5)).await {
-            Got::Frame(f) if f.command == Command::Connected => {}
-            _ => return None,
-        }
-        l.conn.codec_mut().set_version(Version::V1_2);
-        Some(l)
-    }
-
-    /// Sends a frame; false if the connection is gone.
-    pub async fn send(&mut self, f: Frame) -> bool {
-        self.conn.send(Outbound::Frame(f)).await.is_ok()
-    }
-
-    /// The next frame (heart-beats skipped) within `within`.
-    pub async fn next(&mut self, within: Duration) -> Got {
-        if let Some(f) = self.stash.pop_front() {
-            return Got::Frame(f);
-        }
-        self.next_unstashed(within).await
-    }
-
-    /// The next frame from the connection itself, past the stash.
-    pub async fn next_unstashed(&mut self, within: Duration) -> Got {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.conn.next()).await {
-                Err(_) => return Got::Timeout,
-                Ok(None) | Ok(Some(Err(_))) => return Got::Closed,
-                Ok(Some(Ok(Item::Heartbeat))) => continue,
-                Ok(Some(Ok(Item::Frame(f)))) => return Got::Frame(f),
-            }
-        }
-    }
-
-    /// Sends `f` with a receipt and waits for it; `Err` with what came
-    /// instead (an ERROR, a close, nothing).
-    pub async fn request(&mut self, f: Frame, receipt: &str) -> Result<(), String> {
-        if !self.send(f.header("receipt", receipt)).await {
-            return Err("cannot write: closed".into());
-        }
-        loop {
-            match self.next_unstashed(WAIT).await {
-                Got::Frame(f)
-                    if f.command == Command::Receipt
-                        && f.headers.get("receipt-id") == Some(receipt) =>
-                {
-                    return Ok(());
-                }
-                Got::Frame(f) if f.command == Command::Message => self.stash.push_back(f),
-                other => return Err(format!("{other:?}")),
-            }
-        }
-    }
-}
-
 /// Connects to whichever of `addrs` serves STOMP, starting with the one
 /// after `lost` (the broker that just went away), round-robin, with a short
 /// backoff between rounds.
-pub async fn failover(addrs: &[SocketAddr], lost: Option<SocketAddr>) -> Link {
+pub async fn failover(addrs: &[SocketAddr], lost: Option<SocketAddr>) -> Stomp {
     let start = lost
         .and_then(|l| addrs.iter().position(|a| *a == l))
         .map_or(0, |i| i + 1);
@@ -466,7 +378,7 @@ pub async fn failover(addrs: &[SocketAddr], lost: Option<SocketAddr>) -> Link {
     let mut backoff = Duration::from_millis(1);
     loop {
         for k in 0..addrs.len() {
-            if let Some(l) = Link::open(addrs[(start + k) % addrs.len()]).await {
+            if let Some(l) = Stomp::link(addrs[(start + k) % addrs.len()]).await {
                 return l;
             }
         }
@@ -477,13 +389,6 @@ pub async fn failover(addrs: &[SocketAddr], lost: Option<SocketAddr>) -> Link {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(10));
     }
-}
-
-pub fn persistent_send(dest: &str, text: &str) -> Frame {
-    Frame::new(Command::Send)
-        .header("destination", dest)
-        .header("persistent", "true")
-        .body(text.as_bytes().to_vec())
 }
 
 // ---------------------------------------------------------------------------
@@ -562,14 +467,14 @@ pub async fn producer(
     let mut alive = true;
     loop {
         if !alive {
-            link = failover(&addrs, Some(link.addr)).await;
+            link = failover(&addrs, Some(link.addr())).await;
             alive = true;
             lock(&ledger).reconnects += 1;
             for (n, rid) in outstanding.iter_mut() {
                 attempts += 1;
                 *rid = format!("s-{id}-{n}-{attempts}");
                 lock(&ledger).resent += 1;
-                if !link.send(producer_send(id, *n, attempts, rid)).await {
+                if !link.try_send(producer_send(id, *n, attempts, rid)).await {
                     alive = false;
                     break;
                 }
@@ -583,7 +488,10 @@ pub async fn producer(
             attempts += 1;
             let rid = format!("s-{id}-{next_n}-{attempts}");
             outstanding.insert(next_n, rid.clone());
-            if !link.send(producer_send(id, next_n, attempts, &rid)).await {
+            if !link
+                .try_send(producer_send(id, next_n, attempts, &rid))
+                .await
+            {
                 alive = false;
                 break;
             }
@@ -594,7 +502,7 @@ pub async fn producer(
         if outstanding.is_empty() {
             return;
         }
-        match link.next(WAIT).await {
+        match link.next_frame(WAIT).await {
             Got::Frame(f) if f.command == Command::Receipt => {
                 let rid = f.headers.get("receipt-id").unwrap_or_default();
                 let n: Option<u64> = rid.split('-').nth(2).and_then(|n| n.parse().ok());
@@ -604,7 +512,7 @@ pub async fn producer(
                     outstanding.remove(&n);
                     let mut l = lock(&ledger);
                     l.receipted.insert((id, n));
-                    l.receipts.push((Instant::now(), link.addr));
+                    l.receipts.push((Instant::now(), link.addr()));
                 }
             }
             // The broker is going away (shutting down, fenced).
@@ -613,7 +521,7 @@ pub async fn producer(
             Got::Closed => alive = false,
             Got::Timeout => panic!(
                 "producer {id}: no RECEIPT from {} within {WAIT:?} ({} outstanding)",
-                link.addr,
+                link.addr(),
                 outstanding.len()
             ),
         }
@@ -647,7 +555,7 @@ pub async fn consumer(
     producers_done: Arc<AtomicBool>,
 ) {
     let mut lost: Option<SocketAddr> = None;
-    let mut link: Option<Link> = None;
+    let mut link: Option<Stomp> = None;
     let mut pending: HashMap<String, Key> = HashMap::new();
     let mut acks = 0u64;
     let mut drain_deadline: Option<Instant> = None;
@@ -666,15 +574,15 @@ pub async fn consumer(
                 .header("ack", "client-individual")
                 .header("activemq.prefetchSize", "50")
                 .header("receipt", "sub");
-            if l.send(sub).await {
+            if l.try_send(sub).await {
                 link = Some(l);
             } else {
-                lost = Some(l.addr);
+                lost = Some(l.addr());
             }
             continue;
         };
         let mut gone = false;
-        match l.next(Duration::from_millis(100)).await {
+        match l.next_frame(Duration::from_millis(100)).await {
             Got::Frame(f) if f.command == Command::Message => {
                 let key = parse_message(&f);
                 let redelivered = f.headers.get("redelivered") == Some("true");
@@ -694,7 +602,7 @@ pub async fn consumer(
                 if let Some(k) = key {
                     pending.insert(rid, k);
                 }
-                gone = !l.send(ack).await;
+                gone = !l.try_send(ack).await;
             }
             Got::Frame(f) if f.command == Command::Receipt => {
                 let rid = f.headers.get("receipt-id").unwrap_or_default();
@@ -726,7 +634,7 @@ pub async fn consumer(
             }
         }
         if gone {
-            lost = Some(l.addr);
+            lost = Some(l.addr());
             link = None;
         }
     }

@@ -5,17 +5,14 @@
 //! unacknowledged messages, plus a topic subscription) is never harmed: its
 //! messages are neither lost nor duplicated.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use common::{BrokerProcess, Next, Raw, Stomp, WAIT, body};
+use crate::support::BrokerProcess;
 use futures::FutureExt;
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::stomp::{Next, Stomp, WAIT, body};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -134,7 +131,7 @@ impl Scene {
         } else {
             Stomp::open(self.addr()).await
         };
-        s.write_raw(raw).await;
+        s.write(raw).await;
         let e = expect_fatal(&mut s, words).await;
         if !raw.windows(b"\nreceipt:".len()).any(|w| w == b"\nreceipt:") {
             assert_eq!(e.headers.get("receipt-id"), None, "{e:?}");
@@ -509,13 +506,13 @@ async fn a_large_oversized_body_still_gets_an_error() {
     // The client keeps writing long after the broker has given up on the
     // frame: the ERROR must still reach it.
     let s = Scene::start(SMALL_FRAME_LIMITS).await;
-    let mut r = Raw::connect_1_2(s.addr()).await;
+    let mut r = Stomp::connect_1_2(s.addr()).await;
     let mut raw = b"SEND\ndestination:/queue/big\n\n".to_vec();
     raw.extend(std::iter::repeat_n(b'x', 1 << 20));
     raw.push(0);
     // The write may fail: the broker closes the connection mid-body.
     let _ = r.try_write(&raw).await;
-    let e = r.expect_error().await;
+    let e = r.expect_error_then_silence().await;
     assert_error(&e, &["body longer than 1024 bytes"]);
     s.finish().await;
 }
@@ -570,15 +567,15 @@ async fn too_many_connections_are_refused() {
     // The bystander holds one slot, this client the other.
     let mut a = connect_retry(s.addr()).await;
     // A third connection is refused without being asked anything...
-    let mut third = Raw::open(s.addr()).await;
-    let e = third.expect_error().await;
+    let mut third = Stomp::open(s.addr()).await;
+    let e = third.expect_error_then_silence().await;
     assert_error(&e, &["too many connections"]);
     // ... and so is one that sends CONNECT straight away.
-    let mut fourth = Raw::open(s.addr()).await;
+    let mut fourth = Stomp::open(s.addr()).await;
     let _ = fourth
         .try_write(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
         .await;
-    let e = fourth.expect_error().await;
+    let e = fourth.expect_error_then_silence().await;
     assert_error(&e, &["too many connections"]);
     // The connections that were admitted are unaffected.
     a.send_msg("/queue/conn", "still here", &[]).await;
@@ -989,7 +986,7 @@ async fn client_id_already_connected_is_refused() {
     // Once it has left, the id can be used again.
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut r = Raw::open(s.addr()).await;
+        let mut r = Stomp::open(s.addr()).await;
         r.try_write(b"CONNECT\naccept-version:1.2\nclient-id:app-1\n\n\0")
             .await
             .unwrap();
@@ -1077,12 +1074,12 @@ fn assert_between(elapsed: Duration, min: Duration, max: Duration, what: &str) {
 async fn a_partial_frame_is_cut_off_after_frame_ms() {
     let s = Scene::start("[timeouts]\nframe-ms = 300\n").await;
     // After CONNECT: half a SEND, then nothing.
-    let mut r = Raw::connect_1_2(s.addr()).await;
+    let mut r = Stomp::connect_1_2(s.addr()).await;
     r.try_write(b"SEND\ndestination:/queue/loris\nhalf")
         .await
         .unwrap();
     let start = Instant::now();
-    let e = r.expect_error().await;
+    let e = r.expect_error_then_silence().await;
     assert_between(
         start.elapsed(),
         Duration::from_millis(280),
@@ -1092,12 +1089,12 @@ async fn a_partial_frame_is_cut_off_after_frame_ms() {
     assert_error(&e, &["incomplete frame", "300 ms"]);
 
     // A body that never ends (content-length promises more).
-    let mut r = Raw::connect_1_2(s.addr()).await;
+    let mut r = Stomp::connect_1_2(s.addr()).await;
     r.try_write(b"SEND\ndestination:/queue/loris\ncontent-length:100\n\nabc")
         .await
         .unwrap();
     let start = Instant::now();
-    let e = r.expect_error().await;
+    let e = r.expect_error_then_silence().await;
     assert_between(
         start.elapsed(),
         Duration::from_millis(280),
@@ -1107,10 +1104,10 @@ async fn a_partial_frame_is_cut_off_after_frame_ms() {
     assert_error(&e, &["incomplete frame"]);
 
     // Before CONNECT: a CONNECT frame that never completes.
-    let mut r = Raw::open(s.addr()).await;
+    let mut r = Stomp::open(s.addr()).await;
     r.try_write(b"CONNECT\naccept-version:1.2\n").await.unwrap();
     let start = Instant::now();
-    let e = r.expect_error().await;
+    let e = r.expect_error_then_silence().await;
     assert_between(
         start.elapsed(),
         Duration::from_millis(280),
@@ -1124,12 +1121,12 @@ async fn a_partial_frame_is_cut_off_after_frame_ms() {
 #[tokio::test]
 async fn a_partial_frame_is_cut_off_no_later_than_frame_ms() {
     let s = Scene::start("[timeouts]\nframe-ms = 300\n").await;
-    let mut r = Raw::connect_1_2(s.addr()).await;
+    let mut r = Stomp::connect_1_2(s.addr()).await;
     r.try_write(b"SEND\ndestination:/queue/loris\nhalf")
         .await
         .unwrap();
     let start = Instant::now();
-    let e = r.expect_error().await;
+    let e = r.expect_error_then_silence().await;
     assert_error(&e, &["incomplete frame", "300 ms"]);
     assert_between(
         start.elapsed(),
@@ -1143,7 +1140,7 @@ async fn a_partial_frame_is_cut_off_no_later_than_frame_ms() {
 #[tokio::test]
 async fn a_frame_trickling_in_byte_by_byte_is_cut_off_after_frame_ms() {
     let s = Scene::start("[timeouts]\nframe-ms = 300\n").await;
-    let mut r = Raw::connect_1_2(s.addr()).await;
+    let mut r = Stomp::connect_1_2(s.addr()).await;
     let frame = format!(
         "SEND\ndestination:/queue/loris\nx:{}\n\n\0",
         "y".repeat(200)
@@ -1173,7 +1170,7 @@ async fn a_frame_trickling_in_byte_by_byte_is_cut_off_after_frame_ms() {
         "trickling frame cut off",
     );
     assert_error(&e, &["incomplete frame"]);
-    r.expect_closed().await;
+    r.expect_closed_silently().await;
     s.finish().await;
 }
 
@@ -1181,8 +1178,8 @@ async fn a_frame_trickling_in_byte_by_byte_is_cut_off_after_frame_ms() {
 async fn a_connection_without_connect_is_closed_after_connect_ms() {
     let s = Scene::start("[timeouts]\nconnect-ms = 300\n").await;
     let start = Instant::now();
-    let mut r = Raw::open(s.addr()).await;
-    let e = r.expect_error().await;
+    let mut r = Stomp::open(s.addr()).await;
+    let e = r.expect_error_then_silence().await;
     assert_between(
         start.elapsed(),
         Duration::from_millis(250),
@@ -1193,7 +1190,7 @@ async fn a_connection_without_connect_is_closed_after_connect_ms() {
 
     // Heart-beats before CONNECT do not keep it open.
     let start = Instant::now();
-    let mut r = Raw::open(s.addr()).await;
+    let mut r = Stomp::open(s.addr()).await;
     let mut error = None;
     for _ in 0..100 {
         if r.try_write(b"\n").await.is_err() {
@@ -1216,6 +1213,6 @@ async fn a_connection_without_connect_is_closed_after_connect_ms() {
         "EOL-only connection closed",
     );
     assert_error(&e, &["no CONNECT frame received"]);
-    r.expect_closed().await;
+    r.expect_closed_silently().await;
     s.finish().await;
 }

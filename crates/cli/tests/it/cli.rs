@@ -1,16 +1,13 @@
 //! The `halyard` command line: help, errors, send/receive, configuration
 //! precedence and graceful shutdown.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{
-    BrokerProcess, Stomp, body, free_port, halyard_bin, run_cli, wait_timeout, write_file,
-};
+use crate::support::{BrokerProcess, halyard_bin, run_cli, write_file};
+use halyard_testkit::free_port;
+use halyard_testkit::process::wait_timeout;
+use halyard_testkit::stomp::{Stomp, body};
 
 #[test]
 fn help_is_available_everywhere() {
@@ -211,7 +208,7 @@ async fn broker_name(args: &[&str], env: &[(&str, &str)]) -> String {
     }
     let mut child = cmd.spawn().unwrap();
     let log = dir.path().join("broker.log");
-    let status = common::eventually(Duration::from_secs(10), "admin HTTP", || {
+    let status = halyard_testkit::eventually(Duration::from_secs(10), "admin HTTP", || {
         if let Some(exit) = child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("broker {args:?} exited ({exit}):\n{log}");
@@ -219,7 +216,7 @@ async fn broker_name(args: &[&str], env: &[(&str, &str)]) -> String {
         async move {
             let s = tokio::net::TcpStream::connect(http).await.ok()?;
             drop(s);
-            Some(common::http_get(http, "/api/status").await)
+            Some(halyard_testkit::http::http_get(http, "/api/status").await)
         }
     })
     .await;
@@ -317,7 +314,7 @@ async fn sigterm_shuts_down_gracefully() {
 #[tokio::test]
 async fn start_up_logs_version_addresses_and_data_dir() {
     let b = BrokerProcess::start("").await;
-    let logs = common::eventually(Duration::from_secs(5), "start-up line", || async {
+    let logs = halyard_testkit::eventually(Duration::from_secs(5), "start-up line", || async {
         let l = b.logs();
         l.contains("halyard broker started").then_some(l)
     })
@@ -505,7 +502,7 @@ fn bench_rejects_impossible_plans() {
 /// STOMP listener's address; both serve the same broker.
 #[tokio::test]
 async fn listeners_from_the_config_all_serve_the_broker() {
-    let second = format!("127.0.0.1:{}", common::free_port());
+    let second = format!("127.0.0.1:{}", free_port());
     let b = BrokerProcess::start(&format!(
         "[[listeners]]\nprotocol = \"stomp\"\naddress = \"127.0.0.1:1\"\n\n\
          [[listeners]]\nprotocol = \"stomp\"\naddress = \"{second}\"\n"

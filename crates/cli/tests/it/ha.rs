@@ -11,13 +11,7 @@
 //!
 //! Nothing sleeps and hopes: every wait polls for its event with a deadline.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "common/cluster.rs"]
-mod cluster;
-mod common;
-
-use cluster::*;
+use crate::support::cluster::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,8 +19,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{WAIT, body, http_get, run_cli};
+use crate::support::run_cli;
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::http::http_get;
+use halyard_testkit::stomp::{Got, Stomp, WAIT, body, persistent_send};
 use serde_json::Value;
 
 /// Small segments: quick to preallocate, to recover and to compare.
@@ -115,11 +111,11 @@ async fn two_brokers_on_one_data_directory_exactly_one_serves() {
     let (ma, sb) = (&c.nodes[a], &c.nodes[b]);
 
     // STOMP: the master serves, the slave refuses.
-    let mut client = Link::open(ma.stomp)
+    let mut client = Stomp::link(ma.stomp)
         .await
         .expect("the master must accept STOMP");
     client
-        .request(persistent_send("/queue/one", "hello"), "r1")
+        .try_request(persistent_send("/queue/one", "hello"), "r1")
         .await
         .unwrap();
     assert!(
@@ -185,7 +181,7 @@ async fn two_brokers_on_one_data_directory_exactly_one_serves() {
     // Still exactly one serving after all that.
     assert!(!accepts(sb.stomp).await);
     client
-        .request(persistent_send("/queue/one", "again"), "r2")
+        .try_request(persistent_send("/queue/one", "again"), "r2")
         .await
         .unwrap();
 }
@@ -328,8 +324,8 @@ async fn three_brokers_each_kill_promotes_exactly_one_slave_with_a_higher_epoch(
     ];
     assert_eq!(epochs, [1]);
     assert_eq!(lock_file(&data)["epoch"], 1);
-    let mut p = Link::open(c.nodes[a].stomp).await.unwrap();
-    p.request(persistent_send("/queue/chain", "m1"), "r1")
+    let mut p = Stomp::link(c.nodes[a].stomp).await.unwrap();
+    p.try_request(persistent_send("/queue/chain", "m1"), "r1")
         .await
         .unwrap();
     drop(p);
@@ -353,8 +349,8 @@ async fn three_brokers_each_kill_promotes_exactly_one_slave_with_a_higher_epoch(
         assert!(!accepts(c.nodes[other].stomp).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut p = Link::open(c.nodes[w1].stomp).await.unwrap();
-    p.request(persistent_send("/queue/chain", "m2"), "r2")
+    let mut p = Stomp::link(c.nodes[w1].stomp).await.unwrap();
+    p.try_request(persistent_send("/queue/chain", "m2"), "r2")
         .await
         .unwrap();
     drop(p);
@@ -374,8 +370,8 @@ async fn three_brokers_each_kill_promotes_exactly_one_slave_with_a_higher_epoch(
     println!("epochs over the chain of takeovers: {epochs:?}");
 
     // Everything receipted on the earlier masters is served by the last.
-    let mut cons = Link::open(c.nodes[w2].stomp).await.unwrap();
-    cons.request(
+    let mut cons = Stomp::link(c.nodes[w2].stomp).await.unwrap();
+    cons.try_request(
         Frame::new(Command::Subscribe)
             .header("id", "s")
             .header("destination", "/queue/chain")
@@ -386,7 +382,7 @@ async fn three_brokers_each_kill_promotes_exactly_one_slave_with_a_higher_epoch(
     .unwrap();
     let mut got = BTreeSet::new();
     while got.len() < 2 {
-        match cons.next(WAIT).await {
+        match cons.next_frame(WAIT).await {
             Got::Frame(f) if f.command == Command::Message => {
                 got.insert(body(&f));
             }
@@ -517,18 +513,18 @@ async fn fencing(how: Tamper, with_slave: bool) {
     assert_eq!(lock_file(&data)["epoch"], old_epoch);
 
     // Receipted before the tampering.
-    let mut p = Link::open(c.nodes[m].stomp).await.unwrap();
+    let mut p = Stomp::link(c.nodes[m].stomp).await.unwrap();
     let mut before = Vec::new();
     for i in 0..20 {
         let text = format!("before-{i}");
-        p.request(persistent_send("/queue/fence", &text), &format!("b{i}"))
+        p.try_request(persistent_send("/queue/fence", &text), &format!("b{i}"))
             .await
             .unwrap();
         before.push(text);
     }
     // A connected, subscribed client that must be thrown out.
-    let mut idle = Link::open(c.nodes[m].stomp).await.unwrap();
-    idle.request(
+    let mut idle = Stomp::link(c.nodes[m].stomp).await.unwrap();
+    idle.try_request(
         Frame::new(Command::Subscribe)
             .header("id", "i")
             .header("destination", "/queue/idle")
@@ -549,12 +545,12 @@ async fn fencing(how: Tamper, with_slave: bool) {
             let text = format!("after-{i}");
             let f = persistent_send("/queue/fence", &text).header("receipt", format!("a{i}"));
             let sent_at = Instant::now();
-            if !p.send(f).await {
+            if !p.try_send(f).await {
                 plog.lock().unwrap().end = Some("write failed".into());
                 return;
             }
             plog.lock().unwrap().sent.push((text.clone(), sent_at));
-            match p.next(WAIT).await {
+            match p.next_frame(WAIT).await {
                 Got::Frame(f) if f.command == Command::Receipt => {
                     plog.lock().unwrap().receipted.push((text, Instant::now()));
                 }
@@ -586,7 +582,7 @@ async fn fencing(how: Tamper, with_slave: bool) {
     // A SEND attempted after the fence is never receipted: the idle client
     // gets an ERROR or EOF, whatever it writes.
     let late = idle
-        .request(persistent_send("/queue/fence", "late"), "late")
+        .try_request(persistent_send("/queue/fence", "late"), "late")
         .await;
     assert!(late.is_err(), "a SEND after the fence was receipted");
     let late = late.unwrap_err();
@@ -671,8 +667,8 @@ async fn fencing(how: Tamper, with_slave: bool) {
     assert_eq!(segment_epoch(segments(&data).last().unwrap()), new_epoch);
     let mut expect: BTreeSet<String> = before.into_iter().collect();
     expect.extend(plog.receipted.iter().map(|(t, _)| t.clone()));
-    let mut cons = Link::open(c.nodes[n].stomp).await.unwrap();
-    cons.request(
+    let mut cons = Stomp::link(c.nodes[n].stomp).await.unwrap();
+    cons.try_request(
         Frame::new(Command::Subscribe)
             .header("id", "s")
             .header("destination", "/queue/fence")
@@ -683,7 +679,7 @@ async fn fencing(how: Tamper, with_slave: bool) {
     .unwrap();
     let mut got = BTreeSet::new();
     while !expect.is_subset(&got) {
-        match cons.next(WAIT).await {
+        match cons.next_frame(WAIT).await {
             Got::Frame(f) if f.command == Command::Message => {
                 got.insert(body(&f));
             }
@@ -777,9 +773,9 @@ async fn a_slave_keeps_its_stomp_port_closed_and_is_not_ready_until_it_takes_ove
     let b = c.slave("b").await;
     let (b_stomp, b_http) = (c.nodes[b].stomp, c.nodes[b].http);
     // While the master serves traffic, check the slave again and again.
-    let mut p = Link::open(c.nodes[a].stomp).await.unwrap();
+    let mut p = Stomp::link(c.nodes[a].stomp).await.unwrap();
     for i in 0..25 {
-        p.request(
+        p.try_request(
             persistent_send("/queue/ports", &format!("m{i}")),
             &format!("r{i}"),
         )
@@ -819,8 +815,8 @@ async fn a_slave_keeps_its_stomp_port_closed_and_is_not_ready_until_it_takes_ove
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert!(accepts(b_stomp).await, "a ready master must accept STOMP");
-    let mut cons = Link::open(b_stomp).await.unwrap();
-    cons.request(
+    let mut cons = Stomp::link(b_stomp).await.unwrap();
+    cons.try_request(
         Frame::new(Command::Subscribe)
             .header("id", "s")
             .header("destination", "/queue/ports")
@@ -832,7 +828,7 @@ async fn a_slave_keeps_its_stomp_port_closed_and_is_not_ready_until_it_takes_ove
     println!("slave ports: takeover seen after {polls} polls; the messages follow");
     let mut n = 0;
     while n < 25 {
-        match cons.next(WAIT).await {
+        match cons.next_frame(WAIT).await {
             Got::Frame(f) if f.command == Command::Message => n += 1,
             Got::Frame(f) if f.command == Command::Receipt => {}
             other => panic!("expected MESSAGE, got {other:?}"),

@@ -12,19 +12,14 @@
 //!
 //! Nothing sleeps and hopes: every wait polls for its event with a deadline.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "common/cluster.rs"]
-mod cluster;
-mod common;
-
 use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::*;
-use common::{WAIT, body, halyard_bin, run_cli};
+use crate::support::cluster::*;
+use crate::support::{halyard_bin, run_cli};
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::stomp::{Got, Stomp, WAIT, body, persistent_send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -211,7 +206,7 @@ async fn sigterm_of_the_master_hands_the_lease_over_at_once() {
     let b = c.slave("b").await;
     // The slave names the master (once it has read the lease row).
     let pid = c.nodes[a].pid();
-    common::eventually(WAIT, "the slave to name the master", || async {
+    halyard_testkit::eventually(WAIT, "the slave to name the master", || async {
         let v = c.nodes[b].status().await?;
         (v["lock_owner"]["pid"] == pid).then_some(())
     })
@@ -358,9 +353,9 @@ async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
     let mut c = Cluster::on_database(SHORT_LEASE, &url);
     let a = c.master("a").await;
     let b = c.slave("b").await;
-    let mut zombie = Link::open(c.nodes[a].stomp).await.unwrap();
+    let mut zombie = Stomp::link(c.nodes[a].stomp).await.unwrap();
     zombie
-        .request(persistent_send("/queue/zombie", "before"), "r1")
+        .try_request(persistent_send("/queue/zombie", "before"), "r1")
         .await
         .unwrap();
 
@@ -384,7 +379,7 @@ async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
     // Its client sends while it is frozen; then it wakes.
     assert!(
         zombie
-            .send(
+            .try_send(
                 persistent_send("/queue/zombie", "late")
                     .header("zombie", "yes")
                     .header("receipt", "r2")
@@ -392,7 +387,7 @@ async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
             .await
     );
     signal(&c.nodes[a], "CONT");
-    match zombie.next(WAIT).await {
+    match zombie.next_frame(WAIT).await {
         Got::Frame(f) if f.command == Command::Receipt => {
             panic!("the zombie receipted a late write: {f:?}\n{}", c.logs())
         }
@@ -417,18 +412,18 @@ async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
 
     // The new master has the receipted message and nothing after it but
     // what it was sent itself.
-    let mut l = Link::open(c.nodes[m].stomp).await.unwrap();
-    l.request(persistent_send("/queue/zombie", "after"), "r3")
+    let mut l = Stomp::link(c.nodes[m].stomp).await.unwrap();
+    l.try_request(persistent_send("/queue/zombie", "after"), "r3")
         .await
         .unwrap();
     let sub = Frame::new(Command::Subscribe)
         .header("id", "s")
         .header("destination", "/queue/zombie")
         .header("ack", "auto");
-    assert!(l.send(sub).await);
+    assert!(l.try_send(sub).await);
     let mut got = Vec::new();
     while got.len() < 2 {
-        match l.next(WAIT).await {
+        match l.next_frame(WAIT).await {
             Got::Frame(f) if f.command == Command::Message => got.push(body(&f)),
             other => panic!("expected a MESSAGE, got {other:?}"),
         }
@@ -508,9 +503,10 @@ async fn postgres_restarting_or_crashing_under_load_loses_nothing() {
     // The outages show in the master's metrics, and its renewals go on.
     let http = c.nodes[master].http;
     let metrics = || async move {
-        let (_, text) = common::http_get(http, "/metrics").await;
+        let (_, text) = halyard_testkit::http::http_get(http, "/metrics").await;
         let value = |name: &str| -> u64 {
-            common::metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            halyard_testkit::metrics::metric(&text, name)
+                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
         };
         [
             value("halyard_lease_renewals_total"),
@@ -520,7 +516,7 @@ async fn postgres_restarting_or_crashing_under_load_loses_nothing() {
         ]
     };
     let [renewals, failures, retries, remaining] =
-        common::eventually(WAIT, "a lease renewal", || async {
+        halyard_testkit::eventually(WAIT, "a lease renewal", || async {
             let m = metrics().await;
             (m[0] >= 1).then_some(m)
         })
@@ -570,10 +566,11 @@ async fn postgres_restarting_or_crashing_under_load_loses_nothing() {
 #[test]
 fn bad_database_settings_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let bad_lease = common::write_file(dir.path(), "lease.toml", "[ha]\nlease-ms = 5\n");
+    let bad_lease = crate::support::write_file(dir.path(), "lease.toml", "[ha]\nlease-ms = 5\n");
     let bad_lease = bad_lease.to_str().unwrap();
     // The store chosen in the file, its URL given as a flag: valid.
-    let kind_only = common::write_file(dir.path(), "store.toml", "[store]\nkind = \"postgres\"\n");
+    let kind_only =
+        crate::support::write_file(dir.path(), "store.toml", "[store]\nkind = \"postgres\"\n");
     let kind_only = kind_only.to_str().unwrap();
     let ports = ["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"];
     let cases: &[(&[&str], &str)] = &[
@@ -709,8 +706,8 @@ async fn the_store_reaches_postgres_over_tls_and_checks_its_certificate() {
     let mut c = Cluster::on_database("", &url);
     let a = c.master("a").await;
     assert!(c.nodes[a].logs().contains(" (TLS)"), "{}", c.logs());
-    let mut l = Link::open(c.nodes[a].stomp).await.unwrap();
-    l.request(persistent_send("/queue/tls", "over TLS"), "r1")
+    let mut l = Stomp::link(c.nodes[a].stomp).await.unwrap();
+    l.try_request(persistent_send("/queue/tls", "over TLS"), "r1")
         .await
         .unwrap();
     let db = sql(&base).await;
@@ -768,9 +765,9 @@ async fn groups_in_different_schemas_of_one_database_are_independent() {
     let b1 = g1.slave("b1").await;
     let b2 = g2.slave("b2").await;
     for (c, a) in [(&g1, a1), (&g2, a2)] {
-        let mut l = Link::open(c.nodes[a].stomp).await.unwrap();
+        let mut l = Stomp::link(c.nodes[a].stomp).await.unwrap();
         let text = format!("for {}", c.nodes[a].name);
-        l.request(persistent_send("/queue/mine", &text), "r")
+        l.try_request(persistent_send("/queue/mine", &text), "r")
             .await
             .unwrap();
     }
@@ -821,18 +818,18 @@ async fn groups_in_different_schemas_of_one_database_are_independent() {
 
     // Each master serves its own group's messages only.
     for (c, m, want) in [(&g1, b1, "for a1"), (&g2, a2, "for a2")] {
-        let mut l = Link::open(c.nodes[m].stomp).await.unwrap();
-        l.request(persistent_send("/queue/mine", "end"), "r")
+        let mut l = Stomp::link(c.nodes[m].stomp).await.unwrap();
+        l.try_request(persistent_send("/queue/mine", "end"), "r")
             .await
             .unwrap();
         let sub = Frame::new(Command::Subscribe)
             .header("id", "s")
             .header("destination", "/queue/mine")
             .header("ack", "auto");
-        assert!(l.send(sub).await);
+        assert!(l.try_send(sub).await);
         let mut got = Vec::new();
         while got.last().map(String::as_str) != Some("end") {
-            match l.next(WAIT).await {
+            match l.next_frame(WAIT).await {
                 Got::Frame(f) if f.command == Command::Message => got.push(body(&f)),
                 other => panic!("expected a MESSAGE, got {other:?}"),
             }

@@ -1,14 +1,11 @@
 //! Queues, topics and temporary queues against the real broker binary.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{BrokerProcess, Stomp, body};
+use crate::support::BrokerProcess;
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::stomp::{Stomp, body};
 
 #[tokio::test]
 async fn queue_delivers_in_order_with_broker_headers() {

@@ -1,0 +1,33 @@
+//! The integration tests of Halyard: ONE test binary (one compile, one
+//! link), a module per concern. Layout, for whoever adds a test:
+//!
+//! * Put a test in the module of its concern (below), or add a module here.
+//! * A test that only needs a broker on a socket starts one in this process
+//!   with [`support::inproc::TestBroker`] (fast, no port to reserve). A test
+//!   that needs a process — `kill -9`, SIGTERM, exit codes, the command
+//!   line, its log, resource limits, several brokers on one store — starts
+//!   the `halyard` binary with [`support::BrokerProcess`] or
+//!   [`support::cluster::Cluster`].
+//! * Generic helpers (free ports, the raw STOMP connection, the HTTP getter,
+//!   `/metrics`, signals, the partition proxy, PostgreSQL) live once in
+//!   `halyard-testkit`; look there before writing one.
+//!
+//! Run one module with `cargo nextest run -p halyard --test it protocol::`.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+// In-process brokers (halyard_broker::Broker on a thread of the test).
+mod bad_input;
+mod delivery;
+mod messaging;
+mod protocol;
+
+// Broker processes (the `halyard` binary).
+mod cli;
+mod durability;
+mod failover;
+mod ha;
+mod ha_postgres;
+mod hostile;
