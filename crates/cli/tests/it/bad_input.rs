@@ -1,4 +1,4 @@
-//! Bad input against the real broker binary: every malformed or forbidden
+//! Bad input against an in-process broker: every malformed or forbidden
 //! frame gets an ERROR frame with a clear `message` and the connection is
 //! closed, the broker keeps running, a fresh client can still send and
 //! receive, and a bystander connection (an open queue subscription with
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use crate::support::BrokerProcess;
+use crate::support::inproc::TestBroker;
 use futures::FutureExt;
 use halyard_stomp::{Command, Frame};
 use halyard_testkit::stomp::{Next, Stomp, WAIT, body};
@@ -108,13 +108,13 @@ impl Bystander {
 
 /// A broker plus a bystander.
 struct Scene {
-    b: BrokerProcess,
+    b: TestBroker,
     by: Bystander,
 }
 
 impl Scene {
     async fn start(toml: &str) -> Scene {
-        let b = BrokerProcess::start(toml).await;
+        let b = TestBroker::start(toml).await;
         let by = Bystander::start(b.stomp).await;
         Scene { b, by }
     }

@@ -1,13 +1,13 @@
-//! Acknowledgement, redelivery, dead-lettering and transactions against the
-//! real broker binary.
+//! Acknowledgement, redelivery, dead-lettering and transactions, against an
+//! in-process broker.
 
 use std::time::Duration;
 
-use crate::support::BrokerProcess;
+use crate::support::inproc::TestBroker;
 use halyard_stomp::{Command, Frame};
 use halyard_testkit::stomp::{Stomp, body};
 
-async fn fill(b: &BrokerProcess, dest: &str, n: usize) {
+async fn fill(b: &TestBroker, dest: &str, n: usize) {
     let mut p = Stomp::connect(b.stomp).await;
     for i in 0..n {
         p.send_msg(dest, &format!("m{i}"), &[]).await;
@@ -17,7 +17,7 @@ async fn fill(b: &BrokerProcess, dest: &str, n: usize) {
 
 #[tokio::test]
 async fn unacked_messages_return_to_the_head_in_order_when_the_consumer_leaves() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     fill(&b, "/queue/r", 6).await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe(
@@ -65,7 +65,7 @@ async fn unacked_messages_return_to_the_head_in_order_when_the_consumer_leaves()
 
 #[tokio::test]
 async fn unsubscribe_returns_unacked_messages() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     fill(&b, "/queue/u", 2).await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("s", "/queue/u", "client", &[]).await;
@@ -81,7 +81,7 @@ async fn unsubscribe_returns_unacked_messages() {
 
 #[tokio::test]
 async fn nack_redelivers_then_dead_letters_after_max_redeliveries() {
-    let b = BrokerProcess::start("[destinations]\nmax-redeliveries = 2\n").await;
+    let b = TestBroker::start("[destinations]\nmax-redeliveries = 2\n").await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg(
         "/queue/poison",
@@ -134,7 +134,7 @@ async fn nack_redelivers_then_dead_letters_after_max_redeliveries() {
 
 #[tokio::test]
 async fn dead_letter_queues_keep_rejected_messages() {
-    let b = BrokerProcess::start("[destinations]\nmax-redeliveries = 0\n").await;
+    let b = TestBroker::start("[destinations]\nmax-redeliveries = 0\n").await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/queue/DLQ.x", "stuck", &[]).await;
     let mut c = Stomp::connect(b.stomp).await;
@@ -149,7 +149,7 @@ async fn dead_letter_queues_keep_rejected_messages() {
 
 #[tokio::test]
 async fn transaction_sends_become_visible_only_at_commit() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("s", "/queue/tx", "auto", &[]).await;
     let mut p = Stomp::connect(b.stomp).await;
@@ -185,7 +185,7 @@ async fn transaction_sends_become_visible_only_at_commit() {
 
 #[tokio::test]
 async fn acks_in_an_aborted_transaction_are_redelivered_and_committed_ones_are_not() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     fill(&b, "/queue/txa", 3).await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("s", "/queue/txa", "client-individual", &[])
@@ -231,7 +231,7 @@ async fn acks_in_an_aborted_transaction_are_redelivered_and_committed_ones_are_n
 
 #[tokio::test]
 async fn transaction_spanning_queues_and_acks_commits_together() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     fill(&b, "/queue/in", 1).await;
     let mut w = Stomp::connect(b.stomp).await;
     w.subscribe("in", "/queue/in", "client-individual", &[])
@@ -272,7 +272,7 @@ async fn transaction_spanning_queues_and_acks_commits_together() {
 async fn producer_flow_control_holds_receipts_until_the_queue_drains() {
     // A tiny memory limit: the queue stops accepting after a few messages
     // (plus what fits in its publish channel).
-    let b = BrokerProcess::start("[limits]\ndestination-memory-bytes = 4096\n").await;
+    let b = TestBroker::start("[limits]\ndestination-memory-bytes = 4096\n").await;
     let mut p = Stomp::connect(b.stomp).await;
     let big = "x".repeat(1024);
     for _ in 0..100 {
@@ -306,7 +306,7 @@ async fn producer_flow_control_holds_receipts_until_the_queue_drains() {
 #[tokio::test]
 async fn a_1_2_ack_naming_the_message_id_is_accepted() {
     // ActiveMQ-era clients often put the message-id in a 1.2 ACK's `id`.
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     fill(&b, "/queue/mid", 2).await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("s", "/queue/mid", "client-individual", &[])

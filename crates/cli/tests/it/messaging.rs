@@ -1,15 +1,15 @@
-//! Queues, topics and temporary queues against the real broker binary.
+//! Queues, topics and temporary queues, against an in-process broker.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::support::BrokerProcess;
+use crate::support::inproc::TestBroker;
 use halyard_stomp::{Command, Frame};
 use halyard_testkit::stomp::{Stomp, body};
 
 #[tokio::test]
 async fn queue_delivers_in_order_with_broker_headers() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut p = Stomp::connect(b.stomp).await;
     for i in 0..5 {
         p.send_msg("/queue/orders", &format!("m{i}"), &[("color", "blue")])
@@ -40,7 +40,7 @@ async fn queue_delivers_in_order_with_broker_headers() {
 
 #[tokio::test]
 async fn competing_consumers_share_a_queue_round_robin() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut c1 = Stomp::connect(b.stomp).await;
     let mut c2 = Stomp::connect(b.stomp).await;
     c1.subscribe("a", "/queue/work", "client-individual", &[])
@@ -67,7 +67,7 @@ async fn competing_consumers_share_a_queue_round_robin() {
 
 #[tokio::test]
 async fn topic_gives_every_subscriber_a_copy() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut subs = Vec::new();
     for i in 0..3 {
         let mut s = Stomp::connect(b.stomp).await;
@@ -92,7 +92,7 @@ async fn topic_gives_every_subscriber_a_copy() {
 
 #[tokio::test]
 async fn two_subscriptions_on_one_connection_each_get_a_topic_copy() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut s = Stomp::connect(b.stomp).await;
     s.subscribe("x", "/topic/t", "client-individual", &[]).await;
     s.subscribe("y", "/topic/t", "client-individual", &[]).await;
@@ -116,7 +116,7 @@ async fn two_subscriptions_on_one_connection_each_get_a_topic_copy() {
 
 #[tokio::test]
 async fn temp_queue_reply_to_is_rewritten_and_dies_with_its_connection() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut requester = Stomp::connect(b.stomp).await;
     requester
         .subscribe("replies", "/temp-queue/replies", "auto", &[])
@@ -171,7 +171,7 @@ async fn temp_queue_reply_to_is_rewritten_and_dies_with_its_connection() {
 
 #[tokio::test]
 async fn priority_orders_a_backlog() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut p = Stomp::connect(b.stomp).await;
     for (body, prio) in [
         ("low", "1"),
@@ -193,7 +193,7 @@ async fn priority_orders_a_backlog() {
 
 #[tokio::test]
 async fn expired_messages_are_never_delivered() {
-    let b = BrokerProcess::start("[destinations]\nexpiry-check-ms = 50\n").await;
+    let b = TestBroker::start("[destinations]\nexpiry-check-ms = 50\n").await;
     let mut p = Stomp::connect(b.stomp).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -224,9 +224,8 @@ async fn expired_messages_are_never_delivered() {
 
 #[tokio::test]
 async fn expired_messages_go_to_the_dlq_when_configured() {
-    let b =
-        BrokerProcess::start("[destinations]\ndead-letter-expired = true\nexpiry-check-ms = 50\n")
-            .await;
+    let b = TestBroker::start("[destinations]\ndead-letter-expired = true\nexpiry-check-ms = 50\n")
+        .await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/queue/e2", "old", &[("expires", "1")]).await;
     let mut d = Stomp::connect(b.stomp).await;
@@ -239,7 +238,7 @@ async fn expired_messages_go_to_the_dlq_when_configured() {
 
 #[tokio::test]
 async fn persistent_send_is_receipted_and_delivered() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/queue/p", "durable", &[("persistent", "true")])
         .await;

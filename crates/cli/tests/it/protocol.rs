@@ -1,4 +1,4 @@
-//! STOMP 1.0–1.2 conformance against the real broker binary, over raw
+//! STOMP 1.0–1.2 conformance against an in-process broker, over raw
 //! sockets: version negotiation, CONNECTED headers, heart-beats, header
 //! escaping per version, framing details (content-length, CRLF, repeated
 //! headers), acknowledgement by message-id and cumulative client acks,
@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::BrokerProcess;
+use crate::support::inproc::TestBroker;
 use halyard_stomp::{Command, Frame};
 use halyard_testkit::stomp::{Next, Stomp, WAIT, body};
 
@@ -38,7 +38,7 @@ fn assert_between(elapsed: Duration, min: Duration, max: Duration, what: &str) {
 
 #[tokio::test]
 async fn version_negotiation_picks_the_highest_common_version() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     for (accept, want) in [
         (Some("1.0"), "1.0"),
         (Some("1.1"), "1.1"),
@@ -73,7 +73,7 @@ async fn version_negotiation_picks_the_highest_common_version() {
 
 #[tokio::test]
 async fn stomp_command_is_an_alias_of_connect() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     for (accept, want) in [("1.2", "1.2"), ("1.1", "1.1"), ("1.0,1.1,1.2", "1.2")] {
         let raw = format!("STOMP\naccept-version:{accept}\nhost:localhost\n\n\0");
         let (mut r, f) = Stomp::connect_with_bytes(b.stomp, raw.as_bytes()).await;
@@ -103,7 +103,7 @@ async fn stomp_command_is_an_alias_of_connect() {
 
 #[tokio::test]
 async fn connected_carries_version_session_server_and_heart_beat() {
-    let b = BrokerProcess::start("[heartbeat]\nmin-send-ms = 1234\nmin-receive-ms = 5678\n").await;
+    let b = TestBroker::start("[heartbeat]\nmin-send-ms = 1234\nmin-receive-ms = 5678\n").await;
     let mut sessions = Vec::new();
     for accept in ["1.2", "1.1", "1.2"] {
         let raw = connect_bytes(&[
@@ -176,7 +176,7 @@ async fn keep_alive(r: &mut Stomp, how_long: Duration) -> (usize, Instant) {
 
 #[tokio::test]
 async fn heart_beats_flow_and_keep_the_connection_alive() {
-    let b = BrokerProcess::start(&format!("{FAST_HEARTBEATS}grace-factor = 2.0\n")).await;
+    let b = TestBroker::start(&format!("{FAST_HEARTBEATS}grace-factor = 2.0\n")).await;
     let (mut r, f) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:100,100"]),
@@ -202,7 +202,7 @@ async fn heart_beats_flow_and_keep_the_connection_alive() {
 
 #[tokio::test]
 async fn a_client_that_goes_silent_is_disconnected_after_the_grace_period() {
-    let b = BrokerProcess::start(&format!("{FAST_HEARTBEATS}grace-factor = 3.0\n")).await;
+    let b = TestBroker::start(&format!("{FAST_HEARTBEATS}grace-factor = 3.0\n")).await;
     let (mut r, _) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost", "heart-beat:100,100"]),
@@ -236,7 +236,7 @@ async fn a_client_that_goes_silent_is_disconnected_after_the_grace_period() {
 
 #[tokio::test]
 async fn heart_beat_negotiation_takes_the_slower_side_and_zero_means_never() {
-    let b = BrokerProcess::start(FAST_HEARTBEATS).await;
+    let b = TestBroker::start(FAST_HEARTBEATS).await;
     // Wants heart-beats only every 300 ms and cannot send any.
     let (mut slow, _) = Stomp::connect_with_bytes(
         b.stomp,
@@ -302,7 +302,7 @@ async fn heart_beat_negotiation_takes_the_slower_side_and_zero_means_never() {
 
 #[tokio::test]
 async fn header_escaping_round_trips_from_1_2_to_1_2_and_1_1() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut r12 = Stomp::connect(b.stomp).await;
     let mut r11 = Stomp::connect_with(b.stomp, &[("accept-version", "1.1"), ("host", "x")]).await;
     r12.subscribe("s12", "/topic/esc", "auto", &[]).await;
@@ -331,7 +331,7 @@ async fn header_escaping_round_trips_from_1_2_to_1_2_and_1_1() {
 
 #[tokio::test]
 async fn backslashes_from_a_1_0_sender_arrive_literally() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut r12 = Stomp::connect(b.stomp).await;
     let mut r10 = Stomp::connect_with(b.stomp, &[("host", "x")]).await;
     r12.subscribe("s12", "/topic/lit", "auto", &[]).await;
@@ -368,7 +368,7 @@ async fn backslashes_from_a_1_0_sender_arrive_literally() {
 
 #[tokio::test]
 async fn content_length_bodies_with_nul_bytes_are_delivered_intact() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("s", "/queue/bin", "auto", &[]).await;
     let mut p = Stomp::connect(b.stomp).await;
@@ -401,7 +401,7 @@ async fn content_length_bodies_with_nul_bytes_are_delivered_intact() {
 
 #[tokio::test]
 async fn crlf_line_endings_are_accepted() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let (mut r, f) = Stomp::connect_with_bytes(
         b.stomp,
         b"CONNECT\r\naccept-version:1.2\r\nhost:localhost\r\n\r\n\0",
@@ -438,7 +438,7 @@ async fn crlf_line_endings_are_accepted() {
 
 #[tokio::test]
 async fn repeated_headers_first_one_wins() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut c = Stomp::connect(b.stomp).await;
     c.subscribe("first", "/queue/first", "auto", &[]).await;
     c.subscribe("second", "/queue/second", "auto", &[]).await;
@@ -464,7 +464,7 @@ async fn repeated_headers_first_one_wins() {
 
 #[tokio::test]
 async fn stomp_1_0_acks_by_message_id() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut p = Stomp::connect(b.stomp).await;
     for m in ["m1", "m2"] {
         p.send_msg("/queue/ack10", m, &[]).await;
@@ -499,7 +499,7 @@ async fn stomp_1_0_acks_by_message_id() {
 
 #[tokio::test]
 async fn stomp_1_1_acks_and_nacks_by_message_id_and_subscription() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut p = Stomp::connect(b.stomp).await;
     for m in ["m1", "m2", "m3"] {
         p.send_msg("/queue/ack11", m, &[]).await;
@@ -551,7 +551,7 @@ async fn stomp_1_1_acks_and_nacks_by_message_id_and_subscription() {
 
 #[tokio::test]
 async fn client_ack_mode_is_cumulative() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut p = Stomp::connect(b.stomp).await;
     for i in 1..=5 {
         p.send_msg("/queue/cumul", &format!("m{i}"), &[]).await;
@@ -585,7 +585,7 @@ async fn client_ack_mode_is_cumulative() {
 
 #[tokio::test]
 async fn disconnect_with_receipt_gets_the_receipt_then_the_close() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let (mut r, _) = Stomp::connect_with_bytes(
         b.stomp,
         &connect_bytes(&["accept-version:1.2", "host:localhost"]),
@@ -604,7 +604,7 @@ async fn disconnect_with_receipt_gets_the_receipt_then_the_close() {
 
 #[tokio::test]
 async fn a_receipt_arrives_only_after_earlier_frames_took_effect() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     let mut p = Stomp::connect(b.stomp).await;
     for i in 0..100 {
         // Mix persistent (store first) and non-persistent messages.
@@ -632,7 +632,7 @@ async fn a_topic_subscription_made_after_a_receipt_gets_none_of_the_earlier_mess
     // A small memory limit and a slow subscriber (prefetch 1, acks one at
     // a time) make the topic apply flow control, so the producer's earlier
     // messages are still waiting to be published when its receipt arrives.
-    let b = BrokerProcess::start(
+    let b = TestBroker::start(
         "[limits]\ndestination-memory-bytes = 4096\n\n[destinations]\nslow-subscriber = \"flow-control\"\n",
     )
     .await;
