@@ -2,7 +2,7 @@
 //! PostgreSQL database (a real server: see `halyard-testkit`): takeover by
 //! the advisory-lock fast path after `kill -9`, a graceful hand-over on
 //! SIGTERM, a network partition between the master and the database (a TCP
-//! proxy written here is cut), a frozen master whose late write the
+//! proxy of halyard-testkit is cut), a frozen master whose late write the
 //! database refuses, PostgreSQL restarting and crashing under load, and
 //! clear errors for bad database settings.
 //!
@@ -19,10 +19,8 @@ use std::time::{Duration, Instant};
 use crate::support::cluster::*;
 use crate::support::{halyard_bin, run_cli};
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::proxy::Proxy;
 use halyard_testkit::stomp::{Got, Stomp, WAIT, body, persistent_send};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// ActiveMQ's default lease (10 s): a takeover much faster than that went
 /// by the fast path (the dead master's session, and its advisory lock, are
@@ -54,15 +52,6 @@ fn store_args(url: &str) -> Vec<String> {
         .to_vec()
 }
 
-fn signal(node: &Node, sig: &str) {
-    let ok = Process::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(node.pid().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill -{sig} {}", node.pid());
-}
-
 /// The timestamp of the first log line containing `what` (RFC 3339, UTC,
 /// fixed width: compares as text).
 fn log_time(log: &str, what: &str) -> String {
@@ -73,98 +62,19 @@ fn log_time(log: &str, what: &str) -> String {
     line.split_whitespace().next().unwrap().to_owned()
 }
 
-// ---------------------------------------------------------------------------
-// A TCP proxy that can be cut like a network partition
-// ---------------------------------------------------------------------------
-
-/// Forwards connections to PostgreSQL until [`Proxy::cut`]; from then on it
-/// is a black hole, as a partitioned network is: nothing more is forwarded
-/// either way, no connection is closed or reset (so neither end learns
-/// anything), and new connections are accepted and then ignored.
-struct Proxy {
-    /// The same URL as the database's, through the proxy.
-    url: String,
-    cut: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(url: &str) -> Proxy {
-        let parsed: tokio_postgres::Config = url.parse().unwrap();
-        let upstream = match (&parsed.get_hosts()[0], parsed.get_ports()[0]) {
-            (tokio_postgres::config::Host::Tcp(h), port) => format!("{h}:{port}"),
-            other => panic!("the test database is not on TCP: {other:?}"),
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, watching) = watch::channel(false);
-        let upstream_port = parsed.get_ports()[0];
-        tokio::spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let cut = watching.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if *cut.borrow() {
-                        return hold(vec![inbound]).await;
-                    }
-                    let Ok(outbound) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    let (ri, wi) = inbound.into_split();
-                    let (ro, wo) = outbound.into_split();
-                    tokio::spawn(pump(ri, wo, cut.clone()));
-                    tokio::spawn(pump(ro, wi, cut));
-                });
-            }
-        });
-        let url = url.replacen(&format!(":{upstream_port}/"), &format!(":{port}/"), 1);
-        assert!(url.contains(&format!(":{port}/")), "cannot re-point {url}");
-        Proxy { url, cut }
-    }
-
-    fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-}
-
-/// Copies `from` to `to` until the proxy is cut (then holds both, silent).
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut cut: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if *cut.borrow() {
-            break;
-        }
-        tokio::select! {
-            r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => {
-                    let _ = to.shutdown().await;
-                    return;
-                }
-                Ok(n) => {
-                    // Lost in the partition if it came too late.
-                    if *cut.borrow() || to.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            },
-            _ = cut.changed() => {}
-        }
-    }
-    hold((from, to)).await;
-}
-
-/// Keeps sockets open, unread and unwritten, until the test ends.
-async fn hold<T>(sockets: T) {
-    std::future::pending::<()>().await;
-    drop(sockets);
+/// A partition proxy (see [`Proxy`]) in front of the database at `url`, and
+/// the same URL through it.
+async fn proxy_to(url: &str) -> (Proxy, String) {
+    let parsed: tokio_postgres::Config = url.parse().unwrap();
+    let (upstream, upstream_port) = match (&parsed.get_hosts()[0], parsed.get_ports()[0]) {
+        (tokio_postgres::config::Host::Tcp(h), port) => (format!("{h}:{port}"), port),
+        other => panic!("the test database is not on TCP: {other:?}"),
+    };
+    let proxy = Proxy::start(upstream).await;
+    let port = proxy.addr().port();
+    let url = url.replacen(&format!(":{upstream_port}/"), &format!(":{port}/"), 1);
+    assert!(url.contains(&format!(":{port}/")), "cannot re-point {url}");
+    (proxy, url)
 }
 
 // ---------------------------------------------------------------------------
@@ -252,10 +162,10 @@ async fn sigterm_of_the_master_hands_the_lease_over_at_once() {
 async fn a_partitioned_master_stops_before_a_slave_takes_over() {
     let started = Instant::now();
     let url = database("ha_partition").await;
-    let proxy = Proxy::start(&url).await;
+    let (proxy, proxy_url) = proxy_to(&url).await;
     let mut c = Cluster::on_database(SHORT_LEASE, &url);
     // a reaches the database only through the proxy; b directly.
-    c.store = store_args(&proxy.url);
+    c.store = store_args(&proxy_url);
     let a = c.master("a").await;
     c.store = store_args(&url);
     let b = c.slave("b").await;
@@ -361,7 +271,7 @@ async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
 
     // Frozen, its database sessions (and advisory lock) stay open: the
     // slave must wait for the lease to expire in database time.
-    signal(&c.nodes[a], "STOP");
+    c.nodes[a].freeze();
     let frozen_at = Instant::now();
     let m = c.wait_new_master(&[b]).await;
     let waited = frozen_at.elapsed();
@@ -386,7 +296,7 @@ async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
             )
             .await
     );
-    signal(&c.nodes[a], "CONT");
+    c.nodes[a].resume();
     match zombie.next_frame(WAIT).await {
         Got::Frame(f) if f.command == Command::Receipt => {
             panic!("the zombie receipted a late write: {f:?}\n{}", c.logs())
