@@ -13,7 +13,7 @@
 //! * [`pg`]: throwaway PostgreSQL servers and per-test databases (its main
 //!   functions are re-exported here: [`database`], [`private_server`]).
 //! * [`eventually`]: poll for an event with a deadline, instead of sleeping
-//!   and hoping.
+//!   and hoping; [`assert_between`] for when it happened.
 //!
 //! Everything panics, with a message saying what is wrong, on failure:
 //! these are for tests.
@@ -32,6 +32,16 @@ pub use pg::{
 pub use ports::free_port;
 
 use std::time::{Duration, Instant};
+
+/// Asserts that `elapsed` is at least `min` and at most `max` (`what`
+/// happened after `elapsed`).
+#[track_caller]
+pub fn assert_between(elapsed: Duration, min: Duration, max: Duration, what: &str) {
+    assert!(
+        elapsed >= min && elapsed <= max,
+        "{what} after {elapsed:?}, expected between {min:?} and {max:?}"
+    );
+}
 
 /// Polls `f` until it returns `Some` (returned) or the deadline passes
 /// (panics, naming `what`).

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::support::inproc::TestBroker;
 use futures::FutureExt;
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::assert_between;
 use halyard_testkit::stomp::{Next, Stomp, WAIT, body};
 
 // ---------------------------------------------------------------------------
@@ -1061,13 +1062,21 @@ async fn errors_carry_the_receipt_id_of_the_offending_frame() {
 // Slow peers
 // ---------------------------------------------------------------------------
 
-/// Asserts that `elapsed` is at least `min` and at most `max`.
-#[track_caller]
-fn assert_between(elapsed: Duration, min: Duration, max: Duration, what: &str) {
-    assert!(
-        elapsed >= min && elapsed <= max,
-        "{what} after {elapsed:?}, expected between {min:?} and {max:?}"
-    );
+/// Writes `chunks` one at a time, each once the broker has been silent for
+/// 40 ms after the previous one, until the broker answers with a frame
+/// (returned) or closes the connection (`None`).
+async fn trickle<'a>(r: &mut Stomp, chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<Frame> {
+    for chunk in chunks {
+        if r.try_write(chunk).await.is_err() {
+            return None;
+        }
+        match r.next(Duration::from_millis(40)).await {
+            Next::Timeout | Next::Heartbeat => continue,
+            Next::Frame(f) => return Some(f),
+            Next::Closed => return None,
+        }
+    }
+    None
 }
 
 #[tokio::test]
@@ -1146,22 +1155,9 @@ async fn a_frame_trickling_in_byte_by_byte_is_cut_off_after_frame_ms() {
         "y".repeat(200)
     );
     let start = Instant::now();
-    let mut error = None;
-    for &b in frame.as_bytes() {
-        // Each byte arrives well within frame-ms of the previous one, but
-        // the frame as a whole takes far longer.
-        if r.try_write(&[b]).await.is_err() {
-            break;
-        }
-        match r.next(Duration::from_millis(40)).await {
-            Next::Timeout | Next::Heartbeat => continue,
-            Next::Frame(f) => {
-                error = Some(f);
-                break;
-            }
-            Next::Closed => break,
-        }
-    }
+    // Each byte arrives well within frame-ms of the previous one, but the
+    // frame as a whole takes far longer.
+    let error = trickle(&mut r, frame.as_bytes().chunks(1)).await;
     let e = error.expect("the trickling frame was not cut off with an ERROR");
     assert_between(
         start.elapsed(),
@@ -1191,20 +1187,7 @@ async fn a_connection_without_connect_is_closed_after_connect_ms() {
     // Heart-beats before CONNECT do not keep it open.
     let start = Instant::now();
     let mut r = Stomp::open(s.addr()).await;
-    let mut error = None;
-    for _ in 0..100 {
-        if r.try_write(b"\n").await.is_err() {
-            break;
-        }
-        match r.next(Duration::from_millis(40)).await {
-            Next::Timeout | Next::Heartbeat => continue,
-            Next::Frame(f) => {
-                error = Some(f);
-                break;
-            }
-            Next::Closed => break,
-        }
-    }
+    let error = trickle(&mut r, std::iter::repeat_n(&b"\n"[..], 100)).await;
     let e = error.expect("the EOL-only connection was not closed with an ERROR");
     assert_between(
         start.elapsed(),

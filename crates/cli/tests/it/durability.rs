@@ -1,7 +1,9 @@
 //! Durability against the real broker binary: `kill -9` under load, torn
 //! and corrupt journal tails, the data-directory lock, `store.max-bytes`,
 //! durable topic subscriptions across restarts, deep (paged) queues and
-//! delivery counts that survive a crash.
+//! delivery counts that survive a crash. (The tests that need no crash — a
+//! full store, durable-subscription misuse, client ids — run against an
+//! in-process broker.)
 //!
 //! The promise under test: once the broker has sent the RECEIPT for a
 //! persistent SEND the message survives anything short of losing the disk,
@@ -14,6 +16,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::inproc::TestBroker;
 use crate::support::{BrokerProcess, halyard_bin};
 use halyard_stomp::{Command, Frame};
 use halyard_testkit::stomp::{Got, Stomp, WAIT, body, persistent_send};
@@ -980,8 +983,9 @@ async fn consume_exactly(c: &mut Stomp, expect: &[String]) {
 
 #[tokio::test]
 async fn a_full_store_refuses_persistent_sends_and_recovers_once_drained() {
-    let b = BrokerProcess::start(&FULL_CONFIG.replace("WHEN", "fail")).await;
-    let (receipted, msg) = send_until_refused(&b, "/queue/full", full_body, 0).await;
+    let b = TestBroker::start(&FULL_CONFIG.replace("WHEN", "fail")).await;
+    let (receipted, msg) =
+        send_until_refused(b.stomp, || b.logs(), "/queue/full", full_body, 0).await;
     assert!(
         msg.contains("full"),
         "ERROR does not say the store is full: {msg}"
@@ -1034,7 +1038,7 @@ async fn a_full_store_refuses_persistent_sends_and_recovers_once_drained() {
 
 #[tokio::test]
 async fn a_full_store_in_wait_mode_holds_the_receipt_until_consumers_drain() {
-    let b = BrokerProcess::start(&FULL_CONFIG.replace("WHEN", "wait")).await;
+    let b = TestBroker::start(&FULL_CONFIG.replace("WHEN", "wait")).await;
     let mut p = Stomp::connect(b.stomp).await;
     let mut sent = Vec::new();
     while journal_bytes(&b.data_dir()) < 262_144 {
@@ -1132,19 +1136,20 @@ fn disk_body(i: usize) -> String {
 /// Sends receipted persistent messages (numbered from `from`) until one is
 /// refused; returns the bodies receipted and the ERROR's message.
 async fn fill_until_refused(b: &BrokerProcess, from: usize) -> (Vec<String>, String) {
-    send_until_refused(b, "/queue/disk", disk_body, from).await
+    send_until_refused(b.stomp, || b.logs(), "/queue/disk", disk_body, from).await
 }
 
 /// Persistent SENDs of `body(i)` from `from` on, each with a receipt
 /// awaited, until one is refused; returns the bodies receipted and the
-/// ERROR's message.
+/// ERROR's message. `logs` tells what the broker logged, for a failure.
 async fn send_until_refused(
-    b: &BrokerProcess,
+    stomp: SocketAddr,
+    logs: impl Fn() -> String,
     queue: &str,
     body: fn(usize) -> String,
     from: usize,
 ) -> (Vec<String>, String) {
-    let mut p = peer(b.stomp).await.unwrap();
+    let mut p = peer(stomp).await.unwrap();
     let mut receipted = Vec::new();
     loop {
         let i = from + receipted.len();
@@ -1164,7 +1169,7 @@ async fn send_until_refused(
                 let msg = f.headers.get("message").unwrap_or_default().to_owned();
                 return (receipted, msg);
             }
-            other => panic!("expected RECEIPT or ERROR, got {other:?}:\n{}", b.logs()),
+            other => panic!("expected RECEIPT or ERROR, got {other:?}:\n{}", logs()),
         }
     }
 }
@@ -1374,19 +1379,25 @@ async fn durable_subscriptions_keep_persistent_messages_across_absence_and_kill_
     s.disconnect().await;
 }
 
-#[tokio::test]
-async fn durable_subscription_misuse_is_refused() {
-    let b = BrokerProcess::start("").await;
-    // Without a client-id.
-    let mut s = Stomp::connect(b.stomp).await;
+/// SUBSCRIBEs to `dest` as durable subscription `x` with id `id`; expects
+/// an ERROR and the close.
+async fn durable_subscribe_refused(s: &mut Stomp, id: &str, dest: &str) -> Frame {
     s.send(
         Frame::new(Command::Subscribe)
-            .header("id", "d")
-            .header("destination", "/topic/t")
+            .header("id", id)
+            .header("destination", dest)
             .header("activemq.subscriptionName", "x"),
     )
     .await;
-    let e = s.expect_error().await;
+    s.expect_error().await
+}
+
+#[tokio::test]
+async fn durable_subscription_misuse_is_refused() {
+    let b = TestBroker::start("").await;
+    // Without a client-id.
+    let mut s = Stomp::connect(b.stomp).await;
+    let e = durable_subscribe_refused(&mut s, "d", "/topic/t").await;
     assert!(
         body_or_message(&e).contains("client-id"),
         "error does not mention client-id: {e:?}"
@@ -1394,14 +1405,7 @@ async fn durable_subscription_misuse_is_refused() {
 
     // On a queue.
     let mut s = connect_client(b.stomp).await;
-    s.send(
-        Frame::new(Command::Subscribe)
-            .header("id", "d")
-            .header("destination", "/queue/q")
-            .header("activemq.subscriptionName", "x"),
-    )
-    .await;
-    let e = s.expect_error().await;
+    let e = durable_subscribe_refused(&mut s, "d", "/queue/q").await;
     assert!(body_or_message(&e).contains("topic"), "{e:?}");
 
     // A second consumer on an active durable subscription.
@@ -1421,14 +1425,7 @@ async fn durable_subscription_misuse_is_refused() {
     assert_eq!(e.command, Command::Error, "{e:?}");
     assert!(body_or_message(&e).contains("already connected"), "{e:?}");
     // A second SUBSCRIBE to the same durable subscription.
-    s.send(
-        Frame::new(Command::Subscribe)
-            .header("id", "d2")
-            .header("destination", "/topic/t")
-            .header("activemq.subscriptionName", "x"),
-    )
-    .await;
-    let e = s.expect_error().await;
+    let e = durable_subscribe_refused(&mut s, "d2", "/topic/t").await;
     assert!(
         body_or_message(&e).contains("already has a consumer"),
         "{e:?}"
@@ -1443,7 +1440,7 @@ async fn durable_subscription_misuse_is_refused() {
 /// '...' is already connected" (about 2% of attempts here).
 #[tokio::test]
 async fn a_client_id_is_free_again_once_its_disconnect_has_completed() {
-    let b = BrokerProcess::start("").await;
+    let b = TestBroker::start("").await;
     for i in 0..300 {
         let mut s = match Stomp::try_connect_with(b.stomp, CLIENT).await {
             Ok(s) => s,

@@ -14,7 +14,8 @@
 //!   attempt limits and `timeout` end in the documented errors;
 //! - what cannot be carried over (an open transaction) is reported;
 //! - the broker's `_AMQ_DUPL_ID` memory survives kill -9, restarts and
-//!   takeovers, and outlives the message it came with.
+//!   takeovers, and outlives the message it came with (the duplicate-id
+//!   settings that need no crash are tried on an in-process broker).
 //!
 //! Nothing sleeps and hopes: every wait polls for its event with a deadline.
 
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::cluster::{Node, ROLE_WAIT, local, ms};
+use crate::support::inproc::TestBroker;
 use crate::support::{BrokerProcess, halyard_bin, run_cli};
 use halyard_client::{
     AckMode, Client, ClientError, ConnectionEvent, Receipt, SendMessage, SubscribeOptions,
@@ -1035,8 +1037,7 @@ async fn the_broker_drops_duplicate_ids_across_kill_9_takeovers_and_after_consum
 #[tokio::test]
 async fn a_duplicate_window_of_zero_turns_detection_off() {
     const Q: &str = "/queue/dedup-off";
-    let b =
-        BrokerProcess::start(&format!("{CONFIG}\n[destinations]\nduplicate-window = 0\n")).await;
+    let b = TestBroker::start(&format!("{CONFIG}\n[destinations]\nduplicate-window = 0\n")).await;
     let mut c = Stomp::connect(b.stomp).await;
     send_dup(&mut c, Q, "x-1", "x", None).await;
     send_dup(&mut c, Q, "x-2", "x", None).await;
@@ -1048,7 +1049,7 @@ async fn a_duplicate_window_of_zero_turns_detection_off() {
 #[tokio::test]
 async fn an_empty_or_oversized_duplicate_id_is_refused_with_an_error() {
     const Q: &str = "/queue/dedup-bad";
-    let b = BrokerProcess::start(CONFIG).await;
+    let b = TestBroker::start(CONFIG).await;
     // The longest accepted id: 256 bytes.
     let longest = "k".repeat(256);
     let mut c = Stomp::connect(b.stomp).await;

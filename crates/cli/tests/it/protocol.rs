@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::inproc::TestBroker;
 use halyard_stomp::{Command, Frame};
+use halyard_testkit::assert_between;
 use halyard_testkit::stomp::{Next, Stomp, WAIT, body};
 
 // ---------------------------------------------------------------------------
@@ -22,14 +23,6 @@ fn connect_bytes(headers: &[&str]) -> Vec<u8> {
     }
     s.push_str("\n\0");
     s.into_bytes()
-}
-
-#[track_caller]
-fn assert_between(elapsed: Duration, min: Duration, max: Duration, what: &str) {
-    assert!(
-        elapsed >= min && elapsed <= max,
-        "{what} after {elapsed:?}, expected between {min:?} and {max:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------

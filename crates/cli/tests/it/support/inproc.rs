@@ -77,6 +77,11 @@ impl TestBroker {
         }
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Whether the broker still serves: its thread runs and it has not
     /// stopped by itself.
     pub fn is_running(&self) -> bool {
