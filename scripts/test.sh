@@ -55,6 +55,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     echo "$want" > "$stamp"
 fi
-HALYARD_BIN="$PWD/target/debug/halyard" "$venv/bin/python" -m pytest tests/python -q -n 2
+# The binary the build step made, wherever cargo puts it (CARGO_TARGET_DIR).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+HALYARD_BIN="$target_dir/debug/halyard" "$venv/bin/python" -m pytest tests/python -q -n 2
 
 step "all tests passed in $((SECONDS - started)) s"

@@ -96,7 +96,7 @@ def _free_port() -> int:
     ephemeral range, so no parallel test's outgoing connection takes it
     before the broker binds it; reserved for this process's life with a
     lock on a file named after it, as the Rust tests do
-    (crates/cli/tests/common/mod.rs), so no two test processes share one."""
+    (crates/testkit/src/ports.rs), so no two test processes share one."""
     lock_dir = os.path.join(tempfile.gettempdir(), "halyard-test-ports")
     try:
         os.makedirs(lock_dir, exist_ok=True)

@@ -133,7 +133,7 @@ def ha_pair(halyard_bin: Path, tmp_path: Path, request: pytest.FixtureRequest):
     yield master, slave
     # SIGKILL: the test has checked what it needs, and a slave that gets
     # SIGTERM does not exit while a master still holds the lock (a broker
-    # bug, see crates/cli/tests/ha.rs `a_slave_exits_promptly_on_sigterm`).
+    # bug, see crates/cli/tests/it/ha.rs `a_slave_exits_promptly_on_sigterm`).
     for b in started:
         if b.alive():
             b.proc.kill()
