@@ -106,21 +106,6 @@ impl TestBroker {
             None => "the in-process broker's thread ended (see its panic above)".to_owned(),
         }
     }
-
-    /// GET an admin HTTP path; returns (status, body).
-    pub async fn http_get(&self, path: &str) -> (u16, String) {
-        halyard_testkit::http::http_get(self.http, path).await
-    }
-
-    /// `stomp://host:port`, as the client names brokers.
-    pub fn url(&self) -> String {
-        format!("stomp://{}", self.stomp)
-    }
-
-    /// The stats of one destination from the admin API, if it exists.
-    pub async fn dest_stats(&self, dest: &str) -> Option<serde_json::Value> {
-        super::dest_stats(self.http, dest).await
-    }
 }
 
 impl Drop for TestBroker {

@@ -3,7 +3,7 @@
 //! library in this process ([`inproc::TestBroker`]), and groups of broker
 //! processes on one store with clients that fail over ([`cluster`]).
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(unreachable_pub)]
 
 pub mod cluster;
 pub mod inproc;
