@@ -2,7 +2,8 @@
 //! process to spawn, no port to reserve, no binary to find. For tests that
 //! need a broker on a socket and nothing a process gives (`kill -9`, exit
 //! codes, resource limits, its stdout): protocol, delivery, bad input,
-//! messaging.
+//! messaging, and the store-limit, durable-subscription and duplicate-id
+//! tests that need no crash.
 //!
 //! The broker runs on a thread of its own with a tokio runtime of its own,
 //! so it keeps serving whatever the test's runtime does (a test blocked in
