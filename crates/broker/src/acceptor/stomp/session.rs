@@ -186,12 +186,38 @@ pub(super) async fn serve(
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), session.write_out()).await;
     let _ = session.writer.shutdown().await;
+    if matches!(end, End::Error(_)) && !stop.is_cancelled() {
+        session.drain().await;
+    }
     Metrics::dec(&shared.metrics.connections);
     tracing::info!(conn = %conn, %peer, %reason,
         duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
 }
 
+/// Input read and discarded after an ERROR, at most.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
 impl Session {
+    /// Reads and discards what the peer still sends (up to a second or
+    /// [`DRAIN_BYTES`]) after an ERROR: closing a socket with unread input
+    /// makes the kernel reset the connection, which can destroy the ERROR
+    /// just written before the peer reads it.
+    async fn drain(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let reader = self.reader.get_mut();
+        let mut scratch = [0u8; 8192];
+        let mut total = 0;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while total < DRAIN_BYTES {
+                match reader.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+    }
+
     async fn serve(&mut self, stop: &CancellationToken) -> End {
         let mut was_reading = true;
         // Made once and polled on every turn: registering a new waiter on
