@@ -1118,3 +1118,70 @@ mod tests {
         assert_eq!(decode(&[99]), Err(FormatError::UnknownType(99)));
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Encode/decode cost of an Add with five string headers (run with
+    /// `cargo test --release -p halyard-broker add_codec_timing -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a timing loop, not a test"]
+    fn add_codec_timing() {
+        let m = Arc::new(Message {
+            seq: 1,
+            id: MessageId {
+                prefix: "ID:broker-1a2b3c-1700000000000-".into(),
+                n: 123_456,
+            },
+            destination: Destination::queue("orders.incoming"),
+            headers: vec![
+                ("persistent".into(), "true".into()),
+                ("content-type".into(), "application/json".into()),
+                ("_AMQ_DUPL_ID".into(), "producer-7f3a:000123".into()),
+                ("correlation-id".into(), "c-8d2e41".into()),
+                ("reply-to".into(), "/queue/replies.client-42".into()),
+            ],
+            body: Bytes::from(vec![b'x'; 256]),
+            persistent: true,
+            priority: 4,
+            expires: 0,
+            timestamp: 1_700_000_000_000,
+            charge: crate::core::Charge::none(),
+        });
+        let record = Record::Add {
+            key: StoreKey::Queue("orders.incoming".into()),
+            message: m,
+            dedup: Some("producer-7f3a:000123".into()),
+        };
+        const N: u32 = 1_000_000;
+        for round in 0..5 {
+            let mut w = Writer::default();
+            let t = std::time::Instant::now();
+            for _ in 0..N {
+                w.buf.clear();
+                w.record(&record);
+                std::hint::black_box(&w.buf);
+            }
+            let encode = t.elapsed();
+            let payload = w.buf[FRAME_LEN..].to_vec();
+            let t = std::time::Instant::now();
+            for _ in 0..N {
+                std::hint::black_box(decode(std::hint::black_box(&payload)).unwrap());
+            }
+            let meta = t.elapsed();
+            let t = std::time::Instant::now();
+            for _ in 0..N {
+                std::hint::black_box(decode_message(std::hint::black_box(&payload)).unwrap());
+            }
+            let full = t.elapsed();
+            println!(
+                "round {round}: encode {:.0} ns, decode (recovery) {:.0} ns, decode (message) {:.0} ns, {} bytes",
+                encode.as_nanos() as f64 / f64::from(N),
+                meta.as_nanos() as f64 / f64::from(N),
+                full.as_nanos() as f64 / f64::from(N),
+                payload.len()
+            );
+        }
+    }
+}
