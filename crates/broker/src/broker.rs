@@ -41,7 +41,7 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Every message the broker holds is charged to this
     /// (`limits.memory-bytes`).
-    pub(crate) memory: Arc<crate::core::MemoryBudget>,
+    pub(crate) memory: Arc<crate::memory::MemoryBudget>,
     boot: String,
     seq: AtomicU64,
     next_connection: AtomicU64,
@@ -819,7 +819,7 @@ async fn promote(
         store,
         metrics: Metrics::default(),
         stop: CancellationToken::new(),
-        memory: crate::core::MemoryBudget::new(node.resources.memory_bytes),
+        memory: crate::memory::MemoryBudget::new(node.resources.memory_bytes),
         seq: AtomicU64::new(recovered.max_seq),
         next_connection: AtomicU64::new(0),
         next_consumer: AtomicU64::new(0),

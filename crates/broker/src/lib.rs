@@ -11,6 +11,7 @@ mod broker;
 pub mod config;
 pub mod core;
 pub mod ha;
+pub mod memory;
 pub mod metrics;
 pub mod resources;
 pub mod store;

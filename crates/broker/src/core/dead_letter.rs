@@ -165,7 +165,7 @@ async fn dead_letter(
             priority: message.priority,
             expires: 0,
             timestamp: message.timestamp,
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         }
         .charged(&shared.memory),
     );

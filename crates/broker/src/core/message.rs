@@ -60,7 +60,7 @@ pub struct Message {
     pub timestamp: u64,
     /// Its share of the broker's memory budget, held as long as the
     /// message is.
-    pub charge: super::Charge,
+    pub charge: crate::memory::Charge,
 }
 
 /// The priority of messages that do not state one.
@@ -84,7 +84,7 @@ impl Message {
     }
 
     /// The message, charged to `budget` for its weight.
-    pub fn charged(mut self, budget: &std::sync::Arc<super::MemoryBudget>) -> Message {
+    pub fn charged(mut self, budget: &std::sync::Arc<crate::memory::MemoryBudget>) -> Message {
         self.charge = budget.charge(self.weight());
         self
     }
@@ -123,7 +123,7 @@ pub(crate) fn test_message(seq: u64, priority: u8) -> Arc<Message> {
         priority,
         expires: 0,
         timestamp: 0,
-        charge: super::Charge::none(),
+        charge: crate::memory::Charge::none(),
     })
 }
 

@@ -10,7 +10,6 @@ mod dead_letter;
 mod destination;
 pub(crate) mod dispatch;
 mod handle;
-mod memory;
 mod message;
 mod queue;
 mod reclaim;
@@ -22,7 +21,6 @@ pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, SubKey};
 pub use handle::DestinationStats;
 pub(crate) use handle::{Control, DestHandle, DurableName, Gone, Publish, PublishError};
-pub use memory::{Charge, MemoryBudget};
 #[cfg(test)]
 pub(crate) use message::test_message;
 pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};

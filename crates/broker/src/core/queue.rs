@@ -14,6 +14,7 @@ use super::{
     Control, DestHandle, Destination, DestinationKind, DestinationStats, Message, Publish, now_ms,
 };
 use crate::broker::Shared;
+use crate::memory::MemoryBudget;
 use crate::store::StoreError;
 
 /// Depth of a destination's control channel.
@@ -78,9 +79,21 @@ pub(crate) fn start_loading(shared: &Shared, d: &mut Dispatcher, loading: &mut L
         let memory = shared.memory.clone();
         *loading = Some(Box::pin(async move {
             let mut loaded = store.load(want).await;
-            super::memory::charge_loaded(&memory, &mut loaded);
+            charge_loaded(&memory, &mut loaded);
             loaded
         }));
+    }
+}
+
+/// Charges bodies read back from the store to the broker's memory budget
+/// (they come back uncharged, from a reader that knows nothing of budgets).
+pub(super) fn charge_loaded(budget: &Arc<MemoryBudget>, loaded: &mut Loaded) {
+    for (_, r) in loaded {
+        if let Ok(m) = r
+            && let Some(m) = Arc::get_mut(m)
+        {
+            m.charge = budget.charge(m.weight());
+        }
     }
 }
 

@@ -107,7 +107,7 @@ fn message(seq: u64, queue: &str) -> Arc<Message> {
             0
         },
         timestamp: 1_700_000_000_000 + seq,
-        charge: crate::core::Charge::none(),
+        charge: crate::memory::Charge::none(),
     })
 }
 

@@ -238,7 +238,7 @@ impl Session {
             priority,
             expires,
             timestamp: now_ms(),
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         }
         .charged(&self.shared.memory))
     }

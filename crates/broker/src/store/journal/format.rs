@@ -822,7 +822,7 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), Form
             priority,
             expires,
             timestamp,
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         },
     ))
 }
@@ -845,7 +845,7 @@ mod tests {
             priority: 7,
             expires: 123,
             timestamp: 456,
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         }
     }
 
@@ -1147,7 +1147,7 @@ mod timing {
             priority: 4,
             expires: 0,
             timestamp: 1_700_000_000_000,
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         });
         let record = Record::Add {
             key: StoreKey::Queue("orders.incoming".into()),

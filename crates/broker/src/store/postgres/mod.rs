@@ -806,7 +806,7 @@ impl PgReader {
                 priority: r.get::<_, i16>(1).clamp(0, 9) as u8,
                 expires: r.get::<_, i64>(3).max(0) as u64,
                 timestamp: r.get::<_, i64>(4).max(0) as u64,
-                charge: crate::core::Charge::none(),
+                charge: crate::memory::Charge::none(),
             };
             out.insert(seq, Arc::new(message));
         }
