@@ -13,12 +13,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{BrokerConfig, StoreKind};
 use crate::core::{Control, DurableName};
-use crate::core::{DestHandle, Destination, DestinationKind, DestinationStats, now_ms};
+use crate::core::{DestHandle, DestinationStats};
 use crate::ha::{
     CheckFailed, DataDirLock, Fenced, HaStatus, Lease, LeaseConfig, LockOwner, LostSignal, Role,
     Takeover, host_name, read_owner,
 };
 use crate::metrics::Metrics;
+use crate::model::{Destination, DestinationKind, now_ms};
 use crate::resources::Resources;
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::{
@@ -145,7 +146,7 @@ impl Shared {
     pub(crate) async fn publish(
         self: &Arc<Self>,
         handle: &DestHandle,
-        message: Arc<crate::core::Message>,
+        message: Arc<crate::model::Message>,
         confirm: bool,
     ) -> Result<(), crate::core::PublishError> {
         let mut h = handle.clone();
@@ -1008,13 +1009,7 @@ fn fence(node: &Node, master: &Master, why: &str) {
 async fn restore(shared: &Arc<Shared>, recovered: Recovered) {
     let mut topics: HashMap<DurableName, crate::core::DestHandle> = HashMap::new();
     for s in recovered.subscriptions {
-        let topic = match Destination::parse(&s.topic, "") {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(topic = %s.topic, error = %e, "cannot restore durable subscription");
-                continue;
-            }
-        };
+        let topic = s.topic;
         let name = DurableName {
             client_id: s.client_id.into(),
             name: s.name.into(),

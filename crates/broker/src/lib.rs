@@ -13,6 +13,7 @@ pub mod core;
 pub mod ha;
 pub mod memory;
 pub mod metrics;
+pub mod model;
 pub mod resources;
 pub mod store;
 

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::dispatch::Effect;
-use super::{Destination, Message};
 use crate::broker::Shared;
 use crate::metrics::Metrics;
+use crate::model::{Destination, Message};
 use crate::store::{Record, StoreKey};
 
 /// Header naming the destination a dead-lettered message came from.

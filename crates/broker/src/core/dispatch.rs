@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::Message;
+use crate::model::Message;
 use crate::store::{StoreError, StoredMessage};
 
 /// Broker-wide id of one subscription at one destination.
@@ -869,7 +869,7 @@ impl Dispatcher {
 mod tests {
     use super::*;
 
-    use crate::core::test_message as msg;
+    use crate::model::test_message as msg;
 
     fn policy() -> Policy {
         Policy {

@@ -7,22 +7,16 @@
 //! credit-bounded channels and replies on oneshots.
 
 mod dead_letter;
-mod destination;
 pub(crate) mod dispatch;
 mod handle;
-mod message;
 mod queue;
 mod reclaim;
 mod topic;
 
 pub(crate) use dead_letter::settle;
-pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_LEN};
 pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, SubKey};
 pub use handle::DestinationStats;
 pub(crate) use handle::{Control, DestHandle, DurableName, Gone, Publish, PublishError};
-#[cfg(test)]
-pub(crate) use message::test_message;
-pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};
 pub(crate) use queue::spawn_queue;
 pub(crate) use topic::spawn_topic;

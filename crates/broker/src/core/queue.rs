@@ -10,11 +10,10 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::dispatch::{Dispatcher, Effect, Policy};
-use super::{
-    Control, DestHandle, Destination, DestinationKind, DestinationStats, Message, Publish, now_ms,
-};
+use super::{Control, DestHandle, DestinationStats, Publish};
 use crate::broker::Shared;
 use crate::memory::MemoryBudget;
+use crate::model::{Destination, DestinationKind, Message, now_ms};
 use crate::store::StoreError;
 
 /// Depth of a destination's control channel.

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Control, Destination, DestinationStats, Publish};
+use super::{Control, DestinationStats, Publish};
 use crate::broker::Shared;
+use crate::model::Destination;
 
 /// How long a destination has been idle.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::postgres::{PostgresConfig, PostgresStore};
 use super::{Batch, DurableSubscription, JournalStore, Record, Recovered, StoreBackend, StoreKey};
-use crate::core::{Destination, Message, MessageId};
+use crate::model::{Destination, Message, MessageId};
 use crate::store::journal::{JournalConfig, SyncMode};
 
 /// Opens backend instances on one storage.
@@ -197,7 +197,7 @@ async fn durable_subscriptions_and_their_messages<H: Harness>(h: H) {
     let sub = |name: &str| Record::SubscriptionAdd {
         client_id: "c1".into(),
         name: name.into(),
-        topic: "/topic/t".into(),
+        topic: Destination::topic("t"),
     };
     let key = StoreKey::Durable {
         client_id: "c1".into(),
@@ -233,7 +233,7 @@ async fn durable_subscriptions_and_their_messages<H: Harness>(h: H) {
     let want = |name: &str| DurableSubscription {
         client_id: "c1".into(),
         name: name.into(),
-        topic: "/topic/t".into(),
+        topic: Destination::topic("t"),
     };
     assert_eq!(subs, vec![want("s1"), want("s3")]);
     let m: Vec<_> = r.messages.into_sorted().collect();

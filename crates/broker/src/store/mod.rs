@@ -42,7 +42,7 @@ pub use dedup::{DUPLICATE_ID_HEADER, DuplicateBounds, Duplicates, MAX_DUPLICATE_
 pub use journal::JournalStore;
 pub use memory::MemoryStore;
 
-use crate::core::Message;
+use crate::model::{Destination, Message};
 
 /// Where a stored message is queued: a queue, or one durable topic
 /// subscription (each durable subscriber has its own copy).
@@ -92,8 +92,8 @@ pub enum Record {
         client_id: String,
         /// The subscription name.
         name: String,
-        /// The topic, e.g. `/topic/prices`.
-        topic: String,
+        /// The topic (stored by its canonical name, e.g. `/topic/prices`).
+        topic: Destination,
     },
     /// A durable subscription was removed.
     SubscriptionRemove {
@@ -174,7 +174,7 @@ pub struct DurableSubscription {
     /// The subscription name.
     pub name: String,
     /// The topic.
-    pub topic: String,
+    pub topic: Destination,
 }
 
 /// Recovered messages in sequence order, held compactly (a few bytes per
@@ -380,7 +380,7 @@ impl Usage {
     /// held back: they are what frees space.
     pub fn short_of_space(&self, for_ms: u64) {
         self.short_until_ms
-            .store(crate::core::now_ms() + for_ms, Ordering::Relaxed);
+            .store(crate::model::now_ms() + for_ms, Ordering::Relaxed);
     }
 
     /// The disk has room again.
@@ -398,7 +398,7 @@ impl Usage {
     /// How long new messages are still refused for want of disk space.
     fn short_wait(&self) -> Option<std::time::Duration> {
         let until = self.short_until_ms.load(Ordering::Relaxed);
-        let now = crate::core::now_ms();
+        let now = crate::model::now_ms();
         (until > now).then(|| std::time::Duration::from_millis(until - now))
     }
 
@@ -918,7 +918,7 @@ mod tests {
     use super::*;
 
     fn msg(seq: u64) -> Arc<Message> {
-        crate::core::test_message(seq, 4)
+        crate::model::test_message(seq, 4)
     }
 
     /// Records how batches were grouped, to show group commit happens.

@@ -12,6 +12,7 @@ mod ack;
 mod activity;
 mod codec;
 mod connect;
+mod destination;
 mod effects;
 mod error;
 mod outbound;

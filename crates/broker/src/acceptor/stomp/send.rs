@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use halyard_stomp::Frame;
 
+use super::destination::StompDestination;
 use super::error::{Fatal, missing};
 use super::session::Session;
 use crate::broker::Shared;
-use crate::core::{
-    DEFAULT_PRIORITY, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms,
-};
+use crate::core::DestHandle;
 use crate::metrics::Metrics;
+use crate::model::{DEFAULT_PRIORITY, Destination, DestinationKind, Message, MessageId, now_ms};
 use crate::store::{DUPLICATE_ID_HEADER, MAX_DUPLICATE_ID_LEN, Record, StoreError, StoreKey};
 
 /// Headers that describe the frame rather than the message, or that the
@@ -221,7 +221,7 @@ impl Session {
                 && v.starts_with("/temp-queue/")
                 && let Ok(d) = Destination::parse(v, &self.temp_scope)
             {
-                *v = d.to_string();
+                *v = d.stomp_name();
             }
         }
         let seq = self.shared.next_seq();

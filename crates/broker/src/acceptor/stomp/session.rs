@@ -23,8 +23,9 @@ use super::outbound::{self, MessageHeaders};
 use super::subscriptions::{AckMode, Subscriptions};
 use super::transaction::Transaction;
 use crate::broker::Shared;
-use crate::core::{Control, Delivery, DeliveryTx, Destination, Kick};
+use crate::core::{Control, Delivery, DeliveryTx, Kick};
 use crate::metrics::Metrics;
+use crate::model::Destination;
 use crate::store::Record;
 
 /// Deliveries written per wake-up before the session looks at other work.

@@ -11,10 +11,12 @@ use std::collections::VecDeque;
 use halyard_stomp::{Frame, Headers, Version};
 use tokio::sync::oneshot;
 
+use super::destination::StompDestination;
 use super::error::{Fatal, missing};
 use super::session::Session;
 use super::subscriptions::{AckMode, Subscription};
-use crate::core::{ConsumerReg, Control, Destination, DestinationKind, DurableName};
+use crate::core::{ConsumerReg, Control, DurableName};
+use crate::model::{Destination, DestinationKind};
 
 /// Prefetch headers, in order of preference: ActiveMQ's spelling first.
 const PREFETCH_HEADERS: [&str; 2] = ["activemq.prefetchSize", "prefetch-count"];

@@ -2,7 +2,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::core::{ConsumerId, DestHandle, MessageId, SubKey};
+use crate::core::{ConsumerId, DestHandle, SubKey};
+use crate::model::MessageId;
 
 /// How a subscription acknowledges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::subscriptions::Acked;
-use crate::core::{Control, DestHandle, Message};
+use crate::core::{Control, DestHandle};
+use crate::model::Message;
 
 #[derive(Default)]
 pub(super) struct Transaction {

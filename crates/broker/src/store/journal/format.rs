@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::core::{Destination, Message, MessageId};
+use crate::model::{Destination, Message, MessageId};
 use crate::store::{Record, StoreKey};
 
 /// First bytes of every segment file.
@@ -389,12 +389,13 @@ impl Writer {
                 name,
                 topic,
             } => {
-                let len = 1 + str_len(client_id) + str_len(name) + str_len(topic);
+                let topic = topic.to_string();
+                let len = 1 + str_len(client_id) + str_len(name) + str_len(&topic);
                 self.frame(len, |b| {
                     b.push(T_SUB_ADD);
                     put_str(b, client_id);
                     put_str(b, name);
-                    put_str(b, topic);
+                    put_str(b, &topic);
                 });
             }
             Record::SubscriptionRemove { client_id, name } => {
@@ -630,7 +631,7 @@ pub(crate) enum Entry {
     SubscriptionAdd {
         client_id: String,
         name: String,
-        topic: String,
+        topic: Destination,
     },
     SubscriptionRemove {
         client_id: String,
@@ -727,7 +728,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
         T_SUB_ADD => Entry::SubscriptionAdd {
             client_id: c.str()?.to_owned(),
             name: c.str()?.to_owned(),
-            topic: c.str()?.to_owned(),
+            topic: c
+                .str()?
+                .parse()
+                .map_err(|_| FormatError::Malformed("invalid topic"))?,
         },
         T_SUB_REMOVE => Entry::SubscriptionRemove {
             client_id: c.str()?.to_owned(),
@@ -798,7 +802,9 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), Form
         c.str()?;
     }
     let timestamp = c.u64()?;
-    let destination = Destination::parse(c.str()?, "")
+    let destination = c
+        .str()?
+        .parse()
         .map_err(|_| FormatError::Malformed("invalid destination"))?;
     let prefix: Arc<str> = c.str()?.into();
     let n = c.u64()?;
@@ -961,7 +967,7 @@ mod tests {
         w.record(&Record::SubscriptionAdd {
             client_id: "c".into(),
             name: "s".into(),
-            topic: "/topic/t".into(),
+            topic: Destination::topic("t"),
         });
         w.record(&Record::SubscriptionRemove {
             client_id: "c".into(),

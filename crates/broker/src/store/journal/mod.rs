@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Batch, DurableSubscription, MessageReader, Record, Recovered, StoreBackend, StoreError, Usage,
 };
-use crate::core::{Message, now_ms};
+use crate::model::{Message, now_ms};
 
 /// When the journal syncs to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::core::test_message;
+use crate::model::{Destination, test_message};
 use crate::store::StoreKey;
 
 fn cfg(segment_bytes: u64) -> JournalConfig {
@@ -98,7 +98,7 @@ async fn subscriptions_are_recovered() {
     let sub = |name: &str| Record::SubscriptionAdd {
         client_id: "c".into(),
         name: name.into(),
-        topic: "/topic/t".into(),
+        topic: Destination::topic("t"),
     };
     j.put(&[vec![sub("a"), sub("b")]]).await.unwrap();
     j.put(&[vec![Record::SubscriptionRemove {
@@ -114,7 +114,7 @@ async fn subscriptions_are_recovered() {
         vec![DurableSubscription {
             client_id: "c".into(),
             name: "b".into(),
-            topic: "/topic/t".into()
+            topic: Destination::topic("t")
         }]
     );
 }

@@ -38,7 +38,7 @@ use super::{
     Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
     StoreError, StoreKey, Usage,
 };
-use crate::core::{Destination, Message, MessageId};
+use crate::model::{Message, MessageId};
 
 /// Opens a connection to `url` whose I/O runs on the current runtime.
 pub(crate) async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
@@ -257,7 +257,7 @@ impl Plan {
                     topic,
                 } => p
                     .subs
-                    .push((true, client_id.clone(), name.clone(), topic.clone())),
+                    .push((true, client_id.clone(), name.clone(), topic.to_string())),
                 Record::SubscriptionRemove { client_id, name } => {
                     p.subs
                         .push((false, client_id.clone(), name.clone(), String::new()))
@@ -576,10 +576,22 @@ impl StoreBackend for PostgresStore {
             .await
             .map_err(|e| db("cannot read durable subscriptions", &e))?
             .into_iter()
-            .map(|r| DurableSubscription {
-                client_id: r.get(0),
-                name: r.get(1),
-                topic: r.get(2),
+            .filter_map(|r| {
+                let topic: String = r.get(2);
+                match topic.parse() {
+                    Ok(topic) => Some(DurableSubscription {
+                        client_id: r.get(0),
+                        name: r.get(1),
+                        topic,
+                    }),
+                    // Only a broker writes these rows; one that is not a
+                    // topic's canonical name cannot be restored, and
+                    // should not keep the others from being restored.
+                    Err(e) => {
+                        tracing::error!(%topic, error = %e, "cannot restore durable subscription");
+                        None
+                    }
+                }
             })
             .collect::<Vec<_>>();
         let mut duplicate_ids: Vec<(StoreKey, Vec<Arc<str>>)> = Vec::new();
@@ -797,7 +809,8 @@ impl PgReader {
                     prefix: r.get::<_, String>(6).into(),
                     n: r.get::<_, i64>(7) as u64,
                 },
-                destination: Destination::parse(&destination, "")
+                destination: destination
+                    .parse()
                     .map_err(|e| format!("message {seq}: {e}"))?,
                 headers: serde_json::from_str(&headers)
                     .map_err(|e| format!("message {seq}: bad headers: {e}"))?,

@@ -1,5 +1,6 @@
-//! The broker's message: what a SEND becomes, what the store keeps and what
-//! subscribers receive (shared between subscribers through an `Arc`).
+//! The broker's message: what a protocol head makes of what a producer
+//! sent, what the store keeps and what subscribers receive (shared between
+//! subscribers through an `Arc`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::Destination;
+use crate::memory::{Charge, MemoryBudget};
 
 /// A message id as clients see it: a per-boot prefix and a number. Kept in
 /// parts so the broker never formats a string per message; the parts are
@@ -60,7 +62,7 @@ pub struct Message {
     pub timestamp: u64,
     /// Its share of the broker's memory budget, held as long as the
     /// message is.
-    pub charge: crate::memory::Charge,
+    pub charge: Charge,
 }
 
 /// The priority of messages that do not state one.
@@ -84,7 +86,7 @@ impl Message {
     }
 
     /// The message, charged to `budget` for its weight.
-    pub fn charged(mut self, budget: &std::sync::Arc<crate::memory::MemoryBudget>) -> Message {
+    pub fn charged(mut self, budget: &Arc<MemoryBudget>) -> Message {
         self.charge = budget.charge(self.weight());
         self
     }
@@ -123,7 +125,7 @@ pub(crate) fn test_message(seq: u64, priority: u8) -> Arc<Message> {
         priority,
         expires: 0,
         timestamp: 0,
-        charge: crate::memory::Charge::none(),
+        charge: Charge::none(),
     })
 }
 
