@@ -10,8 +10,12 @@
 
 mod destination;
 mod message;
+mod properties;
+mod value;
 
 pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_LEN};
 #[cfg(test)]
 pub(crate) use message::test_message;
 pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};
+pub use properties::Properties;
+pub use value::Value;
