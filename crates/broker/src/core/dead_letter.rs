@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::dispatch::Effect;
 use crate::broker::Shared;
 use crate::metrics::Metrics;
-use crate::model::{Destination, Message};
+use crate::model::{Destination, Message, Properties, Value};
 use crate::store::{Record, StoreKey};
 
 /// Header naming the destination a dead-lettered message came from.
@@ -143,23 +143,26 @@ async fn dead_letter(
             return Err(message);
         }
     };
-    let mut headers: Vec<(String, String)> = message
-        .headers
+    // The original destination by its canonical name (see `model`).
+    let properties: Properties = message
+        .properties
         .iter()
-        .filter(|(k, _)| k != ORIGINAL_DESTINATION && k != FAILURE_CAUSE)
-        .cloned()
+        .filter(|(k, _)| *k != ORIGINAL_DESTINATION && *k != FAILURE_CAUSE)
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .chain([
+            (
+                ORIGINAL_DESTINATION.to_owned(),
+                Value::String(message.destination.to_string()),
+            ),
+            (FAILURE_CAUSE.to_owned(), Value::String(reason)),
+        ])
         .collect();
-    headers.push((
-        ORIGINAL_DESTINATION.to_owned(),
-        message.destination.to_string(),
-    ));
-    headers.push((FAILURE_CAUSE.to_owned(), reason));
     let copy = Arc::new(
         Message {
             seq: shared.next_seq(),
             id: message.id.clone(),
             destination: dlq.clone(),
-            headers,
+            properties,
             body: message.body.clone(),
             persistent: message.persistent,
             priority: message.priority,

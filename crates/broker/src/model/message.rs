@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::Destination;
+use super::{Destination, Properties};
 use crate::memory::{Charge, MemoryBudget};
 
 /// A message id as clients see it: a per-boot prefix and a number. Kept in
@@ -47,9 +47,10 @@ pub struct Message {
     pub id: MessageId,
     /// Where it was sent.
     pub destination: Destination,
-    /// User headers in order, first occurrence of each name only. Headers
-    /// the broker sets on delivery are not here.
-    pub headers: Vec<(String, String)>,
+    /// Application properties, in order (STOMP: the user's headers). What
+    /// the broker sets on delivery (id, destination, delivery count) is
+    /// not here.
+    pub properties: Properties,
     /// The body.
     pub body: Bytes,
     /// Whether it must survive a broker restart.
@@ -76,13 +77,7 @@ impl Message {
 
     /// Approximate memory held by the message, for memory limits.
     pub fn weight(&self) -> usize {
-        self.body.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 16)
-                .sum::<usize>()
-            + 128
+        self.body.len() + self.properties.weight() + 128
     }
 
     /// The message, charged to `budget` for its weight.
@@ -91,12 +86,9 @@ impl Message {
         self
     }
 
-    /// A user header.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    /// A string property (e.g. the duplicate-detection id).
+    pub fn string_property(&self, name: &str) -> Option<&str> {
+        self.properties.get_str(name)
     }
 }
 
@@ -119,7 +111,7 @@ pub(crate) fn test_message(seq: u64, priority: u8) -> Arc<Message> {
             n: seq,
         },
         destination: Destination::queue("q"),
-        headers: vec![],
+        properties: Properties::new(),
         body: Bytes::from_static(b"x"),
         persistent: true,
         priority,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::postgres::{PostgresConfig, PostgresStore};
 use super::{Batch, DurableSubscription, JournalStore, Record, Recovered, StoreBackend, StoreKey};
-use crate::model::{Destination, Message, MessageId};
+use crate::model::{Destination, Message, MessageId, Properties, Value};
 use crate::store::journal::{JournalConfig, SyncMode};
 
 /// Opens backend instances on one storage.
@@ -94,10 +94,10 @@ fn message(seq: u64, queue: &str) -> Arc<Message> {
             n: seq,
         },
         destination: Destination::queue(queue),
-        headers: vec![
-            ("k".into(), format!("v{seq}:\n\\é")),
-            ("reply-to".into(), "/queue/r".into()),
-        ],
+        properties: Properties::from(vec![
+            ("k".into(), Value::String(format!("v{seq}:\n\\é"))),
+            ("reply-to".into(), Value::from("/queue/r")),
+        ]),
         body: Bytes::from(format!("body {seq}\0with a nul")),
         persistent: true,
         priority: (seq % 10) as u8,
@@ -388,7 +388,7 @@ mod postgres_only {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
         // A schema from a newer Halyard is refused, by name.
         c.execute("INSERT INTO halyard_schema VALUES (99)", &[])
             .await

@@ -10,7 +10,9 @@ use super::session::Session;
 use crate::broker::Shared;
 use crate::core::DestHandle;
 use crate::metrics::Metrics;
-use crate::model::{DEFAULT_PRIORITY, Destination, DestinationKind, Message, MessageId, now_ms};
+use crate::model::{
+    DEFAULT_PRIORITY, Destination, DestinationKind, Message, MessageId, Properties, Value, now_ms,
+};
 use crate::store::{DUPLICATE_ID_HEADER, MAX_DUPLICATE_ID_LEN, Record, StoreError, StoreKey};
 
 /// Headers that describe the frame rather than the message, or that the
@@ -169,10 +171,11 @@ impl Session {
         Ok(handle)
     }
 
-    /// Builds the message a SEND frame describes.
+    /// Builds the message a SEND frame describes. The user's headers become
+    /// string properties, in order; where a name repeats, the first value
+    /// counts (STOMP's rule, which is also how properties are built).
     fn message(&self, frame: Frame, destination: Destination) -> Result<Message, Fatal> {
-        let mut headers = frame.headers;
-        headers.dedup_first_wins();
+        let headers = frame.headers;
         let persistent = match headers.get("persistent") {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") => true,
@@ -209,21 +212,23 @@ impl Session {
                 "invalid {DUPLICATE_ID_HEADER} header: must be 1 to {MAX_DUPLICATE_ID_LEN} bytes"
             )));
         }
-        let mut kept: Vec<(String, String)> = headers
+        let properties: Properties = headers
             .into_vec()
             .into_iter()
             .filter(|(k, _)| !NOT_KEPT.contains(&k.as_str()))
+            .map(|(k, mut v)| {
+                // A reply-to naming our temporary queue must mean the same
+                // queue to whoever replies, so it is rewritten to the
+                // broker-wide name.
+                if k == "reply-to"
+                    && v.starts_with("/temp-queue/")
+                    && let Ok(d) = Destination::parse(&v, &self.temp_scope)
+                {
+                    v = d.stomp_name();
+                }
+                (k, Value::String(v))
+            })
             .collect();
-        // A reply-to naming our temporary queue must mean the same queue to
-        // whoever replies, so it is rewritten to the broker-wide name.
-        for (k, v) in &mut kept {
-            if k == "reply-to"
-                && v.starts_with("/temp-queue/")
-                && let Ok(d) = Destination::parse(v, &self.temp_scope)
-            {
-                *v = d.stomp_name();
-            }
-        }
         let seq = self.shared.next_seq();
         Ok(Message {
             seq,
@@ -232,7 +237,7 @@ impl Session {
                 n: seq,
             },
             destination,
-            headers: kept,
+            properties,
             body: frame.body,
             persistent,
             priority,
@@ -288,7 +293,7 @@ pub(super) async fn memory_room(shared: &Shared) {
 
 /// A message's duplicate-detection id, checked by the store's writer.
 pub(super) fn duplicate_id(message: &Message) -> Option<Arc<str>> {
-    message.header(DUPLICATE_ID_HEADER).map(Arc::from)
+    message.string_property(DUPLICATE_ID_HEADER).map(Arc::from)
 }
 
 /// Hands a message to its destination and counts it; with `confirm`, waits

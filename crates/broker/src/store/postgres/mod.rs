@@ -17,6 +17,7 @@
 //! writer reconnects and sends the group again: receipts wait meanwhile,
 //! for as long as the master holds its lease.
 
+mod properties;
 mod schema;
 mod target;
 
@@ -209,7 +210,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(batches: &[Batch]) -> Plan {
+    fn new(batches: &[Batch]) -> Result<Plan, StoreError> {
         let mut p = Plan::default();
         for r in batches.iter().flatten() {
             match r {
@@ -242,7 +243,11 @@ impl Plan {
                     p.id_prefix.push(m.id.prefix.to_string());
                     p.id_n.push(m.id.n as i64);
                     p.headers
-                        .push(serde_json::to_string(&m.headers).unwrap_or_else(|_| "[]".into()));
+                        .push(properties::encode(&m.properties).map_err(|e| {
+                            StoreError::Failed(
+                                format!("message {seq}: cannot encode its properties: {e}").into(),
+                            )
+                        })?);
                     p.body.push(m.body.clone());
                     p.max_seq = p.max_seq.max(seq);
                     p.bytes_added += m.weight() as u64;
@@ -264,7 +269,7 @@ impl Plan {
                 }
             }
         }
-        p
+        Ok(p)
     }
 
     fn is_empty(&self) -> bool {
@@ -631,7 +636,7 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn write(&mut self, batches: &[Batch], sync: bool) -> Result<(), StoreError> {
-        let plan = Plan::new(batches);
+        let plan = Plan::new(batches)?;
         if plan.is_empty() {
             return Ok(());
         }
@@ -812,8 +817,8 @@ impl PgReader {
                 destination: destination
                     .parse()
                     .map_err(|e| format!("message {seq}: {e}"))?,
-                headers: serde_json::from_str(&headers)
-                    .map_err(|e| format!("message {seq}: bad headers: {e}"))?,
+                properties: properties::decode(&headers)
+                    .map_err(|e| format!("message {seq}: bad properties: {e}"))?,
                 body: Bytes::from(body),
                 persistent: r.get(2),
                 priority: r.get::<_, i16>(1).clamp(0, 9) as u8,
