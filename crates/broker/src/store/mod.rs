@@ -26,6 +26,8 @@
 #[cfg(test)]
 mod conformance;
 mod dedup;
+#[cfg(test)]
+mod fixtures;
 pub mod journal;
 mod memory;
 pub mod postgres;

@@ -20,6 +20,8 @@
 mod properties;
 mod schema;
 mod target;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
