@@ -12,7 +12,7 @@
 //!
 //! Integers are JSON numbers (`jsonb` keeps them exactly). Floats are
 //! strings, the shortest text that reads back to the same value: JSON has
-//! no NaN or infinities, and `jsonb` would turn `-0.0` into `0`. Bytes are
+//! no NaN or infinities, and `jsonb` would turn `-0.0` into `0.0`. Bytes are
 //! lowercase hex.
 
 use bytes::Bytes;
