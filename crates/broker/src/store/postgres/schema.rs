@@ -150,3 +150,33 @@ pub(super) async fn migrate_to(client: &mut Client, target: i32) -> Result<(), S
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every migration can run again on a database it has already
+    /// brought up to date (the promise the module documentation makes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_migration_is_idempotent() {
+        let url = tokio::task::spawn_blocking(|| halyard_testkit::database("idempotent"))
+            .await
+            .unwrap();
+        let mut c = super::super::connect(&url).await.unwrap();
+        migrate(&mut c).await.unwrap();
+        for sql in MIGRATIONS {
+            c.batch_execute(sql).await.unwrap();
+        }
+        let comment: Option<String> = c
+            .query_one(
+                "SELECT col_description('halyard_messages'::regclass, \
+                 (SELECT attnum FROM pg_attribute WHERE attrelid = 'halyard_messages'::regclass \
+                  AND attname = 'headers'))",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(comment.is_some_and(|c| c.contains("{\"i32\": 7}")));
+    }
+}
