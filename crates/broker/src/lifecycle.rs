@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
-use crate::core::{BrokerCore, lock, now_ms};
+use crate::core::{BrokerCore, lock};
 use crate::ha::driver::{self, ElectionError, RoleState};
 use crate::ha::{HaStatus, Role, Takeover};
+use crate::model::now_ms;
 use crate::node::{Master, Node};
 use crate::service::Service;
 use crate::store::StoreError;

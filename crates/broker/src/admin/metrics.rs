@@ -89,7 +89,7 @@ fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
-fn memory(out: &mut Exposition, memory: &crate::core::MemoryBudget) {
+fn memory(out: &mut Exposition, memory: &crate::memory::MemoryBudget) {
     out.gauge(
         "memory_bytes",
         "Bytes of messages the broker holds in memory (queued, in flight, in transactions, awaiting receipts).",

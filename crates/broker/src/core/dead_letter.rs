@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::dispatch::Effect;
 use super::registry::BrokerCore;
-use super::{Destination, Message};
 use crate::metrics::Metrics;
+use crate::model::{Destination, Message, Properties, Value};
 use crate::store::{Record, StoreKey};
 
 /// Header naming the destination a dead-lettered message came from.
@@ -143,29 +143,32 @@ async fn dead_letter(
             return Err(message);
         }
     };
-    let mut headers: Vec<(String, String)> = message
-        .headers
+    // The original destination by its canonical name (see `model`).
+    let properties: Properties = message
+        .properties
         .iter()
-        .filter(|(k, _)| k != ORIGINAL_DESTINATION && k != FAILURE_CAUSE)
-        .cloned()
+        .filter(|(k, _)| *k != ORIGINAL_DESTINATION && *k != FAILURE_CAUSE)
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .chain([
+            (
+                ORIGINAL_DESTINATION.to_owned(),
+                Value::String(message.destination.to_string()),
+            ),
+            (FAILURE_CAUSE.to_owned(), Value::String(reason)),
+        ])
         .collect();
-    headers.push((
-        ORIGINAL_DESTINATION.to_owned(),
-        message.destination.to_string(),
-    ));
-    headers.push((FAILURE_CAUSE.to_owned(), reason));
     let copy = Arc::new(
         Message {
             seq: shared.next_seq(),
             id: message.id.clone(),
             destination: dlq.clone(),
-            headers,
+            properties,
             body: message.body.clone(),
             persistent: message.persistent,
             priority: message.priority,
             expires: 0,
             timestamp: message.timestamp,
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         }
         .charged(&shared.memory),
     );

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::Message;
+use crate::model::Message;
 use crate::store::{StoreError, StoredMessage};
 
 /// Broker-wide id of one subscription at one destination.
@@ -244,7 +244,7 @@ pub(crate) struct Dispatcher {
     /// Bytes being read back.
     loading_bytes: usize,
     /// The broker-wide budget: no body is kept or read back beyond it.
-    memory: Option<std::sync::Arc<super::MemoryBudget>>,
+    memory: Option<std::sync::Arc<crate::memory::MemoryBudget>>,
     enqueued: u64,
     delivered: u64,
     acked: u64,
@@ -310,7 +310,10 @@ impl Dispatcher {
     }
 
     /// Bodies it keeps are also bounded by the broker-wide `budget`.
-    pub(crate) fn with_memory(mut self, budget: std::sync::Arc<super::MemoryBudget>) -> Dispatcher {
+    pub(crate) fn with_memory(
+        mut self,
+        budget: std::sync::Arc<crate::memory::MemoryBudget>,
+    ) -> Dispatcher {
         self.memory = Some(budget);
         self
     }
@@ -871,7 +874,7 @@ impl Dispatcher {
 mod tests {
     use super::*;
 
-    use crate::core::test_message as msg;
+    use crate::model::test_message as msg;
 
     fn policy() -> Policy {
         Policy {
@@ -1068,7 +1071,7 @@ mod tests {
     #[test]
     fn reading_back_stops_at_the_broker_wide_budget() {
         let weight = msg(1, 4).weight();
-        let budget = crate::core::MemoryBudget::new(weight as u64 * 3);
+        let budget = crate::memory::MemoryBudget::new(weight as u64 * 3);
         let mut d = Dispatcher::new(Policy {
             memory_limit: 0,
             pages: true,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ConsumerId, ConsumerReg, Destination, DestinationKind, DispatchStats, Message};
+use super::{ConsumerId, ConsumerReg, DispatchStats};
+use crate::model::{Destination, DestinationKind, Message};
 use crate::store::{StoreKey, StoredMessage};
 
 /// A durable topic subscription's identity: the subscriber's client id and

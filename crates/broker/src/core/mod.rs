@@ -7,26 +7,18 @@
 //! credit-bounded channels and replies on oneshots.
 
 mod dead_letter;
-mod destination;
 pub(crate) mod dispatch;
 mod handle;
-mod memory;
-mod message;
 mod queue;
 mod reclaim;
 mod registry;
 mod topic;
 
 pub(crate) use dead_letter::settle;
-pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_LEN};
 pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Seq, SubKey};
 pub use handle::DestinationStats;
 pub(crate) use handle::{Control, DestHandle, DurableName, Gone, Publish, PublishError};
-pub use memory::{Charge, MemoryBudget};
-#[cfg(test)]
-pub(crate) use message::test_message;
-pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};
 pub(crate) use queue::spawn_queue;
 pub(crate) use registry::{BrokerCore, TooManyDestinations, lock};
 pub(crate) use topic::spawn_topic;

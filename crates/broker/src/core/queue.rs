@@ -11,9 +11,9 @@ use tokio::time::MissedTickBehavior;
 
 use super::dispatch::{Dispatcher, Effect, Policy};
 use super::registry::BrokerCore;
-use super::{
-    Control, DestHandle, Destination, DestinationKind, DestinationStats, Message, Publish, now_ms,
-};
+use super::{Control, DestHandle, DestinationStats, Publish};
+use crate::memory::MemoryBudget;
+use crate::model::{Destination, DestinationKind, Message, now_ms};
 use crate::store::StoreError;
 
 /// Depth of a destination's control channel.
@@ -78,9 +78,21 @@ pub(crate) fn start_loading(shared: &BrokerCore, d: &mut Dispatcher, loading: &m
         let memory = shared.memory.clone();
         *loading = Some(Box::pin(async move {
             let mut loaded = store.load(want).await;
-            super::memory::charge_loaded(&memory, &mut loaded);
+            charge_loaded(&memory, &mut loaded);
             loaded
         }));
+    }
+}
+
+/// Charges bodies read back from the store to the broker's memory budget
+/// (they come back uncharged, from a reader that knows nothing of budgets).
+pub(super) fn charge_loaded(budget: &Arc<MemoryBudget>, loaded: &mut Loaded) {
+    for (_, r) in loaded {
+        if let Ok(m) = r
+            && let Some(m) = Arc::get_mut(m)
+        {
+            m.charge = budget.charge(m.weight());
+        }
     }
 }
 

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::registry::BrokerCore;
-use super::{Control, Destination, DestinationStats, Publish};
+use super::{Control, DestinationStats, Publish};
+use crate::model::Destination;
 
 /// How long a destination has been idle.
 #[derive(Debug, Default)]

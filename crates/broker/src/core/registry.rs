@@ -14,12 +14,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{
-    Control, DestHandle, Destination, DestinationKind, DestinationStats, Gone, MemoryBudget,
-    Message, PublishError,
-};
+use super::{Control, DestHandle, DestinationStats, Gone, PublishError};
 use crate::config::BrokerConfig;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
+use crate::model::{Destination, DestinationKind, Message};
 use crate::resources::Resources;
 use crate::store::Store;
 

@@ -20,9 +20,9 @@ use futures::stream::FuturesUnordered;
 use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer, subscription_policy};
 use super::registry::BrokerCore;
 use super::{
-    ConsumerId, Control, DestHandle, Destination, DestinationStats, DispatchStats, DurableName,
-    Message, Publish, now_ms,
+    ConsumerId, Control, DestHandle, DestinationStats, DispatchStats, DurableName, Publish,
 };
+use crate::model::{Destination, Message, now_ms};
 use crate::store::{Completion, Record};
 
 /// Starts the actor for a topic.
@@ -163,7 +163,7 @@ impl TopicActor {
                         let memory = self.shared.memory.clone();
                         self.loads.push(Box::pin(async move {
                             let mut loaded = store.load(want).await;
-                            super::memory::charge_loaded(&memory, &mut loaded);
+                            super::queue::charge_loaded(&memory, &mut loaded);
                             (name, loaded)
                         }));
                     }
@@ -422,7 +422,7 @@ impl TopicActor {
             let record = Record::SubscriptionAdd {
                 client_id: name.client_id.to_string(),
                 name: name.name.to_string(),
-                topic: self.destination.to_string(),
+                topic: self.destination.clone(),
             };
             let stored = match self.shared.store.submit(vec![record]).await {
                 Ok(c) => c.await,

@@ -68,7 +68,7 @@ impl RoleState {
     pub(crate) fn set_role(&self, role: Role) {
         let mut s = self.lock();
         s.role = role;
-        s.since_ms = crate::core::now_ms();
+        s.since_ms = crate::model::now_ms();
     }
 
     /// A slave saw who holds the lock or lease now (logged when it changes).
@@ -87,7 +87,7 @@ impl RoleState {
         let mut s = self.lock();
         s.role = Role::Master;
         s.epoch = epoch;
-        s.since_ms = crate::core::now_ms();
+        s.since_ms = crate::model::now_ms();
         s.lock_owner = None;
         s.takeover = Some(takeover);
     }

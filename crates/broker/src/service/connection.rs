@@ -15,8 +15,9 @@ use super::Service;
 use super::error::ServiceError;
 use super::subscriptions::{AckMode, Subscriptions};
 use super::transaction::Transaction;
-use crate::core::{Control, Delivery, DeliveryTx, DestHandle, Destination, Kick, Seq, SubKey};
+use crate::core::{Control, Delivery, DeliveryTx, DestHandle, Kick, Seq, SubKey};
 use crate::metrics::Metrics;
+use crate::model::Destination;
 use crate::store::Record;
 
 /// Who a connection acts for. Every connection is anonymous until the

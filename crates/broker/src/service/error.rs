@@ -4,7 +4,8 @@
 //! (a STOMP ERROR frame, an OpenWire `ExceptionResponse`) and tell a
 //! client's mistake from the broker's failure.
 
-use crate::core::{Destination, PublishError, TooManyDestinations};
+use crate::core::{PublishError, TooManyDestinations};
+use crate::model::Destination;
 use crate::store::StoreError;
 
 /// How an acknowledgement named the delivery it could not find.

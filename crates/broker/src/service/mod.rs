@@ -44,7 +44,8 @@ pub(crate) use send::NewMessage;
 pub(crate) use subscribe::{SubscribeSpec, Unsubscribe};
 pub(crate) use subscriptions::{AckMode, AckRef, DeliveryToken};
 
-use crate::core::{BrokerCore, Control, DestHandle, Destination, DurableName};
+use crate::core::{BrokerCore, Control, DestHandle, DurableName};
+use crate::model::Destination;
 use crate::store::{Recovered, StoreKey, StoredMessage};
 use registries::{ClientIds, Durables};
 
@@ -129,13 +130,7 @@ impl Service {
         let core = &self.core;
         let mut topics: HashMap<DurableName, DestHandle> = HashMap::new();
         for s in recovered.subscriptions {
-            let topic = match Destination::parse(&s.topic, "") {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(topic = %s.topic, error = %e, "cannot restore durable subscription");
-                    continue;
-                }
-            };
+            let topic = s.topic;
             let name = DurableName {
                 client_id: s.client_id.into(),
                 name: s.name.into(),

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::error::ServiceError;
-use crate::core::{BrokerCore, DestHandle, DestinationKind, Message};
+use crate::core::{BrokerCore, DestHandle};
 use crate::metrics::Metrics;
+use crate::model::{DestinationKind, Message};
 use crate::store::DUPLICATE_ID_HEADER;
 
 /// Counts a batch waiting for room in the store while it lives.
@@ -66,7 +67,7 @@ pub(super) async fn memory_room(core: &BrokerCore) {
 
 /// A message's duplicate-detection id, checked by the store's writer.
 pub(super) fn duplicate_id(message: &Message) -> Option<Arc<str>> {
-    message.header(DUPLICATE_ID_HEADER).map(Arc::from)
+    message.string_property(DUPLICATE_ID_HEADER).map(Arc::from)
 }
 
 /// Hands a message to its destination and counts it; with `confirm`, waits

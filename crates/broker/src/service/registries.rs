@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::core::{Destination, DurableName, Kick, lock};
+use crate::core::{DurableName, Kick, lock};
+use crate::model::Destination;
 
 /// Client ids in use, each with what closes its connection: one connection
 /// at a time may have a client id (as in ActiveMQ).

@@ -11,8 +11,10 @@ use super::connection::Connection;
 use super::error::ServiceError;
 use super::publish::{Waiting, duplicate_id, flow_control, memory_room, publish};
 use super::{Pending, ready};
-use crate::core::{Charge, DestHandle, Destination, DestinationKind, Message, MessageId, now_ms};
+use crate::core::DestHandle;
+use crate::memory::Charge;
 use crate::metrics::Metrics;
+use crate::model::{Destination, DestinationKind, Message, MessageId, Properties, now_ms};
 use crate::store::{Admission, Duplicates, Record, StoreError, StoreKey};
 
 /// A message as a protocol head hands it over; the service gives it its
@@ -20,8 +22,8 @@ use crate::store::{Admission, Duplicates, Record, StoreError, StoreKey};
 #[derive(Debug)]
 pub(crate) struct NewMessage {
     pub(crate) destination: Destination,
-    /// Application headers, in order, first occurrence of each name only.
-    pub(crate) headers: Vec<(String, String)>,
+    /// Application properties (STOMP's headers become string ones).
+    pub(crate) properties: Properties,
     pub(crate) body: Bytes,
     pub(crate) persistent: bool,
     /// 0 (lowest) to 9 (highest).
@@ -158,7 +160,7 @@ impl Connection {
                 n: seq,
             },
             destination: new.destination,
-            headers: new.headers,
+            properties: new.properties,
             body: new.body,
             persistent: new.persistent,
             priority: new.priority,

@@ -13,7 +13,8 @@ use super::connection::Connection;
 use super::error::ServiceError;
 use super::subscriptions::{AckMode, Subscription};
 use super::{Pending, ready};
-use crate::core::{ConsumerReg, Control, Destination, DestinationKind, DurableName, SubKey};
+use crate::core::{ConsumerReg, Control, DurableName, SubKey};
+use crate::model::{Destination, DestinationKind};
 
 /// What a client subscribes to, and how.
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::error::{AckTarget, ServiceError};
-use crate::core::{ConsumerId, DestHandle, MessageId, Seq, SubKey};
+use crate::core::{ConsumerId, DestHandle, Seq, SubKey};
+use crate::model::MessageId;
 
 /// How a subscription acknowledges, whatever the protocol calls it (STOMP's
 /// `auto` / `client` / `client-individual`, JMS's `AUTO_ACKNOWLEDGE` /

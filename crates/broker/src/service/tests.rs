@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::BrokerConfig;
-use crate::core::{Delivery, Destination, Kick};
+use crate::core::{Delivery, Kick};
+use crate::model::{Destination, Value};
 use crate::store::open::Site;
 use crate::store::{MemoryStore, Store, Usage, WriterConfig};
 
@@ -71,7 +72,9 @@ impl Client {
             .send(
                 NewMessage {
                     destination: dest.clone(),
-                    headers: vec![("n".to_owned(), body.to_owned())],
+                    properties: [("n".to_owned(), Value::String(body.to_owned()))]
+                        .into_iter()
+                        .collect(),
                     body: Bytes::copy_from_slice(body.as_bytes()),
                     persistent: true,
                     priority: 4,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::subscriptions::Acked;
-use crate::core::{Control, DestHandle, Message};
+use crate::core::{Control, DestHandle};
+use crate::model::Message;
 
 #[derive(Default)]
 pub(crate) struct Transaction {

@@ -1,6 +1,7 @@
-//! One behaviour for every durable store: the same tests run against the
-//! journal (files in a temporary directory) and PostgreSQL (a database of
-//! their own on a real server, see `halyard-testkit`).
+//! One behaviour for every store: the same tests run against the journal
+//! (files in a temporary directory), PostgreSQL (a database of their own on
+//! a real server, see `halyard-testkit`) and, where they do not test
+//! durability itself, the memory store.
 //!
 //! Each test writes through one backend instance, drops it without a clean
 //! shutdown, and checks what a fresh instance on the same storage recovers:
@@ -12,8 +13,11 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::postgres::{PostgresConfig, PostgresStore};
-use super::{Batch, DurableSubscription, JournalStore, Record, Recovered, StoreBackend, StoreKey};
-use crate::core::{Destination, Message, MessageId};
+use super::{
+    Batch, DurableSubscription, JournalStore, MemoryStore, MessageReader, Record, Recovered,
+    StoreBackend, StoreError, StoreKey,
+};
+use crate::model::{Destination, DestinationKind, Message, MessageId, Properties, Value};
 use crate::store::journal::{JournalConfig, SyncMode};
 
 /// Opens backend instances on one storage.
@@ -76,6 +80,51 @@ impl Harness for Postgres {
     }
 }
 
+/// The memory store keeps nothing once dropped, so here a dropped instance
+/// hands its state to the next one: the suite then checks what the store
+/// gives back, as the reference the durable stores are held to.
+#[derive(Default)]
+struct Memory(Arc<std::sync::Mutex<Option<MemoryStore>>>);
+
+/// A memory store that goes back to its [`Memory`] when dropped.
+struct Kept {
+    store: MemoryStore,
+    home: Arc<std::sync::Mutex<Option<MemoryStore>>>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        *self.home.lock().unwrap() = Some(std::mem::take(&mut self.store));
+    }
+}
+
+impl StoreBackend for Kept {
+    async fn recover(&mut self) -> Result<Recovered, StoreError> {
+        self.store.recover().await
+    }
+
+    async fn write(&mut self, batches: &[Batch], sync: bool) -> Result<(), StoreError> {
+        self.store.write(batches, sync).await
+    }
+
+    fn reader(&self) -> Arc<dyn MessageReader> {
+        self.store.reader()
+    }
+}
+
+impl Harness for Memory {
+    type B = Kept;
+    async fn open(&self, _window: usize) -> (Kept, Recovered) {
+        let store = self.0.lock().unwrap().take().unwrap_or_default();
+        let mut kept = Kept {
+            store,
+            home: self.0.clone(),
+        };
+        let r = kept.recover().await.unwrap();
+        (kept, r)
+    }
+}
+
 /// Duplicate-detection bounds: `window` per queue, no other bound (the test
 /// messages' timestamps are from 2023).
 fn bounds(window: usize) -> crate::store::DuplicateBounds {
@@ -94,10 +143,10 @@ fn message(seq: u64, queue: &str) -> Arc<Message> {
             n: seq,
         },
         destination: Destination::queue(queue),
-        headers: vec![
-            ("k".into(), format!("v{seq}:\n\\é")),
-            ("reply-to".into(), "/queue/r".into()),
-        ],
+        properties: Properties::from(vec![
+            ("k".into(), Value::String(format!("v{seq}:\n\\é"))),
+            ("reply-to".into(), Value::from("/queue/r")),
+        ]),
         body: Bytes::from(format!("body {seq}\0with a nul")),
         persistent: true,
         priority: (seq % 10) as u8,
@@ -107,7 +156,7 @@ fn message(seq: u64, queue: &str) -> Arc<Message> {
             0
         },
         timestamp: 1_700_000_000_000 + seq,
-        charge: crate::core::Charge::none(),
+        charge: crate::memory::Charge::none(),
     })
 }
 
@@ -178,6 +227,89 @@ async fn live_messages_come_back_in_order_with_their_counts<H: Harness>(h: H) {
     }
 }
 
+/// The stored messages `seqs`, as the broker gets them back: loaded by
+/// the reader of a store that pages, or handed over by recovery otherwise.
+async fn stored(b: &impl StoreBackend, r: Recovered, seqs: &[u64]) -> Vec<Arc<Message>> {
+    let reader = b.reader();
+    if reader.pages() {
+        let seqs = seqs.to_vec();
+        let loaded = tokio::task::spawn_blocking(move || reader.load(&seqs))
+            .await
+            .unwrap();
+        return loaded.into_iter().map(Result::unwrap).collect();
+    }
+    let mut recovered: Vec<_> = r.messages.into_sorted().collect();
+    seqs.iter()
+        .map(|seq| {
+            let i = recovered.iter().position(|m| m.seq == *seq).unwrap();
+            recovered.swap_remove(i).message.unwrap()
+        })
+        .collect()
+}
+
+/// Every type a property can have comes back as it went in, with its name,
+/// its order and the exact value (NaN, negative zero and infinities
+/// included), on a queue's message and on a durable subscription's copy of
+/// a topic's.
+async fn every_property_type_comes_back<H: Harness>(h: H) {
+    let (mut b, _) = h.open(100).await;
+    let properties: Properties = [
+        ("string", Value::from("v:1\n\\é")),
+        ("empty", Value::from("")),
+        ("null", Value::Null),
+        ("yes", Value::Bool(true)),
+        ("no", Value::Bool(false)),
+        ("i8", Value::I8(i8::MIN)),
+        ("i16", Value::I16(i16::MAX)),
+        ("i32", Value::I32(-123_456)),
+        ("i64", Value::I64(i64::MAX)),
+        ("f32", Value::F32(0.1)),
+        ("f32-inf", Value::F32(f32::NEG_INFINITY)),
+        ("f64", Value::F64(-2.5e-300)),
+        ("f64-nan", Value::F64(f64::NAN)),
+        ("f64-zero", Value::F64(-0.0)),
+        ("bytes", Value::Bytes(Bytes::from_static(b"\0\xff\x10a"))),
+        ("no-bytes", Value::Bytes(Bytes::new())),
+        ("ünïcode name", Value::I32(1)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let on_queue = Arc::new(Message {
+        properties: properties.clone(),
+        ..(*message(1, "q")).clone()
+    });
+    let on_topic = Arc::new(Message {
+        destination: Destination::new(DestinationKind::Topic, "t").unwrap(),
+        properties,
+        ..(*message(2, "q")).clone()
+    });
+    put(
+        &mut b,
+        &[
+            vec![Record::Add {
+                key: StoreKey::Queue("q".into()),
+                message: on_queue.clone(),
+                dedup: None,
+            }],
+            vec![Record::Add {
+                key: StoreKey::Durable {
+                    client_id: "c1".into(),
+                    name: "s1".into(),
+                },
+                message: on_topic.clone(),
+                dedup: None,
+            }],
+        ],
+    )
+    .await;
+    drop(b);
+    let (b, r) = h.open(100).await;
+    let back = stored(&b, r, &[1, 2]).await;
+    assert_eq!(*back[0], *on_queue);
+    assert_eq!(*back[1], *on_topic);
+}
+
 async fn sequence_numbers_are_never_reused<H: Harness>(h: H) {
     let (mut b, _) = h.open(100).await;
     put(&mut b, &[vec![add(41), add(42)]]).await;
@@ -197,7 +329,7 @@ async fn durable_subscriptions_and_their_messages<H: Harness>(h: H) {
     let sub = |name: &str| Record::SubscriptionAdd {
         client_id: "c1".into(),
         name: name.into(),
-        topic: "/topic/t".into(),
+        topic: Destination::topic("t"),
     };
     let key = StoreKey::Durable {
         client_id: "c1".into(),
@@ -233,7 +365,7 @@ async fn durable_subscriptions_and_their_messages<H: Harness>(h: H) {
     let want = |name: &str| DurableSubscription {
         client_id: "c1".into(),
         name: name.into(),
-        topic: "/topic/t".into(),
+        topic: Destination::topic("t"),
     };
     assert_eq!(subs, vec![want("s1"), want("s3")]);
     let m: Vec<_> = r.messages.into_sorted().collect();
@@ -312,13 +444,23 @@ async fn big_binary_bodies_and_many_messages<H: Harness>(h: H) {
 }
 
 macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {
+    (
+        every store: $($test:ident),* $(,)?;
+        durable stores: $($durable:ident),* $(,)?
+    ) => {
         mod journal {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     let dir = tempfile::tempdir().unwrap();
                     super::$test(super::Journal(dir)).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $durable() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$durable(super::Journal(dir)).await;
                 }
             )*
         }
@@ -329,16 +471,35 @@ macro_rules! conformance {
                     super::$test(super::Postgres::new(stringify!($test)).await).await;
                 }
             )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $durable() {
+                    super::$durable(super::Postgres::new(stringify!($durable)).await).await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Memory::default()).await;
+                }
+            )*
         }
     };
 }
 
 conformance!(
-    live_messages_come_back_in_order_with_their_counts,
-    sequence_numbers_are_never_reused,
-    durable_subscriptions_and_their_messages,
-    duplicate_ids_outlive_their_messages,
-    big_binary_bodies_and_many_messages,
+    every store:
+        live_messages_come_back_in_order_with_their_counts,
+        sequence_numbers_are_never_reused,
+        durable_subscriptions_and_their_messages,
+        big_binary_bodies_and_many_messages,
+        every_property_type_comes_back;
+    // The memory store's writer remembers duplicate-detection ids; the
+    // store itself keeps none across a restart.
+    durable stores:
+        duplicate_ids_outlive_their_messages,
 );
 
 /// PostgreSQL only: what the journal gets from the file lock.
@@ -388,7 +549,7 @@ mod postgres_only {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
         // A schema from a newer Halyard is refused, by name.
         c.execute("INSERT INTO halyard_schema VALUES (99)", &[])
             .await

@@ -283,7 +283,7 @@ impl DupIndex {
         recovered: Vec<(StoreKey, Vec<Arc<str>>)>,
     ) -> DupIndex {
         let mut window = KeyedWindow::new(bounds);
-        let now = crate::core::now_ms();
+        let now = crate::model::now_ms();
         for (key, ids) in recovered {
             for id in ids {
                 window.insert(&key, id, (), now);
@@ -304,7 +304,7 @@ impl DupIndex {
         if self.window.bounds.per_key == 0 {
             return (dups, added);
         }
-        let now = crate::core::now_ms();
+        let now = crate::model::now_ms();
         self.window.expire(now);
         for (batch, found) in batches.iter_mut().zip(dups.iter_mut()) {
             if !batch
@@ -360,7 +360,7 @@ mod tests {
     fn add(seq: u64, id: Option<&str>) -> Record {
         Record::Add {
             key: StoreKey::Queue("q".into()),
-            message: crate::core::test_message(seq, 4),
+            message: crate::model::test_message(seq, 4),
             dedup: id.map(Arc::from),
         }
     }
@@ -479,7 +479,7 @@ mod tests {
         let mut d = DupIndex::new(DuplicateBounds::per_key(10), vec![]);
         let other = Record::Add {
             key: StoreKey::Queue("other".into()),
-            message: crate::core::test_message(2, 4),
+            message: crate::model::test_message(2, 4),
             dedup: Some("x".into()),
         };
         let mut batches = vec![vec![add(1, Some("x")), other]];

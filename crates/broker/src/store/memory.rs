@@ -9,13 +9,13 @@ use super::{
     Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
     StoreError, StoreKey, StoredMessage, Usage,
 };
-use crate::core::Message;
+use crate::model::{Destination, Message};
 
 /// In-memory [`StoreBackend`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
-    subscriptions: HashMap<(String, String), String>,
+    subscriptions: HashMap<(String, String), Destination>,
     max_seq: u64,
     bytes: u64,
     usage: Option<Arc<Usage>>,

@@ -27,6 +27,8 @@
 mod conformance;
 mod dedup;
 pub mod dirlock;
+#[cfg(test)]
+mod fixtures;
 pub mod journal;
 mod memory;
 pub(crate) mod open;
@@ -44,7 +46,7 @@ pub use dedup::{DUPLICATE_ID_HEADER, DuplicateBounds, Duplicates, MAX_DUPLICATE_
 pub use journal::JournalStore;
 pub use memory::MemoryStore;
 
-use crate::core::Message;
+use crate::model::{Destination, Message};
 
 /// Where a stored message is queued: a queue, or one durable topic
 /// subscription (each durable subscriber has its own copy).
@@ -94,8 +96,8 @@ pub enum Record {
         client_id: String,
         /// The subscription name.
         name: String,
-        /// The topic, e.g. `/topic/prices`.
-        topic: String,
+        /// The topic (stored by its canonical name, e.g. `/topic/prices`).
+        topic: Destination,
     },
     /// A durable subscription was removed.
     SubscriptionRemove {
@@ -251,7 +253,7 @@ pub struct DurableSubscription {
     /// The subscription name.
     pub name: String,
     /// The topic.
-    pub topic: String,
+    pub topic: Destination,
 }
 
 /// Recovered messages in sequence order, held compactly (a few bytes per
@@ -457,7 +459,7 @@ impl Usage {
     /// held back: they are what frees space.
     pub fn short_of_space(&self, for_ms: u64) {
         self.short_until_ms
-            .store(crate::core::now_ms() + for_ms, Ordering::Relaxed);
+            .store(crate::model::now_ms() + for_ms, Ordering::Relaxed);
     }
 
     /// The disk has room again.
@@ -475,7 +477,7 @@ impl Usage {
     /// How long new messages are still refused for want of disk space.
     fn short_wait(&self) -> Option<std::time::Duration> {
         let until = self.short_until_ms.load(Ordering::Relaxed);
-        let now = crate::core::now_ms();
+        let now = crate::model::now_ms();
         (until > now).then(|| std::time::Duration::from_millis(until - now))
     }
 
@@ -1018,7 +1020,7 @@ mod tests {
     use super::*;
 
     fn msg(seq: u64) -> Arc<Message> {
-        crate::core::test_message(seq, 4)
+        crate::model::test_message(seq, 4)
     }
 
     /// Records how batches were grouped, to show group commit happens.

@@ -105,10 +105,14 @@ fn journal_bytes(data_dir: &Path) -> u64 {
 }
 
 /// Length of a segment file's header: the field at bytes 12..16 (64 in
-/// format 1, 128 in format 2; docs/STORAGE.md).
+/// format 1, 128 in formats 2 and 3; docs/STORAGE.md).
 fn header_len(buf: &[u8]) -> usize {
     u32::from_le_bytes(buf[12..16].try_into().unwrap()) as usize
 }
+
+/// The record type of the Adds this version writes (type 13, typed
+/// properties: journal format 3; docs/STORAGE.md).
+const ADD: u8 = 13;
 
 /// `(offset, length)` of every record frame in a segment file: after the
 /// header, `len:u32 crc:u32 payload[len]`, up to the zero frame that marks
@@ -613,11 +617,7 @@ async fn damage_and_recover(damage: Damage, expect: &[usize], refused: bool) -> 
         newest.display()
     );
     for (at, _) in &spans {
-        assert_eq!(
-            buf[at + 8],
-            9,
-            "record at {at} is not an Add (type 9: with a duplicate-detection id)"
-        );
+        assert_eq!(buf[at + 8], ADD, "record at {at} is not an Add");
     }
     let (last_at, last_len) = *spans.last().unwrap();
     let end = last_at + last_len;
@@ -803,7 +803,7 @@ async fn lose_and_recover(gap: Gap) {
             let buf = std::fs::read(&seg).unwrap();
             let adds: Vec<(usize, usize)> = record_spans(&buf)
                 .into_iter()
-                .filter(|(at, _)| buf[at + 8] == 9)
+                .filter(|(at, _)| buf[at + 8] == ADD)
                 .collect();
             assert!(
                 adds.len() >= 4,

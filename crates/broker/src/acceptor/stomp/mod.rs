@@ -12,6 +12,7 @@ mod ack;
 mod activity;
 mod codec;
 mod connect;
+mod destination;
 mod error;
 mod outbound;
 mod send;

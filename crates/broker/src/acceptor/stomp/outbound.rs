@@ -6,6 +6,7 @@ use halyard_stomp::{Command, FrameWriter, Version};
 
 use super::error::Fatal;
 use crate::core::Delivery;
+use crate::model::Value;
 
 pub(super) fn receipt(out: &mut BytesMut, version: Version, receipt_id: &str) {
     let mut w = FrameWriter::new(out, Command::Receipt, version);
@@ -55,10 +56,11 @@ pub(super) struct MessageHeaders<'a> {
     pub(super) ack: Option<u64>,
 }
 
-/// Writes a MESSAGE frame: broker headers, then the user's, then the body.
+/// Writes a MESSAGE frame: broker headers, then the message's properties
+/// (strings as they are, other values in their text form), then the body.
 pub(super) fn message(out: &mut BytesMut, version: Version, h: &MessageHeaders<'_>, d: &Delivery) {
     let m = &d.message;
-    out.reserve(128 + m.body.len() + m.headers.len() * 32);
+    out.reserve(128 + m.body.len() + m.properties.len() * 32);
     let mut w = FrameWriter::new(out, Command::Message, version);
     w.header("subscription", h.subscription);
     w.header_parts("message-id", &m.id.prefix, m.id.n);
@@ -78,8 +80,11 @@ pub(super) fn message(out: &mut BytesMut, version: Version, h: &MessageHeaders<'
         w.header_u64("delivery-count", u64::from(d.deliveries));
     }
     w.header_u64("timestamp", m.timestamp);
-    for (k, v) in &m.headers {
-        w.header(k, v);
+    for (k, v) in m.properties.iter() {
+        match v {
+            Value::String(s) => w.header(k, s),
+            other => w.header(k, &other.to_string()),
+        };
     }
     w.finish(&m.body);
 }

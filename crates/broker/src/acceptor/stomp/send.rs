@@ -2,9 +2,10 @@
 
 use halyard_stomp::Frame;
 
+use super::destination::StompDestination;
 use super::error::{Fatal, missing};
 use super::session::Session;
-use crate::core::{DEFAULT_PRIORITY, Destination};
+use crate::model::{DEFAULT_PRIORITY, Destination, Properties, Value};
 use crate::service::NewMessage;
 use crate::store::{DUPLICATE_ID_HEADER, MAX_DUPLICATE_ID_LEN};
 
@@ -47,10 +48,11 @@ impl Session {
     }
 }
 
-/// The message a SEND frame describes.
+/// The message a SEND frame describes. The user's headers become string
+/// properties, in order; where a name repeats, the first value counts
+/// (STOMP's rule, which is also how properties are built).
 fn message(frame: Frame, destination: Destination, temp_scope: &str) -> Result<NewMessage, Fatal> {
-    let mut headers = frame.headers;
-    headers.dedup_first_wins();
+    let headers = frame.headers;
     let persistent = match headers.get("persistent") {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
@@ -87,24 +89,25 @@ fn message(frame: Frame, destination: Destination, temp_scope: &str) -> Result<N
             "invalid {DUPLICATE_ID_HEADER} header: must be 1 to {MAX_DUPLICATE_ID_LEN} bytes"
         )));
     }
-    let mut kept: Vec<(String, String)> = headers
+    let properties: Properties = headers
         .into_vec()
         .into_iter()
         .filter(|(k, _)| !NOT_KEPT.contains(&k.as_str()))
+        .map(|(k, mut v)| {
+            // A reply-to naming our temporary queue must mean the same queue
+            // to whoever replies, so it is rewritten to the broker-wide name.
+            if k == "reply-to"
+                && v.starts_with("/temp-queue/")
+                && let Ok(d) = Destination::parse(&v, temp_scope)
+            {
+                v = d.stomp_name();
+            }
+            (k, Value::String(v))
+        })
         .collect();
-    // A reply-to naming our temporary queue must mean the same queue to
-    // whoever replies, so it is rewritten to the broker-wide name.
-    for (k, v) in &mut kept {
-        if k == "reply-to"
-            && v.starts_with("/temp-queue/")
-            && let Ok(d) = Destination::parse(v, temp_scope)
-        {
-            *v = d.to_string();
-        }
-    }
     Ok(NewMessage {
         destination,
-        headers: kept,
+        properties,
         body: frame.body,
         persistent,
         priority,

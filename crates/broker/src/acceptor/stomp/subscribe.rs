@@ -9,9 +9,10 @@
 
 use halyard_stomp::{Frame, Headers, Version};
 
+use super::destination::StompDestination;
 use super::error::{Fatal, missing};
 use super::session::Session;
-use crate::core::Destination;
+use crate::model::Destination;
 use crate::service::{AckMode, ServiceError, SubscribeSpec, Unsubscribe};
 
 /// Prefetch headers, in order of preference: ActiveMQ's spelling first.

@@ -14,14 +14,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::core::{Destination, Message, MessageId};
+use crate::model::{Destination, DestinationKind, Message, MessageId, Properties, Value};
 use crate::store::{Record, StoreKey};
 
 /// First bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"HLYDJRNL";
 /// Format version written by this code; recovery refuses newer ones and
-/// reads version 1 (no progress stamp) too.
-pub(crate) const VERSION: u16 = 2;
+/// reads versions 1 (no progress stamp) and 2 (Adds with string headers)
+/// too. Version 3 headers are version 2 headers; what changed is the Add
+/// ([`T_ADD_TYPED`]), and the version keeps an older broker, which could
+/// not read it, from taking such a segment for damage.
+pub(crate) const VERSION: u16 = 3;
 /// The part of the header every version has, checksummed once when the
 /// segment is created; version 1 headers are only this.
 pub(crate) const FIXED_LEN: usize = 64;
@@ -46,8 +49,8 @@ const T_SUB_ADD: u8 = 5;
 const T_SUB_REMOVE: u8 = 6;
 const T_CHECKPOINT: u8 = 7;
 const T_SEAL: u8 = 8;
-/// An Add with a duplicate-detection id (written since format 1.1; plain
-/// `T_ADD` records are still read).
+/// An Add with a duplicate-detection id and string headers (written by
+/// formats 1.1 and 2; still read, as are plain `T_ADD` records).
 const T_ADD_DEDUP: u8 = 9;
 /// Duplicate-detection ids carried forward from a segment about to be
 /// deleted, so the memory of recent ids outlives the Adds that brought them.
@@ -58,6 +61,28 @@ const T_MANIFEST: u8 = 11;
 /// Segments about to be deleted on purpose, so recovery does not count
 /// them as lost.
 const T_DROPPED: u8 = 12;
+/// An Add with typed properties and its destination as kind and name
+/// (written since format 3). Its fields up to the timestamp are those of
+/// [`T_ADD_DEDUP`]. Compaction copies older Adds into new segments as they
+/// are, so every segment may hold all three kinds of Add.
+const T_ADD_TYPED: u8 = 13;
+
+/// Destination kinds in a [`T_ADD_TYPED`].
+const DEST_QUEUE: u8 = 1;
+const DEST_TOPIC: u8 = 2;
+const DEST_TEMP_QUEUE: u8 = 3;
+
+/// Property value types in a [`T_ADD_TYPED`]: a tag, then the value.
+const V_NULL: u8 = 0;
+const V_BOOL: u8 = 1;
+const V_I8: u8 = 2;
+const V_I16: u8 = 3;
+const V_I32: u8 = 4;
+const V_I64: u8 = 5;
+const V_F32: u8 = 6;
+const V_F64: u8 = 7;
+const V_STRING: u8 = 8;
+const V_BYTES: u8 = 9;
 
 const KEY_QUEUE: u8 = 1;
 const KEY_DURABLE: u8 = 2;
@@ -240,7 +265,7 @@ pub(crate) fn tally(buf: &[u8]) -> (u64, u64) {
             break;
         }
         records += 1;
-        if matches!(buf[at + FRAME_LEN], T_ADD | T_ADD_DEDUP) {
+        if matches!(buf[at + FRAME_LEN], T_ADD | T_ADD_DEDUP | T_ADD_TYPED) {
             adds += 1;
         }
         at += FRAME_LEN + len;
@@ -389,12 +414,13 @@ impl Writer {
                 name,
                 topic,
             } => {
-                let len = 1 + str_len(client_id) + str_len(name) + str_len(topic);
+                let topic = topic.to_string();
+                let len = 1 + str_len(client_id) + str_len(name) + str_len(&topic);
                 self.frame(len, |b| {
                     b.push(T_SUB_ADD);
                     put_str(b, client_id);
                     put_str(b, name);
-                    put_str(b, topic);
+                    put_str(b, &topic);
                 });
             }
             Record::SubscriptionRemove { client_id, name } => {
@@ -514,13 +540,14 @@ fn add_len(key: &StoreKey, m: &Message, dedup: &str) -> usize {
     1 + key_len(key)
         + ADD_FIXED
         + str_len(dedup)
-        + str_len(&m.destination.to_string())
+        + 1
+        + str_len(m.destination.name())
         + str_len(&m.id.prefix)
         + 8
         + 4
-        + m.headers
+        + m.properties
             .iter()
-            .map(|(k, v)| str_len(k) + str_len(v))
+            .map(|(k, v)| str_len(k) + value_len(v))
             .sum::<usize>()
         + 4
         + m.body.len()
@@ -528,7 +555,7 @@ fn add_len(key: &StoreKey, m: &Message, dedup: &str) -> usize {
 
 // The fields recovery needs come first, so it can stop reading there.
 fn put_add(b: &mut Vec<u8>, key: &StoreKey, m: &Message, dedup: &str) {
-    b.push(T_ADD_DEDUP);
+    b.push(T_ADD_TYPED);
     put_key(b, key);
     b.extend_from_slice(&m.seq.to_le_bytes());
     b.push(m.priority);
@@ -536,16 +563,70 @@ fn put_add(b: &mut Vec<u8>, key: &StoreKey, m: &Message, dedup: &str) {
     b.extend_from_slice(&m.expires.to_le_bytes());
     put_str(b, dedup);
     b.extend_from_slice(&m.timestamp.to_le_bytes());
-    put_str(b, &m.destination.to_string());
+    b.push(match m.destination.kind() {
+        DestinationKind::Queue => DEST_QUEUE,
+        DestinationKind::Topic => DEST_TOPIC,
+        DestinationKind::TempQueue => DEST_TEMP_QUEUE,
+    });
+    put_str(b, m.destination.name());
     put_str(b, &m.id.prefix);
     b.extend_from_slice(&m.id.n.to_le_bytes());
-    b.extend_from_slice(&(m.headers.len() as u32).to_le_bytes());
-    for (k, v) in &m.headers {
+    b.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
+    for (k, v) in m.properties.iter() {
         put_str(b, k);
-        put_str(b, v);
+        put_value(b, v);
     }
     b.extend_from_slice(&(m.body.len() as u32).to_le_bytes());
     b.extend_from_slice(&m.body);
+}
+
+fn value_len(v: &Value) -> usize {
+    1 + match v {
+        Value::Null => 0,
+        Value::Bool(_) | Value::I8(_) => 1,
+        Value::I16(_) => 2,
+        Value::I32(_) | Value::F32(_) => 4,
+        Value::I64(_) | Value::F64(_) => 8,
+        Value::String(s) => str_len(s),
+        Value::Bytes(b) => 4 + b.len(),
+    }
+}
+
+fn put_value(b: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => b.push(V_NULL),
+        Value::Bool(x) => b.extend_from_slice(&[V_BOOL, u8::from(*x)]),
+        Value::I8(x) => b.extend_from_slice(&[V_I8, x.to_le_bytes()[0]]),
+        Value::I16(x) => {
+            b.push(V_I16);
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        Value::I32(x) => {
+            b.push(V_I32);
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        Value::I64(x) => {
+            b.push(V_I64);
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        Value::F32(x) => {
+            b.push(V_F32);
+            b.extend_from_slice(&x.to_bits().to_le_bytes());
+        }
+        Value::F64(x) => {
+            b.push(V_F64);
+            b.extend_from_slice(&x.to_bits().to_le_bytes());
+        }
+        Value::String(s) => {
+            b.push(V_STRING);
+            put_str(b, s);
+        }
+        Value::Bytes(bytes) => {
+            b.push(V_BYTES);
+            b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            b.extend_from_slice(bytes);
+        }
+    }
 }
 
 /// A bounds-checked reader over a payload.
@@ -567,6 +648,10 @@ impl<'a> Cursor<'a> {
     }
     fn u8(&mut self) -> Result<u8, FormatError> {
         Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, FormatError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Result<u32, FormatError> {
         Ok(u32_at(self.take(4)?, 0))
@@ -630,7 +715,7 @@ pub(crate) enum Entry {
     SubscriptionAdd {
         client_id: String,
         name: String,
-        topic: String,
+        topic: Destination,
     },
     SubscriptionRemove {
         client_id: String,
@@ -697,14 +782,16 @@ pub(crate) fn entry(r: &Record) -> Entry {
 pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
     let mut c = Cursor { b: payload, at: 0 };
     let entry = match c.u8()? {
-        t @ (T_ADD | T_ADD_DEDUP) => {
+        t @ (T_ADD | T_ADD_DEDUP | T_ADD_TYPED) => {
             let key = get_key(&mut c)?;
             let seq = c.u64()?;
             let priority = c.u8()?;
             let persistent = c.u8()? != 0;
             let expires = c.u64()?;
             let dedup = match t {
-                T_ADD_DEDUP => Some(c.str()?).filter(|d| !d.is_empty()).map(Into::into),
+                T_ADD_DEDUP | T_ADD_TYPED => {
+                    Some(c.str()?).filter(|d| !d.is_empty()).map(Into::into)
+                }
                 _ => None,
             };
             let timestamp = c.u64()?;
@@ -727,7 +814,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
         T_SUB_ADD => Entry::SubscriptionAdd {
             client_id: c.str()?.to_owned(),
             name: c.str()?.to_owned(),
-            topic: c.str()?.to_owned(),
+            topic: c
+                .str()?
+                .parse()
+                .map_err(|_| FormatError::Malformed("invalid topic"))?,
         },
         T_SUB_REMOVE => Entry::SubscriptionRemove {
             client_id: c.str()?.to_owned(),
@@ -782,30 +872,90 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
     Ok(entry)
 }
 
-/// Decodes a whole Add payload into the message it holds.
-pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), FormatError> {
+/// What messages read back together usually have in common: their
+/// destination and their id's per-boot prefix. Kept from one decode to the
+/// next, so that a batch of loaded messages (a deep queue paging in) shares
+/// one copy of each instead of allocating both for every message.
+#[derive(Default)]
+pub(crate) struct Common {
+    destination: Option<Destination>,
+    prefix: Option<Arc<str>>,
+}
+
+impl Common {
+    fn destination(
+        &mut self,
+        kind: DestinationKind,
+        name: &str,
+    ) -> Result<Destination, FormatError> {
+        if let Some(d) = &self.destination
+            && d.kind() == kind
+            && d.name() == name
+        {
+            return Ok(d.clone());
+        }
+        let d = Destination::new(kind, name)
+            .map_err(|_| FormatError::Malformed("invalid destination"))?;
+        self.destination = Some(d.clone());
+        Ok(d)
+    }
+
+    fn prefix(&mut self, prefix: &str) -> Arc<str> {
+        match &self.prefix {
+            Some(p) if **p == *prefix => p.clone(),
+            _ => self.prefix.insert(prefix.into()).clone(),
+        }
+    }
+}
+
+/// Decodes a whole Add payload into the message it holds, sharing what it
+/// has in common with the messages decoded before it. Adds of formats 1
+/// and 2 name their destination by its canonical name and have string
+/// headers, which become string properties.
+pub(crate) fn decode_message(
+    payload: &[u8],
+    common: &mut Common,
+) -> Result<(StoreKey, Message), FormatError> {
     let mut c = Cursor { b: payload, at: 0 };
     let t = c.u8()?;
-    if t != T_ADD && t != T_ADD_DEDUP {
+    if !matches!(t, T_ADD | T_ADD_DEDUP | T_ADD_TYPED) {
         return Err(FormatError::Malformed("not an Add record"));
     }
+    let typed = t == T_ADD_TYPED;
     let key = get_key(&mut c)?;
     let seq = c.u64()?;
     let priority = c.u8()?;
     let persistent = c.u8()? != 0;
     let expires = c.u64()?;
-    if t == T_ADD_DEDUP {
+    if t != T_ADD {
         c.str()?;
     }
     let timestamp = c.u64()?;
-    let destination = Destination::parse(c.str()?, "")
-        .map_err(|_| FormatError::Malformed("invalid destination"))?;
-    let prefix: Arc<str> = c.str()?.into();
+    let destination = if typed {
+        let kind = match c.u8()? {
+            DEST_QUEUE => DestinationKind::Queue,
+            DEST_TOPIC => DestinationKind::Topic,
+            DEST_TEMP_QUEUE => DestinationKind::TempQueue,
+            _ => return Err(FormatError::Malformed("unknown destination kind")),
+        };
+        common.destination(kind, c.str()?)?
+    } else {
+        c.str()?
+            .parse()
+            .map_err(|_| FormatError::Malformed("invalid destination"))?
+    };
+    let prefix = common.prefix(c.str()?);
     let n = c.u64()?;
     let count = c.u32()? as usize;
-    let mut headers = Vec::with_capacity(count.min(1024));
+    let mut properties = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
-        headers.push((c.str()?.to_owned(), c.str()?.to_owned()));
+        let name = c.str()?.to_owned();
+        let value = if typed {
+            get_value(&mut c)?
+        } else {
+            Value::String(c.str()?.to_owned())
+        };
+        properties.push((name, value));
     }
     let body_len = c.u32()? as usize;
     let body = Bytes::copy_from_slice(c.take(body_len)?);
@@ -816,21 +966,45 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<(StoreKey, Message), Form
             seq,
             id: MessageId { prefix, n },
             destination,
-            headers,
+            properties: Properties::from(properties),
             body,
             persistent,
             priority,
             expires,
             timestamp,
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         },
     ))
+}
+
+fn get_value(c: &mut Cursor<'_>) -> Result<Value, FormatError> {
+    Ok(match c.u8()? {
+        V_NULL => Value::Null,
+        V_BOOL => match c.u8()? {
+            0 => Value::Bool(false),
+            1 => Value::Bool(true),
+            _ => return Err(FormatError::Malformed("invalid boolean")),
+        },
+        V_I8 => Value::I8(i8::from_le_bytes([c.u8()?])),
+        V_I16 => Value::I16(c.u16()? as i16),
+        V_I32 => Value::I32(c.u32()? as i32),
+        V_I64 => Value::I64(c.u64()? as i64),
+        V_F32 => Value::F32(f32::from_bits(c.u32()?)),
+        V_F64 => Value::F64(f64::from_bits(c.u64()?)),
+        V_STRING => Value::String(c.str()?.to_owned()),
+        V_BYTES => {
+            let n = c.u32()? as usize;
+            Value::Bytes(Bytes::copy_from_slice(c.take(n)?))
+        }
+        _ => return Err(FormatError::Malformed("unknown property type")),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A message with string properties only, as formats 1 and 2 held.
     fn message(seq: u64) -> Message {
         Message {
             seq,
@@ -839,13 +1013,16 @@ mod tests {
                 n: seq,
             },
             destination: Destination::queue("orders"),
-            headers: vec![("k".into(), "v:1\n".into()), ("é".into(), String::new())],
+            properties: Properties::from(vec![
+                ("k".into(), Value::from("v:1\n")),
+                ("é".into(), Value::from("")),
+            ]),
             body: Bytes::from_static(b"body\0with nul"),
             persistent: true,
             priority: 7,
             expires: 123,
             timestamp: 456,
-            charge: crate::core::Charge::none(),
+            charge: crate::memory::Charge::none(),
         }
     }
 
@@ -894,10 +1071,13 @@ mod tests {
             Err(FormatError::HeaderLength(128, 1))
         );
         let mut newer = SegmentHeader::new(1, 1, 1, 1).encode();
-        newer[8] = 3;
+        newer[8..10].copy_from_slice(&(VERSION + 1).to_le_bytes());
         let crc = crc32c::crc32c(&newer[..60]);
         newer[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(SegmentHeader::decode(&newer), Err(FormatError::Version(3)));
+        assert_eq!(
+            SegmentHeader::decode(&newer),
+            Err(FormatError::Version(VERSION + 1))
+        );
     }
 
     #[test]
@@ -961,7 +1141,7 @@ mod tests {
         w.record(&Record::SubscriptionAdd {
             client_id: "c".into(),
             name: "s".into(),
-            topic: "/topic/t".into(),
+            topic: Destination::topic("t"),
         });
         w.record(&Record::SubscriptionRemove {
             client_id: "c".into(),
@@ -1043,32 +1223,150 @@ mod tests {
         let Frame::Record { len } = Frame::at(&w.buf[FRAME_LEN + 5..]) else {
             panic!()
         };
-        let (k, back) = decode_message(&w.buf[start..start + len]).unwrap();
+        let (k, back) = decode_message(&w.buf[start..start + len], &mut Common::default()).unwrap();
         assert_eq!(k, key);
         assert_eq!(back, *m);
     }
 
+    /// An Add payload as formats 1 (type 1, no id) and 2 (type 9) wrote
+    /// it: the destination by its canonical name, string headers.
+    fn old_add(t: u8, key: &StoreKey, m: &Message, dedup: &str) -> Vec<u8> {
+        let mut b = vec![t];
+        put_key(&mut b, key);
+        b.extend_from_slice(&m.seq.to_le_bytes());
+        b.push(m.priority);
+        b.push(u8::from(m.persistent));
+        b.extend_from_slice(&m.expires.to_le_bytes());
+        if t == T_ADD_DEDUP {
+            put_str(&mut b, dedup);
+        }
+        b.extend_from_slice(&m.timestamp.to_le_bytes());
+        put_str(&mut b, &m.destination.to_string());
+        put_str(&mut b, &m.id.prefix);
+        b.extend_from_slice(&m.id.n.to_le_bytes());
+        b.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
+        for (k, v) in m.properties.iter() {
+            put_str(&mut b, k);
+            put_str(
+                &mut b,
+                v.as_str()
+                    .expect("formats 1 and 2 have string headers only"),
+            );
+        }
+        b.extend_from_slice(&(m.body.len() as u32).to_le_bytes());
+        b.extend_from_slice(&m.body);
+        b
+    }
+
     #[test]
-    fn adds_of_the_first_format_without_an_id_are_still_read() {
-        let m = Arc::new(message(7));
+    fn adds_of_formats_1_and_2_are_still_read() {
+        let m = message(7);
         let key = StoreKey::Queue("orders".into());
+        for (t, dedup) in [(T_ADD, None), (T_ADD_DEDUP, Some("p:7"))] {
+            let old = old_add(t, &key, &m, dedup.unwrap_or_default());
+            let Entry::Add(meta) = decode(&old).unwrap() else {
+                panic!("not an Add")
+            };
+            assert_eq!((meta.seq, meta.dedup.as_deref()), (7, dedup));
+            assert_eq!(
+                decode_message(&old, &mut Common::default()).unwrap(),
+                (key.clone(), m.clone())
+            );
+            assert_eq!(tally(&framed(&old)), (1, 1));
+        }
+    }
+
+    /// A payload in a record frame.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.frame(payload.len(), |b| b.extend_from_slice(payload));
+        w.buf
+    }
+
+    #[test]
+    fn every_property_type_and_destination_kind_round_trips() {
+        let values = [
+            Value::Null,
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::I8(-1),
+            Value::I16(i16::MIN),
+            Value::I32(0x1234_5678),
+            Value::I64(i64::MIN),
+            Value::F32(-0.0),
+            Value::F64(f64::NAN),
+            Value::F64(f64::INFINITY),
+            Value::String("é:\n".into()),
+            Value::String(String::new()),
+            Value::Bytes(Bytes::from_static(&[0, 255, 10])),
+            Value::Bytes(Bytes::new()),
+        ];
+        let properties: Properties = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("p{i}"), v.clone()))
+            .collect();
+        // One `Common` for all, as a batch of loads: what the messages do
+        // not share is never taken from the one before.
+        let mut common = Common::default();
+        for (i, destination) in [
+            Destination::queue("q"),
+            Destination::queue("q"),
+            Destination::topic("q"),
+            Destination::new(DestinationKind::TempQueue, "c1.r").unwrap(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut m = Message {
+                destination,
+                properties: properties.clone(),
+                ..message(9)
+            };
+            m.id.prefix = format!("ID:b-{}-", i / 2).into();
+            let key = StoreKey::Queue("q".into());
+            let mut w = Writer::default();
+            w.record(&Record::Add {
+                key: key.clone(),
+                message: Arc::new(m.clone()),
+                dedup: Some("id".into()),
+            });
+            let payload = &w.buf[FRAME_LEN..];
+            assert_eq!(payload[0], T_ADD_TYPED);
+            assert_eq!(decode_message(payload, &mut common).unwrap(), (key, m));
+        }
+    }
+
+    #[test]
+    fn bad_typed_values_are_errors() {
+        let m = Message {
+            properties: Properties::from(vec![("b".into(), Value::Bool(true))]),
+            ..message(1)
+        };
         let mut w = Writer::default();
         w.record(&Record::Add {
-            key: key.clone(),
-            message: m.clone(),
+            key: StoreKey::Queue("q".into()),
+            message: Arc::new(m),
             dedup: None,
         });
-        // The original layout: type 1 and no id field after `expires`.
-        let mut old = w.buf[FRAME_LEN..].to_vec();
-        old[0] = T_ADD;
-        let id_at = 1 + key_len(&key) + 8 + 1 + 1 + 8;
-        assert_eq!(&old[id_at..id_at + 4], &[0, 0, 0, 0]);
-        old.drain(id_at..id_at + 4);
-        let Entry::Add(meta) = decode(&old).unwrap() else {
-            panic!("not an Add")
-        };
-        assert_eq!((meta.seq, meta.dedup), (7, None));
-        assert_eq!(decode_message(&old).unwrap(), (key, (*m).clone()));
+        let good = w.buf[FRAME_LEN..].to_vec();
+        // The tag and value of the one property come right before the body.
+        let body_at = good.len() - 4 - b"body\0with nul".len();
+        let (tag, value) = (body_at - 2, body_at - 1);
+        let dest_kind = 1 + key_len(&StoreKey::Queue("q".into())) + ADD_FIXED + str_len("");
+        for (at, byte, why) in [
+            (value, 2, "invalid boolean"),
+            (tag, 99, "unknown property type"),
+            (dest_kind, 9, "unknown destination kind"),
+        ] {
+            let mut bad = good.clone();
+            bad[at] = byte;
+            assert_eq!(
+                decode_message(&bad, &mut Common::default()),
+                Err(FormatError::Malformed(why)),
+                "{why}"
+            );
+        }
     }
 
     #[test]
@@ -1113,8 +1411,92 @@ mod tests {
         let payload = &w.buf[FRAME_LEN..];
         for cut in 0..payload.len() {
             let _ = decode(&payload[..cut]);
-            assert!(decode_message(&payload[..cut]).is_err());
+            assert!(decode_message(&payload[..cut], &mut Common::default()).is_err());
         }
         assert_eq!(decode(&[99]), Err(FormatError::UnknownType(99)));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Encode/decode cost of an Add with five string headers (run with
+    /// `cargo test --release -p halyard-broker add_codec_timing -- --ignored --nocapture`;
+    /// `HALYARD_TIMING_N` sets the iterations, 1,000,000 by default).
+    /// "decode (message)" reads it as the journal's reader does, in a batch
+    /// of loads; "alone" is a batch of one.
+    #[test]
+    #[ignore = "a timing loop, not a test"]
+    fn add_codec_timing() {
+        let m = Arc::new(Message {
+            seq: 1,
+            id: MessageId {
+                prefix: "ID:broker-1a2b3c-1700000000000-".into(),
+                n: 123_456,
+            },
+            destination: Destination::queue("orders.incoming"),
+            properties: Properties::from(vec![
+                ("persistent".into(), Value::from("true")),
+                ("content-type".into(), Value::from("application/json")),
+                ("_AMQ_DUPL_ID".into(), Value::from("producer-7f3a:000123")),
+                ("correlation-id".into(), Value::from("c-8d2e41")),
+                ("reply-to".into(), Value::from("/queue/replies.client-42")),
+            ]),
+            body: Bytes::from(vec![b'x'; 256]),
+            persistent: true,
+            priority: 4,
+            expires: 0,
+            timestamp: 1_700_000_000_000,
+            charge: crate::memory::Charge::none(),
+        });
+        let record = Record::Add {
+            key: StoreKey::Queue("orders.incoming".into()),
+            message: m,
+            dedup: Some("producer-7f3a:000123".into()),
+        };
+        let n: u32 = std::env::var("HALYARD_TIMING_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        for round in 0..5 {
+            let mut w = Writer::default();
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                w.buf.clear();
+                w.record(&record);
+                std::hint::black_box(&w.buf);
+            }
+            let encode = t.elapsed();
+            let payload = w.buf[FRAME_LEN..].to_vec();
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(decode(std::hint::black_box(&payload)).unwrap());
+            }
+            let meta = t.elapsed();
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let alone = decode_message(std::hint::black_box(&payload), &mut Common::default());
+                std::hint::black_box(alone.unwrap());
+            }
+            let alone = t.elapsed();
+            let t = std::time::Instant::now();
+            let mut common = Common::default();
+            for _ in 0..n {
+                let batched = decode_message(std::hint::black_box(&payload), &mut common);
+                std::hint::black_box(batched.unwrap());
+            }
+            let batched = t.elapsed();
+            let ns = |d: std::time::Duration| d.as_nanos() as f64 / f64::from(n);
+            println!(
+                "round {round}: encode {:.0} ns, decode (recovery) {:.0} ns, decode (message) {:.0} ns, \
+                 decode (message, alone) {:.0} ns, {} bytes",
+                ns(encode),
+                ns(meta),
+                ns(batched),
+                ns(alone),
+                payload.len()
+            );
+        }
     }
 }

@@ -154,7 +154,7 @@ pub(crate) struct Redelivery {
 /// A live durable subscription and its SubscriptionAdd record.
 #[derive(Debug, Clone)]
 pub(crate) struct Sub {
-    pub(crate) topic: String,
+    pub(crate) topic: crate::model::Destination,
     pub(crate) at: Loc,
 }
 
@@ -230,7 +230,7 @@ impl Index {
                 }
             }
             Entry::DupIds { key, ids } => {
-                self.dups.carried(key, ids, at.seg, crate::core::now_ms());
+                self.dups.carried(key, ids, at.seg, crate::model::now_ms());
             }
             Entry::Remove { seq } => {
                 if let Some(old) = self.messages.remove(seq) {
@@ -528,7 +528,7 @@ mod tests {
         let sub = Entry::SubscriptionAdd {
             client_id: "c".into(),
             name: "s".into(),
-            topic: "/topic/t".into(),
+            topic: crate::model::Destination::topic("t"),
         };
         i.apply(&sub, at(1, 64));
         assert!(!i.deletable(1));

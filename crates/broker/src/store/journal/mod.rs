@@ -40,7 +40,7 @@ use index::{Index, Loc, SegStats};
 use serde::{Deserialize, Serialize};
 
 use super::{Batch, MessageReader, Recovered, StoreBackend, StoreError, Usage};
-use crate::core::now_ms;
+use crate::model::now_ms;
 
 /// When the journal syncs to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

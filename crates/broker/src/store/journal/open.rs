@@ -12,7 +12,7 @@ use super::format::{
 use super::index::{Index, SegStats};
 use super::recovery::{Expect, Loss};
 use super::{JournalStore, OnCorruption, format, index, read, recovery, segment, write};
-use crate::core::now_ms;
+use crate::model::now_ms;
 use crate::store::{DurableSubscription, Recovered, StoreError};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;

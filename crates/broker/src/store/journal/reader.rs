@@ -3,7 +3,7 @@
 
 use super::format::{FRAME_LEN, Frame};
 use super::{Catalog, format, read, segment};
-use crate::core::Message;
+use crate::model::Message;
 use crate::store::{MessageReader, StoreError};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    fn load_one(&self, seq: u64) -> Result<Arc<Message>, StoreError> {
+    fn load_one(&self, seq: u64, common: &mut format::Common) -> Result<Arc<Message>, StoreError> {
         let fail = |reason: String| StoreError::Read {
             seq,
             reason: reason.into(),
@@ -40,7 +40,7 @@ impl Reader {
                     loc.seg, loc.off
                 )));
             };
-            let (_, message) = format::decode_message(&bytes[FRAME_LEN..FRAME_LEN + len])
+            let (_, message) = format::decode_message(&bytes[FRAME_LEN..FRAME_LEN + len], common)
                 .map_err(|e| fail(e.to_string()))?;
             if message.seq != seq {
                 return Err(fail("index points at another message".into()));
@@ -57,6 +57,10 @@ impl MessageReader for Reader {
     }
 
     fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>> {
-        seqs.iter().map(|&s| self.load_one(s)).collect()
+        // Messages loaded together share their destination and id prefix.
+        let mut common = format::Common::default();
+        seqs.iter()
+            .map(|&s| self.load_one(s, &mut common))
+            .collect()
     }
 }

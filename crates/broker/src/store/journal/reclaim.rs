@@ -6,7 +6,7 @@
 use super::format::{Entry, FRAME_LEN, Frame, Writer};
 use super::index::Loc;
 use super::{COMPACT_STEP, Group, JournalStore, format, read, recovery, segment, write};
-use crate::core::now_ms;
+use crate::model::now_ms;
 use crate::store::{Record, StoreError};
 
 impl JournalStore {

@@ -388,7 +388,7 @@ mod tests {
     fn add(seq: u64) -> Record {
         Record::Add {
             key: StoreKey::Queue("q".into()),
-            message: crate::core::test_message(seq, 4),
+            message: crate::model::test_message(seq, 4),
             dedup: None,
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::format::{STAMP_AT, STAMP_LEN};
 use super::open::file_name;
 use super::*;
-use crate::core::test_message;
+use crate::model::{Destination, Value, test_message};
 use crate::store::{DurableSubscription, Record, StoreKey};
 
 fn cfg(segment_bytes: u64) -> JournalConfig {
@@ -100,7 +100,7 @@ async fn subscriptions_are_recovered() {
     let sub = |name: &str| Record::SubscriptionAdd {
         client_id: "c".into(),
         name: name.into(),
-        topic: "/topic/t".into(),
+        topic: Destination::topic("t"),
     };
     j.put(&[vec![sub("a"), sub("b")]]).await.unwrap();
     j.put(&[vec![Record::SubscriptionRemove {
@@ -116,7 +116,7 @@ async fn subscriptions_are_recovered() {
         vec![DurableSubscription {
             client_id: "c".into(),
             name: "b".into(),
-            topic: "/topic/t".into()
+            topic: Destination::topic("t")
         }]
     );
 }
@@ -643,4 +643,80 @@ async fn zeros_inside_records_of_the_newest_segment_are_data() {
     assert_eq!(seqs(r), vec![1, 2]);
     let loaded = j.reader().load(&[1]);
     assert_eq!(*loaded[0].as_ref().unwrap().as_ref(), *zeros);
+}
+
+/// A journal written by the broker of the previous release (format 2:
+/// string headers, destinations by name; see tests/fixtures/README.md)
+/// opens and gives back every message, header, delivery count, duplicate
+/// id and subscription; new messages then go to format 3 segments beside
+/// the old ones, and both kinds come back together.
+#[tokio::test]
+async fn a_journal_written_by_format_2_opens() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v2");
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    std::fs::create_dir(&journal).unwrap();
+    for file in std::fs::read_dir(&fixture).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), journal.join(file.file_name())).unwrap();
+    }
+    let version = |id: u64| {
+        let head = std::fs::read(segment::path(&journal, id)).unwrap();
+        u16::from_le_bytes([head[8], head[9]])
+    };
+    let old = segments(dir.path());
+    assert_eq!(old.len(), 2);
+    assert!(old.iter().all(|&id| version(id) == 2));
+    // A new master, as after the old one was killed.
+    let epoch = JournalStore::max_epoch(dir.path()) + 1;
+    let open = || {
+        let mut j = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), epoch)
+            .duplicate_bounds(crate::store::DuplicateBounds {
+                per_key: 100,
+                total: usize::MAX,
+                max_age_ms: 0,
+            });
+        let r = j.recover_sync().unwrap();
+        (j, r)
+    };
+    let (mut j, r) = open();
+    let reader = j.reader();
+    let mut first = None;
+    let max_seq = crate::store::fixtures::check_v2(r, |seqs| {
+        let loaded = reader.load(seqs);
+        first = Some((seqs[0], loaded[0].as_ref().unwrap().clone()));
+        loaded
+    });
+    let (first_seq, first) = first.unwrap();
+    assert_eq!(&first.body[..], b"one");
+
+    let mut typed = (*test_message(max_seq + 1, 4)).clone();
+    typed.properties = [
+        ("n".to_owned(), Value::I32(7)),
+        ("s".to_owned(), Value::from("x")),
+    ]
+    .into_iter()
+    .collect();
+    let typed = Arc::new(typed);
+    j.put(&[vec![
+        Record::Add {
+            key: StoreKey::Queue("fixture.orders".into()),
+            message: typed.clone(),
+            dedup: None,
+        },
+        Record::Remove { seq: first_seq },
+    ]])
+    .await
+    .unwrap();
+    drop(j);
+    let newest = *segments(dir.path()).last().unwrap();
+    assert!(!old.contains(&newest) && version(newest) == format::VERSION);
+    let (j, r) = open();
+    let found = seqs(r);
+    assert_eq!(found.len(), 7);
+    assert!(!found.contains(&first_seq));
+    assert_eq!(found.last(), Some(&typed.seq));
+    let loaded = j.reader().load(&found);
+    assert_eq!(*loaded[6].as_ref().unwrap().as_ref(), *typed);
+    assert!(loaded.iter().all(Result::is_ok));
 }

@@ -18,8 +18,11 @@
 //! for as long as the master holds its lease.
 
 mod lease;
+mod properties;
 mod schema;
 mod target;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,7 +44,7 @@ use super::{
     Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
     StoreError, StoreKey, Usage,
 };
-use crate::core::{Destination, Message, MessageId};
+use crate::model::{Message, MessageId};
 
 /// Opens a connection to `url` whose I/O runs on the current runtime.
 pub(crate) async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
@@ -236,7 +239,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(batches: &[Batch]) -> Plan {
+    fn new(batches: &[Batch]) -> Result<Plan, StoreError> {
         let mut p = Plan::default();
         for r in batches.iter().flatten() {
             match r {
@@ -269,7 +272,11 @@ impl Plan {
                     p.id_prefix.push(m.id.prefix.to_string());
                     p.id_n.push(m.id.n as i64);
                     p.headers
-                        .push(serde_json::to_string(&m.headers).unwrap_or_else(|_| "[]".into()));
+                        .push(properties::encode(&m.properties).map_err(|e| {
+                            StoreError::Failed(
+                                format!("message {seq}: cannot encode its properties: {e}").into(),
+                            )
+                        })?);
                     p.body.push(m.body.clone());
                     p.max_seq = p.max_seq.max(seq);
                     p.bytes_added += m.weight() as u64;
@@ -284,14 +291,14 @@ impl Plan {
                     topic,
                 } => p
                     .subs
-                    .push((true, client_id.clone(), name.clone(), topic.clone())),
+                    .push((true, client_id.clone(), name.clone(), topic.to_string())),
                 Record::SubscriptionRemove { client_id, name } => {
                     p.subs
                         .push((false, client_id.clone(), name.clone(), String::new()))
                 }
             }
         }
-        p
+        Ok(p)
     }
 
     fn is_empty(&self) -> bool {
@@ -599,10 +606,22 @@ impl StoreBackend for PostgresStore {
             .await
             .map_err(|e| db("cannot read durable subscriptions", e))?
             .into_iter()
-            .map(|r| DurableSubscription {
-                client_id: r.get(0),
-                name: r.get(1),
-                topic: r.get(2),
+            .filter_map(|r| {
+                let topic: String = r.get(2);
+                match topic.parse() {
+                    Ok(topic) => Some(DurableSubscription {
+                        client_id: r.get(0),
+                        name: r.get(1),
+                        topic,
+                    }),
+                    // Only a broker writes these rows; one that is not a
+                    // topic's canonical name cannot be restored, and
+                    // should not keep the others from being restored.
+                    Err(e) => {
+                        tracing::error!(%topic, error = %e, "cannot restore durable subscription");
+                        None
+                    }
+                }
             })
             .collect::<Vec<_>>();
         let mut duplicate_ids: Vec<(StoreKey, Vec<Arc<str>>)> = Vec::new();
@@ -642,7 +661,7 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn write(&mut self, batches: &[Batch], sync: bool) -> Result<(), StoreError> {
-        let plan = Plan::new(batches);
+        let plan = Plan::new(batches)?;
         if plan.is_empty() {
             return Ok(());
         }
@@ -845,16 +864,17 @@ impl PgReader {
                     prefix: r.get::<_, String>(6).into(),
                     n: r.get::<_, i64>(7) as u64,
                 },
-                destination: Destination::parse(&destination, "")
+                destination: destination
+                    .parse()
                     .map_err(|e| format!("message {seq}: {e}"))?,
-                headers: serde_json::from_str(&headers)
-                    .map_err(|e| format!("message {seq}: bad headers: {e}"))?,
+                properties: properties::decode(&headers)
+                    .map_err(|e| format!("message {seq}: bad properties: {e}"))?,
                 body: Bytes::from(body),
                 persistent: r.get(2),
                 priority: r.get::<_, i16>(1).clamp(0, 9) as u8,
                 expires: r.get::<_, i64>(3).max(0) as u64,
                 timestamp: r.get::<_, i64>(4).max(0) as u64,
-                charge: crate::core::Charge::none(),
+                charge: crate::memory::Charge::none(),
             };
             out.insert(seq, Arc::new(message));
         }

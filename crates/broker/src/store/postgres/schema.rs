@@ -20,7 +20,7 @@ const MIGRATION_LOCK: i64 = 0x484c_5944_2d4d_4947;
 pub(crate) const MASTER_LOCK: i64 = 0x484c_5944_2d4d_5354;
 
 /// Schema version this code writes.
-pub(crate) const VERSION: i32 = 2;
+pub(crate) const VERSION: i32 = 3;
 
 /// Migration `n` brings the schema from version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
@@ -39,7 +39,7 @@ const MIGRATIONS: &[&str] = &[
         destination  text     NOT NULL,
         id_prefix    text     NOT NULL,
         id_n         bigint   NOT NULL,
-        headers      jsonb    NOT NULL,   -- [[name, value], ...]
+        headers      jsonb    NOT NULL,   -- [[name, value], ...] (typed values since version 3)
         body         bytea    NOT NULL,
         deliveries   integer  NOT NULL DEFAULT 0
     );
@@ -82,6 +82,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE halyard_duplicate_ids ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT now();
     CREATE INDEX IF NOT EXISTS halyard_duplicate_ids_at ON halyard_duplicate_ids (at);
     "#,
+    // 3: typed application properties in `headers` (see properties.rs). No
+    // row changes: a version 2 row, every value a string, is a version 3
+    // row as it is. The new version is what matters: a broker that knows
+    // only version 2 would misread typed values, and now refuses the
+    // database at start instead. The comment says what the column holds.
+    r#"
+    COMMENT ON COLUMN halyard_messages.headers IS
+        'application properties: [[name, value], ...]; a value is a JSON string, or an object with one member naming its type, e.g. {"i32": 7} (docs/STORAGE.md)';
+    "#,
 ];
 
 /// The SQLSTATE `halyard_fence` raises when a newer master has taken over.
@@ -106,6 +115,12 @@ pub enum SchemaError {
 /// Brings the schema up to date. Refuses a database whose schema is newer
 /// than this code knows.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
+    migrate_to(client, VERSION).await
+}
+
+/// Brings the schema up to version `target` (tests make databases as
+/// older releases left them this way).
+pub(super) async fn migrate_to(client: &mut Client, target: i32) -> Result<(), SchemaError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -118,7 +133,12 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
     if current > VERSION {
         return Err(SchemaError::Newer { found: current });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(current as usize)
+    {
         tx.batch_execute(sql).await?;
         tx.execute(
             "INSERT INTO halyard_schema (version) VALUES ($1)",
@@ -129,4 +149,34 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every migration can run again on a database it has already
+    /// brought up to date (the promise the module documentation makes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_migration_is_idempotent() {
+        let url = tokio::task::spawn_blocking(|| halyard_testkit::database("idempotent"))
+            .await
+            .unwrap();
+        let mut c = super::super::connect(&url).await.unwrap();
+        migrate(&mut c).await.unwrap();
+        for sql in MIGRATIONS {
+            c.batch_execute(sql).await.unwrap();
+        }
+        let comment: Option<String> = c
+            .query_one(
+                "SELECT col_description('halyard_messages'::regclass, \
+                 (SELECT attnum FROM pg_attribute WHERE attrelid = 'halyard_messages'::regclass \
+                  AND attname = 'headers'))",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(comment.is_some_and(|c| c.contains("{\"i32\": 7}")));
+    }
 }

@@ -1,5 +1,6 @@
-//! The broker's message: what a SEND becomes, what the store keeps and what
-//! subscribers receive (shared between subscribers through an `Arc`).
+//! The broker's message: what a protocol head makes of what a producer
+//! sent, what the store keeps and what subscribers receive (shared between
+//! subscribers through an `Arc`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::Destination;
+use super::{Destination, Properties};
+use crate::memory::{Charge, MemoryBudget};
 
 /// A message id as clients see it: a per-boot prefix and a number. Kept in
 /// parts so the broker never formats a string per message; the parts are
@@ -45,9 +47,10 @@ pub struct Message {
     pub id: MessageId,
     /// Where it was sent.
     pub destination: Destination,
-    /// User headers in order, first occurrence of each name only. Headers
-    /// the broker sets on delivery are not here.
-    pub headers: Vec<(String, String)>,
+    /// Application properties, in order (STOMP: the user's headers). What
+    /// the broker sets on delivery (id, destination, delivery count) is
+    /// not here.
+    pub properties: Properties,
     /// The body.
     pub body: Bytes,
     /// Whether it must survive a broker restart.
@@ -60,7 +63,7 @@ pub struct Message {
     pub timestamp: u64,
     /// Its share of the broker's memory budget, held as long as the
     /// message is.
-    pub charge: super::Charge,
+    pub charge: Charge,
 }
 
 /// The priority of messages that do not state one.
@@ -74,27 +77,18 @@ impl Message {
 
     /// Approximate memory held by the message, for memory limits.
     pub fn weight(&self) -> usize {
-        self.body.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 16)
-                .sum::<usize>()
-            + 128
+        self.body.len() + self.properties.weight() + 128
     }
 
     /// The message, charged to `budget` for its weight.
-    pub fn charged(mut self, budget: &std::sync::Arc<super::MemoryBudget>) -> Message {
+    pub fn charged(mut self, budget: &Arc<MemoryBudget>) -> Message {
         self.charge = budget.charge(self.weight());
         self
     }
 
-    /// A user header.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    /// A string property (e.g. the duplicate-detection id).
+    pub fn string_property(&self, name: &str) -> Option<&str> {
+        self.properties.get_str(name)
     }
 }
 
@@ -117,13 +111,13 @@ pub(crate) fn test_message(seq: u64, priority: u8) -> Arc<Message> {
             n: seq,
         },
         destination: Destination::queue("q"),
-        headers: vec![],
+        properties: Properties::new(),
         body: Bytes::from_static(b"x"),
         persistent: true,
         priority,
         expires: 0,
         timestamp: 0,
-        charge: super::Charge::none(),
+        charge: Charge::none(),
     })
 }
 

@@ -1,9 +1,9 @@
 //! The broker-wide memory budget for messages (`limits.memory-bytes`).
 //!
-//! Every [`Message`](super::Message) carries a [`Charge`] for its weight
-//! from the moment it is made (a SEND read, a body loaded back from the
-//! store, a dead-letter or durable copy) until the last reference to it is
-//! dropped, wherever it is held: queued in a destination, in flight to a
+//! Every [`Message`](crate::model::Message) carries a [`Charge`] for its
+//! weight from the moment it is made (a SEND read, a body loaded back from
+//! the store, a dead-letter or durable copy) until the last reference to it
+//! is dropped, wherever it is held: queued in a destination, in flight to a
 //! consumer, in an open transaction, in a connection's receipt pipeline, on
 //! its way to the store. So the budget counts what the broker holds, not
 //! what some part of it believes it holds, and nothing needs to remember to
@@ -13,6 +13,10 @@
 //! messages would have to stay in memory wait (producer flow control, in
 //! the connection's pipeline), stored messages keep only an index entry in
 //! memory, and deep queues read bodies back only while there is room.
+//!
+//! This module sits at the bottom of the crate, below [`crate::model`]: it
+//! counts bytes and needs nothing from the messages it is charged for, so
+//! the model can hold a [`Charge`] without depending on anything above it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,21 +96,6 @@ impl MemoryBudget {
         let before = self.used.fetch_sub(bytes, Ordering::Relaxed);
         if before >= self.limit && before - bytes < self.limit {
             self.freed.notify_waiters();
-        }
-    }
-}
-
-/// Charges bodies read back from the store (they come back uncharged, from
-/// a reader that knows nothing of budgets).
-pub(crate) fn charge_loaded(
-    budget: &Arc<MemoryBudget>,
-    loaded: &mut [(u64, Result<Arc<super::Message>, crate::store::StoreError>)],
-) {
-    for (_, r) in loaded {
-        if let Ok(m) = r
-            && let Some(m) = Arc::get_mut(m)
-        {
-            m.charge = budget.charge(m.weight());
         }
     }
 }

@@ -1,0 +1,153 @@
+//! STOMP's spelling of destinations, and the scope of temporary queues.
+//!
+//! A `destination` header names a queue `/queue/NAME`, a topic
+//! `/topic/NAME`, one of the connection's own temporary queues
+//! `/temp-queue/NAME`, or another connection's `/remote-temp-queue/NAME`
+//! (ActiveMQ's spellings). A temporary queue's broker-wide name is
+//! `SCOPE.NAME`, where SCOPE is the owning connection's secret temp scope:
+//! the owner keeps writing and reading `/temp-queue/NAME`, everyone else
+//! needs the full name, which the owner hands out in a rewritten `reply-to`.
+//!
+//! The absolute spellings are the model's canonical names (see
+//! [`crate::model::Destination`]) on purpose: a name read from the admin API
+//! can be used in a frame as it is.
+
+use std::borrow::Cow;
+
+use crate::model::{Destination, DestinationKind, MAX_NAME_LEN};
+
+const QUEUE: &str = "/queue/";
+const TOPIC: &str = "/topic/";
+const TEMP_QUEUE: &str = "/temp-queue/";
+const REMOTE_TEMP_QUEUE: &str = "/remote-temp-queue/";
+
+/// A `destination` header the broker cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum DestinationError {
+    /// The prefix is not one the broker knows.
+    #[error(
+        "unsupported destination '{0}': use /queue/NAME, /topic/NAME, /temp-queue/NAME or /remote-temp-queue/NAME"
+    )]
+    UnknownPrefix(String),
+    /// The name part is empty, too long or contains control characters.
+    #[error("invalid destination name '{0}': must be 1-{MAX_NAME_LEN} printable characters")]
+    InvalidName(String),
+}
+
+/// STOMP's view of a [`Destination`]: parsing and printing headers for one
+/// connection, whose temp scope decides what `/temp-queue/` means. An
+/// extension of the model's type, so that STOMP code reads
+/// `Destination::parse(header, scope)` while the model knows no spelling.
+pub(super) trait StompDestination: Sized {
+    /// Parses a `destination` (or `reply-to`) header written on the
+    /// connection whose temp scope is `scope`.
+    fn parse(s: &str, scope: &str) -> Result<Self, DestinationError>;
+
+    /// The absolute spelling, which any connection understands.
+    fn stomp_name(&self) -> String;
+
+    /// The spelling the connection with `scope` should see: its own
+    /// temporary queues keep the `/temp-queue/` spelling it used.
+    fn display_for(&self, scope: &str) -> String;
+}
+
+impl StompDestination for Destination {
+    fn parse(s: &str, scope: &str) -> Result<Destination, DestinationError> {
+        let invalid = || DestinationError::InvalidName(truncate(s));
+        let (kind, name): (_, Cow<'_, str>) = if let Some(n) = s.strip_prefix(QUEUE) {
+            (DestinationKind::Queue, n.into())
+        } else if let Some(n) = s.strip_prefix(TOPIC) {
+            (DestinationKind::Topic, n.into())
+        } else if let Some(n) = s.strip_prefix(TEMP_QUEUE) {
+            // An empty name would otherwise become the valid `SCOPE.`.
+            if n.is_empty() {
+                return Err(invalid());
+            }
+            (DestinationKind::TempQueue, format!("{scope}.{n}").into())
+        } else if let Some(n) = s.strip_prefix(REMOTE_TEMP_QUEUE) {
+            (DestinationKind::TempQueue, n.into())
+        } else {
+            return Err(DestinationError::UnknownPrefix(truncate(s)));
+        };
+        Destination::new(kind, &name).map_err(|_| invalid())
+    }
+
+    fn stomp_name(&self) -> String {
+        let prefix = match self.kind() {
+            DestinationKind::Queue => QUEUE,
+            DestinationKind::Topic => TOPIC,
+            DestinationKind::TempQueue => REMOTE_TEMP_QUEUE,
+        };
+        format!("{prefix}{}", self.name())
+    }
+
+    fn display_for(&self, scope: &str) -> String {
+        if self.is_temp_of(scope) {
+            return format!("{TEMP_QUEUE}{}", &self.name()[scope.len() + 1..]);
+        }
+        self.stomp_name()
+    }
+}
+
+/// At most 80 characters of what a peer sent, for error messages.
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind() {
+        let q = Destination::parse("/queue/a.b", "c1").unwrap();
+        assert_eq!(q, Destination::queue("a.b"));
+        assert_eq!(q.stomp_name(), "/queue/a.b");
+        let t = Destination::parse("/topic/x", "c1").unwrap();
+        assert_eq!(t.kind(), DestinationKind::Topic);
+        let tmp = Destination::parse("/temp-queue/r", "c1").unwrap();
+        assert_eq!(tmp.stomp_name(), "/remote-temp-queue/c1.r");
+        assert!(tmp.is_temp_of("c1"));
+        assert!(!tmp.is_temp_of("c"));
+        assert_eq!(tmp.display_for("c1"), "/temp-queue/r");
+        assert_eq!(tmp.display_for("c2"), "/remote-temp-queue/c1.r");
+        let remote = Destination::parse("/remote-temp-queue/c1.r", "c2").unwrap();
+        assert_eq!(remote, tmp);
+    }
+
+    /// What the admin API shows (canonical names) works in a frame.
+    #[test]
+    fn absolute_spellings_are_the_canonical_names() {
+        for d in [
+            Destination::queue("q"),
+            Destination::topic("t"),
+            Destination::parse("/temp-queue/r", "c1").unwrap(),
+        ] {
+            assert_eq!(d.stomp_name(), d.to_string());
+            assert_eq!(Destination::parse(&d.to_string(), "other").unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for bad in [
+            "queue/a",
+            "/queue/",
+            "/queues/a",
+            "",
+            "/topic/a\nb",
+            "/temp-queue/",
+        ] {
+            assert!(Destination::parse(bad, "c").is_err(), "{bad:?} accepted");
+        }
+        let long = format!("/queue/{}", "x".repeat(MAX_NAME_LEN + 1));
+        assert_eq!(
+            Destination::parse(&long, "c"),
+            Err(DestinationError::InvalidName(truncate(&long)))
+        );
+        assert!(matches!(
+            Destination::parse("/nope/x", "c"),
+            Err(DestinationError::UnknownPrefix(_))
+        ));
+    }
+}

@@ -1,0 +1,117 @@
+//! PostgreSQL databases written by earlier releases.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{PostgresConfig, PostgresStore, connect, schema};
+use crate::model::{Value, test_message};
+use crate::store::{DuplicateBounds, Record, StoreBackend, StoreKey};
+
+/// A database written by the broker of schema version 2 (string headers;
+/// see tests/fixtures/README.md) — its schema made by the version 2
+/// migrations, its rows as that broker wrote them — is migrated to version
+/// 3 and gives back every message, header, delivery count, duplicate id
+/// and subscription; rows with typed properties then sit beside the old
+/// ones, and both kinds come back together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_written_by_schema_2_opens() {
+    let url = tokio::task::spawn_blocking(|| halyard_testkit::database("schema_2"))
+        .await
+        .unwrap();
+    let mut c = connect(&url).await.unwrap();
+    schema::migrate_to(&mut c, 2).await.unwrap();
+    c.batch_execute(include_str!("../../../tests/fixtures/postgres-v2.sql"))
+        .await
+        .unwrap();
+    // A new master, as after the old one was killed.
+    c.execute(
+        "UPDATE halyard_lock SET epoch = epoch + 1 WHERE id = 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    let epoch: i64 = c
+        .query_one("SELECT epoch FROM halyard_lock", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let open = || async {
+        let config = PostgresConfig {
+            url: url.clone(),
+            readers: 1,
+            duplicates: DuplicateBounds {
+                per_key: 100,
+                total: usize::MAX,
+                max_age_ms: 0,
+            },
+        };
+        let mut p = PostgresStore::connect(
+            config,
+            epoch as u64,
+            CancellationToken::new(),
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        let r = p.recover().await.unwrap();
+        (p, r)
+    };
+    let (mut p, r) = open().await;
+    let schema: Vec<i32> = c
+        .query("SELECT version FROM halyard_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(schema, vec![1, 2, 3]);
+    let reader = p.reader();
+    let (max_seq, first) = tokio::task::spawn_blocking(move || {
+        let mut first = None;
+        let max_seq = crate::store::fixtures::check_v2(r, |seqs| {
+            let loaded = reader.load(seqs);
+            first = Some((seqs[0], loaded[0].as_ref().unwrap().clone()));
+            loaded
+        });
+        (max_seq, first.unwrap())
+    })
+    .await
+    .unwrap();
+    let (first_seq, first) = first;
+    assert_eq!(&first.body[..], b"one");
+
+    let mut typed = (*test_message(max_seq + 1, 4)).clone();
+    typed.properties = [
+        ("n".to_owned(), Value::I32(7)),
+        ("s".to_owned(), Value::from("x")),
+    ]
+    .into_iter()
+    .collect();
+    let typed = Arc::new(typed);
+    p.write(
+        &[vec![
+            Record::Add {
+                key: StoreKey::Queue("fixture.orders".into()),
+                message: typed.clone(),
+                dedup: None,
+            },
+            Record::Remove { seq: first_seq },
+        ]],
+        true,
+    )
+    .await
+    .unwrap();
+    drop(p);
+    let (p, r) = open().await;
+    let found: Vec<u64> = r.messages.into_sorted().map(|m| m.seq).collect();
+    assert_eq!(found.len(), 7);
+    assert!(!found.contains(&first_seq));
+    assert_eq!(found.last(), Some(&typed.seq));
+    let reader = p.reader();
+    let loaded = tokio::task::spawn_blocking(move || reader.load(&found))
+        .await
+        .unwrap();
+    assert_eq!(*loaded[6].as_ref().unwrap().as_ref(), *typed);
+    assert!(loaded.iter().all(Result::is_ok));
+}
