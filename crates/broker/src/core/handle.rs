@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{ConsumerId, ConsumerReg, DispatchStats};
 use crate::model::{Destination, DestinationKind, Message};
-use crate::store::{StoreKey, StoredMessage};
+use crate::store::{StoreError, StoreKey, StoredMessage};
 
 /// A durable topic subscription's identity: the subscriber's client id and
 /// the subscription name.
@@ -24,6 +24,33 @@ impl DurableName {
             name: self.name.clone(),
         }
     }
+}
+
+/// Why a topic could not create or remove a durable subscription.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DurableError {
+    /// Another consumer is attached to it.
+    #[error("durable subscription '{name}' of client '{client_id}' already has a consumer")]
+    InUse { client_id: String, name: String },
+    /// Removing it needs its consumer detached first.
+    #[error("durable subscription '{name}' has a consumer; unsubscribe it first")]
+    Attached { name: String },
+    /// The topic has no such subscription.
+    #[error("no durable subscription '{name}' for client '{client_id}' on {topic}")]
+    NotFound {
+        client_id: String,
+        name: String,
+        topic: String,
+    },
+    /// Asked of a queue (the service checks the kind first).
+    #[error("durable subscriptions are for topics")]
+    NotATopic,
+    /// The store could not record it.
+    #[error("cannot create durable subscription: {0}")]
+    NotCreated(#[source] StoreError),
+    /// The store could not record its removal.
+    #[error("cannot remove durable subscription: {0}")]
+    NotRemoved(#[source] StoreError),
 }
 
 /// Requests a destination handles ahead of new messages: a destination
@@ -78,12 +105,12 @@ pub(crate) enum Control {
     SubscribeDurable {
         name: DurableName,
         consumer: ConsumerReg,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Result<(), DurableError>>,
     },
     /// Remove a durable subscription and the messages kept for it.
     RemoveDurable {
         name: DurableName,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Result<(), DurableError>>,
     },
     /// Drop everything and stop (temporary queues).
     Delete,

@@ -18,7 +18,9 @@ pub(crate) use dead_letter::settle;
 pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Seq, SubKey};
 pub use handle::DestinationStats;
-pub(crate) use handle::{Control, DestHandle, DurableName, Gone, Publish, PublishError};
+pub(crate) use handle::{
+    Control, DestHandle, DurableError, DurableName, Gone, Publish, PublishError,
+};
 pub(crate) use queue::spawn_queue;
 pub(crate) use registry::{BrokerCore, TooManyDestinations, lock};
 pub(crate) use topic::spawn_topic;

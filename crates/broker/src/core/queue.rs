@@ -11,7 +11,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::dispatch::{Dispatcher, Effect, Policy};
 use super::registry::BrokerCore;
-use super::{Control, DestHandle, DestinationStats, Publish};
+use super::{Control, DestHandle, DestinationStats, DurableError, Publish};
 use crate::memory::MemoryBudget;
 use crate::model::{Destination, DestinationKind, Message, now_ms};
 use crate::store::StoreError;
@@ -244,7 +244,7 @@ impl QueueActor {
                 }
             }
             Control::SubscribeDurable { done, .. } | Control::RemoveDurable { done, .. } => {
-                let _ = done.send(Err("durable subscriptions are for topics".into()));
+                let _ = done.send(Err(DurableError::NotATopic));
             }
             Control::RestoreSubscription { .. } | Control::Delete => {}
         }

@@ -20,7 +20,8 @@ use futures::stream::FuturesUnordered;
 use super::queue::{CONTROL_DEPTH, PUBLISH_DEPTH, expiry_timer, subscription_policy};
 use super::registry::BrokerCore;
 use super::{
-    ConsumerId, Control, DestHandle, DestinationStats, DispatchStats, DurableName, Publish,
+    ConsumerId, Control, DestHandle, DestinationStats, DispatchStats, DurableError, DurableName,
+    Publish,
 };
 use crate::model::{Destination, Message, now_ms};
 use crate::store::{Completion, Record};
@@ -409,14 +410,14 @@ impl TopicActor {
         &mut self,
         name: DurableName,
         consumer: super::ConsumerReg,
-    ) -> Result<(), String> {
+    ) -> Result<(), DurableError> {
         if let Some(d) = self.durable.get(&name)
             && d.consumer.is_some()
         {
-            return Err(format!(
-                "durable subscription '{}' of client '{}' already has a consumer",
-                name.name, name.client_id
-            ));
+            return Err(DurableError::InUse {
+                client_id: name.client_id.to_string(),
+                name: name.name.to_string(),
+            });
         }
         if !self.durable.contains_key(&name) {
             let record = Record::SubscriptionAdd {
@@ -428,7 +429,7 @@ impl TopicActor {
                 Ok(c) => c.await,
                 Err(e) => Err(e),
             };
-            stored.map_err(|e| format!("cannot create durable subscription: {e}"))?;
+            stored.map_err(DurableError::NotCreated)?;
             let d = self.new_durable(&name);
             self.durable.insert(name.clone(), d);
         }
@@ -441,18 +442,18 @@ impl TopicActor {
         Ok(())
     }
 
-    async fn remove_durable(&mut self, name: &DurableName) -> Result<(), String> {
+    async fn remove_durable(&mut self, name: &DurableName) -> Result<(), DurableError> {
         let Some(d) = self.durable.get(name) else {
-            return Err(format!(
-                "no durable subscription '{}' for client '{}' on {}",
-                name.name, name.client_id, self.destination
-            ));
+            return Err(DurableError::NotFound {
+                client_id: name.client_id.to_string(),
+                name: name.name.to_string(),
+                topic: self.destination.to_string(),
+            });
         };
         if d.consumer.is_some() {
-            return Err(format!(
-                "durable subscription '{}' has a consumer; unsubscribe it first",
-                name.name
-            ));
+            return Err(DurableError::Attached {
+                name: name.name.to_string(),
+            });
         }
         let mut batch = vec![Record::SubscriptionRemove {
             client_id: name.client_id.to_string(),
@@ -468,7 +469,7 @@ impl TopicActor {
             Ok(c) => c.await,
             Err(e) => Err(e),
         };
-        stored.map_err(|e| format!("cannot remove durable subscription: {e}"))?;
+        stored.map_err(DurableError::NotRemoved)?;
         self.durable.remove(name);
         Ok(())
     }

@@ -100,9 +100,10 @@ impl Connection {
         }
     }
 
-    /// The scope that names this connection's temporary queues.
-    pub(crate) fn temp_scope(&self) -> &str {
-        &self.temp_scope
+    /// The scope that names this connection's temporary queues (shared,
+    /// not copied: heads need it for every frame naming a destination).
+    pub(crate) fn temp_scope(&self) -> Arc<str> {
+        self.temp_scope.clone()
     }
 
     pub(crate) fn client_id(&self) -> Option<&str> {

@@ -4,7 +4,7 @@
 //! (a STOMP ERROR frame, an OpenWire `ExceptionResponse`) and tell a
 //! client's mistake from the broker's failure.
 
-use crate::core::{PublishError, TooManyDestinations};
+use crate::core::{DurableError, PublishError, TooManyDestinations};
 use crate::model::Destination;
 use crate::store::StoreError;
 
@@ -61,8 +61,8 @@ pub(crate) enum ServiceError {
     #[error("no durable subscription '{name}' for client-id '{client_id}'")]
     NoSuchDurable { client_id: String, name: String },
     /// The topic refused to create or remove the durable subscription.
-    #[error("{0}")]
-    Durable(String),
+    #[error(transparent)]
+    Durable(#[from] DurableError),
     #[error("cannot subscribe to {0}: it is another connection's temporary queue")]
     OthersTempQueue(Destination),
     #[error(
@@ -102,6 +102,7 @@ impl ServiceError {
                 | ServiceError::NotAccepted(_)
                 | ServiceError::FlowControlTimeout { .. }
                 | ServiceError::DestinationStopped
+                | ServiceError::Durable(DurableError::NotCreated(_) | DurableError::NotRemoved(_))
         )
     }
 }

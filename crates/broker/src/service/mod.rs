@@ -39,7 +39,7 @@ use std::time::Duration;
 pub(crate) use ack::AckRequest;
 pub(crate) use connection::{ConnectRequest, Connection, Principal, Tracked};
 pub(crate) use error::ServiceError;
-pub(crate) use pipeline::{Job, Pipeline};
+pub(crate) use pipeline::Pipeline;
 pub(crate) use send::NewMessage;
 pub(crate) use subscribe::{SubscribeSpec, Unsubscribe};
 pub(crate) use subscriptions::{AckMode, AckRef, DeliveryToken};

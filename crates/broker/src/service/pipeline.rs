@@ -19,24 +19,23 @@
 //! count can never exceed their capacity, so neither side ever waits on the
 //! other.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-/// One request's pending work.
-pub(crate) type Job<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use super::{ServiceError, Work};
 
+/// A request's pending work (if any), with what the protocol head wants
+/// back when it is done (`T`: say, the receipt to send).
 struct Queued<T> {
-    work: Job<T>,
+    work: Option<Work>,
+    tag: T,
     bytes: usize,
 }
 
 /// A finished job.
-pub(crate) struct Finished<T> {
-    /// What the job yielded.
-    pub(crate) output: T,
+struct Finished<T> {
+    tag: T,
+    result: Result<(), ServiceError>,
     bytes: usize,
 }
 
@@ -64,11 +63,15 @@ impl<T: Send + 'static> Pipeline<T> {
         let (done_tx, finished) = mpsc::channel(max_jobs + 1);
         tasks.spawn(async move {
             while let Some(job) = job_rx.recv().await {
-                let output = job.work.await;
+                let result = match job.work {
+                    Some(work) => work.await,
+                    None => Ok(()),
+                };
                 // If the session has gone, keep going anyway: the client's
                 // messages still reach their destinations.
                 let _ = done_tx.try_send(Finished {
-                    output,
+                    tag: job.tag,
+                    result,
                     bytes: job.bytes,
                 });
             }
@@ -97,13 +100,19 @@ impl<T: Send + 'static> Pipeline<T> {
         self.pending == 0
     }
 
-    /// Queues a job; `bytes` counts toward the in-flight byte limit.
-    pub(crate) fn push(&mut self, bytes: usize, work: Job<T>) -> Result<(), Overflow> {
+    /// Queues `work` (none: just `tag`, due once every earlier job is
+    /// done); `bytes` counts toward the in-flight byte limit.
+    pub(crate) fn push(
+        &mut self,
+        bytes: usize,
+        work: Option<Work>,
+        tag: T,
+    ) -> Result<(), Overflow> {
         let Some(jobs) = &self.jobs else {
             // Closed: the connection is ending and nobody will read this.
             return Ok(());
         };
-        if jobs.try_send(Queued { work, bytes }).is_err() {
+        if jobs.try_send(Queued { work, tag, bytes }).is_err() {
             return Err(Overflow(self.pending));
         }
         self.pending += 1;
@@ -111,12 +120,12 @@ impl<T: Send + 'static> Pipeline<T> {
         Ok(())
     }
 
-    /// Waits for the next finished job.
-    pub(crate) async fn next(&mut self) -> Option<T> {
+    /// Waits for the next finished job: its tag and how its work went.
+    pub(crate) async fn next(&mut self) -> Option<(T, Result<(), ServiceError>)> {
         let done = self.finished.recv().await?;
         self.pending -= 1;
         self.bytes -= done.bytes;
-        Some(done.output)
+        Some((done.tag, done.result))
     }
 
     /// Lets the pipeline finish what it has and end.

@@ -31,7 +31,7 @@ impl Session {
         receipt: Option<String>,
     ) -> Result<(), Fatal> {
         let conn = self.conn()?;
-        let scope = conn.temp_scope().to_owned();
+        let scope = conn.temp_scope();
         let dest_header = frame
             .headers
             .get("destination")

@@ -22,7 +22,7 @@ use super::error::Fatal;
 use super::outbound::{self, MessageHeaders};
 use crate::core::{Delivery, DeliveryTx, Kick, SubKey};
 use crate::metrics::Metrics;
-use crate::service::{Connection, Pending, Pipeline, Service, Tracked};
+use crate::service::{Connection, Pending, Pipeline, Service, ServiceError, Tracked};
 
 /// Deliveries written per wake-up before the session looks at other work.
 const DELIVERY_BURST: usize = 128;
@@ -56,7 +56,7 @@ pub(super) struct Session {
     pub(super) kick: Arc<Kick>,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     /// Receipts in frame order, each sent once its frame's work is done.
-    pub(super) pipeline: Pipeline<Outcome>,
+    pub(super) pipeline: Pipeline<Reply>,
     pub(super) heartbeat_send: Option<Duration>,
     pub(super) heartbeat_receive: Option<Duration>,
     opened: Instant,
@@ -86,10 +86,10 @@ pub(super) enum Flow {
     Close,
 }
 
-/// What a frame's pipeline job yields.
-pub(super) struct Outcome {
-    /// The receipt to send, or the ERROR that ends the connection.
-    receipt: Result<Option<String>, Fatal>,
+/// What a frame wants back once its pipeline job is done.
+pub(super) struct Reply {
+    /// The receipt to send, if any.
+    receipt: Option<String>,
     /// Close the connection once the receipt is written (DISCONNECT).
     then_close: bool,
 }
@@ -246,7 +246,9 @@ impl Session {
                         "closing the connection");
                     Err(End::Error(Fatal::broker(why)))
                 }
-                Some(done) = self.pipeline.next() => self.finished(done).map_err(End::Error),
+                Some((reply, result)) = self.pipeline.next() => {
+                    self.finished(reply, result).map_err(End::Error)
+                }
                 Some(d) = self.deliveries.recv() => {
                     self.deliver(d);
                     for _ in 1..DELIVERY_BURST {
@@ -329,12 +331,13 @@ impl Session {
             (true, Command::Disconnect) => {
                 self.disconnecting = true;
                 match receipt.clone() {
-                    Some(r) => self.push_outcome(
+                    Some(r) => self.push(
                         0,
-                        Box::pin(std::future::ready(Outcome {
-                            receipt: Ok(Some(r)),
+                        None,
+                        Reply {
+                            receipt: Some(r),
                             then_close: true,
-                        })),
+                        },
                     ),
                     None => return Ok(Flow::Close),
                 }
@@ -351,26 +354,25 @@ impl Session {
     }
 
     /// A pipeline job finished: send its receipt.
-    fn finished(&mut self, done: Outcome) -> Result<Flow, Fatal> {
-        let receipt = done.receipt.inspect_err(|_| self.job_failed = true)?;
-        if done.then_close {
+    fn finished(&mut self, reply: Reply, result: Result<(), ServiceError>) -> Result<Flow, Fatal> {
+        result.map_err(|e| {
+            self.job_failed = true;
+            Fatal::from(e)
+        })?;
+        if reply.then_close {
             // DISCONNECT: its receipt goes out after the teardown.
-            self.disconnect_receipt = receipt;
+            self.disconnect_receipt = reply.receipt;
             return Ok(Flow::Close);
         }
-        if let Some(r) = receipt {
+        if let Some(r) = reply.receipt {
             outbound::receipt(&mut self.out, self.version, &r);
         }
         Ok(Flow::Continue)
     }
 
-    fn push_outcome(
-        &mut self,
-        bytes: usize,
-        job: crate::service::Job<Outcome>,
-    ) -> Result<(), Fatal> {
+    fn push(&mut self, bytes: usize, work: Pending, reply: Reply) -> Result<(), Fatal> {
         self.pipeline
-            .push(bytes, job)
+            .push(bytes, work, reply)
             .map_err(|e| Fatal::broker(e.to_string()))
     }
 
@@ -383,30 +385,19 @@ impl Session {
         receipt: Option<String>,
         work: Pending,
     ) -> Result<(), Fatal> {
-        let Some(work) = work else {
-            return self.receipt(receipt);
+        if work.is_none() && receipt.is_none() {
+            return Ok(());
+        }
+        let reply = Reply {
+            receipt,
+            then_close: false,
         };
-        let job = async move {
-            Outcome {
-                receipt: work.await.map(|()| receipt).map_err(Fatal::from),
-                then_close: false,
-            }
-        };
-        self.push_outcome(bytes, Box::pin(job))
+        self.push(bytes, work, reply)
     }
 
     /// Queues a receipt that is due once every earlier frame's work is done.
     pub(super) fn receipt(&mut self, receipt: Option<String>) -> Result<(), Fatal> {
-        match receipt {
-            Some(r) => self.push_outcome(
-                0,
-                Box::pin(std::future::ready(Outcome {
-                    receipt: Ok(Some(r)),
-                    then_close: false,
-                })),
-            ),
-            None => Ok(()),
-        }
+        self.after(0, receipt, None)
     }
 
     /// The connection's service side; frames other than CONNECT arrive only
@@ -542,10 +533,10 @@ impl Session {
         let limit = Duration::from_millis(self.service.core.config.timeouts.shutdown_ms);
         let _ = tokio::time::timeout(limit, async {
             while !self.pipeline.is_idle() {
-                let Some(done) = self.pipeline.next().await else {
+                let Some((reply, result)) = self.pipeline.next().await else {
                     break;
                 };
-                if self.finished(done).is_err() {
+                if self.finished(reply, result).is_err() {
                     break;
                 }
             }

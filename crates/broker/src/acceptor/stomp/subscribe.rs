@@ -42,7 +42,7 @@ impl Session {
         receipt: Option<String>,
     ) -> Result<(), Fatal> {
         let h = &frame.headers;
-        let scope = self.conn()?.temp_scope().to_owned();
+        let scope = self.conn()?.temp_scope();
         let dest_header = h
             .get("destination")
             .ok_or_else(|| missing("SUBSCRIBE", "destination"))?;
@@ -103,7 +103,7 @@ impl Session {
     ) -> Result<(), Fatal> {
         let h = &frame.headers;
         let durable = durable_header(h);
-        let scope = self.conn()?.temp_scope().to_owned();
+        let scope = self.conn()?.temp_scope();
         let id = match (h.get("id"), h.get("destination")) {
             (Some(id), _) => Some(id.to_owned()),
             (None, Some(d)) if self.version == Version::V1_0 && durable.is_none() => {
