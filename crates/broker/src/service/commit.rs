@@ -8,7 +8,6 @@ use super::error::ServiceError;
 use super::publish::{duplicate_id, publish};
 use super::transaction::Transaction;
 use super::{Pending, ready};
-use crate::core::Control;
 use crate::metrics::Metrics;
 use crate::store::{Duplicates, Record, StoreKey};
 
@@ -119,25 +118,11 @@ impl Connection {
                 }
             }
             for held in tx.acks {
-                let seqs = held.seqs();
-                Metrics::add(&core.metrics.messages_acked_total, seqs.len() as u64);
-                let _ = held
-                    .handle
-                    .control(Control::Commit {
-                        consumer: held.consumer,
-                        seqs,
-                    })
-                    .await;
+                Metrics::add(&core.metrics.messages_acked_total, held.items.len() as u64);
+                held.release(true).await;
             }
             for held in tx.nacks {
-                let seqs = held.seqs();
-                let _ = held
-                    .handle
-                    .control(Control::Rollback {
-                        consumer: held.consumer,
-                        seqs,
-                    })
-                    .await;
+                held.release(false).await;
             }
             Ok(())
         };

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::error::{AckTarget, ServiceError};
-use crate::core::{ConsumerId, DestHandle, Seq, SubKey};
+use crate::core::{ConsumerId, Control, DestHandle, Seq, SubKey};
 use crate::model::MessageId;
 
 /// How a subscription acknowledges, whatever the protocol calls it (STOMP's
@@ -64,6 +64,19 @@ pub(crate) struct Acked {
 impl Acked {
     pub(crate) fn seqs(&self) -> Vec<Seq> {
         self.items.iter().map(|u| u.seq).collect()
+    }
+
+    /// Ends a transaction's hold on these deliveries: committed
+    /// acknowledgements are final; otherwise (a rollback, or a committed
+    /// rejection) the messages go back for redelivery.
+    pub(crate) async fn release(self, acknowledged: bool) {
+        let (consumer, seqs) = (self.consumer, self.seqs());
+        let control = if acknowledged {
+            Control::Commit { consumer, seqs }
+        } else {
+            Control::Rollback { consumer, seqs }
+        };
+        let _ = self.handle.control(control).await;
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::subscriptions::Acked;
-use crate::core::{Control, DestHandle};
+use crate::core::DestHandle;
 use crate::model::Message;
 
 #[derive(Default)]
@@ -28,14 +28,7 @@ impl Transaction {
     /// messages it acknowledged or rejected go back for redelivery.
     pub(super) async fn roll_back(self) {
         for held in self.acks.into_iter().chain(self.nacks) {
-            let seqs = held.seqs();
-            let _ = held
-                .handle
-                .control(Control::Rollback {
-                    consumer: held.consumer,
-                    seqs,
-                })
-                .await;
+            held.release(false).await;
         }
     }
 }

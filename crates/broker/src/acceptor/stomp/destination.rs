@@ -73,12 +73,8 @@ impl StompDestination for Destination {
     }
 
     fn stomp_name(&self) -> String {
-        let prefix = match self.kind() {
-            DestinationKind::Queue => QUEUE,
-            DestinationKind::Topic => TOPIC,
-            DestinationKind::TempQueue => REMOTE_TEMP_QUEUE,
-        };
-        format!("{prefix}{}", self.name())
+        // The model's canonical names are STOMP's absolute spellings.
+        self.to_string()
     }
 
     fn display_for(&self, scope: &str) -> String {
