@@ -76,7 +76,7 @@ impl RoleState {
         let mut s = self.lock();
         if s.role == Role::Slave && owner.is_some() && s.lock_owner != owner {
             if let Some(o) = &owner {
-                tracing::info!(holder = %o, "the lock is held by; still waiting");
+                tracing::info!(holder = %o, "another broker is master now; still waiting");
             }
             s.lock_owner = owner;
         }
