@@ -381,6 +381,18 @@ pub struct DestinationsConfig {
     /// `gcInactiveDestinations`); while the destination table is nine
     /// tenths full, idle ones go at once. 0: never.
     pub gc_inactive_ms: u64,
+    /// Message groups whose owner a queue remembers (ActiveMQ's message
+    /// group cache, 1024 by default); beyond it the least recently used
+    /// group is forgotten and may move to another consumer.
+    pub max_groups: usize,
+    /// Topics that are virtual topics (ActiveMQ's `VirtualTopic.>`): a
+    /// message sent to one is also enqueued into every consumer queue of it
+    /// that exists. Empty: no virtual topics.
+    pub virtual_topics: String,
+    /// The prefix naming a virtual topic's consumer queues (ActiveMQ's
+    /// `Consumer.*.`): the queue `Consumer.A.VirtualTopic.Orders` is group
+    /// A's copy of topic `VirtualTopic.Orders`. Ends with `.`.
+    pub virtual_topic_consumers: String,
 }
 
 impl Default for DestinationsConfig {
@@ -398,6 +410,9 @@ impl Default for DestinationsConfig {
             subscriber_pending_limit: 1_000,
             slow_subscriber_abort_ms: 0,
             gc_inactive_ms: 60_000,
+            max_groups: 1_024,
+            virtual_topics: "VirtualTopic.>".to_owned(),
+            virtual_topic_consumers: "Consumer.*.".to_owned(),
         }
     }
 }
@@ -594,6 +609,26 @@ impl BrokerConfig {
             });
         }
         positive("destinations.expiry-check-ms", d.expiry_check_ms as usize)?;
+        positive("destinations.max-groups", d.max_groups)?;
+        if !d.virtual_topics.is_empty()
+            && let Err(e) = crate::model::NamePattern::parse(&d.virtual_topics)
+        {
+            return Err(ConfigError::Invalid {
+                key: "destinations.virtual-topics",
+                message: e.to_string(),
+            });
+        }
+        if !d.virtual_topic_consumers.ends_with('.')
+            || crate::model::NamePattern::parse(d.virtual_topic_consumers.trim_end_matches('.'))
+                .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "destinations.virtual-topic-consumers",
+                message:
+                    "must be a destination name prefix ending with '.', such as \"Consumer.*.\""
+                        .into(),
+            });
+        }
         positive(
             "destinations.subscriber-pending-limit",
             d.subscriber_pending_limit,

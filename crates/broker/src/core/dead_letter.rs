@@ -207,7 +207,7 @@ async fn dead_letter(
             tracing::error!(error = %e, "cannot dead-letter message");
             return;
         }
-        let _ = core.publish(&handle, copy, false).await;
+        let _ = core.publish(&handle, copy, false, 0).await;
     });
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::groups::{GroupMember, Groups};
 use crate::model::Message;
 use crate::store::{StoreError, StoredMessage};
 
@@ -32,10 +33,28 @@ pub(crate) struct SubKey(pub(crate) u64);
 /// A message's broker-wide sequence number (its identity in the store).
 pub(crate) type Seq = u64;
 
+/// What a delivery is, beyond a message for a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Note {
+    /// A message, nothing more.
+    #[default]
+    Plain,
+    /// The first message of a group to the consumer that now owns the
+    /// group (`JMSXGroupFirstForConsumer`).
+    FirstOfGroup,
+    /// A browser has seen every message of its snapshot: the message is a
+    /// placeholder and only the end is to be told.
+    EndOfBrowse,
+}
+
 /// A message handed to a session for one of its subscriptions.
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) sub: SubKey,
+    /// The registration that delivered it: acknowledgements go back to the
+    /// destination this consumer is registered at (a subscription to a
+    /// wildcard or a list of destinations has one per destination).
+    pub(crate) consumer: ConsumerId,
     pub(crate) message: Arc<Message>,
     /// 1 on first delivery; more means redelivered.
     pub(crate) deliveries: u32,
@@ -44,6 +63,7 @@ pub(crate) struct Delivery {
     /// Messages dropped for this subscription since its previous delivery
     /// (a slow topic subscriber's backlog overflowed).
     pub(crate) dropped: u32,
+    pub(crate) note: Note,
 }
 
 /// Tells a session to close its connection: one of its subscribers has
@@ -78,7 +98,7 @@ impl Kick {
 pub(crate) type DeliveryTx = mpsc::UnboundedSender<Delivery>;
 
 /// A consumer as a destination sees it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConsumerReg {
     pub(crate) id: ConsumerId,
     pub(crate) sub: SubKey,
@@ -91,6 +111,26 @@ pub(crate) struct ConsumerReg {
     pub(crate) records_deliveries: bool,
     /// How to make its session close the connection.
     pub(crate) kick: Arc<Kick>,
+    /// ActiveMQ's consumer priority (`activemq.priority`): a queue serves
+    /// its highest-priority consumers with credit first.
+    pub(crate) priority: i8,
+    /// ActiveMQ's exclusive consumer (`activemq.exclusive`): while one
+    /// lives, a queue delivers to it alone.
+    pub(crate) exclusive: bool,
+    /// A no-local topic subscriber (`activemq.noLocal`): messages published
+    /// by the connection with this number are not for it.
+    pub(crate) no_local: Option<u64>,
+    /// A topic subscriber's own bound on its backlog
+    /// (`activemq.maximumPendingMessageLimit`), instead of the broker's.
+    pub(crate) pending_limit: Option<usize>,
+}
+
+impl ConsumerReg {
+    /// The same consumer, registered under another id (a wildcard
+    /// subscription's registration at one more destination).
+    pub(crate) fn with_id(&self, id: ConsumerId) -> ConsumerReg {
+        ConsumerReg { id, ..self.clone() }
+    }
 }
 
 #[derive(Debug)]
@@ -114,6 +154,8 @@ impl Consumer {
 #[derive(Debug)]
 struct Entry {
     seq: u64,
+    /// Its message group, once its body has been seen (queues only).
+    group: Option<GroupMember>,
     /// Position among messages of equal priority; a returned message keeps
     /// it, so it goes back exactly where it was.
     arrival: u64,
@@ -190,6 +232,9 @@ pub(crate) struct Policy {
     /// A subscriber whose backlog keeps overflowing for this long is
     /// disconnected.
     pub(crate) abort_after: Option<std::time::Duration>,
+    /// Keep message groups together, remembering at most this many owners
+    /// (queues; `None` for topic subscriptions, which have one consumer).
+    pub(crate) groups: Option<usize>,
 }
 
 /// Counters a destination reports.
@@ -215,6 +260,20 @@ pub struct DispatchStats {
 
 /// Entries read ahead of the consumers, at least.
 const LOAD_AHEAD: usize = 64;
+/// Ready messages a dispatch pass looks past when they cannot go yet (their
+/// group's owner has no credit): beyond this, later messages wait. ActiveMQ
+/// bounds the same scan by its page size (200).
+const SKIP_LIMIT: usize = 1000;
+
+/// Who a ready message goes to.
+enum Pick {
+    /// Consumer `index`; `assigns` its group to it.
+    To { index: usize, assigns: bool },
+    /// Nobody yet (its group's owner has no credit); later messages may go.
+    Skip,
+    /// Nobody: no consumer that could take it has credit.
+    Nobody,
+}
 /// Most bodies requested in one load.
 const LOAD_BATCH: usize = 256;
 
@@ -225,8 +284,13 @@ pub(crate) struct Dispatcher {
     ready_count: usize,
     next_arrival: u64,
     inflight: HashMap<u64, (Entry, Holder)>,
+    /// By consumer priority, highest first; in order of arrival within one.
     consumers: Vec<Consumer>,
     next_consumer: usize,
+    /// The exclusive consumer receiving everything while it lives.
+    exclusive_owner: Option<ConsumerId>,
+    /// Owners of message groups (queues).
+    groups: Option<Groups>,
     expiring: usize,
     policy: Policy,
     /// Bytes of ready bodies that cannot be paged out (flow control).
@@ -267,6 +331,8 @@ impl Dispatcher {
             inflight: HashMap::new(),
             consumers: Vec::new(),
             next_consumer: 0,
+            exclusive_owner: None,
+            groups: policy.groups.map(Groups::new),
             expiring: 0,
             policy,
             pinned: 0,
@@ -298,6 +364,7 @@ impl Dispatcher {
     pub(crate) fn put_back(&mut self, message: Arc<Message>, stored: bool, deliveries: u32) {
         let entry = Entry {
             seq: message.seq,
+            group: self.group_of(&message),
             arrival: 0,
             expires: message.expires,
             weight: message.weight() as u32,
@@ -422,6 +489,7 @@ impl Dispatcher {
     pub(crate) fn push(&mut self, message: Arc<Message>, stored: bool) {
         let entry = Entry {
             seq: message.seq,
+            group: self.group_of(&message),
             arrival: 0,
             expires: message.expires,
             weight: message.weight() as u32,
@@ -437,6 +505,7 @@ impl Dispatcher {
     pub(crate) fn restore(&mut self, m: StoredMessage) {
         let entry = Entry {
             seq: m.seq,
+            group: m.message.as_deref().and_then(|m| self.group_of(m)),
             arrival: 0,
             expires: m.expires,
             weight: m.weight,
@@ -446,6 +515,11 @@ impl Dispatcher {
             message: m.message,
         };
         self.add(entry);
+    }
+
+    /// The group a message belongs to, if this dispatcher keeps groups.
+    fn group_of(&self, m: &Message) -> Option<GroupMember> {
+        self.groups.as_ref().and_then(|_| GroupMember::of(m))
     }
 
     fn add(&mut self, mut entry: Entry) {
@@ -496,16 +570,48 @@ impl Dispatcher {
         }
     }
 
-    fn top_priority(&self) -> Option<usize> {
-        (0..10).rev().find(|&p| !self.ready[p].is_empty())
+    /// Attaches a consumer, after those of its priority or higher. An
+    /// exclusive consumer becomes the queue's sole receiver if there is none
+    /// yet, or if it outranks the current one (ActiveMQ: a higher priority,
+    /// or the highest, 127).
+    pub(crate) fn add_consumer(&mut self, reg: ConsumerReg) {
+        if reg.exclusive {
+            let takes_over = match self.exclusive_owner.and_then(|o| self.consumer(o)) {
+                None => true,
+                Some(owner) => reg.priority == i8::MAX || reg.priority > owner.reg.priority,
+            };
+            if takes_over {
+                self.exclusive_owner = Some(reg.id);
+            }
+        }
+        let at = self
+            .consumers
+            .partition_point(|c| c.reg.priority >= reg.priority);
+        if self.next_consumer > at {
+            self.next_consumer += 1;
+        }
+        self.consumers.insert(
+            at,
+            Consumer {
+                reg,
+                inflight: 0,
+                gone: false,
+            },
+        );
     }
 
-    pub(crate) fn add_consumer(&mut self, reg: ConsumerReg) {
-        self.consumers.push(Consumer {
-            reg,
-            inflight: 0,
-            gone: false,
-        });
+    /// Whether a message published by connection `origin` is local to a
+    /// no-local consumer here (and so not for it).
+    pub(crate) fn is_local(&self, origin: u64) -> bool {
+        origin != 0
+            && self
+                .consumers
+                .iter()
+                .any(|c| c.reg.no_local == Some(origin))
+    }
+
+    fn consumer(&self, id: ConsumerId) -> Option<&Consumer> {
+        self.consumers.iter().find(|c| c.reg.id == id)
     }
 
     /// Detaches a consumer and returns what it held (not what transactions
@@ -517,6 +623,22 @@ impl Dispatcher {
         self.consumers.remove(i);
         if self.next_consumer > i {
             self.next_consumer -= 1;
+        }
+        if let Some(groups) = &mut self.groups {
+            groups.release(id);
+        }
+        if self.exclusive_owner == Some(id) {
+            // The next exclusive consumer by priority, the earliest among
+            // equals, takes over.
+            self.exclusive_owner = self
+                .consumers
+                .iter()
+                .filter(|c| c.reg.exclusive)
+                .fold(None::<&Consumer>, |best, c| match best {
+                    Some(b) if b.reg.priority >= c.reg.priority => Some(b),
+                    _ => Some(c),
+                })
+                .map(|c| c.reg.id);
         }
         let mut held: Vec<u64> = self
             .inflight
@@ -718,8 +840,10 @@ impl Dispatcher {
             };
             match result {
                 Ok(m) => {
+                    let group = self.groups.as_ref().and_then(|_| GroupMember::of(&m));
                     let e = &mut q[pos];
                     if e.message.is_none() {
+                        e.group = group;
                         e.message = Some(m);
                         self.paged_in += e.weight as usize;
                     }
@@ -734,76 +858,204 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers ready messages to consumers with credit, round-robin.
+    /// Delivers ready messages to consumers with credit: highest message
+    /// priority first, then arrival; to the exclusive consumer if there is
+    /// one, to a group's owner if the message is in an owned group, and
+    /// otherwise to the highest-priority consumers with credit, round-robin
+    /// among equals. A message that cannot go yet (its group's owner has no
+    /// credit) is passed over, up to [`SKIP_LIMIT`] of them per pass.
     pub(crate) fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
-        let n = self.consumers.len();
-        if n == 0 {
+        if self.consumers.is_empty() {
             return;
         }
-        while let Some(p) = self.top_priority() {
-            let Some(ci) = (0..n)
-                .map(|i| (self.next_consumer + i) % n)
-                .find(|&i| self.consumers[i].credit() > 0)
-            else {
-                return;
-            };
-            let Some(front) = self.ready[p].front() else {
-                return;
-            };
-            if front.is_expired(now_ms) {
-                if let Some(e) = self.ready[p].pop_front() {
-                    self.took(&e);
-                    effects.push(Effect::Expired {
-                        seq: e.seq,
-                        message: e.message,
-                        stored: e.stored,
-                        tag: self.tag,
-                    });
+        let mut skipped = 0;
+        for p in (0..10).rev() {
+            let mut i = 0;
+            while i < self.ready[p].len() {
+                let entry = &self.ready[p][i];
+                if entry.is_expired(now_ms) {
+                    if let Some(e) = self.ready[p].remove(i) {
+                        self.took(&e);
+                        effects.push(Effect::Expired {
+                            seq: e.seq,
+                            message: e.message,
+                            stored: e.stored,
+                            tag: self.tag,
+                        });
+                    }
+                    continue;
                 }
-                continue;
+                if entry.message.is_none() {
+                    // Its body is being read: nothing may overtake it.
+                    return;
+                }
+                let group = entry.group;
+                match self.pick(group) {
+                    Pick::To { index, assigns } => {
+                        if !self.deliver(p, i, index, group, assigns, effects) {
+                            // The consumer's session has gone: try again.
+                            continue;
+                        }
+                    }
+                    Pick::Skip => {
+                        skipped += 1;
+                        if skipped >= SKIP_LIMIT || self.next_with_credit().is_none() {
+                            return;
+                        }
+                        i += 1;
+                    }
+                    Pick::Nobody => return,
+                }
             }
-            if front.message.is_none() {
-                // Its body is being read: nothing may overtake it.
-                return;
-            }
-            let Some(mut entry) = self.ready[p].pop_front() else {
-                return;
-            };
-            self.took(&entry);
-            let Some(message) = entry.message.clone() else {
-                return;
-            };
-            entry.deliveries += 1;
-            let consumer = &mut self.consumers[ci];
-            let delivery = Delivery {
-                sub: consumer.reg.sub,
-                message,
-                deliveries: entry.deliveries,
-                stored: entry.stored,
-                dropped: self.dropped_since_delivery,
-            };
-            if consumer.reg.tx.send(delivery).is_err() {
-                // The session has gone; its unsubscribe is on the way.
-                consumer.gone = true;
-                entry.deliveries -= 1;
-                self.insert_ready(entry);
-                continue;
-            }
-            consumer.inflight += 1;
-            let id = consumer.reg.id;
-            if entry.stored && consumer.reg.records_deliveries {
-                effects.push(Effect::Deliveries {
-                    seq: entry.seq,
-                    deliveries: entry.deliveries,
-                });
-            }
-            self.entered_flight(&entry);
-            self.delivered += 1;
-            self.dropped_since_delivery = 0;
-            self.next_consumer = (ci + 1) % n;
-            self.inflight
-                .insert(entry.seq, (entry, Holder::Consumer(id)));
         }
+    }
+
+    /// Who the next ready message, of `group`, goes to.
+    fn pick(&mut self, group: Option<GroupMember>) -> Pick {
+        let chosen = match self.exclusive_owner {
+            Some(owner) => self
+                .consumers
+                .iter()
+                .position(|c| c.reg.id == owner && c.credit() > 0),
+            None => None,
+        };
+        if self.exclusive_owner.is_some() && chosen.is_none() {
+            return Pick::Nobody;
+        }
+        let (Some(groups), Some(member)) = (&mut self.groups, group) else {
+            return match chosen.or_else(|| self.next_with_credit()) {
+                Some(index) => Pick::To {
+                    index,
+                    assigns: false,
+                },
+                None => Pick::Nobody,
+            };
+        };
+        if !member.starts()
+            && let Some(owner) = groups.owner(member.key)
+            && let Some(index) = self.consumers.iter().position(|c| c.reg.id == owner)
+        {
+            return match chosen {
+                // The exclusive consumer takes its groups over.
+                Some(index) if index != self.owner_index(owner) => Pick::To {
+                    index,
+                    assigns: true,
+                },
+                _ if self.consumers[index].credit() > 0 => Pick::To {
+                    index,
+                    assigns: false,
+                },
+                _ => Pick::Skip,
+            };
+        }
+        match chosen.or_else(|| self.next_with_credit()) {
+            Some(index) => Pick::To {
+                index,
+                assigns: true,
+            },
+            None => Pick::Nobody,
+        }
+    }
+
+    fn owner_index(&self, owner: ConsumerId) -> usize {
+        self.consumers
+            .iter()
+            .position(|c| c.reg.id == owner)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The consumer next in turn among the highest-priority ones with
+    /// credit.
+    fn next_with_credit(&self) -> Option<usize> {
+        let n = self.consumers.len();
+        let mut a = 0;
+        while a < n {
+            let priority = self.consumers[a].reg.priority;
+            let len = self.consumers[a..]
+                .iter()
+                .take_while(|c| c.reg.priority == priority)
+                .count();
+            let start = if (a..a + len).contains(&self.next_consumer) {
+                self.next_consumer - a
+            } else {
+                0
+            };
+            if let Some(i) = (0..len)
+                .map(|k| a + (start + k) % len)
+                .find(|&i| self.consumers[i].credit() > 0)
+            {
+                return Some(i);
+            }
+            a += len;
+        }
+        None
+    }
+
+    /// Delivers ready entry `i` of priority `p` to consumer `ci`; `false`
+    /// (and the entry stays) if the consumer's session has gone.
+    fn deliver(
+        &mut self,
+        p: usize,
+        i: usize,
+        ci: usize,
+        group: Option<GroupMember>,
+        assigns: bool,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(mut entry) = self.ready[p].remove(i) else {
+            return false;
+        };
+        self.took(&entry);
+        let Some(message) = entry.message.clone() else {
+            self.insert_ready(entry);
+            return false;
+        };
+        entry.deliveries += 1;
+        let consumer = &mut self.consumers[ci];
+        let delivery = Delivery {
+            sub: consumer.reg.sub,
+            consumer: consumer.reg.id,
+            message,
+            deliveries: entry.deliveries,
+            stored: entry.stored,
+            dropped: self.dropped_since_delivery,
+            note: if assigns {
+                Note::FirstOfGroup
+            } else {
+                Note::Plain
+            },
+        };
+        if consumer.reg.tx.send(delivery).is_err() {
+            // The session has gone; its unsubscribe is on the way.
+            consumer.gone = true;
+            entry.deliveries -= 1;
+            self.insert_ready(entry);
+            return false;
+        }
+        consumer.inflight += 1;
+        let id = consumer.reg.id;
+        if entry.stored && consumer.reg.records_deliveries {
+            effects.push(Effect::Deliveries {
+                seq: entry.seq,
+                deliveries: entry.deliveries,
+            });
+        }
+        if let (Some(groups), Some(member)) = (&mut self.groups, group) {
+            if assigns {
+                groups.assign(member.key, id);
+            } else if member.closes() {
+                groups.close(member.key);
+            }
+        }
+        self.entered_flight(&entry);
+        self.delivered += 1;
+        self.dropped_since_delivery = 0;
+        if self.exclusive_owner != Some(id) {
+            self.next_consumer = ci + 1;
+        }
+        self.inflight
+            .insert(entry.seq, (entry, Holder::Consumer(id)));
+        true
     }
 
     /// Removes expired ready messages.
@@ -858,6 +1110,31 @@ impl Dispatcher {
         self.expiring = 0;
     }
 
+    /// What a queue browser is shown: every message ready or in flight, in
+    /// dispatch order (priority, then arrival), with the bodies that are in
+    /// memory.
+    pub(crate) fn snapshot(&self) -> Vec<super::browse::Snap> {
+        let mut out = Vec::with_capacity(self.ready_count + self.inflight.len());
+        for p in (0..10).rev() {
+            let mut flying: Vec<&Entry> = self
+                .inflight
+                .values()
+                .map(|(e, _)| e)
+                .filter(|e| e.priority as usize == p)
+                .collect();
+            flying.sort_unstable_by_key(|e| e.arrival);
+            let mut flying = flying.into_iter().peekable();
+            for e in &self.ready[p] {
+                while let Some(f) = flying.next_if(|f| f.arrival < e.arrival) {
+                    out.push(snap(f, f.deliveries));
+                }
+                out.push(snap(e, e.deliveries + 1));
+            }
+            out.extend(flying.map(|f| snap(f, f.deliveries)));
+        }
+        out
+    }
+
     /// Every stored message it holds (for removing a durable subscription).
     pub(crate) fn stored_seqs(&self) -> Vec<u64> {
         self.ready
@@ -867,6 +1144,14 @@ impl Dispatcher {
             .filter(|e| e.stored)
             .map(|e| e.seq)
             .collect()
+    }
+}
+
+fn snap(e: &Entry, deliveries: u32) -> super::browse::Snap {
+    super::browse::Snap {
+        seq: e.seq,
+        deliveries: deliveries.max(1),
+        message: e.message.clone(),
     }
 }
 
@@ -884,6 +1169,7 @@ mod tests {
             pages: false,
             pending_limit: None,
             abort_after: None,
+            groups: Some(16),
         }
     }
 
@@ -896,6 +1182,10 @@ mod tests {
             tx,
             records_deliveries: false,
             kick: Arc::default(),
+            priority: 0,
+            exclusive: false,
+            no_local: None,
+            pending_limit: None,
         });
         rx
     }
@@ -1123,6 +1413,164 @@ mod tests {
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(2, 1)]);
         assert!(matches!(&fx[..], [Effect::Lost { seq: 1, .. }]));
+    }
+
+    fn consumer_with(
+        d: &mut Dispatcher,
+        id: u64,
+        prefetch: u32,
+        priority: i8,
+        exclusive: bool,
+    ) -> mpsc::UnboundedReceiver<Delivery> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        d.add_consumer(ConsumerReg {
+            id: ConsumerId(id),
+            sub: SubKey(id),
+            prefetch,
+            tx,
+            records_deliveries: false,
+            kick: Arc::default(),
+            priority,
+            exclusive,
+            no_local: None,
+            pending_limit: None,
+        });
+        rx
+    }
+
+    fn grouped(seq: u64, group: &str, group_seq: Option<&str>) -> Arc<Message> {
+        use crate::core::groups::{GROUP_ID, GROUP_SEQ};
+        use crate::model::Value;
+        let mut m = (*msg(seq, 4)).clone();
+        let mut props = vec![(GROUP_ID.to_owned(), Value::String(group.into()))];
+        if let Some(s) = group_seq {
+            props.push((GROUP_SEQ.to_owned(), Value::String(s.into())));
+        }
+        m.properties = props.into_iter().collect();
+        Arc::new(m)
+    }
+
+    fn drain_notes(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<(u64, bool)> {
+        let mut v = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            v.push((d.message.seq, d.note == Note::FirstOfGroup));
+        }
+        v
+    }
+
+    #[test]
+    fn a_group_goes_to_one_consumer_at_a_time_and_moves_when_it_leaves() {
+        let mut d = Dispatcher::new(policy());
+        let mut a = consumer(&mut d, 1, 10);
+        let mut b = consumer(&mut d, 2, 10);
+        for (seq, g) in [(1, "x"), (2, "y"), (3, "x"), (4, "y"), (5, "x")] {
+            d.push(grouped(seq, g, None), true);
+        }
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut a), vec![(1, true), (3, false), (5, false)]);
+        assert_eq!(drain_notes(&mut b), vec![(2, true), (4, false)]);
+        // a leaves without acknowledging 3 and 5: group x moves to b, and
+        // its first delivery there is marked.
+        d.ack(ConsumerId(1), &[1]);
+        d.remove_consumer(ConsumerId(1), &mut fx);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut b), vec![(3, true), (5, false)]);
+    }
+
+    #[test]
+    fn a_group_waits_for_its_owner_without_blocking_other_groups() {
+        let mut d = Dispatcher::new(policy());
+        let mut a = consumer(&mut d, 1, 1);
+        let mut b = consumer(&mut d, 2, 10);
+        for (seq, g) in [(1, "x"), (2, "x"), (3, "x"), (4, "y"), (5, "z")] {
+            d.push(grouped(seq, g, None), true);
+        }
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        // x belongs to a (prefetch 1): 2 and 3 wait for it; y and z go on.
+        assert_eq!(drain_notes(&mut a), vec![(1, true)]);
+        assert_eq!(drain_notes(&mut b), vec![(4, true), (5, true)]);
+        d.ack(ConsumerId(1), &[1]);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut a), vec![(2, false)]);
+        assert!(drain_notes(&mut b).is_empty());
+    }
+
+    #[test]
+    fn group_sequence_minus_one_closes_and_one_restarts_a_group() {
+        let mut d = Dispatcher::new(policy());
+        let mut a = consumer(&mut d, 1, 10);
+        let mut b = consumer(&mut d, 2, 10);
+        d.push(grouped(1, "x", None), true);
+        d.push(grouped(2, "x", Some("-1")), true);
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut a), vec![(1, true), (2, false)]);
+        // Closed: the next x message is assigned afresh (round-robin: b).
+        d.push(grouped(3, "x", None), true);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut b), vec![(3, true)]);
+        // JMSXGroupSeq 1 starts the group over wherever it goes.
+        d.push(grouped(4, "x", Some("1")), true);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut a), vec![(4, true)]);
+    }
+
+    #[test]
+    fn higher_priority_consumers_with_credit_are_served_first() {
+        let mut d = Dispatcher::new(policy());
+        let mut low = consumer_with(&mut d, 1, 10, 1, false);
+        let mut high = consumer_with(&mut d, 2, 2, 10, false);
+        let mut high2 = consumer_with(&mut d, 3, 2, 10, false);
+        for seq in 1..=6 {
+            d.push(msg(seq, 4), true);
+        }
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        // Round-robin among the high ones until their credit is gone.
+        assert_eq!(drain(&mut high), vec![(1, 1), (3, 1)]);
+        assert_eq!(drain(&mut high2), vec![(2, 1), (4, 1)]);
+        assert_eq!(drain(&mut low), vec![(5, 1), (6, 1)]);
+    }
+
+    #[test]
+    fn an_exclusive_consumer_gets_everything_and_the_next_takes_over() {
+        let mut d = Dispatcher::new(policy());
+        let mut plain = consumer_with(&mut d, 1, 10, 0, false);
+        let mut first = consumer_with(&mut d, 2, 10, 0, true);
+        let mut second = consumer_with(&mut d, 3, 10, 0, true);
+        d.push(msg(1, 4), true);
+        d.push(msg(2, 4), true);
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut first), vec![(1, 1), (2, 1)]);
+        assert!(drain(&mut plain).is_empty() && drain(&mut second).is_empty());
+        d.remove_consumer(ConsumerId(2), &mut fx);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut second), vec![(1, 2), (2, 2)]);
+        // A higher-priority exclusive consumer takes over at once.
+        let mut boss = consumer_with(&mut d, 4, 10, 5, true);
+        d.push(msg(3, 4), true);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut boss), vec![(3, 1)]);
+        assert!(drain(&mut plain).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_shows_ready_and_in_flight_messages_in_dispatch_order() {
+        let mut d = Dispatcher::new(policy());
+        for (seq, p) in [(1, 4), (2, 9), (3, 4), (4, 4)] {
+            d.push(msg(seq, p), true);
+        }
+        let mut rx = consumer(&mut d, 1, 2);
+        d.dispatch(0, &mut Vec::new());
+        assert_eq!(drain(&mut rx), vec![(2, 1), (1, 1)]);
+        let snap: Vec<(u64, u32)> = d.snapshot().iter().map(|s| (s.seq, s.deliveries)).collect();
+        assert_eq!(snap, vec![(2, 1), (1, 1), (3, 1), (4, 1)]);
+        // Taking a snapshot takes nothing.
+        assert_eq!(d.stats().ready, 2);
+        assert_eq!(d.stats().inflight, 2);
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub(crate) enum Control {
     RestoreSubscription { name: DurableName },
     /// Attach a consumer to a durable subscription, creating it (and
     /// recording it in the store) if it does not exist.
+    /// Attach a queue browser: it is shown the queue's messages of this
+    /// moment without taking them, then told the end.
+    Browse {
+        consumer: ConsumerReg,
+        done: oneshot::Sender<()>,
+    },
     SubscribeDurable {
         name: DurableName,
         consumer: ConsumerReg,
@@ -152,6 +158,9 @@ pub struct DestinationStats {
 pub(crate) struct Publish {
     pub(crate) message: Arc<Message>,
     pub(crate) accepted: Option<oneshot::Sender<()>>,
+    /// The number of the connection that sent it (0: the broker itself),
+    /// for no-local subscribers.
+    pub(crate) origin: u64,
 }
 
 impl Publish {
@@ -230,8 +239,8 @@ impl DestHandle {
     }
 
     /// Whether persistent messages sent here are written to the store.
-    /// Temporary queues die with their connection, and topics keep nothing
-    /// for absent subscribers, so only queues store.
+    /// Temporary destinations die with their connection, and topics keep
+    /// nothing for absent subscribers, so only queues store.
     pub(crate) fn stores(&self) -> bool {
         self.destination.kind() == DestinationKind::Queue
     }
@@ -244,6 +253,7 @@ impl DestHandle {
         &self,
         message: Arc<Message>,
         confirm: bool,
+        origin: u64,
     ) -> Result<(), PublishError> {
         let (accepted, taken) = if confirm {
             let (tx, rx) = oneshot::channel();
@@ -252,7 +262,11 @@ impl DestHandle {
             (None, None)
         };
         self.publish
-            .send(Publish { message, accepted })
+            .send(Publish {
+                message,
+                accepted,
+                origin,
+            })
             .await
             .map_err(|_| PublishError::Gone(Gone(self.destination.to_string())))?;
         if let Some(rx) = taken {

@@ -6,21 +6,27 @@
 //! and publish). Destinations never wait on sessions: deliveries go out on
 //! credit-bounded channels and replies on oneshots.
 
+mod browse;
 mod dead_letter;
 pub(crate) mod dispatch;
+mod groups;
 mod handle;
 mod queue;
 mod reclaim;
+mod registrations;
 mod registry;
 mod topic;
+mod virtual_topic;
 
 pub(crate) use dead_letter::settle;
 pub use dispatch::DispatchStats;
-pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Seq, SubKey};
+pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Note, Seq, SubKey};
+pub(crate) use groups::GROUP_FIRST;
 pub use handle::DestinationStats;
 pub(crate) use handle::{
     Control, DestHandle, DurableError, DurableName, Gone, Publish, PublishError,
 };
 pub(crate) use queue::spawn_queue;
+pub(crate) use registrations::Registrations;
 pub(crate) use registry::{BrokerCore, TooManyDestinations, lock};
 pub(crate) use topic::spawn_topic;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use super::browse::Browsers;
 use super::dispatch::{Dispatcher, Effect, Policy};
 use super::registry::BrokerCore;
 use super::{Control, DestHandle, DestinationStats, DurableError, Publish};
@@ -45,6 +46,7 @@ pub(crate) fn policy(shared: &BrokerCore, is_dead_letter_queue: bool, stores: bo
         pages: stores && shared.store.pages(),
         pending_limit: None,
         abort_after: None,
+        groups: Some(shared.config.destinations.max_groups),
     }
 }
 
@@ -58,6 +60,7 @@ pub(crate) fn subscription_policy(shared: &BrokerCore, stores: bool) -> Policy {
         pending_limit: Some(d.subscriber_pending_limit),
         abort_after: (d.slow_subscriber_abort_ms > 0)
             .then(|| Duration::from_millis(d.slow_subscriber_abort_ms)),
+        groups: None,
         ..policy(shared, false, stores)
     }
 }
@@ -117,6 +120,8 @@ pub(crate) fn spawn_queue(shared: Arc<BrokerCore>, destination: Destination) -> 
     let actor = QueueActor {
         dispatcher: Dispatcher::new(policy(&shared, is_dlq, handle.stores()))
             .with_memory(shared.memory.clone()),
+        browsers: Browsers::default(),
+        kept: shared.virtual_topics.topic_of(destination.name()).is_some(),
         stores: handle.stores(),
         shared,
         destination,
@@ -132,6 +137,10 @@ struct QueueActor {
     shared: Arc<BrokerCore>,
     destination: Destination,
     dispatcher: Dispatcher,
+    browsers: Browsers,
+    /// Never reclaimed when idle: a virtual topic's consumer queue must
+    /// keep receiving while its consumers are away.
+    kept: bool,
     stores: bool,
     loading: Loading,
     id: u64,
@@ -165,6 +174,7 @@ impl QueueActor {
                     self.loading = None;
                     self.dispatcher.loaded(loaded, &mut effects);
                 }
+                loaded = self.browsers.next_loaded() => self.browsers.loaded(loaded),
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
                     self.dispatcher.push(m.accept(), self.stores);
@@ -180,6 +190,9 @@ impl QueueActor {
             }
             self.dispatcher.dispatch(now_ms(), &mut effects);
             start_loading(&self.shared, &mut self.dispatcher, &mut self.loading);
+            if !self.browsers.is_empty() {
+                self.browsers.progress(&self.shared, &self.destination);
+            }
             if !effects.is_empty() {
                 let put_back = super::settle(&self.shared, &self.destination, &mut effects).await;
                 if !put_back.is_empty() {
@@ -195,7 +208,9 @@ impl QueueActor {
             }
             // Temporary queues go with their connection, not by age.
             let idle = self.destination.kind() == DestinationKind::Queue
+                && !self.kept
                 && self.loading.is_none()
+                && self.browsers.is_empty()
                 && self.dispatcher.is_idle();
             if self
                 .idleness
@@ -220,6 +235,19 @@ impl QueueActor {
             Control::Subscribe { consumer, done } => {
                 d.add_consumer(consumer);
                 let _ = done.send(());
+            }
+            Control::Browse { consumer, done } => {
+                self.browsers.add(consumer, d.snapshot());
+                let _ = done.send(());
+            }
+            Control::Unsubscribe { consumer, done } if self.browsers.has(consumer) => {
+                self.browsers.remove(consumer);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Control::Ack { consumer, seqs } if self.browsers.has(consumer) => {
+                self.browsers.written(consumer, seqs.len());
             }
             Control::Unsubscribe { consumer, done } => {
                 d.remove_consumer(consumer, effects);

@@ -7,18 +7,20 @@
 //! is owned by actors.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Control, DestHandle, DestinationStats, Gone, PublishError};
+use super::registrations::Registrations;
+use super::virtual_topic::VirtualTopics;
+use super::{ConsumerReg, Control, DestHandle, DestinationStats, Gone, PublishError};
 use crate::config::BrokerConfig;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
-use crate::model::{Destination, DestinationKind, Message};
+use crate::model::{Destination, DestinationKind, Message, NamePattern};
 use crate::resources::Resources;
 use crate::store::Store;
 
@@ -46,7 +48,52 @@ pub(crate) struct BrokerCore {
     seq: AtomicU64,
     next_consumer: AtomicU64,
     next_destination: AtomicU64,
-    destinations: Mutex<HashMap<Destination, DestHandle>>,
+    destinations: Mutex<Registry>,
+    /// How many topics are named by wildcards (so publishing to a topic
+    /// looks for them only when there are some).
+    pattern_topics: AtomicUsize,
+    pub(crate) virtual_topics: VirtualTopics,
+}
+
+/// The destinations, and who must hear of new ones. One lock covers all of
+/// it, so a destination made while a wildcard subscription comes or goes
+/// is seen by exactly one of the two.
+#[derive(Default)]
+struct Registry {
+    map: HashMap<Destination, DestHandle>,
+    /// Topics named by a wildcard: a message published to any topic the
+    /// pattern matches is published to them too, so their subscriptions,
+    /// durable ones included, see every matching topic.
+    pattern_topics: Vec<(NamePattern, DestHandle)>,
+    /// Subscriptions to wildcards over queues: each is registered as a
+    /// consumer at every matching queue, those made later included.
+    wildcard_consumers: Vec<WildcardConsumer>,
+    next_wildcard: u64,
+    /// Virtual topics' consumer queues, by topic name.
+    virtual_queues: HashMap<String, Vec<Destination>>,
+}
+
+/// A subscription to a wildcard over queues.
+struct WildcardConsumer {
+    id: u64,
+    pattern: NamePattern,
+    /// What each registration is made from (with an id of its own).
+    template: ConsumerReg,
+    registrations: Registrations,
+}
+
+impl Registry {
+    fn remove(&mut self, dest: &Destination, pattern_topics: &AtomicUsize) -> Option<DestHandle> {
+        let h = self.map.remove(dest)?;
+        for queues in self.virtual_queues.values_mut() {
+            queues.retain(|q| q != dest);
+        }
+        self.virtual_queues.retain(|_, q| !q.is_empty());
+        let before = self.pattern_topics.len();
+        self.pattern_topics.retain(|(_, p)| p.id() != h.id());
+        pattern_topics.fetch_sub(before - self.pattern_topics.len(), Ordering::Relaxed);
+        Some(h)
+    }
 }
 
 /// The broker will not create more destinations.
@@ -73,7 +120,6 @@ impl BrokerCore {
         BrokerCore {
             memory: MemoryBudget::new(resources.memory_bytes),
             connection_permits: Arc::new(tokio::sync::Semaphore::new(resources.max_connections)),
-            config,
             resources,
             store,
             metrics: Metrics::default(),
@@ -83,7 +129,10 @@ impl BrokerCore {
             seq: AtomicU64::new(max_seq),
             next_consumer: AtomicU64::new(0),
             next_destination: AtomicU64::new(0),
-            destinations: Mutex::new(HashMap::new()),
+            destinations: Mutex::new(Registry::default()),
+            pattern_topics: AtomicUsize::new(0),
+            virtual_topics: VirtualTopics::new(&config.destinations),
+            config,
         }
     }
 
@@ -105,10 +154,10 @@ impl BrokerCore {
     /// actor `id` and `idle` (evaluated under the registry's lock, so
     /// nobody can look the destination up meanwhile) says it may go.
     pub(crate) fn reclaim(&self, dest: &Destination, id: u64, idle: impl FnOnce() -> bool) -> bool {
-        let mut map = lock(&self.destinations);
-        match map.get(dest) {
+        let mut registry = lock(&self.destinations);
+        match registry.map.get(dest) {
             Some(h) if h.id() == id && idle() => {
-                map.remove(dest);
+                registry.remove(dest, &self.pattern_topics);
                 Metrics::inc(&self.metrics.destinations_reclaimed_total);
                 true
             }
@@ -120,12 +169,12 @@ impl BrokerCore {
     /// at once.
     pub(crate) fn destinations_crowded(&self) -> bool {
         let max = self.config.limits.max_destinations;
-        lock(&self.destinations).len() >= max - max / 10
+        lock(&self.destinations).map.len() >= max - max / 10
     }
 
     /// How many destinations exist.
     pub(crate) fn destination_count(&self) -> usize {
-        lock(&self.destinations).len()
+        lock(&self.destinations).map.len()
     }
 
     /// The destination, created on first use.
@@ -133,39 +182,134 @@ impl BrokerCore {
         self: &Arc<Self>,
         dest: &Destination,
     ) -> Result<DestHandle, TooManyDestinations> {
-        let mut map = lock(&self.destinations);
-        if let Some(h) = map.get(dest) {
+        let mut registry = lock(&self.destinations);
+        if let Some(h) = registry.map.get(dest) {
             return Ok(h.clone());
         }
         let max = self.config.limits.max_destinations;
-        if map.len() >= max {
+        if registry.map.len() >= max {
             return Err(TooManyDestinations(dest.to_string(), max));
         }
         let handle = match dest.kind() {
-            DestinationKind::Topic => super::spawn_topic(self.clone(), dest.clone()),
+            DestinationKind::Topic | DestinationKind::TempTopic => {
+                super::spawn_topic(self.clone(), dest.clone())
+            }
             DestinationKind::Queue | DestinationKind::TempQueue => {
                 super::spawn_queue(self.clone(), dest.clone())
             }
         };
-        map.insert(dest.clone(), handle.clone());
+        match dest.kind() {
+            DestinationKind::Topic if NamePattern::is_wildcard(dest.name()) => {
+                if let Ok(p) = NamePattern::parse(dest.name()) {
+                    registry.pattern_topics.push((p, handle.clone()));
+                    self.pattern_topics.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            DestinationKind::Queue => {
+                if let Some(topic) = self.virtual_topics.topic_of(dest.name()) {
+                    registry
+                        .virtual_queues
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .push(dest.clone());
+                }
+                // Wildcard subscriptions over queues take from it too. Its
+                // control channel is new and empty: these cannot fail, and
+                // they are in before anyone else can reach it.
+                for w in &registry.wildcard_consumers {
+                    if w.pattern.matches(dest.name()) {
+                        let consumer = w.template.with_id(self.next_consumer());
+                        let id = consumer.id;
+                        let (done, _) = tokio::sync::oneshot::channel();
+                        if handle.try_control(Control::Subscribe { consumer, done }) {
+                            w.registrations.add(id, handle.clone());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        registry.map.insert(dest.clone(), handle.clone());
         Ok(handle)
     }
 
+    /// Registers a subscription to the queues `pattern` matches: it will be
+    /// registered (as a copy of `template`) at every matching queue made
+    /// from now on. Returns its id and the matching queues that exist,
+    /// where the caller registers it itself.
+    pub(crate) fn add_wildcard_consumer(
+        &self,
+        pattern: NamePattern,
+        template: ConsumerReg,
+        registrations: Registrations,
+    ) -> (u64, Vec<DestHandle>) {
+        let mut registry = lock(&self.destinations);
+        registry.next_wildcard += 1;
+        let id = registry.next_wildcard;
+        let existing = registry
+            .map
+            .iter()
+            .filter(|(d, _)| d.kind() == DestinationKind::Queue && pattern.matches(d.name()))
+            .map(|(_, h)| h.clone())
+            .collect();
+        registry.wildcard_consumers.push(WildcardConsumer {
+            id,
+            pattern,
+            template,
+            registrations,
+        });
+        (id, existing)
+    }
+
+    /// Stops registering wildcard subscription `id` at new queues.
+    pub(crate) fn remove_wildcard_consumer(&self, id: u64) {
+        lock(&self.destinations)
+            .wildcard_consumers
+            .retain(|w| w.id != id);
+    }
+
+    /// The consumer queues of virtual topic `name` that exist.
+    pub(crate) fn virtual_topic_queues(&self, name: &str) -> Vec<Destination> {
+        if self.config.destinations.virtual_topics.is_empty() {
+            return Vec::new();
+        }
+        lock(&self.destinations)
+            .virtual_queues
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The wildcard-named topics whose pattern matches topic `name`: a
+    /// message published to it goes to them too.
+    pub(crate) fn pattern_topics_for(&self, name: &str) -> Vec<DestHandle> {
+        if self.pattern_topics.load(Ordering::Relaxed) == 0 || NamePattern::is_wildcard(name) {
+            return Vec::new();
+        }
+        lock(&self.destinations)
+            .pattern_topics
+            .iter()
+            .filter(|(p, _)| p.matches(name))
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
     /// Publishes to `handle`'s destination; if it was reclaimed meanwhile
-    /// (idle destinations go), to the one made anew. Temporary queues are
-    /// not made anew: a message to one that is gone is `Gone`.
+    /// (idle destinations go), to the one made anew. Temporary destinations
+    /// are not made anew: a message to one that is gone is `Gone`.
     pub(crate) async fn publish(
         self: &Arc<Self>,
         handle: &DestHandle,
         message: Arc<Message>,
         confirm: bool,
+        origin: u64,
     ) -> Result<(), PublishError> {
         let mut h = handle.clone();
         let mut attempts = 0;
         loop {
-            match h.publish(message.clone(), confirm).await {
+            match h.publish(message.clone(), confirm, origin).await {
                 Err(PublishError::Gone(gone))
-                    if h.destination().kind() != DestinationKind::TempQueue && attempts < 3 =>
+                    if !h.destination().kind().is_temporary() && attempts < 3 =>
                 {
                     attempts += 1;
                     h = self
@@ -191,7 +335,7 @@ impl BrokerCore {
                 Ok(()) => return Ok(h),
                 Err(back) => c = back,
             }
-            if h.destination().kind() == DestinationKind::TempQueue {
+            if h.destination().kind().is_temporary() {
                 break;
             }
             h = match self.destination(h.destination()) {
@@ -204,12 +348,13 @@ impl BrokerCore {
 
     /// The destination if it exists.
     pub(crate) fn existing_destination(&self, dest: &Destination) -> Option<DestHandle> {
-        lock(&self.destinations).get(dest).cloned()
+        lock(&self.destinations).map.get(dest).cloned()
     }
 
-    /// Deletes a temporary queue and the messages in it.
+    /// Deletes a temporary destination and the messages in it.
     pub(crate) fn delete_destination(&self, dest: &Destination) {
-        if let Some(h) = lock(&self.destinations).remove(dest)
+        let removed = lock(&self.destinations).remove(dest, &self.pattern_topics);
+        if let Some(h) = removed
             && !h.try_control(Control::Delete)
         {
             self.tasks.spawn(async move {
@@ -219,7 +364,7 @@ impl BrokerCore {
     }
 
     pub(crate) fn destination_handles(&self) -> Vec<DestHandle> {
-        lock(&self.destinations).values().cloned().collect()
+        lock(&self.destinations).map.values().cloned().collect()
     }
 
     /// Statistics of every destination, sorted by name. Destinations that

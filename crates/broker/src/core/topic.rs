@@ -198,12 +198,18 @@ impl TopicActor {
     async fn publish(&mut self, p: Publish, effects: &mut Vec<Effect>) {
         self.published += 1;
         let m = p.message.clone();
+        let origin = p.origin;
         for d in self.subs.values_mut() {
-            d.push_bounded(m.clone(), false, effects);
+            if !d.is_local(origin) {
+                d.push_bounded(m.clone(), false, effects);
+            }
         }
         let mut records = Vec::new();
         let mut copies = Vec::new();
         for (name, d) in &mut self.durable {
+            if d.dispatcher.is_local(origin) {
+                continue;
+            }
             if m.persistent {
                 let copy = Arc::new(Message {
                     seq: self.shared.next_seq(),
@@ -304,7 +310,11 @@ impl TopicActor {
         match cmd {
             Control::Subscribe { consumer, done } => {
                 let id = consumer.id;
-                let mut d = Dispatcher::new(subscription_policy(&self.shared, false))
+                let mut policy = subscription_policy(&self.shared, false);
+                if consumer.pending_limit.is_some() {
+                    policy.pending_limit = consumer.pending_limit;
+                }
+                let mut d = Dispatcher::new(policy)
                     .with_memory(self.shared.memory.clone())
                     .with_tag(id.0);
                 d.add_consumer(consumer);
@@ -402,7 +412,8 @@ impl TopicActor {
                     dispatch: total,
                 });
             }
-            Control::Delete => {}
+            // Topics are not browsed (the service refuses it).
+            Control::Browse { .. } | Control::Delete => {}
         }
     }
 

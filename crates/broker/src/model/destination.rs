@@ -16,6 +16,7 @@
 //! | queue | `/queue/NAME` |
 //! | topic | `/topic/NAME` |
 //! | temporary queue | `/remote-temp-queue/NAME` (NAME is unique broker-wide) |
+//! | temporary topic | `/remote-temp-topic/NAME` (likewise) |
 //!
 //! It is the form every store written so far holds and every name shown so
 //! far has, so nothing stored or graphed changes meaning; and each is an
@@ -39,6 +40,25 @@ pub enum DestinationKind {
     /// unique broker-wide; the protocol head that creates it makes it so
     /// (STOMP prefixes the owning connection's secret scope).
     TempQueue,
+    /// A topic owned by one connection, gone when it closes; named like a
+    /// temporary queue.
+    TempTopic,
+}
+
+impl DestinationKind {
+    /// Whether destinations of this kind die with their connection.
+    pub fn is_temporary(self) -> bool {
+        matches!(
+            self,
+            DestinationKind::TempQueue | DestinationKind::TempTopic
+        )
+    }
+
+    /// Whether every subscriber gets its own copy (a topic) rather than
+    /// consumers competing for each message (a queue).
+    pub fn is_topic(self) -> bool {
+        matches!(self, DestinationKind::Topic | DestinationKind::TempTopic)
+    }
 }
 
 /// A destination: a kind and a name (1 to [`MAX_NAME_LEN`] bytes, no
@@ -58,7 +78,7 @@ pub enum DestinationError {
     InvalidName(String),
     /// The text is not a canonical name (see the module documentation).
     #[error(
-        "'{0}' is not a canonical destination name: expected /queue/NAME, /topic/NAME or /remote-temp-queue/NAME"
+        "'{0}' is not a canonical destination name: expected /queue/NAME, /topic/NAME, /remote-temp-queue/NAME or /remote-temp-topic/NAME"
     )]
     NotCanonical(String),
 }
@@ -69,6 +89,7 @@ pub const MAX_NAME_LEN: usize = 512;
 const QUEUE: &str = "/queue/";
 const TOPIC: &str = "/topic/";
 const TEMP_QUEUE: &str = "/remote-temp-queue/";
+const TEMP_TOPIC: &str = "/remote-temp-topic/";
 
 impl Destination {
     /// A destination of `kind` called `name`, if the name is valid.
@@ -98,11 +119,12 @@ impl Destination {
         }
     }
 
-    /// Whether this is a temporary queue of the connection whose temp
-    /// scope is `scope`: a temporary queue's name is `SCOPE.NAME`, so only
-    /// its owner, and those it hands the full name to, can reach it.
+    /// Whether this is a temporary destination of the connection whose
+    /// temp scope is `scope`: a temporary destination's name is
+    /// `SCOPE.NAME`, so only its owner, and those it hands the full name
+    /// to, can reach it.
     pub fn is_temp_of(&self, scope: &str) -> bool {
-        self.kind == DestinationKind::TempQueue
+        self.kind.is_temporary()
             && self
                 .name
                 .strip_prefix(scope)
@@ -146,6 +168,7 @@ impl fmt::Display for Destination {
             DestinationKind::Queue => QUEUE,
             DestinationKind::Topic => TOPIC,
             DestinationKind::TempQueue => TEMP_QUEUE,
+            DestinationKind::TempTopic => TEMP_TOPIC,
         };
         write!(f, "{prefix}{}", self.name)
     }
@@ -162,6 +185,8 @@ impl FromStr for Destination {
             (DestinationKind::Topic, n)
         } else if let Some(n) = s.strip_prefix(TEMP_QUEUE) {
             (DestinationKind::TempQueue, n)
+        } else if let Some(n) = s.strip_prefix(TEMP_TOPIC) {
+            (DestinationKind::TempTopic, n)
         } else {
             return Err(DestinationError::NotCanonical(truncate(s)));
         };
@@ -199,6 +224,11 @@ mod tests {
                 "/remote-temp-queue/c1.r",
                 DestinationKind::TempQueue,
                 "c1.r",
+            ),
+            (
+                "/remote-temp-topic/c1.t",
+                DestinationKind::TempTopic,
+                "c1.t",
             ),
         ] {
             let d: Destination = text.parse().unwrap();

@@ -10,6 +10,7 @@
 
 mod destination;
 mod message;
+mod pattern;
 mod properties;
 mod value;
 
@@ -17,5 +18,6 @@ pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_L
 #[cfg(test)]
 pub(crate) use message::test_message;
 pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};
+pub use pattern::{ANY_ONE, ANY_REST, NamePattern, PatternError, SEPARATOR};
 pub use properties::Properties;
 pub use value::Value;

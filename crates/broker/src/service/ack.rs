@@ -30,36 +30,47 @@ impl Connection {
         {
             return Err(ServiceError::UnknownTransaction(t.to_owned()));
         }
-        let acked = self.subs.take(&req.target)?;
-        let seqs = acked.seqs();
-        let consumer = acked.consumer;
+        let parts = self.subs.take(&req.target)?;
 
         if let Some(t) = req.tx {
-            let handle = acked.handle.clone();
             let tx = self.transaction(t)?;
-            if req.reject {
-                tx.nacks.push(acked);
-            } else {
-                tx.acks.push(acked);
+            let mut holds = Vec::with_capacity(parts.len());
+            for acked in parts {
+                holds.push((acked.handle.clone(), acked.consumer, acked.seqs()));
+                if req.reject {
+                    tx.nacks.push(acked);
+                } else {
+                    tx.acks.push(acked);
+                }
             }
-            let _ = handle.control(Control::Hold { consumer, seqs }).await;
+            for (handle, consumer, seqs) in holds {
+                let _ = handle.control(Control::Hold { consumer, seqs }).await;
+            }
             return Ok(ready());
         }
 
         if req.reject {
-            let _ = acked.handle.control(Control::Nack { consumer, seqs }).await;
+            for acked in parts {
+                let (consumer, seqs) = (acked.consumer, acked.seqs());
+                let _ = acked.handle.control(Control::Nack { consumer, seqs }).await;
+            }
             return Ok(ready());
         }
 
-        let core = &self.service.core;
-        Metrics::add(&core.metrics.messages_acked_total, seqs.len() as u64);
-        let _ = acked.handle.control(Control::Ack { consumer, seqs }).await;
-        let removes: Vec<Record> = acked
-            .items
-            .iter()
-            .filter(|u| u.stored)
-            .map(|u| Record::Remove { seq: u.seq })
-            .collect();
+        let core = self.service.core.clone();
+        let mut removes: Vec<Record> = Vec::new();
+        for acked in parts {
+            let (consumer, seqs) = (acked.consumer, acked.seqs());
+            Metrics::add(&core.metrics.messages_acked_total, seqs.len() as u64);
+            let _ = acked.handle.control(Control::Ack { consumer, seqs }).await;
+            removes.extend(
+                acked
+                    .items
+                    .iter()
+                    .filter(|u| u.stored)
+                    .map(|u| Record::Remove { seq: u.seq }),
+            );
+        }
         if removes.is_empty() {
             return Ok(ready());
         }

@@ -1,15 +1,13 @@
 //! Begin, commit and abort: a transaction's sends and acknowledgements are
 //! made durable in one atomic store batch, then applied.
 
-use std::collections::HashSet;
-
 use super::connection::Connection;
 use super::error::ServiceError;
-use super::publish::{duplicate_id, publish};
+use super::route::{Copy, deliver};
 use super::transaction::Transaction;
 use super::{Pending, ready};
 use crate::metrics::Metrics;
-use crate::store::{Duplicates, Record, StoreKey};
+use crate::store::{Duplicates, Record};
 
 impl Connection {
     /// Counts one more request against the transaction `id`'s limit.
@@ -61,21 +59,8 @@ impl Connection {
             .txs
             .remove(id)
             .ok_or_else(|| ServiceError::UnknownTransaction(id.to_owned()))?;
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for (handle, m) in &tx.sends {
-            bytes += m.body.len();
-            if let Some(h) = handle
-                && m.persistent
-                && h.stores()
-            {
-                batch.push(Record::Add {
-                    key: StoreKey::Queue(h.destination().name().into()),
-                    message: m.clone(),
-                    dedup: duplicate_id(m),
-                });
-            }
-        }
+        let mut batch: Vec<Record> = tx.sends.iter().filter_map(Copy::record).collect();
+        let bytes = tx.bytes;
         for held in &tx.acks {
             for u in held.items.iter().filter(|u| u.stored) {
                 batch.push(Record::Remove { seq: u.seq });
@@ -91,32 +76,15 @@ impl Connection {
             )
         };
         let core = self.service.core.clone();
+        let origin = self.number;
         let work = async move {
             let duplicates = match stored {
                 Some(s) => s.await?,
                 None => Duplicates::default(),
             };
-            let mut confirms = vec![false; tx.sends.len()];
-            if confirm {
-                let mut seen = HashSet::new();
-                for (i, (handle, _)) in tx.sends.iter().enumerate().rev() {
-                    if let Some(h) = handle {
-                        confirms[i] = seen.insert(h.destination().clone());
-                    }
-                }
-            }
-            for ((handle, m), confirm) in tx.sends.into_iter().zip(confirms) {
-                if duplicates.contains(m.seq) {
-                    // Committed before (a transaction run again after a
-                    // failover left its outcome unknown).
-                    Metrics::inc(&core.metrics.duplicates_total);
-                    continue;
-                }
-                match handle {
-                    Some(h) => publish(&core, &h, m, confirm).await?,
-                    None => Metrics::inc(&core.metrics.messages_dropped_total),
-                }
-            }
+            // Copies committed before (a transaction run again after a
+            // failover left its outcome unknown) are skipped.
+            deliver(&core, tx.sends, &duplicates, confirm, origin).await?;
             for held in tx.acks {
                 Metrics::add(&core.metrics.messages_acked_total, held.items.len() as u64);
                 held.release(true).await;

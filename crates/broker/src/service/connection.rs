@@ -15,7 +15,7 @@ use super::Service;
 use super::error::ServiceError;
 use super::subscriptions::{AckMode, Subscriptions};
 use super::transaction::Transaction;
-use crate::core::{Control, Delivery, DeliveryTx, DestHandle, Kick, Seq, SubKey};
+use crate::core::{ConsumerId, Control, Delivery, DeliveryTx, DestHandle, Kick, Note, Seq, SubKey};
 use crate::metrics::Metrics;
 use crate::model::Destination;
 use crate::store::Record;
@@ -53,6 +53,11 @@ pub(crate) enum Tracked {
     Auto,
     /// The client acknowledges it by this token.
     Token(super::DeliveryToken),
+    /// A queue browser's view of a message: nothing to acknowledge.
+    Browsed,
+    /// A queue browser has seen its whole snapshot: the head tells the
+    /// client so (STOMP: a MESSAGE with `browser:end`); there is no message.
+    EndOfBrowse,
 }
 
 pub(crate) struct Connection {
@@ -66,12 +71,18 @@ pub(crate) struct Connection {
     pub(super) temp_scope: Arc<str>,
     pub(super) subs: Subscriptions,
     pub(super) txs: HashMap<String, Transaction>,
-    pub(super) temp_queues: Vec<Destination>,
+    /// Temporary queues and topics this connection made (deleted when it
+    /// closes).
+    pub(super) temps: Vec<Destination>,
+    /// Broker-wide number of this connection: what a no-local subscription
+    /// compares a message's origin with.
+    pub(super) number: u64,
     pub(super) deliveries: DeliveryTx,
     pub(super) kick: Arc<Kick>,
     /// Auto-acknowledged deliveries written, to acknowledge once the write
-    /// to the socket has succeeded.
-    auto_acks: Vec<(SubKey, Seq, bool)>,
+    /// to the socket has succeeded: the registration, the message and
+    /// whether the store must forget it (not for what a browser saw).
+    auto_acks: Vec<(ConsumerId, SubKey, Seq, bool)>,
     /// Store batches of this connection still waiting for room in a full
     /// store: later ones wait behind them.
     pub(super) waiting_for_room: Arc<AtomicUsize>,
@@ -83,8 +94,10 @@ impl Connection {
         req: ConnectRequest,
         principal: Principal,
         temp_scope: String,
+        number: u64,
     ) -> Connection {
         Connection {
+            number,
             service,
             id: req.id,
             principal,
@@ -92,7 +105,7 @@ impl Connection {
             temp_scope: temp_scope.into(),
             subs: Subscriptions::default(),
             txs: HashMap::new(),
-            temp_queues: Vec::new(),
+            temps: Vec::new(),
             deliveries: req.deliveries,
             kick: req.kick,
             auto_acks: Vec::new(),
@@ -110,11 +123,11 @@ impl Connection {
         self.client_id.as_deref()
     }
 
-    /// Gets or creates a destination, remembering our temporary queues.
+    /// Gets or creates a destination, remembering our temporary ones.
     pub(super) fn destination(&mut self, dest: &Destination) -> Result<DestHandle, ServiceError> {
         let handle = self.service.core.destination(dest)?;
-        if dest.is_temp_of(&self.temp_scope) && !self.temp_queues.contains(dest) {
-            self.temp_queues.push(dest.clone());
+        if dest.is_temp_of(&self.temp_scope) && !self.temps.contains(dest) {
+            self.temps.push(dest.clone());
         }
         Ok(handle)
     }
@@ -123,19 +136,35 @@ impl Connection {
     /// or `None` if its subscription has ended (its destination has taken
     /// the message back already, so it must not be written).
     pub(crate) fn delivering(&mut self, d: &Delivery) -> Option<Tracked> {
-        let sub = self.subs.get(d.sub)?;
+        let sub = self.subs.get_mut(d.sub)?;
+        if sub.browser {
+            if d.note == Note::EndOfBrowse {
+                return Some(Tracked::EndOfBrowse);
+            }
+            // What a browser has seen costs it credit until written.
+            sub.browsed(d.message.id.clone());
+            self.auto_acks
+                .push((d.consumer, d.sub, d.message.seq, false));
+            return Some(Tracked::Browsed);
+        }
+        let ack = sub.ack;
         let m = &self.service.core.metrics;
         Metrics::inc(&m.messages_delivered_total);
         if d.deliveries > 1 {
             Metrics::inc(&m.messages_redelivered_total);
         }
-        if sub.ack == AckMode::Auto {
-            self.auto_acks.push((d.sub, d.message.seq, d.stored));
+        if ack == AckMode::Auto {
+            self.auto_acks
+                .push((d.consumer, d.sub, d.message.seq, d.stored));
             return Some(Tracked::Auto);
         }
-        let token = self
-            .subs
-            .track(d.sub, d.message.seq, d.message.id.clone(), d.stored);
+        let token = self.subs.track(
+            d.sub,
+            d.consumer,
+            d.message.seq,
+            d.message.id.clone(),
+            d.stored,
+        );
         Some(Tracked::Token(token))
     }
 
@@ -151,29 +180,29 @@ impl Connection {
             return;
         }
         let mut acks = std::mem::take(&mut self.auto_acks);
-        acks.sort_by_key(|(sub, _, _)| *sub);
+        acks.sort_by_key(|(consumer, _, _, _)| *consumer);
         let mut removes = Vec::new();
         for group in acks.chunk_by(|a, b| a.0 == b.0) {
-            let Some(sub) = self.subs.get(group[0].0) else {
+            let (consumer, key) = (group[0].0, group[0].1);
+            let Some(sub) = self.subs.get(key) else {
                 continue;
             };
-            let seqs: Vec<Seq> = group.iter().map(|(_, seq, _)| *seq).collect();
-            for (_, seq, stored) in group {
-                if *stored {
+            let Some(handle) = sub.registrations.handle_of(consumer) else {
+                continue;
+            };
+            let seqs: Vec<Seq> = group.iter().map(|(_, _, seq, _)| *seq).collect();
+            for (_, _, seq, remove) in group {
+                if *remove {
                     removes.push(Record::Remove { seq: *seq });
                 }
             }
-            Metrics::add(
-                &self.service.core.metrics.messages_acked_total,
-                seqs.len() as u64,
-            );
-            let _ = sub
-                .handle
-                .control(Control::Ack {
-                    consumer: sub.consumer,
-                    seqs,
-                })
-                .await;
+            if !sub.browser {
+                Metrics::add(
+                    &self.service.core.metrics.messages_acked_total,
+                    seqs.len() as u64,
+                );
+            }
+            let _ = handle.control(Control::Ack { consumer, seqs }).await;
         }
         if !removes.is_empty() {
             // Nobody waits for these: after a crash before they are durable
@@ -192,15 +221,9 @@ impl Connection {
             tx.roll_back().await;
         }
         for sub in self.subs.drain() {
-            let _ = sub
-                .handle
-                .control(Control::Unsubscribe {
-                    consumer: sub.consumer,
-                    done: None,
-                })
-                .await;
+            self.end_subscription(sub, None).await;
         }
-        for dest in self.temp_queues.drain(..) {
+        for dest in self.temps.drain(..) {
             self.service.core.delete_destination(&dest);
         }
         if let Some(id) = self.client_id.take() {

@@ -5,7 +5,7 @@
 //! client's mistake from the broker's failure.
 
 use crate::core::{DurableError, PublishError, TooManyDestinations};
-use crate::model::Destination;
+use crate::model::{Destination, PatternError};
 use crate::store::StoreError;
 
 /// How an acknowledgement named the delivery it could not find.
@@ -63,8 +63,28 @@ pub(crate) enum ServiceError {
     /// The topic refused to create or remove the durable subscription.
     #[error(transparent)]
     Durable(#[from] DurableError),
-    #[error("cannot subscribe to {0}: it is another connection's temporary queue")]
-    OthersTempQueue(Destination),
+    #[error("cannot subscribe to {0}: it is another connection's temporary destination")]
+    OthersTemporary(Destination),
+    #[error("a subscription needs a destination")]
+    NoDestination,
+    #[error(transparent)]
+    InvalidPattern(#[from] PatternError),
+    #[error("temporary destinations have no wildcards: {0}")]
+    WildcardTemporary(Destination),
+    #[error(
+        "cannot send to {0}: a name with a wildcard element ('*' or '>') stands for many destinations; send to one, or to a comma-separated list"
+    )]
+    WildcardSend(Destination),
+    #[error("a durable subscription is to one topic, not to a list of destinations")]
+    DurableComposite,
+    #[error("a queue browser browses one queue, not a list or a wildcard")]
+    BrowseOne,
+    #[error("only queues can be browsed, not {0}")]
+    BrowseNotQueue(Destination),
+    #[error(
+        "subscription '{0}' is a queue browser: browsing does not consume, so its messages cannot be acknowledged or rejected"
+    )]
+    BrowserAck(String),
     #[error(
         "no unacknowledged message with {} on this connection (never delivered, or already acknowledged)",
         match .0 { AckTarget::Token(t) => format!("ack id '{t}'"), AckTarget::MessageId(m) => format!("message-id '{m}'") }

@@ -24,6 +24,7 @@ mod error;
 mod pipeline;
 mod publish;
 mod registries;
+mod route;
 mod send;
 mod subscribe;
 mod subscriptions;
@@ -71,6 +72,8 @@ pub(crate) struct Service {
     /// unique across restarts.
     boot: String,
     next_connection: AtomicU64,
+    /// Numbers connections for no-local subscriptions.
+    next_number: AtomicU64,
     client_ids: ClientIds,
     durables: Durables,
 }
@@ -81,6 +84,7 @@ impl Service {
             core,
             boot,
             next_connection: AtomicU64::new(0),
+            next_number: AtomicU64::new(0),
             client_ids: ClientIds::default(),
             durables: Durables::default(),
         }
@@ -121,7 +125,8 @@ impl Service {
             login = ?req.login, passcode_given = req.passcode.is_some(),
             client_id = ?req.client_id, "connection bound to a principal");
         let scope = temp_scope(&req.id);
-        Ok(Connection::new(self.clone(), req, principal, scope))
+        let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Connection::new(self.clone(), req, principal, scope, number))
     }
 
     /// Hands what recovery found to the destinations, in sequence order, a

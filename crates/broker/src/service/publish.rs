@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::error::ServiceError;
 use crate::core::{BrokerCore, DestHandle};
 use crate::metrics::Metrics;
-use crate::model::{DestinationKind, Message};
+use crate::model::Message;
 use crate::store::DUPLICATE_ID_HEADER;
 
 /// Counts a batch waiting for room in the store while it lives.
@@ -70,7 +70,7 @@ pub(super) fn duplicate_id(message: &Message) -> Option<Arc<str>> {
     message.string_property(DUPLICATE_ID_HEADER).map(Arc::from)
 }
 
-/// Hands a message to its destination and counts it; with `confirm`, waits
+/// Hands a message to its destination; with `confirm`, waits
 /// until the destination has taken it in. A temporary queue deleted in the
 /// meantime drops it.
 pub(super) async fn publish(
@@ -78,13 +78,11 @@ pub(super) async fn publish(
     handle: &DestHandle,
     message: Arc<Message>,
     confirm: bool,
+    origin: u64,
 ) -> Result<(), ServiceError> {
-    match core.publish(handle, message, confirm).await {
-        Ok(()) => {
-            Metrics::inc(&core.metrics.messages_received_total);
-            Ok(())
-        }
-        Err(_) if handle.destination().kind() == DestinationKind::TempQueue => {
+    match core.publish(handle, message, confirm, origin).await {
+        Ok(()) => Ok(()),
+        Err(_) if handle.destination().kind().is_temporary() => {
             Metrics::inc(&core.metrics.messages_dropped_total);
             Ok(())
         }

@@ -2,26 +2,28 @@
 //! handed to its destination.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
 use super::connection::Connection;
 use super::error::ServiceError;
-use super::publish::{Waiting, duplicate_id, flow_control, memory_room, publish};
+use super::publish::{Waiting, flow_control, memory_room};
+use super::route::{Copy, deliver};
 use super::{Pending, ready};
 use crate::core::DestHandle;
 use crate::memory::Charge;
-use crate::metrics::Metrics;
-use crate::model::{Destination, DestinationKind, Message, MessageId, Properties, now_ms};
-use crate::store::{Admission, Duplicates, Record, StoreError, StoreKey};
+use crate::model::{Destination, Message, MessageId, Properties, now_ms};
+use crate::store::{Admission, Duplicates, Record, StoreError};
 
 /// A message as a protocol head hands it over; the service gives it its
 /// sequence number, id and timestamp.
 #[derive(Debug)]
 pub(crate) struct NewMessage {
     pub(crate) destination: Destination,
+    /// Further destinations it is sent to as well (a composite destination,
+    /// ActiveMQ's `/queue/a,/topic/b`); usually none.
+    pub(crate) also: Vec<Destination>,
     /// Application properties (STOMP's headers become string ones).
     pub(crate) properties: Properties,
     pub(crate) body: Bytes,
@@ -46,12 +48,12 @@ pub(crate) struct Sent {
 
 impl Connection {
     /// Sends a message. Without a transaction the returned work completes
-    /// when the message is stored (if persistent) and its destination has
+    /// when the message is stored (if persistent) and its destinations have
     /// it; with `confirm`, a topic's subscribers of the moment have it too.
     /// In transaction `tx` the message waits for the commit.
     pub(crate) async fn send(
         &mut self,
-        new: NewMessage,
+        mut new: NewMessage,
         tx: Option<&str>,
         confirm: bool,
     ) -> Result<Sent, ServiceError> {
@@ -60,10 +62,9 @@ impl Connection {
         {
             return Err(ServiceError::UnknownTransaction(t.to_owned()));
         }
-        let dest = new.destination.clone();
-        let message = Arc::new(self.stamp(new));
-        let handle = self.resolve_for_send(&dest)?;
-        let bytes = message.body.len();
+        let also = std::mem::take(&mut new.also);
+        let bytes = new.body.len();
+        let copies = self.route(self.stamp(new), &also)?;
         let core = self.service.core.clone();
 
         if let Some(t) = tx {
@@ -76,7 +77,7 @@ impl Connection {
                 });
             }
             tx.bytes += bytes;
-            tx.sends.push((handle, message));
+            tx.sends.extend(copies);
             if !core.memory.over() {
                 return Ok(Sent {
                     work: ready(),
@@ -96,52 +97,36 @@ impl Connection {
             });
         }
 
-        let Some(handle) = handle else {
-            Metrics::inc(&core.metrics.messages_dropped_total);
-            return Ok(Sent {
-                work: ready(),
-                bytes: 0,
-            });
-        };
-        let stores = message.persistent && handle.stores();
-        let stored = if stores {
-            let record = Record::Add {
-                key: StoreKey::Queue(dest.name().into()),
-                message: message.clone(),
-                dedup: duplicate_id(&message),
-            };
-            Some(
-                self.store_batch(
-                    vec![record],
-                    true,
-                    "persistent SEND",
-                    ServiceError::NotStored,
-                )
-                .await?,
-            )
-        } else {
+        let records: Vec<Record> = copies.iter().filter_map(Copy::record).collect();
+        // A message a destination must keep in memory waits for room in the
+        // broker's budget; a stored one can be paged out instead.
+        let pinned = copies.len() > records.len() || !core.store.pages();
+        let stored = if records.is_empty() {
             None
+        } else {
+            Some(
+                self.store_batch(records, true, "persistent SEND", ServiceError::NotStored)
+                    .await?,
+            )
         };
-        // A message the destination must keep in memory waits for room in
-        // the broker's budget; a stored one can be paged out instead.
-        let pinned = !(stores && core.store.pages());
-        // A queue has the message once it is in its channel (any later
-        // consumer gets it); a topic only once it has fanned it out to the
-        // subscribers of that moment.
-        let confirm = confirm && handle.destination().kind() == DestinationKind::Topic;
+        let origin = self.number;
         let work = async move {
-            if let Some(s) = stored
-                && s.await?.contains(message.seq)
-            {
-                // Stored before (a resend after a failover): this send
-                // confirms that one.
-                Metrics::inc(&core.metrics.duplicates_total);
-                return Ok(());
-            }
+            let duplicates = match stored {
+                Some(s) => s.await?,
+                None => Duplicates::default(),
+            };
             if pinned {
                 flow_control(&core, "SEND", memory_room(&core)).await?;
             }
-            flow_control(&core, "SEND", publish(&core, &handle, message, confirm)).await?
+            // A queue has the message once it is in its channel (any later
+            // consumer gets it); a topic only once it has fanned it out to
+            // the subscribers of that moment.
+            flow_control(
+                &core,
+                "SEND",
+                deliver(&core, copies, &duplicates, confirm, origin),
+            )
+            .await?
         };
         Ok(Sent {
             work: Some(Box::pin(work)),
@@ -172,10 +157,13 @@ impl Connection {
     }
 
     /// The destination a message goes to, created on first use. `None` for
-    /// a temporary queue of another connection that no longer exists:
+    /// a temporary destination of another connection that no longer exists:
     /// replies to a requester that has gone are dropped, not refused.
-    fn resolve_for_send(&mut self, dest: &Destination) -> Result<Option<DestHandle>, ServiceError> {
-        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.temp_scope) {
+    pub(super) fn resolve_for_send(
+        &mut self,
+        dest: &Destination,
+    ) -> Result<Option<DestHandle>, ServiceError> {
+        if dest.kind().is_temporary() && !dest.is_temp_of(&self.temp_scope) {
             return Ok(self.service.core.existing_destination(dest));
         }
         self.destination(dest).map(Some)

@@ -13,15 +13,21 @@ use super::connection::Connection;
 use super::error::ServiceError;
 use super::subscriptions::{AckMode, Subscription};
 use super::{Pending, ready};
-use crate::core::{ConsumerReg, Control, DurableName, SubKey};
-use crate::model::{Destination, DestinationKind};
+use crate::core::{ConsumerId, ConsumerReg, Control, DurableName, Registrations, SubKey};
+use crate::model::{Destination, DestinationKind, NamePattern};
+
+/// A browser's prefetch when it asks for none (ActiveMQ's queue browser
+/// prefetch).
+const BROWSER_PREFETCH: u32 = 500;
 
 /// What a client subscribes to, and how.
 #[derive(Debug)]
 pub(crate) struct SubscribeSpec {
     /// The client's id for the subscription, unique on its connection.
     pub(crate) id: String,
-    pub(crate) destination: Destination,
+    /// What it takes messages from: one destination, or several (a
+    /// composite destination); each may be a wildcard.
+    pub(crate) destinations: Vec<Destination>,
     pub(crate) ack: AckMode,
     /// Deliveries in flight before acknowledgements are needed; `None` for
     /// the broker's default (`destinations.default-prefetch`).
@@ -30,6 +36,38 @@ pub(crate) struct SubscribeSpec {
     pub(crate) durable: Option<String>,
     /// A message selector (not supported yet: refused).
     pub(crate) selector: Option<String>,
+    /// A queue browser: shown the queue's messages without taking them.
+    pub(crate) browse: bool,
+    /// Consumer priority (ActiveMQ's, 0 by default): a queue serves the
+    /// highest-priority consumers with credit first.
+    pub(crate) priority: i8,
+    /// An exclusive consumer: a queue's only receiver while it lives.
+    pub(crate) exclusive: bool,
+    /// On topics: not the messages this connection publishes.
+    pub(crate) no_local: bool,
+    /// On topics: at most this many messages waiting for it before the
+    /// oldest are dropped, instead of `destinations.subscriber-pending-limit`.
+    pub(crate) pending_limit: Option<usize>,
+}
+
+#[cfg(test)]
+impl SubscribeSpec {
+    /// A plain subscription to `destination`.
+    pub(crate) fn new(id: impl Into<String>, destination: Destination, ack: AckMode) -> Self {
+        SubscribeSpec {
+            id: id.into(),
+            destinations: vec![destination],
+            ack,
+            prefetch: None,
+            durable: None,
+            selector: None,
+            browse: false,
+            priority: 0,
+            exclusive: false,
+            no_local: false,
+            pending_limit: None,
+        }
+    }
 }
 
 /// What an unsubscribe names.
@@ -60,17 +98,12 @@ impl Connection {
         }))
     }
 
-    /// Subscribes. Returns the subscription's key (which its deliveries
-    /// carry) and work that completes once the destination has registered
-    /// the consumer.
-    pub(crate) async fn subscribe(
-        &mut self,
-        spec: SubscribeSpec,
-    ) -> Result<(SubKey, Pending), ServiceError> {
+    /// Checks what a subscription asks for before anything is registered.
+    fn check(&self, spec: &SubscribeSpec) -> Result<(), ServiceError> {
         if self.subs.contains_id(&spec.id) {
-            return Err(ServiceError::SubscriptionIdInUse(spec.id));
+            return Err(ServiceError::SubscriptionIdInUse(spec.id.clone()));
         }
-        let core = self.service.core.clone();
+        let core = &self.service.core;
         let max = core.config.limits.max_subscriptions_per_connection;
         if self.subs.len() >= max {
             return Err(ServiceError::TooManySubscriptions(max));
@@ -78,79 +111,189 @@ impl Connection {
         if spec.selector.is_some() {
             return Err(ServiceError::Unsupported("message selectors"));
         }
-        let dest = spec.destination;
+        let [first, rest @ ..] = spec.destinations.as_slice() else {
+            return Err(ServiceError::NoDestination);
+        };
+        for d in &spec.destinations {
+            if NamePattern::is_wildcard(d.name()) {
+                if d.kind().is_temporary() {
+                    return Err(ServiceError::WildcardTemporary(d.clone()));
+                }
+                NamePattern::parse(d.name()).map_err(ServiceError::InvalidPattern)?;
+            }
+            if d.kind().is_temporary() && !d.is_temp_of(&self.temp_scope) {
+                return Err(ServiceError::OthersTemporary(d.clone()));
+            }
+        }
+        if spec.durable.is_some() {
+            if !rest.is_empty() {
+                return Err(ServiceError::DurableComposite);
+            }
+            if first.kind() != DestinationKind::Topic {
+                return Err(ServiceError::DurableNotOnTopic(first.clone()));
+            }
+        }
+        if spec.browse {
+            if !rest.is_empty() || NamePattern::is_wildcard(first.name()) {
+                return Err(ServiceError::BrowseOne);
+            }
+            if first.kind().is_topic() {
+                return Err(ServiceError::BrowseNotQueue(first.clone()));
+            }
+            if spec.durable.is_some() {
+                return Err(ServiceError::DurableNotOnTopic(first.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes. Returns the subscription's key (which its deliveries
+    /// carry) and work that completes once every destination has registered
+    /// the consumer.
+    pub(crate) async fn subscribe(
+        &mut self,
+        spec: SubscribeSpec,
+    ) -> Result<(SubKey, Pending), ServiceError> {
+        self.check(&spec)?;
+        let core = self.service.core.clone();
         let durable = self.durable_name(spec.durable.as_deref())?;
-        if durable.is_some() && dest.kind() != DestinationKind::Topic {
-            return Err(ServiceError::DurableNotOnTopic(dest));
-        }
-        if dest.kind() == DestinationKind::TempQueue && !dest.is_temp_of(&self.temp_scope) {
-            return Err(ServiceError::OthersTempQueue(dest));
-        }
-        let handle = self.destination(&dest)?;
         let key = self.subs.next_key();
-        let consumer = ConsumerReg {
-            id: core.next_consumer(),
+        let template = ConsumerReg {
+            id: ConsumerId(0),
             sub: key,
-            prefetch: spec
-                .prefetch
-                .unwrap_or(core.config.destinations.default_prefetch),
+            prefetch: spec.prefetch.unwrap_or(if spec.browse {
+                BROWSER_PREFETCH
+            } else {
+                core.config.destinations.default_prefetch
+            }),
             tx: self.deliveries.clone(),
-            records_deliveries: spec.ack != AckMode::Auto,
+            records_deliveries: spec.ack != AckMode::Auto && !spec.browse,
             kick: self.kick.clone(),
+            priority: spec.priority,
+            exclusive: spec.exclusive,
+            no_local: spec.no_local.then_some(self.number),
+            pending_limit: spec.pending_limit,
         };
-        let consumer_id = consumer.id;
-        // (A destination reclaimed meanwhile is made anew: the subscription
-        // keeps the handle that took it.)
-        let (handle, registered) = match &durable {
-            None => {
-                let (done, registered) = oneshot::channel();
-                let handle = core
-                    .control(&handle, Control::Subscribe { consumer, done })
-                    .await
-                    .map_err(|_| ServiceError::DestinationStopped)?;
-                (handle, Some(registered))
+        let registrations = Registrations::default();
+        let mut wildcard = None;
+        let mut registered = Vec::new();
+        for dest in &spec.destinations {
+            if dest.kind() == DestinationKind::Queue && NamePattern::is_wildcard(dest.name()) {
+                let pattern =
+                    NamePattern::parse(dest.name()).map_err(ServiceError::InvalidPattern)?;
+                let (id, existing) =
+                    core.add_wildcard_consumer(pattern, template.clone(), registrations.clone());
+                wildcard = Some(id);
+                for handle in existing {
+                    let consumer = template.with_id(core.next_consumer());
+                    let id = consumer.id;
+                    let (done, rx) = oneshot::channel();
+                    // A queue reclaimed meanwhile is made anew with this
+                    // subscription registered: nothing to do here then.
+                    if handle
+                        .control_or_back(Control::Subscribe { consumer, done })
+                        .await
+                        .is_ok()
+                    {
+                        registrations.add(id, handle);
+                        registered.push(rx);
+                    }
+                }
+                continue;
             }
-            Some(name) => {
-                self.move_durable(name, &dest).await?;
-                let (done, created) = oneshot::channel();
-                let handle = core
-                    .control(
-                        &handle,
-                        Control::SubscribeDurable {
-                            name: name.clone(),
-                            consumer,
-                            done,
-                        },
-                    )
-                    .await
-                    .map_err(|_| ServiceError::DestinationStopped)?;
-                created
-                    .await
-                    .map_err(|_| ServiceError::DestinationStopped)?
-                    .map_err(ServiceError::Durable)?;
-                self.service.durables.set(name, Some(dest.clone()));
-                (handle, None)
-            }
-        };
+            let handle = self.destination(dest)?;
+            let consumer = template.with_id(core.next_consumer());
+            let consumer_id = consumer.id;
+            // (A destination reclaimed meanwhile is made anew: the
+            // subscription keeps the handle that took it.)
+            let handle = match &durable {
+                None => {
+                    let (done, rx) = oneshot::channel();
+                    let control = if spec.browse {
+                        Control::Browse { consumer, done }
+                    } else {
+                        Control::Subscribe { consumer, done }
+                    };
+                    let handle = core
+                        .control(&handle, control)
+                        .await
+                        .map_err(|_| ServiceError::DestinationStopped)?;
+                    registered.push(rx);
+                    handle
+                }
+                Some(name) => {
+                    self.move_durable(name, dest).await?;
+                    let (done, created) = oneshot::channel();
+                    let handle = core
+                        .control(
+                            &handle,
+                            Control::SubscribeDurable {
+                                name: name.clone(),
+                                consumer,
+                                done,
+                            },
+                        )
+                        .await
+                        .map_err(|_| ServiceError::DestinationStopped)?;
+                    created
+                        .await
+                        .map_err(|_| ServiceError::DestinationStopped)?
+                        .map_err(ServiceError::Durable)?;
+                    self.service.durables.set(name, Some(dest.clone()));
+                    handle
+                }
+            };
+            registrations.add(consumer_id, handle);
+        }
         self.subs.insert(
             key,
             Subscription {
                 id: spec.id,
-                handle,
-                consumer: consumer_id,
-                ack: spec.ack,
+                registrations,
+                ack: if spec.browse { AckMode::Auto } else { spec.ack },
                 unacked: VecDeque::new(),
+                browser: spec.browse,
+                wildcard,
+                seen: VecDeque::new(),
             },
         );
-        let work = match registered {
-            Some(registered) => Some(Box::pin(async move {
-                registered
-                    .await
-                    .map_err(|_| ServiceError::DestinationStopped)
-            }) as super::Work),
-            None => ready(),
+        let work = if registered.is_empty() {
+            ready()
+        } else {
+            Some(Box::pin(async move {
+                for r in registered {
+                    r.await.map_err(|_| ServiceError::DestinationStopped)?;
+                }
+                Ok(())
+            }) as super::Work)
         };
         Ok((key, work))
+    }
+
+    /// Ends a subscription: it is taken off the table of wildcard
+    /// subscriptions, then detached from every destination. `detached`
+    /// collects what tells when each destination has let go.
+    pub(super) async fn end_subscription(
+        &mut self,
+        sub: Subscription,
+        mut detached: Option<&mut Vec<oneshot::Receiver<()>>>,
+    ) {
+        if let Some(id) = sub.wildcard {
+            self.service.core.remove_wildcard_consumer(id);
+        }
+        for (consumer, handle) in sub.registrations.take_all() {
+            let done = match detached.as_deref_mut() {
+                Some(v) => {
+                    let (done, rx) = oneshot::channel();
+                    v.push(rx);
+                    Some(done)
+                }
+                None => None,
+            };
+            let _ = handle
+                .control(Control::Unsubscribe { consumer, done })
+                .await;
+        }
     }
 
     /// A durable subscription re-made on another topic replaces the old one
@@ -205,21 +348,13 @@ impl Connection {
             }
             None => None,
         };
-        let mut detached = None;
+        let mut detached = Vec::new();
         if let Some(sub) = sub {
-            let (done, rx) = oneshot::channel();
-            let _ = sub
-                .handle
-                .control(Control::Unsubscribe {
-                    consumer: sub.consumer,
-                    done: Some(done),
-                })
-                .await;
-            detached = Some(rx);
+            self.end_subscription(sub, Some(&mut detached)).await;
         }
         if let Some(name) = durable {
             // The consumer must be detached before the subscription can go.
-            if let Some(rx) = detached.take() {
+            for rx in detached.drain(..) {
                 let _ = rx.await;
             }
             let topic =
@@ -232,12 +367,15 @@ impl Connection {
                     })?;
             self.remove_durable(&name, &topic).await?;
         }
-        Ok(match detached {
-            Some(rx) => Some(Box::pin(async move {
-                let _ = rx.await;
+        Ok(if detached.is_empty() {
+            ready()
+        } else {
+            Some(Box::pin(async move {
+                for rx in detached {
+                    let _ = rx.await;
+                }
                 Ok(())
-            }) as super::Work),
-            None => ready(),
+            }) as super::Work)
         })
     }
 

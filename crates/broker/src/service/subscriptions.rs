@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::error::{AckTarget, ServiceError};
-use crate::core::{ConsumerId, Control, DestHandle, Seq, SubKey};
+use crate::core::{ConsumerId, Control, DestHandle, Registrations, Seq, SubKey};
 use crate::model::MessageId;
 
 /// How a subscription acknowledges, whatever the protocol calls it (STOMP's
@@ -27,6 +27,8 @@ pub(crate) struct DeliveryToken(pub(crate) u64);
 #[derive(Debug, Clone)]
 pub(crate) struct Unacked {
     pub(crate) token: DeliveryToken,
+    /// The registration it came through.
+    pub(crate) consumer: ConsumerId,
     pub(crate) seq: Seq,
     pub(crate) id: MessageId,
     /// Whether acknowledging it must remove it from the store.
@@ -36,10 +38,31 @@ pub(crate) struct Unacked {
 pub(crate) struct Subscription {
     /// The client's id for it.
     pub(crate) id: String,
-    pub(crate) handle: DestHandle,
-    pub(crate) consumer: ConsumerId,
+    /// Its consumer at each destination it takes from.
+    pub(crate) registrations: Registrations,
     pub(crate) ack: AckMode,
     pub(crate) unacked: VecDeque<Unacked>,
+    /// A queue browser: it sees messages without consuming them, so it
+    /// acknowledges nothing.
+    pub(crate) browser: bool,
+    /// Its id in the core's table of wildcard subscriptions over queues.
+    pub(crate) wildcard: Option<u64>,
+    /// A browser's latest messages, so that acknowledging one is refused
+    /// as what it is rather than as an unknown message.
+    pub(crate) seen: VecDeque<MessageId>,
+}
+
+/// Message ids a browser subscription remembers.
+const BROWSED_REMEMBERED: usize = 1024;
+
+impl Subscription {
+    /// A browser showed message `id`.
+    pub(crate) fn browsed(&mut self, id: MessageId) {
+        if self.seen.len() >= BROWSED_REMEMBERED {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(id);
+    }
 }
 
 /// How an acknowledgement names its delivery.
@@ -54,7 +77,7 @@ pub(crate) enum AckRef<'a> {
     },
 }
 
-/// The deliveries an acknowledgement covers.
+/// The deliveries an acknowledgement covers at one destination.
 pub(crate) struct Acked {
     pub(crate) handle: DestHandle,
     pub(crate) consumer: ConsumerId,
@@ -133,10 +156,23 @@ impl Subscriptions {
         self.by_key.get(&key)
     }
 
+    pub(crate) fn get_mut(&mut self, key: SubKey) -> Option<&mut Subscription> {
+        self.by_key.get_mut(&key)
+    }
+
+    /// The browser subscription that showed the message `id` lately, if
+    /// one did (acknowledging it is refused by name).
+    fn browsed_by(&self, id: &str) -> Option<&Subscription> {
+        self.by_key
+            .values()
+            .find(|s| s.browser && s.seen.iter().any(|m| m.matches(id)))
+    }
+
     /// Records a delivery that needs acknowledgement and returns its token.
     pub(crate) fn track(
         &mut self,
         key: SubKey,
+        consumer: ConsumerId,
         seq: Seq,
         id: MessageId,
         stored: bool,
@@ -146,6 +182,7 @@ impl Subscriptions {
         if let Some(sub) = self.by_key.get_mut(&key) {
             sub.unacked.push_back(Unacked {
                 token,
+                consumer,
                 seq,
                 id,
                 stored,
@@ -157,8 +194,26 @@ impl Subscriptions {
 
     /// Takes the deliveries an acknowledgement covers: for a cumulative
     /// subscription the named one and every earlier one, otherwise just the
-    /// named one.
-    pub(crate) fn take(&mut self, r: &AckRef<'_>) -> Result<Acked, ServiceError> {
+    /// named one; grouped by the destination each came from.
+    pub(crate) fn take(&mut self, r: &AckRef<'_>) -> Result<Vec<Acked>, ServiceError> {
+        if let AckRef::MessageId {
+            subscription: Some(s),
+            ..
+        } = r
+            && let Some(sub) = self.by_id.get(*s).and_then(|k| self.by_key.get(k))
+            && sub.browser
+        {
+            return Err(ServiceError::BrowserAck(sub.id.clone()));
+        }
+        let named = match r {
+            AckRef::Token(t) => t,
+            AckRef::MessageId { id, .. } => id,
+        };
+        if self.find(r).is_none()
+            && let Some(sub) = self.browsed_by(named)
+        {
+            return Err(ServiceError::BrowserAck(sub.id.clone()));
+        }
         let (key, pos) = self.find(r).ok_or_else(|| {
             ServiceError::NotUnacknowledged(match r {
                 AckRef::Token(t) => AckTarget::Token((*t).to_owned()),
@@ -176,11 +231,25 @@ impl Subscriptions {
         for u in &items {
             self.tokens.remove(&u.token);
         }
-        Ok(Acked {
-            handle: sub.handle.clone(),
-            consumer: sub.consumer,
-            items,
-        })
+        let mut parts: Vec<Acked> = Vec::new();
+        for u in items {
+            match parts.iter_mut().find(|a| a.consumer == u.consumer) {
+                Some(a) => a.items.push(u),
+                None => {
+                    // A registration ended with its destination (a
+                    // temporary queue deleted): nothing to tell it.
+                    let Some(handle) = sub.registrations.handle_of(u.consumer) else {
+                        continue;
+                    };
+                    parts.push(Acked {
+                        handle,
+                        consumer: u.consumer,
+                        items: vec![u],
+                    });
+                }
+            }
+        }
+        Ok(parts)
     }
 
     fn find(&self, r: &AckRef<'_>) -> Option<(SubKey, usize)> {

@@ -72,6 +72,7 @@ impl Client {
             .send(
                 NewMessage {
                     destination: dest.clone(),
+                    also: Vec::new(),
                     properties: [("n".to_owned(), Value::String(body.to_owned()))]
                         .into_iter()
                         .collect(),
@@ -94,12 +95,8 @@ impl Client {
         let (_, work) = self
             .conn
             .subscribe(SubscribeSpec {
-                id: "s".to_owned(),
-                destination: dest.clone(),
-                ack,
                 prefetch: Some(prefetch),
-                durable: None,
-                selector: None,
+                ..SubscribeSpec::new("s", dest.clone(), ack)
             })
             .await
             .expect("subscribed");
@@ -115,8 +112,8 @@ impl Client {
             .expect("a delivery in time")
             .expect("the channel is open");
         let token = match self.conn.delivering(&d).expect("subscribed") {
-            Tracked::Auto => None,
             Tracked::Token(t) => Some(t),
+            _ => None,
         };
         let body = String::from_utf8_lossy(&d.message.body).into_owned();
         (body, token, d.deliveries)
@@ -250,12 +247,8 @@ async fn a_durable_subscription_needs_a_client_id_and_a_topic() {
     let service = service(BrokerConfig::default());
     let mut anonymous = connect(&service, None).await.unwrap();
     let spec = |dest: Destination| SubscribeSpec {
-        id: "d".to_owned(),
-        destination: dest,
-        ack: AckMode::Auto,
-        prefetch: None,
         durable: Some("sub".to_owned()),
-        selector: None,
+        ..SubscribeSpec::new("d", dest, AckMode::Auto)
     };
     assert!(matches!(
         anonymous

@@ -1,17 +1,13 @@
 //! A local transaction's state: sends, acknowledgements and rejections
 //! buffered between begin and commit (see `commit.rs`).
 
-use std::sync::Arc;
-
+use super::route::Copy;
 use super::subscriptions::Acked;
-use crate::core::DestHandle;
-use crate::model::Message;
 
 #[derive(Default)]
 pub(crate) struct Transaction {
-    /// Messages to publish at commit; `None` for a temporary queue that was
-    /// already gone when the message was sent.
-    pub(super) sends: Vec<(Option<DestHandle>, Arc<Message>)>,
+    /// Copies of the messages sent, to store and publish at commit.
+    pub(super) sends: Vec<Copy>,
     /// Deliveries acknowledged in the transaction (held by their
     /// destinations until it ends).
     pub(super) acks: Vec<Acked>,

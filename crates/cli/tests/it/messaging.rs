@@ -161,7 +161,7 @@ async fn temp_queue_reply_to_is_rewritten_and_dies_with_its_connection() {
         e.headers
             .get("message")
             .unwrap()
-            .contains("temporary queue")
+            .contains("temporary destination")
     );
 
     // Once the requester is gone, replies are dropped but still receipted.

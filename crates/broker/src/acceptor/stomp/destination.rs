@@ -20,15 +20,22 @@ const QUEUE: &str = "/queue/";
 const TOPIC: &str = "/topic/";
 const TEMP_QUEUE: &str = "/temp-queue/";
 const REMOTE_TEMP_QUEUE: &str = "/remote-temp-queue/";
+const TEMP_TOPIC: &str = "/temp-topic/";
+const REMOTE_TEMP_TOPIC: &str = "/remote-temp-topic/";
+/// What separates the destinations of a composite destination.
+const LIST_SEPARATOR: char = ',';
 
 /// A `destination` header the broker cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum DestinationError {
     /// The prefix is not one the broker knows.
     #[error(
-        "unsupported destination '{0}': use /queue/NAME, /topic/NAME, /temp-queue/NAME or /remote-temp-queue/NAME"
+        "unsupported destination '{0}': use /queue/NAME, /topic/NAME, /temp-queue/NAME, /temp-topic/NAME, /remote-temp-queue/NAME or /remote-temp-topic/NAME (or a comma-separated list of them)"
     )]
     UnknownPrefix(String),
+    /// A comma-separated list with too many entries.
+    #[error("a destination list may name at most {MAX_LIST} destinations")]
+    TooMany,
     /// The name part is empty, too long or contains control characters.
     #[error("invalid destination name '{0}': must be 1-{MAX_NAME_LEN} printable characters")]
     InvalidName(String),
@@ -43,6 +50,12 @@ pub(super) trait StompDestination: Sized {
     /// connection whose temp scope is `scope`.
     fn parse(s: &str, scope: &str) -> Result<Self, DestinationError>;
 
+    /// Parses a `destination` header that may be a composite destination:
+    /// ActiveMQ's comma-separated list, each entry with its own prefix
+    /// (`/queue/a,/topic/b`); an entry without one is of the kind of the
+    /// entry before it (`/queue/a,b` is two queues), as in ActiveMQ.
+    fn parse_list(s: &str, scope: &str) -> Result<Vec<Self>, DestinationError>;
+
     /// The absolute spelling, which any connection understands.
     fn stomp_name(&self) -> String;
 
@@ -51,7 +64,30 @@ pub(super) trait StompDestination: Sized {
     fn display_for(&self, scope: &str) -> String;
 }
 
+/// Most destinations one header may list.
+pub(super) const MAX_LIST: usize = 64;
+
 impl StompDestination for Destination {
+    fn parse_list(s: &str, scope: &str) -> Result<Vec<Destination>, DestinationError> {
+        if !s.contains(LIST_SEPARATOR) {
+            return Ok(vec![Destination::parse(s, scope)?]);
+        }
+        let mut out: Vec<Destination> = Vec::new();
+        for entry in s.split(LIST_SEPARATOR) {
+            if out.len() >= MAX_LIST {
+                return Err(DestinationError::TooMany);
+            }
+            let entry = entry.trim();
+            let d = match out.last() {
+                Some(prev) if !entry.starts_with('/') => Destination::new(prev.kind(), entry)
+                    .map_err(|_| DestinationError::InvalidName(truncate(entry)))?,
+                _ => Destination::parse(entry, scope)?,
+            };
+            out.push(d);
+        }
+        Ok(out)
+    }
+
     fn parse(s: &str, scope: &str) -> Result<Destination, DestinationError> {
         let invalid = || DestinationError::InvalidName(truncate(s));
         let (kind, name): (_, Cow<'_, str>) = if let Some(n) = s.strip_prefix(QUEUE) {
@@ -66,6 +102,13 @@ impl StompDestination for Destination {
             (DestinationKind::TempQueue, format!("{scope}.{n}").into())
         } else if let Some(n) = s.strip_prefix(REMOTE_TEMP_QUEUE) {
             (DestinationKind::TempQueue, n.into())
+        } else if let Some(n) = s.strip_prefix(TEMP_TOPIC) {
+            if n.is_empty() {
+                return Err(invalid());
+            }
+            (DestinationKind::TempTopic, format!("{scope}.{n}").into())
+        } else if let Some(n) = s.strip_prefix(REMOTE_TEMP_TOPIC) {
+            (DestinationKind::TempTopic, n.into())
         } else {
             return Err(DestinationError::UnknownPrefix(truncate(s)));
         };
@@ -79,7 +122,11 @@ impl StompDestination for Destination {
 
     fn display_for(&self, scope: &str) -> String {
         if self.is_temp_of(scope) {
-            return format!("{TEMP_QUEUE}{}", &self.name()[scope.len() + 1..]);
+            let prefix = match self.kind() {
+                DestinationKind::TempTopic => TEMP_TOPIC,
+                _ => TEMP_QUEUE,
+            };
+            return format!("{prefix}{}", &self.name()[scope.len() + 1..]);
         }
         self.stomp_name()
     }
@@ -111,6 +158,34 @@ mod tests {
         assert_eq!(remote, tmp);
     }
 
+    #[test]
+    fn parses_temporary_topics_and_lists() {
+        let t = Destination::parse("/temp-topic/t", "c1").unwrap();
+        assert_eq!(t.kind(), DestinationKind::TempTopic);
+        assert_eq!(t.stomp_name(), "/remote-temp-topic/c1.t");
+        assert_eq!(t.display_for("c1"), "/temp-topic/t");
+        assert_eq!(
+            Destination::parse("/remote-temp-topic/c1.t", "c2").unwrap(),
+            t
+        );
+        let list = Destination::parse_list("/queue/a, /topic/b,c", "c1").unwrap();
+        assert_eq!(
+            list,
+            vec![
+                Destination::queue("a"),
+                Destination::topic("b"),
+                Destination::topic("c")
+            ]
+        );
+        assert!(Destination::parse_list("/queue/a,", "c1").is_err());
+        assert!(Destination::parse_list("a,/queue/b", "c1").is_err());
+        let long = vec!["/queue/x"; MAX_LIST + 1].join(",");
+        assert_eq!(
+            Destination::parse_list(&long, "c1"),
+            Err(DestinationError::TooMany)
+        );
+    }
+
     /// What the admin API shows (canonical names) works in a frame.
     #[test]
     fn absolute_spellings_are_the_canonical_names() {
@@ -118,6 +193,7 @@ mod tests {
             Destination::queue("q"),
             Destination::topic("t"),
             Destination::parse("/temp-queue/r", "c1").unwrap(),
+            Destination::parse("/temp-topic/r", "c1").unwrap(),
         ] {
             assert_eq!(d.stomp_name(), d.to_string());
             assert_eq!(Destination::parse(&d.to_string(), "other").unwrap(), d);

@@ -15,6 +15,7 @@ mod connect;
 mod destination;
 mod error;
 mod outbound;
+mod refused;
 mod send;
 mod session;
 mod subscribe;

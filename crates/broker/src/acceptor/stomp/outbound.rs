@@ -5,7 +5,7 @@ use bytes::BytesMut;
 use halyard_stomp::{Command, FrameWriter, Version};
 
 use super::error::Fatal;
-use crate::core::Delivery;
+use crate::core::{Delivery, GROUP_FIRST, Note};
 use crate::model::Value;
 
 pub(super) fn receipt(out: &mut BytesMut, version: Version, receipt_id: &str) {
@@ -48,6 +48,17 @@ fn printable(s: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// The MESSAGE that tells a queue browser it has seen every message of its
+/// snapshot: ActiveMQ's headers (`browser:end`, message-id 0), no body.
+pub(super) fn browse_end(out: &mut BytesMut, version: Version, subscription: &str, dest: &str) {
+    let mut w = FrameWriter::new(out, Command::Message, version);
+    w.header("subscription", subscription);
+    w.header("destination", dest);
+    w.header("message-id", "0");
+    w.header("browser", "end");
+    w.finish(b"");
+}
+
 /// The broker-set headers of a MESSAGE frame for one subscription.
 pub(super) struct MessageHeaders<'a> {
     pub(super) subscription: &'a str,
@@ -78,6 +89,9 @@ pub(super) fn message(out: &mut BytesMut, version: Version, h: &MessageHeaders<'
     if d.deliveries > 1 {
         w.header("redelivered", "true");
         w.header_u64("delivery-count", u64::from(d.deliveries));
+    }
+    if d.note == Note::FirstOfGroup {
+        w.header(GROUP_FIRST, "true");
     }
     w.header_u64("timestamp", m.timestamp);
     for (k, v) in m.properties.iter() {

@@ -4,6 +4,7 @@ use halyard_stomp::Frame;
 
 use super::destination::StompDestination;
 use super::error::{Fatal, missing};
+use super::refused;
 use super::session::Session;
 use crate::model::{DEFAULT_PRIORITY, Destination, Properties, Value};
 use crate::service::NewMessage;
@@ -36,10 +37,13 @@ impl Session {
             .headers
             .get("destination")
             .ok_or_else(|| missing("SEND", "destination"))?;
-        let dest =
-            Destination::parse(dest_header, &scope).map_err(|e| Fatal::protocol(e.to_string()))?;
+        let mut dests = Destination::parse_list(dest_header, &scope)
+            .map_err(|e| Fatal::protocol(e.to_string()))?;
+        refused::check_send(&frame.headers)?;
         let tx = frame.headers.get("transaction").map(str::to_owned);
-        let message = message(frame, dest, &scope)?;
+        let first = dests.remove(0);
+        let mut message = message(frame, first, &scope)?;
+        message.also = dests;
         let sent = self
             .conn()?
             .send(message, tx.as_deref(), receipt.is_some())
@@ -97,7 +101,7 @@ fn message(frame: Frame, destination: Destination, temp_scope: &str) -> Result<N
             // A reply-to naming our temporary queue must mean the same queue
             // to whoever replies, so it is rewritten to the broker-wide name.
             if k == "reply-to"
-                && v.starts_with("/temp-queue/")
+                && (v.starts_with("/temp-queue/") || v.starts_with("/temp-topic/"))
                 && let Ok(d) = Destination::parse(&v, temp_scope)
             {
                 v = d.stomp_name();
@@ -107,6 +111,7 @@ fn message(frame: Frame, destination: Destination, temp_scope: &str) -> Result<N
         .collect();
     Ok(NewMessage {
         destination,
+        also: Vec::new(),
         properties,
         body: frame.body,
         persistent,

@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::ActivityReader;
 use super::codec::{Inbound, SessionCodec};
+use super::destination::StompDestination;
 use super::error::Fatal;
 use super::outbound::{self, MessageHeaders};
 use crate::core::{Delivery, DeliveryTx, Kick, SubKey};
 use crate::metrics::Metrics;
+use crate::model::Destination;
 use crate::service::{Connection, Pending, Pipeline, Service, ServiceError, Tracked};
 
 /// Deliveries written per wake-up before the session looks at other work.
@@ -47,8 +49,10 @@ pub(super) struct Session {
     writer: Writer,
     /// Frames encoded but not yet written to the socket.
     pub(super) out: BytesMut,
-    /// The `destination` header of each subscription's MESSAGE frames.
-    pub(super) dest_headers: HashMap<SubKey, String>,
+    /// Each subscription's (first) destination and its spelling in MESSAGE
+    /// frames: a message sent elsewhere (through a wildcard or a list) is
+    /// shown with its own destination.
+    pub(super) dest_headers: HashMap<SubKey, (Destination, String)>,
     /// Given to the service at CONNECT: where deliveries come from, and
     /// what a destination raises to close this connection (a subscriber
     /// too slow for too long).
@@ -418,17 +422,28 @@ impl Session {
             // back already.
             return;
         };
-        let (Some(subscription), Some(destination)) =
+        let (Some(subscription), Some((subscribed, spelled))) =
             (conn.subscription_id(d.sub), self.dest_headers.get(&d.sub))
         else {
             return;
         };
+        let own;
+        let destination = if d.message.destination == *subscribed {
+            spelled.as_str()
+        } else {
+            own = d.message.destination.display_for(&conn.temp_scope());
+            own.as_str()
+        };
+        if tracked == Tracked::EndOfBrowse {
+            outbound::browse_end(&mut self.out, self.version, subscription, destination);
+            return;
+        }
         let headers = MessageHeaders {
             subscription,
             destination,
             ack: match tracked {
-                Tracked::Auto => None,
                 Tracked::Token(t) => Some(t.0),
+                _ => None,
             },
         };
         outbound::message(&mut self.out, self.version, &headers, &d);

@@ -11,6 +11,7 @@ use halyard_stomp::{Frame, Headers, Version};
 
 use super::destination::StompDestination;
 use super::error::{Fatal, missing};
+use super::refused;
 use super::session::Session;
 use crate::model::Destination;
 use crate::service::{AckMode, ServiceError, SubscribeSpec, Unsubscribe};
@@ -22,6 +23,47 @@ const DURABLE_HEADERS: [&str; 2] = ["activemq.subscriptionName", "durable-subscr
 
 fn durable_header(h: &Headers) -> Option<&str> {
     DURABLE_HEADERS.iter().find_map(|n| h.get(n))
+}
+
+/// A `true`/`false` header (absent: false).
+fn flag(h: &Headers, name: &str) -> Result<bool, Fatal> {
+    match h.get(name) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(Fatal::protocol(format!(
+            "invalid {name} header '{v}': expected true or false"
+        ))),
+    }
+}
+
+/// `activemq.priority`: ActiveMQ's consumer priority, a byte (0 by
+/// default; higher is served first).
+fn consumer_priority(h: &Headers) -> Result<i8, Fatal> {
+    let Some(v) = h.get("activemq.priority") else {
+        return Ok(0);
+    };
+    v.trim().parse::<i8>().map_err(|_| {
+        Fatal::protocol(format!(
+            "invalid activemq.priority '{v}': expected -128 to 127 (higher is served first)"
+        ))
+    })
+}
+
+/// `activemq.maximumPendingMessageLimit`: a topic subscriber's own bound on
+/// the messages waiting for it (-1: the broker's).
+fn pending_limit(h: &Headers) -> Result<Option<usize>, Fatal> {
+    let name = "activemq.maximumPendingMessageLimit";
+    let Some(v) = h.get(name) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<i64>() {
+        Ok(-1) => Ok(None),
+        Ok(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        _ => Err(Fatal::protocol(format!(
+            "invalid {name} '{v}': expected a count of at least 1, or -1 for the broker's default"
+        ))),
+    }
 }
 
 /// The service's acknowledgement mode for STOMP's `ack` header.
@@ -46,8 +88,9 @@ impl Session {
         let dest_header = h
             .get("destination")
             .ok_or_else(|| missing("SUBSCRIBE", "destination"))?;
-        let dest =
-            Destination::parse(dest_header, &scope).map_err(|e| Fatal::protocol(e.to_string()))?;
+        let dests = Destination::parse_list(dest_header, &scope)
+            .map_err(|e| Fatal::protocol(e.to_string()))?;
+        refused::check_subscribe(h)?;
         // STOMP 1.0 made `id` optional; like ActiveMQ, use the destination.
         let id = match h.get("id") {
             Some(id) => id.to_owned(),
@@ -56,19 +99,26 @@ impl Session {
         };
         let spec = SubscribeSpec {
             id,
-            destination: dest.clone(),
+            destinations: dests.clone(),
             ack: ack_mode(h.get("ack"))?,
             prefetch: self.prefetch(h)?,
             durable: durable_header(h).map(str::to_owned),
             selector: h.get("selector").map(str::to_owned),
+            browse: flag(h, "browser")?,
+            priority: consumer_priority(h)?,
+            exclusive: flag(h, "activemq.exclusive")?,
+            no_local: flag(h, "activemq.noLocal")?,
+            pending_limit: pending_limit(h)?,
         };
-        let shown = dest.display_for(&scope);
+        // Deliveries show the destination a message was sent to; this is
+        // the spelling for the common case, one destination named as is.
+        let shown = (dests[0].clone(), dests[0].display_for(&scope));
         let (key, work) = self.conn()?.subscribe(spec).await.map_err(|e| match e {
             ServiceError::DurableNotOnTopic(_) => Fatal::protocol(format!(
                 "durable subscriptions are for topics, not {dest_header}"
             )),
-            ServiceError::OthersTempQueue(_) => Fatal::protocol(format!(
-                "cannot subscribe to {dest_header}: it is another connection's temporary queue"
+            ServiceError::OthersTemporary(_) => Fatal::protocol(format!(
+                "cannot subscribe to {dest_header}: it is another connection's temporary destination"
             )),
             e => Fatal::from(e),
         })?;
@@ -114,7 +164,7 @@ impl Session {
                 let key = self
                     .dest_headers
                     .iter()
-                    .filter(|(_, v)| **v == shown)
+                    .filter(|(_, (_, v))| *v == shown)
                     .map(|(k, _)| *k)
                     .min()
                     .ok_or_else(|| {

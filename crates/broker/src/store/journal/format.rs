@@ -71,6 +71,7 @@ const T_ADD_TYPED: u8 = 13;
 const DEST_QUEUE: u8 = 1;
 const DEST_TOPIC: u8 = 2;
 const DEST_TEMP_QUEUE: u8 = 3;
+const DEST_TEMP_TOPIC: u8 = 4;
 
 /// Property value types in a [`T_ADD_TYPED`]: a tag, then the value.
 const V_NULL: u8 = 0;
@@ -567,6 +568,7 @@ fn put_add(b: &mut Vec<u8>, key: &StoreKey, m: &Message, dedup: &str) {
         DestinationKind::Queue => DEST_QUEUE,
         DestinationKind::Topic => DEST_TOPIC,
         DestinationKind::TempQueue => DEST_TEMP_QUEUE,
+        DestinationKind::TempTopic => DEST_TEMP_TOPIC,
     });
     put_str(b, m.destination.name());
     put_str(b, &m.id.prefix);
@@ -936,6 +938,7 @@ pub(crate) fn decode_message(
             DEST_QUEUE => DestinationKind::Queue,
             DEST_TOPIC => DestinationKind::Topic,
             DEST_TEMP_QUEUE => DestinationKind::TempQueue,
+            DEST_TEMP_TOPIC => DestinationKind::TempTopic,
             _ => return Err(FormatError::Malformed("unknown destination kind")),
         };
         common.destination(kind, c.str()?)?

@@ -1,0 +1,160 @@
+//! Where a sent message goes: the copies one SEND makes.
+//!
+//! A message goes to its destination and, if it names several (a composite
+//! destination, `/queue/a,/topic/b`), to each of them. A message to a topic
+//! also goes to every topic named by a wildcard that matches it
+//! (`/topic/orders.>`: the subscribers of the pattern see every matching
+//! topic) and, if the topic is a virtual topic, into each of its consumer
+//! queues that exists at that moment (`Consumer.A.VirtualTopic.Orders`).
+//!
+//! Each copy bound for a queue is a message of its own: its own sequence
+//! number (its identity in the store) and its queue as destination, with
+//! the id, properties and body of the original (the body is shared, not
+//! copied). Copies for topics share the topic's message. Every copy a SEND
+//! stores goes into one store batch, so a receipt or a commit covers all of
+//! them or none.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::connection::Connection;
+use super::error::ServiceError;
+use super::publish::{duplicate_id, publish};
+use crate::core::{BrokerCore, DestHandle};
+use crate::metrics::Metrics;
+use crate::model::{Destination, DestinationKind, Message, NamePattern};
+use crate::store::{Duplicates, Record, StoreKey};
+
+/// One copy of a sent message, on its way to one destination.
+#[derive(Debug)]
+pub(crate) struct Copy {
+    /// `None` for another connection's temporary destination that is gone
+    /// (the copy is dropped: replies to a requester that left are lost, not
+    /// refused).
+    pub(crate) handle: Option<DestHandle>,
+    pub(crate) message: Arc<Message>,
+    /// The copy for the first destination named: it stands for the SEND
+    /// in the count of messages received.
+    pub(crate) primary: bool,
+}
+
+impl Copy {
+    /// The store record that keeps this copy, if it is kept: a persistent
+    /// message in a queue.
+    pub(crate) fn record(&self) -> Option<Record> {
+        let h = self.handle.as_ref()?;
+        (self.message.persistent && h.stores()).then(|| Record::Add {
+            key: StoreKey::Queue(h.destination().name().into()),
+            message: self.message.clone(),
+            // Each queue remembers the ids it has seen, so a resend after a
+            // failover is dropped queue by queue.
+            dedup: duplicate_id(&self.message),
+        })
+    }
+}
+
+impl Connection {
+    /// The copies of `message` (stamped, for its first destination) that
+    /// sending it to its destination and `also` makes.
+    pub(super) fn route(
+        &mut self,
+        message: Message,
+        also: &[Destination],
+    ) -> Result<Vec<Copy>, ServiceError> {
+        let core = self.service.core.clone();
+        let mut seen: HashSet<&Destination> = HashSet::new();
+        let first = message.destination.clone();
+        let mut listed = vec![&first];
+        listed.extend(also.iter());
+        for d in &listed {
+            if NamePattern::is_wildcard(d.name()) {
+                return Err(ServiceError::WildcardSend((*d).clone()));
+            }
+        }
+        let message = Arc::new(message);
+        let mut copies = Vec::with_capacity(listed.len());
+        for d in listed {
+            if !seen.insert(d) {
+                continue;
+            }
+            let handle = self.resolve_for_send(d)?;
+            let m = if copies.is_empty() {
+                message.clone()
+            } else {
+                copy_of(&core, &message, d)
+            };
+            let is_topic = d.kind() == DestinationKind::Topic;
+            let primary = copies.is_empty();
+            copies.push(Copy {
+                handle,
+                message: m,
+                primary,
+            });
+            if is_topic {
+                let m = copies[copies.len() - 1].message.clone();
+                for h in core.pattern_topics_for(d.name()) {
+                    copies.push(Copy {
+                        handle: Some(h),
+                        message: m.clone(),
+                        primary: false,
+                    });
+                }
+                for q in core.virtual_topic_queues(d.name()) {
+                    let handle = Some(self.destination(&q)?);
+                    copies.push(Copy {
+                        handle,
+                        message: copy_of(&core, &m, &q),
+                        primary: false,
+                    });
+                }
+            }
+        }
+        Ok(copies)
+    }
+}
+
+/// A copy of `m` for destination `to`: a sequence number of its own, the
+/// same id, properties and (shared) body.
+fn copy_of(core: &BrokerCore, m: &Arc<Message>, to: &Destination) -> Arc<Message> {
+    Arc::new(Message {
+        seq: core.next_seq(),
+        destination: to.clone(),
+        ..(**m).clone()
+    })
+}
+
+/// Hands stored (or unstored) copies to their destinations, in order,
+/// skipping those the store found to be duplicates (stored before: a
+/// resend after a failover). With `confirm`, waits until the last copy to
+/// each topic has been taken in (the earlier ones are in before it).
+pub(super) async fn deliver(
+    core: &Arc<BrokerCore>,
+    copies: Vec<Copy>,
+    duplicates: &Duplicates,
+    confirm: bool,
+    origin: u64,
+) -> Result<(), ServiceError> {
+    let mut confirms = vec![false; copies.len()];
+    if confirm {
+        let mut last = HashSet::new();
+        for (i, c) in copies.iter().enumerate().rev() {
+            if let Some(h) = &c.handle {
+                confirms[i] = h.destination().kind().is_topic() && last.insert(h.id());
+            }
+        }
+    }
+    for (c, confirm) in copies.into_iter().zip(confirms) {
+        if duplicates.contains(c.message.seq) {
+            Metrics::inc(&core.metrics.duplicates_total);
+            continue;
+        }
+        match c.handle {
+            Some(h) => publish(core, &h, c.message, confirm, origin).await?,
+            None => Metrics::inc(&core.metrics.messages_dropped_total),
+        }
+        if c.primary {
+            Metrics::inc(&core.metrics.messages_received_total);
+        }
+    }
+    Ok(())
+}
