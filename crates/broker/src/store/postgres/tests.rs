@@ -65,7 +65,7 @@ async fn a_database_written_by_schema_2_opens() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(schema, vec![1, 2, 3]);
+    assert_eq!(schema, vec![1, 2, 3, 4]);
     let reader = p.reader();
     let (max_seq, first) = tokio::task::spawn_blocking(move || {
         let mut first = None;
