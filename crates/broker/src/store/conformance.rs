@@ -25,7 +25,15 @@ trait Harness {
     type B: StoreBackend;
     /// A new instance on the same storage, recovered.
     async fn open(&self, window: usize) -> (Self::B, Recovered);
+
+    /// Writes `batch`, which ends with declaring [`POISON`], as a crash in
+    /// the middle of it would leave it, and drops the instance: after the
+    /// batch's other records reached the storage, its last one did not.
+    async fn interrupted(&self, b: Self::B, batch: Batch);
 }
+
+/// The queue an interrupted batch ends with.
+const POISON: &str = "poison";
 
 struct Journal(tempfile::TempDir);
 
@@ -42,6 +50,30 @@ impl Harness for Journal {
             .duplicate_bounds(bounds(window));
         let r = j.recover().await.unwrap();
         (j, r)
+    }
+
+    /// Written and not synced, then the last byte of the batch is cut off
+    /// the newest segment: a torn tail after everything confirmed.
+    async fn interrupted(&self, mut b: JournalStore, batch: Batch) {
+        b.write(&[batch], false).await.unwrap();
+        drop(b);
+        let dir = self.0.path().join("journal");
+        let newest = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .max()
+            .unwrap();
+        let data = std::fs::read(&newest).unwrap();
+        // The records end with the poisoned queue's name; the segment's
+        // preallocated zeros follow.
+        let end = data.iter().rposition(|&b| b != 0).unwrap() + 1;
+        assert_eq!(&data[end - POISON.len()..end], POISON.as_bytes());
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&newest)
+            .unwrap();
+        f.set_len(end as u64 - 1).unwrap();
     }
 }
 
@@ -77,6 +109,24 @@ impl Harness for Postgres {
             .unwrap();
         let r = p.recover().await.unwrap();
         (p, r)
+    }
+
+    /// The last record's statement fails (a check the test adds for the
+    /// while), after the others ran in the same transaction.
+    async fn interrupted(&self, mut b: PostgresStore, batch: Batch) {
+        let c = super::postgres::connect(&self.0).await.unwrap();
+        c.batch_execute(&format!(
+            "ALTER TABLE halyard_queues ADD CONSTRAINT poison CHECK (name <> '{}')",
+            Destination::queue(POISON)
+        ))
+        .await
+        .unwrap();
+        let e = b.write(&[batch], true).await.unwrap_err();
+        assert!(e.to_string().contains("poison"), "{e}");
+        drop(b);
+        c.batch_execute("ALTER TABLE halyard_queues DROP CONSTRAINT poison")
+            .await
+            .unwrap();
     }
 }
 
@@ -122,6 +172,11 @@ impl Harness for Memory {
         };
         let r = kept.recover().await.unwrap();
         (kept, r)
+    }
+
+    /// A write to memory is not cut short: the crash comes before it.
+    async fn interrupted(&self, b: Kept, _batch: Batch) {
+        drop(b);
     }
 }
 
@@ -443,6 +498,223 @@ async fn big_binary_bodies_and_many_messages<H: Harness>(h: H) {
     }
 }
 
+fn declare(queue: &str) -> Record {
+    Record::QueueDeclared {
+        queue: Destination::queue(queue),
+    }
+}
+
+fn drop_queue(queue: &str) -> Record {
+    Record::QueueDropped {
+        queue: Destination::queue(queue),
+    }
+}
+
+fn queues(names: &[&str]) -> Vec<Destination> {
+    names.iter().map(|n| Destination::queue(n)).collect()
+}
+
+/// A message on queue `queue`.
+fn add_to(seq: u64, queue: &str) -> Record {
+    Record::Add {
+        key: StoreKey::Queue(queue.into()),
+        message: message(seq, queue),
+        dedup: None,
+    }
+}
+
+/// Declared queues come back in the order they were declared, across
+/// restarts, whatever their kind, and a store that never had one gives
+/// back none.
+async fn declared_queues_come_back_in_order<H: Harness>(h: H) {
+    let (mut b, r) = h.open(100).await;
+    assert!(r.queues.is_empty());
+    put(
+        &mut b,
+        &[
+            vec![declare("b")],
+            vec![declare("a"), declare("Consumer.A.VirtualTopic.Orders")],
+        ],
+    )
+    .await;
+    drop(b);
+    let (mut b, r) = h.open(100).await;
+    assert_eq!(
+        r.queues,
+        queues(&["b", "a", "Consumer.A.VirtualTopic.Orders"])
+    );
+    assert!(r.messages.is_empty());
+    let temp = Destination::new(DestinationKind::TempQueue, "c1.replies").unwrap();
+    put(
+        &mut b,
+        &[
+            vec![declare("c")],
+            vec![Record::QueueDeclared {
+                queue: temp.clone(),
+            }],
+        ],
+    )
+    .await;
+    drop(b);
+    let (_, r) = h.open(100).await;
+    let mut want = queues(&["b", "a", "Consumer.A.VirtualTopic.Orders", "c"]);
+    want.push(temp);
+    assert_eq!(r.queues, want);
+}
+
+/// Declaring a declared queue changes nothing: it is there once, in the
+/// place of its first declaration, whether declared again in the same
+/// batch, the same group, or after a restart.
+async fn declaring_a_queue_again_changes_nothing<H: Harness>(h: H) {
+    let (mut b, _) = h.open(100).await;
+    put(
+        &mut b,
+        &[
+            vec![declare("a"), declare("b"), declare("a")],
+            vec![declare("b")],
+        ],
+    )
+    .await;
+    put(&mut b, &[vec![declare("a")]]).await;
+    drop(b);
+    let (mut b, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["a", "b"]));
+    put(&mut b, &[vec![declare("c")], vec![declare("a")]]).await;
+    drop(b);
+    let (_, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["a", "b", "c"]));
+}
+
+/// A dropped queue is not recovered, its messages are (the broker removes
+/// them itself), and dropping a queue never declared changes nothing.
+async fn a_dropped_queue_is_gone_but_not_its_messages<H: Harness>(h: H) {
+    let (mut b, _) = h.open(100).await;
+    put(
+        &mut b,
+        &[
+            vec![declare("a"), declare("b"), declare("c")],
+            vec![add_to(1, "a"), add_to(2, "b")],
+        ],
+    )
+    .await;
+    put(
+        &mut b,
+        &[
+            vec![drop_queue("a")],
+            vec![drop_queue("never"), drop_queue("a")],
+        ],
+    )
+    .await;
+    drop(b);
+    let (mut b, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["b", "c"]));
+    assert_eq!(seqs(&r), vec![(1, 0), (2, 0)]);
+    put(&mut b, &[vec![drop_queue("c"), drop_queue("b")]]).await;
+    drop(b);
+    let (_, r) = h.open(100).await;
+    assert!(r.queues.is_empty(), "{:?}", r.queues);
+    assert_eq!(seqs(&r), vec![(1, 0), (2, 0)]);
+}
+
+/// A queue dropped and declared again is declared, in the place of its
+/// new declaration: within a batch, between batches, across a restart.
+async fn a_queue_dropped_and_declared_again_is_declared<H: Harness>(h: H) {
+    let (mut b, _) = h.open(100).await;
+    put(
+        &mut b,
+        &[
+            vec![declare("a"), declare("b"), declare("c")],
+            vec![drop_queue("a")],
+            vec![declare("a")],
+            vec![declare("d"), drop_queue("d"), declare("d")],
+            vec![drop_queue("b"), declare("b"), drop_queue("b")],
+        ],
+    )
+    .await;
+    drop(b);
+    let (mut b, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["c", "a", "d"]));
+    put(&mut b, &[vec![drop_queue("c")]]).await;
+    put(&mut b, &[vec![declare("c")]]).await;
+    drop(b);
+    let (_, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["a", "d", "c"]));
+}
+
+/// Declarations live beside the queue's messages, in the same batches,
+/// and outlive them: a declared queue whose messages are all consumed is
+/// still there.
+async fn a_declaration_lives_beside_messages<H: Harness>(h: H) {
+    let (mut b, _) = h.open(100).await;
+    put(
+        &mut b,
+        &[
+            vec![add_to(1, "orders")],
+            vec![declare("orders"), add_to(2, "orders")],
+            vec![add_to(3, "other")],
+            vec![add_to(4, "orders"), Record::Remove { seq: 1 }],
+            vec![Record::Redelivered {
+                seq: 4,
+                deliveries: 2,
+            }],
+        ],
+    )
+    .await;
+    drop(b);
+    let (mut b, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["orders"]));
+    assert_eq!(seqs(&r), vec![(2, 0), (3, 0), (4, 2)]);
+    let keys: Vec<StoreKey> = r.messages.into_sorted().map(|m| m.key).collect();
+    assert_eq!(
+        keys,
+        vec![
+            StoreKey::Queue("orders".into()),
+            StoreKey::Queue("other".into()),
+            StoreKey::Queue("orders".into())
+        ]
+    );
+    put(
+        &mut b,
+        &[vec![
+            Record::Remove { seq: 2 },
+            Record::Remove { seq: 3 },
+            Record::Remove { seq: 4 },
+        ]],
+    )
+    .await;
+    drop(b);
+    let (_, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["orders"]));
+    assert!(r.messages.is_empty());
+    assert!(r.max_seq >= 4, "max_seq {}", r.max_seq);
+}
+
+/// A batch mixing declarations, drops and messages is atomic: cut short
+/// by a crash, none of it is recovered; written whole, all of it is.
+async fn a_batch_of_declarations_and_messages_is_atomic<H: Harness>(h: H) {
+    let (mut b, _) = h.open(100).await;
+    put(&mut b, &[vec![declare("c"), add_to(1, "c")]]).await;
+    let batch = vec![
+        declare("a"),
+        add_to(10, "a"),
+        declare("b"),
+        drop_queue("c"),
+        Record::Remove { seq: 1 },
+        add_to(11, "b"),
+    ];
+    let mut poisoned = batch.clone();
+    poisoned.push(declare(POISON));
+    h.interrupted(b, poisoned).await;
+    let (mut b, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["c"]), "part of a batch was recovered");
+    assert_eq!(seqs(&r), vec![(1, 0)], "part of a batch was recovered");
+    put(&mut b, &[batch]).await;
+    drop(b);
+    let (_, r) = h.open(100).await;
+    assert_eq!(r.queues, queues(&["a", "b"]));
+    assert_eq!(seqs(&r), vec![(10, 0), (11, 0)]);
+}
+
 macro_rules! conformance {
     (
         every store: $($test:ident),* $(,)?;
@@ -495,7 +767,13 @@ conformance!(
         sequence_numbers_are_never_reused,
         durable_subscriptions_and_their_messages,
         big_binary_bodies_and_many_messages,
-        every_property_type_comes_back;
+        every_property_type_comes_back,
+        declared_queues_come_back_in_order,
+        declaring_a_queue_again_changes_nothing,
+        a_dropped_queue_is_gone_but_not_its_messages,
+        a_queue_dropped_and_declared_again_is_declared,
+        a_declaration_lives_beside_messages,
+        a_batch_of_declarations_and_messages_is_atomic;
     // The memory store's writer remembers duplicate-detection ids; the
     // store itself keeps none across a restart.
     durable stores:
@@ -549,7 +827,7 @@ mod postgres_only {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
         // A schema from a newer Halyard is refused, by name.
         c.execute("INSERT INTO halyard_schema VALUES (99)", &[])
             .await

@@ -141,6 +141,8 @@ pub(crate) fn check_v2(
             topic: Destination::topic(TOPIC),
         }]
     );
+    // No release before declared queues had them.
+    assert!(r.queues.is_empty(), "{:?}", r.queues);
     assert_eq!(
         r.duplicate_ids,
         vec![(

@@ -16,6 +16,11 @@ use crate::model::{Destination, Message};
 pub struct MemoryStore {
     live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
     subscriptions: HashMap<(String, String), Destination>,
+    /// Declared queues: each one's place in declaration order, and the
+    /// queues by it.
+    declared: HashMap<Destination, u64>,
+    queues: BTreeMap<u64, Destination>,
+    declarations: u64,
     max_seq: u64,
     bytes: u64,
     usage: Option<Arc<Usage>>,
@@ -80,6 +85,7 @@ impl StoreBackend for MemoryStore {
                     topic: topic.clone(),
                 })
                 .collect(),
+            queues: self.queues.values().cloned().collect(),
             max_seq: self.max_seq,
             duplicate_ids: Vec::new(),
         })
@@ -119,6 +125,18 @@ impl StoreBackend for MemoryStore {
                 Record::SubscriptionRemove { client_id, name } => {
                     self.subscriptions
                         .remove(&(client_id.clone(), name.clone()));
+                }
+                Record::QueueDeclared { queue } => {
+                    if !self.declared.contains_key(queue) {
+                        self.declarations += 1;
+                        self.declared.insert(queue.clone(), self.declarations);
+                        self.queues.insert(self.declarations, queue.clone());
+                    }
+                }
+                Record::QueueDropped { queue } => {
+                    if let Some(at) = self.declared.remove(queue) {
+                        self.queues.remove(&at);
+                    }
                 }
             }
         }

@@ -15,8 +15,9 @@
 //!   only after its batch (and every earlier one) is durable.
 //! - Recovery returns exactly the messages that were added and not removed
 //!   (sequence numbers are unique across destinations), in sequence order,
-//!   with their latest delivery counts, and the durable subscriptions that
-//!   were added and not removed.
+//!   with their latest delivery counts, the durable subscriptions that
+//!   were added and not removed, and the queues that were declared and not
+//!   dropped (each once, in the order they were declared).
 //!
 //! Ordering rules the broker keeps in return: a message is added before it is
 //! ever delivered (so a `Remove` can never precede its `Add`), and whoever
@@ -105,6 +106,18 @@ pub enum Record {
         client_id: String,
         /// The subscription name.
         name: String,
+    },
+    /// A queue was declared: it exists (and is recovered) even when empty.
+    /// Declaring a queue already declared changes nothing.
+    QueueDeclared {
+        /// The queue (stored by its canonical name, e.g. `/queue/orders`).
+        queue: Destination,
+    },
+    /// A declared queue was deleted. Its messages stay: the broker writes
+    /// their Removes itself. Dropping a queue not declared changes nothing.
+    QueueDropped {
+        /// The queue.
+        queue: Destination,
     },
 }
 
@@ -366,6 +379,10 @@ pub struct Recovered {
     pub messages: RecoveredMessages,
     /// Live durable subscriptions.
     pub subscriptions: Vec<DurableSubscription>,
+    /// Declared queues: declared and not dropped since, each once, in the
+    /// order they were declared (a queue dropped and declared again counts
+    /// from the new declaration). They exist even without messages.
+    pub queues: Vec<Destination>,
     /// The highest sequence number ever used, so new messages sort after
     /// recovered ones and no number is used twice.
     pub max_seq: u64,

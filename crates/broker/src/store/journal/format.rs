@@ -20,11 +20,14 @@ use crate::store::{Record, StoreKey};
 /// First bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"HLYDJRNL";
 /// Format version written by this code; recovery refuses newer ones and
-/// reads versions 1 (no progress stamp) and 2 (Adds with string headers)
-/// too. Version 3 headers are version 2 headers; what changed is the Add
-/// ([`T_ADD_TYPED`]), and the version keeps an older broker, which could
-/// not read it, from taking such a segment for damage.
-pub(crate) const VERSION: u16 = 3;
+/// reads versions 1 (no progress stamp), 2 (Adds with string headers) and
+/// 3 (no declared queues) too. Headers of versions 2 to 4 are alike; what
+/// changed is the records: version 3 brought the typed Add
+/// ([`T_ADD_TYPED`]), version 4 the queue declarations
+/// ([`T_QUEUE_DECLARED`], [`T_QUEUE_DROPPED`]). The version keeps an older
+/// broker, which could not read them, from taking such a segment for
+/// damage.
+pub(crate) const VERSION: u16 = 4;
 /// The part of the header every version has, checksummed once when the
 /// segment is created; version 1 headers are only this.
 pub(crate) const FIXED_LEN: usize = 64;
@@ -66,6 +69,16 @@ const T_DROPPED: u8 = 12;
 /// [`T_ADD_DEDUP`]. Compaction copies older Adds into new segments as they
 /// are, so every segment may hold all three kinds of Add.
 const T_ADD_TYPED: u8 = 13;
+/// A queue was declared (written since format 4): its place in declaration
+/// order, then its canonical name. The place is the journal's own: the
+/// writer gives a queue not declared yet the next one, and a queue declared
+/// already the one it has, so recovery gives the queues back in the order
+/// they were declared even after compaction has copied some of their
+/// records forward (as it copies them, byte for byte).
+const T_QUEUE_DECLARED: u8 = 14;
+/// A declared queue was dropped (written since format 4): its canonical
+/// name.
+const T_QUEUE_DROPPED: u8 = 15;
 
 /// Destination kinds in a [`T_ADD_TYPED`].
 const DEST_QUEUE: u8 = 1;
@@ -360,15 +373,21 @@ impl Writer {
     }
 
     /// Writes a batch: several records behind a batch marker, so recovery
-    /// applies all of them or none.
+    /// applies all of them or none. Queue declarations get place 0 (see
+    /// [`Writer::placed`]).
     #[cfg(test)]
     pub(crate) fn batch(&mut self, records: &[Record]) {
-        self.batch_with_offsets(records);
+        self.batch_with_offsets(records, &mut |_| 0);
     }
 
-    /// Like [`Writer::batch`], returning where each record's frame is in
-    /// the buffer, its length, and what it means for the index.
-    pub(crate) fn batch_with_offsets(&mut self, records: &[Record]) -> Vec<(usize, usize, Entry)> {
+    /// Like [`Writer::batch`], with each queue declaration's place in
+    /// declaration order given by `place`, returning where each record's
+    /// frame is in the buffer, its length, and what it means for the index.
+    pub(crate) fn batch_with_offsets(
+        &mut self,
+        records: &[Record],
+        place: &mut impl FnMut(&Record) -> u64,
+    ) -> Vec<(usize, usize, Entry)> {
         if records.len() > 1 {
             self.batch_marker(records.len() as u32);
         }
@@ -376,8 +395,9 @@ impl Writer {
             .iter()
             .map(|r| {
                 let start = self.buf.len();
-                self.record(r);
-                (start, self.buf.len() - start, entry(r))
+                let order = place(r);
+                self.placed(r, order);
+                (start, self.buf.len() - start, placed_entry(r, order))
             })
             .collect()
     }
@@ -390,7 +410,15 @@ impl Writer {
         });
     }
 
+    /// Writes one record. A queue declaration gets place 0 in declaration
+    /// order: the journal's writer uses [`Writer::placed`].
     pub(crate) fn record(&mut self, r: &Record) {
+        self.placed(r, 0);
+    }
+
+    /// Writes one record; a queue declaration with `order`, its place in
+    /// declaration order.
+    pub(crate) fn placed(&mut self, r: &Record, order: u64) {
         match r {
             Record::Add {
                 key,
@@ -430,6 +458,21 @@ impl Writer {
                     b.push(T_SUB_REMOVE);
                     put_str(b, client_id);
                     put_str(b, name);
+                });
+            }
+            Record::QueueDeclared { queue } => {
+                let queue = queue.to_string();
+                self.frame(1 + 8 + str_len(&queue), |b| {
+                    b.push(T_QUEUE_DECLARED);
+                    b.extend_from_slice(&order.to_le_bytes());
+                    put_str(b, &queue);
+                });
+            }
+            Record::QueueDropped { queue } => {
+                let queue = queue.to_string();
+                self.frame(1 + str_len(&queue), |b| {
+                    b.push(T_QUEUE_DROPPED);
+                    put_str(b, &queue);
                 });
             }
         }
@@ -685,6 +728,13 @@ fn get_key(c: &mut Cursor<'_>) -> Result<StoreKey, FormatError> {
     }
 }
 
+/// A destination stored by its canonical name.
+fn get_destination(c: &mut Cursor<'_>) -> Result<Destination, FormatError> {
+    c.str()?
+        .parse()
+        .map_err(|_| FormatError::Malformed("invalid destination"))
+}
+
 /// What recovery needs of an Add, without its headers and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AddMeta {
@@ -723,6 +773,14 @@ pub(crate) enum Entry {
         client_id: String,
         name: String,
     },
+    /// A queue declared, with its place in declaration order.
+    QueueDeclared {
+        order: u64,
+        queue: Destination,
+    },
+    QueueDropped {
+        queue: Destination,
+    },
     Checkpoint {
         next_seq: u64,
         at_ms: u64,
@@ -743,8 +801,9 @@ pub(crate) enum Entry {
     },
 }
 
-/// What a record means for the index (as [`decode`] would return it).
-pub(crate) fn entry(r: &Record) -> Entry {
+/// What a record means for the index (as [`decode`] would return it),
+/// a queue declaration written with place `order`.
+pub(crate) fn placed_entry(r: &Record, order: u64) -> Entry {
     match r {
         Record::Add {
             key,
@@ -776,6 +835,13 @@ pub(crate) fn entry(r: &Record) -> Entry {
         Record::SubscriptionRemove { client_id, name } => Entry::SubscriptionRemove {
             client_id: client_id.clone(),
             name: name.clone(),
+        },
+        Record::QueueDeclared { queue } => Entry::QueueDeclared {
+            order,
+            queue: queue.clone(),
+        },
+        Record::QueueDropped { queue } => Entry::QueueDropped {
+            queue: queue.clone(),
         },
     }
 }
@@ -824,6 +890,13 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
         T_SUB_REMOVE => Entry::SubscriptionRemove {
             client_id: c.str()?.to_owned(),
             name: c.str()?.to_owned(),
+        },
+        T_QUEUE_DECLARED => Entry::QueueDeclared {
+            order: c.u64()?,
+            queue: get_destination(&mut c)?,
+        },
+        T_QUEUE_DROPPED => Entry::QueueDropped {
+            queue: get_destination(&mut c)?,
         },
         T_CHECKPOINT => Entry::Checkpoint {
             next_seq: c.u64()?,
@@ -1229,6 +1302,68 @@ mod tests {
         let (k, back) = decode_message(&w.buf[start..start + len], &mut Common::default()).unwrap();
         assert_eq!(k, key);
         assert_eq!(back, *m);
+    }
+
+    #[test]
+    fn queue_declarations_round_trip_with_their_place() {
+        let queue = Destination::queue("Consumer.A.VirtualTopic.Orders");
+        let temp = Destination::new(DestinationKind::TempQueue, "c1.r").unwrap();
+        let mut w = Writer::default();
+        let mut places = [7, 0, 8].into_iter();
+        let records = w.batch_with_offsets(
+            &[
+                Record::QueueDeclared {
+                    queue: queue.clone(),
+                },
+                Record::QueueDropped {
+                    queue: queue.clone(),
+                },
+                Record::QueueDeclared {
+                    queue: temp.clone(),
+                },
+            ],
+            &mut |_| places.next().unwrap(),
+        );
+        let want = [
+            Entry::QueueDeclared {
+                order: 7,
+                queue: queue.clone(),
+            },
+            Entry::QueueDropped {
+                queue: queue.clone(),
+            },
+            Entry::QueueDeclared {
+                order: 8,
+                queue: temp,
+            },
+        ];
+        // What the writer tells the index is what recovery reads.
+        assert_eq!(
+            records.into_iter().map(|(_, _, e)| e).collect::<Vec<_>>(),
+            want
+        );
+        let got = frames(&w.buf);
+        assert_eq!(got[0], Entry::Batch { count: 3 });
+        assert_eq!(got[1..], want);
+        // Not messages.
+        assert_eq!(tally(&w.buf), (4, 0));
+        // The queue is stored by its canonical name.
+        let payload = &w.buf[FRAME_LEN + 5 + FRAME_LEN..];
+        assert_eq!(payload[0], T_QUEUE_DECLARED);
+        assert_eq!(
+            &payload[13..13 + "/queue/Consumer.A.VirtualTopic.Orders".len()],
+            b"/queue/Consumer.A.VirtualTopic.Orders"
+        );
+        // A name that is no destination's is malformed.
+        let mut bad = vec![T_QUEUE_DROPPED];
+        put_str(&mut bad, "orders");
+        assert_eq!(
+            decode(&bad),
+            Err(FormatError::Malformed("invalid destination"))
+        );
+        let mut short = vec![T_QUEUE_DECLARED];
+        short.extend_from_slice(&1u64.to_le_bytes());
+        assert!(decode(&short).is_err());
     }
 
     /// An Add payload as formats 1 (type 1, no id) and 2 (type 9) wrote

@@ -5,12 +5,13 @@
 //!
 //! Liveness. A segment is live while it holds a record recovery still needs:
 //! the Add of a message not yet removed, the latest Redelivered record of
-//! such a message, or the SubscriptionAdd of a subscription not yet
-//! removed.
+//! such a message, the SubscriptionAdd of a subscription not yet removed,
+//! or the latest QueueDeclared of a queue not dropped since.
 //!
-//! Dependencies. A Remove (or SubscriptionRemove) in segment T that cancels
-//! a record in an older segment S must outlive S: were T deleted first,
-//! recovery would find the Add in S and resurrect an acknowledged message.
+//! Dependencies. A Remove (or SubscriptionRemove, or QueueDropped) in
+//! segment T that cancels a record in an older segment S must outlive S:
+//! were T deleted first, recovery would find the Add in S and resurrect an
+//! acknowledged message (or a dropped queue).
 //! So T records S in its `refs`, and a segment can only be deleted once it
 //! has nothing live and every segment it refers to is gone.
 //!
@@ -24,8 +25,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::format::Entry;
-use crate::store::StoreKey;
+use crate::model::Destination;
 use crate::store::dedup::{DuplicateBounds, KeyedWindow};
+use crate::store::{Record, StoreKey};
 
 /// Recent duplicate-detection ids per queue, and which segment carries
 /// each, within the same bounds as the writer's memory of them.
@@ -158,6 +160,14 @@ pub(crate) struct Sub {
     pub(crate) at: Loc,
 }
 
+/// A declared queue: its place in declaration order and its latest
+/// QueueDeclared record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Declared {
+    pub(crate) order: u64,
+    pub(crate) at: Loc,
+}
+
 /// Recovery's view of live messages: compact (about 24 bytes a message),
 /// since a deep queue may hold millions.
 #[derive(Debug, Default)]
@@ -175,6 +185,11 @@ pub(crate) struct Index {
     pub(crate) messages: HashMap<u64, Loc>,
     pub(crate) redeliveries: HashMap<u64, Redelivery>,
     pub(crate) subs: HashMap<(String, String), Sub>,
+    /// Declared queues.
+    pub(crate) queues: HashMap<Destination, Declared>,
+    /// The highest place in declaration order seen: a queue declared anew
+    /// gets the next one.
+    pub(crate) declarations: u64,
     /// What recovery reports of live messages (key, priority, expiry),
     /// kept during recovery only.
     pub(crate) meta: Option<RecoveryMeta>,
@@ -277,6 +292,30 @@ impl Index {
                     self.refer(at.seg, old.at.seg);
                 }
             }
+            Entry::QueueDeclared { order, queue } => {
+                self.declarations = self.declarations.max(*order);
+                // Declaring a declared queue changes nothing but where its
+                // record is: a copy made by compaction, or a declaration
+                // the broker repeated (which kept the queue's place).
+                let old = match self.queues.get_mut(queue) {
+                    Some(d) => Some(std::mem::replace(&mut d.at, at)),
+                    None => {
+                        let order = *order;
+                        self.queues.insert(queue.clone(), Declared { order, at });
+                        None
+                    }
+                };
+                if let Some(old) = old {
+                    self.live(old, -1);
+                }
+                self.live(at, 1);
+            }
+            Entry::QueueDropped { queue } => {
+                if let Some(old) = self.queues.remove(queue) {
+                    self.live(old.at, -1);
+                    self.refer(at.seg, old.at.seg);
+                }
+            }
             Entry::Checkpoint { next_seq, .. } => {
                 self.max_seq = self.max_seq.max(next_seq.saturating_sub(1));
             }
@@ -333,9 +372,69 @@ impl Index {
             .is_some_and(|s| s.at == at)
     }
 
+    /// Whether the record at `at` is the current QueueDeclared of `queue`.
+    pub(crate) fn is_live_queue(&self, queue: &Destination, at: Loc) -> bool {
+        self.queues.get(queue).is_some_and(|d| d.at == at)
+    }
+
+    /// The declared queues in declaration order.
+    pub(crate) fn declared_queues(&self) -> Vec<Destination> {
+        let mut queues: Vec<(u64, &Destination)> =
+            self.queues.iter().map(|(q, d)| (d.order, q)).collect();
+        queues.sort_unstable();
+        queues.into_iter().map(|(_, q)| q.clone()).collect()
+    }
+
+    /// Places in declaration order for the queues records about to be
+    /// written declare (see [`Placing::place`]).
+    pub(crate) fn placing(&self) -> Placing<'_> {
+        Placing {
+            index: self,
+            changed: HashMap::new(),
+            next: self.declarations,
+        }
+    }
+
     /// Bytes of all segment files.
     pub(crate) fn disk_bytes(&self) -> u64 {
         self.segs.values().map(|s| s.file_bytes).sum()
+    }
+}
+
+/// Gives queue declarations about to be written their place in declaration
+/// order, as the index will have them once they are written: earlier
+/// records of the same group count.
+pub(crate) struct Placing<'a> {
+    index: &'a Index,
+    /// Declarations and drops earlier in the group: the queue's place, or
+    /// `None` once dropped.
+    changed: HashMap<Destination, Option<u64>>,
+    next: u64,
+}
+
+impl Placing<'_> {
+    /// The place of the queue `r` declares: the one it has if it is
+    /// declared, else the next one. 0 for every other record.
+    pub(crate) fn place(&mut self, r: &Record) -> u64 {
+        match r {
+            Record::QueueDeclared { queue } => {
+                let known = match self.changed.get(queue) {
+                    Some(c) => *c,
+                    None => self.index.queues.get(queue).map(|d| d.order),
+                };
+                let order = known.unwrap_or_else(|| {
+                    self.next += 1;
+                    self.next
+                });
+                self.changed.insert(queue.clone(), Some(order));
+                order
+            }
+            Record::QueueDropped { queue } => {
+                self.changed.insert(queue.clone(), None);
+                0
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -543,5 +642,48 @@ mod tests {
         assert!(i.deletable(1));
         assert!(!i.deletable(2));
         assert!(i.subs.is_empty());
+    }
+
+    #[test]
+    fn declared_queues_are_live_until_dropped_and_keep_their_place() {
+        let q = |n: &str| crate::model::Destination::queue(n);
+        let declared = |order: u64, name: &str| Entry::QueueDeclared {
+            order,
+            queue: q(name),
+        };
+        let mut i = index(&[1, 2, 3, 4]);
+        i.apply(&declared(1, "a"), at(1, 64));
+        i.apply(&declared(2, "b"), at(1, 164));
+        assert_eq!(i.segs[&1].live_items, 2);
+        // Declared again (a copy made by compaction, or the broker
+        // repeating itself): the newer record is the live one, the place
+        // stays.
+        i.apply(&declared(1, "a"), at(2, 64));
+        assert_eq!((i.segs[&1].live_items, i.segs[&2].live_items), (1, 1));
+        assert!(i.is_live_queue(&q("a"), at(2, 64)));
+        assert!(!i.is_live_queue(&q("a"), at(1, 64)));
+        assert_eq!(i.declared_queues(), vec![q("a"), q("b")]);
+        // A drop pins its segment until the declaration's is gone.
+        i.apply(&Entry::QueueDropped { queue: q("b") }, at(3, 64));
+        assert!(i.deletable(1));
+        assert!(!i.deletable(3));
+        assert_eq!(i.declared_queues(), vec![q("a")]);
+        // Places for what is about to be written: a declared queue keeps
+        // its own; a new one, or one dropped earlier in the group, gets the
+        // next.
+        let mut p = i.placing();
+        assert_eq!(p.place(&Record::QueueDeclared { queue: q("a") }), 1);
+        assert_eq!(p.place(&Record::QueueDeclared { queue: q("b") }), 3);
+        assert_eq!(p.place(&Record::QueueDeclared { queue: q("b") }), 3);
+        assert_eq!(p.place(&Record::QueueDropped { queue: q("a") }), 0);
+        assert_eq!(p.place(&Record::QueueDeclared { queue: q("a") }), 4);
+        assert_eq!(p.place(&Record::Remove { seq: 1 }), 0);
+        // Nothing changed until written.
+        assert_eq!(i.declarations, 2);
+        i.apply(&declared(3, "b"), at(4, 64));
+        assert_eq!(i.declared_queues(), vec![q("a"), q("b")]);
+        i.apply(&Entry::QueueDropped { queue: q("a") }, at(4, 164));
+        i.apply(&declared(4, "a"), at(4, 264));
+        assert_eq!(i.declared_queues(), vec![q("b"), q("a")]);
     }
 }

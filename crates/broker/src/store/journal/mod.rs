@@ -634,8 +634,14 @@ impl JournalStore {
     fn write_sync(&mut self, batches: &[Batch]) -> Result<(), StoreError> {
         let mut w = Writer::default();
         let mut records = Vec::new();
-        for batch in batches {
-            records.extend(w.batch_with_offsets(batch));
+        {
+            // Only this thread changes the index: the places given here
+            // are still right when the group is appended.
+            let idx = read(&self.catalog.index);
+            let mut placing = idx.placing();
+            for batch in batches {
+                records.extend(w.batch_with_offsets(batch, &mut |r| placing.place(r)));
+            }
         }
         self.append(Group {
             bytes: w.buf,

@@ -203,6 +203,7 @@ impl JournalStore {
                 topic: s.topic.clone(),
             })
             .collect();
+        let queues = index.declared_queues();
         let max_seq = index.max_seq;
         index.dups.expire(now_ms());
         let duplicate_ids = index.dups.export();
@@ -250,6 +251,7 @@ impl JournalStore {
             bytes = r.bytes,
             messages = messages.len(),
             subscriptions = subscriptions.len(),
+            queues = queues.len(),
             clean_shutdown = r.clean_shutdown,
             torn_tail_bytes = r.torn_bytes,
             corrupt_records = r.corrupt_records,
@@ -261,6 +263,7 @@ impl JournalStore {
         Ok(Recovered {
             messages,
             subscriptions,
+            queues,
             max_seq,
             duplicate_ids,
         })

@@ -189,6 +189,8 @@ impl JournalStore {
                     Entry::SubscriptionAdd {
                         client_id, name, ..
                     } => idx.is_live_sub(client_id, name, loc),
+                    // Copied as it is: with its place in declaration order.
+                    Entry::QueueDeclared { queue, .. } => idx.is_live_queue(queue, loc),
                     _ => false,
                 };
                 if !keep {

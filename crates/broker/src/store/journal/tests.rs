@@ -648,8 +648,9 @@ async fn zeros_inside_records_of_the_newest_segment_are_data() {
 /// A journal written by the broker of the previous release (format 2:
 /// string headers, destinations by name; see tests/fixtures/README.md)
 /// opens and gives back every message, header, delivery count, duplicate
-/// id and subscription; new messages then go to format 3 segments beside
-/// the old ones, and both kinds come back together.
+/// id and subscription; new messages (and a queue declaration) then go to
+/// segments of this version's format beside the old ones, and both kinds
+/// come back together.
 #[tokio::test]
 async fn a_journal_written_by_format_2_opens() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v2");
@@ -705,6 +706,7 @@ async fn a_journal_written_by_format_2_opens() {
             dedup: None,
         },
         Record::Remove { seq: first_seq },
+        declare("fixture.orders"),
     ]])
     .await
     .unwrap();
@@ -712,6 +714,7 @@ async fn a_journal_written_by_format_2_opens() {
     let newest = *segments(dir.path()).last().unwrap();
     assert!(!old.contains(&newest) && version(newest) == format::VERSION);
     let (j, r) = open();
+    assert_eq!(r.queues, vec![Destination::queue("fixture.orders")]);
     let found = seqs(r);
     assert_eq!(found.len(), 7);
     assert!(!found.contains(&first_seq));
@@ -719,4 +722,148 @@ async fn a_journal_written_by_format_2_opens() {
     let loaded = j.reader().load(&found);
     assert_eq!(*loaded[6].as_ref().unwrap().as_ref(), *typed);
     assert!(loaded.iter().all(Result::is_ok));
+}
+
+fn declare(queue: &str) -> Record {
+    Record::QueueDeclared {
+        queue: Destination::queue(queue),
+    }
+}
+
+/// Where the live declaration of `queue` is: segment and offset.
+fn declared_at(j: &JournalStore, queue: &str) -> (u64, u32) {
+    let at = read(&j.catalog.index).queues[&Destination::queue(queue)].at;
+    (at.seg, at.off)
+}
+
+/// Messages added, each consumed once [`WINDOW`] more have come, with
+/// upkeep after each: segments fill, die and are compacted (compaction
+/// leaves the two newest closed segments alone, so some must stay live).
+async fn churn(j: &mut JournalStore, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+        if seq > WINDOW {
+            j.put(&[vec![Record::Remove { seq: seq - WINDOW }]])
+                .await
+                .unwrap();
+        }
+        upkeep(j).await;
+    }
+}
+
+/// Messages live at a time in [`churn`]: more than a 4 KiB segment holds.
+const WINDOW: u64 = 15;
+
+/// A declaration is live like a durable subscription: the segments around
+/// it are deleted, its own is compacted (the declaration copied forward
+/// with its place in declaration order), and it is recovered, in its
+/// place, however the copies came to lie. A dropped queue's declaration is
+/// not copied, and its drop outlives it.
+#[tokio::test]
+async fn declared_queues_survive_segment_reclaim_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    j.put(&[vec![declare("a"), declare("gone")]]).await.unwrap();
+    let (first, _) = declared_at(&j, "a");
+    churn(&mut j, 1..=60).await;
+    assert!(
+        !segments(dir.path()).contains(&first),
+        "the declarations' first segment was never reclaimed"
+    );
+    // `b` is declared in a later segment than `a` lies in now.
+    let mut seq = 60;
+    while declared_at(&j, "a").0 == j.head.as_ref().unwrap().id {
+        seq += 1;
+        churn(&mut j, seq..=seq).await;
+    }
+    j.put(&[vec![declare("b")]]).await.unwrap();
+    let (b_first, _) = declared_at(&j, "b");
+    j.put(&[vec![Record::QueueDropped {
+        queue: Destination::queue("gone"),
+    }]])
+    .await
+    .unwrap();
+    // Churn until compaction has copied `a` past `b`: the journal's order
+    // of records is then no longer the order of declaration.
+    while declared_at(&j, "a") < declared_at(&j, "b") {
+        assert!(seq < 1000, "compaction never copied `a` past `b`");
+        seq += 1;
+        churn(&mut j, seq..=seq).await;
+    }
+    let n = segments(dir.path()).len();
+    assert!(n <= 6, "{n} segments kept");
+    drop(j);
+    let (mut j, r) = open(dir.path(), 4096);
+    assert_eq!(
+        r.queues,
+        vec![Destination::queue("a"), Destination::queue("b")]
+    );
+    assert_eq!(seqs(r), (seq - WINDOW + 1..=seq).collect::<Vec<_>>());
+    // A new declaration goes after them, though the journal's count of
+    // places was rebuilt from what is left.
+    j.put(&[vec![declare("c")]]).await.unwrap();
+    churn(&mut j, seq + 1..=seq + 100).await;
+    assert!(
+        !segments(dir.path()).contains(&b_first),
+        "the segment `b` was declared in was never reclaimed"
+    );
+    drop(j);
+    let (_, r) = open(dir.path(), 4096);
+    assert_eq!(
+        r.queues,
+        ["a", "b", "c"].map(Destination::queue).to_vec(),
+        "after another round of reclaiming"
+    );
+}
+
+/// A journal written by the previous release (format 3: no queue
+/// declarations) opens as it is; declarations then go to format 4
+/// segments beside the old ones.
+#[tokio::test]
+async fn a_journal_written_by_format_3_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=20 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    j.put(&[vec![Record::SubscriptionAdd {
+        client_id: "c".into(),
+        name: "s".into(),
+        topic: Destination::topic("t"),
+    }]])
+    .await
+    .unwrap();
+    drop(j);
+    // What format 3 wrote is what this version writes without
+    // declarations, under a header saying 3.
+    let old = segments(dir.path());
+    assert!(old.len() > 1);
+    for &id in &old {
+        let path = seg_file(dir.path(), id);
+        let mut data = std::fs::read(&path).unwrap();
+        let mut header = SegmentHeader::decode(&data).unwrap();
+        assert_eq!(header.version, 4);
+        header.version = 3;
+        data[..FIXED_LEN].copy_from_slice(&header.encode());
+        std::fs::write(&path, &data).unwrap();
+    }
+    let version = |id: u64| {
+        SegmentHeader::decode(&std::fs::read(seg_file(dir.path(), id)).unwrap())
+            .unwrap()
+            .version
+    };
+    let (mut j, r) = open(dir.path(), 4096);
+    assert!(r.queues.is_empty());
+    assert_eq!(r.subscriptions.len(), 1);
+    assert_eq!(seqs(r), (1..=20).collect::<Vec<_>>());
+    j.put(&[vec![declare("a"), Record::Remove { seq: 1 }]])
+        .await
+        .unwrap();
+    drop(j);
+    let (_, r) = open(dir.path(), 4096);
+    assert_eq!(r.queues, vec![Destination::queue("a")]);
+    assert_eq!(seqs(r), (2..=20).collect::<Vec<_>>());
+    let now = segments(dir.path());
+    assert!(old.iter().all(|id| !now.contains(id) || version(*id) == 3));
+    assert_eq!(version(*now.last().unwrap()), format::VERSION);
 }

@@ -163,6 +163,8 @@ struct Statements {
     remove: Statement,
     sub_add: Statement,
     sub_remove: Statement,
+    queue_declare: Statement,
+    queue_drop: Statement,
 }
 
 const ADD: &str = "INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, persistent, \
@@ -184,6 +186,10 @@ const REMOVE: &str = "DELETE FROM halyard_messages WHERE seq = ANY($1::bigint[])
 const SUB_ADD: &str = "INSERT INTO halyard_subscriptions (client_id, name, topic) VALUES ($1, $2, $3) \
      ON CONFLICT (client_id, name) DO UPDATE SET topic = EXCLUDED.topic";
 const SUB_REMOVE: &str = "DELETE FROM halyard_subscriptions WHERE client_id = $1 AND name = $2";
+/// A queue declared again keeps its row, so its place in declaration order.
+const QUEUE_DECLARE: &str =
+    "INSERT INTO halyard_queues (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
+const QUEUE_DROP: &str = "DELETE FROM halyard_queues WHERE name = $1";
 
 impl Statements {
     async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
@@ -197,7 +203,11 @@ impl Statements {
             c.prepare(SUB_ADD),
             c.prepare(SUB_REMOVE),
         )?;
+        let (queue_declare, queue_drop) =
+            futures::try_join!(c.prepare(QUEUE_DECLARE), c.prepare(QUEUE_DROP))?;
         Ok(Statements {
+            queue_declare,
+            queue_drop,
             fence,
             adds_only,
             add,
@@ -234,6 +244,8 @@ struct Plan {
     /// Subscription changes, in order (a remove and a re-add may meet in
     /// one group).
     subs: Vec<(bool, String, String, String)>,
+    /// Queue declarations (true) and drops, in order, by canonical name.
+    queues: Vec<(bool, String)>,
     max_seq: i64,
     bytes_added: u64,
 }
@@ -296,6 +308,8 @@ impl Plan {
                     p.subs
                         .push((false, client_id.clone(), name.clone(), String::new()))
                 }
+                Record::QueueDeclared { queue } => p.queues.push((true, queue.to_string())),
+                Record::QueueDropped { queue } => p.queues.push((false, queue.to_string())),
             }
         }
         Ok(p)
@@ -306,6 +320,7 @@ impl Plan {
             && self.removes.is_empty()
             && self.redelivered.is_empty()
             && self.subs.is_empty()
+            && self.queues.is_empty()
     }
 }
 
@@ -439,7 +454,12 @@ impl PostgresStore {
             &plan.headers,
             &bodies,
         ];
-        if sync && plan.removes.is_empty() && plan.redelivered.is_empty() && plan.subs.is_empty() {
+        if sync
+            && plan.removes.is_empty()
+            && plan.redelivered.is_empty()
+            && plan.subs.is_empty()
+            && plan.queues.is_empty()
+        {
             let mut params: Vec<&(dyn ToSql + Sync)> = add_params.to_vec();
             params.extend_from_slice(&[
                 &epoch,
@@ -487,6 +507,15 @@ impl PostgresStore {
                     c.execute(&st.sub_add, &[client_id, name, topic]).await
                 } else {
                     c.execute(&st.sub_remove, &[client_id, name]).await
+                }
+            }));
+        }
+        for (declare, queue) in &plan.queues {
+            steps.push(Box::pin(async move {
+                if *declare {
+                    c.execute(&st.queue_declare, &[queue]).await
+                } else {
+                    c.execute(&st.queue_drop, &[queue]).await
                 }
             }));
         }
@@ -624,6 +653,24 @@ impl StoreBackend for PostgresStore {
                 }
             })
             .collect::<Vec<_>>();
+        let queues = c
+            .query("SELECT name FROM halyard_queues ORDER BY ord", &[])
+            .await
+            .map_err(|e| db("cannot read declared queues", e))?
+            .into_iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                match name.parse() {
+                    Ok(queue) => Some(queue),
+                    // As for subscriptions: one bad row keeps no other
+                    // queue from being restored.
+                    Err(e) => {
+                        tracing::error!(queue = %name, error = %e, "cannot restore declared queue");
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
         let mut duplicate_ids: Vec<(StoreKey, Vec<Arc<str>>)> = Vec::new();
         for r in c
             .query(
@@ -649,12 +696,14 @@ impl StoreBackend for PostgresStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             messages = messages.len(),
             subscriptions = subscriptions.len(),
+            queues = queues.len(),
             epoch,
             "database store recovered"
         );
         Ok(Recovered {
             messages,
             subscriptions,
+            queues,
             max_seq: max_seq.max(0) as u64,
             duplicate_ids,
         })

@@ -20,7 +20,7 @@ const MIGRATION_LOCK: i64 = 0x484c_5944_2d4d_4947;
 pub(crate) const MASTER_LOCK: i64 = 0x484c_5944_2d4d_5354;
 
 /// Schema version this code writes.
-pub(crate) const VERSION: i32 = 3;
+pub(crate) const VERSION: i32 = 4;
 
 /// Migration `n` brings the schema from version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
@@ -90,6 +90,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     COMMENT ON COLUMN halyard_messages.headers IS
         'application properties: [[name, value], ...]; a value is a JSON string, or an object with one member naming its type, e.g. {"i32": 7} (docs/STORAGE.md)';
+    "#,
+    // 4: declared queues, which exist (and are recovered) even when empty.
+    // `ord` is the declaration order: a queue declared again keeps its row
+    // (and place); one dropped and declared again gets a new place. A
+    // broker that knows only version 3 would neither keep nor honour the
+    // declarations, and refuses the database instead.
+    r#"
+    CREATE TABLE IF NOT EXISTS halyard_queues (
+        name text      PRIMARY KEY,         -- the queue's canonical name (/queue/NAME)
+        ord  bigserial NOT NULL UNIQUE      -- declaration order
+    );
     "#,
 ];
 

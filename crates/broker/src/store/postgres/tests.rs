@@ -5,22 +5,46 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{PostgresConfig, PostgresStore, connect, schema};
-use crate::model::{Value, test_message};
+use crate::model::{Destination, Value, test_message};
 use crate::store::{DuplicateBounds, Record, StoreBackend, StoreKey};
 
 /// A database written by the broker of schema version 2 (string headers;
 /// see tests/fixtures/README.md) — its schema made by the version 2
-/// migrations, its rows as that broker wrote them — is migrated to version
-/// 3 and gives back every message, header, delivery count, duplicate id
-/// and subscription; rows with typed properties then sit beside the old
-/// ones, and both kinds come back together.
+/// migrations, its rows as that broker wrote them — is migrated to this
+/// version and gives back every message, header, delivery count, duplicate
+/// id and subscription; rows with typed properties (and a declared queue)
+/// then sit beside the old ones, and both kinds come back together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_written_by_schema_2_opens() {
-    let url = tokio::task::spawn_blocking(|| halyard_testkit::database("schema_2"))
-        .await
-        .unwrap();
+    opens_from_schema(2).await;
+}
+
+/// The same rows in a database of schema version 3, the previous
+/// release's: a version 2 row is a version 3 row as it is, and the
+/// migration to version 4 (declared queues) adds a table and changes no
+/// row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_written_by_schema_3_opens() {
+    opens_from_schema(3).await;
+}
+
+async fn opens_from_schema(version: i32) {
+    let url = tokio::task::spawn_blocking(move || {
+        halyard_testkit::database(&format!("schema_{version}"))
+    })
+    .await
+    .unwrap();
     let mut c = connect(&url).await.unwrap();
-    schema::migrate_to(&mut c, 2).await.unwrap();
+    schema::migrate_to(&mut c, version).await.unwrap();
+    let tables: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'halyard_queues'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "schema {version} has declared queues");
     c.batch_execute(include_str!("../../../tests/fixtures/postgres-v2.sql"))
         .await
         .unwrap();
@@ -65,7 +89,7 @@ async fn a_database_written_by_schema_2_opens() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(schema, vec![1, 2, 3]);
+    assert_eq!(schema, vec![1, 2, 3, 4]);
     let reader = p.reader();
     let (max_seq, first) = tokio::task::spawn_blocking(move || {
         let mut first = None;
@@ -97,6 +121,9 @@ async fn a_database_written_by_schema_2_opens() {
                 dedup: None,
             },
             Record::Remove { seq: first_seq },
+            Record::QueueDeclared {
+                queue: Destination::queue("fixture.orders"),
+            },
         ]],
         true,
     )
@@ -104,6 +131,7 @@ async fn a_database_written_by_schema_2_opens() {
     .unwrap();
     drop(p);
     let (p, r) = open().await;
+    assert_eq!(r.queues, vec![Destination::queue("fixture.orders")]);
     let found: Vec<u64> = r.messages.into_sorted().map(|m| m.seq).collect();
     assert_eq!(found.len(), 7);
     assert!(!found.contains(&first_seq));
