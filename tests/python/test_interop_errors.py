@@ -124,5 +124,5 @@ def test_subscribing_to_another_connections_temp_queue(stomp_connect):
     thief.subscribe("/queue/tq-name", id="q")
     remote = thief.next_message().headers["reply-to"]
     thief.conn.subscribe(remote, "steal")
-    _assert_fatal(thief, mentions="temporary queue")
+    _assert_fatal(thief, mentions="temporary destination")
     owner.errors.assert_empty()

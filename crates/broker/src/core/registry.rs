@@ -71,6 +71,8 @@ struct Registry {
     next_wildcard: u64,
     /// Virtual topics' consumer queues, by topic name.
     virtual_queues: HashMap<String, Vec<Destination>>,
+    /// Consumer queues the store has been asked to remember.
+    declared: std::collections::HashSet<Destination>,
 }
 
 /// A subscription to a wildcard over queues.
@@ -266,6 +268,26 @@ impl BrokerCore {
         lock(&self.destinations)
             .wildcard_consumers
             .retain(|w| w.id != id);
+    }
+
+    /// Whether `dest` is a virtual topic's consumer queue the store has not
+    /// yet been asked to remember; if so, it is marked as asked (the caller
+    /// writes the declaration, or calls [`Self::undeclared`] if it cannot).
+    pub(crate) fn claim_declaration(&self, dest: &Destination) -> bool {
+        dest.kind() == DestinationKind::Queue
+            && self.virtual_topics.topic_of(dest.name()).is_some()
+            && lock(&self.destinations).declared.insert(dest.clone())
+    }
+
+    /// A declaration claimed with [`Self::claim_declaration`] was not
+    /// stored.
+    pub(crate) fn undeclared(&self, dest: &Destination) {
+        lock(&self.destinations).declared.remove(dest);
+    }
+
+    /// The store remembers `dest` (recovery found its declaration).
+    pub(crate) fn declared(&self, dest: &Destination) {
+        lock(&self.destinations).declared.insert(dest.clone());
     }
 
     /// The consumer queues of virtual topic `name` that exist.

@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use super::Service;
 use super::error::ServiceError;
 use super::subscriptions::{AckMode, Subscriptions};
 use super::transaction::Transaction;
+use super::{Pending, Service};
 use crate::core::{ConsumerId, Control, Delivery, DeliveryTx, DestHandle, Kick, Note, Seq, SubKey};
 use crate::metrics::Metrics;
 use crate::model::Destination;
@@ -130,6 +130,36 @@ impl Connection {
             self.temps.push(dest.clone());
         }
         Ok(handle)
+    }
+
+    /// Asks the store to remember `dest` if it is a virtual topic's
+    /// consumer queue it does not know yet, so that the queue keeps
+    /// receiving its topic's messages across a restart or a takeover even
+    /// while empty. Returns what resolves once the declaration is durable
+    /// (batches are durable in order: anything this connection writes
+    /// later is durable after it).
+    pub(super) async fn declare(&self, dest: &Destination) -> Result<Pending, ServiceError> {
+        let core = self.service.core.clone();
+        if !core.claim_declaration(dest) {
+            return Ok(None);
+        }
+        let record = Record::QueueDeclared {
+            queue: dest.clone(),
+        };
+        let completion = match core.store.submit(vec![record]).await {
+            Ok(c) => c,
+            Err(e) => {
+                core.undeclared(dest);
+                return Err(ServiceError::NotStored(e));
+            }
+        };
+        let dest = dest.clone();
+        Ok(Some(Box::pin(async move {
+            completion.await.map(|_| ()).map_err(|e| {
+                core.undeclared(&dest);
+                ServiceError::NotStored(e)
+            })
+        })))
     }
 
     /// A delivery is about to be written to the client: how to treat it,

@@ -47,7 +47,7 @@ pub(crate) use subscriptions::{AckMode, AckRef, DeliveryToken};
 
 use crate::core::{BrokerCore, Control, DestHandle, DurableName};
 use crate::model::Destination;
-use crate::store::{Recovered, StoreKey, StoredMessage};
+use crate::store::{Record, Recovered, StoreKey, StoredMessage};
 use registries::{ClientIds, Durables};
 
 /// Work a request leaves to do: resolves once its effect is complete.
@@ -133,6 +133,12 @@ impl Service {
     /// chunk at a time.
     pub(crate) async fn restore(&self, recovered: Recovered) {
         let core = &self.core;
+        for queue in &recovered.queues {
+            core.declared(queue);
+            if let Err(e) = core.destination(queue) {
+                tracing::error!(error = %e, "cannot restore a declared queue");
+            }
+        }
         let mut topics: HashMap<DurableName, DestHandle> = HashMap::new();
         for s in recovered.subscriptions {
             let topic = s.topic;
@@ -174,7 +180,18 @@ impl Service {
     ) {
         let (handle, durable) = match &messages[0].key {
             StoreKey::Queue(name) => match self.core.destination(&Destination::queue(name)) {
-                Ok(h) => (h, None),
+                Ok(h) => {
+                    // A consumer queue whose declaration a crash lost (its
+                    // messages were durable first) is declared again.
+                    let queue = Destination::queue(name);
+                    if self.core.claim_declaration(&queue) {
+                        let record = Record::QueueDeclared { queue };
+                        if let Err(e) = self.core.store.record(vec![record]).await {
+                            tracing::error!(error = %e, "cannot declare a recovered consumer queue");
+                        }
+                    }
+                    (h, None)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot restore recovered messages");
                     return;

@@ -56,7 +56,7 @@ impl Copy {
 impl Connection {
     /// The copies of `message` (stamped, for its first destination) that
     /// sending it to its destination and `also` makes.
-    pub(super) fn route(
+    pub(super) async fn route(
         &mut self,
         message: Message,
         also: &[Destination],
@@ -78,6 +78,9 @@ impl Connection {
                 continue;
             }
             let handle = self.resolve_for_send(d)?;
+            // A consumer queue made by a message sent to it is remembered
+            // too; the send's own batch is durable after the declaration.
+            self.declare(d).await?;
             let m = if copies.is_empty() {
                 message.clone()
             } else {

@@ -64,7 +64,7 @@ impl Connection {
         }
         let also = std::mem::take(&mut new.also);
         let bytes = new.body.len();
-        let copies = self.route(self.stamp(new), &also)?;
+        let copies = self.route(self.stamp(new), &also).await?;
         let core = self.service.core.clone();
 
         if let Some(t) = tx {

@@ -177,6 +177,7 @@ impl Connection {
         let registrations = Registrations::default();
         let mut wildcard = None;
         let mut registered = Vec::new();
+        let mut declarations = Vec::new();
         for dest in &spec.destinations {
             if dest.kind() == DestinationKind::Queue && NamePattern::is_wildcard(dest.name()) {
                 let pattern =
@@ -202,6 +203,9 @@ impl Connection {
                 continue;
             }
             let handle = self.destination(dest)?;
+            if let Some(declared) = self.declare(dest).await? {
+                declarations.push(declared);
+            }
             let consumer = template.with_id(core.next_consumer());
             let consumer_id = consumer.id;
             // (A destination reclaimed meanwhile is made anew: the
@@ -257,10 +261,13 @@ impl Connection {
                 seen: VecDeque::new(),
             },
         );
-        let work = if registered.is_empty() {
+        let work = if registered.is_empty() && declarations.is_empty() {
             ready()
         } else {
             Some(Box::pin(async move {
+                for d in declarations {
+                    d.await?;
+                }
                 for r in registered {
                     r.await.map_err(|_| ServiceError::DestinationStopped)?;
                 }
