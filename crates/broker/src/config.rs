@@ -429,6 +429,68 @@ pub enum SlowSubscriber {
     FlowControl,
 }
 
+/// What every environment variable naming a setting starts with.
+const ENV_PREFIX: &str = "HALYARD_";
+
+/// Sets the setting environment variable `var` names to `value` in `table`.
+fn apply_env(
+    table: &mut toml::Table,
+    known: &toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|p| p.to_ascii_lowercase().replace('_', "-"))
+        .collect();
+    // The setting must exist, with a value of the kind given.
+    let mut at = known;
+    let mut table = table;
+    for (i, key) in path.iter().enumerate() {
+        let Some(default) = at.get(key) else {
+            return Err(err(format!(
+                "no setting '{}' (see docs/CONFIGURATION.md)",
+                path.join(".")
+            )));
+        };
+        if i + 1 == path.len() {
+            if default.is_table() {
+                return Err(err(format!(
+                    "'{}' is a section, not a setting",
+                    path.join(".")
+                )));
+            }
+            // A number where the default is "auto" is one of the two forms.
+            let either = default.as_str() == Some("auto");
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(|v| v.same_type(default) || either)
+                .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+            table.insert(key.clone(), parsed);
+            return Ok(());
+        }
+        let (Some(next_known), entry) = (
+            default.as_table(),
+            table
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        ) else {
+            return Err(err(format!("'{key}' is a setting, not a section")));
+        };
+        let Some(next) = entry.as_table_mut() else {
+            return Err(err(format!("'{key}' is not a section in the config file")));
+        };
+        at = next_known;
+        table = next;
+    }
+    Err(err("names no setting".into()))
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -455,6 +517,15 @@ pub enum ConfigError {
     Invalid {
         /// The setting, in config-file spelling.
         key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A `HALYARD_*` environment variable names no setting, or its value
+    /// does not fit the setting.
+    #[error("invalid environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
         /// What is wrong with it.
         message: String,
     },
@@ -516,6 +587,65 @@ impl BrokerConfig {
             source,
         })?;
         BrokerConfig::parse(&text, path)
+    }
+
+    /// Reads the file at `path` (if any) and applies the settings given as
+    /// environment variables in `env` over it: `HALYARD_` followed by the
+    /// setting's path, sections joined by a double underscore, in capitals
+    /// with `_` for `-` — `HALYARD_LIMITS__MAX_BODY_BYTES` is
+    /// `limits.max-body-bytes`, `HALYARD_JOURNAL__SYNC` is `journal.sync`.
+    /// A variable with `__` that names no setting is an error; one without
+    /// is a setting only if it names a top-level one (`HALYARD_LISTENERS`).
+    /// A value is read as a TOML value (`1000`, `true`, `["a", "b"]`), or
+    /// as a string if it is not one. Variables in `skip` are someone
+    /// else's (the command line's own, like `HALYARD_STORE`). Not
+    /// validated: the caller applies its flags first.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        skip: &[&str],
+    ) -> Result<BrokerConfig, ConfigError> {
+        let (text, shown) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?,
+                p.to_owned(),
+            ),
+            None => (String::new(), PathBuf::from("<defaults>")),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let known = toml::Table::try_from(BrokerConfig::default()).unwrap_or_default();
+        // A setting in a section always has `__` in its variable; without
+        // one only a top-level setting counts (other `HALYARD_*` variables
+        // belong to other tools, tests among them).
+        let top_level = |k: &str| {
+            known
+                .get(&k[ENV_PREFIX.len()..].to_ascii_lowercase().replace('_', "-"))
+                .is_some_and(|v| !v.is_table())
+        };
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                k.starts_with(ENV_PREFIX)
+                    && !skip.contains(&k.as_str())
+                    && (k.contains("__") || top_level(k))
+            })
+            .collect();
+        vars.sort();
+        for (var, value) in vars {
+            apply_env(&mut table, &known, &var, &value)?;
+        }
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: shown,
+                message: e.to_string().trim().replace('\n', " "),
+            })
     }
 
     /// Parses and validates TOML text.
@@ -794,6 +924,63 @@ mod tests {
 
     /// docs/CONFIGURATION.md shows every setting with its default; keep it
     /// true.
+    #[test]
+    fn every_setting_has_an_environment_variable() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let c = BrokerConfig::load(
+            None,
+            env(&[
+                ("HALYARD_LIMITS__MAX_BODY_BYTES", "12345"),
+                ("HALYARD_JOURNAL__SYNC", "never"),
+                ("HALYARD_DESTINATIONS__VIRTUAL_TOPICS", "VT.>"),
+                ("HALYARD_LIMITS__MEMORY_BYTES", "1000000"),
+                ("HALYARD_HA__PEERS", r#"["stomp://b:61613"]"#),
+                ("HALYARD_CLIENTS__LINK_STEALING", "true"),
+                ("HALYARD_NAME", "9"),
+                ("HALYARD_STORE", "memory"),
+                ("OTHER", "x"),
+            ]),
+            &["HALYARD_STORE"],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_body_bytes, 12345);
+        assert_eq!(c.destinations.virtual_topics, "VT.>");
+        assert_eq!(c.limits.memory_bytes, Auto::Set(1_000_000));
+        assert_eq!(c.ha.peers, vec!["stomp://b:61613".to_owned()]);
+        assert!(c.clients.link_stealing);
+        assert_eq!(c.name, "9");
+        assert_eq!(c.store.kind, StoreKind::Journal, "skipped: the flag's own");
+        // Other tools' variables are theirs.
+        assert!(
+            BrokerConfig::load(
+                None,
+                env(&[("HALYARD_BIN", "x"), ("HALYARD_LIMITS", "1")]),
+                &[]
+            )
+            .is_ok()
+        );
+        for bad in [
+            "HALYARD_LIMITS__NOPE",
+            "HALYARD_NAME__X",
+            "HALYARD_LIMITS__MAX_BODY_BYTES__X",
+        ] {
+            let e = BrokerConfig::load(None, env(&[(bad, "1")]), &[]).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let e = BrokerConfig::load(
+            None,
+            env(&[("HALYARD_LIMITS__MAX_BODY_BYTES", "lots")]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max-body-bytes"), "{e}");
+    }
+
     #[test]
     fn documented_example_is_the_defaults() {
         let doc = include_str!("../../../docs/CONFIGURATION.md");

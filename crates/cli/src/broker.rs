@@ -5,8 +5,23 @@ use std::path::PathBuf;
 use anyhow::Context;
 use halyard_broker::{Broker, BrokerConfig, StoreKind};
 
+/// The environment variables of the flags below (and other commands'): the
+/// command line reads them itself.
+const FLAG_VARS: [&str; 9] = [
+    "HALYARD_CONFIG",
+    "HALYARD_NAME",
+    "HALYARD_DATA_DIR",
+    "HALYARD_STOMP",
+    "HALYARD_HTTP",
+    "HALYARD_STORE",
+    "HALYARD_STORE_URL",
+    "HALYARD_URL",
+    "HALYARD_LOG",
+];
+
 /// Settings come from, in order of precedence: flags, `HALYARD_*`
-/// environment variables, the config file, built-in defaults.
+/// environment variables (every setting has one: `HALYARD_SECTION__KEY`),
+/// the config file, built-in defaults.
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// TOML config file (see docs/CONFIGURATION.md).
@@ -41,10 +56,7 @@ pub(crate) struct Args {
 
 impl Args {
     fn config(self) -> anyhow::Result<BrokerConfig> {
-        let mut config = match &self.config {
-            Some(path) => BrokerConfig::read_file(path)?,
-            None => BrokerConfig::default(),
-        };
+        let mut config = BrokerConfig::load(self.config.as_deref(), std::env::vars(), &FLAG_VARS)?;
         if let Some(v) = self.name {
             config.name = v;
         }

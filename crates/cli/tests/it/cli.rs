@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{BrokerProcess, halyard_bin, run_cli, write_file};
+use halyard_stomp::{Command as StompCommand, Frame};
 use halyard_testkit::free_port;
 use halyard_testkit::process::wait_timeout;
 use halyard_testkit::stomp::{Stomp, body};
@@ -187,6 +188,15 @@ async fn receive_times_out_with_a_clear_error() {
 /// Starts `halyard broker` with explicit args and env; returns its name as
 /// reported by /api/status.
 async fn broker_name(args: &[&str], env: &[(&str, &str)]) -> String {
+    broker_status(args, env).await["name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Starts `halyard broker` with explicit args and env; returns its
+/// /api/status.
+async fn broker_status(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let stomp = format!("127.0.0.1:{}", free_port());
     let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -222,8 +232,66 @@ async fn broker_name(args: &[&str], env: &[(&str, &str)]) -> String {
     .await;
     let _ = child.kill();
     let _ = child.wait();
-    let v: serde_json::Value = serde_json::from_str(&status.1).unwrap();
-    v["name"].as_str().unwrap().to_owned()
+    serde_json::from_str(&status.1).unwrap()
+}
+
+/// Every setting has an environment variable, `HALYARD_SECTION__KEY` (or
+/// `HALYARD_KEY` at the top level); one naming no setting stops start-up.
+#[tokio::test]
+async fn every_setting_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let stomp = format!("127.0.0.1:{}", free_port());
+    let listeners = format!(r#"[{{protocol = "stomp", address = "{stomp}"}}]"#);
+    let mut child = Command::new(halyard_bin())
+        .arg("broker")
+        .args(["--http", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("HALYARD_STOMP")
+        .env("HALYARD_LISTENERS", &listeners)
+        .env("HALYARD_LIMITS__MAX_BODY_BYTES", "4096")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = stomp.parse().unwrap();
+    halyard_testkit::eventually(
+        Duration::from_secs(10),
+        "the listener from the environment",
+        || async move { tokio::net::TcpStream::connect(addr).await.ok() },
+    )
+    .await;
+    let mut c = Stomp::connect(addr).await;
+    c.send(
+        Frame::new(StompCommand::Send)
+            .header("destination", "/queue/env")
+            .body(vec![b'x'; 5000]),
+    )
+    .await;
+    let e = c.expect_error().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap_or_default()
+            .contains("4096"),
+        "{e:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let (code, _, err) = run_cli_env(
+        &["broker", "--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[("HALYARD_LIMITS__MAX_CONECTIONS", "5")],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("HALYARD_LIMITS__MAX_CONECTIONS") && err.contains("limits.max-conections"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli_env(
+        &["broker", "--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[("HALYARD_LIMITS__MAX_BODY_BYTES", "lots")],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("max-body-bytes"), "{err}");
 }
 
 #[tokio::test]
@@ -556,4 +624,19 @@ fn an_unknown_listener_protocol_is_a_clear_start_up_error() {
         err.contains("unknown listener protocol 'amqp' (this broker speaks: stomp)"),
         "{err}"
     );
+}
+
+/// Runs the CLI with extra environment variables; exit code, stdout, stderr.
+fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(halyard_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
