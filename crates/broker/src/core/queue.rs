@@ -168,6 +168,15 @@ impl QueueActor {
                         self.dispatcher.clear();
                         break;
                     }
+                    Some(cmd @ Control::Browse { .. }) => {
+                        // A browser sees what senders have been told the
+                        // queue has: what waits in the publish channel too.
+                        while self.dispatcher.accepting() {
+                            let Ok(m) = publish.try_recv() else { break };
+                            self.dispatcher.push(m.accept(), self.stores);
+                        }
+                        self.control(cmd, &mut effects);
+                    }
                     Some(cmd) => self.control(cmd, &mut effects),
                 },
                 loaded = next_loaded(&mut self.loading) => {

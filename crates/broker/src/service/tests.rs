@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::BrokerConfig;
 use crate::core::{Delivery, Kick};
-use crate::model::{Destination, Value};
+use crate::model::{Destination, Properties, Value};
 use crate::store::open::Site;
 use crate::store::{MemoryStore, Store, Usage, WriterConfig};
 
@@ -269,4 +269,161 @@ async fn a_durable_subscription_needs_a_client_id_and_a_topic() {
             .await
             .is_ok()
     );
+}
+
+impl Client {
+    async fn send_to(&mut self, dests: &[Destination], body: &str, tx: Option<&str>) {
+        let sent = self
+            .conn
+            .send(
+                NewMessage {
+                    destination: dests[0].clone(),
+                    also: dests[1..].to_vec(),
+                    properties: Properties::new(),
+                    body: Bytes::copy_from_slice(body.as_bytes()),
+                    persistent: true,
+                    priority: 4,
+                    expires: 0,
+                },
+                tx,
+                true,
+            )
+            .await
+            .expect("send accepted");
+        if let Some(work) = sent.work {
+            work.await.expect("send completed");
+        }
+    }
+
+    async fn subscribe_spec(&mut self, spec: SubscribeSpec) {
+        let (_, work) = self.conn.subscribe(spec).await.expect("subscribed");
+        if let Some(work) = work {
+            work.await.expect("registered");
+        }
+    }
+
+    /// The next delivery: its body and the destination it shows.
+    async fn next_from(&mut self) -> (String, String) {
+        let d = tokio::time::timeout(Duration::from_secs(5), self.deliveries.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("the channel is open");
+        self.conn.delivering(&d);
+        self.conn.written().await;
+        (
+            String::from_utf8_lossy(&d.message.body).into_owned(),
+            d.message.destination.to_string(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_composite_send_in_a_transaction_commits_or_aborts_every_copy() {
+    let service = service(BrokerConfig::default());
+    let (a, b) = (Destination::queue("ca"), Destination::queue("cb"));
+    let mut p = connect(&service, None).await.unwrap();
+    p.conn.begin("t1").unwrap();
+    p.send_to(&[a.clone(), b.clone()], "dropped", Some("t1"))
+        .await;
+    p.conn.abort("t1").await.unwrap();
+    p.conn.begin("t2").unwrap();
+    p.send_to(&[a.clone(), b.clone()], "kept", Some("t2")).await;
+    let (work, _) = p.conn.commit("t2", true).await.unwrap();
+    work.unwrap().await.unwrap();
+    let mut c = connect(&service, None).await.unwrap();
+    c.subscribe_spec(SubscribeSpec::new("both", a.clone(), AckMode::Auto))
+        .await;
+    let mut both = connect(&service, None).await.unwrap();
+    both.subscribe_spec(SubscribeSpec {
+        destinations: vec![b.clone()],
+        ..SubscribeSpec::new("b", b.clone(), AckMode::Auto)
+    })
+    .await;
+    assert_eq!(c.next_from().await, ("kept".into(), "/queue/ca".into()));
+    assert_eq!(both.next_from().await, ("kept".into(), "/queue/cb".into()));
+    c.nothing_more().await;
+    both.nothing_more().await;
+}
+
+#[tokio::test]
+async fn a_wildcard_over_queues_takes_from_queues_made_after_it() {
+    let service = service(BrokerConfig::default());
+    let mut c = connect(&service, None).await.unwrap();
+    c.subscribe_spec(SubscribeSpec::new(
+        "w",
+        Destination::queue("orders.>"),
+        AckMode::Auto,
+    ))
+    .await;
+    let mut p = connect(&service, None).await.unwrap();
+    p.send(&Destination::queue("orders"), "0", None).await;
+    p.send(&Destination::queue("orders.eu.fr"), "1", None).await;
+    p.send(&Destination::queue("other"), "x", None).await;
+    let mut got = vec![c.next_from().await, c.next_from().await];
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("0".into(), "/queue/orders".into()),
+            ("1".into(), "/queue/orders.eu.fr".into())
+        ]
+    );
+    c.nothing_more().await;
+    // Once it is gone, new queues no longer get it.
+    c.conn
+        .unsubscribe(Unsubscribe {
+            id: Some("w"),
+            durable: None,
+        })
+        .await
+        .unwrap();
+    p.send(&Destination::queue("orders.us"), "2", None).await;
+    c.nothing_more().await;
+}
+
+#[tokio::test]
+async fn a_browser_takes_nothing() {
+    let service = service(BrokerConfig::default());
+    let q = Destination::queue("browsed");
+    let mut p = connect(&service, None).await.unwrap();
+    for i in 0..3 {
+        p.send(&q, &format!("m{i}"), None).await;
+    }
+    let mut b = connect(&service, None).await.unwrap();
+    b.subscribe_spec(SubscribeSpec {
+        browse: true,
+        ..SubscribeSpec::new("b", q.clone(), AckMode::Individual)
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(b.next_from().await.0, format!("m{i}"));
+    }
+    let end = b.deliveries.recv().await.unwrap();
+    assert_eq!(end.note, crate::core::Note::EndOfBrowse);
+    let mut c = connect(&service, None).await.unwrap();
+    c.subscribe(&q, AckMode::Auto, 10).await;
+    for i in 0..3 {
+        assert_eq!(c.next().await.0, format!("m{i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_virtual_topic_feeds_each_consumer_queue_made_before_the_send() {
+    let service = service(BrokerConfig::default());
+    let topic = Destination::topic("VirtualTopic.Orders");
+    let qa = Destination::queue("Consumer.A.VirtualTopic.Orders");
+    let qb = Destination::queue("Consumer.B.VirtualTopic.Orders");
+    let mut p = connect(&service, None).await.unwrap();
+    p.send(&topic, "before", None).await;
+    let mut a = connect(&service, None).await.unwrap();
+    a.subscribe(&qa, AckMode::Auto, 10).await;
+    p.send(&topic, "one", None).await;
+    let mut b = connect(&service, None).await.unwrap();
+    b.subscribe(&qb, AckMode::Auto, 10).await;
+    p.send(&topic, "two", None).await;
+    assert_eq!(a.next_from().await, ("one".into(), qa.to_string()));
+    assert_eq!(a.next_from().await, ("two".into(), qa.to_string()));
+    assert_eq!(b.next_from().await, ("two".into(), qb.to_string()));
+    a.nothing_more().await;
+    b.nothing_more().await;
 }
