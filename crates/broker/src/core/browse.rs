@@ -26,7 +26,7 @@ use futures::stream::FuturesUnordered;
 use super::dispatch::{ConsumerId, ConsumerReg, Delivery, Note};
 use super::registry::BrokerCore;
 use crate::memory::Charge;
-use crate::model::{Destination, Message, MessageId, Properties};
+use crate::model::{Destination, Message, MessageId, Properties, now_ms};
 use crate::store::StoreError;
 
 /// Bodies read back for a browser at a time.
@@ -100,6 +100,7 @@ impl Browsers {
     /// Shows each browser what its credit allows, reads back the bodies it
     /// will need next, and tells those that have seen everything the end.
     pub(crate) fn progress(&mut self, core: &BrokerCore, queue: &Destination) {
+        let now = now_ms();
         for b in &mut self.list {
             while b.inflight < b.reg.prefetch {
                 let Some(front) = b.snapshot.front() else {
@@ -110,6 +111,10 @@ impl Browsers {
                 };
                 let deliveries = front.deliveries;
                 b.snapshot.pop_front();
+                if message.is_expired(now) {
+                    // Expired meanwhile: never shown, as never delivered.
+                    continue;
+                }
                 let d = Delivery {
                     sub: b.reg.sub,
                     consumer: b.reg.id,

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -97,6 +98,38 @@ impl Kick {
 /// wait on destinations; waits in both directions could deadlock).
 pub(crate) type DeliveryTx = mpsc::UnboundedSender<Delivery>;
 
+/// Credit shared by a subscription's consumers at several destinations (a
+/// wildcard over queues, a list): its prefetch bounds what is in flight to
+/// the subscription, not to each destination.
+///
+/// A destination counts a delivery in when it makes it; the connection
+/// counts acknowledgements out when it sends them (so the count never waits
+/// for a destination to get round to it). A destination that has messages
+/// for the subscription but finds no credit marks it starved, then looks
+/// again; the connection, having freed credit, wakes every destination of
+/// the subscription if it finds it starved. One of the two always sees the
+/// other's write, so no destination sleeps on credit that is free.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCredit {
+    inflight: AtomicU32,
+    starved: AtomicBool,
+}
+
+impl SharedCredit {
+    /// `n` deliveries were acknowledged (or rejected, or handed to a
+    /// transaction). Returns whether the subscription's destinations must
+    /// be woken.
+    pub(crate) fn release(&self, n: usize) -> bool {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let _ = self
+            .inflight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_sub(n))
+            });
+        self.starved.swap(false, Ordering::SeqCst)
+    }
+}
+
 /// A consumer as a destination sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerReg {
@@ -123,6 +156,8 @@ pub(crate) struct ConsumerReg {
     /// A topic subscriber's own bound on its backlog
     /// (`activemq.maximumPendingMessageLimit`), instead of the broker's.
     pub(crate) pending_limit: Option<usize>,
+    /// The subscription's credit, when it takes from several destinations.
+    pub(crate) shared: Option<Arc<SharedCredit>>,
 }
 
 impl ConsumerReg {
@@ -143,10 +178,19 @@ struct Consumer {
 impl Consumer {
     fn credit(&self) -> u32 {
         if self.gone {
-            0
-        } else {
-            self.reg.prefetch.saturating_sub(self.inflight)
+            return 0;
         }
+        let inflight = match &self.reg.shared {
+            Some(s) => s.inflight.load(Ordering::SeqCst),
+            None => self.inflight,
+        };
+        self.reg.prefetch.saturating_sub(inflight)
+    }
+
+    /// Whether a message published by connection `origin` is not for this
+    /// consumer (no-local).
+    fn refuses(&self, origin: u64) -> bool {
+        origin != 0 && self.reg.no_local == Some(origin)
     }
 }
 
@@ -156,6 +200,8 @@ struct Entry {
     seq: u64,
     /// Its message group, once its body has been seen (queues only).
     group: Option<GroupMember>,
+    /// The connection that sent it (0: unknown), for no-local consumers.
+    origin: u64,
     /// Position among messages of equal priority; a returned message keeps
     /// it, so it goes back exactly where it was.
     arrival: u64,
@@ -365,6 +411,7 @@ impl Dispatcher {
         let entry = Entry {
             seq: message.seq,
             group: self.group_of(&message),
+            origin: 0,
             arrival: 0,
             expires: message.expires,
             weight: message.weight() as u32,
@@ -487,9 +534,16 @@ impl Dispatcher {
 
     /// Adds a new message (unbounded: see [`Dispatcher::push_bounded`]).
     pub(crate) fn push(&mut self, message: Arc<Message>, stored: bool) {
+        self.push_from(message, stored, 0);
+    }
+
+    /// Adds a new message sent by connection `origin` (which no-local
+    /// consumers do not get).
+    pub(crate) fn push_from(&mut self, message: Arc<Message>, stored: bool, origin: u64) {
         let entry = Entry {
             seq: message.seq,
             group: self.group_of(&message),
+            origin,
             arrival: 0,
             expires: message.expires,
             weight: message.weight() as u32,
@@ -506,6 +560,7 @@ impl Dispatcher {
         let entry = Entry {
             seq: m.seq,
             group: m.message.as_deref().and_then(|m| self.group_of(m)),
+            origin: 0,
             arrival: 0,
             expires: m.expires,
             weight: m.weight,
@@ -865,8 +920,14 @@ impl Dispatcher {
     /// among equals. A message that cannot go yet (its group's owner has no
     /// credit) is passed over, up to [`SKIP_LIMIT`] of them per pass.
     pub(crate) fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
+        while self.dispatch_pass(now_ms, effects) && self.starve() {}
+    }
+
+    /// One pass of [`Dispatcher::dispatch`]; `true` if it stopped with
+    /// messages left for want of credit.
+    fn dispatch_pass(&mut self, now_ms: u64, effects: &mut Vec<Effect>) -> bool {
         if self.consumers.is_empty() {
-            return;
+            return false;
         }
         let mut skipped = 0;
         for p in (0..10).rev() {
@@ -887,10 +948,10 @@ impl Dispatcher {
                 }
                 if entry.message.is_none() {
                     // Its body is being read: nothing may overtake it.
-                    return;
+                    return false;
                 }
-                let group = entry.group;
-                match self.pick(group) {
+                let (group, origin) = (entry.group, entry.origin);
+                match self.pick(group, origin) {
                     Pick::To { index, assigns } => {
                         if !self.deliver(p, i, index, group, assigns, effects) {
                             // The consumer's session has gone: try again.
@@ -899,36 +960,64 @@ impl Dispatcher {
                     }
                     Pick::Skip => {
                         skipped += 1;
-                        if skipped >= SKIP_LIMIT || self.next_with_credit().is_none() {
-                            return;
+                        if skipped >= SKIP_LIMIT {
+                            return false;
+                        }
+                        if self.next_with_credit(0).is_none() {
+                            return true;
                         }
                         i += 1;
                     }
-                    Pick::Nobody => return,
+                    Pick::Nobody => return true,
                 }
             }
         }
+        false
     }
 
-    /// Who the next ready message, of `group`, goes to.
-    fn pick(&mut self, group: Option<GroupMember>) -> Pick {
+    /// Marks the shared credit of consumers without credit as starved, so
+    /// their connection wakes this destination when it frees some; `true`
+    /// if credit appeared meanwhile (dispatch again).
+    fn starve(&self) -> bool {
+        let mut again = false;
+        for c in &self.consumers {
+            if let Some(shared) = &c.reg.shared
+                && !c.gone
+                && c.credit() == 0
+            {
+                shared.starved.store(true, Ordering::SeqCst);
+                again |= c.credit() > 0;
+            }
+        }
+        again
+    }
+
+    /// Who the next ready message, of `group` and sent by connection
+    /// `origin`, goes to.
+    fn pick(&mut self, group: Option<GroupMember>, origin: u64) -> Pick {
+        // Nobody, or (if someone refuses it as no-local) not yet.
+        let none = if origin != 0 && self.consumers.iter().any(|c| c.refuses(origin)) {
+            Pick::Skip
+        } else {
+            Pick::Nobody
+        };
         let chosen = match self.exclusive_owner {
             Some(owner) => self
                 .consumers
                 .iter()
-                .position(|c| c.reg.id == owner && c.credit() > 0),
+                .position(|c| c.reg.id == owner && c.credit() > 0 && !c.refuses(origin)),
             None => None,
         };
         if self.exclusive_owner.is_some() && chosen.is_none() {
-            return Pick::Nobody;
+            return none;
         }
         let (Some(groups), Some(member)) = (&mut self.groups, group) else {
-            return match chosen.or_else(|| self.next_with_credit()) {
+            return match chosen.or_else(|| self.next_with_credit(origin)) {
                 Some(index) => Pick::To {
                     index,
                     assigns: false,
                 },
-                None => Pick::Nobody,
+                None => none,
             };
         };
         if !member.starts()
@@ -941,19 +1030,23 @@ impl Dispatcher {
                     index,
                     assigns: true,
                 },
-                _ if self.consumers[index].credit() > 0 => Pick::To {
-                    index,
-                    assigns: false,
-                },
+                _ if self.consumers[index].credit() > 0
+                    && !self.consumers[index].refuses(origin) =>
+                {
+                    Pick::To {
+                        index,
+                        assigns: false,
+                    }
+                }
                 _ => Pick::Skip,
             };
         }
-        match chosen.or_else(|| self.next_with_credit()) {
+        match chosen.or_else(|| self.next_with_credit(origin)) {
             Some(index) => Pick::To {
                 index,
                 assigns: true,
             },
-            None => Pick::Nobody,
+            None => none,
         }
     }
 
@@ -965,8 +1058,8 @@ impl Dispatcher {
     }
 
     /// The consumer next in turn among the highest-priority ones with
-    /// credit.
-    fn next_with_credit(&self) -> Option<usize> {
+    /// credit that take messages from connection `origin` (0: any).
+    fn next_with_credit(&self, origin: u64) -> Option<usize> {
         let n = self.consumers.len();
         let mut a = 0;
         while a < n {
@@ -982,7 +1075,7 @@ impl Dispatcher {
             };
             if let Some(i) = (0..len)
                 .map(|k| a + (start + k) % len)
-                .find(|&i| self.consumers[i].credit() > 0)
+                .find(|&i| self.consumers[i].credit() > 0 && !self.consumers[i].refuses(origin))
             {
                 return Some(i);
             }
@@ -1033,6 +1126,9 @@ impl Dispatcher {
             return false;
         }
         consumer.inflight += 1;
+        if let Some(shared) = &consumer.reg.shared {
+            shared.inflight.fetch_add(1, Ordering::SeqCst);
+        }
         let id = consumer.reg.id;
         if entry.stored && consumer.reg.records_deliveries {
             effects.push(Effect::Deliveries {
@@ -1113,7 +1209,7 @@ impl Dispatcher {
     /// What a queue browser is shown: every message ready or in flight, in
     /// dispatch order (priority, then arrival), with the bodies that are in
     /// memory.
-    pub(crate) fn snapshot(&self) -> Vec<super::browse::Snap> {
+    pub(crate) fn snapshot(&self, now_ms: u64) -> Vec<super::browse::Snap> {
         let mut out = Vec::with_capacity(self.ready_count + self.inflight.len());
         for p in (0..10).rev() {
             let mut flying: Vec<&Entry> = self
@@ -1128,7 +1224,9 @@ impl Dispatcher {
                 while let Some(f) = flying.next_if(|f| f.arrival < e.arrival) {
                     out.push(snap(f, f.deliveries));
                 }
-                out.push(snap(e, e.deliveries + 1));
+                if !e.is_expired(now_ms) {
+                    out.push(snap(e, e.deliveries + 1));
+                }
             }
             out.extend(flying.map(|f| snap(f, f.deliveries)));
         }
@@ -1186,6 +1284,7 @@ mod tests {
             exclusive: false,
             no_local: None,
             pending_limit: None,
+            shared: None,
         });
         rx
     }
@@ -1434,6 +1533,7 @@ mod tests {
             exclusive,
             no_local: None,
             pending_limit: None,
+            shared: None,
         });
         rx
     }
@@ -1566,11 +1666,79 @@ mod tests {
         let mut rx = consumer(&mut d, 1, 2);
         d.dispatch(0, &mut Vec::new());
         assert_eq!(drain(&mut rx), vec![(2, 1), (1, 1)]);
-        let snap: Vec<(u64, u32)> = d.snapshot().iter().map(|s| (s.seq, s.deliveries)).collect();
+        let snap: Vec<(u64, u32)> = d
+            .snapshot(0)
+            .iter()
+            .map(|s| (s.seq, s.deliveries))
+            .collect();
         assert_eq!(snap, vec![(2, 1), (1, 1), (3, 1), (4, 1)]);
         // Taking a snapshot takes nothing.
         assert_eq!(d.stats().ready, 2);
         assert_eq!(d.stats().inflight, 2);
+    }
+
+    #[test]
+    fn shared_credit_bounds_a_subscription_across_destinations() {
+        let shared = Arc::new(SharedCredit::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reg = |id| ConsumerReg {
+            id: ConsumerId(id),
+            sub: SubKey(1),
+            prefetch: 2,
+            tx: tx.clone(),
+            records_deliveries: false,
+            kick: Arc::default(),
+            priority: 0,
+            exclusive: false,
+            no_local: None,
+            pending_limit: None,
+            shared: Some(shared.clone()),
+        };
+        let (mut a, mut b) = (Dispatcher::new(policy()), Dispatcher::new(policy()));
+        a.add_consumer(reg(1));
+        b.add_consumer(reg(2));
+        for seq in 1..=2 {
+            a.push(msg(seq, 4), true);
+        }
+        b.push(msg(3, 4), true);
+        let mut fx = Vec::new();
+        a.dispatch(0, &mut fx);
+        b.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(1, 1), (2, 1)], "prefetch 2 in all");
+        // b found no credit: freeing some says b must be woken.
+        a.ack(ConsumerId(1), &[1]);
+        assert!(shared.release(1));
+        b.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(3, 1)]);
+        a.ack(ConsumerId(1), &[2]);
+        assert!(!shared.release(1), "nobody waits");
+    }
+
+    #[test]
+    fn a_no_local_queue_consumer_leaves_its_own_messages_to_others() {
+        let mut d = Dispatcher::new(policy());
+        let (tx, mut own) = mpsc::unbounded_channel();
+        d.add_consumer(ConsumerReg {
+            id: ConsumerId(1),
+            sub: SubKey(1),
+            prefetch: 10,
+            tx,
+            records_deliveries: false,
+            kick: Arc::default(),
+            priority: 0,
+            exclusive: false,
+            no_local: Some(7),
+            pending_limit: None,
+            shared: None,
+        });
+        d.push_from(msg(1, 4), true, 7);
+        d.push_from(msg(2, 4), true, 8);
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut own), vec![(2, 1)]);
+        let mut other = consumer(&mut d, 2, 10);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut other), vec![(1, 1)]);
     }
 
     #[test]

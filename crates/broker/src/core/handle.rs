@@ -120,6 +120,9 @@ pub(crate) enum Control {
     },
     /// Drop everything and stop (temporary queues).
     Delete,
+    /// Look again for deliveries to make: a subscription's shared credit
+    /// was freed elsewhere.
+    Wake,
 }
 
 impl Control {

@@ -18,9 +18,11 @@ mod registry;
 mod topic;
 mod virtual_topic;
 
-pub(crate) use dead_letter::settle;
+pub(crate) use dead_letter::{ORIGINAL_DESTINATION, settle};
 pub use dispatch::DispatchStats;
-pub(crate) use dispatch::{ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Note, Seq, SubKey};
+pub(crate) use dispatch::{
+    ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Note, Seq, SharedCredit, SubKey,
+};
 pub(crate) use groups::GROUP_FIRST;
 pub use handle::DestinationStats;
 pub(crate) use handle::{

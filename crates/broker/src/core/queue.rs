@@ -173,7 +173,8 @@ impl QueueActor {
                         // queue has: what waits in the publish channel too.
                         while self.dispatcher.accepting() {
                             let Ok(m) = publish.try_recv() else { break };
-                            self.dispatcher.push(m.accept(), self.stores);
+                            let origin = m.origin;
+                        self.dispatcher.push_from(m.accept(), self.stores, origin);
                         }
                         self.control(cmd, &mut effects);
                     }
@@ -186,10 +187,12 @@ impl QueueActor {
                 loaded = self.browsers.next_loaded() => self.browsers.loaded(loaded),
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    self.dispatcher.push(m.accept(), self.stores);
+                    let origin = m.origin;
+                        self.dispatcher.push_from(m.accept(), self.stores, origin);
                     while self.dispatcher.accepting() {
                         let Ok(m) = publish.try_recv() else { break };
-                        self.dispatcher.push(m.accept(), self.stores);
+                        let origin = m.origin;
+                        self.dispatcher.push_from(m.accept(), self.stores, origin);
                     }
                 }
                 _ = sweep.tick() => {
@@ -246,7 +249,7 @@ impl QueueActor {
                 let _ = done.send(());
             }
             Control::Browse { consumer, done } => {
-                self.browsers.add(consumer, d.snapshot());
+                self.browsers.add(consumer, d.snapshot(now_ms()));
                 let _ = done.send(());
             }
             Control::Unsubscribe { consumer, done } if self.browsers.has(consumer) => {
@@ -283,7 +286,8 @@ impl QueueActor {
             Control::SubscribeDurable { done, .. } | Control::RemoveDurable { done, .. } => {
                 let _ = done.send(Err(DurableError::NotATopic));
             }
-            Control::RestoreSubscription { .. } | Control::Delete => {}
+            // Every control is followed by a dispatch: that is the wake-up.
+            Control::Wake | Control::RestoreSubscription { .. } | Control::Delete => {}
         }
     }
 }

@@ -32,6 +32,11 @@ impl Registrations {
             .map(|(_, h)| h.clone())
     }
 
+    /// The destinations it is registered at.
+    pub(crate) fn handles(&self) -> Vec<DestHandle> {
+        lock(&self.0).iter().map(|(_, h)| h.clone()).collect()
+    }
+
     /// Every registration, taken out (the subscription is ending).
     pub(crate) fn take_all(&self) -> Vec<(ConsumerId, DestHandle)> {
         std::mem::take(&mut *lock(&self.0))

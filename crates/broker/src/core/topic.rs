@@ -414,6 +414,8 @@ impl TopicActor {
             }
             // Topics are not browsed (the service refuses it).
             Control::Browse { .. } | Control::Delete => {}
+            // Every control is followed by a dispatch: that is the wake-up.
+            Control::Wake => {}
         }
     }
 

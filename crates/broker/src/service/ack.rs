@@ -36,15 +36,24 @@ impl Connection {
             let tx = self.transaction(t)?;
             let mut holds = Vec::with_capacity(parts.len());
             for acked in parts {
-                holds.push((acked.handle.clone(), acked.consumer, acked.seqs()));
+                holds.push((
+                    acked.handle.clone(),
+                    acked.consumer,
+                    acked.seqs(),
+                    acked.credit.clone(),
+                ));
                 if req.reject {
                     tx.nacks.push(acked);
                 } else {
                     tx.acks.push(acked);
                 }
             }
-            for (handle, consumer, seqs) in holds {
+            for (handle, consumer, seqs, credit) in holds {
+                let n = seqs.len();
                 let _ = handle.control(Control::Hold { consumer, seqs }).await;
+                if let Some(c) = credit {
+                    c.release(n).await;
+                }
             }
             return Ok(ready());
         }
@@ -52,7 +61,11 @@ impl Connection {
         if req.reject {
             for acked in parts {
                 let (consumer, seqs) = (acked.consumer, acked.seqs());
+                let n = seqs.len();
                 let _ = acked.handle.control(Control::Nack { consumer, seqs }).await;
+                if let Some(c) = &acked.credit {
+                    c.release(n).await;
+                }
             }
             return Ok(ready());
         }
@@ -61,8 +74,12 @@ impl Connection {
         let mut removes: Vec<Record> = Vec::new();
         for acked in parts {
             let (consumer, seqs) = (acked.consumer, acked.seqs());
-            Metrics::add(&core.metrics.messages_acked_total, seqs.len() as u64);
+            let n = seqs.len();
+            Metrics::add(&core.metrics.messages_acked_total, n as u64);
             let _ = acked.handle.control(Control::Ack { consumer, seqs }).await;
+            if let Some(c) = &acked.credit {
+                c.release(n).await;
+            }
             removes.extend(
                 acked
                     .items

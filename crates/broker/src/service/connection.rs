@@ -232,7 +232,12 @@ impl Connection {
                     seqs.len() as u64,
                 );
             }
+            let n = seqs.len();
+            let credit = sub.credit.clone();
             let _ = handle.control(Control::Ack { consumer, seqs }).await;
+            if let Some(c) = credit {
+                c.release(n).await;
+            }
         }
         if !removes.is_empty() {
             // Nobody waits for these: after a crash before they are durable

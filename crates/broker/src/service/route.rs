@@ -20,9 +20,10 @@ use std::sync::Arc;
 use super::connection::Connection;
 use super::error::ServiceError;
 use super::publish::{duplicate_id, publish};
+use crate::core::ORIGINAL_DESTINATION;
 use crate::core::{BrokerCore, DestHandle};
 use crate::metrics::Metrics;
-use crate::model::{Destination, DestinationKind, Message, NamePattern};
+use crate::model::{Destination, DestinationKind, Message, NamePattern, Properties, Value};
 use crate::store::{Duplicates, Record, StoreKey};
 
 /// One copy of a sent message, on its way to one destination.
@@ -104,9 +105,26 @@ impl Connection {
                 }
                 for q in core.virtual_topic_queues(d.name()) {
                     let handle = Some(self.destination(&q)?);
+                    // As ActiveMQ does, a consumer queue's copy says which
+                    // topic it was sent to.
+                    let properties: Properties = m
+                        .properties
+                        .iter()
+                        .filter(|(k, _)| *k != ORIGINAL_DESTINATION)
+                        .map(|(k, v)| (k.to_owned(), v.clone()))
+                        .chain([(
+                            ORIGINAL_DESTINATION.to_owned(),
+                            Value::String(d.to_string()),
+                        )])
+                        .collect();
                     copies.push(Copy {
                         handle,
-                        message: copy_of(&core, &m, &q),
+                        message: Arc::new(Message {
+                            seq: core.next_seq(),
+                            destination: q.clone(),
+                            properties,
+                            ..(*m).clone()
+                        }),
                         primary: false,
                     });
                 }

@@ -6,12 +6,13 @@
 //! what was kept for it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
 use super::error::ServiceError;
-use super::subscriptions::{AckMode, Subscription};
+use super::subscriptions::{AckMode, Credit, Subscription};
 use super::{Pending, ready};
 use crate::core::{ConsumerId, ConsumerReg, Control, DurableName, Registrations, SubKey};
 use crate::model::{Destination, DestinationKind, NamePattern};
@@ -158,6 +159,17 @@ impl Connection {
         let core = self.service.core.clone();
         let durable = self.durable_name(spec.durable.as_deref())?;
         let key = self.subs.next_key();
+        let registrations = Registrations::default();
+        // Several destinations share the subscription's prefetch.
+        let several = spec.destinations.len() > 1
+            || spec
+                .destinations
+                .iter()
+                .any(|d| d.kind() == DestinationKind::Queue && NamePattern::is_wildcard(d.name()));
+        let credit = several.then(|| Credit {
+            shared: Arc::default(),
+            registrations: registrations.clone(),
+        });
         let template = ConsumerReg {
             id: ConsumerId(0),
             sub: key,
@@ -173,8 +185,8 @@ impl Connection {
             exclusive: spec.exclusive,
             no_local: spec.no_local.then_some(self.number),
             pending_limit: spec.pending_limit,
+            shared: credit.as_ref().map(|c| c.shared.clone()),
         };
-        let registrations = Registrations::default();
         let mut wildcard = None;
         let mut registered = Vec::new();
         let mut declarations = Vec::new();
@@ -259,6 +271,7 @@ impl Connection {
                 browser: spec.browse,
                 wildcard,
                 seen: VecDeque::new(),
+                credit,
             },
         );
         let work = if registered.is_empty() && declarations.is_empty() {

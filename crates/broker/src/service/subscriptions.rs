@@ -3,7 +3,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::error::{AckTarget, ServiceError};
-use crate::core::{ConsumerId, Control, DestHandle, Registrations, Seq, SubKey};
+use std::sync::Arc;
+
+use crate::core::{ConsumerId, Control, DestHandle, Registrations, Seq, SharedCredit, SubKey};
 use crate::model::MessageId;
 
 /// How a subscription acknowledges, whatever the protocol calls it (STOMP's
@@ -50,6 +52,28 @@ pub(crate) struct Subscription {
     /// A browser's latest messages, so that acknowledging one is refused
     /// as what it is rather than as an unknown message.
     pub(crate) seen: VecDeque<MessageId>,
+    /// The credit its consumers share, when it takes from several
+    /// destinations.
+    pub(crate) credit: Option<Credit>,
+}
+
+/// A subscription's shared credit, and the destinations to wake when
+/// acknowledgements free some (see [`SharedCredit`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Credit {
+    pub(crate) shared: Arc<SharedCredit>,
+    pub(crate) registrations: Registrations,
+}
+
+impl Credit {
+    /// `n` deliveries stopped counting against the subscription's prefetch.
+    pub(crate) async fn release(&self, n: usize) {
+        if self.shared.release(n) {
+            for h in self.registrations.handles() {
+                let _ = h.control(Control::Wake).await;
+            }
+        }
+    }
 }
 
 /// Message ids a browser subscription remembers.
@@ -82,6 +106,8 @@ pub(crate) struct Acked {
     pub(crate) handle: DestHandle,
     pub(crate) consumer: ConsumerId,
     pub(crate) items: Vec<Unacked>,
+    /// The subscription's shared credit, if it has one.
+    pub(crate) credit: Option<Credit>,
 }
 
 impl Acked {
@@ -245,6 +271,7 @@ impl Subscriptions {
                         handle,
                         consumer: u.consumer,
                         items: vec![u],
+                        credit: sub.credit.clone(),
                     });
                 }
             }
