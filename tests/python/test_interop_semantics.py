@@ -208,12 +208,14 @@ def _small_window_socket(broker) -> RawStomp:
     return raw
 
 
+@pytest.mark.parametrize("how", ["drop", "unsubscribe"])
 @pytest.mark.parametrize("ack", ["auto", "client-individual"])
-def test_browser_disconnecting_midway_removes_nothing(stomp_connect, broker, ack):
+def test_browser_leaving_midway_removes_nothing(stomp_connect, broker, ack, how):
     """A browser that reads one message of a large snapshot and then drops
-    its connection (8 MB of messages: more than the socket buffers hold, so
-    the broker is mid-way through the snapshot) leaves every message in the
-    queue, none of them counted as delivered."""
+    its connection, or UNSUBSCRIBEs, leaves every message in the queue, none
+    of them counted as delivered. The snapshot is 8 MB, more than the socket
+    buffers hold, and the browser's prefetch is 5, so the broker is mid-way
+    through it when the browser leaves."""
     q = f"/queue/{uniq('midway')}"
     prod = stomp_connect()
     n, body = 200, "x" * 40_000
@@ -225,12 +227,31 @@ def test_browser_disconnecting_midway_removes_nothing(stomp_connect, broker, ack
     raw.send_frame("CONNECT", {"accept-version": "1.2", "host": "localhost", "heart-beat": "0,0"})
     cmd, h, _ = raw.read_frame()
     assert cmd == "CONNECTED", h
-    raw.send_frame("SUBSCRIBE", {"id": "b", "destination": q, "ack": ack, "browser": "true"})
+    raw.send_frame("SUBSCRIBE", {"id": "b", "destination": q, "ack": ack, "browser": "true",
+                                 "activemq.prefetchSize": "5"})
     cmd, h, first = raw.read_frame()
     assert cmd == "MESSAGE", h
     assert first.startswith(b"0000"), first[:10]
     assert "ack" not in h, h
-    raw.close()  # mid-way, without DISCONNECT
+    if how == "drop":
+        raw.close()  # without DISCONNECT
+    else:
+        raw.send_frame("UNSUBSCRIBE", {"id": "b", "receipt": "unsub"})
+        shown = 1
+        while True:
+            cmd, h, _ = raw.read_frame()
+            if cmd == "RECEIPT":
+                assert h["receipt-id"] == "unsub", h
+                break
+            assert cmd == "MESSAGE" and h.get("browser") != "end", (cmd, h)
+            shown += 1
+        assert shown < n, "the browser saw the whole snapshot before it unsubscribed"
+        broker.wait_stats(q, ready=n, inflight=0)
+        # Still connected: the messages stay put while it stays.
+        raw.send_frame("DISCONNECT", {"receipt": "bye"})
+        cmd, h, _ = raw.read_frame()
+        assert (cmd, h.get("receipt-id")) == ("RECEIPT", "bye"), (cmd, h)
+        raw.close()
 
     broker.wait_stats(q, ready=n, inflight=0)
     c = stomp_connect("1.2")
@@ -239,10 +260,49 @@ def test_browser_disconnecting_midway_removes_nothing(stomp_connect, broker, ack
     assert [m.body[:4] for m in got] == [f"{i:04d}" for i in range(n)]
     for m in got:
         assert "redelivered" not in m.headers, m.headers
-    c.ack(got[-1])
     for m in got[:-1]:
         c.ack(m, receipt=False)
+    c.ack(got[-1])
     broker.wait_stats(q, ready=0, inflight=0)
+
+
+def test_browse_shows_messages_in_delivery_order(stomp_connect, broker):
+    """The snapshot is in the order a consumer would receive the messages:
+    higher priority first, then arrival."""
+    q = f"/queue/{uniq('bord')}"
+    prod = stomp_connect()
+    for body, prio in [("low", "1"), ("high", "9"), ("mid", "5"), ("high2", "9")]:
+        prod.send(q, body, priority=prio)
+    prod.send(q, "default", receipt=True)
+    c = stomp_connect()
+    shown, _ = browse(c, q)
+    assert [m.body for m in shown] == ["high", "high2", "mid", "default", "low"]
+    c.disconnect()
+    assert_consumable(stomp_connect, broker, q, ["high", "high2", "mid", "default", "low"])
+
+
+def test_browse_does_not_show_expired_messages(stomp_connect, broker):
+    """A message whose `expires` has passed is never delivered — to a
+    browser neither (ActiveMQ's browse skips expired messages too), even
+    before the broker's periodic sweep (destinations.expiry-check-ms,
+    5 s by default) has removed it."""
+    q = f"/queue/{uniq('bexp')}"
+    prod = stomp_connect()
+    expires = int(time.time() * 1000) + 300
+    prod.send(q, "stale", expires=str(expires))
+    prod.send(q, "fresh", receipt=True)
+    broker.wait_stats(q, ready=2)
+    # Let the first one expire (waiting for time itself to pass).
+    time.sleep(max(0.0, expires / 1000 - time.time()) + 0.1)
+    c = stomp_connect()
+    shown, end = browse(c, q)
+    assert [m.body for m in shown] == ["fresh"]
+    assert_browse_end(end, q, "b")
+    c.disconnect()
+    d = stomp_connect()
+    d.subscribe(q, id="d")
+    assert d.next_message().body == "fresh"
+    quiet(d)
 
 
 ACK_FORMS = [
@@ -379,6 +439,31 @@ def test_durable_wildcard_subscription_keeps_messages_while_away(stomp_connect, 
     quiet(c2)
 
 
+@pytest.mark.parametrize("kind", ["wildcard", "composite"])
+def test_prefetch_counts_across_every_destination_of_a_subscription(stomp_connect, broker, kind):
+    """Prefetch bounds the unacknowledged messages in flight to the
+    subscription (docs/STOMP.md; ActiveMQ's prefetch is per consumer), not
+    to each queue a wildcard or composite subscription takes from: with
+    activemq.prefetchSize:1 over three queues it holds one at a time."""
+    root = uniq("PF")
+    names = [f"/queue/{root}.{x}" for x in "abc"]
+    prod = stomp_connect()
+    for name in names:
+        prod.send(name, name, receipt=True)
+    dest = f"/queue/{root}.*" if kind == "wildcard" else ",".join(names)
+    c = stomp_connect()
+    c.subscribe(dest, id="s", ack="client-individual", **{"activemq.prefetchSize": "1"})
+    got = []
+    for _ in names:
+        m = c.next_message()
+        quiet(c)  # nothing more until it is acknowledged
+        got.append(m.body)
+        c.ack(m)
+    assert sorted(got) == names
+    for name in names:
+        broker.wait_stats(name, ready=0, inflight=0)
+
+
 # --------------------------------------------------------------------------
 # Composite destinations
 
@@ -491,6 +576,8 @@ def test_virtual_topic_consumer_queues(stomp_connect, broker):
     assert [m.body for m in plain.take_messages(6)] == bodies
     got_b = b1.take_messages(6)
     assert [m.body for m in got_b] == bodies
+    # A copy is a message of the consumer queue (as in ActiveMQ 5.13+).
+    assert all(m.headers["destination"] == qb for m in got_b), got_b[0].headers
     for m in got_b:
         b1.ack(m, receipt=False)
     wait_total([a1, a2], 6, "6 messages over Consumer.A's two consumers")
