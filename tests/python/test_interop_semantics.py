@@ -464,6 +464,30 @@ def test_prefetch_counts_across_every_destination_of_a_subscription(stomp_connec
         broker.wait_stats(name, ready=0, inflight=0)
 
 
+def test_durable_wildcard_subscription_survives_a_restart(stomp_connect, broker):
+    """What a durable wildcard subscription kept is stored: a broker restart
+    loses none of it, and the subscription goes on collecting afterwards."""
+    root = uniq("DR")
+    client_id = uniq("cid")
+    sub_headers = {"activemq.subscriptionName": "dur"}
+    c = stomp_connect(**{"client-id": client_id})
+    c.subscribe(f"/topic/{root}.>", id="d", **sub_headers)
+    c.disconnect()
+    prod = stomp_connect()
+    prod.send(f"/topic/{root}.a", "before-restart", persistent="true", receipt=True)
+    prod.disconnect()
+    broker.stop()
+    broker.start()
+    prod = stomp_connect()
+    prod.send(f"/topic/{root}.b", "after-restart", persistent="true", receipt=True)
+    c2 = stomp_connect(**{"client-id": client_id})
+    c2.subscribe(f"/topic/{root}.>", id="d", **sub_headers)
+    got = c2.take_messages(2)
+    assert [(m.body, m.headers["destination"]) for m in got] == [
+        ("before-restart", f"/topic/{root}.a"), ("after-restart", f"/topic/{root}.b")]
+    quiet(c2)
+
+
 # --------------------------------------------------------------------------
 # Composite destinations
 
