@@ -116,6 +116,16 @@ pub(crate) struct SharedCredit {
 }
 
 impl SharedCredit {
+    /// Takes one delivery's worth of credit, if the subscription has any
+    /// left under `prefetch` (its destinations race for it).
+    fn take(&self, prefetch: u32) -> bool {
+        self.inflight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                (v < prefetch).then_some(v + 1)
+            })
+            .is_ok()
+    }
+
     /// `n` deliveries were acknowledged (or rejected, or handed to a
     /// transaction). Returns whether the subscription's destinations must
     /// be woken.
@@ -1085,7 +1095,8 @@ impl Dispatcher {
     }
 
     /// Delivers ready entry `i` of priority `p` to consumer `ci`; `false`
-    /// (and the entry stays) if the consumer's session has gone.
+    /// (and the entry stays) if the consumer's session has gone or its
+    /// subscription's shared credit is gone.
     fn deliver(
         &mut self,
         p: usize,
@@ -1103,8 +1114,16 @@ impl Dispatcher {
             self.insert_ready(entry);
             return false;
         };
-        entry.deliveries += 1;
         let consumer = &mut self.consumers[ci];
+        if let Some(shared) = &consumer.reg.shared
+            && !shared.take(consumer.reg.prefetch)
+        {
+            // Another destination of the subscription took the last of its
+            // credit meanwhile: choose again.
+            self.insert_ready(entry);
+            return false;
+        }
+        entry.deliveries += 1;
         let delivery = Delivery {
             sub: consumer.reg.sub,
             consumer: consumer.reg.id,
@@ -1121,14 +1140,14 @@ impl Dispatcher {
         if consumer.reg.tx.send(delivery).is_err() {
             // The session has gone; its unsubscribe is on the way.
             consumer.gone = true;
+            if let Some(shared) = &consumer.reg.shared {
+                shared.release(1);
+            }
             entry.deliveries -= 1;
             self.insert_ready(entry);
             return false;
         }
         consumer.inflight += 1;
-        if let Some(shared) = &consumer.reg.shared {
-            shared.inflight.fetch_add(1, Ordering::SeqCst);
-        }
         let id = consumer.reg.id;
         if entry.stored && consumer.reg.records_deliveries {
             effects.push(Effect::Deliveries {
