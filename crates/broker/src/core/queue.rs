@@ -158,7 +158,10 @@ impl QueueActor {
         let stop = self.shared.stop.clone();
         loop {
             let accepting = self.dispatcher.accepting();
-            let mut ticked = false;
+            // Neither traffic nor use: the sweep's tick, an admin request for
+            // statistics. An idle destination is reclaimed after long enough
+            // without anything else.
+            let mut passive = false;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -174,11 +177,14 @@ impl QueueActor {
                         while self.dispatcher.accepting() {
                             let Ok(m) = publish.try_recv() else { break };
                             let origin = m.origin;
-                        self.dispatcher.push_from(m.accept(), self.stores, origin);
+                            self.dispatcher.push_from(m.accept(), self.stores, origin);
                         }
                         self.control(cmd, &mut effects);
                     }
-                    Some(cmd) => self.control(cmd, &mut effects),
+                    Some(cmd) => {
+                        passive = matches!(cmd, Control::Stats { .. });
+                        self.control(cmd, &mut effects);
+                    }
                 },
                 loaded = next_loaded(&mut self.loading) => {
                     self.loading = None;
@@ -188,7 +194,7 @@ impl QueueActor {
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
                     let origin = m.origin;
-                        self.dispatcher.push_from(m.accept(), self.stores, origin);
+                    self.dispatcher.push_from(m.accept(), self.stores, origin);
                     while self.dispatcher.accepting() {
                         let Ok(m) = publish.try_recv() else { break };
                         let origin = m.origin;
@@ -196,7 +202,7 @@ impl QueueActor {
                     }
                 }
                 _ = sweep.tick() => {
-                    ticked = true;
+                    passive = true;
                     self.dispatcher.sweep_expired(now_ms(), &mut effects);
                 }
             }
@@ -227,7 +233,7 @@ impl QueueActor {
             if self
                 .idleness
                 .reclaim_if_due(
-                    (idle, !ticked),
+                    (idle, !passive),
                     &self.shared,
                     (&self.destination, self.id),
                     &mut control,

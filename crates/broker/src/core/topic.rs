@@ -116,13 +116,19 @@ impl TopicActor {
         let stop = self.shared.stop.clone();
         loop {
             let accepting = self.accepting();
-            let mut ticked = false;
+            // Neither traffic nor use: the sweep's tick, an admin request for
+            // statistics. An idle destination is reclaimed after long enough
+            // without anything else.
+            let mut passive = false;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 cmd = control.recv() => match cmd {
                     None | Some(Control::Delete) => break,
-                    Some(cmd) => self.control(cmd, &mut effects).await,
+                    Some(cmd) => {
+                        passive = matches!(cmd, Control::Stats { .. });
+                        self.control(cmd, &mut effects).await;
+                    }
                 },
                 stored = front(&mut self.pending) => self.durable_ready(stored).await,
                 Some((name, loaded)) = self.loads.next(), if !self.loads.is_empty() => {
@@ -140,7 +146,7 @@ impl TopicActor {
                     }
                 }
                 _ = sweep.tick() => {
-                    ticked = true;
+                    passive = true;
                     let now = now_ms();
                     for d in self.subs.values_mut() {
                         d.sweep_expired(now, &mut effects);
@@ -181,7 +187,7 @@ impl TopicActor {
             if self
                 .idleness
                 .reclaim_if_due(
-                    (idle, !ticked),
+                    (idle, !passive),
                     &self.shared,
                     (&self.destination, self.id),
                     &mut control,

@@ -58,6 +58,9 @@ pub(crate) enum Tracked {
     /// A queue browser has seen its whole snapshot: the head tells the
     /// client so (STOMP: a MESSAGE with `browser:end`); there is no message.
     EndOfBrowse,
+    /// The subscription was shown this message already (through another
+    /// of its destinations): the head writes nothing.
+    Duplicate,
 }
 
 pub(crate) struct Connection {
@@ -176,6 +179,15 @@ impl Connection {
             self.auto_acks
                 .push((d.consumer, d.sub, d.message.seq, false));
             return Some(Tracked::Browsed);
+        }
+        if let Some(recent) = &mut sub.recent
+            && !recent.first_sight(d.message.seq)
+        {
+            // The same message through a second of its destinations: taken
+            // there at once, shown once.
+            self.auto_acks
+                .push((d.consumer, d.sub, d.message.seq, d.stored));
+            return Some(Tracked::Duplicate);
         }
         let ack = sub.ack;
         let m = &self.service.core.metrics;

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::connection::Connection;
 use super::error::ServiceError;
-use super::subscriptions::{AckMode, Credit, Subscription};
+use super::subscriptions::{AckMode, Credit, Recent, Subscription};
 use super::{Pending, ready};
 use crate::core::{ConsumerId, ConsumerReg, Control, DurableName, Registrations, SubKey};
 use crate::model::{Destination, DestinationKind, NamePattern};
@@ -271,6 +271,7 @@ impl Connection {
                 browser: spec.browse,
                 wildcard,
                 seen: VecDeque::new(),
+                recent: credit.as_ref().map(|_| Recent::default()),
                 credit,
             },
         );

@@ -55,6 +55,39 @@ pub(crate) struct Subscription {
     /// The credit its consumers share, when it takes from several
     /// destinations.
     pub(crate) credit: Option<Credit>,
+    /// When it takes from several destinations, the messages it was shown
+    /// lately: names that overlap (`/topic/a.*,/topic/a.b`) bring the same
+    /// message through two of them, and a subscriber gets each message
+    /// once, as from ActiveMQ.
+    pub(crate) recent: Option<Recent>,
+}
+
+/// The sequence numbers of a subscription's latest deliveries.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    seqs: std::collections::HashSet<Seq>,
+    order: VecDeque<Seq>,
+}
+
+/// Deliveries a subscription to several destinations remembers. The copies
+/// one message makes are published one after another, so the second
+/// arrives long before this many others.
+const RECENT_REMEMBERED: usize = 4096;
+
+impl Recent {
+    /// Whether message `seq` is new to the subscription (and now seen).
+    pub(crate) fn first_sight(&mut self, seq: Seq) -> bool {
+        if !self.seqs.insert(seq) {
+            return false;
+        }
+        self.order.push_back(seq);
+        if self.order.len() > RECENT_REMEMBERED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seqs.remove(&old);
+        }
+        true
+    }
 }
 
 /// A subscription's shared credit, and the destinations to wake when

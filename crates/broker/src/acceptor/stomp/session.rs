@@ -422,6 +422,9 @@ impl Session {
             // back already.
             return;
         };
+        if tracked == Tracked::Duplicate {
+            return;
+        }
         let (Some(subscription), Some((subscribed, spelled))) =
             (conn.subscription_id(d.sub), self.dest_headers.get(&d.sub))
         else {
