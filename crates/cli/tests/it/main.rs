@@ -33,3 +33,4 @@ mod failover;
 mod ha;
 mod ha_postgres;
 mod hostile;
+mod semantics_takeover;
