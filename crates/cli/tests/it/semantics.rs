@@ -298,27 +298,29 @@ async fn acknowledging_or_rejecting_a_browsed_message_is_an_error_naming_the_que
     p.send_msg("/queue/nb", "one", &[("persistent", "true")])
         .await;
 
-    let attempts: [(&str, Box<dyn Fn(&Frame) -> Frame>); 3] = [
-        (
-            "ACK id:<message-id> (1.2)",
-            Box::new(|m| frame(Command::Ack, &[("id", hdr(m, "message-id").unwrap())])),
-        ),
+    fn ack_by_id(m: &Frame) -> Frame {
+        frame(Command::Ack, &[("id", hdr(m, "message-id").unwrap())])
+    }
+    fn ack_by_message_id(m: &Frame) -> Frame {
+        frame(
+            Command::Ack,
+            &[
+                ("message-id", hdr(m, "message-id").unwrap()),
+                ("subscription", hdr(m, "subscription").unwrap()),
+            ],
+        )
+    }
+    fn nack_by_id(m: &Frame) -> Frame {
+        frame(Command::Nack, &[("id", hdr(m, "message-id").unwrap())])
+    }
+    type Attempt = fn(&Frame) -> Frame;
+    let attempts: [(&str, Attempt); 3] = [
+        ("ACK id:<message-id> (1.2)", ack_by_id),
         (
             "ACK message-id + subscription (1.1 form)",
-            Box::new(|m| {
-                frame(
-                    Command::Ack,
-                    &[
-                        ("message-id", hdr(m, "message-id").unwrap()),
-                        ("subscription", hdr(m, "subscription").unwrap()),
-                    ],
-                )
-            }),
+            ack_by_message_id,
         ),
-        (
-            "NACK id:<message-id> (1.2)",
-            Box::new(|m| frame(Command::Nack, &[("id", hdr(m, "message-id").unwrap())])),
-        ),
+        ("NACK id:<message-id> (1.2)", nack_by_id),
     ];
     for (what, make) in attempts {
         let mut br = Stomp::connect(b.stomp).await;
@@ -1303,6 +1305,21 @@ async fn an_exclusive_consumer_is_the_only_receiver_until_it_leaves_or_a_higher_
     assert_eq!(bodies(&mut high, 3).await, ["c0", "c1", "c2"]);
     second.expect_silence(QUIET).await;
     plain.expect_silence(Duration::from_millis(20)).await;
+
+    // With no exclusive consumer left, the others get everything, what
+    // the exclusive ones held included.
+    high.disconnect().await;
+    second.disconnect().await;
+    p.send_msg("/queue/ex", "d0", &[]).await;
+    let mut got = bodies(&mut plain, 11).await;
+    got.sort();
+    let mut want: Vec<String> = [
+        "a0", "a1", "a2", "a3", "a4", "a5", "b0", "c0", "c1", "c2", "d0",
+    ]
+    .map(String::from)
+    .to_vec();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[tokio::test]
@@ -1612,4 +1629,377 @@ async fn a_temporary_topic_is_its_owners_to_subscribe_others_reply_to_it_and_it_
     .await;
     server.send_msg(&reply_to, "too late", &[]).await;
     other.expect_silence(QUIET).await;
+}
+
+// ---------------------------------------------------------------------------
+// 10. Where the features meet
+// ---------------------------------------------------------------------------
+
+/// A subscription to several queues (a wildcard, or a list) is one
+/// consumer with one prefetch, as in ActiveMQ (its `PrefetchSubscription`
+/// is one subscription added to every matching queue, and counts what it
+/// has in flight over all of them): with `activemq.prefetchSize:1` it has
+/// one unacknowledged message at a time, whichever queue it came from.
+async fn one_prefetch_over_several_queues(dest: &str, prefix: &str) {
+    let b = TestBroker::start("").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    for q in ["a", "b", "c"] {
+        p.send_msg(&format!("/queue/{prefix}.{q}"), q, &[]).await;
+    }
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe(
+        "s",
+        dest,
+        "client-individual",
+        &[("activemq.prefetchSize", "1")],
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let m = c.recv_message().await;
+        if let Some(second) = c.recv_within(QUIET).await {
+            panic!(
+                "SUBSCRIBE {dest} with activemq.prefetchSize:1 has two unacknowledged messages in flight: {} and {}",
+                hdr(&m, "destination").unwrap(),
+                hdr(&second, "destination").unwrap()
+            );
+        }
+        seen.push(body(&m));
+        c.ack(&m).await;
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn a_wildcard_queue_subscription_has_one_prefetch_over_all_its_queues() {
+    one_prefetch_over_several_queues("/queue/pfw.*", "pfw").await;
+}
+
+#[tokio::test]
+async fn a_composite_queue_subscription_has_one_prefetch_over_all_its_queues() {
+    one_prefetch_over_several_queues("/queue/pfl.a,/queue/pfl.b,/queue/pfl.c", "pfl").await;
+}
+
+/// A group's messages wait for their owner while it has no credit; other
+/// groups go on to other consumers.
+#[tokio::test]
+async fn a_groups_messages_wait_for_their_owner_while_other_groups_go_on() {
+    let b = TestBroker::start("").await;
+    let mut owner = Stomp::connect(b.stomp).await;
+    owner
+        .subscribe(
+            "o",
+            "/queue/wait",
+            "client-individual",
+            &[("activemq.prefetchSize", "1")],
+        )
+        .await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.request(grouped("/queue/wait", "a", 0, None)).await;
+    let a0 = owner.recv_message().await;
+    assert_eq!(body(&a0), "a-0");
+    // Another consumer arrives; the owner has no credit.
+    let mut other = Stomp::connect(b.stomp).await;
+    other
+        .subscribe("x", "/queue/wait", "client-individual", &[])
+        .await;
+    p.request(grouped("/queue/wait", "a", 1, None)).await;
+    p.request(grouped("/queue/wait", "b", 0, None)).await;
+    let m = other.recv_message().await;
+    assert_eq!(body(&m), "b-0", "group a must wait for its owner: {m:?}");
+    other.ack(&m).await;
+    other.expect_silence(QUIET).await;
+    owner.expect_silence(Duration::from_millis(20)).await;
+    owner.ack(&a0).await;
+    let m = owner.recv_message().await;
+    assert_eq!(body(&m), "a-1");
+    assert_eq!(hdr(&m, "JMSXGroupFirstForConsumer"), None, "{m:?}");
+    owner.ack(&m).await;
+}
+
+/// A browse of a deep queue while a consumer takes its messages: the
+/// browser is shown each message at most once, in order, and is told the
+/// end; the consumer gets every message.
+async fn browse_while_consumed(store: Store) {
+    const N: usize = 2000;
+    let toml = format!(
+        "{}[limits]\ndestination-memory-bytes = 32768\n",
+        store.toml("semantics_browse_consumed").await
+    );
+    let b = TestBroker::start(&toml).await;
+    let pad = "c".repeat(1024 - 6);
+    let mut p = Stomp::connect(b.stomp).await;
+    for i in 0..N {
+        let f = persistent_send("/queue/busy", &format!("{i:06}{pad}")).header("i", i.to_string());
+        if i % 100 == 99 {
+            p.request(f).await;
+        } else {
+            p.send(f).await;
+        }
+    }
+    await_counts(b.http, "/queue/busy", N as u64, 0).await;
+    let mut br = Stomp::connect(b.stomp).await;
+    br.subscribe(
+        "br",
+        "/queue/busy",
+        "auto",
+        &[("browser", "true"), ("activemq.prefetchSize", "8")],
+    )
+    .await;
+    let mut shown: Vec<usize> = Vec::new();
+    for _ in 0..100 {
+        let m = br.recv_message().await;
+        shown.push(hdr(&m, "i").unwrap().parse().unwrap());
+    }
+    // A consumer takes every message meanwhile.
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe(
+        "c",
+        "/queue/busy",
+        "client-individual",
+        &[("activemq.prefetchSize", "50")],
+    )
+    .await;
+    for i in 0..N {
+        let m = c.recv_message().await;
+        assert_eq!(hdr(&m, "i"), Some(i.to_string().as_str()));
+        let ack = frame(Command::Ack, &[("id", hdr(&m, "ack").unwrap())]);
+        if i % 100 == 99 {
+            c.request(ack).await;
+        } else {
+            c.send(ack).await;
+        }
+    }
+    await_counts(b.http, "/queue/busy", 0, 0).await;
+    loop {
+        let m = br.recv_message().await;
+        if is_browse_end(&m) {
+            break;
+        }
+        let i: usize = hdr(&m, "i").unwrap().parse().unwrap();
+        assert_eq!(&body(&m)[..6], format!("{i:06}"), "a body mixed up");
+        shown.push(i);
+    }
+    assert!(
+        shown.windows(2).all(|w| w[0] < w[1]),
+        "the browser was shown messages out of order or twice"
+    );
+    println!(
+        "{store:?}: the browser was shown {} of {N} messages while they were consumed",
+        shown.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browse_of_a_deep_queue_being_consumed_ends_in_order_on_the_journal() {
+    browse_while_consumed(Store::Journal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browse_of_a_deep_queue_being_consumed_ends_in_order_on_postgres() {
+    browse_while_consumed(Store::Postgres).await;
+}
+
+/// A resent persistent SEND (same `_AMQ_DUPL_ID`, as after a failover) to
+/// a list of queues or to a virtual topic is stored once in each queue.
+#[tokio::test]
+async fn a_resent_composite_or_virtual_topic_send_is_stored_once_per_queue() {
+    let b = TestBroker::start("").await;
+    let mut a = Stomp::connect(b.stomp).await;
+    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    a.disconnect().await;
+    let mut p = Stomp::connect(b.stomp).await;
+    for _ in 0..2 {
+        p.send_msg(
+            "/queue/dup-1,/queue/dup-2",
+            "once",
+            &[("persistent", "true"), ("_AMQ_DUPL_ID", "dup-list")],
+        )
+        .await;
+        p.send_msg(
+            ORDERS,
+            "once-vt",
+            &[("persistent", "true"), ("_AMQ_DUPL_ID", "dup-vt")],
+        )
+        .await;
+    }
+    for (q, want) in [
+        ("/queue/dup-1", "once"),
+        ("/queue/dup-2", "once"),
+        (ORDERS_A, "once-vt"),
+    ] {
+        let mut c = Stomp::connect(b.stomp).await;
+        c.subscribe("c", q, "auto", &[]).await;
+        assert_eq!(body(&c.recv_message().await), want, "{q}");
+        c.expect_silence(QUIET).await;
+    }
+}
+
+/// A SEND to a virtual topic inside a transaction reaches its consumer
+/// queues at COMMIT, and not at all on ABORT.
+#[tokio::test]
+async fn a_virtual_topic_send_in_a_transaction_reaches_consumer_queues_only_at_commit() {
+    let b = TestBroker::start("").await;
+    let mut a = Stomp::connect(b.stomp).await;
+    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.request(frame(Command::Begin, &[("transaction", "t1")]))
+        .await;
+    p.send_msg(
+        &format!("{ORDERS},/queue/vt-side"),
+        "aborted",
+        &[("transaction", "t1"), ("persistent", "true")],
+    )
+    .await;
+    p.request(frame(Command::Abort, &[("transaction", "t1")]))
+        .await;
+    p.request(frame(Command::Begin, &[("transaction", "t2")]))
+        .await;
+    p.send_msg(
+        &format!("{ORDERS},/queue/vt-side"),
+        "committed",
+        &[("transaction", "t2"), ("persistent", "true")],
+    )
+    .await;
+    a.expect_silence(QUIET).await;
+    p.request(frame(Command::Commit, &[("transaction", "t2")]))
+        .await;
+    let m = a.recv_message().await;
+    assert_eq!(body(&m), "committed");
+    assert_eq!(hdr(&m, "destination"), Some(ORDERS_A), "{m:?}");
+    a.expect_silence(QUIET).await;
+    let mut side = Stomp::connect(b.stomp).await;
+    side.subscribe("s", "/queue/vt-side", "auto", &[]).await;
+    assert_eq!(bodies(&mut side, 1).await, ["committed"]);
+    side.expect_silence(QUIET).await;
+}
+
+/// Waits until the admin API no longer lists `dest` (reclaimed), asking
+/// every 250 ms: each question is a turn of the destination's loop (see
+/// `admin_requests_do_not_keep_idle_destinations_alive`), so asking more
+/// often than `gc-inactive-ms` would keep it alive.
+async fn until_reclaimed(http: SocketAddr, dest: &str) {
+    let deadline = Instant::now() + WAIT;
+    while dest_stats(http, dest).await.is_some() {
+        assert!(Instant::now() < deadline, "{dest} was not reclaimed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Idle destinations are reclaimed (`destinations.gc-inactive-ms`), but a
+/// consumer queue of a virtual topic is not, and a wildcard subscription
+/// keeps getting messages from a topic reclaimed and made anew.
+#[tokio::test]
+async fn reclaiming_idle_destinations_spares_consumer_queues_and_wildcard_subscriptions() {
+    let b = TestBroker::start("[destinations]\ngc-inactive-ms = 50\n").await;
+    let mut a = Stomp::connect(b.stomp).await;
+    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    a.disconnect().await;
+    let mut wild = Stomp::connect(b.stomp).await;
+    wild.subscribe("wt", "/topic/gc.>", "auto", &[]).await;
+
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/topic/gc.one", "t1", &[]).await;
+    p.send_msg("/queue/plain", "plain", &[]).await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("c", "/queue/plain", "auto", &[]).await;
+    assert_eq!(body(&c.recv_message().await), "plain");
+    c.disconnect().await;
+    assert_eq!(body(&wild.recv_message().await), "t1");
+    // The plain queue and the topic go once idle; the empty consumer
+    // queue stays.
+    until_reclaimed(b.http, "/queue/plain").await;
+    until_reclaimed(b.http, "/topic/gc.one").await;
+    assert!(
+        dest_stats(b.http, ORDERS_A).await.is_some(),
+        "the consumer queue was reclaimed"
+    );
+    p.send_msg(ORDERS, "kept", &[]).await;
+    p.send_msg("/topic/gc.one", "t2", &[]).await;
+    let m = wild.recv_message().await;
+    assert_eq!(
+        body(&m),
+        "t2",
+        "the wildcard subscription lost a topic made anew"
+    );
+    assert_eq!(hdr(&m, "destination"), Some("/topic/gc.one"));
+    let mut a = Stomp::connect(b.stomp).await;
+    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    assert_eq!(bodies(&mut a, 1).await, ["kept"]);
+}
+
+/// An idle queue or topic is reclaimed after `gc-inactive-ms` even while
+/// the admin API is asked about it (a Prometheus scrape of `/metrics`, a
+/// dashboard polling `/api/destinations`): looking is not traffic.
+#[tokio::test]
+async fn admin_requests_do_not_keep_idle_destinations_alive() {
+    let b = TestBroker::start("[destinations]\ngc-inactive-ms = 300\n").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/topic/watched", "t", &[]).await;
+    p.send_msg("/queue/watched", "q", &[]).await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("c", "/queue/watched", "auto", &[]).await;
+    assert_eq!(body(&c.recv_message().await), "q");
+    c.disconnect().await;
+    p.disconnect().await;
+    // Scraped every 100 ms, for ten times gc-inactive-ms.
+    let started = Instant::now();
+    let mut listed = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        let (code, text) = http_get(b.http, "/metrics").await;
+        assert_eq!(code, 200);
+        listed = ["/topic/watched", "/queue/watched"]
+            .into_iter()
+            .filter(|d| text.contains(&format!("halyard_destination_ready{{destination=\"{d}\"}}")))
+            .collect();
+        if listed.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "idle for {:?} (gc-inactive-ms = 300) and never reclaimed while /metrics was scraped every 100 ms: {listed:?}",
+        started.elapsed()
+    );
+}
+
+/// A durable subscription on a wildcard also keeps messages of topics that
+/// existed before it was made.
+#[tokio::test]
+async fn a_durable_wildcard_subscription_covers_topics_that_existed_before_it() {
+    let b = TestBroker::start("").await;
+    let mut live = Stomp::connect(b.stomp).await;
+    live.subscribe("l", "/topic/old.x", "auto", &[]).await;
+    let sub = [("activemq.subscriptionName", "olds")];
+    let mut s = durable_client(b.stomp, DURABLE_CLIENT).await;
+    s.subscribe("d", "/topic/old.>", "client-individual", &sub)
+        .await;
+    s.disconnect().await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/topic/old.x", "kept", &[("persistent", "true")])
+        .await;
+    assert_eq!(body(&live.recv_message().await), "kept");
+    let mut s = durable_client(b.stomp, DURABLE_CLIENT).await;
+    s.subscribe("d", "/topic/old.>", "client-individual", &sub)
+        .await;
+    let m = s.recv_message().await;
+    assert_eq!(body(&m), "kept");
+    assert_eq!(hdr(&m, "destination"), Some("/topic/old.x"));
+    s.ack(&m).await;
+    s.expect_silence(QUIET).await;
+}
+
+/// UNSUBSCRIBE of a wildcard queue subscription: queues made afterwards
+/// do not deliver to it.
+#[tokio::test]
+async fn an_ended_wildcard_queue_subscription_gets_nothing_from_later_queues() {
+    let b = TestBroker::start("").await;
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("w", "/queue/end.*", "auto", &[]).await;
+    c.request(frame(Command::Unsubscribe, &[("id", "w")])).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/end.new", "x", &[]).await;
+    c.expect_silence(QUIET).await;
+    await_counts(b.http, "/queue/end.new", 1, 0).await;
 }
