@@ -682,6 +682,26 @@ async fn durable_wildcard_across_restart(store: Store) {
     s.subscribe("d", "/topic/prices.>", "client-individual", &sub)
         .await;
     s.expect_silence(QUIET).await;
+
+    // Removed by name, it keeps nothing more, across a crash too.
+    s.request(frame(
+        Command::Unsubscribe,
+        &[("id", "d"), ("activemq.subscriptionName", "all-prices")],
+    ))
+    .await;
+    s.disconnect().await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/topic/prices.eur", "gone", &[("persistent", "true")])
+        .await;
+    b.kill();
+    b.restart().await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/topic/prices.eur", "gone-2", &[("persistent", "true")])
+        .await;
+    let mut s = durable_client(b.stomp, DURABLE_CLIENT).await;
+    s.subscribe("d", "/topic/prices.>", "client-individual", &sub)
+        .await;
+    s.expect_silence(QUIET).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2002,4 +2022,82 @@ async fn an_ended_wildcard_queue_subscription_gets_nothing_from_later_queues() {
     p.send_msg("/queue/end.new", "x", &[]).await;
     c.expect_silence(QUIET).await;
     await_counts(b.http, "/queue/end.new", 1, 0).await;
+}
+
+/// A subscription whose destinations overlap (a list naming a topic twice,
+/// directly and through a wildcard) is one consumer: it gets each message
+/// once, as in ActiveMQ (a consumer is added once to each destination its
+/// composite destination matches).
+#[tokio::test]
+async fn a_subscription_to_overlapping_destinations_gets_each_message_once() {
+    let b = TestBroker::start("").await;
+    let mut s = Stomp::connect(b.stomp).await;
+    s.subscribe("t", "/topic/ov.*,/topic/ov.a", "auto", &[])
+        .await;
+    s.subscribe("w", "/topic/ovw.>,/topic/ovw.*", "auto", &[])
+        .await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/topic/ov.a", "once", &[]).await;
+    p.send_msg("/topic/ovw.a", "once-w", &[]).await;
+    let mut got = bodies(&mut s, 2).await;
+    got.sort();
+    assert_eq!(got, ["once", "once-w"]);
+    s.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn no_local_holds_on_wildcard_subscriptions_and_browsing_a_temporary_queue_works() {
+    let b = TestBroker::start("").await;
+    let mut me = Stomp::connect(b.stomp).await;
+    me.subscribe(
+        "nl",
+        "/topic/nlw.>",
+        "auto",
+        &[("activemq.noLocal", "true")],
+    )
+    .await;
+    let mut other = Stomp::connect(b.stomp).await;
+    me.send_msg("/topic/nlw.a", "mine", &[]).await;
+    other.send_msg("/topic/nlw.a", "theirs", &[]).await;
+    assert_eq!(bodies(&mut me, 1).await, ["theirs"]);
+    me.expect_silence(QUIET).await;
+
+    // The owner may browse its temporary queue.
+    me.send_msg("/temp-queue/mine", "t1", &[]).await;
+    me.subscribe("br", "/temp-queue/mine", "auto", &[("browser", "true")])
+        .await;
+    let (shown, end) = browse_all(&mut me).await;
+    assert_eq!(shown.iter().map(body).collect::<Vec<_>>(), ["t1"]);
+    assert_eq!(hdr(&shown[0], "destination"), Some("/temp-queue/mine"));
+    assert_eq!(hdr(&end, "destination"), Some("/temp-queue/mine"));
+    // A wildcard cannot name temporary destinations.
+    refused(
+        &mut other,
+        frame(
+            Command::Subscribe,
+            &[("id", "x"), ("destination", "/temp-topic/a.*")],
+        ),
+        &["temporary"],
+    )
+    .await;
+}
+
+/// A browser is shown the queue in dispatch order: by priority, then
+/// arrival.
+#[tokio::test]
+async fn a_browser_is_shown_the_queue_in_priority_order() {
+    let b = TestBroker::start("").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    for (text, prio) in [("low", "1"), ("mid", "4"), ("high", "9"), ("mid2", "4")] {
+        p.send_msg("/queue/bprio", text, &[("priority", prio)])
+            .await;
+    }
+    let mut br = Stomp::connect(b.stomp).await;
+    br.subscribe("br", "/queue/bprio", "auto", &[("browser", "true")])
+        .await;
+    let (shown, _) = browse_all(&mut br).await;
+    assert_eq!(
+        shown.iter().map(body).collect::<Vec<_>>(),
+        ["high", "mid", "mid2", "low"]
+    );
 }
