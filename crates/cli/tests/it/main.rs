@@ -23,6 +23,8 @@ mod bad_input;
 mod delivery;
 mod messaging;
 mod protocol;
+// ActiveMQ's semantics; its restart tests use the binary.
+mod semantics;
 
 // Broker processes (the `halyard` binary).
 mod cli;
@@ -31,3 +33,4 @@ mod failover;
 mod ha;
 mod ha_postgres;
 mod hostile;
+mod semantics_takeover;
