@@ -23,7 +23,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::dispatch::{ConsumerId, ConsumerReg, Delivery, Note};
+use super::dispatch::{ConsumerId, ConsumerReg, Delivery, Note, Snap};
 use super::registry::BrokerCore;
 use crate::memory::Charge;
 use crate::model::{Destination, Message, MessageId, Properties, now_ms};
@@ -31,17 +31,6 @@ use crate::store::StoreError;
 
 /// Bodies read back for a browser at a time.
 const LOAD_BATCH: usize = 64;
-
-/// One message of a snapshot.
-#[derive(Debug)]
-pub(crate) struct Snap {
-    pub(crate) seq: u64,
-    /// The delivery count a browser shows (a message returned to the queue
-    /// shows as redelivered).
-    pub(crate) deliveries: u32,
-    /// `None` while its body is only on disk.
-    pub(crate) message: Option<Arc<Message>>,
-}
 
 struct Browser {
     reg: ConsumerReg,
@@ -160,7 +149,7 @@ impl Browsers {
                 let (store, memory, id) = (core.store.clone(), core.memory.clone(), b.reg.id);
                 self.loads.push(Box::pin(async move {
                     let mut loaded = store.load(want).await;
-                    super::queue::charge_loaded(&memory, &mut loaded);
+                    super::paging::charge_loaded(&memory, &mut loaded);
                     (id, loaded)
                 }));
             }

@@ -321,6 +321,17 @@ const LOAD_AHEAD: usize = 64;
 /// bounds the same scan by its page size (200).
 const SKIP_LIMIT: usize = 1000;
 
+/// One message of a snapshot.
+#[derive(Debug)]
+pub(crate) struct Snap {
+    pub(crate) seq: u64,
+    /// The delivery count a browser shows (a message returned to the queue
+    /// shows as redelivered).
+    pub(crate) deliveries: u32,
+    /// `None` while its body is only on disk.
+    pub(crate) message: Option<Arc<Message>>,
+}
+
 /// Who a ready message goes to.
 enum Pick {
     /// Consumer `index`; `assigns` its group to it.
@@ -1228,7 +1239,7 @@ impl Dispatcher {
     /// What a queue browser is shown: every message ready or in flight, in
     /// dispatch order (priority, then arrival), with the bodies that are in
     /// memory.
-    pub(crate) fn snapshot(&self, now_ms: u64) -> Vec<super::browse::Snap> {
+    pub(crate) fn snapshot(&self, now_ms: u64) -> Vec<Snap> {
         let mut out = Vec::with_capacity(self.ready_count + self.inflight.len());
         for p in (0..10).rev() {
             let mut flying: Vec<&Entry> = self
@@ -1264,8 +1275,8 @@ impl Dispatcher {
     }
 }
 
-fn snap(e: &Entry, deliveries: u32) -> super::browse::Snap {
-    super::browse::Snap {
+fn snap(e: &Entry, deliveries: u32) -> Snap {
+    Snap {
         seq: e.seq,
         deliveries: deliveries.max(1),
         message: e.message.clone(),

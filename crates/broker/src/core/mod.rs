@@ -11,6 +11,7 @@ mod dead_letter;
 pub(crate) mod dispatch;
 mod groups;
 mod handle;
+mod paging;
 mod queue;
 mod reclaim;
 mod registrations;

@@ -1,8 +1,6 @@
 //! The queue actor: one task per queue (or temporary queue) owning a single
 //! [`Dispatcher`] that all its consumers compete on.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +9,10 @@ use tokio::time::MissedTickBehavior;
 
 use super::browse::Browsers;
 use super::dispatch::{Dispatcher, Effect, Policy};
+use super::paging::{Loading, next_loaded, start_loading};
 use super::registry::BrokerCore;
 use super::{Control, DestHandle, DestinationStats, DurableError, Publish};
-use crate::memory::MemoryBudget;
-use crate::model::{Destination, DestinationKind, Message, now_ms};
-use crate::store::StoreError;
+use crate::model::{Destination, DestinationKind, now_ms};
 
 /// Depth of a destination's control channel.
 pub(crate) const CONTROL_DEPTH: usize = 1024;
@@ -62,48 +59,6 @@ pub(crate) fn subscription_policy(shared: &BrokerCore, stores: bool) -> Policy {
             .then(|| Duration::from_millis(d.slow_subscriber_abort_ms)),
         groups: None,
         ..policy(shared, false, stores)
-    }
-}
-
-/// Bodies being read back from the store.
-pub(crate) type Loading = Option<Pin<Box<dyn Future<Output = Loaded> + Send>>>;
-type Loaded = Vec<(u64, Result<Arc<Message>, StoreError>)>;
-
-/// Starts reading back the bodies a dispatcher wants, unless a read is
-/// already under way.
-pub(crate) fn start_loading(shared: &BrokerCore, d: &mut Dispatcher, loading: &mut Loading) {
-    if loading.is_some() {
-        return;
-    }
-    let want = d.wanted_loads();
-    if !want.is_empty() {
-        let store = shared.store.clone();
-        let memory = shared.memory.clone();
-        *loading = Some(Box::pin(async move {
-            let mut loaded = store.load(want).await;
-            charge_loaded(&memory, &mut loaded);
-            loaded
-        }));
-    }
-}
-
-/// Charges bodies read back from the store to the broker's memory budget
-/// (they come back uncharged, from a reader that knows nothing of budgets).
-pub(super) fn charge_loaded(budget: &Arc<MemoryBudget>, loaded: &mut Loaded) {
-    for (_, r) in loaded {
-        if let Ok(m) = r
-            && let Some(m) = Arc::get_mut(m)
-        {
-            m.charge = budget.charge(m.weight());
-        }
-    }
-}
-
-/// Waits for the read under way (never resolves if there is none).
-pub(crate) async fn next_loaded(loading: &mut Loading) -> Loaded {
-    match loading {
-        Some(f) => f.await,
-        None => std::future::pending().await,
     }
 }
 

@@ -170,7 +170,7 @@ impl TopicActor {
                         let memory = self.shared.memory.clone();
                         self.loads.push(Box::pin(async move {
                             let mut loaded = store.load(want).await;
-                            super::queue::charge_loaded(&memory, &mut loaded);
+                            super::paging::charge_loaded(&memory, &mut loaded);
                             (name, loaded)
                         }));
                     }

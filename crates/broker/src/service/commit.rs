@@ -2,8 +2,8 @@
 //! made durable in one atomic store batch, then applied.
 
 use super::connection::Connection;
+use super::copy::{Copy, deliver};
 use super::error::ServiceError;
-use super::route::{Copy, deliver};
 use super::transaction::Transaction;
 use super::{Pending, ready};
 use crate::metrics::Metrics;

@@ -20,6 +20,7 @@
 mod ack;
 mod commit;
 mod connection;
+mod copy;
 mod error;
 mod pipeline;
 mod publish;

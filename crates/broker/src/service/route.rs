@@ -18,41 +18,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::connection::Connection;
+use super::copy::Copy;
 use super::error::ServiceError;
-use super::publish::{duplicate_id, publish};
-use crate::core::ORIGINAL_DESTINATION;
-use crate::core::{BrokerCore, DestHandle};
-use crate::metrics::Metrics;
+use crate::core::{BrokerCore, ORIGINAL_DESTINATION};
 use crate::model::{Destination, DestinationKind, Message, NamePattern, Properties, Value};
-use crate::store::{Duplicates, Record, StoreKey};
-
-/// One copy of a sent message, on its way to one destination.
-#[derive(Debug)]
-pub(crate) struct Copy {
-    /// `None` for another connection's temporary destination that is gone
-    /// (the copy is dropped: replies to a requester that left are lost, not
-    /// refused).
-    pub(crate) handle: Option<DestHandle>,
-    pub(crate) message: Arc<Message>,
-    /// The copy for the first destination named: it stands for the SEND
-    /// in the count of messages received.
-    pub(crate) primary: bool,
-}
-
-impl Copy {
-    /// The store record that keeps this copy, if it is kept: a persistent
-    /// message in a queue.
-    pub(crate) fn record(&self) -> Option<Record> {
-        let h = self.handle.as_ref()?;
-        (self.message.persistent && h.stores()).then(|| Record::Add {
-            key: StoreKey::Queue(h.destination().name().into()),
-            message: self.message.clone(),
-            // Each queue remembers the ids it has seen, so a resend after a
-            // failover is dropped queue by queue.
-            dedup: duplicate_id(&self.message),
-        })
-    }
-}
 
 impl Connection {
     /// The copies of `message` (stamped, for its first destination) that
@@ -142,40 +111,4 @@ fn copy_of(core: &BrokerCore, m: &Arc<Message>, to: &Destination) -> Arc<Message
         destination: to.clone(),
         ..(**m).clone()
     })
-}
-
-/// Hands stored (or unstored) copies to their destinations, in order,
-/// skipping those the store found to be duplicates (stored before: a
-/// resend after a failover). With `confirm`, waits until the last copy to
-/// each topic has been taken in (the earlier ones are in before it).
-pub(super) async fn deliver(
-    core: &Arc<BrokerCore>,
-    copies: Vec<Copy>,
-    duplicates: &Duplicates,
-    confirm: bool,
-    origin: u64,
-) -> Result<(), ServiceError> {
-    let mut confirms = vec![false; copies.len()];
-    if confirm {
-        let mut last = HashSet::new();
-        for (i, c) in copies.iter().enumerate().rev() {
-            if let Some(h) = &c.handle {
-                confirms[i] = h.destination().kind().is_topic() && last.insert(h.id());
-            }
-        }
-    }
-    for (c, confirm) in copies.into_iter().zip(confirms) {
-        if duplicates.contains(c.message.seq) {
-            Metrics::inc(&core.metrics.duplicates_total);
-            continue;
-        }
-        match c.handle {
-            Some(h) => publish(core, &h, c.message, confirm, origin).await?,
-            None => Metrics::inc(&core.metrics.messages_dropped_total),
-        }
-        if c.primary {
-            Metrics::inc(&core.metrics.messages_received_total);
-        }
-    }
-    Ok(())
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::connection::Connection;
+use super::copy::{Copy, deliver};
 use super::error::ServiceError;
 use super::publish::{Waiting, flow_control, memory_room};
-use super::route::{Copy, deliver};
 use super::{Pending, ready};
 use crate::core::DestHandle;
 use crate::memory::Charge;

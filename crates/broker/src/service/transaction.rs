@@ -1,7 +1,7 @@
 //! A local transaction's state: sends, acknowledgements and rejections
 //! buffered between begin and commit (see `commit.rs`).
 
-use super::route::Copy;
+use super::copy::Copy;
 use super::subscriptions::Acked;
 
 #[derive(Default)]
