@@ -1017,10 +1017,12 @@ impl Dispatcher {
     /// `origin`, goes to.
     fn pick(&mut self, group: Option<GroupMember>, origin: u64) -> Pick {
         // Nobody, or (if someone refuses it as no-local) not yet.
-        let none = if origin != 0 && self.consumers.iter().any(|c| c.refuses(origin)) {
-            Pick::Skip
-        } else {
-            Pick::Nobody
+        let none = |consumers: &[Consumer]| {
+            if origin != 0 && consumers.iter().any(|c| c.refuses(origin)) {
+                Pick::Skip
+            } else {
+                Pick::Nobody
+            }
         };
         let chosen = match self.exclusive_owner {
             Some(owner) => self
@@ -1030,7 +1032,7 @@ impl Dispatcher {
             None => None,
         };
         if self.exclusive_owner.is_some() && chosen.is_none() {
-            return none;
+            return none(&self.consumers);
         }
         let (Some(groups), Some(member)) = (&mut self.groups, group) else {
             return match chosen.or_else(|| self.next_with_credit(origin)) {
@@ -1038,7 +1040,7 @@ impl Dispatcher {
                     index,
                     assigns: false,
                 },
-                None => none,
+                None => none(&self.consumers),
             };
         };
         if !member.starts()
@@ -1067,7 +1069,7 @@ impl Dispatcher {
                 index,
                 assigns: true,
             },
-            None => none,
+            None => none(&self.consumers),
         }
     }
 

@@ -52,6 +52,8 @@ pub(crate) struct BrokerCore {
     /// How many topics are named by wildcards (so publishing to a topic
     /// looks for them only when there are some).
     pattern_topics: AtomicUsize,
+    /// How many virtual topics' consumer queues exist (likewise).
+    virtual_queues: AtomicUsize,
     pub(crate) virtual_topics: VirtualTopics,
 }
 
@@ -85,10 +87,17 @@ struct WildcardConsumer {
 }
 
 impl Registry {
-    fn remove(&mut self, dest: &Destination, pattern_topics: &AtomicUsize) -> Option<DestHandle> {
+    fn remove(
+        &mut self,
+        dest: &Destination,
+        pattern_topics: &AtomicUsize,
+        virtual_queues: &AtomicUsize,
+    ) -> Option<DestHandle> {
         let h = self.map.remove(dest)?;
         for queues in self.virtual_queues.values_mut() {
+            let before = queues.len();
             queues.retain(|q| q != dest);
+            virtual_queues.fetch_sub(before - queues.len(), Ordering::Relaxed);
         }
         self.virtual_queues.retain(|_, q| !q.is_empty());
         let before = self.pattern_topics.len();
@@ -133,6 +142,7 @@ impl BrokerCore {
             next_destination: AtomicU64::new(0),
             destinations: Mutex::new(Registry::default()),
             pattern_topics: AtomicUsize::new(0),
+            virtual_queues: AtomicUsize::new(0),
             virtual_topics: VirtualTopics::new(&config.destinations),
             config,
         }
@@ -159,7 +169,7 @@ impl BrokerCore {
         let mut registry = lock(&self.destinations);
         match registry.map.get(dest) {
             Some(h) if h.id() == id && idle() => {
-                registry.remove(dest, &self.pattern_topics);
+                registry.remove(dest, &self.pattern_topics, &self.virtual_queues);
                 Metrics::inc(&self.metrics.destinations_reclaimed_total);
                 true
             }
@@ -214,6 +224,7 @@ impl BrokerCore {
                         .entry(topic.to_owned())
                         .or_default()
                         .push(dest.clone());
+                    self.virtual_queues.fetch_add(1, Ordering::Relaxed);
                 }
                 // Wildcard subscriptions over queues take from it too. Its
                 // control channel is new and empty: these cannot fail, and
@@ -292,7 +303,7 @@ impl BrokerCore {
 
     /// The consumer queues of virtual topic `name` that exist.
     pub(crate) fn virtual_topic_queues(&self, name: &str) -> Vec<Destination> {
-        if self.config.destinations.virtual_topics.is_empty() {
+        if self.virtual_queues.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
         lock(&self.destinations)
@@ -375,7 +386,8 @@ impl BrokerCore {
 
     /// Deletes a temporary destination and the messages in it.
     pub(crate) fn delete_destination(&self, dest: &Destination) {
-        let removed = lock(&self.destinations).remove(dest, &self.pattern_topics);
+        let removed =
+            lock(&self.destinations).remove(dest, &self.pattern_topics, &self.virtual_queues);
         if let Some(h) = removed
             && !h.try_control(Control::Delete)
         {

@@ -14,7 +14,6 @@
 //! stores goes into one store batch, so a receipt or a commit covers all of
 //! them or none.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::connection::Connection;
@@ -32,19 +31,16 @@ impl Connection {
         also: &[Destination],
     ) -> Result<Vec<Copy>, ServiceError> {
         let core = self.service.core.clone();
-        let mut seen: HashSet<&Destination> = HashSet::new();
         let first = message.destination.clone();
-        let mut listed = vec![&first];
-        listed.extend(also.iter());
-        for d in &listed {
-            if NamePattern::is_wildcard(d.name()) {
-                return Err(ServiceError::WildcardSend((*d).clone()));
-            }
+        let listed = || std::iter::once(&first).chain(also);
+        if let Some(d) = listed().find(|d| NamePattern::is_wildcard(d.name())) {
+            return Err(ServiceError::WildcardSend(d.clone()));
         }
         let message = Arc::new(message);
-        let mut copies = Vec::with_capacity(listed.len());
-        for d in listed {
-            if !seen.insert(d) {
+        let mut copies = Vec::with_capacity(1 + also.len());
+        for (i, d) in listed().enumerate() {
+            // A destination listed twice gets one copy.
+            if i > 0 && (*d == first || also[..i - 1].contains(d)) {
                 continue;
             }
             let handle = self.resolve_for_send(d)?;
