@@ -1064,13 +1064,31 @@ impl Dispatcher {
                 _ => Pick::Skip,
             };
         }
-        match chosen.or_else(|| self.next_with_credit(origin)) {
+        match chosen.or_else(|| self.least_loaded(origin)) {
             Some(index) => Pick::To {
                 index,
                 assigns: true,
             },
             None => none(&self.consumers),
         }
+    }
+
+    /// For a group without an owner: among the highest-priority consumers
+    /// with credit, the one owning the fewest groups (ActiveMQ favours the
+    /// least loaded), the next in turn among equals.
+    fn least_loaded(&self, origin: u64) -> Option<usize> {
+        let first = self.next_with_credit(origin)?;
+        let (Some(groups), priority) = (&self.groups, self.consumers[first].reg.priority) else {
+            return Some(first);
+        };
+        let n = self.consumers.len();
+        (0..n)
+            .map(|k| (first + k) % n)
+            .filter(|&i| {
+                let c = &self.consumers[i];
+                c.reg.priority == priority && c.credit() > 0 && !c.refuses(origin)
+            })
+            .min_by_key(|&i| groups.owned_by(self.consumers[i].reg.id))
     }
 
     fn owner_index(&self, owner: ConsumerId) -> usize {
@@ -1627,6 +1645,24 @@ mod tests {
         d.dispatch(0, &mut fx);
         assert_eq!(drain_notes(&mut a), vec![(2, false)]);
         assert!(drain_notes(&mut b).is_empty());
+    }
+
+    #[test]
+    fn a_new_group_goes_to_the_consumer_owning_fewest() {
+        let mut d = Dispatcher::new(policy());
+        let mut a = consumer(&mut d, 1, 10);
+        d.push(grouped(1, "x", None), true);
+        d.push(grouped(2, "y", None), true);
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut a), vec![(1, true), (2, true)]);
+        // b joins: the next two new groups both go to it (a owns two).
+        let mut b = consumer(&mut d, 2, 10);
+        d.push(grouped(3, "z", None), true);
+        d.push(grouped(4, "w", None), true);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain_notes(&mut b), vec![(3, true), (4, true)]);
+        assert!(drain_notes(&mut a).is_empty());
     }
 
     #[test]

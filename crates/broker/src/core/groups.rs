@@ -87,6 +87,8 @@ impl GroupMember {
 #[derive(Debug)]
 pub(crate) struct Groups {
     owners: HashMap<GroupKey, Owner>,
+    /// How many groups each owner has (new groups go to the least loaded).
+    counts: HashMap<ConsumerId, usize>,
     max: usize,
     clock: u64,
 }
@@ -102,6 +104,7 @@ impl Groups {
     pub(crate) fn new(max: usize) -> Groups {
         Groups {
             owners: HashMap::new(),
+            counts: HashMap::new(),
             max: max.max(1),
             clock: 0,
         }
@@ -127,34 +130,46 @@ impl Groups {
                 .min_by_key(|(_, o)| o.used)
                 .map(|(k, _)| *k)
         {
-            self.owners.remove(&oldest);
+            self.close(oldest);
         }
-        self.owners.insert(
+        let previous = self.owners.insert(
             key,
             Owner {
                 consumer,
                 used: self.clock,
             },
         );
+        if let Some(p) = previous {
+            self.uncount(p.consumer);
+        }
+        *self.counts.entry(consumer).or_default() += 1;
+    }
+
+    fn uncount(&mut self, consumer: ConsumerId) {
+        if let Some(n) = self.counts.get_mut(&consumer) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&consumer);
+            }
+        }
     }
 
     /// Closes the group (it has no owner until its next message).
     pub(crate) fn close(&mut self, key: GroupKey) {
-        self.owners.remove(&key);
+        if let Some(o) = self.owners.remove(&key) {
+            self.uncount(o.consumer);
+        }
     }
 
     /// Releases every group `consumer` owns (it has gone).
     pub(crate) fn release(&mut self, consumer: ConsumerId) {
         self.owners.retain(|_, o| o.consumer != consumer);
+        self.counts.remove(&consumer);
     }
 
     /// How many groups `consumer` owns.
-    #[cfg(test)]
     pub(crate) fn owned_by(&self, consumer: ConsumerId) -> usize {
-        self.owners
-            .values()
-            .filter(|o| o.consumer == consumer)
-            .count()
+        self.counts.get(&consumer).copied().unwrap_or(0)
     }
 }
 
@@ -199,6 +214,7 @@ mod tests {
         assert_eq!(g.owned_by(ConsumerId(1)), 2);
         g.release(ConsumerId(1));
         assert_eq!(g.owner(key("a")), None);
+        assert_eq!(g.owned_by(ConsumerId(1)), 0);
         g.assign(key("a"), ConsumerId(3));
         g.close(key("a"));
         assert_eq!(g.owner(key("a")), None);
