@@ -35,6 +35,8 @@ impl Session {
             deliveries,
             kick: self.kick.clone(),
         };
+        // ActiveMQ echoes a CONNECT's `request-id` as `response-id`.
+        let request_id = h.get("request-id").map(str::to_owned);
         let conn = self.service.connect(request).await?;
         let client_id = conn.client_id().map(str::to_owned);
         self.conn = Some(conn);
@@ -49,6 +51,9 @@ impl Session {
         w.header("server", concat!("halyard/", env!("CARGO_PKG_VERSION")));
         if version >= Version::V1_1 {
             w.header("heart-beat", &ours.to_header());
+        }
+        if let Some(id) = &request_id {
+            w.header("response-id", id);
         }
         // The other brokers of the group, for failover clients to add to
         // their lists (documented in docs/STOMP.md).
