@@ -232,7 +232,8 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Longest header section of one frame, in bytes.
     pub max_header_bytes: usize,
-    /// Longest frame body, in bytes.
+    /// Longest frame body, in bytes: 100 MiB by default, ActiveMQ's
+    /// `maxFrameSize`.
     pub max_body_bytes: usize,
     /// Frames one connection may have in flight (sent, not yet fully
     /// processed); the broker stops reading from a connection at this depth.
@@ -269,7 +270,7 @@ impl Default for LimitsConfig {
             max_header_line_bytes: 10 * 1024,
             max_headers: 1_000,
             max_header_bytes: 256 * 1024,
-            max_body_bytes: 10 * 1024 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
             max_inflight_frames: 4_096,
             max_inflight_bytes: 64 * 1024 * 1024,
             destination_memory_bytes: 128 * 1024 * 1024,

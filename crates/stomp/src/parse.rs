@@ -27,14 +27,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// ActiveMQ's limits for lines and header counts, a tighter bound on the
-    /// whole header section, and a 10 MiB body.
+    /// ActiveMQ's limits for lines, header counts and bodies (its 100 MiB
+    /// `maxFrameSize`), and a tighter bound on the whole header section.
     fn default() -> Limits {
         Limits {
             max_line_bytes: 10 * 1024,
             max_headers: 1000,
             max_header_bytes: 256 * 1024,
-            max_body_bytes: 10 * 1024 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
         }
     }
 }

@@ -385,8 +385,8 @@ async fn the_admin_port_caps_connections_and_times_out_slow_requests() {
 const BUDGET_MIB: u64 = 128;
 /// What the broker may hold beyond its message budget: the process itself
 /// (about 20 MiB for a debug build), one frame being read per connection
-/// (up to limits.max-body-bytes, 10 MiB, in a read buffer that grows in
-/// steps) and socket buffers, and what the allocator keeps. Documented in
+/// (up to limits.max-body-bytes; these tests send frames of at most 10 MiB)
+/// and socket buffers, and what the allocator keeps. Documented in
 /// docs/CONFIGURATION.md.
 const OVERHEAD_MIB: u64 = 96;
 

@@ -1,0 +1,156 @@
+//! Large messages with the default configuration (the `halyard` binary,
+//! no settings): bodies up to ActiveMQ's 100 MiB frame, held once in
+//! memory however many subscribers they go to, and kept by the journal
+//! across a restart.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use halyard_stomp::{Command, Frame};
+use halyard_testkit::metrics::metric_at;
+use halyard_testkit::stomp::Stomp;
+
+use crate::support::BrokerProcess;
+
+const MIB: usize = 1024 * 1024;
+/// `limits.max-body-bytes` by default (ActiveMQ's `maxFrameSize`).
+const DEFAULT_MAX_BODY: usize = 100 * MIB;
+
+/// A body of `len` bytes that differs from every other seed's at every
+/// 8-byte word (xorshift), so a body cut, shifted or swapped for another
+/// fails the byte comparison.
+fn body(seed: u64, len: usize) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v.into()
+}
+
+fn send(dest: &str, persistent: bool, body: &Bytes) -> Frame {
+    Frame::new(Command::Send)
+        .header("destination", dest)
+        .header("persistent", if persistent { "true" } else { "false" })
+        .body(body.clone())
+}
+
+/// Asserts that `m` carries `want` whole (compared byte for byte; a
+/// mismatch reports sizes and the first differing offset, not 16 MiB).
+fn assert_body(m: &Frame, want: &Bytes, what: &str) {
+    assert_eq!(m.command, Command::Message, "{what}: {m:?}");
+    if m.body != *want {
+        let at = m.body.iter().zip(want.iter()).position(|(a, b)| a != b);
+        panic!(
+            "{what}: body of {} bytes, expected {} bytes; first difference at {at:?}",
+            m.body.len(),
+            want.len()
+        );
+    }
+}
+
+/// A topic with two subscribers and two 16 MiB messages (one persistent,
+/// one not): each subscriber gets both, whole. While both hold them
+/// unacknowledged the broker's memory budget counts each body once, not
+/// once per subscriber; once acknowledged it is all given back.
+#[tokio::test]
+async fn a_topic_delivers_two_16_mib_messages_whole_to_two_subscribers() {
+    let started = Instant::now();
+    let b = BrokerProcess::start("").await;
+    let mut subs = [Stomp::connect(b.stomp).await, Stomp::connect(b.stomp).await];
+    for (i, s) in subs.iter_mut().enumerate() {
+        s.subscribe(&format!("s{i}"), "/topic/large", "client-individual", &[])
+            .await;
+    }
+    let bodies = [body(1, 16 * MIB), body(2, 16 * MIB)];
+    let mut p = Stomp::connect(b.stomp).await;
+    p.request(send("/topic/large", true, &bodies[0])).await;
+    p.request(send("/topic/large", false, &bodies[1])).await;
+
+    let mut held = Vec::new();
+    for (i, s) in subs.iter_mut().enumerate() {
+        for (n, want) in bodies.iter().enumerate() {
+            let m = s.recv_message().await;
+            assert_body(&m, want, &format!("subscriber {i}, message {n}"));
+            held.push(m);
+        }
+    }
+    // Both subscribers hold both messages unacknowledged: two bodies in
+    // memory (plus headers and bookkeeping), not four.
+    let used = metric_at(b.http, "halyard_memory_bytes").await as usize;
+    println!("memory held for 2 x 16 MiB messages to 2 subscribers: {used} bytes");
+    assert!(
+        (32 * MIB..33 * MIB).contains(&used),
+        "halyard_memory_bytes is {used} with two 16 MiB messages held by two subscribers"
+    );
+    for (i, s) in subs.iter_mut().enumerate() {
+        for m in &held[i * 2..i * 2 + 2] {
+            s.ack(m).await;
+        }
+    }
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let used = metric_at(b.http, "halyard_memory_bytes").await;
+        if used == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{used} bytes still held after every message was acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("topic test took {:?}", started.elapsed());
+}
+
+/// Persistent messages of 16 MiB and of exactly `limits.max-body-bytes`
+/// (larger than a 32 MiB journal segment) are stored, survive `kill -9`
+/// and come back whole.
+#[tokio::test]
+async fn persistent_16_and_100_mib_messages_survive_a_restart() {
+    let started = Instant::now();
+    let mut b = BrokerProcess::start("").await;
+    let bodies = [body(3, 16 * MIB), body(4, DEFAULT_MAX_BODY)];
+    let mut p = Stomp::connect(b.stomp).await;
+    for want in &bodies {
+        p.request(send("/queue/large", true, want)).await;
+    }
+    drop(p);
+    println!("sent after {:?}", started.elapsed());
+    b.restart().await;
+    println!("restarted after {:?}", started.elapsed());
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("c", "/queue/large", "client-individual", &[])
+        .await;
+    for (n, want) in bodies.iter().enumerate() {
+        let m = c.recv_message().await;
+        assert_body(&m, want, &format!("message {n} after the restart"));
+        c.ack(&m).await;
+    }
+    c.expect_silence(Duration::from_millis(100)).await;
+    println!("queue test took {:?}", started.elapsed());
+}
+
+/// One byte over the default limit is refused with an ERROR that names
+/// the limit, before the broker reads the body.
+#[tokio::test]
+async fn a_body_over_the_default_limit_gets_an_error() {
+    let b = BrokerProcess::start("").await;
+    let mut s = Stomp::connect(b.stomp).await;
+    let head = format!(
+        "SEND\ndestination:/queue/too-large\ncontent-length:{}\n\n",
+        DEFAULT_MAX_BODY + 1
+    );
+    s.write(head.as_bytes()).await;
+    let e = s.expect_error().await;
+    let message = e.headers.get("message").unwrap_or_default();
+    assert!(
+        message.contains(&format!("body longer than {DEFAULT_MAX_BODY} bytes")),
+        "{e:?}"
+    );
+}
