@@ -390,22 +390,8 @@ const BUDGET_MIB: u64 = 128;
 /// docs/CONFIGURATION.md.
 const OVERHEAD_MIB: u64 = 96;
 
-/// A process's peak and current resident set, in MiB.
-fn rss_mib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .unwrap()
-            / 1024
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 fn assert_within_budget(b: &BrokerProcess, what: &str) {
-    let (peak, now) = rss_mib(b.pid());
+    let (peak, now) = b.rss_mib();
     println!(
         "{what}: peak RSS {peak} MiB, now {now} MiB (budget {BUDGET_MIB} MiB + {OVERHEAD_MIB} MiB overhead)"
     );
