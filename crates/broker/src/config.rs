@@ -204,6 +204,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Auto<T> {
     }
 }
 
+/// The largest `limits.max-body-bytes` allowed: a stored message is one
+/// journal record, or one PostgreSQL value, and neither may pass 1 GiB.
+pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
+
 /// Limits on what peers may make the broker hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -702,6 +706,15 @@ impl BrokerConfig {
         positive("limits.max-headers", l.max_headers)?;
         positive("limits.max-header-bytes", l.max_header_bytes)?;
         positive("limits.max-body-bytes", l.max_body_bytes)?;
+        if l.max_body_bytes > MAX_BODY_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "limits.max-body-bytes",
+                message: format!(
+                    "must be at most {MAX_BODY_BYTES} (512 MiB): a stored message is one journal \
+                     record or one PostgreSQL value, of at most 1 GiB"
+                ),
+            });
+        }
         positive("limits.max-inflight-frames", l.max_inflight_frames)?;
         positive("limits.max-inflight-bytes", l.max_inflight_bytes)?;
         positive(
@@ -1049,6 +1062,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ignore") && e.contains("refuse"), "{e}");
+        BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870912").unwrap();
+        let e = BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870913")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.max-body-bytes") && e.contains("512 MiB"),
+            "{e}"
+        );
     }
 
     #[test]
