@@ -226,7 +226,9 @@ pub struct LimitsConfig {
     /// SENDs, ACKs and NACKs one transaction may hold.
     pub max_transaction_frames: usize,
     /// Body bytes of the SENDs one transaction may hold (they stay in
-    /// memory until COMMIT); beyond it the SEND gets an ERROR.
+    /// memory until COMMIT); beyond it the SEND gets an ERROR. 128 MiB by
+    /// default: above `max-body-bytes`, so that a transaction may carry a
+    /// message of the largest size.
     pub max_transaction_bytes: usize,
     /// Destinations the broker will create.
     pub max_destinations: usize,
@@ -269,7 +271,7 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 1_000,
             max_transactions_per_connection: 100,
             max_transaction_frames: 100_000,
-            max_transaction_bytes: 64 * 1024 * 1024,
+            max_transaction_bytes: 128 * 1024 * 1024,
             max_destinations: 100_000,
             max_header_line_bytes: 10 * 1024,
             max_headers: 1_000,
