@@ -81,11 +81,19 @@ impl MemoryBudget {
 
     /// Waits until usage is below the limit.
     pub async fn below_limit(&self) {
+        self.room_beside(0).await;
+    }
+
+    /// Waits until what is held besides `own` bytes (the waiter's own
+    /// message, charged already) is below the limit: a message never waits
+    /// for room only its own departure could make (one larger than the
+    /// whole budget goes through alone).
+    pub async fn room_beside(&self, own: u64) {
         loop {
             // Registered before the check, so a release in between is not
             // missed.
             let freed = self.freed.notified();
-            if !self.over() {
+            if self.used().saturating_sub(own) < self.limit {
                 return;
             }
             freed.await;
@@ -94,7 +102,9 @@ impl MemoryBudget {
 
     fn release(&self, bytes: u64) {
         let before = self.used.fetch_sub(bytes, Ordering::Relaxed);
-        if before >= self.limit && before - bytes < self.limit {
+        // Every release while over the limit: a waiter's threshold is the
+        // limit plus its own message.
+        if before >= self.limit {
             self.freed.notify_waiters();
         }
     }
@@ -164,6 +174,21 @@ mod tests {
         assert!(!b.over() && b.has_room(39) && !b.has_room(40));
         drop(two);
         assert_eq!(b.used(), 0);
+        // A charge larger than the whole budget does not wait for itself,
+        // only for the others.
+        let own = b.charge(150);
+        b.room_beside(150).await;
+        let other = b.charge(10);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.room_beside(150).await })
+        };
+        let another = b.charge(95);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(another);
+        waiter.await.unwrap();
+        drop((own, other));
         let free = Charge::none();
         assert_eq!(free.clone(), Charge::none());
     }

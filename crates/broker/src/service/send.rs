@@ -66,6 +66,9 @@ impl Connection {
         let bytes = new.body.len();
         let copies = self.route(self.stamp(new), &also).await?;
         let core = self.service.core.clone();
+        // What the message's copies hold of the memory budget: they do not
+        // wait for room only their own departure could make.
+        let own: u64 = copies.iter().map(|c| c.message.weight() as u64).sum();
 
         if let Some(t) = tx {
             let max_bytes = core.config.limits.max_transaction_bytes;
@@ -78,7 +81,7 @@ impl Connection {
             }
             tx.bytes += bytes;
             tx.sends.extend(copies);
-            if !core.memory.over() {
+            if core.memory.used().saturating_sub(own) < core.memory.limit() {
                 return Ok(Sent {
                     work: ready(),
                     bytes: 0,
@@ -86,9 +89,9 @@ impl Connection {
             }
             // The message stays in memory until the commit: hold the
             // producer (the session reads nothing more from it) until
-            // there is room.
+            // there is room beside it.
             let work = async move {
-                flow_control(&core, "transactional SEND", memory_room(&core)).await?;
+                flow_control(&core, "transactional SEND", memory_room(&core, own)).await?;
                 Ok(())
             };
             return Ok(Sent {
@@ -116,7 +119,7 @@ impl Connection {
                 None => Duplicates::default(),
             };
             if pinned {
-                flow_control(&core, "SEND", memory_room(&core)).await?;
+                flow_control(&core, "SEND", memory_room(&core, own)).await?;
             }
             // A queue has the message once it is in its channel (any later
             // consumer gets it); a topic only once it has fanned it out to

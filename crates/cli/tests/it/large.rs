@@ -232,3 +232,35 @@ async fn a_large_message_to_subscribers_that_do_not_read_is_held_once() {
         "the memory budget counts the message once"
     );
 }
+
+/// A message larger than the whole memory budget (a small machine's
+/// "auto" budget can be below `max-body-bytes`) does not wait for room
+/// that only its own departure could make: it goes through, alone, as it
+/// would into a budget used by nothing else; and, in a transaction, the
+/// same.
+#[tokio::test]
+async fn a_message_larger_than_the_memory_budget_is_not_held_back_by_itself() {
+    let b = BrokerProcess::start(&format!(
+        "[limits]\nmemory-bytes = {}\nflow-control-timeout-ms = 2000\n",
+        4 * MIB
+    ))
+    .await;
+    let bodies = [body(7, 8 * MIB), body(8, 8 * MIB)];
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("c", "/queue/over-budget", "auto", &[]).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.request(send("/queue/over-budget", false, &bodies[0]))
+        .await;
+    assert_body(&c.recv_message().await, &bodies[0], "the plain SEND");
+    p.request(Frame::new(Command::Begin).header("transaction", "t"))
+        .await;
+    p.request(send("/queue/over-budget", false, &bodies[1]).header("transaction", "t"))
+        .await;
+    p.request(Frame::new(Command::Commit).header("transaction", "t"))
+        .await;
+    assert_body(
+        &c.recv_message().await,
+        &bodies[1],
+        "the transactional SEND",
+    );
+}
