@@ -93,18 +93,7 @@ async fn a_topic_delivers_two_16_mib_messages_whole_to_two_subscribers() {
         }
     }
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let used = metric_at(b.http, "halyard_memory_bytes").await;
-        if used == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{used} bytes still held after every message was acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    memory_drains(&b).await;
     println!("topic test took {:?}", started.elapsed());
 }
 
@@ -263,4 +252,65 @@ async fn a_message_larger_than_the_memory_budget_is_not_held_back_by_itself() {
         &bodies[1],
         "the transactional SEND",
     );
+}
+
+/// Durable subscribers get copies of a persistent message of their own
+/// (stored, each with its own sequence number), but the copies share the
+/// body, and the memory budget counts it once.
+#[tokio::test]
+async fn durable_subscribers_copies_share_one_body_in_the_memory_budget() {
+    let b = BrokerProcess::start("").await;
+    let mut subs = Vec::new();
+    for id in ["d1", "d2"] {
+        let mut s = Stomp::connect_with(
+            b.stomp,
+            &[("accept-version", "1.2"), ("host", "x"), ("client-id", id)],
+        )
+        .await;
+        s.subscribe(
+            "s",
+            "/topic/durable-large",
+            "client-individual",
+            &[("activemq.subscriptionName", "large")],
+        )
+        .await;
+        subs.push(s);
+    }
+    let want = body(9, 16 * MIB);
+    let mut p = Stomp::connect(b.stomp).await;
+    p.request(send("/topic/durable-large", true, &want)).await;
+    let mut held = Vec::new();
+    for s in &mut subs {
+        let m = s.recv_message().await;
+        assert_body(&m, &want, "durable copy");
+        held.push(m);
+    }
+    let used = metric_at(b.http, "halyard_memory_bytes").await as usize;
+    println!("memory held for one 16 MiB message to 2 durable subscribers: {used} bytes");
+    assert!(
+        (16 * MIB..17 * MIB).contains(&used),
+        "halyard_memory_bytes is {used} for one 16 MiB message held by two durable subscribers"
+    );
+    // Given back once the last copy is acknowledged.
+    for (s, m) in subs.iter_mut().zip(&held) {
+        s.ack(m).await;
+    }
+    drop(held);
+    memory_drains(&b).await;
+}
+
+/// Waits until the broker holds no message bytes.
+async fn memory_drains(b: &BrokerProcess) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let used = metric_at(b.http, "halyard_memory_bytes").await;
+        if used == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{used} bytes still held after every message was acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
