@@ -66,9 +66,10 @@ impl Connection {
         let bytes = new.body.len();
         let copies = self.route(self.stamp(new), &also).await?;
         let core = self.service.core.clone();
-        // What the message's copies hold of the memory budget: they do not
-        // wait for room only their own departure could make.
-        let own: u64 = copies.iter().map(|c| c.message.weight() as u64).sum();
+        // What the message holds of the memory budget (its copies share one
+        // charge, as they share its body): it does not wait for room only
+        // its own departure could make.
+        let own = copies.first().map_or(0, |c| c.message.weight() as u64);
 
         if let Some(t) = tx {
             let max_bytes = core.config.limits.max_transaction_bytes;

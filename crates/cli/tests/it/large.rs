@@ -314,3 +314,26 @@ async fn memory_drains(b: &BrokerProcess) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A SEND to a composite destination makes a copy per queue, sharing the
+/// body; the memory budget counts it once.
+#[tokio::test]
+async fn a_composite_sends_copies_share_one_body_in_the_memory_budget() {
+    let b = BrokerProcess::start("").await;
+    let want = body(10, 16 * MIB);
+    let mut p = Stomp::connect(b.stomp).await;
+    p.request(send("/queue/composite-a,/queue/composite-b", false, &want))
+        .await;
+    let used = metric_at(b.http, "halyard_memory_bytes").await as usize;
+    println!("memory held for one 16 MiB message in two queues: {used} bytes");
+    assert!(
+        (16 * MIB..17 * MIB).contains(&used),
+        "halyard_memory_bytes is {used} for one 16 MiB message in two queues"
+    );
+    let mut c = Stomp::connect(b.stomp).await;
+    for q in ["/queue/composite-a", "/queue/composite-b"] {
+        c.subscribe(q, q, "auto", &[]).await;
+        assert_body(&c.recv_message().await, &want, q);
+    }
+    memory_drains(&b).await;
+}
