@@ -9,9 +9,12 @@ one producer's messages reach a destination in the order it sent them.
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
+
+from conftest import EVENT_TIMEOUT, wait_until
 
 VERSIONS = ["1.0", "1.1", "1.2"]
 ESCAPING_VERSIONS = ["1.1", "1.2"]
@@ -394,6 +397,35 @@ def test_large_bodies(stomp_connect, version):
     m1, m2 = cons.take_messages(2)
     assert m1.body == text.encode()
     assert m2.body == blob
+
+
+def test_topic_delivers_16_mib_messages_whole_to_two_subscribers(stomp_connect, broker):
+    """With the default configuration (limits.max-body-bytes is ActiveMQ's
+    100 MiB), two 16 MiB messages, one persistent and one not, reach both
+    subscribers of a topic byte for byte; while both hold them
+    unacknowledged the broker's memory budget counts each body once."""
+    subs = [stomp_connect("1.2", auto_decode=False) for _ in range(2)]
+    for i, s in enumerate(subs):
+        s.subscribe("/topic/large", id=f"l{i}", ack="client-individual")
+    prod = stomp_connect("1.2")
+    bodies = [os.urandom(16 << 20), os.urandom(16 << 20)]
+    prod.send("/topic/large", bodies[0], receipt=True, persistent="true")
+    prod.send("/topic/large", bodies[1], receipt=True, persistent="false")
+    received = [s.take_messages(2, timeout=30) for s in subs]
+    for got in received:
+        assert [len(m.body) for m in got] == [len(b) for b in bodies]
+        assert [m.body == b for m, b in zip(got, bodies)] == [True, True]
+        assert [m.headers["persistent"] for m in got] == ["true", "false"]
+    held = broker.http_json("/api/status")["memory_bytes"]
+    assert 32 << 20 <= held < 33 << 20, f"{held} bytes held for two 16 MiB messages"
+    for s, got in zip(subs, received):
+        for m in got:
+            s.ack(m)
+    wait_until(
+        lambda: broker.http_json("/api/status")["memory_bytes"] == 0,
+        EVENT_TIMEOUT,
+        "memory_bytes back to 0 once both subscribers acknowledged",
+    )
 
 
 def test_burst_of_mixed_frames(stomp_connect, broker):

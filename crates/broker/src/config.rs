@@ -204,6 +204,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Auto<T> {
     }
 }
 
+/// The largest `limits.max-body-bytes` allowed: a stored message is one
+/// journal record, or one PostgreSQL value, and neither may pass 1 GiB.
+pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
+
 /// Limits on what peers may make the broker hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -222,7 +226,9 @@ pub struct LimitsConfig {
     /// SENDs, ACKs and NACKs one transaction may hold.
     pub max_transaction_frames: usize,
     /// Body bytes of the SENDs one transaction may hold (they stay in
-    /// memory until COMMIT); beyond it the SEND gets an ERROR.
+    /// memory until COMMIT); beyond it the SEND gets an ERROR. 128 MiB by
+    /// default: above `max-body-bytes`, so that a transaction may carry a
+    /// message of the largest size.
     pub max_transaction_bytes: usize,
     /// Destinations the broker will create.
     pub max_destinations: usize,
@@ -232,7 +238,8 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Longest header section of one frame, in bytes.
     pub max_header_bytes: usize,
-    /// Longest frame body, in bytes.
+    /// Longest frame body, in bytes: 100 MiB by default, ActiveMQ's
+    /// `maxFrameSize`.
     pub max_body_bytes: usize,
     /// Frames one connection may have in flight (sent, not yet fully
     /// processed); the broker stops reading from a connection at this depth.
@@ -264,12 +271,12 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 1_000,
             max_transactions_per_connection: 100,
             max_transaction_frames: 100_000,
-            max_transaction_bytes: 64 * 1024 * 1024,
+            max_transaction_bytes: 128 * 1024 * 1024,
             max_destinations: 100_000,
             max_header_line_bytes: 10 * 1024,
             max_headers: 1_000,
             max_header_bytes: 256 * 1024,
-            max_body_bytes: 10 * 1024 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
             max_inflight_frames: 4_096,
             max_inflight_bytes: 64 * 1024 * 1024,
             destination_memory_bytes: 128 * 1024 * 1024,
@@ -701,6 +708,15 @@ impl BrokerConfig {
         positive("limits.max-headers", l.max_headers)?;
         positive("limits.max-header-bytes", l.max_header_bytes)?;
         positive("limits.max-body-bytes", l.max_body_bytes)?;
+        if l.max_body_bytes > MAX_BODY_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "limits.max-body-bytes",
+                message: format!(
+                    "must be at most {MAX_BODY_BYTES} (512 MiB): a stored message is one journal \
+                     record or one PostgreSQL value, of at most 1 GiB"
+                ),
+            });
+        }
         positive("limits.max-inflight-frames", l.max_inflight_frames)?;
         positive("limits.max-inflight-bytes", l.max_inflight_bytes)?;
         positive(
@@ -1048,6 +1064,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ignore") && e.contains("refuse"), "{e}");
+        BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870912").unwrap();
+        let e = BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870913")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.max-body-bytes") && e.contains("512 MiB"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -27,14 +27,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// ActiveMQ's limits for lines and header counts, a tighter bound on the
-    /// whole header section, and a 10 MiB body.
+    /// ActiveMQ's limits for lines, header counts and bodies (its 100 MiB
+    /// `maxFrameSize`), and a tighter bound on the whole header section.
     fn default() -> Limits {
         Limits {
             max_line_bytes: 10 * 1024,
             max_headers: 1000,
             max_header_bytes: 256 * 1024,
-            max_body_bytes: 10 * 1024 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -313,11 +313,7 @@ impl Parser {
                     else {
                         unreachable!("state checked by the enclosing match")
                     };
-                    // The body is copied out of the read buffer on purpose: a
-                    // zero-copy slice would pin the whole read buffer for as
-                    // long as the message sits in a queue.
-                    let body = Bytes::copy_from_slice(&buf[head_len..body_end]);
-                    buf.advance(body_end + 1);
+                    let body = take_body(buf, head_len, body_end);
                     return Ok(Some(Item::Frame(Frame {
                         command,
                         headers,
@@ -368,6 +364,53 @@ impl Parser {
         }
         Ok((command, headers))
     }
+}
+
+/// Bodies at least this large, filling at least half of the read buffer,
+/// are taken out of it without a copy.
+const TAKE_BODY: usize = 256 * 1024;
+/// A read buffer grown past this (a large frame went through) is given
+/// back once the frame is parsed, so that one large frame does not pin
+/// its size for the connection's life.
+const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
+/// Room a restarted read buffer gets beyond the bytes it takes over.
+const RESTART_CAPACITY: usize = 8 * 1024;
+
+/// Takes the body of the frame that ends at `body_end` (its NUL) out of
+/// `buf`, and consumes the frame.
+///
+/// A small body is copied: a slice would pin the whole read buffer for as
+/// long as the message sits in a queue. A large one that fills most of the
+/// buffer is taken with the buffer's memory instead (there is little else
+/// in it), and the connection goes on with a fresh buffer holding what
+/// followed the frame; so a large body is never held twice, and the read
+/// buffer does not stay large.
+fn take_body(buf: &mut BytesMut, head_len: usize, body_end: usize) -> Bytes {
+    let len = body_end - head_len;
+    let capacity = buf.capacity();
+    let frame_end = body_end + 1;
+    if len >= TAKE_BODY && len.saturating_mul(2) >= capacity {
+        let mut frame = restart(buf, frame_end);
+        frame.truncate(body_end);
+        frame.advance(head_len);
+        return frame.freeze();
+    }
+    let body = Bytes::copy_from_slice(&buf[head_len..body_end]);
+    if capacity > KEEP_CAPACITY && buf.len() - frame_end <= capacity / 4 {
+        restart(buf, frame_end);
+    } else {
+        buf.advance(frame_end);
+    }
+    body
+}
+
+/// Replaces `buf` with a small buffer holding `buf[from..]`; returns the
+/// old one.
+fn restart(buf: &mut BytesMut, from: usize) -> BytesMut {
+    let rest = &buf[from..];
+    let mut fresh = BytesMut::with_capacity(rest.len() + RESTART_CAPACITY);
+    fresh.extend_from_slice(rest);
+    std::mem::replace(buf, fresh)
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -556,6 +599,70 @@ mod tests {
             check(b"SEND\n\n12345678\0").unwrap(),
             Some(Item::Frame(_))
         ));
+    }
+
+    /// Feeds `wire` to a parser the way a framed reader does: reads of at
+    /// most `chunk` bytes into the buffer's spare room, reserving what the
+    /// parser asks for.
+    fn read_like_a_socket(wire: &[u8], chunk: usize) -> (Vec<Item>, BytesMut, Vec<usize>) {
+        let mut p = Parser::new(Limits::default());
+        p.set_version(Version::V1_2);
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let (mut items, mut starts) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        while at < wire.len() {
+            if buf.capacity() == buf.len() {
+                buf.reserve(1);
+            }
+            let n = chunk.min(buf.capacity() - buf.len()).min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            while let Some(item) = p.parse(&mut buf).unwrap() {
+                items.push(item);
+            }
+            if let Some(more) = p.bytes_needed(&buf) {
+                buf.reserve(more);
+                starts.push(buf.as_ptr() as usize);
+            }
+        }
+        (items, buf, starts)
+    }
+
+    #[test]
+    fn a_large_body_is_taken_from_the_read_buffer_without_a_copy() {
+        let body: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = format!("SEND\ncontent-length:{}\n\n", body.len()).into_bytes();
+        let head_len = wire.len();
+        wire.extend_from_slice(&body);
+        wire.extend_from_slice(b"\0SEND\n\nnext\0");
+        let (items, buf, starts) = read_like_a_socket(&wire, 64 * 1024);
+        let [Item::Frame(big), Item::Frame(next)] = &items[..] else {
+            panic!("{} items", items.len())
+        };
+        assert_eq!(&big.body[..], &body[..]);
+        assert_eq!(&next.body[..], b"next");
+        // The body is where the buffer was once it had room for the frame.
+        let start = *starts.last().unwrap();
+        assert_eq!(big.body.as_ptr() as usize, start + head_len);
+        // The read buffer did not stay large.
+        assert!(
+            buf.is_empty() && buf.capacity() <= 64 * 1024,
+            "{}",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_read_buffer_grown_by_a_frame_is_given_back() {
+        // No content-length: the buffer grows by doubling while the body
+        // is scanned for its NUL, so it is more than twice the body.
+        let body = vec![b'x'; 5 * 1024 * 1024];
+        let mut wire = b"SEND\n\n".to_vec();
+        wire.extend_from_slice(&body);
+        wire.extend_from_slice(b"\0\n");
+        let (items, buf, _) = read_like_a_socket(&wire, 64 * 1024);
+        assert!(matches!(&items[..], [Item::Frame(f), Item::Heartbeat] if f.body == body));
+        assert!(buf.capacity() <= 64 * 1024, "{}", buf.capacity());
     }
 
     #[test]

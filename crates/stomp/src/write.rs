@@ -68,15 +68,25 @@ impl<'a> FrameWriter<'a> {
     /// non-empty body always gets a `content-length` header, so bodies may
     /// contain NULs.
     pub fn finish(self, body: &[u8]) {
-        if !body.is_empty() {
+        let out = self.end_headers(body.len());
+        out.put_slice(body);
+        out.put_u8(0);
+    }
+
+    /// Ends the headers of a frame whose body, `body_len` bytes, the caller
+    /// writes itself, followed by the terminating NUL: e.g. a large body
+    /// sent from where it is rather than copied into the output buffer.
+    /// As with [`FrameWriter::finish`], a non-empty body gets a
+    /// `content-length` header. Returns the output buffer.
+    pub fn end_headers(self, body_len: usize) -> &'a mut BytesMut {
+        if body_len > 0 {
             self.out.put_slice(b"content-length:");
             self.out
-                .put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+                .put_slice(itoa::Buffer::new().format(body_len).as_bytes());
             self.out.put_u8(b'\n');
         }
         self.out.put_u8(b'\n');
-        self.out.put_slice(body);
-        self.out.put_u8(0);
+        self.out
     }
 }
 
@@ -109,6 +119,21 @@ mod tests {
             &out[..],
             b"MESSAGE\na\\cb:x\\ny\ncontent-length:3\n\nhi\0\0"
         );
+    }
+
+    #[test]
+    fn a_body_written_by_the_caller_gives_the_same_frame() {
+        let mut whole = BytesMut::new();
+        let mut w = FrameWriter::new(&mut whole, Command::Message, Version::V1_2);
+        w.header("a", "b");
+        w.finish(b"body\0");
+        let mut parts = BytesMut::new();
+        let mut w = FrameWriter::new(&mut parts, Command::Message, Version::V1_2);
+        w.header("a", "b");
+        let out = w.end_headers(5);
+        out.put_slice(b"body\0");
+        out.put_u8(0);
+        assert_eq!(whole, parts);
     }
 
     #[test]

@@ -48,10 +48,10 @@ pub(super) async fn flow_control<T>(
         })
 }
 
-/// Waits until the broker's memory budget has room, counted as a waiting
-/// producer meanwhile.
-pub(super) async fn memory_room(core: &BrokerCore) {
-    if !core.memory.over() {
+/// Waits until the broker's memory budget has room beside `own` bytes (the
+/// waiting message's charge), counted as a waiting producer meanwhile.
+pub(super) async fn memory_room(core: &BrokerCore, own: u64) {
+    if core.memory.used().saturating_sub(own) < core.memory.limit() {
         return;
     }
     struct Counted<'a>(&'a std::sync::atomic::AtomicU64);
@@ -62,7 +62,7 @@ pub(super) async fn memory_room(core: &BrokerCore) {
     }
     core.memory.waiting.fetch_add(1, Ordering::Relaxed);
     let _counted = Counted(&core.memory.waiting);
-    core.memory.below_limit().await;
+    core.memory.room_beside(own).await;
 }
 
 /// A message's duplicate-detection id, checked by the store's writer.

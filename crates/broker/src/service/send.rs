@@ -66,6 +66,10 @@ impl Connection {
         let bytes = new.body.len();
         let copies = self.route(self.stamp(new), &also).await?;
         let core = self.service.core.clone();
+        // What the message holds of the memory budget (its copies share one
+        // charge, as they share its body): it does not wait for room only
+        // its own departure could make.
+        let own = copies.first().map_or(0, |c| c.message.weight() as u64);
 
         if let Some(t) = tx {
             let max_bytes = core.config.limits.max_transaction_bytes;
@@ -78,7 +82,7 @@ impl Connection {
             }
             tx.bytes += bytes;
             tx.sends.extend(copies);
-            if !core.memory.over() {
+            if core.memory.used().saturating_sub(own) < core.memory.limit() {
                 return Ok(Sent {
                     work: ready(),
                     bytes: 0,
@@ -86,9 +90,9 @@ impl Connection {
             }
             // The message stays in memory until the commit: hold the
             // producer (the session reads nothing more from it) until
-            // there is room.
+            // there is room beside it.
             let work = async move {
-                flow_control(&core, "transactional SEND", memory_room(&core)).await?;
+                flow_control(&core, "transactional SEND", memory_room(&core, own)).await?;
                 Ok(())
             };
             return Ok(Sent {
@@ -116,7 +120,7 @@ impl Connection {
                 None => Duplicates::default(),
             };
             if pinned {
-                flow_control(&core, "SEND", memory_room(&core)).await?;
+                flow_control(&core, "SEND", memory_room(&core, own)).await?;
             }
             // A queue has the message once it is in its channel (any later
             // consumer gets it); a topic only once it has fanned it out to

@@ -715,6 +715,54 @@ async fn a_batch_of_declarations_and_messages_is_atomic<H: Harness>(h: H) {
     assert_eq!(seqs(&r), vec![(10, 0), (11, 0)]);
 }
 
+/// One group of large bodies, more than PostgreSQL takes in one statement
+/// (`ADD_CHUNK_BYTES`) and each larger than a journal segment (64 KiB
+/// here), with small messages between them and two in one atomic batch,
+/// comes back whole.
+async fn a_group_of_large_bodies_comes_back_whole<H: Harness>(h: H) {
+    let (mut b, _) = h.open(100).await;
+    // A 251-byte pattern (prime, so it drifts against any power of two)
+    // that differs from message to message.
+    let body = |seq: u64, len: usize| {
+        let pattern: Vec<u8> = (0..251u64).map(|i| (i * 7 + seq) as u8).collect();
+        let mut v = Vec::with_capacity(len);
+        while v.len() < len {
+            let n = (len - v.len()).min(pattern.len());
+            v.extend_from_slice(&pattern[..n]);
+        }
+        Bytes::from(v)
+    };
+    // 96 MiB: two PostgreSQL statements, the second starting inside the
+    // batch.
+    let sizes = [24 << 20, 10, 24 << 20, 12 << 20, 12 << 20, 10, 24 << 20];
+    let messages: Vec<Arc<Message>> = (1..)
+        .zip(sizes)
+        .map(|(seq, len)| {
+            let mut m = (*message(seq, "q")).clone();
+            m.body = body(seq, len);
+            Arc::new(m)
+        })
+        .collect();
+    let add = |m: &Arc<Message>| Record::Add {
+        key: StoreKey::Queue("q".into()),
+        message: m.clone(),
+        dedup: Some(format!("dup-{}", m.seq).into()),
+    };
+    let mut batches: Vec<Batch> = messages.iter().map(|m| vec![add(m)]).collect();
+    // Messages 4 and 5 in one batch, as a transaction's.
+    let fifth = batches.remove(4);
+    batches[3].extend(fifth);
+    put(&mut b, &batches).await;
+    drop(b);
+    let (b, r) = h.open(100).await;
+    let found: Vec<u64> = seqs(&r).iter().map(|s| s.0).collect();
+    assert_eq!(found, (1..=7).collect::<Vec<_>>());
+    for (m, loaded) in messages.iter().zip(stored(&b, r, &found).await) {
+        assert!(loaded.body == m.body, "message {} is not whole", m.seq);
+        assert_eq!(*loaded, **m);
+    }
+}
+
 macro_rules! conformance {
     (
         every store: $($test:ident),* $(,)?;
@@ -773,7 +821,8 @@ conformance!(
         a_dropped_queue_is_gone_but_not_its_messages,
         a_queue_dropped_and_declared_again_is_declared,
         a_declaration_lives_beside_messages,
-        a_batch_of_declarations_and_messages_is_atomic;
+        a_batch_of_declarations_and_messages_is_atomic,
+        a_group_of_large_bodies_comes_back_whole;
     // The memory store's writer remembers duplicate-detection ids; the
     // store itself keeps none across a restart.
     durable stores:

@@ -632,6 +632,12 @@ pub struct Store {
 
 /// Most batches handed to the backend in one call.
 const MAX_GROUP: usize = 4096;
+/// Most bytes of new messages gathered into one group (beyond its first
+/// batch, which goes whole). A backend turns a group into one write (the
+/// journal copies it into one buffer) or one transaction (PostgreSQL takes
+/// at most 1 GiB in one statement): with bodies of up to 100 MiB, a group
+/// of every batch that queued up could otherwise reach gigabytes.
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 /// How the store's writer behaves.
 #[derive(Debug, Clone, Copy)]
@@ -887,6 +893,17 @@ fn adds_data(batch: &Batch) -> bool {
     batch.iter().any(|r| matches!(r, Record::Add { .. }))
 }
 
+/// Bytes of the new messages in a batch.
+fn added_bytes(batch: &Batch) -> usize {
+    batch
+        .iter()
+        .map(|r| match r {
+            Record::Add { message, .. } => message.weight(),
+            _ => 0,
+        })
+        .sum()
+}
+
 async fn writer<B: StoreBackend>(
     mut backend: B,
     mut rx: mpsc::Receiver<Request>,
@@ -937,9 +954,11 @@ async fn writer<B: StoreBackend>(
             waiters.push(None);
         }
         let mut next = first;
+        let mut bytes = 0;
         while let Some(req) = next.take() {
             match req {
                 Request::Write { batch, done } => {
+                    bytes += added_bytes(&batch);
                     batches.push(batch);
                     waiters.push(done);
                 }
@@ -948,7 +967,7 @@ async fn writer<B: StoreBackend>(
                     break;
                 }
             }
-            if batches.len() < MAX_GROUP {
+            if batches.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 next = rx.try_recv().ok();
             }
         }
@@ -1040,9 +1059,10 @@ mod tests {
         crate::model::test_message(seq, 4)
     }
 
-    /// Records how batches were grouped, to show group commit happens.
+    /// Records how batches were grouped (batches and bytes of new
+    /// messages per write), to show group commit happens.
     struct Counting {
-        calls: Arc<std::sync::Mutex<Vec<usize>>>,
+        calls: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
     }
 
     impl StoreBackend for Counting {
@@ -1050,7 +1070,8 @@ mod tests {
             Ok(Recovered::default())
         }
         async fn write(&mut self, batches: &[Batch], _sync: bool) -> Result<(), StoreError> {
-            self.calls.lock().unwrap().push(batches.len());
+            let bytes = batches.iter().map(added_bytes).sum();
+            self.calls.lock().unwrap().push((batches.len(), bytes));
             std::thread::sleep(std::time::Duration::from_millis(20));
             Ok(())
         }
@@ -1090,8 +1111,52 @@ mod tests {
             c.await.unwrap();
         }
         let calls = calls.lock().unwrap().clone();
-        assert_eq!(calls.iter().sum::<usize>(), 51);
+        assert_eq!(calls.iter().map(|c| c.0).sum::<usize>(), 51);
         assert!(calls.len() <= 3, "no grouping: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_group_holds_at_most_max_group_bytes_of_new_messages() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (store, _) = spawn(
+            Counting {
+                calls: calls.clone(),
+            },
+            u64::MAX,
+            WhenFull::Fail,
+        );
+        // Ten 30 MiB messages queue up while the first write goes on: one
+        // group of all of them would be 300 MiB.
+        let body = bytes::Bytes::from(vec![0u8; 30 << 20]);
+        let big = |seq| {
+            let mut m = (*msg(seq)).clone();
+            m.body = body.clone();
+            vec![Record::Add {
+                key: StoreKey::Queue("q".into()),
+                message: Arc::new(m),
+                dedup: None,
+            }]
+        };
+        let first = store.submit(vec![]).await.unwrap();
+        let mut rest = Vec::new();
+        for seq in 1..=10 {
+            rest.push(store.submit(big(seq)).await.unwrap());
+        }
+        first.await.unwrap();
+        for c in rest {
+            c.await.unwrap();
+        }
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().map(|c| c.0).sum::<usize>(), 11);
+        // Batches are taken until MAX_GROUP_BYTES (64 MiB) is reached: at
+        // most three of these.
+        for (batches, bytes) in &calls {
+            assert!(
+                *bytes < 100 << 20,
+                "{batches} batches of {bytes} bytes in one write: {calls:?}"
+            );
+        }
+        assert!(calls.len() <= 6, "no grouping: {calls:?}");
     }
 
     #[tokio::test]

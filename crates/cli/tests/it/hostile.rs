@@ -385,27 +385,13 @@ async fn the_admin_port_caps_connections_and_times_out_slow_requests() {
 const BUDGET_MIB: u64 = 128;
 /// What the broker may hold beyond its message budget: the process itself
 /// (about 20 MiB for a debug build), one frame being read per connection
-/// (up to limits.max-body-bytes, 10 MiB, in a read buffer that grows in
-/// steps) and socket buffers, and what the allocator keeps. Documented in
+/// (up to limits.max-body-bytes; these tests send frames of at most 10 MiB)
+/// and socket buffers, and what the allocator keeps. Documented in
 /// docs/CONFIGURATION.md.
 const OVERHEAD_MIB: u64 = 96;
 
-/// A process's peak and current resident set, in MiB.
-fn rss_mib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .unwrap()
-            / 1024
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 fn assert_within_budget(b: &BrokerProcess, what: &str) {
-    let (peak, now) = rss_mib(b.pid());
+    let (peak, now) = b.rss_mib();
     println!(
         "{what}: peak RSS {peak} MiB, now {now} MiB (budget {BUDGET_MIB} MiB + {OVERHEAD_MIB} MiB overhead)"
     );

@@ -33,4 +33,5 @@ mod failover;
 mod ha;
 mod ha_postgres;
 mod hostile;
+mod large;
 mod semantics_takeover;

@@ -45,7 +45,7 @@ impl Session {
         self.version = version;
         self.reader.decoder_mut().set_version(version);
 
-        let mut w = FrameWriter::new(&mut self.out, Command::Connected, version);
+        let mut w = FrameWriter::new(&mut self.out.buf, Command::Connected, version);
         w.header("version", version.as_str());
         w.header("session", &self.conn_id);
         w.header("server", concat!("halyard/", env!("CARGO_PKG_VERSION")));

@@ -14,6 +14,7 @@ mod codec;
 mod connect;
 mod destination;
 mod error;
+mod out;
 mod outbound;
 mod refused;
 mod send;

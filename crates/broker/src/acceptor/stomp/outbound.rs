@@ -1,21 +1,22 @@
 //! Frames the broker writes, encoded straight into the session's output
-//! buffer.
+//! buffer (a large body is queued there by reference, not copied).
 
-use bytes::BytesMut;
+use bytes::BufMut;
 use halyard_stomp::{Command, FrameWriter, Version};
 
 use super::error::Fatal;
+use super::out::{Out, SHARED_BODY};
 use crate::core::{Delivery, GROUP_FIRST, Note};
 use crate::model::Value;
 
-pub(super) fn receipt(out: &mut BytesMut, version: Version, receipt_id: &str) {
-    let mut w = FrameWriter::new(out, Command::Receipt, version);
+pub(super) fn receipt(out: &mut Out, version: Version, receipt_id: &str) {
+    let mut w = FrameWriter::new(&mut out.buf, Command::Receipt, version);
     w.header("receipt-id", receipt_id);
     w.finish(b"");
 }
 
-pub(super) fn error(out: &mut BytesMut, version: Version, e: &Fatal) {
-    let mut w = FrameWriter::new(out, Command::Error, version);
+pub(super) fn error(out: &mut Out, version: Version, e: &Fatal) {
+    let mut w = FrameWriter::new(&mut out.buf, Command::Error, version);
     w.header("message", &printable(&e.message));
     if let Some(r) = &e.receipt {
         w.header("receipt-id", r);
@@ -50,8 +51,8 @@ fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// The MESSAGE that tells a queue browser it has seen every message of its
 /// snapshot: ActiveMQ's headers (`browser:end`, message-id 0), no body.
-pub(super) fn browse_end(out: &mut BytesMut, version: Version, subscription: &str, dest: &str) {
-    let mut w = FrameWriter::new(out, Command::Message, version);
+pub(super) fn browse_end(out: &mut Out, version: Version, subscription: &str, dest: &str) {
+    let mut w = FrameWriter::new(&mut out.buf, Command::Message, version);
     w.header("subscription", subscription);
     w.header("destination", dest);
     w.header("message-id", "0");
@@ -68,11 +69,14 @@ pub(super) struct MessageHeaders<'a> {
 }
 
 /// Writes a MESSAGE frame: broker headers, then the message's properties
-/// (strings as they are, other values in their text form), then the body.
-pub(super) fn message(out: &mut BytesMut, version: Version, h: &MessageHeaders<'_>, d: &Delivery) {
+/// (strings as they are, other values in their text form), then the body:
+/// copied if small, else queued as it is, shared with the message.
+pub(super) fn message(out: &mut Out, version: Version, h: &MessageHeaders<'_>, d: &Delivery) {
     let m = &d.message;
-    out.reserve(128 + m.body.len() + m.properties.len() * 32);
-    let mut w = FrameWriter::new(out, Command::Message, version);
+    let shared = m.body.len() >= SHARED_BODY;
+    let copied = if shared { 0 } else { m.body.len() };
+    out.buf.reserve(128 + copied + m.properties.len() * 32);
+    let mut w = FrameWriter::new(&mut out.buf, Command::Message, version);
     w.header("subscription", h.subscription);
     w.header_parts("message-id", &m.id.prefix, m.id.n);
     w.header("destination", h.destination);
@@ -100,5 +104,11 @@ pub(super) fn message(out: &mut BytesMut, version: Version, h: &MessageHeaders<'
             other => w.header(k, &other.to_string()),
         };
     }
-    w.finish(&m.body);
+    if shared {
+        w.end_headers(m.body.len());
+        out.push_shared(m.body.clone());
+        out.buf.put_u8(0);
+    } else {
+        w.finish(&m.body);
+    }
 }

@@ -20,6 +20,7 @@ use super::activity::ActivityReader;
 use super::codec::{Inbound, SessionCodec};
 use super::destination::StompDestination;
 use super::error::Fatal;
+use super::out::Out;
 use super::outbound::{self, MessageHeaders};
 use crate::core::{Delivery, DeliveryTx, Kick, SubKey};
 use crate::metrics::Metrics;
@@ -28,9 +29,9 @@ use crate::service::{Connection, Pending, Pipeline, Service, ServiceError, Track
 
 /// Deliveries written per wake-up before the session looks at other work.
 const DELIVERY_BURST: usize = 128;
-/// Bytes of encoded frames the session buffers before writing them out:
-/// deliveries beyond it wait in their channel (already counted in the
-/// memory budget) rather than being copied into the buffer.
+/// Bytes of output the session gathers before writing it out: deliveries
+/// beyond it wait in their channel (already counted in the memory budget)
+/// rather than being encoded into the buffer.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 /// A buffer grown past this (a large message went through) is given back
 /// once written, so one large message does not pin its size for the
@@ -47,8 +48,9 @@ pub(super) struct Session {
     pub(super) conn: Option<Connection>,
     pub(super) reader: FramedRead<ActivityReader<Reader>, SessionCodec>,
     writer: Writer,
-    /// Frames encoded but not yet written to the socket.
-    pub(super) out: BytesMut,
+    /// Frames encoded but not yet written to the socket (large bodies by
+    /// reference to their message).
+    pub(super) out: Out,
     /// Each subscription's (first) destination and its spelling in MESSAGE
     /// frames: a message sent elsewhere (through a wildcard or a list) is
     /// shown with its own destination.
@@ -146,7 +148,7 @@ pub(super) async fn serve(
         version: Version::V1_0,
         conn: None,
         writer: write,
-        out: BytesMut::with_capacity(8 * 1024),
+        out: Out::with_capacity(8 * 1024),
         dest_headers: HashMap::new(),
         deliveries_tx: Some(deliveries_tx),
         kick: Arc::default(),
@@ -452,25 +454,16 @@ impl Session {
         outbound::message(&mut self.out, self.version, &headers, &d);
     }
 
-    /// Writes buffered frames to the socket. A peer that does not read for
+    /// Writes buffered frames to the socket. A peer that reads nothing for
     /// `timeouts.frame-ms` is disconnected.
     async fn write_out(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let limit = Duration::from_millis(self.service.core.config.timeouts.frame_ms);
-        match tokio::time::timeout(limit, self.writer.write_all_buf(&mut self.out)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "peer stopped reading",
-                ));
-            }
-        }
-        self.out.clear();
-        if self.out.capacity() > OUT_KEEP_CAPACITY {
-            self.out = BytesMut::with_capacity(8 * 1024);
+        let idle = Duration::from_millis(self.service.core.config.timeouts.frame_ms);
+        self.out.write_to(&mut self.writer, idle).await?;
+        if self.out.buf.capacity() > OUT_KEEP_CAPACITY {
+            self.out.buf = BytesMut::with_capacity(8 * 1024);
         }
         self.last_write = Instant::now();
         Ok(())
@@ -540,7 +533,7 @@ impl Session {
             && now.saturating_duration_since(self.last_write) >= s
             && self.out.is_empty()
         {
-            self.out.put_u8(b'\n');
+            self.out.buf.put_u8(b'\n');
         }
         Ok(())
     }

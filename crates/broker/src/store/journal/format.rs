@@ -983,13 +983,24 @@ impl Common {
     }
 }
 
-/// Decodes a whole Add payload into the message it holds, sharing what it
-/// has in common with the messages decoded before it. Adds of formats 1
-/// and 2 name their destination by its canonical name and have string
-/// headers, which become string properties.
+/// [`decode_message_with`], the body copied.
+#[cfg(test)]
 pub(crate) fn decode_message(
     payload: &[u8],
     common: &mut Common,
+) -> Result<(StoreKey, Message), FormatError> {
+    decode_message_with(payload, common, Bytes::copy_from_slice)
+}
+
+/// Decodes a whole Add payload into the message it holds, sharing what it
+/// has in common with the messages decoded before it; `body` makes the body
+/// from its bytes in `payload` (a copy, or a slice of the buffer the record
+/// was read into). Adds of formats 1 and 2 name their destination by its
+/// canonical name and have string headers, which become string properties.
+pub(crate) fn decode_message_with(
+    payload: &[u8],
+    common: &mut Common,
+    body: impl FnOnce(&[u8]) -> Bytes,
 ) -> Result<(StoreKey, Message), FormatError> {
     let mut c = Cursor { b: payload, at: 0 };
     let t = c.u8()?;
@@ -1034,7 +1045,7 @@ pub(crate) fn decode_message(
         properties.push((name, value));
     }
     let body_len = c.u32()? as usize;
-    let body = Bytes::copy_from_slice(c.take(body_len)?);
+    let body = body(c.take(body_len)?);
     c.done()?;
     Ok((
         key,

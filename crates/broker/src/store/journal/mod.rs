@@ -585,6 +585,15 @@ impl JournalStore {
         }
         let h = self.head()?;
         let (seg, base, file) = (h.id, h.len, h.file.clone());
+        if base + g.bytes.len() as u64 > u64::from(u32::MAX) {
+            // The index keeps 32-bit offsets within a segment. The writer
+            // gathers at most 64 MiB of new messages into a group, so only
+            // one transaction of more than about 4 GiB gets here.
+            return Err(StoreError::unavailable(format!(
+                "a batch of {} bytes is too large for the journal (at most 4 GiB in one segment)",
+                g.bytes.len()
+            )));
+        }
         if let Err(e) = std::os::unix::fs::FileExt::write_all_at(&*file, &g.bytes, base) {
             if let Err(c) = self.clear_failed_write(base, g.bytes.len()) {
                 return Err(StoreError::io(

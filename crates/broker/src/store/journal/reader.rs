@@ -5,6 +5,7 @@ use super::format::{FRAME_LEN, Frame};
 use super::{Catalog, format, read, segment};
 use crate::model::Message;
 use crate::store::{MessageReader, StoreError};
+use bytes::Bytes;
 use std::sync::Arc;
 
 /// Loads message bodies from the segments.
@@ -27,20 +28,30 @@ impl Reader {
             let Some(file) = read(&self.catalog.files).get(&loc.seg).cloned() else {
                 continue;
             };
-            let bytes =
-                segment::read_at(&file, u64::from(loc.off), loc.len as usize).map_err(|e| {
-                    StoreError::ReadFailed {
-                        seq,
-                        source: Arc::new(e),
-                    }
-                })?;
+            let bytes: Bytes = segment::read_at(&file, u64::from(loc.off), loc.len as usize)
+                .map_err(|e| StoreError::ReadFailed {
+                    seq,
+                    source: Arc::new(e),
+                })?
+                .into();
             let Frame::Record { len } = Frame::at(&bytes) else {
                 return Err(fail(format!(
                     "damaged record in segment {} at {}",
                     loc.seg, loc.off
                 )));
             };
-            let (_, message) = format::decode_message(&bytes[FRAME_LEN..FRAME_LEN + len], common)
+            // A body that is most of its record keeps the record's buffer
+            // rather than being copied out of it (a 100 MiB body is then
+            // held once, not twice, while it is read back).
+            let body = |b: &[u8]| {
+                if b.len().saturating_mul(2) >= bytes.len() {
+                    bytes.slice_ref(b)
+                } else {
+                    Bytes::copy_from_slice(b)
+                }
+            };
+            let payload = &bytes[FRAME_LEN..FRAME_LEN + len];
+            let (_, message) = format::decode_message_with(payload, common, body)
                 .map_err(|e| fail(e.to_string()))?;
             if message.seq != seq {
                 return Err(fail("index points at another message".into()));

@@ -12,6 +12,10 @@
 //! (bookkeeping) is committed with `synchronous_commit = off`, as the
 //! journal lets such records ride on the next sync.
 //!
+//! A statement carries at most [`ADD_CHUNK_BYTES`] of message bodies (more
+//! go in further statements of the same transaction): PostgreSQL refuses a
+//! message over 1 GiB, and a group of large messages can be bigger.
+//!
 //! A group is idempotent (inserts ignore rows already there, deletes and
 //! updates set final values), so when the connection breaks mid-commit the
 //! writer reconnects and sends the group again: receipts wait meanwhile,
@@ -315,12 +319,92 @@ impl Plan {
         Ok(p)
     }
 
+    /// The new messages in statements of at most `max_bytes` of bodies
+    /// each (or one message, if it is larger).
+    fn add_chunks(&self, max_bytes: usize) -> Vec<AddChunk<'_>> {
+        let mut chunks = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, body) in self.body.iter().enumerate() {
+            if i > start && bytes + body.len() > max_bytes {
+                chunks.push(self.add_chunk(start..i));
+                (start, bytes) = (i, 0);
+            }
+            bytes += body.len();
+        }
+        if start < self.body.len() {
+            chunks.push(self.add_chunk(start..self.body.len()));
+        }
+        chunks
+    }
+
+    fn add_chunk(&self, r: std::ops::Range<usize>) -> AddChunk<'_> {
+        AddChunk {
+            seq: &self.seq[r.clone()],
+            key_kind: &self.key_kind[r.clone()],
+            key_a: &self.key_a[r.clone()],
+            key_b: &self.key_b[r.clone()],
+            priority: &self.priority[r.clone()],
+            persistent: &self.persistent[r.clone()],
+            expires: &self.expires[r.clone()],
+            timestamp: &self.timestamp[r.clone()],
+            destination: &self.destination[r.clone()],
+            id_prefix: &self.id_prefix[r.clone()],
+            id_n: &self.id_n[r.clone()],
+            headers: &self.headers[r.clone()],
+            body: self.body[r].iter().map(|b| &b[..]).collect(),
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.seq.is_empty()
             && self.removes.is_empty()
             && self.redelivered.is_empty()
             && self.subs.is_empty()
             && self.queues.is_empty()
+    }
+}
+
+/// Most bytes of message bodies one statement carries (a larger body goes
+/// alone): PostgreSQL refuses a message of more than 1 GiB from a client,
+/// and closes the connection, so a group over it would be sent again and
+/// again.
+const ADD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
+
+/// The parameters of one ADD statement: a slice of a [`Plan`]'s new
+/// messages.
+struct AddChunk<'a> {
+    seq: &'a [i64],
+    key_kind: &'a [i16],
+    key_a: &'a [String],
+    key_b: &'a [String],
+    priority: &'a [i16],
+    persistent: &'a [bool],
+    expires: &'a [i64],
+    timestamp: &'a [i64],
+    destination: &'a [String],
+    id_prefix: &'a [String],
+    id_n: &'a [i64],
+    headers: &'a [String],
+    body: Vec<&'a [u8]>,
+}
+
+impl AddChunk<'_> {
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.seq,
+            &self.key_kind,
+            &self.key_a,
+            &self.key_b,
+            &self.priority,
+            &self.persistent,
+            &self.expires,
+            &self.timestamp,
+            &self.destination,
+            &self.id_prefix,
+            &self.id_n,
+            &self.headers,
+            &self.body,
+        ]
     }
 }
 
@@ -433,28 +517,16 @@ impl PostgresStore {
             "BEGIN; SET LOCAL synchronous_commit TO off"
         };
         let max_seq = plan.max_seq;
-        let bodies: Vec<&[u8]> = plan.body.iter().map(|b| &b[..]).collect();
+        let chunks = plan.add_chunks(ADD_CHUNK_BYTES);
+        let add_params: Vec<[&(dyn ToSql + Sync); 13]> =
+            chunks.iter().map(AddChunk::params).collect();
         let redelivered_seq: Vec<i64> = plan.redelivered.keys().copied().collect();
         let redelivered_n: Vec<i32> = redelivered_seq
             .iter()
             .map(|s| plan.redelivered[s])
             .collect();
-        let add_params: [&(dyn ToSql + Sync); 13] = [
-            &plan.seq,
-            &plan.key_kind,
-            &plan.key_a,
-            &plan.key_b,
-            &plan.priority,
-            &plan.persistent,
-            &plan.expires,
-            &plan.timestamp,
-            &plan.destination,
-            &plan.id_prefix,
-            &plan.id_n,
-            &plan.headers,
-            &bodies,
-        ];
-        if sync
+        if let [add_params] = &add_params[..]
+            && sync
             && plan.removes.is_empty()
             && plan.redelivered.is_empty()
             && plan.subs.is_empty()
@@ -480,8 +552,7 @@ impl PostgresStore {
         steps.push(Box::pin(async move {
             c.execute(&st.fence, &[&epoch, &max_seq]).await
         }));
-        if !plan.seq.is_empty() {
-            let params = &add_params;
+        for params in &add_params {
             steps.push(Box::pin(async move { c.execute(&st.add, params).await }));
         }
         if !plan.dup_id.is_empty() {

@@ -143,3 +143,46 @@ async fn opens_from_schema(version: i32) {
     assert_eq!(*loaded[6].as_ref().unwrap().as_ref(), *typed);
     assert!(loaded.iter().all(Result::is_ok));
 }
+
+/// A group's new messages go to the database in statements of at most
+/// ADD_CHUNK_BYTES (64 MiB) of bodies (a larger body alone), in order: PostgreSQL
+/// refuses a message over 1 GiB and closes the connection, so a group of
+/// eleven 100 MiB messages in one statement was sent again and again,
+/// forever.
+#[test]
+fn new_messages_are_sent_in_statements_of_bounded_size() {
+    const MIB: usize = 1 << 20;
+    let body = bytes::Bytes::from(vec![0u8; 100 * MIB]);
+    let batches: Vec<crate::store::Batch> = [40, 20, 4, 100, 1, 1, 63]
+        .iter()
+        .enumerate()
+        .map(|(i, mib)| {
+            let mut m = (*test_message(i as u64 + 1, 4)).clone();
+            m.body = body.slice(..mib * MIB);
+            vec![Record::Add {
+                key: StoreKey::Queue("q".into()),
+                message: Arc::new(m),
+                dedup: None,
+            }]
+        })
+        .collect();
+    let plan = super::Plan::new(&batches).unwrap();
+    let chunks = plan.add_chunks(64 * MIB);
+    let shape: Vec<(Vec<i64>, usize)> = chunks
+        .iter()
+        .map(|c| (c.seq.to_vec(), c.body.iter().map(|b| b.len()).sum()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (vec![1, 2, 3], 64 * MIB),
+            (vec![4], 100 * MIB),
+            (vec![5, 6], 2 * MIB),
+            (vec![7], 63 * MIB),
+        ]
+    );
+    for c in &chunks {
+        let n = c.seq.len();
+        assert!([c.key_a.len(), c.headers.len(), c.body.len(), c.id_n.len()] == [n; 4]);
+    }
+}

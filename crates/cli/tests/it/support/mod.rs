@@ -172,6 +172,21 @@ impl BrokerProcess {
         }
     }
 
+    /// The process's peak and current resident set, in MiB.
+    pub fn rss_mib(&self) -> (u64, u64) {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .unwrap()
+                / 1024
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
