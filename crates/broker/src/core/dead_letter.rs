@@ -207,7 +207,9 @@ async fn dead_letter(
             tracing::error!(error = %e, "cannot dead-letter message");
             return;
         }
-        let _ = core.publish(&handle, copy, false, 0).await;
+        let _ = core
+            .publish(&handle, copy.clone(), false, super::Envelope::of(&copy, 0))
+            .await;
     });
     Ok(())
 }

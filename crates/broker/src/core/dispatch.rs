@@ -555,15 +555,22 @@ impl Dispatcher {
 
     /// Adds a new message (unbounded: see [`Dispatcher::push_bounded`]).
     pub(crate) fn push(&mut self, message: Arc<Message>, stored: bool) {
-        self.push_from(message, stored, 0);
+        let group = self.group_of(&message);
+        self.push_from(message, stored, 0, group);
     }
 
-    /// Adds a new message sent by connection `origin` (which no-local
-    /// consumers do not get).
-    pub(crate) fn push_from(&mut self, message: Arc<Message>, stored: bool, origin: u64) {
+    /// Adds a new message of `group`, sent by connection `origin` (which
+    /// no-local consumers do not get).
+    pub(crate) fn push_from(
+        &mut self,
+        message: Arc<Message>,
+        stored: bool,
+        origin: u64,
+        group: Option<GroupMember>,
+    ) {
         let entry = Entry {
             seq: message.seq,
-            group: self.group_of(&message),
+            group: self.groups.as_ref().and(group),
             origin,
             arrival: 0,
             expires: message.expires,
@@ -1102,6 +1109,17 @@ impl Dispatcher {
     /// credit that take messages from connection `origin` (0: any).
     fn next_with_credit(&self, origin: u64) -> Option<usize> {
         let n = self.consumers.len();
+        // The usual case: every consumer of one priority.
+        if n > 0 && self.consumers[0].reg.priority == self.consumers[n - 1].reg.priority {
+            let start = if self.next_consumer < n {
+                self.next_consumer
+            } else {
+                0
+            };
+            return (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| self.consumers[i].credit() > 0 && !self.consumers[i].refuses(origin));
+        }
         let mut a = 0;
         while a < n {
             let priority = self.consumers[a].reg.priority;
@@ -1799,8 +1817,8 @@ mod tests {
             pending_limit: None,
             shared: None,
         });
-        d.push_from(msg(1, 4), true, 7);
-        d.push_from(msg(2, 4), true, 8);
+        d.push_from(msg(1, 4), true, 7, None);
+        d.push_from(msg(2, 4), true, 8, None);
         let mut fx = Vec::new();
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut own), vec![(2, 1)]);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use super::groups::GroupMember;
 use super::{ConsumerId, ConsumerReg, DispatchStats};
 use crate::model::{Destination, DestinationKind, Message};
 use crate::store::{StoreError, StoreKey, StoredMessage};
@@ -161,9 +162,30 @@ pub struct DestinationStats {
 pub(crate) struct Publish {
     pub(crate) message: Arc<Message>,
     pub(crate) accepted: Option<oneshot::Sender<()>>,
+    pub(crate) envelope: Envelope,
+}
+
+/// What a destination needs to know of a message besides the message, told
+/// by whoever hands it over.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Envelope {
     /// The number of the connection that sent it (0: the broker itself),
     /// for no-local subscribers.
     pub(crate) origin: u64,
+    /// Its message group, worked out when the message was made, while its
+    /// properties are at hand, not by the queue's actor, which every message
+    /// of the queue goes through.
+    pub(crate) group: Option<GroupMember>,
+}
+
+impl Envelope {
+    /// The envelope of message `m` sent by connection `origin`.
+    pub(crate) fn of(m: &Message, origin: u64) -> Envelope {
+        Envelope {
+            origin,
+            group: GroupMember::of(m),
+        }
+    }
 }
 
 impl Publish {
@@ -256,7 +278,7 @@ impl DestHandle {
         &self,
         message: Arc<Message>,
         confirm: bool,
-        origin: u64,
+        envelope: Envelope,
     ) -> Result<(), PublishError> {
         let (accepted, taken) = if confirm {
             let (tx, rx) = oneshot::channel();
@@ -268,7 +290,7 @@ impl DestHandle {
             .send(Publish {
                 message,
                 accepted,
-                origin,
+                envelope,
             })
             .await
             .map_err(|_| PublishError::Gone(Gone(self.destination.to_string())))?;

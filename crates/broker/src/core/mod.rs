@@ -27,7 +27,7 @@ pub(crate) use dispatch::{
 pub(crate) use groups::GROUP_FIRST;
 pub use handle::DestinationStats;
 pub(crate) use handle::{
-    Control, DestHandle, DurableError, DurableName, Gone, Publish, PublishError,
+    Control, DestHandle, DurableError, DurableName, Envelope, Gone, Publish, PublishError,
 };
 pub(crate) use queue::spawn_queue;
 pub(crate) use registrations::Registrations;

@@ -131,8 +131,8 @@ impl QueueActor {
                         // queue has: what waits in the publish channel too.
                         while self.dispatcher.accepting() {
                             let Ok(m) = publish.try_recv() else { break };
-                            let origin = m.origin;
-                            self.dispatcher.push_from(m.accept(), self.stores, origin);
+                            let e = m.envelope;
+                            self.dispatcher.push_from(m.accept(), self.stores, e.origin, e.group);
                         }
                         self.control(cmd, &mut effects);
                     }
@@ -148,12 +148,12 @@ impl QueueActor {
                 loaded = self.browsers.next_loaded() => self.browsers.loaded(loaded),
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    let origin = m.origin;
-                    self.dispatcher.push_from(m.accept(), self.stores, origin);
+                    let e = m.envelope;
+                    self.dispatcher.push_from(m.accept(), self.stores, e.origin, e.group);
                     while self.dispatcher.accepting() {
                         let Ok(m) = publish.try_recv() else { break };
-                        let origin = m.origin;
-                        self.dispatcher.push_from(m.accept(), self.stores, origin);
+                        let e = m.envelope;
+                        self.dispatcher.push_from(m.accept(), self.stores, e.origin, e.group);
                     }
                 }
                 _ = sweep.tick() => {

@@ -335,12 +335,12 @@ impl BrokerCore {
         handle: &DestHandle,
         message: Arc<Message>,
         confirm: bool,
-        origin: u64,
+        envelope: super::Envelope,
     ) -> Result<(), PublishError> {
         let mut h = handle.clone();
         let mut attempts = 0;
         loop {
-            match h.publish(message.clone(), confirm, origin).await {
+            match h.publish(message.clone(), confirm, envelope).await {
                 Err(PublishError::Gone(gone))
                     if !h.destination().kind().is_temporary() && attempts < 3 =>
                 {

@@ -204,7 +204,7 @@ impl TopicActor {
     async fn publish(&mut self, p: Publish, effects: &mut Vec<Effect>) {
         self.published += 1;
         let m = p.message.clone();
-        let origin = p.origin;
+        let origin = p.envelope.origin;
         for d in self.subs.values_mut() {
             if !d.is_local(origin) {
                 d.push_bounded(m.clone(), false, effects);

@@ -76,7 +76,6 @@ impl Connection {
             )
         };
         let core = self.service.core.clone();
-        let origin = self.number;
         let work = async move {
             let duplicates = match stored {
                 Some(s) => s.await?,
@@ -84,7 +83,7 @@ impl Connection {
             };
             // Copies committed before (a transaction run again after a
             // failover left its outcome unknown) are skipped.
-            deliver(&core, tx.sends, &duplicates, confirm, origin).await?;
+            deliver(&core, tx.sends, &duplicates, confirm).await?;
             for held in tx.acks {
                 Metrics::add(&core.metrics.messages_acked_total, held.items.len() as u64);
                 held.release(true).await;

@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use super::error::ServiceError;
 use super::publish::{duplicate_id, publish};
-use crate::core::{BrokerCore, DestHandle};
+use crate::core::{BrokerCore, DestHandle, Envelope};
 use crate::metrics::Metrics;
 use crate::model::Message;
 use crate::store::{Duplicates, Record, StoreKey};
+
+/// The copies of one or more sent messages; one, inline, in the common case
+/// (a SEND to one destination allocates nothing for it).
+pub(crate) type Copies = smallvec::SmallVec<[Copy; 1]>;
 
 /// One copy of a sent message, on its way to one destination.
 #[derive(Debug)]
@@ -22,6 +26,8 @@ pub(crate) struct Copy {
     /// The copy for the first destination named: it stands for the SEND
     /// in the count of messages received.
     pub(crate) primary: bool,
+    /// Who sent it and its group.
+    pub(crate) envelope: Envelope,
 }
 
 impl Copy {
@@ -45,27 +51,29 @@ impl Copy {
 /// each topic has been taken in (the earlier ones are in before it).
 pub(super) async fn deliver(
     core: &Arc<BrokerCore>,
-    copies: Vec<Copy>,
+    copies: Copies,
     duplicates: &Duplicates,
     confirm: bool,
-    origin: u64,
 ) -> Result<(), ServiceError> {
-    let mut confirms = vec![false; copies.len()];
-    if confirm {
+    // Which copies to wait for: the last one to each topic.
+    let confirms: Option<Vec<bool>> = confirm.then(|| {
         let mut last = HashSet::new();
+        let mut confirms = vec![false; copies.len()];
         for (i, c) in copies.iter().enumerate().rev() {
             if let Some(h) = &c.handle {
                 confirms[i] = h.destination().kind().is_topic() && last.insert(h.id());
             }
         }
-    }
-    for (c, confirm) in copies.into_iter().zip(confirms) {
+        confirms
+    });
+    for (i, c) in copies.into_iter().enumerate() {
+        let confirm = confirms.as_ref().is_some_and(|c| c[i]);
         if duplicates.contains(c.message.seq) {
             Metrics::inc(&core.metrics.duplicates_total);
             continue;
         }
         match c.handle {
-            Some(h) => publish(core, &h, c.message, confirm, origin).await?,
+            Some(h) => publish(core, &h, c.message, confirm, c.envelope).await?,
             None => Metrics::inc(&core.metrics.messages_dropped_total),
         }
         if c.primary {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::error::ServiceError;
-use crate::core::{BrokerCore, DestHandle};
+use crate::core::{BrokerCore, DestHandle, Envelope};
 use crate::metrics::Metrics;
 use crate::model::Message;
 use crate::store::DUPLICATE_ID_HEADER;
@@ -78,9 +78,9 @@ pub(super) async fn publish(
     handle: &DestHandle,
     message: Arc<Message>,
     confirm: bool,
-    origin: u64,
+    envelope: Envelope,
 ) -> Result<(), ServiceError> {
-    match core.publish(handle, message, confirm, origin).await {
+    match core.publish(handle, message, confirm, envelope).await {
         Ok(()) => Ok(()),
         Err(_) if handle.destination().kind().is_temporary() => {
             Metrics::inc(&core.metrics.messages_dropped_total);

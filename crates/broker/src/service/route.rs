@@ -17,9 +17,9 @@
 use std::sync::Arc;
 
 use super::connection::Connection;
-use super::copy::Copy;
+use super::copy::{Copies, Copy};
 use super::error::ServiceError;
-use crate::core::{BrokerCore, ORIGINAL_DESTINATION};
+use crate::core::{BrokerCore, Envelope, ORIGINAL_DESTINATION};
 use crate::model::{Destination, DestinationKind, Message, NamePattern, Properties, Value};
 
 impl Connection {
@@ -29,15 +29,17 @@ impl Connection {
         &mut self,
         message: Message,
         also: &[Destination],
-    ) -> Result<Vec<Copy>, ServiceError> {
+    ) -> Result<Copies, ServiceError> {
         let core = self.service.core.clone();
         let first = message.destination.clone();
         let listed = || std::iter::once(&first).chain(also);
         if let Some(d) = listed().find(|d| NamePattern::is_wildcard(d.name())) {
             return Err(ServiceError::WildcardSend(d.clone()));
         }
+        // Worked out while the properties are at hand: queues need it.
+        let envelope = Envelope::of(&message, self.number);
         let message = Arc::new(message);
-        let mut copies = Vec::with_capacity(1 + also.len());
+        let mut copies = Copies::with_capacity(1 + also.len());
         for (i, d) in listed().enumerate() {
             // A destination listed twice gets one copy.
             if i > 0 && (*d == first || also[..i - 1].contains(d)) {
@@ -58,6 +60,7 @@ impl Connection {
                 handle,
                 message: m,
                 primary,
+                envelope,
             });
             if is_topic {
                 let m = copies[copies.len() - 1].message.clone();
@@ -66,6 +69,7 @@ impl Connection {
                         handle: Some(h),
                         message: m.clone(),
                         primary: false,
+                        envelope,
                     });
                 }
                 for q in core.virtual_topic_queues(d.name()) {
@@ -91,6 +95,7 @@ impl Connection {
                             ..(*m).clone()
                         }),
                         primary: false,
+                        envelope,
                     });
                 }
             }

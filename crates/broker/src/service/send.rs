@@ -113,7 +113,6 @@ impl Connection {
                     .await?,
             )
         };
-        let origin = self.number;
         let work = async move {
             let duplicates = match stored {
                 Some(s) => s.await?,
@@ -125,12 +124,7 @@ impl Connection {
             // A queue has the message once it is in its channel (any later
             // consumer gets it); a topic only once it has fanned it out to
             // the subscribers of that moment.
-            flow_control(
-                &core,
-                "SEND",
-                deliver(&core, copies, &duplicates, confirm, origin),
-            )
-            .await?
+            flow_control(&core, "SEND", deliver(&core, copies, &duplicates, confirm)).await?
         };
         Ok(Sent {
             work: Some(Box::pin(work)),

@@ -1,13 +1,13 @@
 //! A local transaction's state: sends, acknowledgements and rejections
 //! buffered between begin and commit (see `commit.rs`).
 
-use super::copy::Copy;
+use super::copy::Copies;
 use super::subscriptions::Acked;
 
 #[derive(Default)]
 pub(crate) struct Transaction {
     /// Copies of the messages sent, to store and publish at commit.
-    pub(super) sends: Vec<Copy>,
+    pub(super) sends: Copies,
     /// Deliveries acknowledged in the transaction (held by their
     /// destinations until it ends).
     pub(super) acks: Vec<Acked>,
