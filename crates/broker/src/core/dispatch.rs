@@ -1339,9 +1339,9 @@ mod tests {
         }
     }
 
-    fn consumer(d: &mut Dispatcher, id: u64, prefetch: u32) -> mpsc::UnboundedReceiver<Delivery> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        d.add_consumer(ConsumerReg {
+    /// A plain consumer `id` of prefetch `prefetch` delivering to `tx`.
+    fn reg(id: u64, prefetch: u32, tx: DeliveryTx) -> ConsumerReg {
+        ConsumerReg {
             id: ConsumerId(id),
             sub: SubKey(id),
             prefetch,
@@ -1353,8 +1353,11 @@ mod tests {
             no_local: None,
             pending_limit: None,
             shared: None,
-        });
-        rx
+        }
+    }
+
+    fn consumer(d: &mut Dispatcher, id: u64, prefetch: u32) -> mpsc::UnboundedReceiver<Delivery> {
+        consumer_with(d, id, prefetch, 0, false)
     }
 
     fn drain(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<(u64, u32)> {
@@ -1591,17 +1594,9 @@ mod tests {
     ) -> mpsc::UnboundedReceiver<Delivery> {
         let (tx, rx) = mpsc::unbounded_channel();
         d.add_consumer(ConsumerReg {
-            id: ConsumerId(id),
-            sub: SubKey(id),
-            prefetch,
-            tx,
-            records_deliveries: false,
-            kick: Arc::default(),
             priority,
             exclusive,
-            no_local: None,
-            pending_limit: None,
-            shared: None,
+            ..reg(id, prefetch, tx)
         });
         rx
     }
@@ -1767,22 +1762,14 @@ mod tests {
     fn shared_credit_bounds_a_subscription_across_destinations() {
         let shared = Arc::new(SharedCredit::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let reg = |id| ConsumerReg {
-            id: ConsumerId(id),
+        let one_sub = |id| ConsumerReg {
             sub: SubKey(1),
-            prefetch: 2,
-            tx: tx.clone(),
-            records_deliveries: false,
-            kick: Arc::default(),
-            priority: 0,
-            exclusive: false,
-            no_local: None,
-            pending_limit: None,
             shared: Some(shared.clone()),
+            ..reg(id, 2, tx.clone())
         };
         let (mut a, mut b) = (Dispatcher::new(policy()), Dispatcher::new(policy()));
-        a.add_consumer(reg(1));
-        b.add_consumer(reg(2));
+        a.add_consumer(one_sub(1));
+        b.add_consumer(one_sub(2));
         for seq in 1..=2 {
             a.push(msg(seq, 4), true);
         }
@@ -1805,17 +1792,8 @@ mod tests {
         let mut d = Dispatcher::new(policy());
         let (tx, mut own) = mpsc::unbounded_channel();
         d.add_consumer(ConsumerReg {
-            id: ConsumerId(1),
-            sub: SubKey(1),
-            prefetch: 10,
-            tx,
-            records_deliveries: false,
-            kick: Arc::default(),
-            priority: 0,
-            exclusive: false,
             no_local: Some(7),
-            pending_limit: None,
-            shared: None,
+            ..reg(1, 10, tx)
         });
         d.push_from(msg(1, 4), true, 7, None);
         d.push_from(msg(2, 4), true, 8, None);

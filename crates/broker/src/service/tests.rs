@@ -67,15 +67,27 @@ async fn connect(service: &Arc<Service>, client_id: Option<&str>) -> Result<Clie
 
 impl Client {
     async fn send(&mut self, dest: &Destination, body: &str, tx: Option<&str>) {
+        let properties = [("n".to_owned(), Value::String(body.to_owned()))]
+            .into_iter()
+            .collect();
+        self.send_message(std::slice::from_ref(dest), properties, body, tx)
+            .await;
+    }
+
+    async fn send_message(
+        &mut self,
+        dests: &[Destination],
+        properties: Properties,
+        body: &str,
+        tx: Option<&str>,
+    ) {
         let sent = self
             .conn
             .send(
                 NewMessage {
-                    destination: dest.clone(),
-                    also: Vec::new(),
-                    properties: [("n".to_owned(), Value::String(body.to_owned()))]
-                        .into_iter()
-                        .collect(),
+                    destination: dests[0].clone(),
+                    also: dests[1..].to_vec(),
+                    properties,
                     body: Bytes::copy_from_slice(body.as_bytes()),
                     persistent: true,
                     priority: 4,
@@ -273,26 +285,7 @@ async fn a_durable_subscription_needs_a_client_id_and_a_topic() {
 
 impl Client {
     async fn send_to(&mut self, dests: &[Destination], body: &str, tx: Option<&str>) {
-        let sent = self
-            .conn
-            .send(
-                NewMessage {
-                    destination: dests[0].clone(),
-                    also: dests[1..].to_vec(),
-                    properties: Properties::new(),
-                    body: Bytes::copy_from_slice(body.as_bytes()),
-                    persistent: true,
-                    priority: 4,
-                    expires: 0,
-                },
-                tx,
-                true,
-            )
-            .await
-            .expect("send accepted");
-        if let Some(work) = sent.work {
-            work.await.expect("send completed");
-        }
+        self.send_message(dests, Properties::new(), body, tx).await;
     }
 
     async fn subscribe_spec(&mut self, spec: SubscribeSpec) {

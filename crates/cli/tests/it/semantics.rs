@@ -184,6 +184,19 @@ async fn await_counts(
 // 1. Queue browsers
 // ---------------------------------------------------------------------------
 
+/// A connection subscribed to `dest` (the usual first two steps of a test).
+async fn subscriber(
+    addr: std::net::SocketAddr,
+    id: &str,
+    dest: &str,
+    ack: &str,
+    headers: &[(&str, &str)],
+) -> Stomp {
+    let mut c = Stomp::connect(addr).await;
+    c.subscribe(id, dest, ack, headers).await;
+    c
+}
+
 #[tokio::test]
 async fn a_browser_is_shown_ready_and_in_flight_messages_in_order_then_the_end_and_takes_nothing() {
     let b = TestBroker::start("").await;
@@ -197,8 +210,8 @@ async fn a_browser_is_shown_ready_and_in_flight_messages_in_order_then_the_end_a
         .await;
     }
     // A consumer holds the first two, unacknowledged.
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe(
+    let mut c = subscriber(
+        b.stomp,
         "c",
         "/queue/browse",
         "client-individual",
@@ -282,9 +295,14 @@ async fn a_browser_is_shown_ready_and_in_flight_messages_in_order_then_the_end_a
 #[tokio::test]
 async fn browsing_an_empty_queue_shows_only_the_end() {
     let b = TestBroker::start("").await;
-    let mut br = Stomp::connect(b.stomp).await;
-    br.subscribe("br", "/queue/nothing", "auto", &[("browser", "true")])
-        .await;
+    let mut br = subscriber(
+        b.stomp,
+        "br",
+        "/queue/nothing",
+        "auto",
+        &[("browser", "true")],
+    )
+    .await;
     let (shown, end) = browse_all(&mut br).await;
     assert!(shown.is_empty(), "{shown:?}");
     assert_eq!(hdr(&end, "message-id"), Some("0"), "{end:?}");
@@ -323,9 +341,7 @@ async fn acknowledging_or_rejecting_a_browsed_message_is_an_error_naming_the_que
         ("NACK id:<message-id> (1.2)", nack_by_id),
     ];
     for (what, make) in attempts {
-        let mut br = Stomp::connect(b.stomp).await;
-        br.subscribe("br", "/queue/nb", "client", &[("browser", "true")])
-            .await;
+        let mut br = subscriber(b.stomp, "br", "/queue/nb", "client", &[("browser", "true")]).await;
         let (shown, _end) = browse_all(&mut br).await;
         assert_eq!(shown.iter().map(body).collect::<Vec<_>>(), ["one"]);
         let e = refused(&mut br, make(&shown[0]), &["queue browser"]).await;
@@ -334,8 +350,7 @@ async fn acknowledging_or_rejecting_a_browsed_message_is_an_error_naming_the_que
     // The message is still there, never delivered.
     let s = await_counts(b.http, "/queue/nb", 1, 0).await;
     assert_eq!(s["delivered"], 0, "{s}");
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe("c", "/queue/nb", "auto", &[]).await;
+    let mut c = subscriber(b.stomp, "c", "/queue/nb", "auto", &[]).await;
     let m = c.recv_message().await;
     assert_eq!(body(&m), "one");
     assert_eq!(hdr(&m, "redelivered"), None, "{m:?}");
@@ -389,8 +404,8 @@ async fn browse_a_deep_queue(store: Store) {
     assert!(paged <= 512 * 1024, "{paged} body bytes in memory: {s}");
     let sent = started.elapsed();
 
-    let mut br = Stomp::connect(b.stomp).await;
-    br.subscribe(
+    let mut br = subscriber(
+        b.stomp,
         "br",
         "/queue/deep",
         "auto",
@@ -428,8 +443,7 @@ async fn browse_a_deep_queue(store: Store) {
     let s = await_counts(b.http, "/queue/deep", N as u64, 0).await;
     assert_eq!(s["delivered"], 0, "{s}");
     // Everything is still there for a consumer.
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe("c", "/queue/deep", "auto", &[]).await;
+    let mut c = subscriber(b.stomp, "c", "/queue/deep", "auto", &[]).await;
     for i in 0..N {
         let m = c.recv_message().await;
         assert_eq!(
@@ -462,12 +476,9 @@ async fn a_deep_queue_is_browsed_through_a_small_window_on_postgres() {
 #[tokio::test]
 async fn wildcard_topic_subscriptions_match_by_element_and_show_the_concrete_topic() {
     let b = TestBroker::start("").await;
-    let mut s = Stomp::connect(b.stomp).await;
-    s.subscribe("star", "/topic/news.*", "auto", &[]).await;
-    let mut g = Stomp::connect(b.stomp).await;
-    g.subscribe("rest", "/topic/news.>", "auto", &[]).await;
-    let mut mid = Stomp::connect(b.stomp).await;
-    mid.subscribe("mid", "/topic/*.sport.*", "auto", &[]).await;
+    let mut s = subscriber(b.stomp, "star", "/topic/news.*", "auto", &[]).await;
+    let mut g = subscriber(b.stomp, "rest", "/topic/news.>", "auto", &[]).await;
+    let mut mid = subscriber(b.stomp, "mid", "/topic/*.sport.*", "auto", &[]).await;
 
     let mut p = Stomp::connect(b.stomp).await;
     for dest in [
@@ -525,9 +536,7 @@ async fn a_wildcard_queue_subscription_takes_from_matching_queues_including_late
     p.send_msg("/queue/jobs.b.deep", "early-deep", &[]).await;
     p.send_msg("/queue/other", "other", &[]).await;
 
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe("w", "/queue/jobs.*", "client-individual", &[])
-        .await;
+    let mut c = subscriber(b.stomp, "w", "/queue/jobs.*", "client-individual", &[]).await;
     let m = c.recv_message().await;
     assert_eq!(body(&m), "early-a");
     assert_eq!(hdr(&m, "destination"), Some("/queue/jobs.a"), "{m:?}");
@@ -721,8 +730,7 @@ async fn a_durable_wildcard_subscription_keeps_every_matching_topic_across_kill_
 #[tokio::test]
 async fn a_composite_send_gives_each_destination_a_copy_with_one_message_id() {
     let b = TestBroker::start("").await;
-    let mut t = Stomp::connect(b.stomp).await;
-    t.subscribe("t", "/topic/audit", "auto", &[]).await;
+    let mut t = subscriber(b.stomp, "t", "/topic/audit", "auto", &[]).await;
     let mut p = Stomp::connect(b.stomp).await;
     // An entry without a prefix is of the kind before it.
     p.send_msg(
@@ -736,8 +744,7 @@ async fn a_composite_send_gives_each_destination_a_copy_with_one_message_id() {
     assert_eq!(hdr(&tm, "destination"), Some("/topic/audit"), "{tm:?}");
     ids.insert(hdr(&tm, "message-id").unwrap().to_owned());
     for q in ["/queue/orders", "/queue/billing", "/queue/archive"] {
-        let mut c = Stomp::connect(b.stomp).await;
-        c.subscribe("c", q, "client-individual", &[]).await;
+        let mut c = subscriber(b.stomp, "c", q, "client-individual", &[]).await;
         let m = c.recv_message().await;
         assert_eq!(body(&m), "order-1");
         assert_eq!(hdr(&m, "destination"), Some(q), "{m:?}");
@@ -755,8 +762,7 @@ async fn a_composite_send_gives_each_destination_a_copy_with_one_message_id() {
 #[tokio::test]
 async fn a_composite_send_in_a_transaction_commits_or_aborts_for_every_destination() {
     let b = TestBroker::start("").await;
-    let mut t = Stomp::connect(b.stomp).await;
-    t.subscribe("t", "/topic/tx-t", "auto", &[]).await;
+    let mut t = subscriber(b.stomp, "t", "/topic/tx-t", "auto", &[]).await;
     let mut p = Stomp::connect(b.stomp).await;
     let dests = "/queue/tx-a,/queue/tx-b,/topic/tx-t";
     p.request(frame(Command::Begin, &[("transaction", "t1")]))
@@ -789,8 +795,7 @@ async fn a_composite_send_in_a_transaction_commits_or_aborts_for_every_destinati
         .await;
     assert_eq!(body(&t.recv_message().await), "committed");
     for q in ["/queue/tx-a", "/queue/tx-b"] {
-        let mut c = Stomp::connect(b.stomp).await;
-        c.subscribe("c", q, "auto", &[]).await;
+        let mut c = subscriber(b.stomp, "c", q, "auto", &[]).await;
         assert_eq!(body(&c.recv_message().await), "committed", "{q}");
         c.expect_silence(QUIET).await;
     }
@@ -800,8 +805,8 @@ async fn a_composite_send_in_a_transaction_commits_or_aborts_for_every_destinati
 #[tokio::test]
 async fn a_composite_subscription_takes_from_each_destination_under_one_id() {
     let b = TestBroker::start("").await;
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe(
+    let mut c = subscriber(
+        b.stomp,
         "both",
         "/queue/in-a,/queue/in-b,/topic/in-t",
         "client-individual",
@@ -878,8 +883,7 @@ async fn every_copy_of_a_receipted_composite_send_survives_kill_9() {
     b.restart().await;
     let mut ids: Vec<Vec<String>> = Vec::new();
     for q in ["/queue/ca", "/queue/cb", "/queue/cc"] {
-        let mut c = Stomp::connect(b.stomp).await;
-        c.subscribe("c", q, "auto", &[]).await;
+        let mut c = subscriber(b.stomp, "c", q, "auto", &[]).await;
         let mut v = Vec::new();
         for i in 0..=20 {
             let m = c.recv_message().await;
@@ -967,8 +971,7 @@ async fn a_consumer_queue_gets_only_what_is_sent_after_it_exists() {
         .await;
 
     // Made by a consumer.
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "client-individual", &[]).await;
+    let mut a = subscriber(b.stomp, "a", ORDERS_A, "client-individual", &[]).await;
     a.expect_silence(QUIET).await;
     // Made by a message sent to it directly.
     p.send_msg(ORDERS_B, "direct-to-b", &[("persistent", "true")])
@@ -983,15 +986,13 @@ async fn a_consumer_queue_gets_only_what_is_sent_after_it_exists() {
     a.disconnect().await;
     p.send_msg(ORDERS, "while-away", &[]).await;
 
-    let mut bq = Stomp::connect(b.stomp).await;
-    bq.subscribe("b", ORDERS_B, "auto", &[]).await;
+    let mut bq = subscriber(b.stomp, "b", ORDERS_B, "auto", &[]).await;
     assert_eq!(
         bodies(&mut bq, 3).await,
         ["direct-to-b", "after", "while-away"]
     );
     bq.expect_silence(QUIET).await;
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    let mut a = subscriber(b.stomp, "a", ORDERS_A, "auto", &[]).await;
     assert_eq!(bodies(&mut a, 1).await, ["while-away"]);
     a.expect_silence(QUIET).await;
     // Queues that only look like consumer queues of other topics get
@@ -1013,13 +1014,16 @@ async fn virtual_topic_names_follow_the_configuration() {
         "[destinations]\nvirtual-topics = \"VT.*\"\nvirtual-topic-consumers = \"Group.*.in.\"\n",
     )
     .await;
-    let mut g = Stomp::connect(b.stomp).await;
-    g.subscribe("g", "/queue/Group.x.in.VT.events", "auto", &[])
-        .await;
+    let mut g = subscriber(b.stomp, "g", "/queue/Group.x.in.VT.events", "auto", &[]).await;
     // The default names mean nothing here.
-    let mut d = Stomp::connect(b.stomp).await;
-    d.subscribe("d", "/queue/Consumer.A.VirtualTopic.events", "auto", &[])
-        .await;
+    let mut d = subscriber(
+        b.stomp,
+        "d",
+        "/queue/Consumer.A.VirtualTopic.events",
+        "auto",
+        &[],
+    )
+    .await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/topic/VT.events", "e1", &[]).await;
     p.send_msg("/topic/VirtualTopic.events", "e2", &[]).await;
@@ -1036,8 +1040,7 @@ async fn virtual_topic_names_follow_the_configuration() {
 /// held before the crash is still there, each message once.
 async fn consumer_queue_survives_restart(store: Store) {
     let mut b = BrokerProcess::start(&store.toml("semantics_vt_restart").await).await;
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "client-individual", &[]).await;
+    let a = subscriber(b.stomp, "a", ORDERS_A, "client-individual", &[]).await;
     a.disconnect().await;
     // Empty, consumerless, and through a crash.
     b.kill();
@@ -1051,8 +1054,7 @@ async fn consumer_queue_survives_restart(store: Store) {
     // Empty again after a crash: it still exists.
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg(ORDERS, "r4", &[("persistent", "true")]).await;
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "client-individual", &[]).await;
+    let mut a = subscriber(b.stomp, "a", ORDERS_A, "client-individual", &[]).await;
     let mut got = Vec::new();
     for _ in 0..3 {
         let m = a.recv_message().await;
@@ -1073,8 +1075,7 @@ async fn consumer_queue_survives_restart(store: Store) {
     b.restart().await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg(ORDERS, "r5", &[("persistent", "true")]).await;
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "client-individual", &[]).await;
+    let mut a = subscriber(b.stomp, "a", ORDERS_A, "client-individual", &[]).await;
     let m = a.recv_message().await;
     assert_eq!(body(&m), "r5");
     a.ack(&m).await;
@@ -1311,8 +1312,8 @@ async fn an_exclusive_consumer_is_the_only_receiver_until_it_leaves_or_a_higher_
     plain.expect_silence(QUIET).await;
 
     // An exclusive consumer of higher priority takes over.
-    let mut high = Stomp::connect(b.stomp).await;
-    high.subscribe(
+    let mut high = subscriber(
+        b.stomp,
         "x3",
         "/queue/ex",
         "client-individual",
@@ -1345,8 +1346,8 @@ async fn an_exclusive_consumer_is_the_only_receiver_until_it_leaves_or_a_higher_
 #[tokio::test]
 async fn higher_priority_consumers_with_credit_are_served_first() {
     let b = TestBroker::start("").await;
-    let mut low = Stomp::connect(b.stomp).await;
-    low.subscribe(
+    let mut low = subscriber(
+        b.stomp,
         "low",
         "/queue/prio-c",
         "client-individual",
@@ -1356,16 +1357,16 @@ async fn higher_priority_consumers_with_credit_are_served_first() {
         ],
     )
     .await;
-    let mut mid = Stomp::connect(b.stomp).await;
-    mid.subscribe(
+    let mut mid = subscriber(
+        b.stomp,
         "mid",
         "/queue/prio-c",
         "client-individual",
         &[("activemq.prefetchSize", "100")],
     )
     .await;
-    let mut high = Stomp::connect(b.stomp).await;
-    high.subscribe(
+    let mut high = subscriber(
+        b.stomp,
         "high",
         "/queue/prio-c",
         "client-individual",
@@ -1414,9 +1415,14 @@ async fn higher_priority_consumers_with_credit_are_served_first() {
 #[tokio::test]
 async fn a_no_local_subscriber_does_not_get_what_its_own_connection_publishes() {
     let b = TestBroker::start("").await;
-    let mut me = Stomp::connect(b.stomp).await;
-    me.subscribe("nl", "/topic/chat", "auto", &[("activemq.noLocal", "true")])
-        .await;
+    let mut me = subscriber(
+        b.stomp,
+        "nl",
+        "/topic/chat",
+        "auto",
+        &[("activemq.noLocal", "true")],
+    )
+    .await;
     me.subscribe("all", "/topic/chat.>", "auto", &[]).await;
     let mut other = Stomp::connect(b.stomp).await;
     me.send_msg("/topic/chat", "mine", &[]).await;
@@ -1441,8 +1447,8 @@ async fn a_no_local_subscriber_does_not_get_what_its_own_connection_publishes() 
 #[tokio::test]
 async fn a_subscribers_own_pending_limit_drops_its_oldest_messages_for_it_alone() {
     let b = TestBroker::start("").await;
-    let mut slow = Stomp::connect(b.stomp).await;
-    slow.subscribe(
+    let mut slow = subscriber(
+        b.stomp,
         "slow",
         "/topic/ticks",
         "client-individual",
@@ -1452,8 +1458,8 @@ async fn a_subscribers_own_pending_limit_drops_its_oldest_messages_for_it_alone(
         ],
     )
     .await;
-    let mut full = Stomp::connect(b.stomp).await;
-    full.subscribe(
+    let mut full = subscriber(
+        b.stomp,
         "full",
         "/topic/ticks",
         "client-individual",
@@ -1550,8 +1556,8 @@ async fn activemq_options_halyard_does_not_implement_are_refused_by_name() {
     );
 
     // What is implemented, or harmless, is accepted.
-    let mut s = Stomp::connect(b.stomp).await;
-    s.subscribe(
+    let mut s = subscriber(
+        b.stomp,
         "ok",
         "/queue/r",
         "auto",
@@ -1666,8 +1672,8 @@ async fn one_prefetch_over_several_queues(dest: &str, prefix: &str) {
     for q in ["a", "b", "c"] {
         p.send_msg(&format!("/queue/{prefix}.{q}"), q, &[]).await;
     }
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe(
+    let mut c = subscriber(
+        b.stomp,
         "s",
         dest,
         "client-individual",
@@ -1759,8 +1765,8 @@ async fn browse_while_consumed(store: Store) {
         }
     }
     await_counts(b.http, "/queue/busy", N as u64, 0).await;
-    let mut br = Stomp::connect(b.stomp).await;
-    br.subscribe(
+    let mut br = subscriber(
+        b.stomp,
         "br",
         "/queue/busy",
         "auto",
@@ -1773,8 +1779,8 @@ async fn browse_while_consumed(store: Store) {
         shown.push(hdr(&m, "i").unwrap().parse().unwrap());
     }
     // A consumer takes every message meanwhile.
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe(
+    let mut c = subscriber(
+        b.stomp,
         "c",
         "/queue/busy",
         "client-individual",
@@ -1826,8 +1832,7 @@ async fn a_browse_of_a_deep_queue_being_consumed_ends_in_order_on_postgres() {
 #[tokio::test]
 async fn a_resent_composite_or_virtual_topic_send_is_stored_once_per_queue() {
     let b = TestBroker::start("").await;
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    let a = subscriber(b.stomp, "a", ORDERS_A, "auto", &[]).await;
     a.disconnect().await;
     let mut p = Stomp::connect(b.stomp).await;
     for _ in 0..2 {
@@ -1849,8 +1854,7 @@ async fn a_resent_composite_or_virtual_topic_send_is_stored_once_per_queue() {
         ("/queue/dup-2", "once"),
         (ORDERS_A, "once-vt"),
     ] {
-        let mut c = Stomp::connect(b.stomp).await;
-        c.subscribe("c", q, "auto", &[]).await;
+        let mut c = subscriber(b.stomp, "c", q, "auto", &[]).await;
         assert_eq!(body(&c.recv_message().await), want, "{q}");
         c.expect_silence(QUIET).await;
     }
@@ -1861,8 +1865,7 @@ async fn a_resent_composite_or_virtual_topic_send_is_stored_once_per_queue() {
 #[tokio::test]
 async fn a_virtual_topic_send_in_a_transaction_reaches_consumer_queues_only_at_commit() {
     let b = TestBroker::start("").await;
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    let mut a = subscriber(b.stomp, "a", ORDERS_A, "auto", &[]).await;
     let mut p = Stomp::connect(b.stomp).await;
     p.request(frame(Command::Begin, &[("transaction", "t1")]))
         .await;
@@ -1889,8 +1892,7 @@ async fn a_virtual_topic_send_in_a_transaction_reaches_consumer_queues_only_at_c
     assert_eq!(body(&m), "committed");
     assert_eq!(hdr(&m, "destination"), Some(ORDERS_A), "{m:?}");
     a.expect_silence(QUIET).await;
-    let mut side = Stomp::connect(b.stomp).await;
-    side.subscribe("s", "/queue/vt-side", "auto", &[]).await;
+    let mut side = subscriber(b.stomp, "s", "/queue/vt-side", "auto", &[]).await;
     assert_eq!(bodies(&mut side, 1).await, ["committed"]);
     side.expect_silence(QUIET).await;
 }
@@ -1913,17 +1915,14 @@ async fn until_reclaimed(http: SocketAddr, dest: &str) {
 #[tokio::test]
 async fn reclaiming_idle_destinations_spares_consumer_queues_and_wildcard_subscriptions() {
     let b = TestBroker::start("[destinations]\ngc-inactive-ms = 50\n").await;
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    let a = subscriber(b.stomp, "a", ORDERS_A, "auto", &[]).await;
     a.disconnect().await;
-    let mut wild = Stomp::connect(b.stomp).await;
-    wild.subscribe("wt", "/topic/gc.>", "auto", &[]).await;
+    let mut wild = subscriber(b.stomp, "wt", "/topic/gc.>", "auto", &[]).await;
 
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/topic/gc.one", "t1", &[]).await;
     p.send_msg("/queue/plain", "plain", &[]).await;
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe("c", "/queue/plain", "auto", &[]).await;
+    let mut c = subscriber(b.stomp, "c", "/queue/plain", "auto", &[]).await;
     assert_eq!(body(&c.recv_message().await), "plain");
     c.disconnect().await;
     assert_eq!(body(&wild.recv_message().await), "t1");
@@ -1944,8 +1943,7 @@ async fn reclaiming_idle_destinations_spares_consumer_queues_and_wildcard_subscr
         "the wildcard subscription lost a topic made anew"
     );
     assert_eq!(hdr(&m, "destination"), Some("/topic/gc.one"));
-    let mut a = Stomp::connect(b.stomp).await;
-    a.subscribe("a", ORDERS_A, "auto", &[]).await;
+    let mut a = subscriber(b.stomp, "a", ORDERS_A, "auto", &[]).await;
     assert_eq!(bodies(&mut a, 1).await, ["kept"]);
 }
 
@@ -1958,8 +1956,7 @@ async fn admin_requests_do_not_keep_idle_destinations_alive() {
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/topic/watched", "t", &[]).await;
     p.send_msg("/queue/watched", "q", &[]).await;
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe("c", "/queue/watched", "auto", &[]).await;
+    let mut c = subscriber(b.stomp, "c", "/queue/watched", "auto", &[]).await;
     assert_eq!(body(&c.recv_message().await), "q");
     c.disconnect().await;
     p.disconnect().await;
@@ -1989,8 +1986,7 @@ async fn admin_requests_do_not_keep_idle_destinations_alive() {
 #[tokio::test]
 async fn a_durable_wildcard_subscription_covers_topics_that_existed_before_it() {
     let b = TestBroker::start("").await;
-    let mut live = Stomp::connect(b.stomp).await;
-    live.subscribe("l", "/topic/old.x", "auto", &[]).await;
+    let mut live = subscriber(b.stomp, "l", "/topic/old.x", "auto", &[]).await;
     let sub = [("activemq.subscriptionName", "olds")];
     let mut s = durable_client(b.stomp, DURABLE_CLIENT).await;
     s.subscribe("d", "/topic/old.>", "client-individual", &sub)
@@ -2015,8 +2011,7 @@ async fn a_durable_wildcard_subscription_covers_topics_that_existed_before_it() 
 #[tokio::test]
 async fn an_ended_wildcard_queue_subscription_gets_nothing_from_later_queues() {
     let b = TestBroker::start("").await;
-    let mut c = Stomp::connect(b.stomp).await;
-    c.subscribe("w", "/queue/end.*", "auto", &[]).await;
+    let mut c = subscriber(b.stomp, "w", "/queue/end.*", "auto", &[]).await;
     c.request(frame(Command::Unsubscribe, &[("id", "w")])).await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/queue/end.new", "x", &[]).await;
@@ -2031,9 +2026,7 @@ async fn an_ended_wildcard_queue_subscription_gets_nothing_from_later_queues() {
 #[tokio::test]
 async fn a_subscription_to_overlapping_destinations_gets_each_message_once() {
     let b = TestBroker::start("").await;
-    let mut s = Stomp::connect(b.stomp).await;
-    s.subscribe("t", "/topic/ov.*,/topic/ov.a", "auto", &[])
-        .await;
+    let mut s = subscriber(b.stomp, "t", "/topic/ov.*,/topic/ov.a", "auto", &[]).await;
     s.subscribe("w", "/topic/ovw.>,/topic/ovw.*", "auto", &[])
         .await;
     let mut p = Stomp::connect(b.stomp).await;
@@ -2048,8 +2041,8 @@ async fn a_subscription_to_overlapping_destinations_gets_each_message_once() {
 #[tokio::test]
 async fn no_local_holds_on_wildcard_subscriptions_and_browsing_a_temporary_queue_works() {
     let b = TestBroker::start("").await;
-    let mut me = Stomp::connect(b.stomp).await;
-    me.subscribe(
+    let mut me = subscriber(
+        b.stomp,
         "nl",
         "/topic/nlw.>",
         "auto",
@@ -2092,9 +2085,14 @@ async fn a_browser_is_shown_the_queue_in_priority_order() {
         p.send_msg("/queue/bprio", text, &[("priority", prio)])
             .await;
     }
-    let mut br = Stomp::connect(b.stomp).await;
-    br.subscribe("br", "/queue/bprio", "auto", &[("browser", "true")])
-        .await;
+    let mut br = subscriber(
+        b.stomp,
+        "br",
+        "/queue/bprio",
+        "auto",
+        &[("browser", "true")],
+    )
+    .await;
     let (shown, _) = browse_all(&mut br).await;
     assert_eq!(
         shown.iter().map(body).collect::<Vec<_>>(),
