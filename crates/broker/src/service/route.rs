@@ -52,7 +52,7 @@ impl Connection {
             let m = if copies.is_empty() {
                 message.clone()
             } else {
-                copy_of(&core, &message, d)
+                copy_of(&core, &message, d, None)
             };
             let is_topic = d.kind() == DestinationKind::Topic;
             let primary = copies.is_empty();
@@ -88,12 +88,7 @@ impl Connection {
                         .collect();
                     copies.push(Copy {
                         handle,
-                        message: Arc::new(Message {
-                            seq: core.next_seq(),
-                            destination: q.clone(),
-                            properties,
-                            ..(*m).clone()
-                        }),
+                        message: copy_of(&core, &m, &q, Some(properties)),
                         primary: false,
                         envelope,
                     });
@@ -105,11 +100,21 @@ impl Connection {
 }
 
 /// A copy of `m` for destination `to`: a sequence number of its own, the
-/// same id, properties and (shared) body.
-fn copy_of(core: &BrokerCore, m: &Arc<Message>, to: &Destination) -> Arc<Message> {
-    Arc::new(Message {
+/// same id and (shared) body, and its properties unless `properties` are
+/// given.
+fn copy_of(
+    core: &BrokerCore,
+    m: &Arc<Message>,
+    to: &Destination,
+    properties: Option<Properties>,
+) -> Arc<Message> {
+    let mut copy = Message {
         seq: core.next_seq(),
         destination: to.clone(),
         ..(**m).clone()
-    })
+    };
+    if let Some(p) = properties {
+        copy.properties = p;
+    }
+    Arc::new(copy)
 }
