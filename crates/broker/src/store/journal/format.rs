@@ -21,13 +21,14 @@ use crate::store::{Record, StoreKey};
 pub(crate) const MAGIC: [u8; 8] = *b"HLYDJRNL";
 /// Format version written by this code; recovery refuses newer ones and
 /// reads versions 1 (no progress stamp), 2 (Adds with string headers) and
-/// 3 (no declared queues) too. Headers of versions 2 to 4 are alike; what
-/// changed is the records: version 3 brought the typed Add
+/// 3 (no declared queues) and 4 too. Headers of versions 2 to 5 are alike;
+/// what changed is the records: version 3 brought the typed Add
 /// ([`T_ADD_TYPED`]), version 4 the queue declarations
-/// ([`T_QUEUE_DECLARED`], [`T_QUEUE_DROPPED`]). The version keeps an older
-/// broker, which could not read them, from taking such a segment for
-/// damage.
-pub(crate) const VERSION: u16 = 4;
+/// ([`T_QUEUE_DECLARED`], [`T_QUEUE_DROPPED`]), version 5 the records of
+/// selectors, delayed redelivery and scheduled delivery (record types 16
+/// to 18). The version keeps an older broker, which could not read them,
+/// from taking such a segment for damage.
+pub(crate) const VERSION: u16 = 5;
 /// The part of the header every version has, checksummed once when the
 /// segment is created; version 1 headers are only this.
 pub(crate) const FIXED_LEN: usize = 64;

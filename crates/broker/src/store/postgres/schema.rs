@@ -20,7 +20,7 @@ const MIGRATION_LOCK: i64 = 0x484c_5944_2d4d_4947;
 pub(crate) const MASTER_LOCK: i64 = 0x484c_5944_2d4d_5354;
 
 /// Schema version this code writes.
-pub(crate) const VERSION: i32 = 4;
+pub(crate) const VERSION: i32 = 5;
 
 /// Migration `n` brings the schema from version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
@@ -101,6 +101,17 @@ const MIGRATIONS: &[&str] = &[
         name text      PRIMARY KEY,         -- the queue's canonical name (/queue/NAME)
         ord  bigserial NOT NULL UNIQUE      -- declaration order
     );
+    "#,
+    // 5: a durable subscription's selector; a message's redelivery delay
+    // (not delivered before `not_before`, ms since the epoch); scheduled
+    // messages (key_kind 3), due at `sched_due` and fired `sched_fired`
+    // times so far. A broker that knows only version 4 would deliver
+    // delayed and scheduled messages at once, and refuses the database.
+    r#"
+    ALTER TABLE halyard_subscriptions ADD COLUMN IF NOT EXISTS selector text;
+    ALTER TABLE halyard_messages ADD COLUMN IF NOT EXISTS not_before bigint NOT NULL DEFAULT 0;
+    ALTER TABLE halyard_messages ADD COLUMN IF NOT EXISTS sched_due bigint NOT NULL DEFAULT 0;
+    ALTER TABLE halyard_messages ADD COLUMN IF NOT EXISTS sched_fired integer NOT NULL DEFAULT 0;
     "#,
 ];
 
