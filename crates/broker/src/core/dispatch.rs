@@ -14,7 +14,7 @@
 //! read back and hands them over with [`Dispatcher::loaded`]. Dispatch never
 //! skips ahead of an entry whose body is still being read, so order holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -23,6 +23,16 @@ use tokio::sync::mpsc;
 use super::groups::{GroupMember, Groups};
 use crate::model::Message;
 use crate::store::{StoreError, StoredMessage};
+
+mod selective;
+
+/// A consumer's message selector as the dispatcher sees it: whether a
+/// message is for the consumer. The core knows nothing of the selector
+/// language (model/select.rs); its tests use plain closures.
+pub(crate) trait Select: Send + Sync + std::fmt::Debug {
+    /// Whether the consumer takes `message`.
+    fn selects(&self, message: &Message) -> bool;
+}
 
 /// Broker-wide id of one subscription at one destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -168,6 +178,8 @@ pub(crate) struct ConsumerReg {
     pub(crate) pending_limit: Option<usize>,
     /// The subscription's credit, when it takes from several destinations.
     pub(crate) shared: Option<Arc<SharedCredit>>,
+    /// Its message selector: it is given only the messages this selects.
+    pub(crate) selector: Option<Arc<dyn Select>>,
 }
 
 impl ConsumerReg {
@@ -183,6 +195,10 @@ struct Consumer {
     reg: ConsumerReg,
     inflight: u32,
     gone: bool,
+    /// A selective consumer's scan position in each priority's ready list:
+    /// every ready entry before it has been judged not for it. Entries are
+    /// judged once each, however deep the queue (see `selective.rs`).
+    cursor: [u64; 10],
 }
 
 impl Consumer {
@@ -195,6 +211,16 @@ impl Consumer {
             None => self.inflight,
         };
         self.reg.prefetch.saturating_sub(inflight)
+    }
+
+    /// Its credit for the pass over the head of the ready lists, which
+    /// serves consumers without a selector only.
+    fn head_credit(&self) -> u32 {
+        if self.reg.selector.is_some() {
+            0
+        } else {
+            self.credit()
+        }
     }
 
     /// Whether a message published by connection `origin` is not for this
@@ -346,8 +372,10 @@ const LOAD_BATCH: usize = 256;
 
 #[derive(Debug)]
 pub(crate) struct Dispatcher {
-    /// Ready messages, by priority (index = priority), each in arrival order.
-    ready: [VecDeque<Entry>; 10],
+    /// Ready messages, by priority (index = priority), each keyed by
+    /// arrival: a returned message goes back to its place, and a selective
+    /// consumer resumes its scan where it stopped, in O(log n).
+    ready: [BTreeMap<u64, Entry>; 10],
     ready_count: usize,
     next_arrival: u64,
     inflight: HashMap<u64, (Entry, Holder)>,
@@ -370,8 +398,8 @@ pub(crate) struct Dispatcher {
     /// against the paging budget with `paged_in`, so consumers with a huge
     /// prefetch cannot page a whole deep queue into memory.
     inflight_pageable: usize,
-    /// Bodies being read back: seq -> (priority, weight).
-    loading: HashMap<u64, (u8, u32)>,
+    /// Bodies being read back: seq -> (priority, weight, arrival).
+    loading: HashMap<u64, (u8, u32, u64)>,
     /// Bytes being read back.
     loading_bytes: usize,
     /// The broker-wide budget: no body is kept or read back beyond it.
@@ -384,6 +412,11 @@ pub(crate) struct Dispatcher {
     dropped_since_delivery: u32,
     /// Since when the backlog has been overflowing.
     overflowing_since: Option<std::time::Instant>,
+    /// Consumers with a selector.
+    selective: usize,
+    /// Per priority: the arrival up to which bodies that every selective
+    /// consumer had judged were dropped (see `selective.rs`).
+    judged_dropped: [u64; 10],
     /// Its owner's name for it, carried by the effects it reports (a topic
     /// has one dispatcher per subscription).
     tag: u64,
@@ -415,6 +448,8 @@ impl Dispatcher {
             discarded: 0,
             dropped_since_delivery: 0,
             overflowing_since: None,
+            selective: 0,
+            judged_dropped: [0; 10],
             tag: 0,
         }
     }
@@ -514,15 +549,15 @@ impl Dispatcher {
                 self.ready[p]
                     .iter()
                     .take(64)
-                    .position(|e| !e.stored)
-                    .map(|i| (p, i))
+                    .find(|(_, e)| !e.stored)
+                    .map(|(&arrival, _)| (p, arrival))
             });
-            let Some((p, i)) = victim else { break };
-            let Some(e) = self.ready[p].remove(i) else {
+            let Some((p, arrival)) = victim else { break };
+            let Some(e) = self.ready[p].remove(&arrival) else {
                 break;
             };
             self.took(&e);
-            if let Some((_, w)) = self.loading.remove(&e.seq) {
+            if let Some((_, w, _)) = self.loading.remove(&e.seq) {
                 self.loading_bytes -= w as usize;
             }
             dropped += 1;
@@ -632,9 +667,9 @@ impl Dispatcher {
             self.expiring += 1;
         }
         self.ready_count += 1;
-        let q = &mut self.ready[entry.priority as usize];
-        let pos = q.partition_point(|e| e.arrival < entry.arrival);
-        q.insert(pos, entry);
+        let p = entry.priority as usize;
+        self.rewind(p, entry.arrival);
+        self.ready[p].insert(entry.arrival, entry);
     }
 
     /// Accounts for an entry leaving the ready list.
@@ -673,12 +708,17 @@ impl Dispatcher {
         if self.next_consumer > at {
             self.next_consumer += 1;
         }
+        if reg.selector.is_some() {
+            self.selective += 1;
+            self.judged_dropped = [0; 10];
+        }
         self.consumers.insert(
             at,
             Consumer {
                 reg,
                 inflight: 0,
                 gone: false,
+                cursor: [0; 10],
             },
         );
     }
@@ -703,10 +743,16 @@ impl Dispatcher {
         let Some(i) = self.consumers.iter().position(|c| c.reg.id == id) else {
             return;
         };
-        self.consumers.remove(i);
+        let gone = self.consumers.remove(i);
         if self.next_consumer > i {
             self.next_consumer -= 1;
         }
+        if gone.reg.selector.is_some() {
+            self.selective -= 1;
+        }
+        // Groups and exclusivity it held are free: what selective
+        // consumers passed over for them may be theirs now.
+        self.rewind_all();
         if let Some(groups) = &mut self.groups {
             groups.release(id);
         }
@@ -882,7 +928,7 @@ impl Dispatcher {
         let mut want = Vec::new();
         let mut seen = 0;
         'outer: for p in (0..10).rev() {
-            for e in &self.ready[p] {
+            for e in self.ready[p].values() {
                 if seen >= window || want.len() >= LOAD_BATCH {
                     break 'outer;
                 }
@@ -894,15 +940,32 @@ impl Dispatcher {
                         break 'outer;
                     }
                     room = room.saturating_sub(w);
-                    want.push((e.seq, e.priority, e.weight));
+                    want.push((e.seq, e.priority, e.weight, e.arrival));
                 }
             }
         }
-        for &(seq, p, w) in &want {
-            self.loading.insert(seq, (p, w));
+        if self.selective > 0 && want.len() < LOAD_BATCH {
+            for load in self.selective_loads(LOAD_BATCH - want.len()) {
+                if want.iter().any(|w| w.0 == load.0) {
+                    continue;
+                }
+                let w = load.2 as usize;
+                let first = want.is_empty() && self.resident_pageable() == 0;
+                if !first && (w > room || !self.global_room(w)) {
+                    room += self.drop_judged_bodies(w.saturating_sub(room));
+                    if w > room || !self.global_room(w) {
+                        break;
+                    }
+                }
+                room = room.saturating_sub(w);
+                want.push(load);
+            }
+        }
+        for &(seq, p, w, arrival) in &want {
+            self.loading.insert(seq, (p, w, arrival));
             self.loading_bytes += w as usize;
         }
-        want.into_iter().map(|(seq, _, _)| seq).collect()
+        want.into_iter().map(|(seq, ..)| seq).collect()
     }
 
     /// Bodies read back. An entry whose body cannot be read is dropped.
@@ -912,19 +975,20 @@ impl Dispatcher {
         effects: &mut Vec<Effect>,
     ) {
         for (seq, result) in results {
-            let Some((p, w)) = self.loading.remove(&seq) else {
+            let Some((p, w, arrival)) = self.loading.remove(&seq) else {
                 continue;
             };
             self.loading_bytes -= w as usize;
             let q = &mut self.ready[p as usize];
-            // Loads are for entries near the front.
-            let Some(pos) = q.iter().position(|e| e.seq == seq) else {
+            if q.get(&arrival).is_none_or(|e| e.seq != seq) {
                 continue;
-            };
+            }
             match result {
                 Ok(m) => {
                     let group = self.groups.as_ref().and_then(|_| GroupMember::of(&m));
-                    let e = &mut q[pos];
+                    let Some(e) = q.get_mut(&arrival) else {
+                        continue;
+                    };
                     if e.message.is_none() {
                         e.group = group;
                         e.message = Some(m);
@@ -932,7 +996,7 @@ impl Dispatcher {
                     }
                 }
                 Err(error) => {
-                    if let Some(e) = q.remove(pos) {
+                    if let Some(e) = q.remove(&arrival) {
                         self.took(&e);
                         effects.push(Effect::Lost { seq, error });
                     }
@@ -957,13 +1021,19 @@ impl Dispatcher {
         if self.consumers.is_empty() {
             return false;
         }
+        if self.selective > 0 {
+            self.dispatch_selective(now_ms, effects);
+            if self.selective == self.consumers.len() {
+                return self.ready_count > 0;
+            }
+        }
         let mut skipped = 0;
         for p in (0..10).rev() {
-            let mut i = 0;
-            while i < self.ready[p].len() {
-                let entry = &self.ready[p][i];
+            // The arrival to go on from: entries before it were passed over.
+            let mut from = 0;
+            while let Some((&arrival, entry)) = self.ready[p].range(from..).next() {
                 if entry.is_expired(now_ms) {
-                    if let Some(e) = self.ready[p].remove(i) {
+                    if let Some(e) = self.ready[p].remove(&arrival) {
                         self.took(&e);
                         effects.push(Effect::Expired {
                             seq: e.seq,
@@ -981,7 +1051,7 @@ impl Dispatcher {
                 let (group, origin) = (entry.group, entry.origin);
                 match self.pick(group, origin) {
                     Pick::To { index, assigns } => {
-                        if !self.deliver(p, i, index, group, assigns, effects) {
+                        if !self.deliver(p, arrival, index, group, assigns, effects) {
                             // The consumer's session has gone: try again.
                             continue;
                         }
@@ -994,7 +1064,7 @@ impl Dispatcher {
                         if self.next_with_credit(0).is_none() {
                             return true;
                         }
-                        i += 1;
+                        from = arrival + 1;
                     }
                     Pick::Nobody => return true,
                 }
@@ -1035,7 +1105,7 @@ impl Dispatcher {
             Some(owner) => self
                 .consumers
                 .iter()
-                .position(|c| c.reg.id == owner && c.credit() > 0 && !c.refuses(origin)),
+                .position(|c| c.reg.id == owner && c.head_credit() > 0 && !c.refuses(origin)),
             None => None,
         };
         if self.exclusive_owner.is_some() && chosen.is_none() {
@@ -1060,7 +1130,7 @@ impl Dispatcher {
                     index,
                     assigns: true,
                 },
-                _ if self.consumers[index].credit() > 0
+                _ if self.consumers[index].head_credit() > 0
                     && !self.consumers[index].refuses(origin) =>
                 {
                     Pick::To {
@@ -1093,7 +1163,7 @@ impl Dispatcher {
             .map(|k| (first + k) % n)
             .filter(|&i| {
                 let c = &self.consumers[i];
-                c.reg.priority == priority && c.credit() > 0 && !c.refuses(origin)
+                c.reg.priority == priority && c.head_credit() > 0 && !c.refuses(origin)
             })
             .min_by_key(|&i| groups.owned_by(self.consumers[i].reg.id))
     }
@@ -1116,9 +1186,9 @@ impl Dispatcher {
             } else {
                 0
             };
-            return (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&i| self.consumers[i].credit() > 0 && !self.consumers[i].refuses(origin));
+            return (0..n).map(|k| (start + k) % n).find(|&i| {
+                self.consumers[i].head_credit() > 0 && !self.consumers[i].refuses(origin)
+            });
         }
         let mut a = 0;
         while a < n {
@@ -1132,10 +1202,9 @@ impl Dispatcher {
             } else {
                 0
             };
-            if let Some(i) = (0..len)
-                .map(|k| a + (start + k) % len)
-                .find(|&i| self.consumers[i].credit() > 0 && !self.consumers[i].refuses(origin))
-            {
+            if let Some(i) = (0..len).map(|k| a + (start + k) % len).find(|&i| {
+                self.consumers[i].head_credit() > 0 && !self.consumers[i].refuses(origin)
+            }) {
                 return Some(i);
             }
             a += len;
@@ -1149,13 +1218,13 @@ impl Dispatcher {
     fn deliver(
         &mut self,
         p: usize,
-        i: usize,
+        arrival: u64,
         ci: usize,
         group: Option<GroupMember>,
         assigns: bool,
         effects: &mut Vec<Effect>,
     ) -> bool {
-        let Some(mut entry) = self.ready[p].remove(i) else {
+        let Some(mut entry) = self.ready[p].remove(&arrival) else {
             return false;
         };
         self.took(&entry);
@@ -1209,6 +1278,8 @@ impl Dispatcher {
                 groups.assign(member.key, id);
             } else if member.closes() {
                 groups.close(member.key);
+                // Selective consumers passed over the group's messages.
+                self.rewind_all();
             }
         }
         self.entered_flight(&entry);
@@ -1228,17 +1299,17 @@ impl Dispatcher {
             return;
         }
         for p in 0..10 {
-            if !self.ready[p].iter().any(|e| e.is_expired(now_ms)) {
-                continue;
-            }
-            let (expired, kept): (VecDeque<Entry>, VecDeque<Entry>) =
-                std::mem::take(&mut self.ready[p])
-                    .into_iter()
-                    .partition(|e| e.is_expired(now_ms));
-            self.ready[p] = kept;
-            for e in expired {
+            let expired: Vec<u64> = self.ready[p]
+                .iter()
+                .filter(|(_, e)| e.is_expired(now_ms))
+                .map(|(&arrival, _)| arrival)
+                .collect();
+            for arrival in expired {
+                let Some(e) = self.ready[p].remove(&arrival) else {
+                    continue;
+                };
                 self.took(&e);
-                if let Some((_, w)) = self.loading.remove(&e.seq) {
+                if let Some((_, w, _)) = self.loading.remove(&e.seq) {
                     self.loading_bytes -= w as usize;
                 }
                 effects.push(Effect::Expired {
@@ -1288,7 +1359,7 @@ impl Dispatcher {
                 .collect();
             flying.sort_unstable_by_key(|e| e.arrival);
             let mut flying = flying.into_iter().peekable();
-            for e in &self.ready[p] {
+            for e in self.ready[p].values() {
                 while let Some(f) = flying.next_if(|f| f.arrival < e.arrival) {
                     out.push(snap(f, f.deliveries));
                 }
@@ -1305,7 +1376,7 @@ impl Dispatcher {
     pub(crate) fn stored_seqs(&self) -> Vec<u64> {
         self.ready
             .iter()
-            .flatten()
+            .flat_map(BTreeMap::values)
             .chain(self.inflight.values().map(|(e, _)| e))
             .filter(|e| e.stored)
             .map(|e| e.seq)
@@ -1353,6 +1424,7 @@ mod tests {
             no_local: None,
             pending_limit: None,
             shared: None,
+            selector: None,
         }
     }
 

@@ -118,6 +118,12 @@ impl Groups {
         Some(o.consumer)
     }
 
+    /// The group's owner, without counting as a use (a selective
+    /// consumer's scan only looks).
+    pub(crate) fn peek_owner(&self, key: GroupKey) -> Option<ConsumerId> {
+        self.owners.get(&key).map(|o| o.consumer)
+    }
+
     /// Makes `consumer` the group's owner, forgetting the least recently
     /// used group if there are too many.
     pub(crate) fn assign(&mut self, key: GroupKey, consumer: ConsumerId) {

@@ -186,6 +186,7 @@ impl Connection {
             no_local: spec.no_local.then_some(self.number),
             pending_limit: spec.pending_limit,
             shared: credit.as_ref().map(|c| c.shared.clone()),
+            selector: None,
         };
         let mut wildcard = None;
         let mut registered = Vec::new();
