@@ -32,6 +32,9 @@ mod selective;
 pub(crate) trait Select: Send + Sync + std::fmt::Debug {
     /// Whether the consumer takes `message`.
     fn selects(&self, message: &Message) -> bool;
+    /// The selector as the client wrote it (a durable subscription keeps
+    /// it in the store).
+    fn text(&self) -> &str;
 }
 
 /// Broker-wide id of one subscription at one destination.

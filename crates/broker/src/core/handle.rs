@@ -99,8 +99,11 @@ pub(crate) enum Control {
         durable: Option<DurableName>,
         messages: Vec<StoredMessage>,
     },
-    /// A durable subscription found by recovery.
-    RestoreSubscription { name: DurableName },
+    /// A durable subscription found by recovery, with its selector.
+    RestoreSubscription {
+        name: DurableName,
+        selector: Option<Arc<dyn super::dispatch::Select>>,
+    },
     /// Attach a consumer to a durable subscription, creating it (and
     /// recording it in the store) if it does not exist.
     /// Attach a queue browser: it is shown the queue's messages of this

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::dispatch::{Dispatcher, Effect};
+use super::dispatch::{Dispatcher, Effect, Select};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -36,6 +36,7 @@ pub(crate) fn spawn_topic(shared: Arc<BrokerCore>, destination: Destination) -> 
         shared,
         destination,
         subs: HashMap::new(),
+        selectors: HashMap::new(),
         durable: HashMap::new(),
         by_consumer: HashMap::new(),
         pending: VecDeque::new(),
@@ -54,6 +55,8 @@ pub(crate) fn spawn_topic(shared: Arc<BrokerCore>, destination: Destination) -> 
 struct Durable {
     dispatcher: Dispatcher,
     consumer: Option<ConsumerId>,
+    /// Only messages it selects are kept for it.
+    selector: Option<Arc<dyn Select>>,
     /// Bodies are being read back for it.
     loading: bool,
 }
@@ -75,6 +78,10 @@ struct TopicActor {
     shared: Arc<BrokerCore>,
     destination: Destination,
     subs: HashMap<ConsumerId, Dispatcher>,
+    /// Selectors of subscribers in `subs`: a topic applies them as it
+    /// publishes, so what a subscriber does not select is never queued
+    /// for it.
+    selectors: HashMap<ConsumerId, Arc<dyn Select>>,
     durable: HashMap<DurableName, Durable>,
     by_consumer: HashMap<ConsumerId, DurableName>,
     pending: VecDeque<Pending>,
@@ -205,15 +212,16 @@ impl TopicActor {
         self.published += 1;
         let m = p.message.clone();
         let origin = p.envelope.origin;
-        for d in self.subs.values_mut() {
-            if !d.is_local(origin) {
+        for (id, d) in &mut self.subs {
+            if !d.is_local(origin) && self.selectors.get(id).is_none_or(|s| s.selects(&m)) {
                 d.push_bounded(m.clone(), false, effects);
             }
         }
         let mut records = Vec::new();
         let mut copies = Vec::new();
         for (name, d) in &mut self.durable {
-            if d.dispatcher.is_local(origin) {
+            if d.dispatcher.is_local(origin) || d.selector.as_ref().is_some_and(|s| !s.selects(&m))
+            {
                 continue;
             }
             if m.persistent {
@@ -282,7 +290,7 @@ impl TopicActor {
         self.durable.get_mut(name).map(|d| &mut d.dispatcher)
     }
 
-    fn new_durable(&mut self, name: &DurableName) -> Durable {
+    fn new_durable(&mut self, name: &DurableName, selector: Option<Arc<dyn Select>>) -> Durable {
         // Durable dispatchers are tagged apart from consumer ids (which
         // tag the others) so a message put back finds its subscription.
         let tag = DURABLE_TAG | self.durable_tags.len() as u64;
@@ -292,6 +300,7 @@ impl TopicActor {
                 .with_memory(self.shared.memory.clone())
                 .with_tag(tag),
             consumer: None,
+            selector,
             loading: false,
         }
     }
@@ -314,8 +323,14 @@ impl TopicActor {
 
     async fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
         match cmd {
-            Control::Subscribe { consumer, done } => {
+            Control::Subscribe {
+                mut consumer,
+                done,
+            } => {
                 let id = consumer.id;
+                if let Some(selector) = consumer.selector.take() {
+                    self.selectors.insert(id, selector);
+                }
                 let mut policy = subscription_policy(&self.shared, false);
                 if consumer.pending_limit.is_some() {
                     policy.pending_limit = consumer.pending_limit;
@@ -337,16 +352,16 @@ impl TopicActor {
             Control::RemoveDurable { name, done } => {
                 let _ = done.send(self.remove_durable(&name).await);
             }
-            Control::RestoreSubscription { name } => {
+            Control::RestoreSubscription { name, selector } => {
                 if !self.durable.contains_key(&name) {
-                    let d = self.new_durable(&name);
+                    let d = self.new_durable(&name, selector);
                     self.durable.insert(name, d);
                 }
             }
             Control::Restore { durable, messages } => {
                 if let Some(name) = durable {
                     if !self.durable.contains_key(&name) {
-                        let d = self.new_durable(&name);
+                        let d = self.new_durable(&name, None);
                         self.durable.insert(name.clone(), d);
                     }
                     let Some(d) = self.durable.get_mut(&name) else {
@@ -358,6 +373,7 @@ impl TopicActor {
                 }
             }
             Control::Unsubscribe { consumer, done } => {
+                self.selectors.remove(&consumer);
                 if self.subs.remove(&consumer).is_none()
                     && let Some(name) = self.by_consumer.remove(&consumer)
                     && let Some(d) = self.durable.get_mut(&name)
@@ -425,31 +441,53 @@ impl TopicActor {
         }
     }
 
+    /// Attaches `consumer` to the durable subscription `name`, creating
+    /// it if need be. A subscription asked for with another selector than
+    /// it has is made again, empty (as ActiveMQ does): what it kept was
+    /// chosen by the old selector.
     async fn subscribe_durable(
         &mut self,
         name: DurableName,
-        consumer: super::ConsumerReg,
+        mut consumer: super::ConsumerReg,
     ) -> Result<(), DurableError> {
-        if let Some(d) = self.durable.get(&name)
-            && d.consumer.is_some()
-        {
-            return Err(DurableError::InUse {
-                client_id: name.client_id.to_string(),
-                name: name.name.to_string(),
-            });
+        let selector = consumer.selector.take();
+        let mut batch = Vec::new();
+        if let Some(d) = self.durable.get(&name) {
+            if d.consumer.is_some() {
+                return Err(DurableError::InUse {
+                    client_id: name.client_id.to_string(),
+                    name: name.name.to_string(),
+                });
+            }
+            let text = |s: &Option<Arc<dyn Select>>| s.as_ref().map(|s| s.text().to_owned());
+            if text(&d.selector) != text(&selector) {
+                tracing::info!(topic = %self.destination, client_id = %name.client_id,
+                    subscription = %name.name, "durable subscription's selector changed: made again");
+                batch.push(Record::SubscriptionRemove {
+                    client_id: name.client_id.to_string(),
+                    name: name.name.to_string(),
+                });
+                batch.extend(
+                    d.dispatcher
+                        .stored_seqs()
+                        .into_iter()
+                        .map(|seq| Record::Remove { seq }),
+                );
+            }
         }
-        if !self.durable.contains_key(&name) {
-            let record = Record::SubscriptionAdd {
+        if !batch.is_empty() || !self.durable.contains_key(&name) {
+            batch.push(Record::SubscriptionAdd {
                 client_id: name.client_id.to_string(),
                 name: name.name.to_string(),
                 topic: self.destination.clone(),
-            };
-            let stored = match self.shared.store.submit(vec![record]).await {
+                selector: selector.as_ref().map(|s| s.text().to_owned()),
+            });
+            let stored = match self.shared.store.submit(batch).await {
                 Ok(c) => c.await,
                 Err(e) => Err(e),
             };
             stored.map_err(DurableError::NotCreated)?;
-            let d = self.new_durable(&name);
+            let d = self.new_durable(&name, selector);
             self.durable.insert(name.clone(), d);
         }
         let id = consumer.id;

@@ -143,6 +143,17 @@ impl Service {
         let mut topics: HashMap<DurableName, DestHandle> = HashMap::new();
         for s in recovered.subscriptions {
             let topic = s.topic;
+            let selector = match s.selector.as_deref().map(|t| self.selector(t)).transpose() {
+                Ok(selector) => selector.flatten(),
+                // A selector this broker no longer accepts (a stricter
+                // limit, say): the subscription keeps its messages and
+                // selects nothing out until it is made again.
+                Err(e) => {
+                    tracing::error!(client_id = %s.client_id, subscription = %s.name, error = %e,
+                        "cannot parse a durable subscription's stored selector; it selects everything");
+                    None
+                }
+            };
             let name = DurableName {
                 client_id: s.client_id.into(),
                 name: s.name.into(),
@@ -150,7 +161,10 @@ impl Service {
             match core.destination(&topic) {
                 Ok(h) => {
                     let _ = h
-                        .control(Control::RestoreSubscription { name: name.clone() })
+                        .control(Control::RestoreSubscription {
+                            name: name.clone(),
+                            selector,
+                        })
                         .await;
                     self.durables.set(&name, Some(topic));
                     topics.insert(name, h);

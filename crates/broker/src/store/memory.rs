@@ -15,7 +15,8 @@ use crate::model::{Destination, Message};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
-    subscriptions: HashMap<(String, String), Destination>,
+    /// Durable subscriptions: topic and selector by (client id, name).
+    subscriptions: HashMap<(String, String), (Destination, Option<String>)>,
     /// Declared queues: each one's place in declaration order, and the
     /// queues by it.
     declared: HashMap<Destination, u64>,
@@ -79,10 +80,11 @@ impl StoreBackend for MemoryStore {
             subscriptions: self
                 .subscriptions
                 .iter()
-                .map(|((client_id, name), topic)| DurableSubscription {
+                .map(|((client_id, name), (topic, selector))| DurableSubscription {
                     client_id: client_id.clone(),
                     name: name.clone(),
                     topic: topic.clone(),
+                    selector: selector.clone(),
                 })
                 .collect(),
             queues: self.queues.values().cloned().collect(),
@@ -118,9 +120,12 @@ impl StoreBackend for MemoryStore {
                     client_id,
                     name,
                     topic,
+                    selector,
                 } => {
-                    self.subscriptions
-                        .insert((client_id.clone(), name.clone()), topic.clone());
+                    self.subscriptions.insert(
+                        (client_id.clone(), name.clone()),
+                        (topic.clone(), selector.clone()),
+                    );
                 }
                 Record::SubscriptionRemove { client_id, name } => {
                     self.subscriptions

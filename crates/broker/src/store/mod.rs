@@ -99,6 +99,8 @@ pub enum Record {
         name: String,
         /// The topic (stored by its canonical name, e.g. `/topic/prices`).
         topic: Destination,
+        /// Its message selector, if it has one (kept as written).
+        selector: Option<String>,
     },
     /// A durable subscription was removed.
     SubscriptionRemove {
@@ -267,6 +269,8 @@ pub struct DurableSubscription {
     pub name: String,
     /// The topic.
     pub topic: Destination,
+    /// Its message selector, if it has one.
+    pub selector: Option<String>,
 }
 
 /// Recovered messages in sequence order, held compactly (a few bytes per

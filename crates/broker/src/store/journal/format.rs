@@ -80,6 +80,10 @@ const T_QUEUE_DECLARED: u8 = 14;
 /// A declared queue was dropped (written since format 4): its canonical
 /// name.
 const T_QUEUE_DROPPED: u8 = 15;
+/// A durable subscription with a message selector (written since format
+/// 5): [`T_SUB_ADD`]'s fields, then the selector's text. One without a
+/// selector is still written as a [`T_SUB_ADD`].
+const T_SUB_ADD_SELECTOR: u8 = 16;
 
 /// Destination kinds in a [`T_ADD_TYPED`].
 const DEST_QUEUE: u8 = 1;
@@ -443,14 +447,25 @@ impl Writer {
                 client_id,
                 name,
                 topic,
+                selector,
             } => {
                 let topic = topic.to_string();
-                let len = 1 + str_len(client_id) + str_len(name) + str_len(&topic);
+                let mut len = 1 + str_len(client_id) + str_len(name) + str_len(&topic);
+                if let Some(selector) = selector {
+                    len += str_len(selector);
+                }
                 self.frame(len, |b| {
-                    b.push(T_SUB_ADD);
+                    b.push(if selector.is_some() {
+                        T_SUB_ADD_SELECTOR
+                    } else {
+                        T_SUB_ADD
+                    });
                     put_str(b, client_id);
                     put_str(b, name);
                     put_str(b, &topic);
+                    if let Some(selector) = selector {
+                        put_str(b, selector);
+                    }
                 });
             }
             Record::SubscriptionRemove { client_id, name } => {
@@ -769,6 +784,7 @@ pub(crate) enum Entry {
         client_id: String,
         name: String,
         topic: Destination,
+        selector: Option<String>,
     },
     SubscriptionRemove {
         client_id: String,
@@ -828,10 +844,12 @@ pub(crate) fn placed_entry(r: &Record, order: u64) -> Entry {
             client_id,
             name,
             topic,
+            selector,
         } => Entry::SubscriptionAdd {
             client_id: client_id.clone(),
             name: name.clone(),
             topic: topic.clone(),
+            selector: selector.clone(),
         },
         Record::SubscriptionRemove { client_id, name } => Entry::SubscriptionRemove {
             client_id: client_id.clone(),
@@ -880,13 +898,18 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
             seq: c.u64()?,
             deliveries: c.u32()?,
         },
-        T_SUB_ADD => Entry::SubscriptionAdd {
+        kind @ (T_SUB_ADD | T_SUB_ADD_SELECTOR) => Entry::SubscriptionAdd {
             client_id: c.str()?.to_owned(),
             name: c.str()?.to_owned(),
             topic: c
                 .str()?
                 .parse()
                 .map_err(|_| FormatError::Malformed("invalid topic"))?,
+            selector: if kind == T_SUB_ADD_SELECTOR {
+                Some(c.str()?.to_owned())
+            } else {
+                None
+            },
         },
         T_SUB_REMOVE => Entry::SubscriptionRemove {
             client_id: c.str()?.to_owned(),

@@ -157,6 +157,7 @@ pub(crate) struct Redelivery {
 #[derive(Debug, Clone)]
 pub(crate) struct Sub {
     pub(crate) topic: crate::model::Destination,
+    pub(crate) selector: Option<String>,
     pub(crate) at: Loc,
 }
 
@@ -276,9 +277,11 @@ impl Index {
                 client_id,
                 name,
                 topic,
+                selector,
             } => {
                 let sub = Sub {
                     topic: topic.clone(),
+                    selector: selector.clone(),
                     at,
                 };
                 if let Some(old) = self.subs.insert((client_id.clone(), name.clone()), sub) {

@@ -201,6 +201,7 @@ impl JournalStore {
                 client_id: client_id.clone(),
                 name: name.clone(),
                 topic: s.topic.clone(),
+                selector: s.selector.clone(),
             })
             .collect();
         let queues = index.declared_queues();

@@ -187,8 +187,9 @@ const DEDUP: &str = "INSERT INTO halyard_duplicate_ids (queue, id, seq) \
 const REDELIVERED: &str = "UPDATE halyard_messages m SET deliveries = u.d \
      FROM UNNEST($1::bigint[], $2::integer[]) AS u(s, d) WHERE m.seq = u.s";
 const REMOVE: &str = "DELETE FROM halyard_messages WHERE seq = ANY($1::bigint[])";
-const SUB_ADD: &str = "INSERT INTO halyard_subscriptions (client_id, name, topic) VALUES ($1, $2, $3) \
-     ON CONFLICT (client_id, name) DO UPDATE SET topic = EXCLUDED.topic";
+const SUB_ADD: &str = "INSERT INTO halyard_subscriptions (client_id, name, topic, selector) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (client_id, name) DO UPDATE SET topic = EXCLUDED.topic, selector = EXCLUDED.selector";
 const SUB_REMOVE: &str = "DELETE FROM halyard_subscriptions WHERE client_id = $1 AND name = $2";
 /// A queue declared again keeps its row, so its place in declaration order.
 const QUEUE_DECLARE: &str =
@@ -247,7 +248,8 @@ struct Plan {
     removes: Vec<i64>,
     /// Subscription changes, in order (a remove and a re-add may meet in
     /// one group).
-    subs: Vec<(bool, String, String, String)>,
+    /// (add, client id, name, topic, selector).
+    subs: Vec<(bool, String, String, String, Option<String>)>,
     /// Queue declarations (true) and drops, in order, by canonical name.
     queues: Vec<(bool, String)>,
     max_seq: i64,
@@ -305,13 +307,21 @@ impl Plan {
                     client_id,
                     name,
                     topic,
-                } => p
-                    .subs
-                    .push((true, client_id.clone(), name.clone(), topic.to_string())),
-                Record::SubscriptionRemove { client_id, name } => {
-                    p.subs
-                        .push((false, client_id.clone(), name.clone(), String::new()))
-                }
+                    selector,
+                } => p.subs.push((
+                    true,
+                    client_id.clone(),
+                    name.clone(),
+                    topic.to_string(),
+                    selector.clone(),
+                )),
+                Record::SubscriptionRemove { client_id, name } => p.subs.push((
+                    false,
+                    client_id.clone(),
+                    name.clone(),
+                    String::new(),
+                    None,
+                )),
                 Record::QueueDeclared { queue } => p.queues.push((true, queue.to_string())),
                 Record::QueueDropped { queue } => p.queues.push((false, queue.to_string())),
             }
@@ -572,10 +582,11 @@ impl PostgresStore {
                 c.execute(&st.remove, &[&plan.removes]).await
             }));
         }
-        for (add, client_id, name, topic) in &plan.subs {
+        for (add, client_id, name, topic, selector) in &plan.subs {
             steps.push(Box::pin(async move {
                 if *add {
-                    c.execute(&st.sub_add, &[client_id, name, topic]).await
+                    c.execute(&st.sub_add, &[client_id, name, topic, selector])
+                        .await
                 } else {
                     c.execute(&st.sub_remove, &[client_id, name]).await
                 }
@@ -700,7 +711,7 @@ impl StoreBackend for PostgresStore {
         }
         let subscriptions = c
             .query(
-                "SELECT client_id, name, topic FROM halyard_subscriptions",
+                "SELECT client_id, name, topic, selector FROM halyard_subscriptions",
                 &[],
             )
             .await
@@ -713,6 +724,7 @@ impl StoreBackend for PostgresStore {
                         client_id: r.get(0),
                         name: r.get(1),
                         topic,
+                        selector: r.get(3),
                     }),
                     // Only a broker writes these rows; one that is not a
                     // topic's canonical name cannot be restored, and
