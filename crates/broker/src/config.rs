@@ -43,6 +43,29 @@ pub struct BrokerConfig {
     pub ha: HaConfig,
     /// Client identities.
     pub clients: ClientsConfig,
+    /// JMS message selectors.
+    pub selectors: SelectorsConfig,
+}
+
+/// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SelectorsConfig {
+    /// Compare a string property with a number (or a boolean) by
+    /// converting it, as ActiveMQ's STOMP does: every STOMP header is a
+    /// string, so `price > 10` would otherwise never match a STOMP message.
+    pub convert_string_expressions: bool,
+    /// Longest selector accepted, in bytes.
+    pub max_length: usize,
+}
+
+impl Default for SelectorsConfig {
+    fn default() -> SelectorsConfig {
+        SelectorsConfig {
+            convert_string_expressions: true,
+            max_length: halyard_selector::DEFAULT_MAX_LEN,
+        }
+    }
 }
 
 /// `[[listeners]]`: one client listener.
@@ -83,6 +106,7 @@ impl Default for BrokerConfig {
             destinations: DestinationsConfig::default(),
             ha: HaConfig::default(),
             clients: ClientsConfig::default(),
+            selectors: SelectorsConfig::default(),
         }
     }
 }

@@ -104,6 +104,13 @@ impl Browsers {
                     // Expired meanwhile: never shown, as never delivered.
                     continue;
                 }
+                if b.reg
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| !s.selects(&message))
+                {
+                    continue;
+                }
                 let d = Delivery {
                     sub: b.reg.sub,
                     consumer: b.reg.id,

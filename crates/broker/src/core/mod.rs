@@ -22,7 +22,7 @@ mod virtual_topic;
 pub(crate) use dead_letter::{ORIGINAL_DESTINATION, settle};
 pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{
-    ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Note, Seq, SharedCredit, SubKey,
+    ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Note, Select, Seq, SharedCredit, SubKey,
 };
 pub(crate) use groups::GROUP_FIRST;
 pub use handle::DestinationStats;

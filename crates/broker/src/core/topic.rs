@@ -323,10 +323,7 @@ impl TopicActor {
 
     async fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
         match cmd {
-            Control::Subscribe {
-                mut consumer,
-                done,
-            } => {
+            Control::Subscribe { mut consumer, done } => {
                 let id = consumer.id;
                 if let Some(selector) = consumer.selector.take() {
                     self.selectors.insert(id, selector);

@@ -12,6 +12,7 @@ mod destination;
 mod message;
 mod pattern;
 mod properties;
+mod select;
 mod value;
 
 pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_LEN};
@@ -20,4 +21,5 @@ pub(crate) use message::test_message;
 pub use message::{DEFAULT_PRIORITY, Message, MessageId, now_ms};
 pub use pattern::{ANY_ONE, ANY_REST, NamePattern, PatternError, SEPARATOR};
 pub use properties::Properties;
+pub use select::Selectable;
 pub use value::Value;

@@ -48,9 +48,9 @@ pub(crate) enum ServiceError {
     TooManySubscriptions(usize),
     #[error("no subscription with id '{0}' on this connection")]
     NoSuchSubscription(String),
-    /// A feature the broker does not offer yet (e.g. "message selectors").
-    #[error("{0} are not supported")]
-    Unsupported(&'static str),
+    /// The selector does not parse; the error gives the position.
+    #[error("{0}")]
+    InvalidSelector(#[from] halyard_selector::ParseError),
     #[error("durable subscription name must not be empty")]
     EmptyDurableName,
     /// Durable subscriptions are named by client id; the connection has none.

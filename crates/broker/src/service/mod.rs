@@ -26,6 +26,7 @@ mod pipeline;
 mod publish;
 mod registries;
 mod route;
+mod selector;
 mod send;
 mod subscribe;
 mod subscriptions;

@@ -35,7 +35,7 @@ pub(crate) struct SubscribeSpec {
     pub(crate) prefetch: Option<u32>,
     /// A durable topic subscription's name.
     pub(crate) durable: Option<String>,
-    /// A message selector (not supported yet: refused).
+    /// A JMS message selector (docs/SELECTORS.md); empty means none.
     pub(crate) selector: Option<String>,
     /// A queue browser: shown the queue's messages without taking them.
     pub(crate) browse: bool,
@@ -109,9 +109,6 @@ impl Connection {
         if self.subs.len() >= max {
             return Err(ServiceError::TooManySubscriptions(max));
         }
-        if spec.selector.is_some() {
-            return Err(ServiceError::Unsupported("message selectors"));
-        }
         let [first, rest @ ..] = spec.destinations.as_slice() else {
             return Err(ServiceError::NoDestination);
         };
@@ -156,6 +153,10 @@ impl Connection {
         spec: SubscribeSpec,
     ) -> Result<(SubKey, Pending), ServiceError> {
         self.check(&spec)?;
+        let selector = match &spec.selector {
+            Some(text) => self.service.selector(text)?,
+            None => None,
+        };
         let core = self.service.core.clone();
         let durable = self.durable_name(spec.durable.as_deref())?;
         let key = self.subs.next_key();
@@ -186,7 +187,7 @@ impl Connection {
             no_local: spec.no_local.then_some(self.number),
             pending_limit: spec.pending_limit,
             shared: credit.as_ref().map(|c| c.shared.clone()),
-            selector: None,
+            selector,
         };
         let mut wildcard = None;
         let mut registered = Vec::new();

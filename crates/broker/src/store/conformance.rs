@@ -385,6 +385,14 @@ async fn durable_subscriptions_and_their_messages<H: Harness>(h: H) {
         client_id: "c1".into(),
         name: name.into(),
         topic: Destination::topic("t"),
+        selector: None,
+    };
+    // s3 is made again with a selector, which recovery gives back.
+    let selected = Record::SubscriptionAdd {
+        client_id: "c1".into(),
+        name: "s3".into(),
+        topic: Destination::topic("t"),
+        selector: Some("color = 'red'".into()),
     };
     let key = StoreKey::Durable {
         client_id: "c1".into(),
@@ -403,7 +411,7 @@ async fn durable_subscriptions_and_their_messages<H: Harness>(h: H) {
                     client_id: "c1".into(),
                     name: "s3".into(),
                 },
-                sub("s3"),
+                selected,
             ],
             vec![Record::Add {
                 key: key.clone(),
@@ -417,12 +425,16 @@ async fn durable_subscriptions_and_their_messages<H: Harness>(h: H) {
     let (_, r) = h.open(100).await;
     let mut subs = r.subscriptions.clone();
     subs.sort_by(|a, b| a.name.cmp(&b.name));
-    let want = |name: &str| DurableSubscription {
+    let want = |name: &str, selector: Option<&str>| DurableSubscription {
         client_id: "c1".into(),
         name: name.into(),
         topic: Destination::topic("t"),
+        selector: selector.map(str::to_owned),
     };
-    assert_eq!(subs, vec![want("s1"), want("s3")]);
+    assert_eq!(
+        subs,
+        vec![want("s1", None), want("s3", Some("color = 'red'"))]
+    );
     let m: Vec<_> = r.messages.into_sorted().collect();
     assert_eq!(m.len(), 1);
     assert_eq!((m[0].seq, &m[0].key), (7, &key));
@@ -876,7 +888,7 @@ mod postgres_only {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, vec![1, 2, 3, 4]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
         // A schema from a newer Halyard is refused, by name.
         c.execute("INSERT INTO halyard_schema VALUES (99)", &[])
             .await

@@ -139,6 +139,7 @@ pub(crate) fn check_v2(
             client_id: CLIENT_ID.into(),
             name: SUBSCRIPTION.into(),
             topic: Destination::topic(TOPIC),
+            selector: None,
         }]
     );
     // No release before declared queues had them.

@@ -80,12 +80,14 @@ impl StoreBackend for MemoryStore {
             subscriptions: self
                 .subscriptions
                 .iter()
-                .map(|((client_id, name), (topic, selector))| DurableSubscription {
-                    client_id: client_id.clone(),
-                    name: name.clone(),
-                    topic: topic.clone(),
-                    selector: selector.clone(),
-                })
+                .map(
+                    |((client_id, name), (topic, selector))| DurableSubscription {
+                        client_id: client_id.clone(),
+                        name: name.clone(),
+                        topic: topic.clone(),
+                        selector: selector.clone(),
+                    },
+                )
                 .collect(),
             queues: self.queues.values().cloned().collect(),
             max_seq: self.max_seq,

@@ -213,6 +213,10 @@ mod tests {
             self.judged.fetch_add(1, Ordering::Relaxed);
             message.seq % self.m == self.r
         }
+
+        fn text(&self) -> &str {
+            "seq % m = r"
+        }
     }
 
     fn policy() -> Policy {

@@ -1253,6 +1253,7 @@ mod tests {
             client_id: "c".into(),
             name: "s".into(),
             topic: Destination::topic("t"),
+            selector: Some("a > 1".into()),
         });
         w.record(&Record::SubscriptionRemove {
             client_id: "c".into(),

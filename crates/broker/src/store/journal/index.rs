@@ -631,6 +631,7 @@ mod tests {
             client_id: "c".into(),
             name: "s".into(),
             topic: crate::model::Destination::topic("t"),
+            selector: None,
         };
         i.apply(&sub, at(1, 64));
         assert!(!i.deletable(1));

@@ -101,6 +101,7 @@ async fn subscriptions_are_recovered() {
         client_id: "c".into(),
         name: name.into(),
         topic: Destination::topic("t"),
+        selector: Some(format!("name = '{name}'")),
     };
     j.put(&[vec![sub("a"), sub("b")]]).await.unwrap();
     j.put(&[vec![Record::SubscriptionRemove {
@@ -116,7 +117,8 @@ async fn subscriptions_are_recovered() {
         vec![DurableSubscription {
             client_id: "c".into(),
             name: "b".into(),
-            topic: Destination::topic("t")
+            topic: Destination::topic("t"),
+            selector: Some("name = 'b'".into()),
         }]
     );
 }
@@ -830,6 +832,7 @@ async fn a_journal_written_by_format_3_opens() {
         client_id: "c".into(),
         name: "s".into(),
         topic: Destination::topic("t"),
+        selector: None,
     }]])
     .await
     .unwrap();
@@ -842,7 +845,7 @@ async fn a_journal_written_by_format_3_opens() {
         let path = seg_file(dir.path(), id);
         let mut data = std::fs::read(&path).unwrap();
         let mut header = SegmentHeader::decode(&data).unwrap();
-        assert_eq!(header.version, 4);
+        assert_eq!(header.version, format::VERSION);
         header.version = 3;
         data[..FIXED_LEN].copy_from_slice(&header.encode());
         std::fs::write(&path, &data).unwrap();

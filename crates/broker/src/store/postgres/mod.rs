@@ -315,13 +315,10 @@ impl Plan {
                     topic.to_string(),
                     selector.clone(),
                 )),
-                Record::SubscriptionRemove { client_id, name } => p.subs.push((
-                    false,
-                    client_id.clone(),
-                    name.clone(),
-                    String::new(),
-                    None,
-                )),
+                Record::SubscriptionRemove { client_id, name } => {
+                    p.subs
+                        .push((false, client_id.clone(), name.clone(), String::new(), None))
+                }
                 Record::QueueDeclared { queue } => p.queues.push((true, queue.to_string())),
                 Record::QueueDropped { queue } => p.queues.push((false, queue.to_string())),
             }

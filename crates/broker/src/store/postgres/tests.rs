@@ -89,7 +89,7 @@ async fn opens_from_schema(version: i32) {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(schema, vec![1, 2, 3, 4]);
+    assert_eq!(schema, vec![1, 2, 3, 4, 5]);
     let reader = p.reader();
     let (max_seq, first) = tokio::task::spawn_blocking(move || {
         let mut first = None;

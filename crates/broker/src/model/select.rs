@@ -1,0 +1,103 @@
+//! What a JMS message selector sees of a [`Message`]: its application
+//! properties, and the JMS header fields under their JMS names.
+//!
+//! STOMP carries some JMS header fields as headers of its own spelling
+//! (`correlation-id`, `type`, `reply-to`), which the model keeps as
+//! properties: a selector names them the JMS way, as ActiveMQ's STOMP
+//! does. Delivery counts (`JMSRedelivered`, `JMSXDeliveryCount`) belong to
+//! a delivery, not to the message, and read as NULL.
+
+use std::borrow::Cow;
+
+use halyard_selector::{Fields, Value as Field};
+
+use super::{Message, Value};
+
+/// A message as a selector reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Selectable<'a>(pub &'a Message);
+
+impl Fields for Selectable<'_> {
+    fn get(&self, name: &str) -> Option<Field<'_>> {
+        let m = self.0;
+        let long = |n: u64| Some(Field::Long(i64::try_from(n).unwrap_or(i64::MAX)));
+        match name {
+            "JMSPriority" => long(u64::from(m.priority)),
+            "JMSTimestamp" => long(m.timestamp),
+            "JMSExpiration" => long(m.expires),
+            "JMSDeliveryMode" => Some(Field::Str(Cow::Borrowed(if m.persistent {
+                "PERSISTENT"
+            } else {
+                "NON_PERSISTENT"
+            }))),
+            "JMSMessageID" => Some(Field::Str(Cow::Owned(m.id.to_string()))),
+            "JMSDestination" => Some(Field::Str(Cow::Owned(m.destination.to_string()))),
+            "JMSCorrelationID" => property(m, "correlation-id"),
+            "JMSType" => property(m, "type"),
+            "JMSReplyTo" => property(m, "reply-to"),
+            _ => property(m, name),
+        }
+    }
+}
+
+fn property<'a>(m: &'a Message, name: &str) -> Option<Field<'a>> {
+    Some(match m.properties.get(name)? {
+        Value::Null | Value::Bytes(_) => return None,
+        Value::Bool(b) => Field::Bool(*b),
+        Value::I8(n) => Field::Long(i64::from(*n)),
+        Value::I16(n) => Field::Long(i64::from(*n)),
+        Value::I32(n) => Field::Long(i64::from(*n)),
+        Value::I64(n) => Field::Long(*n),
+        Value::F32(n) => Field::Double(f64::from(*n)),
+        Value::F64(n) => Field::Double(*n),
+        Value::String(s) => Field::Str(Cow::Borrowed(s)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use halyard_selector::Selector;
+
+    use super::*;
+    use crate::model::{Properties, test_message};
+
+    fn with(props: &[(&str, Value)]) -> Message {
+        let properties: Properties = props
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        Message {
+            properties,
+            ..Arc::unwrap_or_clone(test_message(7, 6))
+        }
+    }
+
+    fn sel(text: &str, m: &Message) -> bool {
+        Selector::parse(text)
+            .expect("valid selector")
+            .matches(&Selectable(m))
+    }
+
+    #[test]
+    fn header_fields_and_typed_properties() {
+        let m = with(&[
+            ("color", Value::String("red".into())),
+            ("n", Value::I32(5)),
+            ("w", Value::F64(2.5)),
+            ("ok", Value::Bool(true)),
+            ("correlation-id", Value::String("c-1".into())),
+            ("type", Value::String("order".into())),
+        ]);
+        assert!(sel("color = 'red' AND n > 4 AND w < 3 AND ok", &m));
+        assert!(sel(
+            "JMSPriority = 6 AND JMSDeliveryMode = 'PERSISTENT'",
+            &m
+        ));
+        assert!(sel("JMSMessageID = 'ID:t-7'", &m));
+        assert!(sel("JMSCorrelationID = 'c-1' AND JMSType = 'order'", &m));
+        assert!(sel("missing IS NULL AND JMSReplyTo IS NULL", &m));
+        assert!(!sel("color = 'blue'", &m));
+    }
+}

@@ -1,0 +1,39 @@
+//! Message selectors for the core: the selector language
+//! (`halyard-selector`) applied to the message model, behind the core's
+//! [`Select`] seam.
+
+use std::sync::Arc;
+
+use halyard_selector::{Options, ParseError, Selector};
+
+use super::Service;
+use crate::core::Select;
+use crate::model::{Message, Selectable};
+
+/// A parsed selector, as the core's dispatchers call it.
+#[derive(Debug)]
+struct MessageSelector(Selector);
+
+impl Select for MessageSelector {
+    fn selects(&self, message: &Message) -> bool {
+        self.0.matches(&Selectable(message))
+    }
+
+    fn text(&self) -> &str {
+        self.0.text()
+    }
+}
+
+impl Service {
+    /// Parses a selector with the broker's `[selectors]` settings; `None`
+    /// for an empty one (JMS: no selector).
+    pub(crate) fn selector(&self, text: &str) -> Result<Option<Arc<dyn Select>>, ParseError> {
+        let config = &self.core.config.selectors;
+        let options = Options {
+            convert_string_expressions: config.convert_string_expressions,
+            max_len: config.max_length,
+        };
+        Ok(Selector::parse_optional(text, &options)?
+            .map(|s| Arc::new(MessageSelector(s)) as Arc<dyn Select>))
+    }
+}
