@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{
     Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
-    StoreError, StoreKey, StoredMessage, Usage,
+    ScheduleState, StoreError, StoreKey, StoredMessage, Usage,
 };
 use crate::model::{Destination, Message};
 
@@ -15,6 +15,8 @@ use crate::model::{Destination, Message};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
+    /// Scheduled messages' progress.
+    schedules: HashMap<u64, ScheduleState>,
     subscriptions: HashMap<(String, String), Destination>,
     /// Declared queues: each one's place in declaration order, and the
     /// queues by it.
@@ -72,6 +74,7 @@ impl StoreBackend for MemoryStore {
                 weight: m.weight() as u32,
                 deliveries: *deliveries,
                 message: Some(m.clone()),
+                schedule: self.schedules.get(&m.seq).copied(),
             });
         }
         Ok(Recovered {
@@ -107,6 +110,16 @@ impl StoreBackend for MemoryStore {
                 Record::Remove { seq } => {
                     if let Some((_, m, _)) = self.live.remove(seq) {
                         self.bytes -= m.weight() as u64;
+                    }
+                    self.schedules.remove(seq);
+                }
+                Record::Schedule { seq, due, fired } => {
+                    if self.live.contains_key(seq) {
+                        let state = ScheduleState {
+                            due: *due,
+                            fired: *fired,
+                        };
+                        self.schedules.insert(*seq, state);
                     }
                 }
                 Record::Redelivered { seq, deliveries } => {

@@ -80,6 +80,11 @@ const T_QUEUE_DECLARED: u8 = 14;
 /// A declared queue was dropped (written since format 4): its canonical
 /// name.
 const T_QUEUE_DROPPED: u8 = 15;
+/// A scheduled message's progress (written since format 5): its seq, when
+/// it fires next (ms since the epoch) and how often it has fired. The
+/// latest one of a live message counts; compaction copies it forward with
+/// the message's Add, as it does a [`T_REDELIVERED`].
+const T_SCHEDULE: u8 = 18;
 
 /// Destination kinds in a [`T_ADD_TYPED`].
 const DEST_QUEUE: u8 = 1;
@@ -101,6 +106,8 @@ const V_BYTES: u8 = 9;
 
 const KEY_QUEUE: u8 = 1;
 const KEY_DURABLE: u8 = 2;
+/// The scheduler's messages (format 5): the key has no further fields.
+const KEY_SCHEDULED: u8 = 3;
 
 /// Why bytes are not a valid segment header or record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -439,6 +446,12 @@ impl Writer {
                 b.extend_from_slice(&seq.to_le_bytes());
                 b.extend_from_slice(&deliveries.to_le_bytes());
             }),
+            Record::Schedule { seq, due, fired } => self.frame(21, |b| {
+                b.push(T_SCHEDULE);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&due.to_le_bytes());
+                b.extend_from_slice(&fired.to_le_bytes());
+            }),
             Record::SubscriptionAdd {
                 client_id,
                 name,
@@ -560,6 +573,7 @@ fn key_len(key: &StoreKey) -> usize {
     1 + match key {
         StoreKey::Queue(n) => str_len(n),
         StoreKey::Durable { client_id, name } => str_len(client_id) + str_len(name),
+        StoreKey::Scheduled => 0,
     }
 }
 
@@ -574,6 +588,7 @@ fn put_key(b: &mut Vec<u8>, key: &StoreKey) {
             put_str(b, client_id);
             put_str(b, name);
         }
+        StoreKey::Scheduled => b.push(KEY_SCHEDULED),
     }
 }
 
@@ -725,6 +740,7 @@ fn get_key(c: &mut Cursor<'_>) -> Result<StoreKey, FormatError> {
             client_id: c.str()?.into(),
             name: c.str()?.into(),
         }),
+        KEY_SCHEDULED => Ok(StoreKey::Scheduled),
         _ => Err(FormatError::Malformed("unknown destination kind")),
     }
 }
@@ -764,6 +780,11 @@ pub(crate) enum Entry {
     Redelivered {
         seq: u64,
         deliveries: u32,
+    },
+    Schedule {
+        seq: u64,
+        due: u64,
+        fired: u32,
     },
     SubscriptionAdd {
         client_id: String,
@@ -824,6 +845,11 @@ pub(crate) fn placed_entry(r: &Record, order: u64) -> Entry {
             seq: *seq,
             deliveries: *deliveries,
         },
+        Record::Schedule { seq, due, fired } => Entry::Schedule {
+            seq: *seq,
+            due: *due,
+            fired: *fired,
+        },
         Record::SubscriptionAdd {
             client_id,
             name,
@@ -879,6 +905,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
         T_REDELIVERED => Entry::Redelivered {
             seq: c.u64()?,
             deliveries: c.u32()?,
+        },
+        T_SCHEDULE => Entry::Schedule {
+            seq: c.u64()?,
+            due: c.u64()?,
+            fired: c.u32()?,
         },
         T_SUB_ADD => Entry::SubscriptionAdd {
             client_id: c.str()?.to_owned(),
