@@ -227,13 +227,20 @@ async fn scheduled(
             None => None,
         },
         None => {
-            return (StatusCode::SERVICE_UNAVAILABLE, "not master: no scheduler here\n")
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not master: no scheduler here\n",
+            )
                 .into_response();
         }
     };
     match listing {
         Some(l) => Json(l).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "the scheduler has stopped\n").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler has stopped\n",
+        )
+            .into_response(),
     }
 }
 

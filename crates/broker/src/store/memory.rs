@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{
-    Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
-    ScheduleState, StoreError, StoreKey, StoredMessage, Usage,
+    Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, ScheduleState,
+    StoreBackend, StoreError, StoreKey, StoredMessage, Usage,
 };
 use crate::model::{Destination, Message};
 

@@ -119,7 +119,11 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     /// Starts the actor with what recovery found; it sends firings through
     /// `conn`, a connection of the broker's own.
-    pub(crate) fn start(core: Arc<BrokerCore>, conn: Connection, recovered: Vec<Entry>) -> Scheduler {
+    pub(crate) fn start(
+        core: Arc<BrokerCore>,
+        conn: Connection,
+        recovered: Vec<Entry>,
+    ) -> Scheduler {
         let (tx, rx) = mpsc::channel(COMMANDS);
         let (work_tx, work_rx) = mpsc::channel(IN_FLIGHT);
         let mut actor = Actor {
@@ -283,7 +287,9 @@ impl Actor {
         let spec = spec::parse(&message.properties, u32::MAX).ok().flatten();
         let fired = e.fired.saturating_add(1);
         let next = spec.as_ref().and_then(|s| s.next_due(fired, now, zone));
-        let repeating = spec.as_ref().is_some_and(|s| s.repeat > 0 || s.cron.is_some());
+        let repeating = spec
+            .as_ref()
+            .is_some_and(|s| s.repeat > 0 || s.cron.is_some());
         let progress = match next {
             Some(due) => Record::Schedule {
                 seq: e.seq,

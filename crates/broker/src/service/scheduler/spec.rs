@@ -57,7 +57,9 @@ pub(crate) enum SpecError {
     RepeatTooLarge { value: i64, max: u32 },
     #[error("{CRON} '{expr}' is not a valid cron expression: {reason}")]
     Cron { expr: String, reason: String },
-    #[error("{CRON} with {REPEAT} is not supported (ActiveMQ starts a repeating schedule at every cron time)")]
+    #[error(
+        "{CRON} with {REPEAT} is not supported (ActiveMQ starts a repeating schedule at every cron time)"
+    )]
     CronWithRepeat,
     #[error("{REPEAT} needs an {PERIOD} greater than 0")]
     RepeatWithoutPeriod,
@@ -71,8 +73,7 @@ pub(crate) fn parse(properties: &Properties, max_repeat: u32) -> Result<Option<S
     let cron = properties.get(CRON);
     let period = properties.get(PERIOD);
     let delay = properties.get(DELAY);
-    if properties.get(JOB_ID).is_some() || (cron.is_none() && period.is_none() && delay.is_none())
-    {
+    if properties.get(JOB_ID).is_some() || (cron.is_none() && period.is_none() && delay.is_none()) {
         return Ok(None);
     }
     let delay = delay.map(|v| number(DELAY, v)).transpose()?.unwrap_or(0);
@@ -182,11 +183,15 @@ fn next_cron(cron: &croner::Cron, after: u64, zone: TimeZone) -> Option<u64> {
     let next = match zone {
         TimeZone::Utc => {
             let t = chrono::Utc.timestamp_millis_opt(at).single()?;
-            cron.find_next_occurrence(&t, false).ok()?.timestamp_millis()
+            cron.find_next_occurrence(&t, false)
+                .ok()?
+                .timestamp_millis()
         }
         TimeZone::Local => {
             let t = chrono::Local.timestamp_millis_opt(at).single()?;
-            cron.find_next_occurrence(&t, false).ok()?.timestamp_millis()
+            cron.find_next_occurrence(&t, false)
+                .ok()?
+                .timestamp_millis()
         }
     };
     u64::try_from(next).ok()

@@ -310,8 +310,10 @@ impl Plan {
                 }
                 Record::Remove { seq } => p.removes.push(*seq as i64),
                 Record::Schedule { seq, due, fired } => {
-                    p.schedules
-                        .insert(*seq as i64, (*due as i64, (*fired).min(i32::MAX as u32) as i32));
+                    p.schedules.insert(
+                        *seq as i64,
+                        (*due as i64, (*fired).min(i32::MAX as u32) as i32),
+                    );
                 }
                 Record::Redelivered { seq, deliveries } => {
                     p.redelivered.insert(*seq as i64, *deliveries as i32);
