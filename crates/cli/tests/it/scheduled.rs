@@ -181,7 +181,8 @@ async fn a_delay_works_to_a_topic_and_to_a_composite_destination() {
 #[tokio::test]
 async fn invalid_schedule_headers_get_an_error_naming_them() {
     let b = TestBroker::start("").await;
-    let cases: Vec<(Vec<(&str, &str)>, &[&str])> = vec![
+    type Case = (Vec<(&'static str, &'static str)>, &'static [&'static str]);
+    let cases: Vec<Case> = vec![
         (
             vec![("AMQ_SCHEDULED_DELAY", "-5")],
             &["AMQ_SCHEDULED_DELAY", "negative"],
