@@ -830,7 +830,11 @@ async fn scheduled_messages_come_back_with_their_progress<H: Harness>(h: H) {
         .map(|m| m.seq)
         .collect();
     assert_eq!(queued, vec![4, 5, 6]);
-    assert!(found.iter().all(|m| m.key == StoreKey::Scheduled || m.schedule.is_none()));
+    assert!(
+        found
+            .iter()
+            .all(|m| m.key == StoreKey::Scheduled || m.schedule.is_none())
+    );
     // The scheduled message's body reads back, for a firing after a restart.
     let reader = b.reader();
     if reader.pages() {
