@@ -45,6 +45,8 @@ pub struct BrokerConfig {
     pub clients: ClientsConfig,
     /// JMS message selectors.
     pub selectors: SelectorsConfig,
+    /// Scheduled delivery (`AMQ_SCHEDULED_*`).
+    pub scheduler: SchedulerConfig,
 }
 
 /// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
@@ -64,6 +66,53 @@ impl Default for SelectorsConfig {
         SelectorsConfig {
             convert_string_expressions: true,
             max_length: halyard_selector::DEFAULT_MAX_LEN,
+        }
+    }
+}
+
+/// `[scheduler]`: scheduled delivery, as ActiveMQ's scheduler
+/// (`AMQ_SCHEDULED_DELAY`, `_PERIOD`, `_REPEAT`, `_CRON`). On by default:
+/// ActiveMQ needs `schedulerSupport="true"`; Halyard does not, since
+/// delivering a delayed message at once is never what its sender asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Off: the `AMQ_SCHEDULED_*` properties are ordinary properties and
+    /// the message is delivered at once (ActiveMQ without scheduler
+    /// support).
+    pub enabled: bool,
+    /// Scheduled messages held at most; a SEND beyond it is refused.
+    pub max_messages: usize,
+    /// Largest `AMQ_SCHEDULED_REPEAT` accepted (ActiveMQ: 1000), so that
+    /// no client makes the broker repeat a message without end.
+    pub max_repeat: u32,
+    /// The time zone cron expressions are read in: `local` (as ActiveMQ,
+    /// the JVM's default zone) or `utc`.
+    pub time_zone: TimeZone,
+    /// Bytes of scheduled messages' bodies kept in memory; beyond it a
+    /// stored message keeps only its index entry and its body is read back
+    /// from the store when it fires.
+    pub memory_bytes: u64,
+}
+
+/// The zone cron expressions are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeZone {
+    /// The system's local time zone.
+    Local,
+    /// UTC.
+    Utc,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> SchedulerConfig {
+        SchedulerConfig {
+            enabled: true,
+            max_messages: 1_000_000,
+            max_repeat: 1000,
+            time_zone: TimeZone::Local,
+            memory_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -107,6 +156,7 @@ impl Default for BrokerConfig {
             ha: HaConfig::default(),
             clients: ClientsConfig::default(),
             selectors: SelectorsConfig::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }

@@ -89,6 +89,10 @@ metrics! {
     /// Persistent SENDs recognised as repeats of a stored message by their
     /// duplicate-detection id: confirmed, not enqueued again.
     counter duplicates_total,
+    /// Scheduled messages waiting for a firing (`AMQ_SCHEDULED_*`).
+    gauge scheduled_messages,
+    /// Firings of scheduled messages: messages the scheduler sent on.
+    counter scheduled_deliveries_total,
 }
 
 impl Metrics {

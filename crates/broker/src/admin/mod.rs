@@ -44,6 +44,7 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
         .route("/api/destinations", get(destinations))
+        .route("/api/scheduled", get(scheduled))
         .route("/metrics", get(metrics::metrics))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
@@ -159,6 +160,8 @@ struct Status {
     /// Bytes of messages held in memory now, while master.
     #[serde(skip_serializing_if = "Option::is_none")]
     memory_bytes: Option<u64>,
+    /// Scheduled messages waiting for a firing.
+    scheduled: u64,
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
@@ -191,7 +194,54 @@ async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
             .map_or(0, |m| m.service.core.destination_count()),
         resources: node.resources.clone(),
         memory_bytes: master.as_ref().map(|m| m.service.core.memory.used()),
+        scheduled: master.as_ref().map_or(0, |m| {
+            m.service
+                .core
+                .metrics
+                .scheduled_messages
+                .load(Ordering::Relaxed)
+        }),
     })
+}
+
+/// Entries `GET /api/scheduled` lists at most (`?limit=` asks for fewer).
+const SCHEDULED_SHOWN: usize = 100;
+
+/// `GET /api/scheduled[?limit=N]`: how many scheduled messages there are,
+/// the next due time, and the first N in due order.
+async fn scheduled(
+    State(node): State<Arc<Node>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let limit = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(SCHEDULED_SHOWN)
+        .min(SCHEDULED_SHOWN);
+    let listing = match node.master() {
+        Some(m) => match m.service.scheduler.get() {
+            Some(s) => s.list(limit).await,
+            None => None,
+        },
+        None => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not master: no scheduler here\n",
+            )
+                .into_response();
+        }
+    };
+    match listing {
+        Some(l) => Json(l).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler has stopped\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn destinations(State(node): State<Arc<Node>>) -> Response {

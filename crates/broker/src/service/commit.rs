@@ -4,6 +4,8 @@
 use super::connection::Connection;
 use super::copy::{Copy, deliver};
 use super::error::ServiceError;
+use super::scheduler::Entry;
+use super::send::scheduled_records;
 use super::transaction::Transaction;
 use super::{Pending, ready};
 use crate::metrics::Metrics;
@@ -66,6 +68,19 @@ impl Connection {
                 batch.push(Record::Remove { seq: u.seq });
             }
         }
+        // Scheduled messages count their first firing from the commit.
+        let zone = self.service.core.config.scheduler.time_zone;
+        let now = crate::model::now_ms();
+        let mut scheduled = Vec::with_capacity(tx.scheduled.len());
+        for (m, spec) in &tx.scheduled {
+            let due = spec.first_due(now, zone)?;
+            batch.extend(scheduled_records(m, due));
+            scheduled.push(Entry::new(m.clone(), due));
+        }
+        let scheduler = self.service.scheduler.get().cloned();
+        if !scheduled.is_empty() && scheduler.is_none() {
+            return Err(ServiceError::SchedulerStopped);
+        }
         let adds = batch.iter().any(|r| matches!(r, Record::Add { .. }));
         let stored = if batch.is_empty() {
             None
@@ -84,6 +99,13 @@ impl Connection {
             // Copies committed before (a transaction run again after a
             // failover left its outcome unknown) are skipped.
             deliver(&core, tx.sends, &duplicates, confirm).await?;
+            if let Some(scheduler) = scheduler {
+                for e in scheduled {
+                    if !duplicates.contains(e.seq) {
+                        scheduler.add(e).await?;
+                    }
+                }
+            }
             for held in tx.acks {
                 Metrics::add(&core.metrics.messages_acked_total, held.items.len() as u64);
                 held.release(true).await;

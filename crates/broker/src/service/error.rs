@@ -108,6 +108,12 @@ pub(crate) enum ServiceError {
     FlowControlTimeout { what: &'static str, ms: u64 },
     #[error("destination stopped")]
     DestinationStopped,
+    #[error("invalid schedule: {0}")]
+    BadSchedule(#[from] super::scheduler::spec::SpecError),
+    #[error("the scheduler holds scheduler.max-messages ({0}) messages already")]
+    TooManyScheduled(usize),
+    #[error("the scheduler has stopped")]
+    SchedulerStopped,
 }
 
 impl ServiceError {
@@ -122,6 +128,7 @@ impl ServiceError {
                 | ServiceError::NotAccepted(_)
                 | ServiceError::FlowControlTimeout { .. }
                 | ServiceError::DestinationStopped
+                | ServiceError::SchedulerStopped
                 | ServiceError::Durable(DurableError::NotCreated(_) | DurableError::NotRemoved(_))
         )
     }

@@ -27,6 +27,7 @@ mod publish;
 mod registries;
 mod route;
 mod selector;
+pub(crate) mod scheduler;
 mod send;
 mod subscribe;
 mod subscriptions;
@@ -78,6 +79,8 @@ pub(crate) struct Service {
     next_number: AtomicU64,
     client_ids: ClientIds,
     durables: Durables,
+    /// Scheduled delivery; set once, when the service starts serving.
+    pub(crate) scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
 
 impl Service {
@@ -89,6 +92,7 @@ impl Service {
             next_number: AtomicU64::new(0),
             client_ids: ClientIds::default(),
             durables: Durables::default(),
+            scheduler: std::sync::OnceLock::new(),
         }
     }
 
@@ -132,8 +136,9 @@ impl Service {
     }
 
     /// Hands what recovery found to the destinations, in sequence order, a
-    /// chunk at a time.
-    pub(crate) async fn restore(&self, recovered: Recovered) {
+    /// chunk at a time, and the scheduled messages to the scheduler, which
+    /// it starts.
+    pub(crate) async fn restore(self: &Arc<Self>, recovered: Recovered) {
         let core = &self.core;
         for queue in &recovered.queues {
             core.declared(queue);
@@ -174,7 +179,12 @@ impl Service {
             }
         }
         let mut chunks: HashMap<StoreKey, Vec<StoredMessage>> = HashMap::new();
+        let mut scheduled = Vec::new();
         for m in recovered.messages.into_sorted() {
+            if m.key == StoreKey::Scheduled {
+                scheduled.push(scheduler::Entry::recovered(m));
+                continue;
+            }
             let chunk = chunks.entry(m.key.clone()).or_default();
             chunk.push(m);
             if chunk.len() >= RESTORE_CHUNK {
@@ -187,6 +197,40 @@ impl Service {
                 self.restore_chunk(&topics, chunk).await;
             }
         }
+        self.start_scheduler(scheduled);
+    }
+
+    /// Starts the scheduler (once) with the scheduled messages recovery
+    /// found. Its firings go through a connection of the broker's own, as
+    /// ActiveMQ's scheduler sends through an internal producer.
+    pub(crate) fn start_scheduler(self: &Arc<Self>, recovered: Vec<scheduler::Entry>) {
+        if self.scheduler.get().is_some() {
+            return;
+        }
+        let (deliveries, _) = tokio::sync::mpsc::unbounded_channel();
+        let id: Arc<str> = format!("{}-scheduler", self.boot).into();
+        let req = ConnectRequest {
+            id: id.clone(),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            client_id: None,
+            login: None,
+            passcode: None,
+            deliveries,
+            kick: Arc::default(),
+        };
+        let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
+        let conn = Connection::new(
+            self.clone(),
+            req,
+            Principal::Anonymous,
+            temp_scope(&id),
+            number,
+        );
+        let _ = self.scheduler.set(scheduler::Scheduler::start(
+            self.core.clone(),
+            conn,
+            recovered,
+        ));
     }
 
     async fn restore_chunk(
@@ -227,6 +271,7 @@ impl Service {
                     }
                 }
             }
+            StoreKey::Scheduled => return,
         };
         let _ = handle.control(Control::Restore { durable, messages }).await;
     }

@@ -2,6 +2,7 @@
 //! handed to its destination.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -10,11 +11,13 @@ use super::connection::Connection;
 use super::copy::{Copy, deliver};
 use super::error::ServiceError;
 use super::publish::{Waiting, flow_control, memory_room};
-use super::{Pending, ready};
+use super::scheduler::Entry;
+use super::scheduler::spec::{self, Spec};
+use super::{Pending, Work, ready};
 use crate::core::DestHandle;
 use crate::memory::Charge;
-use crate::model::{Destination, Message, MessageId, Properties, now_ms};
-use crate::store::{Admission, Duplicates, Record, StoreError};
+use crate::model::{Destination, Message, MessageId, NamePattern, Properties, Value, now_ms};
+use crate::store::{Admission, Duplicates, Record, StoreError, StoreKey};
 
 /// A message as a protocol head hands it over; the service gives it its
 /// sequence number, id and timestamp.
@@ -61,6 +64,9 @@ impl Connection {
             && !self.txs.contains_key(t)
         {
             return Err(ServiceError::UnknownTransaction(t.to_owned()));
+        }
+        if let Some(spec) = self.schedule_of(&new)? {
+            return self.send_scheduled(new, spec, tx).await;
         }
         let also = std::mem::take(&mut new.also);
         let bytes = new.body.len();
@@ -130,6 +136,124 @@ impl Connection {
             work: Some(Box::pin(work)),
             bytes,
         })
+    }
+
+    /// Whether `new` is to be scheduled (`AMQ_SCHEDULED_*`), and how.
+    fn schedule_of(&self, new: &NewMessage) -> Result<Option<Spec>, ServiceError> {
+        let config = &self.service.core.config.scheduler;
+        if !config.enabled {
+            return Ok(None);
+        }
+        let Some(spec) = spec::parse(&new.properties, config.max_repeat)? else {
+            return Ok(None);
+        };
+        let held = self
+            .service
+            .core
+            .metrics
+            .scheduled_messages
+            .load(Ordering::Relaxed);
+        if held >= config.max_messages as u64 {
+            return Err(ServiceError::TooManyScheduled(config.max_messages));
+        }
+        Ok(Some(spec))
+    }
+
+    /// Sends a scheduled message: it is stored for the scheduler (every
+    /// scheduled message is, persistent or not, as in ActiveMQ's job
+    /// store) and handed to it once durable; in a transaction, at commit.
+    async fn send_scheduled(
+        &mut self,
+        mut new: NewMessage,
+        spec: Spec,
+        tx: Option<&str>,
+    ) -> Result<Sent, ServiceError> {
+        let also = std::mem::take(&mut new.also);
+        if let Some(d) = std::iter::once(&new.destination)
+            .chain(&also)
+            .find(|d| NamePattern::is_wildcard(d.name()))
+        {
+            return Err(ServiceError::WildcardSend(d.clone()));
+        }
+        if !also.is_empty() {
+            let list = also
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            new.properties = new
+                .properties
+                .iter()
+                .filter(|(k, _)| *k != spec::ALSO)
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .chain([(spec::ALSO.to_owned(), Value::String(list))])
+                .collect();
+        }
+        let Some(scheduler) = self.service.scheduler.get().cloned() else {
+            return Err(ServiceError::SchedulerStopped);
+        };
+        let zone = self.service.core.config.scheduler.time_zone;
+        // Checked now, so a schedule that never fires is refused at once.
+        let due = spec.first_due(now_ms(), zone)?;
+        let bytes = new.body.len();
+        let message = Arc::new(self.stamp(new));
+        if let Some(t) = tx {
+            let max_bytes = self.service.core.config.limits.max_transaction_bytes;
+            let tx = self.transaction(t)?;
+            if tx.bytes + bytes > max_bytes {
+                return Err(ServiceError::TransactionTooLarge {
+                    id: t.to_owned(),
+                    max: max_bytes,
+                });
+            }
+            tx.bytes += bytes;
+            tx.scheduled.push((message, spec));
+            return Ok(Sent {
+                work: ready(),
+                bytes: 0,
+            });
+        }
+        let records = scheduled_records(&message, due);
+        let stored = self
+            .store_batch(records, true, "scheduled SEND", ServiceError::NotStored)
+            .await?;
+        let work = async move {
+            let duplicates = stored.await?;
+            if duplicates.contains(message.seq) {
+                return Ok(());
+            }
+            scheduler.add(Entry::new(message, due)).await
+        };
+        Ok(Sent {
+            work: Some(Box::pin(work)),
+            bytes,
+        })
+    }
+
+    /// Sends one firing of a scheduled message (see `scheduler/`): routes
+    /// it as any SEND and stores its copies together with `progress`, the
+    /// schedule's new state or its removal, in one batch. The returned work
+    /// completes once the batch is durable and the copies delivered.
+    pub(super) async fn fire(
+        &mut self,
+        message: Message,
+        also: &[Destination],
+        progress: Record,
+    ) -> Result<Work, ServiceError> {
+        let copies = self.route(message, also).await?;
+        let core = self.service.core.clone();
+        let mut records: Vec<Record> = copies.iter().filter_map(Copy::record).collect();
+        records.push(progress);
+        // Admitted when it was sent: a firing does not wait for room.
+        let completion = core
+            .store
+            .submit(records)
+            .await
+            .map_err(ServiceError::NotStored)?;
+        Ok(Box::pin(async move {
+            let duplicates = completion.await.map_err(ServiceError::NotStored)?;
+            deliver(&core, copies, &duplicates, false).await
+        }))
     }
 
     /// Gives a new message its identity and charges it to the memory budget.
@@ -206,4 +330,22 @@ impl Connection {
             completion.await.map_err(failed)
         }))
     }
+}
+
+/// The records that store a scheduled message: the message under the
+/// scheduler's key (with its duplicate-detection id: a SEND resent after a
+/// failover is not scheduled twice) and its first due time.
+pub(super) fn scheduled_records(message: &Arc<Message>, due: u64) -> Vec<Record> {
+    vec![
+        Record::Add {
+            key: StoreKey::Scheduled,
+            message: message.clone(),
+            dedup: super::publish::duplicate_id(message),
+        },
+        Record::Schedule {
+            seq: message.seq,
+            due,
+            fired: 0,
+        },
+    ]
 }

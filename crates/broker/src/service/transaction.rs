@@ -15,6 +15,12 @@ pub(crate) struct Transaction {
     pub(super) nacks: Vec<Acked>,
     /// Requests (sends, acknowledgements) made in it.
     pub(super) requests: usize,
+    /// Scheduled messages sent in it: stored and handed to the scheduler
+    /// at commit (their first firing counts from then, as ActiveMQ's).
+    pub(super) scheduled: Vec<(
+        std::sync::Arc<crate::model::Message>,
+        super::scheduler::spec::Spec,
+    )>,
     /// Body bytes of its sends.
     pub(super) bytes: usize,
 }

@@ -775,6 +775,88 @@ async fn a_group_of_large_bodies_comes_back_whole<H: Harness>(h: H) {
     }
 }
 
+/// Scheduled messages come back under the scheduler's key with their
+/// latest progress; a firing's batch (its copies and the new progress)
+/// is atomic with it; a removed schedule is gone; and compaction keeps a
+/// schedule's progress with its message.
+async fn scheduled_messages_come_back_with_their_progress<H: Harness>(h: H) {
+    use super::ScheduleState;
+    let sched = |seq: u64| Record::Add {
+        key: StoreKey::Scheduled,
+        message: message(seq, "q"),
+        dedup: None,
+    };
+    let progress = |seq, due, fired| Record::Schedule { seq, due, fired };
+    let (mut b, _) = h.open(100).await;
+    put(
+        &mut b,
+        &[
+            vec![sched(1), progress(1, 5_000, 0)],
+            vec![sched(2), progress(2, 6_000, 0)],
+            vec![sched(3), progress(3, 7_000, 0)],
+            // A firing of 1: its copy (seq 4) and the schedule's progress.
+            vec![add(4), progress(1, 5_200, 1)],
+            // The last firing of 2: its copy and the schedule's removal.
+            vec![add(5), Record::Remove { seq: 2 }],
+            // A second firing of 1.
+            vec![add(6), progress(1, 5_400, 2)],
+        ],
+    )
+    .await;
+    // Enough churn to fill segments, so compaction may copy records.
+    for i in 0..200u64 {
+        let seq = 100 + i;
+        put(&mut b, &[vec![add(seq)], vec![Record::Remove { seq }]]).await;
+    }
+    let _ = b.maintain().await;
+    drop(b);
+    let (b, r) = h.open(100).await;
+    let found: Vec<_> = r.messages.into_sorted().collect();
+    let scheduled: Vec<(u64, Option<ScheduleState>)> = found
+        .iter()
+        .filter(|m| m.key == StoreKey::Scheduled)
+        .map(|m| (m.seq, m.schedule))
+        .collect();
+    assert_eq!(
+        scheduled,
+        vec![
+            (
+                1,
+                Some(ScheduleState {
+                    due: 5_400,
+                    fired: 2
+                })
+            ),
+            (
+                3,
+                Some(ScheduleState {
+                    due: 7_000,
+                    fired: 0
+                })
+            ),
+        ]
+    );
+    let queued: Vec<u64> = found
+        .iter()
+        .filter(|m| m.key == StoreKey::Queue("q".into()))
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(queued, vec![4, 5, 6]);
+    assert!(
+        found
+            .iter()
+            .all(|m| m.key == StoreKey::Scheduled || m.schedule.is_none())
+    );
+    // The scheduled message's body reads back, for a firing after a restart.
+    let reader = b.reader();
+    if reader.pages() {
+        let loaded = tokio::task::spawn_blocking(move || reader.load(&[3]))
+            .await
+            .unwrap();
+        assert_eq!(*loaded[0].as_ref().unwrap().as_ref(), *message(3, "q"));
+    }
+}
+
 macro_rules! conformance {
     (
         every store: $($test:ident),* $(,)?;
@@ -834,7 +916,8 @@ conformance!(
         a_queue_dropped_and_declared_again_is_declared,
         a_declaration_lives_beside_messages,
         a_batch_of_declarations_and_messages_is_atomic,
-        a_group_of_large_bodies_comes_back_whole;
+        a_group_of_large_bodies_comes_back_whole,
+        scheduled_messages_come_back_with_their_progress;
     // The memory store's writer remembers duplicate-detection ids; the
     // store itself keeps none across a restart.
     durable stores:

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{
-    Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
-    StoreError, StoreKey, StoredMessage, Usage,
+    Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, ScheduleState,
+    StoreBackend, StoreError, StoreKey, StoredMessage, Usage,
 };
 use crate::model::{Destination, Message};
 
@@ -17,6 +17,8 @@ pub struct MemoryStore {
     live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
     /// Durable subscriptions: topic and selector by (client id, name).
     subscriptions: HashMap<(String, String), (Destination, Option<String>)>,
+    /// Scheduled messages' progress.
+    schedules: HashMap<u64, ScheduleState>,
     /// Declared queues: each one's place in declaration order, and the
     /// queues by it.
     declared: HashMap<Destination, u64>,
@@ -73,6 +75,7 @@ impl StoreBackend for MemoryStore {
                 weight: m.weight() as u32,
                 deliveries: *deliveries,
                 message: Some(m.clone()),
+                schedule: self.schedules.get(&m.seq).copied(),
             });
         }
         Ok(Recovered {
@@ -111,6 +114,16 @@ impl StoreBackend for MemoryStore {
                 Record::Remove { seq } => {
                     if let Some((_, m, _)) = self.live.remove(seq) {
                         self.bytes -= m.weight() as u64;
+                    }
+                    self.schedules.remove(seq);
+                }
+                Record::Schedule { seq, due, fired } => {
+                    if self.live.contains_key(seq) {
+                        let state = ScheduleState {
+                            due: *due,
+                            fired: *fired,
+                        };
+                        self.schedules.insert(*seq, state);
                     }
                 }
                 Record::Redelivered { seq, deliveries } => {

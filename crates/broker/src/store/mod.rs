@@ -62,6 +62,11 @@ pub enum StoreKey {
         /// The subscription name.
         name: Arc<str>,
     },
+    /// The broker's scheduler: a message sent with `AMQ_SCHEDULED_*`
+    /// properties, waiting for its firings (each firing is a new message
+    /// routed to its destinations). Its progress is its latest
+    /// [`Record::Schedule`].
+    Scheduled,
 }
 
 /// One change to the stored state.
@@ -90,6 +95,19 @@ pub enum Record {
         seq: u64,
         /// How often it has been delivered.
         deliveries: u32,
+    },
+    /// A scheduled message's progress: when it fires next and how often it
+    /// has fired. Written with the message's Add, and with each firing (in
+    /// the batch that adds the firing's copies), so a crash neither loses
+    /// nor repeats a firing beyond at-least-once. The latest one counts;
+    /// the message's Remove ends it.
+    Schedule {
+        /// The scheduled message's `seq`.
+        seq: u64,
+        /// When it fires next, ms since the epoch.
+        due: u64,
+        /// How many times it has fired.
+        fired: u32,
     },
     /// A durable subscription was created.
     SubscriptionAdd {
@@ -258,6 +276,19 @@ pub struct StoredMessage {
     pub deliveries: u32,
     /// The message, if the backend has it in memory.
     pub message: Option<Arc<Message>>,
+    /// A scheduled message's progress (its latest [`Record::Schedule`]);
+    /// `None` for every other message.
+    pub schedule: Option<ScheduleState>,
+}
+
+/// A scheduled message's progress, as its latest [`Record::Schedule`] left
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleState {
+    /// When it fires next, ms since the epoch.
+    pub due: u64,
+    /// How many times it has fired.
+    pub fired: u32,
 }
 
 /// A durable subscription found by recovery.
@@ -281,6 +312,8 @@ pub struct RecoveredMessages {
     key_ids: std::collections::HashMap<StoreKey, u32>,
     entries: Vec<CompactStored>,
     bodies: std::collections::HashMap<u64, Arc<Message>>,
+    /// Scheduled messages' progress, by sequence (usually few).
+    schedules: std::collections::HashMap<u64, ScheduleState>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -299,6 +332,9 @@ impl RecoveredMessages {
         let key = self.key_id(&m.key);
         if let Some(body) = m.message {
             self.bodies.insert(m.seq, body);
+        }
+        if let Some(s) = m.schedule {
+            self.schedules.insert(m.seq, s);
         }
         self.entries.push(CompactStored {
             seq: m.seq,
@@ -341,6 +377,12 @@ impl RecoveredMessages {
         });
     }
 
+    /// Notes a scheduled message's progress (for messages added by
+    /// [`RecoveredMessages::push_compact`]).
+    pub fn set_schedule(&mut self, seq: u64, state: ScheduleState) {
+        self.schedules.insert(seq, state);
+    }
+
     /// (seq, deliveries) of every message, in sequence order.
     #[cfg(test)]
     pub(crate) fn summary(&self) -> Vec<(u64, u32)> {
@@ -364,6 +406,7 @@ impl RecoveredMessages {
         self.entries.sort_unstable_by_key(|e| e.seq);
         let keys = self.keys;
         let mut bodies = self.bodies;
+        let mut schedules = self.schedules;
         self.entries.into_iter().map(move |e| StoredMessage {
             key: keys[e.key as usize].clone(),
             seq: e.seq,
@@ -372,6 +415,7 @@ impl RecoveredMessages {
             weight: e.weight,
             deliveries: e.deliveries,
             message: bodies.remove(&e.seq),
+            schedule: schedules.remove(&e.seq),
         })
     }
 }

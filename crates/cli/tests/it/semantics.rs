@@ -1524,22 +1524,6 @@ async fn activemq_options_halyard_does_not_implement_are_refused_by_name() {
             &["transformation", "jms-map-json"],
         ),
         (
-            send_frame("/queue/r", "x", &[("AMQ_SCHEDULED_DELAY", "1000")]),
-            &["AMQ_SCHEDULED_DELAY"],
-        ),
-        (
-            send_frame("/queue/r", "x", &[("AMQ_SCHEDULED_CRON", "* * * * *")]),
-            &["AMQ_SCHEDULED_CRON"],
-        ),
-        (
-            send_frame("/queue/r", "x", &[("AMQ_SCHEDULED_PERIOD", "10")]),
-            &["AMQ_SCHEDULED_PERIOD"],
-        ),
-        (
-            send_frame("/queue/r", "x", &[("AMQ_SCHEDULED_REPEAT", "2")]),
-            &["AMQ_SCHEDULED_REPEAT"],
-        ),
-        (
             send_frame("/queue/r", "x", &[("transformation", "jms-object-xml")]),
             &["transformation"],
         ),

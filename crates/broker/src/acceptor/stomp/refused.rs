@@ -7,14 +7,6 @@ use halyard_stomp::Headers;
 
 use super::error::Fatal;
 
-/// SEND headers of ActiveMQ's scheduler (`AMQ_SCHEDULED_*`).
-const SCHEDULED: [&str; 4] = [
-    "AMQ_SCHEDULED_DELAY",
-    "AMQ_SCHEDULED_PERIOD",
-    "AMQ_SCHEDULED_REPEAT",
-    "AMQ_SCHEDULED_CRON",
-];
-
 /// The `activemq.` SUBSCRIBE headers Halyard reads. ActiveMQ copies every
 /// `activemq.X` header onto its consumer's property X, so any other one
 /// would change something there: those are refused.
@@ -42,16 +34,8 @@ fn refuse(frame: &str, header: &str, value: &str, why: &str) -> Fatal {
 
 /// Refuses SEND headers Halyard does not implement.
 pub(super) fn check_send(h: &Headers) -> Result<(), Fatal> {
-    for name in SCHEDULED {
-        if let Some(v) = h.get(name) {
-            return Err(refuse(
-                "SEND",
-                name,
-                v,
-                "scheduled delivery is not implemented yet, and sending at once would not be what was asked",
-            ));
-        }
-    }
+    // ActiveMQ's scheduler headers (`AMQ_SCHEDULED_*`) are properties the
+    // service's scheduler reads.
     transformation("SEND", h)
 }
 

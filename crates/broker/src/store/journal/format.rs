@@ -84,6 +84,11 @@ const T_QUEUE_DROPPED: u8 = 15;
 /// 5): [`T_SUB_ADD`]'s fields, then the selector's text. One without a
 /// selector is still written as a [`T_SUB_ADD`].
 const T_SUB_ADD_SELECTOR: u8 = 16;
+/// A scheduled message's progress (written since format 5): its seq, when
+/// it fires next (ms since the epoch) and how often it has fired. The
+/// latest one of a live message counts; compaction copies it forward with
+/// the message's Add, as it does a [`T_REDELIVERED`].
+const T_SCHEDULE: u8 = 18;
 
 /// Destination kinds in a [`T_ADD_TYPED`].
 const DEST_QUEUE: u8 = 1;
@@ -105,6 +110,8 @@ const V_BYTES: u8 = 9;
 
 const KEY_QUEUE: u8 = 1;
 const KEY_DURABLE: u8 = 2;
+/// The scheduler's messages (format 5): the key has no further fields.
+const KEY_SCHEDULED: u8 = 3;
 
 /// Why bytes are not a valid segment header or record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -443,6 +450,12 @@ impl Writer {
                 b.extend_from_slice(&seq.to_le_bytes());
                 b.extend_from_slice(&deliveries.to_le_bytes());
             }),
+            Record::Schedule { seq, due, fired } => self.frame(21, |b| {
+                b.push(T_SCHEDULE);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&due.to_le_bytes());
+                b.extend_from_slice(&fired.to_le_bytes());
+            }),
             Record::SubscriptionAdd {
                 client_id,
                 name,
@@ -575,6 +588,7 @@ fn key_len(key: &StoreKey) -> usize {
     1 + match key {
         StoreKey::Queue(n) => str_len(n),
         StoreKey::Durable { client_id, name } => str_len(client_id) + str_len(name),
+        StoreKey::Scheduled => 0,
     }
 }
 
@@ -589,6 +603,7 @@ fn put_key(b: &mut Vec<u8>, key: &StoreKey) {
             put_str(b, client_id);
             put_str(b, name);
         }
+        StoreKey::Scheduled => b.push(KEY_SCHEDULED),
     }
 }
 
@@ -740,6 +755,7 @@ fn get_key(c: &mut Cursor<'_>) -> Result<StoreKey, FormatError> {
             client_id: c.str()?.into(),
             name: c.str()?.into(),
         }),
+        KEY_SCHEDULED => Ok(StoreKey::Scheduled),
         _ => Err(FormatError::Malformed("unknown destination kind")),
     }
 }
@@ -779,6 +795,11 @@ pub(crate) enum Entry {
     Redelivered {
         seq: u64,
         deliveries: u32,
+    },
+    Schedule {
+        seq: u64,
+        due: u64,
+        fired: u32,
     },
     SubscriptionAdd {
         client_id: String,
@@ -840,6 +861,11 @@ pub(crate) fn placed_entry(r: &Record, order: u64) -> Entry {
             seq: *seq,
             deliveries: *deliveries,
         },
+        Record::Schedule { seq, due, fired } => Entry::Schedule {
+            seq: *seq,
+            due: *due,
+            fired: *fired,
+        },
         Record::SubscriptionAdd {
             client_id,
             name,
@@ -897,6 +923,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
         T_REDELIVERED => Entry::Redelivered {
             seq: c.u64()?,
             deliveries: c.u32()?,
+        },
+        T_SCHEDULE => Entry::Schedule {
+            seq: c.u64()?,
+            due: c.u64()?,
+            fired: c.u32()?,
         },
         kind @ (T_SUB_ADD | T_SUB_ADD_SELECTOR) => Entry::SubscriptionAdd {
             client_id: c.str()?.to_owned(),

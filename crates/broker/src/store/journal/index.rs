@@ -153,6 +153,13 @@ pub(crate) struct Redelivery {
     at: Loc,
 }
 
+/// The latest Schedule record of a live scheduled message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scheduled {
+    pub(crate) state: crate::store::ScheduleState,
+    at: Loc,
+}
+
 /// A live durable subscription and its SubscriptionAdd record.
 #[derive(Debug, Clone)]
 pub(crate) struct Sub {
@@ -185,6 +192,8 @@ pub(crate) struct Index {
     /// Live messages: where their Add is.
     pub(crate) messages: HashMap<u64, Loc>,
     pub(crate) redeliveries: HashMap<u64, Redelivery>,
+    /// Scheduled messages' progress.
+    pub(crate) schedules: HashMap<u64, Scheduled>,
     pub(crate) subs: HashMap<(String, String), Sub>,
     /// Declared queues.
     pub(crate) queues: HashMap<Destination, Declared>,
@@ -256,6 +265,9 @@ impl Index {
                 if let Some(r) = self.redeliveries.remove(seq) {
                     self.live(r.at, -1);
                 }
+                if let Some(r) = self.schedules.remove(seq) {
+                    self.live(r.at, -1);
+                }
                 if let Some(m) = &mut self.meta {
                     m.live.remove(seq);
                 }
@@ -269,6 +281,19 @@ impl Index {
                     at,
                 };
                 if let Some(old) = self.redeliveries.insert(*seq, r) {
+                    self.live(old.at, -1);
+                }
+                self.live(at, 1);
+            }
+            Entry::Schedule { seq, due, fired } => {
+                if !self.messages.contains_key(seq) {
+                    return;
+                }
+                let state = crate::store::ScheduleState {
+                    due: *due,
+                    fired: *fired,
+                };
+                if let Some(old) = self.schedules.insert(*seq, Scheduled { state, at }) {
                     self.live(old.at, -1);
                 }
                 self.live(at, 1);
@@ -346,6 +371,11 @@ impl Index {
     /// Deliveries recorded for a live message.
     pub(crate) fn deliveries(&self, seq: u64) -> u32 {
         self.redeliveries.get(&seq).map_or(0, |r| r.deliveries)
+    }
+
+    /// A live scheduled message's progress.
+    pub(crate) fn schedule(&self, seq: u64) -> Option<crate::store::ScheduleState> {
+        self.schedules.get(&seq).map(|s| s.state)
     }
 
     /// Whether `seg` can be deleted: nothing live in it, and every segment

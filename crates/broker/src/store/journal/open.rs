@@ -193,6 +193,9 @@ impl JournalStore {
         for (seq, (key, priority, expires)) in meta.live {
             let weight = index.messages.get(&seq).map_or(0, |l| l.len);
             messages.push_compact(seq, key, priority, expires, weight, index.deliveries(seq));
+            if let Some(state) = index.schedule(seq) {
+                messages.set_schedule(seq, state);
+            }
         }
         let subscriptions: Vec<DurableSubscription> = index
             .subs

@@ -200,6 +200,11 @@ impl JournalStore {
                     Entry::Add(m) => Some((m.seq, idx.deliveries(m.seq))).filter(|(_, d)| *d > 0),
                     _ => None,
                 };
+                // A scheduled message's progress moves with its Add.
+                let scheduled = match &entry {
+                    Entry::Add(m) => idx.schedule(m.seq).map(|s| (m.seq, s)),
+                    _ => None,
+                };
                 entries.push((body.len(), frame.len(), entry));
                 body.extend_from_slice(frame);
                 count += 1;
@@ -211,6 +216,14 @@ impl JournalStore {
                         w.buf.len(),
                         Entry::Redelivered { seq, deliveries },
                     ));
+                    body.extend_from_slice(&w.buf);
+                    count += 1;
+                }
+                if let Some((seq, s)) = scheduled {
+                    let (due, fired) = (s.due, s.fired);
+                    let mut w = Writer::default();
+                    w.record(&Record::Schedule { seq, due, fired });
+                    entries.push((body.len(), w.buf.len(), Entry::Schedule { seq, due, fired }));
                     body.extend_from_slice(&w.buf);
                     count += 1;
                 }

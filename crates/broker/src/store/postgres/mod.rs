@@ -164,6 +164,7 @@ struct Statements {
     add: Statement,
     dedup: Statement,
     redelivered: Statement,
+    schedule: Statement,
     remove: Statement,
     sub_add: Statement,
     sub_remove: Statement,
@@ -186,6 +187,9 @@ const DEDUP: &str = "INSERT INTO halyard_duplicate_ids (queue, id, seq) \
      ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now()";
 const REDELIVERED: &str = "UPDATE halyard_messages m SET deliveries = u.d \
      FROM UNNEST($1::bigint[], $2::integer[]) AS u(s, d) WHERE m.seq = u.s";
+/// A scheduled message's progress (key_kind 3).
+const SCHEDULE: &str = "UPDATE halyard_messages m SET sched_due = u.d, sched_fired = u.f \
+     FROM UNNEST($1::bigint[], $2::bigint[], $3::integer[]) AS u(s, d, f) WHERE m.seq = u.s";
 const REMOVE: &str = "DELETE FROM halyard_messages WHERE seq = ANY($1::bigint[])";
 const SUB_ADD: &str = "INSERT INTO halyard_subscriptions (client_id, name, topic, selector) \
      VALUES ($1, $2, $3, $4) \
@@ -208,9 +212,13 @@ impl Statements {
             c.prepare(SUB_ADD),
             c.prepare(SUB_REMOVE),
         )?;
-        let (queue_declare, queue_drop) =
-            futures::try_join!(c.prepare(QUEUE_DECLARE), c.prepare(QUEUE_DROP))?;
+        let (queue_declare, queue_drop, schedule) = futures::try_join!(
+            c.prepare(QUEUE_DECLARE),
+            c.prepare(QUEUE_DROP),
+            c.prepare(SCHEDULE)
+        )?;
         Ok(Statements {
+            schedule,
             queue_declare,
             queue_drop,
             fence,
@@ -245,6 +253,8 @@ struct Plan {
     dup_id: Vec<String>,
     dup_seq: Vec<i64>,
     redelivered: HashMap<i64, i32>,
+    /// Scheduled messages' progress: the latest (due, fired) of each.
+    schedules: HashMap<i64, (i64, i32)>,
     removes: Vec<i64>,
     /// Subscription changes, in order (a remove and a re-add may meet in
     /// one group).
@@ -272,6 +282,7 @@ impl Plan {
                         StoreKey::Durable { client_id, name } => {
                             (2, client_id.to_string(), name.to_string())
                         }
+                        StoreKey::Scheduled => (3, String::new(), String::new()),
                     };
                     if let (Some(id), StoreKey::Queue(q)) = (dedup, key) {
                         p.dup_queue.push(q.to_string());
@@ -300,6 +311,12 @@ impl Plan {
                     p.bytes_added += m.weight() as u64;
                 }
                 Record::Remove { seq } => p.removes.push(*seq as i64),
+                Record::Schedule { seq, due, fired } => {
+                    p.schedules.insert(
+                        *seq as i64,
+                        (*due as i64, (*fired).min(i32::MAX as u32) as i32),
+                    );
+                }
                 Record::Redelivered { seq, deliveries } => {
                     p.redelivered.insert(*seq as i64, *deliveries as i32);
                 }
@@ -366,6 +383,7 @@ impl Plan {
         self.seq.is_empty()
             && self.removes.is_empty()
             && self.redelivered.is_empty()
+            && self.schedules.is_empty()
             && self.subs.is_empty()
             && self.queues.is_empty()
     }
@@ -532,10 +550,14 @@ impl PostgresStore {
             .iter()
             .map(|s| plan.redelivered[s])
             .collect();
+        let sched_seq: Vec<i64> = plan.schedules.keys().copied().collect();
+        let sched_due: Vec<i64> = sched_seq.iter().map(|s| plan.schedules[s].0).collect();
+        let sched_fired: Vec<i32> = sched_seq.iter().map(|s| plan.schedules[s].1).collect();
         if let [add_params] = &add_params[..]
             && sync
             && plan.removes.is_empty()
             && plan.redelivered.is_empty()
+            && plan.schedules.is_empty()
             && plan.subs.is_empty()
             && plan.queues.is_empty()
         {
@@ -572,6 +594,12 @@ impl PostgresStore {
             let (seqs, counts) = (&redelivered_seq, &redelivered_n);
             steps.push(Box::pin(async move {
                 c.execute(&st.redelivered, &[seqs, counts]).await
+            }));
+        }
+        if !sched_seq.is_empty() {
+            let (seqs, due, fired) = (&sched_seq, &sched_due, &sched_fired);
+            steps.push(Box::pin(async move {
+                c.execute(&st.schedule, &[seqs, due, fired]).await
             }));
         }
         if !plan.removes.is_empty() {
@@ -661,7 +689,8 @@ impl StoreBackend for PostgresStore {
         let rows = c
             .query_raw(
                 "SELECT seq, key_kind, key_a, key_b, priority, expires, deliveries, \
-                 octet_length(body) + octet_length(headers::text) FROM halyard_messages",
+                 octet_length(body) + octet_length(headers::text), sched_due, sched_fired \
+                 FROM halyard_messages",
                 none,
             )
             .await
@@ -680,13 +709,13 @@ impl StoreBackend for PostgresStore {
             let key = match key_ids.get(&(kind, a.clone(), b.clone())) {
                 Some(&k) => k,
                 None => {
-                    let store_key = if kind == 2 {
-                        StoreKey::Durable {
+                    let store_key = match kind {
+                        2 => StoreKey::Durable {
                             client_id: a.as_str().into(),
                             name: b.as_str().into(),
-                        }
-                    } else {
-                        StoreKey::Queue(a.as_str().into())
+                        },
+                        3 => StoreKey::Scheduled,
+                        _ => StoreKey::Queue(a.as_str().into()),
                     };
                     let k = messages.key_id(&store_key);
                     key_ids.insert((kind, a, b), k);
@@ -705,6 +734,13 @@ impl StoreBackend for PostgresStore {
                 weight,
                 row.get::<_, i32>(6).max(0) as u32,
             );
+            if kind == 3 {
+                let state = crate::store::ScheduleState {
+                    due: row.get::<_, i64>(8).max(0) as u64,
+                    fired: row.get::<_, i32>(9).max(0) as u32,
+                };
+                messages.set_schedule(seq as u64, state);
+            }
         }
         let subscriptions = c
             .query(
