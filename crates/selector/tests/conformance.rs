@@ -112,7 +112,9 @@ fn conformance_table() {
             },
         };
         if got != expected {
-            failures.push(format!("line {line_no}: {selector}  =>  {got}, expected {expected}"));
+            failures.push(format!(
+                "line {line_no}: {selector}  =>  {got}, expected {expected}"
+            ));
         }
     }
     assert!(
