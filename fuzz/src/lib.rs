@@ -25,6 +25,8 @@
 
 use std::fmt;
 
+pub mod selector;
+
 use bytes::BytesMut;
 use halyard_stomp::{
     Command, Frame, Headers, Item, Limits, ParseError, Parser, Version, encode_frame,
