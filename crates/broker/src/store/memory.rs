@@ -14,7 +14,8 @@ use crate::model::{Destination, Message};
 /// In-memory [`StoreBackend`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
+    /// seq -> (key, message, (deliveries, not before)).
+    live: BTreeMap<u64, (StoreKey, Arc<Message>, (u32, u64))>,
     subscriptions: HashMap<(String, String), Destination>,
     /// Declared queues: each one's place in declaration order, and the
     /// queues by it.
@@ -63,7 +64,7 @@ impl MessageReader for NoPaging {
 impl StoreBackend for MemoryStore {
     async fn recover(&mut self) -> Result<Recovered, StoreError> {
         let mut messages = RecoveredMessages::default();
-        for (key, m, deliveries) in self.live.values() {
+        for (key, m, (deliveries, not_before)) in self.live.values() {
             messages.push(StoredMessage {
                 key: key.clone(),
                 seq: m.seq,
@@ -71,6 +72,7 @@ impl StoreBackend for MemoryStore {
                 expires: m.expires,
                 weight: m.weight() as u32,
                 deliveries: *deliveries,
+                not_before: *not_before,
                 message: Some(m.clone()),
             });
         }
@@ -99,7 +101,7 @@ impl StoreBackend for MemoryStore {
                     self.bytes += message.weight() as u64;
                     if let Some((_, old, _)) = self
                         .live
-                        .insert(message.seq, (key.clone(), message.clone(), 0))
+                        .insert(message.seq, (key.clone(), message.clone(), (0, 0)))
                     {
                         self.bytes -= old.weight() as u64;
                     }
@@ -111,7 +113,16 @@ impl StoreBackend for MemoryStore {
                 }
                 Record::Redelivered { seq, deliveries } => {
                     if let Some(entry) = self.live.get_mut(seq) {
-                        entry.2 = *deliveries;
+                        entry.2 = (*deliveries, 0);
+                    }
+                }
+                Record::Delayed {
+                    seq,
+                    deliveries,
+                    until_ms,
+                } => {
+                    if let Some(entry) = self.live.get_mut(seq) {
+                        entry.2 = (*deliveries, *until_ms);
                     }
                 }
                 Record::SubscriptionAdd {

@@ -80,6 +80,10 @@ const T_QUEUE_DECLARED: u8 = 14;
 /// A declared queue was dropped (written since format 4): its canonical
 /// name.
 const T_QUEUE_DROPPED: u8 = 15;
+/// A stored message went back for a delayed redelivery (written since
+/// format 5): its seq, its delivery count and when it is due (ms since the
+/// epoch). Like [`T_REDELIVERED`], the latest record of a message wins.
+const T_DELAYED: u8 = 17;
 
 /// Destination kinds in a [`T_ADD_TYPED`].
 const DEST_QUEUE: u8 = 1;
@@ -439,6 +443,16 @@ impl Writer {
                 b.extend_from_slice(&seq.to_le_bytes());
                 b.extend_from_slice(&deliveries.to_le_bytes());
             }),
+            Record::Delayed {
+                seq,
+                deliveries,
+                until_ms,
+            } => self.frame(21, |b| {
+                b.push(T_DELAYED);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&deliveries.to_le_bytes());
+                b.extend_from_slice(&until_ms.to_le_bytes());
+            }),
             Record::SubscriptionAdd {
                 client_id,
                 name,
@@ -765,6 +779,11 @@ pub(crate) enum Entry {
         seq: u64,
         deliveries: u32,
     },
+    Delayed {
+        seq: u64,
+        deliveries: u32,
+        until_ms: u64,
+    },
     SubscriptionAdd {
         client_id: String,
         name: String,
@@ -824,6 +843,15 @@ pub(crate) fn placed_entry(r: &Record, order: u64) -> Entry {
             seq: *seq,
             deliveries: *deliveries,
         },
+        Record::Delayed {
+            seq,
+            deliveries,
+            until_ms,
+        } => Entry::Delayed {
+            seq: *seq,
+            deliveries: *deliveries,
+            until_ms: *until_ms,
+        },
         Record::SubscriptionAdd {
             client_id,
             name,
@@ -879,6 +907,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
         T_REDELIVERED => Entry::Redelivered {
             seq: c.u64()?,
             deliveries: c.u32()?,
+        },
+        T_DELAYED => Entry::Delayed {
+            seq: c.u64()?,
+            deliveries: c.u32()?,
+            until_ms: c.u64()?,
         },
         T_SUB_ADD => Entry::SubscriptionAdd {
             client_id: c.str()?.to_owned(),
