@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::dispatch::{Dispatcher, Effect};
+use super::dispatch::{Dispatcher, Effect, wake_at};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -97,6 +97,16 @@ async fn front(pending: &mut VecDeque<Pending>) -> Result<(), crate::store::Stor
 }
 
 impl TopicActor {
+    /// When the earliest message any subscription holds back for a
+    /// redelivery delay is due.
+    fn next_due(&self) -> Option<u64> {
+        self.subs
+            .values()
+            .chain(self.durable.values().map(|d| &d.dispatcher))
+            .filter_map(Dispatcher::next_due)
+            .min()
+    }
+
     /// Publishing waits while any subscription holds too much that cannot
     /// be paged out: one slow subscriber holds back producers rather than
     /// making the broker buffer without bound (ActiveMQ's producer flow
@@ -116,6 +126,7 @@ impl TopicActor {
         let stop = self.shared.stop.clone();
         loop {
             let accepting = self.accepting();
+            let next_due = self.next_due();
             // Neither traffic nor use: the sweep's tick, an admin request for
             // statistics. An idle destination is reclaimed after long enough
             // without anything else.
@@ -145,6 +156,9 @@ impl TopicActor {
                         self.publish(m, &mut effects).await;
                     }
                 }
+                // A message waiting out its redelivery delay is due: the
+                // dispatches below take it.
+                () = wake_at(next_due) => {}
                 _ = sweep.tick() => {
                     passive = true;
                     let now = now_ms();
@@ -288,7 +302,7 @@ impl TopicActor {
         let tag = DURABLE_TAG | self.durable_tags.len() as u64;
         self.durable_tags.insert(tag, name.clone());
         Durable {
-            dispatcher: Dispatcher::new(subscription_policy(&self.shared, true))
+            dispatcher: Dispatcher::new(subscription_policy(&self.shared, &self.destination, true))
                 .with_memory(self.shared.memory.clone())
                 .with_tag(tag),
             consumer: None,
@@ -316,7 +330,7 @@ impl TopicActor {
         match cmd {
             Control::Subscribe { consumer, done } => {
                 let id = consumer.id;
-                let mut policy = subscription_policy(&self.shared, false);
+                let mut policy = subscription_policy(&self.shared, &self.destination, false);
                 if consumer.pending_limit.is_some() {
                     policy.pending_limit = consumer.pending_limit;
                 }
@@ -405,6 +419,7 @@ impl TopicActor {
                 for d in all {
                     let s = d.stats();
                     total.ready += s.ready;
+                    total.delayed += s.delayed;
                     total.inflight += s.inflight;
                     total.consumers += s.consumers;
                     total.delivered += s.delivered;
