@@ -11,11 +11,13 @@ use super::{
 };
 use crate::model::{Destination, Message};
 
+/// A live message: its key, itself, and (deliveries, not before).
+type Live = (StoreKey, Arc<Message>, (u32, u64));
+
 /// In-memory [`StoreBackend`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    /// seq -> (key, message, (deliveries, not before)).
-    live: BTreeMap<u64, (StoreKey, Arc<Message>, (u32, u64))>,
+    live: BTreeMap<u64, Live>,
     subscriptions: HashMap<(String, String), Destination>,
     /// Declared queues: each one's place in declaration order, and the
     /// queues by it.
