@@ -165,7 +165,8 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The dead-letter queue's name for a message of destination `name`;
-    /// `None` with the discard strategy.
+    /// `None` with the discard strategy. (The broker shortens an
+    /// individual one that would be too long: `Destination::dead_letter`.)
     pub fn queue_for(&self, name: &str) -> Option<String> {
         match self.strategy {
             DeadLetterStrategy::Individual => Some(format!("{}{name}", self.prefix)),

@@ -160,11 +160,17 @@ async fn dead_letter(
     message: Arc<Message>,
     reason: String,
 ) -> Result<(), Arc<Message>> {
-    let dlq_name = policy.queue_for(message.destination.name());
-    let Some(dlq_name) = dlq_name.filter(|_| message.persistent || policy.non_persistent) else {
+    let dlq = match policy.strategy {
+        _ if !message.persistent && !policy.non_persistent => None,
+        // A name too long for the prefix is shortened by a hash (see
+        // `Destination::dead_letter`).
+        DeadLetterStrategy::Individual => Some(message.destination.dead_letter(&policy.prefix)),
+        DeadLetterStrategy::Shared => Some(Destination::queue(&policy.queue)),
+        DeadLetterStrategy::Discard => None,
+    };
+    let Some(dlq) = dlq else {
         return discard(shared, stored, message, &reason).await;
     };
-    let dlq = Destination::queue(&dlq_name);
     let handle = match shared.destination(&dlq) {
         Ok(h) => h,
         Err(e) => {
