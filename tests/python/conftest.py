@@ -137,13 +137,26 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"unsupported TOML value {v!r}")
 
 
+def _is_tables(v: Any) -> bool:
+    """A list of dicts: an array of tables, such as ``[[policies]]``."""
+    return isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
+
+
 def _to_toml(config: dict) -> str:
-    top = [f"{k} = {_toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    top = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in config.items()
+        if not isinstance(v, dict) and not _is_tables(v)
+    ]
     lines = top
     for section, values in config.items():
         if isinstance(values, dict):
             lines.append(f"\n[{section}]")
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        elif _is_tables(values):
+            for table in values:
+                lines.append(f"\n[[{section}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod policies;
+
 pub use crate::store::open::StoreKind;
+pub use policies::{
+    DeadLetter, DeadLetterStrategy, DestinationPolicy, Policies, PolicyEntry, Redelivery,
+};
 
 /// Everything a broker needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +52,9 @@ pub struct BrokerConfig {
     pub selectors: SelectorsConfig,
     /// Scheduled delivery (`AMQ_SCHEDULED_*`).
     pub scheduler: SchedulerConfig,
+    /// Per-destination policies (`[[policies]]`, ActiveMQ's `policyEntry`):
+    /// see [`Policies`] for which entry a destination gets.
+    pub policies: Vec<PolicyEntry>,
 }
 
 /// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
@@ -157,6 +165,7 @@ impl Default for BrokerConfig {
             clients: ClientsConfig::default(),
             selectors: SelectorsConfig::default(),
             scheduler: SchedulerConfig::default(),
+            policies: Vec::new(),
         }
     }
 }
@@ -424,11 +433,33 @@ pub struct DestinationsConfig {
     /// Redeliveries before a message is dead-lettered (ActiveMQ's
     /// `maximumRedeliveries`): a message is delivered at most this + 1 times.
     pub max_redeliveries: u32,
+    /// Delay before the first redelivery of a message that went back
+    /// (NACK, rollback), in ms (ActiveMQ's `initialRedeliveryDelay`).
+    pub initial_redelivery_delay: u64,
+    /// Delay before each later redelivery, in ms (ActiveMQ's
+    /// `redeliveryDelay`); the base of the backoff.
+    pub redelivery_delay: u64,
+    /// Whether each delay is the previous one times `backoff-multiplier`.
+    pub use_exponential_backoff: bool,
+    /// The backoff's factor (ActiveMQ's `backOffMultiplier`, 5).
+    pub backoff_multiplier: f64,
+    /// The longest a backed-off delay grows to, in ms; -1 or 0: no bound
+    /// (ActiveMQ's `maximumRedeliveryDelay`).
+    pub maximum_redelivery_delay: i64,
+    /// Where dead messages go: `individual` (`<dead-letter-prefix><name>`),
+    /// `shared` (`dead-letter-queue`) or `discard`.
+    pub dead_letter_strategy: DeadLetterStrategy,
+    /// The shared dead-letter queue (ActiveMQ's `ActiveMQ.DLQ`).
+    pub dead_letter_queue: String,
     /// Prefix of dead-letter queue names: `/queue/<prefix><name>`.
     pub dead_letter_prefix: String,
     /// Whether expired messages go to the dead-letter queue (otherwise they
     /// are dropped).
     pub dead_letter_expired: bool,
+    /// Whether non-persistent messages go to the dead-letter queue
+    /// (otherwise they are dropped). True by default, unlike ActiveMQ's
+    /// `processNonPersistent`, because Halyard always did.
+    pub dead_letter_non_persistent: bool,
     /// How often destinations sweep out expired messages, in ms.
     pub expiry_check_ms: u64,
     /// Duplicate-detection ids (`_AMQ_DUPL_ID`) remembered per queue, in
@@ -481,8 +512,16 @@ impl Default for DestinationsConfig {
         DestinationsConfig {
             default_prefetch: 1_000,
             max_redeliveries: 6,
+            initial_redelivery_delay: 0,
+            redelivery_delay: 0,
+            use_exponential_backoff: false,
+            backoff_multiplier: 5.0,
+            maximum_redelivery_delay: -1,
+            dead_letter_strategy: DeadLetterStrategy::Individual,
+            dead_letter_queue: "ActiveMQ.DLQ".to_owned(),
             dead_letter_prefix: "DLQ.".to_owned(),
             dead_letter_expired: false,
+            dead_letter_non_persistent: true,
             expiry_check_ms: 5_000,
             duplicate_window: 2_000,
             duplicate_window_total: 100_000,
@@ -613,6 +652,14 @@ pub enum ConfigError {
     /// `store.url` is not a database URL the postgres store can use.
     #[error("invalid setting store.url: not a valid database URL: {0}")]
     DatabaseUrl(#[source] crate::store::postgres::DatabaseUrlError),
+    /// A `[[policies]]` entry cannot be used.
+    #[error("invalid policies[{index}] (the [[policies]] entry number {index}, from 0): {message}")]
+    Policy {
+        /// Its place among the entries, from 0.
+        index: usize,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An entry of `ha.peers` is not a URL clients can be handed.
     #[error("invalid setting ha.peers: {0}")]
     PeerUrl(#[source] PeerUrlError),
@@ -829,6 +876,20 @@ impl BrokerConfig {
             });
         }
         positive("destinations.expiry-check-ms", d.expiry_check_ms as usize)?;
+        policies::validate(d, &self.policies)?;
+        for (index, e) in self.policies.iter().enumerate() {
+            if let Some(n) = e.default_prefetch
+                && n > l.max_prefetch
+            {
+                return Err(ConfigError::Policy {
+                    index,
+                    message: format!(
+                        "default-prefetch {n} is above limits.max-prefetch ({})",
+                        l.max_prefetch
+                    ),
+                });
+            }
+        }
         positive("destinations.max-groups", d.max_groups)?;
         if !d.virtual_topics.is_empty()
             && let Err(e) = crate::model::NamePattern::parse(&d.virtual_topics)

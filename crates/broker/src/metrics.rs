@@ -71,6 +71,9 @@ metrics! {
     counter messages_acked_total,
     /// Messages moved to a dead-letter queue.
     counter messages_dead_lettered_total,
+    /// Messages dropped instead of dead-lettered: the discard dead-letter
+    /// strategy, or non-persistent ones a policy does not dead-letter.
+    counter messages_dead_letter_discarded_total,
     /// Messages that expired before delivery.
     counter messages_expired_total,
     /// Messages sent to a temporary queue that no longer exists.

@@ -212,7 +212,7 @@ fn lease(out: &mut Exposition, lease: &crate::ha::LeaseStats) {
 
 fn destinations(out: &mut Exposition, stats: &[DestinationStats]) {
     type Gauge = (&'static str, &'static str, fn(&DestinationStats) -> usize);
-    let gauges: [Gauge; 3] = [
+    let gauges: [Gauge; 4] = [
         (
             "destination_ready",
             "Messages waiting for a consumer.",
@@ -222,6 +222,11 @@ fn destinations(out: &mut Exposition, stats: &[DestinationStats]) {
             "destination_inflight",
             "Messages delivered and not yet acknowledged.",
             |s| s.dispatch.inflight,
+        ),
+        (
+            "destination_delayed",
+            "Messages waiting out a redelivery delay.",
+            |s| s.dispatch.delayed,
         ),
         ("destination_consumers", "Consumers attached.", |s| {
             s.dispatch.consumers

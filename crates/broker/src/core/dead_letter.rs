@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::dispatch::Effect;
 use super::registry::BrokerCore;
+use crate::config::{DeadLetter, DeadLetterStrategy};
 use crate::metrics::Metrics;
 use crate::model::{Destination, Message, Properties, Value};
 use crate::store::{Record, StoreKey};
@@ -39,6 +40,18 @@ pub(crate) async fn settle(
     // a delivery count one lower.
     let mut records = Vec::new();
     let mut put_back = Vec::new();
+    // The source's dead-letter policy, looked up once and only when needed.
+    let mut policy: Option<DeadLetter> = None;
+    let mut policy = move || -> DeadLetter {
+        policy
+            .get_or_insert_with(|| {
+                shared
+                    .policies
+                    .for_destination(source.kind(), source.name())
+                    .dead_letter
+            })
+            .clone()
+    };
     for effect in effects.drain(..) {
         match effect {
             Effect::DeadLetter {
@@ -50,7 +63,8 @@ pub(crate) async fn settle(
             } => {
                 tracing::info!(destination = %source, message_id = %message.id, %reason,
                     "dead-lettering message");
-                if let Err(message) = dead_letter(shared, stored, message, reason).await {
+                if let Err(message) = dead_letter(shared, &policy(), stored, message, reason).await
+                {
                     put_back.push(PutBack {
                         tag,
                         message,
@@ -66,7 +80,8 @@ pub(crate) async fn settle(
                 tag,
             } => {
                 Metrics::inc(&shared.metrics.messages_expired_total);
-                if !shared.config.destinations.dead_letter_expired {
+                let policy = policy();
+                if !policy.expired || policy.strategy == DeadLetterStrategy::Discard {
                     if stored {
                         records.push(Record::Remove { seq });
                     }
@@ -82,7 +97,7 @@ pub(crate) async fn settle(
                 match message {
                     Some(m) => {
                         if let Err(message) =
-                            dead_letter(shared, stored, m, "expired".to_owned()).await
+                            dead_letter(shared, &policy, stored, m, "expired".to_owned()).await
                         {
                             put_back.push(PutBack {
                                 tag,
@@ -107,6 +122,17 @@ pub(crate) async fn settle(
             Effect::Deliveries { seq, deliveries } => {
                 records.push(Record::Redelivered { seq, deliveries });
             }
+            Effect::Delayed {
+                seq,
+                deliveries,
+                until_ms,
+            } => {
+                records.push(Record::Delayed {
+                    seq,
+                    deliveries,
+                    until_ms,
+                });
+            }
             Effect::Lost { seq, error } => {
                 tracing::error!(destination = %source, seq, %error,
                     "A STORED MESSAGE COULD NOT BE READ BACK and is dropped");
@@ -122,18 +148,29 @@ pub(crate) async fn settle(
     put_back
 }
 
-/// Moves a message to its dead-letter queue; gives it back if that cannot
-/// be done (the queue cannot be created, the store refuses the move), so
-/// that it stays where it was rather than being lost.
+/// Moves a message to its dead-letter queue as `policy` says (or drops
+/// it: the discard strategy, or a non-persistent message the policy does
+/// not dead-letter); gives it back if that cannot be done (the queue
+/// cannot be created, the store refuses the move), so that it stays where
+/// it was rather than being lost.
 async fn dead_letter(
     shared: &Arc<BrokerCore>,
+    policy: &DeadLetter,
     stored: bool,
     message: Arc<Message>,
     reason: String,
 ) -> Result<(), Arc<Message>> {
-    let dlq = message
-        .destination
-        .dead_letter(&shared.config.destinations.dead_letter_prefix);
+    let dlq = match policy.strategy {
+        _ if !message.persistent && !policy.non_persistent => None,
+        // A name too long for the prefix is shortened by a hash (see
+        // `Destination::dead_letter`).
+        DeadLetterStrategy::Individual => Some(message.destination.dead_letter(&policy.prefix)),
+        DeadLetterStrategy::Shared => Some(Destination::queue(&policy.queue)),
+        DeadLetterStrategy::Discard => None,
+    };
+    let Some(dlq) = dlq else {
+        return discard(shared, stored, message, &reason).await;
+    };
     let handle = match shared.destination(&dlq) {
         Ok(h) => h,
         Err(e) => {
@@ -211,5 +248,34 @@ async fn dead_letter(
             .publish(&handle, copy.clone(), false, super::Envelope::of(&copy, 0))
             .await;
     });
+    Ok(())
+}
+
+/// Drops a message that would have been dead-lettered (the discard
+/// strategy, or a non-persistent message its policy does not dead-letter),
+/// counting it; gives it back if the store refuses its removal.
+async fn discard(
+    shared: &Arc<BrokerCore>,
+    stored: bool,
+    message: Arc<Message>,
+    reason: &str,
+) -> Result<(), Arc<Message>> {
+    if stored {
+        // Not waited for, as a dead-lettering's move is not: a crash before
+        // it is durable brings the message back, to be discarded again.
+        if let Err(e) = shared
+            .store
+            .submit(vec![Record::Remove { seq: message.seq }])
+            .await
+        {
+            Metrics::inc(&shared.metrics.dead_letter_failures_total);
+            tracing::error!(message_id = %message.id, error = %e,
+                "cannot discard the message: it stays where it was");
+            return Err(message);
+        }
+    }
+    Metrics::inc(&shared.metrics.messages_dead_letter_discarded_total);
+    tracing::info!(destination = %message.destination, message_id = %message.id, %reason,
+        "discarded instead of dead-lettered (its policy)");
     Ok(())
 }

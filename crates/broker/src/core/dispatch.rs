@@ -21,8 +21,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use tokio::sync::mpsc;
 
 use super::groups::{GroupMember, Groups};
+use crate::config::Redelivery;
+
+mod delayed;
 use crate::model::Message;
 use crate::store::{StoreError, StoredMessage};
+pub(crate) use delayed::wake_at;
 
 mod selective;
 
@@ -294,6 +298,13 @@ pub(crate) enum Effect {
     /// Record a stored message's delivery count (written without forcing a
     /// sync).
     Deliveries { seq: u64, deliveries: u32 },
+    /// Record that a stored message waits for a delayed redelivery until
+    /// `until_ms` (so it stays delayed across a restart or a takeover).
+    Delayed {
+        seq: u64,
+        deliveries: u32,
+        until_ms: u64,
+    },
     /// A stored message could not be read back: it is dropped.
     Lost { seq: u64, error: StoreError },
 }
@@ -302,6 +313,9 @@ pub(crate) enum Effect {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
     pub(crate) max_redeliveries: u32,
+    /// How long a NACKed or rolled-back message waits before it is
+    /// redelivered.
+    pub(crate) redelivery: Redelivery,
     /// Dead-letter queues keep their poison messages instead of
     /// dead-lettering them again.
     pub(crate) is_dead_letter_queue: bool,
@@ -329,6 +343,8 @@ pub struct DispatchStats {
     pub ready: usize,
     /// Messages delivered and not yet acknowledged.
     pub inflight: usize,
+    /// Messages waiting out a redelivery delay.
+    pub delayed: usize,
     /// Consumers attached.
     pub consumers: usize,
     /// Messages ever enqueued.
@@ -382,6 +398,8 @@ pub(crate) struct Dispatcher {
     ready_count: usize,
     next_arrival: u64,
     inflight: HashMap<u64, (Entry, Holder)>,
+    /// Messages waiting out a redelivery delay.
+    delayed: delayed::Delayed,
     /// By consumer priority, highest first; in order of arrival within one.
     consumers: Vec<Consumer>,
     next_consumer: usize,
@@ -432,6 +450,7 @@ impl Dispatcher {
             ready_count: 0,
             next_arrival: 0,
             inflight: HashMap::new(),
+            delayed: delayed::Delayed::default(),
             consumers: Vec::new(),
             next_consumer: 0,
             exclusive_owner: None,
@@ -514,6 +533,7 @@ impl Dispatcher {
         DispatchStats {
             ready: self.ready_count,
             inflight: self.inflight.len(),
+            delayed: self.delayed.len(),
             consumers: self.consumers.len(),
             enqueued: self.enqueued,
             delivered: self.delivered,
@@ -621,9 +641,11 @@ impl Dispatcher {
         self.add(entry);
     }
 
-    /// Adds a message found by recovery.
+    /// Adds a message found by recovery. One that was waiting out a
+    /// redelivery delay waits for the rest of it.
     pub(crate) fn restore(&mut self, m: StoredMessage) {
-        let entry = Entry {
+        let not_before = m.not_before;
+        let mut entry = Entry {
             seq: m.seq,
             group: m.message.as_deref().and_then(|m| self.group_of(m)),
             origin: 0,
@@ -635,7 +657,29 @@ impl Dispatcher {
             stored: true,
             message: m.message,
         };
+        if not_before > crate::model::now_ms() {
+            entry.arrival = self.next_arrival;
+            self.next_arrival += 1;
+            self.enqueued += 1;
+            self.park(not_before, entry);
+            return;
+        }
         self.add(entry);
+    }
+
+    /// Parks an entry until `due_ms`. A body the store holds is dropped
+    /// from memory meanwhile (it is read back when due).
+    fn park(&mut self, due_ms: u64, mut entry: Entry) {
+        if self.pageable(&entry) {
+            entry.message = None;
+        }
+        self.delayed.park(due_ms, entry);
+    }
+
+    /// When the earliest message waiting out a redelivery delay is due (ms
+    /// since the epoch): its owner wakes then ([`wake_at`]).
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        self.delayed.next_due()
     }
 
     /// The group a message belongs to, if this dispatcher keeps groups.
@@ -782,7 +826,9 @@ impl Dispatcher {
         for seq in held {
             if let Some((entry, _)) = self.inflight.remove(&seq) {
                 self.left_flight(&entry);
-                self.release_entry(entry, "consumer closed", effects);
+                // Redelivered at once: ActiveMQ's redelivery delay is for
+                // messages a consumer rejected, not for those it left.
+                self.release_entry(entry, "consumer closed", None, effects);
             }
         }
     }
@@ -861,9 +907,10 @@ impl Dispatcher {
 
     /// The consumer rejected these (NACK): redeliver or dead-letter.
     pub(crate) fn nack(&mut self, consumer: ConsumerId, seqs: &[u64], effects: &mut Vec<Effect>) {
+        let now = crate::model::now_ms();
         for &seq in seqs {
             if let Some(entry) = self.take(seq, Holder::Consumer(consumer)) {
-                self.release_entry(entry, "rejected (NACK)", effects);
+                self.release_entry(entry, "rejected (NACK)", Some(now), effects);
             }
         }
     }
@@ -871,14 +918,24 @@ impl Dispatcher {
     /// The transaction that held these rolled back (or committed a NACK):
     /// redeliver or dead-letter.
     pub(crate) fn rollback(&mut self, seqs: &[u64], effects: &mut Vec<Effect>) {
+        let now = crate::model::now_ms();
         for &seq in seqs {
             if let Some(entry) = self.take(seq, Holder::Transaction) {
-                self.release_entry(entry, "transaction rolled back", effects);
+                self.release_entry(entry, "transaction rolled back", Some(now), effects);
             }
         }
     }
 
-    fn release_entry(&mut self, entry: Entry, why: &str, effects: &mut Vec<Effect>) {
+    /// Redelivers a returned entry, or dead-letters it past the policy's
+    /// redeliveries. `delay_from`: the time it was rejected, if the
+    /// policy's redelivery delay applies (NACK, rollback).
+    fn release_entry(
+        &mut self,
+        entry: Entry,
+        why: &str,
+        delay_from: Option<u64>,
+        effects: &mut Vec<Effect>,
+    ) {
         if entry.deliveries > self.policy.max_redeliveries && !self.policy.is_dead_letter_queue {
             // In-flight entries always have their body.
             if let Some(message) = entry.message {
@@ -894,13 +951,32 @@ impl Dispatcher {
                 });
             }
         } else {
+            let delay = match delay_from {
+                Some(now) => now.saturating_add(
+                    self.policy.redelivery.delay(entry.deliveries).as_millis() as u64,
+                ),
+                None => 0,
+            };
+            let delayed = delay_from.is_some_and(|now| delay > now);
             if entry.stored {
-                effects.push(Effect::Deliveries {
-                    seq: entry.seq,
-                    deliveries: entry.deliveries,
+                effects.push(if delayed {
+                    Effect::Delayed {
+                        seq: entry.seq,
+                        deliveries: entry.deliveries,
+                        until_ms: delay,
+                    }
+                } else {
+                    Effect::Deliveries {
+                        seq: entry.seq,
+                        deliveries: entry.deliveries,
+                    }
                 });
             }
-            self.insert_ready(entry);
+            if delayed {
+                self.park(delay, entry);
+            } else {
+                self.insert_ready(entry);
+            }
         }
     }
 
@@ -1015,6 +1091,11 @@ impl Dispatcher {
     /// among equals. A message that cannot go yet (its group's owner has no
     /// credit) is passed over, up to [`SKIP_LIMIT`] of them per pass.
     pub(crate) fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
+        if self.delayed.next_due().is_some_and(|due| due <= now_ms) {
+            for entry in self.delayed.take_due(now_ms) {
+                self.insert_ready(entry);
+            }
+        }
         while self.dispatch_pass(now_ms, effects) && self.starve() {}
     }
 
@@ -1330,6 +1411,7 @@ impl Dispatcher {
     pub(crate) fn is_idle(&self) -> bool {
         self.ready_count == 0
             && self.inflight.is_empty()
+            && self.delayed.is_empty()
             && self.loading.is_empty()
             && self.consumers.is_empty()
     }
@@ -1338,6 +1420,7 @@ impl Dispatcher {
     pub(crate) fn clear(&mut self) {
         self.ready = Default::default();
         self.inflight.clear();
+        self.delayed.clear();
         self.loading.clear();
         self.loading_bytes = 0;
         self.ready_count = 0;
@@ -1381,6 +1464,7 @@ impl Dispatcher {
             .iter()
             .flat_map(BTreeMap::values)
             .chain(self.inflight.values().map(|(e, _)| e))
+            .chain(self.delayed.entries())
             .filter(|e| e.stored)
             .map(|e| e.seq)
             .collect()
@@ -1404,6 +1488,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             max_redeliveries: 2,
+            redelivery: Redelivery::IMMEDIATE,
             is_dead_letter_queue: false,
             memory_limit: usize::MAX,
             pages: false,
@@ -1504,6 +1589,78 @@ mod tests {
             2
         );
         assert_eq!(d.stats().ready + d.stats().inflight, 0);
+    }
+
+    #[test]
+    fn a_delayed_redelivery_waits_without_blocking_the_messages_behind_it() {
+        let mut d = Dispatcher::new(Policy {
+            redelivery: Redelivery {
+                initial_ms: 60_000,
+                delay_ms: 60_000,
+                ..Redelivery::IMMEDIATE
+            },
+            ..policy()
+        });
+        let mut rx = consumer(&mut d, 1, 1);
+        d.push(msg(1, 4), true);
+        d.push(msg(2, 4), true);
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(1, 1)]);
+        d.nack(ConsumerId(1), &[1], &mut fx);
+        let until = match fx.as_slice() {
+            [
+                Effect::Delayed {
+                    seq: 1,
+                    deliveries: 1,
+                    until_ms,
+                },
+            ] => *until_ms,
+            other => panic!("{other:?}"),
+        };
+        assert!(until >= crate::model::now_ms() + 59_000);
+        assert_eq!(d.next_due(), Some(until));
+        assert_eq!(d.stats().delayed, 1);
+        // Message 2 goes while 1 waits.
+        d.dispatch(crate::model::now_ms(), &mut fx);
+        assert_eq!(drain(&mut rx), vec![(2, 1)]);
+        d.ack(ConsumerId(1), &[2]);
+        d.dispatch(crate::model::now_ms(), &mut fx);
+        assert!(drain(&mut rx).is_empty(), "not before it is due");
+        assert!(!d.is_idle());
+        assert_eq!(d.stored_seqs(), vec![1]);
+        d.dispatch(until, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(1, 2)]);
+        assert_eq!((d.stats().delayed, d.next_due()), (0, None));
+        // A consumer that goes leaves its messages for at once.
+        d.remove_consumer(ConsumerId(1), &mut fx);
+        assert_eq!(d.stats().ready, 1);
+    }
+
+    #[test]
+    fn a_restored_message_waits_out_the_rest_of_its_delay() {
+        let mut d = Dispatcher::new(policy());
+        let mut rx = consumer(&mut d, 1, 10);
+        let due = crate::model::now_ms() + 60_000;
+        for (seq, not_before) in [(1, due), (2, 0)] {
+            let m = msg(seq, 4);
+            d.restore(StoredMessage {
+                key: crate::store::StoreKey::Queue("q".into()),
+                seq,
+                priority: 4,
+                expires: 0,
+                weight: m.weight() as u32,
+                deliveries: 1,
+                not_before,
+                message: Some(m),
+                schedule: None,
+            });
+        }
+        let mut fx = Vec::new();
+        d.dispatch(crate::model::now_ms(), &mut fx);
+        assert_eq!(drain(&mut rx), vec![(2, 2)]);
+        d.dispatch(due, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(1, 2)]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::browse::Browsers;
-use super::dispatch::{Dispatcher, Effect, Policy};
+use super::dispatch::{Dispatcher, Effect, Policy, wake_at};
 use super::paging::{Loading, next_loaded, start_loading};
 use super::registry::BrokerCore;
 use super::{Control, DestHandle, DestinationStats, DurableError, Publish};
@@ -34,12 +34,23 @@ pub(crate) fn expiry_timer(shared: &BrokerCore) -> tokio::time::Interval {
     t
 }
 
-/// A dispatcher's delivery policy under the broker's configuration.
-pub(crate) fn policy(shared: &BrokerCore, is_dead_letter_queue: bool, stores: bool) -> Policy {
+/// A dispatcher's delivery policy for `destination`: its `[[policies]]`
+/// entry over the broker's defaults.
+pub(crate) fn policy(shared: &BrokerCore, destination: &Destination, stores: bool) -> Policy {
+    let p = shared
+        .policies
+        .for_destination(destination.kind(), destination.name());
+    // A dead-letter queue keeps its poison messages (queues only: a topic
+    // is never one).
+    let is_dead_letter_queue = matches!(
+        destination.kind(),
+        DestinationKind::Queue | DestinationKind::TempQueue
+    ) && shared.policies.is_dead_letter_queue(destination.name());
     Policy {
-        max_redeliveries: shared.config.destinations.max_redeliveries,
+        max_redeliveries: p.max_redeliveries,
+        redelivery: p.redelivery,
         is_dead_letter_queue,
-        memory_limit: shared.config.limits.destination_memory_bytes,
+        memory_limit: p.memory_bytes,
         pages: stores && shared.store.pages(),
         pending_limit: None,
         abort_after: None,
@@ -48,17 +59,22 @@ pub(crate) fn policy(shared: &BrokerCore, is_dead_letter_queue: bool, stores: bo
 }
 
 /// A topic subscription's policy: [`policy`], with its backlog bounded.
-pub(crate) fn subscription_policy(shared: &BrokerCore, stores: bool) -> Policy {
-    let d = &shared.config.destinations;
-    if d.slow_subscriber == crate::config::SlowSubscriber::FlowControl {
-        return policy(shared, false, stores);
+pub(crate) fn subscription_policy(
+    shared: &BrokerCore,
+    topic: &Destination,
+    stores: bool,
+) -> Policy {
+    let p = shared.policies.for_destination(topic.kind(), topic.name());
+    let base = policy(shared, topic, stores);
+    if p.slow_subscriber == crate::config::SlowSubscriber::FlowControl {
+        return base;
     }
     Policy {
-        pending_limit: Some(d.subscriber_pending_limit),
-        abort_after: (d.slow_subscriber_abort_ms > 0)
-            .then(|| Duration::from_millis(d.slow_subscriber_abort_ms)),
+        pending_limit: Some(p.subscriber_pending_limit),
+        abort_after: (p.slow_subscriber_abort_ms > 0)
+            .then(|| Duration::from_millis(p.slow_subscriber_abort_ms)),
         groups: None,
-        ..policy(shared, false, stores)
+        ..base
     }
 }
 
@@ -68,12 +84,8 @@ pub(crate) fn spawn_queue(shared: Arc<BrokerCore>, destination: Destination) -> 
     let (publish_tx, publish) = mpsc::channel(PUBLISH_DEPTH);
     let id = shared.next_destination_id();
     let handle = DestHandle::new(destination.clone(), id, control_tx, publish_tx);
-    let is_dlq = destination.kind() == DestinationKind::Queue
-        && destination
-            .name()
-            .starts_with(&shared.config.destinations.dead_letter_prefix);
     let actor = QueueActor {
-        dispatcher: Dispatcher::new(policy(&shared, is_dlq, handle.stores()))
+        dispatcher: Dispatcher::new(policy(&shared, &destination, handle.stores()))
             .with_memory(shared.memory.clone()),
         browsers: Browsers::default(),
         kept: shared.virtual_topics.topic_of(destination.name()).is_some(),
@@ -160,6 +172,9 @@ impl QueueActor {
                     passive = true;
                     self.dispatcher.sweep_expired(now_ms(), &mut effects);
                 }
+                // A message waiting out its redelivery delay is due: the
+                // dispatch below takes it.
+                () = wake_at(self.dispatcher.next_due()) => {}
             }
             self.dispatcher.dispatch(now_ms(), &mut effects);
             start_loading(&self.shared, &mut self.dispatcher, &mut self.loading);

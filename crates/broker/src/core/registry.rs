@@ -55,6 +55,8 @@ pub(crate) struct BrokerCore {
     /// How many virtual topics' consumer queues exist (likewise).
     virtual_queues: AtomicUsize,
     pub(crate) virtual_topics: VirtualTopics,
+    /// The `[[policies]]` over the defaults: each destination's policy.
+    pub(crate) policies: crate::config::Policies,
 }
 
 /// The destinations, and who must hear of new ones. One lock covers all of
@@ -144,6 +146,11 @@ impl BrokerCore {
             pattern_topics: AtomicUsize::new(0),
             virtual_queues: AtomicUsize::new(0),
             virtual_topics: VirtualTopics::new(&config.destinations),
+            policies: crate::config::Policies::new(
+                &config.policies,
+                &config.destinations,
+                &config.limits,
+            ),
             config,
         }
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::dispatch::{Dispatcher, Effect, Select};
+use super::dispatch::{Dispatcher, Effect, Select, wake_at};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -104,6 +104,16 @@ async fn front(pending: &mut VecDeque<Pending>) -> Result<(), crate::store::Stor
 }
 
 impl TopicActor {
+    /// When the earliest message any subscription holds back for a
+    /// redelivery delay is due.
+    fn next_due(&self) -> Option<u64> {
+        self.subs
+            .values()
+            .chain(self.durable.values().map(|d| &d.dispatcher))
+            .filter_map(Dispatcher::next_due)
+            .min()
+    }
+
     /// Publishing waits while any subscription holds too much that cannot
     /// be paged out: one slow subscriber holds back producers rather than
     /// making the broker buffer without bound (ActiveMQ's producer flow
@@ -123,6 +133,7 @@ impl TopicActor {
         let stop = self.shared.stop.clone();
         loop {
             let accepting = self.accepting();
+            let next_due = self.next_due();
             // Neither traffic nor use: the sweep's tick, an admin request for
             // statistics. An idle destination is reclaimed after long enough
             // without anything else.
@@ -152,6 +163,9 @@ impl TopicActor {
                         self.publish(m, &mut effects).await;
                     }
                 }
+                // A message waiting out its redelivery delay is due: the
+                // dispatches below take it.
+                () = wake_at(next_due) => {}
                 _ = sweep.tick() => {
                     passive = true;
                     let now = now_ms();
@@ -296,7 +310,7 @@ impl TopicActor {
         let tag = DURABLE_TAG | self.durable_tags.len() as u64;
         self.durable_tags.insert(tag, name.clone());
         Durable {
-            dispatcher: Dispatcher::new(subscription_policy(&self.shared, true))
+            dispatcher: Dispatcher::new(subscription_policy(&self.shared, &self.destination, true))
                 .with_memory(self.shared.memory.clone())
                 .with_tag(tag),
             consumer: None,
@@ -328,7 +342,7 @@ impl TopicActor {
                 if let Some(selector) = consumer.selector.take() {
                     self.selectors.insert(id, selector);
                 }
-                let mut policy = subscription_policy(&self.shared, false);
+                let mut policy = subscription_policy(&self.shared, &self.destination, false);
                 if consumer.pending_limit.is_some() {
                     policy.pending_limit = consumer.pending_limit;
                 }
@@ -418,6 +432,7 @@ impl TopicActor {
                 for d in all {
                     let s = d.stats();
                     total.ready += s.ready;
+                    total.delayed += s.delayed;
                     total.inflight += s.inflight;
                     total.consumers += s.consumers;
                     total.delivered += s.delivered;

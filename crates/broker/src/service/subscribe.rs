@@ -177,7 +177,14 @@ impl Connection {
             prefetch: spec.prefetch.unwrap_or(if spec.browse {
                 BROWSER_PREFETCH
             } else {
-                core.config.destinations.default_prefetch
+                // The policy of the (first) destination subscribed to.
+                spec.destinations
+                    .first()
+                    .map_or(core.config.destinations.default_prefetch, |d| {
+                        core.policies
+                            .for_destination(d.kind(), d.name())
+                            .default_prefetch
+                    })
             }),
             tx: self.deliveries.clone(),
             records_deliveries: spec.ack != AckMode::Auto && !spec.browse,

@@ -857,6 +857,68 @@ async fn scheduled_messages_come_back_with_their_progress<H: Harness>(h: H) {
     }
 }
 
+/// A delayed redelivery keeps its due time across a restart (or a
+/// takeover); the latest record of a message wins, so a later plain
+/// redelivery cancels the delay.
+async fn a_delayed_redelivery_keeps_its_due_time<H: Harness>(h: H) {
+    const DUE: u64 = 4_102_444_800_000; // 2100-01-01
+    let (mut b, _) = h.open(100).await;
+    put(
+        &mut b,
+        &[
+            vec![add(1), add(2), add(3), add(4)],
+            vec![Record::Delayed {
+                seq: 1,
+                deliveries: 1,
+                until_ms: DUE,
+            }],
+            vec![
+                Record::Redelivered {
+                    seq: 2,
+                    deliveries: 1,
+                },
+                Record::Delayed {
+                    seq: 2,
+                    deliveries: 2,
+                    until_ms: DUE + 5,
+                },
+            ],
+            vec![
+                Record::Delayed {
+                    seq: 3,
+                    deliveries: 1,
+                    until_ms: DUE,
+                },
+                Record::Redelivered {
+                    seq: 3,
+                    deliveries: 2,
+                },
+            ],
+            vec![Record::Delayed {
+                seq: 4,
+                deliveries: 1,
+                until_ms: DUE,
+            }],
+            vec![Record::Remove { seq: 4 }],
+            // Of a message no longer there: nothing.
+            vec![Record::Delayed {
+                seq: 4,
+                deliveries: 2,
+                until_ms: DUE,
+            }],
+        ],
+    )
+    .await;
+    drop(b);
+    let (_b, r) = h.open(100).await;
+    let found: Vec<(u64, u32, u64)> = r
+        .messages
+        .into_sorted()
+        .map(|m| (m.seq, m.deliveries, m.not_before))
+        .collect();
+    assert_eq!(found, vec![(1, 1, DUE), (2, 2, DUE + 5), (3, 2, 0)]);
+}
+
 macro_rules! conformance {
     (
         every store: $($test:ident),* $(,)?;
@@ -917,7 +979,8 @@ conformance!(
         a_declaration_lives_beside_messages,
         a_batch_of_declarations_and_messages_is_atomic,
         a_group_of_large_bodies_comes_back_whole,
-        scheduled_messages_come_back_with_their_progress;
+        scheduled_messages_come_back_with_their_progress,
+        a_delayed_redelivery_keeps_its_due_time;
     // The memory store's writer remembers duplicate-detection ids; the
     // store itself keeps none across a restart.
     durable stores:

@@ -11,10 +11,13 @@ use super::{
 };
 use crate::model::{Destination, Message};
 
+/// A live message: its key, itself, and (deliveries, not before).
+type Live = (StoreKey, Arc<Message>, (u32, u64));
+
 /// In-memory [`StoreBackend`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    live: BTreeMap<u64, (StoreKey, Arc<Message>, u32)>,
+    live: BTreeMap<u64, Live>,
     /// Durable subscriptions: topic and selector by (client id, name).
     subscriptions: HashMap<(String, String), (Destination, Option<String>)>,
     /// Scheduled messages' progress.
@@ -66,7 +69,7 @@ impl MessageReader for NoPaging {
 impl StoreBackend for MemoryStore {
     async fn recover(&mut self) -> Result<Recovered, StoreError> {
         let mut messages = RecoveredMessages::default();
-        for (key, m, deliveries) in self.live.values() {
+        for (key, m, (deliveries, not_before)) in self.live.values() {
             messages.push(StoredMessage {
                 key: key.clone(),
                 seq: m.seq,
@@ -74,6 +77,7 @@ impl StoreBackend for MemoryStore {
                 expires: m.expires,
                 weight: m.weight() as u32,
                 deliveries: *deliveries,
+                not_before: *not_before,
                 message: Some(m.clone()),
                 schedule: self.schedules.get(&m.seq).copied(),
             });
@@ -106,7 +110,7 @@ impl StoreBackend for MemoryStore {
                     self.bytes += message.weight() as u64;
                     if let Some((_, old, _)) = self
                         .live
-                        .insert(message.seq, (key.clone(), message.clone(), 0))
+                        .insert(message.seq, (key.clone(), message.clone(), (0, 0)))
                     {
                         self.bytes -= old.weight() as u64;
                     }
@@ -128,7 +132,16 @@ impl StoreBackend for MemoryStore {
                 }
                 Record::Redelivered { seq, deliveries } => {
                     if let Some(entry) = self.live.get_mut(seq) {
-                        entry.2 = *deliveries;
+                        entry.2 = (*deliveries, 0);
+                    }
+                }
+                Record::Delayed {
+                    seq,
+                    deliveries,
+                    until_ms,
+                } => {
+                    if let Some(entry) = self.live.get_mut(seq) {
+                        entry.2 = (*deliveries, *until_ms);
                     }
                 }
                 Record::SubscriptionAdd {

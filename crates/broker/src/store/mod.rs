@@ -109,6 +109,18 @@ pub enum Record {
         /// How many times it has fired.
         fired: u32,
     },
+    /// A stored message went back for redelivery after a delay (the
+    /// destination's redelivery policy): it is not to be delivered before
+    /// `until_ms`, also after a restart or a takeover. A later
+    /// `Redelivered` record of the message cancels the delay.
+    Delayed {
+        /// Its `seq`.
+        seq: u64,
+        /// How often it has been delivered.
+        deliveries: u32,
+        /// When it may be delivered again, ms since the epoch.
+        until_ms: u64,
+    },
     /// A durable subscription was created.
     SubscriptionAdd {
         /// The subscriber's client id.
@@ -274,6 +286,9 @@ pub struct StoredMessage {
     pub weight: u32,
     /// Deliveries so far.
     pub deliveries: u32,
+    /// Not to be delivered before this, ms since the epoch (a delayed
+    /// redelivery, [`Record::Delayed`]); 0 = no delay.
+    pub not_before: u64,
     /// The message, if the backend has it in memory.
     pub message: Option<Arc<Message>>,
     /// A scheduled message's progress (its latest [`Record::Schedule`]);
@@ -324,6 +339,7 @@ struct CompactStored {
     weight: u32,
     deliveries: u32,
     priority: u8,
+    not_before: u64,
 }
 
 impl RecoveredMessages {
@@ -343,6 +359,7 @@ impl RecoveredMessages {
             weight: m.weight,
             deliveries: m.deliveries,
             priority: m.priority,
+            not_before: m.not_before,
         });
     }
 
@@ -357,7 +374,8 @@ impl RecoveredMessages {
         id
     }
 
-    /// Adds a message whose key came from [`RecoveredMessages::key_id`].
+    /// Adds a message whose key came from [`RecoveredMessages::key_id`];
+    /// `delivery` is (deliveries so far, not before: see [`StoredMessage`]).
     pub fn push_compact(
         &mut self,
         seq: u64,
@@ -365,15 +383,16 @@ impl RecoveredMessages {
         priority: u8,
         expires: u64,
         weight: u32,
-        deliveries: u32,
+        delivery: (u32, u64),
     ) {
         self.entries.push(CompactStored {
             seq,
             expires,
             key,
             weight,
-            deliveries,
+            deliveries: delivery.0,
             priority,
+            not_before: delivery.1,
         });
     }
 
@@ -414,6 +433,7 @@ impl RecoveredMessages {
             expires: e.expires,
             weight: e.weight,
             deliveries: e.deliveries,
+            not_before: e.not_before,
             message: bodies.remove(&e.seq),
             schedule: schedules.remove(&e.seq),
         })

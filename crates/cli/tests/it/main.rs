@@ -23,6 +23,8 @@ mod bad_input;
 mod delivery;
 mod messaging;
 mod protocol;
+// Per-destination policies: redelivery delays, dead-letter strategies.
+mod redelivery;
 // Scheduled delivery; its restart and takeover tests use the binary.
 mod scheduled;
 // ActiveMQ's semantics; its restart tests use the binary.

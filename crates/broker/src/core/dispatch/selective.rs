@@ -228,6 +228,7 @@ mod tests {
             pending_limit: None,
             abort_after: None,
             groups: None,
+            redelivery: super::super::Redelivery::IMMEDIATE,
         }
     }
 

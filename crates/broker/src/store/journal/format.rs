@@ -89,6 +89,10 @@ const T_SUB_ADD_SELECTOR: u8 = 16;
 /// latest one of a live message counts; compaction copies it forward with
 /// the message's Add, as it does a [`T_REDELIVERED`].
 const T_SCHEDULE: u8 = 18;
+/// A stored message went back for a delayed redelivery (written since
+/// format 5): its seq, its delivery count and when it is due (ms since the
+/// epoch). Like [`T_REDELIVERED`], the latest record of a message wins.
+const T_DELAYED: u8 = 17;
 
 /// Destination kinds in a [`T_ADD_TYPED`].
 const DEST_QUEUE: u8 = 1;
@@ -456,6 +460,16 @@ impl Writer {
                 b.extend_from_slice(&due.to_le_bytes());
                 b.extend_from_slice(&fired.to_le_bytes());
             }),
+            Record::Delayed {
+                seq,
+                deliveries,
+                until_ms,
+            } => self.frame(21, |b| {
+                b.push(T_DELAYED);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&deliveries.to_le_bytes());
+                b.extend_from_slice(&until_ms.to_le_bytes());
+            }),
             Record::SubscriptionAdd {
                 client_id,
                 name,
@@ -801,6 +815,11 @@ pub(crate) enum Entry {
         due: u64,
         fired: u32,
     },
+    Delayed {
+        seq: u64,
+        deliveries: u32,
+        until_ms: u64,
+    },
     SubscriptionAdd {
         client_id: String,
         name: String,
@@ -866,6 +885,15 @@ pub(crate) fn placed_entry(r: &Record, order: u64) -> Entry {
             due: *due,
             fired: *fired,
         },
+        Record::Delayed {
+            seq,
+            deliveries,
+            until_ms,
+        } => Entry::Delayed {
+            seq: *seq,
+            deliveries: *deliveries,
+            until_ms: *until_ms,
+        },
         Record::SubscriptionAdd {
             client_id,
             name,
@@ -923,6 +951,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry, FormatError> {
         T_REDELIVERED => Entry::Redelivered {
             seq: c.u64()?,
             deliveries: c.u32()?,
+        },
+        T_DELAYED => Entry::Delayed {
+            seq: c.u64()?,
+            deliveries: c.u32()?,
+            until_ms: c.u64()?,
         },
         T_SCHEDULE => Entry::Schedule {
             seq: c.u64()?,

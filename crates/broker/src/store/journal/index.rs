@@ -146,10 +146,12 @@ pub(crate) struct SegStats {
     pub(crate) refs: BTreeSet<u64>,
 }
 
-/// The latest Redelivered record of a live message.
+/// The latest Redelivered (or Delayed) record of a live message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Redelivery {
     deliveries: u32,
+    /// Not to be delivered before (a Delayed record); 0: no delay.
+    until_ms: u64,
     at: Loc,
 }
 
@@ -273,17 +275,14 @@ impl Index {
                 }
             }
             Entry::Redelivered { seq, deliveries } => {
-                if !self.messages.contains_key(seq) {
-                    return;
-                }
-                let r = Redelivery {
-                    deliveries: *deliveries,
-                    at,
-                };
-                if let Some(old) = self.redeliveries.insert(*seq, r) {
-                    self.live(old.at, -1);
-                }
-                self.live(at, 1);
+                self.redelivered(*seq, *deliveries, 0, at);
+            }
+            Entry::Delayed {
+                seq,
+                deliveries,
+                until_ms,
+            } => {
+                self.redelivered(*seq, *deliveries, *until_ms, at);
             }
             Entry::Schedule { seq, due, fired } => {
                 if !self.messages.contains_key(seq) {
@@ -368,7 +367,25 @@ impl Index {
         }
     }
 
+    /// The latest redelivery record of live message `seq` (written at `at`)
+    /// replaces its earlier one.
+    fn redelivered(&mut self, seq: u64, deliveries: u32, until_ms: u64, at: Loc) {
+        if !self.messages.contains_key(&seq) {
+            return;
+        }
+        let r = Redelivery {
+            deliveries,
+            until_ms,
+            at,
+        };
+        if let Some(old) = self.redeliveries.insert(seq, r) {
+            self.live(old.at, -1);
+        }
+        self.live(at, 1);
+    }
+
     /// Deliveries recorded for a live message.
+    #[cfg(test)]
     pub(crate) fn deliveries(&self, seq: u64) -> u32 {
         self.redeliveries.get(&seq).map_or(0, |r| r.deliveries)
     }
@@ -376,6 +393,14 @@ impl Index {
     /// A live scheduled message's progress.
     pub(crate) fn schedule(&self, seq: u64) -> Option<crate::store::ScheduleState> {
         self.schedules.get(&seq).map(|s| s.state)
+    }
+
+    /// Deliveries recorded for a live message, and when a delayed
+    /// redelivery of it is due (0: not delayed).
+    pub(crate) fn delivery(&self, seq: u64) -> (u32, u64) {
+        self.redeliveries
+            .get(&seq)
+            .map_or((0, 0), |r| (r.deliveries, r.until_ms))
     }
 
     /// Whether `seg` can be deleted: nothing live in it, and every segment

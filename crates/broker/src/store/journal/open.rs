@@ -192,7 +192,7 @@ impl JournalStore {
         let mut messages = meta.found;
         for (seq, (key, priority, expires)) in meta.live {
             let weight = index.messages.get(&seq).map_or(0, |l| l.len);
-            messages.push_compact(seq, key, priority, expires, weight, index.deliveries(seq));
+            messages.push_compact(seq, key, priority, expires, weight, index.delivery(seq));
             if let Some(state) = index.schedule(seq) {
                 messages.set_schedule(seq, state);
             }

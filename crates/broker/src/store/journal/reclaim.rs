@@ -3,7 +3,7 @@
 //! compacting old, mostly dead ones a step at a time while the writer is
 //! idle, and taking new messages again once a full disk has room.
 
-use super::format::{Entry, FRAME_LEN, Frame, Writer};
+use super::format::{Entry, FRAME_LEN, Frame, Writer, placed_entry};
 use super::index::Loc;
 use super::{COMPACT_STEP, Group, JournalStore, format, read, recovery, segment, write};
 use crate::model::now_ms;
@@ -197,7 +197,8 @@ impl JournalStore {
                     continue;
                 }
                 let redelivered = match &entry {
-                    Entry::Add(m) => Some((m.seq, idx.deliveries(m.seq))).filter(|(_, d)| *d > 0),
+                    Entry::Add(m) => Some((m.seq, idx.delivery(m.seq)))
+                        .filter(|(_, (d, until))| *d > 0 || *until > 0),
                     _ => None,
                 };
                 // A scheduled message's progress moves with its Add.
@@ -208,14 +209,20 @@ impl JournalStore {
                 entries.push((body.len(), frame.len(), entry));
                 body.extend_from_slice(frame);
                 count += 1;
-                if let Some((seq, deliveries)) = redelivered {
+                if let Some((seq, (deliveries, until_ms))) = redelivered {
+                    // A delayed message stays delayed in the copy.
+                    let record = if until_ms > 0 {
+                        Record::Delayed {
+                            seq,
+                            deliveries,
+                            until_ms,
+                        }
+                    } else {
+                        Record::Redelivered { seq, deliveries }
+                    };
                     let mut w = Writer::default();
-                    w.record(&Record::Redelivered { seq, deliveries });
-                    entries.push((
-                        body.len(),
-                        w.buf.len(),
-                        Entry::Redelivered { seq, deliveries },
-                    ));
+                    w.record(&record);
+                    entries.push((body.len(), w.buf.len(), placed_entry(&record, 0)));
                     body.extend_from_slice(&w.buf);
                     count += 1;
                 }

@@ -185,8 +185,10 @@ const ADDS_ONLY: &str = "WITH f AS (SELECT halyard_fence($14, $15)),      d AS (
 const DEDUP: &str = "INSERT INTO halyard_duplicate_ids (queue, id, seq) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) \
      ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now()";
-const REDELIVERED: &str = "UPDATE halyard_messages m SET deliveries = u.d \
-     FROM UNNEST($1::bigint[], $2::integer[]) AS u(s, d) WHERE m.seq = u.s";
+/// Delivery counts and delayed redeliveries (`not_before`, 0: none): the
+/// latest record of a message wins, as in the journal.
+const REDELIVERED: &str = "UPDATE halyard_messages m SET deliveries = u.d, not_before = u.n \
+     FROM UNNEST($1::bigint[], $2::integer[], $3::bigint[]) AS u(s, d, n) WHERE m.seq = u.s";
 /// A scheduled message's progress (key_kind 3).
 const SCHEDULE: &str = "UPDATE halyard_messages m SET sched_due = u.d, sched_fired = u.f \
      FROM UNNEST($1::bigint[], $2::bigint[], $3::integer[]) AS u(s, d, f) WHERE m.seq = u.s";
@@ -252,7 +254,8 @@ struct Plan {
     dup_queue: Vec<String>,
     dup_id: Vec<String>,
     dup_seq: Vec<i64>,
-    redelivered: HashMap<i64, i32>,
+    /// seq -> (deliveries, not before).
+    redelivered: HashMap<i64, (i32, i64)>,
     /// Scheduled messages' progress: the latest (due, fired) of each.
     schedules: HashMap<i64, (i64, i32)>,
     removes: Vec<i64>,
@@ -318,7 +321,20 @@ impl Plan {
                     );
                 }
                 Record::Redelivered { seq, deliveries } => {
-                    p.redelivered.insert(*seq as i64, *deliveries as i32);
+                    p.redelivered.insert(*seq as i64, (*deliveries as i32, 0));
+                }
+                Record::Delayed {
+                    seq,
+                    deliveries,
+                    until_ms,
+                } => {
+                    p.redelivered.insert(
+                        *seq as i64,
+                        (
+                            *deliveries as i32,
+                            i64::try_from(*until_ms).unwrap_or(i64::MAX),
+                        ),
+                    );
                 }
                 Record::SubscriptionAdd {
                     client_id,
@@ -548,7 +564,11 @@ impl PostgresStore {
         let redelivered_seq: Vec<i64> = plan.redelivered.keys().copied().collect();
         let redelivered_n: Vec<i32> = redelivered_seq
             .iter()
-            .map(|s| plan.redelivered[s])
+            .map(|s| plan.redelivered[s].0)
+            .collect();
+        let redelivered_until: Vec<i64> = redelivered_seq
+            .iter()
+            .map(|s| plan.redelivered[s].1)
             .collect();
         let sched_seq: Vec<i64> = plan.schedules.keys().copied().collect();
         let sched_due: Vec<i64> = sched_seq.iter().map(|s| plan.schedules[s].0).collect();
@@ -591,9 +611,9 @@ impl PostgresStore {
             }));
         }
         if !redelivered_seq.is_empty() {
-            let (seqs, counts) = (&redelivered_seq, &redelivered_n);
+            let (seqs, counts, until) = (&redelivered_seq, &redelivered_n, &redelivered_until);
             steps.push(Box::pin(async move {
-                c.execute(&st.redelivered, &[seqs, counts]).await
+                c.execute(&st.redelivered, &[seqs, counts, until]).await
             }));
         }
         if !sched_seq.is_empty() {
@@ -689,8 +709,8 @@ impl StoreBackend for PostgresStore {
         let rows = c
             .query_raw(
                 "SELECT seq, key_kind, key_a, key_b, priority, expires, deliveries, \
-                 octet_length(body) + octet_length(headers::text), sched_due, sched_fired \
-                 FROM halyard_messages",
+                 octet_length(body) + octet_length(headers::text), sched_due, sched_fired, \
+                 not_before FROM halyard_messages",
                 none,
             )
             .await
@@ -732,7 +752,10 @@ impl StoreBackend for PostgresStore {
                 row.get::<_, i16>(4).clamp(0, 9) as u8,
                 row.get::<_, i64>(5).max(0) as u64,
                 weight,
-                row.get::<_, i32>(6).max(0) as u32,
+                (
+                    row.get::<_, i32>(6).max(0) as u32,
+                    row.get::<_, i64>(10).max(0) as u64,
+                ),
             );
             if kind == 3 {
                 let state = crate::store::ScheduleState {
