@@ -723,8 +723,8 @@ async fn subscribe_options_must_be_valid() {
         .await;
     }
     s.fatal_frame(
-        sub_frame("s", "/queue/o").header("selector", "color = 'red'"),
-        &["selectors are not supported"],
+        sub_frame("s", "/queue/o").header("selector", "color = = 'red'"),
+        &["invalid selector at position 8"],
     )
     .await;
     // The limit itself is allowed.
