@@ -475,16 +475,7 @@ impl TopicActor {
             if text(&d.selector) != text(&selector) {
                 tracing::info!(topic = %self.destination, client_id = %name.client_id,
                     subscription = %name.name, "durable subscription's selector changed: made again");
-                batch.push(Record::SubscriptionRemove {
-                    client_id: name.client_id.to_string(),
-                    name: name.name.to_string(),
-                });
-                batch.extend(
-                    d.dispatcher
-                        .stored_seqs()
-                        .into_iter()
-                        .map(|seq| Record::Remove { seq }),
-                );
+                batch = removal(name.clone(), d);
             }
         }
         if !batch.is_empty() || !self.durable.contains_key(&name) {
@@ -524,16 +515,7 @@ impl TopicActor {
                 name: name.name.to_string(),
             });
         }
-        let mut batch = vec![Record::SubscriptionRemove {
-            client_id: name.client_id.to_string(),
-            name: name.name.to_string(),
-        }];
-        batch.extend(
-            d.dispatcher
-                .stored_seqs()
-                .into_iter()
-                .map(|seq| Record::Remove { seq }),
-        );
+        let batch = removal(name.clone(), d);
         let stored = match self.shared.store.submit(batch).await {
             Ok(c) => c.await,
             Err(e) => Err(e),
@@ -542,4 +524,20 @@ impl TopicActor {
         self.durable.remove(name);
         Ok(())
     }
+}
+
+/// The store records that remove durable subscription `name` and the
+/// messages it keeps.
+fn removal(name: DurableName, d: &Durable) -> Vec<Record> {
+    let mut batch = vec![Record::SubscriptionRemove {
+        client_id: name.client_id.to_string(),
+        name: name.name.to_string(),
+    }];
+    batch.extend(
+        d.dispatcher
+            .stored_seqs()
+            .into_iter()
+            .map(|seq| Record::Remove { seq }),
+    );
+    batch
 }

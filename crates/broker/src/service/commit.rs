@@ -29,6 +29,24 @@ impl Connection {
         Ok(tx)
     }
 
+    /// Counts a SEND of `bytes` against the transaction `id`'s limits.
+    pub(super) fn transaction_send(
+        &mut self,
+        id: &str,
+        bytes: usize,
+    ) -> Result<&mut Transaction, ServiceError> {
+        let max_bytes = self.service.core.config.limits.max_transaction_bytes;
+        let tx = self.transaction(id)?;
+        if tx.bytes + bytes > max_bytes {
+            return Err(ServiceError::TransactionTooLarge {
+                id: id.to_owned(),
+                max: max_bytes,
+            });
+        }
+        tx.bytes += bytes;
+        Ok(tx)
+    }
+
     /// Starts transaction `id`.
     pub(crate) fn begin(&mut self, id: &str) -> Result<(), ServiceError> {
         if self.txs.contains_key(id) {

@@ -78,15 +78,7 @@ impl Connection {
         let own = copies.first().map_or(0, |c| c.message.weight() as u64);
 
         if let Some(t) = tx {
-            let max_bytes = core.config.limits.max_transaction_bytes;
-            let tx = self.transaction(t)?;
-            if tx.bytes + bytes > max_bytes {
-                return Err(ServiceError::TransactionTooLarge {
-                    id: t.to_owned(),
-                    max: max_bytes,
-                });
-            }
-            tx.bytes += bytes;
+            let tx = self.transaction_send(t, bytes)?;
             tx.sends.extend(copies);
             if core.memory.used().saturating_sub(own) < core.memory.limit() {
                 return Ok(Sent {
@@ -198,15 +190,7 @@ impl Connection {
         let bytes = new.body.len();
         let message = Arc::new(self.stamp(new));
         if let Some(t) = tx {
-            let max_bytes = self.service.core.config.limits.max_transaction_bytes;
-            let tx = self.transaction(t)?;
-            if tx.bytes + bytes > max_bytes {
-                return Err(ServiceError::TransactionTooLarge {
-                    id: t.to_owned(),
-                    max: max_bytes,
-                });
-            }
-            tx.bytes += bytes;
+            let tx = self.transaction_send(t, bytes)?;
             tx.scheduled.push((message, spec));
             return Ok(Sent {
                 work: ready(),
