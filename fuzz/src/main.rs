@@ -19,7 +19,7 @@ use std::{env, fs};
 
 use halyard_stomp::{Limits, Version};
 use halyard_stomp_fuzz::{
-    Case, Finding, MAX_BODY, MAX_CHUNKS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Summary,
+    Case, Finding, MAX_BODY, MAX_CHUNKS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Rng, Summary,
     check_case, seed_cases,
 };
 
@@ -101,30 +101,6 @@ fn parse_args() -> Result<Options, String> {
         o.seconds = Some(60);
     }
     Ok(o)
-}
-
-/// SplitMix64: small, fast, good enough for mutation choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
 }
 
 const INTERESTING_BYTES: &[u8] = b"\n\r:\\\0cnrt-+ 0123456789\x7f\x80\xbf\xc0\xc3\xe2\xf0\xff";
@@ -295,13 +271,13 @@ fn mutate(rng: &mut Rng, case: &mut Case, corpus: &[Case], max_len: usize) {
                 input[i] = if rng.chance(2) {
                     INTERESTING_BYTES[rng.below(INTERESTING_BYTES.len())]
                 } else {
-                    rng.next() as u8
+                    rng.next_u64() as u8
                 };
             }
             2 => {
                 let at = rng.below(len + 1);
                 let n = rng.range(1, 8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 input.splice(at..at, bytes);
             }
             3 | 4 => {

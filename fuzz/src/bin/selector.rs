@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, fs};
 
+use halyard_stomp_fuzz::Rng;
 use halyard_stomp_fuzz::selector::{Message, SELECTOR_SEEDS, SelectorOutcome, check_selector};
 
 const USAGE: &str = "\
@@ -97,21 +98,6 @@ const TOKENS: &[&str] = &[
     "&&",
     "NOT NOT ",
 ];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// A char boundary of `s` at or before `i`.
 fn boundary(s: &str, mut i: usize) -> usize {
