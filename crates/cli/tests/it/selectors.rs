@@ -200,6 +200,59 @@ async fn a_match_behind_paged_out_messages_arrives_and_the_skipped_ones_stay_in_
     c.expect_silence(QUIET).await;
 }
 
+/// A selective consumer and a plain one on a deep queue whose bodies are
+/// mostly paged out: reading bodies back for the one must not starve the
+/// other, and every message goes out exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selective_and_a_plain_consumer_share_a_paged_queue_each_message_once() {
+    const N: usize = 3_000;
+    let b = TestBroker::start("[limits]\ndestination-memory-bytes = 65536\n").await;
+    let q = "/queue/sel.mixed";
+    let mut p = Stomp::connect(b.stomp).await;
+    let filler = "x".repeat(1024);
+    for i in 0..N {
+        let kind = if i % 10 == 0 { "wanted" } else { "other" };
+        let f = send_frame(q, &filler, &[("persistent", "true"), ("kind", kind)])
+            .header("i", i.to_string());
+        if i % 500 == 499 {
+            p.request(f).await;
+        } else {
+            p.send(f).await;
+        }
+    }
+    let mut s = selective(b.stomp, q, "auto", "kind = 'wanted'").await;
+    let mut plain = Stomp::connect(b.stomp).await;
+    plain
+        .subscribe("p", q, "auto", &[("activemq.prefetchSize", "10")])
+        .await;
+    let started = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sel_got = 0;
+    while seen.len() < N {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "stalled after {} of {N} (selective: {sel_got})",
+            seen.len()
+        );
+        tokio::select! {
+            m = s.recv_within(Duration::from_secs(1)) => if let Some(m) = m {
+                assert_eq!(hdr(&m, "kind"), Some("wanted"));
+                sel_got += 1;
+                assert!(seen.insert(hdr(&m, "i").unwrap().to_owned()));
+            },
+            m = plain.recv_within(Duration::from_secs(1)) => if let Some(m) = m {
+                assert!(seen.insert(hdr(&m, "i").unwrap().to_owned()));
+            },
+        }
+    }
+    println!(
+        "{N} messages in {:?}, {sel_got} to the selective consumer",
+        started.elapsed()
+    );
+    s.expect_silence(QUIET).await;
+    plain.expect_silence(QUIET).await;
+}
+
 /// A selector, headers of a message it must not select, headers of one it
 /// must.
 type Case = (
