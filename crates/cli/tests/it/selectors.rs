@@ -388,6 +388,56 @@ async fn typed_comparisons_over_stomp_headers_and_jms_header_fields() {
     }
 }
 
+/// The header fields the broker sets: `JMSMessageID` is the MESSAGE's
+/// `message-id`, `JMSDestination` the canonical name, `JMSTimestamp` the
+/// `timestamp`, `JMSExpiration` the `expires` (0: never).
+#[tokio::test]
+async fn header_fields_the_broker_sets_select_too() {
+    const Q: &str = "/queue/sel.fields";
+    let b = TestBroker::start("").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    let far = "4102444800000"; // 2100-01-01
+    p.send_msg(Q, "first", &[]).await;
+    p.send_msg(Q, "second", &[("expires", far)]).await;
+    // A browser learns the first one's id and timestamp.
+    let mut s = Stomp::connect(b.stomp).await;
+    s.subscribe("b", Q, "auto", &[("browser", "true")]).await;
+    let first = s.recv_message().await;
+    assert_eq!(body(&first), "first");
+    let id = hdr(&first, "message-id").unwrap().to_owned();
+    let ts: u64 = hdr(&first, "timestamp").unwrap().parse().unwrap();
+    let cases = [
+        (format!("JMSMessageID = '{id}'"), "first"),
+        (
+            format!("JMSTimestamp = {ts} AND JMSExpiration = 0"),
+            "first",
+        ),
+        (format!("JMSExpiration = {far}"), "second"),
+        (
+            format!("JMSMessageID <> '{id}' AND JMSTimestamp >= {ts}"),
+            "second",
+        ),
+        (
+            format!("JMSDestination = '{Q}' AND JMSMessageID = '{id}'"),
+            "first",
+        ),
+    ];
+    for (n, (selector, expected)) in cases.iter().enumerate() {
+        let mut c = Stomp::connect(b.stomp).await;
+        c.subscribe(
+            &n.to_string(),
+            Q,
+            "auto",
+            &[("browser", "true"), ("selector", selector)],
+        )
+        .await;
+        let m = c.recv_message().await;
+        assert_eq!(body(&m), *expected, "{selector}: {m:?}");
+        let end = c.recv_message().await;
+        assert_eq!(hdr(&end, "browser"), Some("end"), "{selector}: {end:?}");
+    }
+}
+
 #[tokio::test]
 async fn an_invalid_selector_is_an_error_naming_its_position_then_a_new_connection_works() {
     const Q: &str = "/queue/sel.invalid";
