@@ -607,6 +607,70 @@ async fn wildcard_and_composite_queue_subscriptions_apply_their_selector_to_ever
     }
 }
 
+/// Halyard's failover client restores a selective queue subscription
+/// (selector included) on the slave that takes over after `kill -9`: it
+/// goes on getting only its matches, and the others wait in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_client_keeps_its_selector_across_a_kill_9_takeover() {
+    use halyard_client::{AckMode, Client, SubscribeOptions};
+    const Q: &str = "/queue/sel.failover";
+    let (mut c, a, b) = pair(Store::Journal, "sel_failover").await;
+    let addrs = c.stomp_addrs();
+    let url = format!(
+        "failover:(stomp://{},stomp://{})?randomize=false&initialReconnectDelay=10&maxReconnectDelay=200",
+        addrs[0], addrs[1]
+    );
+    let client = Client::connect(&url).await.unwrap();
+    let mut sub = client
+        .subscribe(
+            Q,
+            SubscribeOptions {
+                headers: vec![("selector".to_owned(), "color = 'red'".to_owned())],
+                ..SubscribeOptions::default().ack(AckMode::ClientIndividual)
+            },
+        )
+        .await
+        .unwrap();
+    let mut next = async || {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a message in time")
+            .expect("the subscription lives");
+        client.ack(&m).await.unwrap();
+        m.text().unwrap_or_default().to_owned()
+    };
+    let mut p = Stomp::connect(c.nodes[a].stomp).await;
+    for (text, color) in [("r1", "red"), ("b1", "blue"), ("r2", "red")] {
+        p.send_msg(Q, text, &[("persistent", "true"), ("color", color)])
+            .await;
+    }
+    assert_eq!([next().await, next().await], ["r1", "r2"]);
+    take_over(&mut c, a, b).await;
+    let mut p = connect_to_any(&addrs, &[]).await;
+    for (text, color) in [("b2", "blue"), ("r3", "red"), ("b3", "blue"), ("r4", "red")] {
+        p.send_msg(Q, text, &[("persistent", "true"), ("color", color)])
+            .await;
+    }
+    assert_eq!([next().await, next().await], ["r3", "r4"]);
+    // The blues are all still there, for a consumer without a selector.
+    let mut plain = connect_to_any(&addrs, &[]).await;
+    plain.subscribe("p", Q, "auto", &[]).await;
+    let blues: Vec<String> = [
+        plain.recv_message().await,
+        plain.recv_message().await,
+        plain.recv_message().await,
+    ]
+    .iter()
+    .map(body)
+    .collect();
+    assert_eq!(blues, ["b1", "b2", "b3"]);
+    plain.expect_silence(QUIET).await;
+    assert!(
+        tokio::time::timeout(QUIET, sub.next()).await.is_err(),
+        "the selective subscription got more"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 2. Topics
 // ---------------------------------------------------------------------------
