@@ -505,6 +505,24 @@ async fn a_selector_over_the_configured_length_is_refused_clearly() {
         text.contains("at position 0") && text.contains("65 bytes") && text.contains("64 bytes"),
         "{e:?}"
     );
+    // The default limit: 4096 bytes.
+    let b = TestBroker::start("").await;
+    let mut c = Stomp::connect(b.stomp).await;
+    let long = format!("a = '{}'", "x".repeat(4096 - 6 + 1));
+    c.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "long"),
+            ("destination", "/queue/sel.len"),
+            ("selector", &long),
+        ],
+    ))
+    .await;
+    let e = c.expect_error().await;
+    assert!(
+        error_text(&e).contains("4097 bytes long, more than the limit of 4096 bytes"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -535,6 +553,33 @@ async fn a_nacked_message_comes_back_to_the_selective_consumer() {
     assert_eq!(body(&m), "r2");
     assert_eq!(hdr(&m, "redelivered"), Some("true"), "{m:?}");
     red2.ack(&m).await;
+    await_ready(b.http, Q, 0).await;
+}
+
+#[tokio::test]
+async fn an_ack_rolled_back_comes_back_to_the_selective_consumer() {
+    const Q: &str = "/queue/sel.tx";
+    let b = TestBroker::start("").await;
+    let mut red = selective(b.stomp, Q, "client-individual", "color = 'red'").await;
+    let mut plain = Stomp::connect(b.stomp).await;
+    plain.subscribe("p", Q, "client-individual", &[]).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg(Q, "r1", &[("color", "red")]).await;
+    let m = red.recv_message().await;
+    red.request(frame(Command::Begin, &[("transaction", "t")]))
+        .await;
+    red.request(frame(
+        Command::Ack,
+        &[("id", hdr(&m, "ack").unwrap()), ("transaction", "t")],
+    ))
+    .await;
+    red.request(frame(Command::Abort, &[("transaction", "t")]))
+        .await;
+    let again = red.recv_message().await;
+    assert_eq!(body(&again), "r1");
+    assert_eq!(hdr(&again, "redelivered"), Some("true"), "{again:?}");
+    red.ack(&again).await;
+    plain.expect_silence(QUIET).await;
     await_ready(b.http, Q, 0).await;
 }
 
