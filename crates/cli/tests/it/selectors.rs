@@ -1,11 +1,13 @@
 //! JMS message selectors over STOMP (the `selector` header on SUBSCRIBE,
 //! docs/SELECTORS.md), end to end against the real broker: competing
 //! selective consumers on a queue, a match deep behind non-matching
-//! messages, typed comparisons over STOMP's string headers and the JMS
-//! header fields, refusals (a selector that does not parse, one too long),
-//! topic subscribers, NACK, queue browsers, wildcard and composite
-//! subscriptions, and durable subscriptions whose selector is kept across a
-//! restart and a `kill -9` takeover, on the journal and on PostgreSQL.
+//! messages (in memory and paged out to the store), typed comparisons over
+//! STOMP's string headers and the JMS header fields, refusals (a selector
+//! that does not parse, one too long), topic subscribers, NACK and aborted
+//! ACKs, queue browsers, wildcard and composite subscriptions, Halyard's
+//! failover client across a takeover, and durable subscriptions whose
+//! selector is kept across a restart and a `kill -9` takeover, on the
+//! journal and on PostgreSQL.
 //!
 //! In-process brokers, except where the broker is killed (the binary).
 //! Nothing sleeps and hopes: waits poll for their event with a deadline,
