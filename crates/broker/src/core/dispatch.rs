@@ -1006,6 +1006,8 @@ impl Dispatcher {
             .saturating_sub(self.resident_pageable());
         let mut want = Vec::new();
         let mut seen = 0;
+        // The first body on disk that did not fit, if nothing came before.
+        let mut blocked = None;
         'outer: for p in (0..10).rev() {
             for e in self.ready[p].values() {
                 if seen >= window || want.len() >= LOAD_BATCH {
@@ -1016,11 +1018,29 @@ impl Dispatcher {
                     let w = e.weight as usize;
                     let first = want.is_empty() && self.resident_pageable() == 0;
                     if !first && (w > room || !self.global_room(w)) {
+                        if want.is_empty() {
+                            blocked = Some((e.seq, e.priority, e.weight, e.arrival));
+                        }
                         break 'outer;
                     }
                     room = room.saturating_sub(w);
                     want.push((e.seq, e.priority, e.weight, e.arrival));
                 }
+            }
+        }
+        // Bodies behind the head can fill the budget: those read back for
+        // selective consumers, or kept on arrival while earlier ones were
+        // on disk. Nothing would then be read back for the head, and
+        // consumers without a selector would wait for ever; those bodies
+        // are stored, so they are dropped again to make room.
+        if let Some(load) = blocked
+            && self.consumers.iter().any(|c| c.head_credit() > 0)
+        {
+            let w = load.2 as usize;
+            room += self.drop_bodies_behind(usize::from(load.1), load.3, w.saturating_sub(room));
+            if w <= room && self.global_room(w) {
+                room -= w;
+                want.push(load);
             }
         }
         if self.selective > 0 && want.len() < LOAD_BATCH {
@@ -1045,6 +1065,30 @@ impl Dispatcher {
             self.loading_bytes += w as usize;
         }
         want.into_iter().map(|(seq, ..)| seq).collect()
+    }
+
+    /// Drops the resident bodies of stored ready entries that come after
+    /// (priority `p`, `arrival`) in dispatch order, the last first, until
+    /// `bytes` are freed (they are read back when their turn comes).
+    /// Returns the bytes freed.
+    fn drop_bodies_behind(&mut self, p: usize, arrival: u64, bytes: usize) -> usize {
+        if !self.policy.pages {
+            return 0;
+        }
+        let mut freed = 0;
+        for q in 0..=p {
+            let from = if q == p { arrival + 1 } else { 0 };
+            for e in self.ready[q].range_mut(from..).rev().map(|(_, e)| e) {
+                if freed >= bytes {
+                    break;
+                }
+                if e.stored && e.message.take().is_some() {
+                    freed += e.weight as usize;
+                }
+            }
+        }
+        self.paged_in -= freed;
+        freed
     }
 
     /// Bodies read back. An entry whose body cannot be read is dropped.
@@ -1758,6 +1802,50 @@ mod tests {
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(5, 1)]);
         assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn bodies_kept_behind_the_head_are_dropped_again_to_read_the_head_back() {
+        let weight = msg(1, 4).weight();
+        let mut d = Dispatcher::new(Policy {
+            memory_limit: weight * 2,
+            pages: true,
+            ..policy()
+        });
+        for seq in 1..=5 {
+            d.push(msg(seq, 4), true);
+        }
+        let mut rx = consumer(&mut d, 1, 10);
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(1, 1), (2, 1)]);
+        d.ack(ConsumerId(1), &[1, 2]);
+        // Room again: 6 and 7 keep their bodies, behind 3 to 5 on disk,
+        // and fill the budget.
+        d.push(msg(6, 4), true);
+        d.push(msg(7, 4), true);
+        assert_eq!(d.stats().memory_bytes, weight * 2);
+        // The head is read back all the same, in place of the last body.
+        assert_eq!(d.wanted_loads(), vec![3]);
+        d.loaded(vec![(3, Ok(msg(3, 4)))], &mut fx);
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(3, 1)]);
+        d.ack(ConsumerId(1), &[3]);
+        // The rest follows, in order.
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            for load in d.wanted_loads() {
+                d.loaded(vec![(load, Ok(msg(load, 4)))], &mut fx);
+            }
+            d.dispatch(0, &mut fx);
+            for (seq, _) in drain(&mut rx) {
+                d.ack(ConsumerId(1), &[seq]);
+                got.push(seq);
+            }
+        }
+        assert_eq!(got, vec![4, 5, 6, 7]);
+        assert!(fx.is_empty());
+        assert_eq!(d.stats().memory_bytes, 0);
     }
 
     #[test]

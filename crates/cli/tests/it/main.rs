@@ -29,6 +29,8 @@ mod redelivery;
 mod scheduled;
 // ActiveMQ's semantics; its restart tests use the binary.
 mod semantics;
+// Message selectors; their restart and takeover tests use the binary.
+mod selectors;
 
 // Broker processes (the `halyard` binary).
 mod cli;

@@ -36,7 +36,7 @@ const QUIET: Duration = Duration::from_millis(200);
 
 /// A master and a slave on one store; returns the cluster and their
 /// indexes.
-async fn pair(store: Store, hint: &'static str) -> (Cluster, usize, usize) {
+pub(crate) async fn pair(store: Store, hint: &'static str) -> (Cluster, usize, usize) {
     let mut c = match store {
         Store::Journal => Cluster::new(JOURNAL),
         Store::Postgres => Cluster::on_database(DATABASE, &database(hint).await),
@@ -47,7 +47,7 @@ async fn pair(store: Store, hint: &'static str) -> (Cluster, usize, usize) {
 }
 
 /// `kill -9` of the master; returns once the slave serves STOMP.
-async fn take_over(c: &mut Cluster, master: usize, slave: usize) {
+pub(crate) async fn take_over(c: &mut Cluster, master: usize, slave: usize) {
     c.nodes[master].kill();
     c.nodes[slave].wait_role("master", ROLE_WAIT).await;
     let addr = c.nodes[slave].stomp;
@@ -60,7 +60,7 @@ async fn take_over(c: &mut Cluster, master: usize, slave: usize) {
 /// A STOMP 1.2 connection with `extra` CONNECT headers to whichever broker
 /// of `addrs` serves; retries while a client id is still held by a
 /// connection that went with its broker or was just dropped.
-async fn connect_to_any(addrs: &[SocketAddr], extra: &[(&str, &str)]) -> Stomp {
+pub(crate) async fn connect_to_any(addrs: &[SocketAddr], extra: &[(&str, &str)]) -> Stomp {
     let deadline = Instant::now() + ROLE_WAIT;
     loop {
         for a in addrs {
