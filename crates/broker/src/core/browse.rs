@@ -107,7 +107,7 @@ impl Browsers {
                 if b.reg
                     .selector
                     .as_ref()
-                    .is_some_and(|s| !s.selects(&message))
+                    .is_some_and(|s| !s.selects(&message, deliveries.saturating_sub(1)))
                 {
                     continue;
                 }

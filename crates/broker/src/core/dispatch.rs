@@ -34,8 +34,9 @@ mod selective;
 /// message is for the consumer. The core knows nothing of the selector
 /// language (model/select.rs); its tests use plain closures.
 pub(crate) trait Select: Send + Sync + std::fmt::Debug {
-    /// Whether the consumer takes `message`.
-    fn selects(&self, message: &Message) -> bool;
+    /// Whether the consumer takes `message`, delivered `deliveries` times
+    /// before (`JMSRedelivered`, `JMSXDeliveryCount`).
+    fn selects(&self, message: &Message, deliveries: u32) -> bool;
     /// The selector as the client wrote it (a durable subscription keeps
     /// it in the store).
     fn text(&self) -> &str;

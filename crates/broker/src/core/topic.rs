@@ -227,14 +227,15 @@ impl TopicActor {
         let m = p.message.clone();
         let origin = p.envelope.origin;
         for (id, d) in &mut self.subs {
-            if !d.is_local(origin) && self.selectors.get(id).is_none_or(|s| s.selects(&m)) {
+            if !d.is_local(origin) && self.selectors.get(id).is_none_or(|s| s.selects(&m, 0)) {
                 d.push_bounded(m.clone(), false, effects);
             }
         }
         let mut records = Vec::new();
         let mut copies = Vec::new();
         for (name, d) in &mut self.durable {
-            if d.dispatcher.is_local(origin) || d.selector.as_ref().is_some_and(|s| !s.selects(&m))
+            if d.dispatcher.is_local(origin)
+                || d.selector.as_ref().is_some_and(|s| !s.selects(&m, 0))
             {
                 continue;
             }

@@ -5,21 +5,29 @@
 //! (`correlation-id`, `type`, `reply-to`), which the model keeps as
 //! properties: a selector names them the JMS way, as ActiveMQ's STOMP
 //! does. Delivery counts (`JMSRedelivered`, `JMSXDeliveryCount`) belong to
-//! a delivery, not to the message, and read as NULL.
+//! the delivery being judged, not to the message, so the dispatcher passes
+//! them in. `JMSDestination` reads as ActiveMQ writes a destination
+//! (`queue://NAME`, `topic://NAME`), so selectors carry over unchanged.
 
 use std::borrow::Cow;
 
 use halyard_selector::{Fields, Value as Field};
 
-use super::{Message, Value};
+use super::{Destination, DestinationKind, Message, Value};
 
-/// A message as a selector reads it.
+/// A message as a selector reads it, for a delivery that would be its
+/// `deliveries + 1`th.
 #[derive(Debug, Clone, Copy)]
-pub struct Selectable<'a>(pub &'a Message);
+pub struct Selectable<'a> {
+    /// The message.
+    pub message: &'a Message,
+    /// How often it has been delivered before.
+    pub deliveries: u32,
+}
 
 impl Fields for Selectable<'_> {
     fn get(&self, name: &str) -> Option<Field<'_>> {
-        let m = self.0;
+        let m = self.message;
         let long = |n: u64| Some(Field::Long(i64::try_from(n).unwrap_or(i64::MAX)));
         match name {
             "JMSPriority" => long(u64::from(m.priority)),
@@ -31,13 +39,26 @@ impl Fields for Selectable<'_> {
                 "NON_PERSISTENT"
             }))),
             "JMSMessageID" => Some(Field::Str(Cow::Owned(m.id.to_string()))),
-            "JMSDestination" => Some(Field::Str(Cow::Owned(m.destination.to_string()))),
+            "JMSDestination" => Some(Field::Str(Cow::Owned(activemq_name(&m.destination)))),
+            "JMSRedelivered" => Some(Field::Bool(self.deliveries > 0)),
+            "JMSXDeliveryCount" => long(u64::from(self.deliveries) + 1),
             "JMSCorrelationID" => property(m, "correlation-id"),
             "JMSType" => property(m, "type"),
             "JMSReplyTo" => property(m, "reply-to"),
             _ => property(m, name),
         }
     }
+}
+
+/// ActiveMQ's spelling of a destination (`ActiveMQDestination.toString`).
+fn activemq_name(d: &Destination) -> String {
+    let scheme = match d.kind() {
+        DestinationKind::Queue => "queue://",
+        DestinationKind::Topic => "topic://",
+        DestinationKind::TempQueue => "temp-queue://",
+        DestinationKind::TempTopic => "temp-topic://",
+    };
+    format!("{scheme}{}", d.name())
 }
 
 fn property<'a>(m: &'a Message, name: &str) -> Option<Field<'a>> {
@@ -77,7 +98,10 @@ mod tests {
     fn sel(text: &str, m: &Message) -> bool {
         Selector::parse(text)
             .expect("valid selector")
-            .matches(&Selectable(m))
+            .matches(&Selectable {
+                message: m,
+                deliveries: 0,
+            })
     }
 
     #[test]
@@ -98,6 +122,8 @@ mod tests {
         assert!(sel("JMSMessageID = 'ID:t-7'", &m));
         assert!(sel("JMSCorrelationID = 'c-1' AND JMSType = 'order'", &m));
         assert!(sel("missing IS NULL AND JMSReplyTo IS NULL", &m));
+        assert!(sel("JMSDestination = 'queue://q'", &m));
+        assert!(sel("NOT JMSRedelivered AND JMSXDeliveryCount = 1", &m));
         assert!(!sel("color = 'blue'", &m));
     }
 }

@@ -15,8 +15,11 @@ use crate::model::{Message, Selectable};
 struct MessageSelector(Selector);
 
 impl Select for MessageSelector {
-    fn selects(&self, message: &Message) -> bool {
-        self.0.matches(&Selectable(message))
+    fn selects(&self, message: &Message, deliveries: u32) -> bool {
+        self.0.matches(&Selectable {
+            message,
+            deliveries,
+        })
     }
 
     fn text(&self) -> &str {

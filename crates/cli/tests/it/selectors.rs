@@ -391,7 +391,8 @@ async fn typed_comparisons_over_stomp_headers_and_jms_header_fields() {
 }
 
 /// The header fields the broker sets: `JMSMessageID` is the MESSAGE's
-/// `message-id`, `JMSDestination` the canonical name, `JMSTimestamp` the
+/// `message-id`, `JMSDestination` ActiveMQ's name (`queue://NAME`),
+/// `JMSTimestamp` the
 /// `timestamp`, `JMSExpiration` the `expires` (0: never).
 #[tokio::test]
 async fn header_fields_the_broker_sets_select_too() {
@@ -420,7 +421,7 @@ async fn header_fields_the_broker_sets_select_too() {
             "second",
         ),
         (
-            format!("JMSDestination = '{Q}' AND JMSMessageID = '{id}'"),
+            format!("JMSDestination = 'queue://sel.fields' AND JMSMessageID = '{id}'"),
             "first",
         ),
     ];
@@ -555,6 +556,34 @@ async fn a_nacked_message_comes_back_to_the_selective_consumer() {
     assert_eq!(body(&m), "r2");
     assert_eq!(hdr(&m, "redelivered"), Some("true"), "{m:?}");
     red2.ack(&m).await;
+    await_ready(b.http, Q, 0).await;
+}
+
+/// `JMSRedelivered` and `JMSXDeliveryCount` are the delivery's: a
+/// consumer selecting redeliveries gets a message only once another has
+/// left it unacknowledged.
+#[tokio::test]
+async fn a_selector_on_the_delivery_count_takes_redeliveries_only() {
+    const Q: &str = "/queue/sel.count";
+    let b = TestBroker::start("").await;
+    let mut retry = selective(
+        b.stomp,
+        Q,
+        "client-individual",
+        "JMSRedelivered AND JMSXDeliveryCount >= 2",
+    )
+    .await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg(Q, "m1", &[]).await;
+    await_ready(b.http, Q, 1).await;
+    retry.expect_silence(QUIET).await;
+    let mut first = selective(b.stomp, Q, "client-individual", "JMSXDeliveryCount = 1").await;
+    assert_eq!(body(&first.recv_message().await), "m1");
+    first.disconnect().await;
+    let m = retry.recv_message().await;
+    assert_eq!(body(&m), "m1");
+    assert_eq!(hdr(&m, "delivery-count"), Some("2"), "{m:?}");
+    retry.ack(&m).await;
     await_ready(b.http, Q, 0).await;
 }
 

@@ -10,8 +10,9 @@ use super::error::Fatal;
 /// The `activemq.` SUBSCRIBE headers Halyard reads. ActiveMQ copies every
 /// `activemq.X` header onto its consumer's property X, so any other one
 /// would change something there: those are refused.
-pub(super) const SUBSCRIBE_ACTIVEMQ: [&str; 8] = [
+pub(super) const SUBSCRIBE_ACTIVEMQ: [&str; 9] = [
     "activemq.prefetchSize",
+    "activemq.selector",
     "activemq.subscriptionName",
     "activemq.exclusive",
     "activemq.priority",

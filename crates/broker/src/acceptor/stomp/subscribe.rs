@@ -103,7 +103,12 @@ impl Session {
             ack: ack_mode(h.get("ack"))?,
             prefetch: self.prefetch(h)?,
             durable: durable_header(h).map(str::to_owned),
-            selector: h.get("selector").map(str::to_owned),
+            // ActiveMQ sets `activemq.*` headers on its consumer as they
+            // are named, so `activemq.selector` is a selector too; it wins.
+            selector: h
+                .get("activemq.selector")
+                .or_else(|| h.get("selector"))
+                .map(str::to_owned),
             browse: flag(h, "browser")?,
             priority: consumer_priority(h)?,
             exclusive: flag(h, "activemq.exclusive")?,

@@ -107,7 +107,7 @@ impl Dispatcher {
                 };
                 if consumer.refuses(e.origin)
                     || owner.is_some_and(|o| o != id)
-                    || !selector.selects(message)
+                    || !selector.selects(message, e.deliveries)
                 {
                     consumer.cursor[p] = arrival + 1;
                     continue;
@@ -209,7 +209,7 @@ mod tests {
     }
 
     impl Select for Modulo {
-        fn selects(&self, message: &Message) -> bool {
+        fn selects(&self, message: &Message, _deliveries: u32) -> bool {
             self.judged.fetch_add(1, Ordering::Relaxed);
             message.seq % self.m == self.r
         }
