@@ -127,7 +127,8 @@ def sel_jms_headers(ctx):
             "persistent": "JMSDeliveryMode = 'PERSISTENT'",
             "non_persistent": "JMSDeliveryMode = 'NON_PERSISTENT'",
             "msgid_like": "JMSMessageID LIKE 'ID:%'",
-            "prop_type": "type = 'order'"}
+            "prop_type": "type = 'order'", "prop_priority": "priority = 7",
+            "prop_persistent": "persistent = 'true'"}
     o["selectors"] = sels
     o["subscribe"] = {k: c.subscribe(t, k, headers={"selector": s})["outcome"]
                       for k, s in sels.items()}
@@ -247,6 +248,36 @@ def sel_browser(ctx):
     c.wait_count(4)
     c.quiet()
     o["consumer_afterwards_got"] = bodies(c.messages())
+    return o
+
+
+@scenario
+def sel_redelivered(ctx):
+    """JMSRedelivered / JMSXDeliveryCount selectors: consumer A
+    (client-individual) takes two messages and leaves without acking; then
+    consumers with `JMSRedelivered = TRUE` and `JMSXDeliveryCount > 1`
+    subscribe in turn."""
+    o = {}
+    q = "/queue/" + u("sem.sel.redeliv.")
+    p = ctx.client("p")
+    for b in ("r1", "r2"):
+        p.send(q, b, persistent=True)
+    a = ctx.client("a")
+    a.subscribe(q, "a", ack="client-individual")
+    a.wait_count(2)
+    o["a_got"] = bodies(a.messages())
+    a.close()
+    for key, sel in [("redelivered", "JMSRedelivered = TRUE"),
+                     ("delivery_count", "JMSXDeliveryCount > 1")]:
+        c = ctx.client("c-" + key)
+        o[key + "_subscribe"] = c.subscribe(q, "s", headers={"selector": sel})
+        c.quiet()
+        o[key + "_got"] = c.messages()
+        c.close()
+    c = ctx.client("plain")
+    c.subscribe(q, "s")
+    c.quiet()
+    o["plain_afterwards_got"] = c.messages()
     return o
 
 
