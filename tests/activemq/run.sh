@@ -3,9 +3,11 @@
 # free ports, run tests/activemq/semantics.py against it, stop the broker.
 # See tests/activemq/README.md.
 #
-# Usage: tests/activemq/run.sh activemq|halyard [semantics.py options...]
+# Usage: tests/activemq/run.sh activemq|halyard [--features] [script options...]
 #   e.g. tests/activemq/run.sh activemq --json /tmp/amq.json
 #        tests/activemq/run.sh halyard --only browse_basic,wildcards
+#   --features runs features.py (selectors, scheduled delivery, redelivery)
+#   instead, with activemq-features.xml / halyard-features.toml.
 #
 # Environment:
 #   PYTHON         python with stomp.py (default: ./.venv/bin/python, created
@@ -21,10 +23,19 @@ ROOT=$(cd "$HERE/../.." && pwd)
 TOOL=(python3 "$ROOT/bench/benchtool.py")
 BROKER=${1:-}
 [[ "$BROKER" == activemq || "$BROKER" == halyard ]] || {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 shift
+SCRIPT=semantics.py
+AMQ_XML=$ROOT/bench/activemq.xml
+HALYARD_CONF=()
+if [[ "${1:-}" == --features ]]; then
+    shift
+    SCRIPT=features.py
+    AMQ_XML=$HERE/activemq-features.xml
+    HALYARD_CONF=(--config "$HERE/halyard-features.toml")
+fi
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -77,7 +88,7 @@ if [[ $BROKER == activemq ]]; then
     # one STOMP connector on 127.0.0.1, ActiveMQ's defaults otherwise, which
     # include the VirtualTopic interceptor "VirtualTopic.>" / "Consumer.*.").
     mkdir -p "$DIR/conf" "$DIR/data"
-    cp "$ROOT/bench/activemq.xml" "$DIR/conf/activemq.xml"
+    cp "$AMQ_XML" "$DIR/conf/activemq.xml"
     cp "$ROOT/bench/activemq-log4j.properties" "$DIR/conf/log4j.properties"
     CMD=(java -Xms64m -Xmx1g
         --add-reads=java.xml=java.logging
@@ -111,7 +122,7 @@ else
     fi
     [[ -x "$HALYARD_BIN" ]] || die "$HALYARD_BIN not found"
     mkdir -p "$DIR/data"
-    CMD=("$HALYARD_BIN" broker --data-dir "$DIR/data" --stomp "127.0.0.1:$PORT" --http "127.0.0.1:$HTTP")
+    CMD=("$HALYARD_BIN" broker "${HALYARD_CONF[@]}" --data-dir "$DIR/data" --stomp "127.0.0.1:$PORT" --http "127.0.0.1:$HTTP")
 fi
 
 log "starting $BROKER on 127.0.0.1:$PORT (log: $DIR/broker.log)"
@@ -121,4 +132,4 @@ ready=$("${TOOL[@]}" launch "$PORT" 60 "$DIR/broker.log" -- "${CMD[@]}") || {
 }
 BROKER_PID=${ready%% *}
 log "ready: pid $BROKER_PID, ${ready#* }"
-"$PYTHON" "$HERE/semantics.py" --host 127.0.0.1 --port "$PORT" "$@"
+"$PYTHON" "$HERE/$SCRIPT" --host 127.0.0.1 --port "$PORT" "$@"
