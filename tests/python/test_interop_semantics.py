@@ -806,7 +806,6 @@ def test_no_local(stomp_connect):
 @pytest.mark.parametrize("header,value", [
     ("activemq.retroactive", "true"),
     ("activemq.someOption", "1"),
-    ("activemq.selector", "a = 1"),
 ])
 def test_unimplemented_subscribe_headers_are_refused(stomp_connect, header, value):
     c = stomp_connect()
@@ -823,19 +822,16 @@ def test_retroactive_false_is_accepted(stomp_connect):
     c.errors.assert_empty()
 
 
-@pytest.mark.parametrize("header,value", [
-    ("AMQ_SCHEDULED_DELAY", "1000"),
-    ("AMQ_SCHEDULED_PERIOD", "1000"),
-    ("AMQ_SCHEDULED_REPEAT", "2"),
-    ("AMQ_SCHEDULED_CRON", "* * * * *"),
-])
-def test_scheduled_delivery_headers_are_refused(stomp_connect, broker, header, value):
-    q = f"/queue/{uniq('sched')}"
+def test_activemq_selector_is_a_selector(stomp_connect):
+    """ActiveMQ sets `activemq.*` headers on its consumer by name, so
+    `activemq.selector` selects as `selector` does."""
+    q = f"/queue/{uniq('as')}"
     c = stomp_connect()
-    c.conn.send(q, "later", headers={header: value})
-    assert_fatal(c, mentions=header)
-    # Not sent at once either.
-    assert broker.destination_stats(q) is None or broker.destination_stats(q)["enqueued"] == 0
+    c.subscribe(q, id="s", **{"activemq.selector": "color = 'red'"})
+    c.send(q, "blue", color="blue")
+    c.send(q, "red", color="red", receipt=True)
+    assert c.next_message().body == "red"
+    c.errors.assert_empty()
 
 
 # --------------------------------------------------------------------------

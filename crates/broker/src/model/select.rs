@@ -45,6 +45,10 @@ impl Fields for Selectable<'_> {
             "JMSCorrelationID" => property(m, "correlation-id"),
             "JMSType" => property(m, "type"),
             "JMSReplyTo" => property(m, "reply-to"),
+            // The STOMP headers ActiveMQ turns into JMS header fields are
+            // not properties there: a selector reads them by their JMS
+            // names only (checked against ActiveMQ 5.17, tests/activemq).
+            "type" | "priority" | "persistent" | "expires" | "timestamp" => None,
             _ => property(m, name),
         }
     }
@@ -125,5 +129,6 @@ mod tests {
         assert!(sel("JMSDestination = 'queue://q'", &m));
         assert!(sel("NOT JMSRedelivered AND JMSXDeliveryCount = 1", &m));
         assert!(!sel("color = 'blue'", &m));
+        assert!(!sel("type = 'order'", &m), "a JMS header field under its STOMP name");
     }
 }
