@@ -156,9 +156,7 @@ impl Plan {
             .headers
             .iter()
             .map(|h| match h.split_once(':') {
-                Some((name, value)) if !name.is_empty() => {
-                    Ok((name.to_owned(), value.to_owned()))
-                }
+                Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
                 _ => bail!("--header must be NAME:VALUE, got '{h}'"),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -238,7 +238,8 @@ async fn cron_runs_go_on_across_a_kill_9_and_restart_on_the_journal() {
     let mut b = BrokerProcess::start(&Store::Journal.toml("sch_cron_runs").await).await;
     let mut c = subscriber(b.stomp, "/queue/sch-cron-restart").await;
     let mut p = Stomp::connect(b.stomp).await;
-    p.send_msg("/queue/sch-cron-restart", "run", CRON_RUNS).await;
+    p.send_msg("/queue/sch-cron-restart", "run", CRON_RUNS)
+        .await;
     // Killed inside a run, after its first firing.
     let first = next_firing(&mut c, "the first firing").await;
     drop((c, p));
