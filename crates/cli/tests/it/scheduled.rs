@@ -3,7 +3,7 @@
 //! within 50 ms after it, repeats come as many times as asked and spaced
 //! by their period, cron fires every second, cron with a repeat starts a
 //! run of `repeat + 1` firings at every cron time (also across a `kill -9`
-//! and restart), a delay works to a topic and
+//! and restart, journal and PostgreSQL), a delay works to a topic and
 //! to a composite destination, bad values get an ERROR, `max-messages`
 //! refuses more, a disabled scheduler delivers at once, and a schedule
 //! survives a restart on the journal and on PostgreSQL and a `kill -9`
@@ -235,7 +235,18 @@ async fn cron_with_a_repeat_starts_a_run_of_repeat_plus_one_firings_at_every_cro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_runs_go_on_across_a_kill_9_and_restart_on_the_journal() {
-    let mut b = BrokerProcess::start(&Store::Journal.toml("sch_cron_runs").await).await;
+    cron_runs_go_on_across_a_kill_9_and_restart(Store::Journal, "sch_cron_runs_journal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_runs_go_on_across_a_kill_9_and_restart_on_postgres() {
+    cron_runs_go_on_across_a_kill_9_and_restart(Store::Postgres, "sch_cron_runs_pg").await;
+}
+
+/// Killed inside a run: after the restart the run ends with the firings it
+/// had left, once each, and the cron schedule goes on starting runs.
+async fn cron_runs_go_on_across_a_kill_9_and_restart(store: Store, hint: &'static str) {
+    let mut b = BrokerProcess::start(&store.toml(hint).await).await;
     let mut c = subscriber(b.stomp, "/queue/sch-cron-restart").await;
     let mut p = Stomp::connect(b.stomp).await;
     p.send_msg("/queue/sch-cron-restart", "run", CRON_RUNS)
