@@ -68,6 +68,10 @@ pub(crate) struct Args {
     /// sending more; 1 makes every send synchronous, 0 asks for none.
     #[arg(long, default_value_t = 0, value_name = "N")]
     receipt_every: u64,
+    /// A header on every message sent, as NAME:VALUE; repeatable (e.g.
+    /// `--header AMQ_SCHEDULED_DELAY:3600000` to fill the scheduler).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    headers: Vec<String>,
     /// Consumers' acknowledgement mode: auto, client or client-individual.
     #[arg(long, default_value = "auto")]
     ack: AckMode,
@@ -107,6 +111,7 @@ struct Plan {
     end: End,
     persistent: bool,
     receipt_every: u64,
+    headers: Vec<(String, String)>,
     ack: AckMode,
     prefetch: Option<u32>,
     warmup: Duration,
@@ -147,6 +152,14 @@ impl Plan {
         if a.prefetch == Some(0) {
             bail!("--prefetch must be at least 1");
         }
+        let headers = a
+            .headers
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+                _ => bail!("--header must be NAME:VALUE, got '{h}'"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Plan {
             url: a.url.clone(),
             destination: a.destination.clone(),
@@ -156,6 +169,7 @@ impl Plan {
             end,
             persistent: a.persistent,
             receipt_every: a.receipt_every,
+            headers,
             ack: a.ack,
             prefetch: a.prefetch,
             warmup: seconds("warmup", a.warmup, true)?,

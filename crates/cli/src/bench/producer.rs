@@ -45,6 +45,9 @@ pub(super) async fn run(client: Client, plan: Plan, counters: Arc<RunCounters>) 
         if !measured {
             m = m.header(WARMUP_HEADER, "1");
         }
+        for (name, value) in &plan.headers {
+            m = m.header(name.clone(), value.clone());
+        }
         let receipt = match client.send_nowait(m).await {
             Ok(r) => r,
             Err(e) => break Some(format!("send failed: {e}")),

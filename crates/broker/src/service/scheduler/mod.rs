@@ -35,7 +35,7 @@ use crate::core::BrokerCore;
 use crate::memory::Charge;
 use crate::metrics::Metrics;
 use crate::model::{Destination, Message, MessageId, Properties, Value, now_ms};
-use crate::store::{Record, StoredMessage};
+use crate::store::{Record, StoreKey, StoredMessage};
 
 /// Commands queued for the actor at most; senders wait beyond it.
 const COMMANDS: usize = 1024;
@@ -287,6 +287,11 @@ impl Actor {
         let spec = spec::parse(&message.properties, u32::MAX).ok().flatten();
         let fired = e.fired.saturating_add(1);
         let next = spec.as_ref().and_then(|s| s.next_due(fired, now, zone));
+        if let Some(s) = spec.as_ref().filter(|s| s.starts_runs()) {
+            self.start_run(e, &message, s.run_first_due(now), fired, next, work)
+                .await;
+            return;
+        }
         let repeating = spec
             .as_ref()
             .is_some_and(|s| s.repeat > 0 || s.cron.is_some());
@@ -324,6 +329,106 @@ impl Actor {
             self.insert(e);
         }
     }
+}
+
+impl Actor {
+    /// At a cron time of a cron schedule with repeats: stores a run (a new
+    /// scheduled message, the same without its cron, first due at
+    /// `run_due`) together with the cron schedule's progress in one batch,
+    /// so that after a crash either both are there or the cron time comes
+    /// again; then keeps both. The run has an id of its own, as ActiveMQ's
+    /// run has a job id of its own.
+    async fn start_run(
+        &mut self,
+        mut e: Entry,
+        cron: &Arc<Message>,
+        run_due: u64,
+        fired: u32,
+        next: Option<u64>,
+        work: &mpsc::Sender<Work>,
+    ) {
+        let core = self.core.clone();
+        let run = Arc::new(run_of(&core, cron));
+        let progress = match next {
+            Some(due) => Record::Schedule {
+                seq: e.seq,
+                due,
+                fired,
+            },
+            None => Record::Remove { seq: e.seq },
+        };
+        let records = vec![
+            // No duplicate-detection id: it is the cron message's, and the
+            // run would be taken for a resent copy of it.
+            Record::Add {
+                key: StoreKey::Scheduled,
+                message: run.clone(),
+                dedup: None,
+            },
+            Record::Schedule {
+                seq: run.seq,
+                due: run_due,
+                fired: 0,
+            },
+            progress,
+        ];
+        let completion = match core.store.submit(records).await {
+            Ok(c) => c,
+            Err(err) => {
+                // Neither is stored: the cron time comes again after a
+                // restart.
+                tracing::error!(seq = e.seq, error = %err,
+                    "a scheduled message could not start its repeats");
+                return;
+            }
+        };
+        let stored: Work = Box::pin(async move {
+            completion
+                .await
+                .map(|_| ())
+                .map_err(ServiceError::NotStored)
+        });
+        if work.send(stored).await.is_err() {
+            return;
+        }
+        self.insert(Entry::new(run, run_due));
+        if let Some(due) = next {
+            e.due = due;
+            e.fired = fired;
+            if e.message.is_none() && !core.store.pages() {
+                e.message = Some(cron.clone());
+            }
+            self.insert(e);
+        }
+    }
+}
+
+/// A run of the cron schedule `cron` (see [`Actor::start_run`]): the same
+/// message under a new sequence and id, without `AMQ_SCHEDULED_CRON`, so
+/// that it is a schedule of `repeat + 1` firings `period` apart.
+fn run_of(core: &BrokerCore, cron: &Message) -> Message {
+    let seq = core.next_seq();
+    Message {
+        seq,
+        id: MessageId {
+            prefix: core.id_prefix.clone(),
+            n: seq,
+        },
+        destination: cron.destination.clone(),
+        properties: cron
+            .properties
+            .iter()
+            .filter(|(k, _)| *k != spec::CRON)
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect(),
+        body: cron.body.clone(),
+        persistent: cron.persistent,
+        priority: cron.priority,
+        expires: cron.expires,
+        timestamp: cron.timestamp,
+        charge: Charge::none(),
+    }
+    .charged(&core.memory)
 }
 
 /// The message one firing of `scheduled` sends, and the further

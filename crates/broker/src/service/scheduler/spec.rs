@@ -11,11 +11,19 @@
 //! after the firing before it. A cron schedule fires at every time the
 //! expression names, without end.
 //!
+//! Cron with a repeat (ActiveMQ 5.17's `JobSchedulerImpl`): the cron
+//! schedule itself delivers nothing; at each of its times it starts a run,
+//! a new schedule without cron of the same message (its delay, period and
+//! repeat) counted from that moment, so `repeat + 1` deliveries, the first
+//! a delay (or, without one, a period) after the cron time and the rest
+//! `period` apart. As in ActiveMQ the first cron time already has the delay
+//! (or period) added, and the run adds it again; runs may overlap when a
+//! run is longer than the cron interval.
+//!
 //! Where ActiveMQ quietly does something odd, Halyard refuses with a clear
 //! error instead: negative numbers, values that are not whole numbers,
 //! a repeat above `scheduler.max-repeat`, an invalid cron expression, and
-//! cron combined with a repeat (ActiveMQ starts a separate repeating
-//! schedule at every cron time; not implemented here).
+//! a repeat without a period (ActiveMQ would fire all repeats at once).
 
 use std::str::FromStr;
 
@@ -57,10 +65,6 @@ pub(crate) enum SpecError {
     RepeatTooLarge { value: i64, max: u32 },
     #[error("{CRON} '{expr}' is not a valid cron expression: {reason}")]
     Cron { expr: String, reason: String },
-    #[error(
-        "{CRON} with {REPEAT} is not supported (ActiveMQ starts a repeating schedule at every cron time)"
-    )]
-    CronWithRepeat,
     #[error("{REPEAT} needs an {PERIOD} greater than 0")]
     RepeatWithoutPeriod,
     #[error("{CRON} '{expr}' names no future time")]
@@ -108,10 +112,7 @@ pub(crate) fn parse(properties: &Properties, max_repeat: u32) -> Result<Option<S
             }
         }
     };
-    if cron.is_some() && repeat > 0 {
-        return Err(SpecError::CronWithRepeat);
-    }
-    if cron.is_none() && repeat > 0 && period == 0 {
+    if repeat > 0 && period == 0 {
         return Err(SpecError::RepeatWithoutPeriod);
     }
     Ok(Some(Spec {
@@ -148,6 +149,22 @@ fn number(name: &'static str, v: &Value) -> Result<u64, SpecError> {
 }
 
 impl Spec {
+    /// Whether each cron time starts a run of repeats (see the module
+    /// docs) instead of delivering.
+    pub(crate) fn starts_runs(&self) -> bool {
+        self.cron.is_some() && self.repeat > 0
+    }
+
+    /// When a run started at `now` by a cron schedule with repeats fires
+    /// first: as a schedule without cron made then.
+    pub(crate) fn run_first_due(&self, now: u64) -> u64 {
+        now.saturating_add(if self.delay > 0 {
+            self.delay
+        } else {
+            self.period
+        })
+    }
+
     /// When a schedule made at `now` fires first.
     pub(crate) fn first_due(&self, now: u64, zone: TimeZone) -> Result<u64, SpecError> {
         let start = match &self.cron {

@@ -74,7 +74,7 @@ fn bad_values_are_refused() {
     ));
     assert!(matches!(
         bad(&[(spec::CRON, s("* * * * *")), (spec::REPEAT, s("1"))]),
-        SpecError::CronWithRepeat
+        SpecError::RepeatWithoutPeriod
     ));
     assert!(matches!(
         bad(&[(spec::DELAY, s("5")), (spec::REPEAT, s("1"))]),
@@ -108,4 +108,47 @@ fn cron_fires_at_its_times_with_seconds_and_without() {
         hourly.first_due(t, TimeZone::Utc).unwrap(),
         1_767_229_200_010
     );
+}
+
+#[test]
+fn cron_with_repeat_starts_a_run_at_each_cron_time() {
+    // 2026-01-01T00:00:00.250Z
+    let t = 1_767_225_600_250;
+    let runs = spec::parse(
+        &props(&[
+            (spec::CRON, s("* * * * * *")),
+            (spec::REPEAT, s("2")),
+            (spec::PERIOD, s("100")),
+        ]),
+        10,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(runs.starts_runs());
+    // As ActiveMQ: the first cron time has the period added...
+    let first = runs.first_due(t, TimeZone::Utc).unwrap();
+    assert_eq!(first, 1_767_225_601_100);
+    // ...a run started then fires a period later...
+    assert_eq!(runs.run_first_due(first), 1_767_225_601_200);
+    // ...and the cron schedule goes on at its next time, with nothing added.
+    assert_eq!(
+        runs.next_due(1, first, TimeZone::Utc),
+        Some(1_767_225_602_000)
+    );
+    let with_delay = spec::parse(
+        &props(&[
+            (spec::CRON, s("* * * * * *")),
+            (spec::REPEAT, s("1")),
+            (spec::PERIOD, s("100")),
+            (spec::DELAY, s("30")),
+        ]),
+        10,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(with_delay.run_first_due(first), first + 30);
+    let plain = spec::parse(&props(&[(spec::CRON, s("* * * * * *"))]), 10)
+        .unwrap()
+        .unwrap();
+    assert!(!plain.starts_runs());
 }
