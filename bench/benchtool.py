@@ -435,6 +435,7 @@ SCENARIOS = [
     ("d", "d  non-persistent, 4 prod/4 cons, no receipts"),
     ("e", "e  drain {n} queued persistent, client-indiv. ack"),
     ("f", "f  topic, 1 prod -> 10 subscribers, non-persistent"),
+    ("s", "s  persistent, 4 prod/10 selective cons (1/10 each)"),
     # PostgreSQL mode only: the same drain with Halyard on its journal
     # store, for comparison (no ActiveMQ figure).
     ("ej", "ej same drain, Halyard's journal store (reference)"),
@@ -519,7 +520,7 @@ def cmd_table(args):
             figs.append(("send msg/s", "msg/s", lambda r: r and r.get("send_rate"), True))
             figs.append(("deliveries/s, all 10 subs" if key == "f" else "receive msg/s", "msg/s",
                          lambda r: r and r.get("receive_rate"), True))
-            if key in ("a", "b", "c"):
+            if key in ("a", "b", "c", "s"):
                 figs.append(("receipt p50 us", "us", lambda r: _pct(r, "receipt_latency_us", "p50"), False))
                 figs.append(("receipt p99 us", "us", lambda r: _pct(r, "receipt_latency_us", "p99"), False))
             figs.append(("e2e p50 us", "us", lambda r: _pct(r, "e2e_latency_us", "p50"), False))

@@ -4,8 +4,8 @@
 # the same machine, one broker at a time.  See bench/README.md.
 #
 # Usage: bench/compare.sh [--store journal|postgres] [--quick]
-#                         [--only halyard|activemq] [--keep] [--no-build]
-#                         [--out DIR]
+#                         [--only halyard|activemq] [--scenarios LIST]
+#                         [--keep] [--no-build] [--out DIR]
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,7 +21,7 @@ Runs the same STOMP scenarios against Halyard and against ActiveMQ Classic
 
 Options:
   --store STORE      "journal" (default): Halyard's journal against
-                     ActiveMQ's KahaDB, scenarios a-f.
+                     ActiveMQ's KahaDB, scenarios a-f and s.
                      "postgres": both brokers store in one throwaway
                      PostgreSQL server started for the run (fresh database
                      per broker session): Halyard's postgres store against
@@ -33,6 +33,11 @@ Options:
                      --store postgres): a smoke test of the whole pipeline,
                      about 2 minutes; its figures are not meant to be quoted
   --only BROKER      run only "halyard" or "activemq"
+  --scenarios LIST   run only these scenarios, comma-separated (e.g. c,s;
+                     journal mode: a b c d e f s; postgres mode: a b c e).
+                     Each keeps its place in the counterbalanced order
+                     (a-c in sessions 1-2, the others in 3-4); a session
+                     left without scenarios is not run
   --keep             keep the brokers' temporary data directories and logs
                      (and, with --store postgres, the session databases until
                      the run's PostgreSQL server is stopped at its end)
@@ -70,6 +75,7 @@ KEEP=0
 AMQ_NODELAY=true
 BUILD=1
 OUT=""
+SCENARIOS=""
 while (($#)); do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -85,6 +91,10 @@ while (($#)); do
         --store|--store=*)
             if [[ "$1" == --store ]]; then shift; STORE=${1:-}; else STORE=${1#--store=}; fi
             [[ "$STORE" == journal || "$STORE" == postgres ]] || { echo "--store takes journal or postgres" >&2; exit 2; }
+            ;;
+        --scenarios|--scenarios=*)
+            if [[ "$1" == --scenarios ]]; then shift; SCENARIOS=${1:-}; else SCENARIOS=${1#--scenarios=}; fi
+            [[ "$SCENARIOS" =~ ^[a-z]+(,[a-z]+)*$ ]] || { echo "--scenarios takes a comma-separated list, e.g. c,s" >&2; exit 2; }
             ;;
         --keep) KEEP=1 ;;
         --activemq-nagle) AMQ_NODELAY=false ;;
@@ -151,6 +161,38 @@ as_root() {
 }
 
 want() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
+
+# Counterbalanced (ABBA) order: Halyard, ActiveMQ, ActiveMQ, Halyard.  Each
+# session is a fresh broker process with an empty data directory.
+if [[ $STORE == postgres ]]; then
+    # a, b: synchronous sends; c: streaming sends; e: drain.  Then the same
+    # drain on Halyard's journal store, for reference.
+    G1=(a b)
+    G2=(c e)
+else
+    G1=(a b c)
+    G2=(d e f s)
+fi
+if [[ -n "$SCENARIOS" ]]; then
+    # Keep only the chosen ones, each in its own place.
+    IFS=, read -r -a chosen <<<"$SCENARIOS"
+    for s in "${chosen[@]}"; do
+        [[ " ${G1[*]} ${G2[*]} " == *" $s "* ]] ||
+            die "--scenarios: no scenario '$s' with --store $STORE (there are: ${G1[*]} ${G2[*]})"
+    done
+    keep_chosen() {
+        local s out=()
+        for s in "$@"; do [[ ",$SCENARIOS," == *",$s,"* ]] && out+=("$s"); done
+        echo "${out[*]}"
+    }
+    read -r -a G1 <<<"$(keep_chosen "${G1[@]}")"
+    read -r -a G2 <<<"$(keep_chosen "${G2[@]}")"
+fi
+# run_group SEQ BROKER SCENARIO...: a session, unless it has nothing to run.
+run_group() {
+    (($# > 2)) || return 0
+    run_session "$@"
+}
 
 SCRIPT_T0=$(date +%s)
 
@@ -529,6 +571,10 @@ scenario() {
                 --count "$DRAIN_N" --size "$SIZE" --prefetch "$PREFETCH" --drain-timeout "$E_TIMEOUT"
             ;;
         f) run_bench f -d "/topic/bench.f.$SEQ" --producers 1 --consumers 10 "${timed[@]}" "${common[@]}" ;;
+        # Selective consumers: c's persistent streaming load, but 10
+        # consumers each selecting one tenth of the queue (shard = 'k').
+        s) run_bench s -d "$q" --producers 4 --consumers 10 --selectors 10 --persistent --receipt-every 100 \
+            "${timed[@]}" "${common[@]}" ;;
     esac
 }
 
@@ -624,27 +670,17 @@ run_session() {
     fi
 }
 
-# Counterbalanced (ABBA) order: Halyard, ActiveMQ, ActiveMQ, Halyard.  Each
-# session is a fresh broker process with an empty data directory.
-if [[ $STORE == postgres ]]; then
-    # a, b: synchronous sends; c: streaming sends; e: drain.  Then the same
-    # drain on Halyard's journal store, for reference.
-    G1=(a b)
-    G2=(c e)
-else
-    G1=(a b c)
-    G2=(d e f)
-fi
+# The sessions, in the counterbalanced order chosen above.
 if [[ -z "$ONLY" ]]; then
-    run_session 1 halyard "${G1[@]}"
-    run_session 2 activemq "${G1[@]}"
-    run_session 3 activemq "${G2[@]}"
-    run_session 4 halyard "${G2[@]}"
+    run_group 1 halyard "${G1[@]}"
+    run_group 2 activemq "${G1[@]}"
+    run_group 3 activemq "${G2[@]}"
+    run_group 4 halyard "${G2[@]}"
 else
-    run_session 1 "$ONLY" "${G1[@]}"
-    run_session 2 "$ONLY" "${G2[@]}"
+    run_group 1 "$ONLY" "${G1[@]}"
+    run_group 2 "$ONLY" "${G2[@]}"
 fi
-if [[ $STORE == postgres ]] && want halyard; then
+if [[ $STORE == postgres ]] && want halyard && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,e,* ]]; then
     SESSION_STORE=journal
     run_session 5 halyard ej
     SESSION_STORE=$STORE

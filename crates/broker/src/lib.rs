@@ -7,6 +7,8 @@
 
 mod acceptor;
 mod admin;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod config;
 pub mod core;
 pub mod ha;

@@ -129,6 +129,9 @@ mod tests {
         assert!(sel("JMSDestination = 'queue://q'", &m));
         assert!(sel("NOT JMSRedelivered AND JMSXDeliveryCount = 1", &m));
         assert!(!sel("color = 'blue'", &m));
-        assert!(!sel("type = 'order'", &m), "a JMS header field under its STOMP name");
+        assert!(
+            !sel("type = 'order'", &m),
+            "a JMS header field under its STOMP name"
+        );
     }
 }

@@ -44,6 +44,7 @@ pub(crate) use ack::AckRequest;
 pub(crate) use connection::{ConnectRequest, Connection, Principal, Tracked};
 pub(crate) use error::ServiceError;
 pub(crate) use pipeline::Pipeline;
+pub(crate) use selector::parse as parse_selector;
 pub(crate) use send::NewMessage;
 pub(crate) use subscribe::{SubscribeSpec, Unsubscribe};
 pub(crate) use subscriptions::{AckMode, AckRef, DeliveryToken};

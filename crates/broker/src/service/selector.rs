@@ -31,12 +31,22 @@ impl Service {
     /// Parses a selector with the broker's `[selectors]` settings; `None`
     /// for an empty one (JMS: no selector).
     pub(crate) fn selector(&self, text: &str) -> Result<Option<Arc<dyn Select>>, ParseError> {
-        let config = &self.core.config.selectors;
-        let options = Options {
-            convert_string_expressions: config.convert_string_expressions,
-            max_len: config.max_length,
-        };
-        Ok(Selector::parse_optional(text, &options)?
-            .map(|s| Arc::new(MessageSelector(s)) as Arc<dyn Select>))
+        parse(text, &self.core.config.selectors)
     }
+}
+
+/// Parses a selector with `[selectors]` settings `config`, as the core's
+/// dispatchers call it; `None` for an empty one. Apart from [`Service`] so
+/// the dispatch benchmark (`crate::bench_support`) judges messages exactly
+/// as subscriptions do.
+pub(crate) fn parse(
+    text: &str,
+    config: &crate::config::SelectorsConfig,
+) -> Result<Option<Arc<dyn Select>>, ParseError> {
+    let options = Options {
+        convert_string_expressions: config.convert_string_expressions,
+        max_len: config.max_length,
+    };
+    Ok(Selector::parse_optional(text, &options)?
+        .map(|s| Arc::new(MessageSelector(s)) as Arc<dyn Select>))
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use halyard_client::{AckMode, Client, ClientError, Message, SubscribeOptions, Subscription};
 
 use super::stats::Latency;
-use super::{Plan, RunCounters, SENT_HEADER, WARMUP_HEADER, connect, epoch_us};
+use super::{Plan, RunCounters, SENT_HEADER, SHARD_HEADER, WARMUP_HEADER, connect, epoch_us};
 
 pub(super) struct Consumer {
     client: Client,
@@ -27,6 +27,11 @@ impl Consumer {
         let mut options = SubscribeOptions::default().ack(plan.ack);
         if let Some(p) = plan.prefetch {
             options = options.prefetch(p);
+        }
+        if plan.selectors.is_some() {
+            options
+                .headers
+                .push(("selector".to_owned(), format!("{SHARD_HEADER} = '{i}'")));
         }
         let sub = client.subscribe(&plan.destination, options).await?;
         Ok(Consumer { client, sub })

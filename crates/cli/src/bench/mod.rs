@@ -25,6 +25,11 @@ use report::Report;
 const SENT_HEADER: &str = "bench-sent-us";
 /// Header marking warm-up messages.
 const WARMUP_HEADER: &str = "bench-warmup";
+/// Header (a message property) that `--selectors N` sets to the message's
+/// shard, and that each consumer's selector names.
+const SHARD_HEADER: &str = "shard";
+/// Most shards `--selectors` takes: one consumer connection each.
+const MAX_SELECTORS: u32 = 10_000;
 
 /// Measures throughput and latency of a STOMP broker.
 ///
@@ -32,6 +37,7 @@ const WARMUP_HEADER: &str = "bench-warmup";
 ///   halyard bench --producers 16 --persistent --receipt-every 1 --duration 20
 ///   halyard bench --producers 0 --consumers 1 --count 100000 --ack client-individual
 ///   halyard bench -d /topic/prices --consumers 10 --count 50000
+///   halyard bench --producers 4 --consumers 10 --selectors 10 --persistent --duration 15
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
@@ -85,6 +91,17 @@ pub(crate) struct Args {
     /// remaining messages before counting them missing.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     drain_timeout: f64,
+    /// Selective consumers: every message carries a header (a property)
+    /// `shard` = i mod N, i counting each producer's messages, and consumer k
+    /// subscribes with the selector `shard = 'k'`, so each of the N
+    /// consumers takes 1/N of the messages and nothing is for two of
+    /// them. Needs --consumers N (one consumer per shard; with
+    /// --consumers 0 producers only tag their messages) and a /queue/ or
+    /// /topic/ destination. The string literal matches STOMP's string
+    /// headers on every broker, whether or not it converts strings to
+    /// numbers.
+    #[arg(long, value_name = "N")]
+    selectors: Option<u32>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -117,6 +134,8 @@ struct Plan {
     warmup: Duration,
     drain_timeout: Duration,
     topic: bool,
+    /// Shards of `--selectors`: consumer k selects `shard = 'k'`.
+    selectors: Option<u32>,
 }
 
 fn seconds(name: &str, v: f64, allow_zero: bool) -> anyhow::Result<Duration> {
@@ -160,6 +179,23 @@ impl Plan {
                 _ => bail!("--header must be NAME:VALUE, got '{h}'"),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(n) = a.selectors {
+            if n == 0 || n > MAX_SELECTORS {
+                bail!("--selectors must be between 1 and {MAX_SELECTORS}, got {n}");
+            }
+            if !(topic || a.destination.starts_with("/queue/")) {
+                bail!(
+                    "--selectors needs a /queue/NAME or /topic/NAME destination, got {}",
+                    a.destination
+                );
+            }
+            if a.consumers != n && a.consumers != 0 {
+                bail!(
+                    "--selectors {n} needs --consumers {n} (consumer k selects shard k), got --consumers {}",
+                    a.consumers
+                );
+            }
+        }
         Ok(Plan {
             url: a.url.clone(),
             destination: a.destination.clone(),
@@ -175,6 +211,7 @@ impl Plan {
             warmup: seconds("warmup", a.warmup, true)?,
             drain_timeout: seconds("drain-timeout", a.drain_timeout, true)?,
             topic,
+            selectors: a.selectors,
         })
     }
 }
@@ -268,7 +305,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     if plan.producers > 0 {
         let sent = counters.sent.load(Ordering::Relaxed);
-        let per_message = if plan.topic {
+        // With selectors, each message is for exactly one subscriber.
+        let per_message = if plan.topic && plan.selectors.is_none() {
             u64::from(plan.consumers)
         } else {
             1

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use halyard_client::{Client, SendMessage};
 
 use super::stats::Latency;
-use super::{End, Plan, RunCounters, SENT_HEADER, WARMUP_HEADER, epoch_us};
+use super::{End, Plan, RunCounters, SENT_HEADER, SHARD_HEADER, WARMUP_HEADER, epoch_us};
 
 pub(super) struct ProducerResult {
     pub(super) receipts: Latency,
@@ -47,6 +47,9 @@ pub(super) async fn run(client: Client, plan: Plan, counters: Arc<RunCounters>) 
         }
         for (name, value) in &plan.headers {
             m = m.header(name.clone(), value.clone());
+        }
+        if let Some(n) = plan.selectors {
+            m = m.header(SHARD_HEADER, (i % u64::from(n)).to_string());
         }
         let receipt = match client.send_nowait(m).await {
             Ok(r) => r,

@@ -25,6 +25,8 @@ pub(super) struct Report {
     receipt_every: u64,
     ack: &'static str,
     prefetch: Option<u32>,
+    /// `--selectors N`: consumer k selected `shard = 'k'` of N shards.
+    selectors: Option<u32>,
     warmup_s: f64,
     /// Start of the run, µs since the Unix epoch.
     started_at_us: u64,
@@ -73,6 +75,7 @@ impl Report {
             receipt_every: plan.receipt_every,
             ack: plan.ack.as_str(),
             prefetch: plan.prefetch,
+            selectors: plan.selectors,
             warmup_s: plan.warmup.as_secs_f64(),
             started_at_us,
             sent: 0,
@@ -170,6 +173,12 @@ impl fmt::Display for Report {
                 .unwrap_or_else(|| "broker default".into()),
             self.warmup_s
         )?;
+        if let Some(n) = self.selectors {
+            writeln!(
+                f,
+                "  selectors: consumer k takes shard = 'k' of {n} (each message is for one consumer)"
+            )?;
+        }
         if self.producers > 0 {
             writeln!(
                 f,

@@ -539,6 +539,89 @@ async fn bench_smoke_queue_topic_and_drain() {
     assert!(err.contains("5 message(s) missing"), "{err}");
 }
 
+/// `--selectors N`: producers tag each message `shard` = i mod N and
+/// consumer k selects `shard = 'k'`, so each message goes to exactly one
+/// consumer, on a queue and on a topic.
+#[tokio::test]
+async fn bench_selectors_split_the_messages_between_selective_consumers() {
+    let b = BrokerProcess::start("").await;
+    let url = b.url();
+    let json = |out: &str| -> serde_json::Value { serde_json::from_str(out.trim()).unwrap() };
+    let bench = |extra: &[&str]| {
+        let mut all = vec!["bench", "--url", url.as_str(), "--json"];
+        all.extend_from_slice(extra);
+        let (code, out, err) = run_cli(&all, None);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        json(&out)
+    };
+
+    // A queue: 3 selective consumers share 3000 persistent messages.
+    let v = bench(&[
+        "-d",
+        "/queue/shards",
+        "--producers",
+        "2",
+        "--consumers",
+        "3",
+        "--selectors",
+        "3",
+        "--count",
+        "3000",
+        "--persistent",
+        "--receipt-every",
+        "50",
+    ]);
+    assert_eq!(
+        (&v["sent"], &v["received"], &v["missing"], &v["extra"]),
+        (&3000.into(), &3000.into(), &0.into(), &0.into()),
+        "{v}"
+    );
+    assert_eq!(v["selectors"], 3);
+    assert_eq!(v["e2e_latency_us"]["count"], 3000);
+
+    // A topic: each message reaches one of the 3 subscribers, not all 3.
+    let v = bench(&[
+        "-d",
+        "/topic/shards",
+        "--consumers",
+        "3",
+        "--selectors",
+        "3",
+        "--count",
+        "600",
+    ]);
+    assert_eq!(
+        (&v["sent"], &v["received"], &v["extra"]),
+        (&600.into(), &600.into(), &0.into()),
+        "{v}"
+    );
+
+    // The producers' tags: a third of a filled queue is shard 2, in order.
+    let v = bench(&[
+        "-d",
+        "/queue/tagged",
+        "--consumers",
+        "0",
+        "--selectors",
+        "3",
+        "--count",
+        "30",
+    ]);
+    assert_eq!(v["sent"], 30);
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/tagged", "auto", &[("selector", "shard = '2'")])
+        .await;
+    for _ in 0..10 {
+        let m = c.recv_message().await;
+        assert_eq!(m.headers.get("shard"), Some("2"), "{m:?}");
+    }
+    // Nothing else of shard 2 was queued: the next one is a marker sent now.
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/tagged", "marker", &[("shard", "2")])
+        .await;
+    assert_eq!(body(&c.recv_message().await), "marker");
+}
+
 #[test]
 fn bench_rejects_impossible_plans() {
     for (args, want) in [
@@ -555,6 +638,22 @@ fn bench_rejects_impossible_plans() {
         (vec!["--duration", "nan"], "--duration"),
         (vec!["--count", "0"], "--count must be at least 1"),
         (vec!["--prefetch", "0"], "--prefetch"),
+        (vec!["--selectors", "0"], "--selectors must be between 1"),
+        (
+            vec!["--selectors", "4", "--consumers", "2"],
+            "--selectors 4 needs --consumers 4",
+        ),
+        (
+            vec![
+                "--selectors",
+                "2",
+                "--consumers",
+                "2",
+                "-d",
+                "/temp-queue/x",
+            ],
+            "needs a /queue/NAME or /topic/NAME",
+        ),
     ] {
         let mut all = vec!["bench", "--url", "stomp://127.0.0.1:1"];
         all.extend(args.iter().copied());
