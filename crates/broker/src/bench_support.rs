@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{BrokerConfig, Redelivery};
 use crate::core::dispatch::{Dispatcher, Effect, Policy};
-use crate::core::{ConsumerId, ConsumerReg, Delivery, SubKey};
+use crate::core::{ConsumerId, ConsumerReg, Delivery};
 use crate::memory::Charge;
 use crate::model::{Destination, Message, MessageId, Properties, Value};
 
@@ -73,18 +73,8 @@ impl QueueDispatcher {
         let id = ConsumerId(index as u64 + 1);
         let (tx, rx) = mpsc::unbounded_channel();
         self.dispatcher.add_consumer(ConsumerReg {
-            id,
-            sub: SubKey(id.0),
-            prefetch,
-            tx,
-            records_deliveries: false,
-            kick: Arc::default(),
-            priority: 0,
-            exclusive: false,
-            no_local: None,
-            pending_limit: None,
-            shared: None,
             selector,
+            ..ConsumerReg::plain(id.0, prefetch, tx)
         });
         self.consumers.push((id, rx));
         Ok(index)

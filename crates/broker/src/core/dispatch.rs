@@ -191,6 +191,26 @@ pub(crate) struct ConsumerReg {
 }
 
 impl ConsumerReg {
+    /// A plain consumer `id` (its subscription numbered alike) of
+    /// `prefetch`, delivering to `tx`: no priority, no options (tests and
+    /// benches; the service fills in what a SUBSCRIBE asks for).
+    pub(crate) fn plain(id: u64, prefetch: u32, tx: DeliveryTx) -> ConsumerReg {
+        ConsumerReg {
+            id: ConsumerId(id),
+            sub: SubKey(id),
+            prefetch,
+            tx,
+            records_deliveries: false,
+            kick: Arc::default(),
+            priority: 0,
+            exclusive: false,
+            no_local: None,
+            pending_limit: None,
+            shared: None,
+            selector: None,
+        }
+    }
+
     /// The same consumer, registered under another id (a wildcard
     /// subscription's registration at one more destination).
     pub(crate) fn with_id(&self, id: ConsumerId) -> ConsumerReg {
@@ -1545,20 +1565,7 @@ mod tests {
 
     /// A plain consumer `id` of prefetch `prefetch` delivering to `tx`.
     fn reg(id: u64, prefetch: u32, tx: DeliveryTx) -> ConsumerReg {
-        ConsumerReg {
-            id: ConsumerId(id),
-            sub: SubKey(id),
-            prefetch,
-            tx,
-            records_deliveries: false,
-            kick: Arc::default(),
-            priority: 0,
-            exclusive: false,
-            no_local: None,
-            pending_limit: None,
-            shared: None,
-            selector: None,
-        }
+        ConsumerReg::plain(id, prefetch, tx)
     }
 
     fn consumer(d: &mut Dispatcher, id: u64, prefetch: u32) -> mpsc::UnboundedReceiver<Delivery> {

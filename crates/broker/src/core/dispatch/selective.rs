@@ -197,7 +197,7 @@ mod tests {
 
     use tokio::sync::mpsc;
 
-    use super::super::{ConsumerId, ConsumerReg, Delivery, Dispatcher, Policy, Select, SubKey};
+    use super::super::{ConsumerId, ConsumerReg, Delivery, Dispatcher, Policy, Select};
     use crate::model::{Message, test_message as msg};
 
     /// Selects messages whose seq is `r` modulo `m`, counting evaluations.
@@ -240,18 +240,8 @@ mod tests {
     ) -> mpsc::UnboundedReceiver<Delivery> {
         let (tx, rx) = mpsc::unbounded_channel();
         d.add_consumer(ConsumerReg {
-            id: ConsumerId(id),
-            sub: SubKey(id),
-            prefetch,
-            tx,
-            records_deliveries: false,
-            kick: Arc::default(),
-            priority: 0,
-            exclusive: false,
-            no_local: None,
-            pending_limit: None,
-            shared: None,
             selector: selector.map(|s| s as Arc<dyn Select>),
+            ..ConsumerReg::plain(id, prefetch, tx)
         });
         rx
     }
