@@ -435,8 +435,12 @@ async fn postgres_restarting_or_crashing_under_load_loses_nothing() {
         "master's metrics: {renewals} lease renewals, {failures} failed, {retries} store writes retried, lease proven for {remaining} ms more"
     );
     assert!(remaining > 0 && remaining <= 4000, "{remaining}");
+    // The master rode the outages out, and its metrics show them; or (on a
+    // loaded machine, where PostgreSQL took longer than the lease to come
+    // back) it stepped down and the slave took over, whose metrics start
+    // after them: the takeover is the trace then.
     assert!(
-        failures + retries >= 1,
+        failures + retries >= 1 || master != a,
         "the outages left no trace in the metrics"
     );
     let down_at = Instant::now();
