@@ -138,14 +138,17 @@ impl QueueActor {
                         self.dispatcher.clear();
                         break;
                     }
-                    Some(cmd @ Control::Browse { .. }) => {
-                        // A browser sees what senders have been told the
-                        // queue has: what waits in the publish channel too.
+                    Some(cmd @ (Control::Browse { .. } | Control::Stats { .. })) => {
+                        // A browser, and the statistics, see what senders
+                        // have been told the queue has (a RECEIPT can come
+                        // before the queue took the message): what waits
+                        // in the publish channel too.
                         while self.dispatcher.accepting() {
                             let Ok(m) = publish.try_recv() else { break };
                             let e = m.envelope;
                             self.dispatcher.push_from(m.accept(), self.stores, e.origin, e.group);
                         }
+                        passive = matches!(cmd, Control::Stats { .. });
                         self.control(cmd, &mut effects);
                     }
                     Some(cmd) => {

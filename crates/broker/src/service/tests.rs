@@ -420,3 +420,28 @@ async fn a_virtual_topic_feeds_each_consumer_queue_made_before_the_send() {
     a.nothing_more().await;
     b.nothing_more().await;
 }
+
+/// A queue's statistics count what senders were told it has: also what
+/// still waits in its publish channel, since a RECEIPT may come before the
+/// queue's actor took the message (and the actor serves control requests
+/// first). On this single-threaded runtime the actor cannot run between
+/// the publishes and the request, so the request meets them all waiting.
+#[tokio::test]
+async fn queue_statistics_count_messages_waiting_in_the_publish_channel() {
+    let s = service(BrokerConfig::default());
+    let q = Destination::queue("q");
+    let h = s.core.destination(&q).expect("the queue");
+    for seq in 1..=3 {
+        let m = crate::model::test_message(seq, 4);
+        h.publish(m, false, crate::core::Envelope::default())
+            .await
+            .expect("published");
+    }
+    let stats = s.core.destination_stats().await;
+    let q = stats
+        .iter()
+        .find(|d| d.destination == "/queue/q")
+        .expect("the queue's statistics");
+    assert_eq!(q.dispatch.enqueued, 3, "{stats:?}");
+    assert_eq!(q.dispatch.ready, 3, "{stats:?}");
+}
