@@ -150,11 +150,16 @@ impl Service {
         let mut topics: HashMap<DurableName, DestHandle> = HashMap::new();
         for s in recovered.subscriptions {
             let topic = s.topic;
-            let selector = match s.selector.as_deref().map(|t| self.selector(t)).transpose() {
+            let selector = match s
+                .selector
+                .as_deref()
+                .map(|t| self.stored_selector(t))
+                .transpose()
+            {
                 Ok(selector) => selector.flatten(),
-                // A selector this broker no longer accepts (a stricter
-                // limit, say): the subscription keeps its messages and
-                // selects nothing out until it is made again.
+                // Only a broker that parses differently (an older one
+                // accepted it) gets here: the subscription keeps its
+                // messages and selects nothing out until it is made again.
                 Err(e) => {
                     tracing::error!(client_id = %s.client_id, subscription = %s.name, error = %e,
                         "cannot parse a durable subscription's stored selector; it selects everything");

@@ -33,6 +33,20 @@ impl Service {
     pub(crate) fn selector(&self, text: &str) -> Result<Option<Arc<dyn Select>>, ParseError> {
         parse(text, &self.core.config.selectors)
     }
+
+    /// Parses a durable subscription's stored selector. It was accepted
+    /// when the subscription was made, so a `max-length` lowered since
+    /// does not apply to it.
+    pub(crate) fn stored_selector(
+        &self,
+        text: &str,
+    ) -> Result<Option<Arc<dyn Select>>, ParseError> {
+        let config = crate::config::SelectorsConfig {
+            max_length: usize::MAX,
+            ..self.core.config.selectors.clone()
+        };
+        parse(text, &config)
+    }
 }
 
 /// Parses a selector with `[selectors]` settings `config`, as the core's

@@ -935,6 +935,36 @@ async fn durable_selector_across_restart(store: Store) {
     s.expect_silence(QUIET).await;
 }
 
+/// A stored selector is read back as it was accepted: a `max-length`
+/// lowered since does not make the subscription keep everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_selector_outlives_a_lower_length_limit() {
+    let mut b = BrokerProcess::start("").await;
+    let mut s = durable_client(b.stomp, "sel-limit").await;
+    s.subscribe(
+        "d",
+        DT,
+        "client-individual",
+        &durable_sub("reds", "color = 'red'"),
+    )
+    .await;
+    s.disconnect().await;
+    std::fs::write(
+        b.dir.path().join("halyard.toml"),
+        "[selectors]\nmax-length = 5\n",
+    )
+    .unwrap();
+    b.kill();
+    b.restart().await;
+    let mut p = Stomp::connect(b.stomp).await;
+    // Receipted: the subscription's copies are in before each receipt.
+    publish_colors(&mut p, "a", 4).await;
+    let stats = dest_stats(b.http, DT)
+        .await
+        .expect("the topic's statistics");
+    assert_eq!(stats["ready"], 2, "only the reds are kept: {stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_selector_survives_kill_9_and_restart_on_the_journal() {
     durable_selector_across_restart(Store::Journal).await;
