@@ -1099,14 +1099,8 @@ impl Dispatcher {
         let mut freed = 0;
         for q in 0..=p {
             let from = if q == p { arrival + 1 } else { 0 };
-            for e in self.ready[q].range_mut(from..).rev().map(|(_, e)| e) {
-                if freed >= bytes {
-                    break;
-                }
-                if e.stored && e.message.take().is_some() {
-                    freed += e.weight as usize;
-                }
-            }
+            let behind = self.ready[q].range_mut(from..).rev().map(|(_, e)| e);
+            freed += drop_stored_bodies(behind, bytes.saturating_sub(freed));
         }
         self.paged_in -= freed;
         freed
@@ -1534,6 +1528,25 @@ impl Dispatcher {
             .map(|e| e.seq)
             .collect()
     }
+}
+
+/// Drops the bodies of the stored entries among `entries`, in the order
+/// given, until `bytes` are freed (they are on disk and read back when
+/// their turn comes); returns the bytes freed, for the caller to account.
+fn drop_stored_bodies<'a>(entries: impl Iterator<Item = &'a mut Entry>, bytes: usize) -> usize {
+    let mut freed = 0;
+    if bytes == 0 {
+        return 0;
+    }
+    for e in entries {
+        if e.stored && e.message.take().is_some() {
+            freed += e.weight as usize;
+            if freed >= bytes {
+                break;
+            }
+        }
+    }
+    freed
 }
 
 fn snap(e: &Entry, deliveries: u32) -> Snap {

@@ -115,6 +115,21 @@ struct QueueActor {
 }
 
 impl QueueActor {
+    /// Takes a published message in.
+    fn take(&mut self, m: Publish) {
+        let e = m.envelope;
+        self.dispatcher
+            .push_from(m.accept(), self.stores, e.origin, e.group);
+    }
+
+    /// Takes in what waits in the publish channel, while there is room.
+    fn take_waiting(&mut self, publish: &mut mpsc::Receiver<Publish>) {
+        while self.dispatcher.accepting() {
+            let Ok(m) = publish.try_recv() else { break };
+            self.take(m);
+        }
+    }
+
     async fn run(
         mut self,
         mut control: mpsc::Receiver<Control>,
@@ -143,18 +158,11 @@ impl QueueActor {
                         // have been told the queue has (a RECEIPT can come
                         // before the queue took the message): what waits
                         // in the publish channel too.
-                        while self.dispatcher.accepting() {
-                            let Ok(m) = publish.try_recv() else { break };
-                            let e = m.envelope;
-                            self.dispatcher.push_from(m.accept(), self.stores, e.origin, e.group);
-                        }
+                        self.take_waiting(&mut publish);
                         passive = matches!(cmd, Control::Stats { .. });
                         self.control(cmd, &mut effects);
                     }
-                    Some(cmd) => {
-                        passive = matches!(cmd, Control::Stats { .. });
-                        self.control(cmd, &mut effects);
-                    }
+                    Some(cmd) => self.control(cmd, &mut effects),
                 },
                 loaded = next_loaded(&mut self.loading) => {
                     self.loading = None;
@@ -163,13 +171,8 @@ impl QueueActor {
                 loaded = self.browsers.next_loaded() => self.browsers.loaded(loaded),
                 m = publish.recv(), if accepting => {
                     let Some(m) = m else { break };
-                    let e = m.envelope;
-                    self.dispatcher.push_from(m.accept(), self.stores, e.origin, e.group);
-                    while self.dispatcher.accepting() {
-                        let Ok(m) = publish.try_recv() else { break };
-                        let e = m.envelope;
-                        self.dispatcher.push_from(m.accept(), self.stores, e.origin, e.group);
-                    }
+                    self.take(m);
+                    self.take_waiting(&mut publish);
                 }
                 _ = sweep.tick() => {
                     passive = true;

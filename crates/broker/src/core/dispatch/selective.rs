@@ -19,7 +19,7 @@
 //! memory limit is reached, the bodies of stored entries that every
 //! consumer has already judged are dropped again to make room.
 
-use super::{Dispatcher, Effect, LOAD_AHEAD};
+use super::{Dispatcher, Effect, LOAD_AHEAD, drop_stored_bodies};
 
 impl Dispatcher {
     /// An entry of priority `p` went (back) into the ready list at
@@ -154,7 +154,7 @@ impl Dispatcher {
     /// (only when every consumer is selective: otherwise the head pass
     /// will deliver those entries). Returns the bytes freed.
     pub(super) fn drop_judged_bodies(&mut self, bytes: usize) -> usize {
-        if self.selective == 0 || self.selective != self.consumers.len() {
+        if self.selective == 0 || self.selective != self.consumers.len() || !self.policy.pages {
             return 0;
         }
         let mut freed = 0;
@@ -169,17 +169,12 @@ impl Dispatcher {
             if from >= judged {
                 continue;
             }
-            let pages = self.policy.pages;
             let mut last = from;
-            for (&arrival, e) in self.ready[p].range_mut(from..judged) {
+            let judged = self.ready[p].range_mut(from..judged).map(|(&arrival, e)| {
                 last = arrival + 1;
-                if e.stored && pages && e.message.take().is_some() {
-                    freed += e.weight as usize;
-                    if freed >= bytes {
-                        break;
-                    }
-                }
-            }
+                e
+            });
+            freed += drop_stored_bodies(judged, bytes - freed);
             self.judged_dropped[p] = last;
             if freed >= bytes {
                 break;
