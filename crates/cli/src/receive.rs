@@ -22,6 +22,11 @@ pub(crate) struct Args {
     /// Prefetch (most unacknowledged messages in flight).
     #[arg(long)]
     prefetch: Option<u32>,
+    /// Only messages this JMS selector selects, e.g. "color = 'red' AND
+    /// weight > 2" (headers compared with numbers are converted; see
+    /// docs/SELECTORS.md).
+    #[arg(long)]
+    selector: Option<String>,
     /// Give up after this many seconds without a message.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
@@ -46,6 +51,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = SubscribeOptions::default().ack(args.ack);
     if let Some(p) = args.prefetch {
         options = options.prefetch(p);
+    }
+    if let Some(s) = args.selector {
+        options = options.selector(s);
     }
     let mut sub = client.subscribe(&args.target.destination, options).await?;
     let mut stdout = std::io::stdout().lock();

@@ -120,6 +120,14 @@ impl SubscribeOptions {
         self.prefetch = Some(prefetch);
         self
     }
+
+    /// Takes only the messages a JMS message selector selects (the
+    /// `selector` header; Halyard's docs/SELECTORS.md). The broker refuses
+    /// an invalid one, naming the position.
+    pub fn selector(mut self, selector: impl Into<String>) -> SubscribeOptions {
+        self.headers.push(("selector".to_owned(), selector.into()));
+        self
+    }
 }
 
 /// What the broker said in CONNECTED.

@@ -113,6 +113,62 @@ async fn send_and_receive_round_trip() {
 }
 
 #[tokio::test]
+async fn receive_with_a_selector_takes_only_what_it_selects() {
+    let b = BrokerProcess::start("").await;
+    let url = b.url();
+    for (body, color, weight) in [("a", "red", "1"), ("b", "blue", "5"), ("c", "red", "5")] {
+        let color = format!("color={color}");
+        let weight = format!("weight={weight}");
+        let args = [
+            "send",
+            "--url",
+            &url,
+            "-d",
+            "/queue/sel",
+            "-H",
+            &color,
+            "-H",
+            &weight,
+            body,
+        ];
+        let (code, _, err) = run_cli(&args, None);
+        assert_eq!(code, 0, "{err}");
+    }
+    let receive = |selector: &'static str| {
+        let url = url.clone();
+        move |n: &'static str| {
+            run_cli(
+                &[
+                    "receive",
+                    "--url",
+                    &url,
+                    "-d",
+                    "/queue/sel",
+                    "-n",
+                    n,
+                    "--timeout",
+                    "5",
+                    "--selector",
+                    selector,
+                ],
+                None,
+            )
+        }
+    };
+    let (code, out, err) = receive("color = 'red' AND weight > 2")("1");
+    assert_eq!((code, out.as_str()), (0, "c\n"), "{err}");
+    let (code, out, err) = receive("color = 'red'")("1");
+    assert_eq!((code, out.as_str()), (0, "a\n"), "{err}");
+    // An invalid selector is the broker's error, with its position.
+    let (code, _, err) = receive("color = = 'red'")("1");
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid selector at position 8"), "{err}");
+    // b waits for a consumer that takes it.
+    let (code, out, err) = receive("weight = 5")("1");
+    assert_eq!((code, out.as_str()), (0, "b\n"), "{err}");
+}
+
+#[tokio::test]
 async fn receive_json_shows_headers_and_the_redelivered_flag() {
     let b = BrokerProcess::start("").await;
     let url = b.url();
