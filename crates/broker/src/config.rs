@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod policies;
+mod security;
+pub(crate) use security::check_users;
 
 pub use crate::store::open::StoreKind;
 pub use policies::{
     DeadLetter, DeadLetterStrategy, DestinationPolicy, Policies, PolicyEntry, Redelivery,
 };
+pub use security::{Anonymous, AuthorizationEntry, Rights, SecurityConfig, UserEntry};
 
 /// Everything a broker needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +58,8 @@ pub struct BrokerConfig {
     /// Per-destination policies (`[[policies]]`, ActiveMQ's `policyEntry`):
     /// see [`Policies`] for which entry a destination gets.
     pub policies: Vec<PolicyEntry>,
+    /// Users, anonymous access and per-destination rights.
+    pub security: SecurityConfig,
 }
 
 /// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
@@ -166,6 +171,7 @@ impl Default for BrokerConfig {
             selectors: SelectorsConfig::default(),
             scheduler: SchedulerConfig::default(),
             policies: Vec::new(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -972,7 +978,44 @@ impl BrokerConfig {
                 message: "must be between 1.0 and 100.0".into(),
             });
         }
-        Ok(())
+        self.security.validate()?;
+        self.check_exposure()
+    }
+
+    /// Refuses a broker that anyone on the network could use without
+    /// credentials: a listener (client or admin) on a non-loopback address
+    /// while there are no users and anonymous access is on — unless the
+    /// operator said so with `security.allow-anonymous-network`.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        let sec = &self.security;
+        let users = sec.all_users()?;
+        if !users.is_empty()
+            || sec.anonymous(false) == Anonymous::None
+            || sec.allow_anonymous_network
+        {
+            return Ok(());
+        }
+        let exposed = self
+            .listeners()
+            .into_iter()
+            .map(|l| l.address)
+            .chain(std::iter::once(self.http.clone()))
+            .find(|a| !is_loopback_address(a));
+        match exposed {
+            None => Ok(()),
+            Some(address) => Err(ConfigError::Invalid {
+                key: "security",
+                message: format!(
+                    "refusing to listen on {address}, a non-loopback address, with no users and \
+                     anonymous access ({}): anyone who can reach it could read, send and delete \
+                     every message. Add users ([[security.users]], hashes from `halyard passwd`; \
+                     see docs/SECURITY.md), or listen on 127.0.0.1, or if this network is \
+                     trusted set security.allow-anonymous-network = true \
+                     (HALYARD_SECURITY__ALLOW_ANONYMOUS_NETWORK=true)",
+                    sec.anonymous(false).as_str()
+                ),
+            }),
+        }
     }
 
     /// How much of the duplicate-detection memory to keep.
@@ -1033,6 +1076,17 @@ impl BrokerConfig {
             max_body_bytes: self.limits.max_body_bytes,
         }
     }
+}
+
+/// Whether a listen address (`host:port`) is on loopback only: `localhost`
+/// or a loopback IP. A name that needs resolving counts as exposed.
+fn is_loopback_address(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A peer's client URL must be `stomp://host:port` (or `tcp://`): it is
@@ -1152,7 +1206,7 @@ mod tests {
     #[test]
     fn nested_settings_parse() {
         let c = BrokerConfig::from_toml(
-            "name = \"b1\"\nstomp = \"0.0.0.0:1\"\n[limits]\nmax-connections = 5\n[destinations]\nmax-redeliveries = 2\n",
+            "name = \"b1\"\nstomp = \"127.0.0.2:1\"\n[limits]\nmax-connections = 5\n[destinations]\nmax-redeliveries = 2\n",
         )
         .unwrap();
         assert_eq!(c.name, "b1");

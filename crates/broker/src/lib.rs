@@ -23,3 +23,4 @@ pub mod store;
 
 pub use config::{BrokerConfig, StoreKind};
 pub use lifecycle::{Broker, StartError};
+pub use service::auth::password;

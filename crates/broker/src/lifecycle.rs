@@ -60,6 +60,10 @@ pub enum StartError {
     /// The store could not be opened or recovered.
     #[error("cannot open the message store: {0}")]
     Store(#[from] StoreError),
+    /// `[security]` cannot be used (the users file is unreadable, a
+    /// user's hash is not argon2id).
+    #[error(transparent)]
+    Security(#[from] crate::config::ConfigError),
     /// Mastery could not be taken or waited for.
     #[error(transparent)]
     Election(#[from] ElectionError),
@@ -104,6 +108,7 @@ impl Broker {
                 });
             }
         }
+        let security = Arc::new(crate::service::Security::new(&config.security)?);
         let site = Site::of(config.store.kind, &config.data_dir, &config.store.url);
         site.prepare().await?;
         let resources = crate::resources::plan(&config, &site);
@@ -118,6 +123,7 @@ impl Broker {
             config,
             site,
             resources,
+            security,
             started_at_ms,
             started: Instant::now(),
             role: RoleState::new(started_at_ms),
@@ -324,7 +330,7 @@ async fn promote(
         format!("ID:{}-{boot}-", config.name).into(),
         opened.recovered.max_seq,
     ));
-    let service = Arc::new(Service::new(core, boot));
+    let service = Arc::new(Service::new(core, boot, node.security.clone()));
     let recovered_count = opened.recovered.messages.len();
     service.restore(opened.recovered).await;
     let master = Arc::new(Master {

@@ -57,6 +57,11 @@ metrics! {
     counter connections_total,
     /// Connections refused because the connection limit was reached.
     counter connections_refused_total,
+    /// Client logins refused: unknown user or wrong passcode, or no
+    /// credentials where anonymous access is off.
+    counter login_failures_total,
+    /// Requests refused for want of a right on a destination.
+    counter authorization_denied_total,
     /// Frames received from clients.
     counter frames_received_total,
     /// Connections closed with an ERROR frame because of a protocol error.

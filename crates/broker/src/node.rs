@@ -22,6 +22,9 @@ pub(crate) struct Node {
     pub(crate) config: BrokerConfig,
     pub(crate) site: Site,
     pub(crate) resources: Resources,
+    /// Users and rights: the same on master and slave (the admin API
+    /// asks them too).
+    pub(crate) security: Arc<crate::service::Security>,
     pub(crate) started_at_ms: u64,
     pub(crate) started: Instant,
     pub(crate) role: RoleState,

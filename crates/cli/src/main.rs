@@ -2,6 +2,7 @@
 
 mod bench;
 mod broker;
+mod passwd;
 mod receive;
 mod send;
 mod status;
@@ -30,6 +31,9 @@ enum Cmd {
     Bench(bench::Args),
     /// Show a broker's role (master or slave), epoch and last takeover.
     Status(status::Args),
+    /// Hash a password for [[security.users]] (argon2id); prints the line
+    /// to paste into the config.
+    Passwd(passwd::Args),
 }
 
 /// Where `send` and `receive` go.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
             Cmd::Receive(args) => receive::run(args).await,
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Status(args) => status::run(args).await,
+            Cmd::Passwd(args) => passwd::run(args),
         }
     });
     match result {

@@ -14,18 +14,11 @@ use std::sync::atomic::AtomicUsize;
 use super::error::ServiceError;
 use super::subscriptions::{AckMode, Subscriptions};
 use super::transaction::Transaction;
-use super::{Pending, Service};
+use super::{Pending, Principal, Right, Service};
 use crate::core::{ConsumerId, Control, Delivery, DeliveryTx, DestHandle, Kick, Note, Seq, SubKey};
 use crate::metrics::Metrics;
-use crate::model::Destination;
+use crate::model::{Destination, NamePattern};
 use crate::store::Record;
-
-/// Who a connection acts for. Every connection is anonymous until the
-/// broker has users; authorization will be keyed by this.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Principal {
-    Anonymous,
-}
 
 /// What a protocol head knows when its client says who it is.
 pub(crate) struct ConnectRequest {
@@ -35,9 +28,12 @@ pub(crate) struct ConnectRequest {
     /// The client id, which durable subscriptions are named by and which
     /// only one connection at a time may have.
     pub(crate) client_id: Option<String>,
-    /// The credentials offered (unchecked until the broker has users).
+    /// The credentials offered.
     pub(crate) login: Option<String>,
     pub(crate) passcode: Option<String>,
+    /// The subject of the client certificate the TLS handshake verified
+    /// (mutual TLS), e.g. `CN=app1,O=Acme`.
+    pub(crate) tls_subject: Option<String>,
     /// Where this connection's deliveries go.
     pub(crate) deliveries: DeliveryTx,
     /// What closes the connection when the broker must (a too slow
@@ -67,6 +63,8 @@ pub(crate) struct Connection {
     pub(super) service: Arc<Service>,
     pub(super) id: Arc<str>,
     pub(super) principal: Principal,
+    /// The principal may do anything: no request needs a check.
+    unrestricted: bool,
     pub(super) client_id: Option<String>,
     /// The scope of this connection's temporary queue names: 128 random
     /// bits, shown to nobody, so the broker-wide name of a temporary queue
@@ -100,6 +98,7 @@ impl Connection {
         number: u64,
     ) -> Connection {
         Connection {
+            unrestricted: service.security.unrestricted(&principal),
             number,
             service,
             id: req.id,
@@ -124,6 +123,36 @@ impl Connection {
 
     pub(crate) fn client_id(&self) -> Option<&str> {
         self.client_id.as_deref()
+    }
+
+    /// Whether this connection's principal has `right` on `dest` and, if
+    /// using `dest` would create it, the admin right as well (ActiveMQ's
+    /// rule: making a destination is administering it). A wildcard name
+    /// creates nothing.
+    pub(super) fn authorize(&self, right: Right, dest: &Destination) -> Result<(), ServiceError> {
+        if self.unrestricted {
+            return Ok(());
+        }
+        let security = &self.service.security;
+        let creates = || {
+            !NamePattern::is_wildcard(dest.name())
+                && self.service.core.existing_destination(dest).is_none()
+        };
+        security
+            .authorize(&self.principal, right, dest)
+            .and_then(|()| {
+                if creates() {
+                    security.authorize(&self.principal, Right::Admin, dest)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|denied| {
+                Metrics::inc(&self.service.core.metrics.authorization_denied_total);
+                tracing::info!(conn = %self.id, principal = %self.principal.describe(),
+                    destination = %dest, right = denied.right.as_str(), "request refused: not authorized");
+                ServiceError::Denied(denied)
+            })
     }
 
     /// Gets or creates a destination, remembering our temporary ones.

@@ -22,6 +22,13 @@ pub(crate) enum AckTarget {
 #[non_exhaustive]
 pub(crate) enum ServiceError {
     // ---- the client's mistakes ----
+    /// The client could not log in.
+    #[error(transparent)]
+    Login(#[from] super::auth::LoginError),
+    /// The principal lacks a right on a destination: refused, and the
+    /// connection goes on.
+    #[error(transparent)]
+    Denied(#[from] super::auth::Denied),
     #[error("client-id must not be empty")]
     EmptyClientId,
     #[error("client-id '{0}' is already connected")]

@@ -18,6 +18,7 @@
 //!   come back in request order.
 
 mod ack;
+pub(crate) mod auth;
 mod commit;
 mod connection;
 mod copy;
@@ -41,7 +42,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub(crate) use ack::AckRequest;
-pub(crate) use connection::{ConnectRequest, Connection, Principal, Tracked};
+pub(crate) use auth::{Principal, Right, Security};
+pub(crate) use connection::{ConnectRequest, Connection, Tracked};
 pub(crate) use error::ServiceError;
 pub(crate) use pipeline::Pipeline;
 pub(crate) use selector::parse as parse_selector;
@@ -80,14 +82,17 @@ pub(crate) struct Service {
     next_number: AtomicU64,
     client_ids: ClientIds,
     durables: Durables,
+    /// Users and rights.
+    pub(crate) security: Arc<Security>,
     /// Scheduled delivery; set once, when the service starts serving.
     pub(crate) scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
 
 impl Service {
-    pub(crate) fn new(core: Arc<BrokerCore>, boot: String) -> Service {
+    pub(crate) fn new(core: Arc<BrokerCore>, boot: String, security: Arc<Security>) -> Service {
         Service {
             core,
+            security,
             boot,
             next_connection: AtomicU64::new(0),
             next_number: AtomicU64::new(0),
@@ -111,26 +116,49 @@ impl Service {
         self: &Arc<Self>,
         req: ConnectRequest,
     ) -> Result<Connection, ServiceError> {
+        let principal = match self
+            .security
+            .authenticate(
+                req.peer,
+                req.login.as_deref(),
+                req.passcode.as_deref(),
+                req.tls_subject.as_deref(),
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                crate::metrics::Metrics::inc(&self.core.metrics.login_failures_total);
+                // The login is the client's claim, logged so an operator
+                // can see who is being guessed; the passcode never is.
+                tracing::warn!(conn = %req.id, peer = %req.peer, login = ?req.login,
+                    tls_subject = ?req.tls_subject, error = %e, "login refused");
+                return Err(ServiceError::Login(e));
+            }
+        };
         if let Some(id) = &req.client_id {
             if id.is_empty() {
                 return Err(ServiceError::EmptyClientId);
             }
-            if self.client_ids.claim(id, &req.kick).is_err() {
+            if let Err(owner) = self.client_ids.claim(id, &req.kick, principal.user()) {
                 let config = &self.core.config;
                 let within = Duration::from_millis(config.timeouts.shutdown_ms + 1000);
+                // Only the same user may take its client id over: another
+                // user cannot kick a connection off by naming its id.
                 if !config.clients.link_stealing
-                    || !self.client_ids.steal(id, &req.kick, within).await
+                    || owner.user.as_deref() != principal.user()
+                    || !self
+                        .client_ids
+                        .steal(id, &req.kick, principal.user(), within)
+                        .await
                 {
                     return Err(ServiceError::ClientIdInUse(id.clone()));
                 }
             }
         }
-        // Every connection is anonymous until the broker has users; the
-        // credentials offered are noted, never logged.
-        let principal = Principal::Anonymous;
-        tracing::debug!(conn = %req.id, peer = %req.peer, ?principal,
-            login = ?req.login, passcode_given = req.passcode.is_some(),
-            client_id = ?req.client_id, "connection bound to a principal");
+        tracing::debug!(conn = %req.id, peer = %req.peer, principal = %principal.describe(),
+            tls_subject = ?req.tls_subject, client_id = ?req.client_id,
+            "connection bound to a principal");
         let scope = temp_scope(&req.id);
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Connection::new(self.clone(), req, principal, scope, number))
@@ -221,6 +249,7 @@ impl Service {
             client_id: None,
             login: None,
             passcode: None,
+            tls_subject: None,
             deliveries,
             kick: Arc::default(),
         };
@@ -228,7 +257,7 @@ impl Service {
         let conn = Connection::new(
             self.clone(),
             req,
-            Principal::Anonymous,
+            Principal::Broker,
             temp_scope(&id),
             number,
         );

@@ -8,24 +8,40 @@ use std::time::Duration;
 use crate::core::{DurableName, Kick, lock};
 use crate::model::Destination;
 
-/// Client ids in use, each with what closes its connection: one connection
-/// at a time may have a client id (as in ActiveMQ).
+/// Who holds a client id: what closes its connection, and its user.
+#[derive(Clone)]
+pub(crate) struct Holder {
+    pub(crate) kick: Arc<Kick>,
+    pub(crate) user: Option<String>,
+}
+
+/// Client ids in use, each with who holds it: one connection at a time may
+/// have a client id (as in ActiveMQ).
 #[derive(Default)]
 pub(crate) struct ClientIds {
-    ids: Mutex<HashMap<String, Arc<Kick>>>,
+    ids: Mutex<HashMap<String, Holder>>,
     /// Woken when a client id is released.
     released: tokio::sync::Notify,
 }
 
 impl ClientIds {
-    /// Registers `id` for the connection `kick` closes; if another
-    /// connection has it, gives back what closes that one.
-    pub(crate) fn claim(&self, id: &str, kick: &Arc<Kick>) -> Result<(), Arc<Kick>> {
+    /// Registers `id` for the connection `kick` closes, of `user`; if
+    /// another connection has it, gives back who holds it.
+    pub(crate) fn claim(
+        &self,
+        id: &str,
+        kick: &Arc<Kick>,
+        user: Option<&str>,
+    ) -> Result<(), Holder> {
         let mut ids = lock(&self.ids);
         match ids.get(id) {
-            Some(owner) => Err(owner.clone()),
+            Some(holder) => Err(holder.clone()),
             None => {
-                ids.insert(id.to_owned(), kick.clone());
+                let holder = Holder {
+                    kick: kick.clone(),
+                    user: user.map(str::to_owned),
+                };
+                ids.insert(id.to_owned(), holder);
                 Ok(())
             }
         }
@@ -34,13 +50,19 @@ impl ClientIds {
     /// Claims a client id another connection holds: closes that connection
     /// (ActiveMQ's link stealing) and waits, up to `within`, for it to let
     /// the id go.
-    pub(crate) async fn steal(&self, id: &str, kick: &Arc<Kick>, within: Duration) -> bool {
+    pub(crate) async fn steal(
+        &self,
+        id: &str,
+        kick: &Arc<Kick>,
+        user: Option<&str>,
+        within: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let released = self.released.notified();
-            match self.claim(id, kick) {
+            match self.claim(id, kick, user) {
                 Ok(()) => return true,
-                Err(owner) => owner.kick(format!(
+                Err(holder) => holder.kick.kick(format!(
                     "client-id '{id}' was taken over by a new connection (clients.link-stealing)"
                 )),
             }

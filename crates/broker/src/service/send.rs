@@ -13,7 +13,7 @@ use super::error::ServiceError;
 use super::publish::{Waiting, flow_control, memory_room};
 use super::scheduler::Entry;
 use super::scheduler::spec::{self, Spec};
-use super::{Pending, Work, ready};
+use super::{Pending, Right, Work, ready};
 use crate::core::DestHandle;
 use crate::memory::Charge;
 use crate::model::{Destination, Message, MessageId, NamePattern, Properties, Value, now_ms};
@@ -64,6 +64,9 @@ impl Connection {
             && !self.txs.contains_key(t)
         {
             return Err(ServiceError::UnknownTransaction(t.to_owned()));
+        }
+        for d in std::iter::once(&new.destination).chain(&new.also) {
+            self.authorize(Right::Write, d)?;
         }
         if let Some(spec) = self.schedule_of(&new)? {
             return self.send_scheduled(new, spec, tx).await;

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::connection::Connection;
 use super::error::ServiceError;
 use super::subscriptions::{AckMode, Credit, Recent, Subscription};
-use super::{Pending, ready};
+use super::{Pending, Right, ready};
 use crate::core::{ConsumerId, ConsumerReg, Control, DurableName, Registrations, SubKey};
 use crate::model::{Destination, DestinationKind, NamePattern};
 
@@ -122,6 +122,9 @@ impl Connection {
             if d.kind().is_temporary() && !d.is_temp_of(&self.temp_scope) {
                 return Err(ServiceError::OthersTemporary(d.clone()));
             }
+        }
+        for d in &spec.destinations {
+            self.authorize(Right::Read, d)?;
         }
         if spec.durable.is_some() {
             if !rest.is_empty() {

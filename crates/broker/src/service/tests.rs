@@ -40,7 +40,9 @@ pub(crate) fn service(config: BrokerConfig) -> Arc<Service> {
         "ID:test-".into(),
         0,
     ));
-    Arc::new(Service::new(core, "test".to_owned()))
+    let security =
+        Arc::new(super::Security::new(&core.config.security).expect("the test config's security"));
+    Arc::new(Service::new(core, "test".to_owned(), security))
 }
 
 /// A connected client: the service's connection and its deliveries.
@@ -58,6 +60,7 @@ async fn connect(service: &Arc<Service>, client_id: Option<&str>) -> Result<Clie
             client_id: client_id.map(str::to_owned),
             login: None,
             passcode: None,
+            tls_subject: None,
             deliveries: tx,
             kick: Arc::new(Kick::default()),
         })

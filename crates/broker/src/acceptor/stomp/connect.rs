@@ -32,6 +32,7 @@ impl Session {
             client_id: h.get("client-id").map(str::to_owned),
             login: h.get("login").map(str::to_owned),
             passcode: h.get("passcode").map(str::to_owned),
+            tls_subject: None,
             deliveries,
             kick: self.kick.clone(),
         };

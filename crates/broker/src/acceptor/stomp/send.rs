@@ -47,8 +47,11 @@ impl Session {
         let sent = self
             .conn()?
             .send(message, tx.as_deref(), receipt.is_some())
-            .await?;
-        self.after(sent.bytes, receipt, sent.work)
+            .await;
+        match sent {
+            Ok(sent) => self.after(sent.bytes, receipt, sent.work),
+            Err(e) => self.refuse(e, receipt),
+        }
     }
 }
 

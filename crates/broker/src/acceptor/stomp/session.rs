@@ -361,6 +361,14 @@ impl Session {
 
     /// A pipeline job finished: send its receipt.
     fn finished(&mut self, reply: Reply, result: Result<(), ServiceError>) -> Result<Flow, Fatal> {
+        if let Err(ServiceError::Denied(d)) = &result {
+            // A refusal the connection survives (see `Session::refuse`):
+            // an ERROR in the receipt's place, and the session goes on.
+            let mut e = Fatal::protocol(d.to_string());
+            e.receipt = reply.receipt;
+            outbound::error(&mut self.out, self.version, &e);
+            return Ok(Flow::Continue);
+        }
         result.map_err(|e| {
             self.job_failed = true;
             Fatal::from(e)
@@ -399,6 +407,22 @@ impl Session {
             then_close: false,
         };
         self.push(bytes, work, reply)
+    }
+
+    /// Answers a frame the service refused. A missing right ends nothing:
+    /// as ActiveMQ does, the client gets an ERROR naming the destination
+    /// and the right (in order with the receipts of earlier frames, with
+    /// this frame's `receipt` as `receipt-id`) and keeps its connection,
+    /// its subscriptions and its transactions. Anything else is fatal.
+    pub(super) fn refuse(&mut self, e: ServiceError, receipt: Option<String>) -> Result<(), Fatal> {
+        if matches!(e, ServiceError::Denied(_)) {
+            let reply = Reply {
+                receipt,
+                then_close: false,
+            };
+            return self.push(0, Some(Box::pin(std::future::ready(Err(e)))), reply);
+        }
+        Err(Fatal::from(e))
     }
 
     /// Queues a receipt that is due once every earlier frame's work is done.

@@ -118,7 +118,11 @@ impl Session {
         // Deliveries show the destination a message was sent to; this is
         // the spelling for the common case, one destination named as is.
         let shown = (dests[0].clone(), dests[0].display_for(&scope));
-        let (key, work) = self.conn()?.subscribe(spec).await.map_err(|e| match e {
+        let subscribed = match self.conn()?.subscribe(spec).await {
+            Err(e @ ServiceError::Denied(_)) => return self.refuse(e, receipt),
+            other => other,
+        };
+        let (key, work) = subscribed.map_err(|e| match e {
             ServiceError::DurableNotOnTopic(_) => Fatal::protocol(format!(
                 "durable subscriptions are for topics, not {dest_header}"
             )),
