@@ -31,6 +31,8 @@ mod scheduled;
 mod semantics;
 // Message selectors; their restart and takeover tests use the binary.
 mod selectors;
+// Users and rights; the start-up refusal and `halyard passwd` use the binary.
+mod security;
 
 // Broker processes (the `halyard` binary).
 mod cli;

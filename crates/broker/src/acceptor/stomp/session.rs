@@ -364,7 +364,17 @@ impl Session {
         if let Err(ServiceError::Denied(d)) = &result {
             // A refusal the connection survives (see `Session::refuse`):
             // an ERROR in the receipt's place, and the session goes on.
-            let mut e = Fatal::protocol(d.to_string());
+            // Named as the client names it (its own temporary queues
+            // without the broker-wide scope).
+            let shown = match &self.conn {
+                Some(c) => d.dest.display_for(&c.temp_scope()),
+                None => d.dest.to_string(),
+            };
+            let mut e = Fatal::protocol(format!(
+                "not authorized: {} lacks the {} right on {shown}",
+                d.who,
+                d.right.as_str()
+            ));
             e.receipt = reply.receipt;
             outbound::error(&mut self.out, self.version, &e);
             return Ok(Flow::Continue);
