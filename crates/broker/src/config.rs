@@ -32,6 +32,12 @@ pub struct BrokerConfig {
     pub listeners: Vec<ListenerConfig>,
     /// Admin HTTP listen address.
     pub http: String,
+    /// Serve the admin API over HTTPS with the `[tls]` certificate
+    /// (`http-tls = true`); plain HTTP is then refused on that port.
+    pub http_tls: bool,
+    /// `[tls]`: the certificate for `+ssl` listeners and the HTTPS admin
+    /// API, and which client certificates are asked for (docs/TLS.md).
+    pub tls: TlsConfig,
     /// Which store keeps persistent messages, and how much it may hold.
     pub store: StoreConfig,
     /// The journal store's settings.
@@ -135,6 +141,55 @@ pub struct ListenerConfig {
     pub address: String,
 }
 
+/// `[tls]`: the broker's certificate and what it asks of clients' (PEM
+/// files, re-read on SIGHUP; docs/TLS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates client certificates are verified against (a PEM
+    /// bundle); needed for `client-auth = "want"` or `"need"`.
+    pub client_ca_file: Option<PathBuf>,
+    /// Whether clients are asked for a certificate (ActiveMQ's
+    /// `wantClientAuth` / `needClientAuth`).
+    pub client_auth: ClientAuth,
+    /// The oldest TLS version accepted: `"1.2"` (the default) or `"1.3"`.
+    pub min_version: TlsVersion,
+}
+
+/// `tls.client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A client certificate is asked for and verified if given; clients
+    /// without one are still served (`wantClientAuth`).
+    Want,
+    /// A verified client certificate is required (`needClientAuth`).
+    Need,
+}
+
+/// `tls.min-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// The listener protocol suffix that puts TLS under a protocol
+/// (`stomp+ssl`, as ActiveMQ's transport connectors name it).
+pub const TLS_SUFFIX: &str = "+ssl";
+
 /// `[clients]`: client identities.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -155,6 +210,8 @@ impl Default for BrokerConfig {
             stomp: "127.0.0.1:61613".to_owned(),
             listeners: Vec::new(),
             http: "127.0.0.1:8161".to_owned(),
+            http_tls: false,
+            tls: TlsConfig::default(),
             store: StoreConfig::default(),
             journal: Default::default(),
             limits: LimitsConfig::default(),
@@ -966,10 +1023,54 @@ impl BrokerConfig {
                 message: "must be at most 1000000".into(),
             });
         }
+        self.validate_tls()?;
         if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace-factor",
                 message: "must be between 1.0 and 100.0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether anything is served over TLS (a `+ssl` listener, or the
+    /// admin API with `http-tls`).
+    pub fn uses_tls(&self) -> bool {
+        self.http_tls
+            || self
+                .listeners()
+                .iter()
+                .any(|l| l.protocol.ends_with(TLS_SUFFIX))
+    }
+
+    /// TLS settings that cannot work (the files themselves are read, and
+    /// their problems reported, when the broker starts).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        if !self.uses_tls() {
+            return Ok(());
+        }
+        let what = if self.http_tls {
+            "http-tls = true"
+        } else {
+            "a +ssl listener"
+        };
+        let t = &self.tls;
+        if t.cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert-file",
+                message: format!("{what} needs the broker's certificate: set [tls] cert-file and key-file (PEM files)"),
+            });
+        }
+        if t.key_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.key-file",
+                message: format!("{what} needs the certificate's private key: set [tls] key-file (a PEM file)"),
+            });
+        }
+        if t.client_auth != ClientAuth::None && t.client_ca_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.client-ca-file",
+                message: "client-auth = \"want\" or \"need\" needs the CA certificates that client certificates are verified against".into(),
             });
         }
         Ok(())

@@ -20,6 +20,8 @@ mod node;
 pub mod resources;
 mod service;
 pub mod store;
+mod tls;
 
 pub use config::{BrokerConfig, StoreKind};
 pub use lifecycle::{Broker, StartError};
+pub use tls::TlsError;

@@ -38,6 +38,10 @@ pub(crate) struct ConnectRequest {
     /// The credentials offered (unchecked until the broker has users).
     pub(crate) login: Option<String>,
     pub(crate) passcode: Option<String>,
+    /// The verified client certificate's subject DN, RFC 4514-style
+    /// (`CN=app1,O=Acme`), when the client connected over TLS with one:
+    /// an identity to map to a user.
+    pub(crate) tls_subject: Option<String>,
     /// Where this connection's deliveries go.
     pub(crate) deliveries: DeliveryTx,
     /// What closes the connection when the broker must (a too slow

@@ -130,6 +130,7 @@ impl Service {
         let principal = Principal::Anonymous;
         tracing::debug!(conn = %req.id, peer = %req.peer, ?principal,
             login = ?req.login, passcode_given = req.passcode.is_some(),
+            tls_subject = ?req.tls_subject,
             client_id = ?req.client_id, "connection bound to a principal");
         let scope = temp_scope(&req.id);
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
@@ -221,6 +222,7 @@ impl Service {
             client_id: None,
             login: None,
             passcode: None,
+            tls_subject: None,
             deliveries,
             kick: Arc::default(),
         };

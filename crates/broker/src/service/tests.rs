@@ -58,6 +58,7 @@ async fn connect(service: &Arc<Service>, client_id: Option<&str>) -> Result<Clie
             client_id: client_id.map(str::to_owned),
             login: None,
             passcode: None,
+            tls_subject: None,
             deliveries: tx,
             kick: Arc::new(Kick::default()),
         })
