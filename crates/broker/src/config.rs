@@ -722,9 +722,10 @@ pub enum ConfigError {
     PeerUrl(#[source] PeerUrlError),
 }
 
-/// An `ha.peers` entry that is not `stomp://HOST:PORT` (or `tcp://`).
+/// An `ha.peers` entry that is not `stomp://HOST:PORT` (or `tcp://`,
+/// `ssl://`, `stomp+ssl://`: TLS clients learn only TLS peers).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{url}' {problem} (expected stomp://HOST:PORT)")]
+#[error("'{url}' {problem} (expected stomp://HOST:PORT or ssl://HOST:PORT)")]
 pub struct PeerUrlError {
     /// The entry as given.
     pub url: String,
@@ -736,8 +737,8 @@ pub struct PeerUrlError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PeerUrlProblem {
-    /// Neither `stomp://` nor `tcp://`.
-    #[error("has no stomp:// or tcp:// scheme")]
+    /// Neither `stomp://`, `tcp://`, `ssl://` nor `stomp+ssl://`.
+    #[error("has no stomp://, tcp://, ssl:// or stomp+ssl:// scheme")]
     NoScheme,
     /// A character that would break the comma-separated `peers` header or
     /// make it more than an address (`,`, `?`, `/`, `@`, spaces, controls).
@@ -1146,6 +1147,8 @@ fn check_peer_url(url: &str) -> Result<(), PeerUrlError> {
     let rest = url
         .strip_prefix("stomp://")
         .or_else(|| url.strip_prefix("tcp://"))
+        .or_else(|| url.strip_prefix("ssl://"))
+        .or_else(|| url.strip_prefix("stomp+ssl://"))
         .ok_or_else(|| bad(PeerUrlProblem::NoScheme))?;
     if rest.contains([',', '?', '/', '@']) || rest.chars().any(|c| c.is_control() || c == ' ') {
         return Err(bad(PeerUrlProblem::BadCharacters));

@@ -112,6 +112,8 @@ async fn reload_on_hangup(broker: &Broker) -> std::io::Result<()> {
         tracing::info!("SIGHUP received: reloading the TLS certificate");
         let _ = broker.reload_tls();
     }
+    // No more signals can arrive: keep serving.
+    std::future::pending::<()>().await;
     Ok(())
 }
 
