@@ -1059,13 +1059,17 @@ impl BrokerConfig {
         if t.cert_file.is_none() {
             return Err(ConfigError::Invalid {
                 key: "tls.cert-file",
-                message: format!("{what} needs the broker's certificate: set [tls] cert-file and key-file (PEM files)"),
+                message: format!(
+                    "{what} needs the broker's certificate: set [tls] cert-file and key-file (PEM files)"
+                ),
             });
         }
         if t.key_file.is_none() {
             return Err(ConfigError::Invalid {
                 key: "tls.key-file",
-                message: format!("{what} needs the certificate's private key: set [tls] key-file (a PEM file)"),
+                message: format!(
+                    "{what} needs the certificate's private key: set [tls] key-file (a PEM file)"
+                ),
             });
         }
         if t.client_auth != ClientAuth::None && t.client_ca_file.is_none() {

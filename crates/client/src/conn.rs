@@ -114,6 +114,18 @@ impl Conn {
                             reason: "the broker closed the connection during CONNECT".into(),
                         });
                     }
+                    Some(Err(CodecError::Io(e))) if endpoint.is_tls() => {
+                        return Err(match crate::tls::explain_read(&e, &endpoint.host) {
+                            Some(reason) => ClientError::Tls {
+                                address: address.clone(),
+                                reason,
+                            },
+                            None => ClientError::Connect {
+                                address: address.clone(),
+                                reason: e.to_string(),
+                            },
+                        });
+                    }
                     Some(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
                     Some(Ok(Item::Heartbeat)) => continue,
                     Some(Ok(Item::Frame(f))) => return Ok((framed, f)),

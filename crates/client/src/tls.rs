@@ -105,6 +105,15 @@ pub(crate) async fn connect(
         .map_err(|e| explain(&e, host))
 }
 
+/// If `e` is a TLS failure (in TLS 1.3 the broker refuses a client
+/// certificate only after the client's handshake is done: the refusal
+/// arrives with the first read), what it means, in words.
+pub(crate) fn explain_read(e: &std::io::Error, host: &str) -> Option<String> {
+    e.get_ref()
+        .is_some_and(|i| i.is::<TlsErr>())
+        .then(|| explain(e, host))
+}
+
 /// What a failed handshake means, in words.
 fn explain(e: &std::io::Error, host: &str) -> String {
     let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<TlsErr>()) else {
@@ -151,13 +160,10 @@ impl ServerCertVerifier for AnyName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsErr> {
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(TlsErr::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),

@@ -822,7 +822,11 @@ mod tests {
             .collect();
         assert_eq!(
             cas,
-            [Some("/mine.pem".to_owned()), Some("/ca.pem".to_owned()), None]
+            [
+                Some("/mine.pem".to_owned()),
+                Some("/ca.pem".to_owned()),
+                None
+            ]
         );
         bad("stomp://h:1?trustCa=/ca.pem", "for ssl:// (TLS) URLs only");
         bad("ssl://h:1?clientCert=/c.pem", "go together");
