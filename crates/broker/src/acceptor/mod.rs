@@ -134,7 +134,6 @@ impl AcceptBackoff {
 /// With `tls`, each connection's handshake runs in its own task (a slow or
 /// silent peer never holds up the accept loop), within
 /// `timeouts.connect-ms`; one that fails is counted and closed.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept(
     listener: TcpListener,
     head: Head,
