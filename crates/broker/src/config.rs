@@ -35,6 +35,12 @@ pub struct BrokerConfig {
     pub listeners: Vec<ListenerConfig>,
     /// Admin HTTP listen address.
     pub http: String,
+    /// Serve the admin API over HTTPS with the `[tls]` certificate
+    /// (`http-tls = true`); plain HTTP is then refused on that port.
+    pub http_tls: bool,
+    /// `[tls]`: the certificate for `+ssl` listeners and the HTTPS admin
+    /// API, and which client certificates are asked for (docs/TLS.md).
+    pub tls: TlsConfig,
     /// Which store keeps persistent messages, and how much it may hold.
     pub store: StoreConfig,
     /// The journal store's settings.
@@ -140,6 +146,55 @@ pub struct ListenerConfig {
     pub address: String,
 }
 
+/// `[tls]`: the broker's certificate and what it asks of clients' (PEM
+/// files, re-read on SIGHUP; docs/TLS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates client certificates are verified against (a PEM
+    /// bundle); needed for `client-auth = "want"` or `"need"`.
+    pub client_ca_file: Option<PathBuf>,
+    /// Whether clients are asked for a certificate (ActiveMQ's
+    /// `wantClientAuth` / `needClientAuth`).
+    pub client_auth: ClientAuth,
+    /// The oldest TLS version accepted: `"1.2"` (the default) or `"1.3"`.
+    pub min_version: TlsVersion,
+}
+
+/// `tls.client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A client certificate is asked for and verified if given; clients
+    /// without one are still served (`wantClientAuth`).
+    Want,
+    /// A verified client certificate is required (`needClientAuth`).
+    Need,
+}
+
+/// `tls.min-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// The listener protocol suffix that puts TLS under a protocol
+/// (`stomp+ssl`, as ActiveMQ's transport connectors name it).
+pub const TLS_SUFFIX: &str = "+ssl";
+
 /// `[clients]`: client identities.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -160,6 +215,8 @@ impl Default for BrokerConfig {
             stomp: "127.0.0.1:61613".to_owned(),
             listeners: Vec::new(),
             http: "127.0.0.1:8161".to_owned(),
+            http_tls: false,
+            tls: TlsConfig::default(),
             store: StoreConfig::default(),
             journal: Default::default(),
             limits: LimitsConfig::default(),
@@ -671,9 +728,10 @@ pub enum ConfigError {
     PeerUrl(#[source] PeerUrlError),
 }
 
-/// An `ha.peers` entry that is not `stomp://HOST:PORT` (or `tcp://`).
+/// An `ha.peers` entry that is not `stomp://HOST:PORT` (or `tcp://`,
+/// `ssl://`, `stomp+ssl://`: TLS clients learn only TLS peers).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{url}' {problem} (expected stomp://HOST:PORT)")]
+#[error("'{url}' {problem} (expected stomp://HOST:PORT or ssl://HOST:PORT)")]
 pub struct PeerUrlError {
     /// The entry as given.
     pub url: String,
@@ -685,8 +743,8 @@ pub struct PeerUrlError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PeerUrlProblem {
-    /// Neither `stomp://` nor `tcp://`.
-    #[error("has no stomp:// or tcp:// scheme")]
+    /// Neither `stomp://`, `tcp://`, `ssl://` nor `stomp+ssl://`.
+    #[error("has no stomp://, tcp://, ssl:// or stomp+ssl:// scheme")]
     NoScheme,
     /// A character that would break the comma-separated `peers` header or
     /// make it more than an address (`,`, `?`, `/`, `@`, spaces, controls).
@@ -972,6 +1030,7 @@ impl BrokerConfig {
                 message: "must be at most 1000000".into(),
             });
         }
+        self.validate_tls()?;
         if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace-factor",
@@ -1016,6 +1075,53 @@ impl BrokerConfig {
                 ),
             }),
         }
+    }
+
+    /// Whether anything is served over TLS (a `+ssl` listener, or the
+    /// admin API with `http-tls`).
+    pub fn uses_tls(&self) -> bool {
+        self.http_tls
+            || self
+                .listeners()
+                .iter()
+                .any(|l| l.protocol.ends_with(TLS_SUFFIX))
+    }
+
+    /// TLS settings that cannot work (the files themselves are read, and
+    /// their problems reported, when the broker starts).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        if !self.uses_tls() {
+            return Ok(());
+        }
+        let what = if self.http_tls {
+            "http-tls = true"
+        } else {
+            "a +ssl listener"
+        };
+        let t = &self.tls;
+        if t.cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert-file",
+                message: format!(
+                    "{what} needs the broker's certificate: set [tls] cert-file and key-file (PEM files)"
+                ),
+            });
+        }
+        if t.key_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.key-file",
+                message: format!(
+                    "{what} needs the certificate's private key: set [tls] key-file (a PEM file)"
+                ),
+            });
+        }
+        if t.client_auth != ClientAuth::None && t.client_ca_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.client-ca-file",
+                message: "client-auth = \"want\" or \"need\" needs the CA certificates that client certificates are verified against".into(),
+            });
+        }
+        Ok(())
     }
 
     /// How much of the duplicate-detection memory to keep.
@@ -1099,6 +1205,8 @@ fn check_peer_url(url: &str) -> Result<(), PeerUrlError> {
     let rest = url
         .strip_prefix("stomp://")
         .or_else(|| url.strip_prefix("tcp://"))
+        .or_else(|| url.strip_prefix("ssl://"))
+        .or_else(|| url.strip_prefix("stomp+ssl://"))
         .ok_or_else(|| bad(PeerUrlProblem::NoScheme))?;
     if rest.contains([',', '?', '/', '@']) || rest.chars().any(|c| c.is_control() || c == ' ') {
         return Err(bad(PeerUrlProblem::BadCharacters));

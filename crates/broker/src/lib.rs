@@ -20,7 +20,9 @@ mod node;
 pub mod resources;
 mod service;
 pub mod store;
+mod tls;
 
 pub use config::{BrokerConfig, StoreKind};
 pub use lifecycle::{Broker, StartError};
 pub use service::auth::password;
+pub use tls::TlsError;

@@ -70,6 +70,9 @@ pub enum StartError {
     /// The data directory's lock could not be claimed.
     #[error(transparent)]
     Lock(#[from] crate::ha::LockError),
+    /// The `[tls]` certificate could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl From<SiteError> for StartError {
@@ -109,6 +112,13 @@ impl Broker {
             }
         }
         let security = Arc::new(crate::service::Security::new(&config.security)?);
+        // Before anything is opened: a certificate that cannot be read is
+        // a configuration mistake to report at once.
+        let tls = if config.uses_tls() {
+            Some(Arc::new(crate::tls::Tls::load(&config.tls)?))
+        } else {
+            None
+        };
         let site = Site::of(config.store.kind, &config.data_dir, &config.store.url);
         site.prepare().await?;
         let resources = crate::resources::plan(&config, &site);
@@ -128,6 +138,7 @@ impl Broker {
             started: Instant::now(),
             role: RoleState::new(started_at_ms),
             master: tokio::sync::watch::channel(None).0,
+            tls,
         });
         let admin_stop = CancellationToken::new();
         let http_task = tokio::spawn(crate::admin::serve(http, node.clone(), admin_stop.clone()));
@@ -191,6 +202,28 @@ impl Broker {
     /// Where the admin HTTP API listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the first listener for `protocol` (`stomp`, `stomp+ssl`)
+    /// listens, once master.
+    pub fn listener_addr(&self, protocol: &str) -> Option<SocketAddr> {
+        let master = self.node.master()?;
+        master
+            .listeners()
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .map(|(_, a)| *a)
+    }
+
+    /// Re-reads the `[tls]` certificate, key and client CA files (what
+    /// SIGHUP does). Connections made from now on get the new certificate;
+    /// open ones are untouched. On error the old certificate stays in use.
+    /// Without TLS configured this does nothing.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.node.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// A master stops accepting, lets connections finish in-flight work (up
@@ -347,24 +380,38 @@ async fn promote(
     node.master.send_replace(Some(master.clone()));
     let mut open = Vec::new();
     for l in config.listeners() {
-        let Some(head) = crate::acceptor::head(&l.protocol) else {
+        let Some((head, over_tls)) = crate::acceptor::head(&l.protocol) else {
             continue;
         };
-        let listener = bind(head.name, &l.address).await?;
+        let name = if over_tls { head.tls_name } else { head.name };
+        let tls = if over_tls {
+            // Loaded at start whenever a listener is `+ssl`.
+            let Some(tls) = node.tls.clone() else {
+                return Err(crate::tls::TlsError::Missing {
+                    key: "tls.cert-file",
+                }
+                .into());
+            };
+            Some(tls)
+        } else {
+            None
+        };
+        let listener = bind(name, &l.address).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            what: head.name.to_uppercase(),
+            what: name.to_uppercase(),
             addr: l.address.clone(),
             source,
         })?;
         tokio::spawn(crate::acceptor::accept(
             listener,
             head,
+            tls,
             service.clone(),
             master.accept_stop.clone(),
             master.sessions_stop.clone(),
             master.tracker.clone(),
         ));
-        open.push((head.name, addr));
+        open.push((name, addr));
     }
     let shown = open
         .iter()

@@ -30,6 +30,9 @@ pub(crate) struct Node {
     pub(crate) role: RoleState,
     /// Set once the broker is master.
     pub(crate) master: tokio::sync::watch::Sender<Option<Arc<Master>>>,
+    /// The `[tls]` certificate, when anything is served over TLS; shared by
+    /// the `+ssl` listeners and the HTTPS admin API, reloaded on SIGHUP.
+    pub(crate) tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// What a master runs.

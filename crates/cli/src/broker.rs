@@ -84,6 +84,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let broker = Broker::start(config).await?;
     let failure = tokio::select! {
+        r = reload_on_hangup(&broker) => {
+            r.context("cannot listen for SIGHUP")?;
+            None
+        }
         r = shutdown_signal() => {
             r.context("cannot listen for signals")?;
             None
@@ -97,6 +101,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Some(reason) => anyhow::bail!("{reason}"),
         None => Ok(()),
     }
+}
+
+/// Re-reads the `[tls]` certificate on each SIGHUP, for ever (a failed
+/// reload is logged by the broker and keeps the old certificate).
+async fn reload_on_hangup(broker: &Broker) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the TLS certificate");
+        let _ = broker.reload_tls();
+    }
+    // No more signals can arrive: keep serving.
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {

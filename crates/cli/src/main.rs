@@ -42,7 +42,8 @@ struct Target {
     /// Broker URL, e.g. stomp://127.0.0.1:61613, or a failover list that
     /// reconnects (and resends what was not confirmed) when a broker fails:
     /// failover:(stomp://a:61613,stomp://b:61613)?maxReconnectAttempts=10
-    /// (ActiveMQ's options; see docs/CLIENT.md).
+    /// (ActiveMQ's options; see docs/CLIENT.md). Over TLS:
+    /// ssl://host:61612?trustCa=ca.pem (see docs/TLS.md).
     #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
     url: String,
     /// Destination, e.g. /queue/orders or /topic/prices.

@@ -9,6 +9,7 @@ use halyard_stomp::{
 };
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 
 use crate::{ClientError, Endpoint, ServerInfo};
 
@@ -21,8 +22,11 @@ pub(crate) struct ConnectParams {
     pub(crate) limits: Limits,
 }
 
+/// A connection's byte stream: plain TCP, or TLS over it.
+type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+
 pub(crate) struct Conn {
-    framed: Framed<TcpStream, StompCodec>,
+    framed: Framed<Stream, StompCodec>,
     pub(crate) endpoint: Endpoint,
     pub(crate) info: ServerInfo,
     /// Brokers this one announced (CONNECTED `peers`).
@@ -73,6 +77,17 @@ impl Conn {
                     reason: e.to_string(),
                 })?;
             let _ = stream.set_nodelay(true);
+            let stream = match &endpoint.tls {
+                None => Either::Left(stream),
+                Some(tls) => Either::Right(Box::new(
+                    crate::tls::connect(stream, &endpoint.host, tls)
+                        .await
+                        .map_err(|reason| ClientError::Tls {
+                            address: address.clone(),
+                            reason,
+                        })?,
+                )),
+            };
             let mut framed = Framed::new(stream, StompCodec::new(params.limits));
             let mut frame = Frame::new(Command::Connect)
                 .header("accept-version", "1.2")
@@ -97,6 +112,18 @@ impl Conn {
                         return Err(ClientError::Connect {
                             address: address.clone(),
                             reason: "the broker closed the connection during CONNECT".into(),
+                        });
+                    }
+                    Some(Err(CodecError::Io(e))) if endpoint.is_tls() => {
+                        return Err(match crate::tls::explain_read(&e, &endpoint.host) {
+                            Some(reason) => ClientError::Tls {
+                                address: address.clone(),
+                                reason,
+                            },
+                            None => ClientError::Connect {
+                                address: address.clone(),
+                                reason: e.to_string(),
+                            },
                         });
                     }
                     Some(Err(e)) => return Err(ClientError::Protocol(e.to_string())),

@@ -18,6 +18,16 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The TLS handshake failed: the broker's certificate is not trusted or
+    /// not for this host, or the broker refused ours. A failover client
+    /// tries the next broker, as after any failed connection.
+    #[error("cannot connect to {address}: TLS: {reason}")]
+    Tls {
+        /// `host:port`.
+        address: String,
+        /// What went wrong, and what to change.
+        reason: String,
+    },
     /// No broker of a failover list could be reached in the attempts
     /// allowed (`maxReconnectAttempts` / `startupMaxReconnectAttempts`).
     #[error("gave up reconnecting after {attempts} attempt(s): {last}")]

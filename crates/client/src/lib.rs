@@ -41,6 +41,7 @@ mod conn;
 mod error;
 mod message;
 mod task;
+mod tls;
 pub mod url;
 
 use std::future::Future;
@@ -60,7 +61,7 @@ pub use error::ClientError;
 /// with the broker through `halyard-stomp` so both spell it the same way.
 pub use halyard_stomp::{AckMode, AckModeError};
 pub use message::{DUPLICATE_ID_HEADER, Message, SendMessage};
-pub use url::{BrokerUrl, Endpoint, FailoverOptions};
+pub use url::{BrokerUrl, Endpoint, FailoverOptions, TlsOptions};
 
 /// Connection settings.
 #[derive(Debug, Clone)]

@@ -229,6 +229,13 @@ impl Engine {
         // Brokers this one announced join the list, with the credentials
         // that worked here.
         for p in &conn.peers {
+            // A TLS client never learns a plain-text address (that would
+            // be a downgrade), nor a plain client a TLS one it has no
+            // trust settings for.
+            if p.is_tls() != conn.endpoint.is_tls() {
+                tracing::debug!(broker = %p, "ignoring an announced broker over another transport");
+                continue;
+            }
             if !self.endpoints.iter().any(|e| e.same_broker(p)) {
                 tracing::info!(broker = %p, "learned of a broker from CONNECTED");
                 let mut p = p.clone();
@@ -236,6 +243,8 @@ impl Engine {
                     p.login.clone_from(&conn.endpoint.login);
                     p.passcode.clone_from(&conn.endpoint.passcode);
                 }
+                // With the trust settings that worked here.
+                p.tls.clone_from(&conn.endpoint.tls);
                 self.endpoints.push(p);
             }
         }

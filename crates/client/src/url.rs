@@ -8,6 +8,16 @@
 //!   (see [`FailoverOptions`]); `nested.NAME=VALUE` sets an option on every
 //!   inner URI.
 //!
+//! - Over TLS: `ssl://host:port` or `stomp+ssl://host:port` (ActiveMQ's
+//!   schemes; inside `failover:(…)` too). The broker's certificate is
+//!   verified against the system's roots plus `trustCa`, and its host name
+//!   checked. Options (PEM files, where ActiveMQ takes JVM keystores):
+//!   `trustCa=PATH` (CA certificates to trust besides the system's),
+//!   `clientCert=PATH` and `clientKey=PATH` (a client certificate, for
+//!   brokers that ask for one), `verifyHostName=false` (ActiveMQ's name,
+//!   also `socket.verifyHostName`: skip the host-name check — the chain is
+//!   still verified). `nested.trustCa=…` sets one for every inner URI.
+//!
 //! Unknown options and bad values are errors that name them.
 
 use std::fmt;
@@ -30,6 +40,23 @@ pub struct Endpoint {
     pub heartbeat: Option<HeartBeat>,
     /// How long connecting may take, if given.
     pub connect_timeout: Option<Duration>,
+    /// `Some` for `ssl://` and `stomp+ssl://`: connect over TLS.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How an `ssl://` endpoint's TLS is set up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsOptions {
+    /// `trustCa`: a PEM file of CA certificates trusted besides the
+    /// system's roots.
+    pub trust_ca: Option<String>,
+    /// `clientCert`: a PEM certificate (chain) to present.
+    pub client_cert: Option<String>,
+    /// `clientKey`: the PEM private key of `clientCert`.
+    pub client_key: Option<String>,
+    /// `verifyHostName` (default true): check that the certificate names
+    /// the host connected to.
+    pub verify_host_name: Option<bool>,
 }
 
 /// The default STOMP port.
@@ -54,8 +81,8 @@ pub enum UrlProblem {
     /// A `failover:` URL given where one broker is expected.
     #[error("a failover URL names several brokers; use BrokerUrl::parse")]
     FailoverNotAllowed,
-    /// A scheme other than `stomp://` or `tcp://`.
-    #[error("unknown scheme '{0}' (expected stomp:// or tcp://)")]
+    /// A scheme other than `stomp://`, `tcp://`, `ssl://` or `stomp+ssl://`.
+    #[error("unknown scheme '{0}' (expected stomp://, tcp://, ssl:// or stomp+ssl://)")]
     UnknownScheme(String),
     /// A path (`/x`) or fragment (`#x`) after the address.
     #[error("paths and fragments are not supported")]
@@ -92,7 +119,9 @@ pub enum UrlProblem {
         expected: &'static str,
     },
     /// An option a broker URL does not take.
-    #[error("unknown option '{0}' (broker URLs take login, passcode, heartbeat, connectTimeout)")]
+    #[error(
+        "unknown option '{0}' (broker URLs take login, passcode, heartbeat, connectTimeout; ssl:// ones also trustCa, clientCert, clientKey, verifyHostName)"
+    )]
     UnknownOption(String),
     /// An option the failover transport does not take.
     #[error("unknown failover option '{0}'")]
@@ -109,6 +138,12 @@ pub enum UrlProblem {
     /// An entry of `priorityURIs` that is not a broker URL.
     #[error("priorityURIs: {0}")]
     PriorityUri(Box<UrlProblem>),
+    /// A TLS option on a URL that is not `ssl://` or `stomp+ssl://`.
+    #[error("option '{0}' is for ssl:// (TLS) URLs only")]
+    TlsOptionWithoutTls(String),
+    /// `clientCert` without `clientKey`, or the other way round.
+    #[error("clientCert and clientKey go together")]
+    ClientCertWithoutKey,
     /// `maxReconnectDelay` below `initialReconnectDelay`.
     #[error("maxReconnectDelay is shorter than initialReconnectDelay")]
     DelaysReversed,
@@ -270,15 +305,16 @@ impl Endpoint {
         if url.starts_with("failover:") {
             return Err(err(UrlProblem::FailoverNotAllowed));
         }
-        let rest = if let Some((scheme, rest)) = url.split_once("://") {
+        let (rest, tls) = if let Some((scheme, rest)) = url.split_once("://") {
             match scheme {
-                "stomp" | "tcp" => rest,
+                "stomp" | "tcp" => (rest, None),
+                "ssl" | "stomp+ssl" => (rest, Some(TlsOptions::default())),
                 _ => {
                     return Err(err(UrlProblem::UnknownScheme(scheme.to_owned())));
                 }
             }
         } else {
-            url
+            (url, None)
         };
         let (rest, options) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
@@ -329,11 +365,23 @@ impl Endpoint {
             passcode,
             heartbeat: None,
             connect_timeout: None,
+            tls,
         };
         for (k, v) in query(options.unwrap_or_default()).map_err(err)? {
             e.set(&k, &v, false).map_err(err)?;
         }
+        e.check().map_err(err)?;
         Ok(e)
+    }
+
+    /// Settings that cannot work together.
+    fn check(&self) -> Result<(), UrlProblem> {
+        if let Some(t) = &self.tls
+            && t.client_cert.is_some() != t.client_key.is_some()
+        {
+            return Err(UrlProblem::ClientCertWithoutKey);
+        }
+        Ok(())
     }
 
     /// Sets an inner-URL option. With `if_unset`, an option the URL already
@@ -354,6 +402,30 @@ impl Endpoint {
                 self.connect_timeout = Some(parse_ms(name, v)?)
             }
             "login" | "passcode" | "heartbeat" | "connectTimeout" => {}
+            "trustCa" | "clientCert" | "clientKey" | "verifyHostName" | "socket.verifyHostName" => {
+                let Some(t) = &mut self.tls else {
+                    // `nested.trustCa` on a list that mixes plain and TLS
+                    // brokers applies to the TLS ones.
+                    if if_unset {
+                        return Ok(());
+                    }
+                    return Err(UrlProblem::TlsOptionWithoutTls(name.to_owned()));
+                };
+                let slot = match name {
+                    "trustCa" => &mut t.trust_ca,
+                    "clientCert" => &mut t.client_cert,
+                    "clientKey" => &mut t.client_key,
+                    _ => {
+                        if !(if_unset && t.verify_host_name.is_some()) {
+                            t.verify_host_name = Some(parse_bool(name, v)?);
+                        }
+                        return Ok(());
+                    }
+                };
+                if !(if_unset && slot.is_some()) {
+                    *slot = Some(v.to_owned());
+                }
+            }
             _ => {
                 return Err(UrlProblem::UnknownOption(name.to_owned()));
             }
@@ -374,15 +446,24 @@ impl Endpoint {
     pub fn same_broker(&self, other: &Endpoint) -> bool {
         self.host == other.host && self.port == other.port
     }
+
+    /// Whether this endpoint connects over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 fn parse_port(p: &str) -> Option<u16> {
     p.parse().ok().filter(|p| *p != 0)
 }
 
+/// The scheme and address (`stomp://h:1`, `ssl://h:1`): what logs and
+/// errors name a broker by. Options are left out (a passcode must not reach
+/// a log); what it shows parses back to the same broker and transport.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stomp://{}", self.address())
+        let scheme = if self.is_tls() { "ssl" } else { "stomp" };
+        write!(f, "{scheme}://{}", self.address())
     }
 }
 
@@ -714,6 +795,60 @@ mod tests {
         bad("failover:(stomp://a:1,stomp://:2)", "missing host");
         bad("failover:(stomp://a:99999)", "invalid port");
         bad("failover:(stomp://a:1)?x=%zz", "percent-escape");
+    }
+
+    #[test]
+    fn tls_urls_and_their_options() {
+        let e = Endpoint::parse(
+            "ssl://h:61612?trustCa=/etc/ca.pem&clientCert=/c.pem&clientKey=/k.pem&verifyHostName=false",
+        )
+        .unwrap();
+        let t = e.tls.clone().unwrap();
+        assert_eq!(t.trust_ca.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(t.client_cert.as_deref(), Some("/c.pem"));
+        assert_eq!(t.client_key.as_deref(), Some("/k.pem"));
+        assert_eq!(t.verify_host_name, Some(false));
+        assert_eq!(e.to_string(), "ssl://h:61612");
+        let s = Endpoint::parse("stomp+ssl://h:1?socket.verifyHostName=true").unwrap();
+        assert_eq!(s.tls.unwrap().verify_host_name, Some(true));
+        let u = BrokerUrl::parse(
+            "failover:(ssl://a:1?trustCa=/mine.pem,stomp+ssl://b:2,stomp://c:3)?nested.trustCa=/ca.pem",
+        )
+        .unwrap();
+        let cas: Vec<_> = u
+            .endpoints
+            .iter()
+            .map(|e| e.tls.as_ref().and_then(|t| t.trust_ca.clone()))
+            .collect();
+        assert_eq!(
+            cas,
+            [
+                Some("/mine.pem".to_owned()),
+                Some("/ca.pem".to_owned()),
+                None
+            ]
+        );
+        bad("stomp://h:1?trustCa=/ca.pem", "for ssl:// (TLS) URLs only");
+        bad("ssl://h:1?clientCert=/c.pem", "go together");
+        bad("ssl://h:1?verifyHostName=no", "verifyHostName");
+    }
+
+    proptest::proptest! {
+        /// What an endpoint displays parses back to the same broker over
+        /// the same transport.
+        #[test]
+        fn display_parses_back(
+            host in "[a-z][a-z0-9.-]{0,20}|[0-9]{1,3}(\\.[0-9]{1,3}){3}|::1|fe80::[0-9a-f]{1,4}",
+            port in 1u16..,
+            scheme in proptest::sample::select(vec!["stomp", "tcp", "ssl", "stomp+ssl"]),
+        ) {
+            let shown = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+            let e = Endpoint::parse(&format!("{scheme}://{shown}:{port}")).unwrap();
+            let back = Endpoint::parse(&e.to_string()).unwrap();
+            proptest::prop_assert!(back.same_broker(&e));
+            proptest::prop_assert_eq!(back.is_tls(), scheme.ends_with("ssl"));
+            proptest::prop_assert_eq!(back, e);
+        }
     }
 
     #[test]

@@ -14,27 +14,57 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::TLS_SUFFIX;
 use crate::metrics::Metrics;
 use crate::service::Service;
+use crate::tls::Tls;
+
+/// A connection's read half (a socket's, a TLS stream's; in tests, an
+/// in-memory pipe's).
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// A connection's write half.
+pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// An accepted connection, past its TLS handshake if it has one: what a
+/// protocol head serves.
+pub(crate) struct Transport {
+    pub(crate) read: Reader,
+    pub(crate) write: Writer,
+    pub(crate) peer: SocketAddr,
+    /// The verified client certificate's subject (`CN=app1,O=Acme`), when
+    /// the client presented one over TLS.
+    pub(crate) tls_subject: Option<String>,
+}
+
+impl Transport {
+    /// A plain TCP connection.
+    fn plain(stream: TcpStream, peer: SocketAddr) -> Transport {
+        let (read, write) = stream.into_split();
+        Transport {
+            read: Box::new(read),
+            write: Box::new(write),
+            peer,
+            tls_subject: None,
+        }
+    }
+}
 
 /// Serves one accepted connection to its end.
-type Serve = fn(
-    Arc<Service>,
-    TcpStream,
-    SocketAddr,
-    CancellationToken,
-) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+type Serve =
+    fn(Arc<Service>, Transport, CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A protocol head, as the listeners know it.
 #[derive(Clone, Copy)]
 pub(crate) struct Head {
     /// The protocol's name in `[[listeners]]`.
     pub(crate) name: &'static str,
+    /// Its name over TLS (`name` + `+ssl`).
+    pub(crate) tls_name: &'static str,
     serve: Serve,
     /// What a connection beyond the connection cap is told before it is
     /// closed, in the protocol's own terms.
@@ -44,18 +74,24 @@ pub(crate) struct Head {
 /// Every protocol head the broker speaks. Adding one is a line here.
 const HEADS: &[Head] = &[Head {
     name: "stomp",
-    serve: |service, stream, peer, stop| Box::pin(stomp::run(service, stream, peer, stop)),
+    tls_name: "stomp+ssl",
+    serve: |service, transport, stop| Box::pin(stomp::run(service, transport, stop)),
     refusal: stomp::REFUSAL,
 }];
 
-/// The head for `protocol`.
-pub(crate) fn head(protocol: &str) -> Option<Head> {
-    HEADS.iter().find(|h| h.name == protocol).copied()
+/// The head for `protocol`, and whether it is spoken over TLS
+/// (`stomp+ssl`).
+pub(crate) fn head(protocol: &str) -> Option<(Head, bool)> {
+    let (name, tls) = match protocol.strip_suffix(TLS_SUFFIX) {
+        Some(name) => (name, true),
+        None => (protocol, false),
+    };
+    HEADS.iter().find(|h| h.name == name).map(|h| (*h, tls))
 }
 
-/// The protocols there are heads for.
+/// The protocols there are heads for, plain and over TLS.
 pub(crate) fn protocols() -> Vec<&'static str> {
-    HEADS.iter().map(|h| h.name).collect()
+    HEADS.iter().flat_map(|h| [h.name, h.tls_name]).collect()
 }
 
 /// Backs off after failed accepts (typically EMFILE: out of descriptors)
@@ -94,9 +130,14 @@ impl AcceptBackoff {
 /// default derived from the file-descriptor limit; shared by every
 /// listener of the broker through the core's counter) get the head's
 /// refusal and are closed.
+///
+/// With `tls`, each connection's handshake runs in its own task (a slow or
+/// silent peer never holds up the accept loop), within
+/// `timeouts.connect-ms`; one that fails is counted and closed.
 pub(crate) async fn accept(
     listener: TcpListener,
     head: Head,
+    tls: Option<Arc<Tls>>,
     service: Arc<Service>,
     accept_stop: CancellationToken,
     sessions_stop: CancellationToken,
@@ -107,6 +148,12 @@ pub(crate) async fn accept(
     let permits = shared.connection_permits.clone();
     let mut backoff = AcceptBackoff::default();
     let mut refusals = None;
+    let name = if tls.is_some() {
+        head.tls_name
+    } else {
+        head.name
+    };
+    let handshake_timeout = Duration::from_millis(service.core.config.timeouts.connect_ms);
     loop {
         let accepted = tokio::select! {
             _ = accept_stop.cancelled() => break,
@@ -118,7 +165,7 @@ pub(crate) async fn accept(
                 a
             }
             Err(e) => {
-                backoff.failed(head.name, &e).await;
+                backoff.failed(name, &e).await;
                 continue;
             }
         };
@@ -127,8 +174,29 @@ pub(crate) async fn accept(
             Ok(permit) => {
                 let service = service.clone();
                 let stop = sessions_stop.clone();
+                let tls = tls.clone();
                 tracker.spawn(async move {
-                    (head.serve)(service, stream, peer, stop).await;
+                    let transport = match tls {
+                        None => Transport::plain(stream, peer),
+                        Some(tls) => {
+                            let handshake = tls.accept(stream, peer, handshake_timeout, name);
+                            let done = tokio::select! {
+                                done = handshake => done,
+                                _ = stop.cancelled() => None,
+                            };
+                            let Some((stream, tls_subject)) = done else {
+                                return;
+                            };
+                            let (read, write) = tokio::io::split(stream);
+                            Transport {
+                                read: Box::new(read),
+                                write: Box::new(write),
+                                peer,
+                                tls_subject,
+                            }
+                        }
+                    };
+                    (head.serve)(service, transport, stop).await;
                     drop(permit);
                 });
             }
@@ -142,11 +210,15 @@ pub(crate) async fn accept(
                         "connection refused: limits.max-connections reached");
                     refusals = Some(std::time::Instant::now());
                 }
-                tracker.spawn(refuse(stream, head.refusal));
+                // Over TLS the refusal would be read as a broken
+                // handshake anyway: just close.
+                if tls.is_none() {
+                    tracker.spawn(refuse(stream, head.refusal));
+                }
             }
         }
     }
-    tracing::debug!(protocol = head.name, "listener closed");
+    tracing::debug!(protocol = name, "listener closed");
 }
 
 async fn refuse(mut stream: TcpStream, refusal: &[u8]) {

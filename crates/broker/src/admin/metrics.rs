@@ -56,6 +56,23 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
         "Admin HTTP connections allowed at once (limits.max-http-connections).",
         r.max_http_connections as u64,
     );
+    if let Some(tls) = &node.tls {
+        out.counter(
+            "tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out (client listeners and HTTPS admin).",
+            tls.handshake_failures.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "tls_reloads_total",
+            "Successful reloads of the [tls] certificate (SIGHUP).",
+            tls.reloads.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "tls_reload_failures_total",
+            "Reloads of the [tls] certificate that failed (the old one was kept).",
+            tls.reload_failures.load(Ordering::Relaxed),
+        );
+    }
     if let Some(t) = ha.takeover {
         let ms = t.lock_to_serving_ms;
         out.gauge_f64(

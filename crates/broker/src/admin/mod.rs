@@ -50,6 +50,13 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
             MAX_BODY_BYTES,
         ))
         .with_state(node.clone());
+    // `http-tls`: the `[tls]` certificate, loaded at start (Broker::start
+    // refuses to start without it).
+    let tls = if node.config.http_tls {
+        node.tls.clone()
+    } else {
+        None
+    };
     let permits = Arc::new(Semaphore::new(limit));
     let connections = TaskTracker::new();
     let mut backoff = AcceptBackoff::default();
@@ -73,28 +80,27 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
                 tracing::warn!(%peer, limit, "admin HTTP connection refused: limits.max-http-connections reached");
                 refusals = Some(Instant::now());
             }
-            connections.spawn(refuse_http(stream));
+            // Over TLS a plain-text 503 would only break the handshake.
+            if tls.is_none() {
+                connections.spawn(refuse_http(stream));
+            }
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let stop = stop.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEAD_BYTES);
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "admin HTTP connection ended");
+            match tls {
+                None => serve_connection(stream, service, header_timeout, peer, stop).await,
+                Some(tls) => {
+                    let handshake = tls.accept(stream, peer, header_timeout, "HTTPS");
+                    let done = tokio::select! {
+                        done = handshake => done,
+                        _ = stop.cancelled() => None,
+                    };
+                    if let Some((stream, _)) = done {
+                        serve_connection(stream, service, header_timeout, peer, stop).await;
                     }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
                 }
             }
             drop(permit);
@@ -102,6 +108,37 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
     }
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or
+/// `stop`.
+async fn serve_connection<S>(
+    stream: S,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    header_timeout: Duration,
+    peer: std::net::SocketAddr,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "admin HTTP connection ended");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+    }
 }
 
 /// Answers a connection over the cap with a 503 and closes it.

@@ -396,7 +396,10 @@ async fn write_read_and_admin_rights_per_destination_pattern() {
     root.subscribe("p", "/topic/anything.at.all", "auto", &[])
         .await;
 
-    assert_eq!(metric_at(b.http, "halyard_authorization_denied_total").await, 10);
+    assert_eq!(
+        metric_at(b.http, "halyard_authorization_denied_total").await,
+        10
+    );
 }
 
 #[tokio::test]

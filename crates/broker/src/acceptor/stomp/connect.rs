@@ -32,7 +32,7 @@ impl Session {
             client_id: h.get("client-id").map(str::to_owned),
             login: h.get("login").map(str::to_owned),
             passcode: h.get("passcode").map(str::to_owned),
-            tls_subject: None,
+            tls_subject: self.tls_subject.clone(),
             deliveries,
             kick: self.kick.clone(),
         };
@@ -63,6 +63,10 @@ impl Session {
             w.header("peers", &peers.join(","));
         }
         w.finish(b"");
+        if let Some(subject) = &self.tls_subject {
+            tracing::info!(conn = %self.conn_id, peer = %self.peer, tls_subject = %subject,
+                "STOMP connection with a client certificate");
+        }
         tracing::debug!(conn = %self.conn_id, peer = %self.peer, %version, ?client_id,
             heartbeat_send = ?self.heartbeat_send, heartbeat_receive = ?self.heartbeat_receive,
             "STOMP session established");

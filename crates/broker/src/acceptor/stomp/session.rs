@@ -8,8 +8,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
 use halyard_stomp::{CodecError, Command, Frame, Version};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 // The runtime's clock, so tests can run timeouts in virtual time.
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -22,6 +21,7 @@ use super::destination::StompDestination;
 use super::error::Fatal;
 use super::out::Out;
 use super::outbound::{self, MessageHeaders};
+use crate::acceptor::Transport;
 use crate::core::{Delivery, DeliveryTx, Kick, SubKey};
 use crate::metrics::Metrics;
 use crate::model::Destination;
@@ -43,6 +43,8 @@ pub(super) struct Session {
     /// Connection id: the CONNECTED `session` header, and in logs.
     pub(super) conn_id: Arc<str>,
     pub(super) peer: SocketAddr,
+    /// The client certificate's subject, over mutual TLS.
+    pub(super) tls_subject: Option<String>,
     pub(super) version: Version,
     /// The broker service's side of the connection, once CONNECTed.
     pub(super) conn: Option<Connection>,
@@ -100,23 +102,15 @@ pub(super) struct Reply {
     then_close: bool,
 }
 
-/// A connection's read half (a socket's; in tests, an in-memory pipe's).
-pub(super) type Reader = Box<dyn AsyncRead + Send + Unpin>;
-/// A connection's write half.
-pub(super) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+pub(super) use crate::acceptor::{Reader, Writer};
 
-/// Runs one STOMP connection over a socket to completion.
-pub(crate) async fn run(
-    service: Arc<Service>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    stop: CancellationToken,
-) {
-    let (read, write) = stream.into_split();
-    serve(service, Box::new(read), Box::new(write), peer, stop).await;
+/// Runs one STOMP connection (over TCP or TLS) to completion.
+pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationToken) {
+    serve_as(service, t.read, t.write, t.peer, t.tls_subject, stop).await;
 }
 
 /// Runs one STOMP connection to completion.
+#[cfg(test)]
 pub(super) async fn serve(
     service: Arc<Service>,
     read: Reader,
@@ -124,11 +118,24 @@ pub(super) async fn serve(
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
+    serve_as(service, read, write, peer, None, stop).await;
+}
+
+/// Runs one STOMP connection to completion; `tls_subject` is its client
+/// certificate's subject, if any.
+async fn serve_as(
+    service: Arc<Service>,
+    read: Reader,
+    write: Writer,
+    peer: SocketAddr,
+    tls_subject: Option<String>,
+    stop: CancellationToken,
+) {
     let core = service.core.clone();
     let conn_id: Arc<str> = service.next_connection_id().into();
     Metrics::inc(&core.metrics.connections_total);
     Metrics::inc(&core.metrics.connections);
-    tracing::info!(conn = %conn_id, %peer, "connection opened");
+    tracing::info!(conn = %conn_id, %peer, tls_subject = ?tls_subject, "connection opened");
     let limits = &core.config.limits;
     let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
     let now = Instant::now();
@@ -145,6 +152,7 @@ pub(super) async fn serve(
         service,
         conn_id: conn_id.clone(),
         peer,
+        tls_subject,
         version: Version::V1_0,
         conn: None,
         writer: write,
