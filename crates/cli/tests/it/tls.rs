@@ -448,3 +448,151 @@ async fn tls_without_a_certificate_or_with_a_bad_file_does_not_start() {
     assert_ne!(code, 0);
     assert!(err.contains("missing.pem"), "{err}");
 }
+
+/// The users and rights of [`failover_over_tls_with_a_login_across_a_kill_9_takeover`]
+/// and [`a_client_certificate_logs_in_as_its_user`]: `pat` by password,
+/// `app1` by certificate, both in `apps`, which may use `tls.>`.
+fn users_toml(pat_hash: &str) -> String {
+    format!(
+        "[[security.users]]\nname = \"pat\"\npassword = \"{pat_hash}\"\ngroups = [\"apps\"]\n\
+         [[security.users]]\nname = \"app1\"\ngroups = [\"apps\"]\ncertificate-subject = \"CN=app1,O=Acme\"\n\
+         [[security.users]]\nname = \"mallory\"\ngroups = []\ncertificate-subject = \"CN=mallory,O=Acme\"\n\
+         [[security.authorization]]\nqueue = \"tls.>\"\nread = [\"apps\"]\nwrite = [\"apps\"]\nadmin = [\"apps\"]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_in_as_its_user() {
+    let pki = Pki::new(&["localhost"]);
+    let port = free_port();
+    let hash = halyard_broker::password::hash("pat-pw").unwrap();
+    let b = BrokerProcess::start(&format!(
+        "{}{}",
+        pki.toml(port, false, "want"),
+        users_toml(&hash)
+    ))
+    .await;
+    let ca = pki.ca_file();
+    let with_cert = |cn: &str| {
+        let (cert, key) = pki.client_cert(cn);
+        format!(
+            "ssl://localhost:{port}?trustCa={ca}&clientCert={}&clientKey={}",
+            cert.display(),
+            key.display()
+        )
+    };
+    // app1's certificate is app1: it may use tls.> without a passcode.
+    round_trip(&with_cert("app1"), "/queue/tls.cert")
+        .await
+        .unwrap();
+    // mallory's certificate is mallory, who has no rights there.
+    let e = round_trip(&with_cert("mallory"), "/queue/tls.cert")
+        .await
+        .expect_err("mallory was let in to tls.>");
+    assert!(e.to_string().contains("not authorized"), "{e}");
+    // A certificate no user claims is nobody, and nobody is refused.
+    let e = round_trip(&with_cert("stranger"), "/queue/tls.cert")
+        .await
+        .expect_err("a stranger's certificate was let in");
+    assert!(e.to_string().contains("login required"), "{e}");
+    // Without a certificate, the password still works (client-auth = want).
+    round_trip(
+        &format!("ssl://pat:pat-pw@localhost:{port}?trustCa={ca}"),
+        "/queue/tls.cert",
+    )
+    .await
+    .unwrap();
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_over_tls_with_a_login_across_a_kill_9_takeover() {
+    use crate::support::cluster::{Cluster, ROLE_WAIT};
+    use std::collections::{BTreeSet, VecDeque};
+    const N: usize = 600;
+    const Q: &str = "/queue/tls.orders";
+    let pki = Pki::new(&["localhost"]);
+    let hash = halyard_broker::password::hash("pat-pw").unwrap();
+    let mut c = Cluster::new("");
+    let ports = [free_port(), free_port()];
+    for (name, port) in ["a", "b"].into_iter().zip(ports) {
+        let i = c.reserve(name);
+        let config = c.dir.path().join(format!("{name}.toml"));
+        let toml = format!("{}{}", pki.toml(port, false, "none"), users_toml(&hash));
+        std::fs::write(&config, toml).unwrap();
+        c.nodes[i].config = config;
+    }
+    c.nodes[0].spawn();
+    c.nodes[0].wait_role("master", ROLE_WAIT).await;
+    c.nodes[1].spawn();
+    c.nodes[1].wait_role("slave", ROLE_WAIT).await;
+
+    let ca = pki.ca_file();
+    let url = format!(
+        "failover:(ssl://localhost:{},ssl://localhost:{})?randomize=false&initialReconnectDelay=10\
+         &maxReconnectDelay=200&nested.trustCa={ca}&nested.login=pat&nested.passcode=pat-pw",
+        ports[0], ports[1]
+    );
+    let client = Client::connect(&url).await.unwrap();
+    let text = |i: usize| format!("tls-{i:04}");
+    let mut inflight = VecDeque::new();
+    let mut confirmed = 0;
+    let mut killed = false;
+    for i in 0..N {
+        let r = client
+            .send_nowait(SendMessage::new(Q, text(i)).persistent(true))
+            .await
+            .unwrap_or_else(|e| panic!("send {i}: {e}"));
+        inflight.push_back((i, r));
+        if inflight.len() >= 50 {
+            let (j, r) = inflight.pop_front().unwrap();
+            tokio::time::timeout(ROLE_WAIT, r)
+                .await
+                .unwrap_or_else(|_| panic!("no receipt for {j}"))
+                .unwrap_or_else(|e| panic!("message {j}: {e}\n{}", c.logs()));
+            confirmed += 1;
+        }
+        if !killed && confirmed >= N / 3 {
+            c.nodes[0].kill();
+            killed = true;
+        }
+    }
+    for (j, r) in inflight {
+        tokio::time::timeout(ROLE_WAIT, r)
+            .await
+            .unwrap_or_else(|_| panic!("no receipt for {j}"))
+            .unwrap_or_else(|e| panic!("message {j}: {e}\n{}", c.logs()));
+    }
+    client.disconnect().await.unwrap();
+    c.nodes[1].wait_role("master", ROLE_WAIT).await;
+
+    // The new master knows the same users: a wrong passcode is refused,
+    // the right one reads every message exactly once.
+    let new = format!("ssl://localhost:{}?trustCa={ca}", ports[1]);
+    let e = Client::connect(&format!(
+        "ssl://pat:wrong@localhost:{}?trustCa={ca}",
+        ports[1]
+    ))
+    .await
+    .err()
+    .expect("a wrong passcode was accepted by the new master");
+    assert!(e.to_string().contains("login failed"), "{e}");
+    let consumer = Client::connect(&format!("{new}&login=pat&passcode=pat-pw"))
+        .await
+        .unwrap();
+    let mut sub = consumer
+        .subscribe(Q, SubscribeOptions::default().prefetch(1000))
+        .await
+        .unwrap();
+    let mut got = BTreeSet::new();
+    for k in 0..N {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {k} of {N} messages delivered\n{}", c.logs()))
+            .unwrap();
+        let t = m.text().unwrap().to_owned();
+        assert!(got.insert(t.clone()), "{t} delivered twice");
+    }
+    assert_eq!(got, (0..N).map(text).collect::<BTreeSet<_>>());
+    consumer.disconnect().await.unwrap();
+}
