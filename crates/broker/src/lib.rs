@@ -16,6 +16,7 @@ mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod password;
 mod node;
 pub mod resources;
 mod service;
@@ -24,5 +25,5 @@ mod tls;
 
 pub use config::{BrokerConfig, StoreKind};
 pub use lifecycle::{Broker, StartError};
-pub use service::auth::password;
+
 pub use tls::TlsError;

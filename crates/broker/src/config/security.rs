@@ -227,7 +227,7 @@ pub(crate) fn check_users(users: &[UserEntry], key: &'static str) -> Result<(), 
             )));
         }
         match &u.password {
-            Some(p) => crate::service::auth::check_hash(p).map_err(bad)?,
+            Some(p) => crate::password::check_hash(p).map_err(bad)?,
             None if u.certificate_subject.is_none() => {
                 return Err(bad(
                     "needs a `password` (an argon2id hash from `halyard passwd`) or a `certificate-subject`"

@@ -11,7 +11,6 @@
 //! ([`throttle`]).
 
 mod acl;
-pub mod password;
 mod throttle;
 
 use std::collections::HashMap;
@@ -22,9 +21,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub(crate) use acl::Right;
-pub(crate) use password::check_hash;
 
 use crate::config::{Anonymous, ConfigError, SecurityConfig, UserEntry};
+use crate::password;
 use crate::model::Destination;
 
 /// Who a connection acts for.
