@@ -1,42 +1,63 @@
 """stomp.py over TLS (``stomp+ssl`` listeners, docs/TLS.md).
 
-Certificates are made per test with the ``openssl`` command line into the
+Certificates are made per test with the ``cryptography`` package into the
 test's temporary directory: a throwaway CA, a broker certificate for
-127.0.0.1 and a client certificate (``/O=Acme/CN=app1``).
+127.0.0.1 and a client certificate (``O=Acme, CN=app1``).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import datetime
+import ipaddress
 from pathlib import Path
 
 import pytest
 import stomp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import Collector, _free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def _name(**parts: str) -> x509.Name:
+    oids = {"O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME}
+    return x509.Name([x509.NameAttribute(oids[k], v) for k, v in parts.items()])
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+def _write_key(path: Path, key) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
 
 
 def make_pki(d: Path) -> dict[str, str]:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-days", "2", "-subj", "/CN=halyard test CA", "-keyout", "ca.key", "-out", "ca.pem",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-             cwd=d)
-    for name, subj, ext in [
-        ("server", "/CN=broker", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
-        ("client", "/O=Acme/CN=app1", "extendedKeyUsage=clientAuth"),
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(CN="halyard test CA")
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for name, subject, usage, san in [
+        ("server", _name(CN="broker"), ExtendedKeyUsageOID.SERVER_AUTH,
+         x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])),
+        ("client", _name(O="Acme", CN="app1"), ExtendedKeyUsageOID.CLIENT_AUTH, None),
     ]:
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-subj", subj, "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if san is not None:
+            b = b.add_extension(san, critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(d / f"{name}.key", key)
     return {n: str(d / n) for n in ["ca.pem", "server.pem", "server.key", "client.pem", "client.key"]}
 
 
