@@ -89,7 +89,9 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
     out.counter(
         "admin_login_failures_total",
         "Admin API requests refused for an unknown user or a wrong password.",
-        node.security.admin_login_failures_total.load(Ordering::Relaxed),
+        node.security
+            .admin_login_failures_total
+            .load(Ordering::Relaxed),
     );
     out.counter(
         "admin_forbidden_total",
