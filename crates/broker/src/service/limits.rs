@@ -29,12 +29,18 @@ impl<K> Default for Counts<K> {
 }
 
 impl<K: Eq + Hash + Clone> Counts<K> {
-    /// Takes one of `key`'s `limit` slots (0: no limit), or `None` if it
-    /// holds them all.
+    /// Takes one of `key`'s `limit` slots (0: no limit, and nothing is
+    /// counted), or `None` if it holds them all.
     pub(crate) fn take(self: &Arc<Self>, key: K, limit: usize) -> Option<Slot<K>> {
+        if limit == 0 {
+            return Some(Slot {
+                counts: self.clone(),
+                key: None,
+            });
+        }
         let mut held = lock(&self.held);
         let n = held.entry(key.clone()).or_insert(0);
-        if limit != 0 && *n >= limit {
+        if *n >= limit {
             return None;
         }
         *n += 1;
@@ -122,7 +128,8 @@ mod tests {
         drop(a1);
         assert_eq!(counts.held(&"a".to_owned()), 1);
         assert!(counts.take("a".into(), 2).is_some());
-        assert!(counts.take("c".into(), 0).is_some(), "0 is no limit");
+        let _c = counts.take("c".into(), 0).expect("0 is no limit");
+        assert_eq!(counts.held(&"c".to_owned()), 0, "and counts nothing");
     }
 
     #[tokio::test(start_paused = true)]
