@@ -365,6 +365,20 @@ pub struct LimitsConfig {
     /// Concurrent admin HTTP connections; more get a 503. `"auto"`: a
     /// share of the file-descriptor limit (16 to 256).
     pub max_http_connections: Auto<usize>,
+    /// Client connections one user may hold at once, on every listener
+    /// together; more are refused with an ERROR. 0: no limit (the
+    /// default: ActiveMQ has none, and an application's pool of
+    /// connections under one user is normal).
+    pub max_connections_per_user: usize,
+    /// Client connections from one IP address at once; more are refused
+    /// with an ERROR before the protocol handshake. 0: no limit (the
+    /// default: many clients behind one NAT or proxy share an address, and
+    /// `max-connections` already bounds the total).
+    pub max_connections_per_address: usize,
+    /// Messages one connection may send per second; faster SENDs are held
+    /// back (the connection is not read meanwhile), not refused. 0: no
+    /// limit. Bursts of up to one second's worth pass unheld.
+    pub max_send_rate_per_connection: u32,
     /// Subscriptions one connection may hold.
     pub max_subscriptions_per_connection: usize,
     /// Open transactions one connection may hold.
@@ -414,6 +428,9 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: Auto::Auto,
             max_http_connections: Auto::Auto,
+            max_connections_per_user: 0,
+            max_connections_per_address: 0,
+            max_send_rate_per_connection: 0,
             max_subscriptions_per_connection: 1_000,
             max_transactions_per_connection: 100,
             max_transaction_frames: 100_000,

@@ -57,6 +57,14 @@ metrics! {
     counter connections_total,
     /// Connections refused because the connection limit was reached.
     counter connections_refused_total,
+    /// Connections refused because their user held
+    /// limits.max-connections-per-user connections already.
+    counter connections_refused_per_user_total,
+    /// Connections refused because their IP address held
+    /// limits.max-connections-per-address connections already.
+    counter connections_refused_per_address_total,
+    /// SENDs held back by limits.max-send-rate-per-connection.
+    counter sends_delayed_total,
     /// Client logins refused: unknown user or wrong passcode, or no
     /// credentials where anonymous access is off.
     counter login_failures_total,

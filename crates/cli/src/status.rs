@@ -21,13 +21,40 @@ pub(crate) struct Args {
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
+    /// The user to log in to the admin API as (a broker with users asks
+    /// for one in the `monitors` or `admins` group).
+    #[arg(long, env = "HALYARD_ADMIN_USER", value_name = "USER")]
+    user: Option<String>,
+    /// That user's password (better given in the environment than on a
+    /// command line others can see).
+    #[arg(
+        long,
+        env = "HALYARD_ADMIN_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+}
+
+/// The `Authorization` header line for `user` and `password`, if a user
+/// is given.
+fn authorization(user: Option<&str>, password: Option<&str>) -> String {
+    use base64::Engine;
+    match user {
+        Some(u) => {
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{u}:{}", password.unwrap_or("")));
+            format!("Authorization: Basic {token}\r\n")
+        }
+        None => String::new(),
+    }
 }
 
 /// GET over HTTP/1.0 (no chunking, the connection closes at the end).
-async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+async fn get(addr: &str, path: &str, auth: &str) -> anyhow::Result<(u16, String)> {
     let fetch = async {
         let mut s = TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
             .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
@@ -60,7 +87,16 @@ fn ago(ms: u64) -> String {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let (code, body) = get(&args.http, "/api/status").await?;
+    let auth = authorization(args.user.as_deref(), args.password.as_deref());
+    let (code, body) = get(&args.http, "/api/status", &auth).await?;
+    if code == 401 {
+        bail!(
+            "the admin API at {} wants a login: {}; give --user and --password \
+             (or HALYARD_ADMIN_USER and HALYARD_ADMIN_PASSWORD)",
+            args.http,
+            body.trim()
+        );
+    }
     if code != 200 {
         bail!(
             "the admin API at {} answered {code}: {}",

@@ -52,6 +52,90 @@ pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16,
     Ok((status, body))
 }
 
+/// An HTTP answer: its status, its head (status line and headers) and its
+/// body, de-chunked.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The status code (0 if the answer had no status line).
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+impl HttpReply {
+    /// A header's value (the name is matched case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// `METHOD http://{addr}{path}` with HTTP basic auth as `auth` (user,
+/// password) if given, and no body.
+///
+/// # Panics
+///
+/// If nothing answers at `addr` or the connection fails mid-request.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> HttpReply {
+    try_http_request(addr, method, path, auth)
+        .await
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+/// [`http_request`], or the error if nothing answers at `addr`.
+///
+/// # Errors
+///
+/// If the connection cannot be made or breaks.
+pub async fn try_http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> std::io::Result<HttpReply> {
+    use base64::Engine;
+    let authorization = auth.map_or_else(String::new, |(user, password)| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Authorization: Basic {token}\r\n")
+    });
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok(HttpReply {
+        status,
+        head: head.to_owned(),
+        body,
+    })
+}
+
 fn dechunk(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;

@@ -22,6 +22,18 @@ pub async fn metric_at(http: SocketAddr, name: &str) -> u64 {
     metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
+/// [`metric_at`] for a broker with users: `/metrics` asked as `auth`
+/// (a user and password of the `monitors` or `admins` group).
+///
+/// # Panics
+///
+/// If `/metrics` does not answer 200 or has no such value.
+pub async fn metric_at_as(http: SocketAddr, name: &str, auth: (&str, &str)) -> u64 {
+    let r = crate::http::http_request(http, "GET", "/metrics", Some(auth)).await;
+    assert_eq!(r.status, 200, "GET /metrics as {}: {}", auth.0, r.body);
+    metric(&r.body, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", r.body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::metric;

@@ -69,6 +69,9 @@ pub(crate) struct Head {
     /// What a connection beyond the connection cap is told before it is
     /// closed, in the protocol's own terms.
     refusal: &'static [u8],
+    /// What a connection beyond its address's cap
+    /// (`limits.max-connections-per-address`) is told.
+    address_refusal: &'static [u8],
 }
 
 /// Every protocol head the broker speaks. Adding one is a line here.
@@ -77,6 +80,7 @@ const HEADS: &[Head] = &[Head {
     tls_name: "stomp+ssl",
     serve: |service, transport, stop| Box::pin(stomp::run(service, transport, stop)),
     refusal: stomp::REFUSAL,
+    address_refusal: stomp::ADDRESS_REFUSAL,
 }];
 
 /// The head for `protocol`, and whether it is spoken over TLS
@@ -154,6 +158,8 @@ pub(crate) async fn accept(
         head.name
     };
     let handshake_timeout = Duration::from_millis(service.core.config.timeouts.connect_ms);
+    let per_address = shared.config.limits.max_connections_per_address;
+    let mut address_refusals = None;
     loop {
         let accepted = tokio::select! {
             _ = accept_stop.cancelled() => break,
@@ -170,6 +176,23 @@ pub(crate) async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Counted before the handshake, so that one address cannot hold
+        // more even for the seconds a CONNECT may take to come.
+        let Some(address_slot) = service.per_address.take(peer.ip(), per_address) else {
+            Metrics::inc(&shared.metrics.connections_refused_per_address_total);
+            if address_refusals
+                .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(1))
+            {
+                tracing::warn!(%peer, limit = per_address,
+                    "connection refused: limits.max-connections-per-address reached");
+                address_refusals = Some(std::time::Instant::now());
+            }
+            // Over TLS, as for the connection cap: just close.
+            if tls.is_none() {
+                tracker.spawn(refuse(stream, head.address_refusal));
+            }
+            continue;
+        };
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let service = service.clone();
@@ -198,6 +221,7 @@ pub(crate) async fn accept(
                     };
                     (head.serve)(service, transport, stop).await;
                     drop(permit);
+                    drop(address_slot);
                 });
             }
             Err(_) => {

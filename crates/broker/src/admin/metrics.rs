@@ -86,6 +86,18 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
             ms,
         );
     }
+    out.counter(
+        "admin_login_failures_total",
+        "Admin API requests refused for an unknown user or a wrong password.",
+        node.security
+            .admin_login_failures_total
+            .load(Ordering::Relaxed),
+    );
+    out.counter(
+        "admin_forbidden_total",
+        "Admin API requests refused because the user's role does not allow them.",
+        node.security.admin_forbidden_total.load(Ordering::Relaxed),
+    );
     if let Some(m) = node.master() {
         m.service.core.metrics.export(&mut out);
         memory(&mut out, &m.service.core.memory);

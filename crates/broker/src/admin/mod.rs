@@ -1,7 +1,9 @@
 //! The admin HTTP API: health, readiness, status, destinations and
 //! Prometheus metrics. It is served from start-up, by masters and slaves
 //! alike, so operators and load balancers can see every broker's role.
+//! Once the broker has users it asks for them ([`guard`]).
 
+mod guard;
 mod metrics;
 
 use std::sync::Arc;
@@ -46,6 +48,10 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
         .route("/api/destinations", get(destinations))
         .route("/api/scheduled", get(scheduled))
         .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            guard::guard,
+        ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))
@@ -86,7 +92,10 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
             }
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The peer's address, for the guard's log and login slowdown.
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(guard::Peer(peer))),
+        );
         let stop = stop.clone();
         let tls = tls.clone();
         connections.spawn(async move {

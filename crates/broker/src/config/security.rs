@@ -45,6 +45,12 @@ pub struct SecurityConfig {
     pub login_delay_ms: u64,
     /// The longest wait a failed login earns.
     pub login_delay_max_ms: u64,
+    /// Users in any of these groups may do everything on the admin HTTP
+    /// API (once the broker has users, it asks for HTTP basic auth).
+    pub admin_groups: Vec<String>,
+    /// Users in any of these groups may use the admin API's read-only
+    /// endpoints (GET): status, destinations, scheduled, metrics.
+    pub monitor_groups: Vec<String>,
 }
 
 /// What a connection without credentials may do.
@@ -140,6 +146,8 @@ impl Default for SecurityConfig {
             temporary: None,
             login_delay_ms: 100,
             login_delay_max_ms: 10_000,
+            admin_groups: vec!["admins".to_owned()],
+            monitor_groups: vec!["monitors".to_owned()],
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::error::ServiceError;
+use super::limits::{SendRate, Slot};
 use super::subscriptions::{AckMode, Subscriptions};
 use super::transaction::Transaction;
 use super::{Pending, Principal, Right, Service};
@@ -87,6 +88,11 @@ pub(crate) struct Connection {
     /// Store batches of this connection still waiting for room in a full
     /// store: later ones wait behind them.
     pub(super) waiting_for_room: Arc<AtomicUsize>,
+    /// The user's connection slot (`limits.max-connections-per-user`),
+    /// given back when the connection is dropped.
+    _user_slot: Option<Slot<String>>,
+    /// `limits.max-send-rate-per-connection`, if set.
+    pub(super) send_rate: Option<SendRate>,
 }
 
 impl Connection {
@@ -94,10 +100,17 @@ impl Connection {
         service: Arc<Service>,
         req: ConnectRequest,
         principal: Principal,
+        user_slot: Option<Slot<String>>,
         temp_scope: String,
         number: u64,
     ) -> Connection {
+        let rate = service.core.config.limits.max_send_rate_per_connection;
         Connection {
+            _user_slot: user_slot,
+            // The broker's own sends (the scheduler's firings) are not
+            // held back: their senders were, when they sent.
+            send_rate: (rate > 0 && !matches!(principal, Principal::Broker))
+                .then(|| SendRate::new(rate)),
             unrestricted: service.security.unrestricted(&principal),
             number,
             service,

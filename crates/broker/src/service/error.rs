@@ -29,6 +29,8 @@ pub(crate) enum ServiceError {
     /// connection goes on.
     #[error(transparent)]
     Denied(#[from] super::auth::Denied),
+    #[error("too many connections for user '{user}' (limits.max-connections-per-user is {max})")]
+    TooManyUserConnections { user: String, max: usize },
     #[error("client-id must not be empty")]
     EmptyClientId,
     #[error("client-id '{0}' is already connected")]

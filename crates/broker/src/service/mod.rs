@@ -23,6 +23,7 @@ mod commit;
 mod connection;
 mod copy;
 mod error;
+pub(crate) mod limits;
 mod pipeline;
 mod publish;
 mod registries;
@@ -42,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub(crate) use ack::AckRequest;
-pub(crate) use auth::{Principal, Right, Security};
+pub(crate) use auth::{AdminRole, Principal, Right, Security};
 pub(crate) use connection::{ConnectRequest, Connection, Tracked};
 pub(crate) use error::ServiceError;
 pub(crate) use pipeline::Pipeline;
@@ -84,6 +85,11 @@ pub(crate) struct Service {
     durables: Durables,
     /// Users and rights.
     pub(crate) security: Arc<Security>,
+    /// Connections each user holds (`limits.max-connections-per-user`).
+    per_user: Arc<limits::Counts<String>>,
+    /// Connections from each IP address (`limits.max-connections-per-address`),
+    /// taken by the listeners before the handshake.
+    pub(crate) per_address: Arc<limits::Counts<std::net::IpAddr>>,
     /// Scheduled delivery; set once, when the service starts serving.
     pub(crate) scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
@@ -98,6 +104,8 @@ impl Service {
             next_number: AtomicU64::new(0),
             client_ids: ClientIds::default(),
             durables: Durables::default(),
+            per_user: Arc::default(),
+            per_address: Arc::default(),
             scheduler: std::sync::OnceLock::new(),
         }
     }
@@ -136,6 +144,26 @@ impl Service {
                 return Err(ServiceError::Login(e));
             }
         };
+        // Before the client id is claimed, so that a refusal leaves
+        // nothing behind.
+        let max = self.core.config.limits.max_connections_per_user;
+        let user_slot = match principal.user() {
+            Some(user) if max > 0 => match self.per_user.take(user.to_owned(), max) {
+                Some(slot) => Some(slot),
+                None => {
+                    crate::metrics::Metrics::inc(
+                        &self.core.metrics.connections_refused_per_user_total,
+                    );
+                    tracing::warn!(conn = %req.id, peer = %req.peer, user, max,
+                        "connection refused: limits.max-connections-per-user reached");
+                    return Err(ServiceError::TooManyUserConnections {
+                        user: user.to_owned(),
+                        max,
+                    });
+                }
+            },
+            _ => None,
+        };
         if let Some(id) = &req.client_id {
             if id.is_empty() {
                 return Err(ServiceError::EmptyClientId);
@@ -161,7 +189,14 @@ impl Service {
             "connection bound to a principal");
         let scope = temp_scope(&req.id);
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(Connection::new(self.clone(), req, principal, scope, number))
+        Ok(Connection::new(
+            self.clone(),
+            req,
+            principal,
+            user_slot,
+            scope,
+            number,
+        ))
     }
 
     /// Hands what recovery found to the destinations, in sequence order, a
@@ -258,6 +293,7 @@ impl Service {
             self.clone(),
             req,
             Principal::Broker,
+            None,
             temp_scope(&id),
             number,
         );

@@ -68,6 +68,16 @@ impl Connection {
         for d in std::iter::once(&new.destination).chain(&new.also) {
             self.authorize(Right::Write, d)?;
         }
+        // Over the rate, the SEND waits for its turn: the session that
+        // owns this connection reads no more frames meanwhile, so the
+        // producer is slowed down (TCP backpressure) and loses nothing.
+        if let Some(rate) = &mut self.send_rate {
+            let wait = rate.take();
+            if !wait.is_zero() {
+                crate::metrics::Metrics::inc(&self.service.core.metrics.sends_delayed_total);
+                tokio::time::sleep(wait).await;
+            }
+        }
         if let Some(spec) = self.schedule_of(&new)? {
             return self.send_scheduled(new, spec, tx).await;
         }

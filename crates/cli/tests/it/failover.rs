@@ -79,6 +79,7 @@ impl Group {
             ],
             wrapper: Vec::new(),
             child: None,
+            admin_auth: None,
         });
         self.nodes.len() - 1
     }

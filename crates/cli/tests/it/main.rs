@@ -35,6 +35,9 @@ mod selectors;
 mod security;
 
 // Broker processes (the `halyard` binary).
+// The protected admin API (one test runs a master and a slave) and the
+// limits per user, per address and per connection.
+mod admin_security;
 mod cli;
 mod durability;
 mod failover;

@@ -18,7 +18,7 @@ use crate::semantics::{error_text, frame, hdr, send_frame};
 use crate::support::inproc::TestBroker;
 use crate::support::{BrokerProcess, halyard_bin, run_cli};
 use halyard_stomp::{Command, Frame};
-use halyard_testkit::metrics::metric_at;
+use halyard_testkit::metrics::metric_at_as;
 use halyard_testkit::stomp::{Stomp, WAIT, body};
 
 /// How long "nothing more arrives" is watched for.
@@ -176,7 +176,15 @@ async fn right_credentials_connect_and_wrong_ones_get_one_answer() {
     // Empty credentials are no credentials.
     let empty = refused(b.stomp, &[("login", ""), ("passcode", "")]).await;
     assert!(error_text(&empty).contains("login required"), "{empty:?}");
-    assert_eq!(metric_at(b.http, "halyard_login_failures_total").await, 4);
+    assert_eq!(
+        metric_at_as(
+            b.http,
+            "halyard_login_failures_total",
+            ("root", &password("root"))
+        )
+        .await,
+        4
+    );
 }
 
 #[tokio::test]
@@ -397,7 +405,12 @@ async fn write_read_and_admin_rights_per_destination_pattern() {
         .await;
 
     assert_eq!(
-        metric_at(b.http, "halyard_authorization_denied_total").await,
+        metric_at_as(
+            b.http,
+            "halyard_authorization_denied_total",
+            ("root", &password("root"))
+        )
+        .await,
         10
     );
 }

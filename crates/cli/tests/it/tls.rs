@@ -454,7 +454,7 @@ async fn tls_without_a_certificate_or_with_a_bad_file_does_not_start() {
 /// `app1` by certificate, both in `apps`, which may use `tls.>`.
 fn users_toml(pat_hash: &str) -> String {
     format!(
-        "[[security.users]]\nname = \"pat\"\npassword = \"{pat_hash}\"\ngroups = [\"apps\"]\n\
+        "[[security.users]]\nname = \"pat\"\npassword = \"{pat_hash}\"\ngroups = [\"apps\", \"monitors\"]\n\
          [[security.users]]\nname = \"app1\"\ngroups = [\"apps\"]\ncertificate-subject = \"CN=app1,O=Acme\"\n\
          [[security.users]]\nname = \"mallory\"\ngroups = []\ncertificate-subject = \"CN=mallory,O=Acme\"\n\
          [[security.authorization]]\nqueue = \"tls.>\"\nread = [\"apps\"]\nwrite = [\"apps\"]\nadmin = [\"apps\"]\n"
@@ -521,6 +521,8 @@ async fn failover_over_tls_with_a_login_across_a_kill_9_takeover() {
         let toml = format!("{}{}", pki.toml(port, false, "none"), users_toml(&hash));
         std::fs::write(&config, toml).unwrap();
         c.nodes[i].config = config;
+        // The admin API wants a login once there are users.
+        c.nodes[i].admin_auth = Some(("pat".to_owned(), "pat-pw".to_owned()));
     }
     c.nodes[0].spawn();
     c.nodes[0].wait_role("master", ROLE_WAIT).await;

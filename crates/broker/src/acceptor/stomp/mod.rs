@@ -29,5 +29,10 @@ pub(crate) const REFUSAL: &[u8] =
     b"ERROR\nmessage:too many connections\ncontent-type:text/plain\n\n\
 the broker has reached its connection limit (limits.max-connections)\0";
 
+/// What a connection beyond its address's cap is told.
+pub(crate) const ADDRESS_REFUSAL: &[u8] =
+    b"ERROR\nmessage:too many connections from your address\ncontent-type:text/plain\n\n\
+this address holds as many connections as the broker allows one address (limits.max-connections-per-address)\0";
+
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -86,9 +87,38 @@ pub(crate) struct Denied {
     pub(crate) dest: Destination,
 }
 
+/// What a user may do on the admin HTTP API, from its groups
+/// (`security.admin-groups`, `security.monitor-groups`). Ordered: an
+/// admin may do everything a monitor may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum AdminRole {
+    /// Read-only endpoints (GET).
+    Monitor,
+    /// Everything.
+    Admin,
+}
+
+impl AdminRole {
+    /// The role's name, as the docs and the 403 answers say it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Monitor => "monitor",
+            AdminRole::Admin => "admin",
+        }
+    }
+}
+
 /// The users and rules of one broker.
 pub(crate) struct Security {
     users: HashMap<String, Arc<User>>,
+    admin_groups: Vec<String>,
+    monitor_groups: Vec<String>,
+    /// Admin API requests refused for bad credentials. Kept here, not in
+    /// the master's counters, because masters and slaves alike serve the
+    /// admin API, and a slave's refusals count as much.
+    pub(crate) admin_login_failures_total: AtomicU64,
+    /// Admin API requests by a user whose role does not allow them.
+    pub(crate) admin_forbidden_total: AtomicU64,
     subjects: HashMap<String, Arc<User>>,
     anonymous: Anonymous,
     acl: acl::Acl,
@@ -138,6 +168,10 @@ impl Security {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Security {
             users,
+            admin_groups: config.admin_groups.clone(),
+            monitor_groups: config.monitor_groups.clone(),
+            admin_login_failures_total: AtomicU64::new(0),
+            admin_forbidden_total: AtomicU64::new(0),
             subjects,
             anonymous,
             acl: acl::Acl::new(&config.authorization, config.temporary.clone()),
@@ -172,6 +206,41 @@ impl Security {
         match self.anonymous {
             Anonymous::None => Err(LoginError::Required),
             Anonymous::Read | Anonymous::All => Ok(Principal::Anonymous),
+        }
+    }
+
+    /// Whether the broker has users at all: without any, the admin API
+    /// stays open (as the client listeners do; `check_exposure` refuses a
+    /// public address in that case).
+    pub(crate) fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Checks an HTTP basic-auth login (the admin API) the way a STOMP
+    /// login is checked: the same users, the same per-address slowdown,
+    /// decoy hash and bound on parallel checks, so the admin port is no
+    /// cheaper a place to guess passwords.
+    pub(crate) async fn authenticate_http(
+        &self,
+        peer: SocketAddr,
+        login: &str,
+        password: &str,
+    ) -> Result<Arc<User>, LoginError> {
+        match self.check_password(peer, login, password).await? {
+            Principal::User(u) => Ok(u),
+            _ => Err(LoginError::BadCredentials),
+        }
+    }
+
+    /// The user's admin API role, if it has one: admin beats monitor.
+    pub(crate) fn admin_role(&self, user: &User) -> Option<AdminRole> {
+        let member = |groups: &[String]| user.groups.iter().any(|g| groups.contains(g));
+        if member(&self.admin_groups) {
+            Some(AdminRole::Admin)
+        } else if member(&self.monitor_groups) {
+            Some(AdminRole::Monitor)
+        } else {
+            None
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::halyard_bin;
 use halyard_stomp::{Command, Frame};
 use halyard_testkit::free_port;
-use halyard_testkit::http::{http_get, try_http_get};
+use halyard_testkit::http::{http_get, try_http_get, try_http_request};
 use halyard_testkit::process;
 use halyard_testkit::stomp::{Got, Stomp, WAIT, body, persistent_send};
 use serde_json::Value;
@@ -44,6 +44,9 @@ pub struct Node {
     /// command line. Empty: run it directly.
     pub wrapper: Vec<String>,
     pub child: Option<Child>,
+    /// The user and password `/api/status` is asked as, for brokers with
+    /// users (whose admin API wants a login).
+    pub admin_auth: Option<(String, String)>,
 }
 
 impl Node {
@@ -149,9 +152,18 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `/api/status`, if the admin API answers.
+    /// `/api/status`, if the admin API answers (as
+    /// [`Node::admin_auth`], if set).
     pub async fn status(&self) -> Option<Value> {
-        status_of(self.http).await
+        match &self.admin_auth {
+            None => status_of(self.http).await,
+            Some((user, password)) => {
+                let r = try_http_request(self.http, "GET", "/api/status", Some((user, password)))
+                    .await
+                    .ok()?;
+                (r.status == 200).then(|| serde_json::from_str(&r.body).ok())?
+            }
+        }
     }
 
     /// Waits until `/api/status` says `role`; panics if the process exits
@@ -251,6 +263,7 @@ impl Cluster {
             store: self.store.clone(),
             wrapper: self.wrapper.clone(),
             child: None,
+            admin_auth: None,
         });
         self.nodes.len() - 1
     }
