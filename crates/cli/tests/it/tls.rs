@@ -598,3 +598,40 @@ async fn failover_over_tls_with_a_login_across_a_kill_9_takeover() {
     assert_eq!(got, (0..N).map(text).collect::<BTreeSet<_>>());
     consumer.disconnect().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_over_https_asks_for_credentials() {
+    use base64::Engine;
+    let pki = Pki::new(&["localhost"]);
+    let hash = halyard_broker::password::hash("watch-pw").unwrap();
+    let b = BrokerProcess::start(&format!(
+        "{}[[security.users]]\nname = \"watcher\"\npassword = \"{hash}\"\ngroups = [\"monitors\"]\n",
+        pki.toml(free_port(), true, "none")
+    ))
+    .await;
+    let ca = pki.ca_file();
+    let get = |auth: Option<&str>| {
+        let ca = ca.clone();
+        let auth = auth.map(|a| base64::engine::general_purpose::STANDARD.encode(a));
+        async move {
+            let (_, mut s) = raw_tls_as(b.http, &ca, "localhost").await.unwrap();
+            let header = auth.map_or(String::new(), |a| format!("Authorization: Basic {a}\r\n"));
+            s.write_all(format!("GET /api/status HTTP/1.0\r\nHost: x\r\n{header}\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let open = get(None).await;
+    assert!(
+        open.starts_with("HTTP/1.0 401") || open.starts_with("HTTP/1.1 401"),
+        "{open}"
+    );
+    let wrong = get(Some("watcher:nope")).await;
+    assert!(wrong.contains(" 401 "), "{wrong}");
+    let ok = get(Some("watcher:watch-pw")).await;
+    assert!(ok.contains(" 200 ") && ok.contains("\"role\""), "{ok}");
+    assert!(https_get(b.http, &ca, "/healthz").await.contains(" 200 "));
+}

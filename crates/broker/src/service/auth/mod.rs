@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 pub(crate) use acl::Right;
 
 use crate::config::{Anonymous, ConfigError, SecurityConfig, UserEntry};
-use crate::password;
 use crate::model::Destination;
+use crate::password;
 
 /// Who a connection acts for.
 #[derive(Debug, Clone)]
