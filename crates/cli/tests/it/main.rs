@@ -43,8 +43,8 @@ mod durability;
 mod failover;
 mod ha;
 mod ha_postgres;
-// TLS listeners, HTTPS admin, mutual TLS, reload on SIGHUP.
 mod hostile;
 mod large;
 mod semantics_takeover;
+// TLS listeners, HTTPS admin, mutual TLS, reload on SIGHUP.
 mod tls;
