@@ -18,7 +18,7 @@ use crate::semantics::{error_text, frame, hdr, send_frame};
 use crate::support::inproc::TestBroker;
 use crate::support::{BrokerProcess, halyard_bin, run_cli};
 use halyard_stomp::{Command, Frame};
-use halyard_testkit::metrics::metric_at_as;
+use halyard_testkit::metrics::{metric_at, metric_at_as};
 use halyard_testkit::stomp::{Stomp, WAIT, body};
 
 /// How long "nothing more arrives" is watched for.
@@ -724,4 +724,21 @@ async fn a_broker_with_nobody_to_log_in_refuses_a_network_address() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+#[tokio::test]
+async fn a_broker_without_users_ignores_credentials() {
+    let b = TestBroker::start("").await;
+    let mut c = Stomp::connect_with(
+        b.stomp,
+        &[
+            ("accept-version", "1.2"),
+            ("host", "localhost"),
+            ("login", "guest"),
+            ("passcode", "guest"),
+        ],
+    )
+    .await;
+    c.send_msg("/queue/a", "x", &[]).await;
+    assert_eq!(metric_at(b.http, "halyard_login_failures_total").await, 0);
 }

@@ -193,8 +193,11 @@ impl Security {
         passcode: Option<&str>,
         tls_subject: Option<&str>,
     ) -> Result<Principal, LoginError> {
-        // Clients that have no credentials often send empty ones.
-        let login = login.filter(|l| !l.is_empty());
+        // Clients that have no credentials often send empty ones; and a
+        // broker without users ignores credentials, as ActiveMQ without an
+        // authentication plugin does, so that clients set up with a login
+        // keep working against a development broker.
+        let login = login.filter(|l| !l.is_empty() && !self.users.is_empty());
         if let Some(login) = login {
             return self
                 .check_password(peer, login, passcode.unwrap_or(""))
