@@ -25,7 +25,12 @@
 
 use std::fmt;
 
+pub mod alloc_watch;
+pub mod config;
+pub mod driver;
+pub mod journal;
 pub mod selector;
+pub mod url;
 
 /// SplitMix64: small, fast, good enough for mutation choices (both
 /// fuzzers' source of randomness).

@@ -11,6 +11,8 @@ mod admin;
 pub mod bench_support;
 pub mod config;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod ha;
 mod lifecycle;
 pub mod memory;

@@ -19,7 +19,7 @@
 //! allows, new messages are refused while acknowledgements still have room,
 //! and space comes back as consumers drain.
 
-mod format;
+pub(crate) mod format;
 mod index;
 mod open;
 mod reader;
