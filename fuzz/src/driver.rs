@@ -420,13 +420,21 @@ pub fn main(target: Target) -> ExitCode {
     }
 }
 
-fn keep_shortest(seen: &mut HashMap<u64, Vec<u8>>, sig: u64, input: &[u8]) {
+/// Most outcome signatures remembered (with their shortest input): a
+/// target whose signatures are too fine must not grow without bound over
+/// a long run.
+pub const MAX_SIGNATURES: usize = 100_000;
+
+/// Keeps the shortest input seen for each outcome signature.
+pub fn keep_shortest(seen: &mut HashMap<u64, Vec<u8>>, sig: u64, input: &[u8]) {
+    let full = seen.len() >= MAX_SIGNATURES;
     match seen.get_mut(&sig) {
         Some(kept) if kept.len() <= input.len() => {}
         Some(kept) => *kept = input.to_vec(),
-        None => {
+        None if !full => {
             seen.insert(sig, input.to_vec());
         }
+        None => {}
     }
 }
 
@@ -436,7 +444,7 @@ pub const SAVED_CORPUS_FILES: usize = 300;
 
 /// Writes the shortest input of each outcome to `dir` (one file each,
 /// named by a hash of its content, so saving twice adds no duplicates).
-fn save_corpus(dir: &Path, seen: &HashMap<u64, Vec<u8>>) {
+pub fn save_corpus(dir: &Path, seen: &HashMap<u64, Vec<u8>>) {
     let mut inputs: Vec<&Vec<u8>> = seen.values().collect();
     inputs.sort_by_key(|i| (i.len(), i.to_vec()));
     inputs.truncate(SAVED_CORPUS_FILES);

@@ -24,8 +24,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use halyard_broker::fuzz_support::{
-    Decoded, FrameKind, MAX_RECORD_PAYLOAD, RECORD_FRAME_LEN, decode, frame, frame_at, segment_header,
-    seed_records,
+    Decoded, FrameKind, MAX_RECORD_PAYLOAD, RECORD_FRAME_LEN, decode, frame, frame_at,
+    seed_records, segment_header,
 };
 
 /// Record types of older formats that today's writer writes differently
@@ -75,12 +75,14 @@ pub fn check_journal(data: &[u8]) -> Result<u64, String> {
             FrameKind::Incomplete => {}
             other => return Err(format!("a frame cut short reads as {other:?}")),
         }
-        let bit = (data.iter().map(|&b| b as usize).sum::<usize>() + data.len())
-            % (framed.len() * 8);
+        let bit =
+            (data.iter().map(|&b| b as usize).sum::<usize>() + data.len()) % (framed.len() * 8);
         framed[bit / 8] ^= 1 << (bit % 8);
         match frame_at(&framed) {
             FrameKind::Record { .. } => {
-                return Err(format!("a frame with bit {bit} flipped still reads as a record"));
+                return Err(format!(
+                    "a frame with bit {bit} flipped still reads as a record"
+                ));
             }
             // A flipped length bit may also make it longer than the bytes
             // there (incomplete), zero or out of range.

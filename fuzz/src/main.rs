@@ -9,7 +9,7 @@
 //! [`halyard_stomp_fuzz::check_case`]. Inputs that produce a parse outcome
 //! not seen before join the corpus (cheap feedback, no instrumentation).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, fs};
 
 use halyard_stomp::{Limits, Version};
+use halyard_stomp_fuzz::driver::{files_in, keep_shortest, save_corpus};
 use halyard_stomp_fuzz::{
     Case, Finding, MAX_BODY, MAX_CHUNKS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Rng, Summary,
     check_case, seed_cases,
@@ -37,6 +38,9 @@ options:
   --artifacts DIR   where findings are written (default: artifacts)
   --keep-going      record findings and continue instead of stopping
   --replay FILE...  run saved cases (from artifacts/) and print what happens
+  --replay-dir DIR... run every case file in DIR (a corpus, regressions)
+  --save-corpus DIR  after the run, write the shortest case of each outcome
+                    (at most 300) to DIR
   --write-seeds DIR write the seed corpus as case files (for afl-fuzz -i)
 ";
 
@@ -50,6 +54,7 @@ struct Options {
     keep_going: bool,
     replay: Vec<PathBuf>,
     write_seeds: Option<PathBuf>,
+    save_corpus: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -66,6 +71,7 @@ fn parse_args() -> Result<Options, String> {
         keep_going: false,
         replay: Vec::new(),
         write_seeds: None,
+        save_corpus: None,
     };
     let mut args = env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> Result<u64, String> {
@@ -87,10 +93,18 @@ fn parse_args() -> Result<Options, String> {
             "--write-seeds" => {
                 o.write_seeds = Some(args.next().ok_or("--write-seeds needs a value")?.into())
             }
+            "--save-corpus" => {
+                o.save_corpus = Some(args.next().ok_or("--save-corpus needs a value")?.into())
+            }
             "--replay" => {
                 o.replay.extend(args.by_ref().map(PathBuf::from));
                 if o.replay.is_empty() {
                     return Err("--replay needs files".into());
+                }
+            }
+            "--replay-dir" => {
+                for dir in args.by_ref() {
+                    o.replay.extend(files_in(Path::new(&dir)));
                 }
             }
             "-h" | "--help" => return Err(String::new()),
@@ -477,11 +491,12 @@ fn main() -> ExitCode {
     }
     let seeds = corpus.len();
 
-    let mut seen = HashSet::new();
+    // Signature -> the shortest case that produced it (the corpus to save).
+    let mut seen: HashMap<u64, Vec<u8>> = HashMap::new();
     for case in &corpus {
         match run(case) {
             Ok(s) => {
-                seen.insert(signature(case, &s));
+                keep_shortest(&mut seen, signature(case, &s), &case.to_bytes());
             }
             Err(f) => {
                 eprintln!("seed fails: {f}\n  {}", describe(case));
@@ -536,7 +551,10 @@ fn main() -> ExitCode {
             Ok(summary) => {
                 frames += summary.frames as u64;
                 *errors.entry(summary.error.unwrap_or("none")).or_default() += 1;
-                if seen.insert(signature(&case, &summary)) || rng.chance(2000) {
+                let sig = signature(&case, &summary);
+                let novel = !seen.contains_key(&sig);
+                keep_shortest(&mut seen, sig, &case.to_bytes());
+                if novel || rng.chance(2000) {
                     if corpus.len() < 20_000 {
                         corpus.push(case);
                     } else {
@@ -569,6 +587,9 @@ fn main() -> ExitCode {
         corpus.len()
     );
     println!("  outcomes: {errors:?}");
+    if let Some(dir) = &opts.save_corpus {
+        save_corpus(dir, &seen);
+    }
     if findings > 0 {
         ExitCode::FAILURE
     } else {

@@ -131,3 +131,32 @@ pub const SELECTOR_SEEDS: &[&str] = &[
     "c LIKE 'x' ESCAPE 'ab'",
     "5",
 ];
+
+thread_local! {
+    static MESSAGE: Message = Message::new();
+}
+
+/// [`check_selector`] on raw bytes (lossily decoded as UTF-8) against the
+/// fixed [`Message`], for the shared driver and the AFL target: `Ok` with
+/// a signature of the outcome.
+pub fn check_selector_bytes(data: &[u8]) -> Result<u64, String> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let text = String::from_utf8_lossy(data);
+    let outcome = MESSAGE.with(|m| check_selector(&text, m))?;
+    let mut h = DefaultHasher::new();
+    match outcome {
+        // The kind of refusal, not the text it quotes (which would make
+        // nearly every input novel).
+        SelectorOutcome::Refused(head) => head
+            .split(['\'', '"'])
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(2)
+            .filter(|w| w.chars().all(char::is_alphabetic))
+            .collect::<Vec<_>>()
+            .hash(&mut h),
+        parsed => parsed.hash(&mut h),
+    }
+    Ok(h.finish())
+}

@@ -79,7 +79,9 @@ fn round_trip(e: &Endpoint) -> Result<(), String> {
 fn refusal(text: &str, e: &UrlError) -> Result<(), String> {
     let message = e.to_string();
     if e.url != text || !message.contains(text) || message.trim_end().ends_with(':') {
-        return Err(format!("refusal of {text:?} does not say what: {message:?}"));
+        return Err(format!(
+            "refusal of {text:?} does not say what: {message:?}"
+        ));
     }
     Ok(())
 }
@@ -87,7 +89,10 @@ fn refusal(text: &str, e: &UrlError) -> Result<(), String> {
 /// The problem's variant name, for the outcome signature.
 fn variant(e: &UrlError) -> String {
     let d = format!("{:?}", e.reason);
-    d.split(['(', ' ', '{']).next().unwrap_or_default().to_owned()
+    d.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Tokens of the URL syntax, for the mutator.

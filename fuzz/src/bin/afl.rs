@@ -2,11 +2,18 @@
 //! chunk sizes, then the bytes on the wire). Build with `cargo afl build
 //! --release --features afl --bin afl`; see README.md.
 
-use halyard_stomp_fuzz::{Case, check_case};
+use halyard_stomp_fuzz::{Case, check_case, driver};
 
 fn main() {
     afl::fuzz!(|data: &[u8]| {
-        if let Err(finding) = check_case(&Case::from_bytes(data)) {
+        if let Err(finding) = driver::run(
+            |d| {
+                check_case(&Case::from_bytes(d))
+                    .map(|_| 0)
+                    .map_err(|f| f.to_string())
+            },
+            data,
+        ) {
             panic!("{finding}");
         }
     });

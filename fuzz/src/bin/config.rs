@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use halyard_stomp_fuzz::driver::{self, Target};
 use halyard_stomp_fuzz::config::{CONFIG_TOKENS, check_config, config_seeds};
+use halyard_stomp_fuzz::driver::{self, Target};
 
 fn main() -> ExitCode {
     driver::main(Target {

@@ -2,13 +2,12 @@
 //! (lossily decoded as UTF-8). Build with `cargo afl build --release
 //! --features afl --bin selector_afl`; see README.md.
 
-use halyard_stomp_fuzz::selector::{Message, check_selector};
+use halyard_stomp_fuzz::driver;
+use halyard_stomp_fuzz::selector::check_selector_bytes;
 
 fn main() {
-    let message = Message::new();
     afl::fuzz!(|data: &[u8]| {
-        let text = String::from_utf8_lossy(data);
-        if let Err(finding) = check_selector(&text, &message) {
+        if let Err(finding) = driver::run(check_selector_bytes, data) {
             panic!("{finding}");
         }
     });
