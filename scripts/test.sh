@@ -44,6 +44,44 @@ else
     cargo test --workspace --locked
 fi
 
+# Where cargo puts what it builds (CARGO_TARGET_DIR, or ./target).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+step "short fuzz run (fuzz/: corpora and regressions, then 10 s per target)"
+# The fuzz project is its own workspace (fuzz/README.md). Built with the
+# dev profile (the same settings as ours: overflow checks and debug
+# assertions on) into our target directory, it reuses every dependency the
+# build step compiled and takes seconds; a release build would compile
+# them all again (minutes). One seed per run, printed, so a finding can be
+# reproduced: HALYARD_FUZZ_SEED=N scripts/test.sh.
+fuzz_seed=${HALYARD_FUZZ_SEED:-$(date +%s)}
+echo "fuzz seed: $fuzz_seed"
+cargo build --locked --manifest-path fuzz/Cargo.toml --target-dir "$target_dir"
+for target in stomp selector url config journal; do
+    bin=$target
+    [ "$target" = stomp ] && bin=halyard-stomp-fuzz
+    "$target_dir/debug/$bin" --replay-dir "fuzz/corpus/$target" "fuzz/regressions/$target"
+    "$target_dir/debug/$bin" --seconds 10 --seed "$fuzz_seed" \
+        --artifacts "$target_dir/fuzz-artifacts" || {
+        echo "fuzz target $target: FINDING (saved under $target_dir/fuzz-artifacts; seed $fuzz_seed)"
+        exit 1
+    }
+done
+
+step "dependency audit (cargo deny: licenses, bans, sources)"
+# Advisories are not checked: that needs the RustSec database, a git clone
+# from GitHub (fuzz/README.md, "Dependency audit"). cargo-deny installs in
+# about 2.5 minutes on two cores; if that fails (no crates.io), say so.
+if ! cargo deny --version >/dev/null 2>&1; then
+    cargo install --locked cargo-deny --version 0.20.2 ||
+        echo "cargo-deny could not be installed: dependency audit SKIPPED"
+fi
+if cargo deny --version >/dev/null 2>&1; then
+    cargo deny --log-level error check licenses bans sources
+    cargo deny --log-level error --manifest-path fuzz/Cargo.toml check licenses bans sources
+fi
+
 step "Python interoperability tests (stomp.py)"
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
@@ -55,9 +93,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     echo "$want" > "$stamp"
 fi
-# The binary the build step made, wherever cargo puts it (CARGO_TARGET_DIR).
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+# The binary the build step made (in $target_dir, found above).
 HALYARD_BIN="$target_dir/debug/halyard" "$venv/bin/python" -m pytest tests/python -q -n 2
 
 step "all tests passed in $((SECONDS - started)) s"

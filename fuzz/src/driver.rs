@@ -77,6 +77,7 @@ struct Options {
     keep_going: bool,
     replay: Vec<PathBuf>,
     replay_dirs: Vec<PathBuf>,
+    replaying: bool,
     write_seeds: Option<PathBuf>,
     save_corpus: Option<PathBuf>,
 }
@@ -94,6 +95,7 @@ fn parse_args() -> Result<Options, String> {
         keep_going: false,
         replay: Vec::new(),
         replay_dirs: Vec::new(),
+        replaying: false,
         write_seeds: None,
         save_corpus: None,
     };
@@ -117,8 +119,14 @@ fn parse_args() -> Result<Options, String> {
             "--keep-going" => o.keep_going = true,
             "--write-seeds" => o.write_seeds = Some(path(args.next(), "--write-seeds")?),
             "--save-corpus" => o.save_corpus = Some(path(args.next(), "--save-corpus")?),
-            "--replay" => o.replay.extend(args.by_ref().map(PathBuf::from)),
-            "--replay-dir" => o.replay_dirs.extend(args.by_ref().map(PathBuf::from)),
+            "--replay" => {
+                o.replaying = true;
+                o.replay.extend(args.by_ref().map(PathBuf::from))
+            }
+            "--replay-dir" => {
+                o.replaying = true;
+                o.replay_dirs.extend(args.by_ref().map(PathBuf::from))
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -289,7 +297,7 @@ pub fn main(target: Target) -> ExitCode {
     };
     // Panics are findings, printed as such; keep the default hook quiet.
     panic::set_hook(Box::new(|_| {}));
-    if !opts.replay.is_empty() || !opts.replay_dirs.is_empty() {
+    if opts.replaying {
         let mut files = opts.replay.clone();
         for dir in &opts.replay_dirs {
             files.extend(files_in(dir));

@@ -90,7 +90,7 @@ pub fn check_journal(data: &[u8]) -> Result<u64, String> {
         }
     }
     // 3. As a segment.
-    let _ = segment_header(data).is_ok().hash(&mut h);
+    segment_header(data).is_ok().hash(&mut h);
     let mut at = 0;
     let mut records = 0usize;
     while let FrameKind::Record { len } = frame_at(&data[at..]) {

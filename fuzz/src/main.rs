@@ -53,6 +53,7 @@ struct Options {
     artifacts: PathBuf,
     keep_going: bool,
     replay: Vec<PathBuf>,
+    replaying: bool,
     write_seeds: Option<PathBuf>,
     save_corpus: Option<PathBuf>,
 }
@@ -70,6 +71,7 @@ fn parse_args() -> Result<Options, String> {
         artifacts: PathBuf::from("artifacts"),
         keep_going: false,
         replay: Vec::new(),
+        replaying: false,
         write_seeds: None,
         save_corpus: None,
     };
@@ -97,12 +99,14 @@ fn parse_args() -> Result<Options, String> {
                 o.save_corpus = Some(args.next().ok_or("--save-corpus needs a value")?.into())
             }
             "--replay" => {
+                o.replaying = true;
                 o.replay.extend(args.by_ref().map(PathBuf::from));
                 if o.replay.is_empty() {
                     return Err("--replay needs files".into());
                 }
             }
             "--replay-dir" => {
+                o.replaying = true;
                 for dir in args.by_ref() {
                     o.replay.extend(files_in(Path::new(&dir)));
                 }
@@ -412,28 +416,36 @@ fn run(case: &Case) -> Result<Summary, Finding> {
     }
 }
 
+/// Replays saved cases: each one's outcome when there are a few, only the
+/// failures and a count when there are many (a corpus).
 fn replay(files: &[PathBuf]) -> ExitCode {
-    let mut failed = false;
+    let verbose = files.len() <= 10;
+    let mut failed = 0;
     for file in files {
         let data = match fs::read(file) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                failed = true;
+                println!("{}: {e}", file.display());
+                failed += 1;
                 continue;
             }
         };
         let case = Case::from_bytes(&data);
-        println!("{}: {}", file.display(), describe(&case));
-        match run(&case) {
-            Ok(summary) => println!("  ok: {summary:?}"),
+        let result = run(&case);
+        if verbose || result.is_err() {
+            println!("{}: {}", file.display(), describe(&case));
+        }
+        match result {
+            Ok(summary) if verbose => println!("  ok: {summary:?}"),
+            Ok(_) => {}
             Err(finding) => {
-                println!("  {finding}");
-                failed = true;
+                println!("  FINDING {finding}");
+                failed += 1;
             }
         }
     }
-    if failed {
+    println!("stomp: replayed {} files, {failed} failed", files.len());
+    if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -451,7 +463,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !opts.replay.is_empty() {
+    if opts.replaying {
         return replay(&opts.replay);
     }
     if let Some(dir) = &opts.write_seeds {
