@@ -131,16 +131,60 @@ pub const CONFIG_TOKENS: &[&[u8]] = &[
     b"time-zone = \"utc\"\n",
     b"slow-subscriber = \"drop-oldest\"\n",
     b"dead-letter-strategy = \"shared\"\n",
+    b"[tls]\n",
+    b"[security]\n",
+    b"[security.temporary]\n",
+    b"[[security.users]]\n",
+    b"[[security.authorization]]\n",
+    b"name = \"u\"\n",
+    b"password = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\"\n",
+    b"groups = [\"admins\"]\n",
+    b"certificate-subject = \"CN=x\"\n",
+    b"read = [\"g\"]\n",
+    b"write = []\n",
+    b"admin = [\"g\"]\n",
+    b"anonymous = \"read\"\n",
+    b"client-auth = \"need\"\n",
+    b"min-version = \"1.3\"\n",
+    b"protocol = \"stomp+ssl\"\n",
+    b"cert-file = \"/c.pem\"\n",
+    b"key-file = \"/k.pem\"\n",
+    b"http-tls = true\n",
 ];
 
-const CONFIGURATION_MD: &str = include_str!("../../docs/CONFIGURATION.md");
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The fenced blocks of docs/CONFIGURATION.md (TOML and the `text` ones
-/// that show TOML).
+    /// The every-section seed is a valid config, so the fuzzer starts from
+    /// every section on the path that validates and round-trips.
+    #[test]
+    fn the_every_section_seed_validates_and_round_trips() {
+        let text = every_section_seed();
+        let config: BrokerConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        config.validate().unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(!config.security.users.is_empty() && !config.security.authorization.is_empty());
+        assert!(config.listeners.len() >= 2 && !config.policies.is_empty());
+        check_config(text.as_bytes()).unwrap();
+        for seed in config_seeds() {
+            check_config(&seed).unwrap();
+        }
+    }
+}
+
+/// The docs whose fenced blocks show config files.
+const DOCS: &[&str] = &[
+    include_str!("../../docs/CONFIGURATION.md"),
+    include_str!("../../docs/SECURITY.md"),
+    include_str!("../../docs/TLS.md"),
+];
+
+/// The fenced blocks of [`DOCS`] (TOML, and the `text` ones that show
+/// TOML; the shell ones are seeds that fail to parse, which is fine).
 fn doc_blocks() -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
-    for line in CONFIGURATION_MD.lines() {
+    for line in DOCS.iter().flat_map(|d| d.lines()) {
         if line.starts_with("```") {
             match current.take() {
                 Some(block) => blocks.push(block),
@@ -165,25 +209,52 @@ pub fn config_seeds() -> Vec<Vec<u8>> {
         String::new(),
     ];
     let blocks = doc_blocks();
-    // The documented file with every section, [[listeners]] and
-    // [[policies]] tables in place of its empty arrays, and HA peers.
+    seeds.push(every_section(&blocks));
+    seeds.extend(blocks.into_iter().filter(|b| b.contains('=')));
+    seeds.into_iter().map(String::into_bytes).collect()
+}
+
+/// The documented reference file with every section: `[[listeners]]`,
+/// `[[policies]]`, `[[security.users]]` and `[[security.authorization]]`
+/// tables in place of its empty arrays, `[security.temporary]`, TLS files
+/// and HA peers.
+pub fn every_section_seed() -> String {
+    every_section(&doc_blocks())
+}
+
+fn every_section(blocks: &[String]) -> String {
+    const DROPPED: &[&str] = &["listeners =", "policies =", "users =", "authorization ="];
     let mut every = String::new();
-    for block in &blocks {
+    for block in blocks {
         if block.contains("[store]") {
             for line in block.lines() {
-                if !line.starts_with("listeners =") && !line.starts_with("policies =") {
+                let line = line
+                    .replace("# cert-file", "cert-file")
+                    .replace("# key-file", "key-file")
+                    .replace("# client-ca-file", "client-ca-file")
+                    .replace("# anonymous", "anonymous");
+                if !DROPPED.iter().any(|d| line.starts_with(d)) {
                     every.push_str(&line.replace("peers = []", "peers = [\"stomp://b:61613\"]"));
                     every.push('\n');
                 }
             }
         }
     }
-    for block in &blocks {
+    let mut authorization_done = false;
+    for block in blocks {
         if block.starts_with("[[listeners]]") || block.starts_with("[[policies]]") {
             every.push_str(block);
         }
+        if block.starts_with("[[security.authorization]]") && !authorization_done {
+            every.push_str(block);
+            authorization_done = true;
+        }
     }
-    seeds.push(every);
-    seeds.extend(blocks.into_iter().filter(|b| b.contains('=')));
-    seeds.into_iter().map(String::into_bytes).collect()
+    every.push_str(
+        "[[security.users]]\nname = \"alice\"\n\
+         password = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$O5Tt6j3pJj9QFkXhB3s8m3m0Yb8mJ1nKp6Z1Qe6mH7k\"\n\
+         groups = [\"admins\", \"producers\"]\n\n\
+         [[security.users]]\nname = \"bob\"\ncertificate-subject = \"CN=bob,O=Example\"\ngroups = [\"consumers\"]\n",
+    );
+    every
 }

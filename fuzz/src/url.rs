@@ -4,7 +4,7 @@
 //! Invariants: no panic; a refusal has a message that quotes the URL;
 //! every endpoint of a parsed URL (its brokers and its `priorityURIs`),
 //! written with `Display`, parses back to the same broker (host and
-//! port); a URL that parses as one endpoint parses as a one-broker
+//! port) over the same transport (TLS or not); a URL that parses as one endpoint parses as a one-broker
 //! `BrokerUrl` with that endpoint; and each comma-separated part, parsed
 //! as the client parses a CONNECTED `peers` header, does not panic either.
 
@@ -66,7 +66,7 @@ pub fn check_url(data: &[u8]) -> Result<u64, String> {
 fn round_trip(e: &Endpoint) -> Result<(), String> {
     let written = e.to_string();
     match Endpoint::parse(&written) {
-        Ok(back) if back.same_broker(e) => Ok(()),
+        Ok(back) if back.same_broker(e) && back.is_tls() == e.is_tls() => Ok(()),
         Ok(back) => Err(format!(
             "{e:?} is written {written:?}, which parses as another broker {back:?}"
         )),
@@ -110,6 +110,12 @@ pub const URL_TOKENS: &[&[u8]] = &[
     b"stomp://",
     b"tcp://",
     b"ssl://",
+    b"stomp+ssl://",
+    b"trustCa=/ca.pem",
+    b"clientCert=/c.pem&clientKey=/k.pem",
+    b"verifyHostName=false",
+    b"socket.verifyHostName=true",
+    b"nested.trustCa=",
     b"@",
     b"[",
     b"]",
@@ -188,6 +194,11 @@ pub fn url_seeds() -> Vec<Vec<u8>> {
         "stomp://[::1]x",
         "stomp://a:1?frob=1",
         "stomp:login=1]:5",
+        "ssl://h:61612?trustCa=/etc/ca.pem&clientCert=/c.pem&clientKey=/k.pem&verifyHostName=false",
+        "stomp+ssl://h:1?socket.verifyHostName=true",
+        "failover:(ssl://a:1?trustCa=/mine.pem,stomp+ssl://b:2,stomp://c:3)?nested.trustCa=/ca.pem",
+        "stomp://h:1?trustCa=/ca.pem",
+        "ssl://h:1?clientCert=/c.pem",
         "",
     ]
     .iter()
