@@ -152,26 +152,6 @@ pub const CONFIG_TOKENS: &[&[u8]] = &[
     b"http-tls = true\n",
 ];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The every-section seed is a valid config, so the fuzzer starts from
-    /// every section on the path that validates and round-trips.
-    #[test]
-    fn the_every_section_seed_validates_and_round_trips() {
-        let text = every_section_seed();
-        let config: BrokerConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        config.validate().unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert!(!config.security.users.is_empty() && !config.security.authorization.is_empty());
-        assert!(config.listeners.len() >= 2 && !config.policies.is_empty());
-        check_config(text.as_bytes()).unwrap();
-        for seed in config_seeds() {
-            check_config(&seed).unwrap();
-        }
-    }
-}
-
 /// The docs whose fenced blocks show config files.
 const DOCS: &[&str] = &[
     include_str!("../../docs/CONFIGURATION.md"),
@@ -257,4 +237,24 @@ fn every_section(blocks: &[String]) -> String {
          [[security.users]]\nname = \"bob\"\ncertificate-subject = \"CN=bob,O=Example\"\ngroups = [\"consumers\"]\n",
     );
     every
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The every-section seed is a valid config, so the fuzzer starts from
+    /// every section on the path that validates and round-trips.
+    #[test]
+    fn the_every_section_seed_validates_and_round_trips() {
+        let text = every_section_seed();
+        let config: BrokerConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        config.validate().unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(!config.security.users.is_empty() && !config.security.authorization.is_empty());
+        assert!(config.listeners.len() >= 2 && !config.policies.is_empty());
+        check_config(text.as_bytes()).unwrap();
+        for seed in config_seeds() {
+            check_config(&seed).unwrap();
+        }
+    }
 }

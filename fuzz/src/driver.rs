@@ -60,7 +60,7 @@ pub fn run(check: fn(&[u8]) -> Result<u64, String>, input: &[u8]) -> Result<u64,
 
 const USAGE: &str = "\
 usage: BIN [--seconds S | --iterations N] [--seed X] [--corpus DIR]... [--artifacts DIR]
-           [--keep-going] [--save-corpus DIR]
+           [--keep-going] [--save-corpus DIR] [--max-len N]
        BIN --replay FILE...          run files through the check
        BIN --replay-dir DIR...       run every file in DIR through the check
        BIN --write-seeds DIR         write the built-in seeds as files
@@ -80,6 +80,7 @@ struct Options {
     replaying: bool,
     write_seeds: Option<PathBuf>,
     save_corpus: Option<PathBuf>,
+    max_len: Option<usize>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -98,6 +99,7 @@ fn parse_args() -> Result<Options, String> {
         replaying: false,
         write_seeds: None,
         save_corpus: None,
+        max_len: None,
     };
     let mut args = env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> Result<u64, String> {
@@ -117,6 +119,7 @@ fn parse_args() -> Result<Options, String> {
             "--corpus" => o.corpus.push(path(args.next(), "--corpus")?),
             "--artifacts" => o.artifacts = path(args.next(), "--artifacts")?,
             "--keep-going" => o.keep_going = true,
+            "--max-len" => o.max_len = Some(num(args.next(), "--max-len")?.max(1) as usize),
             "--write-seeds" => o.write_seeds = Some(path(args.next(), "--write-seeds")?),
             "--save-corpus" => o.save_corpus = Some(path(args.next(), "--save-corpus")?),
             "--replay" => {
@@ -284,7 +287,7 @@ pub fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>], target: &T
 }
 
 /// Runs the fuzzer for `target` with the command line's options.
-pub fn main(target: Target) -> ExitCode {
+pub fn main(mut target: Target) -> ExitCode {
     let opts = match parse_args() {
         Ok(o) => o,
         Err(msg) => {
@@ -295,6 +298,9 @@ pub fn main(target: Target) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(n) = opts.max_len {
+        target.max_len = n;
+    }
     // Panics are findings, printed as such; keep the default hook quiet.
     panic::set_hook(Box::new(|_| {}));
     if opts.replaying {

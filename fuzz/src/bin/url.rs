@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         name: "url",
         seeds: url_seeds(),
         tokens: URL_TOKENS,
-        max_len: 4096,
+        max_len: 1024,
         check: check_url,
     })
 }
