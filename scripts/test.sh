@@ -7,7 +7,10 @@
 # clients into ./.venv itself, and Debian's postgresql package if missing.
 # The Rust tests use the PostgreSQL server of $HALYARD_TEST_DATABASE_URL if
 # set, otherwise one throwaway server started here for the whole suite
-# (scripts/test-postgres.sh) and stopped at exit. Usage: scripts/test.sh
+# (scripts/test-postgres.sh) and stopped at exit. It also replays the fuzz
+# corpora and fuzzes each target for 10 s (HALYARD_FUZZ_SEED=N repeats a
+# run's seed), and checks dependency licenses and sources with cargo-deny
+# (installed from crates.io if missing). Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
