@@ -13,7 +13,11 @@ Subcommands:
   probe PORT                     raw STOMP 1.2 exchange: CONNECT, persistent
                                  SEND with receipt, SUBSCRIBE
                                  client-individual, MESSAGE, ACK with
-                                 receipt, DISCONNECT with receipt
+                                 receipt, DISCONNECT with receipt; with
+                                 TLS also prints the negotiated version and
+                                 cipher suite
+  (launch and probe connect over TLS, verifying the broker against the CA
+  file in $BENCH_TLS_CA, when that is set: compare.sh --tls)
   rss PID                        VmRSS of PID in KiB
   sample-rss PID OUT             every 100 ms write the peak VmRSS (KiB) seen
                                  so far to OUT, until PID exits or SIGTERM
@@ -39,6 +43,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -99,9 +104,24 @@ def cmd_free_port(_args):
     s.close()
 
 
+def _open(port, timeout):
+    """A connection to the broker on 127.0.0.1:PORT: plain TCP, or TLS
+    (certificate and host name verified) when $BENCH_TLS_CA names a CA."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    ca = os.environ.get("BENCH_TLS_CA")
+    if not ca:
+        return s
+    ctx = ssl.create_default_context(cafile=ca)
+    try:
+        return ctx.wrap_socket(s, server_hostname="127.0.0.1")
+    except BaseException:
+        s.close()
+        raise
+
+
 def _try_connect(port, deadline):
     """One CONNECT attempt; returns the CONNECTED headers or raises."""
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+    with _open(port, 1) as s:
         s.sendall(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\x00")
         frame, _ = _read_frame(s, b"", min(deadline, time.monotonic() + 5))
         cmd, hdrs = _headers(frame)
@@ -151,7 +171,9 @@ def cmd_probe(args):
     port = int(args[0])
     dest = "/queue/bench.probe.%d" % os.getpid()
     deadline = time.monotonic() + 15
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = _open(port, 5)
+    if isinstance(s, ssl.SSLSocket):
+        print("  tls %s %s (Python %s)" % (s.version(), s.cipher()[0], ssl.OPENSSL_VERSION))
     buf = b""
 
     def exchange(frame, expect):
@@ -578,6 +600,10 @@ def cmd_table(args):
     lines.append("")
     lines.append("ratio: > 1.00x means Halyard is better. Throughput: Halyard/ActiveMQ;")
     lines.append("latency, RSS and start time: ActiveMQ/Halyard.")
+    if run_info.get("tls"):
+        lines.append("Transport: STOMP over TLS on both brokers (stomp+ssl, %s certificate from a "
+                     "throwaway CA); the load generator connects over TLS." % (
+                         "RSA 2048" if run_info.get("tls_key") == "rsa" else "ECDSA P-256"))
     if pg_mode:
         lines.append("Both brokers store in the same PostgreSQL server (a fresh database per session);")
         lines.append("RSS is the broker process's only, not the PostgreSQL server's.")
@@ -653,7 +679,7 @@ def cmd_table(args):
             lines.append("session %s %s: %s" % (s.get("session"), broker, ", ".join(
                 "%s=%s" % (k, s[k]) for k in ("server", "store", "start_to_connected_ms", "rss_idle_kb",
                                               "rss_hwm_kb", "stop_s", "loadavg_at_start", "loadavg_at_end",
-                                              "scenarios") if k in s)))
+                                              "scenarios", "tls_openssl") if k in s)))
     if notes:
         lines.append("")
         lines.append("NOTES:")
@@ -664,7 +690,8 @@ def cmd_table(args):
         f.write(text)
     summary = {"rows": [{"scenario": l, "figure": fn, "unit": u, "halyard": hv, "activemq": av,
                          "higher_is_better": hib} for l, fn, u, hv, av, hib in rows],
-               "notes": notes, "store": run_info.get("store", "journal")}
+               "notes": notes, "store": run_info.get("store", "journal"),
+               "tls": bool(run_info.get("tls")), "tls_key": run_info.get("tls_key") or None}
     with open(os.path.join(rd, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return 0

@@ -3,8 +3,8 @@
 # side, with the same load generator (`halyard bench`, plain STOMP 1.2) on
 # the same machine, one broker at a time.  See bench/README.md.
 #
-# Usage: bench/compare.sh [--store journal|postgres] [--quick]
-#                         [--only halyard|activemq] [--scenarios LIST]
+# Usage: bench/compare.sh [--store journal|postgres] [--tls [--tls-key ecdsa|rsa]]
+#                         [--quick] [--only halyard|activemq] [--scenarios LIST]
 #                         [--keep] [--no-build] [--out DIR]
 set -euo pipefail
 
@@ -29,6 +29,15 @@ Options:
                      (bench/activemq-jdbc.xml), scenarios a, b, c and a
                      50k-message drain e, plus the same drain on Halyard's
                      journal store for reference (ej); about 5 minutes
+  --tls              STOMP over TLS on both brokers (ActiveMQ's stomp+ssl
+                     connector with a PKCS#12 keystore, Halyard's stomp+ssl
+                     listener) and for the load generator
+                     (stomp+ssl://...?trustCa=...); a throwaway CA and
+                     server certificate for 127.0.0.1/localhost are made
+                     with openssl in the run's temp dir. Journal store only
+  --tls-key KIND     the certificates' key type with --tls: "ecdsa"
+                     (P-256, default) or "rsa" (2048 bits); the same
+                     certificate for both brokers
   --quick            short runs (3 s scenarios, 10k-message drain; 5k with
                      --store postgres): a smoke test of the whole pipeline,
                      about 2 minutes; its figures are not meant to be quoted
@@ -76,6 +85,8 @@ AMQ_NODELAY=true
 BUILD=1
 OUT=""
 SCENARIOS=""
+TLS=0
+TLS_KEY=ecdsa
 while (($#)); do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -97,6 +108,11 @@ while (($#)); do
             [[ "$SCENARIOS" =~ ^[a-z]+(,[a-z]+)*$ ]] || { echo "--scenarios takes a comma-separated list, e.g. c,s" >&2; exit 2; }
             ;;
         --keep) KEEP=1 ;;
+        --tls) TLS=1 ;;
+        --tls-key|--tls-key=*)
+            if [[ "$1" == --tls-key ]]; then shift; TLS_KEY=${1:-}; else TLS_KEY=${1#--tls-key=}; fi
+            [[ "$TLS_KEY" == ecdsa || "$TLS_KEY" == rsa ]] || { echo "--tls-key takes ecdsa or rsa" >&2; exit 2; }
+            ;;
         --activemq-nagle) AMQ_NODELAY=false ;;
         --no-build) BUILD=0 ;;
         --out) shift; OUT=${1:?--out needs a directory} ;;
@@ -105,6 +121,13 @@ while (($#)); do
     esac
     shift
 done
+
+if ((TLS)) && [[ $STORE == postgres ]]; then
+    # Nothing stops it in principle (the same generated connector and
+    # listener), but it has never been run: refuse rather than guess.
+    echo "--tls runs with --store journal only" >&2
+    exit 2
+fi
 
 if ((QUICK)); then
     DUR=3              # measured seconds per scenario a-d, f
@@ -201,6 +224,7 @@ SCRIPT_T0=$(date +%s)
 
 pkgs=()
 command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+if ((TLS)); then command -v openssl >/dev/null 2>&1 || pkgs+=(openssl); fi
 if want activemq; then
     [[ -e "$AMQ_HOME/bin/activemq.jar" ]] || pkgs+=(activemq)
     command -v java >/dev/null 2>&1 || pkgs+=(default-jre-headless)
@@ -259,10 +283,53 @@ cp "$HALYARD" "$TMPBASE/halyard"
 HALYARD_ORIG=$HALYARD
 HALYARD=$TMPBASE/halyard
 cp "$HALYARD_CFG" "$OUT/halyard.toml"
-"${TOOL[@]}" record "$OUT/run.json" "store=$STORE" "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+"${TOOL[@]}" record "$OUT/run.json" "store=$STORE" "tls=$TLS" "tls_key=$(if ((TLS)); then echo "$TLS_KEY"; fi)" "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 BENCH_HELP=$("$HALYARD" bench --help 2>&1) || die "'$HALYARD_ORIG bench' is not available: $BENCH_HELP"
 BENCH_EXTRA=()
 if grep -q -- '--no-progress' <<<"$BENCH_HELP"; then BENCH_EXTRA+=(--no-progress); fi
+
+# --tls: a throwaway CA and one server certificate for 127.0.0.1 and
+# localhost, made here and deleted with the temp dir.  Both brokers serve
+# the same certificate (same key type, same chain length), so the
+# handshake costs the same on each side of the table.
+TLS_DIR=""
+TLS_CA=""
+AMQ_KEYSTORE_PASS=bench-keystore
+if ((TLS)); then
+    TLS_DIR=$TMPBASE/tls
+    mkdir -p "$TLS_DIR"
+    if [[ $TLS_KEY == rsa ]]; then
+        TLS_NEWKEY=(-newkey rsa:2048)
+    else
+        TLS_NEWKEY=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+    fi
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 "${TLS_NEWKEY[@]}" -nodes -days 2 -subj "/CN=Halyard bench CA" \
+            -keyout ca.key -out ca.pem
+        openssl req "${TLS_NEWKEY[@]}" -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem
+        # ActiveMQ's sslContext takes a JVM keystore: the key, its
+        # certificate and the CA, as PKCS#12.
+        openssl pkcs12 -export -name broker -inkey server.key -in server.pem -certfile ca.pem \
+            -passout "pass:$AMQ_KEYSTORE_PASS" -out server.p12
+    ) >"$OUT/logs/tls-certs.log" 2>&1 || { cat "$OUT/logs/tls-certs.log" >&2; die "openssl could not make the certificates"; }
+    TLS_CA=$TLS_DIR/ca.pem
+    log "TLS: throwaway CA and server certificate ($TLS_KEY) in $TLS_DIR"
+fi
+
+# broker_url PORT: what the load generator connects to.
+broker_url() {
+    if ((TLS)); then
+        echo "stomp+ssl://127.0.0.1:$1?trustCa=$TLS_CA"
+    else
+        echo "stomp://127.0.0.1:$1"
+    fi
+}
+# benchtool's launch and probe speak TLS when this is set.
+if ((TLS)); then export BENCH_TLS_CA=$TLS_CA; fi
 
 PG_DIR=""          # the throwaway PostgreSQL server (--store postgres)
 PG_POSTMASTER=""   # its postmaster's PID (its CPU counts as ours)
@@ -336,6 +403,11 @@ trap 'exit 130' INT TERM
         echo "commons-dbcp: libcommons-dbcp-java $(dpkg-query -W -f='${Version}' libcommons-dbcp-java 2>/dev/null || echo unknown)"
     fi
     echo "store: $STORE"
+    if ((TLS)); then
+        echo "transport: STOMP over TLS (stomp+ssl) on both brokers, $TLS_KEY certificate; $(openssl version)"
+    else
+        echo "transport: plain STOMP (TCP)"
+    fi
     echo "mode: $( ((QUICK)) && echo quick || echo full ), scenario duration ${DUR}s (+${SCEN_WARMUP}s warm-up), broker warm-up ${BROKER_WARMUP}s, drain ${DRAIN_N}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "scratch: $TMPBASE"
@@ -424,8 +496,22 @@ broker_cmd_halyard() {
         # journal mode's config.
         local cfg=$HALYARD_CFG
         [[ $STORE == journal ]] || cfg=$HALYARD_JOURNAL_CFG
-        CMD=("$HALYARD" broker --config "$cfg" --data-dir "$dir/data" --stomp "127.0.0.1:$port"
-            --http "127.0.0.1:$http")
+        if ((TLS)); then
+            # The same config plus the certificate and one stomp+ssl
+            # listener, which replaces the plain STOMP one (ActiveMQ too
+            # gets its TLS connector only).
+            {
+                cat "$cfg"
+                printf '\n# Added by compare.sh --tls\n[tls]\ncert-file = "%s"\nkey-file = "%s"\n' \
+                    "$TLS_DIR/server.pem" "$TLS_DIR/server.key"
+                printf '\n[[listeners]]\nprotocol = "stomp+ssl"\naddress = "127.0.0.1:%s"\n' "$port"
+            } >"$dir/halyard.toml"
+            cp "$dir/halyard.toml" "$OUT/logs/$SEQ-halyard.toml"
+            CMD=("$HALYARD" broker --config "$dir/halyard.toml" --data-dir "$dir/data" --http "127.0.0.1:$http")
+        else
+            CMD=("$HALYARD" broker --config "$cfg" --data-dir "$dir/data" --stomp "127.0.0.1:$port"
+                --http "127.0.0.1:$http")
+        fi
     fi
 }
 
@@ -443,6 +529,25 @@ broker_cmd_activemq() {
             -Dbench.jdbc.user=postgres -Dbench.jdbc.password=)
     else
         cp "$HERE/activemq.xml" "$dir/conf/activemq.xml"
+    fi
+    if ((TLS)); then
+        # The same connector as stomp+ssl (ActiveMQ's blocking TLS
+        # transport, thread per connection like stomp://) and the broker's
+        # sslContext holding the PKCS#12 keystore.
+        python3 - "$dir/conf/activemq.xml" "$TLS_DIR/server.p12" "$AMQ_KEYSTORE_PASS" <<'PY'
+import sys
+path, ks, pw = sys.argv[1:]
+x = open(path).read()
+old = 'name="stomp"\n                uri="stomp://127.0.0.1:'
+assert x.count(old) == 1, "activemq.xml: expected one stomp:// connector"
+x = x.replace(old, 'name="stomp+ssl"\n                uri="stomp+ssl://127.0.0.1:')
+ctx = ('<sslContext>\n            <sslContext keyStore="file:%s" keyStorePassword="%s" keyStoreType="PKCS12"/>\n'
+       '        </sslContext>\n\n        <transportConnectors>' % (ks, pw))
+assert x.count("<transportConnectors>") == 1
+x = x.replace("<transportConnectors>", ctx)
+open(path, "w").write(x)
+PY
+        cp "$dir/conf/activemq.xml" "$OUT/logs/$SEQ-activemq.xml"
     fi
     # Debian's ActiveMQ logs through slf4j-log4j12: log4j 1.2 properties.
     cp "$HERE/activemq-log4j.properties" "$dir/conf/log4j.properties"
@@ -483,7 +588,7 @@ run_bench() {
     local name=$1
     shift
     local stem="$OUT/runs/${SEQ}-${BROKER}-${name}" rc=0
-    printf '%s\n' "$HALYARD bench --url stomp://127.0.0.1:$PORT $* --json ${BENCH_EXTRA[*]}" >"$stem.cmd"
+    printf '%s\n' "$HALYARD bench --url $(broker_url "$PORT") $* --json ${BENCH_EXTRA[*]}" >"$stem.cmd"
     local wal0=""
     [[ $SESSION_STORE == postgres ]] && wal0=$(pg_wal)
     "${TOOL[@]}" sample-rss "$BROKER_PID" "$stem.rss" &
@@ -493,7 +598,7 @@ run_bench() {
     "${TOOL[@]}" cpu-watch "$stem.cpu" $$ "$BROKER_PID" $PG_POSTMASTER &
     local cpu_pid=$! i
     for i in $(seq 100); do [[ -e "$stem.cpu.started" ]] && break; sleep 0.02; done
-    "$HALYARD" bench --url "stomp://127.0.0.1:$PORT" "$@" --json "${BENCH_EXTRA[@]}" \
+    "$HALYARD" bench --url "$(broker_url "$PORT")" "$@" --json "${BENCH_EXTRA[@]}" \
         >"$stem.json" 2>"$stem.stderr" || rc=$?
     kill "$SAMPLER_PID" "$cpu_pid" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
@@ -641,13 +746,27 @@ run_session() {
         "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)" "other_busy_processes=$busy"
     "${TOOL[@]}" probe "$PORT" >"$OUT/logs/$SEQ-$BROKER.probe" 2>&1 ||
         { cat "$OUT/logs/$SEQ-$BROKER.probe" >&2; die "raw STOMP probe against $BROKER failed"; }
+    if ((TLS)); then
+        # What the broker negotiates with OpenSSL's client (the Python probe
+        # above is OpenSSL too; the load generator is rustls, whose choice
+        # its debug log shows: see bench/README.md).
+        local tls_info
+        tls_info=$(openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$TLS_CA" -verify_return_error \
+            </dev/null 2>&1 | tee "$OUT/logs/$SEQ-$BROKER.s_client" |
+            awk '/^New, /{sub(/^New, /,""); n=$0} /Server Temp Key:/{sub(/.*Temp Key: /,""); k=$0}
+                 /Peer signature type:/{sub(/.*type: /,""); p=$0}
+                 END{print n "; key exchange " k "; signature " p}')
+        log "  TLS (openssl s_client): $tls_info"
+        "${TOOL[@]}" record "$sfile" "tls_openssl=$tls_info" \
+            "tls_python=$(sed -n 's/^  tls //p' "$OUT/logs/$SEQ-$BROKER.probe")"
+    fi
 
     log "  warm-up ${BROKER_WARMUP}s (persistent queue with receipts + topic; not counted)"
     run_bench warmup-queue -d "/queue/bench.warmup.$SEQ" --producers 4 --consumers 4 --persistent \
         --receipt-every 10 --duration "$BROKER_WARMUP" --size "$SIZE" --drain-timeout "$DRAIN_TIMEOUT" &
     local wq=$!
     # The second warm-up stream does not sample RSS (one sampler at a time).
-    "$HALYARD" bench --url "stomp://127.0.0.1:$PORT" -d "/topic/bench.warmup.$SEQ" --producers 1 \
+    "$HALYARD" bench --url "$(broker_url "$PORT")" -d "/topic/bench.warmup.$SEQ" --producers 1 \
         --consumers 2 --duration "$BROKER_WARMUP" --size "$SIZE" --drain-timeout "$DRAIN_TIMEOUT" --json \
         "${BENCH_EXTRA[@]}" >"$OUT/runs/$SEQ-$BROKER-warmup-topic.json" \
         2>"$OUT/runs/$SEQ-$BROKER-warmup-topic.stderr" || true
