@@ -828,7 +828,17 @@ impl BrokerConfig {
             path: shown.clone(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
-        let known = toml::Table::try_from(BrokerConfig::default()).unwrap_or_default();
+        let mut known = toml::Table::try_from(BrokerConfig::default()).unwrap_or_default();
+        // Settings that are unset by default are missing from the
+        // defaults' table; a variable may still set them.
+        if let Some(security) = known
+            .get_mut("security")
+            .and_then(toml::Value::as_table_mut)
+        {
+            for key in ["anonymous", "users-file"] {
+                security.insert(key.to_owned(), toml::Value::String(String::new()));
+            }
+        }
         // A setting in a section always has `__` in its variable; without
         // one only a top-level setting counts (other `HALYARD_*` variables
         // belong to other tools, tests among them).
@@ -1271,6 +1281,9 @@ mod tests {
                 ("HALYARD_LIMITS__MEMORY_BYTES", "1000000"),
                 ("HALYARD_HA__PEERS", r#"["stomp://b:61613"]"#),
                 ("HALYARD_CLIENTS__LINK_STEALING", "true"),
+                ("HALYARD_SECURITY__ANONYMOUS", "read"),
+                ("HALYARD_SECURITY__USERS_FILE", "/etc/halyard/users.toml"),
+                ("HALYARD_SECURITY__ALLOW_ANONYMOUS_NETWORK", "true"),
                 ("HALYARD_NAME", "9"),
                 ("HALYARD_STORE", "memory"),
                 ("OTHER", "x"),
@@ -1283,6 +1296,12 @@ mod tests {
         assert_eq!(c.limits.memory_bytes, Auto::Set(1_000_000));
         assert_eq!(c.ha.peers, vec!["stomp://b:61613".to_owned()]);
         assert!(c.clients.link_stealing);
+        assert_eq!(c.security.anonymous, Some(Anonymous::Read));
+        assert_eq!(
+            c.security.users_file.as_deref(),
+            Some(Path::new("/etc/halyard/users.toml"))
+        );
+        assert!(c.security.allow_anonymous_network);
         assert_eq!(c.name, "9");
         assert_eq!(c.store.kind, StoreKind::Journal, "skipped: the flag's own");
         // Other tools' variables are theirs.
