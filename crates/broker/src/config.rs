@@ -831,12 +831,14 @@ impl BrokerConfig {
         let mut known = toml::Table::try_from(BrokerConfig::default()).unwrap_or_default();
         // Settings that are unset by default are missing from the
         // defaults' table; a variable may still set them.
-        if let Some(security) = known
-            .get_mut("security")
-            .and_then(toml::Value::as_table_mut)
-        {
-            for key in ["anonymous", "users-file"] {
-                security.insert(key.to_owned(), toml::Value::String(String::new()));
+        for (section, keys) in [
+            ("security", &["anonymous", "users-file"][..]),
+            ("tls", &["cert-file", "key-file", "client-ca-file"][..]),
+        ] {
+            if let Some(t) = known.get_mut(section).and_then(toml::Value::as_table_mut) {
+                for key in keys {
+                    t.insert((*key).to_owned(), toml::Value::String(String::new()));
+                }
             }
         }
         // A setting in a section always has `__` in its variable; without
@@ -1284,6 +1286,7 @@ mod tests {
                 ("HALYARD_SECURITY__ANONYMOUS", "read"),
                 ("HALYARD_SECURITY__USERS_FILE", "/etc/halyard/users.toml"),
                 ("HALYARD_SECURITY__ALLOW_ANONYMOUS_NETWORK", "true"),
+                ("HALYARD_TLS__CERT_FILE", "/etc/halyard/broker.pem"),
                 ("HALYARD_NAME", "9"),
                 ("HALYARD_STORE", "memory"),
                 ("OTHER", "x"),
@@ -1302,6 +1305,10 @@ mod tests {
             Some(Path::new("/etc/halyard/users.toml"))
         );
         assert!(c.security.allow_anonymous_network);
+        assert_eq!(
+            c.tls.cert_file.as_deref(),
+            Some(Path::new("/etc/halyard/broker.pem"))
+        );
         assert_eq!(c.name, "9");
         assert_eq!(c.store.kind, StoreKind::Journal, "skipped: the flag's own");
         // Other tools' variables are theirs.
