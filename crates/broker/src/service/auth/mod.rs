@@ -201,7 +201,8 @@ impl Security {
         if let Some(login) = login {
             return self
                 .check_password(peer, login, passcode.unwrap_or(""))
-                .await;
+                .await
+                .map(Principal::User);
         }
         if let Some(user) = tls_subject.and_then(|s| self.subjects.get(s)) {
             return Ok(Principal::User(user.clone()));
@@ -229,10 +230,7 @@ impl Security {
         login: &str,
         password: &str,
     ) -> Result<Arc<User>, LoginError> {
-        match self.check_password(peer, login, password).await? {
-            Principal::User(u) => Ok(u),
-            _ => Err(LoginError::BadCredentials),
-        }
+        self.check_password(peer, login, password).await
     }
 
     /// The user's admin API role, if it has one: admin beats monitor.
@@ -252,7 +250,7 @@ impl Security {
         peer: SocketAddr,
         login: &str,
         passcode: &str,
-    ) -> Result<Principal, LoginError> {
+    ) -> Result<Arc<User>, LoginError> {
         let ip = peer.ip();
         tokio::time::sleep_until(self.throttle.turn(ip)).await;
         let user = self.users.get(login).cloned();
@@ -271,7 +269,7 @@ impl Security {
         match user {
             Some(user) if ok && user.password.is_some() => {
                 self.throttle.succeeded(ip);
-                Ok(Principal::User(user))
+                Ok(user)
             }
             _ => {
                 self.throttle.failed(ip);
@@ -298,15 +296,12 @@ impl Security {
         right: Right,
         dest: &Destination,
     ) -> Result<(), Denied> {
-        let allowed = match principal {
-            Principal::Broker => true,
-            Principal::Anonymous => match self.anonymous {
-                Anonymous::All => true,
-                Anonymous::Read => right == Right::Read,
-                Anonymous::None => false,
-            },
-            Principal::User(u) => self.acl.is_empty() || self.acl.allows(&u.groups, right, dest),
-        };
+        let allowed = self.unrestricted(principal)
+            || match principal {
+                Principal::Broker => true,
+                Principal::Anonymous => self.anonymous == Anonymous::Read && right == Right::Read,
+                Principal::User(u) => self.acl.allows(&u.groups, right, dest),
+            };
         if allowed {
             Ok(())
         } else {
