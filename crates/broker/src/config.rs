@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod openwire;
 mod policies;
 mod security;
 pub(crate) use security::check_users;
 
 pub use crate::store::open::StoreKind;
+pub use openwire::OpenWireConfig;
 pub use policies::{
     DeadLetter, DeadLetterStrategy, DestinationPolicy, Policies, PolicyEntry, Redelivery,
 };
@@ -66,6 +68,8 @@ pub struct BrokerConfig {
     pub policies: Vec<PolicyEntry>,
     /// Users, anonymous access and per-destination rights.
     pub security: SecurityConfig,
+    /// The OpenWire head: wire format offered, peers announced.
+    pub openwire: OpenWireConfig,
 }
 
 /// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
@@ -229,6 +233,7 @@ impl Default for BrokerConfig {
             scheduler: SchedulerConfig::default(),
             policies: Vec::new(),
             security: SecurityConfig::default(),
+            openwire: OpenWireConfig::default(),
         }
     }
 }
@@ -1060,6 +1065,7 @@ impl BrokerConfig {
             });
         }
         self.validate_tls()?;
+        self.openwire.validate()?;
         if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace-factor",

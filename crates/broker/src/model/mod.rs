@@ -8,6 +8,7 @@
 //! budget). Protocol heads translate their frames into these types at their
 //! edge; stores persist them (docs/STORAGE.md gives the formats).
 
+mod body;
 mod destination;
 mod message;
 mod pattern;
@@ -15,6 +16,7 @@ mod properties;
 mod select;
 mod value;
 
+pub use body::{BODY_KIND_PROPERTY, BodyKind};
 pub use destination::{Destination, DestinationError, DestinationKind, MAX_NAME_LEN};
 #[cfg(test)]
 pub(crate) use message::test_message;

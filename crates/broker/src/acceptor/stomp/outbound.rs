@@ -7,7 +7,7 @@ use halyard_stomp::{Command, FrameWriter, Version};
 use super::error::Fatal;
 use super::out::{Out, SHARED_BODY};
 use crate::core::{Delivery, GROUP_FIRST, Note};
-use crate::model::Value;
+use crate::model::{BODY_KIND_PROPERTY, Value};
 
 pub(super) fn receipt(out: &mut Out, version: Version, receipt_id: &str) {
     let mut w = FrameWriter::new(&mut out.buf, Command::Receipt, version);
@@ -99,6 +99,9 @@ pub(super) fn message(out: &mut Out, version: Version, h: &MessageHeaders<'_>, d
     }
     w.header_u64("timestamp", m.timestamp);
     for (k, v) in m.properties.iter() {
+        if k == BODY_KIND_PROPERTY {
+            continue;
+        }
         match v {
             Value::String(s) => w.header(k, s),
             other => w.header(k, &other.to_string()),

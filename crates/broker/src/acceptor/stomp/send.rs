@@ -6,7 +6,9 @@ use super::destination::StompDestination;
 use super::error::{Fatal, missing};
 use super::refused;
 use super::session::Session;
-use crate::model::{DEFAULT_PRIORITY, Destination, Properties, Value};
+use crate::model::{
+    BODY_KIND_PROPERTY, BodyKind, DEFAULT_PRIORITY, Destination, Properties, Value,
+};
 use crate::service::NewMessage;
 use crate::store::{DUPLICATE_ID_HEADER, MAX_DUPLICATE_ID_LEN};
 
@@ -23,6 +25,9 @@ const NOT_KEPT: &[&str] = &[
     "redelivered",
     "delivery-count",
     "timestamp",
+    // The body's JMS type is the broker's to record (from
+    // `content-length`), not the client's to claim.
+    BODY_KIND_PROPERTY,
 ];
 
 impl Session {
@@ -60,6 +65,13 @@ impl Session {
 /// (STOMP's rule, which is also how properties are built).
 fn message(frame: Frame, destination: Destination, temp_scope: &str) -> Result<NewMessage, Fatal> {
     let headers = frame.headers;
+    // As ActiveMQ maps STOMP to JMS: a SEND with `content-length` is a
+    // BytesMessage, one without a TextMessage.
+    let kind = if headers.get("content-length").is_some() {
+        BodyKind::Bytes
+    } else {
+        BodyKind::Text
+    };
     let persistent = match headers.get("persistent") {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
@@ -111,6 +123,7 @@ fn message(frame: Frame, destination: Destination, temp_scope: &str) -> Result<N
             }
             (k, Value::String(v))
         })
+        .chain(kind.property().map(|v| (BODY_KIND_PROPERTY.to_owned(), v)))
         .collect();
     Ok(NewMessage {
         destination,
