@@ -68,8 +68,9 @@ pub struct BrokerConfig {
     pub policies: Vec<PolicyEntry>,
     /// Users, anonymous access and per-destination rights.
     pub security: SecurityConfig,
-    /// The OpenWire head: wire format offered, peers announced.
-    pub openwire: OpenWireConfig,
+    /// `[openwire-options]`: the OpenWire head's wire format offered and
+    /// the peers it announces (`openwire` itself is its listen address).
+    pub openwire_options: OpenWireConfig,
 }
 
 /// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
@@ -233,7 +234,7 @@ impl Default for BrokerConfig {
             scheduler: SchedulerConfig::default(),
             policies: Vec::new(),
             security: SecurityConfig::default(),
-            openwire: OpenWireConfig::default(),
+            openwire_options: OpenWireConfig::default(),
         }
     }
 }
@@ -1065,7 +1066,7 @@ impl BrokerConfig {
             });
         }
         self.validate_tls()?;
-        self.openwire.validate()?;
+        self.openwire_options.validate()?;
         if !(self.heartbeat.grace_factor >= 1.0 && self.heartbeat.grace_factor <= 100.0) {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace-factor",

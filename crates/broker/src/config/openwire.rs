@@ -1,11 +1,11 @@
-//! `[openwire]`: how the OpenWire head (ActiveMQ's JMS clients) negotiates
+//! `[openwire-options]`: how the OpenWire head (ActiveMQ's JMS clients) negotiates
 //! its wire format and what it tells failover clients (docs/OPENWIRE.md).
 
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
-/// `[openwire]`.
+/// `[openwire-options]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct OpenWireConfig {
@@ -60,7 +60,7 @@ impl OpenWireConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for url in &self.peers {
             check_peer(url).map_err(|problem| ConfigError::Invalid {
-                key: "openwire.peers",
+                key: "openwire-options.peers",
                 message: format!(
                     "'{url}' {problem} (expected tcp://HOST:PORT, nio://HOST:PORT or ssl://HOST:PORT)"
                 ),
@@ -68,7 +68,7 @@ impl OpenWireConfig {
         }
         if self.cache_enabled && self.cache_size == 0 {
             return Err(ConfigError::Invalid {
-                key: "openwire.cache-size",
+                key: "openwire-options.cache-size",
                 message: "must be greater than 0 while cache-enabled is on".into(),
             });
         }
