@@ -927,11 +927,25 @@ impl Dispatcher {
     }
 
     /// The consumer rejected these (NACK): redeliver or dead-letter.
-    pub(crate) fn nack(&mut self, consumer: ConsumerId, seqs: &[u64], effects: &mut Vec<Effect>) {
+    pub(crate) fn nack(
+        &mut self,
+        consumer: ConsumerId,
+        seqs: &[u64],
+        poison: bool,
+        effects: &mut Vec<Effect>,
+    ) {
         let now = crate::model::now_ms();
         for &seq in seqs {
             if let Some(entry) = self.take(seq, Holder::Consumer(consumer)) {
-                self.release_entry(entry, "rejected (NACK)", Some(now), effects);
+                if poison && !self.policy.is_dead_letter_queue {
+                    self.dead_letter(
+                        entry,
+                        "the client gave up on it (poison acknowledgement)".into(),
+                        effects,
+                    );
+                } else {
+                    self.release_entry(entry, "rejected (NACK)", Some(now), effects);
+                }
             }
         }
     }
@@ -958,19 +972,11 @@ impl Dispatcher {
         effects: &mut Vec<Effect>,
     ) {
         if entry.deliveries > self.policy.max_redeliveries && !self.policy.is_dead_letter_queue {
-            // In-flight entries always have their body.
-            if let Some(message) = entry.message {
-                effects.push(Effect::DeadLetter {
-                    reason: format!(
-                        "delivered {} times, more than max-redeliveries ({}); last: {why}",
-                        entry.deliveries, self.policy.max_redeliveries
-                    ),
-                    message,
-                    stored: entry.stored,
-                    deliveries: entry.deliveries,
-                    tag: self.tag,
-                });
-            }
+            let reason = format!(
+                "delivered {} times, more than max-redeliveries ({}); last: {why}",
+                entry.deliveries, self.policy.max_redeliveries
+            );
+            self.dead_letter(entry, reason, effects);
         } else {
             let delay = match delay_from {
                 Some(now) => now.saturating_add(
@@ -998,6 +1004,20 @@ impl Dispatcher {
             } else {
                 self.insert_ready(entry);
             }
+        }
+    }
+
+    /// Sends an in-flight entry to the dead-letter queue.
+    fn dead_letter(&self, entry: Entry, reason: String, effects: &mut Vec<Effect>) {
+        // In-flight entries always have their body.
+        if let Some(message) = entry.message {
+            effects.push(Effect::DeadLetter {
+                reason,
+                message,
+                stored: entry.stored,
+                deliveries: entry.deliveries,
+                tag: self.tag,
+            });
         }
     }
 
@@ -1640,7 +1660,7 @@ mod tests {
         for n in 1..=3 {
             d.dispatch(0, &mut fx);
             assert_eq!(drain(&mut rx), vec![(1, n)]);
-            d.nack(ConsumerId(1), &[1], &mut fx);
+            d.nack(ConsumerId(1), &[1], false, &mut fx);
         }
         let dead: Vec<_> = fx
             .iter()
@@ -1652,6 +1672,28 @@ mod tests {
                 .filter(|e| matches!(e, Effect::Deliveries { seq: 1, .. }))
                 .count(),
             2
+        );
+        assert_eq!(d.stats().ready + d.stats().inflight, 0);
+    }
+
+    #[test]
+    fn a_poison_nack_dead_letters_at_once() {
+        let mut d = Dispatcher::new(policy());
+        let mut rx = consumer(&mut d, 1, 1);
+        d.push(msg(1, 4), true);
+        let mut fx = Vec::new();
+        d.dispatch(0, &mut fx);
+        assert_eq!(drain(&mut rx), vec![(1, 1)]);
+        d.nack(ConsumerId(1), &[1], true, &mut fx);
+        assert!(
+            fx.iter().any(
+                |e| matches!(e, Effect::DeadLetter { message, reason, .. } if message.seq == 1 && reason.contains("poison"))
+            )
+        );
+        d.dispatch(0, &mut fx);
+        assert!(
+            drain(&mut rx).is_empty(),
+            "a poisoned message is not redelivered"
         );
         assert_eq!(d.stats().ready + d.stats().inflight, 0);
     }
@@ -1672,7 +1714,7 @@ mod tests {
         let mut fx = Vec::new();
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(1, 1)]);
-        d.nack(ConsumerId(1), &[1], &mut fx);
+        d.nack(ConsumerId(1), &[1], false, &mut fx);
         let until = match fx.as_slice() {
             [
                 Effect::Delayed {

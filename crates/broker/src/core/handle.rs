@@ -74,6 +74,10 @@ pub(crate) enum Control {
     Nack {
         consumer: ConsumerId,
         seqs: Vec<u64>,
+        /// The client gave up on these (a JMS client's poison
+        /// acknowledgement after its own redeliveries): dead-letter them
+        /// now rather than redeliver.
+        poison: bool,
     },
     /// Acknowledged or rejected inside a transaction; held until it ends.
     Hold {

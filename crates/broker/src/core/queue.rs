@@ -250,7 +250,11 @@ impl QueueActor {
                 }
             }
             Control::Ack { consumer, seqs } => d.ack(consumer, &seqs),
-            Control::Nack { consumer, seqs } => d.nack(consumer, &seqs, effects),
+            Control::Nack {
+                consumer,
+                seqs,
+                poison,
+            } => d.nack(consumer, &seqs, poison, effects),
             Control::Hold { consumer, seqs } => d.hold(consumer, &seqs),
             Control::Commit { seqs, .. } => d.commit(&seqs),
             Control::Rollback { seqs, .. } => d.rollback(&seqs, effects),

@@ -404,9 +404,13 @@ impl TopicActor {
                     d.ack(consumer, &seqs);
                 }
             }
-            Control::Nack { consumer, seqs } => {
+            Control::Nack {
+                consumer,
+                seqs,
+                poison,
+            } => {
                 if let Some(d) = self.dispatcher_of(consumer) {
-                    d.nack(consumer, &seqs, effects);
+                    d.nack(consumer, &seqs, poison, effects);
                 }
             }
             Control::Hold { consumer, seqs } => {

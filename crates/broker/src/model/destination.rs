@@ -121,14 +121,15 @@ impl Destination {
 
     /// Whether this is a temporary destination of the connection whose
     /// temp scope is `scope`: a temporary destination's name is
-    /// `SCOPE.NAME`, so only its owner, and those it hands the full name
-    /// to, can reach it.
+    /// `SCOPE.NAME` (STOMP, whose scope is secret, so only its owner, and
+    /// those it hands the full name to, can reach it) or `SCOPE:N`
+    /// (OpenWire, whose clients name them after their connection id).
     pub fn is_temp_of(&self, scope: &str) -> bool {
         self.kind.is_temporary()
             && self
                 .name
                 .strip_prefix(scope)
-                .is_some_and(|rest| rest.starts_with('.'))
+                .is_some_and(|rest| rest.starts_with(['.', ':']))
     }
 
     /// The kind.

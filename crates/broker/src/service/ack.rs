@@ -15,6 +15,10 @@ use crate::store::Record;
 pub(crate) struct AckRequest<'a> {
     pub(crate) target: AckRef<'a>,
     pub(crate) reject: bool,
+    /// With `reject`: dead-letter at once instead of redelivering (a JMS
+    /// client's poison acknowledgement: it redelivered the message itself
+    /// as often as its policy allows).
+    pub(crate) poison: bool,
     /// Inside this transaction: takes effect at commit.
     pub(crate) tx: Option<&'a str>,
     /// Whether the client waits for the outcome: then the returned work
@@ -62,7 +66,15 @@ impl Connection {
             for acked in parts {
                 let (consumer, seqs) = (acked.consumer, acked.seqs());
                 let n = seqs.len();
-                let _ = acked.handle.control(Control::Nack { consumer, seqs }).await;
+                let poison = req.poison;
+                let _ = acked
+                    .handle
+                    .control(Control::Nack {
+                        consumer,
+                        seqs,
+                        poison,
+                    })
+                    .await;
                 if let Some(c) = &acked.credit {
                     c.release(n).await;
                 }

@@ -40,6 +40,10 @@ pub(crate) struct ConnectRequest {
     /// What closes the connection when the broker must (a too slow
     /// subscriber, a client id taken over).
     pub(crate) kick: Arc<Kick>,
+    /// The scope of its temporary destinations' names, when the protocol
+    /// has the client name them (OpenWire: `CONNECTION-ID:N`, unique by
+    /// the client's connection id); `None` for a secret random one.
+    pub(crate) temp_scope: Option<String>,
 }
 
 /// How a protocol head must treat a delivery it is about to write.

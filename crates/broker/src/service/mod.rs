@@ -187,7 +187,10 @@ impl Service {
         tracing::debug!(conn = %req.id, peer = %req.peer, principal = %principal.describe(),
             tls_subject = ?req.tls_subject, client_id = ?req.client_id,
             "connection bound to a principal");
-        let scope = temp_scope(&req.id);
+        let scope = req
+            .temp_scope
+            .clone()
+            .unwrap_or_else(|| temp_scope(&req.id));
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Connection::new(
             self.clone(),
@@ -287,6 +290,7 @@ impl Service {
             tls_subject: None,
             deliveries,
             kick: Arc::default(),
+            temp_scope: None,
         };
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Connection::new(

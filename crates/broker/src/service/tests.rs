@@ -63,6 +63,7 @@ async fn connect(service: &Arc<Service>, client_id: Option<&str>) -> Result<Clie
             tls_subject: None,
             deliveries: tx,
             kick: Arc::new(Kick::default()),
+            temp_scope: None,
         })
         .await?;
     Ok(Client { conn, deliveries })
@@ -148,6 +149,7 @@ impl Client {
             .ack(AckRequest {
                 target: AckRef::Token(&t),
                 reject,
+                poison: false,
                 tx,
                 confirm: true,
             })

@@ -31,6 +31,7 @@ impl Session {
         let request = AckRequest {
             target,
             reject: nack,
+            poison: false,
             tx: h.get("transaction"),
             confirm: receipt.is_some(),
         };

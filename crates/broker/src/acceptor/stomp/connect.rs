@@ -35,6 +35,7 @@ impl Session {
             tls_subject: self.tls_subject.clone(),
             deliveries,
             kick: self.kick.clone(),
+            temp_scope: None,
         };
         // ActiveMQ echoes a CONNECT's `request-id` as `response-id`.
         let request_id = h.get("request-id").map(str::to_owned);

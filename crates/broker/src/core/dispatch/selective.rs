@@ -314,7 +314,7 @@ mod tests {
         let mut fx = Vec::new();
         d.dispatch(0, &mut fx);
         assert_eq!(seqs(&mut a), vec![2, 4, 6]);
-        d.nack(ConsumerId(1), &[4], &mut fx);
+        d.nack(ConsumerId(1), &[4], false, &mut fx);
         d.dispatch(0, &mut fx);
         let again: Vec<(u64, u32)> = std::iter::from_fn(|| a.try_recv().ok())
             .map(|d| (d.message.seq, d.deliveries))
