@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -206,7 +207,6 @@ class OpenwireHalyard(Broker):
 
 
 def _accepts(host: str, port: int, broker) -> bool:
-    import socket
     assert broker.alive(), f"broker {broker.name} exited:\n{broker.log_tail(40)}"
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, _free_port
+from conftest import _BROKERS_KEY, REPO, _free_port
 from openwire import (
     ACTIVEMQ_SKIP_REASON,
     AGAINST_ACTIVEMQ,
@@ -163,8 +163,9 @@ def _new_database() -> str:
 
 @pytest.fixture(params=["halyard-journal", "halyard-postgres", "activemq-kahadb"])
 def failover_pair(request: pytest.FixtureRequest, tmp_path: Path):
-    """(master, slave) sharing one store, both with an OpenWire port."""
-    brokers: list = []
+    """(master, slave) sharing one store, both with an OpenWire port. Their
+    logs are attached to a failure report (conftest's makereport hook)."""
+    brokers: list = request.node.stash.setdefault(_BROKERS_KEY, [])
     try:
         if request.param == "activemq-kahadb":
             if not AGAINST_ACTIVEMQ:
