@@ -4,7 +4,12 @@
 # with the independent Python client stomp.py.
 #
 # Needs only the Rust toolchain and Python 3; it installs the Python test
-# clients into ./.venv itself, and Debian's postgresql package if missing.
+# clients into ./.venv itself, and Debian's postgresql package if missing,
+# and for the OpenWire tests the real ActiveMQ JMS client: Debian's
+# openjdk-17-jdk-headless and activemq packages if java/javac or the jars
+# are missing (HALYARD_TEST_SKIP_JAVA=1 skips those tests instead). The JMS
+# test programs (tests/java) are compiled into <target dir>/java-tests when
+# their sources change.
 # The Rust tests use the PostgreSQL server of $HALYARD_TEST_DATABASE_URL if
 # set, otherwise one throwaway server started here for the whole suite
 # (scripts/test-postgres.sh) and stopped at exit. It also replays the fuzz
@@ -85,7 +90,7 @@ if cargo deny --version >/dev/null 2>&1; then
     cargo deny --log-level error --manifest-path fuzz/Cargo.toml check licenses bans sources
 fi
 
-step "Python interoperability tests (stomp.py)"
+step "Python test clients (.venv)"
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
@@ -96,7 +101,51 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     echo "$want" > "$stamp"
 fi
-# The binary the build step made (in $target_dir, found above).
+
+step "Java test peers (ActiveMQ 5.17 JMS client, tests/java)"
+# The OpenWire tests (tests/python/test_openwire_jms.py) drive Halyard with
+# ActiveMQ's own client: small JMS programs compiled here, only when their
+# sources changed (tests/java/build.sh), and the `activemq` command's
+# producer/consumer. Installed from Debian when missing, as PostgreSQL is
+# (scripts/test-postgres.sh): as root, or through sudo when it needs no
+# password. Checking costs nothing when they are there.
+if [ "${HALYARD_TEST_SKIP_JAVA:-}" = 1 ]; then
+    echo "HALYARD_TEST_SKIP_JAVA=1: the JMS (OpenWire) tests will be skipped"
+else
+    java_pkgs=()
+    { command -v java && command -v javac; } >/dev/null 2>&1 || java_pkgs+=(openjdk-17-jdk-headless)
+    for f in /usr/share/java/activemq-client.jar /usr/share/java/geronimo-jms_1.1_spec.jar \
+        /usr/share/activemq/bin/activemq.jar; do
+        [ -e "$f" ] || { java_pkgs+=(activemq); break; }
+    done
+    command -v activemq >/dev/null 2>&1 || [[ " ${java_pkgs[*]} " == *" activemq "* ]] || java_pkgs+=(activemq)
+    if ((${#java_pkgs[@]})); then
+        sudo=()
+        if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        fi
+        if { [ "$(id -u)" != 0 ] && [ ${#sudo[@]} = 0 ]; } || ! command -v apt-get >/dev/null; then
+            echo "missing for the JMS tests: ${java_pkgs[*]} (Debian packages); install them, or set HALYARD_TEST_SKIP_JAVA=1" >&2
+            exit 1
+        fi
+        echo "installing Debian's ${java_pkgs[*]}"
+        # The activemq package starts no broker by itself (instances-enabled/ is empty).
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${java_pkgs[@]}" ||
+            { "${sudo[@]}" apt-get update -q &&
+                "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${java_pkgs[@]}"; } || {
+            echo "apt-get install ${java_pkgs[*]} failed" >&2
+            exit 1
+        }
+    fi
+    export HALYARD_JAVA_BUILD_DIR="$target_dir/java-tests"
+    tests/java/build.sh "$HALYARD_JAVA_BUILD_DIR" >/dev/null
+    echo "JMS test programs built in $HALYARD_JAVA_BUILD_DIR ($(javac -version 2>&1), activemq $(dpkg-query -W -f='${Version}' activemq 2>/dev/null || echo '?'))"
+fi
+
+step "Python interoperability tests (stomp.py, ActiveMQ JMS client)"
+# The binary the build step made (in $target_dir, found above). The JMS
+# tests against ActiveMQ itself (validating the test programs) run only with
+# HALYARD_TEST_AGAINST_ACTIVEMQ=1 (tests/java/README.md).
 HALYARD_BIN="$target_dir/debug/halyard" "$venv/bin/python" -m pytest tests/python -q -n 2
 
 step "all tests passed in $((SECONDS - started)) s"
