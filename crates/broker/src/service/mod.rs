@@ -33,6 +33,7 @@ mod selector;
 mod send;
 mod subscribe;
 mod subscriptions;
+mod temporary;
 mod transaction;
 
 use std::collections::HashMap;

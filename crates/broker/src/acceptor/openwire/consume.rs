@@ -1,0 +1,468 @@
+//! Consumers: subscribing (`ConsumerInfo`), dispatching (`MessageDispatch`),
+//! acknowledging (`MessageAck`), pulling (`MessagePull`, a consumer with
+//! prefetch 0) and closing.
+//!
+//! Every consumer subscribes with individual acknowledgement: JMS's
+//! acknowledge modes live in the client, which tells the broker what it
+//! acknowledges in ranges (a standard ack covers every message the consumer
+//! was sent up to the one it names) or one by one. Acknowledgements name
+//! messages by the `broker_sequence_id` the broker put in their ids.
+
+use std::collections::{HashMap, VecDeque};
+
+use halyard_openwire::{self as ow, Command};
+use tokio::time::Instant;
+
+use super::connect::join;
+use super::convert::{self, Delivered};
+use super::error::{INVALID_DESTINATION, JMS_EXCEPTION};
+use super::session::{Fatal, Reply, Session};
+use super::transaction::tx_name;
+use crate::core::{Delivery, Note, SubKey};
+use crate::service::{
+    AckMode, AckRef, AckRequest, DeliveryToken, Pending, SubscribeSpec, Tracked, Unsubscribe,
+};
+
+/// Standard, unmatched and expired acknowledgements take messages for
+/// good; delivered and redelivered ones only report progress; a poison one
+/// gives up on them; an individual one takes one message.
+mod ack_type {
+    pub(super) const DELIVERED: u8 = 0;
+    pub(super) const POISON: u8 = 1;
+    pub(super) const STANDARD: u8 = 2;
+    pub(super) const REDELIVERED: u8 = 3;
+    pub(super) const INDIVIDUAL: u8 = 4;
+    pub(super) const UNMATCHED: u8 = 5;
+    pub(super) const EXPIRED: u8 = 6;
+}
+
+/// The prefix of ActiveMQ's advisory topics. Halyard publishes no
+/// advisories; a client's advisory consumer (every connection makes one for
+/// temporary destinations) is answered and given nothing.
+const ADVISORY_PREFIX: &str = "ActiveMQ.Advisory.";
+
+type Key = (i64, i64);
+
+struct Consumer {
+    id: ow::ConsumerId,
+    /// Its subscription in the service (`None`: an advisory consumer).
+    sub: Option<SubKey>,
+    /// The service's id for the subscription.
+    sub_id: String,
+    /// Messages sent to it and not yet acknowledged, in the order sent:
+    /// broker sequence number and delivery token.
+    unacked: VecDeque<(u64, DeliveryToken)>,
+    /// Prefetch 0: messages go out only when pulled.
+    pull: Option<Pull>,
+}
+
+/// A pulling consumer's state. It subscribes with a prefetch of one, and
+/// the message the broker sends it waits here until the client asks.
+#[derive(Default)]
+struct Pull {
+    held: Option<Delivery>,
+    /// The client waits for a message: until this instant (`Some(None)`:
+    /// for ever).
+    waiting: Option<Option<Instant>>,
+}
+
+/// The connection's consumers.
+#[derive(Default)]
+pub(super) struct Consumers {
+    by_id: HashMap<Key, Consumer>,
+    by_sub: HashMap<SubKey, Key>,
+}
+
+impl Consumers {
+    /// The consumers of JMS session `session`.
+    pub(super) fn of_session(&self, session: i64) -> Vec<ow::ConsumerId> {
+        self.by_id
+            .iter()
+            .filter(|((s, _), _)| *s == session)
+            .map(|(_, c)| c.id.clone())
+            .collect()
+    }
+
+    /// When the earliest waiting pull times out.
+    pub(super) fn next_pull_deadline(&self) -> Option<Instant> {
+        self.by_id
+            .values()
+            .filter_map(|c| c.pull.as_ref()?.waiting.flatten())
+            .min()
+    }
+
+    /// The deliveries an acknowledgement of `consumer` covers: up to and
+    /// including message `last` (a range), or just `last`. Taken out of
+    /// the consumer's unacknowledged list; `None` if it has no such
+    /// message.
+    fn take(&mut self, consumer: &Key, last: u64, range: bool) -> Option<Vec<DeliveryToken>> {
+        let c = self.by_id.get_mut(consumer)?;
+        let at = c.unacked.iter().position(|(seq, _)| *seq == last)?;
+        if range {
+            Some(c.unacked.drain(..=at).map(|(_, t)| t).collect())
+        } else {
+            c.unacked.remove(at).map(|(_, t)| vec![t])
+        }
+    }
+
+    /// Puts taken deliveries back (a transaction that holds them rolled
+    /// back: the client redelivers them itself and acknowledges again).
+    pub(super) fn restore(&mut self, consumer: &Key, seqs: Vec<(u64, DeliveryToken)>) {
+        if let Some(c) = self.by_id.get_mut(consumer) {
+            for s in seqs.into_iter().rev() {
+                c.unacked.push_front(s);
+            }
+        }
+    }
+}
+
+fn key(id: &ow::ConsumerId) -> Key {
+    (id.session_id, id.value)
+}
+
+impl Session {
+    /// `ConsumerInfo`: subscribe.
+    pub(super) async fn consumer_info(&mut self, c: ow::ConsumerInfo) -> Result<(), Fatal> {
+        let (cid, required) = (c.command_id, c.response_required);
+        let Some(id) = c.consumer_id.clone() else {
+            return self.refuse(cid, required, JMS_EXCEPTION, "ConsumerInfo without an id".into());
+        };
+        if self.consumers.by_id.contains_key(&key(&id)) {
+            return self.refuse(
+                cid,
+                required,
+                super::error::ILLEGAL_STATE,
+                "a consumer with this id exists already".into(),
+            );
+        }
+        let dests = match c.destination.as_ref().map(convert::destinations) {
+            Some(Ok(ds)) => ds,
+            Some(Err(e)) => return self.refuse(cid, required, INVALID_DESTINATION, e.to_string()),
+            None => {
+                return self.refuse(
+                    cid,
+                    required,
+                    INVALID_DESTINATION,
+                    "a consumer needs a destination".into(),
+                );
+            }
+        };
+        let sub_id = format!("{}:{}", id.session_id, id.value);
+        if dests
+            .iter()
+            .all(|d| d.kind().is_topic() && d.name().starts_with(ADVISORY_PREFIX))
+        {
+            self.consumers.by_id.insert(
+                key(&id),
+                Consumer {
+                    id,
+                    sub: None,
+                    sub_id,
+                    unacked: VecDeque::new(),
+                    pull: None,
+                },
+            );
+            return self.reply(Reply::to(cid, required));
+        }
+        let max = self.service.core.config.limits.max_prefetch;
+        let pull = c.prefetch_size == 0 && !c.browser;
+        let prefetch = if pull {
+            1
+        } else {
+            u32::try_from(c.prefetch_size).unwrap_or(1).clamp(1, max)
+        };
+        let durable = c
+            .subscription_name
+            .clone()
+            .filter(|_| dests.iter().all(|d| d.kind().is_topic()));
+        let spec = SubscribeSpec {
+            id: sub_id.clone(),
+            destinations: dests,
+            ack: AckMode::Individual,
+            prefetch: Some(prefetch),
+            durable,
+            selector: c.selector.clone().filter(|s| !s.trim().is_empty()),
+            browse: c.browser,
+            priority: i8::try_from(c.priority).unwrap_or(i8::MAX),
+            exclusive: c.exclusive,
+            no_local: c.no_local,
+            pending_limit: usize::try_from(c.maximum_pending_message_limit)
+                .ok()
+                .filter(|n| *n > 0),
+        };
+        match self.conn()?.subscribe(spec).await {
+            Ok((sub, work)) => {
+                self.consumers.by_sub.insert(sub, key(&id));
+                self.consumers.by_id.insert(
+                    key(&id),
+                    Consumer {
+                        id,
+                        sub: Some(sub),
+                        sub_id,
+                        unacked: VecDeque::new(),
+                        pull: pull.then(Pull::default),
+                    },
+                );
+                self.after(0, Reply::to(cid, required), work)
+            }
+            Err(e) => self.refuse_service(cid, required, &e),
+        }
+    }
+
+    /// Closes consumer `id`: what it was sent and did not acknowledge goes
+    /// back to be redelivered.
+    pub(super) async fn close_consumer(&mut self, id: &ow::ConsumerId) -> Result<Pending, Fatal> {
+        let Some(c) = self.consumers.by_id.remove(&key(id)) else {
+            return Ok(None);
+        };
+        let Some(sub) = c.sub else {
+            return Ok(None);
+        };
+        self.consumers.by_sub.remove(&sub);
+        // Acknowledgements a transaction holds for it can no longer be
+        // made: that transaction will roll back.
+        self.txs.consumer_closed(&key(id));
+        let request = Unsubscribe {
+            id: Some(&c.sub_id),
+            durable: None,
+        };
+        self.conn()?
+            .unsubscribe(request)
+            .await
+            .map_err(|e| Fatal::broker(format!("cannot close a consumer: {e}")))
+    }
+
+    /// A delivery for one of the consumers.
+    pub(super) fn deliver(&mut self, d: Delivery) {
+        let Some(k) = self.consumers.by_sub.get(&d.sub).copied() else {
+            return;
+        };
+        if let Some(pull) = self
+            .consumers
+            .by_id
+            .get_mut(&k)
+            .and_then(|c| c.pull.as_mut())
+        {
+            if pull.waiting.is_none() {
+                // Held until the client asks (its prefetch of one keeps
+                // the broker from sending another meanwhile).
+                pull.held = Some(d);
+                return;
+            }
+            pull.waiting = None;
+        }
+        self.dispatch(k, d);
+    }
+
+    /// Writes a MessageDispatch for a delivery to consumer `k`.
+    fn dispatch(&mut self, k: Key, d: Delivery) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Some(tracked) = conn.delivering(&d) else {
+            // The subscription ended; the message went back already.
+            return;
+        };
+        let Some(c) = self.consumers.by_id.get_mut(&k) else {
+            return;
+        };
+        let message = match tracked {
+            Tracked::Duplicate => return,
+            // A browser's end: a dispatch without a message.
+            Tracked::EndOfBrowse => None,
+            Tracked::Token(t) => {
+                c.unacked.push_back((d.message.seq, t));
+                Some(&d)
+            }
+            Tracked::Auto | Tracked::Browsed => Some(&d),
+        };
+        let message = match message {
+            None => None,
+            Some(d) => {
+                let how = Delivered {
+                    deliveries: d.deliveries,
+                    first_of_group: d.note == Note::FirstOfGroup,
+                };
+                match convert::outgoing(&d.message, &how) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!(conn = %self.conn_id, error = %e,
+                            "cannot encode a message for an OpenWire consumer; not sent");
+                        return;
+                    }
+                }
+            }
+        };
+        let dispatch = ow::MessageDispatch {
+            consumer_id: Some(c.id.clone()),
+            destination: message.as_ref().and_then(|m| m.destination.clone()),
+            redelivery_counter: message.as_ref().map_or(0, |m| m.redelivery_counter),
+            message,
+            ..ow::MessageDispatch::default()
+        };
+        self.send(Command::MessageDispatch(dispatch));
+    }
+
+    /// `MessagePull`: a consumer with prefetch 0 asks for a message.
+    pub(super) fn pull(&mut self, p: ow::MessagePull) -> Result<(), Fatal> {
+        let Some(k) = p.consumer_id.as_ref().map(key) else {
+            return Ok(());
+        };
+        let Some(pull) = self
+            .consumers
+            .by_id
+            .get_mut(&k)
+            .and_then(|c| c.pull.as_mut())
+        else {
+            // A consumer with a prefetch already gets messages.
+            return Ok(());
+        };
+        if let Some(d) = pull.held.take() {
+            self.dispatch(k, d);
+            return Ok(());
+        }
+        match p.timeout {
+            // receiveNoWait(): nothing is here, so say so at once.
+            t if t < 0 => self.pull_done(k),
+            // receive(): wait for ever.
+            0 => pull.waiting = Some(None),
+            t => {
+                let ms = u64::try_from(t).unwrap_or(0);
+                pull.waiting = Some(Some(Instant::now() + std::time::Duration::from_millis(ms)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls that waited their time out get an empty dispatch.
+    pub(super) fn pull_timeouts(&mut self, now: Instant) {
+        let due: Vec<Key> = self
+            .consumers
+            .by_id
+            .iter_mut()
+            .filter_map(|(k, c)| {
+                let p = c.pull.as_mut()?;
+                match p.waiting {
+                    Some(Some(t)) if t <= now => {
+                        p.waiting = None;
+                        Some(*k)
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        for k in due {
+            self.pull_done(k);
+        }
+    }
+
+    /// Tells a pulling consumer there is nothing for it (a dispatch
+    /// without a message ends its receive).
+    fn pull_done(&mut self, k: Key) {
+        let Some(c) = self.consumers.by_id.get(&k) else {
+            return;
+        };
+        let dispatch = ow::MessageDispatch {
+            consumer_id: Some(c.id.clone()),
+            ..ow::MessageDispatch::default()
+        };
+        self.send(Command::MessageDispatch(dispatch));
+    }
+
+    /// `MessageAck`.
+    pub(super) async fn ack(&mut self, a: ow::MessageAck) -> Result<(), Fatal> {
+        let (id, required) = (a.command_id, a.response_required);
+        let reply = Reply::to(id, required);
+        let (Some(consumer), Some(last)) = (a.consumer_id.as_ref(), a.last_message_id.as_ref())
+        else {
+            return self.reply(reply);
+        };
+        let k = key(consumer);
+        let last = u64::try_from(last.broker_sequence_id).unwrap_or(0);
+        let (range, reject) = match a.ack_type {
+            ack_type::DELIVERED | ack_type::REDELIVERED => return self.reply(reply),
+            ack_type::STANDARD | ack_type::UNMATCHED | ack_type::EXPIRED => (true, false),
+            ack_type::INDIVIDUAL => (false, false),
+            ack_type::POISON => (true, true),
+            other => {
+                return self.refuse(
+                    id,
+                    required,
+                    JMS_EXCEPTION,
+                    format!("unknown acknowledgement type {other}"),
+                );
+            }
+        };
+        let tx = match &a.transaction_id {
+            Some(ow::TransactionId::Local(t)) if !reject => Some(tx_name(t)),
+            Some(ow::TransactionId::Xa(_)) => {
+                return self.refuse(
+                    id,
+                    required,
+                    super::error::NOT_SUPPORTED,
+                    "XA transactions are not supported".into(),
+                );
+            }
+            _ => None,
+        };
+        let Some(tokens) = self.consumers.take(&k, last, range) else {
+            // After a failover the client may acknowledge what the broker
+            // it was on sent; this broker redelivers those instead.
+            if let Some(t) = &tx {
+                self.txs.rollback_only(t);
+            }
+            tracing::debug!(conn = %self.conn_id, message = last,
+                "acknowledgement of a message this consumer does not hold; ignored");
+            return self.reply(reply);
+        };
+        if let Some(t) = tx {
+            // Held here until the commit: a rollback leaves them with the
+            // consumer, whose client redelivers them itself.
+            let seqs = tokens.iter().map(|t| (last, *t)).collect();
+            self.txs.hold(&t, k, seqs);
+            return self.reply(reply);
+        }
+        let mut works = Vec::new();
+        for t in tokens {
+            let token = t.0.to_string();
+            let request = AckRequest {
+                target: AckRef::Token(&token),
+                reject,
+                poison: reject,
+                tx: None,
+                confirm: required,
+            };
+            match self.conn()?.ack(request).await {
+                Ok(Some(w)) => works.push(w),
+                Ok(None) => {}
+                Err(e) => return self.refuse_service(id, required, &e),
+            }
+        }
+        self.after(0, reply, join(works))
+    }
+
+    /// Makes held transactional acknowledgements part of transaction `tx`
+    /// in the service (at commit).
+    pub(super) async fn ack_in(
+        &mut self,
+        tx: &str,
+        tokens: &[DeliveryToken],
+    ) -> Result<(), crate::service::ServiceError> {
+        for t in tokens {
+            let token = t.0.to_string();
+            let request = AckRequest {
+                target: AckRef::Token(&token),
+                reject: false,
+                poison: false,
+                tx: Some(tx),
+                confirm: false,
+            };
+            self.conn
+                .as_mut()
+                .ok_or(crate::service::ServiceError::NoDestination)?
+                .ack(request)
+                .await?;
+        }
+        Ok(())
+    }
+}
