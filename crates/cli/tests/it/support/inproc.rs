@@ -50,6 +50,7 @@ impl TestBroker {
             .unwrap_or_else(|e| panic!("bad test config {extra_toml:?}: {e}"));
         config.data_dir = dir.path().join("data");
         config.stomp = "127.0.0.1:0".to_owned();
+        config.ws = "127.0.0.1:0".to_owned();
         config.http = "127.0.0.1:0".to_owned();
         config
             .validate()
