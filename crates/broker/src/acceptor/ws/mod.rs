@@ -68,10 +68,16 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
         .max_header_bytes
         .saturating_add(limits.max_body_bytes)
         .saturating_add(1);
-    let ws_config = WebSocketConfig::default()
+    let ws_config = WebSocketConfig::default();
+    // Room for a batch of frames the bridge feeds before flushing (the
+    // library requires more than its write buffer, or it panics).
+    let max_write = ws_config
+        .write_buffer_size
+        .saturating_add(max_message.saturating_mul(2));
+    let ws_config = ws_config
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
-        .max_write_buffer_size(max_message.saturating_mul(2));
+        .max_write_buffer_size(max_write);
     let peer = t.peer;
     let deadline = Duration::from_millis(config.timeouts.connect_ms);
     let stream = tokio::io::join(t.read, t.write);
