@@ -4,7 +4,8 @@
 # with the independent Python client stomp.py.
 #
 # Needs only the Rust toolchain and Python 3; it installs the Python test
-# clients into ./.venv itself, and Debian's postgresql package if missing.
+# clients into ./.venv itself, the JavaScript one into tests/js/node_modules
+# (npm ci), and Debian's postgresql, nodejs and npm packages if missing.
 # The Rust tests use the PostgreSQL server of $HALYARD_TEST_DATABASE_URL if
 # set, otherwise one throwaway server started here for the whole suite
 # (scripts/test-postgres.sh) and stopped at exit. It also replays the fuzz
@@ -85,7 +86,7 @@ if cargo deny --version >/dev/null 2>&1; then
     cargo deny --log-level error --manifest-path fuzz/Cargo.toml check licenses bans sources
 fi
 
-step "Python interoperability tests (stomp.py)"
+step "Python interoperability tests (stomp.py; stompjs under node for WebSocket)"
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
@@ -95,6 +96,25 @@ want=$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     echo "$want" > "$stamp"
+fi
+# The JavaScript client for STOMP over WebSocket (@stomp/stompjs under
+# node, tests/js): Debian's nodejs and npm if missing, then `npm ci` from
+# the committed lock file, only when node_modules is older than the lock.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=()
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    fi
+    echo "installing Debian's nodejs and npm (for tests/js)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm ||
+        { "${sudo[@]}" apt-get update -q &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+fi
+js_stamp=tests/js/node_modules/.package-lock.sha256
+js_want=$(sha256sum tests/js/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$js_want" ]; then
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$js_want" > "$js_stamp"
 fi
 # The binary the build step made (in $target_dir, found above).
 HALYARD_BIN="$target_dir/debug/halyard" "$venv/bin/python" -m pytest tests/python -q -n 2
