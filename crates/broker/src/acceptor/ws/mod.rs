@@ -112,6 +112,10 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
 /// The upgrade's answer: the best STOMP subprotocol offered, none if none
 /// was offered; a client that offers only others is refused (400), as
 /// there is nothing it could speak here.
+#[expect(
+    clippy::result_large_err,
+    reason = "the signature of tungstenite's handshake callback"
+)]
 fn negotiate(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
     let offered: Vec<&str> = request
         .headers()
