@@ -811,7 +811,9 @@ fn an_unknown_listener_protocol_is_a_clear_start_up_error() {
     );
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl, ws, ws+ssl)"),
+        err.contains(
+            "unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl, ws, ws+ssl)"
+        ),
         "{err}"
     );
 }
