@@ -127,7 +127,7 @@ def test_stompjs_rides_a_kill_9_takeover(shared_pair):
     master.kill9()
     summary = client.result()
     print({k: v for k, v in summary.items() if k != "events"})
-    assert summary["exit"] == 0, summary
+    assert summary["exit"] == 0, json.dumps(summary, indent=1)
     assert summary["distinct"] == count, summary
     assert summary["unexpectedDuplicates"] == 0, summary
     assert summary["producerConnects"] >= 2 and summary["consumerConnects"] >= 2, summary
