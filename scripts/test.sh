@@ -4,7 +4,8 @@
 # with the independent Python client stomp.py.
 #
 # Needs only the Rust toolchain and Python 3; it installs the Python test
-# clients into ./.venv itself, and Debian's postgresql package if missing,
+# clients into ./.venv itself, the JavaScript one into tests/js/node_modules
+# (npm ci), and Debian's postgresql, nodejs and npm packages if missing;
 # and for the OpenWire tests the real ActiveMQ JMS client: Debian's
 # openjdk-17-jdk-headless and activemq packages if java/javac or the jars
 # are missing (HALYARD_TEST_SKIP_JAVA=1 skips those tests instead). The JMS
@@ -142,7 +143,27 @@ else
     echo "JMS test programs built in $HALYARD_JAVA_BUILD_DIR ($(javac -version 2>&1), activemq $(dpkg-query -W -f='${Version}' activemq 2>/dev/null || echo '?'))"
 fi
 
-step "Python interoperability tests (stomp.py, ActiveMQ JMS client)"
+step "JavaScript test client (stompjs, tests/js)"
+# The JavaScript client for STOMP over WebSocket (@stomp/stompjs under
+# node, tests/js): Debian's nodejs and npm if missing, then `npm ci` from
+# the committed lock file, only when node_modules is older than the lock.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=()
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    fi
+    echo "installing Debian's nodejs and npm (for tests/js)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm ||
+        { "${sudo[@]}" apt-get update -q &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+fi
+js_stamp=tests/js/node_modules/.package-lock.sha256
+js_want=$(sha256sum tests/js/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$js_want" ]; then
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$js_want" > "$js_stamp"
+fi
+step "Python interoperability tests (stomp.py, stompjs, ActiveMQ JMS client)"
 # The binary the build step made (in $target_dir, found above). The JMS
 # tests against ActiveMQ itself (validating the test programs) run only with
 # HALYARD_TEST_AGAINST_ACTIVEMQ=1 (tests/java/README.md).

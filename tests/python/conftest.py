@@ -173,6 +173,7 @@ class Broker:
         self.host = "127.0.0.1"
         self.port = 0
         self.http_port = 0
+        self.ws_port = 0  # STOMP over WebSocket
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "broker.log"
         self.config_path = workdir / "broker.toml"
@@ -186,8 +187,8 @@ class Broker:
         # Ports found by binding port 0 can, rarely, be taken by someone else
         # before the broker binds them: retry with new ones in that case.
         for _attempt in range(3):
-            self.port, self.http_port = _free_port(), _free_port()
-            if self.port == self.http_port:
+            self.port, self.http_port, self.ws_port = _free_port(), _free_port(), _free_port()
+            if len({self.port, self.http_port, self.ws_port}) < 3:
                 continue
             with open(self.log_path, "ab") as log:
                 log.write(f"=== starting broker: stomp {self.port}, http {self.http_port} ===\n".encode())
@@ -203,6 +204,7 @@ class Broker:
                         "--config", str(self.config_path),
                         "--data-dir", str(self.workdir / "data"),
                         "--stomp", f"{self.host}:{self.port}",
+                        "--ws", f"{self.host}:{self.ws_port}",
                         "--http", f"{self.host}:{self.http_port}",
                     ],
                     stdin=subprocess.DEVNULL,
@@ -253,6 +255,9 @@ class Broker:
     @property
     def url(self) -> str:
         return f"stomp://{self.host}:{self.port}"
+
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}/"
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -59,6 +59,9 @@ class HaBroker(Broker):
         self.http_port = _free_port()
         while self.http_port == self.port:
             self.http_port = _free_port()
+        self.ws_port = _free_port()
+        while self.ws_port in (self.port, self.http_port):
+            self.ws_port = _free_port()
         with open(self.log_path, "ab") as log:
             log.write(f"=== starting broker: stomp {self.port}, http {self.http_port} ===\n".encode())
             log.flush()
@@ -69,6 +72,7 @@ class HaBroker(Broker):
                     "--config", str(self.config_path),
                     *self.store_args,
                     "--stomp", f"{self.host}:{self.port}",
+                    "--ws", f"{self.host}:{self.ws_port}",
                     "--http", f"{self.host}:{self.http_port}",
                 ],
                 stdin=subprocess.DEVNULL,

@@ -32,8 +32,12 @@ pub struct BrokerConfig {
     /// STOMP listen address: shorthand for the STOMP listener's address
     /// (see [`BrokerConfig::listeners`]).
     pub stomp: String,
+    /// STOMP over WebSocket listen address: shorthand for the `ws`
+    /// listener's address; empty for none.
+    pub ws: String,
     /// Client listeners, `[[listeners]] protocol = "stomp", address =
-    /// "0.0.0.0:61613"`. Empty: one STOMP listener at `stomp`.
+    /// "0.0.0.0:61613"`. Empty: a STOMP listener at `stomp` and a WebSocket
+    /// one at `ws`.
     pub listeners: Vec<ListenerConfig>,
     /// Admin HTTP listen address.
     pub http: String,
@@ -145,7 +149,7 @@ impl Default for SchedulerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// The protocol spoken on it (`stomp`).
+    /// The protocol spoken on it (`stomp`, `ws`; `+ssl` for TLS).
     pub protocol: String,
     /// `host:port` to listen on.
     pub address: String,
@@ -218,6 +222,7 @@ impl Default for BrokerConfig {
             name: "halyard".to_owned(),
             data_dir: PathBuf::from("./data"),
             stomp: "127.0.0.1:61613".to_owned(),
+            ws: "127.0.0.1:61614".to_owned(),
             listeners: Vec::new(),
             http: "127.0.0.1:8161".to_owned(),
             http_tls: false,
@@ -1171,13 +1176,19 @@ impl BrokerConfig {
     }
 
     /// The client listeners to open: `[[listeners]]`, or when there are
-    /// none, one STOMP listener at `stomp`.
+    /// none, a STOMP listener at `stomp` and a WebSocket one at `ws` (unless
+    /// `ws` is empty).
     pub fn listeners(&self) -> Vec<ListenerConfig> {
         if self.listeners.is_empty() {
-            return vec![ListenerConfig {
-                protocol: "stomp".to_owned(),
-                address: self.stomp.clone(),
-            }];
+            let shorthands = [("stomp", &self.stomp), ("ws", &self.ws)];
+            return shorthands
+                .into_iter()
+                .filter(|(_, address)| !address.is_empty())
+                .map(|(protocol, address)| ListenerConfig {
+                    protocol: protocol.to_owned(),
+                    address: address.clone(),
+                })
+                .collect();
         }
         self.listeners.clone()
     }
@@ -1186,16 +1197,34 @@ impl BrokerConfig {
     /// first STOMP listener's, when `[[listeners]]` has one, else the
     /// `stomp` shorthand's.
     pub fn set_stomp(&mut self, address: String) {
-        let has_listeners = !self.listeners.is_empty();
-        match self.listeners.iter_mut().find(|l| l.protocol == "stomp") {
-            Some(l) => l.address = address.clone(),
-            None if has_listeners => self.listeners.push(ListenerConfig {
-                protocol: "stomp".to_owned(),
-                address: address.clone(),
-            }),
-            None => {}
-        }
+        self.set_listener("stomp", &address);
         self.stomp = address;
+    }
+
+    /// Sets the WebSocket listen address (`--ws`, `HALYARD_WS`) as
+    /// [`BrokerConfig::set_stomp`] does; empty closes it.
+    pub fn set_ws(&mut self, address: String) {
+        self.set_listener("ws", &address);
+        self.ws = address;
+    }
+
+    /// With `[[listeners]]`: sets the first `protocol` listener's address,
+    /// adding one if there is none, or with an empty address removes them.
+    fn set_listener(&mut self, protocol: &str, address: &str) {
+        if self.listeners.is_empty() {
+            return;
+        }
+        if address.is_empty() {
+            self.listeners.retain(|l| l.protocol != protocol);
+            return;
+        }
+        match self.listeners.iter_mut().find(|l| l.protocol == protocol) {
+            Some(l) => address.clone_into(&mut l.address),
+            None => self.listeners.push(ListenerConfig {
+                protocol: protocol.to_owned(),
+                address: address.to_owned(),
+            }),
+        }
     }
 
     /// What the store needs to know to open.
@@ -1359,6 +1388,45 @@ mod tests {
         let documented: toml::Table = toml::from_str(toml).unwrap();
         let defaults = toml::Table::try_from(BrokerConfig::default()).unwrap();
         assert_eq!(documented, defaults, "the doc must list every setting");
+    }
+
+    /// The `stomp` and `ws` shorthands give the default listeners; with
+    /// `[[listeners]]`, `--ws` sets, adds or (empty) removes the `ws` one.
+    #[test]
+    fn the_ws_shorthand_and_flag() {
+        let protocols = |c: &BrokerConfig| {
+            c.listeners()
+                .into_iter()
+                .map(|l| format!("{} {}", l.protocol, l.address))
+                .collect::<Vec<_>>()
+        };
+        let mut c = BrokerConfig::default();
+        assert_eq!(
+            protocols(&c),
+            ["stomp 127.0.0.1:61613", "ws 127.0.0.1:61614"]
+        );
+        c.set_ws(String::new());
+        assert_eq!(protocols(&c), ["stomp 127.0.0.1:61613"]);
+        // `ws+ssl` is a TLS listener like `stomp+ssl`: it needs [tls].
+        let e = BrokerConfig::from_toml(
+            "[[listeners]]\nprotocol = \"ws+ssl\"\naddress = \"127.0.0.1:1\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("tls.cert-file"), "{e}");
+        let mut c = BrokerConfig::from_toml(
+            "[[listeners]]\nprotocol = \"stomp\"\naddress = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            protocols(&c),
+            ["stomp 127.0.0.1:1"],
+            "the shorthand is not added"
+        );
+        c.set_ws("127.0.0.1:2".into());
+        c.set_ws("127.0.0.1:3".into());
+        assert_eq!(protocols(&c), ["stomp 127.0.0.1:1", "ws 127.0.0.1:3"]);
+        c.set_ws(String::new());
+        assert_eq!(protocols(&c), ["stomp 127.0.0.1:1"]);
     }
 
     #[test]

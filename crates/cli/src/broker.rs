@@ -7,11 +7,12 @@ use halyard_broker::{Broker, BrokerConfig, StoreKind};
 
 /// The environment variables of the flags below (and other commands'): the
 /// command line reads them itself.
-const FLAG_VARS: [&str; 9] = [
+const FLAG_VARS: [&str; 10] = [
     "HALYARD_CONFIG",
     "HALYARD_NAME",
     "HALYARD_DATA_DIR",
     "HALYARD_STOMP",
+    "HALYARD_WS",
     "HALYARD_HTTP",
     "HALYARD_STORE",
     "HALYARD_STORE_URL",
@@ -36,6 +37,10 @@ pub(crate) struct Args {
     /// STOMP listen address [default: 127.0.0.1:61613].
     #[arg(long, env = "HALYARD_STOMP", value_name = "ADDR")]
     stomp: Option<String>,
+    /// STOMP over WebSocket listen address; "" for none
+    /// [default: 127.0.0.1:61614].
+    #[arg(long, env = "HALYARD_WS", value_name = "ADDR")]
+    ws: Option<String>,
     /// Admin HTTP listen address [default: 127.0.0.1:8161].
     #[arg(long, env = "HALYARD_HTTP", value_name = "ADDR")]
     http: Option<String>,
@@ -65,6 +70,9 @@ impl Args {
         }
         if let Some(v) = self.stomp {
             config.set_stomp(v);
+        }
+        if let Some(v) = self.ws {
+            config.set_ws(v);
         }
         if let Some(v) = self.http {
             config.http = v;

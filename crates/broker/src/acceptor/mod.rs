@@ -1,11 +1,12 @@
 //! Client listeners and the protocol heads that serve their connections.
 //!
-//! A protocol head lives in its own folder (`stomp/`) and translates its
+//! A protocol head lives in its own folder (`stomp/`, `ws/`) and translates its
 //! frames into calls on the broker service. It is registered once, in
 //! [`HEADS`]; `[[listeners]]` in the config then name it by protocol, and
 //! the broker opens its listeners only while master.
 
 pub(crate) mod stomp;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,13 +76,22 @@ pub(crate) struct Head {
 }
 
 /// Every protocol head the broker speaks. Adding one is a line here.
-const HEADS: &[Head] = &[Head {
-    name: "stomp",
-    tls_name: "stomp+ssl",
-    serve: |service, transport, stop| Box::pin(stomp::run(service, transport, stop)),
-    refusal: stomp::REFUSAL,
-    address_refusal: stomp::ADDRESS_REFUSAL,
-}];
+const HEADS: &[Head] = &[
+    Head {
+        name: "stomp",
+        tls_name: "stomp+ssl",
+        serve: |service, transport, stop| Box::pin(stomp::run(service, transport, stop)),
+        refusal: stomp::REFUSAL,
+        address_refusal: stomp::ADDRESS_REFUSAL,
+    },
+    Head {
+        name: "ws",
+        tls_name: "ws+ssl",
+        serve: |service, transport, stop| Box::pin(ws::run(service, transport, stop)),
+        refusal: ws::REFUSAL,
+        address_refusal: ws::ADDRESS_REFUSAL,
+    },
+];
 
 /// The head for `protocol`, and whether it is spoken over TLS
 /// (`stomp+ssl`).

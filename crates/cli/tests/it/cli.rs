@@ -23,7 +23,14 @@ fn help_is_available_everywhere() {
         assert!(out.contains("Usage"), "{args:?}: {out}");
     }
     let (_, out, _) = run_cli(&["broker", "--help"], None);
-    for flag in ["--config", "--name", "--data-dir", "--stomp", "--http"] {
+    for flag in [
+        "--config",
+        "--name",
+        "--data-dir",
+        "--stomp",
+        "--ws",
+        "--http",
+    ] {
         assert!(out.contains(flag), "broker --help lacks {flag}");
     }
     let (code, out, _) = run_cli(&["--version"], None);
@@ -263,6 +270,7 @@ async fn broker_status(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value
         .arg(dir.path())
         .arg("--stomp")
         .arg(&stomp)
+        .args(["--ws", "127.0.0.1:0"])
         .arg("--http")
         .arg(http.to_string())
         .env_remove("HALYARD_NAME")
@@ -303,6 +311,7 @@ async fn every_setting_can_come_from_the_environment() {
         .args(["--http", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env_remove("HALYARD_STOMP")
+        .env("HALYARD_WS", "127.0.0.1:0")
         .env("HALYARD_LISTENERS", &listeners)
         .env("HALYARD_LIMITS__MAX_BODY_BYTES", "4096")
         .stdout(Stdio::null())
@@ -334,7 +343,15 @@ async fn every_setting_can_come_from_the_environment() {
     let _ = child.kill();
     let _ = child.wait();
     let (code, _, err) = run_cli_env(
-        &["broker", "--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[
+            "broker",
+            "--stomp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ],
         &[("HALYARD_LIMITS__MAX_CONECTIONS", "5")],
     );
     assert_eq!(code, 1);
@@ -343,7 +360,15 @@ async fn every_setting_can_come_from_the_environment() {
         "{err}"
     );
     let (code, _, err) = run_cli_env(
-        &["broker", "--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[
+            "broker",
+            "--stomp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ],
         &[("HALYARD_LIMITS__MAX_BODY_BYTES", "lots")],
     );
     assert_eq!(code, 1);
@@ -406,6 +431,8 @@ async fn a_busy_port_is_a_clear_start_up_error() {
             dir.path().to_str().unwrap(),
             "--stomp",
             &stomp,
+            "--ws",
+            "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
         ],
@@ -459,7 +486,14 @@ fn an_unusable_data_dir_fails_start_up_clearly() {
     let mut child = Command::new(halyard_bin())
         .args(["broker", "--data-dir"])
         .arg(&data)
-        .args(["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "--stomp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -722,7 +756,8 @@ fn bench_rejects_impossible_plans() {
 }
 
 /// `[[listeners]]` opens one listener per entry; `--stomp` sets the first
-/// STOMP listener's address; both serve the same broker.
+/// STOMP listener's address (and `--ws`, with no `ws` entry, adds one);
+/// all serve the same broker.
 #[tokio::test]
 async fn listeners_from_the_config_all_serve_the_broker() {
     let second = format!("127.0.0.1:{}", free_port());
@@ -742,8 +777,8 @@ async fn listeners_from_the_config_all_serve_the_broker() {
     let listeners = status["listeners"].as_array().unwrap();
     assert_eq!(
         listeners.len(),
-        2,
-        "the --stomp address replaced the first entry's: {status}"
+        3,
+        "the --stomp address replaced the first entry's, --ws added one: {status}"
     );
     assert!(
         listeners.contains(&format!("stomp {second}").into()),
@@ -776,7 +811,9 @@ fn an_unknown_listener_protocol_is_a_clear_start_up_error() {
     );
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl)"),
+        err.contains(
+            "unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl, ws, ws+ssl)"
+        ),
         "{err}"
     );
 }

@@ -70,6 +70,7 @@ impl Group {
         self.nodes.push(Node {
             name: name.to_owned(),
             stomp: local(free_port()),
+            ws: local(free_port()),
             http: local(free_port()),
             log: self.dir.path().join(format!("{name}.log")),
             config,

@@ -486,7 +486,14 @@ fn bad_database_settings_get_clear_errors() {
     let kind_only =
         crate::support::write_file(dir.path(), "store.toml", "[store]\nkind = \"postgres\"\n");
     let kind_only = kind_only.to_str().unwrap();
-    let ports = ["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let ports = [
+        "--stomp",
+        "127.0.0.1:0",
+        "--ws",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ];
     let cases: &[(&[&str], &str)] = &[
         (&["--store", "postgres"], "needs a database URL"),
         (
@@ -639,7 +646,14 @@ async fn the_store_reaches_postgres_over_tls_and_checks_its_certificate() {
     drop(c);
 
     // TLS without a trusted certificate: refused, never sent in the clear.
-    let ports = ["--stomp", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let ports = [
+        "--stomp",
+        "127.0.0.1:0",
+        "--ws",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ];
     let untrusted = format!("{base}?sslmode=require");
     let mut args = vec!["broker", "--store", "postgres", "--store-url", &untrusted];
     args.extend_from_slice(&ports);

@@ -33,6 +33,8 @@ mod semantics;
 mod selectors;
 // Users and rights; the start-up refusal and `halyard passwd` use the binary.
 mod security;
+// STOMP over WebSocket (tokio-tungstenite as the client), ws and wss.
+mod ws;
 
 // Broker processes (the `halyard` binary).
 // The protected admin API (one test runs a master and a slave) and the

@@ -675,7 +675,7 @@ async fn a_broker_with_nobody_to_log_in_refuses_a_network_address() {
     let port = halyard_testkit::free_port();
     let http = format!("127.0.0.1:{}", halyard_testkit::free_port());
     let stomp = format!("0.0.0.0:{port}");
-    let (code, err) = broker_exits("", &["--stomp", &stomp, "--http", &http], &[]);
+    let (code, err) = broker_exits("", &["--stomp", &stomp, "--ws", "", "--http", &http], &[]);
     assert_ne!(code, 0);
     assert!(
         err.contains(&stomp)
@@ -684,7 +684,11 @@ async fn a_broker_with_nobody_to_log_in_refuses_a_network_address() {
         "the refusal must say how to proceed: {err}"
     );
     // The admin listener counts too.
-    let (code, err) = broker_exits("", &["--stomp", "127.0.0.1:0", "--http", "0.0.0.0:0"], &[]);
+    let (code, err) = broker_exits(
+        "",
+        &["--stomp", "127.0.0.1:0", "--ws", "", "--http", "0.0.0.0:0"],
+        &[],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("0.0.0.0:0"), "{err}");
     // Anonymous access off, or users, or the operator's explicit word: it
@@ -707,7 +711,14 @@ async fn a_broker_with_nobody_to_log_in_refuses_a_network_address() {
             .arg(&file)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--stomp", &stomp, "--http", &http.to_string()])
+            .args([
+                "--stomp",
+                &stomp,
+                "--ws",
+                "127.0.0.1:0",
+                "--http",
+                &http.to_string(),
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -69,7 +69,7 @@ impl Ca {
 }
 
 /// Files a TLS broker reads: `server.pem`, `server.key`, `ca.pem`.
-struct Pki {
+pub(crate) struct Pki {
     ca: Ca,
     dir: tempfile::TempDir,
     server_der: Vec<u8>,
@@ -77,7 +77,7 @@ struct Pki {
 
 impl Pki {
     /// A CA and a server certificate for `names`.
-    fn new(names: &[&str]) -> Pki {
+    pub(crate) fn new(names: &[&str]) -> Pki {
         let ca = Ca::new("halyard test CA");
         let dir = tempfile::tempdir().unwrap();
         ca.write(dir.path(), "ca.pem");
@@ -110,11 +110,11 @@ impl Pki {
         (c, k)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn ca_file(&self) -> String {
+    pub(crate) fn ca_file(&self) -> String {
         self.path("ca.pem").display().to_string()
     }
 
@@ -160,7 +160,7 @@ async fn raw_tls_as(
 }
 
 /// [`raw_tls_as`] `127.0.0.1`.
-async fn raw_tls(
+pub(crate) async fn raw_tls(
     addr: SocketAddr,
     ca: &str,
 ) -> std::io::Result<(Vec<u8>, tokio_rustls::client::TlsStream<TcpStream>)> {
@@ -415,6 +415,8 @@ async fn tls_without_a_certificate_or_with_a_bad_file_does_not_start() {
                 "--http",
                 "127.0.0.1:0",
                 "--stomp",
+                "127.0.0.1:0",
+                "--ws",
                 "127.0.0.1:0",
             ],
             None,

@@ -33,6 +33,8 @@ pub const ROLE_WAIT: Duration = Duration::from_secs(20);
 pub struct Node {
     pub name: String,
     pub stomp: SocketAddr,
+    /// The STOMP-over-WebSocket listener's address.
+    pub ws: SocketAddr,
     pub http: SocketAddr,
     pub log: PathBuf,
     pub config: PathBuf,
@@ -69,6 +71,7 @@ impl Node {
         line.extend(["--config".into(), self.config.display().to_string()]);
         line.extend(self.store.iter().cloned());
         line.extend(["--stomp".into(), self.stomp.to_string()]);
+        line.extend(["--ws".into(), self.ws.to_string()]);
         line.extend(["--http".into(), self.http.to_string()]);
         if !self.wrapper.is_empty() {
             let mut wrapped = Vec::new();
@@ -257,6 +260,7 @@ impl Cluster {
         self.nodes.push(Node {
             name: name.to_owned(),
             stomp: local(free_port()),
+            ws: local(free_port()),
             http: local(free_port()),
             log: self.dir.path().join(format!("{name}.log")),
             config: self.dir.path().join("halyard.toml"),

@@ -29,6 +29,10 @@ pub struct TestBroker {
     pub stomp: SocketAddr,
     /// Where it serves the admin HTTP API.
     pub http: SocketAddr,
+    /// Where it serves STOMP over WebSocket (`ws`, and `ws+ssl` when the
+    /// config has such a listener).
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     /// Why the broker stopped by itself (fenced, store failed), if it did.
@@ -50,6 +54,7 @@ impl TestBroker {
             .unwrap_or_else(|e| panic!("bad test config {extra_toml:?}: {e}"));
         config.data_dir = dir.path().join("data");
         config.stomp = "127.0.0.1:0".to_owned();
+        config.ws = "127.0.0.1:0".to_owned();
         config.http = "127.0.0.1:0".to_owned();
         config
             .validate()
@@ -63,7 +68,12 @@ impl TestBroker {
             .name("test-broker".to_owned())
             .spawn(move || serve(config, ready_tx, stop_rx, failed))
             .unwrap();
-        let (stomp, http) = match ready_rx.await {
+        let Ready {
+            stomp,
+            http,
+            ws,
+            wss,
+        } = match ready_rx.await {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(e)) => panic!("the broker did not start: {e}"),
             Err(_) => panic!("the broker thread ended during start-up (see its panic above)"),
@@ -72,6 +82,8 @@ impl TestBroker {
             dir,
             stomp,
             http,
+            ws,
+            wss,
             stop: Some(stop_tx),
             thread: Some(thread),
             failure,
@@ -120,11 +132,19 @@ impl Drop for TestBroker {
     }
 }
 
+/// The addresses a started broker reports.
+struct Ready {
+    stomp: SocketAddr,
+    http: SocketAddr,
+    ws: Option<SocketAddr>,
+    wss: Option<SocketAddr>,
+}
+
 /// The broker thread: starts the broker, reports its addresses, serves until
 /// told to stop (or until it fails), then shuts it down.
 fn serve(
     config: BrokerConfig,
-    ready: oneshot::Sender<Result<(SocketAddr, SocketAddr), String>>,
+    ready: oneshot::Sender<Result<Ready, String>>,
     stop: oneshot::Receiver<()>,
     failure: Arc<Mutex<Option<String>>>,
 ) {
@@ -155,7 +175,13 @@ fn serve(
             broker.shutdown().await;
             return;
         };
-        if ready.send(Ok((stomp, broker.http_addr()))).is_err() {
+        let addrs = Ready {
+            stomp,
+            http: broker.http_addr(),
+            ws: broker.listener_addr("ws"),
+            wss: broker.listener_addr("ws+ssl"),
+        };
+        if ready.send(Ok(addrs)).is_err() {
             broker.shutdown().await;
             return;
         }

@@ -30,6 +30,8 @@ pub struct BrokerProcess {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub stomp: SocketAddr,
+    /// The STOMP-over-WebSocket listener's address.
+    pub ws: SocketAddr,
     pub http: SocketAddr,
     log: PathBuf,
 }
@@ -44,6 +46,7 @@ impl BrokerProcess {
 
     pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str) -> BrokerProcess {
         let stomp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         std::fs::write(dir.path().join("halyard.toml"), extra_toml).unwrap();
         let log = dir.path().join("broker.log");
@@ -51,6 +54,7 @@ impl BrokerProcess {
             child: None,
             dir,
             stomp,
+            ws,
             http,
             log,
         };
@@ -79,6 +83,8 @@ impl BrokerProcess {
             .arg(self.data_dir())
             .arg("--stomp")
             .arg(self.stomp.to_string())
+            .arg("--ws")
+            .arg(self.ws.to_string())
             .arg("--http")
             .arg(self.http.to_string())
             .env("RUST_LOG", "info,halyard_broker=debug")
