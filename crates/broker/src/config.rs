@@ -35,9 +35,12 @@ pub struct BrokerConfig {
     /// STOMP over WebSocket listen address: shorthand for the `ws`
     /// listener's address; empty for none.
     pub ws: String,
+    /// OpenWire (ActiveMQ's JMS clients) listen address: shorthand for the
+    /// `openwire` listener's address; empty for none.
+    pub openwire: String,
     /// Client listeners, `[[listeners]] protocol = "stomp", address =
-    /// "0.0.0.0:61613"`. Empty: a STOMP listener at `stomp` and a WebSocket
-    /// one at `ws`.
+    /// "0.0.0.0:61613"`. Empty: a STOMP listener at `stomp`, a WebSocket
+    /// one at `ws` and an OpenWire one at `openwire`.
     pub listeners: Vec<ListenerConfig>,
     /// Admin HTTP listen address.
     pub http: String,
@@ -149,7 +152,8 @@ impl Default for SchedulerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// The protocol spoken on it (`stomp`, `ws`; `+ssl` for TLS).
+    /// The protocol spoken on it (`stomp`, `ws`, `openwire`; `+ssl` for
+    /// TLS).
     pub protocol: String,
     /// `host:port` to listen on.
     pub address: String,
@@ -223,6 +227,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./data"),
             stomp: "127.0.0.1:61613".to_owned(),
             ws: "127.0.0.1:61614".to_owned(),
+            openwire: "127.0.0.1:61616".to_owned(),
             listeners: Vec::new(),
             http: "127.0.0.1:8161".to_owned(),
             http_tls: false,
@@ -1180,7 +1185,11 @@ impl BrokerConfig {
     /// `ws` is empty).
     pub fn listeners(&self) -> Vec<ListenerConfig> {
         if self.listeners.is_empty() {
-            let shorthands = [("stomp", &self.stomp), ("ws", &self.ws)];
+            let shorthands = [
+                ("stomp", &self.stomp),
+                ("ws", &self.ws),
+                ("openwire", &self.openwire),
+            ];
             return shorthands
                 .into_iter()
                 .filter(|(_, address)| !address.is_empty())
@@ -1206,6 +1215,13 @@ impl BrokerConfig {
     pub fn set_ws(&mut self, address: String) {
         self.set_listener("ws", &address);
         self.ws = address;
+    }
+
+    /// Sets the OpenWire listen address (`--openwire`, `HALYARD_OPENWIRE`)
+    /// as [`BrokerConfig::set_stomp`] does; empty closes it.
+    pub fn set_openwire(&mut self, address: String) {
+        self.set_listener("openwire", &address);
+        self.openwire = address;
     }
 
     /// With `[[listeners]]`: sets the first `protocol` listener's address,

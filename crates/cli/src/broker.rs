@@ -7,12 +7,13 @@ use halyard_broker::{Broker, BrokerConfig, StoreKind};
 
 /// The environment variables of the flags below (and other commands'): the
 /// command line reads them itself.
-const FLAG_VARS: [&str; 10] = [
+const FLAG_VARS: [&str; 11] = [
     "HALYARD_CONFIG",
     "HALYARD_NAME",
     "HALYARD_DATA_DIR",
     "HALYARD_STOMP",
     "HALYARD_WS",
+    "HALYARD_OPENWIRE",
     "HALYARD_HTTP",
     "HALYARD_STORE",
     "HALYARD_STORE_URL",
@@ -41,6 +42,10 @@ pub(crate) struct Args {
     /// [default: 127.0.0.1:61614].
     #[arg(long, env = "HALYARD_WS", value_name = "ADDR")]
     ws: Option<String>,
+    /// OpenWire listen address, for ActiveMQ's JMS clients; "" for none
+    /// [default: 127.0.0.1:61616].
+    #[arg(long, env = "HALYARD_OPENWIRE", value_name = "ADDR")]
+    openwire: Option<String>,
     /// Admin HTTP listen address [default: 127.0.0.1:8161].
     #[arg(long, env = "HALYARD_HTTP", value_name = "ADDR")]
     http: Option<String>,
@@ -73,6 +78,9 @@ impl Args {
         }
         if let Some(v) = self.ws {
             config.set_ws(v);
+        }
+        if let Some(v) = self.openwire {
+            config.set_openwire(v);
         }
         if let Some(v) = self.http {
             config.http = v;

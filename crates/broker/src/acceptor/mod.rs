@@ -5,6 +5,7 @@
 //! [`HEADS`]; `[[listeners]]` in the config then name it by protocol, and
 //! the broker opens its listeners only while master.
 
+mod openwire;
 pub(crate) mod stomp;
 mod ws;
 
@@ -90,6 +91,13 @@ const HEADS: &[Head] = &[
         serve: |service, transport, stop| Box::pin(ws::run(service, transport, stop)),
         refusal: ws::REFUSAL,
         address_refusal: ws::ADDRESS_REFUSAL,
+    },
+    Head {
+        name: "openwire",
+        tls_name: "openwire+ssl",
+        serve: |service, transport, stop| Box::pin(openwire::run(service, transport, stop)),
+        refusal: openwire::REFUSAL,
+        address_refusal: openwire::ADDRESS_REFUSAL,
     },
 ];
 

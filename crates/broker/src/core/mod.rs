@@ -24,7 +24,7 @@ pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{
     ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Note, Select, Seq, SharedCredit, SubKey,
 };
-pub(crate) use groups::GROUP_FIRST;
+pub(crate) use groups::{GROUP_FIRST, GROUP_ID, GROUP_SEQ};
 pub use handle::DestinationStats;
 pub(crate) use handle::{
     Control, DestHandle, DurableError, DurableName, Envelope, Gone, Publish, PublishError,

@@ -111,6 +111,12 @@ impl Service {
         }
     }
 
+    /// What makes this boot of the broker unique (in connection and
+    /// message ids).
+    pub(crate) fn boot(&self) -> &str {
+        &self.boot
+    }
+
     /// A connection id unique across restarts of this broker (it names
     /// temporary queues, which clients may hold on to across a restart).
     pub(crate) fn next_connection_id(&self) -> String {

@@ -41,7 +41,8 @@ mod ack_type {
 /// temporary destinations) is answered and given nothing.
 const ADVISORY_PREFIX: &str = "ActiveMQ.Advisory.";
 
-type Key = (i64, i64);
+/// A consumer's (session, consumer) numbers.
+pub(super) type Key = (i64, i64);
 
 struct Consumer {
     id: ow::ConsumerId,
@@ -95,13 +96,18 @@ impl Consumers {
     /// including message `last` (a range), or just `last`. Taken out of
     /// the consumer's unacknowledged list; `None` if it has no such
     /// message.
-    fn take(&mut self, consumer: &Key, last: u64, range: bool) -> Option<Vec<DeliveryToken>> {
+    fn take(
+        &mut self,
+        consumer: &Key,
+        last: u64,
+        range: bool,
+    ) -> Option<Vec<(u64, DeliveryToken)>> {
         let c = self.by_id.get_mut(consumer)?;
         let at = c.unacked.iter().position(|(seq, _)| *seq == last)?;
         if range {
-            Some(c.unacked.drain(..=at).map(|(_, t)| t).collect())
+            Some(c.unacked.drain(..=at).collect())
         } else {
-            c.unacked.remove(at).map(|(_, t)| vec![t])
+            c.unacked.remove(at).map(|u| vec![u])
         }
     }
 
@@ -418,12 +424,11 @@ impl Session {
         if let Some(t) = tx {
             // Held here until the commit: a rollback leaves them with the
             // consumer, whose client redelivers them itself.
-            let seqs = tokens.iter().map(|t| (last, *t)).collect();
-            self.txs.hold(&t, k, seqs);
+            self.txs.hold(&t, k, tokens);
             return self.reply(reply);
         }
         let mut works = Vec::new();
-        for t in tokens {
+        for (_, t) in tokens {
             let token = t.0.to_string();
             let request = AckRequest {
                 target: AckRef::Token(&token),

@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(back.jms_type.as_deref(), Some("kind"));
         assert_eq!((back.group_id.as_deref(), back.group_sequence), (Some("g"), 2));
         assert_eq!(back.redelivery_counter, 1);
-        let id = back.message_id.unwrap();
+        let id = back.message_id.clone().unwrap();
         assert_eq!(id.producer_id, jms_id().producer_id);
         assert_eq!((id.producer_sequence_id, id.broker_sequence_id), (9, 7));
         let props = back.properties().unwrap();

@@ -94,7 +94,7 @@ impl Session {
                     _ => JMS_EXCEPTION,
                 };
                 self.refuse(id, required, class, e.to_string())?;
-                return self.give_back(windowed);
+                return self.give_window_back(windowed);
             }
         };
         let tx = match &m.transaction_id {
@@ -106,7 +106,7 @@ impl Session {
                     super::error::NOT_SUPPORTED,
                     "XA transactions are not supported".into(),
                 )?;
-                return self.give_back(windowed);
+                return self.give_window_back(windowed);
             }
             None => None,
         };
@@ -122,13 +122,13 @@ impl Session {
             }
             Err(e) => {
                 self.refuse_service(id, required, &e)?;
-                self.give_back(windowed)
+                self.give_window_back(windowed)
             }
         }
     }
 
     /// A refused message still gives its producer window back.
-    fn give_back(&mut self, windowed: Option<(ow::ProducerId, i32)>) -> Result<(), Fatal> {
+    fn give_window_back(&mut self, windowed: Option<(ow::ProducerId, i32)>) -> Result<(), Fatal> {
         if windowed.is_none() {
             return Ok(());
         }

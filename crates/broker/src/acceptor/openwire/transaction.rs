@@ -1,0 +1,181 @@
+//! Local transactions (`TransactionInfo` with a `LocalTransactionId`).
+//!
+//! Sends in a transaction go to the service's transaction at once. The
+//! acknowledgements are held here until the commit: a JMS client that
+//! rolls back redelivers the messages itself (and acknowledges them again
+//! in its next transaction), so a rollback must leave them with their
+//! consumer, not send them back to the queue. A transaction whose
+//! acknowledgements cannot be made (its consumer closed, or the client
+//! acknowledges what another broker sent it before a failover) can only
+//! roll back: its commit is answered with `TransactionRolledBackException`,
+//! which is what ActiveMQ's clients expect of a transaction a failover
+//! interrupted. XA is refused with a clear exception.
+
+use std::collections::HashMap;
+
+use halyard_openwire as ow;
+
+use super::consume::Key;
+use super::error::{NOT_SUPPORTED, ROLLED_BACK};
+use super::session::{Fatal, Reply, Session};
+use crate::service::{DeliveryToken, ServiceError};
+
+/// `TransactionInfo.transaction_type` values.
+mod op {
+    pub(super) const BEGIN: u8 = 0;
+    pub(super) const COMMIT_ONE_PHASE: u8 = 2;
+    pub(super) const ROLLBACK: u8 = 4;
+}
+
+/// The service's name for a local transaction: the client's connection id
+/// and its number, unique as the client makes them.
+pub(super) fn tx_name(t: &ow::LocalTransactionId) -> String {
+    let connection = t
+        .connection_id
+        .as_ref()
+        .and_then(|c| c.value.as_deref())
+        .unwrap_or_default();
+    format!("{connection}:{}", t.value)
+}
+
+/// One open transaction's state in the head.
+#[derive(Default)]
+struct Tx {
+    /// Acknowledged deliveries, per consumer, in order.
+    held: Vec<(Key, Vec<(u64, DeliveryToken)>)>,
+    /// Its acknowledgements can no longer all be made: it can only roll
+    /// back.
+    rollback_only: bool,
+}
+
+/// The connection's open transactions.
+#[derive(Default)]
+pub(super) struct Transactions {
+    open: HashMap<String, Tx>,
+}
+
+impl Transactions {
+    /// Transaction `tx` acknowledged these deliveries of `consumer`.
+    pub(super) fn hold(&mut self, tx: &str, consumer: Key, seqs: Vec<(u64, DeliveryToken)>) {
+        let t = self.open.entry(tx.to_owned()).or_default();
+        t.held.push((consumer, seqs));
+    }
+
+    /// Transaction `tx` acknowledged what this broker never sent.
+    pub(super) fn rollback_only(&mut self, tx: &str) {
+        self.open.entry(tx.to_owned()).or_default().rollback_only = true;
+    }
+
+    /// `consumer` closed: transactions holding its acknowledgements can
+    /// only roll back (its messages went back to the queue).
+    pub(super) fn consumer_closed(&mut self, consumer: &Key) {
+        for t in self.open.values_mut() {
+            if t.held.iter().any(|(k, _)| k == consumer) {
+                t.rollback_only = true;
+            }
+        }
+    }
+}
+
+impl Session {
+    /// `TransactionInfo`.
+    pub(super) async fn transaction(&mut self, t: ow::TransactionInfo) -> Result<(), Fatal> {
+        let (id, required) = (t.command_id, t.response_required);
+        let name = match &t.transaction_id {
+            Some(ow::TransactionId::Local(l)) => tx_name(l),
+            Some(ow::TransactionId::Xa(_)) => {
+                return self.refuse(
+                    id,
+                    required,
+                    NOT_SUPPORTED,
+                    "XA transactions are not supported by Halyard yet".into(),
+                );
+            }
+            None => {
+                return self.refuse(
+                    id,
+                    required,
+                    super::error::JMS_EXCEPTION,
+                    "TransactionInfo without a transaction id".into(),
+                );
+            }
+        };
+        match t.transaction_type {
+            op::BEGIN => match self.conn()?.begin(&name) {
+                Ok(()) => {
+                    self.txs.open.insert(name, Tx::default());
+                    self.reply(Reply::to(id, required))
+                }
+                Err(e) => self.refuse_service(id, required, &e),
+            },
+            op::COMMIT_ONE_PHASE => self.commit(name, id, required).await,
+            op::ROLLBACK => {
+                let tx = self.txs.open.remove(&name).unwrap_or_default();
+                self.give_back(tx);
+                match self.conn()?.abort(&name).await {
+                    // Never begun here (a failover came between): nothing
+                    // to undo.
+                    Ok(_) | Err(ServiceError::UnknownTransaction(_)) => {
+                        self.reply(Reply::to(id, required))
+                    }
+                    Err(e) => self.refuse_service(id, required, &e),
+                }
+            }
+            other => self.refuse(
+                id,
+                required,
+                NOT_SUPPORTED,
+                format!(
+                    "transaction operation {other} is for XA transactions, which Halyard does not support yet"
+                ),
+            ),
+        }
+    }
+
+    /// Commits: the held acknowledgements join the service's transaction,
+    /// which then commits in one store batch.
+    async fn commit(&mut self, name: String, id: i32, required: bool) -> Result<(), Fatal> {
+        let tx = self.txs.open.remove(&name).unwrap_or_default();
+        let rolled_back = |why: String| format!("transaction rolled back: {why}");
+        if tx.rollback_only {
+            self.give_back(tx);
+            let _ = self.conn()?.abort(&name).await;
+            return self.refuse(
+                id,
+                required,
+                ROLLED_BACK,
+                rolled_back(
+                    "it acknowledged messages this broker did not deliver (a failover came between) or whose consumer closed".into(),
+                ),
+            );
+        }
+        let tokens: Vec<DeliveryToken> = tx
+            .held
+            .iter()
+            .flat_map(|(_, seqs)| seqs.iter().map(|(_, t)| *t))
+            .collect();
+        if let Err(e) = self.ack_in(&name, &tokens).await {
+            let _ = self.conn()?.abort(&name).await;
+            return self.refuse(id, required, ROLLED_BACK, rolled_back(e.to_string()));
+        }
+        match self.conn()?.commit(&name, false).await {
+            Ok((work, bytes)) => {
+                let reply = Reply {
+                    correlation: required.then_some(id),
+                    failure_class: Some(ROLLED_BACK),
+                    ..Reply::default()
+                };
+                self.after(bytes, reply, work)
+            }
+            Err(e) => self.refuse(id, required, ROLLED_BACK, rolled_back(e.to_string())),
+        }
+    }
+
+    /// A rolled-back transaction's acknowledgements are undone: the
+    /// deliveries are its consumers' again.
+    fn give_back(&mut self, tx: Tx) {
+        for (consumer, seqs) in tx.held.into_iter().rev() {
+            self.consumers.restore(&consumer, seqs);
+        }
+    }
+}
