@@ -47,6 +47,26 @@ def test_period_and_repeat_deliver_repeat_plus_one_copies(stomp_connect):
     c.messages.assert_empty()
 
 
+def test_repeats_are_not_duplicates_of_each_other(stomp_connect):
+    # A duplicate-detection id guards the SEND, not each repeat: every copy
+    # arrives (a JMS client's message id is such an id).
+    q = uniq("sched-repeat-dup-")
+    c = stomp_connect("1.2")
+    c.subscribe(q)
+    c.send(
+        q,
+        "tick",
+        receipt=True,
+        AMQ_SCHEDULED_PERIOD="150",
+        AMQ_SCHEDULED_REPEAT="2",
+        _AMQ_DUPL_ID=uniq("dup-"),
+    )
+    got = c.take_messages(3)
+    assert [m.body for m in got] == ["tick"] * 3
+    time.sleep(QUIET)
+    c.messages.assert_empty()
+
+
 def test_a_negative_delay_is_refused(stomp_connect):
     c = stomp_connect("1.2")
     c.send(uniq("sched-bad-"), "x", AMQ_SCHEDULED_DELAY="-1")

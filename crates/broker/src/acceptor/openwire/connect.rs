@@ -50,7 +50,10 @@ impl Session {
 
     /// `ConnectionInfo`: the client says who it is (user, password, client
     /// id). A refusal ends the connection, as in ActiveMQ.
-    pub(super) async fn connection_info(&mut self, info: ow::ConnectionInfo) -> Result<Flow, Fatal> {
+    pub(super) async fn connection_info(
+        &mut self,
+        info: ow::ConnectionInfo,
+    ) -> Result<Flow, Fatal> {
         let connection = info
             .connection_id
             .as_ref()
@@ -127,7 +130,9 @@ impl Session {
                 self.reply(reply)?;
             }
             _ => {
-                return Err(Fatal::protocol("RemoveInfo names nothing this broker knows"));
+                return Err(Fatal::protocol(
+                    "RemoveInfo names nothing this broker knows",
+                ));
             }
         }
         Ok(Flow::Continue)

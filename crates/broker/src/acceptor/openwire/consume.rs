@@ -131,7 +131,12 @@ impl Session {
     pub(super) async fn consumer_info(&mut self, c: ow::ConsumerInfo) -> Result<(), Fatal> {
         let (cid, required) = (c.command_id, c.response_required);
         let Some(id) = c.consumer_id.clone() else {
-            return self.refuse(cid, required, JMS_EXCEPTION, "ConsumerInfo without an id".into());
+            return self.refuse(
+                cid,
+                required,
+                JMS_EXCEPTION,
+                "ConsumerInfo without an id".into(),
+            );
         };
         if self.consumers.by_id.contains_key(&key(&id)) {
             return self.refuse(

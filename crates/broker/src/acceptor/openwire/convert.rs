@@ -80,8 +80,7 @@ pub(super) fn destinations(d: &ow::Destination) -> Result<Vec<Destination>, Conv
             (kind, part)
         };
         out.push(
-            Destination::new(kind, name)
-                .map_err(|e| ConvertError::Destination(e.to_string()))?,
+            Destination::new(kind, name).map_err(|e| ConvertError::Destination(e.to_string()))?,
         );
     }
     Ok(out)
@@ -149,7 +148,9 @@ pub(super) fn incoming(
     let (kind, body) = match m.kind {
         ow::MessageKind::Text => (
             BodyKind::Text,
-            m.text()?.map(|t| Bytes::from(t.into_bytes())).unwrap_or_default(),
+            m.text()?
+                .map(|t| Bytes::from(t.into_bytes()))
+                .unwrap_or_default(),
         ),
         ow::MessageKind::Plain => (BodyKind::Empty, Bytes::new()),
         ow::MessageKind::Bytes => (BodyKind::Bytes, body(m, max_body)?),
@@ -413,10 +414,20 @@ mod tests {
         m.set_properties(&props).unwrap();
         let new = incoming(&m, Destination::queue("q"), Vec::new(), 1 << 20).unwrap();
         assert_eq!(&new.body[..], "héllo".as_bytes());
-        assert_eq!(new.properties.get("correlation-id").and_then(Value::as_str), Some("corr"));
-        assert_eq!(new.properties.get("reply-to").and_then(Value::as_str), Some("/queue/replies"));
+        assert_eq!(
+            new.properties.get("correlation-id").and_then(Value::as_str),
+            Some("corr")
+        );
+        assert_eq!(
+            new.properties.get("reply-to").and_then(Value::as_str),
+            Some("/queue/replies")
+        );
         assert_eq!(new.properties.get("n"), Some(&Value::I32(5)));
-        assert_eq!(new.properties.get(BODY_KIND_PROPERTY), None, "a client cannot claim a kind");
+        assert_eq!(
+            new.properties.get(BODY_KIND_PROPERTY),
+            None,
+            "a client cannot claim a kind"
+        );
         let back = outgoing(
             &stored(new),
             &Delivered {
@@ -430,7 +441,10 @@ mod tests {
         assert_eq!(back.correlation_id.as_deref(), Some("corr"));
         assert_eq!(back.reply_to, Some(ow::Destination::queue("replies")));
         assert_eq!(back.jms_type.as_deref(), Some("kind"));
-        assert_eq!((back.group_id.as_deref(), back.group_sequence), (Some("g"), 2));
+        assert_eq!(
+            (back.group_id.as_deref(), back.group_sequence),
+            (Some("g"), 2)
+        );
         assert_eq!(back.redelivery_counter, 1);
         let id = back.message_id.clone().unwrap();
         assert_eq!(id.producer_id, jms_id().producer_id);
@@ -446,7 +460,9 @@ mod tests {
         let text = NewMessage {
             destination: Destination::queue("q"),
             also: Vec::new(),
-            properties: [("k".to_owned(), Value::String("v".into()))].into_iter().collect(),
+            properties: [("k".to_owned(), Value::String("v".into()))]
+                .into_iter()
+                .collect(),
             body: Bytes::from_static(b"plain"),
             persistent: false,
             priority: 4,
@@ -467,7 +483,9 @@ mod tests {
         let bytes = NewMessage {
             destination: Destination::queue("q"),
             also: Vec::new(),
-            properties: [(BODY_KIND_PROPERTY.to_owned(), Value::I8(1))].into_iter().collect(),
+            properties: [(BODY_KIND_PROPERTY.to_owned(), Value::I8(1))]
+                .into_iter()
+                .collect(),
             body: Bytes::from_static(b"\x00\x01"),
             persistent: false,
             priority: 4,
@@ -485,7 +503,11 @@ mod tests {
         let ds = destinations(&d).unwrap();
         assert_eq!(
             ds,
-            vec![Destination::queue("a"), Destination::topic("b"), Destination::queue("c")]
+            vec![
+                Destination::queue("a"),
+                Destination::topic("b"),
+                Destination::queue("c")
+            ]
         );
         assert!(destinations(&ow::Destination::queue("")).is_err());
     }
@@ -496,7 +518,10 @@ mod tests {
         let p = id.producer_id.as_ref().unwrap();
         assert_eq!(p.connection_id.as_deref(), Some("ID:host-1234-5678-0:1"));
         assert_eq!((p.session_id, p.value, id.producer_sequence_id), (2, 3, 9));
-        assert_eq!(message_id_text(&id).as_deref(), Some("ID:host-1234-5678-0:1:2:3:9"));
+        assert_eq!(
+            message_id_text(&id).as_deref(),
+            Some("ID:host-1234-5678-0:1:2:3:9")
+        );
         assert!(parse_message_id("no-colons").is_none());
         assert!(parse_message_id("a:b:c:d").is_none());
     }

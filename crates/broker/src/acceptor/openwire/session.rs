@@ -474,7 +474,12 @@ impl Session {
         response_required: bool,
         e: &ServiceError,
     ) -> Result<(), Fatal> {
-        self.refuse(command_id, response_required, exception_class(e), e.to_string())
+        self.refuse(
+            command_id,
+            response_required,
+            exception_class(e),
+            e.to_string(),
+        )
     }
 
     /// A pipeline job finished: send its reply.

@@ -35,7 +35,7 @@ use crate::core::BrokerCore;
 use crate::memory::Charge;
 use crate::metrics::Metrics;
 use crate::model::{Destination, Message, MessageId, Properties, Value, now_ms};
-use crate::store::{Record, StoreKey, StoredMessage};
+use crate::store::{DUPLICATE_ID_HEADER, Record, StoreKey, StoredMessage};
 
 /// Commands queued for the actor at most; senders wait beyond it.
 const COMMANDS: usize = 1024;
@@ -452,15 +452,19 @@ fn firing_of(
         .properties
         .iter()
         .filter(|(k, _)| {
-            ![
-                spec::DELAY,
-                spec::PERIOD,
-                spec::REPEAT,
-                spec::CRON,
-                spec::ALSO,
-                spec::JOB_ID,
-            ]
-            .contains(k)
+            // A repeat is a message of its own (its own id, as in
+            // ActiveMQ): the sender's duplicate-detection id, which the
+            // first copy already passed, would drop every later one.
+            !(repeating && *k == DUPLICATE_ID_HEADER)
+                && ![
+                    spec::DELAY,
+                    spec::PERIOD,
+                    spec::REPEAT,
+                    spec::CRON,
+                    spec::ALSO,
+                    spec::JOB_ID,
+                ]
+                .contains(k)
         })
         .map(|(k, v)| (k.to_owned(), v.clone()))
         .chain([(
