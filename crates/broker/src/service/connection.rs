@@ -75,6 +75,9 @@ pub(crate) struct Connection {
     /// bits, shown to nobody, so the broker-wide name of a temporary queue
     /// cannot be guessed — only those the owner hands it to can send to it.
     pub(super) temp_scope: Arc<str>,
+    /// The client chose the scope (OpenWire's connection id), so the names
+    /// are no secret and may be announced.
+    pub(super) public_temp_names: bool,
     pub(super) subs: Subscriptions,
     pub(super) txs: HashMap<String, Transaction>,
     /// Temporary queues and topics this connection made (deleted when it
@@ -121,6 +124,7 @@ impl Connection {
             id: req.id,
             principal,
             client_id: req.client_id,
+            public_temp_names: req.temp_scope.is_some(),
             temp_scope: temp_scope.into(),
             subs: Subscriptions::default(),
             txs: HashMap::new(),
@@ -177,6 +181,7 @@ impl Connection {
         let handle = self.service.core.destination(dest)?;
         if dest.is_temp_of(&self.temp_scope) && !self.temps.contains(dest) {
             self.temps.push(dest.clone());
+            self.temporary_created(dest);
         }
         Ok(handle)
     }
@@ -316,8 +321,9 @@ impl Connection {
         for sub in self.subs.drain() {
             self.end_subscription(sub, None).await;
         }
-        for dest in self.temps.drain(..) {
+        for dest in std::mem::take(&mut self.temps) {
             self.service.core.delete_destination(&dest);
+            self.temporary_deleted(&dest);
         }
         if let Some(id) = self.client_id.take() {
             self.service.client_ids.release(&id);

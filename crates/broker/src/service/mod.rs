@@ -33,7 +33,7 @@ mod selector;
 mod send;
 mod subscribe;
 mod subscriptions;
-mod temporary;
+pub(crate) mod temporary;
 mod transaction;
 
 use std::collections::HashMap;
@@ -91,6 +91,8 @@ pub(crate) struct Service {
     /// Connections from each IP address (`limits.max-connections-per-address`),
     /// taken by the listeners before the handshake.
     pub(crate) per_address: Arc<limits::Counts<std::net::IpAddr>>,
+    /// Live temporary destinations, announced as they come and go.
+    pub(crate) temporaries: temporary::Temporaries,
     /// Scheduled delivery; set once, when the service starts serving.
     pub(crate) scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
@@ -107,6 +109,7 @@ impl Service {
             durables: Durables::default(),
             per_user: Arc::default(),
             per_address: Arc::default(),
+            temporaries: temporary::Temporaries::default(),
             scheduler: std::sync::OnceLock::new(),
         }
     }

@@ -9,7 +9,7 @@ use halyard_openwire::{self as ow, Command};
 use tokio::time::Instant;
 
 use super::convert;
-use super::error::INVALID_DESTINATION;
+use super::error::{INVALID_DESTINATION, exception_class};
 use super::session::{Fatal, Flow, Reply, Session};
 use crate::service::{ConnectRequest, ServiceError, Unsubscribe};
 
@@ -81,7 +81,16 @@ impl Session {
             Ok(c) => c,
             Err(e) => {
                 // The client's connect() throws this; the connection ends.
-                self.refuse_service(info.command_id, info.response_required, &e)?;
+                // Nothing is pending before a ConnectionInfo, so the answer
+                // goes out at once, ahead of the close.
+                tracing::info!(conn = %self.conn_id, peer = %self.peer, error = %e,
+                    "OpenWire connection refused");
+                let exception = ow::Throwable::new(exception_class(&e), e.to_string());
+                self.send(Command::ExceptionResponse(ow::ExceptionResponse {
+                    correlation_id: info.command_id,
+                    exception: Some(exception),
+                    ..ow::ExceptionResponse::default()
+                }));
                 return Ok(Flow::Close);
             }
         };

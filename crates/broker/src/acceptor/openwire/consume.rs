@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use halyard_openwire::{self as ow, Command};
 use tokio::time::Instant;
 
+use super::advisory;
 use super::connect::join;
 use super::convert::{self, Delivered};
 use super::error::{INVALID_DESTINATION, JMS_EXCEPTION};
@@ -36,10 +37,6 @@ mod ack_type {
     pub(super) const EXPIRED: u8 = 6;
 }
 
-/// The prefix of ActiveMQ's advisory topics. Halyard publishes no
-/// advisories; a client's advisory consumer (every connection makes one for
-/// temporary destinations) is answered and given nothing.
-const ADVISORY_PREFIX: &str = "ActiveMQ.Advisory.";
 
 /// A consumer's (session, consumer) numbers.
 pub(super) type Key = (i64, i64);
@@ -159,10 +156,8 @@ impl Session {
             }
         };
         let sub_id = format!("{}:{}", id.session_id, id.value);
-        if dests
-            .iter()
-            .all(|d| d.kind().is_topic() && d.name().starts_with(ADVISORY_PREFIX))
-        {
+        if advisory::is_advisory(&dests) {
+            self.watch_advisories(id.clone(), &dests);
             self.consumers.by_id.insert(
                 key(&id),
                 Consumer {
@@ -274,22 +269,17 @@ impl Session {
             // The subscription ended; the message went back already.
             return;
         };
-        let Some(c) = self.consumers.by_id.get_mut(&k) else {
+        let Some(consumer_id) = self.consumers.by_id.get(&k).map(|c| c.id.clone()) else {
             return;
         };
         let message = match tracked {
             Tracked::Duplicate => return,
             // A browser's end: a dispatch without a message.
             Tracked::EndOfBrowse => None,
-            Tracked::Token(t) => {
-                c.unacked.push_back((d.message.seq, t));
-                Some(&d)
-            }
-            Tracked::Auto | Tracked::Browsed => Some(&d),
-        };
-        let message = match message {
-            None => None,
-            Some(d) => {
+            Tracked::Token(_) | Tracked::Auto | Tracked::Browsed => {
+                if let Some(r) = convert::temp_reply_to(&d.message) {
+                    self.announce_reply_to(&r);
+                }
                 let how = Delivered {
                     deliveries: d.deliveries,
                     first_of_group: d.note == Note::FirstOfGroup,
@@ -297,6 +287,8 @@ impl Session {
                 match convert::outgoing(&d.message, &how) {
                     Ok(m) => Some(m),
                     Err(e) => {
+                        // Not sent, and not to be acknowledged: it goes back
+                        // to its destination when the consumer closes.
                         tracing::error!(conn = %self.conn_id, error = %e,
                             "cannot encode a message for an OpenWire consumer; not sent");
                         return;
@@ -304,8 +296,11 @@ impl Session {
                 }
             }
         };
+        if let (Tracked::Token(t), Some(c)) = (tracked, self.consumers.by_id.get_mut(&k)) {
+            c.unacked.push_back((d.message.seq, t));
+        }
         let dispatch = ow::MessageDispatch {
-            consumer_id: Some(c.id.clone()),
+            consumer_id: Some(consumer_id),
             destination: message.as_ref().and_then(|m| m.destination.clone()),
             redelivery_counter: message.as_ref().map_or(0, |m| m.redelivery_counter),
             message,

@@ -339,6 +339,14 @@ fn broker_message_id(m: &Message) -> ow::MessageId {
     }
 }
 
+/// The temporary destination a message names as its reply-to, if any.
+pub(super) fn temp_reply_to(m: &Message) -> Option<Destination> {
+    m.properties
+        .get_str(REPLY_TO)
+        .and_then(reply_destination)
+        .filter(|d| d.kind().is_temporary())
+}
+
 /// A `reply-to` as STOMP clients write it (`/queue/x`, `/topic/x`,
 /// `/temp-queue/x` of the sender's, or a canonical name).
 fn reply_destination(s: &str) -> Option<Destination> {

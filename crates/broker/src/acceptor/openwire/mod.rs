@@ -16,6 +16,7 @@
 //! - `convert.rs`: messages and destinations in and out;
 //! - `error.rs`: refusals as Java exceptions.
 
+mod advisory;
 mod connect;
 mod consume;
 mod convert;

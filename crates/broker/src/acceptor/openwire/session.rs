@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::advisory::Advisories;
 use super::consume::Consumers;
 use super::error::{JMS_EXCEPTION, exception_class};
 use super::produce::Producers;
@@ -62,6 +63,8 @@ pub(super) struct Session {
     pub(super) consumers: Consumers,
     pub(super) producers: Producers,
     pub(super) txs: Transactions,
+    /// The advisory consumer, once the client made one.
+    pub(super) advisories: Option<Advisories>,
     /// The negotiated inactivity timeout: a KeepAliveInfo goes out when
     /// the broker has been quiet for a third of it, and a client silent for
     /// twice it is disconnected.
@@ -192,6 +195,7 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
         consumers: Consumers::default(),
         producers: Producers::default(),
         txs: Transactions::default(),
+        advisories: None,
         inactivity: None,
         inactivity_from: now,
         opened: now,
@@ -230,6 +234,16 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
     Metrics::dec(&core.metrics.connections);
     tracing::info!(conn = %conn_id, %peer, %reason,
         duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
+}
+
+/// The advisory consumer's next event; never, without one.
+async fn next_advisory(
+    a: &mut Option<Advisories>,
+) -> Option<Result<crate::service::temporary::TempEvent, tokio::sync::broadcast::error::RecvError>> {
+    match a {
+        Some(a) => Some(a.next().await),
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
@@ -280,6 +294,10 @@ impl Session {
                                     Err(_) => break,
                                 }
                             }
+                            Ok(Flow::Continue)
+                        }
+                        Some(e) = next_advisory(&mut self.advisories) => {
+                            self.temp_event(e);
                             Ok(Flow::Continue)
                         }
                         r = self.reader.read_buf(&mut self.rbuf), if reading => match r {
