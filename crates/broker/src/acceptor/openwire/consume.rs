@@ -37,7 +37,6 @@ mod ack_type {
     pub(super) const EXPIRED: u8 = 6;
 }
 
-
 /// A consumer's (session, consumer) numbers.
 pub(super) type Key = (i64, i64);
 

@@ -239,7 +239,8 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
 /// The advisory consumer's next event; never, without one.
 async fn next_advisory(
     a: &mut Option<Advisories>,
-) -> Option<Result<crate::service::temporary::TempEvent, tokio::sync::broadcast::error::RecvError>> {
+) -> Option<Result<crate::service::temporary::TempEvent, tokio::sync::broadcast::error::RecvError>>
+{
     match a {
         Some(a) => Some(a.next().await),
         None => std::future::pending().await,
@@ -377,6 +378,10 @@ impl Session {
                 Command::KeepAliveInfo(k) => self.keep_alive(&k).map(|()| Flow::Continue),
                 Command::ShutdownInfo(_) => Ok(Flow::Close),
                 Command::WireFormatInfo(_) => Ok(Flow::Continue),
+                // The failover transport introduces itself this way first.
+                Command::ConnectionControl(c) => self
+                    .reply(Reply::to(c.command_id, c.response_required))
+                    .map(|()| Flow::Continue),
                 other => Err(Fatal::protocol(format!(
                     "expected ConnectionInfo, got data type {}",
                     other.data_type()
