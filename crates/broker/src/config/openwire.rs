@@ -35,8 +35,8 @@ pub struct OpenWireConfig {
     pub max_frame_size: u64,
     /// The inactivity timeout offered, in ms: with it the client sends a
     /// `KeepAliveInfo` when it has nothing else to say, and a peer silent
-    /// for longer is disconnected. 0 turns it off (when the client agrees:
-    /// the smaller non-zero value wins).
+    /// for longer is disconnected. The smaller of the broker's and the
+    /// client's value wins; 0 turns it off.
     pub max_inactivity_ms: u64,
 }
 

@@ -455,16 +455,17 @@ fn firing_of(
             // A repeat is a message of its own (its own id, as in
             // ActiveMQ): the sender's duplicate-detection id, which the
             // first copy already passed, would drop every later one.
-            !(repeating && *k == DUPLICATE_ID_HEADER)
-                && ![
-                    spec::DELAY,
-                    spec::PERIOD,
-                    spec::REPEAT,
-                    spec::CRON,
-                    spec::ALSO,
-                    spec::JOB_ID,
-                ]
-                .contains(k)
+            let own_id = repeating && *k == DUPLICATE_ID_HEADER;
+            let schedule = [
+                spec::DELAY,
+                spec::PERIOD,
+                spec::REPEAT,
+                spec::CRON,
+                spec::ALSO,
+                spec::JOB_ID,
+            ]
+            .contains(k);
+            !own_id && !schedule
         })
         .map(|(k, v)| (k.to_owned(), v.clone()))
         .chain([(
