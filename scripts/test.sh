@@ -67,7 +67,7 @@ step "short fuzz run (fuzz/: corpora and regressions, then 10 s per target)"
 fuzz_seed=${HALYARD_FUZZ_SEED:-$(date +%s)}
 echo "fuzz seed: $fuzz_seed"
 cargo build --locked --manifest-path fuzz/Cargo.toml --target-dir "$target_dir"
-for target in stomp selector url config journal; do
+for target in stomp selector url config journal openwire; do
     bin=$target
     [ "$target" = stomp ] && bin=halyard-stomp-fuzz
     "$target_dir/debug/$bin" --replay-dir "fuzz/corpus/$target" "fuzz/regressions/$target"

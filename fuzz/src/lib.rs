@@ -29,6 +29,7 @@ pub mod alloc_watch;
 pub mod config;
 pub mod driver;
 pub mod journal;
+pub mod openwire;
 pub mod selector;
 pub mod url;
 

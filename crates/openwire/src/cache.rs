@@ -21,6 +21,11 @@ const FREE_SPACE: usize = 100;
 /// A cached value: `None` is Java's `null`, which is cached like any other.
 pub(crate) type Key = Option<Command>;
 
+/// A table slot. Boxed: a peer can make the table 16383 entries long (by
+/// offering a cache size of 0), and unboxed commands would make that many
+/// megabytes per connection.
+type Slot = Option<Box<Command>>;
+
 /// Clamps a negotiated size to what a 2-byte signed index can address.
 pub(crate) fn effective_size(negotiated: i32) -> usize {
     if negotiated <= 0 {
@@ -32,12 +37,12 @@ pub(crate) fn effective_size(negotiated: i32) -> usize {
 
 /// One addition: the `next` index before it, the slot it overwrote (and
 /// what was there) if it stored, and its key.
-type Added = (usize, Option<(usize, Key)>, Key);
+type Added = (usize, Option<(usize, Slot)>, Key);
 
 /// The sending side's table.
 #[derive(Debug)]
 pub(crate) struct EncodeCache {
-    slots: Vec<Key>,
+    slots: Vec<Slot>,
     index: HashMap<Key, i16>,
     next: usize,
     evict: usize,
@@ -66,7 +71,7 @@ impl EncodeCache {
         let mut turns = 0;
         while self.index.len() + FREE_SPACE > len && turns < len {
             let old = self.slots[self.evict].take();
-            self.index.remove(&old);
+            self.index.remove(&old.map(|b| *b));
             self.evict = (self.evict + 1) % len;
             turns += 1;
         }
@@ -83,7 +88,7 @@ impl EncodeCache {
         let i = self.next;
         self.next = (self.next + 1) % len;
         if self.index.len() < len {
-            let old = std::mem::replace(&mut self.slots[i], key.clone());
+            let old = std::mem::replace(&mut self.slots[i], key.clone().map(Box::new));
             self.index.insert(key.clone(), i as i16);
             self.journal.push((i, Some((i, old)), key));
             i as i16
@@ -108,10 +113,10 @@ impl EncodeCache {
 /// The receiving side's table.
 #[derive(Debug)]
 pub(crate) struct DecodeCache {
-    slots: Vec<Key>,
+    slots: Vec<Slot>,
     /// Stores made while decoding the current frame, undone when the frame
     /// turns out to be incomplete and will be decoded again.
-    journal: Vec<(usize, Key)>,
+    journal: Vec<(usize, Slot)>,
 }
 
 impl DecodeCache {
@@ -139,14 +144,14 @@ impl DecodeCache {
             return Ok(());
         }
         let i = self.slot(index)?;
-        let old = std::mem::replace(&mut self.slots[i], value);
+        let old = std::mem::replace(&mut self.slots[i], value.map(Box::new));
         self.journal.push((i, old));
         Ok(())
     }
 
     /// The value at `index`; an index never set reads as null, as in Java.
     pub(crate) fn get(&self, index: i16) -> Result<Key> {
-        Ok(self.slots[self.slot(index)?].clone())
+        Ok(self.slots[self.slot(index)?].as_deref().cloned())
     }
 
     pub(crate) fn begin(&mut self) {

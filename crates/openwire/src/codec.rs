@@ -303,7 +303,10 @@ impl Codec {
 
     /// Decodes the next frame from `buf`, consuming its bytes; `Ok(None)`
     /// when `buf` does not yet hold a whole frame. A size prefix above the
-    /// frame limit fails before the body is buffered.
+    /// frame limit fails before the body is buffered. Without size prefixes
+    /// an incomplete frame is parsed again from its start when more bytes
+    /// come (its cache stores undone in between), and fails once more than
+    /// the frame limit is buffered.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Command>> {
         let max = self.format.max_frame_size;
         loop {
@@ -321,7 +324,10 @@ impl Codec {
                     });
                 }
                 if buf.len() < 4 + size {
-                    buf.reserve(4 + size - buf.len());
+                    // Room for the rest, but not all of an announced size at
+                    // once: a peer that claims 100 MiB and sends nothing
+                    // should not cost 100 MiB.
+                    buf.reserve((4 + size - buf.len()).min(64 << 10));
                     return Ok(None);
                 }
                 if let Some(c) = &mut self.decode_cache {

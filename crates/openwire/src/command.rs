@@ -40,10 +40,16 @@ macro_rules! command_enum {
                 if ty == BrokerSubscriptionInfo::DATA_STRUCTURE_TYPE && d.version < 12 {
                     return Err(Error::UnknownCommand(ty));
                 }
-                match ty {
-                    $( $v::DATA_STRUCTURE_TYPE => $v::decode_fields(d).map(Command::$v), )*
-                    other => Self::decode_special(other, d),
-                }
+                // Pick a function first and call it once: a match whose arms
+                // each decode in place gives this (recursive) frame a stack
+                // slot per arm in unoptimised builds, and nesting then
+                // overflows the stack long before the depth limit.
+                type DecodeFn = fn(u8, &mut Dec<'_, '_>) -> Result<Command>;
+                let f: DecodeFn = match ty {
+                    $( $v::DATA_STRUCTURE_TYPE => |_, d| Ok(Command::$v($v::decode_fields(d)?)), )*
+                    _ => Self::decode_special,
+                };
+                f(ty, d)
             }
         }
     };

@@ -25,6 +25,8 @@ mod cache;
 mod codec;
 mod command;
 mod error;
+#[cfg(feature = "codec")]
+mod framed;
 pub mod message;
 pub mod properties;
 mod types;
@@ -33,6 +35,8 @@ mod wire;
 pub use codec::{Codec, DEFAULT_MAX_FRAME_SIZE, MAGIC, Negotiated, WireFormatOptions, negotiate};
 pub use command::Command;
 pub use error::{Error, Result};
+#[cfg(feature = "codec")]
+pub use framed::CodecError;
 pub use properties::{Map, Value};
 pub use types::*;
 

@@ -17,7 +17,7 @@ use crate::types::Throwable;
 
 /// How deep nested objects and exception causes may go in a peer's frame
 /// (a hostile frame could otherwise recurse until the stack overflows).
-pub(crate) const MAX_DEPTH: u32 = 32;
+pub(crate) const MAX_DEPTH: u32 = 16;
 
 /// The version from which a field is on the wire (the first listed, or 0).
 pub(crate) const fn since(v: &[i32]) -> i32 {

@@ -2,6 +2,9 @@
 //! see the README there) decode to the expected commands and re-encode to
 //! the same bytes, in all four tight/loose x cache on/off formats.
 
+// Test helpers outside #[test] functions unwrap too.
+#![allow(clippy::unwrap_used)]
+
 use bytes::BytesMut;
 use halyard_openwire::{
     Codec, Command, DestinationKind, MessageKind, Negotiated, TransactionId, Value,
