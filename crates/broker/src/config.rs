@@ -1409,7 +1409,7 @@ mod tests {
     /// The `stomp` and `ws` shorthands give the default listeners; with
     /// `[[listeners]]`, `--ws` sets, adds or (empty) removes the `ws` one.
     #[test]
-    fn the_ws_shorthand_and_flag() {
+    fn the_ws_and_openwire_shorthands_and_flags() {
         let protocols = |c: &BrokerConfig| {
             c.listeners()
                 .into_iter()
@@ -1419,9 +1419,14 @@ mod tests {
         let mut c = BrokerConfig::default();
         assert_eq!(
             protocols(&c),
-            ["stomp 127.0.0.1:61613", "ws 127.0.0.1:61614"]
+            [
+                "stomp 127.0.0.1:61613",
+                "ws 127.0.0.1:61614",
+                "openwire 127.0.0.1:61616"
+            ]
         );
         c.set_ws(String::new());
+        c.set_openwire(String::new());
         assert_eq!(protocols(&c), ["stomp 127.0.0.1:61613"]);
         // `ws+ssl` is a TLS listener like `stomp+ssl`: it needs [tls].
         let e = BrokerConfig::from_toml(
@@ -1443,6 +1448,16 @@ mod tests {
         assert_eq!(protocols(&c), ["stomp 127.0.0.1:1", "ws 127.0.0.1:3"]);
         c.set_ws(String::new());
         assert_eq!(protocols(&c), ["stomp 127.0.0.1:1"]);
+        c.set_openwire("127.0.0.1:4".into());
+        assert_eq!(protocols(&c), ["stomp 127.0.0.1:1", "openwire 127.0.0.1:4"]);
+        // `openwire+ssl` and `auto+ssl` need [tls] too.
+        for p in ["openwire+ssl", "auto+ssl"] {
+            let e = BrokerConfig::from_toml(&format!(
+                "[[listeners]]\nprotocol = \"{p}\"\naddress = \"127.0.0.1:1\"\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("tls.cert-file"), "{p}: {e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`HEADS`]; `[[listeners]]` in the config then name it by protocol, and
 //! the broker opens its listeners only while master.
 
+mod auto;
 mod openwire;
 pub(crate) mod stomp;
 mod ws;
@@ -98,6 +99,13 @@ const HEADS: &[Head] = &[
         serve: |service, transport, stop| Box::pin(openwire::run(service, transport, stop)),
         refusal: openwire::REFUSAL,
         address_refusal: openwire::ADDRESS_REFUSAL,
+    },
+    Head {
+        name: "auto",
+        tls_name: "auto+ssl",
+        serve: |service, transport, stop| Box::pin(auto::run(service, transport, stop)),
+        refusal: auto::REFUSAL,
+        address_refusal: auto::REFUSAL,
     },
 ];
 
