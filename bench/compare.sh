@@ -488,7 +488,7 @@ broker_cmd_halyard() {
     local dir=$1 port=$2 http=$3
     mkdir -p "$dir/data"
     if [[ $SESSION_STORE == postgres ]]; then
-        CMD=("$HALYARD" broker --config "$HALYARD_CFG" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0
+        CMD=("$HALYARD" broker --config "$HALYARD_CFG" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0 --openwire 127.0.0.1:0
             --http "127.0.0.1:$http" --store postgres
             --store-url "postgres://postgres@127.0.0.1:$PG_PORT/$SESSION_DB")
     else
@@ -509,7 +509,7 @@ broker_cmd_halyard() {
             cp "$dir/halyard.toml" "$OUT/logs/$SEQ-halyard.toml"
             CMD=("$HALYARD" broker --config "$dir/halyard.toml" --data-dir "$dir/data" --http "127.0.0.1:$http")
         else
-            CMD=("$HALYARD" broker --config "$cfg" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0
+            CMD=("$HALYARD" broker --config "$cfg" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0 --openwire 127.0.0.1:0
                 --http "127.0.0.1:$http")
         fi
     fi

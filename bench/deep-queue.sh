@@ -24,7 +24,7 @@ URL=stomp://$STOMP
 start() {
     local t0
     t0=$(date +%s%N)
-    "$BIN" broker --data-dir "$WORK/data" --stomp "$STOMP" --ws 127.0.0.1:0 --http "$HTTP" 2>>"$WORK/broker.log" &
+    "$BIN" broker --data-dir "$WORK/data" --stomp "$STOMP" --ws 127.0.0.1:0 --openwire 127.0.0.1:0 --http "$HTTP" 2>>"$WORK/broker.log" &
     PID=$!
     until python3 - "$STOMP" <<'EOF' 2>/dev/null
 import socket, sys

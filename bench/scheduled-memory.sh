@@ -29,7 +29,7 @@ start() {
     local t0
     t0=$(date +%s%N)
     "$BIN" broker --config "$WORK/halyard.toml" --data-dir "$WORK/data" \
-        --stomp "$STOMP" --ws 127.0.0.1:0 --http "$HTTP" 2>>"$WORK/broker.log" &
+        --stomp "$STOMP" --ws 127.0.0.1:0 --openwire 127.0.0.1:0 --http "$HTTP" 2>>"$WORK/broker.log" &
     PID=$!
     until python3 - "$STOMP" <<'PY' 2>/dev/null
 import socket, sys

@@ -47,7 +47,8 @@ class Node:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "broker", "--name", self.name, *self.store,
-             "--stomp", f"127.0.0.1:{self.stomp}", "--ws", "127.0.0.1:0", "--http", f"127.0.0.1:{self.http}"],
+             "--stomp", f"127.0.0.1:{self.stomp}", "--ws", "127.0.0.1:0", "--openwire", "127.0.0.1:0",
+             "--http", f"127.0.0.1:{self.http}"],
             stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

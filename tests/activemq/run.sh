@@ -122,7 +122,7 @@ else
     fi
     [[ -x "$HALYARD_BIN" ]] || die "$HALYARD_BIN not found"
     mkdir -p "$DIR/data"
-    CMD=("$HALYARD_BIN" broker "${HALYARD_CONF[@]}" --data-dir "$DIR/data" --stomp "127.0.0.1:$PORT" --ws 127.0.0.1:0 --http "127.0.0.1:$HTTP")
+    CMD=("$HALYARD_BIN" broker "${HALYARD_CONF[@]}" --data-dir "$DIR/data" --stomp "127.0.0.1:$PORT" --ws 127.0.0.1:0 --openwire 127.0.0.1:0 --http "127.0.0.1:$HTTP")
 fi
 
 log "starting $BROKER on 127.0.0.1:$PORT (log: $DIR/broker.log)"

@@ -127,6 +127,16 @@ def _free_port() -> int:
         return port
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (see ``_free_port``)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = _free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -174,6 +184,7 @@ class Broker:
         self.port = 0
         self.http_port = 0
         self.ws_port = 0  # STOMP over WebSocket
+        self.openwire_port = 0  # OpenWire (ActiveMQ's JMS clients)
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "broker.log"
         self.config_path = workdir / "broker.toml"
@@ -187,11 +198,9 @@ class Broker:
         # Ports found by binding port 0 can, rarely, be taken by someone else
         # before the broker binds them: retry with new ones in that case.
         for _attempt in range(3):
-            self.port, self.http_port, self.ws_port = _free_port(), _free_port(), _free_port()
-            if len({self.port, self.http_port, self.ws_port}) < 3:
-                continue
+            self.pick_ports()
             with open(self.log_path, "ab") as log:
-                log.write(f"=== starting broker: stomp {self.port}, http {self.http_port} ===\n".encode())
+                log.write(f"=== starting broker: {self.ports_description()} ===\n".encode())
                 log.flush()
                 env = dict(os.environ)
                 env.setdefault("RUST_LOG", "info")
@@ -203,9 +212,7 @@ class Broker:
                         "--name", self.name,
                         "--config", str(self.config_path),
                         "--data-dir", str(self.workdir / "data"),
-                        "--stomp", f"{self.host}:{self.port}",
-                        "--ws", f"{self.host}:{self.ws_port}",
-                        "--http", f"{self.host}:{self.http_port}",
+                        *self.listener_args(),
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -219,6 +226,26 @@ class Broker:
             if "in use" not in self.log_tail().lower():
                 break
         raise RuntimeError(f"broker {self.name} did not start: {last_error}\n--- log ---\n{self.log_tail()}")
+
+    def pick_ports(self) -> None:
+        """New free ports for every listener of the broker."""
+        self.port, self.http_port, self.ws_port, self.openwire_port = _free_ports(4)
+
+    def listener_args(self) -> list[str]:
+        """The command-line flags that put each listener on this broker's
+        own port. Every head the broker has on by default must be here: one
+        left out listens on its default port (61614 ws, 61616 OpenWire),
+        where parallel tests' brokers collide."""
+        return [
+            "--stomp", f"{self.host}:{self.port}",
+            "--ws", f"{self.host}:{self.ws_port}",
+            "--openwire", f"{self.host}:{self.openwire_port}",
+            "--http", f"{self.host}:{self.http_port}",
+        ]
+
+    def ports_description(self) -> str:
+        return (f"stomp {self.port}, http {self.http_port}, ws {self.ws_port}, "
+                f"openwire {self.openwire_port}")
 
     def _wait_ready(self) -> tuple[bool, str]:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -258,6 +285,11 @@ class Broker:
 
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.ws_port}/"
+
+    @property
+    def openwire_url(self) -> str:
+        """``tcp://host:port``, as ActiveMQ's JMS clients name the broker."""
+        return f"tcp://{self.host}:{self.openwire_port}"
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -142,7 +142,8 @@ def require_openwire(halyard_bin: Path) -> None:
 
 
 class OpenwireHalyard(Broker):
-    """A halyard broker with an OpenWire listener besides STOMP and HTTP.
+    """A halyard broker for the JMS tests, on the fixtures' ports (every
+    listener, OpenWire included, on a free port: ``listener_args``).
     ``store_args`` replaces ``--data-dir`` (a shared directory or
     ``--store postgres --store-url ...`` for a master/slave pair); such a
     broker may start as a slave with its ports closed, so ``spawn`` does not
@@ -152,25 +153,17 @@ class OpenwireHalyard(Broker):
                  config: dict | None = None):
         super().__init__(binary, workdir, name, config or {"journal": {"segment-bytes": 1048576}})
         self.store_args = store_args or ["--data-dir", str(workdir / "data")]
-        self.openwire_port = 0
 
     def spawn(self) -> "OpenwireHalyard":
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(_to_toml(self.config))
-        ports: set[int] = set()
-        while len(ports) < 3:
-            ports.add(_free_port())
-        self.port, self.http_port, self.openwire_port = sorted(ports)
+        self.pick_ports()
         with open(self.log_path, "ab") as log:
-            log.write(f"=== starting broker: stomp {self.port}, http {self.http_port}, "
-                      f"openwire {self.openwire_port} ===\n".encode())
+            log.write(f"=== starting broker: {self.ports_description()} ===\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 [str(self.binary), "broker", "--name", self.name, "--config", str(self.config_path),
-                 *self.store_args,
-                 "--stomp", f"{self.host}:{self.port}",
-                 "--http", f"{self.host}:{self.http_port}",
-                 "--openwire", f"{self.host}:{self.openwire_port}"],
+                 *self.store_args, *self.listener_args()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1"},
             )
@@ -198,7 +191,7 @@ class OpenwireHalyard(Broker):
 
     @property
     def tcp_url(self) -> str:
-        return f"tcp://{self.host}:{self.openwire_port}"
+        return self.openwire_url
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -31,7 +31,6 @@ from conftest import (
     EVENT_TIMEOUT,
     STARTUP_TIMEOUT,
     Broker,
-    _free_port,
     _to_toml,
     wait_until,
 )
@@ -55,15 +54,9 @@ class HaBroker(Broker):
     def spawn(self) -> "HaBroker":
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(_to_toml(self.config))
-        self.port = _free_port()
-        self.http_port = _free_port()
-        while self.http_port == self.port:
-            self.http_port = _free_port()
-        self.ws_port = _free_port()
-        while self.ws_port in (self.port, self.http_port):
-            self.ws_port = _free_port()
+        self.pick_ports()
         with open(self.log_path, "ab") as log:
-            log.write(f"=== starting broker: stomp {self.port}, http {self.http_port} ===\n".encode())
+            log.write(f"=== starting broker: {self.ports_description()} ===\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 [
@@ -71,9 +64,7 @@ class HaBroker(Broker):
                     "--name", self.name,
                     "--config", str(self.config_path),
                     *self.store_args,
-                    "--stomp", f"{self.host}:{self.port}",
-                    "--ws", f"{self.host}:{self.ws_port}",
-                    "--http", f"{self.host}:{self.http_port}",
+                    *self.listener_args(),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

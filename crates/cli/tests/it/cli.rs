@@ -29,6 +29,7 @@ fn help_is_available_everywhere() {
         "--data-dir",
         "--stomp",
         "--ws",
+        "--openwire",
         "--http",
     ] {
         assert!(out.contains(flag), "broker --help lacks {flag}");
@@ -270,7 +271,7 @@ async fn broker_status(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value
         .arg(dir.path())
         .arg("--stomp")
         .arg(&stomp)
-        .args(["--ws", "127.0.0.1:0"])
+        .args(["--ws", "127.0.0.1:0", "--openwire", "127.0.0.1:0"])
         .arg("--http")
         .arg(http.to_string())
         .env_remove("HALYARD_NAME")
@@ -312,6 +313,7 @@ async fn every_setting_can_come_from_the_environment() {
         .arg(dir.path())
         .env_remove("HALYARD_STOMP")
         .env("HALYARD_WS", "127.0.0.1:0")
+        .env("HALYARD_OPENWIRE", "127.0.0.1:0")
         .env("HALYARD_LISTENERS", &listeners)
         .env("HALYARD_LIMITS__MAX_BODY_BYTES", "4096")
         .stdout(Stdio::null())
@@ -349,6 +351,8 @@ async fn every_setting_can_come_from_the_environment() {
             "127.0.0.1:0",
             "--ws",
             "127.0.0.1:0",
+            "--openwire",
+            "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
         ],
@@ -365,6 +369,8 @@ async fn every_setting_can_come_from_the_environment() {
             "--stomp",
             "127.0.0.1:0",
             "--ws",
+            "127.0.0.1:0",
+            "--openwire",
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
@@ -433,6 +439,8 @@ async fn a_busy_port_is_a_clear_start_up_error() {
             &stomp,
             "--ws",
             "127.0.0.1:0",
+            "--openwire",
+            "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
         ],
@@ -490,6 +498,8 @@ fn an_unusable_data_dir_fails_start_up_clearly() {
             "--stomp",
             "127.0.0.1:0",
             "--ws",
+            "127.0.0.1:0",
+            "--openwire",
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
@@ -756,8 +766,8 @@ fn bench_rejects_impossible_plans() {
 }
 
 /// `[[listeners]]` opens one listener per entry; `--stomp` sets the first
-/// STOMP listener's address (and `--ws`, with no `ws` entry, adds one);
-/// all serve the same broker.
+/// STOMP listener's address (and `--ws` and `--openwire`, with no entry of
+/// their protocol, add one each); all serve the same broker.
 #[tokio::test]
 async fn listeners_from_the_config_all_serve_the_broker() {
     let second = format!("127.0.0.1:{}", free_port());
@@ -777,11 +787,16 @@ async fn listeners_from_the_config_all_serve_the_broker() {
     let listeners = status["listeners"].as_array().unwrap();
     assert_eq!(
         listeners.len(),
-        3,
-        "the --stomp address replaced the first entry's, --ws added one: {status}"
+        4,
+        "the --stomp address replaced the first entry's, --ws and --openwire added one each: \
+         {status}"
     );
     assert!(
         listeners.contains(&format!("stomp {second}").into()),
+        "{status}"
+    );
+    assert!(
+        listeners.contains(&format!("openwire {}", b.openwire).into()),
         "{status}"
     );
 }
@@ -812,7 +827,7 @@ fn an_unknown_listener_protocol_is_a_clear_start_up_error() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(
-            "unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl, ws, ws+ssl)"
+            "unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl, ws, ws+ssl, openwire, openwire+ssl)"
         ),
         "{err}"
     );

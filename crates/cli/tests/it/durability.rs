@@ -885,7 +885,7 @@ fn spawn_broker(b: &BrokerProcess, stomp: SocketAddr, http: SocketAddr, log: &Pa
         .arg(b.data_dir())
         .arg("--stomp")
         .arg(stomp.to_string())
-        .args(["--ws", "127.0.0.1:0"])
+        .args(["--ws", "127.0.0.1:0", "--openwire", "127.0.0.1:0"])
         .arg("--http")
         .arg(http.to_string())
         .stdout(Stdio::null())

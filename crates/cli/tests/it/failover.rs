@@ -71,6 +71,7 @@ impl Group {
             name: name.to_owned(),
             stomp: local(free_port()),
             ws: local(free_port()),
+            openwire: local(free_port()),
             http: local(free_port()),
             log: self.dir.path().join(format!("{name}.log")),
             config,

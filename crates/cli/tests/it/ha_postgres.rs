@@ -491,6 +491,8 @@ fn bad_database_settings_get_clear_errors() {
         "127.0.0.1:0",
         "--ws",
         "127.0.0.1:0",
+        "--openwire",
+        "127.0.0.1:0",
         "--http",
         "127.0.0.1:0",
     ];
@@ -650,6 +652,8 @@ async fn the_store_reaches_postgres_over_tls_and_checks_its_certificate() {
         "--stomp",
         "127.0.0.1:0",
         "--ws",
+        "127.0.0.1:0",
+        "--openwire",
         "127.0.0.1:0",
         "--http",
         "127.0.0.1:0",

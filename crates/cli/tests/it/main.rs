@@ -35,6 +35,8 @@ mod selectors;
 mod security;
 // STOMP over WebSocket (tokio-tungstenite as the client), ws and wss.
 mod ws;
+// The other heads' listeners (OpenWire) on ports of their own.
+mod listeners;
 
 // Broker processes (the `halyard` binary).
 // The protected admin API (one test runs a master and a slave) and the

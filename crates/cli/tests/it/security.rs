@@ -675,7 +675,20 @@ async fn a_broker_with_nobody_to_log_in_refuses_a_network_address() {
     let port = halyard_testkit::free_port();
     let http = format!("127.0.0.1:{}", halyard_testkit::free_port());
     let stomp = format!("0.0.0.0:{port}");
-    let (code, err) = broker_exits("", &["--stomp", &stomp, "--ws", "", "--http", &http], &[]);
+    let (code, err) = broker_exits(
+        "",
+        &[
+            "--stomp",
+            &stomp,
+            "--ws",
+            "",
+            "--openwire",
+            "",
+            "--http",
+            &http,
+        ],
+        &[],
+    );
     assert_ne!(code, 0);
     assert!(
         err.contains(&stomp)
@@ -686,7 +699,16 @@ async fn a_broker_with_nobody_to_log_in_refuses_a_network_address() {
     // The admin listener counts too.
     let (code, err) = broker_exits(
         "",
-        &["--stomp", "127.0.0.1:0", "--ws", "", "--http", "0.0.0.0:0"],
+        &[
+            "--stomp",
+            "127.0.0.1:0",
+            "--ws",
+            "",
+            "--openwire",
+            "",
+            "--http",
+            "0.0.0.0:0",
+        ],
         &[],
     );
     assert_ne!(code, 0);
@@ -715,6 +737,8 @@ async fn a_broker_with_nobody_to_log_in_refuses_a_network_address() {
                 "--stomp",
                 &stomp,
                 "--ws",
+                "127.0.0.1:0",
+                "--openwire",
                 "127.0.0.1:0",
                 "--http",
                 &http.to_string(),

@@ -418,6 +418,8 @@ async fn tls_without_a_certificate_or_with_a_bad_file_does_not_start() {
                 "127.0.0.1:0",
                 "--ws",
                 "127.0.0.1:0",
+                "--openwire",
+                "127.0.0.1:0",
             ],
             None,
         )

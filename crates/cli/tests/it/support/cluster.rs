@@ -35,6 +35,8 @@ pub struct Node {
     pub stomp: SocketAddr,
     /// The STOMP-over-WebSocket listener's address.
     pub ws: SocketAddr,
+    /// The OpenWire listener's address.
+    pub openwire: SocketAddr,
     pub http: SocketAddr,
     pub log: PathBuf,
     pub config: PathBuf,
@@ -72,6 +74,7 @@ impl Node {
         line.extend(self.store.iter().cloned());
         line.extend(["--stomp".into(), self.stomp.to_string()]);
         line.extend(["--ws".into(), self.ws.to_string()]);
+        line.extend(["--openwire".into(), self.openwire.to_string()]);
         line.extend(["--http".into(), self.http.to_string()]);
         if !self.wrapper.is_empty() {
             let mut wrapped = Vec::new();
@@ -261,6 +264,7 @@ impl Cluster {
             name: name.to_owned(),
             stomp: local(free_port()),
             ws: local(free_port()),
+            openwire: local(free_port()),
             http: local(free_port()),
             log: self.dir.path().join(format!("{name}.log")),
             config: self.dir.path().join("halyard.toml"),

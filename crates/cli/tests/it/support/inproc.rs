@@ -33,6 +33,11 @@ pub struct TestBroker {
     /// config has such a listener).
     pub ws: Option<SocketAddr>,
     pub wss: Option<SocketAddr>,
+    /// Where it serves OpenWire (`openwire`, and `openwire+ssl` when the
+    /// config has such a listener): the addresses it bound, port 0 having
+    /// let the kernel pick.
+    pub openwire: Option<SocketAddr>,
+    pub openwire_ssl: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     /// Why the broker stopped by itself (fenced, store failed), if it did.
@@ -49,12 +54,13 @@ impl TestBroker {
         let file = dir.path().join("halyard.toml");
         std::fs::write(&file, extra_toml).unwrap();
         // As `halyard broker --config FILE --data-dir DIR --stomp ADDR
-        // --http ADDR` builds it (crates/cli/src/broker.rs).
+        // --ws ADDR --openwire ADDR --http ADDR` builds it (crates/cli/src/broker.rs).
         let mut config = BrokerConfig::read_file(&file)
             .unwrap_or_else(|e| panic!("bad test config {extra_toml:?}: {e}"));
         config.data_dir = dir.path().join("data");
         config.stomp = "127.0.0.1:0".to_owned();
         config.ws = "127.0.0.1:0".to_owned();
+        config.openwire = "127.0.0.1:0".to_owned();
         config.http = "127.0.0.1:0".to_owned();
         config
             .validate()
@@ -73,6 +79,8 @@ impl TestBroker {
             http,
             ws,
             wss,
+            openwire,
+            openwire_ssl,
         } = match ready_rx.await {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(e)) => panic!("the broker did not start: {e}"),
@@ -84,6 +92,8 @@ impl TestBroker {
             http,
             ws,
             wss,
+            openwire,
+            openwire_ssl,
             stop: Some(stop_tx),
             thread: Some(thread),
             failure,
@@ -138,6 +148,8 @@ struct Ready {
     http: SocketAddr,
     ws: Option<SocketAddr>,
     wss: Option<SocketAddr>,
+    openwire: Option<SocketAddr>,
+    openwire_ssl: Option<SocketAddr>,
 }
 
 /// The broker thread: starts the broker, reports its addresses, serves until
@@ -180,6 +192,8 @@ fn serve(
             http: broker.http_addr(),
             ws: broker.listener_addr("ws"),
             wss: broker.listener_addr("ws+ssl"),
+            openwire: broker.listener_addr("openwire"),
+            openwire_ssl: broker.listener_addr("openwire+ssl"),
         };
         if ready.send(Ok(addrs)).is_err() {
             broker.shutdown().await;

@@ -32,6 +32,9 @@ pub struct BrokerProcess {
     pub stomp: SocketAddr,
     /// The STOMP-over-WebSocket listener's address.
     pub ws: SocketAddr,
+    /// The OpenWire listener's address (its own port, so that parallel
+    /// tests do not all claim the default 61616).
+    pub openwire: SocketAddr,
     pub http: SocketAddr,
     log: PathBuf,
 }
@@ -47,6 +50,7 @@ impl BrokerProcess {
     pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str) -> BrokerProcess {
         let stomp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let openwire: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         std::fs::write(dir.path().join("halyard.toml"), extra_toml).unwrap();
         let log = dir.path().join("broker.log");
@@ -55,6 +59,7 @@ impl BrokerProcess {
             dir,
             stomp,
             ws,
+            openwire,
             http,
             log,
         };
@@ -85,6 +90,8 @@ impl BrokerProcess {
             .arg(self.stomp.to_string())
             .arg("--ws")
             .arg(self.ws.to_string())
+            .arg("--openwire")
+            .arg(self.openwire.to_string())
             .arg("--http")
             .arg(self.http.to_string())
             .env("RUST_LOG", "info,halyard_broker=debug")
