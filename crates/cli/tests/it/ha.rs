@@ -767,11 +767,12 @@ async fn sigterm_of_the_master_hands_over_quickly_and_loses_nothing() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_slave_keeps_its_stomp_port_closed_and_is_not_ready_until_it_takes_over() {
+async fn a_slave_keeps_its_client_ports_closed_and_is_not_ready_until_it_takes_over() {
     let mut c = Cluster::new(CONFIG);
     let a = c.master("a").await;
     let b = c.slave("b").await;
     let (b_stomp, b_http) = (c.nodes[b].stomp, c.nodes[b].http);
+    let (b_ws, b_openwire) = (c.nodes[b].ws, c.nodes[b].openwire);
     // While the master serves traffic, check the slave again and again.
     let mut p = Stomp::link(c.nodes[a].stomp).await.unwrap();
     for i in 0..25 {
@@ -784,6 +785,14 @@ async fn a_slave_keeps_its_stomp_port_closed_and_is_not_ready_until_it_takes_ove
         assert!(
             !accepts(b_stomp).await,
             "check {i}: the slave accepted STOMP"
+        );
+        assert!(
+            !accepts(b_openwire).await,
+            "check {i}: the slave accepted OpenWire"
+        );
+        assert!(
+            !accepts(b_ws).await,
+            "check {i}: the slave accepted WebSocket"
         );
         assert_eq!(readyz(b_http).await, 503, "check {i}");
         assert_eq!(http_get(b_http, "/healthz").await.0, 200, "check {i}");
@@ -815,6 +824,11 @@ async fn a_slave_keeps_its_stomp_port_closed_and_is_not_ready_until_it_takes_ove
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert!(accepts(b_stomp).await, "a ready master must accept STOMP");
+    assert!(
+        accepts(b_openwire).await,
+        "a ready master must accept OpenWire"
+    );
+    assert!(accepts(b_ws).await, "a ready master must accept WebSocket");
     let mut cons = Stomp::link(b_stomp).await.unwrap();
     cons.try_request(
         Frame::new(Command::Subscribe)

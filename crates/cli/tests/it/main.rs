@@ -37,6 +37,8 @@ mod security;
 mod ws;
 // The other heads' listeners (OpenWire) on ports of their own.
 mod listeners;
+// The OpenWire head against our own codec: bad input, refusals, the auto port.
+mod openwire;
 
 // Broker processes (the `halyard` binary).
 // The protected admin API (one test runs a master and a slave) and the

@@ -27,7 +27,7 @@ const QUIET: Duration = Duration::from_millis(200);
 /// Every test user's password is its name backwards plus this.
 const SALT: &str = "-pw";
 
-fn password(user: &str) -> String {
+pub(crate) fn password(user: &str) -> String {
     format!("{}{SALT}", user.chars().rev().collect::<String>())
 }
 
@@ -44,7 +44,7 @@ fn hash(user: &str) -> String {
 }
 
 /// `[[security.users]]` entries for `(name, groups)`.
-fn users(list: &[(&str, &[&str])]) -> String {
+pub(crate) fn users(list: &[(&str, &[&str])]) -> String {
     let mut s = String::new();
     for (name, groups) in list {
         let groups: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();

@@ -259,6 +259,11 @@ impl Session {
     }
 
     async fn serve(&mut self, stop: &CancellationToken) -> End {
+        // The broker speaks first (its WireFormatInfo), without waiting for
+        // the client to say something.
+        if let Err(e) = self.write_out().await {
+            return End::Io(e);
+        }
         let stopped = stop.cancelled();
         let kick = self.kick.clone();
         let kicked = kick.kicked();

@@ -38,6 +38,9 @@ pub struct TestBroker {
     /// let the kernel pick.
     pub openwire: Option<SocketAddr>,
     pub openwire_ssl: Option<SocketAddr>,
+    /// Where it serves every protocol on one port (`auto`), when the
+    /// config has such a listener.
+    pub auto: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     /// Why the broker stopped by itself (fenced, store failed), if it did.
@@ -81,6 +84,7 @@ impl TestBroker {
             wss,
             openwire,
             openwire_ssl,
+            auto,
         } = match ready_rx.await {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(e)) => panic!("the broker did not start: {e}"),
@@ -94,6 +98,7 @@ impl TestBroker {
             wss,
             openwire,
             openwire_ssl,
+            auto,
             stop: Some(stop_tx),
             thread: Some(thread),
             failure,
@@ -150,6 +155,7 @@ struct Ready {
     wss: Option<SocketAddr>,
     openwire: Option<SocketAddr>,
     openwire_ssl: Option<SocketAddr>,
+    auto: Option<SocketAddr>,
 }
 
 /// The broker thread: starts the broker, reports its addresses, serves until
@@ -194,6 +200,7 @@ fn serve(
             wss: broker.listener_addr("ws+ssl"),
             openwire: broker.listener_addr("openwire"),
             openwire_ssl: broker.listener_addr("openwire+ssl"),
+            auto: broker.listener_addr("auto"),
         };
         if ready.send(Ok(addrs)).is_err() {
             broker.shutdown().await;
