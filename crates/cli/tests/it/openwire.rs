@@ -425,3 +425,109 @@ async fn the_auto_listener_tells_the_protocols_apart() {
         "{reply:?}"
     );
 }
+
+impl Client {
+    /// Opens session 1 and consumer 1 on `queue` with `prefetch`.
+    async fn consume(&mut self, queue: &str, prefetch: i32) -> ow::ConsumerId {
+        let connection = self.connection.clone();
+        let session = ow::SessionId {
+            connection_id: Some(connection.clone()),
+            value: 1,
+        };
+        assert!(matches!(
+            self.request(|id| Command::SessionInfo(ow::SessionInfo {
+                command_id: id,
+                response_required: true,
+                session_id: Some(session),
+            }))
+            .await,
+            Command::Response(_)
+        ));
+        let consumer = ow::ConsumerId {
+            connection_id: Some(connection),
+            session_id: 1,
+            value: 1,
+        };
+        let c = consumer.clone();
+        assert!(matches!(
+            self.request(|id| Command::ConsumerInfo(ow::ConsumerInfo {
+                command_id: id,
+                response_required: true,
+                consumer_id: Some(c),
+                destination: Some(ow::Destination::queue(queue)),
+                prefetch_size: prefetch,
+                ..ow::ConsumerInfo::default()
+            }))
+            .await,
+            Command::Response(_)
+        ));
+        consumer
+    }
+
+    async fn pull(&mut self, consumer: &ow::ConsumerId, timeout: i64) {
+        self.send(Command::MessagePull(ow::MessagePull {
+            consumer_id: Some(consumer.clone()),
+            timeout,
+            ..ow::MessagePull::default()
+        }))
+        .await;
+    }
+
+    /// The next MessageDispatch's message (`None`: an empty dispatch).
+    async fn dispatched(&mut self) -> Option<ow::Message> {
+        loop {
+            match self.recv().await {
+                Some(Command::MessageDispatch(d)) => return d.message,
+                Some(_) => {}
+                None => panic!("closed while waiting for a dispatch"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_with_prefetch_0_gets_messages_only_when_it_pulls() {
+    let b = TestBroker::start("").await;
+    let mut c = Client::handshake(b.openwire.unwrap(), 12).await;
+    assert!(matches!(c.connect(None, None).await, Command::Response(_)));
+    let consumer = c.consume("ow.pull", 0).await;
+    // receiveNoWait() on an empty queue: an empty dispatch at once.
+    c.pull(&consumer, -1).await;
+    assert_eq!(c.dispatched().await, None);
+    // receive(300) on an empty queue: an empty dispatch after its time.
+    let started = Instant::now();
+    c.pull(&consumer, 300).await;
+    assert_eq!(c.dispatched().await, None);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    let mut p = Client::handshake(b.openwire.unwrap(), 12).await;
+    p.connection = format!("{}-producer", p.connection);
+    assert!(matches!(p.connect(None, None).await, Command::Response(_)));
+    for text in ["one", "two"] {
+        assert!(matches!(
+            p.send_text("ow.pull", text).await,
+            Command::Response(_)
+        ));
+    }
+    // Nothing comes unasked, however long the broker has the messages.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), c.recv()).await;
+    assert!(quiet.is_err(), "a message was pushed: {quiet:?}");
+    c.pull(&consumer, 0).await;
+    let m = c.dispatched().await.expect("the first message");
+    assert_eq!(m.text().unwrap().as_deref(), Some("one"));
+    // Acknowledged, the next one waits for the next pull.
+    let last = m.message_id.clone();
+    c.send(Command::MessageAck(ow::MessageAck {
+        consumer_id: Some(consumer.clone()),
+        destination: Some(ow::Destination::queue("ow.pull")),
+        ack_type: 2,
+        first_message_id: last.clone(),
+        last_message_id: last,
+        message_count: 1,
+        ..ow::MessageAck::default()
+    }))
+    .await;
+    c.pull(&consumer, 1000).await;
+    let m = c.dispatched().await.expect("the second message");
+    assert_eq!(m.text().unwrap().as_deref(), Some("two"));
+}
