@@ -905,6 +905,14 @@ impl Dispatcher {
         }
     }
 
+    /// The consumer's prefetch changes (a JMS client restoring its consumer
+    /// after a failover subscribes with none, then sets the real one).
+    pub(crate) fn set_prefetch(&mut self, consumer: ConsumerId, prefetch: u32) {
+        if let Some(c) = self.consumer_mut(consumer) {
+            c.reg.prefetch = prefetch;
+        }
+    }
+
     /// The consumer acknowledged (or rejected) these inside a transaction:
     /// they stop counting against its credit but stay held until the
     /// transaction ends.

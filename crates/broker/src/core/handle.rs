@@ -79,6 +79,8 @@ pub(crate) enum Control {
         /// now rather than redeliver.
         poison: bool,
     },
+    /// The consumer's prefetch changes.
+    Prefetch { consumer: ConsumerId, prefetch: u32 },
     /// Acknowledged or rejected inside a transaction; held until it ends.
     Hold {
         consumer: ConsumerId,
@@ -142,6 +144,7 @@ impl Control {
             Control::Unsubscribe { .. }
                 | Control::Ack { .. }
                 | Control::Nack { .. }
+                | Control::Prefetch { .. }
                 | Control::Hold { .. }
                 | Control::Commit { .. }
                 | Control::Rollback { .. }

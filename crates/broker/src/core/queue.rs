@@ -256,6 +256,7 @@ impl QueueActor {
                 poison,
             } => d.nack(consumer, &seqs, poison, effects),
             Control::Hold { consumer, seqs } => d.hold(consumer, &seqs),
+            Control::Prefetch { consumer, prefetch } => d.set_prefetch(consumer, prefetch),
             Control::Commit { seqs, .. } => d.commit(&seqs),
             Control::Rollback { seqs, .. } => d.rollback(&seqs, effects),
             Control::Stats { reply } => {

@@ -37,6 +37,11 @@ impl Registrations {
         lock(&self.0).iter().map(|(_, h)| h.clone()).collect()
     }
 
+    /// Every registration (a copy).
+    pub(crate) fn all(&self) -> Vec<(ConsumerId, DestHandle)> {
+        lock(&self.0).clone()
+    }
+
     /// Every registration, taken out (the subscription is ending).
     pub(crate) fn take_all(&self) -> Vec<(ConsumerId, DestHandle)> {
         std::mem::take(&mut *lock(&self.0))

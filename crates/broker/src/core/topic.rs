@@ -413,6 +413,11 @@ impl TopicActor {
                     d.nack(consumer, &seqs, poison, effects);
                 }
             }
+            Control::Prefetch { consumer, prefetch } => {
+                if let Some(d) = self.dispatcher_of(consumer) {
+                    d.set_prefetch(consumer, prefetch);
+                }
+            }
             Control::Hold { consumer, seqs } => {
                 if let Some(d) = self.dispatcher_of(consumer) {
                     d.hold(consumer, &seqs);

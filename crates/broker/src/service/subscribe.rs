@@ -412,6 +412,30 @@ impl Connection {
         })
     }
 
+    /// Changes subscription `id`'s prefetch (at every destination it takes
+    /// from); the destinations send more at once if it grew.
+    pub(crate) async fn set_prefetch(
+        &mut self,
+        id: &str,
+        prefetch: u32,
+    ) -> Result<(), ServiceError> {
+        let key = self
+            .subs
+            .key_of(id)
+            .ok_or_else(|| ServiceError::NoSuchSubscription(id.to_owned()))?;
+        let Some(sub) = self.subs.get(key) else {
+            return Err(ServiceError::NoSuchSubscription(id.to_owned()));
+        };
+        let max = self.service.core.config.limits.max_prefetch;
+        let prefetch = prefetch.clamp(1, max);
+        for (consumer, handle) in sub.registrations.all() {
+            let _ = handle
+                .control(Control::Prefetch { consumer, prefetch })
+                .await;
+        }
+        Ok(())
+    }
+
     /// The key of the subscription the client calls `id`.
     pub(crate) fn subscription_key(&self, id: &str) -> Option<SubKey> {
         self.subs.key_of(id)

@@ -531,3 +531,42 @@ async fn a_consumer_with_prefetch_0_gets_messages_only_when_it_pulls() {
     let m = c.dispatched().await.expect("the second message");
     assert_eq!(m.text().unwrap().as_deref(), Some("two"));
 }
+
+#[tokio::test]
+async fn a_consumer_control_turns_a_pulling_consumer_into_a_prefetching_one() {
+    // What ActiveMQ's failover transport does after a reconnect: restore
+    // the consumer with prefetch 0, then give it its prefetch back.
+    let b = TestBroker::start("").await;
+    let mut p = Client::handshake(b.openwire.unwrap(), 12).await;
+    p.connection = format!("{}-producer", p.connection);
+    assert!(matches!(p.connect(None, None).await, Command::Response(_)));
+    for i in 0..3 {
+        let sent = p.send_text("ow.restore", &format!("m{i}")).await;
+        assert!(matches!(sent, Command::Response(_)));
+    }
+    let mut c = Client::handshake(b.openwire.unwrap(), 12).await;
+    assert!(matches!(c.connect(None, None).await, Command::Response(_)));
+    let consumer = c.consume("ow.restore", 0).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(200), c.recv()).await;
+    assert!(
+        quiet.is_err(),
+        "pushed before the prefetch came back: {quiet:?}"
+    );
+    c.send(Command::ConsumerControl(ow::ConsumerControl {
+        consumer_id: Some(consumer),
+        destination: Some(ow::Destination::queue("ow.restore")),
+        prefetch: 1000,
+        ..ow::ConsumerControl::default()
+    }))
+    .await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = c.dispatched().await.expect("a message, pushed");
+        got.push(m.text().unwrap().unwrap_or_default());
+    }
+    assert_eq!(
+        got,
+        ["m0", "m1", "m2"],
+        "all three in flight at once, unacknowledged"
+    );
+}

@@ -308,6 +308,34 @@ impl Session {
         self.send(Command::MessageDispatch(dispatch));
     }
 
+    /// `ConsumerControl` from a client sets a consumer's prefetch: after a
+    /// failover, ActiveMQ's client restores its consumers with prefetch 0
+    /// until its recovery is done, then sets their real prefetch this way.
+    pub(super) async fn consumer_control(&mut self, c: ow::ConsumerControl) -> Result<(), Fatal> {
+        let reply = Reply::to(c.command_id, c.response_required);
+        let Some(k) = c.consumer_id.as_ref().map(key) else {
+            return self.reply(reply);
+        };
+        let prefetch = u32::try_from(c.prefetch).unwrap_or(0);
+        let Some(consumer) = self.consumers.by_id.get_mut(&k) else {
+            return self.reply(reply);
+        };
+        if consumer.sub.is_none() || c.close || prefetch == 0 {
+            // Advisory consumers, closes (a broker's request, not a
+            // client's) and pull mode asked for later are not supported.
+            return self.reply(reply);
+        }
+        let sub_id = consumer.sub_id.clone();
+        let held = consumer.pull.take().and_then(|p| p.held);
+        if let Some(d) = held {
+            self.dispatch(k, d);
+        }
+        if let Err(e) = self.conn()?.set_prefetch(&sub_id, prefetch).await {
+            tracing::debug!(conn = %self.conn_id, error = %e, "cannot change a consumer's prefetch");
+        }
+        self.reply(reply)
+    }
+
     /// `MessagePull`: a consumer with prefetch 0 asks for a message.
     pub(super) fn pull(&mut self, p: ow::MessagePull) -> Result<(), Fatal> {
         let Some(k) = p.consumer_id.as_ref().map(key) else {

@@ -419,9 +419,7 @@ impl Session {
             Command::ControlCommand(c) => {
                 self.reply(Reply::to(c.command_id, c.response_required))?
             }
-            Command::ConsumerControl(c) => {
-                self.reply(Reply::to(c.command_id, c.response_required))?
-            }
+            Command::ConsumerControl(c) => self.consumer_control(c).await?,
             Command::ConnectionControl(c) => {
                 self.reply(Reply::to(c.command_id, c.response_required))?
             }
