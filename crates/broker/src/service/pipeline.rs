@@ -132,4 +132,24 @@ impl<T: Send + 'static> Pipeline<T> {
     pub(crate) fn close(&mut self) {
         self.jobs = None;
     }
+
+    /// Whether the session may read another request: there is room and,
+    /// while the broker is over its memory budget, none of this
+    /// connection's message bodies is pending (a producer waits, reading
+    /// nothing more, while a consumer's acknowledgements, which carry no
+    /// message, still get through).
+    pub(crate) fn may_read(&self, memory: &crate::memory::MemoryBudget) -> bool {
+        self.has_room() && (self.pending_bytes() == 0 || !memory.over())
+    }
+
+    /// The session is ending: the pipeline finishes what it has, and the
+    /// connection gives back everything it held (transactions roll back,
+    /// subscriptions end and their unacknowledged messages are redelivered,
+    /// temporary destinations are deleted).
+    pub(crate) async fn release(&mut self, conn: Option<&mut super::Connection>) {
+        self.close();
+        if let Some(conn) = conn {
+            conn.close().await;
+        }
+    }
 }

@@ -361,8 +361,7 @@ impl Session {
     /// the broker is over its memory budget, holds no message of this
     /// connection's (a producer waits; a consumer's acks still get in).
     fn may_read(&self) -> bool {
-        self.pipeline.has_room()
-            && (self.pipeline.pending_bytes() == 0 || !self.service.core.memory.over())
+        self.pipeline.may_read(&self.service.core.memory)
     }
 
     /// Handles one command from the client.
@@ -645,13 +644,8 @@ impl Session {
         End::Error(Fatal::broker("broker is shutting down"))
     }
 
-    /// Returns everything the connection held: transactions roll back,
-    /// consumers end (their unacknowledged messages are redelivered),
-    /// temporary destinations are deleted.
+    /// Returns everything the connection held.
     async fn teardown(&mut self) {
-        self.pipeline.close();
-        if let Some(conn) = &mut self.conn {
-            conn.close().await;
-        }
+        self.pipeline.release(self.conn.as_mut()).await;
     }
 }

@@ -316,8 +316,7 @@ impl Session {
     /// connection's (so a producer waits, reading nothing more, while a
     /// consumer's ACKs, which carry no message, still get through).
     fn may_read(&self) -> bool {
-        self.pipeline.has_room()
-            && (self.pipeline.pending_bytes() == 0 || !self.service.core.memory.over())
+        self.pipeline.may_read(&self.service.core.memory)
     }
 
     /// Handles one frame from the client.
@@ -604,13 +603,8 @@ impl Session {
         End::Error(Fatal::broker("broker is shutting down"))
     }
 
-    /// Returns everything the connection held: transactions roll back,
-    /// subscriptions end (their unacknowledged messages are redelivered),
-    /// temporary queues are deleted.
+    /// Returns everything the connection held.
     async fn teardown(&mut self) {
-        self.pipeline.close();
-        if let Some(conn) = &mut self.conn {
-            conn.close().await;
-        }
+        self.pipeline.release(self.conn.as_mut()).await;
     }
 }
