@@ -29,6 +29,7 @@ mod error;
 mod framed;
 pub mod message;
 pub mod properties;
+mod throwable;
 mod types;
 mod wire;
 

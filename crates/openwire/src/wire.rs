@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::Command;
 use crate::cache::{DecodeCache, EncodeCache};
 use crate::error::{Error, Result};
-use crate::types::Throwable;
+use crate::throwable::{StackTraceElement, Throwable};
 
 /// How deep nested objects and exception causes may go in a peer's frame
 /// (a hostile frame could otherwise recurse until the stack overflows).
@@ -706,7 +706,7 @@ impl Thr {
                 .map_err(|_| Error::malformed(format!("negative stack trace length {n}")))?;
             t.stack_trace.reserve(n.min(64));
             for _ in 0..n {
-                t.stack_trace.push(crate::types::StackTraceElement {
+                t.stack_trace.push(StackTraceElement {
                     class_name: Str::dec(d)?,
                     method_name: Str::dec(d)?,
                     file_name: Str::dec(d)?,

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use super::convert;
 use super::session::Session;
+use super::state::Advisories;
 use crate::model::{Destination, DestinationKind};
 use crate::service::temporary::TempEvent;
 
@@ -22,22 +23,6 @@ use crate::service::temporary::TempEvent;
 pub(super) const PREFIX: &str = "ActiveMQ.Advisory.";
 const TEMP_QUEUE_TOPIC: &str = "ActiveMQ.Advisory.TempQueue";
 const TEMP_TOPIC_TOPIC: &str = "ActiveMQ.Advisory.TempTopic";
-
-/// A connection's advisory consumer.
-pub(super) struct Advisories {
-    consumer: ow::ConsumerId,
-    events: broadcast::Receiver<TempEvent>,
-    /// What it was told exists.
-    announced: HashSet<Destination>,
-    next_seq: i64,
-}
-
-impl Advisories {
-    /// The next event, for the session's loop.
-    pub(super) async fn next(&mut self) -> Result<TempEvent, broadcast::error::RecvError> {
-        self.events.recv().await
-    }
-}
 
 /// Whether `dests` are advisory topics only (no real subscription).
 pub(super) fn is_advisory(dests: &[Destination]) -> bool {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::convert;
 use super::error::{INVALID_DESTINATION, exception_class};
-use super::session::{Fatal, Flow, Reply, Session};
+use super::session::{Fatal, Flow, Reply, Session, join};
 use crate::service::{ConnectRequest, ServiceError, Unsubscribe};
 
 impl Session {
@@ -215,17 +215,4 @@ impl Session {
             Err(e) => self.refuse_service(id, required, &e),
         }
     }
-}
-
-/// One piece of work that completes when all of `works` have.
-pub(super) fn join(works: Vec<crate::service::Work>) -> crate::service::Pending {
-    if works.is_empty() {
-        return None;
-    }
-    Some(Box::pin(async move {
-        for w in works {
-            w.await?;
-        }
-        Ok(())
-    }))
 }

@@ -8,18 +8,18 @@
 //! was sent up to the one it names) or one by one. Acknowledgements name
 //! messages by the `broker_sequence_id` the broker put in their ids.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use halyard_openwire::{self as ow, Command};
 use tokio::time::Instant;
 
 use super::advisory;
-use super::connect::join;
 use super::convert::{self, Delivered};
 use super::error::{INVALID_DESTINATION, JMS_EXCEPTION};
-use super::session::{Fatal, Reply, Session};
+use super::session::{Fatal, Reply, Session, join};
+use super::state::{Consumer, Key, Pull, key};
 use super::transaction::tx_name;
-use crate::core::{Delivery, Note, SubKey};
+use crate::core::{Delivery, Note};
 use crate::service::{
     AckMode, AckRef, AckRequest, DeliveryToken, Pending, SubscribeSpec, Tracked, Unsubscribe,
 };
@@ -35,91 +35,6 @@ mod ack_type {
     pub(super) const INDIVIDUAL: u8 = 4;
     pub(super) const UNMATCHED: u8 = 5;
     pub(super) const EXPIRED: u8 = 6;
-}
-
-/// A consumer's (session, consumer) numbers.
-pub(super) type Key = (i64, i64);
-
-struct Consumer {
-    id: ow::ConsumerId,
-    /// Its subscription in the service (`None`: an advisory consumer).
-    sub: Option<SubKey>,
-    /// The service's id for the subscription.
-    sub_id: String,
-    /// Messages sent to it and not yet acknowledged, in the order sent:
-    /// broker sequence number and delivery token.
-    unacked: VecDeque<(u64, DeliveryToken)>,
-    /// Prefetch 0: messages go out only when pulled.
-    pull: Option<Pull>,
-}
-
-/// A pulling consumer's state. It subscribes with a prefetch of one, and
-/// the message the broker sends it waits here until the client asks.
-#[derive(Default)]
-struct Pull {
-    held: Option<Delivery>,
-    /// The client waits for a message: until this instant (`Some(None)`:
-    /// for ever).
-    waiting: Option<Option<Instant>>,
-}
-
-/// The connection's consumers.
-#[derive(Default)]
-pub(super) struct Consumers {
-    by_id: HashMap<Key, Consumer>,
-    by_sub: HashMap<SubKey, Key>,
-}
-
-impl Consumers {
-    /// The consumers of JMS session `session`.
-    pub(super) fn of_session(&self, session: i64) -> Vec<ow::ConsumerId> {
-        self.by_id
-            .iter()
-            .filter(|((s, _), _)| *s == session)
-            .map(|(_, c)| c.id.clone())
-            .collect()
-    }
-
-    /// When the earliest waiting pull times out.
-    pub(super) fn next_pull_deadline(&self) -> Option<Instant> {
-        self.by_id
-            .values()
-            .filter_map(|c| c.pull.as_ref()?.waiting.flatten())
-            .min()
-    }
-
-    /// The deliveries an acknowledgement of `consumer` covers: up to and
-    /// including message `last` (a range), or just `last`. Taken out of
-    /// the consumer's unacknowledged list; `None` if it has no such
-    /// message.
-    fn take(
-        &mut self,
-        consumer: &Key,
-        last: u64,
-        range: bool,
-    ) -> Option<Vec<(u64, DeliveryToken)>> {
-        let c = self.by_id.get_mut(consumer)?;
-        let at = c.unacked.iter().position(|(seq, _)| *seq == last)?;
-        if range {
-            Some(c.unacked.drain(..=at).collect())
-        } else {
-            c.unacked.remove(at).map(|u| vec![u])
-        }
-    }
-
-    /// Puts taken deliveries back (a transaction that holds them rolled
-    /// back: the client redelivers them itself and acknowledges again).
-    pub(super) fn restore(&mut self, consumer: &Key, seqs: Vec<(u64, DeliveryToken)>) {
-        if let Some(c) = self.by_id.get_mut(consumer) {
-            for s in seqs.into_iter().rev() {
-                c.unacked.push_front(s);
-            }
-        }
-    }
-}
-
-fn key(id: &ow::ConsumerId) -> Key {
-    (id.session_id, id.value)
 }
 
 impl Session {

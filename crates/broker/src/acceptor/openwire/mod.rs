@@ -23,6 +23,7 @@ mod convert;
 mod error;
 mod produce;
 mod session;
+mod state;
 mod transaction;
 
 pub(crate) use session::run;

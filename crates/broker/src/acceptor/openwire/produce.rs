@@ -7,35 +7,13 @@
 //! gets a `ProducerAck` once taken in, which is what lets the client send
 //! more: the window is the producer's flow control.
 
-use std::collections::HashMap;
-
 use halyard_openwire as ow;
 
 use super::convert::{self, ConvertError};
 use super::error::{INVALID_DESTINATION, JMS_EXCEPTION};
 use super::session::{Fatal, Reply, Session};
+use super::state::Producer;
 use super::transaction::tx_name;
-
-/// A producer as the broker knows it: its window.
-struct Producer {
-    window: i32,
-}
-
-/// The connection's producers, by (session, producer) number.
-#[derive(Default)]
-pub(super) struct Producers {
-    by_id: HashMap<(i64, i64), Producer>,
-}
-
-impl Producers {
-    pub(super) fn remove(&mut self, id: &ow::ProducerId) {
-        self.by_id.remove(&(id.session_id, id.value));
-    }
-
-    pub(super) fn remove_session(&mut self, session: i64) {
-        self.by_id.retain(|(s, _), _| *s != session);
-    }
-}
 
 /// The size a JMS client counts a message as against its producer window
 /// (ActiveMQ's `Message.getSize()`), which the ProducerAck must give back

@@ -13,11 +13,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::advisory::Advisories;
-use super::consume::Consumers;
 use super::error::{JMS_EXCEPTION, exception_class};
-use super::produce::Producers;
-use super::transaction::Transactions;
+use super::state::{Advisories, Consumers, Producers, Transactions};
 use crate::acceptor::{Reader, Transport, Writer};
 use crate::core::{Delivery, DeliveryTx, Kick};
 use crate::metrics::Metrics;
@@ -648,4 +645,17 @@ impl Session {
     async fn teardown(&mut self) {
         self.pipeline.release(self.conn.as_mut()).await;
     }
+}
+
+/// One piece of work that completes when all of `works` have.
+pub(super) fn join(works: Vec<crate::service::Work>) -> crate::service::Pending {
+    if works.is_empty() {
+        return None;
+    }
+    Some(Box::pin(async move {
+        for w in works {
+            w.await?;
+        }
+        Ok(())
+    }))
 }

@@ -11,13 +11,11 @@
 //! which is what ActiveMQ's clients expect of a transaction a failover
 //! interrupted. XA is refused with a clear exception.
 
-use std::collections::HashMap;
-
 use halyard_openwire as ow;
 
-use super::consume::Key;
 use super::error::{NOT_SUPPORTED, ROLLED_BACK};
 use super::session::{Fatal, Reply, Session};
+use super::state::Tx;
 use crate::service::{DeliveryToken, ServiceError};
 
 /// `TransactionInfo.transaction_type` values.
@@ -36,45 +34,6 @@ pub(super) fn tx_name(t: &ow::LocalTransactionId) -> String {
         .and_then(|c| c.value.as_deref())
         .unwrap_or_default();
     format!("{connection}:{}", t.value)
-}
-
-/// One open transaction's state in the head.
-#[derive(Default)]
-struct Tx {
-    /// Acknowledged deliveries, per consumer, in order.
-    held: Vec<(Key, Vec<(u64, DeliveryToken)>)>,
-    /// Its acknowledgements can no longer all be made: it can only roll
-    /// back.
-    rollback_only: bool,
-}
-
-/// The connection's open transactions.
-#[derive(Default)]
-pub(super) struct Transactions {
-    open: HashMap<String, Tx>,
-}
-
-impl Transactions {
-    /// Transaction `tx` acknowledged these deliveries of `consumer`.
-    pub(super) fn hold(&mut self, tx: &str, consumer: Key, seqs: Vec<(u64, DeliveryToken)>) {
-        let t = self.open.entry(tx.to_owned()).or_default();
-        t.held.push((consumer, seqs));
-    }
-
-    /// Transaction `tx` acknowledged what this broker never sent.
-    pub(super) fn rollback_only(&mut self, tx: &str) {
-        self.open.entry(tx.to_owned()).or_default().rollback_only = true;
-    }
-
-    /// `consumer` closed: transactions holding its acknowledgements can
-    /// only roll back (its messages went back to the queue).
-    pub(super) fn consumer_closed(&mut self, consumer: &Key) {
-        for t in self.open.values_mut() {
-            if t.held.iter().any(|(k, _)| k == consumer) {
-                t.rollback_only = true;
-            }
-        }
-    }
 }
 
 impl Session {
