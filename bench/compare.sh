@@ -447,7 +447,7 @@ trap 'exit 130' INT TERM
     if ((TLS)); then
         echo "transport: STOMP over TLS (stomp+ssl) on both brokers, $TLS_KEY certificate; $(openssl version)"
     else
-        echo "transport: plain STOMP (TCP)"
+        echo "transport: plain STOMP (TCP)$( ((OW)) && echo "; OpenWire (TCP) for ow-*")"
     fi
     echo "mode: $( ((QUICK)) && echo quick || echo full ), scenario duration ${DUR}s (+${SCEN_WARMUP}s warm-up), broker warm-up ${BROKER_WARMUP}s, drain ${DRAIN_N}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
