@@ -461,6 +461,12 @@ SCENARIOS = [
     # PostgreSQL mode only: the same drain with Halyard on its journal
     # store, for comparison (no ActiveMQ figure).
     ("ej", "ej same drain, Halyard's journal store (reference)"),
+    # OpenWire: bench/java/JmsLoad.java (ActiveMQ's JMS client) on each
+    # broker's OpenWire port; one consumer, AUTO_ACKNOWLEDGE.
+    ("ow-a", "ow-a JMS persistent (sync send), 1 prod/1 cons"),
+    ("ow-b", "ow-b JMS persistent (sync send), 16 prod/1 cons"),
+    ("ow-c", "ow-c JMS non-persistent (async), 1 prod/1 cons"),
+    ("ow-d", "ow-d JMS non-persistent (async), 16 prod/1 cons"),
 ]
 BROKERS = ("halyard", "activemq")
 
@@ -545,6 +551,11 @@ def cmd_table(args):
             if key in ("a", "b", "c", "s"):
                 figs.append(("receipt p50 us", "us", lambda r: _pct(r, "receipt_latency_us", "p50"), False))
                 figs.append(("receipt p99 us", "us", lambda r: _pct(r, "receipt_latency_us", "p99"), False))
+            if key.startswith("ow-"):
+                # How long the JMS send() call took: for a persistent
+                # message the broker's round trip (store write included).
+                figs.append(("send() p50 us", "us", lambda r: _pct(r, "send_latency_us", "p50"), False))
+                figs.append(("send() p99 us", "us", lambda r: _pct(r, "send_latency_us", "p99"), False))
             figs.append(("e2e p50 us", "us", lambda r: _pct(r, "e2e_latency_us", "p50"), False))
             figs.append(("e2e p99 us", "us", lambda r: _pct(r, "e2e_latency_us", "p99"), False))
         first = True

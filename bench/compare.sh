@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Halyard vs Apache ActiveMQ Classic (Debian's `activemq` package), side by
-# side, with the same load generator (`halyard bench`, plain STOMP 1.2) on
-# the same machine, one broker at a time.  See bench/README.md.
+# side, with the same load generator (`halyard bench`, plain STOMP 1.2; for
+# the OpenWire scenarios ow-*, bench/java/JmsLoad.java on ActiveMQ's own JMS
+# client) on the same machine, one broker at a time.  See bench/README.md.
 #
 # Usage: bench/compare.sh [--store journal|postgres] [--tls [--tls-key ecdsa|rsa]]
 #                         [--quick] [--only halyard|activemq] [--scenarios LIST]
@@ -16,12 +17,14 @@ usage() {
     cat <<'EOF'
 Usage: bench/compare.sh [options]
 
-Runs the same STOMP scenarios against Halyard and against ActiveMQ Classic
-5.17 (Debian package), one broker at a time, and prints a comparison table.
+Runs the same STOMP scenarios, and the same JMS (OpenWire) scenarios,
+against Halyard and against ActiveMQ Classic 5.17 (Debian package), one
+broker at a time, and prints a comparison table.
 
 Options:
   --store STORE      "journal" (default): Halyard's journal against
-                     ActiveMQ's KahaDB, scenarios a-f and s.
+                     ActiveMQ's KahaDB, scenarios a-f and s, and the
+                     OpenWire (JMS client) scenarios ow-a .. ow-d.
                      "postgres": both brokers store in one throwaway
                      PostgreSQL server started for the run (fresh database
                      per broker session): Halyard's postgres store against
@@ -34,7 +37,8 @@ Options:
                      listener) and for the load generator
                      (stomp+ssl://...?trustCa=...); a throwaway CA and
                      server certificate for 127.0.0.1/localhost are made
-                     with openssl in the run's temp dir. Journal store only
+                     with openssl in the run's temp dir. Journal store
+                     only; the OpenWire scenarios are left out
   --tls-key KIND     the certificates' key type with --tls: "ecdsa"
                      (P-256, default) or "rsa" (2048 bits); the same
                      certificate for both brokers
@@ -43,9 +47,10 @@ Options:
                      about 2 minutes; its figures are not meant to be quoted
   --only BROKER      run only "halyard" or "activemq"
   --scenarios LIST   run only these scenarios, comma-separated (e.g. c,s;
-                     journal mode: a b c d e f s; postgres mode: a b c e).
+                     journal mode: a b c d e f s ow-a ow-b ow-c ow-d;
+                     postgres mode: a b c e; "ow" = all four ow-*).
                      Each keeps its place in the counterbalanced order
-                     (a-c in sessions 1-2, the others in 3-4); a session
+                     (a-c, ow-a, ow-b in sessions 1-2, the others in 3-4); a session
                      left without scenarios is not run
   --keep             keep the brokers' temporary data directories and logs
                      (and, with --store postgres, the session databases until
@@ -105,7 +110,9 @@ while (($#)); do
             ;;
         --scenarios|--scenarios=*)
             if [[ "$1" == --scenarios ]]; then shift; SCENARIOS=${1:-}; else SCENARIOS=${1#--scenarios=}; fi
-            [[ "$SCENARIOS" =~ ^[a-z]+(,[a-z]+)*$ ]] || { echo "--scenarios takes a comma-separated list, e.g. c,s" >&2; exit 2; }
+            [[ "$SCENARIOS" =~ ^[a-z-]+(,[a-z-]+)*$ ]] || { echo "--scenarios takes a comma-separated list, e.g. c,s" >&2; exit 2; }
+            # "ow": all the OpenWire scenarios.
+            SCENARIOS=$(sed -e 's/^ow$/ow-a,ow-b,ow-c,ow-d/; s/^ow,/ow-a,ow-b,ow-c,ow-d,/; s/,ow,/,ow-a,ow-b,ow-c,ow-d,/; s/,ow$/,ow-a,ow-b,ow-c,ow-d/' <<<"$SCENARIOS")
             ;;
         --keep) KEEP=1 ;;
         --tls) TLS=1 ;;
@@ -136,6 +143,7 @@ if ((QUICK)); then
     DRAIN_N=10000      # messages queued and drained in scenario e
     DRAIN_TIMEOUT=5
     E_TIMEOUT=60
+    OW_DRAIN_TIMEOUT=30
     FSYNC_SECS=1
 else
     DUR=15
@@ -144,6 +152,10 @@ else
     DRAIN_N=100000
     DRAIN_TIMEOUT=10
     E_TIMEOUT=120
+    # ow-d's 16 asynchronous producers outrun its single consumer on both
+    # brokers: the backlog left at the end takes longer than 10 s to drain.
+    # The consumer stops as soon as everything has arrived.
+    OW_DRAIN_TIMEOUT=60
     FSYNC_SECS=2
 fi
 PGBENCH_SECS=$(( QUICK ? 2 : 10 ))
@@ -192,9 +204,16 @@ if [[ $STORE == postgres ]]; then
     # drain on Halyard's journal store, for reference.
     G1=(a b)
     G2=(c e)
-else
+elif ((TLS)); then
+    # The OpenWire scenarios would run on plain TCP: not in a TLS table.
     G1=(a b c)
     G2=(d e f s)
+else
+    # ow-*: the same JMS program (bench/java/JmsLoad.java) on each broker's
+    # OpenWire port, persistent (synchronous sends) in sessions 1-2,
+    # non-persistent in 3-4.
+    G1=(a b c ow-a ow-b)
+    G2=(d e f s ow-c ow-d)
 fi
 if [[ -n "$SCENARIOS" ]]; then
     # Keep only the chosen ones, each in its own place.
@@ -225,6 +244,14 @@ SCRIPT_T0=$(date +%s)
 pkgs=()
 command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
 if ((TLS)); then command -v openssl >/dev/null 2>&1 || pkgs+=(openssl); fi
+# The OpenWire scenarios compile bench/java with javac against Debian's
+# ActiveMQ client jars (tests/java/build.sh), whichever broker runs.
+OW=0
+[[ " ${G1[*]} ${G2[*]} " == *" ow-"* ]] && OW=1
+if ((OW)); then
+    [[ -e /usr/share/java/activemq-client.jar ]] || pkgs+=(activemq)
+    command -v javac >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
+fi
 if want activemq; then
     [[ -e "$AMQ_HOME/bin/activemq.jar" ]] || pkgs+=(activemq)
     command -v java >/dev/null 2>&1 || pkgs+=(default-jre-headless)
@@ -253,6 +280,12 @@ if want activemq; then
         5.17.*) ;;
         *) log "WARNING: activemq package version is $AMQ_VERSION, not 5.17.x" ;;
     esac
+fi
+
+JMS_CP=""   # class path of the JMS load program
+if ((OW)); then
+    log "compiling bench/java (the JMS load program)"
+    JMS_CP=$("$ROOT/tests/java/build.sh" "$ROOT/target/bench-java" "$HERE/java") || die "bench/java did not compile"
 fi
 
 if ((BUILD)); then
@@ -337,6 +370,11 @@ SESSION_STORE=$STORE   # the store of the session being run
 SESSION_DB=""      # its database (--store postgres)
 BROKER=""          # name of the running broker, if any
 BROKER_PID=""      # its PID (for ActiveMQ: the java process); leads its process group
+OWPORT=""          # the session's OpenWire port (both brokers)
+SESSION_OW=0       # 1 when the session runs OpenWire scenarios (ActiveMQ gets the connector)
+# The JMS load program's JVM: a fixed heap so that its footprint does not
+# depend on the machine's memory.
+JMS_JVM=(-Xms256m -Xmx1g)
 SAMPLER_PID=""
 
 alive() {
@@ -402,11 +440,14 @@ trap 'exit 130' INT TERM
         echo "postgresql jdbc driver: libpostgresql-jdbc-java $PGJDBC_VERSION"
         echo "commons-dbcp: libcommons-dbcp-java $(dpkg-query -W -f='${Version}' libcommons-dbcp-java 2>/dev/null || echo unknown)"
     fi
+    if ((OW)); then
+        echo "openwire client: bench/java/JmsLoad.java, $(readlink -f /usr/share/java/activemq-client.jar), JVM ${JMS_JVM[*]}"
+    fi
     echo "store: $STORE"
     if ((TLS)); then
         echo "transport: STOMP over TLS (stomp+ssl) on both brokers, $TLS_KEY certificate; $(openssl version)"
     else
-        echo "transport: plain STOMP (TCP)"
+        echo "transport: plain STOMP (TCP)$( ((OW)) && echo "; OpenWire (TCP) for ow-*")"
     fi
     echo "mode: $( ((QUICK)) && echo quick || echo full ), scenario duration ${DUR}s (+${SCEN_WARMUP}s warm-up), broker warm-up ${BROKER_WARMUP}s, drain ${DRAIN_N}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -488,8 +529,8 @@ broker_cmd_halyard() {
     local dir=$1 port=$2 http=$3
     mkdir -p "$dir/data"
     if [[ $SESSION_STORE == postgres ]]; then
-        CMD=("$HALYARD" broker --config "$HALYARD_CFG" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0 --openwire 127.0.0.1:0
-            --http "127.0.0.1:$http" --store postgres
+        CMD=("$HALYARD" broker --config "$HALYARD_CFG" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0
+            --http "127.0.0.1:$http" --openwire "127.0.0.1:$OWPORT" --store postgres
             --store-url "postgres://postgres@127.0.0.1:$PG_PORT/$SESSION_DB")
     else
         # The journal reference session of --store postgres runs on the
@@ -507,10 +548,11 @@ broker_cmd_halyard() {
                 printf '\n[[listeners]]\nprotocol = "stomp+ssl"\naddress = "127.0.0.1:%s"\n' "$port"
             } >"$dir/halyard.toml"
             cp "$dir/halyard.toml" "$OUT/logs/$SEQ-halyard.toml"
-            CMD=("$HALYARD" broker --config "$dir/halyard.toml" --data-dir "$dir/data" --http "127.0.0.1:$http")
+            CMD=("$HALYARD" broker --config "$dir/halyard.toml" --data-dir "$dir/data" --http "127.0.0.1:$http"
+                --openwire "127.0.0.1:$OWPORT")
         else
-            CMD=("$HALYARD" broker --config "$cfg" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0 --openwire 127.0.0.1:0
-                --http "127.0.0.1:$http")
+            CMD=("$HALYARD" broker --config "$cfg" --data-dir "$dir/data" --stomp "127.0.0.1:$port" --ws 127.0.0.1:0
+                --http "127.0.0.1:$http" --openwire "127.0.0.1:$OWPORT")
         fi
     fi
 }
@@ -549,6 +591,24 @@ open(path, "w").write(x)
 PY
         cp "$dir/conf/activemq.xml" "$OUT/logs/$SEQ-activemq.xml"
     fi
+    if ((SESSION_OW)); then
+        # A session with OpenWire scenarios: a second connector, OpenWire
+        # on tcp:// (ActiveMQ's default transport for its JMS clients), with
+        # the STOMP connector's tcpNoDelay.  Other sessions keep the single
+        # STOMP connector.
+        python3 - "$dir/conf/activemq.xml" <<'PY'
+import sys
+path = sys.argv[1]
+x = open(path).read()
+end = "</transportConnectors>"
+assert x.count(end) == 1, "activemq.xml: expected one <transportConnectors>"
+ow = ('    <transportConnector name="openwire"\n'
+      '                uri="tcp://127.0.0.1:${bench.openwire.port}?transport.tcpNoDelay=${bench.tcp.nodelay}"/>\n'
+      '        ' + end)
+open(path, "w").write(x.replace(end, ow))
+PY
+        cp "$dir/conf/activemq.xml" "$OUT/logs/$SEQ-activemq.xml"
+    fi
     # Debian's ActiveMQ logs through slf4j-log4j12: log4j 1.2 properties.
     cp "$HERE/activemq-log4j.properties" "$dir/conf/log4j.properties"
     # shellcheck disable=SC2206
@@ -577,6 +637,7 @@ PY
         -Dactivemq.conf="$dir/conf"
         -Dactivemq.data="$dir/data"
         -Dbench.stomp.port="$port"
+        -Dbench.openwire.port="$OWPORT"
         -Dbench.tcp.nodelay="$AMQ_NODELAY"
         "${jdbc[@]}"
         -jar "$AMQ_HOME/bin/activemq.jar" start "xbean:file:$dir/conf/activemq.xml")
@@ -587,8 +648,28 @@ PY
 run_bench() {
     local name=$1
     shift
+    run_load "$name" "$HALYARD" bench --url "$(broker_url "$PORT")" "$@" --json "${BENCH_EXTRA[@]}"
+}
+
+# run_jms NAME ARGS... : the same for one run of the JMS load program
+# (bench/java/JmsLoad.java) against the broker's OpenWire port.
+run_jms() {
+    local name=$1
+    shift
+    run_load "$name" java "${JMS_JVM[@]}" -cp "$JMS_CP" JmsLoad "$(ow_url "$OWPORT")" "$@"
+}
+
+# The client's URL: plain tcp://, TCP_NODELAY on (both brokers' ends have
+# it too, see activemq.xml's connectors).
+ow_url() { echo "tcp://127.0.0.1:$1?tcpNoDelay=true"; }
+
+# run_load NAME CMD... : runs CMD (a load generator printing one JSON
+# report) with its stdout in runs/SEQ-BROKER-NAME.json.
+run_load() {
+    local name=$1
+    shift
     local stem="$OUT/runs/${SEQ}-${BROKER}-${name}" rc=0
-    printf '%s\n' "$HALYARD bench --url $(broker_url "$PORT") $* --json ${BENCH_EXTRA[*]}" >"$stem.cmd"
+    printf '%s\n' "$*" >"$stem.cmd"
     local wal0=""
     [[ $SESSION_STORE == postgres ]] && wal0=$(pg_wal)
     "${TOOL[@]}" sample-rss "$BROKER_PID" "$stem.rss" &
@@ -598,8 +679,7 @@ run_bench() {
     "${TOOL[@]}" cpu-watch "$stem.cpu" $$ "$BROKER_PID" $PG_POSTMASTER &
     local cpu_pid=$! i
     for i in $(seq 100); do [[ -e "$stem.cpu.started" ]] && break; sleep 0.02; done
-    "$HALYARD" bench --url "$(broker_url "$PORT")" "$@" --json "${BENCH_EXTRA[@]}" \
-        >"$stem.json" 2>"$stem.stderr" || rc=$?
+    "$@" >"$stem.json" 2>"$stem.stderr" || rc=$?
     kill "$SAMPLER_PID" "$cpu_pid" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
     wait "$cpu_pid" 2>/dev/null || true
@@ -643,9 +723,11 @@ try:
     pg = "  WAL %.1f KiB/msg" % (pg["wal_bytes"] / 1024 / n) if n else ""
 except Exception:
     pg = ""
-line = "    %-28s sent %8d (%9.0f/s)  recv %8d (%9.0f/s)  receipt p50/p99 %s/%s us  e2e p50/p99 %s/%s us  rss %s MiB" % (
+# JmsLoad reports the time send() took instead of receipts.
+lat = "send_latency_us" if "send_latency_us" in r else "receipt_latency_us"
+line = "    %-28s sent %8d (%9.0f/s)  recv %8d (%9.0f/s)  %s p50/p99 %s/%s us  e2e p50/p99 %s/%s us  rss %s MiB" % (
     name, r.get("sent", 0), r.get("send_rate", 0), r.get("received", 0), r.get("receive_rate", 0),
-    p("receipt_latency_us", "p50"), p("receipt_latency_us", "p99"),
+    "send()" if lat == "send_latency_us" else "receipt", p(lat, "p50"), p(lat, "p99"),
     p("e2e_latency_us", "p50"), p("e2e_latency_us", "p99"), peak) + cpu + pg
 if r.get("missing") or r.get("errors") or r.get("extra") or rc:
     line += "\n      !! exit %d missing %s extra %s errors %s" % (rc, r.get("missing"), r.get("extra"), r.get("errors"))
@@ -680,6 +762,19 @@ scenario() {
         # consumers each selecting one tenth of the queue (shard = 'k').
         s) run_bench s -d "$q" --producers 4 --consumers 10 --selectors 10 --persistent --receipt-every 100 \
             "${timed[@]}" "${common[@]}" ;;
+        # OpenWire: the JMS program, 1 KiB BytesMessages, one consumer
+        # (AUTO_ACKNOWLEDGE, the client's default prefetch of 1000).
+        # Persistent = the client's synchronous send; non-persistent =
+        # its asynchronous one.
+        ow-*)
+            local jq="bench.$s.$SEQ" jt=(--warmup "$SCEN_WARMUP" --duration "$DUR" --drain-timeout "$OW_DRAIN_TIMEOUT" --size "$SIZE")
+            case "$s" in
+                ow-a) run_jms "$s" "$jq" --producers 1 --consumers 1 --persistent "${jt[@]}" ;;
+                ow-b) run_jms "$s" "$jq" --producers 16 --consumers 1 --persistent "${jt[@]}" ;;
+                ow-c) run_jms "$s" "$jq" --producers 1 --consumers 1 "${jt[@]}" ;;
+                ow-d) run_jms "$s" "$jq" --producers 16 --consumers 1 "${jt[@]}" ;;
+            esac
+            ;;
     esac
 }
 
@@ -696,6 +791,10 @@ run_session() {
     local http
     http=$("${TOOL[@]}" free-port)
     while [[ "$http" == "$PORT" ]]; do http=$("${TOOL[@]}" free-port); done
+    OWPORT=$("${TOOL[@]}" free-port)
+    while [[ "$OWPORT" == "$PORT" || "$OWPORT" == "$http" ]]; do OWPORT=$("${TOOL[@]}" free-port); done
+    SESSION_OW=0
+    [[ " $* " == *" ow-"* ]] && SESSION_OW=1
     SESSION_DB=""
     if [[ $SESSION_STORE == postgres ]]; then
         SESSION_DB="bench_${SEQ}_${BROKER}"
@@ -766,11 +865,22 @@ run_session() {
         --receipt-every 10 --duration "$BROKER_WARMUP" --size "$SIZE" --drain-timeout "$DRAIN_TIMEOUT" &
     local wq=$!
     # The second warm-up stream does not sample RSS (one sampler at a time).
+    local wj=""
+    if ((SESSION_OW)); then
+        # The OpenWire path (codec, connection handling) gets its own
+        # warm-up at the same time: the JMS program's persistent queue load.
+        log "  + OpenWire warm-up ${BROKER_WARMUP}s (JMS, 4 producers persistent, 4 consumers; not counted)"
+        java "${JMS_JVM[@]}" -cp "$JMS_CP" JmsLoad "$(ow_url "$OWPORT")" "bench.warmup.ow.$SEQ" --producers 4 \
+            --consumers 4 --persistent --warmup 0 --duration "$BROKER_WARMUP" --drain-timeout "$DRAIN_TIMEOUT" \
+            --size "$SIZE" >"$OUT/runs/$SEQ-$BROKER-warmup-ow.json" 2>"$OUT/runs/$SEQ-$BROKER-warmup-ow.stderr" &
+        wj=$!
+    fi
     "$HALYARD" bench --url "$(broker_url "$PORT")" -d "/topic/bench.warmup.$SEQ" --producers 1 \
         --consumers 2 --duration "$BROKER_WARMUP" --size "$SIZE" --drain-timeout "$DRAIN_TIMEOUT" --json \
         "${BENCH_EXTRA[@]}" >"$OUT/runs/$SEQ-$BROKER-warmup-topic.json" \
         2>"$OUT/runs/$SEQ-$BROKER-warmup-topic.stderr" || true
     wait "$wq" || true
+    if [[ -n "$wj" ]]; then wait "$wj" || log "  WARNING: the OpenWire warm-up failed: see runs/$SEQ-$BROKER-warmup-ow.*"; fi
 
     local s
     for s in "$@"; do

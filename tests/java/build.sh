@@ -2,7 +2,10 @@
 # Compiles the JMS test programs (tests/java/*.java) into BUILD_DIR, only
 # when their sources (or the jars) changed since the last build there:
 #
-#   tests/java/build.sh BUILD_DIR
+#   tests/java/build.sh BUILD_DIR [SRC_DIR]
+#
+# SRC_DIR (default tests/java) is where the *.java are: bench/compare.sh
+# builds bench/java (the OpenWire load program) with the same jars.
 #
 # Prints the run-time class path (BUILD_DIR and the jars) on stdout. The
 # jars are Debian's: the ActiveMQ 5.17 client (libactivemq-java, which the
@@ -12,7 +15,8 @@
 # installs them when missing.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-out=${1:?usage: tests/java/build.sh BUILD_DIR}
+out=${1:?usage: tests/java/build.sh BUILD_DIR [SRC_DIR]}
+src=${2:-$here}
 lib=${HALYARD_JAVA_LIB:-/usr/share/java}
 
 jars=()
@@ -29,12 +33,12 @@ command -v javac >/dev/null || {
     exit 1
 }
 
-want=$( (cat "$here"/*.java; readlink -f "${jars[@]}") | sha256sum | cut -d' ' -f1)
+want=$( (cat "$src"/*.java; readlink -f "${jars[@]}") | sha256sum | cut -d' ' -f1)
 stamp="$out/.sources.sha256"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     rm -rf "$out"
     mkdir -p "$out"
-    javac -Xlint:all -Werror -encoding UTF-8 -d "$out" -cp "$cp" "$here"/*.java >&2
+    javac -Xlint:all -Werror -encoding UTF-8 -d "$out" -cp "$cp" "$src"/*.java >&2
     echo "$want" >"$stamp"
 fi
 echo "$out:$cp"
