@@ -827,7 +827,7 @@ fn an_unknown_listener_protocol_is_a_clear_start_up_error() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(
-            "unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl, ws, ws+ssl, openwire, openwire+ssl)"
+            "unknown listener protocol 'amqp' (this broker speaks: stomp, stomp+ssl, ws, ws+ssl, openwire, openwire+ssl, auto, auto+ssl)"
         ),
         "{err}"
     );
