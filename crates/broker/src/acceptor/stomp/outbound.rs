@@ -107,6 +107,20 @@ pub(super) fn message(out: &mut Out, version: Version, h: &MessageHeaders<'_>, d
             other => w.header(k, &other.to_string()),
         };
     }
+    // The message's own fields, as ActiveMQ writes them on every MESSAGE,
+    // unless the producer's SEND carried them as headers (kept as
+    // properties, written above): a JMS producer's priority, delivery mode
+    // and expiration reach a STOMP consumer too.
+    let p = &m.properties;
+    if m.persistent && p.get("persistent").is_none() {
+        w.header("persistent", "true");
+    }
+    if p.get("priority").is_none() {
+        w.header_u64("priority", u64::from(m.priority));
+    }
+    if p.get("expires").is_none() {
+        w.header_u64("expires", m.expires);
+    }
     if shared {
         w.end_headers(m.body.len());
         out.push_shared(m.body.clone());
