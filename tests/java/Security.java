@@ -81,12 +81,14 @@ public class Security {
             }
             // A producer on the destination: ActiveMQ refuses it when it is
             // created; either there or at the send is a JMSSecurityException.
+            String stage = "createProducer";
             try {
                 MessageProducer p = s.createProducer(denied);
+                stage = "send";
                 p.send(s.createTextMessage("not allowed either"));
                 r.expect(false, "a producer on " + denied + " sent without the write right");
             } catch (JMSSecurityException e) {
-                refusals.add("producer: " + Jms.describe(e));
+                refusals.add("producer (at " + stage + "): " + Jms.describe(e));
             }
             try {
                 s.createConsumer(denied).close();
