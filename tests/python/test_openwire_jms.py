@@ -18,7 +18,12 @@ FailoverConsumer on ``failover:(tcp://master,tcp://slave)?randomize=false``,
 the master killed with SIGKILL mid-run: every sent message is consumed
 exactly once. And the command-line producer/consumer of ActiveMQ
 (``activemq producer`` / ``activemq consumer``), with a tcp:// and a
-failover: URL.
+failover: URL. A pair whose brokers name each other in ``[openwire-options]
+peers``, the clients' URL naming only the master (updateClusterClients).
+
+STOMP and JMS on one broker (stomp.py and CrossProtocol), on both targets.
+Halyard only: an ``openwire+ssl`` listener with an ``ssl://`` client, and
+users and rights (Security).
 """
 
 from __future__ import annotations
