@@ -434,15 +434,10 @@ def test_stomp_and_jms_interoperate(interop: dict, jms_target):
                         + f"\n--- broker log ---\n{jms_target.log_tail(30)}")
 
 
-def test_jms_header_fields_reach_stomp_as_headers(interop: dict, jms_target, request: pytest.FixtureRequest):
+def test_jms_header_fields_reach_stomp_as_headers(interop: dict):
     """A STOMP consumer of a JMS message gets its JMSDeliveryMode,
     JMSPriority and JMSExpiration as ``persistent``, ``priority`` and
     ``expires`` headers, as from ActiveMQ 5.17."""
-    if isinstance(jms_target, OpenwireHalyard):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "halyard's STOMP MESSAGE frame (acceptor/stomp/outbound.rs) writes only the message's "
-            "properties: the persistent/priority/expires fields of a message sent with JMS are "
-            "not written as headers; ActiveMQ 5.17 writes all three")))
     errors = interop["fields"]
     assert not errors, "JMS header fields at STOMP:\n  " + "\n  ".join(errors)
 
