@@ -129,7 +129,11 @@ public final class Jms {
             System.err.println("usage: " + name + " BROKER_URL");
             System.exit(2);
         }
-        Map<String, Object> out = runCheck(name, check, args[0]);
+        printAndExit(runCheck(name, check, args[0]));
+    }
+
+    /** Prints a check's JSON line and exits with its verdict. */
+    public static void printAndExit(Map<String, Object> out) {
         System.out.println(json(out));
         System.out.flush();
         System.exit(Boolean.TRUE.equals(out.get("ok")) ? 0 : 1);

@@ -19,7 +19,7 @@ import java.util.concurrent.TimeoutException;
 public class RunChecks {
     static final List<String> ALL = Arrays.asList(
             "MessageTypes", "AckModes", "Selectors", "DurableSubscribers", "RequestReply",
-            "Browser", "MessageGroups", "PriorityExpiry", "ScheduledDelivery");
+            "Browser", "MessageGroups", "PriorityExpiry", "ScheduledDelivery", "ProducerFlowControl");
 
     static final long LIMIT_SECONDS = Long.getLong("halyard.check.timeout", 60);
 

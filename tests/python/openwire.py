@@ -67,8 +67,8 @@ class JavaRun:
     """A JMS program running in the background; its stderr is collected
     line by line so a test can wait for "progress ..." lines."""
 
-    def __init__(self, main: str, *args: str):
-        self.cmd = ["java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+    def __init__(self, main: str, *args: str, jvm_args: tuple[str, ...] = ()):
+        self.cmd = ["java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", *jvm_args,
                     "-cp", java_classpath(), main, *args]
         self.label = " ".join([main, *args])
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -121,8 +121,9 @@ class JavaRun:
             self.proc.wait(10)
 
 
-def run_java(main: str, *args: str, timeout: float = JAVA_TIMEOUT) -> list[dict]:
-    return JavaRun(main, *args).finish(timeout)
+def run_java(main: str, *args: str, timeout: float = JAVA_TIMEOUT,
+             jvm_args: tuple[str, ...] = ()) -> list[dict]:
+    return JavaRun(main, *args, jvm_args=jvm_args).finish(timeout)
 
 
 # --------------------------------------------------------------------------
@@ -147,17 +148,23 @@ class OpenwireHalyard(Broker):
     ``store_args`` replaces ``--data-dir`` (a shared directory or
     ``--store postgres --store-url ...`` for a master/slave pair); such a
     broker may start as a slave with its ports closed, so ``spawn`` does not
-    wait: use ``wait_role`` or ``wait_openwire``."""
+    wait: use ``wait_role`` or ``wait_openwire``. ``openwire_port``: a port
+    chosen beforehand (a peer's configuration names it); 0: a free one."""
 
     def __init__(self, binary: Path, workdir: Path, name: str, store_args: list[str] | None = None,
-                 config: dict | None = None):
+                 config: dict | None = None, openwire_port: int = 0):
         super().__init__(binary, workdir, name, config or {"journal": {"segment-bytes": 1048576}})
         self.store_args = store_args or ["--data-dir", str(workdir / "data")]
+        self.preset_openwire_port = openwire_port
 
     def spawn(self) -> "OpenwireHalyard":
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(_to_toml(self.config))
         self.pick_ports()
+        while self.preset_openwire_port in (self.port, self.http_port, self.ws_port):
+            self.pick_ports()
+        if self.preset_openwire_port:
+            self.openwire_port = self.preset_openwire_port
         with open(self.log_path, "ab") as log:
             log.write(f"=== starting broker: {self.ports_description()} ===\n".encode())
             log.flush()
@@ -220,6 +227,7 @@ class ActiveMQ:
         self.kahadb = kahadb or workdir / "data" / "kahadb"
         self.host = "127.0.0.1"
         self.openwire_port = 0
+        self.port = 0  # STOMP, as a conftest Broker's
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "activemq.log"
 
@@ -232,6 +240,7 @@ class ActiveMQ:
         shutil.copy(JAVA_DIR / "activemq.xml", conf / "activemq.xml")
         shutil.copy(REPO / "bench" / "activemq-log4j.properties", conf / "log4j.properties")
         self.openwire_port = _free_port()
+        self.port = _free_port()
         d = self.workdir
         # The module flags are those Debian's /usr/bin/activemq passes (as
         # bench/compare.sh); the -D directories are all inside workdir.
@@ -248,6 +257,7 @@ class ActiveMQ:
                f"-Dactivemq.base={d}", f"-Dactivemq.conf={conf}", f"-Dactivemq.data={d / 'data'}",
                f"-Dhalyard.test.kahadb={self.kahadb}",
                f"-Dhalyard.test.openwire.port={self.openwire_port}",
+               f"-Dhalyard.test.stomp.port={self.port}",
                "-jar", str(AMQ_HOME / "bin" / "activemq.jar"), "start",
                f"xbean:file:{conf / 'activemq.xml'}"]
         log = open(self.log_path, "ab")
