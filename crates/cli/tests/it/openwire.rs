@@ -23,6 +23,8 @@ struct Client {
     buf: BytesMut,
     next_id: i32,
     connection: String,
+    /// What arrived while a request waited for its answer, in order.
+    pending: std::collections::VecDeque<Command>,
 }
 
 impl Client {
@@ -57,6 +59,7 @@ impl Client {
             buf: BytesMut::new(),
             next_id: 0,
             connection: format!("ID:test-{}:1", std::process::id()),
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -68,6 +71,14 @@ impl Client {
 
     /// The next command, or `None` once the broker has closed.
     async fn recv(&mut self) -> Option<Command> {
+        if let Some(c) = self.pending.pop_front() {
+            return Some(c);
+        }
+        self.read().await
+    }
+
+    /// The next command from the socket.
+    async fn read(&mut self) -> Option<Command> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(c) = self.codec.decode(&mut self.buf).unwrap() {
@@ -84,20 +95,21 @@ impl Client {
     }
 
     /// Sends `cmd` as a request (its `command_id` and `response_required`
-    /// set by `make`) and returns the answer to it, skipping other traffic.
+    /// set by `make`) and returns the answer to it; other traffic waits in
+    /// `pending` for `recv`.
     async fn request(&mut self, make: impl FnOnce(i32) -> Command) -> Command {
         self.next_id += 1;
         let id = self.next_id;
         self.send(make(id)).await;
         loop {
-            match self.recv().await {
+            match self.read().await {
                 Some(Command::Response(r)) if r.correlation_id == id => {
                     return Command::Response(r);
                 }
                 Some(Command::ExceptionResponse(r)) if r.correlation_id == id => {
                     return Command::ExceptionResponse(r);
                 }
-                Some(_) => {}
+                Some(other) => self.pending.push_back(other),
                 None => panic!("the broker closed instead of answering request {id}"),
             }
         }
@@ -568,5 +580,137 @@ async fn a_consumer_control_turns_a_pulling_consumer_into_a_prefetching_one() {
         got,
         ["m0", "m1", "m2"],
         "all three in flight at once, unacknowledged"
+    );
+}
+
+impl Client {
+    fn local_tx(&self, value: i64) -> ow::TransactionId {
+        ow::TransactionId::Local(ow::LocalTransactionId {
+            value,
+            connection_id: Some(ow::ConnectionId {
+                value: Some(self.connection.clone()),
+            }),
+        })
+    }
+
+    /// Begins (0) or commits (2) local transaction `value`.
+    async fn tx(&mut self, value: i64, op: u8) -> Command {
+        let tx = self.local_tx(value);
+        self.request(|id| {
+            Command::TransactionInfo(ow::TransactionInfo {
+                command_id: id,
+                response_required: true,
+                transaction_id: Some(tx),
+                transaction_type: op,
+                ..ow::TransactionInfo::default()
+            })
+        })
+        .await
+    }
+
+    /// Acknowledges `m` (and, for a range type, every earlier message) as
+    /// `ack_type`, in transaction `tx` if given.
+    async fn ack(
+        &mut self,
+        consumer: &ow::ConsumerId,
+        m: &ow::Message,
+        ack_type: u8,
+        tx: Option<i64>,
+    ) {
+        let transaction_id = tx.map(|t| self.local_tx(t));
+        self.send(Command::MessageAck(ow::MessageAck {
+            consumer_id: Some(consumer.clone()),
+            destination: m.destination.clone(),
+            transaction_id,
+            ack_type,
+            first_message_id: m.message_id.clone(),
+            last_message_id: m.message_id.clone(),
+            message_count: 1,
+            ..ow::MessageAck::default()
+        }))
+        .await;
+    }
+}
+
+/// Sends `n` messages `m0`, `m1`… to `queue` from a connection of its own.
+async fn fill(addr: SocketAddr, queue: &str, n: usize) {
+    let mut p = Client::handshake(addr, 12).await;
+    p.connection = format!("{}-producer-{queue}", p.connection);
+    assert!(matches!(p.connect(None, None).await, Command::Response(_)));
+    for i in 0..n {
+        let sent = p.send_text(queue, &format!("m{i}")).await;
+        assert!(matches!(sent, Command::Response(_)), "{sent:?}");
+    }
+}
+
+/// What is left on `queue`, taken by a fresh consumer within a short wait.
+async fn left_on(addr: SocketAddr, queue: &str) -> Vec<String> {
+    let mut c = Client::handshake(addr, 12).await;
+    c.connection = format!("{}-check-{queue}", c.connection);
+    assert!(matches!(c.connect(None, None).await, Command::Response(_)));
+    c.consume(queue, 100).await;
+    let mut left = Vec::new();
+    while let Ok(m) = tokio::time::timeout(Duration::from_millis(300), c.dispatched()).await {
+        left.push(m.and_then(|m| m.text().ok().flatten()).unwrap_or_default());
+    }
+    left
+}
+
+#[tokio::test]
+async fn a_transacted_pulling_consumer_takes_several_messages_in_one_transaction() {
+    let b = TestBroker::start("").await;
+    let addr = b.openwire.unwrap();
+    fill(addr, "ow.tx-pull", 3).await;
+    let mut c = Client::handshake(addr, 12).await;
+    assert!(matches!(c.connect(None, None).await, Command::Response(_)));
+    let consumer = c.consume("ow.tx-pull", 0).await;
+    assert!(matches!(c.tx(1, 0).await, Command::Response(_)));
+    for want in ["m0", "m1", "m2"] {
+        c.pull(&consumer, 2000).await;
+        let m = c.dispatched().await.unwrap_or_else(|| {
+            panic!("{want}: the pull found nothing (the transaction's held message blocked it)")
+        });
+        assert_eq!(m.text().unwrap().as_deref(), Some(want));
+        c.ack(&consumer, &m, 2, Some(1)).await;
+    }
+    assert!(matches!(c.tx(1, 2).await, Command::Response(_)));
+    drop(c);
+    assert!(
+        left_on(addr, "ow.tx-pull").await.is_empty(),
+        "committed: gone"
+    );
+}
+
+#[tokio::test]
+async fn a_transacted_consumer_receives_beyond_its_prefetch_before_it_commits() {
+    // ActiveMQ's client reports messages delivered to its application with
+    // delivered acks, which extend the prefetch until the commit.
+    let b = TestBroker::start("").await;
+    let addr = b.openwire.unwrap();
+    fill(addr, "ow.tx-extend", 5).await;
+    let mut c = Client::handshake(addr, 12).await;
+    assert!(matches!(c.connect(None, None).await, Command::Response(_)));
+    // Begun first: a request's answer is awaited skipping other traffic,
+    // and the dispatches start as soon as the consumer exists.
+    assert!(matches!(c.tx(1, 0).await, Command::Response(_)));
+    let consumer = c.consume("ow.tx-extend", 2).await;
+    let mut last = None;
+    for i in 0..5 {
+        let m = tokio::time::timeout(WAIT, c.dispatched())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("message {i} never came: the prefetch of 2 was not extended")
+            })
+            .expect("a message");
+        c.ack(&consumer, &m, 0, Some(1)).await;
+        last = Some(m);
+    }
+    let last = last.unwrap();
+    c.ack(&consumer, &last, 2, Some(1)).await;
+    assert!(matches!(c.tx(1, 2).await, Command::Response(_)));
+    drop(c);
+    assert!(
+        left_on(addr, "ow.tx-extend").await.is_empty(),
+        "committed: gone"
     );
 }

@@ -80,6 +80,9 @@ impl Session {
                     sub_id,
                     unacked: VecDeque::new(),
                     pull: None,
+                    prefetch: 0,
+                    delivered: 0,
+                    applied: 0,
                 },
             );
             return self.reply(Reply::to(cid, required));
@@ -121,6 +124,9 @@ impl Session {
                         sub_id,
                         unacked: VecDeque::new(),
                         pull: pull.then(Pull::default),
+                        prefetch: if pull { 0 } else { prefetch },
+                        delivered: 0,
+                        applied: prefetch,
                     },
                 );
                 self.after(0, Reply::to(cid, required), work)
@@ -241,6 +247,8 @@ impl Session {
             return self.reply(reply);
         }
         let sub_id = consumer.sub_id.clone();
+        consumer.prefetch = prefetch;
+        consumer.applied = prefetch;
         let held = consumer.pull.take().and_then(|p| p.held);
         if let Some(d) = held {
             self.dispatch(k, d);
@@ -252,7 +260,7 @@ impl Session {
     }
 
     /// `MessagePull`: a consumer with prefetch 0 asks for a message.
-    pub(super) fn pull(&mut self, p: ow::MessagePull) -> Result<(), Fatal> {
+    pub(super) async fn pull(&mut self, p: ow::MessagePull) -> Result<(), Fatal> {
         let Some(k) = p.consumer_id.as_ref().map(key) else {
             return Ok(());
         };
@@ -269,17 +277,59 @@ impl Session {
             self.dispatch(k, d);
             return Ok(());
         }
-        match p.timeout {
+        let waiting = match p.timeout {
             // receiveNoWait(): nothing is here, so say so at once.
-            t if t < 0 => self.pull_done(k),
+            t if t < 0 => None,
             // receive(): wait for ever.
-            0 => pull.waiting = Some(None),
+            0 => Some(None),
             t => {
                 let ms = u64::try_from(t).unwrap_or(0);
-                pull.waiting = Some(Some(Instant::now() + std::time::Duration::from_millis(ms)));
+                Some(Some(Instant::now() + std::time::Duration::from_millis(ms)))
             }
+        };
+        pull.waiting = waiting;
+        if waiting.is_none() {
+            self.pull_done(k);
+            return Ok(());
         }
+        // The messages it holds unacknowledged (say, in a transaction)
+        // must not keep the next one from coming.
+        self.extend_prefetch(k).await;
         Ok(())
+    }
+
+    /// Sets consumer `k`'s prefetch in the service to what it asked for
+    /// plus what it holds without counting against it: messages its client
+    /// reported delivered, and those an open transaction acknowledged
+    /// (ActiveMQ's prefetch extension, without which a transacted consumer
+    /// would stop after its prefetch, and a pulling one after one message,
+    /// until it commits). A pulling consumer's pull asks for one more.
+    pub(super) async fn extend_prefetch(&mut self, k: Key) {
+        let held = self.txs.held_for(&k);
+        let Some(c) = self.consumers.by_id.get_mut(&k) else {
+            return;
+        };
+        if c.sub.is_none() {
+            return;
+        }
+        let outstanding = if c.pull.is_some() {
+            c.unacked.len() + held + 1
+        } else {
+            c.delivered + held
+        };
+        let want = c
+            .prefetch
+            .saturating_add(u32::try_from(outstanding).unwrap_or(u32::MAX));
+        if want == c.applied {
+            return;
+        }
+        c.applied = want;
+        let sub_id = c.sub_id.clone();
+        if let Some(conn) = self.conn.as_mut()
+            && let Err(e) = conn.set_prefetch(&sub_id, want).await
+        {
+            tracing::debug!(conn = %self.conn_id, error = %e, "cannot extend a consumer's prefetch");
+        }
     }
 
     /// Pulls that waited their time out get an empty dispatch.
@@ -328,7 +378,12 @@ impl Session {
         let k = key(consumer);
         let last = u64::try_from(last.broker_sequence_id).unwrap_or(0);
         let (range, reject) = match a.ack_type {
-            ack_type::DELIVERED | ack_type::REDELIVERED => return self.reply(reply),
+            ack_type::DELIVERED => {
+                self.consumers.delivered(&k, last);
+                self.extend_prefetch(k).await;
+                return self.reply(reply);
+            }
+            ack_type::REDELIVERED => return self.reply(reply),
             ack_type::STANDARD | ack_type::UNMATCHED | ack_type::EXPIRED => (true, false),
             ack_type::INDIVIDUAL => (false, false),
             ack_type::POISON => (true, true),
@@ -367,6 +422,7 @@ impl Session {
             // Held here until the commit: a rollback leaves them with the
             // consumer, whose client redelivers them itself.
             self.txs.hold(&t, k, tokens);
+            self.extend_prefetch(k).await;
             return self.reply(reply);
         }
         let mut works = Vec::new();

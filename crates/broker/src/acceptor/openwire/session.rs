@@ -392,7 +392,7 @@ impl Session {
         match cmd {
             Command::Message(m) => self.message(m).await?,
             Command::MessageAck(a) => self.ack(a).await?,
-            Command::MessagePull(p) => self.pull(p)?,
+            Command::MessagePull(p) => self.pull(p).await?,
             Command::ConsumerInfo(c) => self.consumer_info(c).await?,
             Command::ProducerInfo(p) => self.producer_info(p)?,
             Command::SessionInfo(s) => self.reply(Reply::to(s.command_id, s.response_required))?,

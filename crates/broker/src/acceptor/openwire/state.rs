@@ -30,6 +30,15 @@ pub(super) struct Consumer {
     pub(super) unacked: VecDeque<(u64, DeliveryToken)>,
     /// Prefetch 0: messages go out only when pulled.
     pub(super) pull: Option<Pull>,
+    /// The prefetch it asked for (0 for a pulling consumer).
+    pub(super) prefetch: u32,
+    /// How many of the first `unacked` the client reported delivered to
+    /// its application (a JMS transaction's delivered acks): they no longer
+    /// count against its prefetch, as ActiveMQ's prefetch extension.
+    pub(super) delivered: usize,
+    /// The prefetch the service applies now (`prefetch` plus the
+    /// extension).
+    pub(super) applied: u32,
 }
 
 /// A pulling consumer's state. It subscribes with a prefetch of one, and
@@ -80,9 +89,23 @@ impl Consumers {
         let c = self.by_id.get_mut(consumer)?;
         let at = c.unacked.iter().position(|(seq, _)| *seq == last)?;
         if range {
+            c.delivered = c.delivered.saturating_sub(at + 1);
             Some(c.unacked.drain(..=at).collect())
         } else {
+            if at < c.delivered {
+                c.delivered -= 1;
+            }
             c.unacked.remove(at).map(|u| vec![u])
+        }
+    }
+
+    /// The client reports what consumer `consumer` was sent up to message
+    /// `last` as delivered to its application.
+    pub(super) fn delivered(&mut self, consumer: &Key, last: u64) {
+        if let Some(c) = self.by_id.get_mut(consumer)
+            && let Some(at) = c.unacked.iter().position(|(seq, _)| *seq == last)
+        {
+            c.delivered = c.delivered.max(at + 1);
         }
     }
 
@@ -148,6 +171,28 @@ impl Transactions {
     /// Transaction `tx` acknowledged what this broker never sent.
     pub(super) fn rollback_only(&mut self, tx: &str) {
         self.open.entry(tx.to_owned()).or_default().rollback_only = true;
+    }
+
+    /// The consumers whose messages transaction `tx` holds.
+    pub(super) fn consumers_of(&self, tx: &str) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .open
+            .get(tx)
+            .map(|t| t.held.iter().map(|(k, _)| *k).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// How many of `consumer`'s messages open transactions hold.
+    pub(super) fn held_for(&self, consumer: &Key) -> usize {
+        self.open
+            .values()
+            .flat_map(|t| t.held.iter())
+            .filter(|(k, _)| k == consumer)
+            .map(|(_, seqs)| seqs.len())
+            .sum()
     }
 
     /// `consumer` closed: transactions holding its acknowledgements can

@@ -15,7 +15,7 @@ use halyard_openwire as ow;
 
 use super::error::{NOT_SUPPORTED, ROLLED_BACK};
 use super::session::{Fatal, Reply, Session};
-use super::state::Tx;
+use super::state::{Key, Tx};
 use crate::service::{DeliveryToken, ServiceError};
 
 /// `TransactionInfo.transaction_type` values.
@@ -67,18 +67,26 @@ impl Session {
                 }
                 Err(e) => self.refuse_service(id, required, &e),
             },
-            op::COMMIT_ONE_PHASE => self.commit(name, id, required).await,
+            op::COMMIT_ONE_PHASE => {
+                let consumers = self.txs.consumers_of(&name);
+                let r = self.commit(name, id, required).await;
+                self.unextend(consumers).await;
+                r
+            }
             op::ROLLBACK => {
+                let consumers = self.txs.consumers_of(&name);
                 let tx = self.txs.open.remove(&name).unwrap_or_default();
                 self.give_back(tx);
-                match self.conn()?.abort(&name).await {
+                let r = match self.conn()?.abort(&name).await {
                     // Never begun here (a failover came between): nothing
                     // to undo.
                     Ok(_) | Err(ServiceError::UnknownTransaction(_)) => {
                         self.reply(Reply::to(id, required))
                     }
                     Err(e) => self.refuse_service(id, required, &e),
-                }
+                };
+                self.unextend(consumers).await;
+                r
             }
             other => self.refuse(
                 id,
@@ -127,6 +135,14 @@ impl Session {
                 self.after(bytes, reply, work)
             }
             Err(e) => self.refuse(id, required, ROLLED_BACK, rolled_back(e.to_string())),
+        }
+    }
+
+    /// The transaction that held these consumers' messages ended: their
+    /// prefetch extension shrinks back.
+    async fn unextend(&mut self, consumers: Vec<Key>) {
+        for k in consumers {
+            self.extend_prefetch(k).await;
         }
     }
 
