@@ -125,8 +125,12 @@ impl Subscription {
 /// How an acknowledgement names its delivery.
 #[derive(Debug)]
 pub(crate) enum AckRef<'a> {
-    /// By token; if no delivery has it, by message id.
+    /// By token, as a client spelled it; if no delivery has it, by message
+    /// id.
     Token(&'a str),
+    /// By the token the service gave the delivery (a head that keeps its
+    /// own map from what the client names to tokens).
+    Delivery(DeliveryToken),
     /// By message id, optionally within one subscription.
     MessageId {
         id: &'a str,
@@ -265,17 +269,19 @@ impl Subscriptions {
             return Err(ServiceError::BrowserAck(sub.id.clone()));
         }
         let named = match r {
-            AckRef::Token(t) => t,
-            AckRef::MessageId { id, .. } => id,
+            AckRef::Token(t) => Some(*t),
+            AckRef::MessageId { id, .. } => Some(*id),
+            AckRef::Delivery(_) => None,
         };
         if self.find(r).is_none()
-            && let Some(sub) = self.browsed_by(named)
+            && let Some(sub) = named.and_then(|n| self.browsed_by(n))
         {
             return Err(ServiceError::BrowserAck(sub.id.clone()));
         }
         let (key, pos) = self.find(r).ok_or_else(|| {
             ServiceError::NotUnacknowledged(match r {
                 AckRef::Token(t) => AckTarget::Token((*t).to_owned()),
+                AckRef::Delivery(t) => AckTarget::Token(t.0.to_string()),
                 AckRef::MessageId { id, .. } => AckTarget::MessageId((*id).to_owned()),
             })
         })?;
@@ -312,16 +318,23 @@ impl Subscriptions {
         Ok(parts)
     }
 
+    /// Where the delivery with `token` is: its subscription and its place
+    /// among the subscription's unacknowledged deliveries.
+    fn find_token(&self, token: DeliveryToken) -> Option<(SubKey, usize)> {
+        let key = *self.tokens.get(&token)?;
+        let sub = self.by_key.get(&key)?;
+        let pos = sub.unacked.iter().position(|u| u.token == token)?;
+        Some((key, pos))
+    }
+
     fn find(&self, r: &AckRef<'_>) -> Option<(SubKey, usize)> {
         match r {
+            AckRef::Delivery(token) => self.find_token(*token),
             AckRef::Token(t) => {
-                let by_token = t.parse::<u64>().ok().and_then(|n| {
-                    let token = DeliveryToken(n);
-                    let key = *self.tokens.get(&token)?;
-                    let sub = self.by_key.get(&key)?;
-                    let pos = sub.unacked.iter().position(|u| u.token == token)?;
-                    Some((key, pos))
-                });
+                let by_token = t
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|n| self.find_token(DeliveryToken(n)));
                 // Some clients put the message id where the token belongs.
                 by_token.or_else(|| {
                     self.find(&AckRef::MessageId {

@@ -20,9 +20,7 @@ use super::session::{Fatal, Reply, Session, join};
 use super::state::{Consumer, Key, Pull, key};
 use super::transaction::tx_name;
 use crate::core::{Delivery, Note};
-use crate::service::{
-    AckMode, AckRef, AckRequest, DeliveryToken, Pending, SubscribeSpec, Tracked, Unsubscribe,
-};
+use crate::service::{AckMode, AckRef, AckRequest, Pending, SubscribeSpec, Tracked, Unsubscribe};
 
 /// Standard, unmatched and expired acknowledgements take messages for
 /// good; delivered and redelivered ones only report progress; a poison one
@@ -427,9 +425,8 @@ impl Session {
         }
         let mut works = Vec::new();
         for (_, t) in tokens {
-            let token = t.0.to_string();
             let request = AckRequest {
-                target: AckRef::Token(&token),
+                target: AckRef::Delivery(t),
                 reject,
                 poison: reject,
                 tx: None,
@@ -442,30 +439,5 @@ impl Session {
             }
         }
         self.after(0, reply, join(works))
-    }
-
-    /// Makes held transactional acknowledgements part of transaction `tx`
-    /// in the service (at commit).
-    pub(super) async fn ack_in(
-        &mut self,
-        tx: &str,
-        tokens: &[DeliveryToken],
-    ) -> Result<(), crate::service::ServiceError> {
-        for t in tokens {
-            let token = t.0.to_string();
-            let request = AckRequest {
-                target: AckRef::Token(&token),
-                reject: false,
-                poison: false,
-                tx: Some(tx),
-                confirm: false,
-            };
-            self.conn
-                .as_mut()
-                .ok_or(crate::service::ServiceError::NoDestination)?
-                .ack(request)
-                .await?;
-        }
-        Ok(())
     }
 }

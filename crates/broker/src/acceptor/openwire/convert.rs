@@ -261,12 +261,16 @@ pub(super) struct Delivered {
 pub(super) fn outgoing(m: &Message, how: &Delivered) -> Result<ow::Message, ow::Error> {
     let p = &m.properties;
     let kind = BodyKind::from_property(p.get(BODY_KIND_PROPERTY));
+    // Text that is not UTF-8 (a STOMP SEND without content-length may carry
+    // anything) reaches JMS as the bytes it is.
+    let text = match kind {
+        BodyKind::Text => std::str::from_utf8(&m.body).ok(),
+        _ => None,
+    };
     let mut out = ow::Message {
         kind: match kind {
-            // Text that is not UTF-8 (a STOMP SEND without content-length
-            // may carry anything) reaches JMS as the bytes it is.
-            BodyKind::Text if std::str::from_utf8(&m.body).is_err() => ow::MessageKind::Bytes,
-            BodyKind::Text => ow::MessageKind::Text,
+            BodyKind::Text if text.is_some() => ow::MessageKind::Text,
+            BodyKind::Text => ow::MessageKind::Bytes,
             BodyKind::Bytes => ow::MessageKind::Bytes,
             BodyKind::Empty => ow::MessageKind::Plain,
             BodyKind::Map => ow::MessageKind::Map,
@@ -282,13 +286,9 @@ pub(super) fn outgoing(m: &Message, how: &Delivered) -> Result<ow::Message, ow::
         jmsx_group_first_for_consumer: how.first_of_group,
         ..ow::Message::default()
     };
-    match out.kind {
-        ow::MessageKind::Text => {
-            // Checked above.
-            let text = std::str::from_utf8(&m.body).unwrap_or_default();
-            out.set_text(Some(text))?;
-        }
-        ow::MessageKind::Plain => {}
+    match (out.kind, text) {
+        (ow::MessageKind::Text, Some(text)) => out.set_text(Some(text))?,
+        (ow::MessageKind::Plain, _) => {}
         _ => out.set_body(Some(m.body.clone())),
     }
     let mut id = p

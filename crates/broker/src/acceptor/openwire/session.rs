@@ -103,7 +103,6 @@ impl Reply {
 /// ConnectionError.
 #[derive(Debug)]
 pub(super) struct Fatal {
-    pub(super) class: &'static str,
     pub(super) message: String,
     /// The client broke the protocol (counted as a protocol error).
     pub(super) client_fault: bool,
@@ -112,7 +111,6 @@ pub(super) struct Fatal {
 impl Fatal {
     pub(super) fn protocol(message: impl Into<String>) -> Fatal {
         Fatal {
-            class: JMS_EXCEPTION,
             message: message.into(),
             client_fault: true,
         }
@@ -120,7 +118,6 @@ impl Fatal {
 
     pub(super) fn broker(message: impl Into<String>) -> Fatal {
         Fatal {
-            class: JMS_EXCEPTION,
             message: message.into(),
             client_fault: false,
         }
@@ -221,7 +218,7 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
             Metrics::inc(&core.metrics.protocol_errors_total);
         }
         let error = ow::ConnectionError {
-            exception: Some(ow::Throwable::new(e.class, e.message.clone())),
+            exception: Some(ow::Throwable::new(JMS_EXCEPTION, e.message.clone())),
             ..ow::ConnectionError::default()
         };
         session.send(Command::ConnectionError(error));

@@ -16,7 +16,7 @@ use halyard_openwire as ow;
 use super::error::{NOT_SUPPORTED, ROLLED_BACK};
 use super::session::{Fatal, Reply, Session};
 use super::state::{Key, Tx};
-use crate::service::{DeliveryToken, ServiceError};
+use crate::service::{AckRef, AckRequest, DeliveryToken, ServiceError};
 
 /// `TransactionInfo.transaction_type` values.
 mod op {
@@ -121,9 +121,19 @@ impl Session {
             .iter()
             .flat_map(|(_, seqs)| seqs.iter().map(|(_, t)| *t))
             .collect();
-        if let Err(e) = self.ack_in(&name, &tokens).await {
-            let _ = self.conn()?.abort(&name).await;
-            return self.refuse(id, required, ROLLED_BACK, rolled_back(e.to_string()));
+        let conn = self.conn()?;
+        for t in tokens {
+            let request = AckRequest {
+                target: AckRef::Delivery(t),
+                reject: false,
+                poison: false,
+                tx: Some(&name),
+                confirm: false,
+            };
+            if let Err(e) = conn.ack(request).await {
+                let _ = conn.abort(&name).await;
+                return self.refuse(id, required, ROLLED_BACK, rolled_back(e.to_string()));
+            }
         }
         match self.conn()?.commit(&name, false).await {
             Ok((work, bytes)) => {
