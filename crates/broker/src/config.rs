@@ -648,6 +648,52 @@ pub enum SlowSubscriber {
 /// What every environment variable naming a setting starts with.
 const ENV_PREFIX: &str = "HALYARD_";
 
+/// Every setting, with its default: the schema environment variables are
+/// checked against and listed from.
+fn known_settings() -> toml::Table {
+    let mut known = toml::Table::try_from(BrokerConfig::default()).unwrap_or_default();
+    // Settings that are unset by default are missing from the defaults'
+    // table; a variable may still set them.
+    for (section, keys) in UNSET_BY_DEFAULT {
+        if let Some(t) = known.get_mut(*section).and_then(toml::Value::as_table_mut) {
+            for key in *keys {
+                t.insert((*key).to_owned(), toml::Value::String(String::new()));
+            }
+        }
+    }
+    known
+}
+
+/// Settings with no default value (absent from a serialized default).
+const UNSET_BY_DEFAULT: &[(&str, &[&str])] = &[
+    ("security", &["anonymous", "users-file"]),
+    ("tls", &["cert-file", "key-file", "client-ca-file"]),
+];
+
+impl BrokerConfig {
+    /// Every setting's environment variable with its default as the
+    /// variable would spell it (a string as is, anything else as a TOML
+    /// value; empty for a setting unset by default), sorted. Derived from
+    /// the schema (a serialized default config), so a new setting is
+    /// listed without anyone writing it down: `halyard broker --print-env`.
+    pub fn env_vars() -> Vec<(String, String)> {
+        fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+            for (key, value) in table {
+                let name = format!("{prefix}{}", key.to_ascii_uppercase().replace('-', "_"));
+                match value {
+                    toml::Value::Table(t) => walk(&format!("{name}__"), t, out),
+                    toml::Value::String(s) => out.push((name, s.clone())),
+                    other => out.push((name, other.to_string())),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(ENV_PREFIX, &known_settings(), &mut out);
+        out.sort();
+        out
+    }
+}
+
 /// Sets the setting environment variable `var` names to `value` in `table`.
 fn apply_env(
     table: &mut toml::Table,
@@ -707,6 +753,13 @@ fn apply_env(
     Err(err("names no setting".into()))
 }
 
+/// The toml crate's message as it writes it: for an error in a file, over
+/// several lines — where, the line itself with a caret under the mistake,
+/// then what is wrong — which is what an operator needs to fix it.
+fn parse_message(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().to_owned()
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -725,7 +778,8 @@ pub enum ConfigError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, with line and column.
+        /// The parser's message, with line and column and (for a mistake
+        /// in the file) the line with a caret under it: several lines.
         message: String,
     },
     /// A value is out of range.
@@ -842,21 +896,9 @@ impl BrokerConfig {
         };
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: shown.clone(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: parse_message(&e),
         })?;
-        let mut known = toml::Table::try_from(BrokerConfig::default()).unwrap_or_default();
-        // Settings that are unset by default are missing from the
-        // defaults' table; a variable may still set them.
-        for (section, keys) in [
-            ("security", &["anonymous", "users-file"][..]),
-            ("tls", &["cert-file", "key-file", "client-ca-file"][..]),
-        ] {
-            if let Some(t) = known.get_mut(section).and_then(toml::Value::as_table_mut) {
-                for key in keys {
-                    t.insert((*key).to_owned(), toml::Value::String(String::new()));
-                }
-            }
-        }
+        let known = known_settings();
         // A setting in a section always has `__` in its variable; without
         // one only a top-level setting counts (other `HALYARD_*` variables
         // belong to other tools, tests among them).
@@ -877,12 +919,18 @@ impl BrokerConfig {
         for (var, value) in vars {
             apply_env(&mut table, &known, &var, &value)?;
         }
-        table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
+        table.try_into().map_err(|e: toml::de::Error| {
+            // A table has no positions: if the file alone is wrong, say so
+            // from its text, with the line and a caret under the value.
+            let message = match toml::from_str::<BrokerConfig>(&text) {
+                Err(in_file) => parse_message(&in_file),
+                Ok(_) => format!("{} (set by a HALYARD_* variable)", parse_message(&e)),
+            };
+            ConfigError::Parse {
                 path: shown,
-                message: e.to_string().trim().replace('\n', " "),
-            })
+                message,
+            }
+        })
     }
 
     /// Parses and validates TOML text.
@@ -895,7 +943,7 @@ impl BrokerConfig {
     fn parse(text: &str, path: &Path) -> Result<BrokerConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: parse_message(&e),
         })
     }
 
@@ -1387,6 +1435,66 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("max-body-bytes"), "{e}");
+    }
+
+    /// Every setting has a variable, listed from the schema, and each
+    /// variable set to the default it is listed with is accepted and
+    /// changes nothing; the documented example names the same settings.
+    #[test]
+    fn the_listed_variables_cover_every_setting_and_are_accepted() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let vars = BrokerConfig::env_vars();
+        let doc = include_str!("../../../docs/CONFIGURATION.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block in docs/CONFIGURATION.md");
+        let documented: toml::Table = toml::from_str(block).unwrap();
+        let mut from_doc = Vec::new();
+        fn names(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in t {
+                let name = format!("{prefix}{}", k.to_ascii_uppercase().replace('-', "_"));
+                match v.as_table() {
+                    Some(inner) => names(&format!("{name}__"), inner, out),
+                    None => out.push(name),
+                }
+            }
+        }
+        names("HALYARD_", &documented, &mut from_doc);
+        for name in &from_doc {
+            assert!(
+                vars.iter().any(|(v, _)| v == name),
+                "{name} is documented but has no variable"
+            );
+        }
+        assert!(vars.len() >= from_doc.len());
+        for (var, default) in &vars {
+            let unset = UNSET_BY_DEFAULT.iter().any(|(section, keys)| {
+                keys.iter().any(|k| {
+                    *var == format!(
+                        "HALYARD_{}__{}",
+                        section.to_ascii_uppercase(),
+                        k.to_ascii_uppercase().replace('-', "_")
+                    )
+                })
+            });
+            if unset {
+                // Accepted (the value is checked by validation, later).
+                let set = if var.ends_with("ANONYMOUS") { "read" } else { "x.pem" };
+                BrokerConfig::load(None, env(&[(var, set)]), &[])
+                    .unwrap_or_else(|e| panic!("{var}: {e}"));
+                continue;
+            }
+            let c = BrokerConfig::load(None, env(&[(var, default)]), &[])
+                .unwrap_or_else(|e| panic!("{var}={default}: {e}"));
+            assert_eq!(c, BrokerConfig::default(), "{var}={default}");
+        }
     }
 
     #[test]

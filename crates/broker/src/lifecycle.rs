@@ -120,7 +120,6 @@ impl Broker {
             None
         };
         let site = Site::of(config.store.kind, &config.data_dir, &config.store.url);
-        site.prepare().await?;
         let resources = crate::resources::plan(&config, &site);
         let http = bind("HTTP", &config.http).await?;
         let http_addr = http.local_addr().map_err(|source| StartError::Bind {
@@ -149,6 +148,11 @@ impl Broker {
             admin_stop,
             waiter: None,
         };
+        // The admin listener serves (`/healthz`, a slave's status) while
+        // the site is prepared: a broker started before its database waits
+        // for it there, and this future may be dropped meanwhile (ctrl-c).
+        let admin_guard = broker.admin_stop.clone().drop_guard();
+        node.site.prepare().await?;
         let ha = &node.config.ha;
         let poll = (ha.lock_poll_ms > 0).then(|| Duration::from_millis(ha.lock_poll_ms));
         let lease = Duration::from_millis(ha.lease_ms);
@@ -161,10 +165,8 @@ impl Broker {
             }
             Err(e) => Err(e.into()),
         };
-        if let Err(e) = elected {
-            broker.admin_stop.cancel();
-            return Err(e);
-        }
+        elected?;
+        admin_guard.disarm();
         Ok(broker)
     }
 

@@ -7,7 +7,8 @@ use halyard_broker::{Broker, BrokerConfig, StoreKind};
 
 /// The environment variables of the flags below (and other commands'): the
 /// command line reads them itself.
-const FLAG_VARS: [&str; 11] = [
+const FLAG_VARS: [&str; 12] = [
+    "HALYARD_LOG_FORMAT",
     "HALYARD_CONFIG",
     "HALYARD_NAME",
     "HALYARD_DATA_DIR",
@@ -62,6 +63,29 @@ pub(crate) struct Args {
         hide_env_values = true
     )]
     store_url: Option<String>,
+    /// Log lines as readable text, or as one JSON object a line (timestamp,
+    /// level, target, fields) for log shippers.
+    #[arg(
+        long,
+        env = "HALYARD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub(crate) log_format: LogFormat,
+    /// Print every setting's environment variable with its default
+    /// (`HALYARD_SECTION__KEY=value`, listed from the config schema), and
+    /// the command line's own variables, then exit.
+    #[arg(long)]
+    print_env: bool,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Args {
@@ -97,8 +121,21 @@ impl Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    if args.print_env {
+        print_env();
+        return Ok(());
+    }
     let config = args.config()?;
-    let broker = Broker::start(config).await?;
+    // Starting may wait (for a database that is not up yet): a signal
+    // meanwhile stops the wait.
+    let broker = tokio::select! {
+        b = Broker::start(config) => b?,
+        r = shutdown_signal() => {
+            r.context("cannot listen for signals")?;
+            tracing::info!("stopped before the broker started");
+            return Ok(());
+        }
+    };
     let failure = tokio::select! {
         r = reload_on_hangup(&broker) => {
             r.context("cannot listen for SIGHUP")?;
@@ -142,4 +179,25 @@ async fn shutdown_signal() -> std::io::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     Ok(())
+}
+
+/// `--print-env`: the settings' variables (from the schema) as lines a
+/// shell or an env file takes, then the flags' variables, commented out
+/// since their defaults are the settings' own.
+fn print_env() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut lines = String::from("# Every setting (docs/CONFIGURATION.md), with its default:\n");
+    let settings = BrokerConfig::env_vars();
+    for (var, default) in &settings {
+        lines.push_str(&format!("{var}={default}\n"));
+    }
+    lines.push_str("# The command line's own (see `halyard broker --help`):\n");
+    for var in FLAG_VARS {
+        if !settings.iter().any(|(v, _)| v == var) {
+            lines.push_str(&format!("# {var}=\n"));
+        }
+    }
+    // A closed pipe (`| head`) is not an error worth reporting.
+    let _ = out.write_all(lines.as_bytes());
 }

@@ -53,11 +53,11 @@ struct Target {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_log = match cli.command {
-        Cmd::Broker(_) => "info",
-        _ => "warn",
+    let (default_log, format) = match &cli.command {
+        Cmd::Broker(args) => ("info", args.log_format),
+        _ => ("warn", broker::LogFormat::Text),
     };
-    init_logging(default_log);
+    init_logging(default_log, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,13 +105,15 @@ fn report(e: &anyhow::Error) -> String {
     out
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: broker::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        broker::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        broker::LogFormat::Json => fmt.json().init(),
+    }
 }

@@ -157,7 +157,7 @@ impl Site {
 
     /// Makes the site ready for an election: creates the data directory,
     /// or brings the database schema (where the lease row lives) up to
-    /// date.
+    /// date, waiting for the database while it cannot be reached.
     pub(crate) async fn prepare(&self) -> Result<(), SiteError> {
         match self {
             Site::Directory { dir, .. } => {
@@ -166,7 +166,7 @@ impl Site {
                     source,
                 })
             }
-            Site::Database { url } => Ok(PostgresStore::migrate(url).await?),
+            Site::Database { url } => Ok(PostgresStore::migrate_when_up(url).await?),
         }
     }
 

@@ -69,6 +69,62 @@ pub(crate) async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> 
     }
 }
 
+/// The first and the longest wait between attempts of [`connect_when_up`].
+const START_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Connects to `url`, waiting with exponential backoff (100 ms doubling to
+/// 5 s) while the database cannot be reached — refused, reset, unknown host
+/// name (a container not started yet), or starting up — and logging each
+/// failed attempt once at WARN with the reason. Never gives up on those,
+/// as a slave waiting for the lease never does; the caller stops waiting
+/// by dropping the future. Errors that waiting cannot cure (a wrong
+/// password, no such database, an untrusted certificate) are returned at
+/// once.
+pub(crate) async fn connect_when_up(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (mut delay, longest) = START_RETRY;
+    let mut attempt: u32 = 1;
+    loop {
+        match connect(url).await {
+            Ok(client) => {
+                if attempt > 1 {
+                    tracing::info!(database = %redact(url), attempts = attempt, "the database is reachable");
+                }
+                return Ok(client);
+            }
+            Err(e) if is_unreachable(&e) => {
+                tracing::warn!(
+                    database = %redact(url),
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    reason = %describe(&e),
+                    "cannot reach the database; waiting for it"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(longest);
+                attempt = attempt.saturating_add(1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a failed connection attempt may succeed later by itself: a
+/// [transient](is_transient) error that is not a TLS handshake the server's
+/// certificate failed (rustls reports those as `InvalidData` I/O errors; a
+/// configuration mistake retrying would hide).
+fn is_unreachable(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::InvalidData
+        {
+            return false;
+        }
+        source = inner.source();
+    }
+    is_transient(e)
+}
+
 /// A database error with the server's message, when there is one.
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -512,6 +568,21 @@ impl PostgresStore {
     /// this at start; exposed for tools and tests).
     pub async fn migrate(url: &str) -> Result<(), StoreError> {
         let mut client = connect(url).await.map_err(|e| {
+            db(
+                &format!("cannot connect to the database {}", redact(url)),
+                e,
+            )
+        })?;
+        schema::migrate(&mut client).await.map_err(schema_failed)
+    }
+
+    /// [`migrate`](Self::migrate), first waiting for the database for as
+    /// long as it cannot be reached (see [`connect_when_up`]): what a
+    /// broker does at start, so that a master/slave group started before
+    /// its database (a reboot, a compose file) comes up with it instead of
+    /// exiting.
+    pub async fn migrate_when_up(url: &str) -> Result<(), StoreError> {
+        let mut client = connect_when_up(url).await.map_err(|e| {
             db(
                 &format!("cannot connect to the database {}", redact(url)),
                 e,
