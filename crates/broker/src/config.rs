@@ -1486,7 +1486,11 @@ mod tests {
             });
             if unset {
                 // Accepted (the value is checked by validation, later).
-                let set = if var.ends_with("ANONYMOUS") { "read" } else { "x.pem" };
+                let set = if var.ends_with("ANONYMOUS") {
+                    "read"
+                } else {
+                    "x.pem"
+                };
                 BrokerConfig::load(None, env(&[(var, set)]), &[])
                     .unwrap_or_else(|e| panic!("{var}: {e}"));
                 continue;

@@ -45,6 +45,9 @@ mod openwire;
 // limits per user, per address and per connection.
 mod admin_security;
 mod cli;
+// Deployment: JSON logs, settings from the environment, config errors,
+// a PostgreSQL group started before its database.
+mod deploy;
 mod durability;
 mod failover;
 mod ha;

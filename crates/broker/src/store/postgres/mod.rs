@@ -108,21 +108,24 @@ pub(crate) async fn connect_when_up(url: &str) -> Result<Client, tokio_postgres:
     }
 }
 
-/// Whether a failed connection attempt may succeed later by itself: a
-/// [transient](is_transient) error that is not a TLS handshake the server's
-/// certificate failed (rustls reports those as `InvalidData` I/O errors; a
-/// configuration mistake retrying would hide).
+/// Whether a failed connection attempt may succeed later by itself: the
+/// server could not be reached (refused, reset, unknown host name, timed
+/// out), closed the connection, or said it is starting up, shutting down
+/// or full. Not a TLS handshake, a password or a URL that is wrong: those
+/// are configuration mistakes that waiting would hide. tokio-postgres does
+/// not expose its error kinds but names each in its `Display` (the cause
+/// is the error's source), which is what this reads.
 fn is_unreachable(e: &tokio_postgres::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        if let Some(io) = inner.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::InvalidData
-        {
-            return false;
-        }
-        source = inner.source();
+    if e.as_db_error().is_some() {
+        return is_transient(e);
     }
-    is_transient(e)
+    matches!(
+        e.to_string().as_str(),
+        "error connecting to server"
+            | "error communicating with the server"
+            | "connection closed"
+            | "timeout waiting for server"
+    )
 }
 
 /// A database error with the server's message, when there is one.
