@@ -1501,6 +1501,57 @@ mod tests {
         }
     }
 
+    /// The configs shipped under deploy/ (the package's default, the
+    /// container's, the example pairs) are valid.
+    #[test]
+    fn the_deployment_configs_are_valid() {
+        // The pairs name a users file (they listen beyond loopback).
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.toml");
+        let hash = crate::password::hash("secret").unwrap();
+        std::fs::write(
+            &users,
+            format!("[[users]]\nname = \"app\"\npassword = \"{hash}\"\n"),
+        )
+        .unwrap();
+        for (name, text) in [
+            (
+                "debian",
+                include_str!("../../../deploy/debian/halyard.toml"),
+            ),
+            (
+                "docker",
+                include_str!("../../../deploy/docker/halyard.toml"),
+            ),
+            (
+                "pair-shared/a",
+                include_str!("../../../deploy/pair-shared/a.toml"),
+            ),
+            (
+                "pair-shared/b",
+                include_str!("../../../deploy/pair-shared/b.toml"),
+            ),
+            (
+                "pair-postgres/a",
+                include_str!("../../../deploy/pair-postgres/a.toml"),
+            ),
+            (
+                "pair-postgres/b",
+                include_str!("../../../deploy/pair-postgres/b.toml"),
+            ),
+        ] {
+            let text = text.replace("/etc/halyard/users.toml", &users.to_string_lossy());
+            let c = BrokerConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.starts_with("pair") {
+                assert_eq!(c.ha.peers.len(), 1, "{name}");
+                assert!(
+                    c.ha.peers[0].contains(if name.ends_with('a') { "-b:" } else { "-a:" }),
+                    "{name}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn documented_example_is_the_defaults() {
         let doc = include_str!("../../../docs/CONFIGURATION.md");

@@ -205,7 +205,7 @@ fn read_users_file(path: &Path) -> Result<Vec<UserEntry>, ConfigError> {
     })?;
     let file: UsersFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string().trim().replace('\n', " "),
+        message: super::parse_message(&e),
     })?;
     check_users(&file.users, "security.users-file")?;
     Ok(file.users)
