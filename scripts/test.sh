@@ -91,6 +91,15 @@ if cargo deny --version >/dev/null 2>&1; then
     cargo deny --log-level error --manifest-path fuzz/Cargo.toml check licenses bans sources
 fi
 
+step "cargo-deb (for tests/python/test_deb.py)"
+# The Debian package test packages the debug binary built above (seconds);
+# cargo-deb itself installs once, like cargo-deny. If that fails, the test
+# skips.
+if ! cargo deb --version >/dev/null 2>&1; then
+    cargo install --locked cargo-deb --version 3.8.0 ||
+        echo "cargo-deb could not be installed: the Debian package test will be SKIPPED"
+fi
+
 step "Python test clients (.venv)"
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
