@@ -302,6 +302,11 @@ pub struct StoreConfig {
     /// Connections the `postgres` store uses to read message bodies back
     /// (deep queues), besides the writer's and the lease's.
     pub readers: usize,
+    /// How long a broker starting waits for a `postgres` database it cannot
+    /// reach before it gives up and exits; 0: for as long as it takes (as a
+    /// slave waits for the lease), so that a group can start before its
+    /// database.
+    pub start_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -312,6 +317,7 @@ impl Default for StoreConfig {
             when_full: crate::store::WhenFull::Fail,
             url: String::new(),
             readers: 4,
+            start_timeout_ms: 0,
         }
     }
 }

@@ -152,7 +152,10 @@ impl Broker {
         // the site is prepared: a broker started before its database waits
         // for it there, and this future may be dropped meanwhile (ctrl-c).
         let admin_guard = broker.admin_stop.clone().drop_guard();
-        node.site.prepare().await?;
+        let wait = node.config.store.start_timeout_ms;
+        node.site
+            .prepare((wait > 0).then(|| Duration::from_millis(wait)))
+            .await?;
         let ha = &node.config.ha;
         let poll = (ha.lock_poll_ms > 0).then(|| Duration::from_millis(ha.lock_poll_ms));
         let lease = Duration::from_millis(ha.lease_ms);

@@ -157,8 +157,9 @@ impl Site {
 
     /// Makes the site ready for an election: creates the data directory,
     /// or brings the database schema (where the lease row lives) up to
-    /// date, waiting for the database while it cannot be reached.
-    pub(crate) async fn prepare(&self) -> Result<(), SiteError> {
+    /// date, waiting for the database while it cannot be reached (for at
+    /// most `wait`, if given).
+    pub(crate) async fn prepare(&self, wait: Option<Duration>) -> Result<(), SiteError> {
         match self {
             Site::Directory { dir, .. } => {
                 std::fs::create_dir_all(dir).map_err(|source| SiteError::DataDir {
@@ -166,7 +167,7 @@ impl Site {
                     source,
                 })
             }
-            Site::Database { url } => Ok(PostgresStore::migrate_when_up(url).await?),
+            Site::Database { url } => Ok(PostgresStore::migrate_when_up(url, wait).await?),
         }
     }
 

@@ -482,10 +482,21 @@ fn bad_database_settings_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bad_lease = crate::support::write_file(dir.path(), "lease.toml", "[ha]\nlease-ms = 5\n");
     let bad_lease = bad_lease.to_str().unwrap();
-    // The store chosen in the file, its URL given as a flag: valid.
-    let kind_only =
-        crate::support::write_file(dir.path(), "store.toml", "[store]\nkind = \"postgres\"\n");
+    // The store chosen in the file, its URL given as a flag: valid. (An
+    // unreachable database is waited for, by default for ever: these
+    // brokers give up at once, to show the error they give up with.)
+    let kind_only = crate::support::write_file(
+        dir.path(),
+        "store.toml",
+        "[store]\nkind = \"postgres\"\nstart-timeout-ms = 1\n",
+    );
     let kind_only = kind_only.to_str().unwrap();
+    let no_wait = crate::support::write_file(
+        dir.path(),
+        "no-wait.toml",
+        "[store]\nstart-timeout-ms = 1\n",
+    );
+    let no_wait = no_wait.to_str().unwrap();
     let ports = [
         "--stomp",
         "127.0.0.1:0",
@@ -508,6 +519,8 @@ fn bad_database_settings_get_clear_errors() {
                 "postgres",
                 "--store-url",
                 "postgres://u:secret@127.0.0.1:1/x",
+                "--config",
+                no_wait,
             ],
             "cannot connect to the database postgres://u@127.0.0.1:1/x",
         ),
@@ -549,6 +562,7 @@ fn bad_database_settings_get_clear_errors() {
         .args(ports)
         .env("HALYARD_STORE", "postgres")
         .env("HALYARD_STORE_URL", "postgres://u:secret@127.0.0.1:1/x")
+        .env("HALYARD_STORE__START_TIMEOUT_MS", "1")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -75,14 +75,18 @@ const START_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration:
 /// Connects to `url`, waiting with exponential backoff (100 ms doubling to
 /// 5 s) while the database cannot be reached — refused, reset, unknown host
 /// name (a container not started yet), or starting up — and logging each
-/// failed attempt once at WARN with the reason. Never gives up on those,
-/// as a slave waiting for the lease never does; the caller stops waiting
-/// by dropping the future. Errors that waiting cannot cure (a wrong
-/// password, no such database, an untrusted certificate) are returned at
-/// once.
-pub(crate) async fn connect_when_up(url: &str) -> Result<Client, tokio_postgres::Error> {
+/// failed attempt once at WARN with the reason. Gives up on those only
+/// after `wait` (`None`: never, as a slave waiting for the lease never
+/// does; the caller stops waiting by dropping the future). Errors that
+/// waiting cannot cure (a wrong password, no such database, an untrusted
+/// certificate) are returned at once.
+pub(crate) async fn connect_when_up(
+    url: &str,
+    wait: Option<Duration>,
+) -> Result<Client, tokio_postgres::Error> {
     let (mut delay, longest) = START_RETRY;
     let mut attempt: u32 = 1;
+    let started = Instant::now();
     loop {
         match connect(url).await {
             Ok(client) => {
@@ -91,7 +95,7 @@ pub(crate) async fn connect_when_up(url: &str) -> Result<Client, tokio_postgres:
                 }
                 return Ok(client);
             }
-            Err(e) if is_unreachable(&e) => {
+            Err(e) if is_unreachable(&e) && wait.is_none_or(|w| started.elapsed() + delay < w) => {
                 tracing::warn!(
                     database = %redact(url),
                     attempt,
@@ -580,12 +584,13 @@ impl PostgresStore {
     }
 
     /// [`migrate`](Self::migrate), first waiting for the database for as
-    /// long as it cannot be reached (see [`connect_when_up`]): what a
+    /// long as it cannot be reached, or at most `wait` (see
+    /// [`connect_when_up`]): what a
     /// broker does at start, so that a master/slave group started before
     /// its database (a reboot, a compose file) comes up with it instead of
     /// exiting.
-    pub async fn migrate_when_up(url: &str) -> Result<(), StoreError> {
-        let mut client = connect_when_up(url).await.map_err(|e| {
+    pub async fn migrate_when_up(url: &str, wait: Option<Duration>) -> Result<(), StoreError> {
+        let mut client = connect_when_up(url, wait).await.map_err(|e| {
             db(
                 &format!("cannot connect to the database {}", redact(url)),
                 e,
