@@ -27,6 +27,11 @@ use crate::service::AdminRole;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Peer(pub(super) SocketAddr);
 
+/// Who made a request, for the log of what operators change: the user,
+/// or `anonymous (PEER)` on a broker without users.
+#[derive(Debug, Clone)]
+pub(super) struct Operator(pub(super) String);
+
 /// Paths anyone may ask.
 const OPEN: [&str; 2] = ["/healthz", "/readyz"];
 
@@ -39,6 +44,9 @@ pub(super) async fn guard(
 ) -> Response {
     let security = &node.security;
     if !security.has_users() || OPEN.contains(&req.uri().path()) {
+        let mut req = req;
+        req.extensions_mut()
+            .insert(Operator(format!("anonymous ({peer})")));
         return next.run(req).await;
     }
     let Some((login, password)) = basic_credentials(&req) else {
@@ -59,7 +67,11 @@ pub(super) async fn guard(
         AdminRole::Admin
     };
     match security.admin_role(&user) {
-        Some(role) if role >= needed => next.run(req).await,
+        Some(role) if role >= needed => {
+            let mut req = req;
+            req.extensions_mut().insert(Operator(user.name.clone()));
+            next.run(req).await
+        }
         role => {
             Metrics::inc(&security.admin_forbidden_total);
             tracing::warn!(%peer, login = %user.name, method = %req.method(), path = req.uri().path(),

@@ -3,6 +3,7 @@
 //! alike, so operators and load balancers can see every broker's role.
 //! Once the broker has users it asks for them ([`guard`]).
 
+mod api;
 mod guard;
 mod metrics;
 
@@ -45,9 +46,9 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
-        .route("/api/destinations", get(destinations))
         .route("/api/scheduled", get(scheduled))
         .route("/metrics", get(metrics::metrics))
+        .merge(api::routes())
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             guard::guard,
@@ -285,17 +286,6 @@ async fn scheduled(
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the scheduler has stopped\n",
-        )
-            .into_response(),
-    }
-}
-
-async fn destinations(State(node): State<Arc<Node>>) -> Response {
-    match node.master() {
-        Some(m) => Json(m.service.core.destination_stats().await).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not master: no destinations here\n",
         )
             .into_response(),
     }

@@ -43,6 +43,7 @@ mod openwire;
 // Broker processes (the `halyard` binary).
 // The protected admin API (one test runs a master and a slave) and the
 // limits per user, per address and per connection.
+mod admin_api;
 mod admin_security;
 mod cli;
 mod durability;
