@@ -52,6 +52,8 @@ mod ha;
 mod ha_postgres;
 mod hostile;
 mod large;
+// The operator's CLI over the admin API (dstat, status of a pair, ...).
+mod operator;
 mod semantics_takeover;
 // TLS listeners, HTTPS admin, mutual TLS, reload on SIGHUP.
 mod tls;
