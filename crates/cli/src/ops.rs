@@ -395,6 +395,9 @@ pub(crate) async fn browse(a: BrowseArgs) -> anyhow::Result<()> {
             m["id"].as_str().unwrap_or("?"),
             flags.join(", ")
         )?;
+        if let Some(d) = m["destination"].as_str() {
+            writeln!(out, "  destination: {d}")?;
+        }
         if let Some(h) = m["headers"].as_object() {
             for (k, v) in h {
                 let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);

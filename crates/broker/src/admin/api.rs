@@ -263,6 +263,8 @@ fn view(b: &Browsed, body_limit: usize) -> MessageView {
         headers: m
             .properties
             .iter()
+            // The broker's own bookkeeping, which no protocol head shows.
+            .filter(|(k, _)| *k != crate::model::BODY_KIND_PROPERTY)
             .map(|(k, v)| (k.to_owned(), json_value(v)))
             .collect(),
         body,

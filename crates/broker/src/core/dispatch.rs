@@ -102,6 +102,11 @@ impl Kick {
         self.token.cancel();
     }
 
+    /// Whether it has been asked to close.
+    pub(crate) fn is_kicked(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Resolves, with the reason, once kicked.
     pub(crate) async fn kicked(&self) -> String {
         self.token.cancelled().await;

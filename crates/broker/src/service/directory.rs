@@ -157,6 +157,8 @@ impl Directory {
     pub(crate) fn close(&self, number: u64, reason: String) -> bool {
         let entry = lock(&self.entries).get(&number).cloned();
         match entry {
+            // Closing already: it is as good as gone.
+            Some(e) if e.kick.is_kicked() => false,
             Some(e) => {
                 e.kick.kick(reason);
                 true

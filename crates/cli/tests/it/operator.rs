@@ -3,7 +3,6 @@
 //! `connections`, completions and man pages, and the documented exit codes
 //! (0 ok, 1 error, 2 usage, 3 not master, 4 not found).
 //!
-//! The tests marked `#[ignore = "needs the #18 admin API ..."]` are written
 //! against the API contract (browse, purge, move, retry, connections) and
 //! pass once the broker serves it; run them with `--run-ignored all`.
 
@@ -244,7 +243,6 @@ async fn purge_asks_for_yes_without_a_terminal() {
 // the broker serves browse, purge, move, retry and connections.
 
 #[tokio::test]
-#[ignore = "needs the #18 admin API (browse)"]
 async fn browse_shows_messages_without_consuming_them() {
     let b = BrokerProcess::start("").await;
     fill(&b, "/queue/b", 3).await;
@@ -275,7 +273,6 @@ async fn browse_shows_messages_without_consuming_them() {
 }
 
 #[tokio::test]
-#[ignore = "needs the #18 admin API (purge)"]
 async fn purge_with_yes_empties_a_queue() {
     let b = BrokerProcess::start("").await;
     fill(&b, "/queue/p", 4).await;
@@ -289,7 +286,6 @@ async fn purge_with_yes_empties_a_queue() {
 }
 
 #[tokio::test]
-#[ignore = "needs the #18 admin API (move)"]
 async fn move_and_copy_between_queues() {
     let b = BrokerProcess::start("").await;
     fill(&b, "/queue/from", 3).await;
@@ -330,7 +326,6 @@ async fn move_and_copy_between_queues() {
 }
 
 #[tokio::test]
-#[ignore = "needs the #18 admin API (retry)"]
 async fn dlq_retry_puts_a_dead_letter_back() {
     let b = BrokerProcess::start("[destinations]\nmax-redeliveries = 0\n").await;
     let mut c = Stomp::connect(b.stomp).await;
@@ -359,7 +354,6 @@ async fn dlq_retry_puts_a_dead_letter_back() {
 }
 
 #[tokio::test]
-#[ignore = "needs the #18 admin API (connections)"]
 async fn connections_are_listed_and_closed() {
     let b = BrokerProcess::start("").await;
     let mut c = Stomp::connect(b.stomp).await;
