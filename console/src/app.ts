@@ -568,9 +568,12 @@ function route(): View {
 }
 
 let ticking = false;
+/** A tick was asked for (a route change, a login) while one ran. */
+let again = false;
 async function tick(): Promise<void> {
-  if (ticking) return;
+  if (ticking) { again = true; return; }
   ticking = true;
+  again = false;
   // Recomputed by this round's requests: a 401 from any sets it.
   needLogin = false;
   try {
@@ -594,6 +597,7 @@ async function tick(): Promise<void> {
     await view.refresh();
   } finally {
     ticking = false;
+    if (again) void tick();
   }
 }
 
