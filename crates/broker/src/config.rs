@@ -1446,8 +1446,10 @@ mod tests {
         ] {
             assert!(http_origin(bad).is_err(), "{bad}");
         }
-        let mut c = BrokerConfig::default();
-        c.http_peers = vec!["http://b:8161/console".into()];
+        let mut c = BrokerConfig {
+            http_peers: vec!["http://b:8161/console".into()],
+            ..BrokerConfig::default()
+        };
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("http-peers"), "{e}");
         c.http_peers = vec!["http://b:8161".into()];
