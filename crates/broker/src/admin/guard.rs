@@ -1,6 +1,7 @@
 //! Who may use the admin API: once the broker has users, every request
-//! but `/healthz` and `/readyz` (load balancers probe those without
-//! credentials, and they tell nothing but up/ready) needs HTTP basic auth
+//! but `/healthz`, `/readyz` (load balancers probe those without
+//! credentials, and they tell nothing but up/ready) and the web console's
+//! page and assets (no data; its API calls carry credentials) needs HTTP basic auth
 //! as a user with an admin role. Reading (GET, HEAD) needs `monitor`;
 //! anything else — every state-changing endpoint, present or future —
 //! needs `admin`. The check runs before routing, so an unknown path or
@@ -43,7 +44,10 @@ pub(super) async fn guard(
     next: Next,
 ) -> Response {
     let security = &node.security;
-    if !security.has_users() || OPEN.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    // The console's page and assets hold no data; the API calls it makes
+    // carry credentials (super::console).
+    if !security.has_users() || OPEN.contains(&path) || super::console::PATHS.contains(&path) {
         let mut req = req;
         req.extensions_mut()
             .insert(Operator(format!("anonymous ({peer})")));
