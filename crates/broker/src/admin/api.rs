@@ -148,6 +148,10 @@ async fn destinations(State(node): State<Arc<Node>>, Query(q): Query<ListQuery>)
     let all = m.service.core.destination_stats().await;
     let picked: Vec<DestinationStats> = all
         .into_iter()
+        .map(|mut d| {
+            d.producers = m.service.directory.producers_of(&d.destination);
+            d
+        })
         .filter(|d| q.kind.as_deref().is_none_or(|k| d.kind == k))
         .filter(|d| q.q.as_deref().is_none_or(|s| d.name.contains(s)))
         .collect();
@@ -188,7 +192,10 @@ async fn destination(
         );
     }
     match tokio::time::timeout(std::time::Duration::from_secs(5), rx).await {
-        Ok(Ok(s)) => Json(s).into_response(),
+        Ok(Ok(mut s)) => {
+            s.producers = m.service.directory.producers_of(&s.destination);
+            Json(s).into_response()
+        }
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{dest} did not answer"),

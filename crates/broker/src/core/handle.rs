@@ -182,6 +182,9 @@ pub struct DestinationStats {
     pub name: String,
     /// Messages it holds: ready, in flight and delayed.
     pub depth: usize,
+    /// Producers that name it (OpenWire's; filled in by the admin API,
+    /// which sees the service's directory).
+    pub producers: usize,
     /// How long ago the oldest message it holds was sent, as far as it can
     /// tell cheaply (see `Dispatcher::oldest_timestamp`).
     pub oldest_age_ms: Option<u64>,
@@ -208,6 +211,7 @@ impl DestinationStats {
             },
             name: destination.name().to_owned(),
             depth: dispatch.ready + dispatch.inflight + dispatch.delayed,
+            producers: 0,
             oldest_age_ms: oldest.map(|t| now.saturating_sub(t)),
             dispatch,
         }

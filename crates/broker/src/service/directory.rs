@@ -113,10 +113,12 @@ pub(crate) struct ConnectionView {
     pub unacked: usize,
 }
 
-/// Every open client connection.
+/// Every open client connection, and the producers that name a
+/// destination (OpenWire's `ProducerInfo`; a STOMP SEND has no producer).
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
     entries: Mutex<BTreeMap<u64, Arc<Entry>>>,
+    producers: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Directory {
@@ -128,6 +130,23 @@ impl Directory {
             directory: Arc::downgrade(self),
             number,
         }
+    }
+
+    /// Counts a producer of `destination` (as clients name it) until the
+    /// returned guard is dropped.
+    pub(crate) fn producer(self: &Arc<Self>, destination: String) -> ProducerListing {
+        *lock(&self.producers)
+            .entry(destination.clone())
+            .or_default() += 1;
+        ProducerListing {
+            directory: Arc::downgrade(self),
+            destination,
+        }
+    }
+
+    /// Producers of `destination` (as clients name it).
+    pub(crate) fn producers_of(&self, destination: &str) -> usize {
+        lock(&self.producers).get(destination).copied().unwrap_or(0)
     }
 
     pub(crate) fn views(&self) -> Vec<ConnectionView> {
@@ -194,6 +213,27 @@ impl Drop for Listing {
     fn drop(&mut self) {
         if let Some(d) = self.directory.upgrade() {
             lock(&d.entries).remove(&self.number);
+        }
+    }
+}
+
+/// Counts a producer; dropping it stops counting.
+#[derive(Debug)]
+pub(crate) struct ProducerListing {
+    directory: Weak<Directory>,
+    destination: String,
+}
+
+impl Drop for ProducerListing {
+    fn drop(&mut self) {
+        if let Some(d) = self.directory.upgrade() {
+            let mut producers = lock(&d.producers);
+            if let Some(n) = producers.get_mut(&self.destination) {
+                *n -= 1;
+                if *n == 0 {
+                    producers.remove(&self.destination);
+                }
+            }
         }
     }
 }

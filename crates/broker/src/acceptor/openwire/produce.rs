@@ -30,10 +30,19 @@ impl Session {
     /// `ProducerInfo`: remember the producer's window.
     pub(super) fn producer_info(&mut self, p: ow::ProducerInfo) -> Result<(), Fatal> {
         if let Some(id) = &p.producer_id {
+            // A producer of one destination counts as its producer; an
+            // anonymous one (a destination per message) counts nowhere.
+            let listed = p
+                .destination
+                .as_ref()
+                .and_then(|d| convert::destinations(d).ok())
+                .and_then(|ds| ds.into_iter().next())
+                .map(|d| self.service.directory.producer(d.to_string()));
             self.producers.by_id.insert(
                 (id.session_id, id.value),
                 Producer {
                     window: p.window_size,
+                    _listed: listed,
                 },
             );
         }
