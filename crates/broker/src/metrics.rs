@@ -200,7 +200,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// Bucket bounds (seconds) for a takeover: lock to serving, which replays
 /// the store, so from a tenth of a second to minutes.
-pub const TAKEOVER_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+pub const TAKEOVER_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// Bucket bounds for counts: group-commit batch sizes (powers of two up to
 /// the writer's largest group).
@@ -483,11 +485,14 @@ impl Collector for Exposition {
                     s.label.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let series = family.encode_family(&labels)?;
                 match (f.kind, &s.value) {
-                    (_, Value::Histogram {
-                        sum,
-                        count,
-                        buckets,
-                    }) => {
+                    (
+                        _,
+                        Value::Histogram {
+                            sum,
+                            count,
+                            buckets,
+                        },
+                    ) => {
                         let mut series = series;
                         series.encode_histogram::<NoLabels>(*sum, *count, buckets, None)?
                     }
@@ -577,7 +582,10 @@ mod tests {
                 );
             }
         }
-        assert!(text.contains("halyard_takeover_seconds_sum 0.25\n"), "{text}");
+        assert!(
+            text.contains("halyard_takeover_seconds_sum 0.25\n"),
+            "{text}"
+        );
         assert!(
             text.contains("halyard_takeover_seconds_bucket{le=\"0.25\"} 1\n"),
             "{text}"
@@ -590,7 +598,10 @@ mod tests {
             text.contains("halyard_takeover_seconds_bucket{le=\"+Inf\"} 1\n"),
             "{text}"
         );
-        assert!(text.contains("halyard_takeover_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("halyard_takeover_seconds_count 1\n"),
+            "{text}"
+        );
         assert!(text.contains("halyard_role{role=\"master\"} 1\n"), "{text}");
     }
 
@@ -613,7 +624,10 @@ mod tests {
         out.bare("process_cpu_seconds_total", "CPU.", true, 1.5);
         out.bare("process_open_fds", "Fds.", false, 7.0);
         let text = out.text();
-        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
         assert!(text.contains("process_cpu_seconds_total 1.5\n"), "{text}");
         assert!(text.contains("process_open_fds 7.0\n"), "{text}");
     }

@@ -281,11 +281,7 @@ fn destinations(out: &mut Exposition, stats: &[DestinationStats], cap: usize) {
         .map(|s| (s.destination.clone(), s.dispatch))
         .collect();
     if rows.len() > cap {
-        rows.sort_by(|a, b| {
-            depth(&b.1)
-                .cmp(&depth(&a.1))
-                .then_with(|| a.0.cmp(&b.0))
-        });
+        rows.sort_by(|a, b| depth(&b.1).cmp(&depth(&a.1)).then_with(|| a.0.cmp(&b.0)));
         let mut other = DispatchStats::default();
         for (_, s) in rows.drain(cap..) {
             other.ready += s.ready;
@@ -489,7 +485,10 @@ mod tests {
                 start_time_seconds: Some(1_700_000_010.0),
             }
         );
-        assert_eq!(boot_time("cpu 1 2\nbtime 1700000000\nprocesses 5\n"), Some(1_700_000_000));
+        assert_eq!(
+            boot_time("cpu 1 2\nbtime 1700000000\nprocesses 5\n"),
+            Some(1_700_000_000)
+        );
         assert!(ProcessStats::parse("garbage", 100, 4096, None).is_none());
     }
 
@@ -515,9 +514,18 @@ mod tests {
         let mut out = Exposition::default();
         destinations(&mut out, &all, 2);
         let text = out.text();
-        assert!(text.contains("halyard_destination_depth{destination=\"/queue/b\"} 5\n"), "{text}");
-        assert!(text.contains("halyard_destination_depth{destination=\"/queue/c\"} 3\n"), "{text}");
-        assert!(text.contains("halyard_destination_depth{destination=\"_other\"} 1\n"), "{text}");
+        assert!(
+            text.contains("halyard_destination_depth{destination=\"/queue/b\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("halyard_destination_depth{destination=\"/queue/c\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("halyard_destination_depth{destination=\"_other\"} 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("halyard_destination_enqueued_total{destination=\"_other\"} 50\n"),
             "{text}"
@@ -528,6 +536,9 @@ mod tests {
         destinations(&mut out, &all, 4);
         let text = out.text();
         assert!(!text.contains("_other"), "{text}");
-        assert!(text.contains("halyard_destination_depth{destination=\"/queue/d\"} 0\n"), "{text}");
+        assert!(
+            text.contains("halyard_destination_depth{destination=\"/queue/d\"} 0\n"),
+            "{text}"
+        );
     }
 }
