@@ -380,6 +380,24 @@ impl Exposition {
         self.push(name, help, MetricType::Gauge, samples);
     }
 
+    /// [`Exposition::labelled_gauges`] with fractional values (seconds).
+    pub fn labelled_gauges_f64(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: impl IntoIterator<Item = (String, f64)>,
+    ) {
+        let samples = values
+            .into_iter()
+            .map(|(v, n)| Sample {
+                label: Some((label, v)),
+                value: Value::Float(n),
+            })
+            .collect();
+        self.push(name, help, MetricType::Gauge, samples);
+    }
+
     /// A family of counters told apart by one label.
     pub fn labelled_counters(
         &mut self,

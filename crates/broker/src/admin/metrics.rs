@@ -295,6 +295,7 @@ fn destinations(out: &mut Exposition, stats: &[DestinationStats], cap: usize) {
             other.discarded += s.discarded;
             other.expired += s.expired;
             other.dead_lettered += s.dead_lettered;
+            other.oldest_age_ms = other.oldest_age_ms.max(s.oldest_age_ms);
         }
         rows.push(("_other".to_owned(), other));
     }
@@ -337,6 +338,15 @@ fn destinations(out: &mut Exposition, stats: &[DestinationStats], cap: usize) {
             rows.iter().map(|(d, s)| (d.clone(), value(s))),
         );
     }
+    out.labelled_gauges_f64(
+        "destination_oldest_message_age_seconds",
+        "How long the oldest message waiting for a consumer has been in the broker (0 when none waits; one recovered from the store without its body counts from the recovery).",
+        "destination",
+        rows.iter().map(|(d, s)| {
+            let ms = s.oldest_age_ms.unwrap_or(0);
+            (d.clone(), Duration::from_millis(ms).as_secs_f64())
+        }),
+    );
     let counters: [Gauge; 4] = [
         (
             "destination_enqueued_total",

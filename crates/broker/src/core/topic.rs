@@ -469,6 +469,7 @@ impl TopicActor {
                     total.discarded += s.discarded;
                     total.expired += s.expired;
                     total.dead_lettered += s.dead_lettered;
+                    total.oldest_age_ms = total.oldest_age_ms.max(s.oldest_age_ms);
                 }
                 total.enqueued = self.published;
                 let _ = reply.send(DestinationStats {

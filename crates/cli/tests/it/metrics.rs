@@ -238,6 +238,11 @@ async fn metrics_are_described_conventional_documented_and_bounded() {
     assert_eq!(s.get("halyard_destination_depth", &d("_other")), 0.0);
     assert_eq!(s.get("halyard_destination_consumers", &d("_other")), 1.0);
     assert!(s.get("halyard_destination_memory_bytes", &d("/queue/m.a")) > 0.0);
+    let age = |q: &str| s.get("halyard_destination_oldest_message_age_seconds", &d(q));
+    // m.a's first message was stored (synced) before m.c's was sent.
+    assert!(age("/queue/m.a") > 0.0 && age("/queue/m.a") >= age("/queue/m.c"));
+    assert!(age("/queue/m.a") < 60.0);
+    assert_eq!(age("_other"), 0.0, "m.d has none waiting");
     assert_eq!(
         s.get("halyard_destination_expired_total", &d("/queue/m.a")),
         0.0
