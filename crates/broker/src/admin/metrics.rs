@@ -41,6 +41,12 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
         [(env!("CARGO_PKG_VERSION").to_owned(), 1)],
     );
     process(&mut out);
+    out.bare(
+        "process_max_fds",
+        "The file-descriptor limit (soft, after raising it to the hard one).",
+        false,
+        node.resources.fd_limit as f64,
+    );
     let ha = node.status();
     out.labelled_gauges(
         "role",

@@ -278,7 +278,9 @@ async fn metrics_are_described_conventional_documented_and_bounded() {
     // The broker's own process, not the test's.
     assert!(s.get("process_resident_memory_bytes", "") > 1e6);
     assert!(s.get("process_open_fds", "") >= 5.0);
-    assert!(s.get("process_cpu_seconds_total", "") > 0.0);
+    assert!(s.get("process_max_fds", "") >= s.get("process_open_fds", ""));
+    // In clock ticks (10 ms): a broker this young may not have used one.
+    assert!(s.get("process_cpu_seconds_total", "") >= 0.0);
     let started = s.get("process_start_time_seconds", "");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -380,5 +382,40 @@ async fn the_grafana_dashboard_graphs_exported_families() {
             "the dashboard graphs {name}, which is neither exported nor documented"
         );
     }
+    p.disconnect().await;
+}
+
+/// With the PostgreSQL store, each group's transaction and commit is a
+/// sync: the sync and batch histograms and the receipts move as with the
+/// journal, and the store's bytes are its tables'.
+#[tokio::test]
+async fn the_postgres_store_times_its_commits() {
+    let url = tokio::task::spawn_blocking(|| halyard_testkit::database("metrics_pg"))
+        .await
+        .unwrap();
+    let b = BrokerProcess::start(&format!("[store]\nkind = \"postgres\"\nurl = \"{url}\"\n")).await;
+    let mut p = Stomp::connect(b.stomp).await;
+    let before = Scrape::of(b.http).await;
+    let count = |s: &Scrape, name: &str| s.value(name, "").unwrap_or(0.0);
+    for i in 0..3 {
+        p.send_msg("/queue/m.pg", &i.to_string(), &[("persistent", "true")])
+            .await;
+    }
+    let s = Scrape::of(b.http).await;
+    check_conventions(&s);
+    for (name, at_least) in [
+        ("halyard_receipt_seconds_count", 3.0),
+        ("halyard_store_sync_seconds_count", 1.0),
+        ("halyard_store_batch_messages_sum", 3.0),
+    ] {
+        let grown = count(&s, name) - count(&before, name);
+        assert!(grown >= at_least, "{name} grew by {grown}:\n{}", s.text);
+    }
+    assert!(s.get("halyard_store_sync_seconds_sum", "") > 0.0);
+    assert!(s.get("halyard_store_bytes", "") > 0.0);
+    assert_eq!(
+        s.get("halyard_destination_depth", "destination=\"/queue/m.pg\""),
+        3.0
+    );
     p.disconnect().await;
 }
