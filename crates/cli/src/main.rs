@@ -1,7 +1,10 @@
 //! The `halyard` command: run a broker, send and receive messages.
 
+mod admin_client;
 mod bench;
 mod broker;
+mod docs;
+mod ops;
 mod passwd;
 mod receive;
 mod send;
@@ -9,7 +12,7 @@ mod status;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Halyard: a fault-tolerant STOMP message broker.
 #[derive(Parser)]
@@ -34,6 +37,23 @@ enum Cmd {
     /// Hash a password for [[security.users]] (argon2id); prints the line
     /// to paste into the config.
     Passwd(passwd::Args),
+    /// Destination statistics (depth, producers, consumers, counters,
+    /// rates with --watch), like ActiveMQ's `activemq dstat`.
+    Dstat(ops::DstatArgs),
+    /// Show a queue's messages (headers and body) without consuming them.
+    Browse(ops::BrowseArgs),
+    /// Delete a queue's waiting messages (asks first).
+    Purge(ops::PurgeArgs),
+    /// Move or copy messages from one queue to another.
+    Move(ops::MoveArgs),
+    /// Dead-letter queues: put dead letters back where they came from.
+    Dlq(ops::DlqArgs),
+    /// List client connections, or close one.
+    Connections(ops::ConnectionsArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per command with --out DIR.
+    Man(docs::ManArgs),
 }
 
 /// Where `send` and `receive` go.
@@ -76,13 +96,21 @@ fn main() -> ExitCode {
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Status(args) => status::run(args).await,
             Cmd::Passwd(args) => passwd::run(args),
+            Cmd::Dstat(args) => ops::dstat(args).await,
+            Cmd::Browse(args) => ops::browse(args).await,
+            Cmd::Purge(args) => ops::purge(args).await,
+            Cmd::Move(args) => ops::move_messages(args).await,
+            Cmd::Dlq(args) => ops::dlq(args).await,
+            Cmd::Connections(args) => ops::connections(args).await,
+            Cmd::Completions(args) => docs::completions(args, Cli::command()),
+            Cmd::Man(args) => docs::man(args, Cli::command()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("halyard: error: {}", report(&e));
-            ExitCode::FAILURE
+            ExitCode::from(admin_client::exit_code(&e))
         }
     }
 }

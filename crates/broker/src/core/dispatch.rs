@@ -102,6 +102,11 @@ impl Kick {
         self.token.cancel();
     }
 
+    /// Whether it has been asked to close.
+    pub(crate) fn is_kicked(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Resolves, with the reason, once kicked.
     pub(crate) async fn kicked(&self) -> String {
         self.token.cancelled().await;
@@ -411,6 +416,27 @@ pub(crate) struct Snap {
     pub(crate) deliveries: u32,
     /// `None` while its body is only on disk.
     pub(crate) message: Option<Arc<Message>>,
+}
+
+/// A message an operator took out of a destination (see
+/// [`Dispatcher::take_for_operator`]).
+#[derive(Debug)]
+pub(crate) struct Taken(Entry);
+
+impl Taken {
+    pub(crate) fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
+    /// `None` while its body is only on disk.
+    pub(crate) fn message(&self) -> Option<&Arc<Message>> {
+        self.0.message.as_ref()
+    }
+
+    /// Whether the store holds it.
+    pub(crate) fn stored(&self) -> bool {
+        self.0.stored
+    }
 }
 
 /// Who a ready message goes to.
@@ -1584,6 +1610,67 @@ impl Dispatcher {
             out.extend(flying.map(|f| snap(f, f.deliveries)));
         }
         out
+    }
+
+    /// Takes ready and delayed messages out for an operator (a purge, a
+    /// move): those whose seq is in `only`, or any, at most `max`, in
+    /// dispatch order. Messages in flight stay with their consumers: an
+    /// operator does not pull a message from under a client that may be
+    /// acknowledging it.
+    pub(crate) fn take_for_operator(
+        &mut self,
+        only: Option<&std::collections::HashSet<u64>>,
+        max: usize,
+    ) -> Vec<Taken> {
+        let picked = |e: &Entry| only.is_none_or(|o| o.contains(&e.seq));
+        let mut keys = Vec::new();
+        'scan: for p in (0..10).rev() {
+            for (arrival, e) in &self.ready[p] {
+                if keys.len() >= max {
+                    break 'scan;
+                }
+                if picked(e) {
+                    keys.push((p, *arrival));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (p, arrival) in keys {
+            if let Some(e) = self.ready[p].remove(&arrival) {
+                self.took(&e);
+                if let Some((_, w, _)) = self.loading.remove(&e.seq) {
+                    self.loading_bytes -= w as usize;
+                }
+                out.push(Taken(e));
+            }
+        }
+        let room = max - out.len();
+        if room > 0 {
+            out.extend(self.delayed.take_where(room, picked).into_iter().map(Taken));
+        }
+        out
+    }
+
+    /// Puts back messages an operator took and could not move: each goes
+    /// back to its place (its arrival is kept).
+    pub(crate) fn give_back(&mut self, taken: Vec<Taken>) {
+        for Taken(e) in taken {
+            self.insert_ready(e);
+        }
+    }
+
+    /// When the oldest message it holds was sent (ms since the epoch), as
+    /// far as it can tell cheaply: the head of each priority's ready list
+    /// (kept in arrival order) and what is in flight. A head whose body is
+    /// paged out shows the first message behind it that is in memory.
+    pub(crate) fn oldest_timestamp(&self) -> Option<u64> {
+        const LOOK: usize = 16;
+        self.ready
+            .iter()
+            .flat_map(|q| q.values().take(LOOK))
+            .chain(self.inflight.values().map(|(e, _)| e))
+            .filter_map(|e| e.message.as_ref().map(|m| m.timestamp))
+            .min()
     }
 
     /// Every stored message it holds (for removing a durable subscription).

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dispatch::{Dispatcher, Effect, Select, wake_at};
+use super::handle::DurableView;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -148,8 +149,14 @@ impl TopicActor {
                 _ = stop.cancelled() => break,
                 cmd = control.recv() => match cmd {
                     None | Some(Control::Delete) => break,
+                    // The service refuses to delete a topic with durable
+                    // subscriptions: nothing it holds is stored.
+                    Some(Control::Destroy { reply }) => {
+                        let _ = reply.send(Vec::new());
+                        break;
+                    }
                     Some(cmd) => {
-                        passive = matches!(cmd, Control::Stats { .. });
+                        passive = matches!(cmd, Control::Stats { .. } | Control::Durables { .. });
                         self.control(cmd, &mut effects).await;
                     }
                 },
@@ -472,13 +479,33 @@ impl TopicActor {
                     total.oldest_age_ms = total.oldest_age_ms.max(s.oldest_age_ms);
                 }
                 total.enqueued = self.published;
-                let _ = reply.send(DestinationStats {
-                    destination: self.destination.to_string(),
-                    dispatch: total,
-                });
+                let _ = reply.send(DestinationStats::new(&self.destination, total, None));
             }
+            Control::Durables { reply } => {
+                let list = self
+                    .durable
+                    .iter()
+                    .map(|(name, d)| {
+                        let s = d.dispatcher.stats();
+                        DurableView {
+                            client_id: name.client_id.to_string(),
+                            name: name.name.to_string(),
+                            topic: self.destination.to_string(),
+                            selector: d.selector.as_ref().map(|s| s.text().to_owned()),
+                            active: d.consumer.is_some(),
+                            pending: s.ready + s.inflight + s.delayed,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            // Operators take messages from queues only.
+            Control::Take { reply, .. } => {
+                let _ = reply.send(Vec::new());
+            }
+            Control::GiveBack { .. } => {}
             // Topics are not browsed (the service refuses it).
-            Control::Browse { .. } | Control::Delete => {}
+            Control::Browse { .. } | Control::Delete | Control::Destroy { .. } => {}
             // Every control is followed by a dispatch: that is the wake-up.
             Control::Wake => {}
         }

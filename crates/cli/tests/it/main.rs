@@ -45,6 +45,7 @@ mod openwire;
 // Broker processes (the `halyard` binary).
 // The protected admin API (one test runs a master and a slave) and the
 // limits per user, per address and per connection.
+mod admin_api;
 mod admin_security;
 mod cli;
 mod durability;
@@ -53,6 +54,8 @@ mod ha;
 mod ha_postgres;
 mod hostile;
 mod large;
+// The operator's CLI over the admin API (dstat, status of a pair, ...).
+mod operator;
 mod semantics_takeover;
 // TLS listeners, HTTPS admin, mutual TLS, reload on SIGHUP.
 mod tls;
