@@ -282,14 +282,16 @@ fn lease(out: &mut Exposition, lease: &crate::ha::LeaseStats) {
 /// between its own series and `_other`: rate() reads the drop as a reset.
 fn destinations(out: &mut Exposition, stats: &[DestinationStats], cap: usize) {
     let depth = |s: &DispatchStats| s.ready + s.inflight + s.delayed;
-    let mut rows: Vec<(String, DispatchStats)> = stats
+    // (destination, counters, age of its oldest message in ms)
+    let mut rows: Vec<(String, DispatchStats, Option<u64>)> = stats
         .iter()
-        .map(|s| (s.destination.clone(), s.dispatch))
+        .map(|s| (s.destination.clone(), s.dispatch, s.oldest_age_ms))
         .collect();
     if rows.len() > cap {
         rows.sort_by(|a, b| depth(&b.1).cmp(&depth(&a.1)).then_with(|| a.0.cmp(&b.0)));
         let mut other = DispatchStats::default();
-        for (_, s) in rows.drain(cap..) {
+        let mut oldest = None;
+        for (_, s, age) in rows.drain(cap..) {
             other.ready += s.ready;
             other.inflight += s.inflight;
             other.delayed += s.delayed;
@@ -301,9 +303,9 @@ fn destinations(out: &mut Exposition, stats: &[DestinationStats], cap: usize) {
             other.discarded += s.discarded;
             other.expired += s.expired;
             other.dead_lettered += s.dead_lettered;
-            other.oldest_age_ms = other.oldest_age_ms.max(s.oldest_age_ms);
+            oldest = oldest.max(age);
         }
-        rows.push(("_other".to_owned(), other));
+        rows.push(("_other".to_owned(), other, oldest));
     }
     type Gauge = (&'static str, &'static str, fn(&DispatchStats) -> u64);
     let gauges: [Gauge; 6] = [
@@ -341,15 +343,15 @@ fn destinations(out: &mut Exposition, stats: &[DestinationStats], cap: usize) {
             name,
             help,
             "destination",
-            rows.iter().map(|(d, s)| (d.clone(), value(s))),
+            rows.iter().map(|(d, s, _)| (d.clone(), value(s))),
         );
     }
     out.labelled_gauges_f64(
         "destination_oldest_message_age_seconds",
-        "How long the oldest message waiting for a consumer has been in the broker (0 when none waits; one recovered from the store without its body counts from the recovery).",
+        "How long ago the oldest message the destination holds was sent, as far as it can tell cheaply: the first ones of each priority and those in flight whose bodies are in memory (0 when it holds none).",
         "destination",
-        rows.iter().map(|(d, s)| {
-            let ms = s.oldest_age_ms.unwrap_or(0);
+        rows.iter().map(|(d, _, age)| {
+            let ms = age.unwrap_or(0);
             (d.clone(), Duration::from_millis(ms).as_secs_f64())
         }),
     );
@@ -380,7 +382,7 @@ fn destinations(out: &mut Exposition, stats: &[DestinationStats], cap: usize) {
             name,
             help,
             "destination",
-            rows.iter().map(|(d, s)| (d.clone(), value(s))),
+            rows.iter().map(|(d, s, _)| (d.clone(), value(s))),
         );
     }
 }
@@ -511,6 +513,10 @@ mod tests {
     fn stats(d: &str, ready: usize, enqueued: u64) -> DestinationStats {
         DestinationStats {
             destination: d.to_owned(),
+            kind: "queue",
+            name: d.trim_start_matches("/queue/").to_owned(),
+            depth: ready,
+            oldest_age_ms: None,
             dispatch: DispatchStats {
                 ready,
                 enqueued,

@@ -275,10 +275,6 @@ struct Entry {
     /// it, so it goes back exactly where it was.
     arrival: u64,
     expires: u64,
-    /// When the broker took the message in (ms since the epoch), for the
-    /// age of the oldest waiting message; a message recovered without its
-    /// body counts from its recovery.
-    since_ms: u64,
     /// `None` while the body is only on disk.
     message: Option<Arc<Message>>,
     weight: u32,
@@ -393,11 +389,6 @@ pub struct DispatchStats {
     /// Messages sent on to dead-letter handling from here: redelivered too
     /// often, or given up by their client (expired ones are in `expired`).
     pub dead_lettered: u64,
-    /// How long the oldest message waiting for a consumer has been in the
-    /// broker, in ms; `None` when none waits. The first of each priority is
-    /// looked at (ten entries, not the queue): messages of one priority are
-    /// kept in arrival order.
-    pub oldest_age_ms: Option<u64>,
 }
 
 /// Entries read ahead of the consumers, at least.
@@ -559,7 +550,6 @@ impl Dispatcher {
             origin: 0,
             arrival: 0,
             expires: message.expires,
-            since_ms: message.timestamp,
             weight: message.weight() as u32,
             deliveries,
             priority: message.priority.min(9),
@@ -610,17 +600,7 @@ impl Dispatcher {
             discarded: self.discarded,
             expired: self.expired,
             dead_lettered: self.dead_lettered,
-            oldest_age_ms: self.oldest_age_ms(crate::model::now_ms()),
         }
-    }
-
-    /// See [`DispatchStats::oldest_age_ms`].
-    fn oldest_age_ms(&self, now_ms: u64) -> Option<u64> {
-        self.ready
-            .iter()
-            .filter_map(|p| p.values().next())
-            .map(|e| now_ms.saturating_sub(e.since_ms))
-            .max()
     }
 
     fn pageable(&self, e: &Entry) -> bool {
@@ -712,7 +692,6 @@ impl Dispatcher {
             origin,
             arrival: 0,
             expires: message.expires,
-            since_ms: message.timestamp,
             weight: message.weight() as u32,
             deliveries: 0,
             priority: message.priority.min(9),
@@ -732,10 +711,6 @@ impl Dispatcher {
             origin: 0,
             arrival: 0,
             expires: m.expires,
-            since_ms: m
-                .message
-                .as_ref()
-                .map_or_else(crate::model::now_ms, |m| m.timestamp),
             weight: m.weight,
             deliveries: m.deliveries,
             priority: m.priority.min(9),
@@ -1929,26 +1904,6 @@ mod tests {
         d.dispatch(0, &mut fx);
         assert_eq!(drain(&mut rx), vec![(2, 2), (3, 2), (4, 2)]);
         assert_eq!(d.stats().acked, 1);
-    }
-
-    /// The oldest waiting message of any priority sets the age; messages
-    /// in flight do not count.
-    #[test]
-    fn oldest_age_is_that_of_the_oldest_ready_message() {
-        let mut d = Dispatcher::new(policy());
-        assert_eq!(d.oldest_age_ms(10_000), None);
-        for (seq, priority, at) in [(1, 4, 7_000), (2, 9, 8_000), (3, 4, 9_000)] {
-            let mut m = (*msg(seq, priority)).clone();
-            m.timestamp = at;
-            d.push(Arc::new(m), true);
-        }
-        assert_eq!(d.oldest_age_ms(10_000), Some(3_000));
-        // Priority 9 goes first, then the oldest of priority 4.
-        let mut rx = consumer(&mut d, 1, 2);
-        let mut fx = Vec::new();
-        d.dispatch(10_000, &mut fx);
-        assert_eq!(drain(&mut rx), vec![(2, 1), (1, 1)]);
-        assert_eq!(d.oldest_age_ms(10_000), Some(1_000));
     }
 
     #[test]

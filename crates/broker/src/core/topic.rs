@@ -476,10 +476,16 @@ impl TopicActor {
                     total.discarded += s.discarded;
                     total.expired += s.expired;
                     total.dead_lettered += s.dead_lettered;
-                    total.oldest_age_ms = total.oldest_age_ms.max(s.oldest_age_ms);
                 }
                 total.enqueued = self.published;
-                let _ = reply.send(DestinationStats::new(&self.destination, total, None));
+                // The oldest message any subscription holds.
+                let oldest = self
+                    .subs
+                    .values()
+                    .chain(self.durable.values().map(|d| &d.dispatcher))
+                    .filter_map(Dispatcher::oldest_timestamp)
+                    .min();
+                let _ = reply.send(DestinationStats::new(&self.destination, total, oldest));
             }
             Control::Durables { reply } => {
                 let list = self
