@@ -84,6 +84,28 @@ pub struct BrokerConfig {
     /// `[openwire-options]`: the OpenWire head's wire format offered and
     /// the peers it announces (`openwire` itself is its listen address).
     pub openwire_options: OpenWireConfig,
+    /// `[metrics]`: what `/metrics` exports (docs/OPERATIONS.md).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: bounds on what `/metrics` exports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Destinations that get their own `destination="..."` series at most.
+    /// Every series costs Prometheus memory for as long as it is kept, and
+    /// destinations are made by clients, so their number is not ours to
+    /// bound: beyond this many, the deepest destinations keep their series
+    /// and the rest are summed into `destination="_other"`.
+    pub max_destination_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            max_destination_series: 1000,
+        }
+    }
 }
 
 /// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
@@ -252,6 +274,7 @@ impl Default for BrokerConfig {
             policies: Vec::new(),
             security: SecurityConfig::default(),
             openwire_options: OpenWireConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -383,6 +383,12 @@ pub struct DispatchStats {
     pub memory_bytes: usize,
     /// Messages dropped for slow subscribers (topics).
     pub discarded: u64,
+    /// Messages that expired here before delivery (dropped or
+    /// dead-lettered, as the policy says).
+    pub expired: u64,
+    /// Messages sent on to dead-letter handling from here: redelivered too
+    /// often, or given up by their client (expired ones are in `expired`).
+    pub dead_lettered: u64,
 }
 
 /// Entries read ahead of the consumers, at least.
@@ -477,6 +483,9 @@ pub(crate) struct Dispatcher {
     acked: u64,
     /// Dropped for a slow subscriber: in all, and since the last delivery.
     discarded: u64,
+    /// Expired, and sent to dead-letter handling (see [`DispatchStats`]).
+    expired: u64,
+    dead_lettered: u64,
     dropped_since_delivery: u32,
     /// Since when the backlog has been overflowing.
     overflowing_since: Option<std::time::Instant>,
@@ -515,6 +524,8 @@ impl Dispatcher {
             delivered: 0,
             acked: 0,
             discarded: 0,
+            expired: 0,
+            dead_lettered: 0,
             dropped_since_delivery: 0,
             overflowing_since: None,
             selective: 0,
@@ -587,6 +598,8 @@ impl Dispatcher {
             acked: self.acked,
             memory_bytes: self.pinned + self.paged_in + self.inflight_bytes,
             discarded: self.discarded,
+            expired: self.expired,
+            dead_lettered: self.dead_lettered,
         }
     }
 
@@ -1042,9 +1055,10 @@ impl Dispatcher {
     }
 
     /// Sends an in-flight entry to the dead-letter queue.
-    fn dead_letter(&self, entry: Entry, reason: String, effects: &mut Vec<Effect>) {
+    fn dead_letter(&mut self, entry: Entry, reason: String, effects: &mut Vec<Effect>) {
         // In-flight entries always have their body.
         if let Some(message) = entry.message {
+            self.dead_lettered += 1;
             effects.push(Effect::DeadLetter {
                 reason,
                 message,
@@ -1232,6 +1246,7 @@ impl Dispatcher {
                 if entry.is_expired(now_ms) {
                     if let Some(e) = self.ready[p].remove(&arrival) {
                         self.took(&e);
+                        self.expired += 1;
                         effects.push(Effect::Expired {
                             seq: e.seq,
                             message: e.message,
@@ -1509,6 +1524,7 @@ impl Dispatcher {
                 if let Some((_, w, _)) = self.loading.remove(&e.seq) {
                     self.loading_bytes -= w as usize;
                 }
+                self.expired += 1;
                 effects.push(Effect::Expired {
                     seq: e.seq,
                     message: e.message,
@@ -1762,6 +1778,7 @@ mod tests {
             .filter(|e| matches!(e, Effect::DeadLetter { message, .. } if message.seq == 1))
             .collect();
         assert_eq!(dead.len(), 1);
+        assert_eq!(d.stats().dead_lettered, 1);
         assert_eq!(
             fx.iter()
                 .filter(|e| matches!(e, Effect::Deliveries { seq: 1, .. }))
@@ -1903,6 +1920,7 @@ mod tests {
         d.dispatch(100, &mut fx);
         assert_eq!(drain(&mut rx), vec![(2, 1)]);
         assert!(matches!(&fx[..], [Effect::Expired { seq: 1, .. }]));
+        assert_eq!(d.stats().expired, 1);
         // What is left in memory is the one in flight.
         assert_eq!(d.stats().memory_bytes, msg(2, 4).weight());
         d.ack(ConsumerId(1), &[2]);

@@ -37,6 +37,8 @@ mod security;
 mod ws;
 // The other heads' listeners (OpenWire) on ports of their own.
 mod listeners;
+// `/metrics`: conventions, the docs' reference, the Grafana dashboard.
+mod metrics;
 // The OpenWire head against our own codec: bad input, refusals, the auto port.
 mod openwire;
 

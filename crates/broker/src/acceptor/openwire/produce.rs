@@ -51,6 +51,7 @@ impl Session {
 
     /// A message from a producer.
     pub(super) async fn message(&mut self, m: ow::Message) -> Result<(), Fatal> {
+        let arrived = std::time::Instant::now();
         let (id, required) = (m.command_id, m.response_required);
         let windowed = m
             .producer_id
@@ -97,12 +98,14 @@ impl Session {
             }
             None => None,
         };
+        let timed = (required && new.persistent && tx.is_none()).then_some(arrived);
         let sent = self.conn()?.send(new, tx.as_deref(), false).await;
         match sent {
             Ok(sent) => {
                 let reply = Reply {
                     correlation: required.then_some(id),
                     producer_ack: windowed,
+                    timed,
                     ..Reply::default()
                 };
                 self.after(sent.bytes, reply, sent.work)
