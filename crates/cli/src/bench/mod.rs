@@ -23,6 +23,9 @@ use report::Report;
 
 /// Header holding the send time, in µs since the Unix epoch.
 const SENT_HEADER: &str = "bench-sent-us";
+/// Header naming each message uniquely within a run: `RUN-PRODUCER-SEQ`,
+/// so consumers can count a message delivered twice (after a failover).
+const ID_HEADER: &str = "bench-id";
 /// Header marking warm-up messages.
 const WARMUP_HEADER: &str = "bench-warmup";
 /// Header (a message property) that `--selectors N` sets to the message's
@@ -49,7 +52,8 @@ pub(crate) struct Args {
     url: String,
     /// Destination: a /queue/NAME (consumers compete) or a /topic/NAME
     /// (every consumer gets every message).
-    #[arg(long, short = 'd', default_value = "/queue/halyard.bench")]
+    /// ActiveMQ's queue://NAME and topic://NAME are accepted too.
+    #[arg(long, short = 'd', default_value = "/queue/halyard.bench", value_parser = crate::connect::destination)]
     destination: String,
     /// Producer connections (0: only consume, e.g. drain a filled queue).
     #[arg(long, default_value_t = 1)]
@@ -72,6 +76,13 @@ pub(crate) struct Args {
     persistent: bool,
     /// Ask for a receipt on every Nth message and wait for it before
     /// sending more; 1 makes every send synchronous, 0 asks for none.
+    /// Across a failover (a failover: URL) the client resends only what it
+    /// had asked a receipt for and not yet got: a send without a receipt
+    /// (the N-1 between receipts, or all with 0) is at-most-once and may
+    /// be lost when a broker dies; persistent sends with receipts are
+    /// at-least-once, and the broker drops the resent copies it had already
+    /// stored. The report counts duplicates and redeliveries the consumers
+    /// saw.
     #[arg(long, default_value_t = 0, value_name = "N")]
     receipt_every: u64,
     /// A header on every message sent, as NAME:VALUE; repeatable (e.g.
@@ -136,6 +147,9 @@ struct Plan {
     topic: bool,
     /// Shards of `--selectors`: consumer k selects `shard = 'k'`.
     selectors: Option<u32>,
+    /// This run's id (its start, µs since the epoch) in `bench-id`, so
+    /// messages left by another run are not taken for duplicates.
+    run_id: u64,
 }
 
 fn seconds(name: &str, v: f64, allow_zero: bool) -> anyhow::Result<Duration> {
@@ -212,6 +226,7 @@ impl Plan {
             drain_timeout: seconds("drain-timeout", a.drain_timeout, true)?,
             topic,
             selectors: a.selectors,
+            run_id: epoch_us(),
         })
     }
 }
@@ -231,6 +246,16 @@ struct RunCounters {
     expected: watch::Sender<Option<u64>>,
     /// Set once every expected delivery has arrived.
     all_received: watch::Sender<bool>,
+    /// Deliveries of a message (for a topic: to a subscriber) already
+    /// received: not counted in `received`.
+    duplicates: AtomicU64,
+    /// Deliveries flagged redelivered by the broker (e.g. unacknowledged
+    /// when a consumer's connection failed over).
+    redelivered: AtomicU64,
+    /// (subscriber for a topic else 0, producer, sequence) of each measured
+    /// message of this run received so far. Locked only for one insert,
+    /// never across an await.
+    seen: std::sync::Mutex<std::collections::HashSet<(u32, u32, u64)>>,
 }
 
 impl RunCounters {
@@ -253,7 +278,7 @@ fn epoch_us() -> u64 {
 }
 
 async fn connect(url: &str, what: &str) -> anyhow::Result<Client> {
-    Client::connect(url)
+    crate::connect::connect(url, Some(what))
         .await
         .with_context(|| format!("{what} could not connect"))
 }
@@ -286,6 +311,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         received: AtomicU64::new(0),
         expected,
         all_received,
+        duplicates: AtomicU64::new(0),
+        redelivered: AtomicU64::new(0),
+        seen: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
     let progress =
         (!args.json && !args.no_progress).then(|| report::Progress::start(&plan, counters.clone()));
@@ -296,7 +324,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let producer_tasks: Vec<_> = producers
         .into_iter()
-        .map(|client| tokio::spawn(producer::run(client, plan.clone(), counters.clone())))
+        .enumerate()
+        .map(|(i, client)| {
+            tokio::spawn(producer::run(
+                client,
+                i as u32,
+                plan.clone(),
+                counters.clone(),
+            ))
+        })
         .collect();
 
     let mut report = Report::new(&plan, started_wall);

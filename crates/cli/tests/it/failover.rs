@@ -255,6 +255,7 @@ impl EventLog {
                         broker: now,
                         after,
                         attempts,
+                        ..
                     },
                 ),
                 ..,
