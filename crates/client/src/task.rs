@@ -179,7 +179,11 @@ impl Engine {
                 break self.finish(error);
             }
             let lost_at = Instant::now();
-            tracing::warn!(broker = %broker, error = %error, "connection lost; failing over");
+            // Info, not warn: it is not an error yet (the client carries
+            // on), and the `Interrupted` event below tells the application,
+            // which may say so in its own words (the CLI prints one line
+            // per failover from the events).
+            tracing::info!(broker = %broker, error = %error, "connection lost; failing over");
             self.interrupted();
             self.emit(ConnectionEvent::Interrupted {
                 broker: broker.to_string(),

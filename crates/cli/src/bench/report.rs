@@ -216,6 +216,13 @@ impl fmt::Display for Report {
         if let Some(p) = &self.e2e_latency_us {
             writeln!(f, "  end-to-end  {p}")?;
         }
+        if self.consumers > 0 && self.producers > 0 && self.missing == 0 {
+            writeln!(
+                f,
+                "  nothing missing: all {} expected deliveries arrived",
+                self.expected
+            )?;
+        }
         if self.missing > 0 || self.extra > 0 {
             writeln!(
                 f,

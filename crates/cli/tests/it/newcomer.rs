@@ -29,12 +29,23 @@ fn a_bare_destination_name_gets_a_hint() {
 async fn activemq_destination_spellings_are_accepted() {
     let b = BrokerProcess::start("").await;
     let url = b.url();
-    let (code, _, err) = run_cli(&["send", "--url", &url, "-d", "queue://orders", "one"], None);
+    let (code, _, err) = run_cli(
+        &["send", "--url", &url, "-d", "queue://orders", "one"],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     // The same queue under STOMP's name.
     let (code, out, err) = run_cli(
         &[
-            "receive", "--url", &url, "-d", "/queue/orders", "-n", "1", "--timeout", "10",
+            "receive",
+            "--url",
+            &url,
+            "-d",
+            "/queue/orders",
+            "-n",
+            "1",
+            "--timeout",
+            "10",
         ],
         None,
     );
@@ -128,7 +139,9 @@ async fn a_refused_connection_on_a_slave_suggests_halyard_status() {
     assert_eq!(err.lines().count(), 1, "one error line: {err}");
     // A failover client that gives up prints its error once, with no WARN
     // line before it.
-    let url = format!("failover:({url})?maxReconnectAttempts=1&startupMaxReconnectAttempts=1&initialReconnectDelay=10");
+    let url = format!(
+        "failover:({url})?maxReconnectAttempts=1&startupMaxReconnectAttempts=1&initialReconnectDelay=10"
+    );
     let (code, _, err) = run_cli(&["send", "--url", &url, "-d", "/queue/s", "x"], None);
     assert_eq!(code, 1);
     assert!(!err.contains("WARN"), "{err}");
@@ -197,10 +210,13 @@ async fn bench_across_a_kill_9_prints_the_failover_and_loses_nothing() {
     // One producer and one consumer: one line each.
     assert_eq!(resumed.len(), 2, "{stderr}");
     for l in &resumed {
+        assert!(l.contains(&format!("lost {}", c.nodes[a].url())), "{l}");
         assert!(l.contains(&c.nodes[b].url()), "{l}");
         assert!(l.contains("replayed"), "{l}");
     }
     assert!(stderr.contains("producer 0: "), "{stderr}");
+    // The failover is told once per connection, not also in WARN lines.
+    assert!(!stderr.contains("WARN"), "{stderr}");
     assert!(stderr.contains("consumer 0: "), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["missing"], 0, "{report}");
