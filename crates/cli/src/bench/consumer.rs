@@ -117,7 +117,7 @@ impl Consumer {
                 && !counters
                     .seen
                     .lock()
-                    .map(|mut seen| seen.insert((subscriber, key.0, key.1)))
+                    .map(|mut seen| seen.insert(subscriber, key.0, key.1))
                     .unwrap_or(true)
             {
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);

@@ -252,10 +252,38 @@ struct RunCounters {
     /// Deliveries flagged redelivered by the broker (e.g. unacknowledged
     /// when a consumer's connection failed over).
     redelivered: AtomicU64,
-    /// (subscriber for a topic else 0, producer, sequence) of each measured
-    /// message of this run received so far. Locked only for one insert,
-    /// never across an await.
-    seen: std::sync::Mutex<std::collections::HashSet<(u32, u32, u64)>>,
+    /// Which messages of this run were received so far. Locked only for
+    /// one insert, never across an await.
+    seen: std::sync::Mutex<Seen>,
+}
+
+/// Messages per producer whose duplicates are counted (2^30: a 128 MiB
+/// bitmap at most).
+const MAX_TRACKED_SEQ: u64 = 1 << 30;
+
+/// A bit per message sequence number, per (subscriber for a topic else 0,
+/// producer): a long run at full speed costs an eighth of a byte per
+/// message, where a set of ids would cost tens of bytes.
+#[derive(Default)]
+struct Seen(std::collections::HashMap<(u32, u32), Vec<u64>>);
+
+impl Seen {
+    /// Records a delivery; false if it had been received before. A
+    /// sequence number beyond any real run's (a forged `bench-id`) is not
+    /// tracked, so it cannot make the map huge.
+    fn insert(&mut self, subscriber: u32, producer: u32, seq: u64) -> bool {
+        if seq >= MAX_TRACKED_SEQ {
+            return true;
+        }
+        let bits = self.0.entry((subscriber, producer)).or_default();
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        let fresh = bits[word] & (1 << bit) == 0;
+        bits[word] |= 1 << bit;
+        fresh
+    }
 }
 
 impl RunCounters {
@@ -313,7 +341,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         all_received,
         duplicates: AtomicU64::new(0),
         redelivered: AtomicU64::new(0),
-        seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+        seen: std::sync::Mutex::new(Seen::default()),
     });
     let progress =
         (!args.json && !args.no_progress).then(|| report::Progress::start(&plan, counters.clone()));
@@ -373,4 +401,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         bail!("{} message(s) missing", report.missing);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seen;
+
+    #[test]
+    fn seen_tells_a_repeat_from_a_first_delivery() {
+        let mut s = Seen::default();
+        assert!(s.insert(0, 0, 1));
+        assert!(s.insert(0, 1, 1));
+        assert!(s.insert(1, 0, 1));
+        assert!(!s.insert(0, 0, 1));
+        assert!(s.insert(0, 0, 1000));
+        assert!(!s.insert(0, 0, 1000));
+        assert!(s.insert(0, 0, 63) && s.insert(0, 0, 64));
+        assert!(s.insert(0, 0, u64::MAX) && s.insert(0, 0, u64::MAX));
+    }
 }
