@@ -144,6 +144,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                             t
                         );
                     }
+                    if received == 0 {
+                        // Exit 0 all the same (use --require to fail), but
+                        // an empty output should not leave a person
+                        // wondering whether anything was listening.
+                        eprintln!(
+                            "halyard: no message arrived on {} within {:?}",
+                            args.target.destination, t
+                        );
+                    }
                     break;
                 }
             },

@@ -119,6 +119,24 @@ async fn receive_require_fails_with_its_own_exit_code() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "c\0");
+    // Nothing, without --require: exit 0, but said on standard error.
+    let (code, out, err) = run_cli(
+        &[
+            "receive",
+            "--url",
+            &url,
+            "-d",
+            "/queue/r",
+            "--timeout",
+            "0.2",
+        ],
+        None,
+    );
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(
+        err.contains("no message arrived on /queue/r within"),
+        "{err}"
+    );
     // --require without --timeout would wait for ever: a usage error.
     let (code, _, err) = run_cli(&["receive", "-d", "/queue/r", "--require", "1"], None);
     assert_eq!(code, 2, "{err}");
