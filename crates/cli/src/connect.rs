@@ -111,53 +111,9 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// An admin `--http` address as people write it: `host:port`, or a URL
-/// copied from a browser (`http://host:port`, with or without a trailing
-/// `/`), which becomes `host:port`. `https://` is refused with a pointer,
-/// since a plain-HTTP client cannot talk to it.
-///
-/// Only `halyard status` takes `--http` today, and the operator-CLI work
-/// is rewriting it: this is the shared parser for it to use
-/// (`value_parser = crate::connect::http_addr`), hence unused here yet.
-#[allow(dead_code)]
-pub(crate) fn http_addr(s: &str) -> anyhow::Result<String> {
-    let rest = if let Some(r) = strip_prefix_ignore_case(s, "http://") {
-        r
-    } else if strip_prefix_ignore_case(s, "https://").is_some() {
-        bail!(
-            "'{s}': an https:// admin address needs TLS, which this command does not speak here; give host:port of a plain-HTTP admin listener"
-        );
-    } else {
-        s
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') {
-        bail!("'{s}': give the admin listener's host:port, without a path");
-    }
-    if rest
-        .rsplit_once(':')
-        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-    {
-        bail!("'{s}': expected host:port (e.g. 127.0.0.1:8161) or http://host:port");
-    }
-    Ok(rest.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{destination, http_addr};
-
-    #[test]
-    fn http_addresses_may_be_urls() {
-        assert_eq!(http_addr("127.0.0.1:8161").unwrap(), "127.0.0.1:8161");
-        assert_eq!(http_addr("http://host:8161").unwrap(), "host:8161");
-        assert_eq!(http_addr("HTTP://host:8161/").unwrap(), "host:8161");
-        assert_eq!(http_addr("http://[::1]:8161").unwrap(), "[::1]:8161");
-        assert!(http_addr("https://host:8161").is_err());
-        assert!(http_addr("http://host:8161/api/status").is_err());
-        assert!(http_addr("host").is_err());
-        assert!(http_addr(":8161").is_err());
-    }
+    use super::destination;
 
     #[test]
     fn activemq_spellings_become_stomp_ones() {
