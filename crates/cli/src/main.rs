@@ -3,6 +3,7 @@
 mod admin_client;
 mod bench;
 mod broker;
+mod connect;
 mod docs;
 mod ops;
 mod passwd;
@@ -66,8 +67,9 @@ struct Target {
     /// ssl://host:61612?trustCa=ca.pem (see docs/TLS.md).
     #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
     url: String,
-    /// Destination, e.g. /queue/orders or /topic/prices.
-    #[arg(long, short = 'd')]
+    /// Destination, e.g. /queue/orders or /topic/prices (ActiveMQ's
+    /// queue://orders and topic://prices are accepted too).
+    #[arg(long, short = 'd', value_parser = connect::destination)]
     destination: String,
 }
 
@@ -110,7 +112,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("halyard: error: {}", report(&e));
-            ExitCode::from(admin_client::exit_code(&e))
+            let code = match e.downcast_ref::<receive::TooFew>() {
+                Some(t) => t.exit_code(),
+                None => admin_client::exit_code(&e),
+            };
+            ExitCode::from(code)
         }
     }
 }

@@ -179,7 +179,11 @@ impl Engine {
                 break self.finish(error);
             }
             let lost_at = Instant::now();
-            tracing::warn!(broker = %broker, error = %error, "connection lost; failing over");
+            // Info, not warn: it is not an error yet (the client carries
+            // on), and the `Interrupted` event below tells the application,
+            // which may say so in its own words (the CLI prints one line
+            // per failover from the events).
+            tracing::info!(broker = %broker, error = %error, "connection lost; failing over");
             self.interrupted();
             self.emit(ConnectionEvent::Interrupted {
                 broker: broker.to_string(),
@@ -198,15 +202,20 @@ impl Engine {
                     tracing::info!(broker = %conn.endpoint, attempts,
                         after_ms = lost_at.elapsed().as_millis() as u64, "failover complete");
                     self.connected(&conn);
-                    if let Err(e) = self.restore(&mut conn).await {
-                        // Lost again at once: go round the loop.
-                        tracing::warn!(error = %e, "connection lost while restoring state");
-                        continue;
-                    }
+                    let (replayed, resubscribed) = match self.restore(&mut conn).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // Lost again at once: go round the loop.
+                            tracing::warn!(error = %e, "connection lost while restoring state");
+                            continue;
+                        }
+                    };
                     self.emit(ConnectionEvent::Resumed {
                         broker: conn.endpoint.to_string(),
                         after: lost_at.elapsed(),
                         attempts,
+                        replayed,
+                        resubscribed,
                     });
                 }
                 Err(e) => break self.finish(e),
@@ -507,11 +516,13 @@ impl Engine {
         }
         drop(old);
         self.connected(conn);
-        self.restore(conn).await?;
+        let (replayed, resubscribed) = self.restore(conn).await?;
         self.emit(ConnectionEvent::Resumed {
             broker: conn.endpoint.to_string(),
             after: Duration::ZERO,
             attempts: 1,
+            replayed,
+            resubscribed,
         });
         Ok(())
     }
@@ -770,9 +781,13 @@ impl Engine {
     }
     /// Brings a new connection up to the client's state: subscriptions,
     /// unconfirmed SENDs (in order), then what waited for the connection.
-    async fn restore(&mut self, conn: &mut Conn) -> Result<(), ClientError> {
+    /// Returns how many SENDs were replayed and subscriptions made again,
+    /// for the `Resumed` event.
+    async fn restore(&mut self, conn: &mut Conn) -> Result<(u64, u64), ClientError> {
         let mut frames = Vec::new();
         let ids: Vec<String> = self.subs.keys().cloned().collect();
+        let resubscribed = ids.len() as u64;
+        let mut replayed = 0u64;
         for id in ids {
             let mut f = self.subs[&id].frame.clone();
             if let Some(waiter) = self.sub_waiters.remove(&id) {
@@ -802,19 +817,24 @@ impl Engine {
         for p in self.pending.values() {
             if let Kind::Send(Some(f)) = &p.kind {
                 frames.push(f.clone());
+                replayed += 1;
             }
         }
         let waiting: Vec<(Cmd, Instant)> = self.waiting.drain(..).collect();
         for (cmd, _) in waiting {
             frames.extend(self.prepare(cmd));
         }
-        conn.write_all(frames).await
+        conn.write_all(frames).await?;
+        Ok((replayed, resubscribed))
     }
 
     /// The client is done: everyone waiting learns why.
     fn finish(&mut self, error: ClientError) {
         if !matches!(error, ClientError::Closed) {
-            tracing::warn!(error = %error, "client connection closed");
+            // Debug, not warn: the same error reaches the application
+            // through every request that fails with it, and a tool that
+            // prints it would otherwise show it twice.
+            tracing::debug!(error = %error, "client connection closed");
             self.emit(ConnectionEvent::Failed {
                 reason: error.to_string(),
             });

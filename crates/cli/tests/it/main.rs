@@ -54,6 +54,8 @@ mod ha;
 mod ha_postgres;
 mod hostile;
 mod large;
+// What a newcomer trips over: the failover line, errors, spellings.
+mod newcomer;
 // The operator's CLI over the admin API (dstat, status of a pair, ...).
 mod operator;
 mod semantics_takeover;
