@@ -516,6 +516,7 @@ mod tests {
             kind: "queue",
             name: d.trim_start_matches("/queue/").to_owned(),
             depth: ready,
+            producers: 0,
             oldest_age_ms: None,
             dispatch: DispatchStats {
                 ready,
