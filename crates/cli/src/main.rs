@@ -1,5 +1,24 @@
 //! The `halyard` command: run a broker, send and receive messages.
 
+/// Prints a command's output to stdout like `print!`, except that a closed
+/// pipe (`halyard dstat | head -1`) ends the output quietly instead of
+/// panicking, as Unix tools do. Other write errors are reported once.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod admin_client;
 mod bench;
 mod broker;
@@ -148,4 +167,19 @@ fn init_logging(default: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Writes to stdout for [`out!`]: a reader that went away is not an error
+/// worth a panic or a message; anything else is said once on stderr.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+        && !FAILED.swap(true, Ordering::Relaxed)
+    {
+        eprintln!("halyard: error: cannot write the output: {e}");
+    }
 }

@@ -130,9 +130,9 @@ pub(crate) async fn dstat(a: DstatArgs) -> anyhow::Result<()> {
     let Some(secs) = a.watch else {
         let all = destinations(&client, &a).await?;
         if a.json {
-            println!("{}", Value::Array(all));
+            outln!("{}", Value::Array(all));
         } else {
-            print!("{}", dstat_table(&all, None));
+            out!("{}", dstat_table(&all, None));
         }
         return Ok(());
     };
@@ -157,14 +157,14 @@ pub(crate) async fn dstat(a: DstatArgs) -> anyhow::Result<()> {
         at = Instant::now();
         let rated = with_rates(&before, &now, elapsed);
         if a.json {
-            println!("{}", Value::Array(rated));
+            outln!("{}", Value::Array(rated));
         } else {
             if tty {
                 // Clear the screen and go home, like watch(1).
-                print!("\x1b[2J\x1b[H");
+                out!("\x1b[2J\x1b[H");
             }
-            print!("{}", dstat_table(&rated, Some(elapsed)));
-            println!();
+            out!("{}", dstat_table(&rated, Some(elapsed)));
+            outln!();
         }
         std::io::stdout().flush().ok();
         before = now;
@@ -356,7 +356,7 @@ pub(crate) async fn browse(a: BrowseArgs) -> anyhow::Result<()> {
         ))
         .await?;
     if a.json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let empty = Vec::new();
@@ -478,9 +478,9 @@ pub(crate) async fn purge(a: PurgeArgs) -> anyhow::Result<()> {
         .post_json(&format!("{}/purge", dest.api_path()), &json!({}))
         .await?;
     if a.json {
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("purged {} message(s) from {}", v["purged"], dest.stomp());
+        outln!("purged {} message(s) from {}", v["purged"], dest.stomp());
     }
     Ok(())
 }
@@ -533,16 +533,16 @@ pub(crate) async fn move_messages(a: MoveArgs) -> anyhow::Result<()> {
         .post_json(&format!("{}/move", from.api_path()), &body)
         .await?;
     if a.json {
-        println!("{v}");
+        outln!("{v}");
     } else if a.copy {
-        println!(
+        outln!(
             "copied {} message(s) from {} to {}",
             v["copied"],
             from.stomp(),
             to.stomp()
         );
     } else {
-        println!(
+        outln!(
             "moved {} message(s) from {} to {}",
             v["moved"],
             from.stomp(),
@@ -602,9 +602,9 @@ pub(crate) async fn dlq(a: DlqArgs) -> anyhow::Result<()> {
         .post_json(&format!("{}/retry", dlq.api_path()), &body)
         .await?;
     if a.json {
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "retried {} message(s) from {} ({} skipped)",
             v["retried"],
             dlq.stomp(),
@@ -662,22 +662,22 @@ pub(crate) async fn connections(a: ConnectionsArgs) -> anyhow::Result<()> {
                 .delete_json(&format!("/api/connections/{}", encode(&a.id)))
                 .await?;
             if a.json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!("closed connection {}", a.id);
+                outln!("closed connection {}", a.id);
             }
         }
         ConnCmd::List(a) => {
             let client = AdminClient::from_conn(&a.conn)?;
             let v = client.get_json("/api/connections").await?;
             if a.json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(());
             }
             let empty = Vec::new();
             let all = v.as_array().unwrap_or(&empty);
             if all.is_empty() {
-                println!("no connections");
+                outln!("no connections");
                 return Ok(());
             }
             let s = |v: &Value| match v {
@@ -716,7 +716,7 @@ pub(crate) async fn connections(a: ConnectionsArgs) -> anyhow::Result<()> {
                     ]
                 })
                 .collect::<Vec<_>>();
-            print!(
+            out!(
                 "{}",
                 text_table(
                     &[

@@ -53,11 +53,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let addr = args.http.first().map_or("127.0.0.1:8161", String::as_str);
     let v = fetch(addr, &args.login).await?;
     if args.json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let role = v["role"].as_str().unwrap_or("?");
-    println!(
+    outln!(
         "broker '{}' (halyard {}): {role}, epoch {}, since {}",
         v["name"].as_str().unwrap_or("?"),
         v["version"].as_str().unwrap_or("?"),
@@ -65,7 +65,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ago(v["since_ms"].as_u64().unwrap_or(0)),
     );
     match role {
-        "master" => println!(
+        "master" => outln!(
             "  serving STOMP on {}; {} connection(s), {} destination(s)",
             v["stomp"].as_str().unwrap_or("?"),
             v["connections"],
@@ -74,7 +74,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "slave" => {
             let o = &v["lock_owner"];
             if o.is_object() {
-                println!(
+                outln!(
                     "  waiting for the lock, held by broker '{}' on {} (pid {}, epoch {})",
                     o["name"].as_str().unwrap_or("?"),
                     o["host"].as_str().unwrap_or("?"),
@@ -82,17 +82,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     o["epoch"]
                 );
             } else {
-                println!("  waiting for the lock");
+                outln!("  waiting for the lock");
             }
         }
         _ => {}
     }
     match v["database"].as_str() {
-        Some(db) => println!(
+        Some(db) => outln!(
             "  store {}, database {db}",
             v["store"].as_str().unwrap_or("?")
         ),
-        None => println!(
+        None => outln!(
             "  data dir {}; store {}",
             v["data_dir"].as_str().unwrap_or("?"),
             v["store"].as_str().unwrap_or("?")
@@ -100,7 +100,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let t = &v["takeover"];
     if t.is_object() {
-        println!(
+        outln!(
             "  last takeover {}: waited {} ms for the lock; lock to serving {} ms (recovery {} ms)",
             ago(t["at_ms"].as_u64().unwrap_or(0)),
             t["waited_ms"],
@@ -109,7 +109,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(r) = v["reason"].as_str() {
-        println!("  {r}");
+        outln!("  {r}");
     }
     Ok(())
 }
@@ -132,11 +132,11 @@ async fn group(args: &Args) -> anyhow::Result<()> {
                 Err(e) => json!({"address": a, "status": null, "error": e.to_string()}),
             })
             .collect();
-        println!("{}", Value::Array(all));
+        outln!("{}", Value::Array(all));
     } else {
         let width = args.http.iter().map(String::len).max().unwrap_or(0);
         for (a, r) in &answers {
-            println!("{a:<width$}  {}", line(r));
+            outln!("{a:<width$}  {}", line(r));
         }
     }
     match masters.as_slice() {

@@ -384,3 +384,31 @@ async fn connections_are_listed_and_closed() {
     let (code, _, err) = cli(&b, &["connections", "close", &id]);
     assert_eq!(code, 4, "{err}");
 }
+
+/// `halyard dstat | head -1`: the reader goes away after one line and the
+/// command ends quietly (no panic on the broken pipe).
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let b = BrokerProcess::start("").await;
+    // More rows than a pipe holds (64 KiB), so writes go on after `head`
+    // has gone.
+    let mut c = Stomp::connect(b.stomp).await;
+    for i in 0..1500 {
+        c.send_msg(&format!("/queue/pipe.{i:04}"), "m", &[]).await;
+    }
+    c.disconnect().await;
+    let script = format!(
+        "{} dstat --http {} 2>err.txt | head -1; cat err.txt",
+        crate::support::halyard_bin(),
+        b.http
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(b.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
