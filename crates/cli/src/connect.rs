@@ -51,21 +51,31 @@ pub(crate) fn report_failovers(client: &Client, who: Option<&str>) {
     tokio::spawn(async move {
         // The broker left and why, from the `Interrupted` that comes first.
         let mut lost = String::new();
+        let mut resumed = String::new();
         while let Some(e) = events.next().await {
+            if let ConnectionEvent::Interrupted { .. } = &e
+                && !resumed.is_empty()
+            {
+                say(&prefix, &resumed, None);
+                resumed.clear();
+            }
             match &e {
                 ConnectionEvent::Interrupted { broker, reason } => {
                     lost = format!("lost {broker} ({reason}); ");
                 }
-                ConnectionEvent::Resumed { .. } => {
-                    // Clears the line first: a progress bar (bench) may be
-                    // on it.
-                    let clear = if std::io::stderr().is_terminal() {
-                        "\r\x1b[2K"
-                    } else {
-                        ""
-                    };
-                    eprintln!("{clear}{prefix}{lost}{e}");
+                // One line per failover: held back while replayed sends
+                // are confirmed, so it can say how many were duplicates.
+                ConnectionEvent::Resumed { replayed, .. } => {
+                    resumed = format!("{lost}{e}");
                     lost.clear();
+                    if *replayed == 0 {
+                        say(&prefix, &resumed, None);
+                        resumed.clear();
+                    }
+                }
+                ConnectionEvent::ReplayConfirmed { duplicates, .. } if !resumed.is_empty() => {
+                    say(&prefix, &resumed, Some(*duplicates));
+                    resumed.clear();
                 }
                 // Not printed: the same error ends the command and is
                 // printed once, there.
@@ -73,6 +83,21 @@ pub(crate) fn report_failovers(client: &Client, who: Option<&str>) {
             }
         }
     });
+}
+
+/// Prints a failover's line, clearing a progress bar (bench) off it first.
+fn say(prefix: &str, resumed: &str, duplicates: Option<u64>) {
+    let clear = if std::io::stderr().is_terminal() {
+        "\r\x1b[2K"
+    } else {
+        ""
+    };
+    match duplicates {
+        Some(d) => eprintln!(
+            "{clear}{prefix}{resumed}; {d} duplicate(s) suppressed (already stored before the failover)"
+        ),
+        None => eprintln!("{clear}{prefix}{resumed}"),
+    }
 }
 
 /// Turns the destination spellings people bring with them into STOMP's:

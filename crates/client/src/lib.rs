@@ -199,6 +199,18 @@ pub enum ConnectionEvent {
         /// Subscriptions made again on the new connection.
         resubscribed: u64,
     },
+    /// The new broker has confirmed every send replayed after a failover
+    /// (after `Resumed`, when there were any).
+    ReplayConfirmed {
+        /// Sends replayed.
+        replayed: u64,
+        /// Of those, how many the broker dropped as duplicates: it had
+        /// stored them before the failover (their duplicate-detection id),
+        /// so they were resent for nothing and nothing is doubled. Told by
+        /// Halyard on its receipts (`duplicates-dropped`); 0 from a broker
+        /// that does not say.
+        duplicates: u64,
+    },
     /// The client gave up (`maxReconnectAttempts`) or the connection ended
     /// for good; requests fail with the reason from now on.
     Failed {
@@ -224,9 +236,16 @@ impl std::fmt::Display for ConnectionEvent {
             } => write!(
                 f,
                 "failover complete: resumed on {broker} after {:.1} s ({attempts} pass(es) over the broker list); \
-                 replayed {replayed} unconfirmed send(s), resubscribed {resubscribed} subscription(s); \
-                 the broker drops replayed persistent sends it had already stored (duplicate-detection id)",
+                 replayed {replayed} unconfirmed send(s), resubscribed {resubscribed} subscription(s)",
                 after.as_secs_f64()
+            ),
+            ConnectionEvent::ReplayConfirmed {
+                replayed,
+                duplicates,
+            } => write!(
+                f,
+                "{replayed} replayed send(s) confirmed; {duplicates} duplicate(s) suppressed \
+                 (stored before the failover, dropped by the broker's duplicate detection)"
             ),
             ConnectionEvent::Failed { reason } => write!(f, "failover gave up: {reason}"),
         }

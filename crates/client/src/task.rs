@@ -79,6 +79,18 @@ pub(crate) struct Engine {
     /// Warm standby connections (`backup=true`).
     backups: Vec<Backup>,
     rng: u64,
+    /// Sends replayed after the last failover whose receipts are awaited,
+    /// for the `ReplayConfirmed` event.
+    replay: Option<Replay>,
+}
+
+/// The replays of one failover, until the new broker has confirmed them.
+struct Replay {
+    replayed: u64,
+    awaiting: HashSet<String>,
+    /// The broker's count of this connection's SENDs it dropped as
+    /// duplicates (`duplicates-dropped` on its receipts).
+    duplicates: u64,
 }
 
 /// What a background connection attempt is for.
@@ -132,6 +144,7 @@ impl Engine {
             disconnecting: false,
             backups: Vec::new(),
             rng: seed,
+            replay: None,
         }
     }
 
@@ -554,6 +567,7 @@ impl Engine {
             }
             Command::Receipt => {
                 let id = f.headers.get("receipt-id").unwrap_or_default();
+                self.replay_confirmed(id, &f);
                 if let Some(order) = self.by_receipt.remove(id)
                     && let Some(p) = self.pending.remove(&order)
                 {
@@ -584,8 +598,35 @@ impl Engine {
         }
     }
 
+    /// A receipt came: if it confirms the last of a failover's replays,
+    /// says how many the broker had stored already.
+    fn replay_confirmed(&mut self, id: &str, receipt: &Frame) {
+        let Some(r) = &mut self.replay else { return };
+        if !r.awaiting.remove(id) {
+            return;
+        }
+        if let Some(n) = receipt
+            .headers
+            .get("duplicates-dropped")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            r.duplicates = r.duplicates.max(n);
+        }
+        if r.awaiting.is_empty() {
+            let (replayed, duplicates) = (r.replayed, r.duplicates);
+            self.replay = None;
+            self.emit(ConnectionEvent::ReplayConfirmed {
+                replayed,
+                duplicates,
+            });
+        }
+    }
+
     /// The connection is gone: decide the fate of everything in flight.
     fn interrupted(&mut self) {
+        // Replays not all confirmed: they are replayed again, and counted
+        // for the next connection.
+        self.replay = None;
         // Messages delivered on the old connection can no longer be
         // acknowledged; the broker redelivers them.
         self.state.generation.fetch_add(1, Ordering::Relaxed);
@@ -814,12 +855,21 @@ impl Engine {
         for (_, w) in self.sub_waiters.drain() {
             let _ = w.send(Ok(()));
         }
+        let mut awaiting = HashSet::new();
         for p in self.pending.values() {
             if let Kind::Send(Some(f)) = &p.kind {
+                if let Some(r) = f.headers.get("receipt") {
+                    awaiting.insert(r.to_owned());
+                }
                 frames.push(f.clone());
                 replayed += 1;
             }
         }
+        self.replay = (!awaiting.is_empty()).then_some(Replay {
+            replayed,
+            awaiting,
+            duplicates: 0,
+        });
         let waiting: Vec<(Cmd, Instant)> = self.waiting.drain(..).collect();
         for (cmd, _) in waiting {
             frames.extend(self.prepare(cmd));

@@ -105,6 +105,10 @@ pub(crate) struct Connection {
     /// Its place in the directory of connections (none for the broker's
     /// own connections).
     _listing: Option<super::directory::Listing>,
+    /// SENDs of this connection dropped as duplicates (a failover client's
+    /// replays of what it had stored already), told to the client on its
+    /// receipts so it can say how many it resent for nothing.
+    pub(super) duplicates_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Connection {
@@ -133,6 +137,7 @@ impl Connection {
         });
         Connection {
             _listing: listing,
+            duplicates_dropped: Arc::default(),
             _user_slot: user_slot,
             // The broker's own sends (the scheduler's firings) are not
             // held back: their senders were, when they sent.
@@ -160,6 +165,12 @@ impl Connection {
     /// not copied: heads need it for every frame naming a destination).
     pub(crate) fn temp_scope(&self) -> Arc<str> {
         self.temp_scope.clone()
+    }
+
+    /// How many of its SENDs were dropped as duplicates so far.
+    pub(crate) fn duplicates_dropped(&self) -> u64 {
+        self.duplicates_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn client_id(&self) -> Option<&str> {

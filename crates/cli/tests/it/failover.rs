@@ -1365,3 +1365,36 @@ async fn a_message_delivered_just_before_the_master_dies_comes_back_flagged_rede
         again.headers
     );
 }
+
+/// A SEND the broker drops as a duplicate (a failover client's replay of
+/// what it had stored) is still receipted, and the receipt says how many of
+/// the connection's SENDs were dropped so: the client counts the
+/// duplicates it suppressed from it.
+#[tokio::test]
+async fn a_receipt_tells_how_many_sends_were_dropped_as_duplicates() {
+    let b = TestBroker::start("").await;
+    let mut c = Stomp::connect(b.stomp).await;
+    let send = |r: &str| {
+        Frame::new(Command::Send)
+            .header("destination", "/queue/replayed")
+            .header("persistent", "true")
+            .header("_AMQ_DUPL_ID", "producer-7:1")
+            .header("receipt", r)
+            .body(b"once".to_vec())
+    };
+    c.send(send("r1")).await;
+    let first = c.recv().await;
+    assert_eq!(first.command, Command::Receipt, "{first:?}");
+    assert_eq!(first.headers.get("duplicates-dropped"), None, "{first:?}");
+    c.send(send("r2")).await;
+    let second = c.recv().await;
+    assert_eq!(second.headers.get("receipt-id"), Some("r2"));
+    assert_eq!(
+        second.headers.get("duplicates-dropped"),
+        Some("1"),
+        "{second:?}"
+    );
+    c.subscribe("s", "/queue/replayed", "auto", &[]).await;
+    assert_eq!(body(&c.recv_message().await), "once");
+    c.expect_silence(Duration::from_millis(200)).await;
+}

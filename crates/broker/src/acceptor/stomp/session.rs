@@ -198,7 +198,8 @@ async fn serve_as(
         outbound::error(&mut session.out, session.version, e);
     }
     if let Some(r) = session.disconnect_receipt.take() {
-        outbound::receipt(&mut session.out, session.version, &r);
+        let dups = session.conn.as_ref().map_or(0, |c| c.duplicates_dropped());
+        outbound::receipt(&mut session.out, session.version, &r, dups);
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), session.write_out()).await;
     let _ = session.writer.shutdown().await;
@@ -399,7 +400,8 @@ impl Session {
             return Ok(Flow::Close);
         }
         if let Some(r) = reply.receipt {
-            outbound::receipt(&mut self.out, self.version, &r);
+            let dups = self.conn.as_ref().map_or(0, |c| c.duplicates_dropped());
+            outbound::receipt(&mut self.out, self.version, &r, dups);
             if let Some(arrived) = reply.timed {
                 self.service
                     .core
