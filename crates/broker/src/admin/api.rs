@@ -111,6 +111,32 @@ fn operator_error(e: OperatorError) -> Response {
     error(status, e.to_string())
 }
 
+/// The master and the destination a path's `{kind}/{name}` names: the
+/// extractor of every destination endpoint (a slave's 503 and a bad name's
+/// 400 come from here).
+struct At {
+    m: Arc<Master>,
+    dest: Destination,
+}
+
+impl axum::extract::FromRequestParts<Arc<Node>> for At {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        node: &Arc<Node>,
+    ) -> Result<At, Response> {
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, node)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let param = |k: &str| params.get(k).map_or("", String::as_str);
+        let m = master(node).map_err(IntoResponse::into_response)?;
+        let dest = named(param("kind"), param("name")).map_err(IntoResponse::into_response)?;
+        Ok(At { m, dest })
+    }
+}
+
 /// The destination a path's `{kind}/{name}` names.
 fn named(kind: &str, name: &str) -> Result<Destination, Refusal> {
     let kind = match kind {
@@ -167,14 +193,7 @@ async fn destinations(State(node): State<Arc<Node>>, Query(q): Query<ListQuery>)
 }
 
 /// `GET /api/destinations/{kind}/{name}`.
-async fn destination(
-    State(node): State<Arc<Node>>,
-    Path((kind, name)): Path<(String, String)>,
-) -> Response {
-    let (m, dest) = match (master(&node), named(&kind, &name)) {
-        (Ok(m), Ok(d)) => (m, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
+async fn destination(At { m, dest }: At) -> Response {
     let Some(h) = m.service.core.existing_destination(&dest) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -289,15 +308,7 @@ fn view(b: &Browsed, body_limit: usize) -> MessageView {
 
 /// `GET /api/destinations/queue/{name}/messages`: a page of a queue's
 /// messages, taking none.
-async fn browse(
-    State(node): State<Arc<Node>>,
-    Path((kind, name)): Path<(String, String)>,
-    Query(q): Query<BrowseQuery>,
-) -> Response {
-    let (m, dest) = match (master(&node), named(&kind, &name)) {
-        (Ok(m), Ok(d)) => (m, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
+async fn browse(At { m, dest }: At, Query(q): Query<BrowseQuery>) -> Response {
     let body_limit = match q.body.as_deref() {
         None => DEFAULT_BODY_BYTES,
         Some("all") => usize::MAX,
@@ -328,14 +339,7 @@ async fn browse(
 }
 
 /// `GET /api/destinations/queue/{name}/messages/{id}`: one message, whole.
-async fn message(
-    State(node): State<Arc<Node>>,
-    Path((kind, name, id)): Path<(String, String, String)>,
-) -> Response {
-    let (m, dest) = match (master(&node), named(&kind, &name)) {
-        (Ok(m), Ok(d)) => (m, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
+async fn message(At { m, dest }: At, Path((_, _, id)): Path<(String, String, String)>) -> Response {
     let mut found = None;
     let r = m
         .service
@@ -361,15 +365,7 @@ async fn message(
 }
 
 /// `POST /api/destinations/queue/{name}/purge`.
-async fn purge(
-    State(node): State<Arc<Node>>,
-    Extension(Operator(who)): Extension<Operator>,
-    Path((kind, name)): Path<(String, String)>,
-) -> Response {
-    let (m, dest) = match (master(&node), named(&kind, &name)) {
-        (Ok(m), Ok(d)) => (m, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
+async fn purge(Extension(Operator(who)): Extension<Operator>, At { m, dest }: At) -> Response {
     match m.service.purge_queue(&dest).await {
         Ok(n) => {
             tracing::info!(operator = %who, destination = %dest, purged = n, "queue purged");
@@ -424,9 +420,8 @@ fn spelled(s: &str) -> Result<Destination, Refusal> {
 
 /// `POST /api/destinations/queue/{name}/move`.
 async fn move_messages(
-    State(node): State<Arc<Node>>,
     Extension(Operator(who)): Extension<Operator>,
-    Path((kind, name)): Path<(String, String)>,
+    at: At,
     body: axum::body::Bytes,
 ) -> Response {
     let body = match move_body(&body) {
@@ -440,15 +435,14 @@ async fn move_messages(
         Ok(d) => Target::To(d),
         Err(r) => return r.into_response(),
     };
-    relocate(node, who, (kind, name), body, target).await
+    relocate(at, who, body, target).await
 }
 
 /// `POST /api/destinations/queue/{name}/retry`: dead letters back to
 /// where they came from.
 async fn retry(
-    State(node): State<Arc<Node>>,
     Extension(Operator(who)): Extension<Operator>,
-    Path((kind, name)): Path<(String, String)>,
+    at: At,
     body: axum::body::Bytes,
 ) -> Response {
     let body = match move_body(&body) {
@@ -461,20 +455,10 @@ async fn retry(
             "a retry sends each message back to its original destination: no 'to' or 'copy'",
         );
     }
-    relocate(node, who, (kind, name), body, Target::Origin).await
+    relocate(at, who, body, Target::Origin).await
 }
 
-async fn relocate(
-    node: Arc<Node>,
-    who: String,
-    (kind, name): (String, String),
-    body: MoveBody,
-    target: Target,
-) -> Response {
-    let (m, dest) = match (master(&node), named(&kind, &name)) {
-        (Ok(m), Ok(d)) => (m, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
+async fn relocate(At { m, dest }: At, who: String, body: MoveBody, target: Target) -> Response {
     let selection = Selection {
         ids: body.ids,
         selector: body.selector.filter(|s| !s.trim().is_empty()),
@@ -505,14 +489,9 @@ async fn relocate(
 
 /// `DELETE /api/destinations/{kind}/{name}`.
 async fn delete_destination(
-    State(node): State<Arc<Node>>,
     Extension(Operator(who)): Extension<Operator>,
-    Path((kind, name)): Path<(String, String)>,
+    At { m, dest }: At,
 ) -> Response {
-    let (m, dest) = match (master(&node), named(&kind, &name)) {
-        (Ok(m), Ok(d)) => (m, d),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
     match m.service.delete_destination(&dest, &who).await {
         Ok(n) => {
             tracing::info!(operator = %who, destination = %dest, messages = n, "destination deleted by operator");
