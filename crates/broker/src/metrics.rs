@@ -370,14 +370,26 @@ impl Exposition {
         label: &'static str,
         values: impl IntoIterator<Item = (String, u64)>,
     ) {
+        let values = values.into_iter().map(|(v, n)| (v, Value::Int(n)));
+        self.labelled(name, help, MetricType::Gauge, label, values);
+    }
+
+    /// A family of one label's series.
+    fn labelled(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        label: &'static str,
+        values: impl Iterator<Item = (String, Value)>,
+    ) {
         let samples = values
-            .into_iter()
-            .map(|(v, n)| Sample {
+            .map(|(v, value)| Sample {
                 label: Some((label, v)),
-                value: Value::Int(n),
+                value,
             })
             .collect();
-        self.push(name, help, MetricType::Gauge, samples);
+        self.push(name, help, kind, samples);
     }
 
     /// [`Exposition::labelled_gauges`] with fractional values (seconds).
@@ -388,14 +400,8 @@ impl Exposition {
         label: &'static str,
         values: impl IntoIterator<Item = (String, f64)>,
     ) {
-        let samples = values
-            .into_iter()
-            .map(|(v, n)| Sample {
-                label: Some((label, v)),
-                value: Value::Float(n),
-            })
-            .collect();
-        self.push(name, help, MetricType::Gauge, samples);
+        let values = values.into_iter().map(|(v, n)| (v, Value::Float(n)));
+        self.labelled(name, help, MetricType::Gauge, label, values);
     }
 
     /// A family of counters told apart by one label.
@@ -410,14 +416,8 @@ impl Exposition {
             name.ends_with("_total"),
             "counter {name} must end in _total"
         );
-        let samples = values
-            .into_iter()
-            .map(|(v, n)| Sample {
-                label: Some((label, v)),
-                value: Value::Int(n),
-            })
-            .collect();
-        self.push(name, help, MetricType::Counter, samples);
+        let values = values.into_iter().map(|(v, n)| (v, Value::Int(n)));
+        self.labelled(name, help, MetricType::Counter, label, values);
     }
 
     /// A histogram's buckets, sum and count now.
