@@ -72,26 +72,25 @@ async fn activemq_destination_spellings_are_accepted() {
 async fn receive_require_fails_with_its_own_exit_code() {
     let b = BrokerProcess::start("").await;
     let url = b.url();
-    for body in ["a", "b"] {
-        let (code, _, err) = run_cli(&["send", "--url", &url, "-d", "/queue/r", body], None);
-        assert_eq!(code, 0, "{err}");
-    }
-    let (code, out, err) = run_cli(
-        &[
+    // `halyard receive` from /queue/r for `timeout` seconds, with `extra`.
+    let receive = |timeout: &str, extra: &[&str]| {
+        let mut args = vec![
             "receive",
             "--url",
             &url,
             "-d",
             "/queue/r",
             "--timeout",
-            "0.5",
-            "--require",
-            "3",
-            "--delimiter",
-            "\\n--\\n",
-        ],
-        None,
-    );
+            timeout,
+        ];
+        args.extend_from_slice(extra);
+        run_cli(&args, None)
+    };
+    for body in ["a", "b"] {
+        let (code, _, err) = run_cli(&["send", "--url", &url, "-d", "/queue/r", body], None);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = receive("0.5", &["--require", "3", "--delimiter", "\\n--\\n"]);
     assert_eq!(code, 5, "{err}");
     assert_eq!(out, "a\n--\nb\n--\n");
     assert!(
@@ -101,37 +100,11 @@ async fn receive_require_fails_with_its_own_exit_code() {
     assert_eq!(err.lines().count(), 1, "one error line: {err}");
     // Met: exit 0.
     run_cli(&["send", "--url", &url, "-d", "/queue/r", "c"], None);
-    let (code, out, err) = run_cli(
-        &[
-            "receive",
-            "--url",
-            &url,
-            "-d",
-            "/queue/r",
-            "--timeout",
-            "0.5",
-            "--require",
-            "1",
-            "--delimiter",
-            "\\0",
-        ],
-        None,
-    );
+    let (code, out, err) = receive("0.5", &["--require", "1", "--delimiter", "\\0"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "c\0");
     // Nothing, without --require: exit 0, but said on standard error.
-    let (code, out, err) = run_cli(
-        &[
-            "receive",
-            "--url",
-            &url,
-            "-d",
-            "/queue/r",
-            "--timeout",
-            "0.2",
-        ],
-        None,
-    );
+    let (code, out, err) = receive("0.2", &[]);
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
     assert!(
         err.contains("no message arrived on /queue/r within"),
