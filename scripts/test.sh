@@ -5,7 +5,9 @@
 #
 # Needs only the Rust toolchain and Python 3; it installs the Python test
 # clients into ./.venv itself, the JavaScript one into tests/js/node_modules
-# (npm ci), and Debian's postgresql, nodejs and npm packages if missing;
+# (npm ci), the web console's build toolchain into console/node_modules
+# (npm ci; the committed bundle is checked against its sources), Debian's
+# postgresql, nodejs, npm, chromium and chromium-driver packages if missing;
 # and for the OpenWire tests the real ActiveMQ JMS client: Debian's
 # openjdk-17-jdk-headless and activemq packages if java/javac or the jars
 # are missing (HALYARD_TEST_SKIP_JAVA=1 skips those tests instead). The JMS
@@ -172,6 +174,45 @@ if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$js_want" ]; then
     (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
     echo "$js_want" > "$js_stamp"
 fi
+step "web console bundle (console/ -> crates/broker/src/admin/console/)"
+# The console's bundle is committed, so `cargo build` needs only the Rust
+# toolchain; this rebuilds it from console/src with the pinned toolchain
+# (npm ci from the committed lock file) and fails if the committed bundle
+# is not byte for byte what the sources give (esbuild is deterministic).
+console_stamp=console/node_modules/.package-lock.sha256
+console_want=$(sha256sum console/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$console_stamp" ] || [ "$(cat "$console_stamp")" != "$console_want" ]; then
+    (cd console && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$console_want" > "$console_stamp"
+fi
+console_out=$(mktemp -d)
+(cd console && npx --no-install tsc --noEmit -p . && node build.mjs "$console_out")
+for f in index.html app.js app.css; do
+    cmp -s "$console_out/$f" "crates/broker/src/admin/console/$f" || {
+        echo "crates/broker/src/admin/console/$f is stale: run (cd console && npm ci && npm run build) and commit it" >&2
+        rm -rf "$console_out"
+        exit 1
+    }
+done
+rm -rf "$console_out"
+echo "the committed console bundle matches console/src"
+
+step "browser for the web console test (Debian's chromium and chromium-driver)"
+# tests/python/test_console.py drives Debian's chromium headless through
+# its chromedriver with selenium; installed here when missing, as the
+# other Debian packages above are (it skips, saying why, if they are not).
+if ! command -v chromium >/dev/null || [ ! -x /usr/bin/chromedriver ]; then
+    sudo=()
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    fi
+    echo "installing Debian's chromium and chromium-driver (for tests/python/test_console.py)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver ||
+        { "${sudo[@]}" apt-get update -q &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } ||
+        echo "chromium could not be installed: the web console browser tests will be skipped"
+fi
+
 step "Python interoperability tests (stomp.py, stompjs, ActiveMQ JMS client)"
 # The binary the build step made (in $target_dir, found above). The JMS
 # tests against ActiveMQ itself (validating the test programs) run only with

@@ -47,6 +47,12 @@ pub struct BrokerConfig {
     /// Serve the admin API over HTTPS with the `[tls]` certificate
     /// (`http-tls = true`); plain HTTP is then refused on that port.
     pub http_tls: bool,
+    /// Admin URLs of the other brokers of the master/slave group
+    /// (`http-peers = ["http://broker-b:8161"]`). The web console polls
+    /// them to follow a takeover, so they are the origins this admin API
+    /// allows cross-origin requests from (CORS) and may connect to (its
+    /// Content-Security-Policy); `/api/status` lists them.
+    pub http_peers: Vec<String>,
     /// `[tls]`: the certificate for `+ssl` listeners and the HTTPS admin
     /// API, and which client certificates are asked for (docs/TLS.md).
     pub tls: TlsConfig,
@@ -78,6 +84,28 @@ pub struct BrokerConfig {
     /// `[openwire-options]`: the OpenWire head's wire format offered and
     /// the peers it announces (`openwire` itself is its listen address).
     pub openwire_options: OpenWireConfig,
+    /// `[metrics]`: what `/metrics` exports (docs/OPERATIONS.md).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: bounds on what `/metrics` exports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Destinations that get their own `destination="..."` series at most.
+    /// Every series costs Prometheus memory for as long as it is kept, and
+    /// destinations are made by clients, so their number is not ours to
+    /// bound: beyond this many, the deepest destinations keep their series
+    /// and the rest are summed into `destination="_other"`.
+    pub max_destination_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            max_destination_series: 1000,
+        }
+    }
 }
 
 /// `[selectors]`: how message selectors are read (docs/SELECTORS.md).
@@ -231,6 +259,7 @@ impl Default for BrokerConfig {
             listeners: Vec::new(),
             http: "127.0.0.1:8161".to_owned(),
             http_tls: false,
+            http_peers: Vec::new(),
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
             journal: Default::default(),
@@ -245,6 +274,7 @@ impl Default for BrokerConfig {
             policies: Vec::new(),
             security: SecurityConfig::default(),
             openwire_options: OpenWireConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -970,6 +1000,12 @@ impl BrokerConfig {
                 message: "must be non-empty and printable".into(),
             });
         }
+        for peer in &self.http_peers {
+            http_origin(peer).map_err(|message| ConfigError::Invalid {
+                key: "http-peers",
+                message,
+            })?;
+        }
         let l = &self.limits;
         if let Auto::Set(n) = l.max_connections {
             positive("limits.max-connections", n)?;
@@ -1332,6 +1368,28 @@ fn is_loopback_address(address: &str) -> bool {
 
 /// A peer's client URL must be `stomp://host:port` (or `tcp://`): it is
 /// handed to clients as is, in a comma-separated header.
+/// The origin (`scheme://host:port`, as a browser sends it in `Origin`)
+/// of an `http-peers` entry: an `http` or `https` URL with a host and no
+/// more than a `/` of path — the console and CORS work per origin, so a
+/// path would only mislead.
+pub fn http_origin(url: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("'{url}': {why} (expected e.g. \"http://broker-b:8161\")");
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty()
+        || authority
+            .chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '@' | ' ' | '\'') || c.is_control())
+    {
+        return Err(bad("only scheme, host and port are allowed"));
+    }
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
 fn check_peer_url(url: &str) -> Result<(), PeerUrlError> {
     let bad = |problem| PeerUrlError {
         url: url.to_owned(),
@@ -1556,6 +1614,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `http-peers` entries are origins: scheme, host and port, nothing
+    /// else (CORS and the console's Content-Security-Policy match origins).
+    #[test]
+    fn http_peers_are_origins() {
+        assert_eq!(
+            http_origin("http://Broker-B:8161/").unwrap(),
+            "http://broker-b:8161"
+        );
+        assert_eq!(
+            http_origin("https://10.0.0.2:8443").unwrap(),
+            "https://10.0.0.2:8443"
+        );
+        for bad in [
+            "broker-b:8161",
+            "ftp://b:1",
+            "http://",
+            "http://b:8161/api",
+            "http://u:p@b:8161",
+            "http://b:8161?x",
+        ] {
+            assert!(http_origin(bad).is_err(), "{bad}");
+        }
+        let mut c = BrokerConfig {
+            http_peers: vec!["http://b:8161/console".into()],
+            ..BrokerConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("http-peers"), "{e}");
+        c.http_peers = vec!["http://b:8161".into()];
+        c.validate().unwrap();
     }
 
     #[test]

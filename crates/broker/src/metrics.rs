@@ -13,8 +13,14 @@
 //! in the Prometheus text format (0.0.4): its encoder does the escaping,
 //! the `# HELP` and `# TYPE` lines and the `_total` suffix, so no caller
 //! formats exposition text by hand.
+//!
+//! Histograms ([`Histogram`]) are this module's own rather than
+//! prometheus-client's, whose `observe` takes a mutex: these are observed
+//! on the send path (every receipt) and by the store writer (every sync),
+//! where an observation must stay two uncontended atomic adds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -22,6 +28,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+
+/// The label set of a histogram's exemplars, which none has.
+type NoLabels = Vec<(String, String)>;
 
 /// The prefix of every series name.
 const PREFIX: &str = "halyard";
@@ -32,12 +41,36 @@ macro_rules! metrics {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[doc = $doc])* pub $name: AtomicU64, )*
+            /// Client connections open now, all protocols (the admin API's
+            /// count); exported by protocol, from the two below.
+            pub connections: AtomicU64,
+            /// STOMP connections open now (TCP, TLS and WebSocket).
+            pub stomp_connections: AtomicU64,
+            /// OpenWire connections open now.
+            pub openwire_connections: AtomicU64,
+            /// From a persistent SEND's (or synchronous OpenWire send's)
+            /// arrival to its RECEIPT (Response) being queued for writing.
+            pub receipt_seconds: Histogram,
         }
 
         impl Metrics {
             /// Adds every metric, with its doc comment as its help, to a
             /// scrape.
             pub fn export(&self, out: &mut Exposition) {
+                out.labelled_gauges(
+                    "connections",
+                    "Client connections open now, by protocol (stomp: TCP, TLS and WebSocket).",
+                    "protocol",
+                    [
+                        ("stomp".to_owned(), self.stomp_connections.load(Ordering::Relaxed)),
+                        ("openwire".to_owned(), self.openwire_connections.load(Ordering::Relaxed)),
+                    ],
+                );
+                out.histogram(
+                    "receipt_seconds",
+                    "From a SEND's arrival to its RECEIPT being written (STOMP SENDs with a receipt header, OpenWire sends that wait for a Response): for persistent messages, this includes storing them.",
+                    &self.receipt_seconds,
+                );
                 $(
                     out.$kind(
                         stringify!($name),
@@ -51,10 +84,10 @@ macro_rules! metrics {
 }
 
 metrics! {
-    /// Client connections open now.
-    gauge connections,
-    /// Client connections accepted since start.
-    counter connections_total,
+    /// Client connections accepted since start (formerly
+    /// halyard_connections_total, renamed so that no counter shares its
+    /// base name with the halyard_connections gauge).
+    counter connections_accepted_total,
     /// Connections refused because the connection limit was reached.
     counter connections_refused_total,
     /// Connections refused because their user held
@@ -126,6 +159,139 @@ impl Metrics {
     pub fn dec(gauge: &AtomicU64) {
         gauge.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// The gauge of open connections of `protocol`.
+    fn open_of(&self, protocol: Protocol) -> &AtomicU64 {
+        match protocol {
+            Protocol::Stomp => &self.stomp_connections,
+            Protocol::OpenWire => &self.openwire_connections,
+        }
+    }
+
+    /// A client connection was accepted.
+    pub fn opened(&self, protocol: Protocol) {
+        Metrics::inc(&self.connections_accepted_total);
+        Metrics::inc(&self.connections);
+        Metrics::inc(self.open_of(protocol));
+    }
+
+    /// A client connection ended.
+    pub fn closed(&self, protocol: Protocol) {
+        Metrics::dec(&self.connections);
+        Metrics::dec(self.open_of(protocol));
+    }
+}
+
+/// The wire protocol of a client connection, for `halyard_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// STOMP over TCP, TLS or WebSocket.
+    Stomp,
+    /// ActiveMQ's OpenWire.
+    OpenWire,
+}
+
+/// Bucket bounds (seconds) for latencies the broker adds: a receipt, a
+/// store sync. From half a millisecond (a sync on a fast SSD) to ten
+/// seconds (a stalled disk or database).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Bucket bounds (seconds) for a takeover: lock to serving, which replays
+/// the store, so from a tenth of a second to minutes.
+pub const TAKEOVER_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Bucket bounds for counts: group-commit batch sizes (powers of two up to
+/// the writer's largest group).
+pub const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Most buckets a [`Histogram`] has (besides `+Inf`).
+const MAX_BUCKETS: usize = 16;
+
+/// A histogram observed with atomics only: one add to a bucket, one to the
+/// sum. The sum is kept in whole units of `unit` (nanoseconds for
+/// durations, ones for counts) so that it can be an integer add; the count
+/// is the buckets' total, read at scrape time (a scrape that races an
+/// observation may see its bucket and not its sum: harmless for rates).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// What one unit of `sum` is worth, in the exported unit.
+    unit: f64,
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    counts: [AtomicU64; MAX_BUCKETS + 1],
+    sum: AtomicU64,
+}
+
+impl Default for Histogram {
+    /// A latency histogram in seconds ([`LATENCY_BUCKETS`]).
+    fn default() -> Histogram {
+        Histogram::seconds(LATENCY_BUCKETS)
+    }
+}
+
+impl Histogram {
+    /// A histogram of durations, exported in seconds.
+    pub fn seconds(bounds: &'static [f64]) -> Histogram {
+        Histogram::new(bounds, 1e-9)
+    }
+
+    /// A histogram of counts.
+    pub fn counts(bounds: &'static [f64]) -> Histogram {
+        Histogram::new(bounds, 1.0)
+    }
+
+    fn new(bounds: &'static [f64], unit: f64) -> Histogram {
+        assert!(bounds.len() <= MAX_BUCKETS, "too many buckets");
+        Histogram {
+            bounds,
+            unit,
+            counts: Default::default(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a duration (for histograms made by [`Histogram::seconds`]).
+    pub fn observe_duration(&self, d: Duration) {
+        self.observe_units(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Records a count (for histograms made by [`Histogram::counts`]).
+    pub fn observe(&self, n: u64) {
+        self.observe_units(n);
+    }
+
+    fn observe_units(&self, units: u64) {
+        let value = units as f64 * self.unit;
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// `(sum, count, buckets)` as the encoder wants them: bucket counts
+    /// not cumulative, the last one `+Inf`.
+    fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.counts)
+            .map(|(b, c)| (b, c.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, c)| c).sum();
+        let sum = self.sum.load(Ordering::Relaxed) as f64 * self.unit;
+        (sum, count, buckets)
+    }
 }
 
 /// One scrape: the families `/metrics` shows, read from wherever their
@@ -142,6 +308,9 @@ pub struct Exposition {
 #[derive(Debug)]
 struct Family {
     name: &'static str,
+    /// Exported without the `halyard_` prefix (the standard `process_*`
+    /// series, which dashboards expect under their usual names).
+    bare: bool,
     help: &'static str,
     kind: MetricType,
     samples: Vec<Sample>,
@@ -154,10 +323,15 @@ struct Sample {
     value: Value,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Value {
     Int(u64),
     Float(f64),
+    Histogram {
+        sum: f64,
+        count: u64,
+        buckets: Vec<(f64, u64)>,
+    },
 }
 
 impl Exposition {
@@ -196,14 +370,79 @@ impl Exposition {
         label: &'static str,
         values: impl IntoIterator<Item = (String, u64)>,
     ) {
+        let values = values.into_iter().map(|(v, n)| (v, Value::Int(n)));
+        self.labelled(name, help, MetricType::Gauge, label, values);
+    }
+
+    /// A family of one label's series.
+    fn labelled(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        label: &'static str,
+        values: impl Iterator<Item = (String, Value)>,
+    ) {
         let samples = values
-            .into_iter()
-            .map(|(v, n)| Sample {
+            .map(|(v, value)| Sample {
                 label: Some((label, v)),
-                value: Value::Int(n),
+                value,
             })
             .collect();
-        self.push(name, help, MetricType::Gauge, samples);
+        self.push(name, help, kind, samples);
+    }
+
+    /// [`Exposition::labelled_gauges`] with fractional values (seconds).
+    pub fn labelled_gauges_f64(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: impl IntoIterator<Item = (String, f64)>,
+    ) {
+        let values = values.into_iter().map(|(v, n)| (v, Value::Float(n)));
+        self.labelled(name, help, MetricType::Gauge, label, values);
+    }
+
+    /// A family of counters told apart by one label.
+    pub fn labelled_counters(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: impl IntoIterator<Item = (String, u64)>,
+    ) {
+        debug_assert!(
+            name.ends_with("_total"),
+            "counter {name} must end in _total"
+        );
+        let values = values.into_iter().map(|(v, n)| (v, Value::Int(n)));
+        self.labelled(name, help, MetricType::Counter, label, values);
+    }
+
+    /// A histogram's buckets, sum and count now.
+    pub fn histogram(&mut self, name: &'static str, help: &'static str, h: &Histogram) {
+        let (sum, count, buckets) = h.read();
+        let value = Value::Histogram {
+            sum,
+            count,
+            buckets,
+        };
+        self.one(name, help, MetricType::Histogram, value);
+    }
+
+    /// A gauge or counter under its standard name, without the `halyard_`
+    /// prefix (`process_resident_memory_bytes`).
+    pub fn bare(&mut self, name: &'static str, help: &'static str, counter: bool, value: f64) {
+        let kind = if counter {
+            MetricType::Counter
+        } else {
+            MetricType::Gauge
+        };
+        self.one(name, help, kind, Value::Float(value));
+        if let Some(f) = self.families.last_mut() {
+            f.bare = true;
+        }
     }
 
     fn one(&mut self, name: &'static str, help: &'static str, kind: MetricType, value: Value) {
@@ -224,6 +463,7 @@ impl Exposition {
         );
         self.families.push(Family {
             name,
+            bare: false,
             help,
             kind,
             samples,
@@ -233,7 +473,7 @@ impl Exposition {
     /// The Prometheus text (format 0.0.4) of everything added, every name
     /// prefixed `halyard_`.
     pub fn text(self) -> String {
-        let mut registry = Registry::with_prefix(PREFIX);
+        let mut registry = Registry::default();
         registry.register_collector(Box::new(self));
         let mut out = String::new();
         // Writing into a String cannot fail, and every family is valid.
@@ -248,22 +488,38 @@ impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for f in &self.families {
             // The encoder adds `_total` to counters itself.
-            let name = match f.kind {
+            let base = match f.kind {
                 MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(f.name),
                 _ => f.name,
             };
-            let mut family = encoder.encode_descriptor(name, f.help, None, f.kind)?;
+            let name = if f.bare {
+                base.to_owned()
+            } else {
+                format!("{PREFIX}_{base}")
+            };
+            let mut family = encoder.encode_descriptor(&name, f.help, None, f.kind)?;
             for s in &f.samples {
                 let labels: Vec<(&str, &str)> =
                     s.label.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let series = family.encode_family(&labels)?;
-                match (f.kind, s.value) {
-                    (MetricType::Counter, Value::Int(v)) => ConstCounter::new(v).encode(series)?,
-                    (MetricType::Counter, Value::Float(v)) => {
-                        ConstCounter::new(v).encode(series)?
+                match (f.kind, &s.value) {
+                    (
+                        _,
+                        Value::Histogram {
+                            sum,
+                            count,
+                            buckets,
+                        },
+                    ) => {
+                        let mut series = series;
+                        series.encode_histogram::<NoLabels>(*sum, *count, buckets, None)?
                     }
-                    (_, Value::Int(v)) => ConstGauge::new(v).encode(series)?,
-                    (_, Value::Float(v)) => ConstGauge::new(v).encode(series)?,
+                    (MetricType::Counter, Value::Int(v)) => ConstCounter::new(*v).encode(series)?,
+                    (MetricType::Counter, Value::Float(v)) => {
+                        ConstCounter::new(*v).encode(series)?
+                    }
+                    (_, Value::Int(v)) => ConstGauge::new(*v).encode(series)?,
+                    (_, Value::Float(v)) => ConstGauge::new(*v).encode(series)?,
                 }
             }
         }
@@ -278,24 +534,22 @@ mod tests {
     #[test]
     fn exposition_has_help_type_and_value() {
         let m = Metrics::default();
-        Metrics::inc(&m.connections_total);
-        Metrics::inc(&m.connections);
+        m.opened(Protocol::Stomp);
         let mut out = Exposition::default();
         m.export(&mut out);
         let text = out.text();
         assert!(
             text.contains(
-                "# HELP halyard_connections_total Client connections accepted since start.\n\
-                 # TYPE halyard_connections_total counter\n\
-                 halyard_connections_total 1\n"
+                "# TYPE halyard_connections_accepted_total counter\n\
+                 halyard_connections_accepted_total 1\n"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "# HELP halyard_connections Client connections open now.\n\
-                 # TYPE halyard_connections gauge\n\
-                 halyard_connections 1\n"
+                "# TYPE halyard_connections gauge\n\
+                 halyard_connections{protocol=\"stomp\"} 1\n\
+                 halyard_connections{protocol=\"openwire\"} 0\n"
             ),
             "{text}"
         );
@@ -311,7 +565,9 @@ mod tests {
     fn every_series_is_described_and_conventionally_named() {
         let mut out = Exposition::default();
         Metrics::default().export(&mut out);
-        out.gauge_f64("takeover_seconds", "How long.", 0.25);
+        let h = Histogram::seconds(TAKEOVER_BUCKETS);
+        h.observe_duration(Duration::from_millis(250));
+        out.histogram("takeover_seconds", "How long.", &h);
         out.labelled_gauges("role", "Role.", "role", [("master".to_owned(), 1)]);
         let text = out.text();
         let mut described = std::collections::HashMap::new();
@@ -321,7 +577,13 @@ mod tests {
                 described.insert(name.to_owned(), kind.to_owned());
                 assert!(text.contains(&format!("# HELP {name} ")), "{name}: no HELP");
             } else if !line.starts_with('#') {
-                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                let sample = line.split(['{', ' ']).next().unwrap_or_default();
+                // A histogram's samples carry a suffix on its name.
+                let name = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .filter_map(|s| sample.strip_suffix(s))
+                    .find(|n| described.get(*n).is_some_and(|k| k == "histogram"))
+                    .unwrap_or(sample);
                 let kind = described
                     .get(name)
                     .unwrap_or_else(|| panic!("{name}: no TYPE"));
@@ -338,8 +600,54 @@ mod tests {
                 );
             }
         }
-        assert!(text.contains("halyard_takeover_seconds 0.25\n"), "{text}");
+        assert!(
+            text.contains("halyard_takeover_seconds_sum 0.25\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("halyard_takeover_seconds_bucket{le=\"0.25\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("halyard_takeover_seconds_bucket{le=\"0.1\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("halyard_takeover_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("halyard_takeover_seconds_count 1\n"),
+            "{text}"
+        );
         assert!(text.contains("halyard_role{role=\"master\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_count_each_observation_in_its_bucket() {
+        let h = Histogram::counts(COUNT_BUCKETS);
+        for n in [1, 1, 3, 5000] {
+            h.observe(n);
+        }
+        let (sum, count, buckets) = h.read();
+        assert_eq!((sum, count), (5005.0, 4));
+        assert_eq!(buckets[0], (1.0, 2));
+        assert_eq!(buckets[2], (4.0, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+    }
+
+    #[test]
+    fn process_series_keep_their_standard_names() {
+        let mut out = Exposition::default();
+        out.bare("process_cpu_seconds_total", "CPU.", true, 1.5);
+        out.bare("process_open_fds", "Fds.", false, 7.0);
+        let text = out.text();
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("process_cpu_seconds_total 1.5\n"), "{text}");
+        assert!(text.contains("process_open_fds 7.0\n"), "{text}");
     }
 
     #[test]

@@ -1,7 +1,30 @@
 //! The `halyard` command: run a broker, send and receive messages.
 
+/// Prints a command's output to stdout like `print!`, except that a closed
+/// pipe (`halyard dstat | head -1`) ends the output quietly instead of
+/// panicking, as Unix tools do. Other write errors are reported once.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+mod admin_client;
 mod bench;
 mod broker;
+mod connect;
+mod docs;
+mod ops;
 mod passwd;
 mod receive;
 mod send;
@@ -9,7 +32,7 @@ mod status;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Halyard: a fault-tolerant STOMP message broker.
 #[derive(Parser)]
@@ -34,6 +57,23 @@ enum Cmd {
     /// Hash a password for [[security.users]] (argon2id); prints the line
     /// to paste into the config.
     Passwd(passwd::Args),
+    /// Destination statistics (depth, producers, consumers, counters,
+    /// rates with --watch), like ActiveMQ's `activemq dstat`.
+    Dstat(ops::DstatArgs),
+    /// Show a queue's messages (headers and body) without consuming them.
+    Browse(ops::BrowseArgs),
+    /// Delete a queue's waiting messages (asks first).
+    Purge(ops::PurgeArgs),
+    /// Move or copy messages from one queue to another.
+    Move(ops::MoveArgs),
+    /// Dead-letter queues: put dead letters back where they came from.
+    Dlq(ops::DlqArgs),
+    /// List client connections, or close one.
+    Connections(ops::ConnectionsArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per command with --out DIR.
+    Man(docs::ManArgs),
 }
 
 /// Where `send` and `receive` go.
@@ -46,8 +86,9 @@ struct Target {
     /// ssl://host:61612?trustCa=ca.pem (see docs/TLS.md).
     #[arg(long, env = "HALYARD_URL", default_value = "stomp://127.0.0.1:61613")]
     url: String,
-    /// Destination, e.g. /queue/orders or /topic/prices.
-    #[arg(long, short = 'd')]
+    /// Destination, e.g. /queue/orders or /topic/prices (ActiveMQ's
+    /// queue://orders and topic://prices are accepted too).
+    #[arg(long, short = 'd', value_parser = connect::destination)]
     destination: String,
 }
 
@@ -76,13 +117,25 @@ fn main() -> ExitCode {
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Status(args) => status::run(args).await,
             Cmd::Passwd(args) => passwd::run(args),
+            Cmd::Dstat(args) => ops::dstat(args).await,
+            Cmd::Browse(args) => ops::browse(args).await,
+            Cmd::Purge(args) => ops::purge(args).await,
+            Cmd::Move(args) => ops::move_messages(args).await,
+            Cmd::Dlq(args) => ops::dlq(args).await,
+            Cmd::Connections(args) => ops::connections(args).await,
+            Cmd::Completions(args) => docs::completions(args, Cli::command()),
+            Cmd::Man(args) => docs::man(args, Cli::command()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("halyard: error: {}", report(&e));
-            ExitCode::FAILURE
+            let code = match e.downcast_ref::<receive::TooFew>() {
+                Some(t) => t.exit_code(),
+                None => admin_client::exit_code(&e),
+            };
+            ExitCode::from(code)
         }
     }
 }
@@ -115,5 +168,20 @@ fn init_logging(default: &str, format: broker::LogFormat) {
     match format {
         broker::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
         broker::LogFormat::Json => fmt.json().init(),
+    }
+}
+
+/// Writes to stdout for [`out!`]: a reader that went away is not an error
+/// worth a panic or a message; anything else is said once on stderr.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+        && !FAILED.swap(true, Ordering::Relaxed)
+    {
+        eprintln!("halyard: error: cannot write the output: {e}");
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use halyard_client::{AckMode, Client, ClientError, Message, Receipt, SubscribeOptions};
+use halyard_client::{AckMode, ClientError, Message, Receipt, SubscribeOptions};
 
 /// Prints message bodies, one per line (or JSON lines with --json).
 #[derive(clap::Args)]
@@ -30,9 +30,66 @@ pub(crate) struct Args {
     /// Give up after this many seconds without a message.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
-    /// Print one JSON object per message (headers, body, redelivered flag).
-    #[arg(long)]
+    /// Print one JSON object per line for each message: destination,
+    /// message_id, subscription, redelivered, headers and body (a body that
+    /// is not UTF-8 as body_base64).
+    #[arg(long, conflicts_with = "delimiter")]
     json: bool,
+    /// Written after each message body instead of a newline; \n, \t, \0
+    /// and \\ are understood, e.g. --delimiter '\n---\n' or --delimiter '\0'
+    /// (for `xargs -0`).
+    #[arg(long, value_name = "STR")]
+    delimiter: Option<String>,
+    /// Fail with exit code 5 (and say so) when fewer than N messages
+    /// arrived before --timeout ended the wait: for scripts that check a
+    /// queue got what it should. Needs --timeout.
+    #[arg(long, value_name = "N", requires = "timeout")]
+    require: Option<u64>,
+}
+
+/// Exit code when `--require N` was not met (1 is any other error, 2 a
+/// usage error).
+pub(crate) const EXIT_TOO_FEW: u8 = 5;
+
+/// Fewer messages than `--require` asked for: its own exit code, so a
+/// script can tell "the queue was short" from "the broker was not there".
+#[derive(Debug, thiserror::Error)]
+#[error("received {received} message(s), fewer than --require {required}")]
+pub(crate) struct TooFew {
+    received: u64,
+    required: u64,
+}
+
+impl TooFew {
+    pub(crate) fn exit_code(&self) -> u8 {
+        EXIT_TOO_FEW
+    }
+}
+
+/// `--delimiter`'s escapes.
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        let mut buf = [0u8; 4];
+        if c != '\\' {
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('r') => out.push(b'\r'),
+            Some('0') => out.push(0),
+            Some('\\') => out.push(b'\\'),
+            Some(other) => {
+                out.push(b'\\');
+                out.extend_from_slice(other.encode_utf8(&mut buf).as_bytes());
+            }
+            None => out.push(b'\\'),
+        }
+    }
+    out
 }
 
 /// Acknowledgements in flight at once.
@@ -47,7 +104,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.count == Some(0) {
         bail!("--count must be at least 1");
     }
-    let client = Client::connect(&args.target.url).await?;
+    if let (Some(r), Some(n)) = (args.require, args.count)
+        && r > n
+    {
+        bail!("--require {r} is more than --count {n}: it could never be met");
+    }
+    let delimiter = match &args.delimiter {
+        Some(d) => unescape(d),
+        None => b"\n".to_vec(),
+    };
+    let client = crate::connect::connect(&args.target.url, None).await?;
     let mut options = SubscribeOptions::default().ack(args.ack);
     if let Some(p) = args.prefetch {
         options = options.prefetch(p);
@@ -65,10 +131,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             Some(t) => match tokio::time::timeout(t, sub.next()).await {
                 Ok(m) => m,
                 Err(_) => {
+                    if let Some(required) = args.require {
+                        if received < required {
+                            client.disconnect().await.ok();
+                            return Err(TooFew { received, required }.into());
+                        }
+                        break;
+                    }
                     if let Some(n) = args.count {
                         bail!(
                             "timed out after {:?} without a message: received {received} of {n}",
                             t
+                        );
+                    }
+                    if received == 0 {
+                        // Exit 0 all the same (use --require to fail), but
+                        // an empty output should not leave a person
+                        // wondering whether anything was listening.
+                        eprintln!(
+                            "halyard: no message arrived on {} within {:?}",
+                            args.target.destination, t
                         );
                     }
                     break;
@@ -83,7 +165,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "connection closed".into());
             bail!("{why} (after {received} message(s))");
         };
-        print(&mut stdout, &m, args.json).context("cannot write to standard output")?;
+        print(&mut stdout, &m, args.json, &delimiter).context("cannot write to standard output")?;
         if args.ack != AckMode::Auto {
             match client.ack_nowait(&m).await {
                 Ok(r) => acks.push_back(r),
@@ -123,10 +205,10 @@ async fn settle(r: Receipt) -> Result<u64, ClientError> {
     }
 }
 
-fn print(out: &mut impl Write, m: &Message, json: bool) -> std::io::Result<()> {
+fn print(out: &mut impl Write, m: &Message, json: bool, delimiter: &[u8]) -> std::io::Result<()> {
     if !json {
         out.write_all(&m.body)?;
-        out.write_all(b"\n")?;
+        out.write_all(delimiter)?;
         return out.flush();
     }
     let mut headers = serde_json::Map::new();

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use halyard_client::{Client, SendMessage};
+use halyard_client::SendMessage;
 
 /// Sends BODY (or standard input) COUNT times.
 #[derive(clap::Args)]
@@ -63,7 +63,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             Bytes::from(buf)
         }
     };
-    let client = Client::connect(&args.target.url).await?;
+    let client = crate::connect::connect(&args.target.url, None).await?;
     let started = Instant::now();
     let mut pending = VecDeque::new();
     for _ in 0..args.count {

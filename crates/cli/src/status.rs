@@ -1,79 +1,39 @@
 //! `halyard status`: a broker's role and health, from its admin API.
 
-use std::time::Duration;
+use serde_json::{Value, json};
 
-use anyhow::{Context, bail};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::admin_client::{AdminClient, AdminError, Login};
 
-/// Shows a broker's role (master or slave), epoch, last takeover and load.
+/// Shows a broker's role (master or slave), epoch, last takeover and load;
+/// with several `--http` addresses, one line per broker of a pair or group.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The broker's admin HTTP address.
+    /// The broker's admin HTTP address (HOST:PORT, http://HOST:PORT or
+    /// https://HOST:PORT). Repeat it for each broker of a master/slave
+    /// group: one line per broker, and the exit code says whether exactly
+    /// one is master.
     #[arg(
         long,
         env = "HALYARD_HTTP",
         default_value = "127.0.0.1:8161",
         value_name = "ADDR"
     )]
-    http: String,
-    /// Print the status as JSON.
+    http: Vec<String>,
+    /// Print the status as JSON (with several addresses: a list of
+    /// {address, status, error}).
     #[arg(long)]
     json: bool,
-    /// The user to log in to the admin API as (a broker with users asks
-    /// for one in the `monitors` or `admins` group).
-    #[arg(long, env = "HALYARD_ADMIN_USER", value_name = "USER")]
-    user: Option<String>,
-    /// That user's password (better given in the environment than on a
-    /// command line others can see).
-    #[arg(
-        long,
-        env = "HALYARD_ADMIN_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true
-    )]
-    password: Option<String>,
+    #[command(flatten)]
+    login: Login,
 }
 
-/// The `Authorization` header line for `user` and `password`, if a user
-/// is given.
-fn authorization(user: Option<&str>, password: Option<&str>) -> String {
-    use base64::Engine;
-    match user {
-        Some(u) => {
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{u}:{}", password.unwrap_or("")));
-            format!("Authorization: Basic {token}\r\n")
-        }
-        None => String::new(),
-    }
+/// GET /api/status from `addr`.
+async fn fetch(addr: &str, login: &Login) -> Result<Value, AdminError> {
+    AdminClient::new(addr, login)?.get_json("/api/status").await
 }
 
-/// GET over HTTP/1.0 (no chunking, the connection closes at the end).
-async fn get(addr: &str, path: &str, auth: &str) -> anyhow::Result<(u16, String)> {
-    let fetch = async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
-            .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .with_context(|| format!("no answer from the admin API at {addr} within 5 s"))?
-        .with_context(|| format!("cannot reach the admin API at {addr}"))?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("not an HTTP response")?;
-    Ok((code, body.to_owned()))
-}
-
-fn ago(ms: u64) -> String {
+/// `ms` (milliseconds since the epoch) as "N s ago".
+pub(crate) fn ago(ms: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -87,30 +47,17 @@ fn ago(ms: u64) -> String {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let auth = authorization(args.user.as_deref(), args.password.as_deref());
-    let (code, body) = get(&args.http, "/api/status", &auth).await?;
-    if code == 401 {
-        bail!(
-            "the admin API at {} wants a login: {}; give --user and --password \
-             (or HALYARD_ADMIN_USER and HALYARD_ADMIN_PASSWORD)",
-            args.http,
-            body.trim()
-        );
+    if args.http.len() > 1 {
+        return group(&args).await;
     }
-    if code != 200 {
-        bail!(
-            "the admin API at {} answered {code}: {}",
-            args.http,
-            body.trim()
-        );
-    }
-    let v: Value = serde_json::from_str(&body).context("the status is not JSON")?;
+    let addr = args.http.first().map_or("127.0.0.1:8161", String::as_str);
+    let v = fetch(addr, &args.login).await?;
     if args.json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     let role = v["role"].as_str().unwrap_or("?");
-    println!(
+    outln!(
         "broker '{}' (halyard {}): {role}, epoch {}, since {}",
         v["name"].as_str().unwrap_or("?"),
         v["version"].as_str().unwrap_or("?"),
@@ -118,7 +65,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ago(v["since_ms"].as_u64().unwrap_or(0)),
     );
     match role {
-        "master" => println!(
+        "master" => outln!(
             "  serving STOMP on {}; {} connection(s), {} destination(s)",
             v["stomp"].as_str().unwrap_or("?"),
             v["connections"],
@@ -127,7 +74,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "slave" => {
             let o = &v["lock_owner"];
             if o.is_object() {
-                println!(
+                outln!(
                     "  waiting for the lock, held by broker '{}' on {} (pid {}, epoch {})",
                     o["name"].as_str().unwrap_or("?"),
                     o["host"].as_str().unwrap_or("?"),
@@ -135,17 +82,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     o["epoch"]
                 );
             } else {
-                println!("  waiting for the lock");
+                outln!("  waiting for the lock");
             }
         }
         _ => {}
     }
     match v["database"].as_str() {
-        Some(db) => println!(
+        Some(db) => outln!(
             "  store {}, database {db}",
             v["store"].as_str().unwrap_or("?")
         ),
-        None => println!(
+        None => outln!(
             "  data dir {}; store {}",
             v["data_dir"].as_str().unwrap_or("?"),
             v["store"].as_str().unwrap_or("?")
@@ -153,7 +100,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let t = &v["takeover"];
     if t.is_object() {
-        println!(
+        outln!(
             "  last takeover {}: waited {} ms for the lock; lock to serving {} ms (recovery {} ms)",
             ago(t["at_ms"].as_u64().unwrap_or(0)),
             t["waited_ms"],
@@ -162,7 +109,124 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(r) = v["reason"].as_str() {
-        println!("  {r}");
+        outln!("  {r}");
     }
     Ok(())
+}
+
+/// One line per broker of a group; exactly one master is success.
+async fn group(args: &Args) -> anyhow::Result<()> {
+    let answers = ask_all(&args.http, &args.login).await;
+    let masters: Vec<&str> = answers
+        .iter()
+        .filter_map(|(a, r)| match r {
+            Ok(v) if v["role"] == "master" => Some(a.as_str()),
+            _ => None,
+        })
+        .collect();
+    if args.json {
+        let all: Vec<Value> = answers
+            .iter()
+            .map(|(a, r)| match r {
+                Ok(v) => json!({"address": a, "status": v, "error": null}),
+                Err(e) => json!({"address": a, "status": null, "error": e.to_string()}),
+            })
+            .collect();
+        outln!("{}", Value::Array(all));
+    } else {
+        let width = args.http.iter().map(String::len).max().unwrap_or(0);
+        for (a, r) in &answers {
+            outln!("{a:<width$}  {}", line(r));
+        }
+    }
+    match masters.as_slice() {
+        [_] => Ok(()),
+        [] => Err(AdminError::NoSingleMaster(format!(
+            "no master among {} broker(s)",
+            answers.len()
+        ))
+        .into()),
+        several => Err(AdminError::NoSingleMaster(format!(
+            "{} masters: {}",
+            several.len(),
+            several.join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// Asks every broker at once (a slow or dead one does not delay the
+/// others); the answers in the order of `addrs`.
+async fn ask_all(addrs: &[String], login: &Login) -> Vec<(String, Result<Value, AdminError>)> {
+    let asks = addrs.iter().map(|a| fetch(a, login));
+    let answers = futures_join_all(asks).await;
+    addrs.iter().cloned().zip(answers).collect()
+}
+
+/// Runs the futures concurrently on this task, keeping their order.
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (i, f) in pending.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// One broker's line: role, name, epoch, and what it waits for or when it
+/// took over.
+fn line(r: &Result<Value, AdminError>) -> String {
+    let v = match r {
+        Ok(v) => v,
+        Err(e) => return format!("unreachable  {e}"),
+    };
+    let role = v["role"].as_str().unwrap_or("?");
+    let mut s = format!(
+        "{role:<7}  '{}'  epoch {}  since {}",
+        v["name"].as_str().unwrap_or("?"),
+        v["epoch"],
+        ago(v["since_ms"].as_u64().unwrap_or(0))
+    );
+    match role {
+        "master" => {
+            let t = &v["takeover"];
+            if t.is_object() {
+                s.push_str(&format!(
+                    "  last takeover {} (waited {} ms, lock to serving {} ms)",
+                    ago(t["at_ms"].as_u64().unwrap_or(0)),
+                    t["waited_ms"],
+                    t["lock_to_serving_ms"]
+                ));
+            }
+        }
+        "slave" => {
+            let o = &v["lock_owner"];
+            if o.is_object() {
+                s.push_str(&format!(
+                    "  waiting for '{}' on {} (pid {})",
+                    o["name"].as_str().unwrap_or("?"),
+                    o["host"].as_str().unwrap_or("?"),
+                    o["pid"]
+                ));
+            } else {
+                s.push_str("  waiting for the lock");
+            }
+        }
+        _ => {}
+    }
+    s
 }

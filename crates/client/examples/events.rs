@@ -28,7 +28,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     broker,
                     after,
                     attempts,
-                } => println!("resumed on {broker} after {after:?} ({attempts} pass(es))"),
+                    replayed,
+                    ..
+                } => println!(
+                    "resumed on {broker} after {after:?} ({attempts} pass(es)), {replayed} send(s) replayed"
+                ),
                 ConnectionEvent::Failed { reason } => println!("failed: {reason}"),
                 other => println!("{other:?}"),
             }

@@ -191,6 +191,25 @@ pub enum ConnectionEvent {
         after: Duration,
         /// Passes over the broker list it took.
         attempts: u64,
+        /// Sends the broker had not confirmed when the connection was
+        /// lost, sent again on the new one (persistent ones carry a
+        /// duplicate-detection id, so a broker that had stored one before
+        /// the loss drops the copy).
+        replayed: u64,
+        /// Subscriptions made again on the new connection.
+        resubscribed: u64,
+    },
+    /// The new broker has confirmed every send replayed after a failover
+    /// (after `Resumed`, when there were any).
+    ReplayConfirmed {
+        /// Sends replayed.
+        replayed: u64,
+        /// Of those, how many the broker dropped as duplicates: it had
+        /// stored them before the failover (their duplicate-detection id),
+        /// so they were resent for nothing and nothing is doubled. Told by
+        /// Halyard on its receipts (`duplicates-dropped`); 0 from a broker
+        /// that does not say.
+        duplicates: u64,
     },
     /// The client gave up (`maxReconnectAttempts`) or the connection ended
     /// for good; requests fail with the reason from now on.
@@ -198,6 +217,39 @@ pub enum ConnectionEvent {
         /// Why.
         reason: String,
     },
+}
+
+/// One line a person can read, e.g. for a command-line tool to print
+/// when a failover completes (the event's fields are there for programs).
+impl std::fmt::Display for ConnectionEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionEvent::Interrupted { broker, reason } => {
+                write!(f, "lost {broker} ({reason}); failing over")
+            }
+            ConnectionEvent::Resumed {
+                broker,
+                after,
+                attempts,
+                replayed,
+                resubscribed,
+            } => write!(
+                f,
+                "failover complete: resumed on {broker} after {:.1} s ({attempts} pass(es) over the broker list); \
+                 replayed {replayed} unconfirmed send(s), resubscribed {resubscribed} subscription(s)",
+                after.as_secs_f64()
+            ),
+            ConnectionEvent::ReplayConfirmed {
+                replayed,
+                duplicates,
+            } => write!(
+                f,
+                "{replayed} replayed send(s) confirmed; {duplicates} duplicate(s) suppressed \
+                 (stored before the failover, dropped by the broker's duplicate detection)"
+            ),
+            ConnectionEvent::Failed { reason } => write!(f, "failover gave up: {reason}"),
+        }
+    }
 }
 
 /// A stream of [`ConnectionEvent`]s from [`Client::events`].

@@ -79,6 +79,18 @@ pub(crate) struct Engine {
     /// Warm standby connections (`backup=true`).
     backups: Vec<Backup>,
     rng: u64,
+    /// Sends replayed after the last failover whose receipts are awaited,
+    /// for the `ReplayConfirmed` event.
+    replay: Option<Replay>,
+}
+
+/// The replays of one failover, until the new broker has confirmed them.
+struct Replay {
+    replayed: u64,
+    awaiting: HashSet<String>,
+    /// The broker's count of this connection's SENDs it dropped as
+    /// duplicates (`duplicates-dropped` on its receipts).
+    duplicates: u64,
 }
 
 /// What a background connection attempt is for.
@@ -132,6 +144,7 @@ impl Engine {
             disconnecting: false,
             backups: Vec::new(),
             rng: seed,
+            replay: None,
         }
     }
 
@@ -179,7 +192,11 @@ impl Engine {
                 break self.finish(error);
             }
             let lost_at = Instant::now();
-            tracing::warn!(broker = %broker, error = %error, "connection lost; failing over");
+            // Info, not warn: it is not an error yet (the client carries
+            // on), and the `Interrupted` event below tells the application,
+            // which may say so in its own words (the CLI prints one line
+            // per failover from the events).
+            tracing::info!(broker = %broker, error = %error, "connection lost; failing over");
             self.interrupted();
             self.emit(ConnectionEvent::Interrupted {
                 broker: broker.to_string(),
@@ -198,15 +215,20 @@ impl Engine {
                     tracing::info!(broker = %conn.endpoint, attempts,
                         after_ms = lost_at.elapsed().as_millis() as u64, "failover complete");
                     self.connected(&conn);
-                    if let Err(e) = self.restore(&mut conn).await {
-                        // Lost again at once: go round the loop.
-                        tracing::warn!(error = %e, "connection lost while restoring state");
-                        continue;
-                    }
+                    let (replayed, resubscribed) = match self.restore(&mut conn).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // Lost again at once: go round the loop.
+                            tracing::warn!(error = %e, "connection lost while restoring state");
+                            continue;
+                        }
+                    };
                     self.emit(ConnectionEvent::Resumed {
                         broker: conn.endpoint.to_string(),
                         after: lost_at.elapsed(),
                         attempts,
+                        replayed,
+                        resubscribed,
                     });
                 }
                 Err(e) => break self.finish(e),
@@ -507,11 +529,13 @@ impl Engine {
         }
         drop(old);
         self.connected(conn);
-        self.restore(conn).await?;
+        let (replayed, resubscribed) = self.restore(conn).await?;
         self.emit(ConnectionEvent::Resumed {
             broker: conn.endpoint.to_string(),
             after: Duration::ZERO,
             attempts: 1,
+            replayed,
+            resubscribed,
         });
         Ok(())
     }
@@ -543,6 +567,7 @@ impl Engine {
             }
             Command::Receipt => {
                 let id = f.headers.get("receipt-id").unwrap_or_default();
+                self.replay_confirmed(id, &f);
                 if let Some(order) = self.by_receipt.remove(id)
                     && let Some(p) = self.pending.remove(&order)
                 {
@@ -573,8 +598,35 @@ impl Engine {
         }
     }
 
+    /// A receipt came: if it confirms the last of a failover's replays,
+    /// says how many the broker had stored already.
+    fn replay_confirmed(&mut self, id: &str, receipt: &Frame) {
+        let Some(r) = &mut self.replay else { return };
+        if !r.awaiting.remove(id) {
+            return;
+        }
+        if let Some(n) = receipt
+            .headers
+            .get("duplicates-dropped")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            r.duplicates = r.duplicates.max(n);
+        }
+        if r.awaiting.is_empty() {
+            let (replayed, duplicates) = (r.replayed, r.duplicates);
+            self.replay = None;
+            self.emit(ConnectionEvent::ReplayConfirmed {
+                replayed,
+                duplicates,
+            });
+        }
+    }
+
     /// The connection is gone: decide the fate of everything in flight.
     fn interrupted(&mut self) {
+        // Replays not all confirmed: they are replayed again, and counted
+        // for the next connection.
+        self.replay = None;
         // Messages delivered on the old connection can no longer be
         // acknowledged; the broker redelivers them.
         self.state.generation.fetch_add(1, Ordering::Relaxed);
@@ -770,9 +822,13 @@ impl Engine {
     }
     /// Brings a new connection up to the client's state: subscriptions,
     /// unconfirmed SENDs (in order), then what waited for the connection.
-    async fn restore(&mut self, conn: &mut Conn) -> Result<(), ClientError> {
+    /// Returns how many SENDs were replayed and subscriptions made again,
+    /// for the `Resumed` event.
+    async fn restore(&mut self, conn: &mut Conn) -> Result<(u64, u64), ClientError> {
         let mut frames = Vec::new();
         let ids: Vec<String> = self.subs.keys().cloned().collect();
+        let resubscribed = ids.len() as u64;
+        let mut replayed = 0u64;
         for id in ids {
             let mut f = self.subs[&id].frame.clone();
             if let Some(waiter) = self.sub_waiters.remove(&id) {
@@ -799,22 +855,36 @@ impl Engine {
         for (_, w) in self.sub_waiters.drain() {
             let _ = w.send(Ok(()));
         }
+        let mut awaiting = HashSet::new();
         for p in self.pending.values() {
             if let Kind::Send(Some(f)) = &p.kind {
+                if let Some(r) = f.headers.get("receipt") {
+                    awaiting.insert(r.to_owned());
+                }
                 frames.push(f.clone());
+                replayed += 1;
             }
         }
+        self.replay = (!awaiting.is_empty()).then_some(Replay {
+            replayed,
+            awaiting,
+            duplicates: 0,
+        });
         let waiting: Vec<(Cmd, Instant)> = self.waiting.drain(..).collect();
         for (cmd, _) in waiting {
             frames.extend(self.prepare(cmd));
         }
-        conn.write_all(frames).await
+        conn.write_all(frames).await?;
+        Ok((replayed, resubscribed))
     }
 
     /// The client is done: everyone waiting learns why.
     fn finish(&mut self, error: ClientError) {
         if !matches!(error, ClientError::Closed) {
-            tracing::warn!(error = %error, "client connection closed");
+            // Debug, not warn: the same error reaches the application
+            // through every request that fails with it, and a tool that
+            // prints it would otherwise show it twice.
+            tracing::debug!(error = %error, "client connection closed");
             self.emit(ConnectionEvent::Failed {
                 reason: error.to_string(),
             });

@@ -102,14 +102,46 @@ pub async fn try_http_request(
     path: &str,
     auth: Option<(&str, &str)>,
 ) -> std::io::Result<HttpReply> {
+    try_http_send(addr, method, path, auth, None).await
+}
+
+/// `METHOD http://{addr}{path}` with a JSON body.
+///
+/// # Panics
+///
+/// If nothing answers at `addr` or the connection fails mid-request.
+pub async fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    json: &str,
+) -> HttpReply {
+    try_http_send(addr, method, path, auth, Some(json))
+        .await
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+async fn try_http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    json: Option<&str>,
+) -> std::io::Result<HttpReply> {
     use base64::Engine;
     let authorization = auth.map_or_else(String::new, |(user, password)| {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         format!("Authorization: Basic {token}\r\n")
     });
     let mut s = TcpStream::connect(addr).await?;
+    let (content_type, body) = match json {
+        Some(j) => ("Content-Type: application/json\r\n", j),
+        None => ("", ""),
+    };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();

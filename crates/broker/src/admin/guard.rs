@@ -1,6 +1,7 @@
 //! Who may use the admin API: once the broker has users, every request
-//! but `/healthz` and `/readyz` (load balancers probe those without
-//! credentials, and they tell nothing but up/ready) needs HTTP basic auth
+//! but `/healthz`, `/readyz` (load balancers probe those without
+//! credentials, and they tell nothing but up/ready) and the web console's
+//! page and assets (no data; its API calls carry credentials) needs HTTP basic auth
 //! as a user with an admin role. Reading (GET, HEAD) needs `monitor`;
 //! anything else — every state-changing endpoint, present or future —
 //! needs `admin`. The check runs before routing, so an unknown path or
@@ -27,6 +28,11 @@ use crate::service::AdminRole;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Peer(pub(super) SocketAddr);
 
+/// Who made a request, for the log of what operators change: the user,
+/// or `anonymous (PEER)` on a broker without users.
+#[derive(Debug, Clone)]
+pub(super) struct Operator(pub(super) String);
+
 /// Paths anyone may ask.
 const OPEN: [&str; 2] = ["/healthz", "/readyz"];
 
@@ -38,7 +44,13 @@ pub(super) async fn guard(
     next: Next,
 ) -> Response {
     let security = &node.security;
-    if !security.has_users() || OPEN.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    // The console's page and assets hold no data; the API calls it makes
+    // carry credentials (super::console).
+    if !security.has_users() || OPEN.contains(&path) || super::console::PATHS.contains(&path) {
+        let mut req = req;
+        req.extensions_mut()
+            .insert(Operator(format!("anonymous ({peer})")));
         return next.run(req).await;
     }
     let Some((login, password)) = basic_credentials(&req) else {
@@ -59,7 +71,11 @@ pub(super) async fn guard(
         AdminRole::Admin
     };
     match security.admin_role(&user) {
-        Some(role) if role >= needed => next.run(req).await,
+        Some(role) if role >= needed => {
+            let mut req = req;
+            req.extensions_mut().insert(Operator(user.name.clone()));
+            next.run(req).await
+        }
         role => {
             Metrics::inc(&security.admin_forbidden_total);
             tracing::warn!(%peer, login = %user.name, method = %req.method(), path = req.uri().path(),

@@ -3,6 +3,8 @@
 //! alike, so operators and load balancers can see every broker's role.
 //! Once the broker has users it asks for them ([`guard`]).
 
+mod api;
+mod console;
 mod guard;
 mod metrics;
 
@@ -45,9 +47,10 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
-        .route("/api/destinations", get(destinations))
         .route("/api/scheduled", get(scheduled))
         .route("/metrics", get(metrics::metrics))
+        .merge(api::routes())
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             guard::guard,
@@ -55,6 +58,7 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))
+        .layer(cors(&node))
         .with_state(node.clone());
     // `http-tls`: the `[tls]` certificate, loaded at start (Broker::start
     // refuses to start without it).
@@ -117,6 +121,28 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: Cancella
     }
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+}
+
+/// CORS for the web console of another broker of the group: a console
+/// loaded from broker A polls broker B's API to follow a takeover, so B
+/// allows exactly its `http-peers` origins (none by default: same-origin
+/// only). Outermost, so a preflight (which carries no credentials) is
+/// answered here, before the guard; the real request is guarded as usual.
+fn cors(node: &Node) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> = node
+        .config
+        .http_peers
+        .iter()
+        .filter_map(|p| crate::config::http_origin(p).ok())
+        .filter_map(|o| HeaderValue::from_str(&o).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::HeaderName::from_static("x-total-count")])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or
@@ -208,6 +234,9 @@ struct Status {
     memory_bytes: Option<u64>,
     /// Scheduled messages waiting for a firing.
     scheduled: u64,
+    /// The admin URLs of the group's other brokers (`http-peers`), which
+    /// the web console also polls.
+    http_peers: Vec<String>,
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
@@ -247,6 +276,7 @@ async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
                 .scheduled_messages
                 .load(Ordering::Relaxed)
         }),
+        http_peers: c.http_peers.clone(),
     })
 }
 
@@ -285,17 +315,6 @@ async fn scheduled(
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the scheduler has stopped\n",
-        )
-            .into_response(),
-    }
-}
-
-async fn destinations(State(node): State<Arc<Node>>) -> Response {
-    match node.master() {
-        Some(m) => Json(m.service.core.destination_stats().await).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not master: no destinations here\n",
         )
             .into_response(),
     }

@@ -102,6 +102,11 @@ impl Kick {
         self.token.cancel();
     }
 
+    /// Whether it has been asked to close.
+    pub(crate) fn is_kicked(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Resolves, with the reason, once kicked.
     pub(crate) async fn kicked(&self) -> String {
         self.token.cancelled().await;
@@ -378,6 +383,12 @@ pub struct DispatchStats {
     pub memory_bytes: usize,
     /// Messages dropped for slow subscribers (topics).
     pub discarded: u64,
+    /// Messages that expired here before delivery (dropped or
+    /// dead-lettered, as the policy says).
+    pub expired: u64,
+    /// Messages sent on to dead-letter handling from here: redelivered too
+    /// often, or given up by their client (expired ones are in `expired`).
+    pub dead_lettered: u64,
 }
 
 /// Entries read ahead of the consumers, at least.
@@ -396,6 +407,27 @@ pub(crate) struct Snap {
     pub(crate) deliveries: u32,
     /// `None` while its body is only on disk.
     pub(crate) message: Option<Arc<Message>>,
+}
+
+/// A message an operator took out of a destination (see
+/// [`Dispatcher::take_for_operator`]).
+#[derive(Debug)]
+pub(crate) struct Taken(Entry);
+
+impl Taken {
+    pub(crate) fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
+    /// `None` while its body is only on disk.
+    pub(crate) fn message(&self) -> Option<&Arc<Message>> {
+        self.0.message.as_ref()
+    }
+
+    /// Whether the store holds it.
+    pub(crate) fn stored(&self) -> bool {
+        self.0.stored
+    }
 }
 
 /// Who a ready message goes to.
@@ -451,6 +483,9 @@ pub(crate) struct Dispatcher {
     acked: u64,
     /// Dropped for a slow subscriber: in all, and since the last delivery.
     discarded: u64,
+    /// Expired, and sent to dead-letter handling (see [`DispatchStats`]).
+    expired: u64,
+    dead_lettered: u64,
     dropped_since_delivery: u32,
     /// Since when the backlog has been overflowing.
     overflowing_since: Option<std::time::Instant>,
@@ -489,6 +524,8 @@ impl Dispatcher {
             delivered: 0,
             acked: 0,
             discarded: 0,
+            expired: 0,
+            dead_lettered: 0,
             dropped_since_delivery: 0,
             overflowing_since: None,
             selective: 0,
@@ -561,6 +598,8 @@ impl Dispatcher {
             acked: self.acked,
             memory_bytes: self.pinned + self.paged_in + self.inflight_bytes,
             discarded: self.discarded,
+            expired: self.expired,
+            dead_lettered: self.dead_lettered,
         }
     }
 
@@ -1016,9 +1055,10 @@ impl Dispatcher {
     }
 
     /// Sends an in-flight entry to the dead-letter queue.
-    fn dead_letter(&self, entry: Entry, reason: String, effects: &mut Vec<Effect>) {
+    fn dead_letter(&mut self, entry: Entry, reason: String, effects: &mut Vec<Effect>) {
         // In-flight entries always have their body.
         if let Some(message) = entry.message {
+            self.dead_lettered += 1;
             effects.push(Effect::DeadLetter {
                 reason,
                 message,
@@ -1206,6 +1246,7 @@ impl Dispatcher {
                 if entry.is_expired(now_ms) {
                     if let Some(e) = self.ready[p].remove(&arrival) {
                         self.took(&e);
+                        self.expired += 1;
                         effects.push(Effect::Expired {
                             seq: e.seq,
                             message: e.message,
@@ -1483,6 +1524,7 @@ impl Dispatcher {
                 if let Some((_, w, _)) = self.loading.remove(&e.seq) {
                     self.loading_bytes -= w as usize;
                 }
+                self.expired += 1;
                 effects.push(Effect::Expired {
                     seq: e.seq,
                     message: e.message,
@@ -1543,6 +1585,67 @@ impl Dispatcher {
             out.extend(flying.map(|f| snap(f, f.deliveries)));
         }
         out
+    }
+
+    /// Takes ready and delayed messages out for an operator (a purge, a
+    /// move): those whose seq is in `only`, or any, at most `max`, in
+    /// dispatch order. Messages in flight stay with their consumers: an
+    /// operator does not pull a message from under a client that may be
+    /// acknowledging it.
+    pub(crate) fn take_for_operator(
+        &mut self,
+        only: Option<&std::collections::HashSet<u64>>,
+        max: usize,
+    ) -> Vec<Taken> {
+        let picked = |e: &Entry| only.is_none_or(|o| o.contains(&e.seq));
+        let mut keys = Vec::new();
+        'scan: for p in (0..10).rev() {
+            for (arrival, e) in &self.ready[p] {
+                if keys.len() >= max {
+                    break 'scan;
+                }
+                if picked(e) {
+                    keys.push((p, *arrival));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (p, arrival) in keys {
+            if let Some(e) = self.ready[p].remove(&arrival) {
+                self.took(&e);
+                if let Some((_, w, _)) = self.loading.remove(&e.seq) {
+                    self.loading_bytes -= w as usize;
+                }
+                out.push(Taken(e));
+            }
+        }
+        let room = max - out.len();
+        if room > 0 {
+            out.extend(self.delayed.take_where(room, picked).into_iter().map(Taken));
+        }
+        out
+    }
+
+    /// Puts back messages an operator took and could not move: each goes
+    /// back to its place (its arrival is kept).
+    pub(crate) fn give_back(&mut self, taken: Vec<Taken>) {
+        for Taken(e) in taken {
+            self.insert_ready(e);
+        }
+    }
+
+    /// When the oldest message it holds was sent (ms since the epoch), as
+    /// far as it can tell cheaply: the head of each priority's ready list
+    /// (kept in arrival order) and what is in flight. A head whose body is
+    /// paged out shows the first message behind it that is in memory.
+    pub(crate) fn oldest_timestamp(&self) -> Option<u64> {
+        const LOOK: usize = 16;
+        self.ready
+            .iter()
+            .flat_map(|q| q.values().take(LOOK))
+            .chain(self.inflight.values().map(|(e, _)| e))
+            .filter_map(|e| e.message.as_ref().map(|m| m.timestamp))
+            .min()
     }
 
     /// Every stored message it holds (for removing a durable subscription).
@@ -1675,6 +1778,7 @@ mod tests {
             .filter(|e| matches!(e, Effect::DeadLetter { message, .. } if message.seq == 1))
             .collect();
         assert_eq!(dead.len(), 1);
+        assert_eq!(d.stats().dead_lettered, 1);
         assert_eq!(
             fx.iter()
                 .filter(|e| matches!(e, Effect::Deliveries { seq: 1, .. }))
@@ -1816,6 +1920,7 @@ mod tests {
         d.dispatch(100, &mut fx);
         assert_eq!(drain(&mut rx), vec![(2, 1)]);
         assert!(matches!(&fx[..], [Effect::Expired { seq: 1, .. }]));
+        assert_eq!(d.stats().expired, 1);
         // What is left in memory is the one in flight.
         assert_eq!(d.stats().memory_bytes, msg(2, 4).weight());
         d.ack(ConsumerId(1), &[2]);

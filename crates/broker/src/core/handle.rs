@@ -130,6 +130,24 @@ pub(crate) enum Control {
     },
     /// Drop everything and stop (temporary queues).
     Delete,
+    /// An operator takes messages out (a purge, a move): ready and delayed
+    /// ones whose seq is in `only`, or any, at most `max`. A queue only; a
+    /// topic answers none.
+    Take {
+        only: Option<std::collections::HashSet<u64>>,
+        max: usize,
+        reply: oneshot::Sender<Vec<super::dispatch::Taken>>,
+    },
+    /// Messages an operator took and could not move go back.
+    GiveBack { taken: Vec<super::dispatch::Taken> },
+    /// An operator deletes the destination: it answers the seqs of every
+    /// stored message it held (the caller removes them from the store),
+    /// drops everything and stops.
+    Destroy { reply: oneshot::Sender<Vec<u64>> },
+    /// A topic lists its durable subscriptions (a queue answers none).
+    Durables {
+        reply: oneshot::Sender<Vec<DurableView>>,
+    },
     /// Look again for deliveries to make: a subscription's shared credit
     /// was freed elsewhere.
     Wake,
@@ -158,10 +176,63 @@ impl Control {
 pub struct DestinationStats {
     /// The destination as clients name it.
     pub destination: String,
+    /// `queue`, `topic`, `temp-queue` or `temp-topic`.
+    pub kind: &'static str,
+    /// Its name without the kind.
+    pub name: String,
+    /// Messages it holds: ready, in flight and delayed.
+    pub depth: usize,
+    /// Producers that name it (OpenWire's; filled in by the admin API,
+    /// which sees the service's directory).
+    pub producers: usize,
+    /// How long ago the oldest message it holds was sent, as far as it can
+    /// tell cheaply (see `Dispatcher::oldest_timestamp`).
+    pub oldest_age_ms: Option<u64>,
     /// Its counters (for a topic: summed over its subscriptions, with
     /// `enqueued` counting messages published).
     #[serde(flatten)]
     pub dispatch: DispatchStats,
+}
+
+impl DestinationStats {
+    pub(crate) fn new(
+        destination: &Destination,
+        dispatch: DispatchStats,
+        oldest: Option<u64>,
+    ) -> DestinationStats {
+        let now = crate::model::now_ms();
+        DestinationStats {
+            destination: destination.to_string(),
+            kind: match destination.kind() {
+                DestinationKind::Queue => "queue",
+                DestinationKind::Topic => "topic",
+                DestinationKind::TempQueue => "temp-queue",
+                DestinationKind::TempTopic => "temp-topic",
+            },
+            name: destination.name().to_owned(),
+            depth: dispatch.ready + dispatch.inflight + dispatch.delayed,
+            producers: 0,
+            oldest_age_ms: oldest.map(|t| now.saturating_sub(t)),
+            dispatch,
+        }
+    }
+}
+
+/// A durable topic subscription, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableView {
+    /// The subscriber's client id.
+    pub client_id: String,
+    /// The subscription's name.
+    pub name: String,
+    /// The topic, as clients name it.
+    pub topic: String,
+    /// Its message selector, as written.
+    pub selector: Option<String>,
+    /// A consumer is attached.
+    pub active: bool,
+    /// Messages kept for it: ready, in flight and delayed.
+    pub pending: usize,
 }
 
 /// A message on its way into a destination. `accepted` is answered once the

@@ -19,16 +19,17 @@ mod registry;
 mod topic;
 mod virtual_topic;
 
-pub(crate) use dead_letter::{ORIGINAL_DESTINATION, settle};
+pub(crate) use dead_letter::{FAILURE_CAUSE, ORIGINAL_DESTINATION, settle};
 pub use dispatch::DispatchStats;
 pub(crate) use dispatch::{
     ConsumerId, ConsumerReg, Delivery, DeliveryTx, Kick, Note, Select, Seq, SharedCredit, SubKey,
+    Taken,
 };
 pub(crate) use groups::{GROUP_FIRST, GROUP_ID, GROUP_SEQ};
-pub use handle::DestinationStats;
 pub(crate) use handle::{
     Control, DestHandle, DurableError, DurableName, Envelope, Gone, Publish, PublishError,
 };
+pub use handle::{DestinationStats, DurableView};
 pub(crate) use queue::spawn_queue;
 pub(crate) use registrations::Registrations;
 pub(crate) use registry::{BrokerCore, TooManyDestinations, lock};

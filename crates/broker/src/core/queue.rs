@@ -153,7 +153,13 @@ impl QueueActor {
                         self.dispatcher.clear();
                         break;
                     }
-                    Some(cmd @ (Control::Browse { .. } | Control::Stats { .. })) => {
+                    Some(Control::Destroy { reply }) => {
+                        self.take_waiting(&mut publish);
+                        let _ = reply.send(self.dispatcher.stored_seqs());
+                        self.dispatcher.clear();
+                        break;
+                    }
+                    Some(cmd @ (Control::Browse { .. } | Control::Stats { .. } | Control::Take { .. })) => {
                         // A browser, and the statistics, see what senders
                         // have been told the queue has (a RECEIPT can come
                         // before the queue took the message): what waits
@@ -260,10 +266,18 @@ impl QueueActor {
             Control::Commit { seqs, .. } => d.commit(&seqs),
             Control::Rollback { seqs, .. } => d.rollback(&seqs, effects),
             Control::Stats { reply } => {
-                let _ = reply.send(DestinationStats {
-                    destination: self.destination.to_string(),
-                    dispatch: d.stats(),
-                });
+                let _ = reply.send(DestinationStats::new(
+                    &self.destination,
+                    d.stats(),
+                    d.oldest_timestamp(),
+                ));
+            }
+            Control::Take { only, max, reply } => {
+                let _ = reply.send(d.take_for_operator(only.as_ref(), max));
+            }
+            Control::GiveBack { taken } => d.give_back(taken),
+            Control::Durables { reply } => {
+                let _ = reply.send(Vec::new());
             }
             Control::Restore { messages, .. } => {
                 for m in messages {
@@ -274,7 +288,10 @@ impl QueueActor {
                 let _ = done.send(Err(DurableError::NotATopic));
             }
             // Every control is followed by a dispatch: that is the wake-up.
-            Control::Wake | Control::RestoreSubscription { .. } | Control::Delete => {}
+            Control::Wake
+            | Control::RestoreSubscription { .. }
+            | Control::Delete
+            | Control::Destroy { .. } => {}
         }
     }
 }

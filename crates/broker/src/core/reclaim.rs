@@ -97,10 +97,7 @@ async fn try_reclaim(
     while let Ok(c) = control.try_recv() {
         match c {
             Control::Stats { reply } => {
-                let _ = reply.send(DestinationStats {
-                    destination: destination.to_string(),
-                    dispatch: Default::default(),
-                });
+                let _ = reply.send(DestinationStats::new(destination, Default::default(), None));
             }
             // For consumers this destination does not have: nothing to do.
             c if c.needs_existing() => {}

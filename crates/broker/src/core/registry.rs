@@ -404,6 +404,13 @@ impl BrokerCore {
         }
     }
 
+    /// Takes a destination out of the registry without stopping it (an
+    /// operator's delete stops it itself, to learn what it held): the next
+    /// use makes a new one.
+    pub(crate) fn forget_destination(&self, dest: &Destination) {
+        lock(&self.destinations).remove(dest, &self.pattern_topics, &self.virtual_queues);
+    }
+
     pub(crate) fn destination_handles(&self) -> Vec<DestHandle> {
         lock(&self.destinations).map.values().cloned().collect()
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dispatch::{Dispatcher, Effect, Select, wake_at};
+use super::handle::DurableView;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -42,6 +43,7 @@ pub(crate) fn spawn_topic(shared: Arc<BrokerCore>, destination: Destination) -> 
         pending: VecDeque::new(),
         loads: FuturesUnordered::new(),
         published: 0,
+        gone: DispatchStats::default(),
         id,
         idleness: super::reclaim::Idleness::default(),
         durable_tags: HashMap::new(),
@@ -87,6 +89,10 @@ struct TopicActor {
     pending: VecDeque<Pending>,
     loads: Loads,
     published: u64,
+    /// The counters of subscriptions that have gone, so that the topic's
+    /// totals (sums over its subscriptions) never go backwards when one
+    /// ends: a Prometheus counter that drops reads as a restart.
+    gone: DispatchStats,
     id: u64,
     idleness: super::reclaim::Idleness,
     /// Which durable subscription each durable dispatcher's tag names.
@@ -143,8 +149,14 @@ impl TopicActor {
                 _ = stop.cancelled() => break,
                 cmd = control.recv() => match cmd {
                     None | Some(Control::Delete) => break,
+                    // The service refuses to delete a topic with durable
+                    // subscriptions: nothing it holds is stored.
+                    Some(Control::Destroy { reply }) => {
+                        let _ = reply.send(Vec::new());
+                        break;
+                    }
                     Some(cmd) => {
-                        passive = matches!(cmd, Control::Stats { .. });
+                        passive = matches!(cmd, Control::Stats { .. } | Control::Durables { .. });
                         self.control(cmd, &mut effects).await;
                     }
                 },
@@ -386,7 +398,11 @@ impl TopicActor {
             }
             Control::Unsubscribe { consumer, done } => {
                 self.selectors.remove(&consumer);
-                if self.subs.remove(&consumer).is_none()
+                let removed = self.subs.remove(&consumer);
+                if let Some(d) = &removed {
+                    retire(&mut self.gone, &d.stats());
+                }
+                if removed.is_none()
                     && let Some(name) = self.by_consumer.remove(&consumer)
                     && let Some(d) = self.durable.get_mut(&name)
                 {
@@ -434,7 +450,16 @@ impl TopicActor {
                 }
             }
             Control::Stats { reply } => {
-                let mut total = DispatchStats::default();
+                // The counters start from those of subscriptions gone;
+                // the gauges (ready, in flight...) are only the current ones'.
+                let mut total = DispatchStats {
+                    delivered: self.gone.delivered,
+                    acked: self.gone.acked,
+                    discarded: self.gone.discarded,
+                    expired: self.gone.expired,
+                    dead_lettered: self.gone.dead_lettered,
+                    ..DispatchStats::default()
+                };
                 let all = self
                     .subs
                     .values()
@@ -449,15 +474,44 @@ impl TopicActor {
                     total.acked += s.acked;
                     total.memory_bytes += s.memory_bytes;
                     total.discarded += s.discarded;
+                    total.expired += s.expired;
+                    total.dead_lettered += s.dead_lettered;
                 }
                 total.enqueued = self.published;
-                let _ = reply.send(DestinationStats {
-                    destination: self.destination.to_string(),
-                    dispatch: total,
-                });
+                // The oldest message any subscription holds.
+                let oldest = self
+                    .subs
+                    .values()
+                    .chain(self.durable.values().map(|d| &d.dispatcher))
+                    .filter_map(Dispatcher::oldest_timestamp)
+                    .min();
+                let _ = reply.send(DestinationStats::new(&self.destination, total, oldest));
             }
+            Control::Durables { reply } => {
+                let list = self
+                    .durable
+                    .iter()
+                    .map(|(name, d)| {
+                        let s = d.dispatcher.stats();
+                        DurableView {
+                            client_id: name.client_id.to_string(),
+                            name: name.name.to_string(),
+                            topic: self.destination.to_string(),
+                            selector: d.selector.as_ref().map(|s| s.text().to_owned()),
+                            active: d.consumer.is_some(),
+                            pending: s.ready + s.inflight + s.delayed,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            // Operators take messages from queues only.
+            Control::Take { reply, .. } => {
+                let _ = reply.send(Vec::new());
+            }
+            Control::GiveBack { .. } => {}
             // Topics are not browsed (the service refuses it).
-            Control::Browse { .. } | Control::Delete => {}
+            Control::Browse { .. } | Control::Delete | Control::Destroy { .. } => {}
             // Every control is followed by a dispatch: that is the wake-up.
             Control::Wake => {}
         }
@@ -501,7 +555,9 @@ impl TopicActor {
             };
             stored.map_err(DurableError::NotCreated)?;
             let d = self.new_durable(&name, selector);
-            self.durable.insert(name.clone(), d);
+            if let Some(old) = self.durable.insert(name.clone(), d) {
+                retire(&mut self.gone, &old.dispatcher.stats());
+            }
         }
         let id = consumer.id;
         if let Some(d) = self.durable.get_mut(&name) {
@@ -531,9 +587,21 @@ impl TopicActor {
             Err(e) => Err(e),
         };
         stored.map_err(DurableError::NotRemoved)?;
-        self.durable.remove(name);
+        if let Some(old) = self.durable.remove(name) {
+            retire(&mut self.gone, &old.dispatcher.stats());
+        }
         Ok(())
     }
+}
+
+/// Adds the counters of a subscription that is going to those of the
+/// subscriptions gone before it.
+fn retire(gone: &mut DispatchStats, s: &DispatchStats) {
+    gone.delivered += s.delivered;
+    gone.acked += s.acked;
+    gone.discarded += s.discarded;
+    gone.expired += s.expired;
+    gone.dead_lettered += s.dead_lettered;
 }
 
 /// The store records that remove durable subscription `name` and the

@@ -44,6 +44,8 @@ pub(crate) struct ConnectRequest {
     /// has the client name them (OpenWire: `CONNECTION-ID:N`, unique by
     /// the client's connection id); `None` for a secret random one.
     pub(crate) temp_scope: Option<String>,
+    /// The protocol and version, for the operators' directory.
+    pub(crate) wire: super::directory::Wire,
 }
 
 /// How a protocol head must treat a delivery it is about to write.
@@ -100,6 +102,13 @@ pub(crate) struct Connection {
     _user_slot: Option<Slot<String>>,
     /// `limits.max-send-rate-per-connection`, if set.
     pub(super) send_rate: Option<SendRate>,
+    /// Its place in the directory of connections (none for the broker's
+    /// own connections).
+    _listing: Option<super::directory::Listing>,
+    /// SENDs of this connection dropped as duplicates (a failover client's
+    /// replays of what it had stored already), told to the client on its
+    /// receipts so it can say how many it resent for nothing.
+    pub(super) duplicates_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Connection {
@@ -112,7 +121,23 @@ impl Connection {
         number: u64,
     ) -> Connection {
         let rate = service.core.config.limits.max_send_rate_per_connection;
+        let shown = Arc::new(super::directory::Shown::default());
+        let listing = (!matches!(principal, Principal::Broker)).then(|| {
+            service.directory.list(super::directory::Entry {
+                number,
+                id: req.id.clone(),
+                peer: req.peer,
+                wire: req.wire.clone(),
+                user: principal.user().map(str::to_owned),
+                client_id: req.client_id.clone(),
+                connected_at_ms: crate::model::now_ms(),
+                kick: req.kick.clone(),
+                shown: shown.clone(),
+            })
+        });
         Connection {
+            _listing: listing,
+            duplicates_dropped: Arc::default(),
             _user_slot: user_slot,
             // The broker's own sends (the scheduler's firings) are not
             // held back: their senders were, when they sent.
@@ -126,7 +151,7 @@ impl Connection {
             client_id: req.client_id,
             public_temp_names: req.temp_scope.is_some(),
             temp_scope: temp_scope.into(),
-            subs: Subscriptions::default(),
+            subs: Subscriptions::new(shown),
             txs: HashMap::new(),
             temps: Vec::new(),
             deliveries: req.deliveries,
@@ -140,6 +165,12 @@ impl Connection {
     /// not copied: heads need it for every frame naming a destination).
     pub(crate) fn temp_scope(&self) -> Arc<str> {
         self.temp_scope.clone()
+    }
+
+    /// How many of its SENDs were dropped as duplicates so far.
+    pub(crate) fn duplicates_dropped(&self) -> u64 {
+        self.duplicates_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn client_id(&self) -> Option<&str> {

@@ -22,8 +22,10 @@ pub(crate) mod auth;
 mod commit;
 mod connection;
 mod copy;
+pub(crate) mod directory;
 mod error;
 pub(crate) mod limits;
+pub(crate) mod operator;
 mod pipeline;
 mod publish;
 mod registries;
@@ -95,6 +97,8 @@ pub(crate) struct Service {
     pub(crate) temporaries: temporary::Temporaries,
     /// Scheduled delivery; set once, when the service starts serving.
     pub(crate) scheduler: std::sync::OnceLock<scheduler::Scheduler>,
+    /// Open client connections, for operators.
+    pub(crate) directory: Arc<directory::Directory>,
 }
 
 impl Service {
@@ -111,6 +115,7 @@ impl Service {
             per_address: Arc::default(),
             temporaries: temporary::Temporaries::default(),
             scheduler: std::sync::OnceLock::new(),
+            directory: Arc::default(),
         }
     }
 
@@ -301,6 +306,7 @@ impl Service {
             deliveries,
             kick: Arc::default(),
             temp_scope: None,
+            wire: directory::Wire::new("internal", ""),
         };
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Connection::new(

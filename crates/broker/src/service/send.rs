@@ -124,11 +124,15 @@ impl Connection {
                     .await?,
             )
         };
+        let dropped = self.duplicates_dropped.clone();
         let work = async move {
             let duplicates = match stored {
                 Some(s) => s.await?,
                 None => Duplicates::default(),
             };
+            if !duplicates.0.is_empty() {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
             if pinned {
                 flow_control(&core, "SEND", memory_room(&core, own)).await?;
             }

@@ -273,6 +273,18 @@ impl Connection {
             };
             registrations.add(consumer_id, handle);
         }
+        let view = super::directory::SubscriptionView {
+            id: spec.id.clone(),
+            destination: spec
+                .destinations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            selector: spec.selector.clone().filter(|s| !s.is_empty()),
+            durable: spec.durable.clone(),
+            browser: spec.browse,
+        };
         self.subs.insert(
             key,
             Subscription {
@@ -286,6 +298,7 @@ impl Connection {
                 recent: credit.as_ref().map(|_| Recent::default()),
                 credit,
             },
+            view,
         );
         let work = if registered.is_empty() && declarations.is_empty() {
             ready()

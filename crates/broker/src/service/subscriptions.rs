@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::directory::{Shown, SubscriptionView};
 use super::error::{AckTarget, ServiceError};
 use std::sync::Arc;
 
@@ -166,8 +167,9 @@ impl Acked {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Subscriptions {
+    /// What the directory of connections shows of this table.
+    shown: Arc<Shown>,
     by_key: HashMap<SubKey, Subscription>,
     by_id: HashMap<String, SubKey>,
     tokens: HashMap<DeliveryToken, SubKey>,
@@ -176,6 +178,17 @@ pub(crate) struct Subscriptions {
 }
 
 impl Subscriptions {
+    pub(crate) fn new(shown: Arc<Shown>) -> Subscriptions {
+        Subscriptions {
+            shown,
+            by_key: HashMap::new(),
+            by_id: HashMap::new(),
+            tokens: HashMap::new(),
+            next_key: 0,
+            next_token: 0,
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -195,13 +208,15 @@ impl Subscriptions {
         SubKey(self.next_key)
     }
 
-    pub(crate) fn insert(&mut self, key: SubKey, sub: Subscription) {
+    pub(crate) fn insert(&mut self, key: SubKey, sub: Subscription, view: SubscriptionView) {
+        self.shown.subscribed(view);
         self.by_id.insert(sub.id.clone(), key);
         self.by_key.insert(key, sub);
     }
 
     pub(crate) fn remove(&mut self, key: SubKey) -> Option<Subscription> {
         let sub = self.by_key.remove(&key)?;
+        self.shown.unsubscribed(&sub.id, sub.unacked.len());
         self.by_id.remove(&sub.id);
         for u in &sub.unacked {
             self.tokens.remove(&u.token);
@@ -210,6 +225,7 @@ impl Subscriptions {
     }
 
     pub(crate) fn drain(&mut self) -> Vec<Subscription> {
+        self.shown.cleared();
         self.by_id.clear();
         self.tokens.clear();
         self.by_key.drain().map(|(_, s)| s).collect()
@@ -251,6 +267,7 @@ impl Subscriptions {
                 stored,
             });
             self.tokens.insert(token, key);
+            self.shown.delivered();
         }
         token
     }
@@ -296,6 +313,7 @@ impl Subscriptions {
         for u in &items {
             self.tokens.remove(&u.token);
         }
+        self.shown.settled(items.len());
         let mut parts: Vec<Acked> = Vec::new();
         for u in items {
             match parts.iter_mut().find(|a| a.consumer == u.consumer) {

@@ -64,6 +64,7 @@ async fn connect(service: &Arc<Service>, client_id: Option<&str>) -> Result<Clie
             deliveries: tx,
             kick: Arc::new(Kick::default()),
             temp_scope: None,
+            wire: crate::service::directory::Wire::new("test", "1"),
         })
         .await?;
     Ok(Client { conn, deliveries })

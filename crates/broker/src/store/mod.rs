@@ -501,9 +501,20 @@ pub trait StoreBackend: Send + 'static {
 
 /// Disk (or memory) used by the store, shared between the backend, which
 /// updates it, and the broker, which enforces `store.max-bytes`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Usage {
     used: AtomicU64,
+    /// Bytes of live data (records still needed), where the backend tells
+    /// it apart from `used`: a journal's files are preallocated, so the
+    /// disk they take says little about what they hold. `u64::MAX`: not
+    /// told, `used` is the data.
+    data: AtomicU64,
+    /// How long each synced group took to write and make durable (the
+    /// journal's write and fdatasync, PostgreSQL's transaction and commit).
+    pub sync_seconds: crate::metrics::Histogram,
+    /// Batches (SENDs, ACKs, COMMITs waiting for it) per synced group: the
+    /// group-commit factor, as a distribution.
+    pub group_batches: crate::metrics::Histogram,
     freed: Notify,
     /// Groups of batches written.
     pub groups: AtomicU64,
@@ -535,6 +546,30 @@ pub struct Usage {
     pub lost_messages: AtomicU64,
     /// Bytes of records lost, by the last recovery's count.
     pub lost_bytes: AtomicU64,
+}
+
+impl Default for Usage {
+    fn default() -> Usage {
+        Usage {
+            used: AtomicU64::default(),
+            data: AtomicU64::new(u64::MAX),
+            sync_seconds: crate::metrics::Histogram::seconds(crate::metrics::LATENCY_BUCKETS),
+            group_batches: crate::metrics::Histogram::counts(crate::metrics::COUNT_BUCKETS),
+            freed: Notify::default(),
+            groups: AtomicU64::default(),
+            synced_groups: AtomicU64::default(),
+            synced_batches: AtomicU64::default(),
+            lazy_batches: AtomicU64::default(),
+            retries: AtomicU64::default(),
+            duplicate_ids: AtomicU64::default(),
+            no_space: AtomicU64::default(),
+            short_until_ms: AtomicU64::default(),
+            corruption: AtomicU64::default(),
+            lost_records: AtomicU64::default(),
+            lost_messages: AtomicU64::default(),
+            lost_bytes: AtomicU64::default(),
+        }
+    }
 }
 
 impl Usage {
@@ -585,6 +620,19 @@ impl Usage {
     /// Bytes in use.
     pub fn get(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Sets the bytes of live data, where they differ from the bytes in use.
+    pub fn set_data(&self, bytes: u64) {
+        self.data.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of live data the store holds (`halyard_store_bytes`).
+    pub fn data(&self) -> u64 {
+        match self.data.load(Ordering::Relaxed) {
+            u64::MAX => self.get(),
+            d => d,
+        }
     }
 }
 
@@ -1059,7 +1107,13 @@ async fn writer<B: StoreBackend>(
             let result = if failed.is_cancelled() {
                 Err(StoreError::Failed("the store failed earlier".into()))
             } else {
-                backend.write(&batches, sync).await
+                let started = std::time::Instant::now();
+                let r = backend.write(&batches, sync).await;
+                if sync && r.is_ok() {
+                    stats.sync_seconds.observe_duration(started.elapsed());
+                    stats.group_batches.observe(waiting as u64);
+                }
+                r
             };
             // Refused for want of space (a full disk): the batches without
             // new messages (acknowledgements) go in on their own, or nothing

@@ -7,9 +7,13 @@ use std::time::Instant;
 use halyard_client::{AckMode, Client, ClientError, Message, SubscribeOptions, Subscription};
 
 use super::stats::Latency;
-use super::{Plan, RunCounters, SENT_HEADER, SHARD_HEADER, WARMUP_HEADER, connect, epoch_us};
+use super::{
+    ID_HEADER, Plan, RunCounters, SENT_HEADER, SHARD_HEADER, WARMUP_HEADER, connect, epoch_us,
+};
 
 pub(super) struct Consumer {
+    /// Which consumer (topic duplicates are counted per subscriber).
+    index: u32,
     client: Client,
     sub: Subscription,
 }
@@ -34,7 +38,11 @@ impl Consumer {
                 .push(("selector".to_owned(), format!("{SHARD_HEADER} = '{i}'")));
         }
         let sub = client.subscribe(&plan.destination, options).await?;
-        Ok(Consumer { client, sub })
+        Ok(Consumer {
+            index: i,
+            client,
+            sub,
+        })
     }
 
     /// Receives until every expected message has arrived (across all
@@ -101,6 +109,20 @@ impl Consumer {
             if m.header(WARMUP_HEADER).is_some() {
                 continue;
             }
+            if m.redelivered() {
+                counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            }
+            let subscriber = if plan.topic { self.index } else { 0 };
+            if let Some(key) = m.header(ID_HEADER).and_then(|v| own_id(v, plan.run_id))
+                && !counters
+                    .seen
+                    .lock()
+                    .map(|mut seen| seen.insert(subscriber, key.0, key.1))
+                    .unwrap_or(true)
+            {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if let Some(sent) = m.header(SENT_HEADER).and_then(|v| v.parse::<u64>().ok()) {
                 e2e.record(epoch_us().saturating_sub(sent));
             }
@@ -121,4 +143,15 @@ impl Consumer {
         }
         ConsumerResult { e2e, last, error }
     }
+}
+
+/// (producer, sequence) from a `bench-id` of this run; `None` for a
+/// message of another run (or not from bench), which is counted but not
+/// checked for duplicates.
+fn own_id(v: &str, run_id: u64) -> Option<(u32, u64)> {
+    let mut parts = v.splitn(3, '-');
+    let run = parts.next()?.parse::<u64>().ok()?;
+    let producer = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    (run == run_id).then_some((producer, seq))
 }

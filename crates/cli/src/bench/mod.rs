@@ -23,6 +23,9 @@ use report::Report;
 
 /// Header holding the send time, in µs since the Unix epoch.
 const SENT_HEADER: &str = "bench-sent-us";
+/// Header naming each message uniquely within a run: `RUN-PRODUCER-SEQ`,
+/// so consumers can count a message delivered twice (after a failover).
+const ID_HEADER: &str = "bench-id";
 /// Header marking warm-up messages.
 const WARMUP_HEADER: &str = "bench-warmup";
 /// Header (a message property) that `--selectors N` sets to the message's
@@ -49,7 +52,8 @@ pub(crate) struct Args {
     url: String,
     /// Destination: a /queue/NAME (consumers compete) or a /topic/NAME
     /// (every consumer gets every message).
-    #[arg(long, short = 'd', default_value = "/queue/halyard.bench")]
+    /// ActiveMQ's queue://NAME and topic://NAME are accepted too.
+    #[arg(long, short = 'd', default_value = "/queue/halyard.bench", value_parser = crate::connect::destination)]
     destination: String,
     /// Producer connections (0: only consume, e.g. drain a filled queue).
     #[arg(long, default_value_t = 1)]
@@ -72,6 +76,13 @@ pub(crate) struct Args {
     persistent: bool,
     /// Ask for a receipt on every Nth message and wait for it before
     /// sending more; 1 makes every send synchronous, 0 asks for none.
+    /// Across a failover (a failover: URL) the client resends only what it
+    /// had asked a receipt for and not yet got: a send without a receipt
+    /// (the N-1 between receipts, or all with 0) is at-most-once and may
+    /// be lost when a broker dies; persistent sends with receipts are
+    /// at-least-once, and the broker drops the resent copies it had already
+    /// stored. The report counts duplicates and redeliveries the consumers
+    /// saw.
     #[arg(long, default_value_t = 0, value_name = "N")]
     receipt_every: u64,
     /// A header on every message sent, as NAME:VALUE; repeatable (e.g.
@@ -136,6 +147,9 @@ struct Plan {
     topic: bool,
     /// Shards of `--selectors`: consumer k selects `shard = 'k'`.
     selectors: Option<u32>,
+    /// This run's id (its start, µs since the epoch) in `bench-id`, so
+    /// messages left by another run are not taken for duplicates.
+    run_id: u64,
 }
 
 fn seconds(name: &str, v: f64, allow_zero: bool) -> anyhow::Result<Duration> {
@@ -212,6 +226,7 @@ impl Plan {
             drain_timeout: seconds("drain-timeout", a.drain_timeout, true)?,
             topic,
             selectors: a.selectors,
+            run_id: epoch_us(),
         })
     }
 }
@@ -231,6 +246,44 @@ struct RunCounters {
     expected: watch::Sender<Option<u64>>,
     /// Set once every expected delivery has arrived.
     all_received: watch::Sender<bool>,
+    /// Deliveries of a message (for a topic: to a subscriber) already
+    /// received: not counted in `received`.
+    duplicates: AtomicU64,
+    /// Deliveries flagged redelivered by the broker (e.g. unacknowledged
+    /// when a consumer's connection failed over).
+    redelivered: AtomicU64,
+    /// Which messages of this run were received so far. Locked only for
+    /// one insert, never across an await.
+    seen: std::sync::Mutex<Seen>,
+}
+
+/// Messages per producer whose duplicates are counted (2^30: a 128 MiB
+/// bitmap at most).
+const MAX_TRACKED_SEQ: u64 = 1 << 30;
+
+/// A bit per message sequence number, per (subscriber for a topic else 0,
+/// producer): a long run at full speed costs an eighth of a byte per
+/// message, where a set of ids would cost tens of bytes.
+#[derive(Default)]
+struct Seen(std::collections::HashMap<(u32, u32), Vec<u64>>);
+
+impl Seen {
+    /// Records a delivery; false if it had been received before. A
+    /// sequence number beyond any real run's (a forged `bench-id`) is not
+    /// tracked, so it cannot make the map huge.
+    fn insert(&mut self, subscriber: u32, producer: u32, seq: u64) -> bool {
+        if seq >= MAX_TRACKED_SEQ {
+            return true;
+        }
+        let bits = self.0.entry((subscriber, producer)).or_default();
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        let fresh = bits[word] & (1 << bit) == 0;
+        bits[word] |= 1 << bit;
+        fresh
+    }
 }
 
 impl RunCounters {
@@ -253,7 +306,7 @@ fn epoch_us() -> u64 {
 }
 
 async fn connect(url: &str, what: &str) -> anyhow::Result<Client> {
-    Client::connect(url)
+    crate::connect::connect(url, Some(what))
         .await
         .with_context(|| format!("{what} could not connect"))
 }
@@ -286,6 +339,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         received: AtomicU64::new(0),
         expected,
         all_received,
+        duplicates: AtomicU64::new(0),
+        redelivered: AtomicU64::new(0),
+        seen: std::sync::Mutex::new(Seen::default()),
     });
     let progress =
         (!args.json && !args.no_progress).then(|| report::Progress::start(&plan, counters.clone()));
@@ -296,7 +352,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let producer_tasks: Vec<_> = producers
         .into_iter()
-        .map(|client| tokio::spawn(producer::run(client, plan.clone(), counters.clone())))
+        .enumerate()
+        .map(|(i, client)| {
+            tokio::spawn(producer::run(
+                client,
+                i as u32,
+                plan.clone(),
+                counters.clone(),
+            ))
+        })
         .collect();
 
     let mut report = Report::new(&plan, started_wall);
@@ -337,4 +401,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         bail!("{} message(s) missing", report.missing);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seen;
+
+    #[test]
+    fn seen_tells_a_repeat_from_a_first_delivery() {
+        let mut s = Seen::default();
+        assert!(s.insert(0, 0, 1));
+        assert!(s.insert(0, 1, 1));
+        assert!(s.insert(1, 0, 1));
+        assert!(!s.insert(0, 0, 1));
+        assert!(s.insert(0, 0, 1000));
+        assert!(!s.insert(0, 0, 1000));
+        assert!(s.insert(0, 0, 63) && s.insert(0, 0, 64));
+        assert!(s.insert(0, 0, u64::MAX) && s.insert(0, 0, u64::MAX));
+    }
 }

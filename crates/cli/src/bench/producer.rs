@@ -8,7 +8,9 @@ use bytes::Bytes;
 use halyard_client::{Client, SendMessage};
 
 use super::stats::Latency;
-use super::{End, Plan, RunCounters, SENT_HEADER, SHARD_HEADER, WARMUP_HEADER, epoch_us};
+use super::{
+    End, ID_HEADER, Plan, RunCounters, SENT_HEADER, SHARD_HEADER, WARMUP_HEADER, epoch_us,
+};
 
 pub(super) struct ProducerResult {
     pub(super) receipts: Latency,
@@ -20,7 +22,12 @@ pub(super) struct ProducerResult {
 /// Sends until the plan's end, waiting for a receipt every
 /// `receipt_every` messages; then disconnects, which waits until the
 /// broker has processed everything sent.
-pub(super) async fn run(client: Client, plan: Plan, counters: Arc<RunCounters>) -> ProducerResult {
+pub(super) async fn run(
+    client: Client,
+    index: u32,
+    plan: Plan,
+    counters: Arc<RunCounters>,
+) -> ProducerResult {
     let body = Bytes::from(vec![b'x'; plan.size]);
     let mut receipts = Latency::new();
     let mut i = 0u64;
@@ -41,7 +48,8 @@ pub(super) async fn run(client: Client, plan: Plan, counters: Arc<RunCounters>) 
         let mut m = SendMessage::new(plan.destination.clone(), body.clone())
             .persistent(plan.persistent)
             .receipt(want_receipt)
-            .header(SENT_HEADER, epoch_us().to_string());
+            .header(SENT_HEADER, epoch_us().to_string())
+            .header(ID_HEADER, format!("{}-{index}-{i}", plan.run_id));
         if !measured {
             m = m.header(WARMUP_HEADER, "1");
         }

@@ -37,8 +37,14 @@ pub(super) struct Report {
     /// Deliveries expected.
     expected: u64,
     pub(super) missing: u64,
-    /// Deliveries beyond those expected (duplicates or leftovers).
+    /// Deliveries beyond those expected (leftovers of another run).
     extra: u64,
+    /// Deliveries of a message a consumer (for a topic: that subscriber)
+    /// had already received, e.g. resent or redelivered across a failover;
+    /// not counted in `received`.
+    duplicates: u64,
+    /// Deliveries the broker flagged redelivered.
+    redelivered: u64,
     /// From the end of the warm-up until the last producer's messages were
     /// all confirmed.
     send_duration_s: f64,
@@ -83,6 +89,8 @@ impl Report {
             expected: 0,
             missing: 0,
             extra: 0,
+            duplicates: 0,
+            redelivered: 0,
             send_duration_s: 0.0,
             receive_duration_s: 0.0,
             send_rate: 0.0,
@@ -119,6 +127,8 @@ impl Report {
         self.expected = counters.expected.borrow().unwrap_or(0);
         self.missing = self.expected.saturating_sub(self.received);
         self.extra = self.received.saturating_sub(self.expected);
+        self.duplicates = counters.duplicates.load(Ordering::Relaxed);
+        self.redelivered = counters.redelivered.load(Ordering::Relaxed);
         let since = |t: Option<Instant>| {
             t.map(|t| {
                 t.saturating_duration_since(counters.measure_from)
@@ -193,11 +203,25 @@ impl fmt::Display for Report {
                 self.received, self.receive_duration_s, self.receive_rate
             )?;
         }
+        if self.consumers > 0 {
+            writeln!(
+                f,
+                "  duplicates  {:>10} msgs (already received; not counted above); {} redelivered",
+                self.duplicates, self.redelivered
+            )?;
+        }
         if let Some(p) = &self.receipt_latency_us {
             writeln!(f, "  receipt     {p}")?;
         }
         if let Some(p) = &self.e2e_latency_us {
             writeln!(f, "  end-to-end  {p}")?;
+        }
+        if self.consumers > 0 && self.producers > 0 && self.missing == 0 {
+            writeln!(
+                f,
+                "  nothing missing: all {} expected deliveries arrived",
+                self.expected
+            )?;
         }
         if self.missing > 0 || self.extra > 0 {
             writeln!(

@@ -255,6 +255,7 @@ impl EventLog {
                         broker: now,
                         after,
                         attempts,
+                        ..
                     },
                 ),
                 ..,
@@ -1239,10 +1240,13 @@ async fn halyard_send_survives_a_kill_9_of_the_master_and_stores_each_message_on
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(status.success(), "halyard send exited {status}:\n{stderr}");
+    // One line for the failover (where it resumed, the sends replayed),
+    // printed by the command, not a WARN log line.
     assert!(
-        stderr.contains("failing over"),
+        stderr.contains("failover complete: resumed on") && stderr.contains("replayed"),
         "halyard send did not report a failover:\n{stderr}"
     );
+    assert!(!stderr.contains("WARN"), "{stderr}");
     let s = settle_ready(g.nodes[b].http, Q, N).await;
     println!(
         "halyard send -n {N} across a kill -9 ({before_kill} in at the kill): exit 0 {} after the kill; \
@@ -1360,4 +1364,37 @@ async fn a_message_delivered_just_before_the_master_dies_comes_back_flagged_rede
         again.text(),
         again.headers
     );
+}
+
+/// A SEND the broker drops as a duplicate (a failover client's replay of
+/// what it had stored) is still receipted, and the receipt says how many of
+/// the connection's SENDs were dropped so: the client counts the
+/// duplicates it suppressed from it.
+#[tokio::test]
+async fn a_receipt_tells_how_many_sends_were_dropped_as_duplicates() {
+    let b = TestBroker::start("").await;
+    let mut c = Stomp::connect(b.stomp).await;
+    let send = |r: &str| {
+        Frame::new(Command::Send)
+            .header("destination", "/queue/replayed")
+            .header("persistent", "true")
+            .header("_AMQ_DUPL_ID", "producer-7:1")
+            .header("receipt", r)
+            .body(b"once".to_vec())
+    };
+    c.send(send("r1")).await;
+    let first = c.recv().await;
+    assert_eq!(first.command, Command::Receipt, "{first:?}");
+    assert_eq!(first.headers.get("duplicates-dropped"), None, "{first:?}");
+    c.send(send("r2")).await;
+    let second = c.recv().await;
+    assert_eq!(second.headers.get("receipt-id"), Some("r2"));
+    assert_eq!(
+        second.headers.get("duplicates-dropped"),
+        Some("1"),
+        "{second:?}"
+    );
+    c.subscribe("s", "/queue/replayed", "auto", &[]).await;
+    assert_eq!(body(&c.recv_message().await), "once");
+    c.expect_silence(Duration::from_millis(200)).await;
 }

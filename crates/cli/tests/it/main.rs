@@ -37,12 +37,15 @@ mod security;
 mod ws;
 // The other heads' listeners (OpenWire) on ports of their own.
 mod listeners;
+// `/metrics`: conventions, the docs' reference, the Grafana dashboard.
+mod metrics;
 // The OpenWire head against our own codec: bad input, refusals, the auto port.
 mod openwire;
 
 // Broker processes (the `halyard` binary).
 // The protected admin API (one test runs a master and a slave) and the
 // limits per user, per address and per connection.
+mod admin_api;
 mod admin_security;
 mod cli;
 // Deployment: JSON logs, settings from the environment, config errors,
@@ -54,6 +57,10 @@ mod ha;
 mod ha_postgres;
 mod hostile;
 mod large;
+// What a newcomer trips over: the failover line, errors, spellings.
+mod newcomer;
+// The operator's CLI over the admin API (dstat, status of a pair, ...).
+mod operator;
 mod semantics_takeover;
 // TLS listeners, HTTPS admin, mutual TLS, reload on SIGHUP.
 mod tls;

@@ -714,3 +714,20 @@ async fn a_transacted_consumer_receives_beyond_its_prefetch_before_it_commits() 
         "committed: gone"
     );
 }
+
+/// A synchronous persistent send (`responseRequired`, the JMS default) is
+/// timed from its arrival to its Response in `halyard_receipt_seconds`,
+/// as a STOMP SEND with a receipt is.
+#[tokio::test]
+async fn a_synchronous_persistent_send_is_timed_as_a_receipt() {
+    use halyard_testkit::metrics::metric_at;
+    let b = TestBroker::start("").await;
+    let mut c = Client::handshake(b.openwire.unwrap(), 12).await;
+    c.connect(None, None).await;
+    let count = "halyard_receipt_seconds_count";
+    let before = metric_at(b.http, count).await;
+    let answer = c.send_text("ow.timed", "x").await;
+    assert!(matches!(answer, Command::Response(_)), "{answer:?}");
+    // Observed before the Response was written.
+    assert_eq!(metric_at(b.http, count).await, before + 1);
+}

@@ -639,3 +639,45 @@ async fn the_admin_api_over_https_asks_for_credentials() {
     assert!(ok.contains(" 200 ") && ok.contains("\"role\""), "{ok}");
     assert!(https_get(b.http, &ca, "/healthz").await.contains(" 200 "));
 }
+
+/// The operator's CLI reaches an HTTPS admin API (`https://` addresses,
+/// `--ca`), and says what to do when the certificate is not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_to_an_https_admin_api() {
+    let pki = Pki::new(&["localhost"]);
+    let hash = halyard_broker::password::hash("watch-pw").unwrap();
+    let b = BrokerProcess::start(&format!(
+        "{}[[security.users]]\nname = \"watcher\"\npassword = \"{hash}\"\ngroups = [\"monitors\"]\n",
+        pki.toml(free_port(), true, "none")
+    ))
+    .await;
+    let ca = pki.ca_file();
+    let url = format!("https://localhost:{}", b.http.port());
+    let login = ["--user", "watcher", "--password", "watch-pw"];
+    let mut args = vec!["status", "--http", url.as_str(), "--ca", ca.as_str()];
+    args.extend(login);
+    let (code, out, err) = run_cli(&args, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("master, epoch 1"), "{out}");
+    let mut args = vec![
+        "dstat",
+        "--json",
+        "--http",
+        url.as_str(),
+        "--ca",
+        ca.as_str(),
+    ];
+    args.extend(login);
+    let (code, out, err) = run_cli(&args, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with('['), "{out}");
+    // Without the CA: the handshake fails, and the message says why.
+    let mut args = vec!["status", "--http", url.as_str()];
+    args.extend(login);
+    let (code, _, err) = run_cli(&args, None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("--ca"),
+        "{err}"
+    );
+}

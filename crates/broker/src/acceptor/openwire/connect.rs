@@ -76,6 +76,10 @@ impl Session {
             // connection id (`ID:host-…:1:N`), and they are found by that
             // name: it is their scope.
             temp_scope: Some(connection.clone()),
+            wire: crate::service::directory::Wire::new(
+                "openwire",
+                self.codec.format().version.to_string(),
+            ),
         };
         let conn = match self.service.connect(request).await {
             Ok(c) => c,

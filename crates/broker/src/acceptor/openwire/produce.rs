@@ -30,10 +30,19 @@ impl Session {
     /// `ProducerInfo`: remember the producer's window.
     pub(super) fn producer_info(&mut self, p: ow::ProducerInfo) -> Result<(), Fatal> {
         if let Some(id) = &p.producer_id {
+            // A producer of one destination counts as its producer; an
+            // anonymous one (a destination per message) counts nowhere.
+            let listed = p
+                .destination
+                .as_ref()
+                .and_then(|d| convert::destinations(d).ok())
+                .and_then(|ds| ds.into_iter().next())
+                .map(|d| self.service.directory.producer(d.to_string()));
             self.producers.by_id.insert(
                 (id.session_id, id.value),
                 Producer {
                     window: p.window_size,
+                    _listed: listed,
                 },
             );
         }
@@ -42,6 +51,7 @@ impl Session {
 
     /// A message from a producer.
     pub(super) async fn message(&mut self, m: ow::Message) -> Result<(), Fatal> {
+        let arrived = std::time::Instant::now();
         let (id, required) = (m.command_id, m.response_required);
         let windowed = m
             .producer_id
@@ -88,12 +98,14 @@ impl Session {
             }
             None => None,
         };
+        let timed = (required && new.persistent && tx.is_none()).then_some(arrived);
         let sent = self.conn()?.send(new, tx.as_deref(), false).await;
         match sent {
             Ok(sent) => {
                 let reply = Reply {
                     correlation: required.then_some(id),
                     producer_ack: windowed,
+                    timed,
                     ..Reply::default()
                 };
                 self.after(sent.bytes, reply, sent.work)

@@ -17,7 +17,7 @@ use super::error::{JMS_EXCEPTION, exception_class};
 use super::state::{Advisories, Consumers, Producers, Transactions};
 use crate::acceptor::{Reader, Transport, Writer};
 use crate::core::{Delivery, DeliveryTx, Kick};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Protocol};
 use crate::service::{Connection, Pending, Pipeline, Service, ServiceError};
 
 /// Deliveries written per wake-up before the session looks at other work.
@@ -87,6 +87,9 @@ pub(super) struct Reply {
     /// The exception class a failure of the work is reported as, instead
     /// of the one its error maps to (a failed commit rolled back).
     pub(super) failure_class: Option<&'static str>,
+    /// When a persistent message sent outside a transaction arrived: its
+    /// Response's latency goes into `halyard_receipt_seconds`.
+    pub(super) timed: Option<std::time::Instant>,
 }
 
 impl Reply {
@@ -143,8 +146,7 @@ pub(super) enum Flow {
 pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationToken) {
     let core = service.core.clone();
     let conn_id: Arc<str> = service.next_connection_id().into();
-    Metrics::inc(&core.metrics.connections_total);
-    Metrics::inc(&core.metrics.connections);
+    core.metrics.opened(Protocol::OpenWire);
     let peer = t.peer;
     tracing::info!(conn = %conn_id, %peer, protocol = "openwire", tls_subject = ?t.tls_subject,
         "connection opened");
@@ -225,7 +227,7 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), session.write_out()).await;
     let _ = session.writer.shutdown().await;
-    Metrics::dec(&core.metrics.connections);
+    core.metrics.closed(Protocol::OpenWire);
     tracing::info!(conn = %conn_id, %peer, %reason,
         duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
 }
@@ -519,10 +521,19 @@ impl Session {
             }
         };
         match (reply.correlation, exception) {
-            (Some(correlation_id), None) => self.send(Command::Response(ow::Response {
-                correlation_id,
-                ..ow::Response::default()
-            })),
+            (Some(correlation_id), None) => {
+                self.send(Command::Response(ow::Response {
+                    correlation_id,
+                    ..ow::Response::default()
+                }));
+                if let Some(arrived) = reply.timed {
+                    self.service
+                        .core
+                        .metrics
+                        .receipt_seconds
+                        .observe_duration(arrived.elapsed());
+                }
+            }
             (Some(correlation_id), Some(exception)) => {
                 self.send(Command::ExceptionResponse(ow::ExceptionResponse {
                     correlation_id,

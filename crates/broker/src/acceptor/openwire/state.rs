@@ -127,6 +127,8 @@ pub(super) fn key(id: &ow::ConsumerId) -> Key {
 /// A producer as the broker knows it: its window.
 pub(super) struct Producer {
     pub(super) window: i32,
+    /// Counted among its destination's producers (operators see it).
+    pub(super) _listed: Option<crate::service::directory::ProducerListing>,
 }
 
 /// The connection's producers, by (session, producer) number.

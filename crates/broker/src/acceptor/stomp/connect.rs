@@ -36,6 +36,7 @@ impl Session {
             deliveries,
             kick: self.kick.clone(),
             temp_scope: None,
+            wire: crate::service::directory::Wire::new("stomp", version.as_str()),
         };
         // ActiveMQ echoes a CONNECT's `request-id` as `response-id`.
         let request_id = h.get("request-id").map(str::to_owned);

@@ -9,9 +9,16 @@ use super::out::{Out, SHARED_BODY};
 use crate::core::{Delivery, GROUP_FIRST, Note};
 use crate::model::{BODY_KIND_PROPERTY, Value};
 
-pub(super) fn receipt(out: &mut Out, version: Version, receipt_id: &str) {
+/// A RECEIPT. `duplicates` is how many of the connection's SENDs were
+/// dropped as duplicates so far: told (as `duplicates-dropped`) once
+/// there are any, so a failover client can say how many of its replays the
+/// broker had stored already.
+pub(super) fn receipt(out: &mut Out, version: Version, receipt_id: &str, duplicates: u64) {
     let mut w = FrameWriter::new(&mut out.buf, Command::Receipt, version);
     w.header("receipt-id", receipt_id);
+    if duplicates > 0 {
+        w.header("duplicates-dropped", &duplicates.to_string());
+    }
     w.finish(b"");
 }
 

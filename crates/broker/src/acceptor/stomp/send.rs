@@ -36,6 +36,7 @@ impl Session {
         frame: Frame,
         receipt: Option<String>,
     ) -> Result<(), Fatal> {
+        let arrived = std::time::Instant::now();
         let conn = self.conn()?;
         let scope = conn.temp_scope();
         let dest_header = frame
@@ -49,12 +50,13 @@ impl Session {
         let first = dests.remove(0);
         let mut message = message(frame, first, &scope)?;
         message.also = dests;
+        let timed = (message.persistent && tx.is_none()).then_some(arrived);
         let sent = self
             .conn()?
             .send(message, tx.as_deref(), receipt.is_some())
             .await;
         match sent {
-            Ok(sent) => self.after(sent.bytes, receipt, sent.work),
+            Ok(sent) => self.after_timed(sent.bytes, receipt, sent.work, timed),
             Err(e) => self.refuse(e, receipt),
         }
     }

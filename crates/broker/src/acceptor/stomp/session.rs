@@ -23,7 +23,7 @@ use super::out::Out;
 use super::outbound::{self, MessageHeaders};
 use crate::acceptor::Transport;
 use crate::core::{Delivery, DeliveryTx, Kick, SubKey};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Protocol};
 use crate::model::Destination;
 use crate::service::{Connection, Pending, Pipeline, Service, ServiceError, Tracked};
 
@@ -100,6 +100,9 @@ pub(super) struct Reply {
     receipt: Option<String>,
     /// Close the connection once the receipt is written (DISCONNECT).
     then_close: bool,
+    /// When a persistent SEND outside a transaction arrived: its receipt's
+    /// latency goes into `halyard_receipt_seconds`.
+    pub(super) timed: Option<std::time::Instant>,
 }
 
 pub(super) use crate::acceptor::{Reader, Writer};
@@ -133,8 +136,7 @@ async fn serve_as(
 ) {
     let core = service.core.clone();
     let conn_id: Arc<str> = service.next_connection_id().into();
-    Metrics::inc(&core.metrics.connections_total);
-    Metrics::inc(&core.metrics.connections);
+    core.metrics.opened(Protocol::Stomp);
     tracing::info!(conn = %conn_id, %peer, tls_subject = ?tls_subject, "connection opened");
     let limits = &core.config.limits;
     let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
@@ -196,14 +198,15 @@ async fn serve_as(
         outbound::error(&mut session.out, session.version, e);
     }
     if let Some(r) = session.disconnect_receipt.take() {
-        outbound::receipt(&mut session.out, session.version, &r);
+        let dups = session.conn.as_ref().map_or(0, |c| c.duplicates_dropped());
+        outbound::receipt(&mut session.out, session.version, &r, dups);
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), session.write_out()).await;
     let _ = session.writer.shutdown().await;
     if matches!(end, End::Error(_)) && !stop.is_cancelled() {
         session.drain().await;
     }
-    Metrics::dec(&shared.metrics.connections);
+    shared.metrics.closed(Protocol::Stomp);
     tracing::info!(conn = %conn, %peer, %reason,
         duration_ms = session.opened.elapsed().as_millis() as u64, "connection closed");
 }
@@ -350,6 +353,7 @@ impl Session {
                         Reply {
                             receipt: Some(r),
                             then_close: true,
+                            timed: None,
                         },
                     ),
                     None => return Ok(Flow::Close),
@@ -396,7 +400,15 @@ impl Session {
             return Ok(Flow::Close);
         }
         if let Some(r) = reply.receipt {
-            outbound::receipt(&mut self.out, self.version, &r);
+            let dups = self.conn.as_ref().map_or(0, |c| c.duplicates_dropped());
+            outbound::receipt(&mut self.out, self.version, &r, dups);
+            if let Some(arrived) = reply.timed {
+                self.service
+                    .core
+                    .metrics
+                    .receipt_seconds
+                    .observe_duration(arrived.elapsed());
+            }
         }
         Ok(Flow::Continue)
     }
@@ -416,10 +428,22 @@ impl Session {
         receipt: Option<String>,
         work: Pending,
     ) -> Result<(), Fatal> {
+        self.after_timed(bytes, receipt, work, None)
+    }
+
+    /// [`Session::after`] for a SEND whose receipt is timed from `timed`.
+    pub(super) fn after_timed(
+        &mut self,
+        bytes: usize,
+        receipt: Option<String>,
+        work: Pending,
+        timed: Option<std::time::Instant>,
+    ) -> Result<(), Fatal> {
         if work.is_none() && receipt.is_none() {
             return Ok(());
         }
         let reply = Reply {
+            timed: timed.filter(|_| receipt.is_some()),
             receipt,
             then_close: false,
         };
@@ -436,6 +460,7 @@ impl Session {
             let reply = Reply {
                 receipt,
                 then_close: false,
+                timed: None,
             };
             return self.push(0, Some(Box::pin(std::future::ready(Err(e)))), reply);
         }

@@ -54,6 +54,18 @@ impl Delayed {
         self.parked.clear();
     }
 
+    /// Takes out the entries `pick` chooses, at most `max` of them.
+    pub(super) fn take_where(&mut self, max: usize, pick: impl Fn(&Entry) -> bool) -> Vec<Entry> {
+        let keys: Vec<(u64, u64)> = self
+            .parked
+            .iter()
+            .filter(|(_, e)| pick(e))
+            .map(|(k, _)| *k)
+            .take(max)
+            .collect();
+        keys.iter().filter_map(|k| self.parked.remove(k)).collect()
+    }
+
     /// The parked entries (in due order).
     pub(super) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.parked.values()

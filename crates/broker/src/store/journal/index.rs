@@ -457,6 +457,12 @@ impl Index {
     pub(crate) fn disk_bytes(&self) -> u64 {
         self.segs.values().map(|s| s.file_bytes).sum()
     }
+
+    /// Bytes of live records: the data held, without the preallocated
+    /// tail of the head segment or the dead records not yet reclaimed.
+    pub(crate) fn data_bytes(&self) -> u64 {
+        self.segs.values().map(|s| s.live_bytes).sum()
+    }
 }
 
 /// Gives queue declarations about to be written their place in declaration

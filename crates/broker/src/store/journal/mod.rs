@@ -637,6 +637,7 @@ impl JournalStore {
             idx.apply(entry, loc);
         }
         self.usage.set(idx.disk_bytes());
+        self.usage.set_data(idx.data_bytes());
         Ok(())
     }
 

@@ -245,7 +245,11 @@ impl JournalStore {
                 .and_then(|()| segment::sync_data(&file))
                 .map_err(|e| StoreError::io("cannot close the previous journal segment", e))?;
         }
-        self.usage.set(read(&self.catalog.index).disk_bytes());
+        {
+            let idx = read(&self.catalog.index);
+            self.usage.set(idx.disk_bytes());
+            self.usage.set_data(idx.data_bytes());
+        }
         let elapsed = started.elapsed();
         let r = &report;
         tracing::info!(

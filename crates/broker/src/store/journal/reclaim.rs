@@ -26,6 +26,7 @@ impl JournalStore {
                         s.file_bytes = allocated;
                     }
                     self.usage.set(idx.disk_bytes());
+                    self.usage.set_data(idx.data_bytes());
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot extend the journal's preallocation"),
             }
@@ -125,7 +126,11 @@ impl JournalStore {
         }
         segment::sync_dir(&self.dir)
             .map_err(|e| StoreError::io("cannot sync journal directory", e))?;
-        self.usage.set(read(&self.catalog.index).disk_bytes());
+        {
+            let idx = read(&self.catalog.index);
+            self.usage.set(idx.disk_bytes());
+            self.usage.set_data(idx.data_bytes());
+        }
         tracing::debug!(segments = ?dead, "deleted dead journal segments");
         Ok(true)
     }
