@@ -46,6 +46,9 @@ pub(crate) struct ConnectRequest {
     pub(crate) temp_scope: Option<String>,
     /// The protocol and version, for the operators' directory.
     pub(crate) wire: super::directory::Wire,
+    /// Its requests whose outcome is pending (the head's pipeline), for
+    /// the operators' directory.
+    pub(crate) inflight: Arc<AtomicUsize>,
 }
 
 /// How a protocol head must treat a delivery it is about to write.
@@ -133,6 +136,7 @@ impl Connection {
                 connected_at_ms: crate::model::now_ms(),
                 kick: req.kick.clone(),
                 shown: shown.clone(),
+                inflight: req.inflight.clone(),
             })
         });
         Connection {

@@ -93,6 +93,8 @@ pub(crate) struct Entry {
     pub(crate) connected_at_ms: u64,
     pub(crate) kick: Arc<Kick>,
     pub(crate) shown: Arc<Shown>,
+    /// Its requests whose outcome is pending (sends not yet stored, ...).
+    pub(crate) inflight: Arc<AtomicUsize>,
 }
 
 /// A connection as `GET /api/connections` shows it.
@@ -109,6 +111,9 @@ pub(crate) struct ConnectionView {
     pub client_id: Option<String>,
     pub connected_at_ms: u64,
     pub subscriptions: Vec<SubscriptionView>,
+    /// Its requests whose outcome is pending: sends not yet stored,
+    /// commits not yet made (the receipts it waits for).
+    pub inflight: usize,
     /// Deliveries written to the client and not yet acknowledged.
     pub unacked: usize,
 }
@@ -198,6 +203,7 @@ fn view(e: &Entry) -> ConnectionView {
         client_id: e.client_id.clone(),
         connected_at_ms: e.connected_at_ms,
         subscriptions: lock(&e.shown.subscriptions).clone(),
+        inflight: e.inflight.load(Ordering::Relaxed),
         unacked: e.shown.unacked.load(Ordering::Relaxed),
     }
 }

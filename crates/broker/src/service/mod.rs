@@ -307,6 +307,7 @@ impl Service {
             kick: Arc::default(),
             temp_scope: None,
             wire: directory::Wire::new("internal", ""),
+            inflight: Arc::default(),
         };
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Connection::new(

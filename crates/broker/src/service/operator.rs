@@ -147,6 +147,7 @@ impl Service {
             kick: Arc::default(),
             temp_scope: None,
             wire: super::directory::Wire::new("internal", ""),
+            inflight: Arc::default(),
         };
         let number = self
             .next_number

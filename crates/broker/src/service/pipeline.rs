@@ -19,6 +19,9 @@
 //! count can never exceed their capacity, so neither side ever waits on the
 //! other.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +54,9 @@ pub(crate) struct Pipeline<T> {
     jobs: Option<mpsc::Sender<Queued<T>>>,
     finished: mpsc::Receiver<Finished<T>>,
     pending: usize,
+    /// `pending`, for the operators' directory of connections (read from
+    /// another task, so an atomic).
+    shown: Arc<AtomicUsize>,
     bytes: usize,
     max_jobs: usize,
     max_bytes: usize,
@@ -80,10 +86,17 @@ impl<T: Send + 'static> Pipeline<T> {
             jobs: Some(jobs),
             finished,
             pending: 0,
+            shown: Arc::default(),
             bytes: 0,
             max_jobs,
             max_bytes,
         }
+    }
+
+    /// Requests pending now, kept current for whoever holds this (the
+    /// connection's listing in the directory).
+    pub(crate) fn pending_gauge(&self) -> Arc<AtomicUsize> {
+        self.shown.clone()
     }
 
     /// Whether the session may read another request.
@@ -116,6 +129,7 @@ impl<T: Send + 'static> Pipeline<T> {
             return Err(Overflow(self.pending));
         }
         self.pending += 1;
+        self.shown.store(self.pending, Ordering::Relaxed);
         self.bytes += bytes;
         Ok(())
     }
@@ -124,6 +138,7 @@ impl<T: Send + 'static> Pipeline<T> {
     pub(crate) async fn next(&mut self) -> Option<(T, Result<(), ServiceError>)> {
         let done = self.finished.recv().await?;
         self.pending -= 1;
+        self.shown.store(self.pending, Ordering::Relaxed);
         self.bytes -= done.bytes;
         Some((done.tag, done.result))
     }

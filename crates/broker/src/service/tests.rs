@@ -65,6 +65,7 @@ async fn connect(service: &Arc<Service>, client_id: Option<&str>) -> Result<Clie
             kick: Arc::new(Kick::default()),
             temp_scope: None,
             wire: crate::service::directory::Wire::new("test", "1"),
+            inflight: Arc::default(),
         })
         .await?;
     Ok(Client { conn, deliveries })

@@ -282,6 +282,7 @@ async fn connections_are_listed_with_their_subscriptions_and_closed() {
     })
     .await;
     assert_eq!(list["protocol"], "stomp");
+    assert_eq!(list["inflight"], 0, "{list}");
     assert!(
         list["version"].as_str().unwrap().starts_with("1."),
         "{list}"

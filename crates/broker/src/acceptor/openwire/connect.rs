@@ -80,6 +80,7 @@ impl Session {
                 "openwire",
                 self.codec.format().version.to_string(),
             ),
+            inflight: self.pipeline.pending_gauge(),
         };
         let conn = match self.service.connect(request).await {
             Ok(c) => c,

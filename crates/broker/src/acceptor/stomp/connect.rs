@@ -37,6 +37,7 @@ impl Session {
             kick: self.kick.clone(),
             temp_scope: None,
             wire: crate::service::directory::Wire::new("stomp", version.as_str()),
+            inflight: self.pipeline.pending_gauge(),
         };
         // ActiveMQ echoes a CONNECT's `request-id` as `response-id`.
         let request_id = h.get("request-id").map(str::to_owned);
