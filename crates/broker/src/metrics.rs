@@ -199,9 +199,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Bucket bounds (seconds) for a takeover: lock to serving, which replays
-/// the store, so from a tenth of a second to minutes.
+/// the store: milliseconds for a small store (Halyard's usual case), up to
+/// minutes for a deep one.
 pub const TAKEOVER_BUCKETS: &[f64] = &[
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
 /// Bucket bounds for counts: group-commit batch sizes (powers of two up to
