@@ -64,7 +64,7 @@ pub(super) fn routes() -> Router<Arc<Node>> {
 
 /// An error answer: `{"error": "..."}` with its status.
 pub(super) fn error(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": text.into() }))).into_response()
+    Refusal::new(status, text).into_response()
 }
 
 /// A refusal built before a handler answers (kept small: a `Response`

@@ -287,20 +287,23 @@ impl Service {
         self.start_scheduler(scheduled);
     }
 
-    /// Starts the scheduler (once) with the scheduled messages recovery
-    /// found. Its firings go through a connection of the broker's own, as
-    /// ActiveMQ's scheduler sends through an internal producer.
-    pub(crate) fn start_scheduler(self: &Arc<Self>, recovered: Vec<scheduler::Entry>) {
-        if self.scheduler.get().is_some() {
-            return;
-        }
+    /// A connection of the broker's own (the scheduler's firings, an
+    /// operator's moves): anything allowed, never listed among client
+    /// connections, deliveries nowhere. `login` names who acts through it
+    /// in its logs.
+    pub(crate) fn broker_connection(
+        self: &Arc<Self>,
+        id: String,
+        login: Option<String>,
+    ) -> Connection {
         let (deliveries, _) = tokio::sync::mpsc::unbounded_channel();
-        let id: Arc<str> = format!("{}-scheduler", self.boot).into();
+        let id: Arc<str> = id.into();
+        let scope = temp_scope(&id);
         let req = ConnectRequest {
-            id: id.clone(),
+            id,
             peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             client_id: None,
-            login: None,
+            login,
             passcode: None,
             tls_subject: None,
             deliveries,
@@ -310,14 +313,17 @@ impl Service {
             inflight: Arc::default(),
         };
         let number = self.next_number.fetch_add(1, Ordering::Relaxed) + 1;
-        let conn = Connection::new(
-            self.clone(),
-            req,
-            Principal::Broker,
-            None,
-            temp_scope(&id),
-            number,
-        );
+        Connection::new(self.clone(), req, Principal::Broker, None, scope, number)
+    }
+
+    /// Starts the scheduler (once) with the scheduled messages recovery
+    /// found. Its firings go through a connection of the broker's own, as
+    /// ActiveMQ's scheduler sends through an internal producer.
+    pub(crate) fn start_scheduler(self: &Arc<Self>, recovered: Vec<scheduler::Entry>) {
+        if self.scheduler.get().is_some() {
+            return;
+        }
+        let conn = self.broker_connection(format!("{}-scheduler", self.boot), None);
         let _ = self.scheduler.set(scheduler::Scheduler::start(
             self.core.clone(),
             conn,

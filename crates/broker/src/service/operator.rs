@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::connection::{ConnectRequest, Connection};
+use super::Service;
+use super::connection::Connection;
 use super::error::ServiceError;
 use super::send::NewMessage;
-use super::{Principal, Service};
 use crate::core::{
     ConsumerReg, Control, DestHandle, DurableName, DurableView, FAILURE_CAUSE, Note,
     ORIGINAL_DESTINATION, Taken,
@@ -130,31 +130,6 @@ impl Service {
         self.core
             .existing_destination(dest)
             .ok_or_else(|| OperatorError::NotFound(dest.to_string()))
-    }
-
-    /// A connection of the broker's own, for an operator's sends.
-    fn operator_connection(self: &Arc<Self>, who: &str) -> Connection {
-        let (deliveries, _) = mpsc::unbounded_channel();
-        let id: Arc<str> = format!("{}-operator-{}", self.boot, self.next_connection_id()).into();
-        let req = ConnectRequest {
-            id,
-            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            client_id: None,
-            login: Some(who.to_owned()),
-            passcode: None,
-            tls_subject: None,
-            deliveries,
-            kick: Arc::default(),
-            temp_scope: None,
-            wire: super::directory::Wire::new("internal", ""),
-            inflight: Arc::default(),
-        };
-        let number = self
-            .next_number
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        let scope = super::temp_scope(&req.id);
-        Connection::new(self.clone(), req, Principal::Broker, None, scope, number)
     }
 
     /// Shows `visit` the messages of queue `dest` a browser would see (those
@@ -350,7 +325,10 @@ impl Service {
                 )));
             }
         }
-        let mut conn = self.operator_connection(who);
+        let mut conn = self.broker_connection(
+            format!("{}-operator-{}", self.boot, self.next_connection_id()),
+            Some(who.to_owned()),
+        );
         let result = self
             .move_with(&mut conn, &handle, dest, selection, &target, copy)
             .await;

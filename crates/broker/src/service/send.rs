@@ -124,14 +124,17 @@ impl Connection {
                     .await?,
             )
         };
-        let dropped = self.duplicates_dropped.clone();
+        // Only a stored send can be a duplicate.
+        let dropped = stored.as_ref().map(|_| self.duplicates_dropped.clone());
         let work = async move {
             let duplicates = match stored {
                 Some(s) => s.await?,
                 None => Duplicates::default(),
             };
-            if !duplicates.0.is_empty() {
-                dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = dropped
+                && !duplicates.0.is_empty()
+            {
+                d.fetch_add(1, Ordering::Relaxed);
             }
             if pinned {
                 flow_control(&core, "SEND", memory_room(&core, own)).await?;
