@@ -215,6 +215,22 @@ async fn messages_move_by_selector_and_copy_and_the_originals_go() {
     .await;
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("/queue/"), "{v}");
+    // Not JSON, unknown fields, a bad body size, a connection id that is no
+    // number: 400 with the reason, and nothing moved.
+    for body in ["{not json", r#"{"to":"/queue/x","bogus":1}"#] {
+        let (status, v) = post(b.http, "/api/destinations/queue/paint.copy/move", body).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("JSON"), "{v}");
+    }
+    assert_eq!(depth(b.http, "paint.copy").await, 3);
+    let r = get(
+        b.http,
+        "/api/destinations/queue/paint.copy/messages?body=lots",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = http_request(b.http, "DELETE", "/api/connections/abc", None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
 }
 
 /// A dead letter retried goes back to its queue and is delivered, though
