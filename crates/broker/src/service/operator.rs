@@ -251,11 +251,15 @@ impl Service {
     pub(crate) async fn purge_queue(&self, dest: &Destination) -> Result<u64, OperatorError> {
         let handle = self.operated_queue(dest)?;
         let mut purged = 0u64;
-        loop {
-            let taken = Self::take(&handle, None, CHUNK).await?;
+        // What is there now: on a busy queue, messages sent meanwhile are
+        // not chased.
+        let mut budget = Self::waiting(&handle).await?;
+        while budget > 0 {
+            let taken = Self::take(&handle, None, CHUNK.min(budget)).await?;
             if taken.is_empty() {
-                return Ok(purged);
+                break;
             }
+            budget -= taken.len();
             let removes: Vec<Record> = taken
                 .iter()
                 .filter(|t| t.stored())
@@ -272,6 +276,19 @@ impl Service {
             }
             purged += taken.len() as u64;
         }
+        Ok(purged)
+    }
+
+    /// How many messages a queue holds that an operator could take: ready
+    /// and delayed ones.
+    async fn waiting(handle: &DestHandle) -> Result<usize, OperatorError> {
+        let (reply, rx) = oneshot::channel();
+        handle
+            .control(Control::Stats { reply })
+            .await
+            .map_err(|_| OperatorError::Stopped)?;
+        let s = rx.await.map_err(|_| OperatorError::Stopped)?;
+        Ok(s.dispatch.ready + s.dispatch.delayed)
     }
 
     /// The seqs of the messages of queue `dest` that `selection` chooses.
@@ -358,13 +375,7 @@ impl Service {
         // Everything that is there now: on a busy queue, messages sent
         // meanwhile are not chased.
         let mut budget = if everything {
-            let (reply, rx) = oneshot::channel();
-            handle
-                .control(Control::Stats { reply })
-                .await
-                .map_err(|_| OperatorError::Stopped)?;
-            let s = rx.await.map_err(|_| OperatorError::Stopped)?;
-            s.dispatch.ready + s.dispatch.delayed
+            Self::waiting(handle).await?
         } else {
             usize::MAX
         };

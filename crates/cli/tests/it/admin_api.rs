@@ -504,3 +504,34 @@ async fn the_openapi_description_matches_the_router() {
         assert!(paths.contains_key(route), "{route} is not described");
     }
 }
+
+/// A purge takes what the queue holds when it starts: producers that keep
+/// sending do not keep it going.
+#[tokio::test]
+async fn a_purge_of_a_busy_queue_ends() {
+    let b = TestBroker::start("").await;
+    send_n(b.stomp, "/queue/busy", 2000, &[]).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for _ in 0..4 {
+        let (addr, stop) = (b.stomp, stop.clone());
+        producers.push(tokio::spawn(async move {
+            let mut c = Stomp::connect(addr).await;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send_msg("/queue/busy", "more", &[]).await;
+            }
+        }));
+    }
+    let (status, v) = tokio::time::timeout(
+        Duration::from_secs(20),
+        post(b.http, "/api/destinations/queue/busy/purge", ""),
+    )
+    .await
+    .expect("the purge of a busy queue did not end");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    assert_eq!(status, 200, "{v}");
+    assert!(v["purged"].as_u64().unwrap() >= 2000, "{v}");
+}
