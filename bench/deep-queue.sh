@@ -47,7 +47,16 @@ echo "== filling /queue/deep with $N persistent 1 KiB messages"
 start
 "$BIN" bench --url "$URL" -d /queue/deep --producers 4 --consumers 0 --count "$N" \
     --persistent --receipt-every 1000 --no-progress | grep -E "sent"
+FILLED=$(date +%s)
 echo "   broker RSS after fill: $(rss) MiB (peak $(hwm) MiB); journal $(du -sh "$WORK/data/journal" | cut -f1)"
+
+echo "== waiting for the journal's index checkpoint (written once the journal is quiet for a second)"
+t0=$(date +%s%N)
+until [[ -f "$WORK/data/journal/index.checkpoint" && $(stat -c %Y "$WORK/data/journal/index.checkpoint") -ge $FILLED ]]; do
+    (( ($(date +%s%N) - t0) / 1000000000 < 120 )) || { echo "no checkpoint after 120 s"; break; }
+    sleep 0.1
+done
+echo "   checkpoint: $(du -h "$WORK/data/journal/index.checkpoint" | cut -f1) after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
 echo "== kill -9 and restart"
 kill -KILL "$PID"

@@ -267,17 +267,34 @@ impl Service {
         }
         let mut chunks: HashMap<StoreKey, Vec<StoredMessage>> = HashMap::new();
         let mut scheduled = Vec::new();
+        // Runs of one destination's messages go into one chunk without
+        // looking their destination up again (a deep queue is millions).
+        let mut run: Option<(StoreKey, Vec<StoredMessage>)> = None;
         for m in recovered.messages.into_sorted() {
             if m.key == StoreKey::Scheduled {
                 scheduled.push(scheduler::Entry::recovered(m));
                 continue;
             }
-            let chunk = chunks.entry(m.key.clone()).or_default();
+            let same = run.as_ref().is_some_and(|(k, _)| *k == m.key);
+            if !same && let Some((key, mut chunk)) = run.take() {
+                chunks.entry(key).or_default().append(&mut chunk);
+            }
+            let chunk = match &mut run {
+                Some((_, chunk)) => chunk,
+                None => {
+                    let key = m.key.clone();
+                    let chunk = chunks.remove(&key).unwrap_or_default();
+                    &mut run.insert((key, chunk)).1
+                }
+            };
             chunk.push(m);
             if chunk.len() >= RESTORE_CHUNK {
                 let full = std::mem::take(chunk);
                 self.restore_chunk(&topics, full).await;
             }
+        }
+        if let Some((key, chunk)) = run {
+            chunks.insert(key, chunk);
         }
         for (_, chunk) in chunks {
             if !chunk.is_empty() {

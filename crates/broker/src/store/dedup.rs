@@ -238,6 +238,19 @@ impl<V> KeyedWindow<V> {
         out
     }
 
+    /// Every id remembered, oldest first, with its key, value and when it
+    /// was learned: inserted in this order into an empty window, they make
+    /// the same window (a journal checkpoint stores them so).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&StoreKey, &Arc<str>, &V, u64)> {
+        self.all.iter().filter_map(|(key, id, generation, at)| {
+            self.keys
+                .get(key)
+                .and_then(|w| w.ids.get(id))
+                .filter(|(_, g, _)| g == generation)
+                .map(|(v, _, _)| (key, id, v, *at))
+        })
+    }
+
     /// The keys with ids.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &StoreKey> {
         self.keys.keys()

@@ -363,6 +363,25 @@ impl RecoveredMessages {
         });
     }
 
+    /// The keys known, by id.
+    pub(crate) fn keys(&self) -> &[StoreKey] {
+        &self.keys
+    }
+
+    /// An empty set that knows these keys (ids in this order).
+    pub(crate) fn with_keys(keys: Vec<StoreKey>) -> RecoveredMessages {
+        let key_ids = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as u32))
+            .collect();
+        RecoveredMessages {
+            keys,
+            key_ids,
+            ..RecoveredMessages::default()
+        }
+    }
+
     /// The id of `key` in this set.
     pub fn key_id(&mut self, key: &StoreKey) -> u32 {
         if let Some(&id) = self.key_ids.get(key) {
@@ -422,7 +441,11 @@ impl RecoveredMessages {
 
     /// The messages in sequence order.
     pub fn into_sorted(mut self) -> impl Iterator<Item = StoredMessage> {
-        self.entries.sort_unstable_by_key(|e| e.seq);
+        // A journal recovered from a checkpoint hands them over in order, or
+        // as two ordered runs, which the stable sort merges in one pass.
+        if !self.entries.is_sorted_by_key(|e| e.seq) {
+            self.entries.sort_by_key(|e| e.seq);
+        }
         let keys = self.keys;
         let mut bodies = self.bodies;
         let mut schedules = self.schedules;

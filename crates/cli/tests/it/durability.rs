@@ -360,7 +360,9 @@ async fn receipted_messages_and_acks_survive_repeated_kill_9_under_load() {
     println!("crash cycles: seed {seed} (set HALYARD_TEST_SEED={seed} to repeat the timing)");
     let mut rng = Rng(seed);
     let started = Instant::now();
-    let mut b = BrokerProcess::start("").await;
+    // Index checkpoints every 64 KiB of journal: the kills land before,
+    // during and after writing them, and restarts start from them.
+    let mut b = BrokerProcess::start("[journal]\ncheckpoint-bytes = 65536\n").await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
     for cycle in 0..CYCLES {
@@ -402,6 +404,11 @@ async fn receipted_messages_and_acks_survive_repeated_kill_9_under_load() {
     .expect("drain took too long");
     await_stats(&b, CRASH_QUEUE, 0, 0, 0).await;
 
+    let logs = b.logs();
+    assert!(
+        logs.contains("from_checkpoint=true"),
+        "no restart started from an index checkpoint:\n{logs}"
+    );
     let l = lock(&ledger);
     // Nothing that was never sent.
     let bogus: Vec<String> = l

@@ -593,7 +593,7 @@ fn str_len(s: &str) -> usize {
     4 + s.len()
 }
 
-fn put_str(b: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(&(s.len() as u32).to_le_bytes());
     b.extend_from_slice(s.as_bytes());
 }
@@ -606,7 +606,7 @@ fn key_len(key: &StoreKey) -> usize {
     }
 }
 
-fn put_key(b: &mut Vec<u8>, key: &StoreKey) {
+pub(crate) fn put_key(b: &mut Vec<u8>, key: &StoreKey) {
     match key {
         StoreKey::Queue(n) => {
             b.push(KEY_QUEUE);
@@ -720,13 +720,16 @@ fn put_value(b: &mut Vec<u8>, v: &Value) {
 }
 
 /// A bounds-checked reader over a payload.
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+    pub(crate) fn new(b: &'a [u8]) -> Cursor<'a> {
+        Cursor { b, at: 0 }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
         let end = self
             .at
             .checked_add(n)
@@ -736,24 +739,24 @@ impl<'a> Cursor<'a> {
         self.at = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, FormatError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, FormatError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, FormatError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, FormatError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, FormatError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, FormatError> {
         Ok(u32_at(self.take(4)?, 0))
     }
-    fn u64(&mut self) -> Result<u64, FormatError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, FormatError> {
         Ok(u64_at(self.take(8)?, 0))
     }
-    fn str(&mut self) -> Result<&'a str, FormatError> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, FormatError> {
         let n = self.u32()? as usize;
         std::str::from_utf8(self.take(n)?).map_err(|_| FormatError::Malformed("invalid UTF-8"))
     }
-    fn done(&self) -> Result<(), FormatError> {
+    pub(crate) fn done(&self) -> Result<(), FormatError> {
         if self.at == self.b.len() {
             Ok(())
         } else {
@@ -762,7 +765,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn get_key(c: &mut Cursor<'_>) -> Result<StoreKey, FormatError> {
+pub(crate) fn get_key(c: &mut Cursor<'_>) -> Result<StoreKey, FormatError> {
     match c.u8()? {
         KEY_QUEUE => Ok(StoreKey::Queue(c.str()?.into())),
         KEY_DURABLE => Ok(StoreKey::Durable {
@@ -775,7 +778,7 @@ fn get_key(c: &mut Cursor<'_>) -> Result<StoreKey, FormatError> {
 }
 
 /// A destination stored by its canonical name.
-fn get_destination(c: &mut Cursor<'_>) -> Result<Destination, FormatError> {
+pub(crate) fn get_destination(c: &mut Cursor<'_>) -> Result<Destination, FormatError> {
     c.str()?
         .parse()
         .map_err(|_| FormatError::Malformed("invalid destination"))

@@ -22,6 +22,8 @@
 //! it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use super::format::Entry;
@@ -33,7 +35,7 @@ use crate::store::{Record, StoreKey};
 /// each, within the same bounds as the writer's memory of them.
 #[derive(Debug)]
 pub(crate) struct Carriers {
-    window: KeyedWindow<u64>,
+    pub(crate) window: KeyedWindow<u64>,
 }
 
 impl Default for Carriers {
@@ -149,17 +151,17 @@ pub(crate) struct SegStats {
 /// The latest Redelivered (or Delayed) record of a live message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Redelivery {
-    deliveries: u32,
+    pub(crate) deliveries: u32,
     /// Not to be delivered before (a Delayed record); 0: no delay.
-    until_ms: u64,
-    at: Loc,
+    pub(crate) until_ms: u64,
+    pub(crate) at: Loc,
 }
 
 /// The latest Schedule record of a live scheduled message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scheduled {
     pub(crate) state: crate::store::ScheduleState,
-    at: Loc,
+    pub(crate) at: Loc,
 }
 
 /// A live durable subscription and its SubscriptionAdd record.
@@ -179,12 +181,13 @@ pub(crate) struct Declared {
 }
 
 /// Recovery's view of live messages: compact (about 24 bytes a message),
-/// since a deep queue may hold millions.
+/// since a deep queue may hold millions. Kept up to date while the journal
+/// runs too, for its checkpoints.
 #[derive(Debug, Default)]
 pub(crate) struct RecoveryMeta {
     pub(crate) found: crate::store::RecoveredMessages,
     /// seq -> (key id, priority, expires)
-    pub(crate) live: HashMap<u64, (u32, u8, u64)>,
+    pub(crate) live: FxHashMap<u64, (u32, u8, u64)>,
 }
 
 /// The journal's knowledge of its records.
@@ -192,10 +195,10 @@ pub(crate) struct RecoveryMeta {
 pub(crate) struct Index {
     pub(crate) segs: BTreeMap<u64, SegStats>,
     /// Live messages: where their Add is.
-    pub(crate) messages: HashMap<u64, Loc>,
-    pub(crate) redeliveries: HashMap<u64, Redelivery>,
+    pub(crate) messages: FxHashMap<u64, Loc>,
+    pub(crate) redeliveries: FxHashMap<u64, Redelivery>,
     /// Scheduled messages' progress.
-    pub(crate) schedules: HashMap<u64, Scheduled>,
+    pub(crate) schedules: FxHashMap<u64, Scheduled>,
     pub(crate) subs: HashMap<(String, String), Sub>,
     /// Declared queues.
     pub(crate) queues: HashMap<Destination, Declared>,
@@ -213,6 +216,8 @@ pub(crate) struct Index {
     pub(crate) dropped: BTreeSet<u64>,
     /// Recent duplicate-detection ids and the segments carrying them.
     pub(crate) dups: Carriers,
+    /// Being rebuilt by recovery (deletion records are noted in `dropped`).
+    pub(crate) recovering: bool,
 }
 
 impl Index {
@@ -359,7 +364,7 @@ impl Index {
                 }
             }
             Entry::Dropped { segments } => {
-                if self.meta.is_some() {
+                if self.recovering {
                     self.dropped.extend(segments.iter().copied());
                 }
             }

@@ -19,6 +19,7 @@
 //! allows, new messages are refused while acknowledgements still have room,
 //! and space comes back as consumers drain.
 
+mod checkpoint;
 pub(crate) mod format;
 mod index;
 mod open;
@@ -122,6 +123,11 @@ pub struct JournalConfig {
     pub compact_below: f64,
     /// What to do when recovery finds confirmed records missing or damaged.
     pub on_corruption: OnCorruption,
+    /// Write an index checkpoint after this many bytes of journal (and
+    /// whenever the journal has been quiet for a second after a change),
+    /// so that recovery and takeover read only what was written after it.
+    /// 0: never (recovery reads the whole journal).
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -131,6 +137,7 @@ impl Default for JournalConfig {
             sync: SyncMode::Always,
             compact_below: 0.5,
             on_corruption: OnCorruption::Refuse,
+            checkpoint_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -142,6 +149,8 @@ impl Default for JournalConfig {
 struct Catalog {
     index: RwLock<Index>,
     files: RwLock<HashMap<u64, Arc<File>>>,
+    /// How far the journal has got, for the checkpointer.
+    progress: Arc<checkpoint::Progress>,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -242,6 +251,10 @@ pub struct JournalStore {
     /// Dead segments are being deleted (a roll then does not start
     /// another deletion).
     deleting: bool,
+    /// The thread writing index checkpoints, once recovered.
+    checkpointer: Option<checkpoint::Running>,
+    /// Whether recovery started from a checkpoint (else it read everything).
+    from_checkpoint: bool,
 }
 
 impl JournalStore {
@@ -281,6 +294,38 @@ impl JournalStore {
             },
             rolling: false,
             deleting: false,
+            checkpointer: None,
+            from_checkpoint: false,
+        }
+    }
+
+    /// A checkpointer for this journal's current state.
+    fn checkpointer(&self) -> checkpoint::Checkpointer {
+        checkpoint::Checkpointer {
+            dir: self.dir.clone(),
+            catalog: self.catalog.clone(),
+            progress: self.catalog.progress.clone(),
+            fence: self.fence.clone(),
+            epoch: self.epoch,
+            every: self.cfg.checkpoint_bytes,
+        }
+    }
+
+    /// Starts writing checkpoints in the background (after recovery).
+    fn start_checkpoints(&mut self) {
+        if self.cfg.checkpoint_bytes == 0 {
+            return;
+        }
+        match self.checkpointer().spawn() {
+            Ok(thread) => {
+                self.checkpointer = Some(checkpoint::Running {
+                    progress: self.catalog.progress.clone(),
+                    thread: Some(thread),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the journal's checkpoint thread: recovery will read the whole journal")
+            }
         }
     }
 
@@ -399,6 +444,10 @@ impl JournalStore {
                 },
                 loc,
             );
+            self.catalog
+                .progress
+                .appended
+                .fetch_add(first, std::sync::atomic::Ordering::Release);
         }
         self.head = Some(Head {
             id,
@@ -636,6 +685,10 @@ impl JournalStore {
             };
             idx.apply(entry, loc);
         }
+        self.catalog
+            .progress
+            .appended
+            .fetch_add(g.bytes.len() as u64, std::sync::atomic::Ordering::Release);
         self.usage.set(idx.disk_bytes());
         self.usage.set_data(idx.data_bytes());
         Ok(())
@@ -730,9 +783,18 @@ impl StoreBackend for JournalStore {
                 records: Vec::new(),
             })
             .and_then(|()| self.sync());
+        if let Some(mut c) = self.checkpointer.take() {
+            c.stop();
+        }
         if let (Ok(()), Some(h)) = (done, &self.head) {
             let _ = h.file.set_len(h.len);
             let _ = h.file.sync_all();
+            // A clean restart then reads the checkpoint and nothing else.
+            if self.cfg.checkpoint_bytes > 0
+                && let Err(e) = self.checkpointer().write_one()
+            {
+                tracing::warn!(error = %e, "cannot write the journal's index checkpoint at shutdown");
+            }
         }
     }
 

@@ -11,7 +11,9 @@ use super::format::{
 };
 use super::index::{Index, SegStats};
 use super::recovery::{Expect, Loss};
-use super::{JournalStore, OnCorruption, format, index, read, recovery, segment, write};
+use super::{
+    JournalStore, OnCorruption, checkpoint, format, index, read, recovery, segment, write,
+};
 use crate::model::now_ms;
 use crate::store::{DurableSubscription, Recovered, StoreError};
 use std::collections::{BTreeSet, HashMap};
@@ -30,12 +32,6 @@ impl JournalStore {
         }
         let ids = segment::list(&self.dir)
             .map_err(|e| StoreError::io(format!("cannot list {}", self.dir.display()), e))?;
-        let mut index = Index {
-            meta: Some(index::RecoveryMeta::default()),
-            dups: index::Carriers::new(self.duplicates),
-            ..Index::default()
-        };
-        let mut report = recovery::Report::default();
         let limits = seal_limits(&self.dir, &ids);
         let mut stale = BTreeSet::new();
         let mut ids = ids;
@@ -54,111 +50,31 @@ impl JournalStore {
 
         // Read everything first, changing nothing: if confirmed data turns
         // out to be missing, the broker may refuse to start, and the files
-        // must then be as the operator will back them up.
-        let mut found: Vec<Found> = Vec::new();
-        let mut unreadable: Vec<(u64, String)> = Vec::new();
-        let mut fixes: Vec<Fix> = Vec::new();
-        let mut buf = Vec::new();
-        for (i, &id) in ids.iter().enumerate() {
-            let last = i + 1 == ids.len();
-            let path = segment::path(&self.dir, id);
-            let cannot_read = |e| StoreError::io(format!("cannot read {}", path.display()), e);
-            let file = segment::open(&self.dir, id)
-                .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), e))?;
-            let head = segment::read_upto(&file, 0, HEADER_LEN).map_err(cannot_read)?;
-            let header = match SegmentHeader::decode(&head) {
-                Ok(h) if head.len() >= h.data_start() => Ok(h),
-                Ok(h) => Err(format!(
-                    "the file ends at byte {} inside its {}-byte header",
-                    head.len(),
-                    h.data_start()
-                )),
-                Err(e) => Err(e.to_string()),
-            };
-            let header = match header {
-                Ok(h) => h,
-                Err(e) => {
-                    buf.clear();
-                    std::io::Read::read_to_end(&mut &file, &mut buf).map_err(cannot_read)?;
-                    if last && buf.iter().skip(FIXED_LEN).all(|&b| b == 0) {
-                        // A crash while an older version created it: it
-                        // never held a record.
-                        tracing::warn!(segment = id, error = %e, "removing a half-created journal segment");
-                        fixes.push(Fix::Remove(id));
-                    } else {
-                        unreadable.push((id, e));
-                    }
-                    continue;
+        // must then be as the operator will back them up. With a usable
+        // index checkpoint, only what was written after it is read.
+        let (back, used_checkpoint) = match self.usable_checkpoint() {
+            Some(c) => match self.read_back(&ids, &limits, Some(c)) {
+                Err(ReadError::Checkpoint(why)) => {
+                    tracing::warn!(reason = %why, "the journal's index checkpoint does not match the journal: reading the whole journal");
+                    checkpoint::discard(&self.dir);
+                    (self.read_back(&ids, &limits, None), false)
                 }
-            };
-            let start = header.data_start();
-            let stamp = if header.has_stamp() {
-                match Stamp::decode(head.get(STAMP_AT..STAMP_AT + STAMP_LEN).unwrap_or_default()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(segment = id, error = %e,
-                            "unreadable progress stamp: how far the segment was confirmed cannot be checked");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            buf.clear();
-            let read = if last {
-                read_written(&file, &mut buf, start)
-            } else {
-                std::io::Read::read_to_end(&mut &file, &mut buf).map(|_| ())
-            };
-            read.map_err(cannot_read)?;
-            index.max_seq = index.max_seq.max(header.seq_floor.saturating_sub(1));
-            if let Some(Limit::End { end, sealed_by }) = limits.get(&id)
-                && (*end as usize) < buf.len()
-                && buf[*end as usize..].iter().any(|&b| b != 0)
-            {
-                tracing::warn!(
-                    segment = id,
-                    epoch = header.epoch,
-                    newer_epoch = sealed_by,
-                    ignored_bytes = buf.len() - *end as usize,
-                    "ignoring records a stale master wrote after a newer master took over"
-                );
-                buf.truncate(*end as usize);
-                fixes.push(Fix::Truncate { id, to: *end });
-            }
-            index.segs.insert(
-                id,
-                SegStats {
-                    start: start as u64,
-                    file_bytes: buf.len() as u64,
-                    ..SegStats::default()
-                },
-            );
-            let scanned = recovery::scan(
-                id,
-                &buf,
-                start,
-                stamp.map(|s| s.end),
-                &mut index,
-                &mut report,
-            );
-            report.segments += 1;
-            report.bytes += scanned.end;
-            if let Some(s) = index.segs.get_mut(&id) {
-                s.end = scanned.end;
-                s.records = scanned.records;
-                s.adds = scanned.adds;
-                s.file_bytes = scanned.end.max(if last { 0 } else { buf.len() as u64 });
-            }
-            found.push(Found {
-                id,
-                stamp,
-                file,
-                len: buf.len() as u64,
-                scanned,
-            });
-        }
-        drop(buf);
+                other => (other, true),
+            },
+            None => (self.read_back(&ids, &limits, None), false),
+        };
+        self.from_checkpoint = used_checkpoint;
+        let ReadBack {
+            mut index,
+            order,
+            mut report,
+            found,
+            unreadable,
+            mut fixes,
+        } = back.map_err(|e| match e {
+            ReadError::Store(e) => e,
+            ReadError::Checkpoint(why) => StoreError::Failed(why.into()),
+        })?;
 
         let losses = self.judge(&found, &unreadable, &stale, &index, &mut fixes, &mut report);
         if !losses.is_empty() {
@@ -187,14 +103,50 @@ impl JournalStore {
             self.apply(fix, &found)?;
         }
 
-        let meta = index.meta.take().unwrap_or_default();
         index.dropped.clear();
-        let mut messages = meta.found;
-        for (seq, (key, priority, expires)) in meta.live {
+        index.recovering = false;
+        // The running journal keeps recovery's view of live messages: its
+        // checkpoints need it.
+        let meta = index.meta.get_or_insert_with(Default::default);
+        let mut messages = crate::store::RecoveredMessages::with_keys(meta.found.keys().to_vec());
+        let empty = rustc_hash::FxHashMap::default();
+        let live = index.meta.as_ref().map_or(&empty, |m| &m.live);
+        let mut push = |seq: u64, &(key, priority, expires): &(u32, u8, u64)| {
             let weight = index.messages.get(&seq).map_or(0, |l| l.len);
             messages.push_compact(seq, key, priority, expires, weight, index.delivery(seq));
             if let Some(state) = index.schedule(seq) {
                 messages.set_schedule(seq, state);
+            }
+        };
+        match order {
+            // In sequence order as the checkpoint has them, then those
+            // written after it (few): the broker's sort finds two runs.
+            Some(order) => {
+                let mut emitted = 0;
+                for &seq in &order {
+                    if let Some(details) = live.get(&seq) {
+                        push(seq, details);
+                        emitted += 1;
+                    }
+                }
+                if emitted < live.len() {
+                    let mut later: Vec<u64> = live
+                        .keys()
+                        .copied()
+                        .filter(|seq| order.binary_search(seq).is_err())
+                        .collect();
+                    later.sort_unstable();
+                    for seq in later {
+                        if let Some(details) = live.get(&seq) {
+                            push(seq, details);
+                        }
+                    }
+                }
+            }
+            None => {
+                for (&seq, details) in live {
+                    push(seq, details);
+                }
             }
         }
         let subscriptions: Vec<DurableSubscription> = index
@@ -266,8 +218,10 @@ impl JournalStore {
             lost_segments_or_stretches = losses.len(),
             rolled_back_batches = r.rolled_back_batches,
             unreadable_segments = r.bad_segments,
+            from_checkpoint = used_checkpoint,
             "journal recovered"
         );
+        self.start_checkpoints();
         Ok(Recovered {
             messages,
             subscriptions,
@@ -451,6 +405,313 @@ struct Found {
     /// written.
     len: u64,
     scanned: recovery::Scanned,
+}
+
+/// What reading the segments back found, before it is judged.
+struct ReadBack {
+    index: Index,
+    /// With a checkpoint: the sequence numbers it holds live, in order.
+    order: Option<Vec<u64>>,
+    report: recovery::Report,
+    found: Vec<Found>,
+    unreadable: Vec<(u64, String)>,
+    fixes: Vec<Fix>,
+}
+
+enum ReadError {
+    Store(StoreError),
+    /// The checkpoint does not match the files: read everything instead.
+    Checkpoint(String),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> ReadError {
+        ReadError::Store(e)
+    }
+}
+
+/// The first record of a segment, if it is a manifest.
+fn first_manifest(buf: &[u8], start: usize) -> Option<Vec<Listed>> {
+    let Frame::Record { len } = Frame::at(buf.get(start..)?) else {
+        return None;
+    };
+    match format::decode(buf.get(start + FRAME_LEN..start + FRAME_LEN + len)?) {
+        Ok(Entry::Manifest { segments, .. }) => Some(segments),
+        _ => None,
+    }
+}
+
+impl JournalStore {
+    /// The checkpoint, if checkpoints are on and one can be read.
+    fn usable_checkpoint(&self) -> Option<checkpoint::Loaded> {
+        if self.cfg.checkpoint_bytes == 0 {
+            return None;
+        }
+        match checkpoint::load(&self.dir, self.duplicates) {
+            Ok(c) => Some(c),
+            Err(checkpoint::Unusable::Missing) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "the journal's index checkpoint is unusable: reading the whole journal");
+                checkpoint::discard(&self.dir);
+                None
+            }
+        }
+    }
+
+    /// Reads the segments `ids` back: all of each, or with a checkpoint
+    /// only the headers of those it covers and what was written after it.
+    fn read_back(
+        &self,
+        ids: &[u64],
+        limits: &HashMap<u64, Limit>,
+        ckpt: Option<checkpoint::Loaded>,
+    ) -> Result<ReadBack, ReadError> {
+        let mismatch = |why: String| Err(ReadError::Checkpoint(why));
+        let (mut index, cover, order) = match ckpt {
+            Some(c) => {
+                if !ids.contains(&c.head) {
+                    return mismatch(format!("its segment {} is not on disk", c.head));
+                }
+                let cover = (c.head, c.end, c.records, c.adds);
+                (c.index, Some(cover), Some(c.order))
+            }
+            None => (
+                Index {
+                    meta: Some(index::RecoveryMeta::default()),
+                    dups: index::Carriers::new(self.duplicates),
+                    ..Index::default()
+                },
+                None,
+                None,
+            ),
+        };
+        index.recovering = true;
+        let mut report = recovery::Report::default();
+        let mut found: Vec<Found> = Vec::new();
+        let mut unreadable: Vec<(u64, String)> = Vec::new();
+        let mut fixes: Vec<Fix> = Vec::new();
+        let mut buf = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let last = i + 1 == ids.len();
+            let path = segment::path(&self.dir, id);
+            let cannot_read = |e| StoreError::io(format!("cannot read {}", path.display()), e);
+            let file = segment::open(&self.dir, id)
+                .map_err(|e| StoreError::io(format!("cannot open {}", path.display()), e))?;
+            let head = segment::read_upto(&file, 0, HEADER_LEN).map_err(cannot_read)?;
+            let header = match SegmentHeader::decode(&head) {
+                Ok(h) if head.len() >= h.data_start() => Ok(h),
+                Ok(h) => Err(format!(
+                    "the file ends at byte {} inside its {}-byte header",
+                    head.len(),
+                    h.data_start()
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            let header = match header {
+                Ok(h) => h,
+                Err(e) => {
+                    if cover.is_some_and(|(h, ..)| id <= h) {
+                        return mismatch(format!("segment {id} it covers is unreadable now: {e}"));
+                    }
+                    buf.clear();
+                    std::io::Read::read_to_end(&mut &file, &mut buf).map_err(cannot_read)?;
+                    if last && buf.iter().skip(FIXED_LEN).all(|&b| b == 0) {
+                        // A crash while an older version created it: it
+                        // never held a record.
+                        tracing::warn!(segment = id, error = %e, "removing a half-created journal segment");
+                        fixes.push(Fix::Remove(id));
+                    } else {
+                        unreadable.push((id, e));
+                    }
+                    continue;
+                }
+            };
+            let start = header.data_start();
+            let stamp = if header.has_stamp() {
+                match Stamp::decode(head.get(STAMP_AT..STAMP_AT + STAMP_LEN).unwrap_or_default()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(segment = id, error = %e,
+                            "unreadable progress stamp: how far the segment was confirmed cannot be checked");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            index.max_seq = index.max_seq.max(header.seq_floor.saturating_sub(1));
+            // A segment the checkpoint covers whole: its header only.
+            if let Some((ckpt_head, ..)) = cover
+                && id < ckpt_head
+            {
+                let Some(st) = index.segs.get(&id).cloned() else {
+                    return mismatch(format!("segment {id} is on disk but not in it"));
+                };
+                let len = file.metadata().map_err(cannot_read)?.len();
+                if len < st.end {
+                    return mismatch(format!(
+                        "segment {id} ends at byte {len}, before {}",
+                        st.end
+                    ));
+                }
+                if let Some(Limit::End { end, sealed_by }) = limits.get(&id) {
+                    if *end < st.end {
+                        return mismatch(format!(
+                            "segment {id} was sealed at byte {end}, before {}",
+                            st.end
+                        ));
+                    }
+                    if *end < len {
+                        let extra = segment::read_at(&file, *end, (len - end) as usize)
+                            .map_err(cannot_read)?;
+                        if extra.iter().any(|&b| b != 0) {
+                            tracing::warn!(
+                                segment = id,
+                                newer_epoch = sealed_by,
+                                ignored_bytes = extra.len(),
+                                "ignoring records a stale master wrote after a newer master took over"
+                            );
+                            fixes.push(Fix::Truncate { id, to: *end });
+                        }
+                    }
+                }
+                if let Some(s) = index.segs.get_mut(&id) {
+                    s.file_bytes = len.max(st.end);
+                }
+                report.segments += 1;
+                report.bytes += st.end;
+                found.push(Found {
+                    id,
+                    stamp,
+                    file,
+                    len,
+                    scanned: recovery::Scanned {
+                        end: st.end,
+                        records: st.records,
+                        adds: st.adds,
+                        records_to_mark: st.records,
+                        adds_to_mark: st.adds,
+                        ..recovery::Scanned::default()
+                    },
+                });
+                continue;
+            }
+            // The checkpoint's own segment: read on from where it stopped.
+            let resume = cover.filter(|(h, ..)| *h == id);
+            let from = resume.map_or(start, |(_, end, ..)| end as usize);
+            buf.clear();
+            let read = if last {
+                read_written(&file, &mut buf, from)
+            } else {
+                std::io::Read::read_to_end(&mut &file, &mut buf).map(|_| ())
+            };
+            read.map_err(cannot_read)?;
+            if buf.len() < from {
+                return mismatch(format!(
+                    "segment {id} ends at byte {}, before {from}",
+                    buf.len()
+                ));
+            }
+            if let Some(Limit::End { end, sealed_by }) = limits.get(&id)
+                && (*end as usize) < buf.len()
+                && buf[*end as usize..].iter().any(|&b| b != 0)
+            {
+                if (*end as usize) < from {
+                    return mismatch(format!(
+                        "segment {id} was sealed at byte {end}, before {from}"
+                    ));
+                }
+                tracing::warn!(
+                    segment = id,
+                    epoch = header.epoch,
+                    newer_epoch = sealed_by,
+                    ignored_bytes = buf.len() - *end as usize,
+                    "ignoring records a stale master wrote after a newer master took over"
+                );
+                buf.truncate(*end as usize);
+                fixes.push(Fix::Truncate { id, to: *end });
+            }
+            if resume.is_none() {
+                index.segs.insert(
+                    id,
+                    SegStats {
+                        start: start as u64,
+                        file_bytes: buf.len() as u64,
+                        ..SegStats::default()
+                    },
+                );
+            }
+            let mark = stamp.map(|s| s.end);
+            let mut scanned = recovery::scan(id, &buf, from, mark, &mut index, &mut report);
+            if let Some((_, end, records, adds)) = resume {
+                scanned.manifest = first_manifest(&buf, start);
+                scanned.records += records;
+                scanned.adds += adds;
+                match stamp {
+                    Some(st) if st.end <= end => {
+                        if st.records > records || st.adds > adds {
+                            return mismatch(format!(
+                                "segment {id}'s stamp counts more records than it covers"
+                            ));
+                        }
+                        scanned.records_to_mark = st.records;
+                        scanned.adds_to_mark = st.adds;
+                    }
+                    _ => {
+                        scanned.records_to_mark += records;
+                        scanned.adds_to_mark += adds;
+                    }
+                }
+            }
+            report.segments += 1;
+            report.bytes += scanned.end;
+            if let Some(s) = index.segs.get_mut(&id) {
+                s.end = scanned.end;
+                s.records = scanned.records;
+                s.adds = scanned.adds;
+                s.file_bytes = scanned.end.max(if last { 0 } else { buf.len() as u64 });
+            }
+            found.push(Found {
+                id,
+                stamp,
+                file,
+                len: buf.len() as u64,
+                scanned,
+            });
+        }
+        if cover.is_some() {
+            // Covered segments deleted since: they must have held nothing
+            // live (their deletion record may lie before the checkpoint's
+            // place, where it is not read again).
+            let gone: Vec<u64> = index
+                .segs
+                .keys()
+                .copied()
+                .filter(|id| !ids.contains(id))
+                .collect();
+            for id in gone {
+                if index.segs.get(&id).is_some_and(|s| s.live_items > 0) {
+                    return mismatch(format!("segment {id} held live records and is gone"));
+                }
+                index.segs.remove(&id);
+                index.dropped.insert(id);
+            }
+            // Only present segments can hold anything back (as after
+            // reading everything, where absent ones are never referred to).
+            let present: BTreeSet<u64> = index.segs.keys().copied().collect();
+            for s in index.segs.values_mut() {
+                s.refs.retain(|r| present.contains(r));
+            }
+        }
+        Ok(ReadBack {
+            index,
+            order,
+            report,
+            found,
+            unreadable,
+            fixes,
+        })
+    }
 }
 
 /// A change to the files recovery decided on, made only once it is sure

@@ -870,3 +870,226 @@ async fn a_journal_written_by_format_3_opens() {
     assert!(old.iter().all(|id| !now.contains(id) || version(*id) == 3));
     assert_eq!(version(*now.last().unwrap()), format::VERSION);
 }
+
+// Index checkpoints (checkpoint.rs): whatever a checkpoint is, recovery
+// must end with exactly what reading the whole journal gives.
+
+/// A copy of `from`'s journal in `to`, so the same files can be recovered
+/// twice, once each way.
+fn copy_journal(from: &Path, to: &Path) {
+    let (f, t) = (from.join("journal"), to.join("journal"));
+    std::fs::create_dir_all(&t).unwrap();
+    for e in std::fs::read_dir(&f).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), t.join(e.file_name())).unwrap();
+    }
+}
+
+fn open_with(dir: &Path, segment_bytes: u64, checkpoints: bool) -> (JournalStore, Recovered) {
+    let mut c = cfg(segment_bytes);
+    c.on_corruption = OnCorruption::Skip;
+    if !checkpoints {
+        c.checkpoint_bytes = 0;
+    }
+    let mut j = JournalStore::new(dir, c, Arc::default(), 0);
+    let r = j.recover_sync().unwrap();
+    (j, r)
+}
+
+/// Everything recovery hands the broker and keeps for itself, in a form
+/// two recoveries can be compared by.
+fn state(j: &JournalStore, r: Recovered) -> String {
+    let idx = read(&j.catalog.index);
+    let mut out = String::new();
+    for (id, s) in &idx.segs {
+        out += &format!(
+            "seg {id} end {} records {} adds {} live {} / {} refs {:?}\n",
+            s.end, s.records, s.adds, s.live_items, s.live_bytes, s.refs
+        );
+    }
+    let mut sorted: Vec<_> = idx.messages.iter().collect();
+    sorted.sort_unstable_by_key(|(seq, _)| **seq);
+    out += &format!("messages {sorted:?}\n");
+    let mut redeliveries: Vec<_> = idx
+        .redeliveries
+        .iter()
+        .map(|(s, r)| (*s, r.deliveries, r.until_ms, r.at))
+        .collect();
+    redeliveries.sort_unstable_by_key(|r| r.0);
+    let mut schedules: Vec<_> = idx
+        .schedules
+        .iter()
+        .map(|(s, r)| (*s, r.state.due, r.at))
+        .collect();
+    schedules.sort_unstable_by_key(|r| r.0);
+    let mut subs: Vec<_> = idx.subs.iter().map(|(k, s)| (k.clone(), s.at)).collect();
+    subs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut seals: Vec<_> = idx.seals.iter().collect();
+    seals.sort();
+    out += &format!(
+        "redeliveries {redeliveries:?}\nschedules {schedules:?}\nsubs {subs:?}\nseals {seals:?}\nmax {} declarations {}\n",
+        idx.max_seq, idx.declarations
+    );
+    drop(idx);
+    out += &format!("recovered max {} queues {:?}\n", r.max_seq, r.queues);
+    let mut subscriptions = r.subscriptions.clone();
+    subscriptions.sort_by(|a, b| (&a.client_id, &a.name).cmp(&(&b.client_id, &b.name)));
+    out += &format!("subscriptions {subscriptions:?}\n");
+    let mut dups = r.duplicate_ids.clone();
+    dups.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    out += &format!("duplicate ids {dups:?}\n");
+    for m in r.messages.into_sorted() {
+        out += &format!(
+            "{} {:?} p{} e{} w{} d{} nb{} {:?}\n",
+            m.seq, m.key, m.priority, m.expires, m.weight, m.deliveries, m.not_before, m.schedule
+        );
+    }
+    out
+}
+
+/// What recovering a copy of `dir` gives, with checkpoints or reading
+/// everything, and whether a checkpoint was used.
+fn recover_copy(dir: &Path, checkpoints: bool, prepare: impl FnOnce(&Path)) -> (String, bool) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_journal(dir, copy.path());
+    prepare(&copy.path().join("journal"));
+    let (j, r) = open_with(copy.path(), 4096, checkpoints);
+    let used = j.from_checkpoint;
+    (state(&j, r), used)
+}
+
+/// Every kind of record, segments filling, dying and being compacted.
+async fn varied_work(j: &mut JournalStore, from: u64) {
+    let sub = |name: &str| Record::SubscriptionAdd {
+        client_id: "c".into(),
+        name: name.into(),
+        topic: Destination::topic("t"),
+        selector: None,
+    };
+    j.put(&[vec![
+        declare(&format!("a{from}")),
+        declare("b"),
+        sub(&format!("s{from}")),
+    ]])
+    .await
+    .unwrap();
+    churn(j, from..=from + 40).await;
+    j.put(&[vec![
+        add_id(from + 100, &format!("id-{from}")),
+        add(from + 101),
+    ]])
+    .await
+    .unwrap();
+    j.put(&[vec![
+        Record::Redelivered {
+            seq: from + 100,
+            deliveries: 2,
+        },
+        Record::Delayed {
+            seq: from + 101,
+            deliveries: 1,
+            until_ms: 77,
+        },
+        Record::SubscriptionRemove {
+            client_id: "c".into(),
+            name: format!("s{}", from.saturating_sub(200)),
+        },
+        Record::QueueDropped {
+            queue: Destination::queue("b"),
+        },
+    ]])
+    .await
+    .unwrap();
+    upkeep(j).await;
+}
+
+#[tokio::test]
+async fn recovery_from_a_checkpoint_ends_where_reading_everything_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    varied_work(&mut j, 1).await;
+    j.checkpointer().write_one().unwrap();
+    // After the checkpoint: segments it covers die, records cancel records
+    // it holds, compaction moves what it points at.
+    varied_work(&mut j, 200).await;
+    varied_work(&mut j, 400).await;
+    drop(j); // a crash
+    let (full, used) = recover_copy(dir.path(), false, |_| {});
+    assert!(!used);
+    let (fast, used) = recover_copy(dir.path(), true, |_| {});
+    assert!(used, "the checkpoint was not used");
+    assert_eq!(fast, full);
+    assert!(full.contains("seg "), "{full}");
+
+    // A checkpoint of the very end, after a clean shutdown.
+    let (mut j, _) = open(dir.path(), 4096);
+    varied_work(&mut j, 600).await;
+    j.close().await;
+    drop(j);
+    let (full, _) = recover_copy(dir.path(), false, |_| {});
+    let (fast, used) = recover_copy(dir.path(), true, |_| {});
+    assert!(used);
+    assert_eq!(fast, full);
+}
+
+/// A crash at any step of writing a checkpoint — the new file written
+/// aside and cut anywhere, or renamed into place but damaged — leaves a
+/// journal that recovers exactly, from the old checkpoint or from
+/// everything; a checkpoint claiming more than the journal holds is not
+/// believed.
+#[tokio::test]
+async fn a_crash_at_any_step_of_writing_a_checkpoint_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    varied_work(&mut j, 1).await;
+    j.checkpointer().write_one().unwrap(); // the old checkpoint
+    varied_work(&mut j, 200).await;
+    let new = checkpoint::encode(&read(&j.catalog.index), 0);
+    varied_work(&mut j, 400).await;
+    drop(j);
+    let (full, _) = recover_copy(dir.path(), false, |_| {});
+    let steps: Vec<usize> = (0..new.len())
+        .step_by((new.len() / 40).max(1))
+        .chain([new.len() - 1])
+        .collect();
+    for &cut in &steps {
+        // Killed while writing the new one aside: the old one is used.
+        let (fast, used) = recover_copy(dir.path(), true, |j| {
+            std::fs::write(j.join("index.checkpoint.tmp"), &new[..cut]).unwrap();
+        });
+        assert!(used, "cut at {cut}");
+        assert_eq!(fast, full, "temporary file cut at {cut}");
+        // In place but damaged: not believed.
+        let (fast, used) = recover_copy(dir.path(), true, |j| {
+            std::fs::write(j.join("index.checkpoint"), &new[..cut]).unwrap();
+        });
+        assert!(!used, "cut at {cut}");
+        assert_eq!(fast, full, "checkpoint cut at {cut}");
+    }
+    // Renamed into place whole: used.
+    let (fast, used) = recover_copy(dir.path(), true, |j| {
+        std::fs::write(j.join("index.checkpoint"), &new).unwrap();
+    });
+    assert!(used);
+    assert_eq!(fast, full);
+    // A checkpoint of the end, with the journal cut short since (as if it
+    // were written before the journal's records were durable): not
+    // believed, whatever reading everything then finds.
+    let (mut j, _) = open(dir.path(), 4096);
+    varied_work(&mut j, 600).await;
+    j.checkpointer().write_one().unwrap();
+    let head = *read(&j.catalog.index).segs.keys().next_back().unwrap();
+    let end = read(&j.catalog.index).segs[&head].end;
+    drop(j);
+    let cut = |d: &Path| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join(file_name(head)))
+            .unwrap();
+        f.set_len(end - 100).unwrap();
+    };
+    let (full, _) = recover_copy(dir.path(), false, cut);
+    let (fast, used) = recover_copy(dir.path(), true, cut);
+    assert!(!used);
+    assert_eq!(fast, full);
+}
