@@ -17,6 +17,8 @@
 //!   stale master wrote after a takeover fails here);
 //! - the segments on disk older than its place are exactly the ones it
 //!   covers, except covered segments that held nothing live (deleted since);
+//!   it carries the segments deleted since the newest manifest, so that
+//!   one's list is still checked exactly;
 //! - everything it covers was synced before it was written (the checkpointer
 //!   syncs the head first, and proves the lock is still held).
 //!
@@ -179,6 +181,10 @@ pub(crate) fn snapshot(idx: &Index, epoch: u64) -> Snapshot {
             put64(&mut b, id);
             put64(&mut b, end);
         }
+    }
+    put64(&mut b, idx.dropped.len() as u64);
+    for &id in &idx.dropped {
+        put64(&mut b, id);
     }
     let dups: Vec<_> = idx.dups.window.entries().collect();
     put64(&mut b, dups.len() as u64);
@@ -382,6 +388,9 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
             ends.push((c.u64()?, c.u64()?));
         }
         idx.seals.insert(seg, ends);
+    }
+    for _ in 0..count(&mut c, left, 8)? {
+        idx.dropped.insert(c.u64()?);
     }
     for _ in 0..count(&mut c, left, 21)? {
         let key = format::get_key(&mut c)?;

@@ -211,13 +211,11 @@ pub(crate) struct Index {
     pub(crate) max_seq: u64,
     /// Seals by the segment holding them: (segment, end) of older segments.
     pub(crate) seals: HashMap<u64, Vec<(u64, u64)>>,
-    /// Segments recorded as deleted on purpose (kept during recovery only:
-    /// the newest manifest minus these is what should be on disk).
+    /// Segments recorded as deleted on purpose since the newest manifest:
+    /// that manifest minus these is what should be on disk.
     pub(crate) dropped: BTreeSet<u64>,
     /// Recent duplicate-detection ids and the segments carrying them.
     pub(crate) dups: Carriers,
-    /// Being rebuilt by recovery (deletion records are noted in `dropped`).
-    pub(crate) recovering: bool,
 }
 
 impl Index {
@@ -358,15 +356,20 @@ impl Index {
             // segment fills limits nothing (its segments are this master's
             // own or were sealed already).
             Entry::Manifest { sealed, segments } => {
+                // It lists only the segments there are: those deleted
+                // before it no longer matter.
+                self.dropped.clear();
                 if *sealed {
                     self.seals
                         .insert(at.seg, segments.iter().map(|s| (s.id, s.end)).collect());
                 }
             }
+            // Segments deleted since the newest manifest was written, which
+            // still lists them: recovery must not take them for lost (a
+            // checkpoint carries these, as its place may lie after the
+            // deletion record).
             Entry::Dropped { segments } => {
-                if self.recovering {
-                    self.dropped.extend(segments.iter().copied());
-                }
+                self.dropped.extend(segments.iter().copied());
             }
             Entry::Batch { .. } => {}
         }

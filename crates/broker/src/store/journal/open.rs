@@ -103,8 +103,6 @@ impl JournalStore {
             self.apply(fix, &found)?;
         }
 
-        index.dropped.clear();
-        index.recovering = false;
         // The running journal keeps recovery's view of live messages: its
         // checkpoints need it.
         let meta = index.meta.get_or_insert_with(Default::default);
@@ -485,7 +483,6 @@ impl JournalStore {
                 None,
             ),
         };
-        index.recovering = true;
         let mut report = recovery::Report::default();
         let mut found: Vec<Found> = Vec::new();
         let mut unreadable: Vec<(u64, String)> = Vec::new();

@@ -88,7 +88,17 @@ impl JournalStore {
                     ));
                 }
             }
+            let start = w.buf.len();
             w.dropped(&dead);
+            // The index notes it too: a checkpoint taken after this record
+            // must still tell recovery these segments went on purpose.
+            records.push((
+                start,
+                w.buf.len() - start,
+                Entry::Dropped {
+                    segments: dead.clone(),
+                },
+            ));
             self.append(Group {
                 bytes: w.buf,
                 records,

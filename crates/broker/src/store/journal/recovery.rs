@@ -655,7 +655,6 @@ mod tests {
         w.dropped(&[1]);
         let mut index = Index {
             meta: Some(crate::store::journal::index::RecoveryMeta::default()),
-            recovering: true,
             ..Index::default()
         };
         let mut report = Report::default();

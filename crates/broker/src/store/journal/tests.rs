@@ -1093,3 +1093,50 @@ async fn a_crash_at_any_step_of_writing_a_checkpoint_loses_nothing() {
     assert!(!used);
     assert_eq!(fast, full);
 }
+
+/// Restarts leave heads holding only their manifest; the next master
+/// deletes them and then writes a checkpoint. The newest manifest still
+/// lists the deleted one, and its deletion record lies before the
+/// checkpoint's place: the checkpoint must say so, or the next recovery
+/// takes the deletion for a loss (found by `bench/deep-queue.sh`).
+#[tokio::test]
+async fn a_segment_deleted_before_the_checkpoint_is_not_taken_for_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=20 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    drop(j);
+    let (j, _) = open(dir.path(), 4096);
+    drop(j);
+    let before = segments(dir.path());
+    let (mut j, _) = open(dir.path(), 4096);
+    upkeep(&mut j).await;
+    let after = segments(dir.path());
+    assert!(
+        before.iter().any(|s| !after.contains(s)),
+        "nothing deleted: {before:?} {after:?}"
+    );
+    j.checkpointer().write_one().unwrap();
+    drop(j);
+    let (full, _) = recover_copy(dir.path(), false, |_| {});
+    let (fast, used) = recover_copy(dir.path(), true, |_| {});
+    assert!(used);
+    assert_eq!(fast, full);
+    let copy = tempfile::tempdir().unwrap();
+    copy_journal(dir.path(), copy.path());
+    std::fs::remove_file(copy.path().join("journal/index.checkpoint")).unwrap();
+    open_as(copy.path(), 4096, OnCorruption::Refuse)
+        .1
+        .expect("reading everything takes a deleted segment for lost");
+    let (usage, opened) = open_as(dir.path(), 4096, OnCorruption::Refuse);
+    let (j, r) = opened.expect("a deleted segment taken for lost");
+    assert!(j.from_checkpoint);
+    assert_eq!(seqs(r), (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        usage
+            .lost_messages
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
