@@ -713,8 +713,17 @@ pub enum WhenFull {
 struct Parked {
     batches: std::sync::Mutex<Vec<Batch>>,
     count: std::sync::atomic::AtomicUsize,
-    /// Wakes an idle writer when the first batch is parked, so that it goes
-    /// to disk within `LAZY_DELAY` even if no durable write comes along.
+    /// The writer has waited `LAZY_DELAY` without work and now sleeps until
+    /// a request comes or `wake` is notified. Only then does parking wake
+    /// it: a writer that has just finished a group looks at the parked
+    /// batches within `LAZY_DELAY` anyway, so the consumer whose
+    /// acknowledgement is parked does not pay for a wake-up of the writer's
+    /// thread (nor does the producer whose SEND follows, on a busy
+    /// machine).
+    sleeping: std::sync::atomic::AtomicBool,
+    /// Wakes a sleeping writer when the first batch is parked, so that it
+    /// goes to disk within `LAZY_DELAY` even if no durable write comes
+    /// along.
     wake: Notify,
 }
 
@@ -738,20 +747,46 @@ impl Parked {
             return Err(batch);
         }
         self.lock().push(batch);
-        if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
+        // SeqCst, paired with `sleep`: either the writer sees this batch
+        // before it sleeps, or this sees it asleep and wakes it.
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 && self.sleeping.load(Ordering::SeqCst) {
             self.wake.notify_one();
         }
         Ok(())
     }
 
     fn is_empty(&self) -> bool {
-        self.count.load(Ordering::Relaxed) == 0
+        self.count.load(Ordering::SeqCst) == 0
     }
 
     fn take(&self) -> Vec<Batch> {
         let taken = std::mem::take(&mut *self.lock());
-        self.count.fetch_sub(taken.len(), Ordering::Relaxed);
+        self.count.fetch_sub(taken.len(), Ordering::SeqCst);
         taken
+    }
+
+    /// The idle writer's wait: the next request, or `None` once something
+    /// is parked (or the channel is closed). For `LAZY_DELAY` it waits
+    /// without telling parkers, so they need not wake it; then, if nothing
+    /// is parked, it sleeps until a request comes or a parker wakes it.
+    async fn sleep(&self, rx: &mut mpsc::Receiver<Request>) -> Option<Request> {
+        if let Ok(r) = tokio::time::timeout(LAZY_DELAY, rx.recv()).await {
+            return r;
+        }
+        if !self.is_empty() {
+            return None;
+        }
+        self.sleeping.store(true, Ordering::SeqCst);
+        let r = if self.is_empty() {
+            tokio::select! {
+                r = rx.recv() => r,
+                () = self.wake.notified() => None,
+            }
+        } else {
+            None
+        };
+        self.sleeping.store(false, Ordering::SeqCst);
+        r
     }
 }
 
@@ -1078,14 +1113,8 @@ async fn writer<B: StoreBackend>(
                 }
                 continue;
             }
-            Err(mpsc::error::TryRecvError::Empty) => {
-                tokio::select! {
-                    r = rx.recv() => r,
-                    // Something was parked: go round, and give it LAZY_DELAY
-                    // to ride on a durable write.
-                    _ = parked.wake.notified() => continue,
-                }
-            }
+            // Idle: the next request, or what was parked meanwhile.
+            Err(mpsc::error::TryRecvError::Empty) => parked.sleep(&mut rx).await,
         };
         let disconnected = first.is_none() && rx.is_closed() && rx.is_empty();
         for batch in parked.take() {
@@ -1325,6 +1354,32 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn bookkeeping_parked_right_after_a_write_is_written_without_a_wake_up() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (store, _) = spawn(
+            Counting {
+                calls: calls.clone(),
+            },
+            u64::MAX,
+            WhenFull::Fail,
+        );
+        // The writer has just finished a group: it waits LAZY_DELAY without
+        // asking parkers to wake it, then looks at what was parked.
+        let done = store.submit(vec![Record::Remove { seq: 1 }]).await.unwrap();
+        done.await.unwrap();
+        store.record(vec![Record::Remove { seq: 2 }]).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while calls.lock().unwrap().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bookkeeping parked after a write never written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(store.stats().lazy_batches.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
