@@ -250,7 +250,9 @@ const ADD: &str = "INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, pr
 /// The common group in one statement, its own (implicit) transaction:
 /// the fence, new messages ($1-$13), their duplicate-detection ids
 /// ($16-$18) and deletions ($19), with `synchronous_commit` for this
-/// transaction only ($20: 'on', or 'off' for bookkeeping).
+/// transaction only ($20: 'off' for bookkeeping; NULL keeps the session's
+/// setting, which may be stronger than 'on', e.g. `remote_apply` with a
+/// synchronous standby).
 ///
 /// The data-modifying CTEs run exactly once whatever the main query reads
 /// (PostgreSQL's rule); the main query reads the fence and the setting, so
@@ -260,7 +262,8 @@ const ADD: &str = "INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, pr
 /// inserted here. If the fence raises, the statement — the transaction —
 /// fails as a whole.
 const GROUP: &str = "WITH f AS (SELECT halyard_fence($14, $15)), \
-     c AS (SELECT set_config('synchronous_commit', $20, true)), \
+     c AS (SELECT set_config('synchronous_commit', \
+       coalesce($20::text, current_setting('synchronous_commit')), true)), \
      d AS (INSERT INTO halyard_duplicate_ids (queue, id, seq) \
        SELECT * FROM UNNEST($16::text[], $17::text[], $18::bigint[]) \
        ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now()), \
@@ -729,7 +732,7 @@ impl PostgresStore {
             let no_adds = none.params();
             let mut params: Vec<&(dyn ToSql + Sync)> =
                 add_params.first().unwrap_or(&no_adds).to_vec();
-            let commit = if sync { "on" } else { "off" };
+            let commit: Option<&str> = (!sync).then_some("off");
             params.extend_from_slice(&[
                 &epoch,
                 &max_seq,
