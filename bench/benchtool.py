@@ -676,6 +676,18 @@ def cmd_table(args):
                 for r in pgb.get("runs", []))))
     if run_info.get("pg_settings"):
         lines.append("PostgreSQL settings: %s" % run_info["pg_settings"])
+    takeovers = _takeovers(rd)
+    if takeovers:
+        lines.append("")
+        lines.append("Halyard master/slave takeover (bench/takeover.py): kill -9 of the master -> first RECEIPT "
+                     "for a persistent SEND from the new master")
+        lines.append("%-30s %12s %7s %10s %10s %10s" % ("store", "messages", "rounds", "median ms", "min ms",
+                                                       "max ms"))
+        for t in takeovers:
+            lines.append("%-30s %12s %7s %10s %10s %10s" % (
+                "shared database (PostgreSQL)" if t.get("store") == "postgres" else "shared directory (journal)",
+                "{:,}".format(t.get("messages") or 0), t.get("rounds"), t.get("median_ms"), t.get("min_ms"),
+                t.get("max_ms")))
     fs = _load(os.path.join(rd, "fsync.json"))
     if fs:
         lines.append("")
@@ -702,10 +714,24 @@ def cmd_table(args):
     summary = {"rows": [{"scenario": l, "figure": fn, "unit": u, "halyard": hv, "activemq": av,
                          "higher_is_better": hib} for l, fn, u, hv, av, hib in rows],
                "notes": notes, "store": run_info.get("store", "journal"),
-               "tls": bool(run_info.get("tls")), "tls_key": run_info.get("tls_key") or None}
+               "tls": bool(run_info.get("tls")), "tls_key": run_info.get("tls_key") or None,
+               "takeover": takeovers}
     with open(os.path.join(rd, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return 0
+
+
+def _takeovers(rd):
+    """The takeover section's summaries (takeover/STORE-MESSAGES.json),
+    journal first, then by stored messages."""
+    tdir = os.path.join(rd, "takeover")
+    out = []
+    for name in os.listdir(tdir) if os.path.isdir(tdir) else []:
+        if name.endswith(".json"):
+            t = _load(os.path.join(tdir, name))
+            if t:
+                out.append(t)
+    return sorted(out, key=lambda t: (t.get("store") != "journal", t.get("messages") or 0))
 
 
 def _median(vals):

@@ -51,7 +51,14 @@ Options:
                      postgres mode: a b c e; "ow" = all four ow-*).
                      Each keeps its place in the counterbalanced order
                      (a-c, ow-a, ow-b in sessions 1-2, the others in 3-4); a session
-                     left without scenarios is not run
+                     left without scenarios is not run. "takeover" (in
+                     every full and quick run unless a LIST leaves it out):
+                     Halyard's master/slave takeover, kill -9 -> first
+                     RECEIPT from the new master (bench/takeover.py), on a
+                     shared directory and, with --store postgres, a shared
+                     database, each with an empty store (5 rounds) and with
+                     1,000,000 stored 1 KiB messages (3 rounds; 20,000 with
+                     --quick); about 3 minutes (5 with --store postgres)
   --keep             keep the brokers' temporary data directories and logs
                      (and, with --store postgres, the session databases until
                      the run's PostgreSQL server is stopped at its end)
@@ -219,8 +226,8 @@ if [[ -n "$SCENARIOS" ]]; then
     # Keep only the chosen ones, each in its own place.
     IFS=, read -r -a chosen <<<"$SCENARIOS"
     for s in "${chosen[@]}"; do
-        [[ " ${G1[*]} ${G2[*]} " == *" $s "* ]] ||
-            die "--scenarios: no scenario '$s' with --store $STORE (there are: ${G1[*]} ${G2[*]})"
+        [[ " ${G1[*]} ${G2[*]} takeover " == *" $s "* ]] ||
+            die "--scenarios: no scenario '$s' with --store $STORE (there are: ${G1[*]} ${G2[*]} takeover)"
     done
     keep_chosen() {
         local s out=()
@@ -230,6 +237,12 @@ if [[ -n "$SCENARIOS" ]]; then
     read -r -a G1 <<<"$(keep_chosen "${G1[@]}")"
     read -r -a G2 <<<"$(keep_chosen "${G2[@]}")"
 fi
+# The takeover section: Halyard only, not with --tls (the same code path).
+TAKEOVER=0
+if want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,takeover,* ]]; then
+    TAKEOVER=1
+fi
+TAKEOVER_DEEP=$(( QUICK ? 20000 : 1000000 ))
 # run_group SEQ BROKER SCENARIO...: a session, unless it has nothing to run.
 run_group() {
     (($# > 2)) || return 0
@@ -913,6 +926,38 @@ if [[ $STORE == postgres ]] && want halyard && [[ -z "$SCENARIOS" || ",$SCENARIO
     SESSION_STORE=journal
     run_session 5 halyard ej
     SESSION_STORE=$STORE
+fi
+
+# takeover STORE MESSAGES ROUNDS: bench/takeover.py on a shared directory
+# (journal) or a fresh database of the run's server (postgres), its JSON
+# summary in takeover/STORE-MESSAGES.json for the table.
+takeover() {
+    local store=$1 n=$2 rounds=$3 url=() db="" stem="$1-$2"
+    if [[ $store == postgres ]]; then
+        db="bench_takeover_$n"
+        pg_new_db "$db"
+        url=(--store-url "postgres://postgres@127.0.0.1:$PG_PORT/$db")
+    fi
+    log "takeover: $store store, $n stored messages, $rounds rounds"
+    if python3 "$HERE/takeover.py" --binary "$HALYARD" --messages "$n" --rounds "$rounds" --json "${url[@]}" \
+        >"$OUT/takeover/$stem.json" 2>"$OUT/takeover/$stem.stderr"; then
+        log "  $(cat "$OUT/takeover/$stem.json")"
+    else
+        log "  WARNING: takeover.py failed: see takeover/$stem.stderr"
+        rm -f "$OUT/takeover/$stem.json"
+    fi
+    if [[ -n "$db" ]] && ((!KEEP)); then
+        "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+    fi
+}
+if ((TAKEOVER)); then
+    mkdir -p "$OUT/takeover"
+    takeover journal 0 5
+    takeover journal "$TAKEOVER_DEEP" 3
+    if [[ $STORE == postgres ]]; then
+        takeover postgres 0 5
+        takeover postgres "$TAKEOVER_DEEP" 3
+    fi
 fi
 "${TOOL[@]}" record "$OUT/run.json" "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"

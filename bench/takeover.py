@@ -122,13 +122,20 @@ def main() -> None:
         store = (["--store", "postgres", "--store-url", args.store_url] if args.store_url
                  else ["--data-dir", str(tmp / "data")])
         nodes = [Node(args.binary, n, store, tmp) for n in ("a", "b")]
-        nodes[0].start()
-        nodes[1].start()
-        master, slave = nodes
-        assert master.role() == "master" and slave.role() == "slave"
-        fill(args.binary, master.stomp, args.messages)
         times = []
         try:
+            nodes[0].start()
+            nodes[1].start()
+            # A broker answers /healthz before it knows its role (it is
+            # still trying the lock or lease), and either may end up master:
+            # wait for one master and one slave, with a deadline.
+            deadline = time.monotonic() + 30
+            while sorted(roles := [n.role() for n in nodes]) != ["master", "slave"]:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"roles: {roles}, not one master and one slave")
+                time.sleep(0.01)
+            master, slave = nodes if roles[0] == "master" else nodes[::-1]
+            fill(args.binary, master.stomp, args.messages)
             for r in range(args.rounds):
                 killed = time.monotonic()
                 master.kill()

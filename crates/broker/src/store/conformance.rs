@@ -1003,12 +1003,55 @@ mod postgres_only {
             .unwrap();
         let e = old.write(&[vec![add(2)]], true).await.unwrap_err();
         assert!(e.to_string().contains("fenced"), "{e}");
+        // A group without new messages (an acknowledgement nobody waits
+        // for: one statement, synchronous_commit off) and one that adds
+        // and deletes are refused too: the fence runs in every group.
+        let e = old
+            .write(&[vec![Record::Remove { seq: 1 }]], false)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("fenced"), "{e}");
+        let e = old
+            .write(&[vec![add(3)], vec![Record::Remove { seq: 1 }]], true)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("fenced"), "{e}");
         let n: i64 = c
             .query_one("SELECT count(*) FROM halyard_messages", &[])
             .await
             .unwrap()
             .get(0);
         assert_eq!(n, 1, "a fenced master's write is visible");
+    }
+
+    /// A message added and acknowledged in the same group (sent and
+    /// consumed while the previous group was written) is not left behind,
+    /// whether the group waits for a sync or not; the others stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_added_and_removed_in_one_group_is_gone() {
+        let h = Postgres::new("add_remove").await;
+        let (mut s, _) = h.open(100).await;
+        for sync in [true, false] {
+            let base = if sync { 10 } else { 20 };
+            s.write(
+                &[
+                    vec![add(base), add(base + 1)],
+                    vec![Record::Remove { seq: base }],
+                ],
+                sync,
+            )
+            .await
+            .unwrap();
+        }
+        let c = super::super::postgres::connect(&h.0).await.unwrap();
+        let left: Vec<i64> = c
+            .query("SELECT seq FROM halyard_messages ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, vec![11, 21]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

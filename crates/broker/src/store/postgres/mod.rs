@@ -4,13 +4,18 @@
 //!
 //! Group commit carries over unchanged: the writer hands over every batch
 //! that queued up while the previous group was written, and the whole group
-//! goes to the database as one transaction sent in a single round trip
-//! (pipelined prepared statements over arrays, one statement per kind of
-//! record). The transaction starts with `halyard_fence`, which checks this
-//! master's epoch under a lock on the lease row: after a newer master takes
-//! over, nothing this one writes can commit. A group nobody waits for
-//! (bookkeeping) is committed with `synchronous_commit = off`, as the
-//! journal lets such records ride on the next sync.
+//! goes to the database as one transaction sent in a single round trip.
+//! The common group — new messages, their duplicate-detection ids and
+//! acknowledged messages' deletions — is ONE prepared statement over arrays
+//! ([`GROUP`]), its own implicit transaction: one Bind/Execute/Sync, no
+//! BEGIN and COMMIT of its own, so the database parses, plans and commits
+//! once. Any other group is pipelined prepared statements, one per kind of
+//! record, between BEGIN and COMMIT. Either way the transaction runs
+//! `halyard_fence`, which checks this master's epoch under a lock on the
+//! lease row: after a newer master takes over, nothing this one writes can
+//! commit. A group nobody waits for (bookkeeping) is committed with
+//! `synchronous_commit = off`, as the journal lets such records ride on the
+//! next sync.
 //!
 //! A statement carries at most [`ADD_CHUNK_BYTES`] of message bodies (more
 //! go in further statements of the same transaction): PostgreSQL refuses a
@@ -21,6 +26,7 @@
 //! writer reconnects and sends the group again: receipts wait meanwhile,
 //! for as long as the master holds its lease.
 
+mod copy;
 mod lease;
 mod properties;
 mod schema;
@@ -221,9 +227,9 @@ pub struct PostgresConfig {
 /// Prepared statements of the writer's connection.
 struct Statements {
     fence: Statement,
-    /// The common group — only new messages — as one statement, which is
-    /// its own transaction.
-    adds_only: Statement,
+    /// The common group as one statement, which is its own transaction
+    /// ([`GROUP`]).
+    group: Statement,
     add: Statement,
     dedup: Statement,
     redelivered: Statement,
@@ -241,10 +247,34 @@ const ADD: &str = "INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, pr
      $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[], \
      $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[]) \
      AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b) ON CONFLICT (seq) DO NOTHING";
-/// Fence check, messages and their duplicate-detection ids in one
-/// statement. The fence CTE is joined so that it runs; if it raises, the
-/// statement (so the transaction) fails as a whole.
-const ADDS_ONLY: &str = "WITH f AS (SELECT halyard_fence($14, $15)),      d AS (INSERT INTO halyard_duplicate_ids (queue, id, seq)        SELECT * FROM UNNEST($16::text[], $17::text[], $18::bigint[])        ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now())      INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, persistent,      expires, timestamp, destination, id_prefix, id_n, headers, body)      SELECT s, kk, ka, kb, p, pe, e, t, d, ip, n, h::jsonb, b FROM UNNEST($1::bigint[],      $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[],      $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[])      AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b) CROSS JOIN f ON CONFLICT (seq) DO NOTHING";
+/// The common group in one statement, its own (implicit) transaction:
+/// the fence, new messages ($1-$13), their duplicate-detection ids
+/// ($16-$18) and deletions ($19), with `synchronous_commit` for this
+/// transaction only ($20: 'off' for bookkeeping; NULL keeps the session's
+/// setting, which may be stronger than 'on', e.g. `remote_apply` with a
+/// synchronous standby).
+///
+/// The data-modifying CTEs run exactly once whatever the main query reads
+/// (PostgreSQL's rule); the main query reads the fence and the setting, so
+/// they run too, even for a group without new messages. All parts see the
+/// same snapshot, in no set order: so a message added and deleted in the
+/// same group is left out of the adds by [`Plan::new`] rather than
+/// inserted here. If the fence raises, the statement — the transaction —
+/// fails as a whole.
+const GROUP: &str = "WITH f AS (SELECT halyard_fence($14, $15)), \
+     c AS (SELECT set_config('synchronous_commit', \
+       coalesce($20::text, current_setting('synchronous_commit')), true)), \
+     d AS (INSERT INTO halyard_duplicate_ids (queue, id, seq) \
+       SELECT * FROM UNNEST($16::text[], $17::text[], $18::bigint[]) \
+       ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now()), \
+     r AS (DELETE FROM halyard_messages WHERE seq = ANY($19::bigint[])), \
+     a AS (INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, persistent, \
+       expires, timestamp, destination, id_prefix, id_n, headers, body) \
+       SELECT s, kk, ka, kb, p, pe, e, t, d, ip, n, h::jsonb, b FROM UNNEST($1::bigint[], \
+       $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[], \
+       $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[]) \
+       AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b) ON CONFLICT (seq) DO NOTHING) \
+     SELECT 1 FROM f, c";
 const DEDUP: &str = "INSERT INTO halyard_duplicate_ids (queue, id, seq) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) \
      ON CONFLICT (queue, id) DO UPDATE SET seq = EXCLUDED.seq, at = now()";
@@ -267,9 +297,9 @@ const QUEUE_DROP: &str = "DELETE FROM halyard_queues WHERE name = $1";
 
 impl Statements {
     async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
-        let (fence, adds_only, add, dedup, redelivered, remove, sub_add, sub_remove) = futures::try_join!(
+        let (fence, group, add, dedup, redelivered, remove, sub_add, sub_remove) = futures::try_join!(
             c.prepare("SELECT halyard_fence($1, $2)"),
-            c.prepare(ADDS_ONLY),
+            c.prepare(GROUP),
             c.prepare(ADD),
             c.prepare(DEDUP),
             c.prepare(REDELIVERED),
@@ -287,7 +317,7 @@ impl Statements {
             queue_declare,
             queue_drop,
             fence,
-            adds_only,
+            group,
             add,
             dedup,
             redelivered,
@@ -419,7 +449,45 @@ impl Plan {
                 Record::QueueDropped { queue } => p.queues.push((false, queue.to_string())),
             }
         }
+        p.drop_added_and_removed();
         Ok(p)
+    }
+
+    /// Leaves out of the adds the messages this group also deletes (sent
+    /// and acknowledged while the previous group was written): inserting
+    /// and then deleting them leaves what not inserting them does, and
+    /// [`GROUP`]'s parts, which all see one snapshot, could not delete a
+    /// row inserted by the same statement. Their deletion stays in the
+    /// group, for a copy a previous attempt may have left.
+    fn drop_added_and_removed(&mut self) {
+        if self.removes.is_empty() || self.seq.is_empty() {
+            return;
+        }
+        let removed: std::collections::HashSet<i64> = self.removes.iter().copied().collect();
+        let keep: Vec<bool> = self.seq.iter().map(|s| !removed.contains(s)).collect();
+        if keep.iter().all(|k| *k) {
+            return;
+        }
+        fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        retain(&mut self.seq, &keep);
+        retain(&mut self.key_kind, &keep);
+        retain(&mut self.key_a, &keep);
+        retain(&mut self.key_b, &keep);
+        retain(&mut self.priority, &keep);
+        retain(&mut self.persistent, &keep);
+        retain(&mut self.expires, &keep);
+        retain(&mut self.timestamp, &keep);
+        retain(&mut self.destination, &keep);
+        retain(&mut self.id_prefix, &keep);
+        retain(&mut self.id_n, &keep);
+        retain(&mut self.headers, &keep);
+        retain(&mut self.body, &keep);
     }
 
     /// The new messages in statements of at most `max_bytes` of bodies
@@ -475,7 +543,8 @@ impl Plan {
 const ADD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 
 /// The parameters of one ADD statement: a slice of a [`Plan`]'s new
-/// messages.
+/// messages (the default: none).
+#[derive(Default)]
 struct AddChunk<'a> {
     seq: &'a [i64],
     key_kind: &'a [i16],
@@ -652,23 +721,28 @@ impl PostgresStore {
         let sched_seq: Vec<i64> = plan.schedules.keys().copied().collect();
         let sched_due: Vec<i64> = sched_seq.iter().map(|s| plan.schedules[s].0).collect();
         let sched_fired: Vec<i32> = sched_seq.iter().map(|s| plan.schedules[s].1).collect();
-        if let [add_params] = &add_params[..]
-            && sync
-            && plan.removes.is_empty()
+        if add_params.len() <= 1
             && plan.redelivered.is_empty()
             && plan.schedules.is_empty()
             && plan.subs.is_empty()
             && plan.queues.is_empty()
         {
-            let mut params: Vec<&(dyn ToSql + Sync)> = add_params.to_vec();
+            // The common group: one statement, one round trip, one commit.
+            let none = AddChunk::default();
+            let no_adds = none.params();
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                add_params.first().unwrap_or(&no_adds).to_vec();
+            let commit: Option<&str> = (!sync).then_some("off");
             params.extend_from_slice(&[
                 &epoch,
                 &max_seq,
                 &plan.dup_queue,
                 &plan.dup_id,
                 &plan.dup_seq,
+                &plan.removes,
+                &commit,
             ]);
-            return c.execute(&st.adds_only, &params).await.map(|_| ());
+            return c.query_one(&st.group, &params).await.map(|_| ());
         }
         // Every statement is queued before the first answer is read: one
         // round trip. A failure aborts the transaction, and COMMIT then
@@ -784,65 +858,110 @@ impl StoreBackend for PostgresStore {
             .await
             .map_err(|e| db("cannot read the lock row", e))?
             .get(0);
-        let none: [&(dyn ToSql + Sync); 0] = [];
-        let rows = c
-            .query_raw(
-                "SELECT seq, key_kind, key_a, key_b, priority, expires, deliveries, \
-                 octet_length(body) + octet_length(headers::text), sched_due, sched_fired, \
-                 not_before FROM halyard_messages",
-                none,
+        // Streamed (rows are handled as they arrive, never all held), and
+        // only what the broker needs to start: no bodies or properties,
+        // which the reader loads when a consumer needs them. The size is a
+        // weight for memory accounting, so the properties' stored size
+        // (`pg_column_size`) stands in for their text, which would turn
+        // every row's jsonb into a string. No WHERE and no ORDER BY: the
+        // whole table is wanted, in any order, and a sequential scan is the
+        // cheapest way to read it (an index would cost every send). Binary
+        // COPY: see `copy`.
+        let stream = c
+            .copy_out(
+                "COPY (SELECT seq, key_kind, key_a, key_b, priority, expires, deliveries, \
+                 octet_length(body) + pg_column_size(headers), sched_due, sched_fired, \
+                 not_before FROM halyard_messages) TO STDOUT (FORMAT binary)",
             )
             .await
             .map_err(|e| db("cannot read stored messages", e))?;
-        futures::pin_mut!(rows);
+        futures::pin_mut!(stream);
+        let bad = |e: copy::CopyFormatError| setup("cannot read stored messages", e);
         let mut key_ids: HashMap<(i16, String, String), u32> = HashMap::new();
-        while let Some(row) = rows
+        // Rows of one queue tend to come together: the last key is looked
+        // up without building its strings.
+        let mut last: Option<(i16, String, String, u32)> = None;
+        let mut buf = bytes::BytesMut::new();
+        let (mut header, mut ended) = (false, false);
+        while let Some(chunk) = stream
             .try_next()
             .await
             .map_err(|e| db("cannot read stored messages", e))?
         {
-            let seq: i64 = row.get(0);
-            let kind: i16 = row.get(1);
-            let a: String = row.get(2);
-            let b: String = row.get(3);
-            let key = match key_ids.get(&(kind, a.clone(), b.clone())) {
-                Some(&k) => k,
-                None => {
-                    let store_key = match kind {
-                        2 => StoreKey::Durable {
-                            client_id: a.as_str().into(),
-                            name: b.as_str().into(),
-                        },
-                        3 => StoreKey::Scheduled,
-                        _ => StoreKey::Queue(a.as_str().into()),
-                    };
-                    let k = messages.key_id(&store_key);
-                    key_ids.insert((kind, a, b), k);
-                    k
+            buf.extend_from_slice(&chunk);
+            let mut at = 0;
+            if !header {
+                match copy::header(&buf).map_err(bad)? {
+                    Some(n) => (at, header) = (n, true),
+                    None => continue,
                 }
-            };
-            let size: i32 = row.get::<_, Option<i32>>(7).unwrap_or(0);
-            let weight = size.max(0) as u32 + 128;
-            bytes += u64::from(weight);
-            max_seq = max_seq.max(seq);
-            messages.push_compact(
-                seq as u64,
-                key,
-                row.get::<_, i16>(4).clamp(0, 9) as u8,
-                row.get::<_, i64>(5).max(0) as u64,
-                weight,
-                (
-                    row.get::<_, i32>(6).max(0) as u32,
-                    row.get::<_, i64>(10).max(0) as u64,
-                ),
-            );
-            if kind == 3 {
-                let state = crate::store::ScheduleState {
-                    due: row.get::<_, i64>(8).max(0) as u64,
-                    fired: row.get::<_, i32>(9).max(0) as u32,
-                };
-                messages.set_schedule(seq as u64, state);
             }
+            loop {
+                let (f, n) = match copy::tuple::<11>(&buf[at..]).map_err(bad)? {
+                    copy::Tuple::More => break,
+                    copy::Tuple::End => {
+                        ended = true;
+                        at = buf.len();
+                        break;
+                    }
+                    copy::Tuple::Row(f, n) => (f, n),
+                };
+                at += n;
+                let seq = copy::int::<8>(f[0]).map_err(bad)?;
+                let kind = copy::int::<2>(f[1]).map_err(bad)? as i16;
+                let a = copy::text(f[2]).map_err(bad)?;
+                let b = copy::text(f[3]).map_err(bad)?;
+                let key = match &last {
+                    Some((k, la, lb, id)) if *k == kind && la == a && lb == b => *id,
+                    _ => {
+                        let (a, b) = (a.to_owned(), b.to_owned());
+                        let id = match key_ids.get(&(kind, a.clone(), b.clone())) {
+                            Some(&k) => k,
+                            None => {
+                                let store_key = match kind {
+                                    2 => StoreKey::Durable {
+                                        client_id: a.as_str().into(),
+                                        name: b.as_str().into(),
+                                    },
+                                    3 => StoreKey::Scheduled,
+                                    _ => StoreKey::Queue(a.as_str().into()),
+                                };
+                                let k = messages.key_id(&store_key);
+                                key_ids.insert((kind, a.clone(), b.clone()), k);
+                                k
+                            }
+                        };
+                        last = Some((kind, a, b, id));
+                        id
+                    }
+                };
+                let size = copy::int::<4>(f[7]).map_err(bad)?;
+                let weight = size.clamp(0, i64::from(u32::MAX - 128)) as u32 + 128;
+                bytes += u64::from(weight);
+                max_seq = max_seq.max(seq);
+                messages.push_compact(
+                    seq as u64,
+                    key,
+                    copy::int::<2>(f[4]).map_err(bad)?.clamp(0, 9) as u8,
+                    copy::int::<8>(f[5]).map_err(bad)?.max(0) as u64,
+                    weight,
+                    (
+                        copy::int::<4>(f[6]).map_err(bad)?.max(0) as u32,
+                        copy::int::<8>(f[10]).map_err(bad)?.max(0) as u64,
+                    ),
+                );
+                if kind == 3 {
+                    let state = crate::store::ScheduleState {
+                        due: copy::int::<8>(f[8]).map_err(bad)?.max(0) as u64,
+                        fired: copy::int::<4>(f[9]).map_err(bad)?.max(0) as u32,
+                    };
+                    messages.set_schedule(seq as u64, state);
+                }
+            }
+            let _ = buf.split_to(at);
+        }
+        if !ended {
+            return Err(bad(copy::CopyFormatError::truncated()));
         }
         let subscriptions = c
             .query(
