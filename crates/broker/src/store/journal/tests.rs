@@ -1140,3 +1140,29 @@ async fn a_segment_deleted_before_the_checkpoint_is_not_taken_for_lost() {
         0
     );
 }
+
+/// A stale master that writes a checkpoint after a newer master took over
+/// (its lock check passed just before the takeover): the checkpoint holds
+/// its late records, which the newer master's seal excludes. The next
+/// recovery must not believe it.
+#[tokio::test]
+async fn a_checkpoint_a_stale_master_writes_after_a_takeover_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stale = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 1);
+    stale.recover_sync().unwrap();
+    stale.put(&[vec![add(1)], vec![add(2)]]).await.unwrap();
+    let mut master = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 2);
+    master.recover_sync().unwrap();
+    stale
+        .put(&[vec![add(3)], vec![Record::Remove { seq: 1 }]])
+        .await
+        .unwrap();
+    master.put(&[vec![add(4)]]).await.unwrap();
+    stale.checkpointer().write_one().unwrap();
+    drop(stale);
+    drop(master);
+    let mut next = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 3);
+    let r = next.recover_sync().unwrap();
+    assert!(!next.from_checkpoint);
+    assert_eq!(seqs(r), vec![1, 2, 4], "a stale master's checkpoint was believed");
+}
