@@ -360,9 +360,9 @@ async fn receipted_messages_and_acks_survive_repeated_kill_9_under_load() {
     println!("crash cycles: seed {seed} (set HALYARD_TEST_SEED={seed} to repeat the timing)");
     let mut rng = Rng(seed);
     let started = Instant::now();
-    // Index checkpoints every 64 KiB of journal: the kills land before,
+    // Index checkpoints every 8 KiB of journal: the kills land before,
     // during and after writing them, and restarts start from them.
-    let mut b = BrokerProcess::start("[journal]\ncheckpoint-bytes = 65536\n").await;
+    let mut b = BrokerProcess::start("[journal]\ncheckpoint-bytes = 8192\n").await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
     for cycle in 0..CYCLES {
