@@ -681,13 +681,13 @@ def cmd_table(args):
         lines.append("")
         lines.append("Halyard master/slave takeover (bench/takeover.py): kill -9 of the master -> first RECEIPT "
                      "for a persistent SEND from the new master")
-        lines.append("%-30s %12s %7s %10s %10s %10s" % ("store", "messages", "rounds", "median ms", "min ms",
-                                                       "max ms"))
+        lines.append("%-30s %12s %9s %7s %10s %10s %10s" % ("store", "messages", "settle s", "rounds",
+                                                            "median ms", "min ms", "max ms"))
         for t in takeovers:
-            lines.append("%-30s %12s %7s %10s %10s %10s" % (
+            lines.append("%-30s %12s %9s %7s %10s %10s %10s" % (
                 "shared database (PostgreSQL)" if t.get("store") == "postgres" else "shared directory (journal)",
-                "{:,}".format(t.get("messages") or 0), t.get("rounds"), t.get("median_ms"), t.get("min_ms"),
-                t.get("max_ms")))
+                "{:,}".format(t.get("messages") or 0), t.get("settle_s", "-"), t.get("rounds"),
+                t.get("median_ms"), t.get("min_ms"), t.get("max_ms")))
     fs = _load(os.path.join(rd, "fsync.json"))
     if fs:
         lines.append("")
@@ -731,7 +731,8 @@ def _takeovers(rd):
             t = _load(os.path.join(tdir, name))
             if t:
                 out.append(t)
-    return sorted(out, key=lambda t: (t.get("store") != "journal", t.get("messages") or 0))
+    return sorted(out, key=lambda t: (t.get("store") != "journal", t.get("messages") or 0,
+                                      -(t.get("settle_s") or 0)))
 
 
 def _median(vals):

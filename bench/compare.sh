@@ -928,18 +928,21 @@ if [[ $STORE == postgres ]] && want halyard && [[ -z "$SCENARIOS" || ",$SCENARIO
     SESSION_STORE=$STORE
 fi
 
-# takeover STORE MESSAGES ROUNDS: bench/takeover.py on a shared directory
-# (journal) or a fresh database of the run's server (postgres), its JSON
-# summary in takeover/STORE-MESSAGES.json for the table.
+# takeover STORE MESSAGES ROUNDS [SETTLE]: bench/takeover.py on a shared
+# directory (journal) or a fresh database of the run's server (postgres),
+# its JSON summary in takeover/STORE-MESSAGES[-SETTLE].json for the table.
+# SETTLE: seconds the master serves before each kill (takeover.py's
+# default 2, time for the journal's index checkpoint; 0: killed the moment
+# the fill ends).
 takeover() {
-    local store=$1 n=$2 rounds=$3 url=() db="" stem="$1-$2"
+    local store=$1 n=$2 rounds=$3 settle=${4:-2} url=() db="" stem="$1-$2-settle$settle"
     if [[ $store == postgres ]]; then
         db="bench_takeover_$n"
         pg_new_db "$db"
         url=(--store-url "postgres://postgres@127.0.0.1:$PG_PORT/$db")
     fi
-    log "takeover: $store store, $n stored messages, $rounds rounds"
-    if python3 "$HERE/takeover.py" --binary "$HALYARD" --messages "$n" --rounds "$rounds" --json "${url[@]}" \
+    log "takeover: $store store, $n stored messages, $rounds rounds, ${settle}s settle"
+    if python3 "$HERE/takeover.py" --binary "$HALYARD" --messages "$n" --rounds "$rounds" --settle "$settle" --json "${url[@]}" \
         >"$OUT/takeover/$stem.json" 2>"$OUT/takeover/$stem.stderr"; then
         log "  $(cat "$OUT/takeover/$stem.json")"
     else
@@ -954,6 +957,7 @@ if ((TAKEOVER)); then
     mkdir -p "$OUT/takeover"
     takeover journal 0 5
     takeover journal "$TAKEOVER_DEEP" 3
+    takeover journal "$TAKEOVER_DEEP" 3 0
     if [[ $STORE == postgres ]]; then
         takeover postgres 0 5
         takeover postgres "$TAKEOVER_DEEP" 3

@@ -116,6 +116,11 @@ def main() -> None:
     ap.add_argument("--binary", default="target/release/halyard")
     ap.add_argument("--store-url", help="a PostgreSQL database for both brokers (default: a data directory)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="seconds the master serves after the fill and after each takeover before it is "
+                         "killed (default 2: long enough for a journal master to checkpoint its index; "
+                         "0: kill it the moment the fill ends, with up to journal.checkpoint-bytes of "
+                         "journal written after its last checkpoint)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -137,6 +142,7 @@ def main() -> None:
             master, slave = nodes if roles[0] == "master" else nodes[::-1]
             fill(args.binary, master.stomp, args.messages)
             for r in range(args.rounds):
+                time.sleep(args.settle)
                 killed = time.monotonic()
                 master.kill()
                 got = first_receipt(slave.stomp, killed + 120)
@@ -152,7 +158,7 @@ def main() -> None:
                 if n.proc and n.proc.poll() is None:
                     n.kill()
         summary = {"store": "postgres" if args.store_url else "journal",
-                   "messages": args.messages, "rounds": len(times),
+                   "messages": args.messages, "rounds": len(times), "settle_s": args.settle,
                    "median_ms": round(statistics.median(times), 1),
                    "min_ms": round(min(times), 1), "max_ms": round(max(times), 1)}
         print(json.dumps(summary) if args.json else

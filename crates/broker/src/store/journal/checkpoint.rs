@@ -68,8 +68,9 @@ pub(crate) struct Loaded {
     pub(crate) end: u64,
     pub(crate) records: u64,
     pub(crate) adds: u64,
-    /// The live messages' sequence numbers, in order.
-    pub(crate) order: Vec<u64>,
+    /// The live messages (sequence number, place, key id, priority,
+    /// expiry), in sequence order.
+    pub(crate) order: Vec<Live>,
 }
 
 pub(crate) fn path(dir: &Path) -> PathBuf {
@@ -78,7 +79,7 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 
 /// One live message as a checkpoint stores it: sequence number, place,
 /// key id, priority, expiry.
-type Live = (u64, Loc, u32, u8, u64);
+pub(crate) type Live = (u64, Loc, u32, u8, u64);
 
 /// What a checkpoint holds, taken from a read-locked index: everything but
 /// the live messages encoded, those copied out to be sorted (by sequence
@@ -337,7 +338,7 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
     let key_count = keys.len() as u32;
     let mut meta = RecoveryMeta {
         found: RecoveredMessages::with_keys(keys),
-        live: rustc_hash::FxHashMap::default(),
+        live: std::collections::HashMap::default(),
     };
     for _ in 0..count(&mut c, left, 36)? {
         let seq = c.u64()?;
@@ -412,10 +413,10 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
         }
         let priority = c.u8()?;
         let expires = c.u64()?;
-        if order.last().is_some_and(|&last| last >= seq) {
+        if order.last().is_some_and(|l: &Live| l.0 >= seq) {
             return Err(Unusable::Bad("messages out of order".into()));
         }
-        order.push(seq);
+        order.push((seq, loc, key, priority, expires));
         idx.messages.insert(seq, loc);
         meta.live.insert(seq, (key, priority, expires));
     }

@@ -22,8 +22,6 @@
 //! it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use super::format::Entry;
@@ -187,7 +185,7 @@ pub(crate) struct Declared {
 pub(crate) struct RecoveryMeta {
     pub(crate) found: crate::store::RecoveredMessages,
     /// seq -> (key id, priority, expires)
-    pub(crate) live: FxHashMap<u64, (u32, u8, u64)>,
+    pub(crate) live: HashMap<u64, (u32, u8, u64)>,
 }
 
 /// The journal's knowledge of its records.
@@ -195,10 +193,10 @@ pub(crate) struct RecoveryMeta {
 pub(crate) struct Index {
     pub(crate) segs: BTreeMap<u64, SegStats>,
     /// Live messages: where their Add is.
-    pub(crate) messages: FxHashMap<u64, Loc>,
-    pub(crate) redeliveries: FxHashMap<u64, Redelivery>,
+    pub(crate) messages: HashMap<u64, Loc>,
+    pub(crate) redeliveries: HashMap<u64, Redelivery>,
     /// Scheduled messages' progress.
-    pub(crate) schedules: FxHashMap<u64, Scheduled>,
+    pub(crate) schedules: HashMap<u64, Scheduled>,
     pub(crate) subs: HashMap<(String, String), Sub>,
     /// Declared queues.
     pub(crate) queues: HashMap<Destination, Declared>,

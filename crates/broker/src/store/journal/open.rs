@@ -52,7 +52,11 @@ impl JournalStore {
         // out to be missing, the broker may refuse to start, and the files
         // must then be as the operator will back them up. With a usable
         // index checkpoint, only what was written after it is read.
-        let (back, used_checkpoint) = match self.usable_checkpoint() {
+        let t_ckpt = Instant::now();
+        let checkpoint = self.usable_checkpoint();
+        let ckpt_ms = t_ckpt.elapsed().as_millis() as u64;
+        let t_read = Instant::now();
+        let (back, used_checkpoint) = match checkpoint {
             Some(c) => match self.read_back(&ids, &limits, Some(c)) {
                 Err(ReadError::Checkpoint(why)) => {
                     tracing::warn!(reason = %why, "the journal's index checkpoint does not match the journal: reading the whole journal");
@@ -76,6 +80,7 @@ impl JournalStore {
             ReadError::Checkpoint(why) => StoreError::Failed(why.into()),
         })?;
 
+        let read_ms = t_read.elapsed().as_millis() as u64;
         let losses = self.judge(&found, &unreadable, &stale, &index, &mut fixes, &mut report);
         if !losses.is_empty() {
             let text = damage_report(&self.dir, &losses);
@@ -103,27 +108,37 @@ impl JournalStore {
             self.apply(fix, &found)?;
         }
 
+        let t_build = Instant::now();
         // The running journal keeps recovery's view of live messages: its
         // checkpoints need it.
         let meta = index.meta.get_or_insert_with(Default::default);
         let mut messages = crate::store::RecoveredMessages::with_keys(meta.found.keys().to_vec());
-        let empty = rustc_hash::FxHashMap::default();
+        let empty = std::collections::HashMap::default();
         let live = index.meta.as_ref().map_or(&empty, |m| &m.live);
-        let mut push = |seq: u64, &(key, priority, expires): &(u32, u8, u64)| {
-            let weight = index.messages.get(&seq).map_or(0, |l| l.len);
-            messages.push_compact(seq, key, priority, expires, weight, index.delivery(seq));
-            if let Some(state) = index.schedule(seq) {
+        // Most stores have no redelivered or scheduled messages: skip the
+        // lookups then (a million of them cost more than the rest).
+        let (redelivered, scheduled) =
+            (!index.redeliveries.is_empty(), !index.schedules.is_empty());
+        let mut push = |seq: u64, weight: u32, &(key, priority, expires): &(u32, u8, u64)| {
+            let delivery = if redelivered {
+                index.delivery(seq)
+            } else {
+                (0, 0)
+            };
+            messages.push_compact(seq, key, priority, expires, weight, delivery);
+            if scheduled && let Some(state) = index.schedule(seq) {
                 messages.set_schedule(seq, state);
             }
         };
         match order {
-            // In sequence order as the checkpoint has them, then those
-            // written after it (few): the broker's sort finds two runs.
+            // In sequence order as the checkpoint has them (those still
+            // where it found them), then those written or moved after it
+            // (few): the broker's sort finds two runs.
             Some(order) => {
                 let mut emitted = 0;
-                for &seq in &order {
-                    if let Some(details) = live.get(&seq) {
-                        push(seq, details);
+                for &(seq, loc, key, priority, expires) in &order {
+                    if index.messages.get(&seq) == Some(&loc) {
+                        push(seq, loc.len, &(key, priority, expires));
                         emitted += 1;
                     }
                 }
@@ -131,22 +146,30 @@ impl JournalStore {
                     let mut later: Vec<u64> = live
                         .keys()
                         .copied()
-                        .filter(|seq| order.binary_search(seq).is_err())
+                        .filter(|seq| {
+                            let at = index.messages.get(seq);
+                            order
+                                .binary_search_by_key(seq, |l| l.0)
+                                .map_or(true, |i| at != Some(&order[i].1))
+                        })
                         .collect();
                     later.sort_unstable();
                     for seq in later {
                         if let Some(details) = live.get(&seq) {
-                            push(seq, details);
+                            let weight = index.messages.get(&seq).map_or(0, |l| l.len);
+                            push(seq, weight, details);
                         }
                     }
                 }
             }
             None => {
                 for (&seq, details) in live {
-                    push(seq, details);
+                    let weight = index.messages.get(&seq).map_or(0, |l| l.len);
+                    push(seq, weight, details);
                 }
             }
         }
+        let build_ms = t_build.elapsed().as_millis() as u64;
         let subscriptions: Vec<DurableSubscription> = index
             .subs
             .iter()
@@ -217,6 +240,9 @@ impl JournalStore {
             rolled_back_batches = r.rolled_back_batches,
             unreadable_segments = r.bad_segments,
             from_checkpoint = used_checkpoint,
+            checkpoint_ms = ckpt_ms,
+            read_ms,
+            build_ms,
             "journal recovered"
         );
         self.start_checkpoints();
@@ -408,8 +434,8 @@ struct Found {
 /// What reading the segments back found, before it is judged.
 struct ReadBack {
     index: Index,
-    /// With a checkpoint: the sequence numbers it holds live, in order.
-    order: Option<Vec<u64>>,
+    /// With a checkpoint: the messages it holds live, in order.
+    order: Option<Vec<checkpoint::Live>>,
     report: recovery::Report,
     found: Vec<Found>,
     unreadable: Vec<(u64, String)>,
@@ -467,9 +493,9 @@ impl JournalStore {
         let mismatch = |why: String| Err(ReadError::Checkpoint(why));
         let (mut index, cover, order) = match ckpt {
             Some(c) => {
-                if !ids.contains(&c.head) {
-                    return mismatch(format!("its segment {} is not on disk", c.head));
-                }
+                // Its head may be gone (deleted once dead, by a master that
+                // then died before its next checkpoint): checked below with
+                // the other covered segments that are gone.
                 let cover = (c.head, c.end, c.records, c.adds);
                 (c.index, Some(cover), Some(c.order))
             }
@@ -691,6 +717,7 @@ impl JournalStore {
                     return mismatch(format!("segment {id} held live records and is gone"));
                 }
                 index.segs.remove(&id);
+                index.seals.remove(&id);
                 index.dropped.insert(id);
             }
             // Only present segments can hold anything back (as after

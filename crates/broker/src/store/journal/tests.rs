@@ -1164,5 +1164,44 @@ async fn a_checkpoint_a_stale_master_writes_after_a_takeover_is_not_believed() {
     let mut next = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 3);
     let r = next.recover_sync().unwrap();
     assert!(!next.from_checkpoint);
-    assert_eq!(seqs(r), vec![1, 2, 4], "a stale master's checkpoint was believed");
+    assert_eq!(
+        seqs(r),
+        vec![1, 2, 4],
+        "a stale master's checkpoint was believed"
+    );
+}
+
+/// The checkpoint's own segment deleted since (a restart's head holding
+/// only its manifest, deleted by the next master, which died before its
+/// own first checkpoint): still used, and exact.
+#[tokio::test]
+async fn a_checkpoint_whose_segment_was_deleted_since_is_still_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=20 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    drop(j);
+    let (j, _) = open(dir.path(), 4096);
+    j.checkpointer().write_one().unwrap();
+    let head = *read(&j.catalog.index).segs.keys().next_back().unwrap();
+    drop(j);
+    let (mut j, _) = open(dir.path(), 4096);
+    upkeep(&mut j).await;
+    assert!(
+        !segments(dir.path()).contains(&head),
+        "the old head was not deleted"
+    );
+    j.put(&[vec![add(21)], vec![Record::Remove { seq: 3 }]])
+        .await
+        .unwrap();
+    drop(j);
+    let (full, _) = recover_copy(dir.path(), false, |_| {});
+    let (fast, used) = recover_copy(dir.path(), true, |_| {});
+    assert!(used);
+    assert_eq!(fast, full);
+    let (_, opened) = open_as(dir.path(), 4096, OnCorruption::Refuse);
+    let (j, r) = opened.expect("refused");
+    assert!(j.from_checkpoint);
+    assert_eq!(seqs(r).len(), 20);
 }
