@@ -234,7 +234,11 @@ pub(crate) async fn accept(
                     let transport = match tls {
                         None => Transport::plain(stream, peer),
                         Some(tls) => {
-                            let handshake = tls.accept(stream, peer, handshake_timeout, name);
+                            // Boxed: inline, the handshake's state would
+                            // sit in every connection's task, TLS or not,
+                            // for the connection's whole life.
+                            let handshake =
+                                Box::pin(tls.accept(stream, peer, handshake_timeout, name));
                             let done = tokio::select! {
                                 done = handshake => done,
                                 _ = stop.cancelled() => None,

@@ -638,7 +638,11 @@ impl Dispatcher {
     /// subscriber if that has gone on for too long.
     fn bound_backlog(&mut self, limit: usize, effects: &mut Vec<Effect>) {
         let mut dropped = 0u64;
-        while self.ready_count > limit || self.pinned > self.backlog_limit() {
+        // The newest message always stays: one larger than the byte bound
+        // is delivered, not dropped on arrival.
+        while self.ready_count > limit
+            || (self.pinned > self.backlog_limit() && self.ready_count > 1)
+        {
             let victim = (0..10).find_map(|p| {
                 self.ready[p]
                     .iter()

@@ -723,7 +723,8 @@ async fn a_slow_topic_subscriber_holds_the_producer_back_at_the_backlog_bound() 
 
     // Subscribers that keep up: the producer is never held back.
     let mut fast = Stomp::connect(b.stomp).await;
-    fast.subscribe("f", "/topic/bounded.free", "auto", &[]).await;
+    fast.subscribe("f", "/topic/bounded.free", "auto", &[])
+        .await;
     let mut p = Stomp::connect(b.stomp).await;
     send_all(&mut p, "/topic/bounded.free").await;
     for i in 0..SENT {
@@ -743,7 +744,8 @@ async fn a_slow_topic_subscriber_holds_the_producer_back_at_the_backlog_bound() 
         &[("activemq.prefetchSize", "1")],
     )
     .await;
-    fast.subscribe("f2", "/topic/bounded.slow", "auto", &[]).await;
+    fast.subscribe("f2", "/topic/bounded.slow", "auto", &[])
+        .await;
     send_all(&mut p, "/topic/bounded.slow").await;
     // Receipts come for what the topic took before the slow subscriber's
     // backlog reached the bound, then stop.
