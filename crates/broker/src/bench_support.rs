@@ -47,6 +47,7 @@ impl QueueDispatcher {
             memory_limit: usize::MAX,
             pages: false,
             pending_limit: None,
+            backlog_limit: usize::MAX,
             abort_after: None,
             groups: Some(config.destinations.max_groups),
         };

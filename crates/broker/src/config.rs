@@ -473,6 +473,15 @@ pub struct LimitsConfig {
     /// before producers are held back. `"auto"`: the smaller of 1 GiB and a
     /// quarter of the machine's (or container's) memory.
     pub memory_bytes: Auto<u64>,
+    /// The kernel send buffer of each client connection's socket, in bytes
+    /// (`SO_SNDBUF`; Linux doubles it for its bookkeeping); 0 leaves it to
+    /// the kernel, which grows it up to `net.ipv4.tcp_wmem`'s maximum (4
+    /// MiB by default). What waits there for a slow consumer is beyond the
+    /// broker's flow control: with a topic's subscribers saturated it is
+    /// most of their end-to-end latency. ActiveMQ sets 64 KiB
+    /// (`socketBufferSize`). A small buffer bounds the throughput of a
+    /// single connection over a long round trip (buffer / RTT).
+    pub socket_send_buffer_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -493,11 +502,12 @@ impl Default for LimitsConfig {
             max_header_bytes: 256 * 1024,
             max_body_bytes: 100 * 1024 * 1024,
             max_inflight_frames: 4_096,
-            max_inflight_bytes: 64 * 1024 * 1024,
-            destination_memory_bytes: 128 * 1024 * 1024,
+            max_inflight_bytes: 1024 * 1024,
+            destination_memory_bytes: 32 * 1024 * 1024,
             max_prefetch: 65_535,
             memory_bytes: Auto::Auto,
             flow_control_timeout_ms: 0,
+            socket_send_buffer_bytes: 64 * 1024,
         }
     }
 }
@@ -617,6 +627,17 @@ pub struct DestinationsConfig {
     /// (ActiveMQ's pending message limit). Messages a durable subscription
     /// keeps in the store are never dropped.
     pub subscriber_pending_limit: usize,
+    /// Bytes of message bodies a topic subscription may have waiting
+    /// beyond its prefetch. With `flow-control` the topic's producers wait
+    /// once any subscription has this much (ActiveMQ's per-destination
+    /// memory limit, which throttles a topic's producer long before
+    /// `limits.destination-memory-bytes` would): the backlog, and so the
+    /// end-to-end latency of a saturated topic, stays at what the slowest
+    /// subscriber reads in a few milliseconds instead of seconds. With
+    /// `drop-oldest` the oldest are dropped beyond it (as beyond
+    /// `subscriber-pending-limit`). Capped by
+    /// `limits.destination-memory-bytes`.
+    pub subscriber_backlog_bytes: usize,
     /// A subscriber whose backlog keeps overflowing for this long is
     /// disconnected (ActiveMQ's slow consumer abort); 0: never.
     pub slow_subscriber_abort_ms: u64,
@@ -660,6 +681,7 @@ impl Default for DestinationsConfig {
             duplicate_window_ms: 3_600_000,
             slow_subscriber: SlowSubscriber::DropOldest,
             subscriber_pending_limit: 1_000,
+            subscriber_backlog_bytes: 1024 * 1024,
             slow_subscriber_abort_ms: 0,
             gc_inactive_ms: 60_000,
             max_groups: 1_024,
@@ -1112,6 +1134,10 @@ impl BrokerConfig {
         positive(
             "destinations.subscriber-pending-limit",
             d.subscriber_pending_limit,
+        )?;
+        positive(
+            "destinations.subscriber-backlog-bytes",
+            d.subscriber_backlog_bytes,
         )?;
         positive("timeouts.connect-ms", self.timeouts.connect_ms as usize)?;
         positive("timeouts.frame-ms", self.timeouts.frame_ms as usize)?;

@@ -202,6 +202,12 @@ pub(crate) async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
+        let send_buffer = shared.config.limits.socket_send_buffer_bytes;
+        if send_buffer > 0
+            && let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, send_buffer)
+        {
+            tracing::debug!(%peer, error = %e, "cannot set the socket's send buffer size");
+        }
         // Counted before the handshake, so that one address cannot hold
         // more even for the seconds a CONNECT may take to come.
         let Some(address_slot) = service.per_address.take(peer.ip(), per_address) else {
@@ -228,7 +234,11 @@ pub(crate) async fn accept(
                     let transport = match tls {
                         None => Transport::plain(stream, peer),
                         Some(tls) => {
-                            let handshake = tls.accept(stream, peer, handshake_timeout, name);
+                            // Boxed: inline, the handshake's state would
+                            // sit in every connection's task, TLS or not,
+                            // for the connection's whole life.
+                            let handshake =
+                                Box::pin(tls.accept(stream, peer, handshake_timeout, name));
                             let done = tokio::select! {
                                 done = handshake => done,
                                 _ = stop.cancelled() => None,

@@ -73,6 +73,8 @@ pub struct PolicyEntry {
     pub slow_subscriber: Option<SlowSubscriber>,
     /// See [`DestinationsConfig::subscriber_pending_limit`] (topics).
     pub subscriber_pending_limit: Option<usize>,
+    /// See [`DestinationsConfig::subscriber_backlog_bytes`] (topics).
+    pub subscriber_backlog_bytes: Option<usize>,
     /// See [`DestinationsConfig::slow_subscriber_abort_ms`] (topics).
     pub slow_subscriber_abort_ms: Option<u64>,
 }
@@ -193,6 +195,8 @@ pub struct DestinationPolicy {
     pub slow_subscriber: SlowSubscriber,
     /// Its backlog bound.
     pub subscriber_pending_limit: usize,
+    /// Its backlog bound in bytes.
+    pub subscriber_backlog_bytes: usize,
     /// When it is disconnected, in ms (0: never).
     pub slow_subscriber_abort_ms: u64,
 }
@@ -241,6 +245,7 @@ impl Policies {
             default_prefetch: d.default_prefetch,
             slow_subscriber: d.slow_subscriber,
             subscriber_pending_limit: d.subscriber_pending_limit,
+            subscriber_backlog_bytes: d.subscriber_backlog_bytes,
             slow_subscriber_abort_ms: d.slow_subscriber_abort_ms,
         };
         let entries = entries
@@ -318,6 +323,9 @@ impl Policies {
             subscriber_pending_limit: e
                 .subscriber_pending_limit
                 .unwrap_or(d.subscriber_pending_limit),
+            subscriber_backlog_bytes: e
+                .subscriber_backlog_bytes
+                .unwrap_or(d.subscriber_backlog_bytes),
             slow_subscriber_abort_ms: e
                 .slow_subscriber_abort_ms
                 .unwrap_or(d.slow_subscriber_abort_ms),
@@ -410,6 +418,9 @@ pub(super) fn validate(d: &DestinationsConfig, entries: &[PolicyEntry]) -> Resul
         if e.subscriber_pending_limit == Some(0) {
             return Err(bad("subscriber-pending-limit must be greater than 0".into()));
         }
+        if e.subscriber_backlog_bytes == Some(0) {
+            return Err(bad("subscriber-backlog-bytes must be greater than 0".into()));
+        }
         if e.default_prefetch == Some(0) {
             return Err(bad("default-prefetch must be greater than 0".into()));
         }
@@ -456,6 +467,7 @@ mod tests {
             [[policies]]
             topic = "prices.*"
             slow-subscriber = "flow-control"
+            subscriber-backlog-bytes = 65536
             "#,
         );
         let o = p.for_destination(DestinationKind::Queue, "orders.eu");
@@ -486,6 +498,8 @@ mod tests {
         );
         let prices = p.for_destination(DestinationKind::Topic, "prices.x");
         assert_eq!(prices.slow_subscriber, SlowSubscriber::FlowControl);
+        assert_eq!(prices.subscriber_backlog_bytes, 65536);
+        assert_eq!(t.subscriber_backlog_bytes, 1024 * 1024, "the default");
         // Temporary queues follow the queues' entries.
         let tmp = p.for_destination(DestinationKind::TempQueue, "orders.tmp");
         assert_eq!(tmp.max_redeliveries, 3);

@@ -354,6 +354,12 @@ pub(crate) struct Policy {
     /// the oldest of the lowest priority that the store does not hold is
     /// dropped instead of holding producers back. `None` for queues.
     pub(crate) pending_limit: Option<usize>,
+    /// Bytes of ready bodies that cannot be paged out beyond which
+    /// producers wait (or, with `pending_limit`, the oldest are dropped):
+    /// a topic subscription's `subscriber-backlog-bytes`, below
+    /// `memory_limit`, so that a saturated topic holds its producer back
+    /// before seconds of backlog build up. `memory_limit` for queues.
+    pub(crate) backlog_limit: usize,
     /// A subscriber whose backlog keeps overflowing for this long is
     /// disconnected.
     pub(crate) abort_after: Option<std::time::Duration>,
@@ -580,11 +586,16 @@ impl Dispatcher {
         self.paged_in + self.inflight_pageable + self.loading_bytes
     }
 
+    /// Bytes of bodies that cannot be paged out it holds at most.
+    fn backlog_limit(&self) -> usize {
+        self.policy.backlog_limit.min(self.policy.memory_limit)
+    }
+
     /// Whether producers may add more: bodies that cannot be paged out are
     /// under the memory limit (producer flow control).
     pub(crate) fn accepting(&self) -> bool {
         // A bounded backlog drops instead of holding producers back.
-        self.policy.pending_limit.is_some() || self.pinned < self.policy.memory_limit
+        self.policy.pending_limit.is_some() || self.pinned < self.backlog_limit()
     }
 
     pub(crate) fn stats(&self) -> DispatchStats {
@@ -627,7 +638,11 @@ impl Dispatcher {
     /// subscriber if that has gone on for too long.
     fn bound_backlog(&mut self, limit: usize, effects: &mut Vec<Effect>) {
         let mut dropped = 0u64;
-        while self.ready_count > limit || self.pinned > self.policy.memory_limit {
+        // The newest message always stays: one larger than the byte bound
+        // is delivered, not dropped on arrival.
+        while self.ready_count > limit
+            || (self.pinned > self.backlog_limit() && self.ready_count > 1)
+        {
             let victim = (0..10).find_map(|p| {
                 self.ready[p]
                     .iter()
@@ -1702,6 +1717,7 @@ mod tests {
             memory_limit: usize::MAX,
             pages: false,
             pending_limit: None,
+            backlog_limit: usize::MAX,
             abort_after: None,
             groups: Some(16),
         }

@@ -53,6 +53,7 @@ pub(crate) fn policy(shared: &BrokerCore, destination: &Destination, stores: boo
         memory_limit: p.memory_bytes,
         pages: stores && shared.store.pages(),
         pending_limit: None,
+        backlog_limit: usize::MAX,
         abort_after: None,
         groups: Some(shared.config.destinations.max_groups),
     }
@@ -65,7 +66,10 @@ pub(crate) fn subscription_policy(
     stores: bool,
 ) -> Policy {
     let p = shared.policies.for_destination(topic.kind(), topic.name());
-    let base = policy(shared, topic, stores);
+    let base = Policy {
+        backlog_limit: p.subscriber_backlog_bytes,
+        ..policy(shared, topic, stores)
+    };
     if p.slow_subscriber == crate::config::SlowSubscriber::FlowControl {
         return base;
     }

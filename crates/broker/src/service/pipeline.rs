@@ -51,8 +51,13 @@ struct Finished<T> {
 pub(crate) struct Overflow(usize);
 
 pub(crate) struct Pipeline<T> {
-    jobs: Option<mpsc::Sender<Queued<T>>>,
-    finished: mpsc::Receiver<Finished<T>>,
+    /// The task and its channels, started with the first job: most of a
+    /// connection's idle cost otherwise (each channel allocates a block of
+    /// slots up front), paid by every connection that never sends one.
+    running: Option<Running<T>>,
+    /// Closed: jobs pushed now are dropped.
+    closed: bool,
+    tasks: TaskTracker,
     pending: usize,
     /// `pending`, for the operators' directory of connections (read from
     /// another task, so an atomic).
@@ -62,35 +67,52 @@ pub(crate) struct Pipeline<T> {
     max_bytes: usize,
 }
 
+/// A started pipeline's ends.
+struct Running<T> {
+    jobs: Option<mpsc::Sender<Queued<T>>>,
+    finished: mpsc::Receiver<Finished<T>>,
+}
+
 impl<T: Send + 'static> Pipeline<T> {
     /// A pipeline that lets `max_jobs` jobs or `max_bytes` bytes be pending.
     pub(crate) fn new(max_jobs: usize, max_bytes: usize, tasks: &TaskTracker) -> Pipeline<T> {
-        let (jobs, mut job_rx) = mpsc::channel::<Queued<T>>(max_jobs + 1);
-        let (done_tx, finished) = mpsc::channel(max_jobs + 1);
-        tasks.spawn(async move {
-            while let Some(job) = job_rx.recv().await {
-                let result = match job.work {
-                    Some(work) => work.await,
-                    None => Ok(()),
-                };
-                // If the session has gone, keep going anyway: the client's
-                // messages still reach their destinations.
-                let _ = done_tx.try_send(Finished {
-                    tag: job.tag,
-                    result,
-                    bytes: job.bytes,
-                });
-            }
-        });
         Pipeline {
-            jobs: Some(jobs),
-            finished,
+            running: None,
+            closed: false,
+            tasks: tasks.clone(),
             pending: 0,
             shown: Arc::default(),
             bytes: 0,
             max_jobs,
             max_bytes,
         }
+    }
+
+    /// Starts the task that runs the jobs.
+    fn start(&mut self) -> &mut Running<T> {
+        self.running.get_or_insert_with(|| {
+            let (jobs, mut job_rx) = mpsc::channel::<Queued<T>>(self.max_jobs + 1);
+            let (done_tx, finished) = mpsc::channel(self.max_jobs + 1);
+            self.tasks.spawn(async move {
+                while let Some(job) = job_rx.recv().await {
+                    let result = match job.work {
+                        Some(work) => work.await,
+                        None => Ok(()),
+                    };
+                    // If the session has gone, keep going anyway: the client's
+                    // messages still reach their destinations.
+                    let _ = done_tx.try_send(Finished {
+                        tag: job.tag,
+                        result,
+                        bytes: job.bytes,
+                    });
+                }
+            });
+            Running {
+                jobs: Some(jobs),
+                finished,
+            }
+        })
     }
 
     /// Requests pending now, kept current for whoever holds this (the
@@ -121,8 +143,11 @@ impl<T: Send + 'static> Pipeline<T> {
         work: Option<Work>,
         tag: T,
     ) -> Result<(), Overflow> {
-        let Some(jobs) = &self.jobs else {
+        if self.closed {
             // Closed: the connection is ending and nobody will read this.
+            return Ok(());
+        }
+        let Some(jobs) = &self.start().jobs else {
             return Ok(());
         };
         if jobs.try_send(Queued { work, tag, bytes }).is_err() {
@@ -136,7 +161,8 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Waits for the next finished job: its tag and how its work went.
     pub(crate) async fn next(&mut self) -> Option<(T, Result<(), ServiceError>)> {
-        let done = self.finished.recv().await?;
+        // Never started: nothing will finish.
+        let done = self.running.as_mut()?.finished.recv().await?;
         self.pending -= 1;
         self.shown.store(self.pending, Ordering::Relaxed);
         self.bytes -= done.bytes;
@@ -145,7 +171,10 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Lets the pipeline finish what it has and end.
     pub(crate) fn close(&mut self) {
-        self.jobs = None;
+        self.closed = true;
+        if let Some(r) = &mut self.running {
+            r.jobs = None;
+        }
     }
 
     /// Whether the session may read another request: there is room and,

@@ -690,3 +690,92 @@ async fn a_topic_subscription_made_after_a_receipt_gets_none_of_the_earlier_mess
         leaked.len()
     );
 }
+
+/// `subscriber-backlog-bytes` (here from a `[[policies]]` entry): a topic
+/// under flow control holds its producer back once a slow subscriber has
+/// that much waiting — not at `limits.destination-memory-bytes` (32 MiB
+/// here, room for every message sent) — while a subscriber that keeps up
+/// gets everything published, and a topic whose subscribers keep up never
+/// holds its producer.
+#[tokio::test]
+async fn a_slow_topic_subscriber_holds_the_producer_back_at_the_backlog_bound() {
+    const BOUND: usize = 16 * 1024;
+    const SENT: usize = 200;
+    let b = TestBroker::start(&format!(
+        "[destinations]\nslow-subscriber = \"flow-control\"\n\n\
+         [[policies]]\ntopic = \"bounded.>\"\nsubscriber-backlog-bytes = {BOUND}\n"
+    ))
+    .await;
+    let pad = "x".repeat(1000);
+    // Every SEND asks for a receipt: a topic gives one once it has
+    // published the message to its subscribers.
+    let send_all = async |p: &mut Stomp, dest: &str| {
+        for i in 0..SENT {
+            p.send(
+                Frame::new(Command::Send)
+                    .header("destination", dest)
+                    .header("receipt", format!("r{i}"))
+                    .body(format!("m{i:03}-{pad}").into_bytes()),
+            )
+            .await;
+        }
+    };
+
+    // Subscribers that keep up: the producer is never held back.
+    let mut fast = Stomp::connect(b.stomp).await;
+    fast.subscribe("f", "/topic/bounded.free", "auto", &[])
+        .await;
+    let mut p = Stomp::connect(b.stomp).await;
+    send_all(&mut p, "/topic/bounded.free").await;
+    for i in 0..SENT {
+        p.expect_receipt(&format!("r{i}")).await;
+    }
+    for i in 0..SENT {
+        assert!(body(&fast.recv_message().await).starts_with(&format!("m{i:03}-")));
+    }
+
+    // A slow subscriber (prefetch 1, acknowledges nothing yet) beside one
+    // that keeps up.
+    let mut slow = Stomp::connect(b.stomp).await;
+    slow.subscribe(
+        "s",
+        "/topic/bounded.slow",
+        "client-individual",
+        &[("activemq.prefetchSize", "1")],
+    )
+    .await;
+    fast.subscribe("f2", "/topic/bounded.slow", "auto", &[])
+        .await;
+    send_all(&mut p, "/topic/bounded.slow").await;
+    // Receipts come for what the topic took before the slow subscriber's
+    // backlog reached the bound, then stop.
+    let mut receipted = 0;
+    while let Some(f) = p.recv_within(Duration::from_millis(500)).await {
+        assert_eq!(f.command, Command::Receipt, "{f:?}");
+        receipted += 1;
+    }
+    // About BOUND / 1 KiB messages wait, one more is in flight to it.
+    assert!(
+        (BOUND / 1100..=BOUND / 1000 + 2).contains(&receipted),
+        "the producer was held back after {receipted} of {SENT} messages; \
+         a {BOUND}-byte backlog holds about {}",
+        BOUND / 1000
+    );
+    // The subscriber that keeps up got every message published so far.
+    for i in 0..receipted {
+        assert!(body(&fast.recv_message().await).starts_with(&format!("m{i:03}-")));
+    }
+    fast.expect_silence(Duration::from_millis(100)).await;
+    // The slow one catches up: the producer goes on, nothing is lost.
+    for i in 0..SENT {
+        let m = slow.recv_message().await;
+        assert!(body(&m).starts_with(&format!("m{i:03}-")));
+        slow.ack(&m).await;
+    }
+    for _ in receipted..SENT {
+        assert_eq!(p.recv().await.command, Command::Receipt);
+    }
+    for i in receipted..SENT {
+        assert!(body(&fast.recv_message().await).starts_with(&format!("m{i:03}-")));
+    }
+}

@@ -15,6 +15,18 @@ pub(super) enum Inbound {
     PartialStarted,
 }
 
+/// Spare room a read gets once a frame has started arriving: reads of
+/// this size keep a streaming producer's syscalls few.
+const READ_CHUNK: usize = 8 * 1024;
+/// Below this much spare room, a partial frame's buffer is grown to
+/// [`READ_CHUNK`] before the next read.
+const READ_MIN_SPARE: usize = 1024;
+/// The buffer an idle connection waits with: room for a small frame (an
+/// ACK, a SEND of a short message) in one read, and only that. Thousands
+/// of idle connections holding a full [`READ_CHUNK`] each would cost tens
+/// of MiB for nothing.
+const READ_IDLE: usize = 256;
+
 pub(super) struct SessionCodec {
     parser: Parser,
     partial_reported: bool,
@@ -48,9 +60,23 @@ impl Decoder for SessionCodec {
                 self.partial_reported = true;
                 Ok(Some(Inbound::PartialStarted))
             }
+            None if src.is_empty() && !self.parser.in_frame(src) => {
+                // Everything read has been parsed: wait for the next frame
+                // with a small buffer, giving the large one back (once the
+                // frames cut from it are gone).
+                if src.capacity() > READ_IDLE {
+                    *src = BytesMut::with_capacity(READ_IDLE);
+                }
+                Ok(None)
+            }
             None => {
-                if let Some(more) = self.parser.bytes_needed(src) {
-                    src.reserve(more);
+                let more = self.parser.bytes_needed(src).unwrap_or(0);
+                // A frame is arriving: read it in large chunks (the framed
+                // reader itself only asks for one byte more, and a buffer
+                // that began small would otherwise grow by little).
+                let spare = src.capacity() - src.len();
+                if spare < more.max(READ_MIN_SPARE) {
+                    src.reserve(more.max(READ_CHUNK));
                 }
                 Ok(None)
             }

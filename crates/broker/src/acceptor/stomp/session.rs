@@ -142,9 +142,12 @@ async fn serve_as(
     let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut session = Session {
-        reader: FramedRead::new(
+        // Small until a frame arrives (see the codec): an idle
+        // connection's buffers cost little.
+        reader: FramedRead::with_capacity(
             ActivityReader::new(read),
             SessionCodec::new(core.config.frame_limits()),
+            0,
         ),
         pipeline: Pipeline::new(
             limits.max_inflight_frames,
@@ -158,7 +161,9 @@ async fn serve_as(
         version: Version::V1_0,
         conn: None,
         writer: write,
-        out: Out::with_capacity(8 * 1024),
+        // Grown as frames are written (and kept while the connection
+        // streams); an idle connection holds only what CONNECTED took.
+        out: Out::with_capacity(0),
         dest_headers: HashMap::new(),
         deliveries_tx: Some(deliveries_tx),
         kick: Arc::default(),
@@ -222,7 +227,9 @@ impl Session {
     async fn drain(&mut self) {
         use tokio::io::AsyncReadExt;
         let reader = self.reader.get_mut();
-        let mut scratch = [0u8; 8192];
+        // On the heap: an array here would sit in every connection's task
+        // (a future holds what any of its awaits needs), used or not.
+        let mut scratch = vec![0u8; 8192];
         let mut total = 0;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while total < DRAIN_BYTES {

@@ -221,6 +221,7 @@ mod tests {
             memory_limit: usize::MAX,
             pages: false,
             pending_limit: None,
+            backlog_limit: usize::MAX,
             abort_after: None,
             groups: None,
             redelivery: super::super::Redelivery::IMMEDIATE,
