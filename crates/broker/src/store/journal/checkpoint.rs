@@ -68,9 +68,6 @@ pub(crate) struct Loaded {
     pub(crate) end: u64,
     pub(crate) records: u64,
     pub(crate) adds: u64,
-    /// The live messages (sequence number, place, key id, priority,
-    /// expiry), in sequence order.
-    pub(crate) order: Vec<Live>,
 }
 
 pub(crate) fn path(dir: &Path) -> PathBuf {
@@ -79,7 +76,7 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 
 /// One live message as a checkpoint stores it: sequence number, place,
 /// key id, priority, expiry.
-pub(crate) type Live = (u64, Loc, u32, u8, u64);
+type Live = (u64, Loc, u32, u8, u64);
 
 /// What a checkpoint holds, taken from a read-locked index: everything but
 /// the live messages encoded, those copied out to be sorted (by sequence
@@ -338,7 +335,7 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
     let key_count = keys.len() as u32;
     let mut meta = RecoveryMeta {
         found: RecoveredMessages::with_keys(keys),
-        live: std::collections::HashMap::default(),
+        live: std::collections::BTreeMap::new(),
     };
     for _ in 0..count(&mut c, left, 36)? {
         let seq = c.u64()?;
@@ -401,9 +398,7 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
         idx.dups.window.insert(&key, id, seg, at);
     }
     let n = count(&mut c, left, 37)?;
-    idx.messages.reserve(n);
-    meta.live.reserve(n);
-    let mut order = Vec::with_capacity(n);
+    let mut last = None;
     for _ in 0..n {
         let seq = c.u64()?;
         let loc = get_loc(&mut c)?;
@@ -413,10 +408,12 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
         }
         let priority = c.u8()?;
         let expires = c.u64()?;
-        if order.last().is_some_and(|l: &Live| l.0 >= seq) {
+        if last.is_some_and(|l| l >= seq) {
             return Err(Unusable::Bad("messages out of order".into()));
         }
-        order.push((seq, loc, key, priority, expires));
+        last = Some(seq);
+        // In order: each insert goes to the right end of the tree, whose
+        // nodes stay in cache.
         idx.messages.insert(seq, loc);
         meta.live.insert(seq, (key, priority, expires));
     }
@@ -432,7 +429,6 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
         end,
         records,
         adds,
-        order,
     })
 }
 

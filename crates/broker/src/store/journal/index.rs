@@ -184,16 +184,20 @@ pub(crate) struct Declared {
 #[derive(Debug, Default)]
 pub(crate) struct RecoveryMeta {
     pub(crate) found: crate::store::RecoveredMessages,
-    /// seq -> (key id, priority, expires)
-    pub(crate) live: HashMap<u64, (u32, u8, u64)>,
+    /// seq -> (key id, priority, expires). Ordered, like `Index::messages`.
+    pub(crate) live: BTreeMap<u64, (u32, u8, u64)>,
 }
 
 /// The journal's knowledge of its records.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     pub(crate) segs: BTreeMap<u64, SegStats>,
-    /// Live messages: where their Add is.
-    pub(crate) messages: HashMap<u64, Loc>,
+    /// Live messages: where their Add is. Ordered by sequence number, not
+    /// hashed: a queue adds at one end and removes at the other, which
+    /// keeps a B-tree's work in a few cached nodes, and a checkpoint's
+    /// million messages, in order, are built into one in a single pass
+    /// (inserting them into a hash table cost 0.5 µs each in cache misses).
+    pub(crate) messages: BTreeMap<u64, Loc>,
     pub(crate) redeliveries: HashMap<u64, Redelivery>,
     /// Scheduled messages' progress.
     pub(crate) schedules: HashMap<u64, Scheduled>,

@@ -70,7 +70,6 @@ impl JournalStore {
         self.from_checkpoint = used_checkpoint;
         let ReadBack {
             mut index,
-            order,
             mut report,
             found,
             unreadable,
@@ -113,7 +112,7 @@ impl JournalStore {
         // checkpoints need it.
         let meta = index.meta.get_or_insert_with(Default::default);
         let mut messages = crate::store::RecoveredMessages::with_keys(meta.found.keys().to_vec());
-        let empty = std::collections::HashMap::default();
+        let empty = std::collections::BTreeMap::new();
         let live = index.meta.as_ref().map_or(&empty, |m| &m.live);
         // Most stores have no redelivered or scheduled messages: skip the
         // lookups then (a million of them cost more than the rest).
@@ -130,43 +129,16 @@ impl JournalStore {
                 messages.set_schedule(seq, state);
             }
         };
-        match order {
-            // In sequence order as the checkpoint has them (those still
-            // where it found them), then those written or moved after it
-            // (few): the broker's sort finds two runs.
-            Some(order) => {
-                let mut emitted = 0;
-                for &(seq, loc, key, priority, expires) in &order {
-                    if index.messages.get(&seq) == Some(&loc) {
-                        push(seq, loc.len, &(key, priority, expires));
-                        emitted += 1;
-                    }
-                }
-                if emitted < live.len() {
-                    let mut later: Vec<u64> = live
-                        .keys()
-                        .copied()
-                        .filter(|seq| {
-                            let at = index.messages.get(seq);
-                            order
-                                .binary_search_by_key(seq, |l| l.0)
-                                .map_or(true, |i| at != Some(&order[i].1))
-                        })
-                        .collect();
-                    later.sort_unstable();
-                    for seq in later {
-                        if let Some(details) = live.get(&seq) {
-                            let weight = index.messages.get(&seq).map_or(0, |l| l.len);
-                            push(seq, weight, details);
-                        }
-                    }
-                }
+        // Both maps hold the same messages in the same (sequence) order:
+        // walked side by side, they give the list in order with no lookups.
+        if index.messages.len() == live.len() && index.messages.keys().eq(live.keys()) {
+            for ((&seq, loc), (_, details)) in index.messages.iter().zip(live) {
+                push(seq, loc.len, details);
             }
-            None => {
-                for (&seq, details) in live {
-                    let weight = index.messages.get(&seq).map_or(0, |l| l.len);
-                    push(seq, weight, details);
-                }
+        } else {
+            for (&seq, details) in live {
+                let weight = index.messages.get(&seq).map_or(0, |l| l.len);
+                push(seq, weight, details);
             }
         }
         let build_ms = t_build.elapsed().as_millis() as u64;
@@ -434,8 +406,6 @@ struct Found {
 /// What reading the segments back found, before it is judged.
 struct ReadBack {
     index: Index,
-    /// With a checkpoint: the messages it holds live, in order.
-    order: Option<Vec<checkpoint::Live>>,
     report: recovery::Report,
     found: Vec<Found>,
     unreadable: Vec<(u64, String)>,
@@ -491,13 +461,13 @@ impl JournalStore {
         ckpt: Option<checkpoint::Loaded>,
     ) -> Result<ReadBack, ReadError> {
         let mismatch = |why: String| Err(ReadError::Checkpoint(why));
-        let (mut index, cover, order) = match ckpt {
+        let (mut index, cover) = match ckpt {
             Some(c) => {
                 // Its head may be gone (deleted once dead, by a master that
                 // then died before its next checkpoint): checked below with
                 // the other covered segments that are gone.
                 let cover = (c.head, c.end, c.records, c.adds);
-                (c.index, Some(cover), Some(c.order))
+                (c.index, Some(cover))
             }
             None => (
                 Index {
@@ -505,7 +475,6 @@ impl JournalStore {
                     dups: index::Carriers::new(self.duplicates),
                     ..Index::default()
                 },
-                None,
                 None,
             ),
         };
@@ -729,7 +698,6 @@ impl JournalStore {
         }
         Ok(ReadBack {
             index,
-            order,
             report,
             found,
             unreadable,
