@@ -935,7 +935,8 @@ fi
 # default 2, time for the journal's index checkpoint; 0: killed the moment
 # the fill ends).
 takeover() {
-    local store=$1 n=$2 rounds=$3 settle=${4:-2} url=() db="" stem="$1-$2-settle$settle"
+    local store=$1 n=$2 rounds=$3 settle=${4:-2} url=() db="" stem
+    stem="$store-$n-settle$settle"
     if [[ $store == postgres ]]; then
         db="bench_takeover_$n"
         pg_new_db "$db"

@@ -810,8 +810,11 @@ const MAX_GROUP: usize = 4096;
 /// batch, which goes whole). A backend turns a group into one write (the
 /// journal copies it into one buffer) or one transaction (PostgreSQL takes
 /// at most 1 GiB in one statement): with bodies of up to 100 MiB, a group
-/// of every batch that queued up could otherwise reach gigabytes.
-const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// of every batch that queued up could otherwise reach gigabytes. 8 MiB
+/// keeps the disk as busy (a group this size takes longer to write than
+/// to gather) while bounding the broker's memory when producers outrun the
+/// disk: the group's buffer was most of scenario e's peak at 64 MiB.
+const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
 
 /// How the store's writer behaves.
 #[derive(Debug, Clone, Copy)]
@@ -1299,9 +1302,9 @@ mod tests {
             u64::MAX,
             WhenFull::Fail,
         );
-        // Ten 30 MiB messages queue up while the first write goes on: one
-        // group of all of them would be 300 MiB.
-        let body = bytes::Bytes::from(vec![0u8; 30 << 20]);
+        // Ten 3 MiB messages queue up while the first write goes on: one
+        // group of all of them would be 30 MiB.
+        let body = bytes::Bytes::from(vec![0u8; 3 << 20]);
         let big = |seq| {
             let mut m = (*msg(seq)).clone();
             m.body = body.clone();
@@ -1322,11 +1325,11 @@ mod tests {
         }
         let calls = calls.lock().unwrap().clone();
         assert_eq!(calls.iter().map(|c| c.0).sum::<usize>(), 11);
-        // Batches are taken until MAX_GROUP_BYTES (64 MiB) is reached: at
+        // Batches are taken until MAX_GROUP_BYTES (8 MiB) is reached: at
         // most three of these.
         for (batches, bytes) in &calls {
             assert!(
-                *bytes < 100 << 20,
+                *bytes < 12 << 20,
                 "{batches} batches of {bytes} bytes in one write: {calls:?}"
             );
         }

@@ -475,6 +475,9 @@ pub(crate) struct Checkpointer {
     pub(crate) fence: Option<Fence>,
     pub(crate) epoch: u64,
     pub(crate) every: u64,
+    /// Write one once the journal is first quiet, changed or not: recovery
+    /// read the whole journal, and the next one should not have to.
+    pub(crate) due: bool,
 }
 
 impl Checkpointer {
@@ -485,8 +488,10 @@ impl Checkpointer {
     }
 
     fn run(self) {
-        let mut done = self.progress.appended.load(Ordering::Acquire);
-        let mut seen = done;
+        let mut seen = self.progress.appended.load(Ordering::Acquire);
+        // `done`: how far the last checkpoint reached (never equal to
+        // `seen` when one is due at once).
+        let mut done = if self.due { u64::MAX } else { seen };
         let mut quiet_since = Instant::now();
         while !self.progress.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(POLL);

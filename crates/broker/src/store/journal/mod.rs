@@ -308,6 +308,7 @@ impl JournalStore {
             fence: self.fence.clone(),
             epoch: self.epoch,
             every: self.cfg.checkpoint_bytes,
+            due: !self.from_checkpoint,
         }
     }
 
@@ -636,7 +637,7 @@ impl JournalStore {
         let (seg, base, file) = (h.id, h.len, h.file.clone());
         if base + g.bytes.len() as u64 > u64::from(u32::MAX) {
             // The index keeps 32-bit offsets within a segment. The writer
-            // gathers at most 64 MiB of new messages into a group, so only
+            // gathers at most 8 MiB of new messages into a group, so only
             // one transaction of more than about 4 GiB gets here.
             return Err(StoreError::unavailable(format!(
                 "a batch of {} bytes is too large for the journal (at most 4 GiB in one segment)",

@@ -758,7 +758,7 @@ fn damage_report(dir: &Path, losses: &[Loss]) -> String {
 /// everything.
 fn read_written(file: &File, buf: &mut Vec<u8>, start: usize) -> std::io::Result<()> {
     let len = file.metadata()?.len() as usize;
-    let mut chunk = 256 * 1024;
+    let mut chunk = 16 * 1024;
     let mut at = start;
     loop {
         let eof = fill(file, buf, (buf.len() + chunk).min(len))?;

@@ -1205,3 +1205,32 @@ async fn a_checkpoint_whose_segment_was_deleted_since_is_still_used() {
     assert!(j.from_checkpoint);
     assert_eq!(seqs(r).len(), 20);
 }
+
+/// A journal recovered by reading everything writes a checkpoint as soon
+/// as it is quiet, even if nothing is written after the recovery: the next
+/// takeover then need not read everything again.
+#[tokio::test]
+async fn a_checkpoint_follows_a_full_recovery_without_new_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    for seq in 1..=20 {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    drop(j);
+    let file = dir.path().join("journal").join(checkpoint::FILE);
+    let _ = std::fs::remove_file(&file);
+    let (j, _) = open(dir.path(), 4096);
+    assert!(!j.from_checkpoint);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after a full recovery"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(j);
+    let (j, r) = open(dir.path(), 4096);
+    assert!(j.from_checkpoint);
+    assert_eq!(seqs(r), (1..=20).collect::<Vec<_>>());
+}
