@@ -534,22 +534,38 @@ impl JournalStore {
     }
 }
 
-#[tokio::test]
-async fn records_a_stale_master_appends_after_a_takeover_are_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stale = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 1);
+/// A journal in `dir` holding messages 1..=n, left as by a crash.
+async fn crashed_with(dir: &Path, n: u64) {
+    let (mut j, _) = open(dir, 4096);
+    for seq in 1..=n {
+        j.put(&[vec![add(seq)]]).await.unwrap();
+    }
+    drop(j);
+}
+
+/// Messages 1 and 2 by a master (epoch 1); a new master (epoch 2) takes
+/// over while the old one still runs and finds them; the stale one writes
+/// on (3, and removes 1) into its old segment before it notices; the new
+/// one writes 4. Returns (stale, new).
+async fn late_writes_of_a_stale_master(dir: &Path) -> (JournalStore, JournalStore) {
+    let mut stale = JournalStore::new(dir, cfg(1 << 20), Arc::default(), 1);
     stale.recover_sync().unwrap();
     stale.put(&[vec![add(1)], vec![add(2)]]).await.unwrap();
-    // A new master (higher epoch) takes over while the old one still runs.
-    let mut master = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 2);
+    let mut master = JournalStore::new(dir, cfg(1 << 20), Arc::default(), 2);
     let r = master.recover_sync().unwrap();
     assert_eq!(seqs(r), vec![1, 2]);
-    // The stale master writes on (into its old segment) before it notices.
     stale
         .put(&[vec![add(3)], vec![Record::Remove { seq: 1 }]])
         .await
         .unwrap();
     master.put(&[vec![add(4)]]).await.unwrap();
+    (stale, master)
+}
+
+#[tokio::test]
+async fn records_a_stale_master_appends_after_a_takeover_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stale, master) = late_writes_of_a_stale_master(dir.path()).await;
     drop(stale);
     drop(master);
     let mut next = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 3);
@@ -1102,11 +1118,7 @@ async fn a_crash_at_any_step_of_writing_a_checkpoint_loses_nothing() {
 #[tokio::test]
 async fn a_segment_deleted_before_the_checkpoint_is_not_taken_for_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut j, _) = open(dir.path(), 4096);
-    for seq in 1..=20 {
-        j.put(&[vec![add(seq)]]).await.unwrap();
-    }
-    drop(j);
+    crashed_with(dir.path(), 20).await;
     let (j, _) = open(dir.path(), 4096);
     drop(j);
     let before = segments(dir.path());
@@ -1148,16 +1160,7 @@ async fn a_segment_deleted_before_the_checkpoint_is_not_taken_for_lost() {
 #[tokio::test]
 async fn a_checkpoint_a_stale_master_writes_after_a_takeover_is_not_believed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut stale = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 1);
-    stale.recover_sync().unwrap();
-    stale.put(&[vec![add(1)], vec![add(2)]]).await.unwrap();
-    let mut master = JournalStore::new(dir.path(), cfg(1 << 20), Arc::default(), 2);
-    master.recover_sync().unwrap();
-    stale
-        .put(&[vec![add(3)], vec![Record::Remove { seq: 1 }]])
-        .await
-        .unwrap();
-    master.put(&[vec![add(4)]]).await.unwrap();
+    let (stale, master) = late_writes_of_a_stale_master(dir.path()).await;
     stale.checkpointer().write_one().unwrap();
     drop(stale);
     drop(master);
@@ -1177,11 +1180,7 @@ async fn a_checkpoint_a_stale_master_writes_after_a_takeover_is_not_believed() {
 #[tokio::test]
 async fn a_checkpoint_whose_segment_was_deleted_since_is_still_used() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut j, _) = open(dir.path(), 4096);
-    for seq in 1..=20 {
-        j.put(&[vec![add(seq)]]).await.unwrap();
-    }
-    drop(j);
+    crashed_with(dir.path(), 20).await;
     let (j, _) = open(dir.path(), 4096);
     j.checkpointer().write_one().unwrap();
     let head = *read(&j.catalog.index).segs.keys().next_back().unwrap();
@@ -1212,11 +1211,7 @@ async fn a_checkpoint_whose_segment_was_deleted_since_is_still_used() {
 #[tokio::test]
 async fn a_checkpoint_follows_a_full_recovery_without_new_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut j, _) = open(dir.path(), 4096);
-    for seq in 1..=20 {
-        j.put(&[vec![add(seq)]]).await.unwrap();
-    }
-    drop(j);
+    crashed_with(dir.path(), 20).await;
     let file = dir.path().join("journal").join(checkpoint::FILE);
     let _ = std::fs::remove_file(&file);
     let (j, _) = open(dir.path(), 4096);
