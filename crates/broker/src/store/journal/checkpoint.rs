@@ -489,9 +489,10 @@ impl Checkpointer {
 
     fn run(self) {
         let mut seen = self.progress.appended.load(Ordering::Acquire);
-        // `done`: how far the last checkpoint reached (never equal to
-        // `seen` when one is due at once).
-        let mut done = if self.due { u64::MAX } else { seen };
+        // How far the last checkpoint reached; `None`: there is none for
+        // this journal yet (recovery read everything), so everything
+        // appended counts and the first quiet second writes one.
+        let mut done = (!self.due).then_some(seen);
         let mut quiet_since = Instant::now();
         while !self.progress.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(POLL);
@@ -500,18 +501,19 @@ impl Checkpointer {
                 seen = now;
                 quiet_since = Instant::now();
             }
-            let due = now.saturating_sub(done) >= self.every
-                || (now != done && quiet_since.elapsed() >= QUIET);
+            let changed = done != Some(now);
+            let due = now.saturating_sub(done.unwrap_or(0)) >= self.every
+                || (changed && quiet_since.elapsed() >= QUIET);
             if !due || self.progress.stop.load(Ordering::Acquire) {
                 continue;
             }
             match self.write_one() {
-                Ok(Some(at)) => done = at,
+                Ok(Some(at)) => done = Some(at),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot write the journal's index checkpoint (recovery reads the whole journal until one is written)");
                     // Do not retry at once.
-                    done = now;
+                    done = Some(now);
                 }
             }
         }
