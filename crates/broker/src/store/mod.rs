@@ -441,8 +441,8 @@ impl RecoveredMessages {
 
     /// The messages in sequence order.
     pub fn into_sorted(mut self) -> impl Iterator<Item = StoredMessage> {
-        // A journal recovered from a checkpoint hands them over in order, or
-        // as two ordered runs, which the stable sort merges in one pass.
+        // The journal hands them over in order (its index is ordered): then
+        // there is nothing to sort.
         if !self.entries.is_sorted_by_key(|e| e.seq) {
             self.entries.sort_by_key(|e| e.seq);
         }

@@ -108,12 +108,9 @@ impl JournalStore {
         }
 
         let t_build = Instant::now();
-        // The running journal keeps recovery's view of live messages: its
-        // checkpoints need it.
-        let meta = index.meta.get_or_insert_with(Default::default);
+        let meta = index.meta.take().unwrap_or_default();
         let mut messages = crate::store::RecoveredMessages::with_keys(meta.found.keys().to_vec());
-        let empty = std::collections::BTreeMap::new();
-        let live = index.meta.as_ref().map_or(&empty, |m| &m.live);
+        let live = &meta.live;
         // Most stores have no redelivered or scheduled messages: skip the
         // lookups then (a million of them cost more than the rest).
         let (redelivered, scheduled) =
@@ -141,6 +138,9 @@ impl JournalStore {
                 push(seq, weight, details);
             }
         }
+        // The running journal keeps recovery's view of live messages: its
+        // checkpoints need it.
+        index.meta = Some(meta);
         let build_ms = t_build.elapsed().as_millis() as u64;
         let subscriptions: Vec<DurableSubscription> = index
             .subs
