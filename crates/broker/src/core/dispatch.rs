@@ -448,6 +448,10 @@ enum Pick {
 /// Most bodies requested in one load.
 const LOAD_BATCH: usize = 256;
 
+/// Restored messages take arrivals below this, new ones at or above it: no
+/// store holds 2^40 messages of one destination.
+const RESTORED_BELOW: u64 = 1 << 40;
+
 #[derive(Debug)]
 pub(crate) struct Dispatcher {
     /// Ready messages, by priority (index = priority), each keyed by
@@ -456,6 +460,11 @@ pub(crate) struct Dispatcher {
     ready: [BTreeMap<u64, Entry>; 10],
     ready_count: usize,
     next_arrival: u64,
+    /// While recovery's messages are still arriving ([`Dispatcher::begin_restore`]):
+    /// the arrival the next restored message takes. New messages take theirs
+    /// from [`RESTORED_BELOW`] up meanwhile, so the restored ones, older,
+    /// stay ahead of them whenever they come in.
+    restoring: Option<u64>,
     inflight: HashMap<u64, (Entry, Holder)>,
     /// Messages waiting out a redelivery delay.
     delayed: delayed::Delayed,
@@ -511,6 +520,7 @@ impl Dispatcher {
             ready: Default::default(),
             ready_count: 0,
             next_arrival: 0,
+            restoring: None,
             inflight: HashMap::new(),
             delayed: delayed::Delayed::default(),
             consumers: Vec::new(),
@@ -716,6 +726,40 @@ impl Dispatcher {
         self.add(entry);
     }
 
+    /// Recovery's messages are coming, a chunk at a time, while the broker
+    /// already serves: until [`Dispatcher::end_restore`] nothing is
+    /// delivered (a consumer would otherwise get new messages before older
+    /// ones still on their way), and new messages queue behind every
+    /// restored one.
+    pub(crate) fn begin_restore(&mut self) {
+        if self.restoring.is_none() {
+            self.restoring = Some(self.next_arrival);
+            self.next_arrival = self.next_arrival.max(RESTORED_BELOW);
+        }
+    }
+
+    /// Recovery's messages are all in: deliveries start.
+    pub(crate) fn end_restore(&mut self) {
+        self.restoring = None;
+    }
+
+    /// Whether recovery's messages are still coming in.
+    pub(crate) fn is_restoring(&self) -> bool {
+        self.restoring.is_some()
+    }
+
+    /// The arrival of a message recovery found: below every new message's
+    /// while a restore is under way.
+    fn restored_arrival(&mut self) -> u64 {
+        let slot = match &mut self.restoring {
+            Some(next) if *next < RESTORED_BELOW => next,
+            _ => &mut self.next_arrival,
+        };
+        let arrival = *slot;
+        *slot += 1;
+        arrival
+    }
+
     /// Adds a message found by recovery. One that was waiting out a
     /// redelivery delay waits for the rest of it.
     pub(crate) fn restore(&mut self, m: StoredMessage) {
@@ -732,14 +776,13 @@ impl Dispatcher {
             stored: true,
             message: m.message,
         };
+        entry.arrival = self.restored_arrival();
+        self.enqueued += 1;
         if not_before > crate::model::now_ms() {
-            entry.arrival = self.next_arrival;
-            self.next_arrival += 1;
-            self.enqueued += 1;
             self.park(not_before, entry);
             return;
         }
-        self.add(entry);
+        self.insert_ready(entry);
     }
 
     /// Parks an entry until `due_ms`. A body the store holds is dropped
@@ -1233,6 +1276,9 @@ impl Dispatcher {
     /// among equals. A message that cannot go yet (its group's owner has no
     /// credit) is passed over, up to [`SKIP_LIMIT`] of them per pass.
     pub(crate) fn dispatch(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
+        if self.restoring.is_some() {
+            return;
+        }
         if self.delayed.next_due().is_some_and(|due| due <= now_ms) {
             for entry in self.delayed.take_due(now_ms) {
                 self.insert_ready(entry);
@@ -1553,7 +1599,8 @@ impl Dispatcher {
     /// Whether it holds nothing and nobody: no message ready, in flight,
     /// held by a transaction or being read, and no consumer.
     pub(crate) fn is_idle(&self) -> bool {
-        self.ready_count == 0
+        self.restoring.is_none()
+            && self.ready_count == 0
             && self.inflight.is_empty()
             && self.delayed.is_empty()
             && self.loading.is_empty()
@@ -1896,6 +1943,52 @@ mod tests {
         assert_eq!(drain(&mut rx), vec![(2, 2)]);
         d.dispatch(due, &mut fx);
         assert_eq!(drain(&mut rx), vec![(1, 2)]);
+    }
+
+    fn stored(seq: u64, priority: u8) -> StoredMessage {
+        let m = msg(seq, priority);
+        StoredMessage {
+            key: crate::store::StoreKey::Queue("q".into()),
+            seq,
+            priority,
+            expires: 0,
+            weight: m.weight() as u32,
+            deliveries: 0,
+            not_before: 0,
+            message: Some(m),
+            schedule: None,
+        }
+    }
+
+    #[test]
+    fn while_restoring_nothing_is_delivered_and_new_messages_queue_behind_the_restored() {
+        let mut d = Dispatcher::new(policy());
+        let mut rx = consumer(&mut d, 1, 100);
+        let mut fx = Vec::new();
+        d.begin_restore();
+        assert!(!d.is_idle(), "a restoring queue is not reclaimed");
+        d.restore(stored(1, 4));
+        // Sent after the takeover, before the rest of recovery's messages.
+        d.push(msg(10, 4), true);
+        d.dispatch(0, &mut fx);
+        assert!(drain(&mut rx).is_empty(), "nothing goes while restoring");
+        d.restore(stored(2, 4));
+        d.restore(stored(3, 9));
+        d.push(msg(11, 9), true);
+        d.restore(stored(4, 4));
+        d.dispatch(0, &mut fx);
+        assert!(drain(&mut rx).is_empty());
+        d.end_restore();
+        d.dispatch(0, &mut fx);
+        let order: Vec<u64> = drain(&mut rx).into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(order, vec![3, 11, 1, 2, 4, 10]);
+        // After the restore, arrivals go on from the new messages'.
+        d.push(msg(12, 4), true);
+        d.restore(stored(5, 4));
+        d.dispatch(0, &mut fx);
+        let order: Vec<u64> = drain(&mut rx).into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(order, vec![12, 5]);
+        assert_eq!(d.stats().ready, 0);
     }
 
     #[test]

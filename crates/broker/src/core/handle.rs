@@ -99,6 +99,13 @@ pub(crate) enum Control {
     Stats {
         reply: oneshot::Sender<DestinationStats>,
     },
+    /// Recovery's messages for this queue (or the durable subscription
+    /// `durable` names) follow, in [`Control::Restore`] chunks, while the
+    /// broker serves: hold deliveries and queue new messages behind them
+    /// until [`Control::RestoreEnd`].
+    RestoreBegin { durable: Option<DurableName> },
+    /// The last of recovery's messages for it came: deliveries start.
+    RestoreEnd { durable: Option<DurableName> },
     /// Messages found by recovery (a queue's, or a durable subscription's
     /// when `durable` names one).
     Restore {

@@ -99,6 +99,7 @@ pub(crate) fn spawn_queue(shared: Arc<BrokerCore>, destination: Destination) -> 
         loading: None,
         id,
         idleness: super::reclaim::Idleness::default(),
+        deferred: Vec::new(),
     };
     tokio::spawn(actor.run(control, publish));
     handle
@@ -116,6 +117,8 @@ struct QueueActor {
     loading: Loading,
     id: u64,
     idleness: super::reclaim::Idleness,
+    /// Browsers and operators' takes waiting for recovery's messages.
+    deferred: Vec<Control>,
 }
 
 impl QueueActor {
@@ -234,6 +237,25 @@ impl QueueActor {
     }
 
     fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
+        // A browser, an operator taking messages or asking for statistics
+        // while recovery's messages are still coming in would see part of
+        // the queue: they wait for the rest.
+        if self.dispatcher.is_restoring()
+            && matches!(
+                cmd,
+                Control::Browse { .. } | Control::Take { .. } | Control::Stats { .. }
+            )
+        {
+            self.deferred.push(cmd);
+            return;
+        }
+        if let Control::RestoreEnd { .. } = cmd {
+            self.dispatcher.end_restore();
+            for cmd in std::mem::take(&mut self.deferred) {
+                self.control(cmd, effects);
+            }
+            return;
+        }
         let d = &mut self.dispatcher;
         match cmd {
             Control::Subscribe { consumer, done } => {
@@ -283,6 +305,7 @@ impl QueueActor {
             Control::Durables { reply } => {
                 let _ = reply.send(Vec::new());
             }
+            Control::RestoreBegin { .. } => d.begin_restore(),
             Control::Restore { messages, .. } => {
                 for m in messages {
                     d.restore(m);
@@ -293,6 +316,7 @@ impl QueueActor {
             }
             // Every control is followed by a dispatch: that is the wake-up.
             Control::Wake
+            | Control::RestoreEnd { .. }
             | Control::RestoreSubscription { .. }
             | Control::Delete
             | Control::Destroy { .. } => {}

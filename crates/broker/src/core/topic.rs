@@ -317,6 +317,18 @@ impl TopicActor {
         self.durable.get_mut(name).map(|d| &mut d.dispatcher)
     }
 
+    /// The durable subscription recovery's messages are for, made (without
+    /// a selector) if recovery found messages but not the subscription.
+    fn restored_durable(&mut self, name: &DurableName) -> &mut Durable {
+        if !self.durable.contains_key(name) {
+            let d = self.new_durable(name, None);
+            self.durable.insert(name.clone(), d);
+        }
+        self.durable
+            .get_mut(name)
+            .expect("inserted just above when missing")
+    }
+
     fn new_durable(&mut self, name: &DurableName, selector: Option<Arc<dyn Select>>) -> Durable {
         // Durable dispatchers are tagged apart from consumer ids (which
         // tag the others) so a message put back finds its subscription.
@@ -382,15 +394,20 @@ impl TopicActor {
                     self.durable.insert(name, d);
                 }
             }
+            Control::RestoreBegin {
+                durable: Some(name),
+            } => {
+                self.restored_durable(&name).dispatcher.begin_restore();
+            }
+            Control::RestoreEnd {
+                durable: Some(name),
+            } => {
+                self.restored_durable(&name).dispatcher.end_restore();
+            }
+            Control::RestoreBegin { durable: None } | Control::RestoreEnd { durable: None } => {}
             Control::Restore { durable, messages } => {
                 if let Some(name) = durable {
-                    if !self.durable.contains_key(&name) {
-                        let d = self.new_durable(&name, None);
-                        self.durable.insert(name.clone(), d);
-                    }
-                    let Some(d) = self.durable.get_mut(&name) else {
-                        return;
-                    };
+                    let d = self.restored_durable(&name);
                     for m in messages {
                         d.dispatcher.restore(m);
                     }

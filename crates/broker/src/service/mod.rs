@@ -29,6 +29,7 @@ pub(crate) mod operator;
 mod pipeline;
 mod publish;
 mod registries;
+mod restore;
 mod route;
 pub(crate) mod scheduler;
 mod selector;
@@ -38,7 +39,6 @@ mod subscriptions;
 pub(crate) mod temporary;
 mod transaction;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,9 +55,7 @@ pub(crate) use send::NewMessage;
 pub(crate) use subscribe::{SubscribeSpec, Unsubscribe};
 pub(crate) use subscriptions::{AckMode, AckRef, DeliveryToken};
 
-use crate::core::{BrokerCore, Control, DestHandle, DurableName};
-use crate::model::Destination;
-use crate::store::{Record, Recovered, StoreKey, StoredMessage};
+use crate::core::BrokerCore;
 use registries::{ClientIds, Durables};
 
 /// Work a request leaves to do: resolves once its effect is complete.
@@ -71,9 +69,6 @@ pub(crate) type Pending = Option<Work>;
 pub(crate) fn ready() -> Pending {
     None
 }
-
-/// Recovered messages handed to a destination at a time.
-const RESTORE_CHUNK: usize = 4096;
 
 /// The broker service of one master.
 pub(crate) struct Service {
@@ -217,93 +212,6 @@ impl Service {
         ))
     }
 
-    /// Hands what recovery found to the destinations, in sequence order, a
-    /// chunk at a time, and the scheduled messages to the scheduler, which
-    /// it starts.
-    pub(crate) async fn restore(self: &Arc<Self>, recovered: Recovered) {
-        let core = &self.core;
-        for queue in &recovered.queues {
-            core.declared(queue);
-            if let Err(e) = core.destination(queue) {
-                tracing::error!(error = %e, "cannot restore a declared queue");
-            }
-        }
-        let mut topics: HashMap<DurableName, DestHandle> = HashMap::new();
-        for s in recovered.subscriptions {
-            let topic = s.topic;
-            let selector = match s
-                .selector
-                .as_deref()
-                .map(|t| self.stored_selector(t))
-                .transpose()
-            {
-                Ok(selector) => selector.flatten(),
-                // Only a broker that parses differently (an older one
-                // accepted it) gets here: the subscription keeps its
-                // messages and selects nothing out until it is made again.
-                Err(e) => {
-                    tracing::error!(client_id = %s.client_id, subscription = %s.name, error = %e,
-                        "cannot parse a durable subscription's stored selector; it selects everything");
-                    None
-                }
-            };
-            let name = DurableName {
-                client_id: s.client_id.into(),
-                name: s.name.into(),
-            };
-            match core.destination(&topic) {
-                Ok(h) => {
-                    let _ = h
-                        .control(Control::RestoreSubscription {
-                            name: name.clone(),
-                            selector,
-                        })
-                        .await;
-                    self.durables.set(&name, Some(topic));
-                    topics.insert(name, h);
-                }
-                Err(e) => tracing::error!(error = %e, "cannot restore durable subscription"),
-            }
-        }
-        let mut chunks: HashMap<StoreKey, Vec<StoredMessage>> = HashMap::new();
-        let mut scheduled = Vec::new();
-        // Runs of one destination's messages go into one chunk without
-        // looking their destination up again (a deep queue is millions).
-        let mut run: Option<(StoreKey, Vec<StoredMessage>)> = None;
-        for m in recovered.messages.into_sorted() {
-            if m.key == StoreKey::Scheduled {
-                scheduled.push(scheduler::Entry::recovered(m));
-                continue;
-            }
-            let same = run.as_ref().is_some_and(|(k, _)| *k == m.key);
-            if !same && let Some((key, mut chunk)) = run.take() {
-                chunks.entry(key).or_default().append(&mut chunk);
-            }
-            let chunk = match &mut run {
-                Some((_, chunk)) => chunk,
-                None => {
-                    let key = m.key.clone();
-                    let chunk = chunks.remove(&key).unwrap_or_default();
-                    &mut run.insert((key, chunk)).1
-                }
-            };
-            chunk.push(m);
-            if chunk.len() >= RESTORE_CHUNK {
-                let full = std::mem::take(chunk);
-                self.restore_chunk(&topics, full).await;
-            }
-        }
-        if let Some((key, chunk)) = run {
-            chunks.insert(key, chunk);
-        }
-        for (_, chunk) in chunks {
-            if !chunk.is_empty() {
-                self.restore_chunk(&topics, chunk).await;
-            }
-        }
-        self.start_scheduler(scheduled);
-    }
-
     /// A connection of the broker's own (the scheduler's firings, an
     /// operator's moves): anything allowed, never listed among client
     /// connections, deliveries nowhere. `login` names who acts through it
@@ -346,49 +254,6 @@ impl Service {
             conn,
             recovered,
         ));
-    }
-
-    async fn restore_chunk(
-        &self,
-        topics: &HashMap<DurableName, DestHandle>,
-        messages: Vec<StoredMessage>,
-    ) {
-        let (handle, durable) = match &messages[0].key {
-            StoreKey::Queue(name) => match self.core.destination(&Destination::queue(name)) {
-                Ok(h) => {
-                    // A consumer queue whose declaration a crash lost (its
-                    // messages were durable first) is declared again.
-                    let queue = Destination::queue(name);
-                    if self.core.claim_declaration(&queue) {
-                        let record = Record::QueueDeclared { queue };
-                        if let Err(e) = self.core.store.record(vec![record]).await {
-                            tracing::error!(error = %e, "cannot declare a recovered consumer queue");
-                        }
-                    }
-                    (h, None)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot restore recovered messages");
-                    return;
-                }
-            },
-            StoreKey::Durable { client_id, name } => {
-                let name = DurableName {
-                    client_id: client_id.clone(),
-                    name: name.clone(),
-                };
-                match topics.get(&name) {
-                    Some(h) => (h.clone(), Some(name)),
-                    None => {
-                        tracing::error!(client_id = %name.client_id, subscription = %name.name,
-                            count = messages.len(), "recovered messages of an unknown durable subscription");
-                        return;
-                    }
-                }
-            }
-            StoreKey::Scheduled => return,
-        };
-        let _ = handle.control(Control::Restore { durable, messages }).await;
     }
 }
 

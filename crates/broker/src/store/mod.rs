@@ -434,13 +434,45 @@ impl RecoveredMessages {
         self.entries.len()
     }
 
+    /// Takes out the messages of `key` (with their bodies and schedules),
+    /// in one pass and without building any: the scheduler's few among a
+    /// deep queue's millions.
+    pub(crate) fn split_off(&mut self, key: &StoreKey) -> RecoveredMessages {
+        let Some(&id) = self.key_ids.get(key) else {
+            return RecoveredMessages::default();
+        };
+        let mut out = RecoveredMessages::with_keys(vec![key.clone()]);
+        self.entries.retain(|e| {
+            if e.key != id {
+                return true;
+            }
+            out.entries.push(CompactStored { key: 0, ..*e });
+            false
+        });
+        for e in &out.entries {
+            if let Some(b) = self.bodies.remove(&e.seq) {
+                out.bodies.insert(e.seq, b);
+            }
+            if let Some(s) = self.schedules.remove(&e.seq) {
+                out.schedules.insert(e.seq, s);
+            }
+        }
+        out
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The messages in sequence order.
-    pub fn into_sorted(mut self) -> impl Iterator<Item = StoredMessage> {
+    pub fn into_sorted(self) -> impl Iterator<Item = StoredMessage> {
+        self.into_sorted_with_ids().map(|(_, m)| m)
+    }
+
+    /// The messages in sequence order, each with its key's id (its place in
+    /// [`RecoveredMessages::keys`]).
+    pub(crate) fn into_sorted_with_ids(mut self) -> impl Iterator<Item = (u32, StoredMessage)> {
         // The journal hands them over in order (its index is ordered): then
         // there is nothing to sort.
         if !self.entries.is_sorted_by_key(|e| e.seq) {
@@ -449,16 +481,19 @@ impl RecoveredMessages {
         let keys = self.keys;
         let mut bodies = self.bodies;
         let mut schedules = self.schedules;
-        self.entries.into_iter().map(move |e| StoredMessage {
-            key: keys[e.key as usize].clone(),
-            seq: e.seq,
-            priority: e.priority,
-            expires: e.expires,
-            weight: e.weight,
-            deliveries: e.deliveries,
-            not_before: e.not_before,
-            message: bodies.remove(&e.seq),
-            schedule: schedules.remove(&e.seq),
+        self.entries.into_iter().map(move |e| {
+            let m = StoredMessage {
+                key: keys[e.key as usize].clone(),
+                seq: e.seq,
+                priority: e.priority,
+                expires: e.expires,
+                weight: e.weight,
+                deliveries: e.deliveries,
+                not_before: e.not_before,
+                message: bodies.remove(&e.seq),
+                schedule: schedules.remove(&e.seq),
+            };
+            (e.key, m)
         })
     }
 }

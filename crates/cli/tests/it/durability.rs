@@ -353,6 +353,53 @@ async fn consumer(addr: SocketAddr, ledger: Arc<Mutex<Ledger>>, drain: bool) {
     }
 }
 
+/// After a restart the broker serves before a deep queue's recovered
+/// messages are all handed to it (they follow in the background): what is
+/// sent meanwhile queues behind every one of them, and a browser opened
+/// first thing sees them all.
+#[tokio::test]
+async fn after_kill_9_new_messages_queue_behind_every_recovered_one() {
+    const N: usize = 20_000;
+    const Q: &str = "/queue/deep.restore";
+    let mut b = BrokerProcess::start("").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    for i in 0..N - 1 {
+        p.send(persistent_send(Q, &format!("old-{i}"))).await;
+    }
+    // Receipted last: everything sent before it on this connection is on
+    // disk too.
+    p.send_msg(Q, &format!("old-{}", N - 1), &[("persistent", "true")])
+        .await;
+    b.kill();
+    b.restart().await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg(Q, "new", &[("persistent", "true")]).await;
+    let mut browser = Stomp::connect(b.stomp).await;
+    browser
+        .subscribe("b", Q, "auto", &[("browser", "true")])
+        .await;
+    for i in 0..N {
+        let m = browser.recv_message().await;
+        assert_eq!(body(&m), format!("old-{i}"), "browsing: {m:?}");
+    }
+    assert_eq!(body(&browser.recv_message().await), "new");
+    let end = browser.recv_message().await;
+    assert_eq!(end.headers.get("browser"), Some("end"), "{end:?}");
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", Q, "auto", &[]).await;
+    for i in 0..N {
+        let m = c.recv_message().await;
+        assert_eq!(body(&m), format!("old-{i}"), "consuming: {m:?}");
+    }
+    assert_eq!(body(&c.recv_message().await), "new");
+    c.expect_silence(Duration::from_millis(200)).await;
+    let logs = b.logs();
+    assert!(
+        logs.contains("recovered messages restored to their destinations"),
+        "{logs}"
+    );
+}
+
 #[tokio::test]
 async fn receipted_messages_and_acks_survive_repeated_kill_9_under_load() {
     const CYCLES: usize = 10;
