@@ -52,7 +52,11 @@ impl Service {
             return;
         }
         let mut targets = Vec::with_capacity(messages.keys().len());
-        for key in messages.keys() {
+        for (key, used) in messages.keys().iter().zip(messages.keys_in_use()) {
+            if !used {
+                targets.push(None);
+                continue;
+            }
             let target = self.restore_target(&topics, key).await;
             if let Some((handle, durable)) = &target {
                 let durable = durable.clone();

@@ -368,6 +368,18 @@ impl RecoveredMessages {
         &self.keys
     }
 
+    /// Whether each key (by id) has a message here: the keys a set knows
+    /// include those whose messages are all gone (a deleted queue's).
+    pub(crate) fn keys_in_use(&self) -> Vec<bool> {
+        let mut used = vec![false; self.keys.len()];
+        for e in &self.entries {
+            if let Some(u) = used.get_mut(e.key as usize) {
+                *u = true;
+            }
+        }
+        used
+    }
+
     /// An empty set that knows these keys (ids in this order).
     pub(crate) fn with_keys(keys: Vec<StoreKey>) -> RecoveredMessages {
         let key_ids = keys

@@ -400,6 +400,37 @@ async fn after_kill_9_new_messages_queue_behind_every_recovered_one() {
     );
 }
 
+/// Recovery knows the keys of queues whose messages are all gone (a
+/// deleted queue's); a restart must not bring such a queue back.
+#[tokio::test]
+async fn a_deleted_queue_that_held_messages_stays_deleted_after_kill_9() {
+    let mut b = BrokerProcess::start("").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    p.send_msg("/queue/doomed", "x", &[("persistent", "true")])
+        .await;
+    p.send_msg("/queue/kept", "y", &[("persistent", "true")])
+        .await;
+    let r = halyard_testkit::http::http_request(
+        b.http,
+        "DELETE",
+        "/api/destinations/queue/doomed",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    b.kill();
+    b.restart().await;
+    let names = eventually(Duration::from_secs(10), "the kept queue listed", || async {
+        let (status, text) = b.http_get("/api/destinations").await;
+        (status == 200 && text.contains("/queue/kept")).then_some(text)
+    })
+    .await;
+    assert!(!names.contains("doomed"), "{names}");
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/kept", "auto", &[]).await;
+    assert_eq!(body(&c.recv_message().await), "y");
+}
+
 #[tokio::test]
 async fn receipted_messages_and_acks_survive_repeated_kill_9_under_load() {
     const CYCLES: usize = 10;

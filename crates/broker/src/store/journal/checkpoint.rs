@@ -400,6 +400,12 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
     }
     let n = count(&mut c, left, 37)?;
     let mut last = None;
+    // Collected, then built into the maps in one go: a B-tree built from
+    // sorted entries fills its nodes (inserted one by one at the right
+    // end, every node is split half full), so it takes half the memory,
+    // and fresh memory is most of what a start from a checkpoint costs.
+    let mut places = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
     for _ in 0..n {
         let seq = c.u64()?;
         let loc = get_loc(&mut c)?;
@@ -413,11 +419,11 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
             return Err(Unusable::Bad("messages out of order".into()));
         }
         last = Some(seq);
-        // In order: each insert goes to the right end of the tree, whose
-        // nodes stay in cache.
-        idx.messages.insert(seq, loc);
-        meta.live.insert(seq, (key, priority, expires));
+        places.push((seq, loc));
+        details.push((seq, (key, priority, expires)));
     }
+    idx.messages = places.into_iter().collect();
+    meta.live = details.into_iter().collect();
     idx.meta = Some(meta);
     c.done()?;
     let Some((&head, h)) = idx.segs.iter().next_back() else {
