@@ -369,7 +369,7 @@ async fn promote(
         opened.recovered.max_seq,
     ));
     let service = Arc::new(Service::new(core, boot, node.security.clone()));
-    let recovered_count = opened.recovered.messages.len();
+    let recovered_count = opened.recovered.message_count();
     service.restore(opened.recovered).await;
     let master = Arc::new(Master {
         service: service.clone(),

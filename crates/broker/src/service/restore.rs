@@ -17,7 +17,9 @@ use std::time::Instant;
 use super::{Service, scheduler};
 use crate::core::{Control, DestHandle, DurableName};
 use crate::model::Destination;
-use crate::store::{Record, Recovered, RecoveredMessages, StoreKey, StoredMessage};
+use crate::store::{
+    EagerMessages, Later, LaterMessages, Record, Recovered, StoreKey, StoredMessage,
+};
 
 /// Messages per chunk handed to a destination: big enough that the
 /// channel's cost is nothing, small enough that a send queued behind one
@@ -48,11 +50,17 @@ impl Service {
                 .map(scheduler::Entry::recovered)
                 .collect(),
         );
-        if messages.is_empty() {
+        let later = match recovered.later {
+            Some(Later(later)) => later,
+            None => Box::new(EagerMessages::new(messages)),
+        };
+        if later.is_empty() {
             return;
         }
-        let mut targets = Vec::with_capacity(messages.keys().len());
-        for (key, used) in messages.keys().iter().zip(messages.keys_in_use()) {
+        let keys = later.keys().to_vec();
+        let in_use = later.in_use().to_vec();
+        let mut targets = Vec::with_capacity(keys.len());
+        for (key, used) in keys.iter().zip(in_use) {
             if !used {
                 targets.push(None);
                 continue;
@@ -65,7 +73,7 @@ impl Service {
             targets.push(target);
         }
         let service = self.clone();
-        tokio::spawn(async move { service.restore_messages(messages, targets).await });
+        tokio::spawn(async move { service.restore_messages(later, targets).await });
     }
 
     /// Makes the durable subscriptions recovery found, with their selectors.
@@ -161,28 +169,38 @@ impl Service {
 
     /// Hands the messages over in sequence order, a chunk per destination at
     /// a time, then tells every destination the restore is over.
-    async fn restore_messages(self: Arc<Self>, messages: RecoveredMessages, targets: Vec<Target>) {
+    async fn restore_messages(
+        self: Arc<Self>,
+        mut later: Box<dyn LaterMessages>,
+        targets: Vec<Target>,
+    ) {
         let started = Instant::now();
-        let count = messages.len();
+        let count = later.len();
         let mut chunks: Vec<Vec<StoredMessage>> = targets.iter().map(|_| Vec::new()).collect();
-        for (key, m) in messages.into_sorted_with_ids() {
-            let key = key as usize;
-            let (Some(Some((handle, durable))), Some(chunk)) =
-                (targets.get(key), chunks.get_mut(key))
-            else {
-                continue;
-            };
-            chunk.push(m);
-            if chunk.len() >= RESTORE_CHUNK {
-                let messages = std::mem::take(chunk);
-                let durable = durable.clone();
-                if handle
-                    .control(Control::Restore { durable, messages })
-                    .await
-                    .is_err()
-                    && self.core.stop.is_cancelled()
-                {
-                    return;
+        loop {
+            let next = later.next_chunk(RESTORE_CHUNK);
+            if next.is_empty() {
+                break;
+            }
+            for (key, m) in next {
+                let key = key as usize;
+                let (Some(Some((handle, durable))), Some(chunk)) =
+                    (targets.get(key), chunks.get_mut(key))
+                else {
+                    continue;
+                };
+                chunk.push(m);
+                if chunk.len() >= RESTORE_CHUNK {
+                    let messages = std::mem::take(chunk);
+                    let durable = durable.clone();
+                    if handle
+                        .control(Control::Restore { durable, messages })
+                        .await
+                        .is_err()
+                        && self.core.stop.is_cancelled()
+                    {
+                        return;
+                    }
                 }
             }
         }

@@ -84,6 +84,7 @@ impl StoreBackend for MemoryStore {
         }
         Ok(Recovered {
             messages,
+            later: None,
             subscriptions: self
                 .subscriptions
                 .iter()

@@ -510,11 +510,88 @@ impl RecoveredMessages {
     }
 }
 
+impl Recovered {
+    /// How many live messages recovery found, now and to come.
+    pub fn message_count(&self) -> usize {
+        self.messages.len() + self.later.as_ref().map_or(0, |l| l.0.len())
+    }
+}
+
+/// Recovered messages a backend hands over a chunk at a time once the
+/// broker serves, in sequence order (see [`Recovered::later`]): building a
+/// deep store's whole list first would keep a taking-over slave from
+/// serving for as long as that takes.
+pub trait LaterMessages: Send + 'static {
+    /// The keys the messages name, by id.
+    fn keys(&self) -> &[StoreKey];
+    /// Whether each key (by id) has messages to come.
+    fn in_use(&self) -> &[bool];
+    /// How many messages there are to come.
+    fn len(&self) -> usize;
+    /// Whether none are to come.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The next ones, at most `max`, each with its key's id; none when
+    /// all have come.
+    fn next_chunk(&mut self, max: usize) -> Vec<(u32, StoredMessage)>;
+}
+
+/// A [`RecoveredMessages`] handed over a chunk at a time.
+pub(crate) struct EagerMessages {
+    keys: Vec<StoreKey>,
+    in_use: Vec<bool>,
+    len: usize,
+    rest: Box<dyn Iterator<Item = (u32, StoredMessage)> + Send>,
+}
+
+impl EagerMessages {
+    pub(crate) fn new(messages: RecoveredMessages) -> EagerMessages {
+        EagerMessages {
+            keys: messages.keys.clone(),
+            in_use: messages.keys_in_use(),
+            len: messages.len(),
+            rest: Box::new(messages.into_sorted_with_ids()),
+        }
+    }
+}
+
+impl LaterMessages for EagerMessages {
+    fn keys(&self) -> &[StoreKey] {
+        &self.keys
+    }
+
+    fn in_use(&self) -> &[bool] {
+        &self.in_use
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn next_chunk(&mut self, max: usize) -> Vec<(u32, StoredMessage)> {
+        self.rest.by_ref().take(max).collect()
+    }
+}
+
+/// Messages recovery hands over once the broker serves.
+pub struct Later(pub Box<dyn LaterMessages>);
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Later({} messages)", self.0.len())
+    }
+}
+
 /// What recovery found.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Live messages.
+    /// Live messages (with [`Recovered::later`], only the scheduler's:
+    /// what must be in place before the broker serves).
     pub messages: RecoveredMessages,
+    /// The other live messages, when the backend hands them over once the
+    /// broker serves.
+    pub later: Option<Later>,
     /// Live durable subscriptions.
     pub subscriptions: Vec<DurableSubscription>,
     /// Declared queues: declared and not dropped since, each once, in the

@@ -297,7 +297,8 @@ impl Site {
                     epoch,
                     Some(fence.clone()),
                 )
-                .duplicate_bounds(settings.duplicates);
+                .duplicate_bounds(settings.duplicates)
+                .hand_over_later();
                 start(backend, usage, settings).await
             }
             _ => Err(StoreError::Failed(

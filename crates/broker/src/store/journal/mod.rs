@@ -22,6 +22,7 @@
 mod checkpoint;
 pub(crate) mod format;
 mod index;
+mod later;
 mod open;
 mod reader;
 mod reclaim;
@@ -255,6 +256,9 @@ pub struct JournalStore {
     checkpointer: Option<checkpoint::Running>,
     /// Whether recovery started from a checkpoint (else it read everything).
     from_checkpoint: bool,
+    /// Recovery hands live messages over from the index once the broker
+    /// serves ([`crate::store::Recovered::later`]) instead of listing them.
+    later: bool,
 }
 
 impl JournalStore {
@@ -296,6 +300,7 @@ impl JournalStore {
             deleting: false,
             checkpointer: None,
             from_checkpoint: false,
+            later: false,
         }
     }
 
@@ -341,6 +346,14 @@ impl JournalStore {
     /// all, by age), across restarts.
     pub fn duplicate_bounds(mut self, bounds: super::DuplicateBounds) -> JournalStore {
         self.duplicates = bounds;
+        self
+    }
+
+    /// Has recovery hand the live messages over from the index once the
+    /// broker serves, a chunk at a time (see `later.rs`), rather than list
+    /// them all before it returns.
+    pub fn hand_over_later(mut self) -> JournalStore {
+        self.later = true;
         self
     }
 

@@ -10,12 +10,13 @@ use super::format::{
     Stamp,
 };
 use super::index::{Index, SegStats};
+use super::later::IndexWalk;
 use super::recovery::{Expect, Loss};
 use super::{
     JournalStore, OnCorruption, checkpoint, format, index, read, recovery, segment, write,
 };
 use crate::model::now_ms;
-use crate::store::{DurableSubscription, Recovered, StoreError};
+use crate::store::{DurableSubscription, Later, Recovered, StoreError};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::Path;
@@ -111,6 +112,17 @@ impl JournalStore {
         let meta = index.meta.take().unwrap_or_default();
         let mut messages = crate::store::RecoveredMessages::with_keys(meta.found.keys().to_vec());
         let live = &meta.live;
+        if self.later {
+            // The rest come from the index once the broker serves
+            // (`later.rs`); the scheduler's few are needed now.
+            for (&seq, s) in &index.schedules {
+                if let Some(&(key, priority, expires)) = live.get(&seq) {
+                    let weight = index.messages.get(&seq).map_or(0, |l| l.len);
+                    messages.push_compact(seq, key, priority, expires, weight, index.delivery(seq));
+                    messages.set_schedule(seq, s.state);
+                }
+            }
+        }
         // Most stores have no redelivered or scheduled messages: skip the
         // lookups then (a million of them cost more than the rest).
         let (redelivered, scheduled) =
@@ -128,7 +140,8 @@ impl JournalStore {
         };
         // Both maps hold the same messages in the same (sequence) order:
         // walked side by side, they give the list in order with no lookups.
-        if index.messages.len() == live.len() && index.messages.keys().eq(live.keys()) {
+        if self.later {
+        } else if index.messages.len() == live.len() && index.messages.keys().eq(live.keys()) {
             for ((&seq, loc), (_, details)) in index.messages.iter().zip(live) {
                 push(seq, loc.len, details);
             }
@@ -195,6 +208,9 @@ impl JournalStore {
             self.usage.set(idx.disk_bytes());
             self.usage.set_data(idx.data_bytes());
         }
+        let later = self
+            .later
+            .then(|| Later(Box::new(IndexWalk::new(self.catalog.clone()))));
         let elapsed = started.elapsed();
         let r = &report;
         tracing::info!(
@@ -202,7 +218,7 @@ impl JournalStore {
             segments = r.segments,
             records = r.records,
             bytes = r.bytes,
-            messages = messages.len(),
+            messages = messages.len() + later.as_ref().map_or(0, |l| l.0.len()),
             subscriptions = subscriptions.len(),
             queues = queues.len(),
             clean_shutdown = r.clean_shutdown,
@@ -220,6 +236,7 @@ impl JournalStore {
         self.start_checkpoints();
         Ok(Recovered {
             messages,
+            later,
             subscriptions,
             queues,
             max_seq,

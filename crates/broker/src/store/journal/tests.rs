@@ -6,7 +6,7 @@ use super::format::{STAMP_AT, STAMP_LEN};
 use super::open::file_name;
 use super::*;
 use crate::model::{Destination, Value, test_message};
-use crate::store::{DurableSubscription, Record, StoreKey};
+use crate::store::{DurableSubscription, Later, Record, StoreKey};
 
 fn cfg(segment_bytes: u64) -> JournalConfig {
     JournalConfig {
@@ -1046,6 +1046,76 @@ async fn recovery_from_a_checkpoint_ends_where_reading_everything_does() {
     let (fast, used) = recover_copy(dir.path(), true, |_| {});
     assert!(used);
     assert_eq!(fast, full);
+}
+
+/// What recovery hands over from the index once the broker serves
+/// (`later.rs`), a few at a time, is what it lists when asked to list
+/// everything: every live message with its details, the scheduler's at
+/// once and the rest after, none twice; also after the journal moved on.
+#[tokio::test]
+async fn messages_handed_over_later_are_those_listed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    varied_work(&mut j, 1).await;
+    let mut scheduled = (*test_message(900, 4)).clone();
+    scheduled.body = bytes::Bytes::from_static(b"later");
+    j.put(&[vec![
+        Record::Add {
+            key: StoreKey::Scheduled,
+            message: Arc::new(scheduled),
+            dedup: None,
+        },
+        Record::Schedule {
+            seq: 900,
+            due: 12345,
+            fired: 2,
+        },
+    ]])
+    .await
+    .unwrap();
+    j.checkpointer().write_one().unwrap();
+    varied_work(&mut j, 200).await;
+    drop(j); // a crash
+    for checkpoints in [false, true] {
+        let (listed, _) = recover_copy(dir.path(), checkpoints, |_| {});
+        let copy = tempfile::tempdir().unwrap();
+        copy_journal(dir.path(), copy.path());
+        let mut c = cfg(4096);
+        c.on_corruption = OnCorruption::Skip;
+        if !checkpoints {
+            c.checkpoint_bytes = 0;
+        }
+        let mut j = JournalStore::new(copy.path(), c, Arc::default(), 0).hand_over_later();
+        let mut r = j.recover_sync().unwrap();
+        let count = r.message_count();
+        assert!(
+            r.messages.len() == 1 && r.messages.keys().contains(&StoreKey::Scheduled),
+            "only the scheduler's come at once: {:?}",
+            r.messages
+        );
+        let Some(Later(mut later)) = r.later.take() else {
+            panic!("nothing handed over later");
+        };
+        assert!(later.in_use().iter().any(|u| *u));
+        let mut handed = 0;
+        loop {
+            let chunk = later.next_chunk(3);
+            if chunk.is_empty() {
+                break;
+            }
+            assert!(chunk.len() <= 3);
+            for (key, m) in chunk {
+                assert_eq!(later.keys()[key as usize], m.key);
+                assert!(later.in_use()[key as usize]);
+                handed += 1;
+                r.messages.push(m);
+            }
+        }
+        assert_eq!(handed, later.len());
+        assert_eq!(r.message_count(), count);
+        assert!(later.next_chunk(3).is_empty());
+        assert_eq!(state(&j, r), listed, "checkpoints {checkpoints}");
+    }
 }
 
 /// A crash at any step of writing a checkpoint — the new file written

@@ -1039,6 +1039,7 @@ impl StoreBackend for PostgresStore {
         );
         Ok(Recovered {
             messages,
+            later: None,
             subscriptions,
             queues,
             max_seq: max_seq.max(0) as u64,

@@ -1,0 +1,133 @@
+//! Recovered messages handed over from the running journal's index, a chunk
+//! at a time, once the broker serves.
+//!
+//! Recovery keeps every live message's key, priority and expiry in the
+//! index (`RecoveryMeta::live`) anyway, for checkpoints; copying a deep
+//! store's million entries into a list before serving cost a taking-over
+//! slave a few hundred milliseconds. Walking the index later is safe
+//! because of what can change it meanwhile: new messages have sequence
+//! numbers above the walk's end; a recovered message cannot be delivered,
+//! and so acknowledged, before its destination has them all; one that is
+//! removed anyway (its queue deleted) is simply not found; compaction moves
+//! records but not sequence numbers or keys.
+
+use std::sync::Arc;
+
+use super::{Catalog, read};
+use crate::store::{LaterMessages, StoreKey, StoredMessage};
+
+pub(super) struct IndexWalk {
+    catalog: Arc<Catalog>,
+    keys: Vec<StoreKey>,
+    in_use: Vec<bool>,
+    len: usize,
+    /// The next sequence number to look from, and the last to hand over.
+    next: u64,
+    last: u64,
+}
+
+impl IndexWalk {
+    /// The live messages of the index now (up to its highest sequence
+    /// number), except the scheduler's, which recovery hands over at once.
+    pub(super) fn new(catalog: Arc<Catalog>) -> IndexWalk {
+        let (keys, in_use, len, last) = {
+            let idx = read(&catalog.index);
+            let Some(meta) = idx.meta.as_ref() else {
+                drop(idx);
+                return IndexWalk::done(catalog);
+            };
+            let keys = meta.found.keys().to_vec();
+            let scheduled = keys.iter().position(|k| *k == StoreKey::Scheduled);
+            let mut in_use = vec![false; keys.len()];
+            let mut len = 0;
+            for &(key, _, _) in meta.live.values() {
+                let key = key as usize;
+                if Some(key) != scheduled
+                    && let Some(u) = in_use.get_mut(key)
+                {
+                    *u = true;
+                    len += 1;
+                }
+            }
+            (keys, in_use, len, idx.max_seq)
+        };
+        IndexWalk {
+            catalog,
+            keys,
+            in_use,
+            len,
+            next: 0,
+            last,
+        }
+    }
+
+    fn done(catalog: Arc<Catalog>) -> IndexWalk {
+        IndexWalk {
+            catalog,
+            keys: Vec::new(),
+            in_use: Vec::new(),
+            len: 0,
+            next: 1,
+            last: 0,
+        }
+    }
+}
+
+impl LaterMessages for IndexWalk {
+    fn keys(&self) -> &[StoreKey] {
+        &self.keys
+    }
+
+    fn in_use(&self) -> &[bool] {
+        &self.in_use
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn next_chunk(&mut self, max: usize) -> Vec<(u32, StoredMessage)> {
+        let mut out = Vec::new();
+        if self.next > self.last {
+            return out;
+        }
+        // The writer waits while this lock is held: a chunk's worth of
+        // lookups, well under a millisecond.
+        let idx = read(&self.catalog.index);
+        let Some(meta) = idx.meta.as_ref() else {
+            self.next = self.last + 1;
+            return out;
+        };
+        out.reserve(max);
+        let mut walked = meta.live.range(self.next..=self.last);
+        for (&seq, &(key, priority, expires)) in walked.by_ref() {
+            self.next = seq + 1;
+            let Some(store_key) = self.keys.get(key as usize) else {
+                continue;
+            };
+            if *store_key == StoreKey::Scheduled {
+                continue;
+            }
+            let (deliveries, not_before) = idx.delivery(seq);
+            out.push((
+                key,
+                StoredMessage {
+                    key: store_key.clone(),
+                    seq,
+                    priority,
+                    expires,
+                    weight: idx.messages.get(&seq).map_or(0, |l| l.len),
+                    deliveries,
+                    not_before,
+                    message: None,
+                    schedule: None,
+                },
+            ));
+            if out.len() >= max {
+                return out;
+            }
+        }
+        self.next = self.last + 1;
+        out
+    }
+}
