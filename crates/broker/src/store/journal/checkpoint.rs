@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use super::format::{self, Cursor, FormatError};
 use super::index::{
-    Carriers, Declared, Index, Loc, RecoveryMeta, Redelivery, Scheduled, SegStats, Sub,
+    self, Carriers, Declared, Index, Loc, RecoveryMeta, Redelivery, Scheduled, SegStats, Sub,
 };
 use super::{Catalog, Fence, read, segment};
 use crate::store::dedup::DuplicateBounds;
@@ -131,12 +131,7 @@ pub(crate) fn snapshot(idx: &Index, epoch: u64) -> Snapshot {
     let live: Vec<Live> = idx
         .messages
         .iter()
-        .map(|(&seq, &loc)| {
-            // Every live message has its details (both maps change
-            // together); a missing one would be refused on reading.
-            let (key, priority, expires) = meta.live.get(&seq).copied().unwrap_or((u32::MAX, 0, 0));
-            (seq, loc, key, priority, expires)
-        })
+        .map(|(&seq, l)| (seq, l.at, l.key, l.priority, l.expires))
         .collect();
     put64(&mut b, idx.redeliveries.len() as u64);
     for (&seq, r) in &idx.redeliveries {
@@ -334,9 +329,8 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
         keys.push(format::get_key(&mut c)?);
     }
     let key_count = keys.len() as u32;
-    let mut meta = RecoveryMeta {
+    let meta = RecoveryMeta {
         found: RecoveredMessages::with_keys(keys),
-        live: std::collections::BTreeMap::new(),
     };
     for _ in 0..count(&mut c, left, 36)? {
         let seq = c.u64()?;
@@ -400,12 +394,11 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
     }
     let n = count(&mut c, left, 37)?;
     let mut last = None;
-    // Collected, then built into the maps in one go: a B-tree built from
+    // Collected, then built into the map in one go: a B-tree built from
     // sorted entries fills its nodes (inserted one by one at the right
     // end, every node is split half full), so it takes half the memory,
     // and fresh memory is most of what a start from a checkpoint costs.
-    let mut places = Vec::with_capacity(n);
-    let mut details = Vec::with_capacity(n);
+    let mut messages = Vec::with_capacity(n);
     for _ in 0..n {
         let seq = c.u64()?;
         let loc = get_loc(&mut c)?;
@@ -419,11 +412,18 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
             return Err(Unusable::Bad("messages out of order".into()));
         }
         last = Some(seq);
-        places.push((seq, loc));
-        details.push((seq, (key, priority, expires)));
+        let at = loc;
+        messages.push((
+            seq,
+            index::Live {
+                at,
+                key,
+                priority,
+                expires,
+            },
+        ));
     }
-    idx.messages = places.into_iter().collect();
-    meta.live = details.into_iter().collect();
+    idx.messages = messages.into_iter().collect();
     idx.meta = Some(meta);
     c.done()?;
     let Some((&head, h)) = idx.segs.iter().next_back() else {

@@ -40,8 +40,8 @@ impl IndexWalk {
             let scheduled = keys.iter().position(|k| *k == StoreKey::Scheduled);
             let mut in_use = vec![false; keys.len()];
             let mut len = 0;
-            for &(key, _, _) in meta.live.values() {
-                let key = key as usize;
+            for l in idx.messages.values() {
+                let key = l.key as usize;
                 if Some(key) != scheduled
                     && let Some(u) = in_use.get_mut(key)
                 {
@@ -94,14 +94,10 @@ impl LaterMessages for IndexWalk {
         // The writer waits while this lock is held: a chunk's worth of
         // lookups, well under a millisecond.
         let idx = read(&self.catalog.index);
-        let Some(meta) = idx.meta.as_ref() else {
-            self.next = self.last + 1;
-            return out;
-        };
         out.reserve(max);
-        let mut walked = meta.live.range(self.next..=self.last);
-        for (&seq, &(key, priority, expires)) in walked.by_ref() {
+        for (&seq, l) in idx.messages.range(self.next..=self.last) {
             self.next = seq + 1;
+            let key = l.key;
             let Some(store_key) = self.keys.get(key as usize) else {
                 continue;
             };
@@ -114,9 +110,9 @@ impl LaterMessages for IndexWalk {
                 StoredMessage {
                     key: store_key.clone(),
                     seq,
-                    priority,
-                    expires,
-                    weight: idx.messages.get(&seq).map_or(0, |l| l.len),
+                    priority: l.priority,
+                    expires: l.expires,
+                    weight: l.at.len,
                     deliveries,
                     not_before,
                     message: None,

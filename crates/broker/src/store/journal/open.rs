@@ -109,51 +109,44 @@ impl JournalStore {
         }
 
         let t_build = Instant::now();
-        let meta = index.meta.take().unwrap_or_default();
-        let mut messages = crate::store::RecoveredMessages::with_keys(meta.found.keys().to_vec());
-        let live = &meta.live;
-        if self.later {
-            // The rest come from the index once the broker serves
-            // (`later.rs`); the scheduler's few are needed now.
-            for (&seq, s) in &index.schedules {
-                if let Some(&(key, priority, expires)) = live.get(&seq) {
-                    let weight = index.messages.get(&seq).map_or(0, |l| l.len);
-                    messages.push_compact(seq, key, priority, expires, weight, index.delivery(seq));
-                    messages.set_schedule(seq, s.state);
-                }
-            }
-        }
+        let mut messages = crate::store::RecoveredMessages::with_keys(
+            index
+                .meta
+                .as_ref()
+                .map_or_else(Vec::new, |m| m.found.keys().to_vec()),
+        );
         // Most stores have no redelivered or scheduled messages: skip the
         // lookups then (a million of them cost more than the rest).
         let (redelivered, scheduled) =
             (!index.redeliveries.is_empty(), !index.schedules.is_empty());
-        let mut push = |seq: u64, weight: u32, &(key, priority, expires): &(u32, u8, u64)| {
+        let mut push = |seq: u64, l: &index::Live| {
             let delivery = if redelivered {
                 index.delivery(seq)
             } else {
                 (0, 0)
             };
-            messages.push_compact(seq, key, priority, expires, weight, delivery);
+            messages.push_compact(seq, l.key, l.priority, l.expires, l.at.len, delivery);
             if scheduled && let Some(state) = index.schedule(seq) {
                 messages.set_schedule(seq, state);
             }
         };
-        // Both maps hold the same messages in the same (sequence) order:
-        // walked side by side, they give the list in order with no lookups.
         if self.later {
-        } else if index.messages.len() == live.len() && index.messages.keys().eq(live.keys()) {
-            for ((&seq, loc), (_, details)) in index.messages.iter().zip(live) {
-                push(seq, loc.len, details);
+            // The rest come from the index once the broker serves
+            // (`later.rs`); the scheduler's few are needed now.
+            let mut seqs: Vec<u64> = index.schedules.keys().copied().collect();
+            seqs.sort_unstable();
+            for seq in seqs {
+                if let Some(l) = index.messages.get(&seq) {
+                    push(seq, l);
+                }
             }
         } else {
-            for (&seq, details) in live {
-                let weight = index.messages.get(&seq).map_or(0, |l| l.len);
-                push(seq, weight, details);
+            for (&seq, l) in &index.messages {
+                push(seq, l);
             }
         }
-        // The running journal keeps recovery's view of live messages: its
-        // checkpoints need it.
-        index.meta = Some(meta);
+        // The running journal keeps the keys: its checkpoints need them.
+        index.meta.get_or_insert_with(Default::default);
         let build_ms = t_build.elapsed().as_millis() as u64;
         let subscriptions: Vec<DurableSubscription> = index
             .subs

@@ -22,7 +22,7 @@ impl Reader {
         // Compaction may move the record and delete its segment between the
         // lookup and the read: look again.
         for _ in 0..3 {
-            let Some(loc) = read(&self.catalog.index).messages.get(&seq).copied() else {
+            let Some(loc) = read(&self.catalog.index).messages.get(&seq).map(|l| l.at) else {
                 return Err(fail("not in the journal".into()));
             };
             let Some(file) = read(&self.catalog.files).get(&loc.seg).cloned() else {
