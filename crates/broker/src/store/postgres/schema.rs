@@ -125,42 +125,59 @@ const MIGRATIONS: &[&str] = &[
     // 6: `halyard_messages` keeps only what recovery reads (key, priority,
     // expiry, delivery count, schedule, and `size`: the body's and the
     // properties' bytes, once computed from them at every recovery); the
-    // rest of a message — its bodies above all, ~90 % of the bytes — moves
+    // rest of a message — its body above all, ~90 % of the bytes — moves
     // to `halyard_message_bodies`, read when a consumer needs the message.
     // Recovery's sequential scan then reads ~100 bytes a row instead of
-    // ~1.2 KB (a 1 KiB message). Existing rows are moved here, once (a
-    // rewrite of the table: minutes for millions of messages, inside the
-    // start-up migration's transaction); the dropped columns' space comes
-    // back as the rows are deleted, or with VACUUM FULL. A broker that
-    // knows only version 5 would find no bodies, and refuses the database.
+    // ~1.2 KB (a 1 KiB message). Existing rows are moved here, once, and
+    // `halyard_messages` is rebuilt narrow rather than altered (dropped
+    // columns would keep their bytes in every row until it is rewritten).
+    // A broker that knows only version 5 would find no bodies, and refuses
+    // the database.
     r#"
     CREATE TABLE IF NOT EXISTS halyard_message_bodies (
         seq          bigint  PRIMARY KEY,   -- halyard_messages.seq
-        persistent   boolean NOT NULL,
         timestamp    bigint  NOT NULL,
+        id_n         bigint  NOT NULL,
+        persistent   boolean NOT NULL,
         destination  text    NOT NULL,
         id_prefix    text    NOT NULL,
-        id_n         bigint  NOT NULL,
         headers      jsonb   NOT NULL,      -- as halyard_messages.headers was (comment below)
         body         bytea   NOT NULL
     );
     COMMENT ON COLUMN halyard_message_bodies.headers IS
         'application properties: [[name, value], ...]; a value is a JSON string, or an object with one member naming its type, e.g. {"i32": 7} (docs/STORAGE.md)';
-    ALTER TABLE halyard_messages ADD COLUMN IF NOT EXISTS size integer NOT NULL DEFAULT 0;
-    COMMENT ON COLUMN halyard_messages.size IS
-        'bytes of the body and the application properties (halyard_message_bodies): the memory accounting''s weight, read by recovery without the bodies';
     DO $$ BEGIN
         IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                    AND table_name = 'halyard_messages' AND column_name = 'body') THEN
             INSERT INTO halyard_message_bodies
-                SELECT seq, persistent, timestamp, destination, id_prefix, id_n, headers, body
+                (seq, timestamp, id_n, persistent, destination, id_prefix, headers, body)
+                SELECT seq, timestamp, id_n, persistent, destination, id_prefix, headers, body
                 FROM halyard_messages ON CONFLICT (seq) DO NOTHING;
-            UPDATE halyard_messages SET size = octet_length(body) + pg_column_size(headers);
-            ALTER TABLE halyard_messages DROP COLUMN persistent, DROP COLUMN timestamp,
-                DROP COLUMN destination, DROP COLUMN id_prefix, DROP COLUMN id_n,
-                DROP COLUMN headers, DROP COLUMN body;
+            CREATE TABLE halyard_messages_v6 (
+                seq          bigint   PRIMARY KEY,
+                expires      bigint   NOT NULL,   -- ms since the epoch, 0 = never
+                not_before   bigint   NOT NULL DEFAULT 0,
+                sched_due    bigint   NOT NULL DEFAULT 0,
+                deliveries   integer  NOT NULL DEFAULT 0,
+                sched_fired  integer  NOT NULL DEFAULT 0,
+                size         integer  NOT NULL DEFAULT 0,
+                key_kind     smallint NOT NULL,   -- 1: queue, 2: durable subscription, 3: scheduled
+                priority     smallint NOT NULL,
+                key_a        text     NOT NULL,   -- queue name, or the subscriber's client id
+                key_b        text     NOT NULL    -- '' for a queue, or the subscription name
+            );
+            INSERT INTO halyard_messages_v6 (seq, expires, not_before, sched_due, deliveries,
+                    sched_fired, size, key_kind, priority, key_a, key_b)
+                SELECT seq, expires, not_before, sched_due, deliveries, sched_fired,
+                    octet_length(body) + pg_column_size(headers), key_kind, priority, key_a, key_b
+                FROM halyard_messages;
+            DROP TABLE halyard_messages;
+            ALTER TABLE halyard_messages_v6 RENAME TO halyard_messages;
+            ALTER INDEX halyard_messages_v6_pkey RENAME TO halyard_messages_pkey;
         END IF;
     END $$;
+    COMMENT ON COLUMN halyard_messages.size IS
+        'bytes of the body and the application properties (halyard_message_bodies): the memory accounting''s weight, read by recovery without the bodies';
     "#,
 ];
 
