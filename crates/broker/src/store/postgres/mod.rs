@@ -242,15 +242,22 @@ struct Statements {
 }
 
 /// New messages ($1-$14): what recovery reads in `halyard_messages`, the
-/// rest in `halyard_message_bodies` (schema version 6).
+/// rest in `halyard_message_bodies` (schema version 6). Rows already there
+/// (a group sent again after its commit's answer was lost) are skipped by
+/// `NOT EXISTS`, not `ON CONFLICT`: only the master's one writer inserts,
+/// under the fence's row lock, so no concurrent insert can race the check,
+/// and a plain insert spares the speculative insertion's extra WAL record
+/// and index pass per row (measured: 2 of the ~14 WAL records a message).
 const ADD: &str = "WITH u AS MATERIALIZED (SELECT * FROM UNNEST($1::bigint[], \
      $2::smallint[], $3::text[], $4::text[], $5::smallint[], $6::bool[], $7::bigint[], $8::bigint[], \
      $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[], $14::integer[]) \
      AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b, z)), \
      ab AS (INSERT INTO halyard_message_bodies (seq, persistent, timestamp, destination, id_prefix, \
-       id_n, headers, body) SELECT s, pe, t, d, ip, n, h::jsonb, b FROM u ON CONFLICT (seq) DO NOTHING) \
+       id_n, headers, body) SELECT s, pe, t, d, ip, n, h::jsonb, b FROM u \
+       WHERE NOT EXISTS (SELECT 1 FROM halyard_message_bodies x WHERE x.seq = u.s)) \
      INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, expires, size) \
-     SELECT s, kk, ka, kb, p, e, z FROM u ON CONFLICT (seq) DO NOTHING";
+     SELECT s, kk, ka, kb, p, e, z FROM u \
+     WHERE NOT EXISTS (SELECT 1 FROM halyard_messages x WHERE x.seq = u.s)";
 /// The common group in one statement, its own (implicit) transaction:
 /// the fence, new messages ($1-$14, in both tables as [`ADD`]), their
 /// duplicate-detection ids ($17-$19) and deletions ($20, from both), with
@@ -278,9 +285,11 @@ const GROUP: &str = "WITH f AS (SELECT halyard_fence($15, $16)), \
        $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bytea[], $14::integer[]) \
        AS u(s, kk, ka, kb, p, pe, e, t, d, ip, n, h, b, z)), \
      ab AS (INSERT INTO halyard_message_bodies (seq, persistent, timestamp, destination, id_prefix, \
-       id_n, headers, body) SELECT s, pe, t, d, ip, n, h::jsonb, b FROM u ON CONFLICT (seq) DO NOTHING), \
+       id_n, headers, body) SELECT s, pe, t, d, ip, n, h::jsonb, b FROM u \
+       WHERE NOT EXISTS (SELECT 1 FROM halyard_message_bodies x WHERE x.seq = u.s)), \
      a AS (INSERT INTO halyard_messages (seq, key_kind, key_a, key_b, priority, expires, size) \
-       SELECT s, kk, ka, kb, p, e, z FROM u ON CONFLICT (seq) DO NOTHING) \
+       SELECT s, kk, ka, kb, p, e, z FROM u \
+       WHERE NOT EXISTS (SELECT 1 FROM halyard_messages x WHERE x.seq = u.s)) \
      SELECT 1 FROM f, c";
 const DEDUP: &str = "INSERT INTO halyard_duplicate_ids (queue, id, seq) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) \
