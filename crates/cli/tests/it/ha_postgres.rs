@@ -312,7 +312,7 @@ async fn a_frozen_masters_late_write_is_refused_and_never_visible() {
     let db = sql(&url).await;
     let late: i64 = db
         .query_one(
-            "SELECT count(*) FROM halyard_messages WHERE headers::text LIKE '%zombie%'",
+            "SELECT count(*) FROM halyard_message_bodies WHERE headers::text LIKE '%zombie%'",
             &[],
         )
         .await

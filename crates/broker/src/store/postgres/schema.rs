@@ -20,7 +20,7 @@ const MIGRATION_LOCK: i64 = 0x484c_5944_2d4d_4947;
 pub(crate) const MASTER_LOCK: i64 = 0x484c_5944_2d4d_5354;
 
 /// Schema version this code writes.
-pub(crate) const VERSION: i32 = 5;
+pub(crate) const VERSION: i32 = 6;
 
 /// Migration `n` brings the schema from version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
@@ -87,9 +87,18 @@ const MIGRATIONS: &[&str] = &[
     // row as it is. The new version is what matters: a broker that knows
     // only version 2 would misread typed values, and now refuses the
     // database at start instead. The comment says what the column holds.
+    //
+    // Since version 6 the column is in `halyard_message_bodies` (which
+    // sets the same comment there); the condition keeps this migration
+    // idempotent on a database of version 6.
     r#"
-    COMMENT ON COLUMN halyard_messages.headers IS
-        'application properties: [[name, value], ...]; a value is a JSON string, or an object with one member naming its type, e.g. {"i32": 7} (docs/STORAGE.md)';
+    DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'halyard_messages' AND column_name = 'headers') THEN
+            COMMENT ON COLUMN halyard_messages.headers IS
+                'application properties: [[name, value], ...]; a value is a JSON string, or an object with one member naming its type, e.g. {"i32": 7} (docs/STORAGE.md)';
+        END IF;
+    END $$;
     "#,
     // 4: declared queues, which exist (and are recovered) even when empty.
     // `ord` is the declaration order: a queue declared again keeps its row
@@ -112,6 +121,63 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE halyard_messages ADD COLUMN IF NOT EXISTS not_before bigint NOT NULL DEFAULT 0;
     ALTER TABLE halyard_messages ADD COLUMN IF NOT EXISTS sched_due bigint NOT NULL DEFAULT 0;
     ALTER TABLE halyard_messages ADD COLUMN IF NOT EXISTS sched_fired integer NOT NULL DEFAULT 0;
+    "#,
+    // 6: `halyard_messages` keeps only what recovery reads (key, priority,
+    // expiry, delivery count, schedule, and `size`: the body's and the
+    // properties' bytes, once computed from them at every recovery); the
+    // rest of a message — its body above all, ~90 % of the bytes — moves
+    // to `halyard_message_bodies`, read when a consumer needs the message.
+    // Recovery's sequential scan then reads ~100 bytes a row instead of
+    // ~1.2 KB (a 1 KiB message). Existing rows are moved here, once, and
+    // `halyard_messages` is rebuilt narrow rather than altered (dropped
+    // columns would keep their bytes in every row until it is rewritten).
+    // A broker that knows only version 5 would find no bodies, and refuses
+    // the database.
+    r#"
+    CREATE TABLE IF NOT EXISTS halyard_message_bodies (
+        seq          bigint  PRIMARY KEY,   -- halyard_messages.seq
+        timestamp    bigint  NOT NULL,
+        id_n         bigint  NOT NULL,
+        persistent   boolean NOT NULL,
+        destination  text    NOT NULL,
+        id_prefix    text    NOT NULL,
+        headers      jsonb   NOT NULL,      -- as halyard_messages.headers was (comment below)
+        body         bytea   NOT NULL
+    );
+    COMMENT ON COLUMN halyard_message_bodies.headers IS
+        'application properties: [[name, value], ...]; a value is a JSON string, or an object with one member naming its type, e.g. {"i32": 7} (docs/STORAGE.md)';
+    DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'halyard_messages' AND column_name = 'body') THEN
+            INSERT INTO halyard_message_bodies
+                (seq, timestamp, id_n, persistent, destination, id_prefix, headers, body)
+                SELECT seq, timestamp, id_n, persistent, destination, id_prefix, headers, body
+                FROM halyard_messages ON CONFLICT (seq) DO NOTHING;
+            CREATE TABLE halyard_messages_v6 (
+                seq          bigint   PRIMARY KEY,
+                expires      bigint   NOT NULL,   -- ms since the epoch, 0 = never
+                not_before   bigint   NOT NULL DEFAULT 0,
+                sched_due    bigint   NOT NULL DEFAULT 0,
+                deliveries   integer  NOT NULL DEFAULT 0,
+                sched_fired  integer  NOT NULL DEFAULT 0,
+                size         integer  NOT NULL DEFAULT 0,
+                key_kind     smallint NOT NULL,   -- 1: queue, 2: durable subscription, 3: scheduled
+                priority     smallint NOT NULL,
+                key_a        text     NOT NULL,   -- queue name, or the subscriber's client id
+                key_b        text     NOT NULL    -- '' for a queue, or the subscription name
+            );
+            INSERT INTO halyard_messages_v6 (seq, expires, not_before, sched_due, deliveries,
+                    sched_fired, size, key_kind, priority, key_a, key_b)
+                SELECT seq, expires, not_before, sched_due, deliveries, sched_fired,
+                    octet_length(body) + pg_column_size(headers), key_kind, priority, key_a, key_b
+                FROM halyard_messages;
+            DROP TABLE halyard_messages;
+            ALTER TABLE halyard_messages_v6 RENAME TO halyard_messages;
+            ALTER INDEX halyard_messages_v6_pkey RENAME TO halyard_messages_pkey;
+        END IF;
+    END $$;
+    COMMENT ON COLUMN halyard_messages.size IS
+        'bytes of the body and the application properties (halyard_message_bodies): the memory accounting''s weight, read by recovery without the bodies';
     "#,
 ];
 
@@ -191,8 +257,8 @@ mod tests {
         }
         let comment: Option<String> = c
             .query_one(
-                "SELECT col_description('halyard_messages'::regclass, \
-                 (SELECT attnum FROM pg_attribute WHERE attrelid = 'halyard_messages'::regclass \
+                "SELECT col_description('halyard_message_bodies'::regclass, \
+                 (SELECT attnum FROM pg_attribute WHERE attrelid = 'halyard_message_bodies'::regclass \
                   AND attname = 'headers'))",
                 &[],
             )
