@@ -22,6 +22,7 @@ Subcommands:
   sample-rss PID OUT             every 100 ms write the peak VmRSS (KiB) seen
                                  so far to OUT, until PID exits or SIGTERM
   fsync DIR SECS                 write+fdatasync loop in DIR; print JSON
+  floor RESULTS_DIR              print the floor section's figures (floor-*.json)
   cpu-watch OUT ROOTPID...       creates OUT.started once it has taken its first
                                  sample; at SIGTERM writes JSON to OUT: CPU used
                                  by the process trees under ROOTPIDs ("ours":
@@ -399,6 +400,31 @@ def _fsync_loop(path, secs, prealloc):
             "p50_us": pct(0.50), "p99_us": pct(0.99), "max_us": round(lat[-1] * 1e6, 1)}
 
 
+def _floor(rd):
+    """The floor section's send rates: {producers: (sync_floor, halyard)}."""
+    got = {}
+    for p in (1, 16):
+        rates = []
+        for t in ("floor", "halyard"):
+            d = _load(os.path.join(rd, "floor-%s-%d.json" % (t, p)))
+            rates.append(d.get("send_rate") if d else None)
+        if all(rates):
+            got[p] = tuple(rates)
+    return got
+
+
+def _floor_lines(rd):
+    return ["%2d synchronous producer(s), no consumer: sync_floor %.0f msg/s, Halyard %.0f msg/s "
+            "(%.0f %% of the floor)" % (p, f, h, 100.0 * h / f) for p, (f, h) in sorted(_floor(rd).items())]
+
+
+def cmd_floor(args):
+    """Prints the floor section's figures (compare.sh's floor section)."""
+    for line in _floor_lines(args[0]):
+        print("  " + line)
+    return 0
+
+
 def cmd_fsync(args):
     d, secs = args[0], float(args[1])
     path = os.path.join(d, "fsync-probe.%d" % os.getpid())
@@ -653,6 +679,10 @@ def cmd_table(args):
         if r.get("missing") or r.get("errors") or r.get("extra"):
             notes.append("%s %s: missing=%s extra=%s errors=%s" % (
                 broker, scen, r.get("missing"), r.get("extra"), r.get("errors")))
+    floor = _floor_lines(rd)
+    if floor:
+        lines.append("floor (crates/cli/examples/sync_floor.rs: read, append, fdatasync, RECEIPT; best group commit):")
+        lines.extend("  " + l for l in floor)
     for broker in BROKERS:
         for s in sessions.get(broker, []):
             if s.get("other_busy_processes"):
@@ -715,7 +745,8 @@ def cmd_table(args):
                          "higher_is_better": hib} for l, fn, u, hv, av, hib in rows],
                "notes": notes, "store": run_info.get("store", "journal"),
                "tls": bool(run_info.get("tls")), "tls_key": run_info.get("tls_key") or None,
-               "takeover": takeovers}
+               "takeover": takeovers,
+               "floor": {str(p): {"sync_floor": f, "halyard": h} for p, (f, h) in _floor(rd).items()}}
     with open(os.path.join(rd, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return 0
@@ -752,6 +783,7 @@ COMMANDS = {
     "rss": cmd_rss,
     "sample-rss": cmd_sample_rss,
     "fsync": cmd_fsync,
+    "floor": cmd_floor,
     "record": cmd_record,
     "cpu-watch": cmd_cpu_watch,
     "pgbench": cmd_pgbench,

@@ -58,7 +58,12 @@ Options:
                      shared directory and, with --store postgres, a shared
                      database, each with an empty store (5 rounds) and with
                      1,000,000 stored 1 KiB messages (3 rounds; 20,000 with
-                     --quick); about 3 minutes (5 with --store postgres)
+                     --quick); about 3 minutes (5 with --store postgres).
+                     "floor" (journal runs, likewise): 1 and 16
+                     synchronous producers against sync_floor
+                     (crates/cli/examples/sync_floor.rs: read, append,
+                     fdatasync, RECEIPT, nothing else) and against Halyard,
+                     8 s each: what any server reaches over a socket here
   --keep             keep the brokers' temporary data directories and logs
                      (and, with --store postgres, the session databases until
                      the run's PostgreSQL server is stopped at its end)
@@ -166,6 +171,7 @@ else
     FSYNC_SECS=2
 fi
 PGBENCH_SECS=$(( QUICK ? 2 : 10 ))
+FLOOR_SECS=$(( QUICK ? 2 : 8 ))
 if [[ $STORE == postgres ]]; then
     # ActiveMQ's JDBC store fills and drains at 1-4k msgs/s on this kind of
     # machine: a 100k fill + drain would take it two minutes per session.
@@ -226,8 +232,8 @@ if [[ -n "$SCENARIOS" ]]; then
     # Keep only the chosen ones, each in its own place.
     IFS=, read -r -a chosen <<<"$SCENARIOS"
     for s in "${chosen[@]}"; do
-        [[ " ${G1[*]} ${G2[*]} takeover " == *" $s "* ]] ||
-            die "--scenarios: no scenario '$s' with --store $STORE (there are: ${G1[*]} ${G2[*]} takeover)"
+        [[ " ${G1[*]} ${G2[*]} takeover floor " == *" $s "* ]] ||
+            die "--scenarios: no scenario '$s' with --store $STORE (there are: ${G1[*]} ${G2[*]} takeover floor)"
     done
     keep_chosen() {
         local s out=()
@@ -477,6 +483,53 @@ for k, name in (("append_4k", "append 4 KiB + fdatasync"), ("overwrite_4k", "ove
     r = d[k]
     print("  %-50s %7.0f/s  p50 %6.0f us  p99 %6.0f us" % (name, r["ops_per_s"], r["p50_us"], r["p99_us"]))
 EOF
+
+# --------------------------------------------------------------------------
+# The floor for synchronous persistent sends (journal runs): the same load
+# generator against crates/cli/examples/sync_floor.rs, a server that only
+# reads each SEND, appends it, fdatasyncs (the best group commit) and
+# answers the RECEIPT, and against Halyard with the same producers-only
+# load, one after the other. What a server can reach over a socket on this
+# machine, next to the disk's raw rate above.
+
+if [[ $STORE == journal ]] && want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,floor,* ]]; then
+    FLOOR_BIN=$ROOT/target/release/examples/sync_floor
+    if ((BUILD)); then
+        (cd "$ROOT" && cargo build --release -p halyard --example sync_floor) || die "cannot build sync_floor"
+    fi
+    if [[ -x $FLOOR_BIN ]]; then
+        log "floor: 1 and 16 synchronous producers (no consumers), ${FLOOR_SECS}s each, against sync_floor and Halyard"
+        floor_port=$("${TOOL[@]}" free-port)
+        "$FLOOR_BIN" "127.0.0.1:$floor_port" "$TMPBASE/floor.log" >/dev/null 2>>"$OUT/logs/floor.log" &
+        floor_pid=$!
+        hal_port=$("${TOOL[@]}" free-port)
+        mkdir -p "$TMPBASE/floor-halyard"
+        "$HALYARD" broker --config "$HALYARD_JOURNAL_CFG" --data-dir "$TMPBASE/floor-halyard" \
+            --stomp "127.0.0.1:$hal_port" --ws 127.0.0.1:0 --http "127.0.0.1:$("${TOOL[@]}" free-port)" \
+            --openwire 127.0.0.1:0 2>>"$OUT/logs/floor-halyard.log" &
+        hal_pid=$!
+        for port in "$floor_port" "$hal_port"; do
+            for _ in $(seq 1 500); do
+                (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+                sleep 0.02
+            done
+        done
+        for p in 1 16; do
+            for target in floor halyard; do
+                port=$floor_port
+                [[ $target == halyard ]] && port=$hal_port
+                "$HALYARD" bench --url "stomp://127.0.0.1:$port" -d "/queue/floor.$p" --producers "$p" --consumers 0 \
+                    --persistent --receipt-every 1 --duration "$FLOOR_SECS" --warmup 1 --size 1024 --json --no-progress \
+                    >"$OUT/floor-$target-$p.json" 2>>"$OUT/logs/floor.log" || log "floor: $target with $p producer(s) failed"
+            done
+        done
+        kill "$floor_pid" "$hal_pid" 2>/dev/null || true
+        wait "$floor_pid" "$hal_pid" 2>/dev/null || true
+        rm -f "$TMPBASE/floor.log"
+        rm -rf "$TMPBASE/floor-halyard"
+        "${TOOL[@]}" floor "$OUT" >&2
+    fi
+fi
 
 # --------------------------------------------------------------------------
 # PostgreSQL (--store postgres): one throwaway server for the whole run,

@@ -1,0 +1,192 @@
+//! The floor for synchronous persistent sends on this machine: a server that
+//! does nothing but what a broker cannot avoid for a receipted persistent
+//! SEND — read the frame from the socket, append it to a file, `fdatasync`,
+//! answer the RECEIPT — with the best group commit there is (the first
+//! waiter writes and syncs everyone's frames on its own thread, so a lone
+//! producer crosses no thread at all). No routing, no index, no consumers.
+//!
+//! `bench/compare.sh` runs `halyard bench` against it beside Halyard, so
+//! that what Halyard reaches of the disk's raw sync rate can be told apart
+//! from what any server reaches over a socket (issue #19's goals 1 and 2).
+//!
+//! Usage: `sync_floor ADDR FILE` (e.g. `127.0.0.1:0 /tmp/floor.log`);
+//! prints the address it listens on, then serves until killed. It speaks
+//! just enough STOMP for `halyard bench` with producers only.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+/// Frames waiting to be made durable, and how far that has got.
+#[derive(Default)]
+struct Log {
+    queued: Vec<Vec<u8>>,
+    /// Tickets: the last one handed out, and the last one durable.
+    issued: u64,
+    durable: u64,
+    /// A waiter is writing and syncing.
+    busy: bool,
+}
+
+struct Shared {
+    log: Mutex<Log>,
+    changed: Condvar,
+    file: Mutex<File>,
+}
+
+impl Shared {
+    /// Appends `frame` and returns once it is durable: the first waiter to
+    /// find nobody writing writes everything queued and syncs it.
+    fn append(&self, frame: Vec<u8>) -> std::io::Result<()> {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.queued.push(frame);
+        log.issued += 1;
+        let ticket = log.issued;
+        loop {
+            if log.durable >= ticket {
+                return Ok(());
+            }
+            if log.busy {
+                log = self
+                    .changed
+                    .wait(log)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            log.busy = true;
+            let batch = std::mem::take(&mut log.queued);
+            let upto = log.issued;
+            drop(log);
+            let result = {
+                let mut f = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+                let bytes: Vec<u8> = batch.concat();
+                f.write_all(&bytes).and_then(|()| f.sync_data())
+            };
+            log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.busy = false;
+            if result.is_ok() {
+                log.durable = upto;
+            }
+            self.changed.notify_all();
+            result?;
+        }
+    }
+}
+
+/// One STOMP frame: its command, headers and body (content-length or up to
+/// the NUL).
+fn read_frame(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, Vec<(String, String)>, Vec<u8>)>> {
+    let mut line = String::new();
+    // Heart-beats and the newlines between frames.
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if !line.trim_end().is_empty() {
+            break;
+        }
+    }
+    let command = line.trim_end().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+            let mut nul = [0u8; 1];
+            r.read_exact(&mut nul)?;
+        }
+        None => {
+            r.read_until(0, &mut body)?;
+            body.pop();
+        }
+    }
+    Ok(Some((command, headers, body)))
+}
+
+fn serve(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut out = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    while let Some((command, headers, body)) = read_frame(&mut r)? {
+        let receipt = headers
+            .iter()
+            .find(|(k, _)| k == "receipt")
+            .map(|(_, v)| v.clone());
+        match command.as_str() {
+            "CONNECT" | "STOMP" => {
+                out.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")?;
+                continue;
+            }
+            "SEND" => {
+                let mut record = Vec::with_capacity(body.len() + 64);
+                for (k, v) in &headers {
+                    record.extend_from_slice(k.as_bytes());
+                    record.push(b':');
+                    record.extend_from_slice(v.as_bytes());
+                    record.push(b'\n');
+                }
+                record.extend_from_slice(&body);
+                shared.append(record)?;
+            }
+            "DISCONNECT" => {
+                if let Some(id) = receipt {
+                    out.write_all(format!("RECEIPT\nreceipt-id:{id}\n\n\0").as_bytes())?;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if let Some(id) = receipt {
+            out.write_all(format!("RECEIPT\nreceipt-id:{id}\n\n\0").as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, addr, path] = &args[..] else {
+        eprintln!("usage: sync_floor ADDR FILE");
+        std::process::exit(2);
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let shared = Arc::new(Shared {
+        log: Mutex::default(),
+        changed: Condvar::new(),
+        file: Mutex::new(file),
+    });
+    let listener = TcpListener::bind(addr)?;
+    println!("{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    for stream in listener.incoming() {
+        let stream = stream?;
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let _ = serve(stream, shared);
+        });
+    }
+    Ok(())
+}
