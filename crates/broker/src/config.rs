@@ -1158,6 +1158,7 @@ impl BrokerConfig {
                 message: "must be a fraction above 0 and at most 1".into(),
             });
         }
+        positive("journal.compact-read-bytes", j.compact_read_bytes)?;
         positive("store.max-bytes", self.store.max_bytes as usize)?;
         positive("ha.lock-keepalive-ms", self.ha.lock_keepalive_ms as usize)?;
         if !(300..=3_600_000).contains(&self.ha.lease_ms) {
