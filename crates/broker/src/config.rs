@@ -482,6 +482,16 @@ pub struct LimitsConfig {
     /// (`socketBufferSize`). A small buffer bounds the throughput of a
     /// single connection over a long round trip (buffer / RTT).
     pub socket_send_buffer_bytes: usize,
+    /// How often (ms) the broker checks whether to give freed heap memory
+    /// back to the operating system; 0: never. glibc's allocator keeps
+    /// what a burst freed (a drained queue's bodies) mapped, so the
+    /// process's resident memory stayed at its peak for good (issue #19).
+    pub memory_trim_ms: u64,
+    /// Give freed memory back once the messages held (the memory budget's
+    /// use) have fallen this many bytes below their highest since the last
+    /// time and stopped falling: after a burst, not during steady load (each time costs page
+    /// faults when the memory is used again).
+    pub memory_trim_after_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -508,6 +518,8 @@ impl Default for LimitsConfig {
             memory_bytes: Auto::Auto,
             flow_control_timeout_ms: 0,
             socket_send_buffer_bytes: 64 * 1024,
+            memory_trim_ms: 250,
+            memory_trim_after_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -1061,6 +1073,10 @@ impl BrokerConfig {
         }
         positive("limits.max-inflight-frames", l.max_inflight_frames)?;
         positive("limits.max-inflight-bytes", l.max_inflight_bytes)?;
+        positive(
+            "limits.memory-trim-after-bytes",
+            l.memory_trim_after_bytes as usize,
+        )?;
         positive(
             "limits.destination-memory-bytes",
             l.destination_memory_bytes,

@@ -222,7 +222,10 @@ async fn compaction_reads_segments_in_windows_and_copies_cut_and_large_records_w
         assert_eq!(m.seq, *seq);
         let len = if seq % 7 == 0 { 3000 } else { 300 };
         assert_eq!(m.body.len(), len, "message {seq}");
-        assert!(m.body.iter().all(|&b| b == (seq % 251) as u8), "message {seq}");
+        assert!(
+            m.body.iter().all(|&b| b == (seq % 251) as u8),
+            "message {seq}"
+        );
     }
 }
 
