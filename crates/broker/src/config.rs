@@ -456,7 +456,8 @@ pub struct LimitsConfig {
     /// Frames one connection may have in flight (sent, not yet fully
     /// processed); the broker stops reading from a connection at this depth.
     pub max_inflight_frames: usize,
-    /// Body bytes one connection may have in flight.
+    /// Bytes one connection may have in flight: its pending messages'
+    /// bodies and what delivering each holds meanwhile (1-3 KiB).
     pub max_inflight_bytes: usize,
     /// Bytes of undelivered message bodies one destination (or one topic
     /// subscription) holds in memory before producers are made to wait.
