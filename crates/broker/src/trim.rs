@@ -64,7 +64,7 @@ pub(crate) fn start(core: &Arc<BrokerCore>) {
                 }
                 None => false,
             };
-            if !(fell && settled) && !again {
+            if !(again || fell && settled) {
                 continue;
             }
             if !again {

@@ -223,7 +223,7 @@ mod tests {
         let held = [0u8; 512];
         let work: Work = Box::pin(async move {
             std::future::pending::<()>().await;
-            drop(held);
+            std::hint::black_box(held);
             Ok(())
         });
         let size = std::mem::size_of_val(&*work);

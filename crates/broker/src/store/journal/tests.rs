@@ -189,7 +189,7 @@ async fn compaction_reads_segments_in_windows_and_copies_cut_and_large_records_w
     let sized = |seq: u64| {
         let mut m = (*test_message(seq, 4)).clone();
         // 300 B, or 3 KiB every seventh: some records span many windows.
-        let len = if seq % 7 == 0 { 3000 } else { 300 };
+        let len = if seq.is_multiple_of(7) { 3000 } else { 300 };
         m.body = bytes::Bytes::from(vec![(seq % 251) as u8; len]);
         Record::Add {
             key: StoreKey::Queue("q".into()),
@@ -202,7 +202,7 @@ async fn compaction_reads_segments_in_windows_and_copies_cut_and_large_records_w
     let mut kept = Vec::new();
     for seq in 1..=1500 {
         j.put(&[vec![sized(seq)]]).await.unwrap();
-        if seq % 10 == 0 {
+        if seq.is_multiple_of(10) {
             kept.push(seq);
         } else {
             j.put(&[vec![Record::Remove { seq }]]).await.unwrap();
@@ -220,7 +220,7 @@ async fn compaction_reads_segments_in_windows_and_copies_cut_and_large_records_w
     for (seq, m) in kept.iter().zip(loaded) {
         let m = m.unwrap();
         assert_eq!(m.seq, *seq);
-        let len = if seq % 7 == 0 { 3000 } else { 300 };
+        let len = if seq.is_multiple_of(7) { 3000 } else { 300 };
         assert_eq!(m.body.len(), len, "message {seq}");
         assert!(
             m.body.iter().all(|&b| b == (seq % 251) as u8),
