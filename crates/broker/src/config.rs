@@ -456,7 +456,8 @@ pub struct LimitsConfig {
     /// Frames one connection may have in flight (sent, not yet fully
     /// processed); the broker stops reading from a connection at this depth.
     pub max_inflight_frames: usize,
-    /// Body bytes one connection may have in flight.
+    /// Bytes one connection may have in flight: its pending messages'
+    /// bodies and what delivering each holds meanwhile (1-3 KiB).
     pub max_inflight_bytes: usize,
     /// Bytes of undelivered message bodies one destination (or one topic
     /// subscription) holds in memory before producers are made to wait.
@@ -482,6 +483,16 @@ pub struct LimitsConfig {
     /// (`socketBufferSize`). A small buffer bounds the throughput of a
     /// single connection over a long round trip (buffer / RTT).
     pub socket_send_buffer_bytes: usize,
+    /// How often (ms) the broker checks whether to give freed heap memory
+    /// back to the operating system; 0: never. glibc's allocator keeps
+    /// what a burst freed (a drained queue's bodies) mapped, so the
+    /// process's resident memory stayed at its peak for good (issue #19).
+    pub memory_trim_ms: u64,
+    /// Give freed memory back once the messages held (the memory budget's
+    /// use) have fallen this many bytes below their highest since the last
+    /// time and stopped falling: after a burst, not during steady load (each time costs page
+    /// faults when the memory is used again).
+    pub memory_trim_after_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -508,6 +519,8 @@ impl Default for LimitsConfig {
             memory_bytes: Auto::Auto,
             flow_control_timeout_ms: 0,
             socket_send_buffer_bytes: 64 * 1024,
+            memory_trim_ms: 250,
+            memory_trim_after_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -1062,6 +1075,10 @@ impl BrokerConfig {
         positive("limits.max-inflight-frames", l.max_inflight_frames)?;
         positive("limits.max-inflight-bytes", l.max_inflight_bytes)?;
         positive(
+            "limits.memory-trim-after-bytes",
+            l.memory_trim_after_bytes as usize,
+        )?;
+        positive(
             "limits.destination-memory-bytes",
             l.destination_memory_bytes,
         )?;
@@ -1158,6 +1175,7 @@ impl BrokerConfig {
                 message: "must be a fraction above 0 and at most 1".into(),
             });
         }
+        positive("journal.compact-read-bytes", j.compact_read_bytes)?;
         positive("store.max-bytes", self.store.max_bytes as usize)?;
         positive("ha.lock-keepalive-ms", self.ha.lock_keepalive_ms as usize)?;
         if !(300..=3_600_000).contains(&self.ha.lease_ms) {

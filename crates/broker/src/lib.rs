@@ -24,6 +24,7 @@ pub mod resources;
 mod service;
 pub mod store;
 mod tls;
+mod trim;
 
 pub use config::{BrokerConfig, StoreKind};
 pub use lifecycle::{Broker, StartError};

@@ -368,6 +368,7 @@ async fn promote(
         format!("ID:{}-{boot}-", config.name).into(),
         opened.recovered.max_seq,
     ));
+    crate::trim::start(&core);
     let service = Arc::new(Service::new(core, boot, node.security.clone()));
     let recovered_count = opened.recovered.message_count();
     service.restore(opened.recovered).await;

@@ -35,6 +35,8 @@ pub struct MemoryBudget {
     pub(crate) waiting: AtomicU64,
     /// Producers that gave up waiting (`limits.flow-control-timeout-ms`).
     pub(crate) timeouts: AtomicU64,
+    /// Times freed heap was given back to the OS (`crate::trim`).
+    pub(crate) trims: AtomicU64,
 }
 
 impl MemoryBudget {
@@ -46,6 +48,7 @@ impl MemoryBudget {
             freed: Notify::new(),
             waiting: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            trims: AtomicU64::new(0),
         })
     }
 

@@ -160,6 +160,11 @@ fn memory(out: &mut Exposition, memory: &crate::memory::MemoryBudget) {
         "SENDs refused after waiting longer than limits.flow-control-timeout-ms.",
         load(&memory.timeouts),
     );
+    out.counter(
+        "memory_trims_total",
+        "Times freed heap memory was given back to the operating system after a burst (limits.memory-trim-ms).",
+        load(&memory.trims),
+    );
 }
 
 fn store(out: &mut Exposition, store: &crate::store::Usage) {

@@ -419,3 +419,59 @@ async fn the_postgres_store_times_its_commits() {
     );
     p.disconnect().await;
 }
+
+/// The broker's resident memory (VmRSS), in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// `limits.memory-trim-*`: once a burst of messages has gone, the heap it
+/// freed goes back to the operating system (counted, and the process's
+/// resident memory falls), where glibc alone kept it mapped for good.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn memory_a_drained_burst_freed_is_given_back_to_the_os() {
+    let b =
+        BrokerProcess::start("[limits]\nmemory-trim-ms = 50\nmemory-trim-after-bytes = 4194304\n")
+            .await;
+    let trims = |s: &Scrape| s.get("halyard_memory_trims_total", "");
+    assert_eq!(trims(&Scrape::of(b.http).await), 0.0);
+    // 16 MiB of bodies held in the queue (non-persistent: in memory).
+    const N: usize = 2048;
+    let body = "x".repeat(8 * 1024);
+    let mut p = Stomp::connect(b.stomp).await;
+    for _ in 0..N {
+        p.send_msg("/queue/trim", &body, &[]).await;
+    }
+    eventually(Duration::from_secs(30), "the burst held", || async {
+        let used = Scrape::of(b.http).await.get("halyard_memory_bytes", "");
+        (used >= (N * 8 * 1024) as f64).then_some(())
+    })
+    .await;
+    let full = rss_bytes(b.pid());
+    let mut c = Stomp::connect(b.stomp).await;
+    c.subscribe("s", "/queue/trim", "auto", &[]).await;
+    for _ in 0..N {
+        c.recv_message().await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "a trim after the drain",
+        || async {
+            let s = Scrape::of(b.http).await;
+            (s.get("halyard_memory_bytes", "") < 1024.0 * 1024.0 && trims(&s) >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let after = rss_bytes(b.pid());
+    assert!(
+        after + 8 * 1024 * 1024 < full,
+        "resident memory {full} B with the burst held, {after} B after it went"
+    );
+}

@@ -333,22 +333,32 @@ impl Session {
     }
 
     /// The next whole command in the input buffer, if reading.
+    ///
+    /// Room to read into is made only when no whole command is left (so
+    /// the buffer holds part of one command plus one read): what a
+    /// connection reads ahead stays about `READ_CHUNK`. Making room while
+    /// not reading (the pipeline full, the memory budget spent) grew a
+    /// buffer full of unread commands by doubling at every such pause,
+    /// which with 16 asynchronous producers was 109 MiB of read buffers
+    /// (issue #19, scenario ow-d).
     fn buffered_command(&mut self, reading: bool) -> Result<Option<Command>, Fatal> {
-        if !reading || self.rbuf.is_empty() {
-            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(READ_CHUNK);
-            }
+        if !reading {
             return Ok(None);
         }
-        let cmd = self
-            .codec
-            .decode(&mut self.rbuf)
-            .map_err(|e| Fatal::protocol(format!("malformed OpenWire frame: {e}")))?;
+        let cmd = if self.rbuf.is_empty() {
+            None
+        } else {
+            self.codec
+                .decode(&mut self.rbuf)
+                .map_err(|e| Fatal::protocol(format!("malformed OpenWire frame: {e}")))?
+        };
+        if self.rbuf.capacity() > KEEP_CAPACITY && self.rbuf.len() < READ_CHUNK {
+            // Grown for a large message: given back once it has gone.
+            let rest = std::mem::replace(&mut self.rbuf, BytesMut::with_capacity(READ_CHUNK));
+            self.rbuf.extend_from_slice(&rest);
+        }
         if cmd.is_none() && self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(READ_CHUNK);
-        }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
-            self.rbuf = BytesMut::with_capacity(READ_CHUNK);
         }
         Ok(cmd)
     }

@@ -129,6 +129,10 @@ pub struct JournalConfig {
     /// so that recovery and takeover read only what was written after it.
     /// 0: never (recovery reads the whole journal).
     pub checkpoint_bytes: u64,
+    /// How much of a segment being compacted is read into memory at a time
+    /// (a record larger than this is read whole). Reading the whole segment
+    /// made compaction the largest allocation of a queue drain (issue #19).
+    pub compact_read_bytes: usize,
 }
 
 impl Default for JournalConfig {
@@ -139,6 +143,7 @@ impl Default for JournalConfig {
             compact_below: 0.5,
             on_corruption: OnCorruption::Refuse,
             checkpoint_bytes: 64 * 1024 * 1024,
+            compact_read_bytes: COMPACT_STEP,
         }
     }
 }
@@ -194,10 +199,43 @@ struct Head {
 
 /// A compaction in progress: the segment being emptied and how far through
 /// it the copying has got.
+///
+/// The segment is read a window at a time (`JournalConfig::compact_read_bytes`
+/// bytes, or one whole record if that is larger), not whole: a 32 MiB segment read at once
+/// was the largest single allocation of a queue drain (issue #19).
 struct Compaction {
     seg: u64,
+    file: Arc<File>,
+    window: usize,
+    /// Where the segment's written records end.
+    end: usize,
+    /// The window: `data` holds the segment's bytes from offset `base`.
+    base: usize,
     data: Vec<u8>,
+    /// The next record's offset in the segment.
     at: usize,
+}
+
+impl Compaction {
+    /// The window's bytes from `at` on.
+    fn rest(&self) -> &[u8] {
+        &self.data[self.at - self.base..]
+    }
+
+    /// Makes the window hold at least `need` bytes from `at` on (or all of
+    /// the segment that is left), reading a new one from `at` if it does not.
+    fn ensure(&mut self, need: usize) -> std::io::Result<()> {
+        let have = self.base + self.data.len() - self.at;
+        if have >= need || self.base + self.data.len() >= self.end {
+            return Ok(());
+        }
+        let len = need.max(self.window).min(self.end - self.at);
+        // Freed first: never two windows at once.
+        self.data = Vec::new();
+        self.data = segment::read_at(&self.file, self.at as u64, len)?;
+        self.base = self.at;
+        Ok(())
+    }
 }
 
 /// Framed records ready to append, and what they mean for the index.
@@ -774,12 +812,15 @@ impl StoreBackend for JournalStore {
                 .get(&seg)
                 .map_or((0, 0), |s| (s.start, s.end));
             let Some(file) = file else { return Ok(false) };
-            let data = segment::read_at(&file, 0, end as usize)
-                .map_err(|e| StoreError::io("cannot read segment for compaction", e))?;
             tracing::debug!(segment = seg, "compacting journal segment");
+            // The first window is read by the first step.
             self.compaction = Some(Compaction {
                 seg,
-                data,
+                file,
+                window: self.cfg.compact_read_bytes.max(1),
+                end: end as usize,
+                base: start as usize,
+                data: Vec::new(),
                 at: start as usize,
             });
         }

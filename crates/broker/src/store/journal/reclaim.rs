@@ -9,6 +9,9 @@ use super::{COMPACT_STEP, Group, JournalStore, format, read, recovery, segment, 
 use crate::model::now_ms;
 use crate::store::{Record, StoreError};
 
+/// A batch marker record's length (frame and payload: type and count).
+const MARKER_LEN: usize = FRAME_LEN + 5;
+
 impl JournalStore {
     /// After space was freed: gives the head the preallocation a full disk
     /// denied it, and accepts new messages again once there is room.
@@ -170,32 +173,49 @@ impl JournalStore {
         };
         let mut group = Group::default();
         let mut count = 0u32;
-        let mut body = Vec::new();
+        // Room for the batch marker, written once the count is known.
+        let mut body = vec![0u8; MARKER_LEN];
         let mut entries = Vec::new();
-        {
+        let read_err = |e| StoreError::io("cannot read segment for compaction", e);
+        while c.at < c.end && body.len() < COMPACT_STEP {
+            // The window for the next record, read without the index's lock.
+            c.ensure(FRAME_LEN).map_err(read_err)?;
+            if Frame::at(c.rest()) == Frame::Incomplete && c.rest().len() >= FRAME_LEN {
+                // A record the window cuts: read it whole (the length is
+                // below MAX_PAYLOAD, or the frame would be Bad).
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&c.rest()[..4]);
+                let len = u32::from_le_bytes(len) as usize;
+                c.ensure(FRAME_LEN + len).map_err(read_err)?;
+            }
+            let mut damaged = false;
             let idx = read(&self.catalog.index);
-            while c.at < c.data.len() && body.len() < COMPACT_STEP {
-                let len = match Frame::at(&c.data[c.at..]) {
+            while c.at < c.end && body.len() < COMPACT_STEP {
+                let window_ends_early = c.base + c.data.len() < c.end;
+                if window_ends_early && c.rest().len() < FRAME_LEN {
+                    break;
+                }
+                let len = match Frame::at(c.rest()) {
                     Frame::Record { len } => len,
                     Frame::End => {
-                        c.at = c.data.len();
+                        c.at = c.end;
                         break;
                     }
-                    // Damage a recovery accepted: the records after it are
-                    // live too (stopping here would leave them, and pick
-                    // the segment again and again).
+                    // Cut by the window: the next one has it.
+                    Frame::Incomplete if window_ends_early => break,
                     Frame::Incomplete | Frame::Bad(_) => {
-                        c.at = recovery::resync(&c.data, c.at + 1).unwrap_or(c.data.len());
-                        continue;
+                        damaged = true;
+                        break;
                     }
                 };
-                let frame = &c.data[c.at..c.at + FRAME_LEN + len];
+                let off = c.at;
+                c.at += FRAME_LEN + len;
+                let frame = &c.data[off - c.base..c.at - c.base];
                 let loc = Loc {
                     seg: c.seg,
-                    off: c.at as u32,
+                    off: off as u32,
                     len: frame.len() as u32,
                 };
-                c.at += frame.len();
                 let Ok(entry) = format::decode(&frame[FRAME_LEN..]) else {
                     continue;
                 };
@@ -250,23 +270,38 @@ impl JournalStore {
                     count += 1;
                 }
             }
+            drop(idx);
+            if damaged {
+                // Damage a recovery accepted: the records after it are live
+                // too (stopping here would leave them, and pick the segment
+                // again and again). Rare: the rest of the segment is read
+                // whole to find the next record.
+                c.ensure(c.end - c.at).map_err(read_err)?;
+                let from = c.at - c.base + 1;
+                c.at = recovery::resync(&c.data, from).map_or(c.end, |o| c.base + o);
+            }
         }
         if count > 0 {
-            // The copies go in as one batch, like any other.
-            let mut w = Writer::default();
-            if count > 1 {
+            // The copies go in as one batch, like any other: its marker
+            // takes the room kept for it at the front of `body` (so the
+            // step's copies are not copied once more behind it).
+            let shift = if count > 1 {
+                let mut w = Writer::default();
                 w.batch_marker(count);
-            }
-            let shift = w.buf.len();
-            group.bytes = w.buf;
-            group.bytes.extend_from_slice(&body);
+                body[..MARKER_LEN].copy_from_slice(&w.buf);
+                0
+            } else {
+                body.drain(..MARKER_LEN);
+                MARKER_LEN
+            };
+            group.bytes = body;
             group.records = entries
                 .into_iter()
-                .map(|(off, len, e)| (off + shift, len, e))
+                .map(|(off, len, e)| (off - shift, len, e))
                 .collect();
             self.append(group)?;
         }
-        if c.at < c.data.len() {
+        if c.at < c.end {
             self.compaction = Some(c);
         } else {
             tracing::debug!(segment = c.seg, "journal segment compacted");
