@@ -74,9 +74,12 @@ impl Shared {
     }
 }
 
+/// A STOMP frame: command, headers, body.
+type Frame = (String, Vec<(String, String)>, Vec<u8>);
+
 /// One STOMP frame: its command, headers and body (content-length or up to
 /// the NUL).
-fn read_frame(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, Vec<(String, String)>, Vec<u8>)>> {
+fn read_frame(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Frame>> {
     let mut line = String::new();
     // Heart-beats and the newlines between frames.
     loop {
@@ -169,10 +172,7 @@ fn main() -> std::io::Result<()> {
         eprintln!("usage: sync_floor ADDR FILE");
         std::process::exit(2);
     };
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
     let shared = Arc::new(Shared {
         log: Mutex::default(),
         changed: Condvar::new(),
