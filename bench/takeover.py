@@ -10,7 +10,7 @@ as connections are refused). The killed broker is restarted as the new slave
 and the next round kills the other one.
 
     bench/takeover.py [--messages N] [--rounds R] [--binary target/release/halyard]
-                      [--store-url postgres://USER@HOST:PORT/DATABASE]
+                      [--store-url postgres://USER@HOST:PORT/DATABASE] [--logs DIR]
 
 Prints every round and the median; with --json, a JSON summary.
 """
@@ -121,12 +121,15 @@ def main() -> None:
                          "killed (default 2: long enough for a journal master to checkpoint its index; "
                          "0: kill it the moment the fill ends, with up to journal.checkpoint-bytes of "
                          "journal written after its last checkpoint)")
+    ap.add_argument("--logs", help="keep the brokers' logs (a.log, b.log) in this directory")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = (["--store", "postgres", "--store-url", args.store_url] if args.store_url
                  else ["--data-dir", str(tmp / "data")])
-        nodes = [Node(args.binary, n, store, tmp) for n in ("a", "b")]
+        logdir = Path(args.logs) if args.logs else tmp
+        logdir.mkdir(parents=True, exist_ok=True)
+        nodes = [Node(args.binary, n, store, logdir) for n in ("a", "b")]
         times = []
         try:
             nodes[0].start()

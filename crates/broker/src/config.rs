@@ -1385,6 +1385,7 @@ impl BrokerConfig {
             when_full: self.store.when_full,
             duplicates: self.duplicate_bounds(),
             readers: self.store.readers,
+            standby: None,
         }
     }
 

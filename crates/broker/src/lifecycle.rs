@@ -161,7 +161,7 @@ impl Broker {
         let lease = Duration::from_millis(ha.lease_ms);
         let election = node.site.election(poll, lease, node.owner());
         let elected = match driver::try_elect(&election).await {
-            Ok(Some(mastery)) => promote(&node, mastery, Duration::ZERO).await,
+            Ok(Some(mastery)) => promote(&node, mastery, Duration::ZERO, None).await,
             Ok(None) => {
                 broker.waiter = Some(wait_to_take_over(&node, election, http_addr));
                 Ok(())
@@ -300,14 +300,16 @@ fn wait_to_take_over(node: &Arc<Node>, election: Election, http: SocketAddr) -> 
         "slave: another broker is master; waiting to take over (client ports stay closed)"
     );
     node.role.saw_owner(owner);
+    let standby = standby(node);
     let node = node.clone();
     tokio::spawn(async move {
+        let _stop = standby.clone().map(crate::store::journal::StopOnDrop);
         let since = Instant::now();
         let refresh = Duration::from_millis(node.config.ha.lock_keepalive_ms.max(10));
         let mut retry = Duration::from_millis(250);
         let result = loop {
             let result = match driver::wait_elected(&election, &node.role, refresh).await {
-                Ok(mastery) => promote(&node, mastery, since.elapsed()).await,
+                Ok(mastery) => promote(&node, mastery, since.elapsed(), standby.clone()).await,
                 Err(e) => Err(e.into()),
             };
             match result {
@@ -331,12 +333,32 @@ fn wait_to_take_over(node: &Arc<Node>, election: Election, http: SocketAddr) -> 
     })
 }
 
+/// A slave of a journal on a shared directory decodes the master's newest
+/// index checkpoint while it waits (`journal.standby-preload`).
+fn standby(node: &Node) -> Option<Arc<crate::store::journal::Standby>> {
+    let config = &node.config;
+    let crate::store::open::Site::Directory { dir, journal: true } = &node.site else {
+        return None;
+    };
+    if !config.journal.standby_preload || config.journal.checkpoint_bytes == 0 {
+        return None;
+    }
+    match crate::store::journal::Standby::watch(dir, config.duplicate_bounds()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start decoding the journal's checkpoint ahead of a takeover");
+            None
+        }
+    }
+}
+
 /// Takes over as master: claims a new epoch, recovers the store, opens the
 /// client listeners and starts watching mastery.
 async fn promote(
     node: &Arc<Node>,
     mut mastery: Mastery,
     waited: Duration,
+    standby: Option<Arc<crate::store::journal::Standby>>,
 ) -> Result<(), StartError> {
     let took_lock = Instant::now();
     node.role.set_role(Role::Recovering);
@@ -354,10 +376,9 @@ async fn promote(
         );
     }
     let recovery = Instant::now();
-    let opened = node
-        .site
-        .open(epoch, &watch, &config.store_settings())
-        .await?;
+    let mut settings = config.store_settings();
+    settings.standby = standby;
+    let opened = node.site.open(epoch, &watch, &settings).await?;
     let recovery_ms = recovery.elapsed().as_millis() as u64;
     let started_at_ms = now_ms();
     let boot = format!("{started_at_ms:x}{:04x}", std::process::id() & 0xffff);

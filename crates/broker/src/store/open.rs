@@ -78,6 +78,8 @@ pub(crate) struct StoreSettings {
     pub(crate) duplicates: DuplicateBounds,
     /// PostgreSQL reader connections.
     pub(crate) readers: usize,
+    /// The checkpoint a slave decoded while it waited (journal).
+    pub(crate) standby: Option<Arc<crate::store::journal::Standby>>,
 }
 
 /// Where the store lives.
@@ -298,7 +300,8 @@ impl Site {
                     Some(fence.clone()),
                 )
                 .duplicate_bounds(settings.duplicates)
-                .hand_over_later();
+                .hand_over_later()
+                .with_standby(settings.standby.clone());
                 start(backend, usage, settings).await
             }
             _ => Err(StoreError::Failed(

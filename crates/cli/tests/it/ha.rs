@@ -423,6 +423,46 @@ async fn a_remaining_slave_names_the_new_master_after_a_takeover() {
     }
 }
 
+/// A waiting slave decodes the master's index checkpoint ahead of time;
+/// after kill -9 it starts from that copy, and every receipted message is
+/// there.
+#[tokio::test]
+async fn a_slave_takes_over_from_the_checkpoint_it_decoded_while_waiting() {
+    let mut c = Cluster::new(CONFIG);
+    let a = c.master("a").await;
+    let b = c.slave("b").await;
+    let mut p = Stomp::connect(c.nodes[a].stomp).await;
+    for i in 0..200 {
+        p.send_msg(
+            "/queue/standby",
+            &format!("m{i}"),
+            &[("persistent", "true")],
+        )
+        .await;
+    }
+    // The master checkpoints once quiet for a second; the slave decodes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.nodes[b]
+        .logs()
+        .contains("standby: the master's index checkpoint decoded")
+    {
+        assert!(Instant::now() < deadline, "{}", c.nodes[b].logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.nodes[a].kill();
+    let w = c.wait_new_master(&[b]).await;
+    let logs = c.nodes[w].logs();
+    assert!(
+        logs.contains("starting from the checkpoint decoded while this broker waited as a slave"),
+        "{logs}"
+    );
+    let mut s = Stomp::connect(c.nodes[w].stomp).await;
+    s.subscribe("s", "/queue/standby", "auto", &[]).await;
+    for i in 0..200 {
+        assert_eq!(body(&s.recv_message().await), format!("m{i}"));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 4. Many kill/restart cycles
 // ---------------------------------------------------------------------------

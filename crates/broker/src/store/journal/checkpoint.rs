@@ -54,7 +54,7 @@ const TEMP: &str = "index.checkpoint.tmp";
 const MAGIC: [u8; 8] = *b"HLYDCKPT";
 const VERSION: u16 = 1;
 /// magic, version, reserved, body length, body checksum.
-const HEADER: usize = 8 + 2 + 2 + 8 + 4;
+pub(crate) const HEADER: usize = 8 + 2 + 2 + 8 + 4;
 /// How long the journal must be unchanged before a checkpoint is written
 /// for what changed (when less than `checkpoint-bytes` changed).
 const QUIET: Duration = Duration::from_secs(1);

@@ -28,6 +28,8 @@ mod reader;
 mod reclaim;
 mod recovery;
 mod segment;
+mod standby;
+pub use standby::{Standby, StopOnDrop};
 
 use reader::Reader;
 
@@ -133,6 +135,10 @@ pub struct JournalConfig {
     /// (a record larger than this is read whole). Reading the whole segment
     /// made compaction the largest allocation of a queue drain (issue #19).
     pub compact_read_bytes: usize,
+    /// A slave decodes the master's newest checkpoint while it waits, so a
+    /// takeover starts from it without reading it (the slave holds the
+    /// decoded index meanwhile: about 40 bytes a stored message).
+    pub standby_preload: bool,
 }
 
 impl Default for JournalConfig {
@@ -144,6 +150,7 @@ impl Default for JournalConfig {
             on_corruption: OnCorruption::Refuse,
             checkpoint_bytes: 64 * 1024 * 1024,
             compact_read_bytes: COMPACT_STEP,
+            standby_preload: true,
         }
     }
 }
@@ -297,6 +304,8 @@ pub struct JournalStore {
     /// Recovery hands live messages over from the index once the broker
     /// serves ([`crate::store::Recovered::later`]) instead of listing them.
     later: bool,
+    /// The checkpoint a slave decoded while it waited.
+    standby: Option<Arc<Standby>>,
 }
 
 impl JournalStore {
@@ -339,6 +348,7 @@ impl JournalStore {
             checkpointer: None,
             from_checkpoint: false,
             later: false,
+            standby: None,
         }
     }
 
@@ -392,6 +402,14 @@ impl JournalStore {
     /// them all before it returns.
     pub fn hand_over_later(mut self) -> JournalStore {
         self.later = true;
+        self
+    }
+
+    /// Recovery first tries the checkpoint `standby` decoded while this
+    /// broker waited as a slave (used only if it is still the file in
+    /// place).
+    pub fn with_standby(mut self, standby: Option<Arc<Standby>>) -> JournalStore {
+        self.standby = standby;
         self
     }
 

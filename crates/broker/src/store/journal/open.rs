@@ -451,6 +451,12 @@ impl JournalStore {
         if self.cfg.checkpoint_bytes == 0 {
             return None;
         }
+        if let Some(loaded) = self.standby.as_ref().and_then(|s| s.take()) {
+            tracing::info!(
+                "starting from the checkpoint decoded while this broker waited as a slave"
+            );
+            return Some(loaded);
+        }
         match checkpoint::load(&self.dir, self.duplicates) {
             Ok(c) => Some(c),
             Err(checkpoint::Unusable::Missing) => None,

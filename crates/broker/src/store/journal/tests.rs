@@ -1175,6 +1175,74 @@ async fn messages_handed_over_later_are_those_listed_at_once() {
     }
 }
 
+/// The duplicate bounds `JournalStore::new` starts with.
+fn default_bounds() -> crate::store::DuplicateBounds {
+    crate::store::DuplicateBounds {
+        per_key: 2000,
+        total: usize::MAX,
+        max_age_ms: 0,
+    }
+}
+
+fn standby_with_copy(dir: &Path) -> Arc<Standby> {
+    let standby = Standby::watch(dir, default_bounds()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !standby.holds_copy() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby decoded no checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    standby
+}
+
+/// A slave decodes the master's checkpoint while it waits; a takeover
+/// starts from that copy, with the same result as reading everything, and
+/// only while it is still the file in place: one the master replaced since
+/// is not used.
+#[tokio::test]
+async fn a_checkpoint_a_slave_decoded_ahead_is_used_only_while_it_is_the_file_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(dir.path(), 4096);
+    varied_work(&mut j, 1).await;
+    j.checkpointer().write_one().unwrap();
+    varied_work(&mut j, 200).await;
+    drop(j); // a crash
+    let (full, _) = recover_copy(dir.path(), false, |_| {});
+
+    let standby = standby_with_copy(dir.path());
+    let mut c = cfg(4096);
+    c.on_corruption = OnCorruption::Skip;
+    let mut j = JournalStore::new(dir.path(), c.clone(), Arc::default(), 0)
+        .with_standby(Some(standby.clone()));
+    let r = j.recover_sync().unwrap();
+    assert!(j.from_checkpoint);
+    assert!(!standby.holds_copy(), "the copy was not taken");
+    assert_eq!(state(&j, r), full);
+
+    // The new master writes on and checkpoints again; a slave's copy of
+    // the checkpoint before is stale.
+    varied_work(&mut j, 400).await;
+    j.checkpointer().write_one().unwrap();
+    drop(j);
+    let standby = standby_with_copy(dir.path());
+    standby.stop();
+    let (mut j, _) = open(dir.path(), 4096);
+    varied_work(&mut j, 600).await;
+    j.checkpointer().write_one().unwrap();
+    drop(j);
+    assert!(
+        standby.take().is_none(),
+        "a replaced checkpoint's copy was handed over"
+    );
+    let (full, _) = recover_copy(dir.path(), false, |_| {});
+    let mut j = JournalStore::new(dir.path(), c, Arc::default(), 0).with_standby(Some(standby));
+    let r = j.recover_sync().unwrap();
+    assert!(j.from_checkpoint);
+    assert_eq!(state(&j, r), full);
+}
+
 /// A crash at any step of writing a checkpoint — the new file written
 /// aside and cut anywhere, or renamed into place but damaged — leaves a
 /// journal that recovers exactly, from the old checkpoint or from
