@@ -178,11 +178,27 @@ impl Service {
         let count = later.len();
         let mut chunks: Vec<Vec<StoredMessage>> = targets.iter().map(|_| Vec::new()).collect();
         loop {
-            let next = later.next_chunk(RESTORE_CHUNK);
+            let next = match later.next_chunk(RESTORE_CHUNK).await {
+                Ok(next) => next,
+                Err(e) => {
+                    // They stay stored: the next start (or a slave's
+                    // takeover) restores them.
+                    tracing::error!(error = %e,
+                        "cannot read the rest of the recovered messages; those not handed over yet are delivered after the next restart");
+                    break;
+                }
+            };
             if next.is_empty() {
                 break;
             }
             for (key, m) in next {
+                // The scheduler's, when the store streams them too.
+                if m.key == StoreKey::Scheduled {
+                    if let Some(s) = self.scheduler.get() {
+                        let _ = s.add(scheduler::Entry::recovered(m)).await;
+                    }
+                    continue;
+                }
                 let key = key as usize;
                 let (Some(Some((handle, durable))), Some(chunk)) =
                     (targets.get(key), chunks.get_mut(key))

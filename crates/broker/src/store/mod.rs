@@ -522,55 +522,77 @@ impl Recovered {
 /// deep store's whole list first would keep a taking-over slave from
 /// serving for as long as that takes.
 pub trait LaterMessages: Send + 'static {
+    /// What is to come, known before anything is handed over.
+    fn shape(&self) -> &LaterShape;
     /// The keys the messages name, by id.
-    fn keys(&self) -> &[StoreKey];
+    fn keys(&self) -> &[StoreKey] {
+        &self.shape().keys
+    }
     /// Whether each key (by id) has messages to come.
-    fn in_use(&self) -> &[bool];
+    fn in_use(&self) -> &[bool] {
+        &self.shape().in_use
+    }
     /// How many messages there are to come.
-    fn len(&self) -> usize;
+    fn len(&self) -> usize {
+        self.shape().len
+    }
     /// Whether none are to come.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// The next ones, at most `max`, each with its key's id; none when
-    /// all have come.
-    fn next_chunk(&mut self, max: usize) -> Vec<(u32, StoredMessage)>;
+    /// all have come. A source that streams them from elsewhere (the
+    /// database) may have to wait, or fail.
+    fn next_chunk(&mut self, max: usize) -> LaterChunk<'_>;
+}
+
+/// A chunk of [`LaterMessages`], each message with its key's id.
+pub type LaterChunk<'a> = std::pin::Pin<
+    Box<dyn Future<Output = Result<Vec<(u32, StoredMessage)>, StoreError>> + Send + 'a>,
+>;
+
+/// What [`LaterMessages`] are to come: the keys they name (by id),
+/// whether each has any, and how many in all.
+#[derive(Debug, Default)]
+pub struct LaterShape {
+    /// The keys, by id.
+    pub keys: Vec<StoreKey>,
+    /// Whether each key has messages to come.
+    pub in_use: Vec<bool>,
+    /// How many messages in all.
+    pub len: usize,
 }
 
 /// A [`RecoveredMessages`] handed over a chunk at a time.
 pub(crate) struct EagerMessages {
-    keys: Vec<StoreKey>,
-    in_use: Vec<bool>,
-    len: usize,
+    shape: LaterShape,
     rest: Box<dyn Iterator<Item = (u32, StoredMessage)> + Send>,
 }
 
 impl EagerMessages {
     pub(crate) fn new(messages: RecoveredMessages) -> EagerMessages {
         EagerMessages {
-            keys: messages.keys.clone(),
-            in_use: messages.keys_in_use(),
-            len: messages.len(),
+            shape: LaterShape {
+                keys: messages.keys.clone(),
+                in_use: messages.keys_in_use(),
+                len: messages.len(),
+            },
             rest: Box::new(messages.into_sorted_with_ids()),
         }
     }
 }
 
 impl LaterMessages for EagerMessages {
-    fn keys(&self) -> &[StoreKey] {
-        &self.keys
+    fn shape(&self) -> &LaterShape {
+        &self.shape
     }
 
-    fn in_use(&self) -> &[bool] {
-        &self.in_use
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn next_chunk(&mut self, max: usize) -> Vec<(u32, StoredMessage)> {
-        self.rest.by_ref().take(max).collect()
+    fn next_chunk(&mut self, max: usize) -> LaterChunk<'_> {
+        Box::pin(std::future::ready(Ok(self
+            .rest
+            .by_ref()
+            .take(max)
+            .collect())))
     }
 }
 

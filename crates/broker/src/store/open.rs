@@ -285,7 +285,8 @@ impl Site {
                     lost.token(),
                     usage.clone(),
                 )
-                .await?;
+                .await?
+                .hand_over_later();
                 start(backend, usage, settings).await
             }
             (Site::Directory { journal: false, .. }, _) => {

@@ -14,13 +14,11 @@
 use std::sync::Arc;
 
 use super::{Catalog, read};
-use crate::store::{LaterMessages, StoreKey, StoredMessage};
+use crate::store::{LaterChunk, LaterMessages, LaterShape, StoreKey, StoredMessage};
 
 pub(super) struct IndexWalk {
     catalog: Arc<Catalog>,
-    keys: Vec<StoreKey>,
-    in_use: Vec<bool>,
-    len: usize,
+    shape: LaterShape,
     /// The next sequence number to look from, and the last to hand over.
     next: u64,
     last: u64,
@@ -53,9 +51,7 @@ impl IndexWalk {
         };
         IndexWalk {
             catalog,
-            keys,
-            in_use,
-            len,
+            shape: LaterShape { keys, in_use, len },
             next: 0,
             last,
         }
@@ -64,9 +60,7 @@ impl IndexWalk {
     fn done(catalog: Arc<Catalog>) -> IndexWalk {
         IndexWalk {
             catalog,
-            keys: Vec::new(),
-            in_use: Vec::new(),
-            len: 0,
+            shape: LaterShape::default(),
             next: 1,
             last: 0,
         }
@@ -74,19 +68,18 @@ impl IndexWalk {
 }
 
 impl LaterMessages for IndexWalk {
-    fn keys(&self) -> &[StoreKey] {
-        &self.keys
+    fn shape(&self) -> &LaterShape {
+        &self.shape
     }
 
-    fn in_use(&self) -> &[bool] {
-        &self.in_use
+    fn next_chunk(&mut self, max: usize) -> LaterChunk<'_> {
+        Box::pin(std::future::ready(Ok(self.walk(max))))
     }
+}
 
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn next_chunk(&mut self, max: usize) -> Vec<(u32, StoredMessage)> {
+impl IndexWalk {
+    /// The next up to `max` live messages of the index.
+    fn walk(&mut self, max: usize) -> Vec<(u32, StoredMessage)> {
         let mut out = Vec::new();
         if self.next > self.last {
             return out;
@@ -98,7 +91,7 @@ impl LaterMessages for IndexWalk {
         for (&seq, l) in idx.messages.range(self.next..=self.last) {
             self.next = seq + 1;
             let key = l.key;
-            let Some(store_key) = self.keys.get(key as usize) else {
+            let Some(store_key) = self.shape.keys.get(key as usize) else {
                 continue;
             };
             if *store_key == StoreKey::Scheduled {

@@ -1156,7 +1156,7 @@ async fn messages_handed_over_later_are_those_listed_at_once() {
         assert!(later.in_use().iter().any(|u| *u));
         let mut handed = 0;
         loop {
-            let chunk = later.next_chunk(3);
+            let chunk = later.next_chunk(3).await.unwrap();
             if chunk.is_empty() {
                 break;
             }
@@ -1170,7 +1170,7 @@ async fn messages_handed_over_later_are_those_listed_at_once() {
         }
         assert_eq!(handed, later.len());
         assert_eq!(r.message_count(), count);
-        assert!(later.next_chunk(3).is_empty());
+        assert!(later.next_chunk(3).await.unwrap().is_empty());
         assert_eq!(state(&j, r), listed, "checkpoints {checkpoints}");
     }
 }

@@ -27,6 +27,7 @@
 //! for as long as the master holds its lease.
 
 mod copy;
+mod later;
 mod lease;
 mod properties;
 mod schema;
@@ -39,7 +40,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
@@ -51,8 +51,8 @@ pub use target::DatabaseUrlError;
 use target::Target;
 
 use super::{
-    Batch, DurableSubscription, MessageReader, Record, Recovered, RecoveredMessages, StoreBackend,
-    StoreError, StoreKey, Usage,
+    Batch, DurableSubscription, Later, MessageReader, Record, Recovered, RecoveredMessages,
+    StoreBackend, StoreError, StoreKey, Usage,
 };
 use crate::model::{Message, MessageId};
 
@@ -619,12 +619,23 @@ pub struct PostgresStore {
     writer_thread: Option<std::thread::ThreadId>,
     reader: Arc<PgReader>,
     last_upkeep: Instant,
+    /// Recovery hands the messages over once the broker serves
+    /// ([`crate::store::Recovered::later`]), streamed from the database.
+    later: bool,
 }
 
 /// Time between upkeep passes (pruning duplicate ids, measuring size).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl PostgresStore {
+    /// Has recovery hand the messages over once the broker serves,
+    /// streamed from the database (`later.rs`), rather than read them all
+    /// before it returns.
+    pub fn hand_over_later(mut self) -> PostgresStore {
+        self.later = true;
+        self
+    }
+
     /// Connects (creating or migrating the schema) as the master of
     /// `epoch`. `lost` is cancelled if the lease is lost.
     pub async fn connect(
@@ -663,6 +674,7 @@ impl PostgresStore {
             writer: Some((client, statements)),
             writer_thread: Some(std::thread::current().id()),
             last_upkeep: Instant::now(),
+            later: false,
         })
     }
 
@@ -873,6 +885,7 @@ impl StoreBackend for PostgresStore {
         };
         let usage = self.usage.clone();
         let epoch = self.epoch;
+        let (hand_over_later, url) = (self.later, self.config.url.clone());
         let (c, _) = self
             .writer()
             .await
@@ -884,111 +897,74 @@ impl StoreBackend for PostgresStore {
             .await
             .map_err(|e| db("cannot read the lock row", e))?
             .get(0);
-        // Streamed (rows are handled as they arrive, never all held), and
-        // only what the broker needs to start: no bodies or properties,
-        // which the reader loads when a consumer needs them. They are in
-        // another table (`halyard_message_bodies`, schema version 6), so
-        // this scan reads ~100 bytes a row rather than every body (a
-        // sequential scan reads whole rows); `size`, a weight for memory
-        // accounting, was stored with the row for the same reason. No
-        // WHERE and no ORDER BY: the whole table is wanted, in any order,
-        // and a sequential scan is the cheapest way to read it (an index
-        // would cost every send). Binary COPY: see `copy`.
-        let stream = c
-            .copy_out(
-                "COPY (SELECT seq, key_kind, key_a, key_b, priority, expires, deliveries, \
-                 size, sched_due, sched_fired, not_before FROM halyard_messages) \
-                 TO STDOUT (FORMAT binary)",
-            )
-            .await
-            .map_err(|e| db("cannot read stored messages", e))?;
-        futures::pin_mut!(stream);
-        let bad = |e: copy::CopyFormatError| setup("cannot read stored messages", e);
-        let mut key_ids: HashMap<(i16, String, String), u32> = HashMap::new();
-        // Rows of one queue tend to come together: the last key is looked
-        // up without building its strings.
-        let mut last: Option<(i16, String, String, u32)> = None;
-        let mut buf = bytes::BytesMut::new();
-        let (mut header, mut ended) = (false, false);
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(|e| db("cannot read stored messages", e))?
-        {
-            buf.extend_from_slice(&chunk);
-            let mut at = 0;
-            if !header {
-                match copy::header(&buf).map_err(bad)? {
-                    Some(n) => (at, header) = (n, true),
-                    None => continue,
-                }
-            }
-            loop {
-                let (f, n) = match copy::tuple::<11>(&buf[at..]).map_err(bad)? {
-                    copy::Tuple::More => break,
-                    copy::Tuple::End => {
-                        ended = true;
-                        at = buf.len();
-                        break;
-                    }
-                    copy::Tuple::Row(f, n) => (f, n),
-                };
-                at += n;
-                let seq = copy::int::<8>(f[0]).map_err(bad)?;
-                let kind = copy::int::<2>(f[1]).map_err(bad)? as i16;
-                let a = copy::text(f[2]).map_err(bad)?;
-                let b = copy::text(f[3]).map_err(bad)?;
-                let key = match &last {
-                    Some((k, la, lb, id)) if *k == kind && la == a && lb == b => *id,
-                    _ => {
-                        let (a, b) = (a.to_owned(), b.to_owned());
-                        let id = match key_ids.get(&(kind, a.clone(), b.clone())) {
-                            Some(&k) => k,
-                            None => {
-                                let store_key = match kind {
-                                    2 => StoreKey::Durable {
-                                        client_id: a.as_str().into(),
-                                        name: b.as_str().into(),
-                                    },
-                                    3 => StoreKey::Scheduled,
-                                    _ => StoreKey::Queue(a.as_str().into()),
-                                };
-                                let k = messages.key_id(&store_key);
-                                key_ids.insert((kind, a.clone(), b.clone()), k);
-                                k
-                            }
-                        };
-                        last = Some((kind, a, b, id));
-                        id
-                    }
-                };
-                let size = copy::int::<4>(f[7]).map_err(bad)?;
-                let weight = size.clamp(0, i64::from(u32::MAX - 128)) as u32 + 128;
-                bytes += u64::from(weight);
-                max_seq = max_seq.max(seq);
-                messages.push_compact(
-                    seq as u64,
-                    key,
-                    copy::int::<2>(f[4]).map_err(bad)?.clamp(0, 9) as u8,
-                    copy::int::<8>(f[5]).map_err(bad)?.max(0) as u64,
-                    weight,
-                    (
-                        copy::int::<4>(f[6]).map_err(bad)?.max(0) as u32,
-                        copy::int::<8>(f[10]).map_err(bad)?.max(0) as u64,
-                    ),
-                );
-                if kind == 3 {
-                    let state = crate::store::ScheduleState {
-                        due: copy::int::<8>(f[8]).map_err(bad)?.max(0) as u64,
-                        fired: copy::int::<4>(f[9]).map_err(bad)?.max(0) as u32,
+        let mut later = None;
+        if hand_over_later {
+            // What serving needs; the rows follow once it serves (`later.rs`).
+            let (shape, ids, weight, last) = later::survey(c).await?;
+            bytes = weight;
+            max_seq = max_seq.max(last);
+            later = Some(Later(Box::new(later::Stream::start(
+                url, shape, ids, last,
+            )?)));
+        } else {
+            // Streamed (rows are handled as they arrive, never all held),
+            // and only what the broker needs to start: no bodies or
+            // properties, which the reader loads when a consumer needs
+            // them. They are in another table (`halyard_message_bodies`,
+            // schema version 6), so this scan reads ~100 bytes a row rather
+            // than every body; `size`, a weight for memory accounting, was
+            // stored with the row for the same reason. No WHERE and no
+            // ORDER BY: the whole table is wanted, in any order, and a
+            // sequential scan is the cheapest way to read it (an index
+            // would cost every send). Binary COPY: see `copy`.
+            let mut key_ids: HashMap<(i16, String, String), u32> = HashMap::new();
+            // Rows of one queue tend to come together: the last key is
+            // looked up without building its strings.
+            let mut last: Option<(i16, String, String, u32)> = None;
+            let query = format!(
+                "COPY (SELECT {} FROM halyard_messages) TO STDOUT (FORMAT binary)",
+                later::COLUMNS
+            );
+            later::copy_rows(
+                c,
+                &query,
+                |f| {
+                    let mut key_of = |kind: i16, a: &str, b: &str| match &last {
+                        Some((k, la, lb, id)) if *k == kind && la == a && lb == b => *id,
+                        _ => {
+                            let cols = (kind, a.to_owned(), b.to_owned());
+                            let id = match key_ids.get(&cols) {
+                                Some(&k) => k,
+                                None => {
+                                    let k = messages.key_id(&later::store_key(kind, a, b));
+                                    key_ids.insert(cols.clone(), k);
+                                    k
+                                }
+                            };
+                            last = Some((cols.0, cols.1, cols.2, id));
+                            id
+                        }
                     };
-                    messages.set_schedule(seq as u64, state);
-                }
-            }
-            let _ = buf.split_to(at);
-        }
-        if !ended {
-            return Err(bad(copy::CopyFormatError::truncated()));
+                    let row = later::Row::parse(f, &mut key_of)
+                        .map_err(|e| setup("cannot read stored messages", e))?;
+                    bytes += u64::from(row.weight);
+                    max_seq = max_seq.max(row.seq as i64);
+                    messages.push_compact(
+                        row.seq,
+                        row.key,
+                        row.priority,
+                        row.expires,
+                        row.weight,
+                        (row.deliveries, row.not_before),
+                    );
+                    if let Some(state) = row.schedule {
+                        messages.set_schedule(row.seq, state);
+                    }
+                    Ok(())
+                },
+                async || Ok(()),
+            )
+            .await?;
         }
         let subscriptions = c
             .query(
@@ -1058,7 +1034,7 @@ impl StoreBackend for PostgresStore {
         usage.set(bytes);
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            messages = messages.len(),
+            messages = messages.len() + later.as_ref().map_or(0, |l| l.0.len()),
             subscriptions = subscriptions.len(),
             queues = queues.len(),
             epoch,
@@ -1066,7 +1042,7 @@ impl StoreBackend for PostgresStore {
         );
         Ok(Recovered {
             messages,
-            later: None,
+            later,
             subscriptions,
             queues,
             max_seq: max_seq.max(0) as u64,

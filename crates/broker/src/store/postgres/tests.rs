@@ -224,3 +224,90 @@ fn new_messages_are_sent_in_statements_of_bounded_size() {
         assert!([c.key_a.len(), c.headers.len(), c.body.len(), c.id_n.len()] == [n; 4]);
     }
 }
+
+/// What recovery streams once the broker serves (`later.rs`) is what it
+/// reads at once: every message with its key, details and schedule, and
+/// the same highest sequence number.
+#[tokio::test]
+async fn messages_handed_over_later_are_those_read_at_once() {
+    let url = tokio::task::spawn_blocking(|| halyard_testkit::database("handed_over_later"))
+        .await
+        .unwrap();
+    let mut c = connect(&url).await.unwrap();
+    schema::migrate_to(&mut c, 2).await.unwrap();
+    c.batch_execute(include_str!("../../../tests/fixtures/postgres-v2.sql"))
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for later in [false, true] {
+        c.execute(
+            "UPDATE halyard_lock SET epoch = epoch + 1 WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+        let epoch: i64 = c
+            .query_one("SELECT epoch FROM halyard_lock", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let config = PostgresConfig {
+            url: url.clone(),
+            readers: 1,
+            duplicates: DuplicateBounds {
+                per_key: 100,
+                total: usize::MAX,
+                max_age_ms: 0,
+            },
+        };
+        let p = PostgresStore::connect(
+            config,
+            epoch as u64,
+            CancellationToken::new(),
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        let mut p = if later { p.hand_over_later() } else { p };
+        let mut r = p.recover().await.unwrap();
+        let line = |m: &crate::store::StoredMessage| {
+            format!(
+                "{} {:?} p{} e{} w{} d{} nb{} {:?}",
+                m.seq,
+                m.key,
+                m.priority,
+                m.expires,
+                m.weight,
+                m.deliveries,
+                m.not_before,
+                m.schedule
+            )
+        };
+        let mut all: Vec<String> = Vec::new();
+        match r.later.take() {
+            Some(crate::store::Later(mut l)) => {
+                assert!(later);
+                let count = l.len();
+                loop {
+                    let chunk = l.next_chunk(10).await.unwrap();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    for (key, m) in chunk {
+                        assert_eq!(l.keys()[key as usize], m.key);
+                        assert!(l.in_use()[key as usize]);
+                        all.push(line(&m));
+                    }
+                }
+                assert_eq!(all.len(), count);
+            }
+            None => assert!(!later),
+        }
+        all.extend(r.messages.into_sorted().map(|m| line(&m)));
+        all.sort();
+        found.push((all, r.max_seq));
+        p.close().await;
+    }
+    assert!(!found[0].0.is_empty());
+    assert_eq!(found[0], found[1]);
+}
