@@ -100,6 +100,7 @@ pub(crate) fn spawn_queue(shared: Arc<BrokerCore>, destination: Destination) -> 
         id,
         idleness: super::reclaim::Idleness::default(),
         deferred: Vec::new(),
+        destroy_when_restored: None,
     };
     tokio::spawn(actor.run(control, publish));
     handle
@@ -119,6 +120,8 @@ struct QueueActor {
     idleness: super::reclaim::Idleness,
     /// Browsers and operators' takes waiting for recovery's messages.
     deferred: Vec<Control>,
+    /// A deletion waiting for recovery's messages.
+    destroy_when_restored: Option<tokio::sync::oneshot::Sender<Vec<u64>>>,
 }
 
 impl QueueActor {
@@ -160,6 +163,12 @@ impl QueueActor {
                         self.dispatcher.clear();
                         break;
                     }
+                    // Deleting it needs every recovered message in hand:
+                    // one not handed over yet would stay stored and come
+                    // back at the next start.
+                    Some(Control::Destroy { reply }) if self.dispatcher.is_restoring() => {
+                        self.destroy_when_restored = Some(reply);
+                    }
                     Some(Control::Destroy { reply }) => {
                         self.take_waiting(&mut publish);
                         let _ = reply.send(self.dispatcher.stored_seqs());
@@ -194,6 +203,15 @@ impl QueueActor {
                 // A message waiting out its redelivery delay is due: the
                 // dispatch below takes it.
                 () = wake_at(self.dispatcher.next_due()) => {}
+            }
+            if let Some(reply) = self
+                .destroy_when_restored
+                .take_if(|_| !self.dispatcher.is_restoring())
+            {
+                self.take_waiting(&mut publish);
+                let _ = reply.send(self.dispatcher.stored_seqs());
+                self.dispatcher.clear();
+                break;
             }
             self.dispatcher.dispatch(now_ms(), &mut effects);
             start_loading(&self.shared, &mut self.dispatcher, &mut self.loading);

@@ -400,6 +400,38 @@ async fn after_kill_9_new_messages_queue_behind_every_recovered_one() {
     );
 }
 
+/// Deleting a queue while its recovered messages are still coming in
+/// deletes them all (the deletion waits for the last): none comes back at
+/// the next start.
+#[tokio::test]
+async fn a_queue_deleted_while_its_recovered_messages_come_in_stays_deleted() {
+    const N: usize = 50_000;
+    const Q: &str = "/queue/deep.deleted";
+    let mut b = BrokerProcess::start("").await;
+    let mut p = Stomp::connect(b.stomp).await;
+    for i in 0..N - 1 {
+        p.send(persistent_send(Q, &format!("m{i}"))).await;
+    }
+    p.send_msg(Q, "last", &[("persistent", "true")]).await;
+    b.kill();
+    b.restart().await;
+    let r = halyard_testkit::http::http_request(
+        b.http,
+        "DELETE",
+        "/api/destinations/queue/deep.deleted",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["messages"], N, "{}", r.body);
+    b.kill();
+    b.restart().await;
+    let (status, text) = b.http_get("/api/destinations").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("deep.deleted"), "{text}");
+}
+
 /// Recovery knows the keys of queues whose messages are all gone (a
 /// deleted queue's); a restart must not bring such a queue back.
 #[tokio::test]
