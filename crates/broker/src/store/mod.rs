@@ -319,6 +319,25 @@ pub struct DurableSubscription {
     pub selector: Option<String>,
 }
 
+/// Runs the future `work` makes on a thread of its own, with a
+/// single-threaded runtime: for work that blocks on disk I/O, or that must
+/// not take the broker's runtime from serving.
+pub(crate) fn spawn_on_own_runtime<F, Fut>(
+    name: &str,
+    work: F,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || rt.block_on(work()))
+}
+
 /// Recovered messages in sequence order, held compactly (a few bytes per
 /// message plus each distinct key once): deep queues recover millions.
 #[derive(Debug, Default)]
@@ -1014,26 +1033,13 @@ impl Store {
         let stats = usage.clone();
         // The writer blocks on disk I/O, so it gets a thread (and a
         // single-threaded runtime for async backends) of its own.
-        let thread = std::thread::Builder::new()
-            .name("halyard-store".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the store writer");
-                        on_fail.cancel();
-                        return;
-                    }
-                };
-                let fail = Failure {
-                    token: on_fail,
-                    error: failure_set,
-                };
-                rt.block_on(writer(backend, rx, parked, stats, fail, dups));
-            })?;
+        let thread = spawn_on_own_runtime("halyard-store", move || {
+            let fail = Failure {
+                token: on_fail,
+                error: failure_set,
+            };
+            writer(backend, rx, parked, stats, fail, dups)
+        })?;
         Ok((
             Store {
                 tx,

@@ -412,11 +412,10 @@ pub(crate) fn decode(bytes: &[u8], bounds: DuplicateBounds) -> Result<Loaded, Un
             return Err(Unusable::Bad("messages out of order".into()));
         }
         last = Some(seq);
-        let at = loc;
         messages.push((
             seq,
             index::Live {
-                at,
+                at: loc,
                 key,
                 priority,
                 expires,

@@ -186,29 +186,12 @@ impl Stream {
     ) -> Result<Stream, StoreError> {
         let (tx, rx) = mpsc::channel(AHEAD);
         let keys = shape.keys.clone();
-        std::thread::Builder::new()
-            .name("pg-restore".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(StoreError::io(
-                            "cannot start the restore stream",
-                            e,
-                        )));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    if let Err(e) = stream(&url, &keys, &ids, last, &tx).await {
-                        let _ = tx.send(Err(e)).await;
-                    }
-                });
-            })
-            .map_err(|e| StoreError::io("cannot start the restore stream", e))?;
+        crate::store::spawn_on_own_runtime("pg-restore", move || async move {
+            if let Err(e) = stream(&url, &keys, &ids, last, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        })
+        .map_err(|e| StoreError::io("cannot start the restore stream", e))?;
         Ok(Stream { shape, rx })
     }
 }

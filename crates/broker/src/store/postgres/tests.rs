@@ -37,6 +37,39 @@ async fn a_database_written_by_schema_5_opens() {
     opens_from_schema(5).await;
 }
 
+/// Takes the lock row's epoch one further, as a new master after the old
+/// one was killed; returns it.
+async fn next_epoch(c: &tokio_postgres::Client) -> u64 {
+    c.execute(
+        "UPDATE halyard_lock SET epoch = epoch + 1 WHERE id = 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    let epoch: i64 = c
+        .query_one("SELECT epoch FROM halyard_lock", &[])
+        .await
+        .unwrap()
+        .get(0);
+    epoch as u64
+}
+
+/// The store of the database at `url`, master of `epoch`.
+async fn master_of(url: &str, epoch: u64) -> PostgresStore {
+    let config = PostgresConfig {
+        url: url.to_owned(),
+        readers: 1,
+        duplicates: DuplicateBounds {
+            per_key: 100,
+            total: usize::MAX,
+            max_age_ms: 0,
+        },
+    };
+    PostgresStore::connect(config, epoch, CancellationToken::new(), Arc::default())
+        .await
+        .unwrap()
+}
+
 async fn opens_from_schema(version: i32) {
     let url = tokio::task::spawn_blocking(move || {
         halyard_testkit::database(&format!("schema_{version}"))
@@ -62,35 +95,9 @@ async fn opens_from_schema(version: i32) {
         .await
         .unwrap();
     // A new master, as after the old one was killed.
-    c.execute(
-        "UPDATE halyard_lock SET epoch = epoch + 1 WHERE id = 1",
-        &[],
-    )
-    .await
-    .unwrap();
-    let epoch: i64 = c
-        .query_one("SELECT epoch FROM halyard_lock", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let epoch = next_epoch(&c).await;
     let open = || async {
-        let config = PostgresConfig {
-            url: url.clone(),
-            readers: 1,
-            duplicates: DuplicateBounds {
-                per_key: 100,
-                total: usize::MAX,
-                max_age_ms: 0,
-            },
-        };
-        let mut p = PostgresStore::connect(
-            config,
-            epoch as u64,
-            CancellationToken::new(),
-            Arc::default(),
-        )
-        .await
-        .unwrap();
+        let mut p = master_of(&url, epoch).await;
         let r = p.recover().await.unwrap();
         (p, r)
     };
@@ -240,34 +247,7 @@ async fn messages_handed_over_later_are_those_read_at_once() {
         .unwrap();
     let mut found = Vec::new();
     for later in [false, true] {
-        c.execute(
-            "UPDATE halyard_lock SET epoch = epoch + 1 WHERE id = 1",
-            &[],
-        )
-        .await
-        .unwrap();
-        let epoch: i64 = c
-            .query_one("SELECT epoch FROM halyard_lock", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let config = PostgresConfig {
-            url: url.clone(),
-            readers: 1,
-            duplicates: DuplicateBounds {
-                per_key: 100,
-                total: usize::MAX,
-                max_age_ms: 0,
-            },
-        };
-        let p = PostgresStore::connect(
-            config,
-            epoch as u64,
-            CancellationToken::new(),
-            Arc::default(),
-        )
-        .await
-        .unwrap();
+        let p = master_of(&url, next_epoch(&c).await).await;
         let mut p = if later { p.hand_over_later() } else { p };
         let mut r = p.recover().await.unwrap();
         let line = |m: &crate::store::StoredMessage| {
