@@ -337,6 +337,12 @@ pub struct StoreConfig {
     /// slave waits for the lease), so that a group can start before its
     /// database.
     pub start_timeout_ms: u64,
+    /// How long the store's writer, having confirmed a group, polls for
+    /// the next batch before it sleeps, in microseconds (0: it sleeps at
+    /// once). A producer that waits for each receipt sends its next
+    /// message within this; catching it saves a wake-up of the writer's
+    /// thread. The writer polls only while the gaps it sees are this short.
+    pub writer_spin_us: u64,
 }
 
 impl Default for StoreConfig {
@@ -348,6 +354,7 @@ impl Default for StoreConfig {
             url: String::new(),
             readers: 4,
             start_timeout_ms: 0,
+            writer_spin_us: 200,
         }
     }
 }
@@ -1177,6 +1184,13 @@ impl BrokerConfig {
         }
         positive("journal.compact-read-bytes", j.compact_read_bytes)?;
         positive("store.max-bytes", self.store.max_bytes as usize)?;
+        if self.store.writer_spin_us > 10_000 {
+            // Polling longer than a slow sync takes only burns a core.
+            return Err(ConfigError::Invalid {
+                key: "store.writer-spin-us",
+                message: "must be at most 10000 (10 ms)".into(),
+            });
+        }
         positive("ha.lock-keepalive-ms", self.ha.lock_keepalive_ms as usize)?;
         if !(300..=3_600_000).contains(&self.ha.lease_ms) {
             return Err(ConfigError::Invalid {
@@ -1385,6 +1399,7 @@ impl BrokerConfig {
             when_full: self.store.when_full,
             duplicates: self.duplicate_bounds(),
             readers: self.store.readers,
+            writer_spin: std::time::Duration::from_micros(self.store.writer_spin_us),
             standby: None,
         }
     }

@@ -29,6 +29,9 @@ pub(crate) fn service(config: BrokerConfig) -> Arc<Service> {
             limit: config.store.max_bytes,
             when_full: config.store.when_full,
             duplicates: config.duplicate_bounds(),
+            // Many of these run at once: a polling writer would only burn
+            // the CPU the others need.
+            spin: std::time::Duration::ZERO,
         },
         Vec::new(),
     )

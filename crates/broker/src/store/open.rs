@@ -78,6 +78,8 @@ pub(crate) struct StoreSettings {
     pub(crate) duplicates: DuplicateBounds,
     /// PostgreSQL reader connections.
     pub(crate) readers: usize,
+    /// `store.writer-spin-us`.
+    pub(crate) writer_spin: Duration,
     /// The checkpoint a slave decoded while it waited (journal).
     pub(crate) standby: Option<Arc<crate::store::journal::Standby>>,
 }
@@ -334,6 +336,7 @@ async fn start<B: StoreBackend>(
         limit: settings.max_bytes,
         when_full: settings.when_full,
         duplicates: settings.duplicates,
+        spin: settings.writer_spin,
     };
     let duplicate_ids = std::mem::take(&mut recovered.duplicate_ids);
     let (store, writer) = Store::spawn(backend, usage, writer, duplicate_ids)
