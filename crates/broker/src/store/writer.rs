@@ -1,0 +1,394 @@
+//! The store's writer: the one owner of the backend, on a thread of its
+//! own, gathering what is submitted into groups (one write and one sync
+//! each), with bookkeeping parked to ride on them ([`Parked`]) and a short
+//! poll for a producer about to send again ([`Spin`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{Batch, Duplicates, Record, StoreBackend, StoreError, Usage, dedup};
+
+pub(super) type Done = oneshot::Sender<Result<Duplicates, StoreError>>;
+
+pub(super) enum Request {
+    Write {
+        batch: Batch,
+        /// `None` for bookkeeping nobody waits for: it is written in order
+        /// and becomes durable with the next sync.
+        done: Option<Done>,
+    },
+    /// Finish what is queued, then stop.
+    Close { done: oneshot::Sender<()> },
+}
+
+/// Bookkeeping batches parked for the writer's next pass.
+#[derive(Default)]
+pub(super) struct Parked {
+    batches: std::sync::Mutex<Vec<Batch>>,
+    count: std::sync::atomic::AtomicUsize,
+    /// The writer has waited `LAZY_DELAY` without work and now sleeps until
+    /// a request comes or `wake` is notified. Only then does parking wake
+    /// it: a writer that has just finished a group looks at the parked
+    /// batches within `LAZY_DELAY` anyway, so the consumer whose
+    /// acknowledgement is parked does not pay for a wake-up of the writer's
+    /// thread (nor does the producer whose SEND follows, on a busy
+    /// machine).
+    sleeping: std::sync::atomic::AtomicBool,
+    /// Wakes a sleeping writer when the first batch is parked, so that it
+    /// goes to disk within `LAZY_DELAY` even if no durable write comes
+    /// along.
+    wake: Notify,
+}
+
+/// Most parked batches; beyond it bookkeeping goes through the channel
+/// (and waits, like everything else, if the writer is behind).
+const PARKED_MAX: usize = 4096;
+/// How long parked bookkeeping may wait for a durable write to ride on.
+const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Parked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Batch>> {
+        // Pushing and taking leave the vector consistent at all times.
+        self.batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Parks a batch, or hands it back if too many are parked.
+    pub(super) fn park(&self, batch: Batch) -> Result<(), Batch> {
+        if self.count.load(Ordering::Relaxed) >= PARKED_MAX {
+            return Err(batch);
+        }
+        self.lock().push(batch);
+        // SeqCst, paired with `sleep`: either the writer sees this batch
+        // before it sleeps, or this sees it asleep and wakes it.
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 && self.sleeping.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count.load(Ordering::SeqCst) == 0
+    }
+
+    fn take(&self) -> Vec<Batch> {
+        let taken = std::mem::take(&mut *self.lock());
+        self.count.fetch_sub(taken.len(), Ordering::SeqCst);
+        taken
+    }
+
+    /// The idle writer's wait: the next request, or `None` once something
+    /// is parked (or the channel is closed). For `LAZY_DELAY` it waits
+    /// without telling parkers, so they need not wake it; then, if nothing
+    /// is parked, it sleeps until a request comes or a parker wakes it.
+    async fn sleep(&self, rx: &mut mpsc::Receiver<Request>) -> Option<Request> {
+        if let Ok(r) = tokio::time::timeout(LAZY_DELAY, rx.recv()).await {
+            return r;
+        }
+        if !self.is_empty() {
+            return None;
+        }
+        self.sleeping.store(true, Ordering::SeqCst);
+        let r = if self.is_empty() {
+            tokio::select! {
+                r = rx.recv() => r,
+                () = self.wake.notified() => None,
+            }
+        } else {
+            None
+        };
+        self.sleeping.store(false, Ordering::SeqCst);
+        r
+    }
+}
+
+/// Whether the idle writer polls for the next batch before it sleeps.
+///
+/// A producer that waits for each confirmation before it sends again (a
+/// synchronous JMS producer; a STOMP client asking a receipt for each
+/// SEND) sends its next batch some tens of microseconds after its last was
+/// confirmed. A writer asleep by then must be woken, through its runtime's
+/// event fd and the kernel's wake-up of an idle CPU, which on a virtual
+/// machine costs about as much again: a quarter of what the disk's sync
+/// leaves (issue #19's goal 1). Polling for a short while, yielding the CPU
+/// to any thread that is ready, catches the batch as it comes.
+///
+/// It polls only while that pays: while the last gap between a confirmed
+/// group and the next batch was within the budget. A sparse or idle broker
+/// so spins at most once per quiet spell, and a busy one finds its next
+/// group waiting and never needs to.
+pub(super) struct Spin {
+    budget: std::time::Duration,
+    pays: bool,
+    confirmed_at: Option<std::time::Instant>,
+}
+
+impl Spin {
+    pub(super) fn new(budget: std::time::Duration) -> Spin {
+        Spin {
+            budget,
+            pays: !budget.is_zero(),
+            confirmed_at: None,
+        }
+    }
+
+    /// The next request, polling for it for up to the budget if that pays.
+    /// (Parked bookkeeping waits for a durable write to ride on anyway.)
+    fn poll(&self, rx: &mut mpsc::Receiver<Request>) -> Result<Request, mpsc::error::TryRecvError> {
+        let mut got = rx.try_recv();
+        if self.pays && matches!(got, Err(mpsc::error::TryRecvError::Empty)) {
+            let until = std::time::Instant::now() + self.budget;
+            while matches!(got, Err(mpsc::error::TryRecvError::Empty))
+                && std::time::Instant::now() < until
+            {
+                // Yielding, not spinning: on a small machine the thread
+                // that will send the batch (or deliver the last one to a
+                // consumer) may need this CPU. Measured: spinning made
+                // scenario a slower with a consumer; yielding faster.
+                std::thread::yield_now();
+                got = rx.try_recv();
+            }
+        }
+        got
+    }
+
+    /// A group someone waited for was confirmed just now.
+    fn confirmed(&mut self) {
+        self.confirmed_at = Some(std::time::Instant::now());
+    }
+
+    /// A batch came: was it soon enough after the last confirmation for
+    /// the next wait to be spent polling?
+    fn arrived(&mut self) {
+        if let Some(at) = self.confirmed_at.take() {
+            self.pays = !self.budget.is_zero() && at.elapsed() <= self.budget;
+        }
+    }
+}
+
+/// Most batches handed to the backend in one call.
+const MAX_GROUP: usize = 4096;
+/// Most bytes of new messages gathered into one group (beyond its first
+/// batch, which goes whole). A backend turns a group into one write (the
+/// journal copies it into one buffer) or one transaction (PostgreSQL takes
+/// at most 1 GiB in one statement): with bodies of up to 100 MiB, a group
+/// of every batch that queued up could otherwise reach gigabytes. 8 MiB
+/// keeps the disk as busy (a group this size takes longer to write than
+/// to gather) while bounding the broker's memory when producers outrun the
+/// disk: the group's buffer was most of scenario e's peak at 64 MiB.
+const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// How the writer reports that the store failed for good.
+pub(super) struct Failure {
+    pub(super) token: tokio_util::sync::CancellationToken,
+    pub(super) error: Arc<std::sync::OnceLock<StoreError>>,
+}
+
+impl Failure {
+    fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    fn fail(&self, e: &StoreError) {
+        let _ = self.error.set(e.clone());
+        self.token.cancel();
+    }
+}
+
+/// Whether a batch stores new data (rather than only freeing or
+/// annotating what is stored).
+pub(super) fn adds_data(batch: &Batch) -> bool {
+    batch.iter().any(|r| matches!(r, Record::Add { .. }))
+}
+
+/// Bytes of the new messages in a batch.
+pub(super) fn added_bytes(batch: &Batch) -> usize {
+    batch
+        .iter()
+        .map(|r| match r {
+            Record::Add { message, .. } => message.weight(),
+            _ => 0,
+        })
+        .sum()
+}
+
+pub(super) async fn writer<B: StoreBackend>(
+    mut backend: B,
+    mut rx: mpsc::Receiver<Request>,
+    parked: Arc<Parked>,
+    stats: Arc<Usage>,
+    failed: Failure,
+    mut dups: dedup::DupIndex,
+    mut spin: Spin,
+) {
+    let mut batches = Vec::new();
+    let mut waiters = Vec::new();
+    let mut closing = None;
+    let mut upkeep = true;
+    loop {
+        let first = match spin.poll(&mut rx) {
+            Ok(r) => Some(r),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) if !parked.is_empty() => {
+                // Give parked bookkeeping a moment to ride on a durable write.
+                tokio::time::timeout(LAZY_DELAY, rx.recv())
+                    .await
+                    .unwrap_or_default()
+            }
+            Err(mpsc::error::TryRecvError::Empty) if upkeep && !failed.is_cancelled() => {
+                match backend.maintain().await {
+                    Ok(more) => upkeep = more,
+                    Err(e) => {
+                        tracing::error!(error = %e, "store upkeep failed");
+                        if matches!(e, StoreError::Fenced(_)) {
+                            failed.fail(&e);
+                        }
+                        upkeep = false;
+                    }
+                }
+                continue;
+            }
+            // Idle: the next request, or what was parked meanwhile.
+            Err(mpsc::error::TryRecvError::Empty) => parked.sleep(&mut rx).await,
+        };
+        let disconnected = first.is_none() && rx.is_closed() && rx.is_empty();
+        if matches!(first, Some(Request::Write { .. })) {
+            spin.arrived();
+        }
+        for batch in parked.take() {
+            batches.push(batch);
+            waiters.push(None);
+        }
+        let mut next = first;
+        let mut bytes = 0;
+        while let Some(req) = next.take() {
+            match req {
+                Request::Write { batch, done } => {
+                    bytes += added_bytes(&batch);
+                    batches.push(batch);
+                    waiters.push(done);
+                }
+                Request::Close { done } => {
+                    closing = Some(done);
+                    break;
+                }
+            }
+            if batches.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batches.is_empty() {
+            let waiting = waiters.iter().flatten().count();
+            let sync = waiting > 0;
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats
+                .synced_groups
+                .fetch_add(u64::from(sync), Ordering::Relaxed);
+            stats
+                .synced_batches
+                .fetch_add(waiting as u64, Ordering::Relaxed);
+            stats
+                .lazy_batches
+                .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
+            let (found, added) = dups.filter(&mut batches);
+            stats
+                .duplicate_ids
+                .store(dups.len() as u64, Ordering::Relaxed);
+            let result = if failed.is_cancelled() {
+                Err(StoreError::Failed("the store failed earlier".into()))
+            } else {
+                let started = std::time::Instant::now();
+                let r = backend.write(&batches, sync).await;
+                if sync && r.is_ok() {
+                    stats.sync_seconds.observe_duration(started.elapsed());
+                    stats.group_batches.observe(waiting as u64);
+                }
+                r
+            };
+            // Refused for want of space (a full disk): the batches without
+            // new messages (acknowledgements) go in on their own, or nothing
+            // could ever free space.
+            let mut freeing: Option<(Vec<bool>, Result<(), StoreError>)> = None;
+            if let Err(StoreError::Unavailable { .. }) = &result {
+                let adds: Vec<bool> = batches.iter().map(adds_data).collect();
+                if adds.iter().any(|a| !a) && adds.iter().any(|a| *a) {
+                    let rest: Vec<Batch> = batches
+                        .iter()
+                        .zip(&adds)
+                        .filter(|(_, a)| !**a)
+                        .map(|(b, _)| b.clone())
+                        .collect();
+                    let retried = backend.write(&rest, sync).await;
+                    freeing = Some((adds, retried));
+                }
+            }
+            if let Err(e) = &result {
+                tracing::error!(error = %e, batches = batches.len(), "store write failed");
+                dups.roll_back(added);
+            }
+            for e in [Some(&result), freeing.as_ref().map(|(_, r)| r)]
+                .into_iter()
+                .flatten()
+            {
+                if let Err(e) = e
+                    && e.is_fatal()
+                {
+                    tracing::error!(error = %e, "the store failed");
+                    failed.fail(e);
+                }
+            }
+            for (i, (w, found)) in waiters.drain(..).zip(found).enumerate() {
+                // A submitter that went away no longer needs the answer.
+                if let Some(w) = w {
+                    let r = match &freeing {
+                        Some((adds, retried)) if !adds[i] => retried,
+                        _ => &result,
+                    };
+                    let _ = w.send(r.clone().map(|()| found));
+                }
+            }
+            if sync {
+                spin.confirmed();
+            }
+            batches.clear();
+            upkeep = true;
+        }
+        if closing.is_some() || disconnected {
+            break;
+        }
+    }
+    if !failed.is_cancelled() {
+        backend.close().await;
+    }
+    drop(backend);
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_writer_polls_only_while_the_gaps_it_sees_are_short() {
+        let budget = std::time::Duration::from_millis(20);
+        let mut spin = Spin::new(budget);
+        assert!(spin.pays, "a writer with a budget starts out polling");
+        spin.confirmed();
+        spin.arrived();
+        assert!(spin.pays, "a batch right after a confirmation");
+        spin.confirmed();
+        // The gap itself is what is under test.
+        std::thread::sleep(budget * 2);
+        spin.arrived();
+        assert!(!spin.pays, "a gap longer than the budget");
+        spin.confirmed();
+        spin.arrived();
+        assert!(spin.pays, "short gaps again");
+        assert!(!Spin::new(std::time::Duration::ZERO).pays, "0: never");
+    }
+}
