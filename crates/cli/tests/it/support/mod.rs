@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use halyard_testkit::free_port;
-use halyard_testkit::http::http_get;
+use halyard_testkit::http::{http_get, try_http_get};
 use halyard_testkit::process::{kill9, terminate, wait_timeout};
 use tokio::net::TcpStream;
 
@@ -125,7 +125,7 @@ impl BrokerProcess {
                     break;
                 }
                 if TcpStream::connect(self.stomp).await.is_ok() {
-                    return;
+                    return self.wait_master().await;
                 }
                 assert!(
                     started.elapsed() < Duration::from_secs(20),
@@ -145,7 +145,7 @@ impl BrokerProcess {
                 panic!("broker exited during start-up ({status}):\n{}", self.logs());
             }
             if TcpStream::connect(self.stomp).await.is_ok() {
-                return;
+                return self.wait_master().await;
             }
             assert!(
                 Instant::now() < deadline,
@@ -154,6 +154,30 @@ impl BrokerProcess {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for `/readyz` to say master. The first client port accepts a
+    /// moment before that (the broker reports itself master once every
+    /// listener is bound, so that a load balancer never sends a client to
+    /// a port still closed): a test reading the broker's state right after
+    /// connecting would otherwise race it. (An admin API over TLS does not
+    /// answer plain HTTP: then there is nothing to wait for here.)
+    async fn wait_master(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match try_http_get(self.http, "/readyz").await {
+                Ok((200, _)) => return,
+                Ok((0, _)) => return,
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker opened {} but never reported itself master:\n{}",
+                self.stomp,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
