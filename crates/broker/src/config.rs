@@ -1829,6 +1829,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ignore") && e.contains("refuse"), "{e}");
+        BrokerConfig::from_toml("[store]\nwriter-spin-us = 10000").unwrap();
+        let e = BrokerConfig::from_toml("[store]\nwriter-spin-us = 10001")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.writer-spin-us"), "{e}");
         BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870912").unwrap();
         let e = BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870913")
             .unwrap_err()

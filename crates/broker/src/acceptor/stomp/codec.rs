@@ -77,16 +77,15 @@ impl Decoder for SessionCodec {
                 // giving a large buffer back (once the frames cut from it
                 // are gone). With room to spare: a read that fills the
                 // buffer leaves the socket marked readable, and the next
-                // one only finds it empty (EAGAIN).
-                // (A connection of small frames, an idle one above all,
-                // keeps just READ_IDLE: 10,000 of them are issue #19's
-                // budget of 100 MiB.)
+                // one only finds it empty (EAGAIN). A connection of small
+                // frames, an idle one above all, keeps just READ_IDLE:
+                // 10,000 of them are issue #19's budget of 100 MiB.
                 let want = if self.last_frame < READ_IDLE {
                     READ_IDLE
                 } else {
                     (self.last_frame + READ_IDLE).min(READ_KEEP)
                 };
-                if src.capacity() > READ_KEEP.max(want) || src.capacity() < want {
+                if src.capacity() > READ_KEEP || src.capacity() < want {
                     *src = BytesMut::with_capacity(want);
                 }
                 Ok(None)

@@ -146,7 +146,7 @@ pub(super) async fn survey(
     // needs one, and a hash of its few groups: the planner, trusting
     // statistics taken while the table was small, otherwise sorts a
     // million rows on disk. Measured with 1 M stored: 540–720 ms as the
-    // writer's connection had it, 100–135 ms so (a parallel hash
+    // writer's connection had it, 100–165 ms so (a parallel hash
     // aggregate), and a takeover's recovery 515–612 ms before.
     c.batch_execute("BEGIN; SET LOCAL enable_seqscan = on; SET LOCAL enable_sort = off")
         .await
