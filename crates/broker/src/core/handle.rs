@@ -117,14 +117,16 @@ pub(crate) enum Control {
         name: DurableName,
         selector: Option<Arc<dyn super::dispatch::Select>>,
     },
-    /// Attach a consumer to a durable subscription, creating it (and
-    /// recording it in the store) if it does not exist.
     /// Attach a queue browser: it is shown the queue's messages of this
     /// moment without taking them, then told the end.
     Browse {
         consumer: ConsumerReg,
         done: oneshot::Sender<()>,
     },
+    /// Attach a consumer to a durable subscription, creating it (and
+    /// recording it in the store) if it does not exist. One asked for with
+    /// another selector, or removed, while recovery's messages for it are
+    /// still coming waits for the last of them.
     SubscribeDurable {
         name: DurableName,
         consumer: ConsumerReg,

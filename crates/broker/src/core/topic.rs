@@ -47,6 +47,8 @@ pub(crate) fn spawn_topic(shared: Arc<BrokerCore>, destination: Destination) -> 
         id,
         idleness: super::reclaim::Idleness::default(),
         durable_tags: HashMap::new(),
+        deferred: Vec::new(),
+        resumed: VecDeque::new(),
     };
     tokio::spawn(actor.run(control, publish));
     handle
@@ -56,6 +58,9 @@ pub(crate) fn spawn_topic(shared: Arc<BrokerCore>, destination: Destination) -> 
 /// attached.
 struct Durable {
     dispatcher: Dispatcher,
+    /// This incarnation's tag (see [`DURABLE_TAG`]): a copy written for
+    /// one that was made again since belongs to neither.
+    tag: u64,
     consumer: Option<ConsumerId>,
     /// Only messages it selects are kept for it.
     selector: Option<Arc<dyn Select>>,
@@ -72,7 +77,8 @@ type Loads = FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output =
 /// Copies for durable subscriptions waiting for the store.
 struct Pending {
     completion: Completion,
-    copies: Vec<(DurableName, Arc<Message>)>,
+    /// Each copy with the tag of the incarnation it was selected for.
+    copies: Vec<(DurableName, u64, Arc<Message>)>,
     accepted: Option<oneshot::Sender<()>>,
 }
 
@@ -97,6 +103,15 @@ struct TopicActor {
     idleness: super::reclaim::Idleness,
     /// Which durable subscription each durable dispatcher's tag names.
     durable_tags: HashMap<u64, DurableName>,
+    /// Removals (and makings again) of durable subscriptions whose
+    /// recovered messages are still coming in: done at the subscription's
+    /// `RestoreEnd`, once every message to remove is in hand. Done before,
+    /// those not handed over yet would land in the new subscription, or
+    /// bring a removed one back, and stay stored.
+    deferred: Vec<Control>,
+    /// Deferred controls whose subscription's restore has ended, in the
+    /// order they came.
+    resumed: VecDeque<Control>,
 }
 
 /// The bit that tells a durable subscription's tag from a consumer id.
@@ -158,6 +173,9 @@ impl TopicActor {
                     Some(cmd) => {
                         passive = matches!(cmd, Control::Stats { .. } | Control::Durables { .. });
                         self.control(cmd, &mut effects).await;
+                        while let Some(cmd) = self.resumed.pop_front() {
+                            self.control(cmd, &mut effects).await;
+                        }
                     }
                 },
                 stored = front(&mut self.pending) => self.durable_ready(stored).await,
@@ -261,7 +279,7 @@ impl TopicActor {
                     message: copy.clone(),
                     dedup: None,
                 });
-                copies.push((name.clone(), copy));
+                copies.push((name.clone(), d.tag, copy));
             } else if d.consumer.is_some() {
                 // Non-persistent messages reach only attached subscribers.
                 d.dispatcher.push_bounded(m.clone(), false, effects);
@@ -294,11 +312,12 @@ impl TopicActor {
             return;
         }
         let mut orphans = Vec::new();
-        for (name, copy) in p.copies {
+        for (name, tag, copy) in p.copies {
             match self.durable.get_mut(&name) {
-                Some(d) => d.dispatcher.push(copy, true),
-                // Removed while the copy was being written.
-                None => orphans.push(Record::Remove { seq: copy.seq }),
+                Some(d) if d.tag == tag => d.dispatcher.push(copy, true),
+                // Removed, or made again with another selector, while the
+                // copy was being written.
+                _ => orphans.push(Record::Remove { seq: copy.seq }),
             }
         }
         if !orphans.is_empty() {
@@ -338,6 +357,7 @@ impl TopicActor {
             dispatcher: Dispatcher::new(subscription_policy(&self.shared, &self.destination, true))
                 .with_memory(self.shared.memory.clone())
                 .with_tag(tag),
+            tag,
             consumer: None,
             selector,
             loading: false,
@@ -360,7 +380,33 @@ impl TopicActor {
         }
     }
 
+    /// Whether `cmd` removes (or makes again) a durable subscription whose
+    /// recovered messages are still coming in, or must wait behind one that
+    /// does.
+    fn waits_for_restore(&self, cmd: &Control) -> bool {
+        let (name, selector) = match cmd {
+            Control::RemoveDurable { name, .. } => (name, None),
+            Control::SubscribeDurable { name, consumer, .. } => (name, Some(&consumer.selector)),
+            _ => return false,
+        };
+        let Some(d) = self.durable.get(name) else {
+            return false;
+        };
+        if !d.dispatcher.is_restoring() {
+            return false;
+        }
+        let behind = self.deferred.iter().any(|c| {
+            matches!(c, Control::RemoveDurable { name: n, .. }
+                | Control::SubscribeDurable { name: n, .. } if n == name)
+        });
+        behind || selector.is_none_or(|s| !same_selector(s, &d.selector))
+    }
+
     async fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
+        if self.waits_for_restore(&cmd) {
+            self.deferred.push(cmd);
+            return;
+        }
         match cmd {
             Control::Subscribe { mut consumer, done } => {
                 let id = consumer.id;
@@ -403,6 +449,14 @@ impl TopicActor {
                 durable: Some(name),
             } => {
                 self.restored_durable(&name).dispatcher.end_restore();
+                let (now, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+                    .into_iter()
+                    .partition(|c| {
+                        matches!(c, Control::RemoveDurable { name: n, .. }
+                            | Control::SubscribeDurable { name: n, .. } if *n == name)
+                    });
+                self.deferred = still;
+                self.resumed.extend(now);
             }
             Control::RestoreBegin { durable: None } | Control::RestoreEnd { durable: None } => {}
             Control::Restore { durable, messages } => {
@@ -552,8 +606,7 @@ impl TopicActor {
                     name: name.name.to_string(),
                 });
             }
-            let text = |s: &Option<Arc<dyn Select>>| s.as_ref().map(|s| s.text().to_owned());
-            if text(&d.selector) != text(&selector) {
+            if !same_selector(&d.selector, &selector) {
                 tracing::info!(topic = %self.destination, client_id = %name.client_id,
                     subscription = %name.name, "durable subscription's selector changed: made again");
                 batch = removal(name.clone(), d);
@@ -609,6 +662,12 @@ impl TopicActor {
         }
         Ok(())
     }
+}
+
+/// Whether two selectors are the same text (or both absent): a durable
+/// subscription asked for with another is made again.
+fn same_selector(a: &Option<Arc<dyn Select>>, b: &Option<Arc<dyn Select>>) -> bool {
+    a.as_ref().map(|s| s.text()) == b.as_ref().map(|s| s.text())
 }
 
 /// Adds the counters of a subscription that is going to those of the

@@ -455,3 +455,137 @@ async fn queue_statistics_count_messages_waiting_in_the_publish_channel() {
     assert_eq!(q.dispatch.enqueued, 3, "{stats:?}");
     assert_eq!(q.dispatch.ready, 3, "{stats:?}");
 }
+
+/// A durable subscription made again (another selector) or removed while
+/// recovery's messages are still being handed to it waits for the last of
+/// them: done earlier, those still to come would land in the new
+/// subscription, or bring the removed one back, and stay stored.
+#[tokio::test]
+async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_for_them_all() {
+    use crate::core::{ConsumerReg, Control, DurableName};
+    use crate::store::{Record, StoredMessage};
+    let s = service(BrokerConfig::default());
+    let topic = Destination::topic("restored");
+    let h = s.core.destination(&topic).expect("the topic");
+    let red = s.stored_selector("color = 'red'").expect("a selector");
+    let name = |n: &str| DurableName {
+        client_id: "c".into(),
+        name: n.into(),
+    };
+    let (again, gone) = (name("again"), name("gone"));
+    // Stored, as recovery found them: 3 for each subscription, of which
+    // each gets one before the changes and two after.
+    let mut found = Vec::new();
+    for (d, first) in [(&again, 1), (&gone, 11)] {
+        for seq in first..first + 3 {
+            let message = crate::model::test_message(seq, 4);
+            let key = d.store_key();
+            let add = Record::Add {
+                key: key.clone(),
+                message: message.clone(),
+                dedup: None,
+            };
+            let stored = s.core.store.submit(vec![add]).await.expect("submitted");
+            stored.await.expect("stored");
+            found.push(StoredMessage {
+                key,
+                seq,
+                priority: 4,
+                expires: 0,
+                weight: message.weight() as u32,
+                deliveries: 0,
+                not_before: 0,
+                message: Some(message),
+                schedule: None,
+            });
+        }
+    }
+    assert!(s.core.store.used_bytes() > 0);
+    let restore = |d: &DurableName, seqs: std::ops::Range<u64>| Control::Restore {
+        durable: Some(d.clone()),
+        messages: found
+            .iter()
+            .filter(|m| seqs.contains(&m.seq))
+            .cloned()
+            .collect(),
+    };
+    for d in [&again, &gone] {
+        h.control(Control::RestoreSubscription {
+            name: d.clone(),
+            selector: red.clone(),
+        })
+        .await
+        .unwrap();
+        h.control(Control::RestoreBegin {
+            durable: Some(d.clone()),
+        })
+        .await
+        .unwrap();
+    }
+    h.control(restore(&again, 1..2)).await.unwrap();
+    h.control(restore(&gone, 11..12)).await.unwrap();
+
+    let (tx, mut deliveries) = mpsc::unbounded_channel();
+    let mut consumer = ConsumerReg::plain(1, 10, tx);
+    consumer.selector = s.stored_selector("color = 'blue'").expect("a selector");
+    let (done, mut subscribed) = tokio::sync::oneshot::channel();
+    h.control(Control::SubscribeDurable {
+        name: again.clone(),
+        consumer,
+        done,
+    })
+    .await
+    .unwrap();
+    let (done, mut removed) = tokio::sync::oneshot::channel();
+    h.control(Control::RemoveDurable {
+        name: gone.clone(),
+        done,
+    })
+    .await
+    .unwrap();
+    h.control(restore(&again, 2..4)).await.unwrap();
+    h.control(restore(&gone, 12..14)).await.unwrap();
+    // Every control so far has been taken once this is answered: neither
+    // change is done yet.
+    let views = durables(&h).await;
+    assert_eq!(views.len(), 2, "{views:?}");
+    assert!(subscribed.try_recv().is_err(), "made again too soon");
+    assert!(removed.try_recv().is_err(), "removed too soon");
+
+    for d in [&again, &gone] {
+        h.control(Control::RestoreEnd {
+            durable: Some(d.clone()),
+        })
+        .await
+        .unwrap();
+    }
+    subscribed.await.unwrap().expect("made again");
+    removed.await.unwrap().expect("removed");
+    let views = durables(&h).await;
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert_eq!(views[0].name, "again");
+    assert_eq!(views[0].selector.as_deref(), Some("color = 'blue'"));
+    assert_eq!(views[0].pending, 0, "{views:?}");
+    assert!(
+        deliveries.try_recv().is_err(),
+        "delivered a message it no longer selects"
+    );
+    // None of the six is left in the store (removals are written lazily).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.core.store.used_bytes() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovered messages left stored: {} bytes",
+            s.core.store.used_bytes()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn durables(h: &crate::core::DestHandle) -> Vec<crate::core::DurableView> {
+    let (reply, views) = tokio::sync::oneshot::channel();
+    h.control(crate::core::Control::Durables { reply })
+        .await
+        .unwrap();
+    views.await.unwrap()
+}
