@@ -1022,21 +1022,22 @@ async fn a_second_broker_on_the_same_data_directory_waits_as_a_slave_until_the_f
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let log = first.dir.path().join("second.log");
     let mut second = Reaper(Some(spawn_broker(&first, stomp, http, &log)));
-    // The second one serves its admin API as a slave, naming the holder,
+    // The second one serves its admin API as a slave, naming the holder
+    // once it has looked at the lock (its API answers a moment before),
     // and keeps its client port closed.
-    let status = eventually(
+    let v = eventually(
         Duration::from_secs(10),
-        "the slave's status",
+        "the slave's status naming the holder",
         || async move {
             let (code, text) = halyard_testkit::http::try_http_get(http, "/api/status")
                 .await
                 .ok()?;
-            (code == 200).then_some(text)
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            assert_eq!(v["role"], "slave", "{v}");
+            (code == 200 && !v["lock_owner"].is_null()).then_some(v)
         },
     )
     .await;
-    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
-    assert_eq!(v["role"], "slave", "{v}");
     assert_eq!(v["lock_owner"]["pid"], first.pid(), "{v}");
     let (code, _) = halyard_testkit::http::http_get(http, "/readyz").await;
     assert_eq!(code, 503);

@@ -283,10 +283,21 @@ impl Cluster {
         i
     }
 
-    /// Starts a broker that must wait as a slave.
+    /// Starts broker `name` while another is master; returns once it says
+    /// it is a slave and names the holder (it answers as a slave a moment
+    /// before its first look at the lock).
     pub async fn slave(&mut self, name: &str) -> usize {
         let i = self.spawn(name);
-        self.nodes[i].wait_role("slave", ROLE_WAIT).await;
+        let node = &mut self.nodes[i];
+        let deadline = Instant::now() + ROLE_WAIT;
+        while node.wait_role("slave", ROLE_WAIT).await["lock_owner"].is_null() {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never named the lock's holder:\n{}",
+                node.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         i
     }
 
