@@ -107,7 +107,8 @@ struct TopicActor {
     /// recovered messages are still coming in: done at the subscription's
     /// `RestoreEnd`, once every message to remove is in hand. Done before,
     /// those not handed over yet would land in the new subscription, or
-    /// bring a removed one back, and stay stored.
+    /// bring a removed one back, and stay stored. Requests for counts wait
+    /// here too, for the last subscription's.
     deferred: Vec<Control>,
     /// Deferred controls whose subscription's restore has ended, in the
     /// order they came.
@@ -382,11 +383,13 @@ impl TopicActor {
 
     /// Whether `cmd` removes (or makes again) a durable subscription whose
     /// recovered messages are still coming in, or must wait behind one that
-    /// does.
+    /// does; or asks for counts (statistics, the subscriptions' list) that
+    /// would show part of what recovery found, as a queue's do.
     fn waits_for_restore(&self, cmd: &Control) -> bool {
         let (name, selector) = match cmd {
             Control::RemoveDurable { name, .. } => (name, None),
             Control::SubscribeDurable { name, consumer, .. } => (name, Some(&consumer.selector)),
+            Control::Stats { .. } | Control::Durables { .. } => return self.restoring(),
             _ => return false,
         };
         let Some(d) = self.durable.get(name) else {
@@ -400,6 +403,12 @@ impl TopicActor {
                 | Control::SubscribeDurable { name: n, .. } if n == name)
         });
         behind || selector.is_none_or(|s| !same_selector(s, &d.selector))
+    }
+
+    /// Recovery's messages are still coming in for some durable
+    /// subscription.
+    fn restoring(&self) -> bool {
+        self.durable.values().any(|d| d.dispatcher.is_restoring())
     }
 
     async fn control(&mut self, cmd: Control, effects: &mut Vec<Effect>) {
@@ -449,11 +458,13 @@ impl TopicActor {
                 durable: Some(name),
             } => {
                 self.restored_durable(&name).dispatcher.end_restore();
+                let all_in = !self.restoring();
                 let (now, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
                     .into_iter()
-                    .partition(|c| {
-                        matches!(c, Control::RemoveDurable { name: n, .. }
-                            | Control::SubscribeDurable { name: n, .. } if *n == name)
+                    .partition(|c| match c {
+                        Control::RemoveDurable { name: n, .. }
+                        | Control::SubscribeDurable { name: n, .. } => *n == name,
+                        _ => all_in,
                     });
                 self.deferred = still;
                 self.resumed.extend(now);

@@ -459,7 +459,8 @@ async fn queue_statistics_count_messages_waiting_in_the_publish_channel() {
 /// A durable subscription made again (another selector) or removed while
 /// recovery's messages are still being handed to it waits for the last of
 /// them: done earlier, those still to come would land in the new
-/// subscription, or bring the removed one back, and stay stored.
+/// subscription, or bring the removed one back, and stay stored. The
+/// subscriptions' list waits for all of them.
 #[tokio::test]
 async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_for_them_all() {
     use crate::core::{ConsumerReg, Control, DurableName};
@@ -545,12 +546,23 @@ async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_fo
     .unwrap();
     h.control(restore(&again, 2..4)).await.unwrap();
     h.control(restore(&gone, 12..14)).await.unwrap();
-    // Every control so far has been taken once this is answered: neither
-    // change is done yet.
-    let views = durables(&h).await;
-    assert_eq!(views.len(), 2, "{views:?}");
+    // The list would show part of what recovery found: it waits too.
+    let (reply, mut listed) = tokio::sync::oneshot::channel();
+    h.control(Control::Durables { reply }).await.unwrap();
+    // Every control so far has been taken once a plain subscriber's
+    // registration is answered: none of the three is done yet.
+    let (plain_tx, _plain) = mpsc::unbounded_channel();
+    let (done, registered) = tokio::sync::oneshot::channel();
+    h.control(Control::Subscribe {
+        consumer: ConsumerReg::plain(2, 10, plain_tx),
+        done,
+    })
+    .await
+    .unwrap();
+    registered.await.unwrap();
     assert!(subscribed.try_recv().is_err(), "made again too soon");
     assert!(removed.try_recv().is_err(), "removed too soon");
+    assert!(listed.try_recv().is_err(), "listed before all were in");
 
     for d in [&again, &gone] {
         h.control(Control::RestoreEnd {
@@ -561,7 +573,8 @@ async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_fo
     }
     subscribed.await.unwrap().expect("made again");
     removed.await.unwrap().expect("removed");
-    let views = durables(&h).await;
+    // Answered after the changes that came before it.
+    let views = listed.await.unwrap();
     assert_eq!(views.len(), 1, "{views:?}");
     assert_eq!(views[0].name, "again");
     assert_eq!(views[0].selector.as_deref(), Some("color = 'blue'"));
@@ -580,12 +593,4 @@ async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_fo
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-async fn durables(h: &crate::core::DestHandle) -> Vec<crate::core::DurableView> {
-    let (reply, views) = tokio::sync::oneshot::channel();
-    h.control(crate::core::Control::Durables { reply })
-        .await
-        .unwrap();
-    views.await.unwrap()
 }
