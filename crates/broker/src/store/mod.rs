@@ -681,6 +681,16 @@ pub trait StoreBackend: Send + 'static {
         async { Ok(false) }
     }
 
+    /// Whether [`maintain`](Self::maintain) has waited for an idle moment
+    /// too long: a writer kept busy without a pause (producers outrunning
+    /// the store) then runs it between two groups. For upkeep that bounds
+    /// what the store holds (PostgreSQL's pruning of duplicate-detection
+    /// ids), which a long saturating burst would otherwise let grow
+    /// without bound.
+    fn upkeep_overdue(&self) -> bool {
+        false
+    }
+
     /// Called once after the last write, on clean shutdown.
     fn close(&mut self) -> impl Future<Output = ()> + Send {
         async {}
@@ -1145,6 +1155,89 @@ mod tests {
         let usage = Arc::new(Usage::default());
         let (store, _thread) = Store::spawn(b, usage.clone(), config, Vec::new()).unwrap();
         (store, usage)
+    }
+
+    /// Writes take 5 ms; its upkeep is overdue 50 ms after the last one,
+    /// whose times it records.
+    struct Busy {
+        upkeeps: Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+        last: std::time::Instant,
+    }
+
+    impl StoreBackend for Busy {
+        async fn recover(&mut self) -> Result<Recovered, StoreError> {
+            Ok(Recovered::default())
+        }
+        async fn write(&mut self, _batches: &[Batch], _sync: bool) -> Result<(), StoreError> {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            Ok(())
+        }
+        async fn maintain(&mut self) -> Result<bool, StoreError> {
+            self.last = std::time::Instant::now();
+            self.upkeeps.lock().unwrap().push(self.last);
+            Ok(false)
+        }
+        fn upkeep_overdue(&self) -> bool {
+            self.last.elapsed() >= std::time::Duration::from_millis(50)
+        }
+        fn reader(&self) -> Arc<dyn MessageReader> {
+            MemoryStore::new().reader()
+        }
+    }
+
+    /// Producers that never let the writer idle still get the backend's
+    /// upkeep, once it is overdue, between two groups.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_never_idle_still_runs_overdue_upkeep_between_groups() {
+        let upkeeps = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (store, _) = spawn_with(
+            Busy {
+                upkeeps: upkeeps.clone(),
+                last: std::time::Instant::now(),
+            },
+            WriterConfig {
+                queue_depth: 16,
+                ..WriterConfig::default()
+            },
+        );
+        // Keeps the channel full: every time the writer looks, a batch
+        // waits.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let submitter = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seq = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let _ = store.submit(vec![Record::Remove { seq }]).await;
+                }
+            })
+        };
+        // Saturated from the first write on: wait for it, then watch.
+        let started = loop {
+            if store.stats().groups.load(Ordering::Relaxed) > 0 {
+                break std::time::Instant::now();
+            }
+            tokio::task::yield_now().await;
+        };
+        let deadline = started + std::time::Duration::from_secs(10);
+        let during = || {
+            upkeeps
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|t| **t > started)
+                .count()
+        };
+        while during() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "upkeep never ran while the writer was busy"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        submitter.await.unwrap();
     }
 
     #[tokio::test]

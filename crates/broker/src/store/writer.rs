@@ -215,6 +215,21 @@ pub(super) fn added_bytes(batch: &Batch) -> usize {
         .sum()
 }
 
+/// Runs the backend's upkeep once; says whether more is pending. A fenced
+/// store fails for good; any other failure waits for the next write.
+async fn maintain<B: StoreBackend>(backend: &mut B, failed: &Failure) -> bool {
+    match backend.maintain().await {
+        Ok(more) => more,
+        Err(e) => {
+            tracing::error!(error = %e, "store upkeep failed");
+            if matches!(e, StoreError::Fenced(_)) {
+                failed.fail(&e);
+            }
+            false
+        }
+    }
+}
+
 pub(super) async fn writer<B: StoreBackend>(
     mut backend: B,
     mut rx: mpsc::Receiver<Request>,
@@ -229,6 +244,10 @@ pub(super) async fn writer<B: StoreBackend>(
     let mut closing = None;
     let mut upkeep = true;
     loop {
+        if !failed.is_cancelled() && backend.upkeep_overdue() {
+            // Busy since long before: the upkeep goes between two groups.
+            maintain(&mut backend, &failed).await;
+        }
         let first = match spin.poll(&mut rx) {
             Ok(r) => Some(r),
             Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -239,16 +258,7 @@ pub(super) async fn writer<B: StoreBackend>(
                     .unwrap_or_default()
             }
             Err(mpsc::error::TryRecvError::Empty) if upkeep && !failed.is_cancelled() => {
-                match backend.maintain().await {
-                    Ok(more) => upkeep = more,
-                    Err(e) => {
-                        tracing::error!(error = %e, "store upkeep failed");
-                        if matches!(e, StoreError::Fenced(_)) {
-                            failed.fail(&e);
-                        }
-                        upkeep = false;
-                    }
-                }
+                upkeep = maintain(&mut backend, &failed).await;
                 continue;
             }
             // Idle: the next request, or what was parked meanwhile.

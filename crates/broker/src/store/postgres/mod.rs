@@ -1153,6 +1153,13 @@ impl StoreBackend for PostgresStore {
         Ok(false)
     }
 
+    /// Twice the usual interval without an idle moment: producers have
+    /// kept the writer busy, and the duplicate-detection ids would grow
+    /// past their bounds until they stop.
+    fn upkeep_overdue(&self) -> bool {
+        self.last_upkeep.elapsed() >= 2 * UPKEEP_EVERY
+    }
+
     fn reader(&self) -> Arc<dyn MessageReader> {
         self.reader.clone()
     }
