@@ -438,6 +438,11 @@ impl TopicActor {
                 consumer,
                 done,
             } => {
+                // Nobody waits for the answer any more (its subscriber went
+                // while this waited for a restore): nothing to attach.
+                if done.is_closed() {
+                    return;
+                }
                 let _ = done.send(self.subscribe_durable(name, consumer).await);
             }
             Control::RemoveDurable { name, done } => {
@@ -479,6 +484,14 @@ impl TopicActor {
                 }
             }
             Control::Unsubscribe { consumer, done } => {
+                // Gone before its durable subscription was made again: it
+                // must not be attached afterwards, holding the subscription
+                // for a consumer nobody reads. (Its subscriber is told the
+                // subscription was not made.)
+                self.deferred.retain(|c| {
+                    !matches!(c, Control::SubscribeDurable { consumer: waiting, .. }
+                        if waiting.id == consumer)
+                });
                 self.selectors.remove(&consumer);
                 let removed = self.subs.remove(&consumer);
                 if let Some(d) = &removed {

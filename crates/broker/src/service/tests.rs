@@ -594,3 +594,100 @@ async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_fo
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// A consumer that goes while its durable subscription waits to be made
+/// again (recovery's messages still coming in) is not attached once they
+/// are in: the subscription stays as it was, free for the next consumer.
+/// Gone by an UNSUBSCRIBE of it, or by its subscriber giving up the wait.
+#[tokio::test]
+async fn a_consumer_gone_while_its_durable_subscription_waits_is_not_attached() {
+    consumer_gone_while_waiting(true).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_waiting_for_a_durable_subscription_gets_no_consumer_attached() {
+    consumer_gone_while_waiting(false).await;
+}
+
+async fn consumer_gone_while_waiting(unsubscribe: bool) {
+    use crate::core::{ConsumerId, ConsumerReg, Control, DurableName};
+    use crate::store::StoredMessage;
+    let s = service(BrokerConfig::default());
+    let h = s
+        .core
+        .destination(&Destination::topic("left"))
+        .expect("the topic");
+    let name = DurableName {
+        client_id: "c".into(),
+        name: "left".into(),
+    };
+    let restored = |seq: u64| {
+        let message = crate::model::test_message(seq, 4);
+        StoredMessage {
+            key: name.store_key(),
+            seq,
+            priority: 4,
+            expires: 0,
+            weight: message.weight() as u32,
+            deliveries: 0,
+            not_before: 0,
+            message: Some(message),
+            schedule: None,
+        }
+    };
+    let red = s.stored_selector("color = 'red'").expect("a selector");
+    h.control(Control::RestoreSubscription {
+        name: name.clone(),
+        selector: red,
+    })
+    .await
+    .unwrap();
+    h.control(Control::RestoreBegin {
+        durable: Some(name.clone()),
+    })
+    .await
+    .unwrap();
+    h.control(Control::Restore {
+        durable: Some(name.clone()),
+        messages: vec![restored(1), restored(2)],
+    })
+    .await
+    .unwrap();
+    let (tx, _deliveries) = mpsc::unbounded_channel();
+    let mut consumer = ConsumerReg::plain(7, 10, tx);
+    consumer.selector = s.stored_selector("color = 'blue'").expect("a selector");
+    let (done, subscribed) = tokio::sync::oneshot::channel();
+    h.control(Control::SubscribeDurable {
+        name: name.clone(),
+        consumer,
+        done,
+    })
+    .await
+    .unwrap();
+    let mut subscribed = Some(subscribed);
+    if unsubscribe {
+        h.control(Control::Unsubscribe {
+            consumer: ConsumerId(7),
+            done: None,
+        })
+        .await
+        .unwrap();
+    } else {
+        subscribed = None;
+    }
+    h.control(Control::RestoreEnd {
+        durable: Some(name.clone()),
+    })
+    .await
+    .unwrap();
+    let (reply, listed) = tokio::sync::oneshot::channel();
+    h.control(Control::Durables { reply }).await.unwrap();
+    let views = listed.await.unwrap();
+    if let Some(subscribed) = subscribed {
+        assert!(subscribed.await.is_err(), "told it was not made");
+    }
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert!(!views[0].active, "attached for a consumer gone: {views:?}");
+    assert_eq!(views[0].selector.as_deref(), Some("color = 'red'"));
+    assert_eq!(views[0].pending, 2, "{views:?}");
+}
