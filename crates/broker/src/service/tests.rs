@@ -464,7 +464,7 @@ async fn queue_statistics_count_messages_waiting_in_the_publish_channel() {
 #[tokio::test]
 async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_for_them_all() {
     use crate::core::{ConsumerReg, Control, DurableName};
-    use crate::store::{Record, StoredMessage};
+    use crate::store::Record;
     let s = service(BrokerConfig::default());
     let topic = Destination::topic("restored");
     let h = s.core.destination(&topic).expect("the topic");
@@ -488,17 +488,7 @@ async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_fo
             };
             let stored = s.core.store.submit(vec![add]).await.expect("submitted");
             stored.await.expect("stored");
-            found.push(StoredMessage {
-                key,
-                seq,
-                priority: 4,
-                expires: 0,
-                weight: message.weight() as u32,
-                deliveries: 0,
-                not_before: 0,
-                message: Some(message),
-                schedule: None,
-            });
+            found.push(found_by_recovery(key, message));
         }
     }
     assert!(s.core.store.used_bytes() > 0);
@@ -511,17 +501,7 @@ async fn a_durable_subscription_changed_while_its_messages_are_restored_waits_fo
             .collect(),
     };
     for d in [&again, &gone] {
-        h.control(Control::RestoreSubscription {
-            name: d.clone(),
-            selector: red.clone(),
-        })
-        .await
-        .unwrap();
-        h.control(Control::RestoreBegin {
-            durable: Some(d.clone()),
-        })
-        .await
-        .unwrap();
+        begin_restoring(&h, d, red.clone()).await;
     }
     h.control(restore(&again, 1..2)).await.unwrap();
     h.control(restore(&gone, 11..12)).await.unwrap();
@@ -611,7 +591,6 @@ async fn a_subscriber_that_stops_waiting_for_a_durable_subscription_gets_no_cons
 
 async fn consumer_gone_while_waiting(unsubscribe: bool) {
     use crate::core::{ConsumerId, ConsumerReg, Control, DurableName};
-    use crate::store::StoredMessage;
     let s = service(BrokerConfig::default());
     let h = s
         .core
@@ -621,32 +600,10 @@ async fn consumer_gone_while_waiting(unsubscribe: bool) {
         client_id: "c".into(),
         name: "left".into(),
     };
-    let restored = |seq: u64| {
-        let message = crate::model::test_message(seq, 4);
-        StoredMessage {
-            key: name.store_key(),
-            seq,
-            priority: 4,
-            expires: 0,
-            weight: message.weight() as u32,
-            deliveries: 0,
-            not_before: 0,
-            message: Some(message),
-            schedule: None,
-        }
-    };
+    let restored =
+        |seq: u64| found_by_recovery(name.store_key(), crate::model::test_message(seq, 4));
     let red = s.stored_selector("color = 'red'").expect("a selector");
-    h.control(Control::RestoreSubscription {
-        name: name.clone(),
-        selector: red,
-    })
-    .await
-    .unwrap();
-    h.control(Control::RestoreBegin {
-        durable: Some(name.clone()),
-    })
-    .await
-    .unwrap();
+    begin_restoring(&h, &name, red).await;
     h.control(Control::Restore {
         durable: Some(name.clone()),
         messages: vec![restored(1), restored(2)],
@@ -690,4 +647,43 @@ async fn consumer_gone_while_waiting(unsubscribe: bool) {
     assert!(!views[0].active, "attached for a consumer gone: {views:?}");
     assert_eq!(views[0].selector.as_deref(), Some("color = 'red'"));
     assert_eq!(views[0].pending, 2, "{views:?}");
+}
+
+/// A message as recovery hands it over.
+fn found_by_recovery(
+    key: crate::store::StoreKey,
+    message: Arc<crate::model::Message>,
+) -> crate::store::StoredMessage {
+    crate::store::StoredMessage {
+        key,
+        seq: message.seq,
+        priority: message.priority,
+        expires: 0,
+        weight: message.weight() as u32,
+        deliveries: 0,
+        not_before: 0,
+        message: Some(message),
+        schedule: None,
+    }
+}
+
+/// Recovery found durable subscription `name` with `selector`, and its
+/// messages are coming.
+async fn begin_restoring(
+    h: &crate::core::DestHandle,
+    name: &crate::core::DurableName,
+    selector: Option<Arc<dyn crate::core::Select>>,
+) {
+    use crate::core::Control;
+    h.control(Control::RestoreSubscription {
+        name: name.clone(),
+        selector,
+    })
+    .await
+    .unwrap();
+    h.control(Control::RestoreBegin {
+        durable: Some(name.clone()),
+    })
+    .await
+    .unwrap();
 }
