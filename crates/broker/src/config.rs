@@ -343,6 +343,14 @@ pub struct StoreConfig {
     /// message within this; catching it saves a wake-up of the writer's
     /// thread. The writer polls only while the gaps it sees are this short.
     pub writer_spin_us: u64,
+    /// `postgres`: most groups the writer has at the database at once (1:
+    /// one at a time). A group is sent on the writer's connection while the
+    /// one before it commits, so the database need not sit idle for a
+    /// round trip between two commits; the receipts still go out in order.
+    /// More pays across a network (a database on another machine), less
+    /// where the database shares the broker's CPUs (each group is a commit
+    /// of its own).
+    pub groups_in_flight: usize,
 }
 
 impl Default for StoreConfig {
@@ -355,6 +363,7 @@ impl Default for StoreConfig {
             readers: 4,
             start_timeout_ms: 0,
             writer_spin_us: 200,
+            groups_in_flight: 2,
         }
     }
 }
@@ -1191,6 +1200,12 @@ impl BrokerConfig {
                 message: "must be at most 10000 (10 ms)".into(),
             });
         }
+        if !(1..=16).contains(&self.store.groups_in_flight) {
+            return Err(ConfigError::Invalid {
+                key: "store.groups-in-flight",
+                message: "must be from 1 (one group at a time) to 16".into(),
+            });
+        }
         positive("ha.lock-keepalive-ms", self.ha.lock_keepalive_ms as usize)?;
         if !(300..=3_600_000).contains(&self.ha.lease_ms) {
             return Err(ConfigError::Invalid {
@@ -1400,6 +1415,7 @@ impl BrokerConfig {
             duplicates: self.duplicate_bounds(),
             readers: self.store.readers,
             writer_spin: std::time::Duration::from_micros(self.store.writer_spin_us),
+            groups_in_flight: self.store.groups_in_flight,
             standby: None,
         }
     }
@@ -1834,6 +1850,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.writer-spin-us"), "{e}");
+        for bad in [0, 17] {
+            let e = BrokerConfig::from_toml(&format!("[store]\ngroups-in-flight = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("store.groups-in-flight"), "{e}");
+        }
+        let c = BrokerConfig::from_toml("[store]\ngroups-in-flight = 4").unwrap();
+        assert_eq!(c.store_settings().groups_in_flight, 4);
         BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870912").unwrap();
         let e = BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870913")
             .unwrap_err()

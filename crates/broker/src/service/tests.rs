@@ -32,6 +32,7 @@ pub(crate) fn service(config: BrokerConfig) -> Arc<Service> {
             // Many of these run at once: a polling writer would only burn
             // the CPU the others need.
             spin: std::time::Duration::ZERO,
+            in_flight: config.store.groups_in_flight,
         },
         Vec::new(),
     )

@@ -101,7 +101,6 @@ impl<V> KeyedWindow<V> {
         self.len
     }
 
-    #[cfg(test)]
     pub(crate) fn contains(&self, key: &StoreKey, id: &str) -> bool {
         self.keys.get(key).is_some_and(|w| w.ids.contains_key(id))
     }
@@ -345,6 +344,18 @@ impl DupIndex {
             });
         }
         (dups, added)
+    }
+
+    /// Whether an Add in `batches` carries an id remembered already, which
+    /// [`filter`](Self::filter) would find a duplicate. The writer asks
+    /// before it filters a group while another is still being written: if
+    /// that one fails its ids are forgotten, and a copy of one of them found
+    /// a duplicate meanwhile would be lost.
+    pub(crate) fn knows_any(&self, batches: &[Batch]) -> bool {
+        self.window.bounds.per_key != 0
+            && batches.iter().flatten().any(|r| {
+                matches!(r, Record::Add { key, dedup: Some(id), .. } if self.window.contains(key, id))
+            })
     }
 
     /// Forgets ids whose write failed, so a retry is stored.

@@ -25,6 +25,8 @@
 //! acknowledgements, the destination for expiry and dead-lettering.
 
 #[cfg(test)]
+mod ahead_tests;
+#[cfg(test)]
 mod conformance;
 mod dedup;
 pub mod dirlock;
@@ -44,7 +46,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use writer::{Failure, Parked, Request, Spin, writer};
+use writer::{Failure, Parked, Request, Spin, Writer, writer};
 
 pub use dedup::{DUPLICATE_ID_HEADER, DuplicateBounds, Duplicates, MAX_DUPLICATE_ID_LEN};
 pub use journal::JournalStore;
@@ -661,6 +663,21 @@ pub trait MessageReader: Send + Sync + 'static {
     fn load(&self, seqs: &[u64]) -> Vec<Result<Arc<Message>, StoreError>>;
 }
 
+/// What became of a group sent ahead ([`StoreBackend::send_ahead`]).
+#[derive(Debug)]
+pub enum AheadOutcome {
+    /// The group's answer, as [`StoreBackend::write`] would have given it.
+    Done(Result<(), StoreError>),
+    /// The connection broke under it: it may or may not have been written.
+    /// The writer writes it again with [`StoreBackend::write`] (which
+    /// reconnects), safe because a group is idempotent.
+    Again,
+}
+
+/// A group sent ahead: resolves with its outcome. It is polled on the
+/// writer's thread.
+pub type Ahead = Pin<Box<dyn Future<Output = AheadOutcome> + Send>>;
+
 /// A storage implementation, driven by the store's writer thread.
 pub trait StoreBackend: Send + 'static {
     /// Reads the stored state. Called once, before the writer starts.
@@ -674,6 +691,24 @@ pub trait StoreBackend: Send + 'static {
         batches: &[Batch],
         sync: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Sends `batches` as one group and returns without waiting for the
+    /// answer, for a backend that has its writes carried out in the order it
+    /// sent them (PostgreSQL: one connection, each group its own
+    /// transaction). The writer then gathers and sends the next group while
+    /// this one commits, instead of leaving the database idle for a round
+    /// trip between two commits; it still answers each group's submitters
+    /// in order (see `writer.rs`). The group must be on its way when this
+    /// returns: the next call's group is carried out after it.
+    ///
+    /// `None` when this group cannot go ahead (a backend that writes one
+    /// group at a time, a kind of group it sends in several steps, no
+    /// connection ready): the writer then waits for every group ahead and
+    /// calls [`write`](Self::write).
+    fn send_ahead(&mut self, batches: &[Batch], sync: bool) -> Option<Ahead> {
+        let _ = (batches, sync);
+        None
+    }
 
     /// Background upkeep (reclaiming space) when no batch is waiting; does
     /// a bounded amount of work and says whether more is pending.
@@ -902,6 +937,9 @@ pub struct WriterConfig {
     /// `store.writer-spin-us`: how long the idle writer polls for the next
     /// batch before it sleeps (see [`Spin`]).
     pub spin: std::time::Duration,
+    /// `store.groups-in-flight`: most groups handed to a backend that sends
+    /// them ahead ([`StoreBackend::send_ahead`]) and not yet answered.
+    pub in_flight: usize,
 }
 
 impl Default for WriterConfig {
@@ -912,6 +950,7 @@ impl Default for WriterConfig {
             when_full: WhenFull::Fail,
             duplicates: DuplicateBounds::default(),
             spin: std::time::Duration::ZERO,
+            in_flight: 2,
         }
     }
 }
@@ -931,6 +970,7 @@ impl Store {
             when_full,
             duplicates,
             spin,
+            in_flight,
         } = config;
         let dups = dedup::DupIndex::new(duplicates, duplicate_ids);
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
@@ -949,7 +989,8 @@ impl Store {
                 token: on_fail,
                 error: failure_set,
             };
-            writer(backend, rx, parked, stats, fail, dups, Spin::new(spin))
+            let w = Writer::new(backend, stats, fail, dups, Spin::new(spin), in_flight);
+            writer(w, rx, parked)
         })?;
         Ok((
             Store {

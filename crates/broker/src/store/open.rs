@@ -80,6 +80,8 @@ pub(crate) struct StoreSettings {
     pub(crate) readers: usize,
     /// `store.writer-spin-us`.
     pub(crate) writer_spin: Duration,
+    /// `store.groups-in-flight`.
+    pub(crate) groups_in_flight: usize,
     /// The checkpoint a slave decoded while it waited (journal).
     pub(crate) standby: Option<Arc<crate::store::journal::Standby>>,
 }
@@ -337,6 +339,7 @@ async fn start<B: StoreBackend>(
         when_full: settings.when_full,
         duplicates: settings.duplicates,
         spin: settings.writer_spin,
+        in_flight: settings.groups_in_flight,
     };
     let duplicate_ids = std::mem::take(&mut recovered.duplicate_ids);
     let (store, writer) = Store::spawn(backend, usage, writer, duplicate_ids)

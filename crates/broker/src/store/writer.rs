@@ -3,12 +3,16 @@
 //! each), with bookkeeping parked to ride on them ([`Parked`]) and a short
 //! poll for a producer about to send again ([`Spin`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Batch, Duplicates, Record, StoreBackend, StoreError, Usage, dedup};
+use super::{
+    Ahead, AheadOutcome, Batch, Duplicates, Record, StoreBackend, StoreError, StoreKey, Usage,
+    dedup,
+};
 
 pub(super) type Done = oneshot::Sender<Result<Duplicates, StoreError>>;
 
@@ -230,44 +234,258 @@ async fn maintain<B: StoreBackend>(backend: &mut B, failed: &Failure) -> bool {
     }
 }
 
-pub(super) async fn writer<B: StoreBackend>(
-    mut backend: B,
-    mut rx: mpsc::Receiver<Request>,
-    parked: Arc<Parked>,
+/// A group handed to the backend, with what answering it needs.
+struct Group {
+    batches: Vec<Batch>,
+    waiters: Vec<Option<Done>>,
+    /// The duplicates found in each batch.
+    found: Vec<Duplicates>,
+    /// The duplicate-detection ids it made known, forgotten if it fails.
+    added: Vec<(StoreKey, Arc<str>)>,
+    /// Whether anyone waits for it (it is synced).
+    sync: bool,
+    started: std::time::Instant,
+}
+
+/// The writer's state: the backend it owns and what it remembers between
+/// groups.
+pub(super) struct Writer<B> {
+    backend: B,
     stats: Arc<Usage>,
     failed: Failure,
-    mut dups: dedup::DupIndex,
-    mut spin: Spin,
+    dups: dedup::DupIndex,
+    spin: Spin,
+    /// Groups sent ahead, oldest first, answered in this order.
+    ahead: VecDeque<(Group, Ahead)>,
+    /// Most groups handed to the backend and not yet answered
+    /// (`store.groups-in-flight`; at least 1).
+    in_flight: usize,
+}
+
+impl<B: StoreBackend> Writer<B> {
+    pub(super) fn new(
+        backend: B,
+        stats: Arc<Usage>,
+        failed: Failure,
+        dups: dedup::DupIndex,
+        spin: Spin,
+        in_flight: usize,
+    ) -> Writer<B> {
+        Writer {
+            backend,
+            stats,
+            failed,
+            dups,
+            spin,
+            ahead: VecDeque::new(),
+            in_flight: in_flight.max(1),
+        }
+    }
+
+    /// Writes a gathered group: sent ahead if the backend can, else (after
+    /// every group ahead is answered) written and answered now.
+    async fn write(&mut self, mut batches: Vec<Batch>, waiters: Vec<Option<Done>>) {
+        if !self.ahead.is_empty() && self.dups.knows_any(&batches) {
+            // Whether its copies are duplicates depends on the groups ahead
+            // succeeding: wait for their answers first.
+            self.drain().await;
+        }
+        let waiting = waiters.iter().flatten().count();
+        let sync = waiting > 0;
+        let stats = &self.stats;
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .synced_groups
+            .fetch_add(u64::from(sync), Ordering::Relaxed);
+        stats
+            .synced_batches
+            .fetch_add(waiting as u64, Ordering::Relaxed);
+        stats
+            .lazy_batches
+            .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
+        let (found, added) = self.dups.filter(&mut batches);
+        stats
+            .duplicate_ids
+            .store(self.dups.len() as u64, Ordering::Relaxed);
+        let group = Group {
+            batches,
+            waiters,
+            found,
+            added,
+            sync,
+            started: std::time::Instant::now(),
+        };
+        if self.in_flight > 1
+            && !self.failed.is_cancelled()
+            && let Some(ahead) = self.backend.send_ahead(&group.batches, sync)
+        {
+            self.ahead.push_back((group, ahead));
+            if self.ahead.len() >= self.in_flight {
+                self.answer_oldest().await;
+            }
+            return;
+        }
+        self.drain().await;
+        let result = if self.failed.is_cancelled() {
+            Err(StoreError::Failed("the store failed earlier".into()))
+        } else {
+            self.backend.write(&group.batches, sync).await
+        };
+        self.answer(group, result).await;
+    }
+
+    /// Waits for the oldest group ahead and answers it.
+    async fn answer_oldest(&mut self) {
+        let Some((group, ahead)) = self.ahead.pop_front() else {
+            return;
+        };
+        let outcome = ahead.await;
+        self.settle(group, outcome).await;
+    }
+
+    /// Answers every group ahead, in order.
+    async fn drain(&mut self) {
+        while !self.ahead.is_empty() {
+            self.answer_oldest().await;
+        }
+    }
+
+    /// Answers a group sent ahead once its outcome is known.
+    async fn settle(&mut self, group: Group, outcome: AheadOutcome) {
+        let result = match outcome {
+            AheadOutcome::Done(r) => r,
+            AheadOutcome::Again => {
+                // Nothing sent on the broken connection may still be under
+                // way while this group is written again: the groups behind
+                // it learn their fate first (and are written again in turn).
+                for (_, ahead) in &mut self.ahead {
+                    let later = ahead.as_mut().await;
+                    *ahead = Box::pin(std::future::ready(later));
+                }
+                if self.failed.is_cancelled() {
+                    Err(StoreError::Failed("the store failed earlier".into()))
+                } else {
+                    self.backend.write(&group.batches, group.sync).await
+                }
+            }
+        };
+        self.answer(group, result).await;
+    }
+
+    /// Tells a group's submitters its result (after freeing what it could
+    /// if the store was short of space).
+    async fn answer(&mut self, group: Group, result: Result<(), StoreError>) {
+        let Group {
+            batches,
+            waiters,
+            found,
+            added,
+            sync,
+            started,
+        } = group;
+        let waiting = waiters.iter().flatten().count();
+        if sync && result.is_ok() {
+            self.stats.sync_seconds.observe_duration(started.elapsed());
+            self.stats.group_batches.observe(waiting as u64);
+        }
+        // Refused for want of space (a full disk): the batches without
+        // new messages (acknowledgements) go in on their own, or nothing
+        // could ever free space.
+        let mut freeing: Option<(Vec<bool>, Result<(), StoreError>)> = None;
+        if let Err(StoreError::Unavailable { .. }) = &result {
+            let adds: Vec<bool> = batches.iter().map(adds_data).collect();
+            if adds.iter().any(|a| !a) && adds.iter().any(|a| *a) {
+                let rest: Vec<Batch> = batches
+                    .iter()
+                    .zip(&adds)
+                    .filter(|(_, a)| !**a)
+                    .map(|(b, _)| b.clone())
+                    .collect();
+                let retried = self.backend.write(&rest, sync).await;
+                freeing = Some((adds, retried));
+            }
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, batches = batches.len(), "store write failed");
+            self.dups.roll_back(added);
+        }
+        for e in [Some(&result), freeing.as_ref().map(|(_, r)| r)]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = e
+                && e.is_fatal()
+            {
+                tracing::error!(error = %e, "the store failed");
+                self.failed.fail(e);
+            }
+        }
+        for (i, (w, found)) in waiters.into_iter().zip(found).enumerate() {
+            // A submitter that went away no longer needs the answer.
+            if let Some(w) = w {
+                let r = match &freeing {
+                    Some((adds, retried)) if !adds[i] => retried,
+                    _ => &result,
+                };
+                let _ = w.send(r.clone().map(|()| found));
+            }
+        }
+        if sync {
+            self.spin.confirmed();
+        }
+    }
+}
+
+pub(super) async fn writer<B: StoreBackend>(
+    mut w: Writer<B>,
+    mut rx: mpsc::Receiver<Request>,
+    parked: Arc<Parked>,
 ) {
-    let mut batches = Vec::new();
-    let mut waiters = Vec::new();
     let mut closing = None;
     let mut upkeep = true;
     loop {
-        if !failed.is_cancelled() && backend.upkeep_overdue() {
+        if !w.failed.is_cancelled() && w.backend.upkeep_overdue() {
             // Busy since long before: the upkeep goes between two groups.
-            maintain(&mut backend, &failed).await;
+            w.drain().await;
+            maintain(&mut w.backend, &w.failed).await;
         }
-        let first = match spin.poll(&mut rx) {
-            Ok(r) => Some(r),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) if !parked.is_empty() => {
-                // Give parked bookkeeping a moment to ride on a durable write.
-                tokio::time::timeout(LAZY_DELAY, rx.recv())
-                    .await
-                    .unwrap_or_default()
+        let first = if let Some((_, ahead)) = w.ahead.front_mut() {
+            // A group is at the backend: its answer, or the next request
+            // to send ahead behind it.
+            tokio::select! {
+                biased;
+                outcome = ahead => {
+                    if let Some((group, _)) = w.ahead.pop_front() {
+                        w.settle(group, outcome).await;
+                    }
+                    continue;
+                }
+                r = rx.recv() => r,
             }
-            Err(mpsc::error::TryRecvError::Empty) if upkeep && !failed.is_cancelled() => {
-                upkeep = maintain(&mut backend, &failed).await;
-                continue;
+        } else {
+            match w.spin.poll(&mut rx) {
+                Ok(r) => Some(r),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if !parked.is_empty() => {
+                    // Give parked bookkeeping a moment to ride on a durable write.
+                    tokio::time::timeout(LAZY_DELAY, rx.recv())
+                        .await
+                        .unwrap_or_default()
+                }
+                Err(mpsc::error::TryRecvError::Empty) if upkeep && !w.failed.is_cancelled() => {
+                    upkeep = maintain(&mut w.backend, &w.failed).await;
+                    continue;
+                }
+                // Idle: the next request, or what was parked meanwhile.
+                Err(mpsc::error::TryRecvError::Empty) => parked.sleep(&mut rx).await,
             }
-            // Idle: the next request, or what was parked meanwhile.
-            Err(mpsc::error::TryRecvError::Empty) => parked.sleep(&mut rx).await,
         };
         let disconnected = first.is_none() && rx.is_closed() && rx.is_empty();
         if matches!(first, Some(Request::Write { .. })) {
-            spin.arrived();
+            w.spin.arrived();
         }
+        let mut batches = Vec::new();
+        let mut waiters = Vec::new();
         for batch in parked.take() {
             batches.push(batch);
             waiters.push(None);
@@ -291,85 +509,19 @@ pub(super) async fn writer<B: StoreBackend>(
             }
         }
         if !batches.is_empty() {
-            let waiting = waiters.iter().flatten().count();
-            let sync = waiting > 0;
-            stats.groups.fetch_add(1, Ordering::Relaxed);
-            stats
-                .synced_groups
-                .fetch_add(u64::from(sync), Ordering::Relaxed);
-            stats
-                .synced_batches
-                .fetch_add(waiting as u64, Ordering::Relaxed);
-            stats
-                .lazy_batches
-                .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
-            let (found, added) = dups.filter(&mut batches);
-            stats
-                .duplicate_ids
-                .store(dups.len() as u64, Ordering::Relaxed);
-            let result = if failed.is_cancelled() {
-                Err(StoreError::Failed("the store failed earlier".into()))
-            } else {
-                let started = std::time::Instant::now();
-                let r = backend.write(&batches, sync).await;
-                if sync && r.is_ok() {
-                    stats.sync_seconds.observe_duration(started.elapsed());
-                    stats.group_batches.observe(waiting as u64);
-                }
-                r
-            };
-            // Refused for want of space (a full disk): the batches without
-            // new messages (acknowledgements) go in on their own, or nothing
-            // could ever free space.
-            let mut freeing: Option<(Vec<bool>, Result<(), StoreError>)> = None;
-            if let Err(StoreError::Unavailable { .. }) = &result {
-                let adds: Vec<bool> = batches.iter().map(adds_data).collect();
-                if adds.iter().any(|a| !a) && adds.iter().any(|a| *a) {
-                    let rest: Vec<Batch> = batches
-                        .iter()
-                        .zip(&adds)
-                        .filter(|(_, a)| !**a)
-                        .map(|(b, _)| b.clone())
-                        .collect();
-                    let retried = backend.write(&rest, sync).await;
-                    freeing = Some((adds, retried));
-                }
-            }
-            if let Err(e) = &result {
-                tracing::error!(error = %e, batches = batches.len(), "store write failed");
-                dups.roll_back(added);
-            }
-            for e in [Some(&result), freeing.as_ref().map(|(_, r)| r)]
-                .into_iter()
-                .flatten()
-            {
-                if let Err(e) = e
-                    && e.is_fatal()
-                {
-                    tracing::error!(error = %e, "the store failed");
-                    failed.fail(e);
-                }
-            }
-            for (i, (w, found)) in waiters.drain(..).zip(found).enumerate() {
-                // A submitter that went away no longer needs the answer.
-                if let Some(w) = w {
-                    let r = match &freeing {
-                        Some((adds, retried)) if !adds[i] => retried,
-                        _ => &result,
-                    };
-                    let _ = w.send(r.clone().map(|()| found));
-                }
-            }
-            if sync {
-                spin.confirmed();
-            }
-            batches.clear();
+            w.write(batches, waiters).await;
             upkeep = true;
         }
         if closing.is_some() || disconnected {
             break;
         }
     }
+    w.drain().await;
+    let Writer {
+        mut backend,
+        failed,
+        ..
+    } = w;
     if !failed.is_cancelled() {
         backend.close().await;
     }

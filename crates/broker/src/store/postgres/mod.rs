@@ -550,6 +550,18 @@ impl Plan {
         }
     }
 
+    /// Whether the group goes as the one statement [`GROUP`]: new
+    /// messages (within one statement's bytes), their duplicate-detection
+    /// ids and deletions, nothing else.
+    fn goes_as_one_statement(&self) -> bool {
+        self.redelivered.is_empty()
+            && self.schedules.is_empty()
+            && self.subs.is_empty()
+            && self.queues.is_empty()
+            && (self.body.len() <= 1
+                || self.body.iter().map(Bytes::len).sum::<usize>() <= ADD_CHUNK_BYTES)
+    }
+
     fn is_empty(&self) -> bool {
         self.seq.is_empty()
             && self.removes.is_empty()
@@ -614,7 +626,8 @@ pub struct PostgresStore {
     /// Cancelled when this broker loses its lease: stop retrying writes.
     lost: CancellationToken,
     usage: Arc<Usage>,
-    writer: Option<(Client, Statements)>,
+    /// Shared with the groups sent ahead ([`StoreBackend::send_ahead`]).
+    writer: Option<Arc<(Client, Statements)>>,
     /// The thread whose runtime runs `writer`'s connection.
     writer_thread: Option<std::thread::ThreadId>,
     reader: Arc<PgReader>,
@@ -671,7 +684,7 @@ impl PostgresStore {
             epoch,
             lost,
             usage,
-            writer: Some((client, statements)),
+            writer: Some(Arc::new((client, statements))),
             writer_thread: Some(std::thread::current().id()),
             last_upkeep: Instant::now(),
             later: false,
@@ -713,7 +726,7 @@ impl PostgresStore {
         // instead of crossing to another runtime and back, which is a good
         // part of a synchronous producer's round trip.
         let here = std::thread::current().id();
-        let usable = self.writer.as_ref().is_some_and(|(c, _)| !c.is_closed())
+        let usable = self.writer.as_ref().is_some_and(|w| !w.0.is_closed())
             && self.writer_thread == Some(here);
         if !usable {
             let client = connect(&self.config.url).await?;
@@ -725,11 +738,11 @@ impl PostgresStore {
             // touches rows by key, so keep the planner on the indexes.
             client.batch_execute("SET enable_seqscan = off").await?;
             let statements = Statements::prepare(&client).await?;
-            self.writer = Some((client, statements));
+            self.writer = Some(Arc::new((client, statements)));
             self.writer_thread = Some(here);
         }
         match &self.writer {
-            Some(w) => Ok(w),
+            Some(w) => Ok(&**w),
             None => unreachable!("set just above"),
         }
     }
@@ -738,6 +751,9 @@ impl PostgresStore {
     async fn send(&mut self, plan: &Plan, sync: bool) -> Result<(), tokio_postgres::Error> {
         let epoch = self.epoch as i64;
         let (c, st) = self.writer().await?;
+        if plan.goes_as_one_statement() {
+            return run_group(c, st, plan, epoch, sync).await;
+        }
         let begin = if sync {
             "BEGIN"
         } else {
@@ -759,29 +775,6 @@ impl PostgresStore {
         let sched_seq: Vec<i64> = plan.schedules.keys().copied().collect();
         let sched_due: Vec<i64> = sched_seq.iter().map(|s| plan.schedules[s].0).collect();
         let sched_fired: Vec<i32> = sched_seq.iter().map(|s| plan.schedules[s].1).collect();
-        if add_params.len() <= 1
-            && plan.redelivered.is_empty()
-            && plan.schedules.is_empty()
-            && plan.subs.is_empty()
-            && plan.queues.is_empty()
-        {
-            // The common group: one statement, one round trip, one commit.
-            let none = AddChunk::default();
-            let no_adds = none.params();
-            let mut params: Vec<&(dyn ToSql + Sync)> =
-                add_params.first().unwrap_or(&no_adds).to_vec();
-            let commit: Option<&str> = (!sync).then_some("off");
-            params.extend_from_slice(&[
-                &epoch,
-                &max_seq,
-                &plan.dup_queue,
-                &plan.dup_id,
-                &plan.dup_seq,
-                &plan.removes,
-                &commit,
-            ]);
-            return c.query_one(&st.group, &params).await.map(|_| ());
-        }
         // Every statement is queued before the first answer is read: one
         // round trip. A failure aborts the transaction, and COMMIT then
         // rolls it back.
@@ -845,6 +838,31 @@ impl PostgresStore {
         }
         Ok(())
     }
+}
+
+/// Runs the common group: one statement, one round trip, one commit
+/// ([`GROUP`]).
+async fn run_group(
+    c: &Client,
+    st: &Statements,
+    plan: &Plan,
+    epoch: i64,
+    sync: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let chunks = plan.add_chunks(ADD_CHUNK_BYTES);
+    let none = AddChunk::default();
+    let mut params: Vec<&(dyn ToSql + Sync)> = chunks.first().unwrap_or(&none).params().to_vec();
+    let commit: Option<&str> = (!sync).then_some("off");
+    params.extend_from_slice(&[
+        &epoch,
+        &plan.max_seq,
+        &plan.dup_queue,
+        &plan.dup_id,
+        &plan.dup_seq,
+        &plan.removes,
+        &commit,
+    ]);
+    c.query_one(&st.group, &params).await.map(|_| ())
 }
 
 /// One statement of a group's transaction, queued with the others.
@@ -1128,6 +1146,56 @@ impl StoreBackend for PostgresStore {
                 }
                 Err(e) => return Err(db("database write failed", e)),
             }
+        }
+    }
+
+    fn send_ahead(&mut self, batches: &[Batch], sync: bool) -> Option<super::Ahead> {
+        // Only on the writer thread's own connection, up and usable (else
+        // `write` makes one), and only a group that is one statement: its
+        // own transaction, so that one that fails leaves the next intact,
+        // exactly as when they are sent one after the other.
+        let here = std::thread::current().id();
+        let w = self
+            .writer
+            .clone()
+            .filter(|w| !w.0.is_closed() && self.writer_thread == Some(here))?;
+        let plan = Plan::new(batches).ok()?;
+        if plan.is_empty() || !plan.goes_as_one_statement() {
+            return None;
+        }
+        let (epoch, lost, usage) = (self.epoch as i64, self.lost.clone(), self.usage.clone());
+        let mut ahead: super::Ahead = Box::pin(async move {
+            let sent = tokio::select! {
+                biased;
+                // As in `write`: once the lease is lost nothing waits on
+                // the database.
+                _ = lost.cancelled() => return super::AheadOutcome::Done(Err(StoreError::Failed(
+                    "lost the lease: writing nothing more".into(),
+                ))),
+                r = run_group(&w.0, &w.1, &plan, epoch, sync) => r,
+            };
+            super::AheadOutcome::Done(match sent {
+                Ok(()) => {
+                    usage.set(usage.get() + plan.bytes_added);
+                    Ok(())
+                }
+                Err(e) if is_fenced(&e) => Err(db("fenced", e)),
+                // The connection went: `write` sends it again on a new one.
+                Err(e) if is_transient(&e) => return super::AheadOutcome::Again,
+                Err(e) => Err(db("database write failed", e)),
+            })
+        });
+        // tokio-postgres sends a request when its future is first polled,
+        // and the server carries out a connection's requests in the order
+        // they were sent (the crate's documented behaviour): polled once
+        // here, this group is on its way before the next one is made. The
+        // writer polls it again, with its own waker, to learn the outcome.
+        match ahead
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        {
+            std::task::Poll::Ready(outcome) => Some(Box::pin(std::future::ready(outcome))),
+            std::task::Poll::Pending => Some(ahead),
         }
     }
 

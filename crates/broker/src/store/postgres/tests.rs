@@ -291,3 +291,67 @@ async fn messages_handed_over_later_are_those_read_at_once() {
     assert!(!found[0].0.is_empty());
     assert_eq!(found[0], found[1]);
 }
+
+/// Groups sent ahead on the writer's connection are carried out in the
+/// order they were sent, whatever order they are awaited in; one sent
+/// after a newer master took over is fenced; one whose connection was
+/// killed says to write it again, and `write` then does on a new
+/// connection.
+#[tokio::test]
+async fn groups_sent_ahead_are_carried_out_in_the_order_sent_and_fenced() {
+    use crate::store::AheadOutcome;
+    let url = tokio::task::spawn_blocking(|| halyard_testkit::database("sent_ahead"))
+        .await
+        .unwrap();
+    PostgresStore::migrate(&url).await.unwrap();
+    let c = connect(&url).await.unwrap();
+    let mut p = master_of(&url, next_epoch(&c).await).await;
+    p.recover().await.unwrap();
+    let add = |seq| {
+        vec![Record::Add {
+            key: StoreKey::Queue("q".into()),
+            message: test_message(seq, 4),
+            dedup: None,
+        }]
+    };
+    // The second deletes what the first adds: carried out the other way
+    // round, message 1 would stay.
+    let first = p.send_ahead(&[add(1)], true).expect("sent ahead");
+    let second = p
+        .send_ahead(&[vec![Record::Remove { seq: 1 }]], true)
+        .expect("sent ahead");
+    let third = p.send_ahead(&[add(2)], true).expect("sent ahead");
+    for ahead in [third, second, first] {
+        assert!(matches!(ahead.await, AheadOutcome::Done(Ok(()))));
+    }
+    assert_eq!(stored_seqs(&mut p).await, vec![2]);
+
+    // The writer's connection killed under it.
+    c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap();
+    if let Some(ahead) = p.send_ahead(&[add(3)], true) {
+        assert!(matches!(ahead.await, AheadOutcome::Again));
+    }
+    p.write(&[add(3)], true).await.unwrap();
+    assert_eq!(stored_seqs(&mut p).await, vec![2, 3]);
+
+    // A newer master: nothing this one sends ahead commits.
+    next_epoch(&c).await;
+    let fenced = p.send_ahead(&[add(4)], true).expect("sent ahead");
+    assert!(matches!(fenced.await, AheadOutcome::Done(Err(_))));
+    let mut after = master_of(&url, next_epoch(&c).await).await;
+    assert_eq!(stored_seqs(&mut after).await, vec![2, 3]);
+}
+
+/// The sequence numbers of the messages `p` recovers.
+async fn stored_seqs(p: &mut PostgresStore) -> Vec<u64> {
+    let r = p.recover().await.unwrap();
+    let mut seqs: Vec<u64> = r.messages.into_sorted().map(|m| m.seq).collect();
+    seqs.sort();
+    seqs
+}

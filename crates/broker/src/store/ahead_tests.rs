@@ -1,0 +1,276 @@
+//! The writer with a backend that sends groups ahead
+//! ([`StoreBackend::send_ahead`]): answers stay in order, at most two
+//! groups are at the backend, a broken connection's groups are written
+//! again in order, and duplicate detection never trusts a group that may
+//! still fail.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::*;
+
+/// What the scripted backend was asked, in order: ("ahead" or "write",
+/// the sequence numbers of the group's records).
+type Log = Arc<Mutex<Vec<(&'static str, Vec<u64>)>>>;
+
+/// Sends every group ahead and lets the test give each its outcome.
+struct Scripted {
+    log: Log,
+    /// The outcome senders of the groups sent ahead, in order.
+    outcomes: Arc<Mutex<Vec<oneshot::Sender<AheadOutcome>>>>,
+}
+
+fn seqs(batches: &[Batch]) -> Vec<u64> {
+    batches
+        .iter()
+        .flatten()
+        .map(|r| match r {
+            Record::Add { message, .. } => message.seq,
+            Record::Remove { seq } => *seq,
+            _ => 0,
+        })
+        .collect()
+}
+
+impl StoreBackend for Scripted {
+    async fn recover(&mut self) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
+    }
+    async fn write(&mut self, batches: &[Batch], _sync: bool) -> Result<(), StoreError> {
+        self.log.lock().unwrap().push(("write", seqs(batches)));
+        Ok(())
+    }
+    fn send_ahead(&mut self, batches: &[Batch], _sync: bool) -> Option<Ahead> {
+        let (tx, rx) = oneshot::channel();
+        self.log.lock().unwrap().push(("ahead", seqs(batches)));
+        self.outcomes.lock().unwrap().push(tx);
+        Some(Box::pin(async move {
+            rx.await
+                .unwrap_or(AheadOutcome::Done(Err(StoreError::Closed)))
+        }))
+    }
+    fn reader(&self) -> Arc<dyn MessageReader> {
+        MemoryStore::new().reader()
+    }
+}
+
+struct Harness {
+    store: Store,
+    log: Log,
+    outcomes: Arc<Mutex<Vec<oneshot::Sender<AheadOutcome>>>>,
+}
+
+fn harness() -> Harness {
+    harness_with(2)
+}
+
+fn harness_with(in_flight: usize) -> Harness {
+    let log = Log::default();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let (store, _) = Store::spawn(
+        Scripted {
+            log: log.clone(),
+            outcomes: outcomes.clone(),
+        },
+        Arc::new(Usage::default()),
+        WriterConfig {
+            duplicates: DuplicateBounds::per_key(100),
+            in_flight,
+            ..WriterConfig::default()
+        },
+        Vec::new(),
+    )
+    .unwrap();
+    Harness {
+        store,
+        log,
+        outcomes,
+    }
+}
+
+impl Harness {
+    /// Waits until the backend has been asked `n` things.
+    async fn asked(&self, n: usize) -> Vec<(&'static str, Vec<u64>)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.len() >= n {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the backend was asked only {log:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Gives the `i`th group sent ahead its outcome.
+    fn answer(&self, i: usize, outcome: AheadOutcome) {
+        let tx = {
+            let mut outcomes = self.outcomes.lock().unwrap();
+            let (dummy, _) = oneshot::channel();
+            std::mem::replace(&mut outcomes[i], dummy)
+        };
+        tx.send(outcome).unwrap();
+    }
+}
+
+fn ok() -> AheadOutcome {
+    AheadOutcome::Done(Ok(()))
+}
+
+/// A negative check: `c` is still unanswered a while after whatever could
+/// have answered it.
+async fn still_waiting(c: &mut Completion) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), c)
+            .await
+            .is_err(),
+        "answered too soon"
+    );
+}
+
+fn add(seq: u64, id: &str) -> Record {
+    Record::Add {
+        key: StoreKey::Queue("q".into()),
+        message: crate::model::test_message(seq, 4),
+        dedup: Some(Arc::from(id)),
+    }
+}
+
+#[tokio::test]
+async fn a_group_sent_ahead_is_answered_only_after_the_one_before_it() {
+    let h = harness();
+    let mut c1 = h
+        .store
+        .submit(vec![Record::Remove { seq: 1 }])
+        .await
+        .unwrap();
+    h.asked(1).await;
+    let mut c2 = h
+        .store
+        .submit(vec![Record::Remove { seq: 2 }])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.asked(2).await,
+        vec![("ahead", vec![1]), ("ahead", vec![2])],
+        "the second group goes while the first is at the backend"
+    );
+    // The second group's answer comes first: its submitter still waits.
+    h.answer(1, ok());
+    still_waiting(&mut c2).await;
+    still_waiting(&mut c1).await;
+    h.answer(0, ok());
+    c1.await.unwrap();
+    c2.await.unwrap();
+}
+
+#[tokio::test]
+async fn at_most_two_groups_are_at_the_backend() {
+    let h = harness();
+    let c1 = h
+        .store
+        .submit(vec![Record::Remove { seq: 1 }])
+        .await
+        .unwrap();
+    h.asked(1).await;
+    let c2 = h
+        .store
+        .submit(vec![Record::Remove { seq: 2 }])
+        .await
+        .unwrap();
+    h.asked(2).await;
+    let mut c3 = h
+        .store
+        .submit(vec![Record::Remove { seq: 3 }])
+        .await
+        .unwrap();
+    still_waiting(&mut c3).await;
+    assert_eq!(h.log.lock().unwrap().len(), 2, "a third group went ahead");
+    h.answer(0, ok());
+    c1.await.unwrap();
+    assert_eq!(h.asked(3).await[2], ("ahead", vec![3]));
+    h.answer(1, ok());
+    h.answer(2, ok());
+    c2.await.unwrap();
+    c3.await.unwrap();
+}
+
+#[tokio::test]
+async fn with_one_group_in_flight_nothing_is_sent_ahead() {
+    let h = harness_with(1);
+    for seq in 1..=3 {
+        let c = h.store.submit(vec![Record::Remove { seq }]).await.unwrap();
+        c.await.unwrap();
+    }
+    assert_eq!(
+        *h.log.lock().unwrap(),
+        vec![("write", vec![1]), ("write", vec![2]), ("write", vec![3])]
+    );
+}
+
+#[tokio::test]
+async fn groups_whose_connection_broke_are_written_again_in_order() {
+    let h = harness();
+    let c1 = h
+        .store
+        .submit(vec![Record::Remove { seq: 1 }])
+        .await
+        .unwrap();
+    h.asked(1).await;
+    let c2 = h
+        .store
+        .submit(vec![Record::Remove { seq: 2 }])
+        .await
+        .unwrap();
+    h.asked(2).await;
+    h.answer(0, AheadOutcome::Again);
+    // The first is not written again while the second may still be under
+    // way on the old connection.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(h.log.lock().unwrap().len(), 2, "written again too soon");
+    h.answer(1, AheadOutcome::Again);
+    assert_eq!(
+        h.asked(4).await[2..],
+        [("write", vec![1]), ("write", vec![2])],
+        "both written again, in order"
+    );
+    c1.await.unwrap();
+    c2.await.unwrap();
+}
+
+/// A producer's copy sent again while the first copy's group is still
+/// being written: if that group fails, the copy must be stored, not taken
+/// for a duplicate of a message that never was.
+#[tokio::test]
+async fn a_copy_of_a_message_in_a_group_ahead_waits_for_that_groups_answer() {
+    let h = harness();
+    let c1 = h.store.submit(vec![add(1, "m-1")]).await.unwrap();
+    h.asked(1).await;
+    let c2 = h.store.submit(vec![add(2, "m-1")]).await.unwrap();
+    let mut c2 = std::pin::pin!(c2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        h.log.lock().unwrap().len(),
+        1,
+        "the copy went ahead before the first group's answer"
+    );
+    assert!(futures::poll!(&mut c2).is_pending());
+    h.answer(
+        0,
+        AheadOutcome::Done(Err(StoreError::unavailable("test: no room"))),
+    );
+    assert!(c1.await.is_err());
+    assert_eq!(
+        h.asked(2).await[1],
+        ("ahead", vec![2]),
+        "the copy is stored, not dropped as a duplicate"
+    );
+    h.answer(1, ok());
+    let found = c2.await.unwrap();
+    assert!(!found.contains(2));
+}
