@@ -3,7 +3,7 @@
 # pgbench's one-row insert (issue #19's goal 4: BENCHMARKS.md, "fourth
 # pass").
 #
-#   bench/pg-group.sh [ROUNDS] [SECONDS]
+#   bench/pg-group.sh [ROUNDS] [SECONDS] [b]
 #
 # Starts a throwaway PostgreSQL (scripts/test-postgres.sh), has the
 # broker create its schema in a fresh database (a release build of
@@ -16,6 +16,12 @@
 #          both tables, the previous message's two deletes, the fence
 #   inline the same with the fence as an UPDATE ... RETURNING the writes join
 #   nofence the same without a fence (unsafe; for comparison only)
+# With a third argument `b`, then scenario b's side (goal 4 b), ROUNDS times:
+#   one-16  the one-row insert with `-c 16` (compare.sh's pgbench-16 figure)
+#   gN      a group of N 1 KiB messages as the broker's one writer
+#           connection sends it (`-c 1`; N = 16, 8, 4, 1), reported in
+#           messages a second; like a's, its deletes find no row (index
+#           lookups only), so it is the database's best case
 # The session settings are the broker's own (plan_cache_mode,
 # enable_seqscan). The statement text follows GROUP in
 # crates/broker/src/store/postgres/mod.rs; keep them alike.
@@ -102,4 +108,42 @@ for r in $(seq 1 "$rounds"); do
         printf '%12s' "${lat[$script]}"
     done
     python3 -c "print('   %d %%' % round(100 * ${lat[one]} / ${lat[group]}))"
+done
+
+[ "${3:-}" = b ] || exit 0
+# N messages, seqs s .. s+N-1, in the broker's group statement.
+for n in 16 8 4 1; do
+    many="ARRAY(SELECT generate_series(CAST(:s AS bigint), CAST(:s AS bigint) + $n - 1))"
+    each() { echo "ARRAY(SELECT $1 FROM generate_series(1, $n))"; }
+    msgs="$many, $(each 1::smallint), $(each "'/queue/qb'::text"), $(each "''::text"), \
+$(each 4::smallint), $(each true), $(each 0::bigint), $(each 1796615874905::bigint), \
+$(each "'/queue/qb'::text"), $(each "'ID-halyard-1'::text"), $many, $(each "'[]'::text"), \
+$(each "decode(repeat('78', 1024), 'hex')"), $(each 1100)"
+    prev="ARRAY(SELECT generate_series(CAST(:s AS bigint) - $n, CAST(:s AS bigint) - 1))"
+    part=${body//ARRAY\[CAST(:s AS bigint) - 1\]/$prev}
+    {
+        echo "$seq"
+        echo "WITH f AS (SELECT halyard_fence($epoch, CAST(:s AS bigint) + $n)), ${part//GUARD/} SELECT 1 FROM f, c;" \
+            | sed 's/ JOINED//' | sed "s|UNNEST(ARRAY\[CAST(:s AS bigint)\].*AS u(s,|UNNEST($msgs) AS u(s,|"
+    } >"$work/g$n.sql"
+done
+echo
+printf '%-8s%12s' round one-16
+for n in 16 8 4 1; do printf '%12s' "g$n"; done
+echo "   (transactions or messages a second)"
+for r in $(seq 1 "$rounds"); do
+    printf '%-8s' "$r"
+    out=$("$bindir/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -c 16 -j 2 \
+        -T "$secs" -f "$work/one.sql" pg_group 2>&1)
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+    [ -n "$tps" ] || { echo; echo "$out" >&2; exit 1; }
+    printf '%12.0f' "$tps"
+    for n in 16 8 4 1; do
+        out=$("$bindir/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -c 1 \
+            -T "$secs" -f "$work/g$n.sql" pg_group 2>&1)
+        tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+        [ -n "$tps" ] || { echo; echo "$out" >&2; exit 1; }
+        printf '%12.0f' "$(python3 -c "print($tps * $n)")"
+    done
+    echo
 done
