@@ -180,7 +180,7 @@ fn store(out: &mut Exposition, store: &crate::store::Usage) {
     );
     out.histogram(
         "store_sync_seconds",
-        "How long each synced group took to write and make durable (the journal: write and fdatasync; postgres: the group's transaction and commit).",
+        "How long each synced group took to write and make durable (the journal: write and fdatasync; postgres: the group's transaction and commit, from when it was sent).",
         &store.sync_seconds,
     );
     out.histogram(
