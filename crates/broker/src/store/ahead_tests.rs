@@ -107,6 +107,18 @@ impl Harness {
         }
     }
 
+    /// Submits a removal of `seq` and waits until the backend has been
+    /// asked `n` things in all.
+    async fn remove(&self, seq: u64, n: usize) -> Completion {
+        let c = self
+            .store
+            .submit(vec![Record::Remove { seq }])
+            .await
+            .unwrap();
+        self.asked(n).await;
+        c
+    }
+
     /// Gives the `i`th group sent ahead its outcome.
     fn answer(&self, i: usize, outcome: AheadOutcome) {
         let tx = {
@@ -144,19 +156,10 @@ fn add(seq: u64, id: &str) -> Record {
 #[tokio::test]
 async fn a_group_sent_ahead_is_answered_only_after_the_one_before_it() {
     let h = harness();
-    let mut c1 = h
-        .store
-        .submit(vec![Record::Remove { seq: 1 }])
-        .await
-        .unwrap();
-    h.asked(1).await;
-    let mut c2 = h
-        .store
-        .submit(vec![Record::Remove { seq: 2 }])
-        .await
-        .unwrap();
+    let mut c1 = h.remove(1, 1).await;
+    let mut c2 = h.remove(2, 2).await;
     assert_eq!(
-        h.asked(2).await,
+        *h.log.lock().unwrap(),
         vec![("ahead", vec![1]), ("ahead", vec![2])],
         "the second group goes while the first is at the backend"
     );
@@ -172,18 +175,8 @@ async fn a_group_sent_ahead_is_answered_only_after_the_one_before_it() {
 #[tokio::test]
 async fn at_most_two_groups_are_at_the_backend() {
     let h = harness();
-    let c1 = h
-        .store
-        .submit(vec![Record::Remove { seq: 1 }])
-        .await
-        .unwrap();
-    h.asked(1).await;
-    let c2 = h
-        .store
-        .submit(vec![Record::Remove { seq: 2 }])
-        .await
-        .unwrap();
-    h.asked(2).await;
+    let c1 = h.remove(1, 1).await;
+    let c2 = h.remove(2, 2).await;
     let mut c3 = h
         .store
         .submit(vec![Record::Remove { seq: 3 }])
@@ -216,18 +209,8 @@ async fn with_one_group_in_flight_nothing_is_sent_ahead() {
 #[tokio::test]
 async fn groups_whose_connection_broke_are_written_again_in_order() {
     let h = harness();
-    let c1 = h
-        .store
-        .submit(vec![Record::Remove { seq: 1 }])
-        .await
-        .unwrap();
-    h.asked(1).await;
-    let c2 = h
-        .store
-        .submit(vec![Record::Remove { seq: 2 }])
-        .await
-        .unwrap();
-    h.asked(2).await;
+    let c1 = h.remove(1, 1).await;
+    let c2 = h.remove(2, 2).await;
     h.answer(0, AheadOutcome::Again);
     // The first is not written again while the second may still be under
     // way on the old connection.
