@@ -173,6 +173,7 @@ pub(crate) async fn run(service: Arc<Service>, t: Transport, stop: CancellationT
         pipeline: Pipeline::new(
             limits.max_inflight_frames,
             limits.max_inflight_bytes,
+            core.config.confirm_spin(),
             &core.tasks,
         ),
         service,

@@ -152,6 +152,7 @@ async fn serve_as(
         pipeline: Pipeline::new(
             limits.max_inflight_frames,
             limits.max_inflight_bytes,
+            core.config.confirm_spin(),
             &core.tasks,
         ),
         service,
