@@ -50,6 +50,25 @@ struct Finished<T> {
 /// runtime's threads from the other connections.
 static POLLING: AtomicBool = AtomicBool::new(false);
 
+/// The one poller's place, held while polling and given back when
+/// dropped (even if the job panics).
+struct Poller;
+
+impl Poller {
+    fn take() -> Option<Poller> {
+        POLLING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(Poller)
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        POLLING.store(false, Ordering::Release);
+    }
+}
+
 /// How a pipeline waits for a job that is alone in it (see
 /// `store.confirm-spin-us`).
 ///
@@ -59,8 +78,8 @@ static POLLING: AtomicBool = AtomicBool::new(false);
 /// sleeps meanwhile is woken by the store's thread when the sync is done,
 /// through the runtime's unpark of an idle thread, which on a virtual
 /// machine costs a good part of what the sync itself does (issue #19's
-/// goal 1: with it, one synchronous producer got 58-81 % of `sync_floor`
-/// here; polling, 86-98 %). Polling for a short while, yielding the CPU to
+/// goal 1: with it, one synchronous producer got 63-87 % of `sync_floor`
+/// here; polling, 88-99 %). Polling for a short while, yielding the CPU to
 /// any thread that is ready, sees the job done as soon as it is, and the
 /// confirmation goes out at once.
 ///
@@ -83,9 +102,7 @@ impl LoneJob {
     async fn run(&mut self, mut work: Work) -> Result<(), ServiceError> {
         let started = Instant::now();
         if self.pays
-            && POLLING
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+            && let Some(_polling) = Poller::take()
         {
             let until = started + self.budget;
             let polled = std::future::poll_fn(|cx| {
@@ -102,7 +119,6 @@ impl LoneJob {
                 }
             })
             .await;
-            POLLING.store(false, Ordering::Release);
             if let Some(r) = polled {
                 return r;
             }
