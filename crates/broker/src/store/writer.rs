@@ -326,12 +326,17 @@ impl<B: StoreBackend> Writer<B> {
             return;
         }
         self.drain().await;
-        let result = if self.failed.is_cancelled() {
-            Err(StoreError::Failed("the store failed earlier".into()))
-        } else {
-            self.backend.write(&group.batches, sync).await
-        };
+        let result = self.write_alone(&group).await;
         self.answer(group, result).await;
+    }
+
+    /// Writes a group with nothing else at the backend (unless the store
+    /// has failed for good).
+    async fn write_alone(&mut self, group: &Group) -> Result<(), StoreError> {
+        if self.failed.is_cancelled() {
+            return Err(StoreError::Failed("the store failed earlier".into()));
+        }
+        self.backend.write(&group.batches, group.sync).await
     }
 
     /// Waits for the oldest group ahead and answers it.
@@ -362,11 +367,7 @@ impl<B: StoreBackend> Writer<B> {
                     let later = ahead.as_mut().await;
                     *ahead = Box::pin(std::future::ready(later));
                 }
-                if self.failed.is_cancelled() {
-                    Err(StoreError::Failed("the store failed earlier".into()))
-                } else {
-                    self.backend.write(&group.batches, group.sync).await
-                }
+                self.write_alone(&group).await
             }
         };
         self.answer(group, result).await;
