@@ -354,9 +354,9 @@ pub struct StoreConfig {
     /// How long a connection whose one pending request waits for the store
     /// (a producer awaiting each receipt) polls for the confirmation before
     /// its task sleeps, in microseconds (0: it sleeps at once). Saves the
-    /// wake-up of a runtime thread between the sync and the receipt. One
-    /// connection polls at a time, and only while its requests are
-    /// confirmed within this.
+    /// wake-up of a runtime thread between the sync and the receipt. A
+    /// connection polls only while no other request is waited for, and
+    /// only while its requests are confirmed within this.
     pub confirm_spin_us: u64,
 }
 

@@ -21,7 +21,7 @@
 //! other.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -45,27 +45,38 @@ struct Finished<T> {
     bytes: usize,
 }
 
-/// Whether some connection's pipeline is polling for its job now: only one
-/// at a time does, so that polling never takes more than one of the
-/// runtime's threads from the other connections.
-static POLLING: AtomicBool = AtomicBool::new(false);
+/// How many jobs are being waited for now, in every connection's
+/// pipeline. A lone job is polled only while it is the only one, so at
+/// most one connection polls at a time, and only when nothing else is
+/// waited for: when other jobs wait too, their completions keep the
+/// runtime's threads awake, so a wake-up costs little, and a thread spent
+/// polling is taken from work that needs it. (Polling whenever a job was
+/// alone in its own connection, with 16 synchronous producers and their
+/// consumers, cut the rate from 22 k to 7 k messages a second on the
+/// journal and from 11.8 k to 4.2 k on PostgreSQL.)
+struct Waiters(AtomicUsize);
 
-/// The one poller's place, held while polling and given back when
-/// dropped (even if the job panics).
-struct Poller;
+/// The broker's one count.
+static WAITERS: Waiters = Waiters(AtomicUsize::new(0));
 
-impl Poller {
-    fn take() -> Option<Poller> {
-        POLLING
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-            .then_some(Poller)
+impl Waiters {
+    /// Counts a job in until the guard is dropped (even if the job
+    /// panics); returns how many wait now, this one included.
+    fn enter(&'static self) -> (Waiting, usize) {
+        (Waiting(self), self.0.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    fn others(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 1
     }
 }
 
-impl Drop for Poller {
+/// One job counted in [`Waiters`].
+struct Waiting(&'static Waiters);
+
+impl Drop for Waiting {
     fn drop(&mut self) {
-        POLLING.store(false, Ordering::Release);
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -83,30 +94,38 @@ impl Drop for Poller {
 /// any thread that is ready, sees the job done as soon as it is, and the
 /// confirmation goes out at once.
 ///
-/// It polls only while that pays: while the last lone job was done within
-/// the budget. A job that waits longer (a full store, flow control, a slow
-/// disk) costs one budget, and the next job sleeps at once.
+/// It polls only while that pays: while no other job is waited for (see
+/// [`Waiters`]), and while the last lone job was done
+/// within the budget. A job that waits longer (a full store, flow control,
+/// a slow disk) costs one budget, and the next job sleeps at once.
 struct LoneJob {
     budget: Duration,
     pays: bool,
+    waiters: &'static Waiters,
+    /// Jobs seen done while polled.
+    caught: u64,
 }
 
 impl LoneJob {
-    fn new(budget: Duration) -> LoneJob {
+    fn new(budget: Duration, waiters: &'static Waiters) -> LoneJob {
         LoneJob {
             budget,
             pays: !budget.is_zero(),
+            waiters,
+            caught: 0,
         }
     }
 
     async fn run(&mut self, mut work: Work) -> Result<(), ServiceError> {
         let started = Instant::now();
-        if self.pays
-            && let Some(_polling) = Poller::take()
-        {
+        let (_waiting, waiting) = self.waiters.enter();
+        if self.pays && waiting == 1 {
             let until = started + self.budget;
             let polled = std::future::poll_fn(|cx| {
                 loop {
+                    if self.waiters.others() {
+                        return Poll::Ready(None);
+                    }
                     if let Poll::Ready(r) = work.as_mut().poll(cx) {
                         return Poll::Ready(Some(r));
                     }
@@ -120,6 +139,7 @@ impl LoneJob {
             })
             .await;
             if let Some(r) = polled {
+                self.caught += 1;
                 return r;
             }
         }
@@ -191,11 +211,14 @@ impl<T: Send + 'static> Pipeline<T> {
             let (done_tx, finished) = mpsc::channel(self.max_jobs + 1);
             let spin = self.spin;
             self.tasks.spawn(async move {
-                let mut lone = LoneJob::new(spin);
+                let mut lone = LoneJob::new(spin, &WAITERS);
                 while let Some(job) = job_rx.recv().await {
                     let result = match job.work {
                         Some(work) if job_rx.is_empty() => lone.run(work).await,
-                        Some(work) => work.await,
+                        Some(work) => {
+                            let _waiting = WAITERS.enter();
+                            work.await
+                        }
                         None => Ok(()),
                     };
                     // If the session has gone, keep going anyway: the client's
@@ -334,38 +357,49 @@ mod tests {
         p.close();
     }
 
-    /// A job done by another thread (the store's) while the pipeline polls
-    /// is seen at once, without the task sleeping; a job slower than the
-    /// budget turns polling off until a job is done within it again.
-    #[tokio::test]
-    async fn a_lone_job_is_polled_only_while_jobs_are_done_within_the_budget() {
-        let budget = Duration::from_secs(5);
-        let mut lone = LoneJob::new(budget);
+    /// A count of its own, so that other tests' pipelines running at the
+    /// same time do not count.
+    fn waiters() -> &'static Waiters {
+        Box::leak(Box::new(Waiters(AtomicUsize::new(0))))
+    }
+
+    /// A job that another thread (the store's) completes after `after`,
+    /// calling `meanwhile` first.
+    fn done_by_another_thread(
+        after: Duration,
+        meanwhile: impl FnOnce() + Send + 'static,
+    ) -> (Work, std::thread::JoinHandle<()>) {
         let (done, rx) = tokio::sync::oneshot::channel::<()>();
         let store = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(5));
-            // Whether the pipeline is polling as the job is done.
-            let polled = POLLING.load(Ordering::SeqCst);
+            std::thread::sleep(after);
+            meanwhile();
             done.send(()).unwrap();
-            polled
         });
-        let started = Instant::now();
-        // Polled on this (current-thread) runtime, the job can only be
-        // seen done by polling: nothing else runs while the task polls.
         let work: Work = Box::pin(async move {
             rx.await.unwrap();
             Ok(())
         });
+        (work, store)
+    }
+
+    /// A job done by another thread while the pipeline polls is seen at
+    /// once, without the task sleeping; a job slower than the budget turns
+    /// polling off until a job is done within it again.
+    #[tokio::test]
+    async fn a_lone_job_is_polled_only_while_jobs_are_done_within_the_budget() {
+        let budget = Duration::from_secs(5);
+        let waiters = waiters();
+        let mut lone = LoneJob::new(budget, waiters);
+        let (work, store) = done_by_another_thread(Duration::from_millis(5), || {});
+        let started = Instant::now();
         lone.run(work).await.unwrap();
+        store.join().unwrap();
         assert!(started.elapsed() < budget);
         assert!(lone.pays);
-        assert!(store.join().unwrap(), "the job was done while polled");
-        assert!(
-            !POLLING.load(Ordering::Relaxed),
-            "the poller's place is given back"
-        );
+        assert_eq!(lone.caught, 1, "the job was seen done while polled");
+        assert_eq!(waiters.0.load(Ordering::Relaxed), 0, "counted out");
 
-        let mut lone = LoneJob::new(Duration::from_millis(2));
+        let mut lone = LoneJob::new(Duration::from_millis(2), waiters);
         let slow: Work = Box::pin(async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(())
@@ -377,6 +411,41 @@ mod tests {
         );
         lone.run(Box::pin(async { Ok(()) })).await.unwrap();
         assert!(lone.pays, "done within the budget again");
-        assert!(!LoneJob::new(Duration::ZERO).pays, "0: never");
+        assert!(!LoneJob::new(Duration::ZERO, waiters).pays, "0: never");
+    }
+
+    /// While another job is waited for (another connection's), a lone job
+    /// is not polled, and one being polled stops when another job comes:
+    /// a thread spent polling would be taken from them.
+    #[tokio::test]
+    async fn a_lone_job_is_not_polled_while_another_job_is_waited_for() {
+        let budget = Duration::from_secs(5);
+        let waiters = waiters();
+        let mut lone = LoneJob::new(budget, waiters);
+
+        let other = waiters.enter();
+        let (work, store) = done_by_another_thread(Duration::from_millis(5), || {});
+        lone.run(work).await.unwrap();
+        store.join().unwrap();
+        assert_eq!(lone.caught, 0, "slept: another job was waited for");
+        drop(other);
+
+        // Polled alone at first; then another job comes while it waits.
+        let (work, store) = done_by_another_thread(Duration::from_millis(5), move || {
+            // Still waited for when this job is done (counted out below).
+            std::mem::forget(waiters.enter());
+        });
+        let started = Instant::now();
+        lone.run(work).await.unwrap();
+        store.join().unwrap();
+        assert!(started.elapsed() < budget);
+        assert_eq!(lone.caught, 0, "stopped polling when another job came");
+        assert!(lone.pays, "done within the budget");
+
+        waiters.0.store(0, Ordering::Relaxed);
+        let (work, store) = done_by_another_thread(Duration::from_millis(5), || {});
+        lone.run(work).await.unwrap();
+        store.join().unwrap();
+        assert_eq!(lone.caught, 1, "alone again: polled");
     }
 }
