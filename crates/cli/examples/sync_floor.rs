@@ -13,9 +13,12 @@
 //! prints the address it listens on, then serves until killed. It speaks
 //! just enough STOMP for `halyard bench` with producers only.
 
+#[path = "floor/stomp.rs"]
+mod stomp;
+
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// Frames waiting to be made durable, and how far that has got.
@@ -74,98 +77,6 @@ impl Shared {
     }
 }
 
-/// A STOMP frame: command, headers, body.
-type Frame = (String, Vec<(String, String)>, Vec<u8>);
-
-/// One STOMP frame: its command, headers and body (content-length or up to
-/// the NUL).
-fn read_frame(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Frame>> {
-    let mut line = String::new();
-    // Heart-beats and the newlines between frames.
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        if !line.trim_end().is_empty() {
-            break;
-        }
-    }
-    let command = line.trim_end().to_owned();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.to_owned(), v.to_owned()));
-        }
-    }
-    let length = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-            let mut nul = [0u8; 1];
-            r.read_exact(&mut nul)?;
-        }
-        None => {
-            r.read_until(0, &mut body)?;
-            body.pop();
-        }
-    }
-    Ok(Some((command, headers, body)))
-}
-
-fn serve(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut out = stream.try_clone()?;
-    let mut r = BufReader::new(stream);
-    while let Some((command, headers, body)) = read_frame(&mut r)? {
-        let receipt = headers
-            .iter()
-            .find(|(k, _)| k == "receipt")
-            .map(|(_, v)| v.clone());
-        match command.as_str() {
-            "CONNECT" | "STOMP" => {
-                out.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")?;
-                continue;
-            }
-            "SEND" => {
-                let mut record = Vec::with_capacity(body.len() + 64);
-                for (k, v) in &headers {
-                    record.extend_from_slice(k.as_bytes());
-                    record.push(b':');
-                    record.extend_from_slice(v.as_bytes());
-                    record.push(b'\n');
-                }
-                record.extend_from_slice(&body);
-                shared.append(record)?;
-            }
-            "DISCONNECT" => {
-                if let Some(id) = receipt {
-                    out.write_all(format!("RECEIPT\nreceipt-id:{id}\n\n\0").as_bytes())?;
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-        if let Some(id) = receipt {
-            out.write_all(format!("RECEIPT\nreceipt-id:{id}\n\n\0").as_bytes())?;
-        }
-    }
-    Ok(())
-}
-
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, addr, path] = &args[..] else {
@@ -185,7 +96,7 @@ fn main() -> std::io::Result<()> {
         let stream = stream?;
         let shared = shared.clone();
         std::thread::spawn(move || {
-            let _ = serve(stream, shared);
+            let _ = stomp::serve(stream, |_, record| shared.append(record));
         });
     }
     Ok(())
