@@ -351,6 +351,13 @@ pub struct StoreConfig {
     /// where the database shares the broker's CPUs (each group is a commit
     /// of its own).
     pub groups_in_flight: usize,
+    /// `postgres`: how long, in microseconds, a group waits for as many
+    /// producers as the last group answered while the group ahead of it
+    /// is still at the database (0: it leaves at once). It leaves as soon
+    /// as they are in or the group ahead is done, so the database is never
+    /// kept idle; only larger groups come of it. Matters only with
+    /// `groups-in-flight` above 1.
+    pub group_wait_us: u64,
     /// How long a connection whose one pending request waits for the store
     /// (a producer awaiting each receipt) polls for the confirmation before
     /// its task sleeps, in microseconds (0: it sleeps at once). Saves the
@@ -371,6 +378,7 @@ impl Default for StoreConfig {
             start_timeout_ms: 0,
             writer_spin_us: 200,
             groups_in_flight: 2,
+            group_wait_us: 400,
             confirm_spin_us: 1000,
         }
     }
@@ -1214,6 +1222,12 @@ impl BrokerConfig {
                 message: "must be at most 10000 (10 ms)".into(),
             });
         }
+        if self.store.group_wait_us > 10_000 {
+            return Err(ConfigError::Invalid {
+                key: "store.group-wait-us",
+                message: "must be at most 10000 (10 ms)".into(),
+            });
+        }
         if !(1..=16).contains(&self.store.groups_in_flight) {
             return Err(ConfigError::Invalid {
                 key: "store.groups-in-flight",
@@ -1435,6 +1449,7 @@ impl BrokerConfig {
             readers: self.store.readers,
             writer_spin: std::time::Duration::from_micros(self.store.writer_spin_us),
             groups_in_flight: self.store.groups_in_flight,
+            group_wait: std::time::Duration::from_micros(self.store.group_wait_us),
             standby: None,
         }
     }
@@ -1881,6 +1896,12 @@ mod tests {
         assert!(e.contains("store.confirm-spin-us"), "{e}");
         let c = BrokerConfig::from_toml("[store]\ngroups-in-flight = 4").unwrap();
         assert_eq!(c.store_settings().groups_in_flight, 4);
+        let e = BrokerConfig::from_toml("[store]\ngroup-wait-us = 10001")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.group-wait-us"), "{e}");
+        let c = BrokerConfig::from_toml("[store]\ngroup-wait-us = 0").unwrap();
+        assert!(c.store_settings().group_wait.is_zero());
         BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870912").unwrap();
         let e = BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870913")
             .unwrap_err()

@@ -120,9 +120,13 @@ async fn open(
         readers: 1,
         duplicates: DuplicateBounds::default(),
     };
-    let backend =
-        PostgresStore::connect(config, lease.epoch(), CancellationToken::new(), Arc::default())
-            .await?;
+    let backend = PostgresStore::connect(
+        config,
+        lease.epoch(),
+        CancellationToken::new(),
+        Arc::default(),
+    )
+    .await?;
     let writer = WriterConfig {
         in_flight,
         ..WriterConfig::default()

@@ -33,6 +33,7 @@ pub(crate) fn service(config: BrokerConfig) -> Arc<Service> {
             // the CPU the others need.
             spin: std::time::Duration::ZERO,
             in_flight: config.store.groups_in_flight,
+            group_wait: std::time::Duration::from_micros(config.store.group_wait_us),
         },
         Vec::new(),
     )

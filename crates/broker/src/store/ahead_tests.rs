@@ -67,6 +67,10 @@ fn harness() -> Harness {
 }
 
 fn harness_with(in_flight: usize) -> Harness {
+    harness_waiting(in_flight, WriterConfig::default().group_wait)
+}
+
+fn harness_waiting(in_flight: usize, group_wait: Duration) -> Harness {
     let log = Log::default();
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let (store, _) = Store::spawn(
@@ -78,6 +82,7 @@ fn harness_with(in_flight: usize) -> Harness {
         WriterConfig {
             duplicates: DuplicateBounds::per_key(100),
             in_flight,
+            group_wait,
             ..WriterConfig::default()
         },
         Vec::new(),
@@ -256,4 +261,109 @@ async fn a_copy_of_a_message_in_a_group_ahead_waits_for_that_groups_answer() {
     h.answer(1, ok());
     let found = c2.await.unwrap();
     assert!(!found.contains(2));
+}
+
+/// Brings the writer to where the last group it answered had three
+/// submitters, with nothing at the backend: the groups asked so far are
+/// [1], [2] and [3, 4, 5].
+async fn after_a_cohort_of_three(h: &Harness) {
+    let c1 = h.remove(1, 1).await;
+    let c2 = h.remove(2, 2).await;
+    // The writer waits for the first group's answer: these queue up and
+    // then go as one group.
+    let mut rest = Vec::new();
+    for seq in 3..=5 {
+        rest.push(h.store.submit(vec![Record::Remove { seq }]).await.unwrap());
+    }
+    h.answer(0, ok());
+    assert_eq!(h.asked(3).await[2], ("ahead", vec![3, 4, 5]));
+    h.answer(1, ok());
+    h.answer(2, ok());
+    c1.await.unwrap();
+    c2.await.unwrap();
+    for c in rest {
+        c.await.unwrap();
+    }
+}
+
+/// Waits a while, then says whether the backend has still been asked
+/// only `n` things.
+async fn still_asked(h: &Harness, n: usize) -> bool {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.log.lock().unwrap().len() == n
+}
+
+/// While a group is at the backend, the next one waits for as many
+/// submitters as the last group answered had, and goes with all of them.
+#[tokio::test]
+async fn a_group_waits_for_its_cohort_while_one_is_ahead() {
+    let h = harness_waiting(2, Duration::from_secs(10));
+    after_a_cohort_of_three(&h).await;
+    let c6 = h.remove(6, 4).await;
+    // Nothing else is at the backend, so this went at once; now one is.
+    let c7 = h
+        .store
+        .submit(vec![Record::Remove { seq: 7 }])
+        .await
+        .unwrap();
+    assert!(still_asked(&h, 4).await, "one of three went alone");
+    let c8 = h
+        .store
+        .submit(vec![Record::Remove { seq: 8 }])
+        .await
+        .unwrap();
+    let c9 = h
+        .store
+        .submit(vec![Record::Remove { seq: 9 }])
+        .await
+        .unwrap();
+    assert_eq!(h.asked(5).await[4], ("ahead", vec![7, 8, 9]));
+    h.answer(3, ok());
+    h.answer(4, ok());
+    for c in [c6, c7, c8, c9] {
+        c.await.unwrap();
+    }
+}
+
+/// A group waiting for its cohort goes as soon as the group ahead of it is
+/// done, so the backend is never left idle for it.
+#[tokio::test]
+async fn a_group_waiting_for_its_cohort_goes_when_the_group_ahead_is_done() {
+    let h = harness_waiting(2, Duration::from_secs(10));
+    after_a_cohort_of_three(&h).await;
+    let c6 = h.remove(6, 4).await;
+    let c7 = h
+        .store
+        .submit(vec![Record::Remove { seq: 7 }])
+        .await
+        .unwrap();
+    assert!(still_asked(&h, 4).await, "it did not wait");
+    let started = Instant::now();
+    h.answer(3, ok());
+    assert_eq!(h.asked(5).await[4], ("ahead", vec![7]));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited out the budget"
+    );
+    c6.await.unwrap();
+    h.answer(4, ok());
+    c7.await.unwrap();
+}
+
+/// With `group-wait-us = 0` a group never waits.
+#[tokio::test]
+async fn without_a_group_wait_a_group_goes_at_once() {
+    let h = harness_waiting(2, Duration::ZERO);
+    after_a_cohort_of_three(&h).await;
+    let c6 = h.remove(6, 4).await;
+    let c7 = h
+        .store
+        .submit(vec![Record::Remove { seq: 7 }])
+        .await
+        .unwrap();
+    assert_eq!(h.asked(5).await[4], ("ahead", vec![7]));
+    h.answer(3, ok());
+    h.answer(4, ok());
+    c6.await.unwrap();
+    c7.await.unwrap();
 }

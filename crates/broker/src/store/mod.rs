@@ -940,6 +940,9 @@ pub struct WriterConfig {
     /// `store.groups-in-flight`: most groups handed to a backend that sends
     /// them ahead ([`StoreBackend::send_ahead`]) and not yet answered.
     pub in_flight: usize,
+    /// `store.group-wait-us`: how long a group waits for as many
+    /// submitters as the last one had while a group is ahead of it.
+    pub group_wait: std::time::Duration,
 }
 
 impl Default for WriterConfig {
@@ -951,6 +954,7 @@ impl Default for WriterConfig {
             duplicates: DuplicateBounds::default(),
             spin: std::time::Duration::ZERO,
             in_flight: 2,
+            group_wait: std::time::Duration::from_micros(400),
         }
     }
 }
@@ -971,6 +975,7 @@ impl Store {
             duplicates,
             spin,
             in_flight,
+            group_wait,
         } = config;
         let dups = dedup::DupIndex::new(duplicates, duplicate_ids);
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
@@ -989,7 +994,15 @@ impl Store {
                 token: on_fail,
                 error: failure_set,
             };
-            let w = Writer::new(backend, stats, fail, dups, Spin::new(spin), in_flight);
+            let w = Writer::new(
+                backend,
+                stats,
+                fail,
+                dups,
+                Spin::new(spin),
+                in_flight,
+                group_wait,
+            );
             writer(w, rx, parked)
         })?;
         Ok((

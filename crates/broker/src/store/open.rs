@@ -82,6 +82,8 @@ pub(crate) struct StoreSettings {
     pub(crate) writer_spin: Duration,
     /// `store.groups-in-flight`.
     pub(crate) groups_in_flight: usize,
+    /// `store.group-wait-us`.
+    pub(crate) group_wait: Duration,
     /// The checkpoint a slave decoded while it waited (journal).
     pub(crate) standby: Option<Arc<crate::store::journal::Standby>>,
 }
@@ -340,6 +342,7 @@ async fn start<B: StoreBackend>(
         duplicates: settings.duplicates,
         spin: settings.writer_spin,
         in_flight: settings.groups_in_flight,
+        group_wait: settings.group_wait,
     };
     let duplicate_ids = std::mem::take(&mut recovered.duplicate_ids);
     let (store, writer) = Store::spawn(backend, usage, writer, duplicate_ids)

@@ -260,6 +260,11 @@ pub(super) struct Writer<B> {
     /// Most groups handed to the backend and not yet answered
     /// (`store.groups-in-flight`; at least 1).
     in_flight: usize,
+    /// `store.group-wait-us`: how long a group waits for its cohort while
+    /// the group ahead of it is at the backend ([`Writer::wait_for_cohort`]).
+    group_wait: std::time::Duration,
+    /// How many submitters the last synced group answered.
+    cohort: usize,
 }
 
 impl<B: StoreBackend> Writer<B> {
@@ -270,6 +275,7 @@ impl<B: StoreBackend> Writer<B> {
         dups: dedup::DupIndex,
         spin: Spin,
         in_flight: usize,
+        group_wait: std::time::Duration,
     ) -> Writer<B> {
         Writer {
             backend,
@@ -279,6 +285,8 @@ impl<B: StoreBackend> Writer<B> {
             spin,
             ahead: VecDeque::new(),
             in_flight: in_flight.max(1),
+            group_wait,
+            cohort: 0,
         }
     }
 
@@ -337,6 +345,61 @@ impl<B: StoreBackend> Writer<B> {
             return Err(StoreError::Failed("the store failed earlier".into()));
         }
         self.backend.write(&group.batches, group.sync).await
+    }
+
+    /// Waits a little for more of a group's submitters, while the group
+    /// ahead of it is still at the backend (so the database is busy
+    /// anyway).
+    ///
+    /// Producers that wait for each receipt come back in cohorts: those a
+    /// group answered send again together, some tens of microseconds
+    /// apart. With a group sent ahead, the first of them to arrive would
+    /// otherwise leave alone (or with a few) while the rest queue behind
+    /// it, and 16 producers settle into two cohorts of 8, each a commit of
+    /// its own; a commit costs PostgreSQL about as much as 30 messages in
+    /// it (`bench/pg-group.sh`). Waiting until as many submitters as the
+    /// last group answered are in, but never after the group ahead is
+    /// done and never beyond the budget, makes the groups larger without
+    /// leaving the database idle.
+    fn wait_for_cohort(&mut self, rx: &mut mpsc::Receiver<Request>, group: &mut Gathered) {
+        if self.group_wait.is_zero()
+            || group.waiting == 0
+            || group.waiting >= self.cohort
+            || self.ahead.is_empty()
+        {
+            return;
+        }
+        let until = std::time::Instant::now() + self.group_wait;
+        while group.waiting < self.cohort && std::time::Instant::now() < until && !self.front_done()
+        {
+            match rx.try_recv() {
+                Ok(req) => {
+                    if !group.take(req) {
+                        return;
+                    }
+                }
+                // Yielding, not spinning: the producers' threads and the
+                // database may need this CPU.
+                Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Whether the oldest group ahead has its outcome (kept for
+    /// `answer_oldest`): looked at without waiting.
+    fn front_done(&mut self) -> bool {
+        let Some((_, ahead)) = self.ahead.front_mut() else {
+            return true;
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match ahead.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(outcome) => {
+                *ahead = Box::pin(std::future::ready(outcome));
+                true
+            }
+            std::task::Poll::Pending => false,
+        }
     }
 
     /// Waits for the oldest group ahead and answers it.
@@ -433,6 +496,39 @@ impl<B: StoreBackend> Writer<B> {
         }
         if sync {
             self.spin.confirmed();
+            self.cohort = waiting;
+        }
+    }
+}
+
+/// What the writer has gathered for its next group.
+#[derive(Default)]
+struct Gathered {
+    batches: Vec<Batch>,
+    waiters: Vec<Option<Done>>,
+    /// How many of `waiters` someone waits on.
+    waiting: usize,
+    /// Bytes of new messages.
+    bytes: usize,
+    /// A close request, which ends the gathering.
+    closing: Option<oneshot::Sender<()>>,
+}
+
+impl Gathered {
+    /// Takes a request in; says whether the group may take more.
+    fn take(&mut self, req: Request) -> bool {
+        match req {
+            Request::Write { batch, done } => {
+                self.bytes += added_bytes(&batch);
+                self.waiting += usize::from(done.is_some());
+                self.batches.push(batch);
+                self.waiters.push(done);
+                self.batches.len() < MAX_GROUP && self.bytes < MAX_GROUP_BYTES
+            }
+            Request::Close { done } => {
+                self.closing = Some(done);
+                false
+            }
         }
     }
 }
@@ -442,9 +538,8 @@ pub(super) async fn writer<B: StoreBackend>(
     mut rx: mpsc::Receiver<Request>,
     parked: Arc<Parked>,
 ) {
-    let mut closing = None;
     let mut upkeep = true;
-    loop {
+    let closing = loop {
         if !w.failed.is_cancelled() && w.backend.upkeep_overdue() {
             // Busy since long before: the upkeep goes between two groups.
             w.drain().await;
@@ -485,38 +580,30 @@ pub(super) async fn writer<B: StoreBackend>(
         if matches!(first, Some(Request::Write { .. })) {
             w.spin.arrived();
         }
-        let mut batches = Vec::new();
-        let mut waiters = Vec::new();
+        let mut group = Gathered::default();
         for batch in parked.take() {
-            batches.push(batch);
-            waiters.push(None);
+            group.batches.push(batch);
+            group.waiters.push(None);
         }
-        let mut next = first;
-        let mut bytes = 0;
-        while let Some(req) = next.take() {
-            match req {
-                Request::Write { batch, done } => {
-                    bytes += added_bytes(&batch);
-                    batches.push(batch);
-                    waiters.push(done);
-                }
-                Request::Close { done } => {
-                    closing = Some(done);
-                    break;
-                }
-            }
-            if batches.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
-                next = rx.try_recv().ok();
+        let mut open = true;
+        if let Some(req) = first {
+            open = group.take(req);
+            while open && let Ok(req) = rx.try_recv() {
+                open = group.take(req);
             }
         }
-        if !batches.is_empty() {
-            w.write(batches, waiters).await;
+        if open {
+            w.wait_for_cohort(&mut rx, &mut group);
+        }
+        let closing = group.closing.take();
+        if !group.batches.is_empty() {
+            w.write(group.batches, group.waiters).await;
             upkeep = true;
         }
         if closing.is_some() || disconnected {
-            break;
+            break closing;
         }
-    }
+    };
     w.drain().await;
     let Writer {
         mut backend,
