@@ -414,8 +414,21 @@ def _floor(rd):
 
 
 def _floor_lines(rd):
-    return ["%2d synchronous producer(s), no consumer: sync_floor %.0f msg/s, Halyard %.0f msg/s "
-            "(%.0f %% of the floor)" % (p, f, h, 100.0 * h / f) for p, (f, h) in sorted(_floor(rd).items())]
+    """With pgbench in the run (--store postgres), the floor is pg_floor,
+    and both rates are also given as a share of pgbench's with as many
+    clients."""
+    pgb = _load(os.path.join(rd, "pgbench.json"))
+    tps = {r["clients"]: r["tps"] for r in (pgb or {}).get("runs", []) if r.get("tps")}
+    name = "pg_floor" if pgb else "sync_floor"
+    lines = []
+    for p, (f, h) in sorted(_floor(rd).items()):
+        line = "%2d synchronous producer(s), no consumer: %s %.0f msg/s, Halyard %.0f msg/s (%.0f %% of the floor)" % (
+            p, name, f, h, 100.0 * h / f)
+        if tps.get(p):
+            line += "; of pgbench with %d client(s): %s %.0f %%, Halyard %.0f %%" % (
+                p, name, 100.0 * f / tps[p], 100.0 * h / tps[p])
+        lines.append(line)
+    return lines
 
 
 def cmd_floor(args):
@@ -681,7 +694,9 @@ def cmd_table(args):
                 broker, scen, r.get("missing"), r.get("extra"), r.get("errors")))
     floor = _floor_lines(rd)
     if floor:
-        lines.append("floor (crates/cli/examples/sync_floor.rs: read, append, fdatasync, RECEIPT; best group commit):")
+        lines.append("floor (crates/cli/examples/pg_floor.rs: Halyard's store writer and nothing above it):"
+                     if pg_mode else
+                     "floor (crates/cli/examples/sync_floor.rs: read, append, fdatasync, RECEIPT; best group commit):")
         lines.extend("  " + l for l in floor)
     for broker in BROKERS:
         for s in sessions.get(broker, []):

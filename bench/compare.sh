@@ -59,11 +59,14 @@ Options:
                      database, each with an empty store (5 rounds) and with
                      1,000,000 stored 1 KiB messages (3 rounds; 20,000 with
                      --quick); about 3 minutes (5 with --store postgres).
-                     "floor" (journal runs, likewise): 1 and 16
-                     synchronous producers against sync_floor
+                     "floor" (likewise): 1 and 16 synchronous producers
+                     against a floor server and against Halyard, 8 s
+                     each. Journal runs: sync_floor
                      (crates/cli/examples/sync_floor.rs: read, append,
-                     fdatasync, RECEIPT, nothing else) and against Halyard,
-                     8 s each: what any server reaches over a socket here
+                     fdatasync, RECEIPT, nothing else), what any server
+                     reaches over a socket here. --store postgres:
+                     pg_floor (crates/cli/examples/pg_floor.rs: Halyard's
+                     store writer on the database, nothing above it)
   --keep             keep the brokers' temporary data directories and logs
                      (and, with --store postgres, the session databases until
                      the run's PostgreSQL server is stopped at its end)
@@ -485,53 +488,6 @@ for k, name in (("append_4k", "append 4 KiB + fdatasync"), ("overwrite_4k", "ove
 EOF
 
 # --------------------------------------------------------------------------
-# The floor for synchronous persistent sends (journal runs): the same load
-# generator against crates/cli/examples/sync_floor.rs, a server that only
-# reads each SEND, appends it, fdatasyncs (the best group commit) and
-# answers the RECEIPT, and against Halyard with the same producers-only
-# load, one after the other. What a server can reach over a socket on this
-# machine, next to the disk's raw rate above.
-
-if [[ $STORE == journal ]] && want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,floor,* ]]; then
-    FLOOR_BIN=$ROOT/target/release/examples/sync_floor
-    if ((BUILD)); then
-        (cd "$ROOT" && cargo build --release -p halyard --example sync_floor) || die "cannot build sync_floor"
-    fi
-    if [[ -x $FLOOR_BIN ]]; then
-        log "floor: 1 and 16 synchronous producers (no consumers), ${FLOOR_SECS}s each, against sync_floor and Halyard"
-        floor_port=$("${TOOL[@]}" free-port)
-        "$FLOOR_BIN" "127.0.0.1:$floor_port" "$TMPBASE/floor.log" >/dev/null 2>>"$OUT/logs/floor.log" &
-        floor_pid=$!
-        hal_port=$("${TOOL[@]}" free-port)
-        mkdir -p "$TMPBASE/floor-halyard"
-        "$HALYARD" broker --config "$HALYARD_JOURNAL_CFG" --data-dir "$TMPBASE/floor-halyard" \
-            --stomp "127.0.0.1:$hal_port" --ws 127.0.0.1:0 --http "127.0.0.1:$("${TOOL[@]}" free-port)" \
-            --openwire 127.0.0.1:0 2>>"$OUT/logs/floor-halyard.log" &
-        hal_pid=$!
-        for port in "$floor_port" "$hal_port"; do
-            for _ in $(seq 1 500); do
-                (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-                sleep 0.02
-            done
-        done
-        for p in 1 16; do
-            for target in floor halyard; do
-                port=$floor_port
-                [[ $target == halyard ]] && port=$hal_port
-                "$HALYARD" bench --url "stomp://127.0.0.1:$port" -d "/queue/floor.$p" --producers "$p" --consumers 0 \
-                    --persistent --receipt-every 1 --duration "$FLOOR_SECS" --warmup 1 --size 1024 --json --no-progress \
-                    >"$OUT/floor-$target-$p.json" 2>>"$OUT/logs/floor.log" || log "floor: $target with $p producer(s) failed"
-            done
-        done
-        kill "$floor_pid" "$hal_pid" 2>/dev/null || true
-        wait "$floor_pid" "$hal_pid" 2>/dev/null || true
-        rm -f "$TMPBASE/floor.log"
-        rm -rf "$TMPBASE/floor-halyard"
-        "${TOOL[@]}" floor "$OUT" >&2
-    fi
-fi
-
-# --------------------------------------------------------------------------
 # PostgreSQL (--store postgres): one throwaway server for the whole run,
 # the test suite's (scripts/test-postgres.sh: fsync on, synchronous_commit
 # at its default, on; trust authentication on 127.0.0.1).  With $$ as owner
@@ -585,6 +541,74 @@ pg_new_db() {
 pg_wal() {
     "${PSQL[@]}" -F ' ' -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, wal_sync FROM pg_stat_wal" 2>/dev/null || echo "0 0"
 }
+
+# --------------------------------------------------------------------------
+# The floor for synchronous persistent sends: the same load generator
+# against a server that does nothing for a receipted SEND but store it and
+# answer, and against Halyard with the same producers-only load, one after
+# the other. For the journal, crates/cli/examples/sync_floor.rs reads each
+# SEND, appends it, fdatasyncs (the best group commit) and answers: what a
+# server can reach over a socket on this machine, next to the disk's raw
+# rate above. For PostgreSQL, crates/cli/examples/pg_floor.rs hands each
+# SEND to Halyard's own store writer (its group commit, group statement and
+# fence) with nothing above it: what the store reaches of pgbench's rate,
+# and so how much of the gap lies above it.
+
+if want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,floor,* ]]; then
+    floor_example=sync_floor
+    [[ $STORE == postgres ]] && floor_example=pg_floor
+    FLOOR_BIN=$ROOT/target/release/examples/$floor_example
+    if ((BUILD)); then
+        (cd "$ROOT" && cargo build --release -p halyard --example "$floor_example") || die "cannot build $floor_example"
+    fi
+    if [[ -x $FLOOR_BIN ]]; then
+        log "floor: 1 and 16 synchronous producers (no consumers), ${FLOOR_SECS}s each, against $floor_example and Halyard"
+        floor_port=$("${TOOL[@]}" free-port)
+        hal_port=$("${TOOL[@]}" free-port)
+        mkdir -p "$TMPBASE/floor-halyard"
+        hal_store=(--config "$HALYARD_JOURNAL_CFG")
+        if [[ $STORE == postgres ]]; then
+            pg_new_db bench_floor_pg
+            pg_new_db bench_floor_halyard
+            "$FLOOR_BIN" "127.0.0.1:$floor_port" "postgres://postgres@127.0.0.1:$PG_PORT/bench_floor_pg" \
+                >/dev/null 2>>"$OUT/logs/floor.log" &
+            hal_store=(--config "$HALYARD_CFG" --store postgres
+                --store-url "postgres://postgres@127.0.0.1:$PG_PORT/bench_floor_halyard")
+        else
+            "$FLOOR_BIN" "127.0.0.1:$floor_port" "$TMPBASE/floor.log" >/dev/null 2>>"$OUT/logs/floor.log" &
+        fi
+        floor_pid=$!
+        "$HALYARD" broker "${hal_store[@]}" --data-dir "$TMPBASE/floor-halyard" \
+            --stomp "127.0.0.1:$hal_port" --ws 127.0.0.1:0 --http "127.0.0.1:$("${TOOL[@]}" free-port)" \
+            --openwire 127.0.0.1:0 2>>"$OUT/logs/floor-halyard.log" &
+        hal_pid=$!
+        for port in "$floor_port" "$hal_port"; do
+            for _ in $(seq 1 500); do
+                (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+                sleep 0.02
+            done
+        done
+        for p in 1 16; do
+            for target in floor halyard; do
+                port=$floor_port
+                [[ $target == halyard ]] && port=$hal_port
+                "$HALYARD" bench --url "stomp://127.0.0.1:$port" -d "/queue/floor.$p" --producers "$p" --consumers 0 \
+                    --persistent --receipt-every 1 --duration "$FLOOR_SECS" --warmup 1 --size 1024 --json --no-progress \
+                    >"$OUT/floor-$target-$p.json" 2>>"$OUT/logs/floor.log" || log "floor: $target with $p producer(s) failed"
+            done
+        done
+        kill "$floor_pid" "$hal_pid" 2>/dev/null || true
+        wait "$floor_pid" "$hal_pid" 2>/dev/null || true
+        rm -f "$TMPBASE/floor.log"
+        rm -rf "$TMPBASE/floor-halyard"
+        if [[ $STORE == postgres ]]; then
+            # Their rows would otherwise be checkpointed and vacuumed
+            # during the scenarios that follow.
+            "${PSQL[@]}" -c "DROP DATABASE bench_floor_pg WITH (FORCE)" -c "DROP DATABASE bench_floor_halyard WITH (FORCE)" || true
+        fi
+        "${TOOL[@]}" floor "$OUT" >&2
+    fi
+fi
 
 # --------------------------------------------------------------------------
 # Brokers
