@@ -298,21 +298,9 @@ impl<B: StoreBackend> Writer<B> {
             // succeeding: wait for their answers first.
             self.drain().await;
         }
-        let waiting = waiters.iter().flatten().count();
-        let sync = waiting > 0;
-        let stats = &self.stats;
-        stats.groups.fetch_add(1, Ordering::Relaxed);
-        stats
-            .synced_groups
-            .fetch_add(u64::from(sync), Ordering::Relaxed);
-        stats
-            .synced_batches
-            .fetch_add(waiting as u64, Ordering::Relaxed);
-        stats
-            .lazy_batches
-            .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
+        let sync = waiters.iter().flatten().next().is_some();
         let (found, added) = self.dups.filter(&mut batches);
-        stats
+        self.stats
             .duplicate_ids
             .store(self.dups.len() as u64, Ordering::Relaxed);
         let group = Group {
@@ -448,6 +436,20 @@ impl<B: StoreBackend> Writer<B> {
             started,
         } = group;
         let waiting = waiters.iter().flatten().count();
+        // Counted once the backend is done with the group, so that a
+        // count seen means the write has happened (a test kills the
+        // broker right after it sees a delivery count's write).
+        let stats = &self.stats;
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .synced_groups
+            .fetch_add(u64::from(sync), Ordering::Relaxed);
+        stats
+            .synced_batches
+            .fetch_add(waiting as u64, Ordering::Relaxed);
+        stats
+            .lazy_batches
+            .fetch_add((batches.len() - waiting) as u64, Ordering::Relaxed);
         if sync && result.is_ok() {
             self.stats.sync_seconds.observe_duration(started.elapsed());
             self.stats.group_batches.observe(waiting as u64);
