@@ -112,14 +112,18 @@ impl Harness {
         }
     }
 
+    /// Submits a removal of `seq`.
+    async fn submit(&self, seq: u64) -> Completion {
+        self.store
+            .submit(vec![Record::Remove { seq }])
+            .await
+            .unwrap()
+    }
+
     /// Submits a removal of `seq` and waits until the backend has been
     /// asked `n` things in all.
     async fn remove(&self, seq: u64, n: usize) -> Completion {
-        let c = self
-            .store
-            .submit(vec![Record::Remove { seq }])
-            .await
-            .unwrap();
+        let c = self.submit(seq).await;
         self.asked(n).await;
         c
     }
@@ -264,16 +268,17 @@ async fn a_copy_of_a_message_in_a_group_ahead_waits_for_that_groups_answer() {
 }
 
 /// Brings the writer to where the last group it answered had three
-/// submitters, with nothing at the backend: the groups asked so far are
-/// [1], [2] and [3, 4, 5].
-async fn after_a_cohort_of_three(h: &Harness) {
+/// submitters, then has one group at the backend (removing 6) and a lone
+/// submitter after it (removing 7), whose completions it returns. The
+/// groups asked so far are [1], [2], [3, 4, 5] and [6].
+async fn one_ahead_after_a_cohort_of_three(h: &Harness) -> (Completion, Completion) {
     let c1 = h.remove(1, 1).await;
     let c2 = h.remove(2, 2).await;
     // The writer waits for the first group's answer: these queue up and
     // then go as one group.
     let mut rest = Vec::new();
     for seq in 3..=5 {
-        rest.push(h.store.submit(vec![Record::Remove { seq }]).await.unwrap());
+        rest.push(h.submit(seq).await);
     }
     h.answer(0, ok());
     assert_eq!(h.asked(3).await[2], ("ahead", vec![3, 4, 5]));
@@ -284,6 +289,9 @@ async fn after_a_cohort_of_three(h: &Harness) {
     for c in rest {
         c.await.unwrap();
     }
+    // Nothing else is at the backend, so this goes at once; now one is.
+    let c6 = h.remove(6, 4).await;
+    (c6, h.submit(7).await)
 }
 
 /// Waits a while, then says whether the backend has still been asked
@@ -298,25 +306,10 @@ async fn still_asked(h: &Harness, n: usize) -> bool {
 #[tokio::test]
 async fn a_group_waits_for_its_cohort_while_one_is_ahead() {
     let h = harness_waiting(2, Duration::from_secs(10));
-    after_a_cohort_of_three(&h).await;
-    let c6 = h.remove(6, 4).await;
-    // Nothing else is at the backend, so this went at once; now one is.
-    let c7 = h
-        .store
-        .submit(vec![Record::Remove { seq: 7 }])
-        .await
-        .unwrap();
+    let (c6, c7) = one_ahead_after_a_cohort_of_three(&h).await;
     assert!(still_asked(&h, 4).await, "one of three went alone");
-    let c8 = h
-        .store
-        .submit(vec![Record::Remove { seq: 8 }])
-        .await
-        .unwrap();
-    let c9 = h
-        .store
-        .submit(vec![Record::Remove { seq: 9 }])
-        .await
-        .unwrap();
+    let c8 = h.submit(8).await;
+    let c9 = h.submit(9).await;
     assert_eq!(h.asked(5).await[4], ("ahead", vec![7, 8, 9]));
     h.answer(3, ok());
     h.answer(4, ok());
@@ -330,13 +323,7 @@ async fn a_group_waits_for_its_cohort_while_one_is_ahead() {
 #[tokio::test]
 async fn a_group_waiting_for_its_cohort_goes_when_the_group_ahead_is_done() {
     let h = harness_waiting(2, Duration::from_secs(10));
-    after_a_cohort_of_three(&h).await;
-    let c6 = h.remove(6, 4).await;
-    let c7 = h
-        .store
-        .submit(vec![Record::Remove { seq: 7 }])
-        .await
-        .unwrap();
+    let (c6, c7) = one_ahead_after_a_cohort_of_three(&h).await;
     assert!(still_asked(&h, 4).await, "it did not wait");
     let started = Instant::now();
     h.answer(3, ok());
@@ -354,13 +341,7 @@ async fn a_group_waiting_for_its_cohort_goes_when_the_group_ahead_is_done() {
 #[tokio::test]
 async fn without_a_group_wait_a_group_goes_at_once() {
     let h = harness_waiting(2, Duration::ZERO);
-    after_a_cohort_of_three(&h).await;
-    let c6 = h.remove(6, 4).await;
-    let c7 = h
-        .store
-        .submit(vec![Record::Remove { seq: 7 }])
-        .await
-        .unwrap();
+    let (c6, c7) = one_ahead_after_a_cohort_of_three(&h).await;
     assert_eq!(h.asked(5).await[4], ("ahead", vec![7]));
     h.answer(3, ok());
     h.answer(4, ok());
