@@ -1209,24 +1209,19 @@ impl BrokerConfig {
         }
         positive("journal.compact-read-bytes", j.compact_read_bytes)?;
         positive("store.max-bytes", self.store.max_bytes as usize)?;
-        if self.store.writer_spin_us > 10_000 {
-            // Polling longer than a slow sync takes only burns a core.
-            return Err(ConfigError::Invalid {
-                key: "store.writer-spin-us",
-                message: "must be at most 10000 (10 ms)".into(),
-            });
-        }
-        if self.store.confirm_spin_us > 10_000 {
-            return Err(ConfigError::Invalid {
-                key: "store.confirm-spin-us",
-                message: "must be at most 10000 (10 ms)".into(),
-            });
-        }
-        if self.store.group_wait_us > 10_000 {
-            return Err(ConfigError::Invalid {
-                key: "store.group-wait-us",
-                message: "must be at most 10000 (10 ms)".into(),
-            });
+        // The store's polls and waits, in µs: polling longer than a slow
+        // sync takes only burns a core.
+        for (key, us) in [
+            ("store.writer-spin-us", self.store.writer_spin_us),
+            ("store.confirm-spin-us", self.store.confirm_spin_us),
+            ("store.group-wait-us", self.store.group_wait_us),
+        ] {
+            if us > 10_000 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at most 10000 (10 ms)".into(),
+                });
+            }
         }
         if !(1..=16).contains(&self.store.groups_in_flight) {
             return Err(ConfigError::Invalid {
@@ -1529,6 +1524,11 @@ fn check_peer_url(url: &str) -> Result<(), PeerUrlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error a config is refused with, as the operator sees it.
+    fn refused(toml: &str) -> String {
+        BrokerConfig::from_toml(toml).unwrap_err().to_string()
+    }
 
     #[test]
     fn empty_file_gives_defaults() {
@@ -1840,33 +1840,21 @@ mod tests {
         assert_eq!(c.destinations.max_redeliveries, 2);
         let c = BrokerConfig::from_toml("[limits]\nmax-connections = \"auto\"\n").unwrap();
         assert_eq!(c.limits.max_connections, Auto::Auto);
-        let e = BrokerConfig::from_toml("[limits]\nmax-connections = \"many\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[limits]\nmax-connections = \"many\"\n");
         assert!(e.contains("max-connections") && e.contains("auto"), "{e}");
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let e = BrokerConfig::from_toml("nmae = \"x\"")
-            .unwrap_err()
-            .to_string();
+        let e = refused("nmae = \"x\"");
         assert!(e.contains("nmae"), "{e}");
-        let e = BrokerConfig::from_toml("[limits]\nmax-connections = 0")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[limits]\nmax-connections = 0");
         assert!(e.contains("limits.max-connections"), "{e}");
-        let e = BrokerConfig::from_toml("[limits]\nmax-connections = -1")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[limits]\nmax-connections = -1");
         assert!(e.contains("max-connections"), "{e}");
-        let e = BrokerConfig::from_toml("[store]\nkind = \"nope\"")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[store]\nkind = \"nope\"");
         assert!(e.contains("nope"), "{e}");
-        let e = BrokerConfig::from_toml("[journal]\nsync = \"sometimes\"")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[journal]\nsync = \"sometimes\"");
         assert!(e.contains("invalid journal sync mode 'sometimes'"), "{e}");
         let c = BrokerConfig::from_toml("[journal]\nsync = \"batch-ms 5\"").unwrap();
         assert_eq!(c.journal.sync, crate::store::journal::SyncMode::BatchMs(5));
@@ -1875,37 +1863,25 @@ mod tests {
             c.journal.on_corruption,
             crate::store::journal::OnCorruption::Skip
         );
-        let e = BrokerConfig::from_toml("[journal]\non-corruption = \"ignore\"")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[journal]\non-corruption = \"ignore\"");
         assert!(e.contains("ignore") && e.contains("refuse"), "{e}");
         BrokerConfig::from_toml("[store]\nwriter-spin-us = 10000").unwrap();
-        let e = BrokerConfig::from_toml("[store]\nwriter-spin-us = 10001")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[store]\nwriter-spin-us = 10001");
         assert!(e.contains("store.writer-spin-us"), "{e}");
         for bad in [0, 17] {
-            let e = BrokerConfig::from_toml(&format!("[store]\ngroups-in-flight = {bad}"))
-                .unwrap_err()
-                .to_string();
+            let e = refused(&format!("[store]\ngroups-in-flight = {bad}"));
             assert!(e.contains("store.groups-in-flight"), "{e}");
         }
-        let e = BrokerConfig::from_toml("[store]\nconfirm-spin-us = 10001")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[store]\nconfirm-spin-us = 10001");
         assert!(e.contains("store.confirm-spin-us"), "{e}");
         let c = BrokerConfig::from_toml("[store]\ngroups-in-flight = 4").unwrap();
         assert_eq!(c.store_settings().groups_in_flight, 4);
-        let e = BrokerConfig::from_toml("[store]\ngroup-wait-us = 10001")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[store]\ngroup-wait-us = 10001");
         assert!(e.contains("store.group-wait-us"), "{e}");
         let c = BrokerConfig::from_toml("[store]\ngroup-wait-us = 0").unwrap();
         assert!(c.store_settings().group_wait.is_zero());
         BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870912").unwrap();
-        let e = BrokerConfig::from_toml("[limits]\nmax-body-bytes = 536870913")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[limits]\nmax-body-bytes = 536870913");
         assert!(
             e.contains("limits.max-body-bytes") && e.contains("512 MiB"),
             "{e}"
@@ -1927,14 +1903,10 @@ mod tests {
             "stomp://a:1,stomp://b:2",
             "stomp://:1",
         ] {
-            let e = BrokerConfig::from_toml(&format!("[ha]\npeers = [\"{bad}\"]"))
-                .unwrap_err()
-                .to_string();
+            let e = refused(&format!("[ha]\npeers = [\"{bad}\"]"));
             assert!(e.contains("ha.peers") && e.contains(bad), "{bad}: {e}");
         }
-        let e = BrokerConfig::from_toml("[destinations]\nduplicate-window = 2000000")
-            .unwrap_err()
-            .to_string();
+        let e = refused("[destinations]\nduplicate-window = 2000000");
         assert!(e.contains("destinations.duplicate-window"), "{e}");
     }
 }
