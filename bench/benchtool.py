@@ -428,6 +428,13 @@ def _floor_lines(rd):
             line += "; of pgbench with %d client(s): %s %.0f %%, Halyard %.0f %%" % (
                 p, name, 100.0 * f / tps[p], 100.0 * h / tps[p])
         lines.append(line)
+    removed = _load(os.path.join(rd, "floor-removed-16.json"))
+    if removed and removed.get("send_rate"):
+        r = removed["send_rate"]
+        line = "16 synchronous producer(s), each message deleted once stored (b's database work): %s %.0f msg/s" % (name, r)
+        if tps.get(16):
+            line += " (%.0f %% of pgbench with 16 clients)" % (100.0 * r / tps[16])
+        lines.append(line)
     return lines
 
 

@@ -552,7 +552,9 @@ pg_wal() {
 # rate above. For PostgreSQL, crates/cli/examples/pg_floor.rs hands each
 # SEND to Halyard's own store writer (its group commit, group statement and
 # fence) with nothing above it: what the store reaches of pgbench's rate,
-# and so how much of the gap lies above it.
+# and so how much of the gap lies above it. A second pg_floor also deletes
+# each message once stored (HALYARD_FLOOR_REMOVE=1), as the broker records
+# an automatic acknowledgement: scenario b's database work, 16 producers.
 
 if want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,floor,* ]]; then
     floor_example=sync_floor
@@ -599,6 +601,22 @@ if want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,floor,*
         done
         kill "$floor_pid" "$hal_pid" 2>/dev/null || true
         wait "$floor_pid" "$hal_pid" 2>/dev/null || true
+        if [[ $STORE == postgres ]]; then
+            pg_new_db bench_floor_pg_rm
+            HALYARD_FLOOR_REMOVE=1 "$FLOOR_BIN" "127.0.0.1:$floor_port" \
+                "postgres://postgres@127.0.0.1:$PG_PORT/bench_floor_pg_rm" >/dev/null 2>>"$OUT/logs/floor.log" &
+            floor_pid=$!
+            for _ in $(seq 1 500); do
+                (exec 3<>"/dev/tcp/127.0.0.1/$floor_port") 2>/dev/null && break
+                sleep 0.02
+            done
+            "$HALYARD" bench --url "stomp://127.0.0.1:$floor_port" -d /queue/floor.rm --producers 16 --consumers 0 \
+                --persistent --receipt-every 1 --duration "$FLOOR_SECS" --warmup 1 --size 1024 --json --no-progress \
+                >"$OUT/floor-removed-16.json" 2>>"$OUT/logs/floor.log" || log "floor: pg_floor with deletions failed"
+            kill "$floor_pid" 2>/dev/null || true
+            wait "$floor_pid" 2>/dev/null || true
+            "${PSQL[@]}" -c "DROP DATABASE bench_floor_pg_rm WITH (FORCE)" || true
+        fi
         rm -f "$TMPBASE/floor.log"
         rm -rf "$TMPBASE/floor-halyard"
         if [[ $STORE == postgres ]]; then

@@ -18,6 +18,12 @@
 //! sets the writer's groups in flight (`store.groups-in-flight`, default
 //! the broker's, 2). It speaks just enough STOMP for `halyard bench` with
 //! producers only.
+//!
+//! `HALYARD_FLOOR_REMOVE=1` also deletes each message once it is stored,
+//! as bookkeeping nobody waits for, as the broker records an automatic
+//! acknowledgement: the database work of scenario b (16 producers and
+//! consumers that take every message at once), still with nothing above
+//! the store.
 
 #[path = "floor/stomp.rs"]
 mod stomp;
@@ -46,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Ok(n) => n.parse()?,
         Err(_) => WriterConfig::default().in_flight,
     };
+    let remove = std::env::var("HALYARD_FLOOR_REMOVE").is_ok_and(|v| v == "1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -86,8 +93,13 @@ fn main() -> anyhow::Result<()> {
                     dedup: None,
                 };
                 handle
-                    .block_on(async { store.submit(vec![add]).await?.await })
-                    .map(drop)
+                    .block_on(async {
+                        store.submit(vec![add]).await?.await?;
+                        if remove {
+                            store.record(vec![Record::Remove { seq }]).await?;
+                        }
+                        Ok::<_, halyard_broker::store::StoreError>(())
+                    })
                     .map_err(std::io::Error::other)
             });
         });
