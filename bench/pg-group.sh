@@ -22,6 +22,15 @@
 #           connection sends it (`-c 1`; N = 16, 8, 4, 1), reported in
 #           messages a second; like a's, its deletes find no row (index
 #           lookups only), so it is the database's best case
+# With a third argument `lanes` instead, the same groups of 8 messages with
+# ascending sequence numbers (one shared sequence, as the broker's one
+# writer numbers them), ROUNDS times, on 1 and 2 connections (`-c 1`,
+# `-c 2`), each with the broker's fence and with a shared one (an advisory
+# lock taken shared, then the epoch read; made here, not in the broker's
+# schema): what a second writer connection does at the database alone.
+# `-c 1` waits a round trip between groups, which the writer's own
+# connection does not (it sends the next group ahead): compare `-c 2` with
+# the store itself (pg_floor), as BENCHMARKS.md's seventh pass does.
 # The session settings are the broker's own (plan_cache_mode,
 # enable_seqscan). The statement text follows GROUP in
 # crates/broker/src/store/postgres/mod.rs; keep them alike.
@@ -110,7 +119,8 @@ for r in $(seq 1 "$rounds"); do
     python3 -c "print('   %d %%' % round(100 * ${lat[one]} / ${lat[group]}))"
 done
 
-[ "${3:-}" = b ] || exit 0
+mode=${3:-}
+[ "$mode" = b ] || [ "$mode" = lanes ] || exit 0
 # N messages, seqs s .. s+N-1, in the broker's group statement.
 for n in 16 8 4 1; do
     many="ARRAY(SELECT generate_series(CAST(:s AS bigint), CAST(:s AS bigint) + $n - 1))"
@@ -127,6 +137,36 @@ $(each "decode(repeat('78', 1024), 'hex')"), $(each 1100)"
             | sed 's/ JOINED//' | sed "s|UNNEST(ARRAY\[CAST(:s AS bigint)\].*AS u(s,|UNNEST($msgs) AS u(s,|"
     } >"$work/g$n.sql"
 done
+if [ "$mode" = lanes ]; then
+    psql -d pg_group -c "CREATE SEQUENCE lanes_seq" -c "CREATE FUNCTION lanes_fence(e bigint) RETURNS void AS \$\$
+        BEGIN
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended(current_schema(), 1));
+            PERFORM 1 FROM halyard_lock WHERE id = 1 AND epoch = e;
+            IF NOT FOUND THEN RAISE EXCEPTION 'fenced'; END IF;
+        END \$\$ LANGUAGE plpgsql VOLATILE"
+    {
+        echo "SELECT nextval('lanes_seq') * 8 AS s \\gset"
+        tail -n +2 "$work/g8.sql"
+    } >"$work/fence8.sql"
+    sed "s/SELECT halyard_fence($epoch, CAST(:s AS bigint) + 8)/SELECT lanes_fence($epoch)/" \
+        "$work/fence8.sql" >"$work/shared8.sql"
+    echo
+    printf '%-8s%12s%12s%12s%12s\n' round fence-c1 fence-c2 shared-c1 shared-c2
+    for r in $(seq 1 "$rounds"); do
+        printf '%-8s' "$r"
+        for run in "1 fence8" "2 fence8" "1 shared8" "2 shared8"; do
+            set -- $run
+            out=$("$bindir/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -c "$1" -j "$1" \
+                -T "$secs" -f "$work/$2.sql" pg_group 2>&1) || true
+            tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+            [ -n "$tps" ] || { echo; echo "$out" >&2; exit 1; }
+            printf '%12.0f' "$(python3 -c "print($tps * 8)")"
+        done
+        echo
+    done
+    echo "(messages a second, groups of 8)"
+    exit 0
+fi
 echo
 printf '%-8s%12s' round one-16
 for n in 16 8 4 1; do printf '%12s' "g$n"; done
