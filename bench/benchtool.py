@@ -345,6 +345,10 @@ def cmd_pgbench(args):
            "seconds": float(secs), "runs": []}
     try:
         for c in clients:
+            # As before every measured run in PostgreSQL mode (compare.sh's
+            # pg_checkpoint): no checkpoint left over from the last one.
+            subprocess.run([os.path.join(bindir, "psql")] + conn + ["-d", db, "-qAt", "-c", "CHECKPOINT"],
+                           check=True)
             cmd = [os.path.join(bindir, "pgbench")] + conn + [
                 "-n", "-M", "prepared", "-f", script, "-T", str(secs), "-c", str(c),
                 "-j", str(min(c, os.cpu_count() or 1)), db]

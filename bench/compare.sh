@@ -532,6 +532,16 @@ EOF
 fi
 
 # pg_new_db NAME: a fresh database for one broker session.
+# pg_checkpoint: before each measured run in PostgreSQL mode, so that no
+# run pays for a checkpoint of the WAL its predecessors wrote (with
+# max_wal_size 1 GB one came every few runs, mid-run, and took a fifth
+# off whatever was measuring then). Each run still starts its own cycle
+# (full-page images of the pages it first touches), the same for every
+# run and both brokers.
+pg_checkpoint() {
+    "${PSQL[@]}" -c CHECKPOINT >/dev/null || log "CHECKPOINT failed"
+}
+
 pg_new_db() {
     "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1 TEMPLATE template0"
 }
@@ -594,6 +604,7 @@ if want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,floor,*
             for target in floor halyard; do
                 port=$floor_port
                 [[ $target == halyard ]] && port=$hal_port
+                [[ $STORE == postgres ]] && pg_checkpoint
                 "$HALYARD" bench --url "stomp://127.0.0.1:$port" -d "/queue/floor.$p" --producers "$p" --consumers 0 \
                     --persistent --receipt-every 1 --duration "$FLOOR_SECS" --warmup 1 --size 1024 --json --no-progress \
                     >"$OUT/floor-$target-$p.json" 2>>"$OUT/logs/floor.log" || log "floor: $target with $p producer(s) failed"
@@ -610,6 +621,7 @@ if want halyard && ((!TLS)) && [[ -z "$SCENARIOS" || ",$SCENARIOS," == *,floor,*
                 (exec 3<>"/dev/tcp/127.0.0.1/$floor_port") 2>/dev/null && break
                 sleep 0.02
             done
+            pg_checkpoint
             "$HALYARD" bench --url "stomp://127.0.0.1:$floor_port" -d /queue/floor.rm --producers 16 --consumers 0 \
                 --persistent --receipt-every 1 --duration "$FLOOR_SECS" --warmup 1 --size 1024 --json --no-progress \
                 >"$OUT/floor-removed-16.json" 2>>"$OUT/logs/floor.log" || log "floor: pg_floor with deletions failed"
@@ -779,7 +791,10 @@ run_load() {
     local stem="$OUT/runs/${SEQ}-${BROKER}-${name}" rc=0
     printf '%s\n' "$*" >"$stem.cmd"
     local wal0=""
-    [[ $SESSION_STORE == postgres ]] && wal0=$(pg_wal)
+    if [[ $SESSION_STORE == postgres ]]; then
+        pg_checkpoint
+        wal0=$(pg_wal)
+    fi
     "${TOOL[@]}" sample-rss "$BROKER_PID" "$stem.rss" &
     SAMPLER_PID=$!
     # CPU used by anything but this script, the broker and our PostgreSQL
