@@ -184,6 +184,11 @@ fn store(out: &mut Exposition, store: &crate::store::Usage) {
         &store.sync_seconds,
     );
     out.histogram(
+        "store_wait_seconds",
+        "How long each batch someone waits for (a SEND, ACK or COMMIT) was queued before its group went to the store: behind the group being written, and gathering.",
+        &store.wait_seconds,
+    );
+    out.histogram(
         "store_batch_messages",
         "Batches (one per SEND, ACK or COMMIT waiting for it) made durable by each synced group: the group-commit factor.",
         &store.group_batches,

@@ -748,6 +748,11 @@ pub struct Usage {
     /// How long each synced group took to write and make durable (the
     /// journal's write and fdatasync, PostgreSQL's transaction and commit).
     pub sync_seconds: crate::metrics::Histogram,
+    /// How long each batch someone waits for was queued before its group
+    /// went to the backend: behind the group being written, gathering,
+    /// and waiting for its cohort. With `sync_seconds`, where a
+    /// confirmation's time goes.
+    pub wait_seconds: crate::metrics::Histogram,
     /// Batches (SENDs, ACKs, COMMITs waiting for it) per synced group: the
     /// group-commit factor, as a distribution.
     pub group_batches: crate::metrics::Histogram,
@@ -790,6 +795,7 @@ impl Default for Usage {
             used: AtomicU64::default(),
             data: AtomicU64::new(u64::MAX),
             sync_seconds: crate::metrics::Histogram::seconds(crate::metrics::LATENCY_BUCKETS),
+            wait_seconds: crate::metrics::Histogram::seconds(crate::metrics::LATENCY_BUCKETS),
             group_batches: crate::metrics::Histogram::counts(crate::metrics::COUNT_BUCKETS),
             freed: Notify::default(),
             groups: AtomicU64::default(),
@@ -1027,7 +1033,7 @@ impl Store {
         self.tx
             .send(Request::Write {
                 batch,
-                done: Some(done),
+                done: Some((done, std::time::Instant::now())),
             })
             .await
             .map_err(|_| StoreError::Closed)?;

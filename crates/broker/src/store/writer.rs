@@ -20,8 +20,9 @@ pub(super) enum Request {
     Write {
         batch: Batch,
         /// `None` for bookkeeping nobody waits for: it is written in order
-        /// and becomes durable with the next sync.
-        done: Option<Done>,
+        /// and becomes durable with the next sync. With when it was
+        /// submitted (`store_wait_seconds`).
+        done: Option<(Done, std::time::Instant)>,
     },
     /// Finish what is queued, then stop.
     Close { done: oneshot::Sender<()> },
@@ -510,6 +511,8 @@ struct Gathered {
     waiters: Vec<Option<Done>>,
     /// How many of `waiters` someone waits on.
     waiting: usize,
+    /// When each of those was submitted.
+    since: Vec<std::time::Instant>,
     /// Bytes of new messages.
     bytes: usize,
     /// A close request, which ends the gathering.
@@ -522,6 +525,10 @@ impl Gathered {
         match req {
             Request::Write { batch, done } => {
                 self.bytes += added_bytes(&batch);
+                let done = done.map(|(done, at)| {
+                    self.since.push(at);
+                    done
+                });
                 self.waiting += usize::from(done.is_some());
                 self.batches.push(batch);
                 self.waiters.push(done);
@@ -599,6 +606,9 @@ pub(super) async fn writer<B: StoreBackend>(
         }
         let closing = group.closing.take();
         if !group.batches.is_empty() {
+            for at in &group.since {
+                w.stats.wait_seconds.observe_duration(at.elapsed());
+            }
             w.write(group.batches, group.waiters).await;
             upkeep = true;
         }

@@ -259,6 +259,9 @@ async fn metrics_are_described_conventional_documented_and_bounded() {
     assert!(s.get("halyard_store_sync_seconds_count", "") >= 1.0);
     assert!(s.get("halyard_store_batch_messages_count", "") >= 1.0);
     assert!(s.get("halyard_store_batch_messages_sum", "") >= 7.0);
+    // Each of the seven waited in the writer's queue for some time.
+    assert!(s.get("halyard_store_wait_seconds_count", "") >= 7.0);
+    assert!(s.get("halyard_store_wait_seconds_bucket", "le=\"+Inf\"") >= 7.0);
     // The journal's data is what it holds, not its preallocated files.
     let data = s.get("halyard_store_bytes", "");
     let disk = s.get("halyard_store_disk_bytes", "");
