@@ -20,6 +20,10 @@ struct Scripted {
     log: Log,
     /// The outcome senders of the groups sent ahead, in order.
     outcomes: Arc<Mutex<Vec<oneshot::Sender<AheadOutcome>>>>,
+    /// Each outcome passes through a task on the writer's runtime, as a
+    /// database connection's answers do (its task reads the socket): the
+    /// writer learns it only once it lets that task run.
+    relayed: bool,
 }
 
 fn seqs(batches: &[Batch]) -> Vec<u64> {
@@ -46,6 +50,17 @@ impl StoreBackend for Scripted {
         let (tx, rx) = oneshot::channel();
         self.log.lock().unwrap().push(("ahead", seqs(batches)));
         self.outcomes.lock().unwrap().push(tx);
+        let rx = if self.relayed {
+            let (relay, relayed) = oneshot::channel();
+            tokio::spawn(async move {
+                if let Ok(outcome) = rx.await {
+                    let _ = relay.send(outcome);
+                }
+            });
+            relayed
+        } else {
+            rx
+        };
         Some(Box::pin(async move {
             rx.await
                 .unwrap_or(AheadOutcome::Done(Err(StoreError::Closed)))
@@ -71,12 +86,17 @@ fn harness_with(in_flight: usize) -> Harness {
 }
 
 fn harness_waiting(in_flight: usize, group_wait: Duration) -> Harness {
+    harness_of(in_flight, group_wait, false)
+}
+
+fn harness_of(in_flight: usize, group_wait: Duration, relayed: bool) -> Harness {
     let log = Log::default();
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let (store, _) = Store::spawn(
         Scripted {
             log: log.clone(),
             outcomes: outcomes.clone(),
+            relayed,
         },
         Arc::new(Usage::default()),
         WriterConfig {
@@ -322,7 +342,19 @@ async fn a_group_waits_for_its_cohort_while_one_is_ahead() {
 /// done, so the backend is never left idle for it.
 #[tokio::test]
 async fn a_group_waiting_for_its_cohort_goes_when_the_group_ahead_is_done() {
-    let h = harness_waiting(2, Duration::from_secs(10));
+    group_ahead_done_ends_the_wait(harness_waiting(2, Duration::from_secs(10))).await;
+}
+
+/// The same when the group ahead's outcome comes through a task on the
+/// writer's own runtime, as PostgreSQL's answers do: the wait lets that
+/// task run (before it did not, and the database sat idle for the rest
+/// of the budget).
+#[tokio::test]
+async fn a_group_waiting_for_its_cohort_sees_an_outcome_relayed_on_the_writers_runtime() {
+    group_ahead_done_ends_the_wait(harness_of(2, Duration::from_secs(10), true)).await;
+}
+
+async fn group_ahead_done_ends_the_wait(h: Harness) {
     let (c6, c7) = one_ahead_after_a_cohort_of_three(&h).await;
     assert!(still_asked(&h, 4).await, "it did not wait");
     let started = Instant::now();

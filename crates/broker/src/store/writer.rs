@@ -350,7 +350,7 @@ impl<B: StoreBackend> Writer<B> {
     /// last group answered are in, but never after the group ahead is
     /// done and never beyond the budget, makes the groups larger without
     /// leaving the database idle.
-    fn wait_for_cohort(&mut self, rx: &mut mpsc::Receiver<Request>, group: &mut Gathered) {
+    async fn wait_for_cohort(&mut self, rx: &mut mpsc::Receiver<Request>, group: &mut Gathered) {
         if self.group_wait.is_zero()
             || group.waiting == 0
             || group.waiting >= self.cohort
@@ -367,9 +367,17 @@ impl<B: StoreBackend> Writer<B> {
                         return;
                     }
                 }
-                // Yielding, not spinning: the producers' threads and the
-                // database may need this CPU.
-                Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Yielding, not spinning: the producers' threads and the
+                    // database may need this CPU.
+                    std::thread::yield_now();
+                    // And yielding to this thread's runtime: the database
+                    // connection's task, which reads the answer of the
+                    // group ahead, runs only then, and until it has,
+                    // `front_done` cannot see it (so the database would sit
+                    // idle for the rest of the budget).
+                    tokio::task::yield_now().await;
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
         }
@@ -602,7 +610,7 @@ pub(super) async fn writer<B: StoreBackend>(
             }
         }
         if open {
-            w.wait_for_cohort(&mut rx, &mut group);
+            w.wait_for_cohort(&mut rx, &mut group).await;
         }
         let closing = group.closing.take();
         if !group.batches.is_empty() {
