@@ -59,6 +59,22 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let (store, _writer, _lease) = runtime.block_on(open(url, in_flight))?;
     let store = Arc::new(store);
+    // Every 2 s on stderr: the writer's groups and the submitters they
+    // answered since the start, the group-commit factor to compare with
+    // the broker's (`halyard_store_batch_messages`).
+    let stats = store.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let s = stats.stats();
+            let groups = s.synced_groups.load(Ordering::Relaxed);
+            let batches = s.synced_batches.load(Ordering::Relaxed);
+            eprintln!(
+                "pg_floor: {groups} synced groups, {batches} batches, {:.2} a group",
+                batches as f64 / groups.max(1) as f64
+            );
+        }
+    });
     let seq = Arc::new(AtomicU64::new(now_ms() * 1000));
     let prefix: Arc<str> = Arc::from("ID:pg-floor-");
 
