@@ -352,14 +352,16 @@ impl<B: StoreBackend> Writer<B> {
     /// leaving the database idle.
     async fn wait_for_cohort(&mut self, rx: &mut mpsc::Receiver<Request>, group: &mut Gathered) {
         if self.group_wait.is_zero()
-            || group.waiting == 0
-            || group.waiting >= self.cohort
+            || group.waiting() == 0
+            || group.waiting() >= self.cohort
             || self.ahead.is_empty()
         {
             return;
         }
         let until = std::time::Instant::now() + self.group_wait;
-        while group.waiting < self.cohort && std::time::Instant::now() < until && !self.front_done()
+        while group.waiting() < self.cohort
+            && std::time::Instant::now() < until
+            && !self.front_done()
         {
             match rx.try_recv() {
                 Ok(req) => {
@@ -517,9 +519,7 @@ impl<B: StoreBackend> Writer<B> {
 struct Gathered {
     batches: Vec<Batch>,
     waiters: Vec<Option<Done>>,
-    /// How many of `waiters` someone waits on.
-    waiting: usize,
-    /// When each of those was submitted.
+    /// When each of `waiters` that someone waits on was submitted.
     since: Vec<std::time::Instant>,
     /// Bytes of new messages.
     bytes: usize,
@@ -528,6 +528,11 @@ struct Gathered {
 }
 
 impl Gathered {
+    /// How many of `waiters` someone waits on.
+    fn waiting(&self) -> usize {
+        self.since.len()
+    }
+
     /// Takes a request in; says whether the group may take more.
     fn take(&mut self, req: Request) -> bool {
         match req {
@@ -537,7 +542,6 @@ impl Gathered {
                     self.since.push(at);
                     done
                 });
-                self.waiting += usize::from(done.is_some());
                 self.batches.push(batch);
                 self.waiters.push(done);
                 self.batches.len() < MAX_GROUP && self.bytes < MAX_GROUP_BYTES
