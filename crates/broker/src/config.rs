@@ -365,6 +365,15 @@ pub struct StoreConfig {
     /// connection polls only while no other request is waited for, and
     /// only while its requests are confirmed within this.
     pub confirm_spin_us: u64,
+    /// Whether a persistent message sent to queues only is dispatched to
+    /// their consumers as soon as the store's writer has checked it for
+    /// duplicates, while its write is under way, rather than once it is
+    /// durable (ActiveMQ's `concurrentStoreAndDispatchQueues`, which
+    /// KahaDB enables by default). An acknowledgement that comes before
+    /// the write cancels it: neither the message nor its removal is
+    /// written. The producer's receipt still waits for the write, or for
+    /// the consumer's acknowledgement that made it unnecessary.
+    pub concurrent_dispatch: bool,
 }
 
 impl Default for StoreConfig {
@@ -380,6 +389,7 @@ impl Default for StoreConfig {
             groups_in_flight: 2,
             group_wait_us: 400,
             confirm_spin_us: 1000,
+            concurrent_dispatch: true,
         }
     }
 }

@@ -224,6 +224,11 @@ fn store(out: &mut Exposition, store: &crate::store::Usage) {
         load(&store.retries),
     );
     out.counter(
+        "store_adds_cancelled_total",
+        "Messages dispatched while being stored whose acknowledgement came before their write: neither was written (store.concurrent-dispatch).",
+        load(&store.adds_cancelled),
+    );
+    out.counter(
         "store_no_space_total",
         "Writes of new messages refused because the store's disk was short of space.",
         load(&store.no_space),

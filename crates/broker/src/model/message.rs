@@ -86,6 +86,24 @@ impl Message {
         self
     }
 
+    /// The message without its body and properties, and charging nothing:
+    /// what the store keeps of one consumed before it was written, to
+    /// remember its duplicate-detection id.
+    pub fn emptied(&self) -> Message {
+        Message {
+            seq: self.seq,
+            id: self.id.clone(),
+            destination: self.destination.clone(),
+            properties: Properties::default(),
+            body: Bytes::new(),
+            persistent: self.persistent,
+            priority: self.priority,
+            expires: self.expires,
+            timestamp: self.timestamp,
+            charge: Charge::none(),
+        }
+    }
+
     /// A string property (e.g. the duplicate-detection id).
     pub fn string_property(&self, name: &str) -> Option<&str> {
         self.properties.get_str(name)

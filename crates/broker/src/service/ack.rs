@@ -110,9 +110,15 @@ impl Connection {
                 .map_err(ServiceError::AckNotStored)?;
             return Ok(ready());
         }
-        let stored = self
-            .store_batch(removes, false, "ACK", ServiceError::AckNotStored)
-            .await?;
-        Ok(Some(Box::pin(async move { stored.await.map(|_| ()) })))
+        // Outside a transaction each Remove takes effect on its own: one
+        // of a message not yet written cancels its write.
+        let stored = core
+            .store
+            .submit_acks(removes)
+            .await
+            .map_err(ServiceError::AckNotStored)?;
+        Ok(Some(Box::pin(async move {
+            stored.await.map(|_| ()).map_err(ServiceError::AckNotStored)
+        })))
     }
 }

@@ -17,7 +17,7 @@ use super::{Pending, Right, Work, ready};
 use crate::core::DestHandle;
 use crate::memory::Charge;
 use crate::model::{Destination, Message, MessageId, NamePattern, Properties, Value, now_ms};
-use crate::store::{Admission, Duplicates, Record, StoreError, StoreKey};
+use crate::store::{Admission, Duplicates, Record, StoreError, StoreKey, Verdict};
 
 /// A message as a protocol head hands it over; the service gives it its
 /// sequence number, id and timestamp.
@@ -40,6 +40,18 @@ pub(crate) struct NewMessage {
 /// Resolves once a store batch is durable, with the duplicates in it.
 pub(super) type Stored =
     std::pin::Pin<Box<dyn Future<Output = Result<Duplicates, ServiceError>> + Send>>;
+
+/// How a SEND's copies are being stored.
+enum Storing {
+    /// Not at all: no copy is persistent, or none goes to a destination
+    /// that stores.
+    Not,
+    /// Dispatched once durable.
+    Durable(Stored),
+    /// Dispatched once the store's writer has checked it for duplicates,
+    /// while its write is under way (`store.concurrent-dispatch`).
+    Early(Stored, Verdict),
+}
 
 /// The result of a send: the work to wait for, and the body bytes it holds
 /// in memory until done (which count toward the connection's in-flight
@@ -116,20 +128,46 @@ impl Connection {
         // A message a destination must keep in memory waits for room in the
         // broker's budget; a stored one can be paged out instead.
         let pinned = copies.len() > records.len() || !core.store.pages();
-        let stored = if records.is_empty() {
-            None
+        // Every copy stored, and to a queue: dispatched while being stored
+        // (`store.concurrent-dispatch`; a topic's subscribers of the moment
+        // get it once durable, as in ActiveMQ).
+        let early = core.config.store.concurrent_dispatch
+            && !records.is_empty()
+            && records.len() == copies.len()
+            && copies.iter().all(|c| {
+                c.handle
+                    .as_ref()
+                    .is_some_and(|h| !h.destination().kind().is_topic())
+            });
+        let storing = if records.is_empty() {
+            Storing::Not
+        } else if early {
+            self.store_early(records).await?
         } else {
-            Some(
+            Storing::Durable(
                 self.store_batch(records, true, "persistent SEND", ServiceError::NotStored)
                     .await?,
             )
         };
+        // Where its copies go, to take them back if their write fails.
+        let placed: Vec<(DestHandle, u64)> = if early {
+            copies
+                .iter()
+                .filter_map(|c| Some((c.handle.clone()?, c.message.seq)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Only a stored send can be a duplicate.
-        let dropped = stored.as_ref().map(|_| self.duplicates_dropped.clone());
+        let dropped = (!matches!(storing, Storing::Not)).then(|| self.duplicates_dropped.clone());
         let work = async move {
-            let duplicates = match stored {
-                Some(s) => s.await?,
-                None => Duplicates::default(),
+            let (duplicates, durable) = match storing {
+                Storing::Not => (Duplicates::default(), None),
+                Storing::Durable(s) => (s.await?, None),
+                Storing::Early(s, verdict) => match verdict.await {
+                    Some(d) => (d, Some(s)),
+                    None => (s.await?, None),
+                },
             };
             if let Some(d) = dropped
                 && !duplicates.0.is_empty()
@@ -142,7 +180,16 @@ impl Connection {
             // A queue has the message once it is in its channel (any later
             // consumer gets it); a topic only once it has fanned it out to
             // the subscribers of that moment.
-            flow_control(&core, "SEND", deliver(&core, copies, &duplicates, confirm)).await?
+            flow_control(&core, "SEND", deliver(&core, copies, &duplicates, confirm)).await??;
+            // Dispatched while being stored: the receipt still waits for
+            // the write (or for the acknowledgement that cancelled it).
+            if let Some(s) = durable
+                && let Err(e) = s.await
+            {
+                withdraw(&placed).await;
+                return Err(e);
+            }
+            Ok(())
         };
         Ok(Sent {
             work: Some(Box::pin(work)),
@@ -295,6 +342,34 @@ impl Connection {
         self.destination(dest).map(Some)
     }
 
+    /// Submits a new message's batch to be dispatched while it is being
+    /// stored, if the store admits it now; otherwise (the store is full
+    /// and `store.when-full = "wait"`, or an earlier batch of this
+    /// connection waits for room) it is stored before it is dispatched.
+    async fn store_early(&mut self, batch: Vec<Record>) -> Result<Storing, ServiceError> {
+        let core = self.service.core.clone();
+        if self.waiting_for_room.load(Ordering::Acquire) == 0 {
+            match core.store.try_admit() {
+                Admission::Now => {
+                    let (completion, verdict) = core
+                        .store
+                        .submit_early(batch)
+                        .await
+                        .map_err(ServiceError::NotStored)?;
+                    let stored: Stored =
+                        Box::pin(async move { completion.await.map_err(ServiceError::NotStored) });
+                    return Ok(Storing::Early(stored, verdict));
+                }
+                Admission::Refused(e) => return Err(ServiceError::NotStored(e)),
+                Admission::Wait => {}
+            }
+        }
+        let stored = self
+            .store_batch(batch, true, "persistent SEND", ServiceError::NotStored)
+            .await?;
+        Ok(Storing::Durable(stored))
+    }
+
     /// Writes `batch` to the store in this connection's order. A batch with
     /// new messages (`adds`) needs room: if there is some and no earlier
     /// batch of this connection is still waiting for room, it is submitted
@@ -333,6 +408,25 @@ impl Connection {
             let completion = core.store.submit(batch).await.map_err(failed)?;
             completion.await.map_err(failed)
         }))
+    }
+}
+
+/// Takes back the copies of a message dispatched while being stored whose
+/// write failed: the producer gets an ERROR, so none may stay queued.
+/// (A consumer that got one meanwhile keeps it.)
+async fn withdraw(placed: &[(DestHandle, u64)]) {
+    for (handle, seq) in placed {
+        let (reply, taken) = tokio::sync::oneshot::channel();
+        let only = Some(std::collections::HashSet::from([*seq]));
+        let take = crate::core::Control::Take {
+            only,
+            max: 1,
+            reply,
+        };
+        if handle.control(take).await.is_ok() {
+            // Dropped: it was never stored.
+            let _ = taken.await;
+        }
     }
 }
 

@@ -380,3 +380,170 @@ async fn without_a_group_wait_a_group_goes_at_once() {
     c6.await.unwrap();
     c7.await.unwrap();
 }
+
+fn add_without_id(seq: u64) -> Record {
+    Record::Add {
+        key: StoreKey::Queue("q".into()),
+        message: crate::model::test_message(seq, 4),
+        dedup: None,
+    }
+}
+
+/// Two messages dispatched while being stored fill the backend; a third
+/// is checked for duplicates at once, while its group waits for room, and
+/// its submitter told; the Remove of its consumer's acknowledgement then
+/// cancels it: its completion resolves before any group is answered, and
+/// only what keeps its duplicate-detection id (an emptied Add and its
+/// Remove) ever reaches the backend.
+async fn acknowledged_while_waiting_for_room(third: Record) -> Harness {
+    let h = harness();
+    let (mut c1, v1) = h.store.submit_early(vec![add_without_id(1)]).await.unwrap();
+    assert_eq!(v1.await, Some(Duplicates::default()));
+    h.asked(1).await;
+    let (mut c2, v2) = h.store.submit_early(vec![add_without_id(2)]).await.unwrap();
+    assert_eq!(v2.await, Some(Duplicates::default()));
+    h.asked(2).await;
+    let (c3, v3) = h.store.submit_early(vec![third]).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), v3)
+            .await
+            .unwrap(),
+        Some(Duplicates::default()),
+        "the verdict comes while the backend is full"
+    );
+    h.store
+        .record(vec![Record::Remove { seq: 3 }])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), c3)
+        .await
+        .expect("a cancelled message's submitter waits for no write")
+        .unwrap();
+    still_waiting(&mut c1).await;
+    still_waiting(&mut c2).await;
+    assert_eq!(h.store.stats().adds_cancelled.load(Ordering::Relaxed), 1);
+    h.answer(0, ok());
+    c1.await.unwrap();
+    h.answer(1, ok());
+    c2.await.unwrap();
+    h
+}
+
+#[tokio::test]
+async fn a_message_acknowledged_before_its_group_is_written_is_never_written() {
+    let h = acknowledged_while_waiting_for_room(add_without_id(3)).await;
+    // A later write shows the writer has passed the cancelled group.
+    let mut c = h.submit(9).await;
+    let log = h.asked(3).await;
+    h.answer(2, ok());
+    (&mut c).await.unwrap();
+    assert_eq!(
+        log,
+        vec![("ahead", vec![1]), ("ahead", vec![2]), ("ahead", vec![9])],
+        "neither the Add of 3 nor its Remove reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_message_leaves_its_duplicate_id_behind() {
+    let h = acknowledged_while_waiting_for_room(add(3, "id-3")).await;
+    let log = h.asked(3).await;
+    assert_eq!(
+        log[2],
+        ("ahead", vec![3, 3]),
+        "an emptied Add and its Remove"
+    );
+    h.answer(2, ok());
+    // A resend of it is a duplicate.
+    let (c, v) = h.store.submit_early(vec![add(4, "id-3")]).await.unwrap();
+    assert_eq!(v.await, Some(Duplicates(vec![4])));
+    h.asked(4).await;
+    h.answer(3, ok());
+    c.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_acknowledgement_after_the_write_began_is_written_after_it() {
+    let h = harness();
+    let (c, v) = h.store.submit_early(vec![add_without_id(5)]).await.unwrap();
+    v.await.unwrap();
+    h.asked(1).await;
+    let mut removed = h
+        .store
+        .submit_acks(vec![Record::Remove { seq: 5 }])
+        .await
+        .unwrap();
+    let log = h.asked(2).await;
+    assert_eq!(log, vec![("ahead", vec![5]), ("ahead", vec![5])]);
+    still_waiting(&mut removed).await;
+    h.answer(0, ok());
+    h.answer(1, ok());
+    c.await.unwrap();
+    removed.await.unwrap();
+    assert_eq!(h.store.stats().adds_cancelled.load(Ordering::Relaxed), 0);
+}
+
+/// A Remove that is part of a batch that must take effect whole (moving a
+/// message to the dead-letter queue; a transaction's commit goes through
+/// `submit`) never cancels: it follows the Add instead.
+#[tokio::test]
+async fn a_remove_in_a_batch_with_other_records_does_not_cancel() {
+    let h = harness();
+    let (c1, v1) = h.store.submit_early(vec![add_without_id(1)]).await.unwrap();
+    v1.await.unwrap();
+    h.asked(1).await;
+    let (c2, v2) = h.store.submit_early(vec![add_without_id(2)]).await.unwrap();
+    v2.await.unwrap();
+    h.asked(2).await;
+    let (c3, v3) = h.store.submit_early(vec![add_without_id(3)]).await.unwrap();
+    v3.await.unwrap();
+    let moved = vec![Record::Remove { seq: 3 }, add_without_id(4)];
+    h.store.record(moved).await.unwrap();
+    let committed = h
+        .store
+        .submit(vec![Record::Remove { seq: 2 }])
+        .await
+        .unwrap();
+    h.answer(0, ok());
+    h.answer(1, ok());
+    // The commit may ride with the Add of 3 or with the move after it.
+    let mut answered = 2;
+    let mut waiting = vec![c3, committed];
+    while !waiting.is_empty() {
+        h.asked(answered + 1).await;
+        h.answer(answered, ok());
+        answered += 1;
+        let mut still = Vec::new();
+        for mut c in waiting {
+            if tokio::time::timeout(Duration::from_millis(50), &mut c)
+                .await
+                .is_err()
+            {
+                still.push(c);
+            }
+        }
+        waiting = still;
+    }
+    c1.await.unwrap();
+    c2.await.unwrap();
+    // The move, bookkeeping nobody waits for, follows within a moment.
+    let threes = |log: &[(&str, Vec<u64>)]| {
+        log[2..]
+            .iter()
+            .flat_map(|(_, s)| s.clone())
+            .filter(|&s| s == 3)
+            .count()
+    };
+    let log = loop {
+        let log = h.asked(answered).await;
+        if threes(&log) >= 2 {
+            break log;
+        }
+        h.asked(answered + 1).await;
+        h.answer(answered, ok());
+        answered += 1;
+    };
+    assert_eq!(log[2].1[0], 3, "the Add of 3 is written first: {log:?}");
+    assert_eq!(threes(&log), 2, "then its Remove, with the move: {log:?}");
+    assert_eq!(h.store.stats().adds_cancelled.load(Ordering::Relaxed), 0);
+}

@@ -19,8 +19,10 @@
 //!   were added and not removed, and the queues that were declared and not
 //!   dropped (each once, in the order they were declared).
 //!
-//! Ordering rules the broker keeps in return: a message is added before it is
-//! ever delivered (so a `Remove` can never precede its `Add`), and whoever
+//! Ordering rules the broker keeps in return: a message's Add is submitted
+//! before it is ever delivered (so its `Remove` is submitted after it: it
+//! follows the Add, or cancels it while the Add is not yet written — see
+//! [`Store::submit_early`]), and whoever
 //! decides a message's fate writes its `Remove` — the consumer's session for
 //! acknowledgements, the destination for expiry and dead-lettering.
 
@@ -35,6 +37,7 @@ mod fixtures;
 pub mod journal;
 mod memory;
 pub(crate) mod open;
+mod pending;
 pub mod postgres;
 mod writer;
 
@@ -46,7 +49,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use writer::{Failure, Parked, Request, Spin, Writer, writer};
+use writer::{Failure, Parked, Request, Shared, Spin, Writer, writer};
 
 pub use dedup::{DUPLICATE_ID_HEADER, DuplicateBounds, Duplicates, MAX_DUPLICATE_ID_LEN};
 pub use journal::JournalStore;
@@ -773,6 +776,9 @@ pub struct Usage {
     /// Writes of new messages refused because the store's disk was short
     /// of space.
     pub no_space: AtomicU64,
+    /// Adds of messages dispatched while being stored that an
+    /// acknowledgement cancelled before they were written (neither was).
+    pub adds_cancelled: AtomicU64,
     /// Until when (ms since the Unix epoch) new persistent messages are
     /// refused at admission because the disk is short of space; 0 if it is
     /// not.
@@ -805,6 +811,7 @@ impl Default for Usage {
             retries: AtomicU64::default(),
             duplicate_ids: AtomicU64::default(),
             no_space: AtomicU64::default(),
+            adds_cancelled: AtomicU64::default(),
             short_until_ms: AtomicU64::default(),
             corruption: AtomicU64::default(),
             lost_records: AtomicU64::default(),
@@ -892,13 +899,49 @@ pub enum Admission {
 /// Resolves when a submitted batch is durable, naming the Adds in it that
 /// were duplicates and so were not stored.
 #[must_use = "a completion does nothing unless awaited"]
-pub struct Completion(oneshot::Receiver<Result<Duplicates, StoreError>>);
+pub struct Completion {
+    answer: oneshot::Receiver<Result<Duplicates, StoreError>>,
+    /// For a batch dispatched while being stored: resolves if
+    /// acknowledgements cancel all its Adds, which then need no write.
+    cancelled: Option<oneshot::Receiver<()>>,
+}
+
+impl Completion {
+    fn of(answer: oneshot::Receiver<Result<Duplicates, StoreError>>) -> Completion {
+        Completion {
+            answer,
+            cancelled: None,
+        }
+    }
+}
+
+/// The duplicates the writer found in a batch submitted with
+/// [`Store::submit_early`], known before the batch is durable; `None` if
+/// the writer could not tell before writing it.
+pub struct Verdict(oneshot::Receiver<Duplicates>);
+
+impl Future for Verdict {
+    type Output = Option<Duplicates>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
+}
 
 impl Future for Completion {
     type Output = Result<Duplicates, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
+        if let Some(c) = &mut self.cancelled {
+            match Pin::new(c).poll(cx) {
+                // Consumed before it was written: it needs no write (the
+                // duplicates were told with the verdict).
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(Duplicates::default())),
+                Poll::Ready(Err(_)) => self.cancelled = None,
+                Poll::Pending => {}
+            }
+        }
+        Pin::new(&mut self.answer)
             .poll(cx)
             .map(|r| r.unwrap_or(Err(StoreError::Closed)))
     }
@@ -919,6 +962,8 @@ pub enum WhenFull {
 pub struct Store {
     tx: mpsc::Sender<Request>,
     lazy: Arc<Parked>,
+    /// Adds dispatched before they are durable, until written.
+    pending: Arc<pending::PendingAdds>,
     reader: Arc<dyn MessageReader>,
     usage: Arc<Usage>,
     limit: u64,
@@ -992,6 +1037,8 @@ impl Store {
         let failure_set = failure.clone();
         let lazy = Arc::new(Parked::default());
         let parked = lazy.clone();
+        let pending = Arc::new(pending::PendingAdds::default());
+        let tracked = pending.clone();
         let stats = usage.clone();
         // The writer blocks on disk I/O, so it gets a thread (and a
         // single-threaded runtime for async backends) of its own.
@@ -1000,10 +1047,14 @@ impl Store {
                 token: on_fail,
                 error: failure_set,
             };
+            let shared = Shared {
+                stats,
+                failed: fail,
+                pending: tracked,
+            };
             let w = Writer::new(
                 backend,
-                stats,
-                fail,
+                shared,
                 dups,
                 Spin::new(spin),
                 in_flight,
@@ -1015,6 +1066,7 @@ impl Store {
             Store {
                 tx,
                 lazy,
+                pending,
                 reader,
                 usage,
                 limit,
@@ -1034,24 +1086,104 @@ impl Store {
             .send(Request::Write {
                 batch,
                 done: Some((done, std::time::Instant::now())),
+                early: None,
             })
             .await
             .map_err(|_| StoreError::Closed)?;
-        Ok(Completion(rx))
+        Ok(Completion::of(rx))
+    }
+
+    /// [`Store::submit`] for new messages to be dispatched while they are
+    /// being stored (`store.concurrent-dispatch`). The verdict resolves
+    /// once the writer has checked the batch for duplicates, usually well
+    /// before it is durable: the copies it does not name may be dispatched
+    /// then, and an acknowledgement of one before its Add is written
+    /// cancels both (see `pending.rs`). A verdict of `None`: the writer
+    /// could not tell before the write (a group ahead holds the same id),
+    /// so dispatch waits for the completion, as for any other batch.
+    pub async fn submit_early(&self, batch: Batch) -> Result<(Completion, Verdict), StoreError> {
+        let (done, rx) = oneshot::channel();
+        let (verdict, early) = oneshot::channel();
+        let cancelled = self.pending.track(&batch);
+        let seqs: Vec<u64> = batch
+            .iter()
+            .filter_map(|r| match r {
+                Record::Add { message, .. } => Some(message.seq),
+                _ => None,
+            })
+            .collect();
+        let sent = self
+            .tx
+            .send(Request::Write {
+                batch,
+                done: Some((done, std::time::Instant::now())),
+                early: Some(verdict),
+            })
+            .await;
+        if sent.is_err() {
+            self.pending.settle(seqs);
+            return Err(StoreError::Closed);
+        }
+        Ok((
+            Completion {
+                answer: rx,
+                cancelled: Some(cancelled),
+            },
+            Verdict(early),
+        ))
+    }
+
+    /// [`Store::submit`] for acknowledgements outside a transaction: a
+    /// batch of Removes only, each taking effect on its own. The Removes
+    /// of Adds not yet written cancel them (see [`Store::submit_early`]);
+    /// if that leaves nothing, the completion resolves at once.
+    pub async fn submit_acks(&self, mut batch: Batch) -> Result<Completion, StoreError> {
+        if self.cancel(&mut batch) {
+            let (done, rx) = oneshot::channel();
+            let _ = done.send(Ok(Duplicates::default()));
+            return Ok(Completion::of(rx));
+        }
+        self.submit(batch).await
+    }
+
+    /// Drops the Removes of `batch` that cancel an Add not yet written, if
+    /// the batch is Removes only (in one with other records, a Remove is
+    /// part of something that must take effect whole: a message moved to
+    /// the dead-letter queue); says whether that left the batch empty.
+    fn cancel(&self, batch: &mut Batch) -> bool {
+        if !batch.iter().all(|r| matches!(r, Record::Remove { .. })) {
+            return false;
+        }
+        let n = self.pending.cancel(batch);
+        if n == 0 {
+            return false;
+        }
+        self.usage
+            .adds_cancelled
+            .fetch_add(n as u64, Ordering::Relaxed);
+        batch.is_empty()
     }
 
     /// Queues bookkeeping nobody waits for (auto-acknowledgements, expiry,
     /// delivery counts): written in order with everything else, made durable
     /// by the next sync, and never the reason for one. If a crash loses it,
-    /// the worst outcome is a message delivered again.
-    pub async fn record(&self, batch: Batch) -> Result<(), StoreError> {
+    /// the worst outcome is a message delivered again. A batch of Removes
+    /// only cancels the Adds not yet written that it removes.
+    pub async fn record(&self, mut batch: Batch) -> Result<(), StoreError> {
+        if self.cancel(&mut batch) {
+            return Ok(());
+        }
         // Parked for the writer's next pass rather than waking it: it goes
         // to disk with the next durable write, or within LAZY_DELAY.
         let Err(batch) = self.lazy.park(batch) else {
             return Ok(());
         };
         self.tx
-            .send(Request::Write { batch, done: None })
+            .send(Request::Write {
+                batch,
+                done: None,
+                early: None,
+            })
             .await
             .map_err(|_| StoreError::Closed)
     }
@@ -1106,6 +1238,9 @@ impl Store {
 
     /// Loads stored messages back (on a blocking thread).
     pub async fn load(&self, seqs: Vec<u64>) -> Vec<(u64, Result<Arc<Message>, StoreError>)> {
+        // A message dispatched while being stored may be paged out before
+        // its Add is committed: read it once it is.
+        self.pending.written(&seqs).await;
         let reader = self.reader.clone();
         let fallback = seqs.clone();
         match tokio::task::spawn_blocking(move || {

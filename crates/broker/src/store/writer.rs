@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::pending::PendingAdds;
 use super::{
     Ahead, AheadOutcome, Batch, Duplicates, Record, StoreBackend, StoreError, StoreKey, Usage,
     dedup,
@@ -23,6 +24,10 @@ pub(super) enum Request {
         /// and becomes durable with the next sync. With when it was
         /// submitted (`store_wait_seconds`).
         done: Option<(Done, std::time::Instant)>,
+        /// For new messages dispatched while being stored
+        /// ([`Store::submit_early`](super::Store::submit_early)): where the
+        /// duplicates found go once the batch is checked, before its write.
+        early: Option<oneshot::Sender<Duplicates>>,
     },
     /// Finish what is queued, then stop.
     Close { done: oneshot::Sender<()> },
@@ -243,8 +248,14 @@ struct Group {
     found: Vec<Duplicates>,
     /// The duplicate-detection ids it made known, forgotten if it fails.
     added: Vec<(StoreKey, Arc<str>)>,
+    /// The Adds in it dispatched while being stored, tracked until it is
+    /// answered.
+    tracked: Vec<u64>,
     /// Whether anyone waits for it (it is synced).
     sync: bool,
+    /// Whether it goes to the backend: not if acknowledgements cancelled
+    /// all it had.
+    written: bool,
     started: std::time::Instant,
 }
 
@@ -266,18 +277,36 @@ pub(super) struct Writer<B> {
     group_wait: std::time::Duration,
     /// How many submitters the last synced group answered.
     cohort: usize,
+    /// Adds dispatched while being stored, which acknowledgements may
+    /// cancel until their group goes to the backend.
+    pending: Arc<PendingAdds>,
+    /// Whether the last group someone waited for held batches dispatched
+    /// while being stored: then the next group takes batches in while it
+    /// waits for room at the backend ([`Writer::wait_for_room`]).
+    early_traffic: bool,
+}
+
+/// What the writer shares with the store's handle.
+pub(super) struct Shared {
+    pub(super) stats: Arc<Usage>,
+    pub(super) failed: Failure,
+    pub(super) pending: Arc<PendingAdds>,
 }
 
 impl<B: StoreBackend> Writer<B> {
     pub(super) fn new(
         backend: B,
-        stats: Arc<Usage>,
-        failed: Failure,
+        shared: Shared,
         dups: dedup::DupIndex,
         spin: Spin,
         in_flight: usize,
         group_wait: std::time::Duration,
     ) -> Writer<B> {
+        let Shared {
+            stats,
+            failed,
+            pending,
+        } = shared;
         Writer {
             backend,
             stats,
@@ -288,36 +317,125 @@ impl<B: StoreBackend> Writer<B> {
             in_flight: in_flight.max(1),
             group_wait,
             cohort: 0,
+            pending,
+            early_traffic: false,
         }
+    }
+
+    /// Takes a request into the group being gathered; says whether the
+    /// group may take more. A batch dispatched while being stored is
+    /// checked for duplicates now, and its submitter told, so that its
+    /// copies reach their consumers while the group waits for its turn —
+    /// unless a group ahead, which may yet fail, holds one of its ids: then
+    /// it is checked with the rest of the group, when that group is written.
+    fn take(&mut self, group: &mut Gathered, req: Request) -> bool {
+        let (mut batch, done, early) = match req {
+            Request::Write { batch, done, early } => (batch, done, early),
+            Request::Close { done } => {
+                group.closing = Some(done);
+                return false;
+            }
+        };
+        let mut found = None;
+        if let Some(verdict) = early {
+            group.tracked.extend(batch.iter().filter_map(|r| match r {
+                Record::Add { message, .. } => Some(message.seq),
+                _ => None,
+            }));
+            group.early.push(group.batches.len());
+            if self.ahead.is_empty() || !self.dups.knows_any(std::slice::from_ref(&batch)) {
+                let (mut dups, added) = self.dups.filter(std::slice::from_mut(&mut batch));
+                let dups = dups.pop().unwrap_or_default();
+                group.added.extend(added);
+                // A submitter that went away dispatches nothing.
+                let _ = verdict.send(dups.clone());
+                found = Some(dups);
+            }
+        }
+        group.bytes += added_bytes(&batch);
+        let done = done.map(|(done, at)| {
+            group.since.push(at);
+            done
+        });
+        group.batches.push(batch);
+        group.waiters.push(done);
+        group.found.push(found);
+        group.is_open()
     }
 
     /// Writes a gathered group: sent ahead if the backend can, else (after
     /// every group ahead is answered) written and answered now.
-    async fn write(&mut self, mut batches: Vec<Batch>, waiters: Vec<Option<Done>>) {
-        if !self.ahead.is_empty() && self.dups.knows_any(&batches) {
+    async fn write(&mut self, gathered: Gathered) {
+        let Gathered {
+            mut batches,
+            waiters,
+            found,
+            mut added,
+            tracked,
+            early,
+            ..
+        } = gathered;
+        let unchecked = || found.iter().zip(&batches).filter(|(f, _)| f.is_none());
+        if !self.ahead.is_empty()
+            && unchecked().any(|(_, b)| self.dups.knows_any(std::slice::from_ref(b)))
+        {
             // Whether its copies are duplicates depends on the groups ahead
             // succeeding: wait for their answers first.
             self.drain().await;
         }
         let sync = waiters.iter().flatten().next().is_some();
-        let (found, added) = self.dups.filter(&mut batches);
+        let found: Vec<Duplicates> = found
+            .into_iter()
+            .zip(batches.iter_mut())
+            .map(|(f, batch)| {
+                f.unwrap_or_else(|| {
+                    let (mut dups, more) = self.dups.filter(std::slice::from_mut(batch));
+                    added.extend(more);
+                    dups.pop().unwrap_or_default()
+                })
+            })
+            .collect();
         self.stats
             .duplicate_ids
             .store(self.dups.len() as u64, Ordering::Relaxed);
+        // From here on an acknowledgement no longer cancels these Adds;
+        // those it cancelled are not written.
+        let records = |b: &[Batch]| b.iter().map(Vec::len).sum::<usize>();
+        let before = records(&batches);
+        for &i in &early {
+            self.pending.write(&mut batches[i]);
+        }
+        let cancelled_all = records(&batches) == 0 && before > 0;
+        if !early.is_empty() || sync {
+            self.early_traffic = !early.is_empty();
+        }
         let group = Group {
             batches,
             waiters,
             found,
             added,
+            tracked,
             sync,
+            written: !cancelled_all,
             started: std::time::Instant::now(),
         };
+        if cancelled_all {
+            // Nothing left to write (acknowledgements cancelled it all):
+            // answered in turn, after the groups ahead of it.
+            let done: Ahead = Box::pin(std::future::ready(AheadOutcome::Done(Ok(()))));
+            self.ahead.push_back((group, done));
+            return;
+        }
         if self.in_flight > 1
             && !self.failed.is_cancelled()
             && let Some(ahead) = self.backend.send_ahead(&group.batches, sync)
         {
             self.ahead.push_back((group, ahead));
-            if self.ahead.len() >= self.in_flight {
+            if !self.early_traffic && self.at_backend() >= self.in_flight {
+                // Nothing dispatched while being stored: the next group
+                // gathers once this one has room, from what came meanwhile
+                // (otherwise, the next group takes batches in as they
+                // come: [`Writer::wait_for_room`]).
                 self.answer_oldest().await;
             }
             return;
@@ -365,7 +483,7 @@ impl<B: StoreBackend> Writer<B> {
         {
             match rx.try_recv() {
                 Ok(req) => {
-                    if !group.take(req) {
+                    if !self.take(group, req) {
                         return;
                     }
                 }
@@ -383,6 +501,47 @@ impl<B: StoreBackend> Writer<B> {
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
         }
+    }
+
+    /// Groups at the backend (not those answered in turn without a write).
+    fn at_backend(&self) -> usize {
+        self.ahead.iter().filter(|(g, _)| g.written).count()
+    }
+
+    /// While as many groups as may be are at the backend, the next one
+    /// waits for room, taking in what comes meanwhile: the batches
+    /// dispatched while being stored get their verdict now, so that their
+    /// messages reach consumers whose acknowledgements may cancel them
+    /// before this group is written. Says whether it waited.
+    async fn wait_for_room(
+        &mut self,
+        rx: &mut mpsc::Receiver<Request>,
+        group: &mut Gathered,
+    ) -> bool {
+        let mut waited = false;
+        while self.at_backend() >= self.in_flight {
+            let Some((_, ahead)) = self.ahead.front_mut() else {
+                break;
+            };
+            waited = true;
+            let open = group.is_open();
+            tokio::select! {
+                biased;
+                outcome = ahead => {
+                    if let Some((done, _)) = self.ahead.pop_front() {
+                        self.settle(done, outcome).await;
+                    }
+                }
+                r = rx.recv(), if open => match r {
+                    Some(req) => {
+                        self.take(group, req);
+                    }
+                    // Closed: the group goes once there is room.
+                    None => group.ended = true,
+                },
+            }
+        }
+        waited
     }
 
     /// Whether the oldest group ahead has its outcome (kept for
@@ -443,15 +602,23 @@ impl<B: StoreBackend> Writer<B> {
             waiters,
             found,
             added,
-            sync,
+            tracked,
+            mut sync,
+            written,
             started,
         } = group;
+        self.pending.settle(tracked);
         let waiting = waiters.iter().flatten().count();
+        // Not written: not a group commit.
+        let confirmed = sync;
+        sync &= written;
         // Counted once the backend is done with the group, so that a
         // count seen means the write has happened (a test kills the
         // broker right after it sees a delivery count's write).
         let stats = &self.stats;
-        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .groups
+            .fetch_add(u64::from(written), Ordering::Relaxed);
         stats
             .synced_groups
             .fetch_add(u64::from(sync), Ordering::Relaxed);
@@ -507,8 +674,10 @@ impl<B: StoreBackend> Writer<B> {
                 let _ = w.send(r.clone().map(|()| found));
             }
         }
-        if sync {
+        if confirmed {
             self.spin.confirmed();
+        }
+        if sync {
             self.cohort = waiting;
         }
     }
@@ -521,10 +690,21 @@ struct Gathered {
     waiters: Vec<Option<Done>>,
     /// When each of `waiters` that someone waits on was submitted.
     since: Vec<std::time::Instant>,
+    /// For each batch, the duplicates found in it if it was checked as it
+    /// came (dispatched while being stored).
+    found: Vec<Option<Duplicates>>,
+    /// The duplicate-detection ids those checks made known.
+    added: Vec<(StoreKey, Arc<str>)>,
+    /// The batches dispatched while being stored, by index.
+    early: Vec<usize>,
+    /// The Adds in them.
+    tracked: Vec<u64>,
     /// Bytes of new messages.
     bytes: usize,
     /// A close request, which ends the gathering.
     closing: Option<oneshot::Sender<()>>,
+    /// The channel was closed while it gathered.
+    ended: bool,
 }
 
 impl Gathered {
@@ -533,24 +713,19 @@ impl Gathered {
         self.since.len()
     }
 
-    /// Takes a request in; says whether the group may take more.
-    fn take(&mut self, req: Request) -> bool {
-        match req {
-            Request::Write { batch, done } => {
-                self.bytes += added_bytes(&batch);
-                let done = done.map(|(done, at)| {
-                    self.since.push(at);
-                    done
-                });
-                self.batches.push(batch);
-                self.waiters.push(done);
-                self.batches.len() < MAX_GROUP && self.bytes < MAX_GROUP_BYTES
-            }
-            Request::Close { done } => {
-                self.closing = Some(done);
-                false
-            }
-        }
+    /// Whether it may take more.
+    fn is_open(&self) -> bool {
+        self.closing.is_none()
+            && !self.ended
+            && self.batches.len() < MAX_GROUP
+            && self.bytes < MAX_GROUP_BYTES
+    }
+
+    /// Adds bookkeeping nobody waits for.
+    fn park(&mut self, batch: Batch) {
+        self.batches.push(batch);
+        self.waiters.push(None);
+        self.found.push(None);
     }
 }
 
@@ -603,25 +778,30 @@ pub(super) async fn writer<B: StoreBackend>(
         }
         let mut group = Gathered::default();
         for batch in parked.take() {
-            group.batches.push(batch);
-            group.waiters.push(None);
+            group.park(batch);
         }
         let mut open = true;
         if let Some(req) = first {
-            open = group.take(req);
+            open = w.take(&mut group, req);
             while open && let Ok(req) = rx.try_recv() {
-                open = group.take(req);
+                open = w.take(&mut group, req);
             }
         }
         if open {
             w.wait_for_cohort(&mut rx, &mut group).await;
         }
+        // The group that made room has its producers coming back: the
+        // group waits for them as for any cohort.
+        if w.wait_for_room(&mut rx, &mut group).await && group.is_open() {
+            w.wait_for_cohort(&mut rx, &mut group).await;
+        }
+        let disconnected = disconnected || group.ended;
         let closing = group.closing.take();
         if !group.batches.is_empty() {
             for at in &group.since {
                 w.stats.wait_seconds.observe_duration(at.elapsed());
             }
-            w.write(group.batches, group.waiters).await;
+            w.write(group).await;
             upkeep = true;
         }
         if closing.is_some() || disconnected {
@@ -629,6 +809,8 @@ pub(super) async fn writer<B: StoreBackend>(
         }
     };
     w.drain().await;
+    // Nothing tracked will be written now: a reader waiting for one stops.
+    w.pending.clear();
     let Writer {
         mut backend,
         failed,
