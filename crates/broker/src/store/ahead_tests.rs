@@ -382,11 +382,7 @@ async fn without_a_group_wait_a_group_goes_at_once() {
 }
 
 fn add_without_id(seq: u64) -> Record {
-    Record::Add {
-        key: StoreKey::Queue("q".into()),
-        message: crate::model::test_message(seq, 4),
-        dedup: None,
-    }
+    Record::test_add(seq)
 }
 
 /// Two messages dispatched while being stored fill the backend; a third

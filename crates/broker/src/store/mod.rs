@@ -77,6 +77,19 @@ pub enum StoreKey {
     Scheduled,
 }
 
+#[cfg(test)]
+impl Record {
+    /// The Add of a small test message to the queue `q`, without a
+    /// duplicate-detection id.
+    pub(crate) fn test_add(seq: u64) -> Record {
+        Record::Add {
+            key: StoreKey::Queue("q".into()),
+            message: crate::model::test_message(seq, 4),
+            dedup: None,
+        }
+    }
+}
+
 /// One change to the stored state.
 #[derive(Debug, Clone)]
 pub enum Record {
@@ -1105,13 +1118,7 @@ impl Store {
         let (done, rx) = oneshot::channel();
         let (verdict, early) = oneshot::channel();
         let cancelled = self.pending.track(&batch);
-        let seqs: Vec<u64> = batch
-            .iter()
-            .filter_map(|r| match r {
-                Record::Add { message, .. } => Some(message.seq),
-                _ => None,
-            })
-            .collect();
+        let seqs: Vec<u64> = pending::added(&batch).collect();
         let sent = self
             .tx
             .send(Request::Write {

@@ -30,6 +30,14 @@ use tokio::sync::{Notify, oneshot};
 
 use super::{Batch, Record};
 
+/// The sequence numbers of the messages `batch` adds.
+pub(crate) fn added(batch: &Batch) -> impl Iterator<Item = u64> + '_ {
+    batch.iter().filter_map(|r| match r {
+        Record::Add { message, .. } => Some(message.seq),
+        _ => None,
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Pending,
@@ -76,13 +84,7 @@ impl PendingAdds {
     /// durable. The receiver resolves if acknowledgements cancel them all.
     pub(crate) fn track(&self, batch: &Batch) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let seqs: Vec<u64> = batch
-            .iter()
-            .filter_map(|r| match r {
-                Record::Add { message, .. } => Some(message.seq),
-                _ => None,
-            })
-            .collect();
+        let seqs: Vec<u64> = added(batch).collect();
         let batched = Arc::new(Batched {
             left: AtomicUsize::new(seqs.len()),
             cancelled: Mutex::new(Some(tx)),
@@ -222,11 +224,7 @@ mod tests {
     use crate::store::StoreKey;
 
     fn add(seq: u64) -> Record {
-        Record::Add {
-            key: StoreKey::Queue("q".into()),
-            message: crate::model::test_message(seq, 4),
-            dedup: None,
-        }
+        Record::test_add(seq)
     }
 
     fn seqs(batch: &Batch) -> Vec<(bool, u64)> {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::pending::PendingAdds;
+use super::pending::{self, PendingAdds};
 use super::{
     Ahead, AheadOutcome, Batch, Duplicates, Record, StoreBackend, StoreError, StoreKey, Usage,
     dedup,
@@ -338,10 +338,7 @@ impl<B: StoreBackend> Writer<B> {
         };
         let mut found = None;
         if let Some(verdict) = early {
-            group.tracked.extend(batch.iter().filter_map(|r| match r {
-                Record::Add { message, .. } => Some(message.seq),
-                _ => None,
-            }));
+            group.tracked.extend(pending::added(&batch));
             group.early.push(group.batches.len());
             if self.ahead.is_empty() || !self.dups.knows_any(std::slice::from_ref(&batch)) {
                 let (mut dups, added) = self.dups.filter(std::slice::from_mut(&mut batch));

@@ -381,16 +381,12 @@ pub(crate) fn judge(file: &str, s: &Scanned, len: u64, expect: Expect) -> Verdic
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Record;
     use crate::store::journal::format::{HEADER_LEN, SegmentHeader, Writer};
     use crate::store::journal::index::SegStats;
-    use crate::store::{Record, StoreKey};
 
     fn add(seq: u64) -> Record {
-        Record::Add {
-            key: StoreKey::Queue("q".into()),
-            message: crate::model::test_message(seq, 4),
-            dedup: None,
-        }
+        Record::test_add(seq)
     }
 
     fn segment(records: &[Vec<Record>]) -> Vec<u8> {
