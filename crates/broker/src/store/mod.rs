@@ -1158,7 +1158,7 @@ impl Store {
     /// part of something that must take effect whole: a message moved to
     /// the dead-letter queue); says whether that left the batch empty.
     fn cancel(&self, batch: &mut Batch) -> bool {
-        if !batch.iter().all(|r| matches!(r, Record::Remove { .. })) {
+        if self.pending.is_empty() || !batch.iter().all(|r| matches!(r, Record::Remove { .. })) {
             return false;
         }
         let n = self.pending.cancel(batch);

@@ -101,10 +101,15 @@ impl PendingAdds {
         rx
     }
 
+    /// Whether nothing is tracked (so nothing can be cancelled).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
     /// Drops from `batch` the Removes of Adds not yet written, cancelling
     /// those Adds; returns how many it cancelled.
     pub(crate) fn cancel(&self, batch: &mut Batch) -> usize {
-        if self.count.load(Ordering::Acquire) == 0 {
+        if self.is_empty() {
             return 0;
         }
         let mut states = self.lock();
@@ -207,10 +212,14 @@ impl PendingAdds {
         loop {
             // Registered before looking, so a settle in between wakes it.
             let settled = self.settled.notified();
-            if self.count.load(Ordering::Acquire) == 0 {
+            if self.is_empty() {
                 return;
             }
-            if !seqs.iter().any(|s| self.lock().contains_key(s)) {
+            let any = {
+                let states = self.lock();
+                seqs.iter().any(|s| states.contains_key(s))
+            };
+            if !any {
                 return;
             }
             settled.await;
