@@ -385,6 +385,61 @@ fn add_without_id(seq: u64) -> Record {
     Record::test_add(seq)
 }
 
+/// Submitters whose messages acknowledgements cancelled had their answer
+/// before their group's, so producers no longer come back in cohorts: while
+/// that goes on, a group does not wait for its cohort.
+#[tokio::test]
+async fn no_cohort_wait_while_cancellations_release_submitters() {
+    let h = harness_waiting(2, Duration::from_secs(10));
+    let (c1, v1) = h.store.submit_early(vec![add_without_id(1)]).await.unwrap();
+    v1.await.unwrap();
+    h.asked(1).await;
+    let (c2, v2) = h.store.submit_early(vec![add_without_id(2)]).await.unwrap();
+    v2.await.unwrap();
+    h.asked(2).await;
+    // Three more while the backend is full: one group, of which the
+    // consumers' acknowledgements cancel two.
+    let mut third = Vec::new();
+    for seq in 3..=5 {
+        let (c, v) = h
+            .store
+            .submit_early(vec![add_without_id(seq)])
+            .await
+            .unwrap();
+        v.await.unwrap();
+        third.push(c);
+    }
+    for seq in [4, 5] {
+        h.store.record(vec![Record::Remove { seq }]).await.unwrap();
+    }
+    let c3 = third.remove(0);
+    for c in third {
+        tokio::time::timeout(Duration::from_secs(10), c)
+            .await
+            .expect("released by the cancellation")
+            .unwrap();
+    }
+    h.answer(0, ok());
+    h.answer(1, ok());
+    assert_eq!(h.asked(3).await[2], ("ahead", vec![3]));
+    h.answer(2, ok());
+    for c in [c1, c2, c3] {
+        c.await.unwrap();
+    }
+    // The last group answered had two of its three submitters released
+    // before it: a lone one now goes at once beside the group ahead.
+    let c6 = h.remove(6, 4).await;
+    let c7 = h.submit(7).await;
+    let log = tokio::time::timeout(Duration::from_secs(5), h.asked(5))
+        .await
+        .expect("the group waited for submitters already answered");
+    assert_eq!(log[4], ("ahead", vec![7]));
+    h.answer(3, ok());
+    h.answer(4, ok());
+    c6.await.unwrap();
+    c7.await.unwrap();
+}
+
 /// Two messages dispatched while being stored fill the backend; a third
 /// is checked for duplicates at once, while its group waits for room, and
 /// its submitter told; the Remove of its consumer's acknowledgement then

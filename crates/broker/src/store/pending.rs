@@ -145,9 +145,14 @@ impl PendingAdds {
     /// its Remove, which a backend may fold into the id alone, so that a
     /// resend after a restart is still dropped, as for a message consumed
     /// after its write.
-    pub(crate) fn write(&self, batch: &mut Batch) {
+    ///
+    /// Returns whether every Add in `batch` was cancelled: its submitter
+    /// has had its answer already, and this group's answer releases
+    /// nobody.
+    pub(crate) fn write(&self, batch: &mut Batch) -> bool {
         let mut states = self.lock();
         let mut kept = Vec::with_capacity(batch.len());
+        let (mut adds, mut cancelled) = (0usize, 0usize);
         for r in batch.drain(..) {
             let Record::Add {
                 key,
@@ -158,12 +163,14 @@ impl PendingAdds {
                 kept.push(r);
                 continue;
             };
+            adds += 1;
             match states.get_mut(&message.seq).map(|t| &mut t.state) {
                 Some(s @ State::Pending) => {
                     *s = State::Writing;
                     kept.push(r);
                 }
                 Some(State::Cancelled) => {
+                    cancelled += 1;
                     states.remove(&message.seq);
                     if let Some(id) = dedup {
                         kept.push(Record::Add {
@@ -181,6 +188,7 @@ impl PendingAdds {
         self.count.store(states.len(), Ordering::Release);
         drop(states);
         self.settled.notify_waiters();
+        adds > 0 && cancelled == adds
     }
 
     /// Stops tracking `seqs`: their group is answered (or they were found
@@ -257,7 +265,7 @@ mod tests {
         assert!(all_cancelled.try_recv().is_err(), "2 is not cancelled");
 
         let mut group = vec![add(1), add(2)];
-        p.write(&mut group);
+        assert!(!p.write(&mut group), "2 is written: its submitter waits");
         assert_eq!(
             seqs(&group),
             vec![(true, 2)],
@@ -294,7 +302,7 @@ mod tests {
         p.track(&vec![with_id.clone()]);
         p.cancel(&mut vec![Record::Remove { seq: 7 }]);
         let mut group = vec![with_id];
-        p.write(&mut group);
+        assert!(p.write(&mut group), "its submitter was released");
         assert_eq!(seqs(&group), vec![(true, 7), (false, 7)]);
         let Record::Add { message, dedup, .. } = &group[0] else {
             unreachable!()
@@ -307,7 +315,7 @@ mod tests {
     fn untracked_adds_are_written_as_they_are() {
         let p = PendingAdds::default();
         let mut group = vec![add(5), Record::Remove { seq: 5 }];
-        p.write(&mut group);
+        assert!(!p.write(&mut group));
         assert_eq!(group.len(), 2);
     }
 

@@ -181,6 +181,10 @@ impl Spin {
 
 /// Most batches handed to the backend in one call.
 const MAX_GROUP: usize = 4096;
+
+/// Synced groups after the last one that had submitters released by
+/// cancellations before the cohort wait resumes ([`Writer::wait_for_cohort`]).
+const RELEASE_MEMORY: u32 = 16;
 /// Most bytes of new messages gathered into one group (beyond its first
 /// batch, which goes whole). A backend turns a group into one write (the
 /// journal copies it into one buffer) or one transaction (PostgreSQL takes
@@ -256,6 +260,10 @@ struct Group {
     /// Whether it goes to the backend: not if acknowledgements cancelled
     /// all it had.
     written: bool,
+    /// Of its `waiters`, those answered already, when acknowledgements
+    /// cancelled every Add of their batch: its answer does not bring them
+    /// back, so they are no part of the next cohort.
+    released: usize,
     started: std::time::Instant,
 }
 
@@ -277,6 +285,9 @@ pub(super) struct Writer<B> {
     group_wait: std::time::Duration,
     /// How many submitters the last synced group answered.
     cohort: usize,
+    /// Synced groups answered since one whose submitters included some
+    /// released before it, by acknowledgements that cancelled their Adds.
+    unreleased: u32,
     /// Adds dispatched while being stored, which acknowledgements may
     /// cancel until their group goes to the backend.
     pending: Arc<PendingAdds>,
@@ -317,6 +328,7 @@ impl<B: StoreBackend> Writer<B> {
             in_flight: in_flight.max(1),
             group_wait,
             cohort: 0,
+            unreleased: RELEASE_MEMORY,
             pending,
             early_traffic: false,
         }
@@ -399,8 +411,11 @@ impl<B: StoreBackend> Writer<B> {
         // those it cancelled are not written.
         let records = |b: &[Batch]| b.iter().map(Vec::len).sum::<usize>();
         let before = records(&batches);
+        let mut released = 0;
         for &i in &early {
-            self.pending.write(&mut batches[i]);
+            if self.pending.write(&mut batches[i]) && waiters[i].is_some() {
+                released += 1;
+            }
         }
         let cancelled_all = records(&batches) == 0 && before > 0;
         if !early.is_empty() || sync {
@@ -414,6 +429,7 @@ impl<B: StoreBackend> Writer<B> {
             tracked,
             sync,
             written: !cancelled_all,
+            released,
             started: std::time::Instant::now(),
         };
         if cancelled_all {
@@ -465,8 +481,16 @@ impl<B: StoreBackend> Writer<B> {
     /// last group answered are in, but never after the group ahead is
     /// done and never beyond the budget, makes the groups larger without
     /// leaving the database idle.
+    ///
+    /// Not while consumers' acknowledgements cancel Adds dispatched while
+    /// being stored: their producers have their receipts before the group
+    /// is answered and send again at once, so the producers no longer come
+    /// back together, and the wait, spent yielding, only delays the
+    /// group and takes CPU from the database (b on PostgreSQL, 16 + 16:
+    /// 17.0-17.4 k messages a second with the wait, 19.2-20.0 k without).
     async fn wait_for_cohort(&mut self, rx: &mut mpsc::Receiver<Request>, group: &mut Gathered) {
         if self.group_wait.is_zero()
+            || self.unreleased < RELEASE_MEMORY
             || group.waiting() == 0
             || group.waiting() >= self.cohort
             || self.ahead.is_empty()
@@ -602,6 +626,7 @@ impl<B: StoreBackend> Writer<B> {
             tracked,
             mut sync,
             written,
+            released,
             started,
         } = group;
         self.pending.settle(tracked);
@@ -676,6 +701,11 @@ impl<B: StoreBackend> Writer<B> {
         }
         if sync {
             self.cohort = waiting;
+            self.unreleased = if released > 0 {
+                0
+            } else {
+                self.unreleased.saturating_add(1)
+            };
         }
     }
 }
