@@ -307,6 +307,12 @@ impl Connection {
         if self.auto_acks.is_empty() {
             return;
         }
+        // On the heap: every session awaits this after every step, so
+        // inline its state would sit in every idle connection's task.
+        Box::pin(self.take_auto_acks()).await;
+    }
+
+    async fn take_auto_acks(&mut self) {
         let mut acks = std::mem::take(&mut self.auto_acks);
         acks.sort_by_key(|(consumer, _, _, _)| *consumer);
         let mut removes = Vec::new();
