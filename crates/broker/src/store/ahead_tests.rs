@@ -385,29 +385,40 @@ fn add_without_id(seq: u64) -> Record {
     Record::test_add(seq)
 }
 
+/// Submits a message to be dispatched while being stored, and waits for
+/// its verdict (no duplicate).
+async fn early(h: &Harness, seq: u64) -> Completion {
+    let (c, v) = h
+        .store
+        .submit_early(vec![add_without_id(seq)])
+        .await
+        .unwrap();
+    assert_eq!(v.await, Some(Duplicates::default()));
+    c
+}
+
+/// Two messages dispatched while being stored fill the backend (two
+/// groups in flight); returns their completions.
+async fn fill_with_early(h: &Harness) -> (Completion, Completion) {
+    let c1 = early(h, 1).await;
+    h.asked(1).await;
+    let c2 = early(h, 2).await;
+    h.asked(2).await;
+    (c1, c2)
+}
+
 /// Submitters whose messages acknowledgements cancelled had their answer
 /// before their group's, so producers no longer come back in cohorts: while
 /// that goes on, a group does not wait for its cohort.
 #[tokio::test]
 async fn no_cohort_wait_while_cancellations_release_submitters() {
     let h = harness_waiting(2, Duration::from_secs(10));
-    let (c1, v1) = h.store.submit_early(vec![add_without_id(1)]).await.unwrap();
-    v1.await.unwrap();
-    h.asked(1).await;
-    let (c2, v2) = h.store.submit_early(vec![add_without_id(2)]).await.unwrap();
-    v2.await.unwrap();
-    h.asked(2).await;
+    let (c1, c2) = fill_with_early(&h).await;
     // Three more while the backend is full: one group, of which the
     // consumers' acknowledgements cancel two.
     let mut third = Vec::new();
     for seq in 3..=5 {
-        let (c, v) = h
-            .store
-            .submit_early(vec![add_without_id(seq)])
-            .await
-            .unwrap();
-        v.await.unwrap();
-        third.push(c);
+        third.push(early(&h, seq).await);
     }
     for seq in [4, 5] {
         h.store.record(vec![Record::Remove { seq }]).await.unwrap();
@@ -448,12 +459,7 @@ async fn no_cohort_wait_while_cancellations_release_submitters() {
 /// Remove) ever reaches the backend.
 async fn acknowledged_while_waiting_for_room(third: Record) -> Harness {
     let h = harness();
-    let (mut c1, v1) = h.store.submit_early(vec![add_without_id(1)]).await.unwrap();
-    assert_eq!(v1.await, Some(Duplicates::default()));
-    h.asked(1).await;
-    let (mut c2, v2) = h.store.submit_early(vec![add_without_id(2)]).await.unwrap();
-    assert_eq!(v2.await, Some(Duplicates::default()));
-    h.asked(2).await;
+    let (mut c1, mut c2) = fill_with_early(&h).await;
     let (c3, v3) = h.store.submit_early(vec![third]).await.unwrap();
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(10), v3)
@@ -540,12 +546,7 @@ async fn an_acknowledgement_after_the_write_began_is_written_after_it() {
 #[tokio::test]
 async fn a_remove_in_a_batch_with_other_records_does_not_cancel() {
     let h = harness();
-    let (c1, v1) = h.store.submit_early(vec![add_without_id(1)]).await.unwrap();
-    v1.await.unwrap();
-    h.asked(1).await;
-    let (c2, v2) = h.store.submit_early(vec![add_without_id(2)]).await.unwrap();
-    v2.await.unwrap();
-    h.asked(2).await;
+    let (c1, c2) = fill_with_early(&h).await;
     let (c3, v3) = h.store.submit_early(vec![add_without_id(3)]).await.unwrap();
     v3.await.unwrap();
     let moved = vec![Record::Remove { seq: 3 }, add_without_id(4)];
