@@ -260,10 +260,10 @@ struct Group {
     /// Whether it goes to the backend: not if acknowledgements cancelled
     /// all it had.
     written: bool,
-    /// Of its `waiters`, those answered already, when acknowledgements
-    /// cancelled every Add of their batch: its answer does not bring them
-    /// back, so they are no part of the next cohort.
-    released: usize,
+    /// Whether some of its submitters had their answer before it, when
+    /// acknowledgements cancelled every Add of their batch: producers then
+    /// no longer come back in cohorts ([`Writer::wait_for_cohort`]).
+    released: bool,
     started: std::time::Instant,
 }
 
@@ -411,11 +411,9 @@ impl<B: StoreBackend> Writer<B> {
         // those it cancelled are not written.
         let records = |b: &[Batch]| b.iter().map(Vec::len).sum::<usize>();
         let before = records(&batches);
-        let mut released = 0;
+        let mut released = false;
         for &i in &early {
-            if self.pending.write(&mut batches[i]) && waiters[i].is_some() {
-                released += 1;
-            }
+            released |= self.pending.write(&mut batches[i]) && waiters[i].is_some();
         }
         let cancelled_all = records(&batches) == 0 && before > 0;
         if !early.is_empty() || sync {
@@ -701,7 +699,7 @@ impl<B: StoreBackend> Writer<B> {
         }
         if sync {
             self.cohort = waiting;
-            self.unreleased = if released > 0 {
+            self.unreleased = if released {
                 0
             } else {
                 self.unreleased.saturating_add(1)
